@@ -1,0 +1,179 @@
+"""The StandardError model and the domain's exceptions.
+
+Every failure Stepline reports — a failed step recorded in the log, an HTTP error body, a log
+line — is a `StandardError`: one shape, with a code from the catalogue below deciding its
+category, severity, whether it is recoverable or retryable, and what to do about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+from uuid import uuid4
+
+MODULE_ID = "step-processor"
+
+
+class ErrorCategory(Enum):
+    VALIDATION = "VALIDATION"
+    EXECUTION = "EXECUTION"
+    SYSTEM = "SYSTEM"
+    INTEGRATION = "INTEGRATION"
+
+
+class ErrorSeverity(Enum):
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    category: ErrorCategory
+    severity: ErrorSeverity
+    recoverable: bool
+    retryable: bool
+    suggested_action: str
+
+
+_V, _E, _S, _I = (
+    ErrorCategory.VALIDATION,
+    ErrorCategory.EXECUTION,
+    ErrorCategory.SYSTEM,
+    ErrorCategory.INTEGRATION,
+)
+_LOW, _MEDIUM, _HIGH, _CRITICAL = (
+    ErrorSeverity.LOW,
+    ErrorSeverity.MEDIUM,
+    ErrorSeverity.HIGH,
+    ErrorSeverity.CRITICAL,
+)
+
+CATALOGUE: dict[str, ErrorKind] = {
+    # The original design's codes, with its categories, severities and flags.
+    "VALIDATION_FAILED": ErrorKind(_V, _MEDIUM, False, False, "Check step format and content"),
+    "SESSION_CREATION_FAILED": ErrorKind(
+        _E, _CRITICAL, True, True, "Retry with exponential backoff"
+    ),
+    "TASK_LOOP_TIMEOUT": ErrorKind(_E, _HIGH, True, True, "Increase timeout or simplify steps"),
+    "CONCURRENT_LIMIT_EXCEEDED": ErrorKind(
+        _S, _CRITICAL, True, False, "Wait for available session slots"
+    ),
+    # Stepline's own.
+    "INVALID_STATE_TRANSITION": ErrorKind(
+        _V, _LOW, True, False, "Read the session's status and send a command it allows"
+    ),
+    "SESSION_NOT_FOUND": ErrorKind(_V, _LOW, False, False, "Check the session id"),
+    "VERSION_CONFLICT": ErrorKind(
+        _S, _MEDIUM, True, True, "Reload the session and send the command again"
+    ),
+    "MAX_TURNS_EXCEEDED": ErrorKind(
+        _E, _HIGH, True, True, "Raise max_turns_per_step or split the step"
+    ),
+    "TOKEN_BUDGET_EXCEEDED": ErrorKind(
+        _E, _HIGH, False, False, "Raise the session's token budget or shorten the steps"
+    ),
+    "COMMAND_INTERRUPTED": ErrorKind(
+        _E, _MEDIUM, True, True, "None: the task loop decides again after recovery"
+    ),
+    "SESSION_EXPIRED": ErrorKind(
+        _E, _MEDIUM, False, False, "Raise the session TTL or create a new session"
+    ),
+    "AI_PROVIDER_ERROR": ErrorKind(
+        _I, _HIGH, True, True, "Check STEPLINE_AI_BASE_URL, STEPLINE_AI_API_KEY and the model"
+    ),
+    "CONFIGURATION_INVALID": ErrorKind(
+        _V, _CRITICAL, False, False, "Fix the STEPLINE_* settings named in the message"
+    ),
+    "DATABASE_UNAVAILABLE": ErrorKind(
+        _S, _CRITICAL, True, True, "Check STEPLINE_DATABASE_URL and that PostgreSQL is up"
+    ),
+}
+
+_UNKNOWN = ErrorKind(_I, _MEDIUM, True, False, "Contact system administrator")
+
+
+def kind_of(code: str) -> ErrorKind:
+    """The catalogue entry for `code`; unknown codes get the original design's fallback."""
+    return CATALOGUE.get(code, _UNKNOWN)
+
+
+@dataclass(frozen=True)
+class StandardError:
+    code: str
+    message: str
+    category: ErrorCategory
+    severity: ErrorSeverity
+    recoverable: bool
+    retryable: bool
+    suggested_action: str
+    details: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: str(uuid4()))
+    timestamp: str = field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds")
+    )
+    module_id: str = MODULE_ID
+
+    @classmethod
+    def of(cls, code: str, message: str, details: dict[str, Any] | None = None) -> StandardError:
+        kind = kind_of(code)
+        return cls(
+            code=code,
+            message=message,
+            category=kind.category,
+            severity=kind.severity,
+            recoverable=kind.recoverable,
+            retryable=kind.retryable,
+            suggested_action=kind.suggested_action,
+            details=details or {},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready fields, as recorded in events and sent in problem responses."""
+        data = asdict(self)
+        data["category"] = self.category.value
+        data["severity"] = self.severity.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StandardError:
+        return cls(
+            **{
+                **data,
+                "category": ErrorCategory(data["category"]),
+                "severity": ErrorSeverity(data["severity"]),
+            }
+        )
+
+
+class DomainError(Exception):
+    """A command the model refuses. Carries the StandardError code that describes it."""
+
+    code = "VALIDATION_FAILED"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_standard_error(self) -> StandardError:
+        return StandardError.of(self.code, self.message, self.details)
+
+
+class InvalidWorkflow(DomainError):
+    code = "VALIDATION_FAILED"
+
+
+class InvalidStateTransition(DomainError):
+    code = "INVALID_STATE_TRANSITION"
+
+
+class SessionNotFound(DomainError):
+    code = "SESSION_NOT_FOUND"
+
+
+class VersionConflict(DomainError):
+    code = "VERSION_CONFLICT"

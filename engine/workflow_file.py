@@ -1,0 +1,63 @@
+"""Workflow files: the YAML a person writes to describe a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from domain.errors import InvalidWorkflow
+from domain.session import MAX_STEP_TEXT, MAX_STEPS, StepSpec
+
+
+class StepEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_STEP_TEXT)
+    expect: str | None = Field(default=None, max_length=MAX_STEP_TEXT)
+
+
+class WorkflowFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    executor: str = "http"
+    base_url: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    steps: list[StepEntry] = Field(min_length=1, max_length=MAX_STEPS)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _plain_strings_are_steps(cls, steps: Any) -> Any:
+        if isinstance(steps, list):
+            return [{"text": step} if isinstance(step, str) else step for step in steps]
+        return steps
+
+    def step_specs(self) -> list[StepSpec]:
+        return [StepSpec(step.text, step.expect) for step in self.steps]
+
+    def session_config(self) -> dict[str, Any]:
+        """What the session records: the file's config plus its executor and base URL."""
+        return {**self.config, "executor": self.executor, "base_url": self.base_url}
+
+
+def load_workflow(path: Path) -> WorkflowFile:
+    """Parse and validate a workflow file, with errors that name the file and the field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InvalidWorkflow(f"cannot read {path}: {error.strerror}", file=str(path)) from None
+    except yaml.YAMLError as error:
+        raise InvalidWorkflow(f"{path} is not valid YAML: {error}", file=str(path)) from None
+    if not isinstance(raw, dict):
+        raise InvalidWorkflow(f"{path} must hold a mapping with name and steps", file=str(path))
+    try:
+        return WorkflowFile.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise InvalidWorkflow(f"{path}: {problems}", file=str(path)) from None

@@ -1,0 +1,68 @@
+"""A real PostgreSQL for every test that needs one.
+
+Order of preference: `STEPLINE_TEST_DATABASE_URL` (a server URL; CI points it at the local
+service), else a testcontainers PostgreSQL if a Docker engine answers, else the embedded
+server. Each run creates its own fresh database and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from engine.app import Stepline
+from engine.database import (
+    create_database,
+    drop_database,
+    embedded_postgres,
+    eventsourcing_env,
+    with_dbname,
+)
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A URL for a maintenance database on a real PostgreSQL server."""
+    with ExitStack() as stack:
+        url = os.environ.get("STEPLINE_TEST_DATABASE_URL")
+        if url is None and _docker_answers():
+            from testcontainers.postgres import PostgresContainer
+
+            container = stack.enter_context(PostgresContainer("postgres:16-alpine", driver=None))
+            url = container.get_connection_url()
+        if url is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            url = with_dbname(stack.enter_context(embedded_postgres(data_dir)), "postgres")
+        yield url
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh database for this test run."""
+    name = f"stepline_test_{uuid4().hex[:12]}"
+    create_database(postgres_server_url, name)
+    yield with_dbname(postgres_server_url, name)
+    drop_database(postgres_server_url, name)
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[Stepline]:
+    application = Stepline(eventsourcing_env(database_url))
+    yield application
+    application.close()
