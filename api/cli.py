@@ -17,7 +17,7 @@ from domain.errors import DomainError, StandardError
 from domain.session import WorkflowSession
 from engine.app import Stepline
 from engine.bootstrap import open_runtime
-from engine.database import DatabaseUrlError
+from engine.database import DatabaseUnavailable
 from engine.settings import Settings
 from engine.workflow_file import load_workflow
 
@@ -130,7 +130,7 @@ def demo(
             _print_history(runtime.app, session_id, as_json)
     except DomainError as error:
         raise _fail(error.to_standard_error()) from None
-    except (PersistenceError, DatabaseUrlError) as error:
+    except (PersistenceError, DatabaseUnavailable) as error:
         raise _fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
 
 
@@ -146,7 +146,7 @@ def history(
             _print_history(runtime.app, session_id, as_json)
     except DomainError as error:
         raise _fail(error.to_standard_error()) from None
-    except (PersistenceError, DatabaseUrlError) as error:
+    except (PersistenceError, DatabaseUnavailable) as error:
         raise _fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
 
 

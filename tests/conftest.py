@@ -28,7 +28,7 @@ from engine.database import (
 
 def _docker_answers() -> bool:
     try:
-        import docker
+        import docker  # noqa: PLC0415 - only needed without STEPLINE_TEST_DATABASE_URL
 
         docker.from_env(timeout=3).ping()
     except Exception:
@@ -42,7 +42,7 @@ def postgres_server_url() -> Iterator[str]:
     with ExitStack() as stack:
         url = os.environ.get("STEPLINE_TEST_DATABASE_URL")
         if url is None and _docker_answers():
-            from testcontainers.postgres import PostgresContainer
+            from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
 
             container = stack.enter_context(PostgresContainer("postgres:16-alpine", driver=None))
             url = container.get_connection_url()

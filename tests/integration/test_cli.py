@@ -1,0 +1,108 @@
+"""The `stepline` command line, run as a person runs it: a separate process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+STEPLINE = str(Path(sys.executable).parent / "stepline")
+
+
+def stepline(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STEPLINE_")}
+    return subprocess.run(
+        [STEPLINE, *args],
+        capture_output=True,
+        text=True,
+        env={**clean, "COLUMNS": "200", **env},
+        timeout=120,
+        check=False,
+    )
+
+
+def history_of(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    assert result.returncode == 0, result.stderr
+    events: list[dict[str, Any]] = json.loads(result.stdout)
+    return events
+
+
+def test_demo_drives_a_session_and_prints_its_history(database_url: str) -> None:
+    events = history_of(stepline("demo", "--json", STEPLINE_DATABASE_URL=database_url))
+
+    types = [e["type"] for e in events]
+    assert types[0] == "Created"
+    assert types[-1] == "Completed"
+    assert types.count("StepCompleted") == 3
+    assert [e["version"] for e in events] == list(range(1, len(events) + 1))
+    paused = next(e for e in events if e["type"] == "Paused")
+    assert (paused["actor"], events[0]["actor"]) == ("demo-user", "demo-user")
+    assert events[0]["data"]["name"] == "Login smoke test"
+
+
+@pytest.mark.embedded
+def test_demo_runs_on_the_embedded_server_with_nothing_configured(tmp_path: Path) -> None:
+    result = stepline("demo", STEPLINE_DATA_DIR=str(tmp_path))
+
+    assert result.returncode == 0, result.stderr
+    assert "event store: embedded PostgreSQL" in result.stderr
+    assert 'Step started: "GET /login"' in result.stderr
+    for event_type in ("Created", "StepStarted", "Paused", "Resumed", "Completed"):
+        assert event_type in result.stdout
+    assert not (tmp_path / "pg" / "postmaster.pid").exists()
+
+
+def test_history_prints_a_stored_session(database_url: str) -> None:
+    demo = stepline("demo", STEPLINE_DATABASE_URL=database_url)
+    session_id = demo.stdout.split("Session ", 1)[1].split()[0]
+
+    events = history_of(
+        stepline("history", session_id, "--json", STEPLINE_DATABASE_URL=database_url)
+    )
+
+    assert [e["type"] for e in events][::15] == ["Created", "Completed"]
+    assert len(events) == 16
+
+
+def test_an_unknown_session_is_a_clear_error(database_url: str) -> None:
+    result = stepline(
+        "history", "00000000-0000-4000-8000-000000000000", STEPLINE_DATABASE_URL=database_url
+    )
+    assert result.returncode == 2
+    assert "SESSION_NOT_FOUND" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_timeouts_stop_start_up_naming_the_values(database_url: str) -> None:
+    result = stepline(
+        "demo",
+        STEPLINE_DATABASE_URL=database_url,
+        STEPLINE_STEP_TIMEOUT_MS="5000",
+        STEPLINE_REQUEST_TIMEOUT_MS="30000",
+    )
+    assert result.returncode == 2
+    assert "CONFIGURATION_INVALID" in result.stderr
+    assert "STEPLINE_STEP_TIMEOUT_MS=5000" in result.stderr
+    assert "STEPLINE_REQUEST_TIMEOUT_MS=30000" in result.stderr
+
+
+def test_a_bad_workflow_file_is_refused_naming_the_field(database_url: str, tmp_path: Path) -> None:
+    workflow = tmp_path / "bad.yaml"
+    workflow.write_text("name: Broken\nsteps: []\n")
+    result = stepline("demo", "--workflow", str(workflow), STEPLINE_DATABASE_URL=database_url)
+    assert result.returncode == 2
+    assert "VALIDATION_FAILED" in result.stderr
+    assert "steps" in result.stderr
+    assert "bad.yaml" in result.stderr
+
+
+def test_an_unreachable_database_is_a_clear_error() -> None:
+    result = stepline("demo", STEPLINE_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    assert result.returncode == 2
+    assert "DATABASE_UNAVAILABLE" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from engine.settings import Settings
+
+
+def test_defaults_follow_the_original_design(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STEPLINE_DATABASE_URL", raising=False)
+    settings = Settings()
+    assert settings.max_concurrent_sessions == 10
+    assert settings.session_ttl_ms == 30 * 60 * 1000
+    assert settings.checkpoint_interval_ms == 30_000
+    assert (settings.streaming_buffer_size, settings.streaming_history_size) == (1_000, 10_000)
+    assert settings.snapshot_interval == 100
+    assert settings.database_url is None
+
+
+def test_settings_come_from_stepline_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEPLINE_SNAPSHOT_INTERVAL", "25")
+    monkeypatch.setenv("STEPLINE_LOG_FORMAT", "json")
+    settings = Settings()
+    assert (settings.snapshot_interval, settings.log_format) == (25, "json")
+
+
+@pytest.mark.parametrize(
+    "timeouts",
+    [
+        {"workflow_timeout_ms": 60_000, "step_timeout_ms": 120_000},
+        {"step_timeout_ms": 20_000, "request_timeout_ms": 30_000},
+        {"step_timeout_ms": 20_000, "connection_timeout_ms": 25_000, "request_timeout_ms": 1},
+    ],
+)
+def test_timeouts_must_nest_and_the_error_names_the_values(timeouts: dict[str, int]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(**timeouts)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert "workflow >= step >= max(connection, request)" in message
+    for name, value in timeouts.items():
+        assert f"STEPLINE_{name.upper()}={value}" in message
+
+
+def test_equal_timeouts_are_allowed() -> None:
+    settings = Settings(
+        workflow_timeout_ms=30_000,
+        step_timeout_ms=30_000,
+        connection_timeout_ms=30_000,
+        request_timeout_ms=30_000,
+    )
+    assert settings.step_timeout_ms == 30_000
+
+
+def test_the_database_url_must_be_postgres() -> None:
+    with pytest.raises(ValidationError, match="must be a postgresql:// URL, got sqlite://"):
+        Settings(database_url="sqlite:///tmp/x.db")
