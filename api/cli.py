@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -11,15 +14,18 @@ import typer
 from eventsourcing.persistence import PersistenceError
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from domain.errors import DomainError, StandardError
 from domain.session import WorkflowSession
 from engine.app import Stepline
-from engine.bootstrap import open_runtime
+from engine.bootstrap import Runtime, open_runtime
 from engine.database import DatabaseUnavailable
+from engine.projector import UnknownView
 from engine.settings import Settings
 from engine.workflow_file import load_workflow
+from projections import session_progress
 
 cli = typer.Typer(help="Stepline: event-sourced automation workflows.", no_args_is_help=True)
 console = Console()
@@ -76,6 +82,16 @@ def _print_history(app: Stepline, session_id: UUID, as_json: bool) -> None:
     console.print(table)
 
 
+def _print_progress(runtime: Runtime, session_id: UUID) -> None:
+    with runtime.projector.pool.connection() as conn:
+        progress = session_progress.find(conn, session_id)
+    if progress is not None:
+        errors.print(
+            f"progress view: {progress.status}, {progress.completed_steps}/"
+            f"{progress.total_steps} steps ({progress.percent:.0f}%)"
+        )
+
+
 def _drive_demo_session(app: Stepline, session_id: UUID) -> None:
     """Scripted transitions standing in for the task loop, which does this for real later."""
     session = app.get_session(session_id)
@@ -128,6 +144,8 @@ def demo(
             )
             _drive_demo_session(runtime.app, session_id)
             _print_history(runtime.app, session_id, as_json)
+            runtime.projector.catch_up()
+            _print_progress(runtime, session_id)
     except DomainError as error:
         raise _fail(error.to_standard_error()) from None
     except (PersistenceError, DatabaseUnavailable) as error:
@@ -144,6 +162,66 @@ def history(
     try:
         with open_runtime(settings) as runtime:
             _print_history(runtime.app, session_id, as_json)
+    except DomainError as error:
+        raise _fail(error.to_standard_error()) from None
+    except (PersistenceError, DatabaseUnavailable) as error:
+        raise _fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
+
+
+projections_cli = typer.Typer(help="Read models: status and rebuild.", no_args_is_help=True)
+cli.add_typer(projections_cli, name="projections")
+
+
+@projections_cli.command("status")
+def projections_status() -> None:
+    """Each view's position in the log and how far behind it is."""
+    with _runtime_or_exit() as runtime:
+        table = Table(title="Projections")
+        for column in ("view", "position", "log head", "lag"):
+            table.add_column(column, justify="right" if column != "view" else "left")
+        for view in runtime.projector.status():
+            table.add_row(view.name, str(view.position), str(view.head), str(view.lag))
+        console.print(table)
+
+
+@projections_cli.command("rebuild")
+def projections_rebuild(
+    names: Annotated[list[str] | None, typer.Argument(help="views to rebuild; all if none")] = None,
+) -> None:
+    """Empty views and replay the whole log into them, showing progress."""
+    with _runtime_or_exit() as runtime:
+        projector = runtime.projector
+        try:
+            selected = projector.select(names)
+        except UnknownView as error:
+            raise _fail(StandardError.of("VALIDATION_FAILED", str(error))) from None
+        with Progress(
+            TextColumn("[bold]rebuild[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=errors,
+        ) as progress:
+            task = progress.add_task(", ".join(selected), total=projector.head())
+            started = time.perf_counter()
+            applied = projector.rebuild(
+                selected,
+                on_progress=lambda at, head: progress.update(task, completed=at, total=head),
+            )
+        elapsed = time.perf_counter() - started
+        rate = applied / elapsed if elapsed else 0.0
+        console.print(
+            f"rebuilt {', '.join(selected)}: {applied} events in {elapsed:.1f} s "
+            f"({rate:,.0f} events/s)"
+        )
+
+
+@contextmanager
+def _runtime_or_exit() -> Iterator[Runtime]:
+    settings = _settings()
+    try:
+        with open_runtime(settings) as runtime:
+            yield runtime
     except DomainError as error:
         raise _fail(error.to_standard_error()) from None
     except (PersistenceError, DatabaseUnavailable) as error:

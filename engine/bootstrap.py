@@ -6,9 +6,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
+from psycopg_pool import ConnectionPool
+
 from engine.app import Stepline
 from engine.database import check_reachable, embedded_postgres, eventsourcing_env
 from engine.logs import configure_logging
+from engine.projector import Projector
 from engine.settings import Settings
 
 
@@ -16,6 +19,7 @@ from engine.settings import Settings
 class Runtime:
     settings: Settings
     app: Stepline
+    projector: Projector
     database_url: str
     embedded: bool
 
@@ -38,4 +42,10 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             cache_size=settings.session_cache_size,
         )
         stack.callback(app.close)
-        yield Runtime(settings=settings, app=app, database_url=url, embedded=embedded)
+        pool = ConnectionPool(url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=True)
+        stack.callback(pool.close)
+        projector = Projector(app, pool)
+        projector.prepare()
+        yield Runtime(
+            settings=settings, app=app, projector=projector, database_url=url, embedded=embedded
+        )

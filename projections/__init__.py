@@ -1,0 +1,14 @@
+"""Read models: projections of the event log into PostgreSQL tables, one module per view."""
+
+from projections.audit_log import AuditLogView
+from projections.session_index import SessionIndexView
+from projections.session_progress import SessionProgressView
+from projections.step_history import StepHistoryView
+from projections.view import View
+
+ALL_VIEWS: tuple[View, ...] = (
+    SessionProgressView(),
+    StepHistoryView(),
+    SessionIndexView(),
+    AuditLogView(),
+)

@@ -62,6 +62,15 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def fresh_database_url(postgres_server_url: str) -> Iterator[str]:
+    """A database of this test's own, for tests that look at the whole log."""
+    name = f"stepline_test_{uuid4().hex[:12]}"
+    create_database(postgres_server_url, name)
+    yield with_dbname(postgres_server_url, name)
+    drop_database(postgres_server_url, name)
+
+
+@pytest.fixture
 def app(database_url: str) -> Iterator[Stepline]:
     application = Stepline(eventsourcing_env(database_url))
     yield application

@@ -1,0 +1,150 @@
+"""audit_log: every event in the store — who changed what, when."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from psycopg import Connection, sql
+from psycopg.rows import class_row
+
+from domain.session import WorkflowSession as W
+from projections.view import Recorded, RowTable
+
+
+@dataclass
+class AuditEntry:
+    position: int
+    session_id: UUID
+    tenant: str
+    event_type: str
+    actor: str
+    occurred_at: datetime
+    description: str
+
+
+def describe(event: W.Event) -> str:  # noqa: PLR0911 - one return per event type
+    """A short sentence for a person reading the trail."""
+    match event:
+        case W.Created(name=name, steps=steps):
+            return f'created "{name}" with {len(steps)} steps'
+        case W.StepStarted(step_index=index, attempt=attempt):
+            return f"started step {index} (attempt {attempt})"
+        case W.TurnRecorded(step_index=index, turn=turn, model=model):
+            return f"recorded turn {turn} of step {index} ({model})"
+        case W.CommandIssued(step_index=index, command_id=command_id, executor=ex, name=name):
+            return f"issued {ex}.{name} ({command_id}) in step {index}"
+        case W.CommandFinished(command_id=command_id, ok=ok, duration_ms=ms, error=error):
+            outcome = "ok" if ok else f"failed: {(error or {}).get('code', 'error')}"
+            return f"command {command_id} {outcome} in {ms} ms"
+        case W.StepCompleted(step_index=index):
+            return f"completed step {index}"
+        case W.StepFailed(step_index=index, error=error, retryable=retryable):
+            again = ", retryable" if retryable else ""
+            return f"step {index} failed: {error.get('code')}{again}"
+        case W.Paused(reason=reason) | W.Resumed(reason=reason) | W.Cancelled(reason=reason):
+            verb = type(event).__name__.lower()
+            return f"{verb}: {reason}" if reason else verb
+        case W.Completed(outcome=outcome):
+            return f"completed: {outcome}"
+        case W.Failed(error=error) | W.Expired(error=error):
+            return f"{type(event).__name__.lower()}: {error.get('code')}"
+    return type(event).__name__
+
+
+class AuditLogView:
+    name: ClassVar[str] = "audit_log"
+    version: ClassVar[int] = 1
+    tables: ClassVar[tuple[str, ...]] = ("audit_log",)
+    rows = RowTable("audit_log", AuditEntry, key=("position",))
+
+    def create(self, conn: Connection[Any]) -> None:
+        conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS audit_log (
+                position bigint PRIMARY KEY,
+                session_id uuid NOT NULL,
+                tenant text NOT NULL,
+                event_type text NOT NULL,
+                actor text NOT NULL,
+                occurred_at timestamptz NOT NULL,
+                description text NOT NULL
+            )
+            """
+        )
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS audit_log_by_session ON audit_log (session_id, position)"
+        )
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS audit_log_by_tenant ON audit_log (tenant, position)"
+        )
+
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+        tenants = {r.session_id: r.event.tenant for r in batch if isinstance(r.event, W.Created)}
+        unknown = list({r.session_id for r in batch} - tenants.keys())
+        if unknown:
+            found = conn.execute(
+                "SELECT DISTINCT ON (session_id) session_id, tenant FROM audit_log "
+                "WHERE session_id = ANY(%s)",
+                (unknown,),
+            ).fetchall()
+            tenants.update(dict(found))
+        self.rows.upsert(
+            conn,
+            (
+                AuditEntry(
+                    position=r.position,
+                    session_id=r.session_id,
+                    tenant=tenants.get(r.session_id, ""),
+                    event_type=r.type_name,
+                    actor=getattr(r.event, "actor", ""),
+                    occurred_at=r.at,
+                    description=describe(r.event),
+                )
+                for r in batch
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    tenant: str | None = None
+    session_id: UUID | None = None
+    actor: str | None = None
+    event_type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def entries(
+    conn: Connection[Any], where: AuditFilter, limit: int = 100, after: int = 0
+) -> list[AuditEntry]:
+    """Oldest first; pass the last entry's position as `after` for the next page."""
+    conditions: list[sql.Composable] = [sql.SQL("position > %s")]
+    params: list[Any] = [after]
+    for column, value in (
+        ("tenant", where.tenant),
+        ("session_id", where.session_id),
+        ("actor", where.actor),
+        ("event_type", where.event_type),
+    ):
+        if value is not None:
+            conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            params.append(value)
+    if where.since is not None:
+        conditions.append(sql.SQL("occurred_at >= %s"))
+        params.append(where.since)
+    if where.until is not None:
+        conditions.append(sql.SQL("occurred_at < %s"))
+        params.append(where.until)
+    query = sql.SQL(
+        "SELECT {columns} FROM audit_log WHERE {conditions} ORDER BY position LIMIT %s"
+    ).format(
+        columns=sql.SQL(", ").join(map(sql.Identifier, AuditLogView.rows.columns)),
+        conditions=sql.SQL(" AND ").join(conditions),
+    )
+    with conn.cursor(row_factory=class_row(AuditEntry)) as cursor:
+        return cursor.execute(query, [*params, limit]).fetchall()

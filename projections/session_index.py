@@ -1,0 +1,159 @@
+"""session_index: list and filter sessions by tenant, status, label and creation time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from psycopg import Connection, sql
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from domain.session import WorkflowSession as W
+from projections.view import Recorded, RowTable
+
+STATUS_AFTER = {
+    W.StepStarted: "running",
+    W.Paused: "paused",
+    W.Completed: "completed",
+    W.Failed: "failed",
+    W.Cancelled: "cancelled",
+    W.Expired: "expired",
+}
+
+
+@dataclass
+class IndexedSession:
+    session_id: UUID
+    tenant: str
+    name: str
+    status: str
+    labels: dict[str, str]
+    step_count: int
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    started: bool = False
+
+
+def fold(rows: dict[UUID, IndexedSession], batch: Sequence[Recorded]) -> set[UUID]:
+    changed: set[UUID] = set()
+    for recorded in batch:
+        event, session_id = recorded.event, recorded.session_id
+        row = rows.get(session_id)
+        if isinstance(event, W.Created):
+            if row is None:
+                rows[session_id] = IndexedSession(
+                    session_id=session_id,
+                    tenant=event.tenant,
+                    name=event.name,
+                    status="pending",
+                    labels=event.labels,
+                    step_count=len(event.steps),
+                    created_at=recorded.at,
+                    updated_at=recorded.at,
+                    version=event.originator_version,
+                )
+                changed.add(session_id)
+            continue
+        if row is None or event.originator_version <= row.version:
+            continue
+        if isinstance(event, W.Resumed):
+            status = "running" if row.started else "pending"
+        else:
+            status = STATUS_AFTER.get(type(event), row.status)
+        row.started = row.started or isinstance(event, W.StepStarted)
+        if status != row.status:
+            row.status, row.updated_at, row.version = status, recorded.at, event.originator_version
+            changed.add(session_id)
+    return changed
+
+
+class SessionIndexView:
+    name: ClassVar[str] = "session_index"
+    version: ClassVar[int] = 1
+    tables: ClassVar[tuple[str, ...]] = ("session_index",)
+    rows = RowTable("session_index", IndexedSession, key=("session_id",))
+
+    def create(self, conn: Connection[Any]) -> None:
+        conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS session_index (
+                session_id uuid PRIMARY KEY,
+                tenant text NOT NULL,
+                name text NOT NULL,
+                status text NOT NULL,
+                labels jsonb NOT NULL,
+                step_count integer NOT NULL,
+                created_at timestamptz NOT NULL,
+                updated_at timestamptz NOT NULL,
+                version integer NOT NULL,
+                started boolean NOT NULL
+            )
+            """
+        )
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS session_index_by_tenant_created "
+            "ON session_index (tenant, created_at DESC, session_id DESC)"
+        )
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS session_index_by_tenant_status_created "
+            "ON session_index (tenant, status, created_at DESC, session_id DESC)"
+        )
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS session_index_by_labels "
+            "ON session_index USING gin (labels jsonb_path_ops)"
+        )
+
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+        session_ids = {r.session_id for r in batch}
+        rows = {row.session_id: row for row in self.rows.load_for_sessions(conn, session_ids)}
+        changed = fold(rows, batch)
+        self.rows.upsert(conn, (rows[i] for i in changed))
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    tenant: str
+    status: str | None = None
+    labels: dict[str, str] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+def list_sessions(
+    conn: Connection[Any],
+    where: SessionFilter,
+    limit: int = 50,
+    after: tuple[datetime, UUID] | None = None,
+) -> list[IndexedSession]:
+    """Newest first. Pass the last row's (created_at, session_id) as `after` for the next page."""
+    conditions: list[sql.Composable] = [sql.SQL("tenant = %s")]
+    params: list[Any] = [where.tenant]
+    if where.status is not None:
+        conditions.append(sql.SQL("status = %s"))
+        params.append(where.status)
+    if where.labels:
+        conditions.append(sql.SQL("labels @> %s"))
+        params.append(Jsonb(where.labels))
+    if where.created_after is not None:
+        conditions.append(sql.SQL("created_at >= %s"))
+        params.append(where.created_after)
+    if where.created_before is not None:
+        conditions.append(sql.SQL("created_at < %s"))
+        params.append(where.created_before)
+    if after is not None:
+        conditions.append(sql.SQL("(created_at, session_id) < (%s, %s)"))
+        params.extend(after)
+    query = sql.SQL(
+        "SELECT {columns} FROM session_index WHERE {conditions} "
+        "ORDER BY created_at DESC, session_id DESC LIMIT %s"
+    ).format(
+        columns=sql.SQL(", ").join(map(sql.Identifier, SessionIndexView.rows.columns)),
+        conditions=sql.SQL(" AND ").join(conditions),
+    )
+    with conn.cursor(row_factory=class_row(IndexedSession)) as cursor:
+        return cursor.execute(query, [*params, limit]).fetchall()

@@ -1,0 +1,180 @@
+"""session_progress: where each session stands — status, steps done, percent, time left."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from psycopg import Connection
+
+from domain.session import WorkflowSession as W
+from projections.view import Recorded, RowTable
+
+ENDINGS = {
+    W.Completed: "completed",
+    W.Failed: "failed",
+    W.Cancelled: "cancelled",
+    W.Expired: "expired",
+}
+
+
+@dataclass
+class Progress:
+    session_id: UUID
+    tenant: str
+    name: str
+    status: str
+    version: int
+    total_steps: int
+    created_at: datetime
+    updated_at: datetime
+    step_texts: list[str]
+    completed_steps: int = 0
+    failed_steps: int = 0
+    current_step_index: int | None = 0
+    current_step_text: str | None = None
+    percent: float = 0.0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    estimated_remaining_ms: int | None = None
+    step_started_at: datetime | None = None
+    finished_step_ms: int = 0
+    finished_step_count: int = 0
+    failed_step_indexes: list[int] = field(default_factory=list)
+
+
+def _created(recorded: Recorded, event: W.Created) -> Progress:
+    texts = [step["text"] for step in event.steps]
+    return Progress(
+        session_id=recorded.session_id,
+        tenant=event.tenant,
+        name=event.name,
+        status="pending",
+        version=event.originator_version,
+        total_steps=len(texts),
+        created_at=recorded.at,
+        updated_at=recorded.at,
+        step_texts=texts,
+        current_step_text=texts[0],
+    )
+
+
+def _point_at(row: Progress, step_index: int | None) -> None:
+    in_range = step_index is not None and step_index < row.total_steps
+    row.current_step_index = step_index if in_range else None
+    row.current_step_text = (
+        row.step_texts[step_index] if in_range and step_index is not None else None
+    )
+
+
+def _step_ended(row: Progress, at: datetime) -> None:
+    if row.step_started_at is not None:
+        row.finished_step_ms += int((at - row.step_started_at).total_seconds() * 1000)
+        row.finished_step_count += 1
+    row.step_started_at = None
+
+
+def _estimate(row: Progress) -> int | None:
+    if row.status == "completed":
+        return 0
+    if row.finished_at is not None or row.finished_step_count == 0:
+        return None
+    average = row.finished_step_ms / row.finished_step_count
+    return round(average * (row.total_steps - row.completed_steps))
+
+
+def evolve(row: Progress, recorded: Recorded) -> None:
+    """Fold one later event of the session into its row."""
+    event, at = recorded.event, recorded.at
+    row.version, row.updated_at = event.originator_version, at
+    match event:
+        case W.StepStarted(step_index=index):
+            row.status = "running"
+            row.started_at = row.started_at or at
+            row.step_started_at = at
+            _point_at(row, index)
+            if index in row.failed_step_indexes:
+                row.failed_step_indexes.remove(index)
+                row.failed_steps -= 1
+        case W.StepCompleted(step_index=index):
+            row.completed_steps += 1
+            _step_ended(row, at)
+            _point_at(row, index + 1)
+        case W.StepFailed(step_index=index):
+            row.failed_steps += 1
+            row.failed_step_indexes.append(index)
+            _step_ended(row, at)
+        case W.Paused():
+            row.status = "paused"
+        case W.Resumed():
+            row.status = "running" if row.started_at else "pending"
+        case W.Completed() | W.Failed() | W.Cancelled() | W.Expired():
+            row.status = ENDINGS[type(event)]
+            row.finished_at = at
+    row.percent = round(100 * row.completed_steps / row.total_steps, 2)
+    row.estimated_remaining_ms = _estimate(row)
+
+
+def fold(rows: dict[UUID, Progress], batch: Sequence[Recorded]) -> set[UUID]:
+    """Apply a batch to the rows by session; returns the sessions whose rows changed."""
+    changed: set[UUID] = set()
+    for recorded in batch:
+        event = recorded.event
+        row = rows.get(recorded.session_id)
+        if isinstance(event, W.Created):
+            if row is None:
+                rows[recorded.session_id] = _created(recorded, event)
+                changed.add(recorded.session_id)
+        elif row is not None and event.originator_version > row.version:
+            evolve(row, recorded)
+            changed.add(recorded.session_id)
+    return changed
+
+
+class SessionProgressView:
+    name: ClassVar[str] = "session_progress"
+    version: ClassVar[int] = 1
+    tables: ClassVar[tuple[str, ...]] = ("session_progress",)
+    rows = RowTable("session_progress", Progress, key=("session_id",))
+
+    def create(self, conn: Connection[Any]) -> None:
+        conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS session_progress (
+                session_id uuid PRIMARY KEY,
+                tenant text NOT NULL,
+                name text NOT NULL,
+                status text NOT NULL,
+                version integer NOT NULL,
+                total_steps integer NOT NULL,
+                created_at timestamptz NOT NULL,
+                updated_at timestamptz NOT NULL,
+                step_texts text[] NOT NULL,
+                completed_steps integer NOT NULL,
+                failed_steps integer NOT NULL,
+                current_step_index integer,
+                current_step_text text,
+                percent double precision NOT NULL,
+                started_at timestamptz,
+                finished_at timestamptz,
+                estimated_remaining_ms bigint,
+                step_started_at timestamptz,
+                finished_step_ms bigint NOT NULL,
+                finished_step_count integer NOT NULL,
+                failed_step_indexes integer[] NOT NULL
+            )
+            """
+        )
+
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+        session_ids = {r.session_id for r in batch}
+        rows = {row.session_id: row for row in self.rows.load_for_sessions(conn, session_ids)}
+        changed = fold(rows, batch)
+        self.rows.upsert(conn, (rows[i] for i in changed))
+
+
+def find(conn: Connection[Any], session_id: UUID) -> Progress | None:
+    return SessionProgressView.rows.get(conn, session_id)
