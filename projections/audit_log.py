@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from psycopg import Connection, sql
-from psycopg.rows import class_row
+from psycopg.rows import class_row, tuple_row
 
 from domain.session import WorkflowSession as W
 from projections.view import Recorded, RowTable
@@ -86,11 +86,12 @@ class AuditLogView:
         tenants = {r.session_id: r.event.tenant for r in batch if isinstance(r.event, W.Created)}
         unknown = list({r.session_id for r in batch} - tenants.keys())
         if unknown:
-            found = conn.execute(
-                "SELECT DISTINCT ON (session_id) session_id, tenant FROM audit_log "
-                "WHERE session_id = ANY(%s)",
-                (unknown,),
-            ).fetchall()
+            with conn.cursor(row_factory=tuple_row) as cursor:
+                found = cursor.execute(
+                    "SELECT DISTINCT ON (session_id) session_id, tenant FROM audit_log "
+                    "WHERE session_id = ANY(%s)",
+                    (unknown,),
+                ).fetchall()
             tenants.update(dict(found))
         self.rows.upsert(
             conn,

@@ -111,7 +111,10 @@ def fold(
                 _end(row, ENDINGS[type(event)], recorded.at)
         else:
             _evolve_step(row, event, recorded.at)
-        running[recorded.session_id] = row.step_index
+        if row.status == "running":
+            running[recorded.session_id] = row.step_index
+        else:
+            running.pop(recorded.session_id, None)
         changed.add(key_or_none)
     return changed
 

@@ -9,32 +9,32 @@ event that a view already holds changes nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from uuid import UUID
 
 from psycopg import Connection, sql
+from psycopg.pq import TransactionStatus
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from domain.session import WorkflowSession
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recorded:
     """An event with its place in the log."""
 
     position: int
     event: WorkflowSession.Event
+    session_id: UUID = field(init=False)
+    at: datetime = field(init=False)
 
-    @property
-    def session_id(self) -> UUID:
-        return self.event.originator_id
-
-    @property
-    def at(self) -> datetime:
-        return self.event.timestamp
+    def __post_init__(self) -> None:
+        # Plain fields, not properties: views read them for every event of every batch.
+        object.__setattr__(self, "session_id", self.event.originator_id)
+        object.__setattr__(self, "at", self.event.timestamp)
 
     @property
     def type_name(self) -> str:
@@ -77,13 +77,21 @@ class RowTable(Generic[R]):
             for c in self.columns
             if c not in key
         )
-        self._upsert = sql.SQL(
-            "INSERT INTO {table} ({names}) VALUES ({values}) "
+        staging = sql.Identifier(f"staging_{table}")
+        self._create_staging = sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DELETE ROWS"
+        ).format(staging=staging, table=sql.Identifier(table))
+        self._copy = sql.SQL("COPY {staging} ({names}) FROM STDIN").format(
+            staging=staging, names=names
+        )
+        self._merge = sql.SQL(
+            "WITH staged AS (DELETE FROM {staging} RETURNING *) "
+            "INSERT INTO {table} ({names}) SELECT {names} FROM staged "
             "ON CONFLICT ({key}) DO UPDATE SET {updates}"
         ).format(
             table=sql.Identifier(table),
             names=names,
-            values=sql.SQL(", ").join(sql.Placeholder() * len(self.columns)),
+            staging=staging,
             key=sql.SQL(", ").join(map(sql.Identifier, key)),
             updates=updates,
         )
@@ -109,7 +117,18 @@ class RowTable(Generic[R]):
             return cursor.execute(self._select_by_session, (list(session_ids),)).fetchall()
 
     def upsert(self, conn: Connection[Any], rows: Iterable[R]) -> None:
-        params = [tuple(_adapted(getattr(row, c)) for c in self.columns) for row in rows]
-        if params:
-            with conn.cursor() as cursor:
-                cursor.executemany(self._upsert, params)
+        """Insert or replace the rows: COPY into a staging table, then one merge statement.
+
+        Must run inside the caller's transaction, which also moves the view's position."""
+        if conn.info.transaction_status != TransactionStatus.INTRANS:
+            raise RuntimeError("views are written inside the transaction that tracks them")
+        columns = self.columns
+        with conn.cursor() as cursor:
+            cursor.execute(self._create_staging)
+            with cursor.copy(self._copy) as copy:
+                written = 0
+                for row in rows:
+                    copy.write_row([_adapted(getattr(row, c)) for c in columns])
+                    written += 1
+            if written:
+                cursor.execute(self._merge)

@@ -1,0 +1,164 @@
+"""Rebuild throughput of the read models, next to the library's one-transaction-per-event
+runner, on the same log in the same run.
+
+    python bench/rebuild.py [--sessions 5000]
+
+Builds a log of sessions x 20 events through the Stepline application, rebuilds all four views
+with Stepline's batched projector, then empties them and replays the same log through the
+eventsourcing library's ProjectionRunner (each event applied to the same four views and its
+tracking row in a transaction of its own), and checks both produced the same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.projection import Projection, ProjectionRunner
+from psycopg_pool import ConnectionPool
+
+from domain.errors import StandardError
+from domain.session import StepSpec, WorkflowSession
+from engine.app import Stepline
+from engine.database import (
+    create_database,
+    drop_database,
+    embedded_postgres,
+    eventsourcing_env,
+    with_dbname,
+)
+from engine.projector import Projector
+from projections import ALL_VIEWS, tracking
+from projections.view import Recorded
+
+ERROR = StandardError.of("TASK_LOOP_TIMEOUT", "too slow").to_dict()
+
+
+@contextmanager
+def bench_database() -> Iterator[str]:
+    with ExitStack() as stack:
+        server = os.environ.get("STEPLINE_DATABASE_URL")
+        if server is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            server = stack.enter_context(embedded_postgres(data_dir))
+        name = f"stepline_bench_{uuid4().hex[:8]}"
+        create_database(server, name)
+        stack.callback(drop_database, server, name)
+        yield with_dbname(server, name)
+
+
+def twenty_events(app: Stepline, n: int) -> WorkflowSession:
+    """Created + 3 steps of 5 events + a second turn + pause/resume + an ending = 20 events."""
+    session = WorkflowSession.create(
+        name=f"bench {n}",
+        steps=[StepSpec(f"step {i}") for i in range(3)],
+        tenant=f"tenant-{n % 7}",
+        actor="bench",
+        labels={"batch": str(n % 10)},
+    )
+    for index in range(3):
+        session.start_step(index)
+        session.record_turn(index, reasoning="r", model="m", prompt_tokens=10)
+        if index == 0:
+            session.record_turn(index, reasoning="again", model="m", prompt_tokens=10)
+        session.issue_command(index, command_id=f"c{index}", executor="http", name="get", args={})
+        session.finish_command(index, command_id=f"c{index}", ok=True, output="ok", duration_ms=3)
+        if index == 2 and n % 5 == 0:
+            session.fail_step(index, error=ERROR, retryable=False)
+        else:
+            session.complete_step(index, summary="done")
+    session.pause("bench", "bench")
+    session.resume("bench", "bench")
+    if n % 5 == 0:
+        session.fail(ERROR)
+    elif n % 7 == 0:
+        session.cancel("bench", "bench")
+    else:
+        session.complete()
+    return session
+
+
+def build_log(app: Stepline, sessions: int) -> int:
+    for n in range(sessions):
+        app.save(twenty_events(app, n))
+    return app.recorder.max_notification_id() or 0
+
+
+class TrackedViews(PostgresTrackingRecorder):
+    """The four views plus the library's tracking row, one transaction per event."""
+
+    def apply(self, recorded: Recorded, position: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            for view in ALL_VIEWS:
+                view.apply(cursor.connection, [recorded])
+            self._insert_tracking(cursor, position)
+
+
+class ViewsProjection(Projection[TrackedViews]):
+    name = "bench_views"
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        self.view.apply(Recorded(tracking.notification_id, domain_event), tracking)
+
+
+def dump(pool: ConnectionPool) -> list[Any]:
+    with pool.connection() as conn:
+        return [
+            conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+            for t in ("session_progress", "step_history", "session_index", "audit_log")
+        ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=5_000)
+    sessions = parser.parse_args().sessions
+
+    with bench_database() as url, ConnectionPool(url, kwargs={"autocommit": True}) as pool:
+        env = eventsourcing_env(url)
+        app = Stepline(env)
+        projector = Projector(app, pool)
+        projector.prepare()
+
+        started = time.perf_counter()
+        head = build_log(app, sessions)
+        built_s = time.perf_counter() - started
+        print(f"log: {head} events, {sessions} sessions, built in {built_s:.1f} s")
+
+        started = time.perf_counter()
+        projector.rebuild()
+        ours = head / (time.perf_counter() - started)
+        ours_rows = dump(pool)
+
+        with pool.connection() as conn, conn.transaction():
+            for view in ALL_VIEWS:
+                tracking.truncate_tables(conn, view)
+        started = time.perf_counter()
+        with ProjectionRunner(
+            application_class=Stepline,
+            projection_class=ViewsProjection,
+            view_class=TrackedViews,
+            env=env,
+        ) as runner:
+            runner.wait(head, timeout=3_600)
+        library = head / (time.perf_counter() - started)
+        same = dump(pool) == ours_rows
+        app.close()
+
+    print(f"{'runner':<58} {'events/s':>9}")
+    print(f"{'Stepline projector (batches of 5000, one txn per batch)':<58} {ours:>9,.0f}")
+    print(f"{'eventsourcing ProjectionRunner (one txn per event)':<58} {library:>9,.0f}")
+    print(f"ratio: {ours / library:.1f}x   same rows from both: {'yes' if same else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,436 @@
+"""The read models on a real PostgreSQL: rows, exactly-once, rebuild, live follow, layout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from typing import Any, ClassVar
+from uuid import UUID
+
+import pytest
+from psycopg import Connection
+from psycopg_pool import ConnectionPool
+
+from engine.app import Stepline
+from engine.database import eventsourcing_env
+from engine.projector import Projector, UnknownView
+from projections import ALL_VIEWS, session_progress, step_history
+from projections.audit_log import AuditFilter, entries
+from projections.session_index import SessionFilter, SessionIndexView, list_sessions
+from projections.session_progress import SessionProgressView
+from projections.view import Recorded
+from tests import workloads
+
+
+@pytest.fixture
+def app(fresh_database_url: str) -> Iterator[Stepline]:
+    application = Stepline(eventsourcing_env(fresh_database_url))
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def pool(fresh_database_url: str) -> Iterator[ConnectionPool]:
+    with ConnectionPool(
+        fresh_database_url, min_size=1, max_size=4, kwargs={"autocommit": True}
+    ) as connections:
+        yield connections
+
+
+@pytest.fixture
+def projector(app: Stepline, pool: ConnectionPool) -> Projector:
+    runner = Projector(app, pool)
+    runner.prepare()
+    return runner
+
+
+def dump(pool: ConnectionPool) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every view, in key order."""
+    keys = {
+        "session_progress": "session_id",
+        "step_history": "session_id, step_index",
+        "session_index": "session_id",
+        "audit_log": "position",
+    }
+    with pool.connection() as conn:
+        return {
+            table: conn.execute(f"SELECT * FROM {table} ORDER BY {key}").fetchall()
+            for table, key in keys.items()
+        }
+
+
+def progress(pool: ConnectionPool, session_id: UUID) -> session_progress.Progress:
+    with pool.connection() as conn:
+        row = session_progress.find(conn, session_id)
+    assert row is not None
+    return row
+
+
+def steps(pool: ConnectionPool, session_id: UUID) -> list[step_history.StepRow]:
+    with pool.connection() as conn:
+        return step_history.steps_of(conn, session_id)
+
+
+# ---- the rows of each view --------------------------------------------------------------
+
+
+def test_progress_of_a_completed_session(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    session_id = workloads.completed(app)
+    projector.catch_up()
+
+    row = progress(pool, session_id)
+    assert (row.status, row.completed_steps, row.total_steps, row.percent) == (
+        "completed",
+        2,
+        2,
+        100.0,
+    )
+    assert (row.current_step_index, row.current_step_text) == (None, None)
+    assert row.version == app.get_session(session_id).version
+    assert row.started_at is not None
+    assert row.finished_at is not None
+    assert row.created_at <= row.started_at <= row.finished_at == row.updated_at
+    assert row.estimated_remaining_ms == 0
+
+
+def test_progress_estimates_time_left_from_finished_steps(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    session_id = workloads.create(app, steps=4)
+    app.start_step(session_id, 0)
+    projector.catch_up()
+    assert progress(pool, session_id).estimated_remaining_ms is None  # no step finished yet
+
+    app.complete_step(session_id, 0, summary="done")
+    projector.catch_up()
+    row = progress(pool, session_id)
+    step_ms = steps(pool, session_id)[0].duration_ms
+    assert step_ms is not None
+    assert (row.current_step_index, row.current_step_text, row.percent) == (1, "step 1", 25.0)
+    assert row.estimated_remaining_ms == step_ms * 3
+
+
+def test_progress_and_steps_of_a_failed_session(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    session_id = workloads.failed(app)
+    projector.catch_up()
+
+    row = progress(pool, session_id)
+    assert (row.status, row.completed_steps, row.failed_steps) == ("failed", 1, 1)
+    assert row.estimated_remaining_ms is None
+    assert [(s.status, s.error_code) for s in steps(pool, session_id)] == [
+        ("completed", None),
+        ("failed", "VALIDATION_FAILED"),
+        ("pending", None),
+    ]
+
+
+def test_a_retried_step_shows_its_attempts_and_no_failure(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    session_id = workloads.retried(app)
+    projector.catch_up()
+
+    first = steps(pool, session_id)[0]
+    assert (first.status, first.attempts, first.error_code, first.summary) == (
+        "completed",
+        2,
+        None,
+        "did step 0",
+    )
+    assert (first.turns, first.commands) == (1, 1)
+    row = progress(pool, session_id)
+    assert (row.status, row.failed_steps, row.completed_steps) == ("completed", 0, 2)
+
+
+def test_step_history_counts_turns_commands_and_times(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    session_id = workloads.completed(app)
+    projector.catch_up()
+
+    second = steps(pool, session_id)[1]
+    assert (second.text, second.status, second.turns, second.commands) == (
+        "step 1",
+        "completed",
+        1,
+        2,
+    )
+    assert second.started_at is not None
+    assert second.finished_at is not None
+    assert second.duration_ms == int(
+        (second.finished_at - second.started_at) / timedelta(milliseconds=1)
+    )
+
+
+def test_pause_and_resume_show_in_progress_and_index(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    paused_id = workloads.paused(app)
+    resumed_id = workloads.paused_and_resumed(app)
+    projector.catch_up()
+
+    assert progress(pool, paused_id).status == "paused"
+    assert progress(pool, resumed_id).status == "running"
+    with pool.connection() as conn:
+        assert [
+            s.session_id for s in list_sessions(conn, SessionFilter("acme", status="paused"))
+        ] == [paused_id]
+        assert [
+            s.session_id for s in list_sessions(conn, SessionFilter("acme", status="running"))
+        ] == [resumed_id]
+
+
+def test_a_step_running_when_its_session_ends_takes_the_ending(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    cancelled_id = workloads.cancelled(app)
+    expired_id = workloads.expired(app)
+    projector.catch_up()
+
+    assert [s.status for s in steps(pool, cancelled_id)] == ["completed", "cancelled"]
+    assert [s.status for s in steps(pool, expired_id)] == ["expired", "pending"]
+    assert progress(pool, cancelled_id).status == "cancelled"
+    assert progress(pool, expired_id).status == "expired"
+
+
+def test_the_audit_log_has_every_event_with_actor_and_description(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    session_id = workloads.cancelled(app)
+    projector.catch_up()
+
+    with pool.connection() as conn:
+        trail = entries(conn, AuditFilter(session_id=session_id))
+        by_carol = entries(conn, AuditFilter(tenant="acme", actor="carol"))
+    history = app.history(session_id)
+    assert [e.event_type for e in trail] == [type(e).__name__ for e in history]
+    assert [e.position for e in trail] == sorted(e.position for e in trail)
+    assert {e.tenant for e in trail} == {"acme"}
+    assert trail[0].description == 'created "2-step workflow" with 2 steps'
+    assert [(e.event_type, e.description) for e in by_carol] == [
+        ("Cancelled", "cancelled: not needed")
+    ]
+
+
+def test_sessions_are_listed_by_tenant_status_label_and_page(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    made = [workloads.create(app, labels={"suite": "smoke", "n": str(i)}) for i in range(5)]
+    other_tenant = workloads.pending(app)
+    projector.catch_up()
+
+    with pool.connection() as conn:
+        first_page = list_sessions(conn, SessionFilter("acme"), limit=3)
+        last = first_page[-1]
+        second_page = list_sessions(
+            conn, SessionFilter("acme"), limit=3, after=(last.created_at, last.session_id)
+        )
+        labelled = list_sessions(conn, SessionFilter("acme", labels={"n": "3"}))
+        nightly = list_sessions(conn, SessionFilter("globex", labels={"suite": "nightly"}))
+        none_before = list_sessions(
+            conn, SessionFilter("acme", created_before=first_page[-1].created_at)
+        )
+
+    assert [s.session_id for s in first_page + second_page] == made[::-1]
+    assert [s.session_id for s in labelled] == [made[3]]
+    assert [s.session_id for s in nightly] == [other_tenant]
+    assert {s.session_id for s in none_before} == set(made[:2])
+
+
+# ---- exactly once -----------------------------------------------------------------------
+
+
+class CrashingView:
+    """A view that fails on the nth event it is given: a crash after the other views wrote."""
+
+    name: ClassVar[str] = "crashing"
+    version: ClassVar[int] = 1
+    tables: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, crash_at_position: int) -> None:
+        self.crash_at_position = crash_at_position
+
+    def create(self, conn: Connection[Any]) -> None:
+        pass
+
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+        if any(r.position == self.crash_at_position for r in batch):
+            raise RuntimeError("crash between the view write and the tracking write")
+
+
+def test_a_crash_mid_batch_leaves_neither_rows_nor_position(
+    app: Stepline, pool: ConnectionPool
+) -> None:
+    session_id = workloads.completed(app)
+    head = app.recorder.max_notification_id()
+    assert head is not None
+    crashing = Projector(app, pool, views=[SessionProgressView(), CrashingView(head)], batch_size=4)
+    crashing.prepare()
+
+    with pytest.raises(RuntimeError, match="crash"):
+        crashing.catch_up()
+
+    reached = {s.name: s.position for s in crashing.status()}
+    assert reached["session_progress"] == reached["crashing"] < head
+    row_before = progress(pool, session_id)
+    assert row_before.version == reached["session_progress"]  # rows match the position exactly
+
+    recovered = Projector(app, pool, views=[SessionProgressView()], batch_size=4)
+    recovered.catch_up()
+    assert progress(pool, session_id).status == "completed"
+
+
+def test_applying_the_same_events_twice_changes_nothing(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    workloads.retried(app)
+    workloads.cancelled(app)
+    projector.catch_up()
+    once = dump(pool)
+
+    batch = [
+        Recorded(n.id, app.mapper.to_domain_event(n))  # type: ignore[arg-type]
+        for n in app.recorder.select_notifications(start=None, limit=10_000)
+    ]
+    with pool.connection() as conn, conn.transaction():
+        for view in ALL_VIEWS:
+            view.apply(conn, batch)
+            view.apply(conn, batch[len(batch) // 2 :])
+
+    assert dump(pool) == once
+
+
+def test_two_runners_on_one_database_apply_each_event_once(
+    app: Stepline, pool: ConnectionPool
+) -> None:
+    for make in workloads.EVERY_KIND.values():
+        make(app)
+    first, second = Projector(app, pool, batch_size=7), Projector(app, pool, batch_size=5)
+    first.prepare()
+    stops = [first.start_following(), second.start_following()]
+    try:
+        assert first.wait_until(app.recorder.max_notification_id() or 0, timeout=30)
+    finally:
+        for stop in stops:
+            stop()
+
+    rows = dump(pool)
+    assert [row[0] for row in rows["audit_log"]] == [
+        n.id for n in app.recorder.select_notifications(start=None, limit=10_000)
+    ]
+
+
+# ---- rebuild ----------------------------------------------------------------------------
+
+
+def test_a_rebuilt_view_equals_the_incrementally_built_one(
+    app: Stepline, pool: ConnectionPool
+) -> None:
+    incremental = Projector(app, pool, batch_size=3)
+    incremental.prepare()
+    for round_ in range(3):
+        for make in workloads.EVERY_KIND.values():
+            make(app)
+            if round_ != 1:
+                incremental.catch_up()  # small, uneven batches while the log grows
+    incremental.catch_up()
+    built_live = dump(pool)
+    assert len(built_live["audit_log"]) == app.recorder.max_notification_id()
+
+    replayed = Projector(app, pool).rebuild()
+
+    assert replayed == len(built_live["audit_log"])
+    assert dump(pool) == built_live
+
+
+def test_rebuilding_one_view_leaves_the_others_alone(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    workloads.completed(app)
+    projector.catch_up()
+    with pool.connection() as conn:
+        conn.execute("DELETE FROM session_index")
+        conn.execute("UPDATE audit_log SET description = 'tampered'")
+
+    projector.rebuild(["session_index"])
+
+    rows = dump(pool)
+    assert len(rows["session_index"]) == 1
+    assert {row[-1] for row in rows["audit_log"]} == {"tampered"}
+
+
+def test_an_unknown_view_name_is_refused(projector: Projector) -> None:
+    with pytest.raises(UnknownView, match="the views are"):
+        projector.rebuild(["sessions"])
+
+
+# ---- live, read-your-writes and lag -----------------------------------------------------
+
+
+def test_a_following_projector_shows_a_write_to_whoever_waits_for_it(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    stop = projector.start_following()
+    try:
+        session_id = workloads.create(app)
+        written_at = projector.head()
+        assert projector.wait_until(written_at, timeout=10)
+        assert progress(pool, session_id).status == "pending"
+
+        app.start_step(session_id, 0)
+        assert projector.wait_until(projector.head(), timeout=10, names=["session_progress"])
+        assert progress(pool, session_id).status == "running"
+    finally:
+        stop()
+
+
+def test_waiting_for_a_position_not_yet_written_times_out(projector: Projector) -> None:
+    assert projector.wait_until(projector.head() + 1_000, timeout=0.2) is False
+
+
+def test_status_shows_each_views_lag_behind_the_log(app: Stepline, projector: Projector) -> None:
+    session_id = workloads.create(app)
+    projector.catch_up()
+    app.start_step(session_id, 0)
+    app.pause(session_id)
+
+    statuses = projector.status()
+
+    assert [s.name for s in statuses] == [v.name for v in ALL_VIEWS]
+    assert {s.lag for s in statuses} == {2}
+    projector.catch_up(["audit_log"])
+    assert {s.name: s.lag for s in projector.status()}["audit_log"] == 0
+
+
+# ---- layout versions --------------------------------------------------------------------
+
+
+class SessionIndexV2(SessionIndexView):
+    version: ClassVar[int] = 2
+
+
+def test_a_view_whose_layout_changed_rebuilds_itself_at_start_up(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    workloads.completed(app)
+    workloads.pending(app)
+    projector.catch_up()
+    before = dump(pool)["session_index"]
+    with pool.connection() as conn:
+        conn.execute("UPDATE session_index SET name = 'stale layout'")
+
+    upgraded = Projector(app, pool, views=[SessionIndexV2()])
+    upgraded.prepare()
+    assert {s.name: s.position for s in upgraded.status()} == {"session_index": 0}
+    upgraded.catch_up()
+
+    assert dump(pool)["session_index"] == before
+    with pool.connection() as conn:
+        layout = conn.execute(
+            "SELECT layout_version FROM projection_tracking WHERE view = 'session_index'"
+        ).fetchone()
+    assert layout == (2,)

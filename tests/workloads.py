@@ -1,0 +1,116 @@
+"""Sessions in every status, produced through the real application's command methods."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from uuid import UUID
+
+from domain.errors import StandardError
+from domain.session import StepSpec
+from engine.app import Stepline
+
+TIMEOUT = StandardError.of("TASK_LOOP_TIMEOUT", "step took too long")
+NOT_FOUND = StandardError.of("VALIDATION_FAILED", "no such page")
+
+
+def create(
+    app: Stepline,
+    steps: int = 2,
+    tenant: str = "acme",
+    labels: dict[str, str] | None = None,
+    **config: int,
+) -> UUID:
+    return app.create_session(
+        name=f"{steps}-step workflow",
+        steps=[StepSpec(f"step {i}") for i in range(steps)],
+        tenant=tenant,
+        actor="alice",
+        config=config,
+        labels=labels or {"suite": "smoke"},
+    )
+
+
+def run_step(app: Stepline, session_id: UUID, index: int, commands: int = 1) -> None:
+    app.start_step(session_id, index)
+    app.record_turn(session_id, index, reasoning="look", model="m", prompt_tokens=3)
+    for n in range(commands):
+        command_id = f"s{index}-c{n}-{app.get_session(session_id).version}"
+        app.issue_command(
+            session_id, index, command_id=command_id, executor="http", name="get", args={}
+        )
+        app.finish_command(session_id, index, command_id=command_id, ok=True, duration_ms=5)
+    app.complete_step(session_id, index, summary=f"did step {index}")
+
+
+def completed(app: Stepline) -> UUID:
+    session_id = create(app)
+    run_step(app, session_id, 0)
+    run_step(app, session_id, 1, commands=2)
+    app.complete_session(session_id)
+    return session_id
+
+
+def failed(app: Stepline) -> UUID:
+    session_id = create(app, steps=3)
+    run_step(app, session_id, 0)
+    app.start_step(session_id, 1)
+    app.fail_step(session_id, 1, NOT_FOUND)
+    app.fail_session(session_id, NOT_FOUND)
+    return session_id
+
+
+def retried(app: Stepline) -> UUID:
+    session_id = create(app, max_attempts=2)
+    app.start_step(session_id, 0)
+    app.fail_step(session_id, 0, TIMEOUT)
+    run_step(app, session_id, 0)
+    run_step(app, session_id, 1)
+    app.complete_session(session_id)
+    return session_id
+
+
+def paused_and_resumed(app: Stepline) -> UUID:
+    session_id = create(app)
+    run_step(app, session_id, 0)
+    app.pause(session_id, reason="lunch", actor="bob")
+    app.resume(session_id, reason="back", actor="bob")
+    return session_id
+
+
+def paused(app: Stepline) -> UUID:
+    session_id = create(app)
+    app.start_step(session_id, 0)
+    app.pause(session_id, reason="wait", actor="bob")
+    return session_id
+
+
+def cancelled(app: Stepline) -> UUID:
+    session_id = create(app)
+    run_step(app, session_id, 0)
+    app.start_step(session_id, 1)
+    app.cancel(session_id, reason="not needed", actor="carol")
+    return session_id
+
+
+def expired(app: Stepline) -> UUID:
+    session_id = create(app)
+    app.start_step(session_id, 0)
+    app.pause(session_id, actor="bob")
+    app.expire(session_id)
+    return session_id
+
+
+def pending(app: Stepline) -> UUID:
+    return create(app, tenant="globex", labels={"suite": "nightly"})
+
+
+EVERY_KIND: dict[str, Callable[[Stepline], UUID]] = {
+    "completed": completed,
+    "failed": failed,
+    "retried": retried,
+    "paused_and_resumed": paused_and_resumed,
+    "paused": paused,
+    "cancelled": cancelled,
+    "expired": expired,
+    "pending": pending,
+}
