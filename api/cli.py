@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from api.live import create_from_file, final_report, run_with_progress, succeeded
 from domain.errors import DomainError, StandardError
 from domain.session import WorkflowSession
 from engine.app import Stepline
@@ -26,12 +29,14 @@ from engine.projector import UnknownView
 from engine.settings import Settings
 from engine.workflow_file import load_workflow
 from projections import session_progress
+from projections.audit_log import describe
 
 cli = typer.Typer(help="Stepline: event-sourced automation workflows.", no_args_is_help=True)
 console = Console()
 errors = Console(stderr=True)
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "login.yaml"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLE = EXAMPLES / "todo.yaml"
 
 
 def _fail(error: StandardError) -> typer.Exit:
@@ -69,15 +74,15 @@ def _print_history(app: Stepline, session_id: UUID, as_json: bool) -> None:
         console.print_json(json.dumps(rows, default=str))
         return
     table = Table(title=f"Session {session_id}")
-    for column in ("v", "event", "time", "actor", "data"):
+    for column in ("v", "time", "event", "actor", "what happened"):
         table.add_column(column, overflow="fold")
     for e in events:
         table.add_row(
             str(e.originator_version),
-            type(e).__name__,
             e.timestamp.strftime("%H:%M:%S.%f")[:-3],
+            type(e).__name__,
             getattr(e, "actor", ""),
-            json.dumps(_event_data(e), default=str)[:160],
+            describe(e),
         )
     console.print(table)
 
@@ -92,34 +97,45 @@ def _print_progress(runtime: Runtime, session_id: UUID) -> None:
         )
 
 
-def _drive_demo_session(app: Stepline, session_id: UUID) -> None:
-    """Scripted transitions standing in for the task loop, which does this for real later."""
-    session = app.get_session(session_id)
-    for index, step in enumerate(session.steps):
-        app.start_step(session_id, index)
-        command_id = f"demo-{index}"
-        app.issue_command(
-            session_id,
-            index,
-            command_id=command_id,
-            executor="demo",
-            name="note",
-            args={"step": step.text},
-        )
-        if index == 0:
-            app.pause(session_id, reason="demo: pause while a command runs", actor="demo-user")
-        app.finish_command(
-            session_id,
-            index,
-            command_id=command_id,
-            ok=True,
-            output="scripted result (no executor ran)",
-            duration_ms=0,
-        )
-        if index == 0:
-            app.resume(session_id, reason="demo: carry on", actor="demo-user")
-        app.complete_step(session_id, index, summary=f"scripted: {step.text}")
-    app.complete_session(session_id)
+def _load_example_target() -> Any:
+    """examples/target_app.py, the small web app the demo runs against."""
+    spec = importlib.util.spec_from_file_location(
+        "stepline_example_target", EXAMPLES / "target_app.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_file(
+    runtime: Runtime, workflow: Path, base_url: str | None, as_json: bool
+) -> WorkflowSession:
+    spec = load_workflow(workflow)
+    session_id = create_from_file(runtime, spec, workflow, base_url)
+    errors.print(f"session [bold]{session_id}[/]: {spec.name}")
+    session = run_with_progress(runtime, session_id, errors)
+    if as_json:
+        console.print_json(json.dumps(final_report(session), default=str))
+    else:
+        colour = "green" if succeeded(session) else "red"
+        errors.print(f"[{colour}]{session.status.value}[/]: {session.outcome}")
+    return session
+
+
+@cli.command()
+def run(
+    workflow: Annotated[Path, typer.Argument(help="the workflow file (YAML)")],
+    base_url: Annotated[str | None, typer.Option(help="override the file's base_url")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the final session as JSON")
+    ] = False,
+) -> None:
+    """Run a workflow file to the end, showing each step live. Exit code 0 only if it completed."""
+    with _runtime_or_exit(quiet=True) as runtime:
+        session = _run_file(runtime, workflow, base_url, as_json)
+    raise typer.Exit(code=0 if succeeded(session) else 1)
 
 
 @cli.command()
@@ -127,29 +143,20 @@ def demo(
     workflow: Annotated[Path, typer.Option(help="workflow file to run")] = EXAMPLE,
     as_json: Annotated[bool, typer.Option("--json", help="print the history as JSON")] = False,
 ) -> None:
-    """Create a session from a workflow file, drive it through its lifecycle, print its history."""
-    settings = _settings()
-    try:
-        spec = load_workflow(workflow)
-        with open_runtime(settings) as runtime:
-            where = "embedded PostgreSQL" if runtime.embedded else "PostgreSQL"
-            errors.print(f"[dim]event store: {where}[/]")
-            session_id = runtime.app.create_session(
-                name=spec.name,
-                steps=spec.step_specs(),
-                tenant="demo",
-                actor="demo-user",
-                config=spec.session_config(),
-                labels=spec.labels,
-            )
-            _drive_demo_session(runtime.app, session_id)
-            _print_history(runtime.app, session_id, as_json)
-            runtime.projector.catch_up()
-            _print_progress(runtime, session_id)
-    except DomainError as error:
-        raise _fail(error.to_standard_error()) from None
-    except (PersistenceError, DatabaseUnavailable) as error:
-        raise _fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
+    """Start the example web app, run the example workflow against it, print the history."""
+    os.environ.setdefault("STEPLINE_SECRET_DEMO_PASSWORD", "correct-horse")
+    target = _load_example_target()
+    with (
+        _runtime_or_exit(quiet=True) as runtime,
+        target.serving(password=os.environ["STEPLINE_SECRET_DEMO_PASSWORD"]) as base_url,
+    ):
+        where = "embedded PostgreSQL" if runtime.embedded else "PostgreSQL"
+        errors.print(f"[dim]event store: {where}; example app: {base_url}[/]")
+        session = _run_file(runtime, workflow, base_url, as_json=False)
+        _print_history(runtime.app, session.id, as_json)
+        runtime.projector.catch_up()
+        _print_progress(runtime, session.id)
+    raise typer.Exit(code=0 if succeeded(session) else 1)
 
 
 @cli.command()
@@ -158,14 +165,8 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="print the history as JSON")] = False,
 ) -> None:
     """Print every event of a session, in order."""
-    settings = _settings()
-    try:
-        with open_runtime(settings) as runtime:
-            _print_history(runtime.app, session_id, as_json)
-    except DomainError as error:
-        raise _fail(error.to_standard_error()) from None
-    except (PersistenceError, DatabaseUnavailable) as error:
-        raise _fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
+    with _runtime_or_exit() as runtime:
+        _print_history(runtime.app, session_id, as_json)
 
 
 projections_cli = typer.Typer(help="Read models: status and rebuild.", no_args_is_help=True)
@@ -217,8 +218,12 @@ def projections_rebuild(
 
 
 @contextmanager
-def _runtime_or_exit() -> Iterator[Runtime]:
+def _runtime_or_exit(quiet: bool = False) -> Iterator[Runtime]:
+    """The runtime, or a clear error and exit code 2. `quiet`: the live display replaces the
+    INFO log lines, unless STEPLINE_LOG_LEVEL asks for them."""
     settings = _settings()
+    if quiet and "log_level" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"log_level": "WARNING"})
     try:
         with open_runtime(settings) as runtime:
             yield runtime

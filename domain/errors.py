@@ -85,6 +85,38 @@ CATALOGUE: dict[str, ErrorKind] = {
     "AI_PROVIDER_ERROR": ErrorKind(
         _I, _HIGH, True, True, "Check STEPLINE_AI_BASE_URL, STEPLINE_AI_API_KEY and the model"
     ),
+    "NO_AI_PROVIDER": ErrorKind(
+        _V, _HIGH, False, False, "Set STEPLINE_AI_MODEL and STEPLINE_AI_API_KEY or _BASE_URL"
+    ),
+    "STEP_FAILED": ErrorKind(_E, _MEDIUM, True, True, "Read the model's reason in the step"),
+    "LOOP_DETECTED": ErrorKind(
+        _E, _MEDIUM, True, True, "Rephrase the step; the model repeated one command"
+    ),
+    "CONSECUTIVE_FAILURES": ErrorKind(
+        _E, _MEDIUM, True, True, "Check the target is up and the step is feasible"
+    ),
+    "EXPECTATION_FAILED": ErrorKind(
+        _E, _MEDIUM, True, True, "Compare the recorded output with the expectation"
+    ),
+    "HTTP_REQUEST_FAILED": ErrorKind(
+        _I, _MEDIUM, True, True, "Check the base URL and that the target answers"
+    ),
+    "COMMAND_FAILED": ErrorKind(_E, _MEDIUM, True, True, "Read the command's recorded output"),
+    "COMMAND_TIMEOUT": ErrorKind(
+        _E, _MEDIUM, True, True, "Raise STEPLINE_REQUEST_TIMEOUT_MS or speed the command up"
+    ),
+    "SANDBOX_VIOLATION": ErrorKind(
+        _V, _HIGH, False, False, "Allow the program (shell_allow) or keep paths inside the workdir"
+    ),
+    "RESOURCE_LIMIT_EXCEEDED": ErrorKind(
+        _E, _HIGH, False, False, "The command needs less CPU, memory or disk"
+    ),
+    "UNKNOWN_COMMAND": ErrorKind(_V, _MEDIUM, False, False, "Use a command the executor has"),
+    "INVALID_COMMAND": ErrorKind(_V, _MEDIUM, False, False, "Fix the command's arguments"),
+    "UNKNOWN_EXECUTOR": ErrorKind(_V, _MEDIUM, False, False, "Use the http or shell executor"),
+    "SECRET_MISSING": ErrorKind(
+        _V, _HIGH, False, False, "Set STEPLINE_SECRET_<NAME> for each {{secrets.NAME}}"
+    ),
     "CONFIGURATION_INVALID": ErrorKind(
         _V, _CRITICAL, False, False, "Fix the STEPLINE_* settings named in the message"
     ),

@@ -8,11 +8,15 @@ from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
 
+from engine.ai import AiProvider
 from engine.app import Stepline
 from engine.database import check_reachable, embedded_postgres, eventsourcing_env
+from engine.definitions import builtin
 from engine.logs import configure_logging
 from engine.projector import Projector
+from engine.secrets import Secrets
 from engine.settings import Settings
+from engine.task_loop import TaskLoop
 
 
 @dataclass(frozen=True)
@@ -20,15 +24,31 @@ class Runtime:
     settings: Settings
     app: Stepline
     projector: Projector
+    loop: TaskLoop
     database_url: str
     embedded: bool
+
+
+def ai_provider(settings: Settings) -> AiProvider | None:
+    """The configured AI provider, or None when STEPLINE_AI_MODEL is unset."""
+    if not settings.ai_model:
+        return None
+    key = settings.ai_api_key.get_secret_value() if settings.ai_api_key else "not-needed"
+    return AiProvider(
+        model=settings.ai_model,
+        api_key=key,
+        base_url=settings.ai_base_url,
+        timeout_s=settings.ai_timeout_s,
+        max_retries=settings.ai_max_retries,
+    )
 
 
 @contextmanager
 def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
     """Everything a process needs, closed (and the embedded server released) on exit."""
     settings = settings or Settings()
-    configure_logging(settings.log_level, settings.log_format)
+    secrets = Secrets.from_environment()
+    configure_logging(settings.log_level, settings.log_format, secrets)
     with ExitStack() as stack:
         url = settings.database_url
         embedded = url is None
@@ -46,6 +66,15 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
         stack.callback(pool.close)
         projector = Projector(app, pool)
         projector.prepare()
+        ai = ai_provider(settings)
+        if ai is not None:
+            stack.callback(ai.close)
+        loop = TaskLoop(app, settings, builtin(), secrets, ai)
         yield Runtime(
-            settings=settings, app=app, projector=projector, database_url=url, embedded=embedded
+            settings=settings,
+            app=app,
+            projector=projector,
+            loop=loop,
+            database_url=url,
+            embedded=embedded,
         )

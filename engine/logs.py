@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from engine.secrets import RedactingFilter, Secrets
+
 PREFIX = "[StepProcessor]"
 LOGGER_NAME = "stepline"
 _LEVEL_NAMES = {"WARNING": "WARN"}
@@ -72,8 +74,11 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Send Stepline's log lines to stderr in the chosen format (idempotent)."""
+def configure_logging(
+    level: str = "INFO", fmt: str = "text", secrets: Secrets | None = None
+) -> None:
+    """Send Stepline's log lines to stderr in the chosen format (idempotent), with the
+    values of `secrets` redacted from every line."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(level)
     logger.propagate = False
@@ -83,3 +88,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         handler = _StderrHandler()
         logger.addHandler(handler)
     handler.setFormatter(formatter)
+    for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
+        handler.removeFilter(old)
+    if secrets is not None:
+        handler.addFilter(RedactingFilter(secrets))

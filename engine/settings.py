@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.executors.shell import DEFAULT_ALLOWED
 
 
 def _default_data_dir() -> Path:
@@ -43,6 +45,27 @@ class Settings(BaseSettings):
     connection_timeout_ms: int = Field(default=10_000, ge=1)
     request_timeout_ms: int = Field(default=30_000, ge=1)
 
+    # The task loop's limits; a workflow's `config:` overrides each for its sessions.
+    max_turns_per_step: int = Field(default=10, ge=1)
+    max_consecutive_failures: int = Field(default=3, ge=1)
+    max_repeated_commands: int = Field(default=3, ge=2)
+    token_budget: int = Field(default=200_000, ge=1, description="tokens per session")
+    max_attempts: int = Field(default=1, ge=1, description="tries per step")
+    retry_backoff_ms: int = Field(default=1_000, ge=0, description="doubles per attempt")
+    context_char_budget: int = Field(default=24_000, ge=1_000)
+    max_output_chars: int = Field(default=4_000, ge=100, description="per recorded output")
+    shell_allow: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWED), description="programs the shell may run"
+    )
+
+    ai_model: str | None = Field(default=None, description="set to enable the AI path")
+    ai_base_url: str | None = Field(default=None, description="an OpenAI-compatible server")
+    ai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("STEPLINE_AI_API_KEY", "OPENAI_API_KEY")
+    )
+    ai_timeout_s: float = Field(default=60.0, gt=0)
+    ai_max_retries: int = Field(default=3, ge=0)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -57,6 +80,15 @@ class Settings(BaseSettings):
                 f"STEPLINE_STEP_TIMEOUT_MS={self.step_timeout_ms}, "
                 f"STEPLINE_CONNECTION_TIMEOUT_MS={self.connection_timeout_ms}, "
                 f"STEPLINE_REQUEST_TIMEOUT_MS={self.request_timeout_ms}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ai_is_reachable(self) -> Settings:
+        if self.ai_model and self.ai_api_key is None and self.ai_base_url is None:
+            raise ValueError(
+                f"STEPLINE_AI_MODEL={self.ai_model} needs STEPLINE_AI_API_KEY (or OPENAI_API_KEY), "
+                "or STEPLINE_AI_BASE_URL for a local OpenAI-compatible server"
             )
         return self
 

@@ -26,6 +26,9 @@ class WorkflowFile(BaseModel):
     executor: str = "http"
     base_url: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    definitions: str | None = Field(
+        default=None, description="a module (dotted name or .py path) with register(definitions)"
+    )
     steps: list[StepEntry] = Field(min_length=1, max_length=MAX_STEPS)
     config: dict[str, Any] = Field(default_factory=dict)
 
@@ -39,9 +42,16 @@ class WorkflowFile(BaseModel):
     def step_specs(self) -> list[StepSpec]:
         return [StepSpec(step.text, step.expect) for step in self.steps]
 
-    def session_config(self) -> dict[str, Any]:
-        """What the session records: the file's config plus its executor and base URL."""
-        return {**self.config, "executor": self.executor, "base_url": self.base_url}
+    def session_config(self, location: Path | None = None) -> dict[str, Any]:
+        """What the session records: the file's config, its executor and base URL, and its
+        definitions module (a .py path made absolute, so any runner can load it later)."""
+        config = {**self.config, "executor": self.executor, "base_url": self.base_url}
+        if self.definitions:
+            module = self.definitions
+            if module.endswith(".py") and location is not None:
+                module = str((location.parent / module).resolve())
+            config["definitions"] = module
+        return config
 
 
 def load_workflow(path: Path) -> WorkflowFile:

@@ -157,3 +157,12 @@ def list_sessions(
     )
     with conn.cursor(row_factory=class_row(IndexedSession)) as cursor:
         return cursor.execute(query, [*params, limit]).fetchall()
+
+
+def runnable_sessions(conn: Connection[Any]) -> list[UUID]:
+    """Sessions of every tenant that a runner should drive: pending or running, oldest first."""
+    rows = conn.execute(
+        "SELECT session_id FROM session_index WHERE status IN ('pending', 'running') "
+        "ORDER BY created_at"
+    ).fetchall()
+    return [row[0] for row in rows]

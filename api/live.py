@@ -1,0 +1,114 @@
+"""Running a workflow file from the terminal: live progress per step, then the outcome."""
+
+from __future__ import annotations
+
+import getpass
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+from domain.session import SessionStatus, StepStatus, WorkflowSession
+from engine.bootstrap import Runtime
+from engine.runner import SessionRunner
+from engine.task_loop import session_config
+from engine.workflow_file import WorkflowFile
+
+ICONS = {
+    StepStatus.PENDING: "[dim]·[/]",
+    StepStatus.RUNNING: "[yellow]▶[/]",
+    StepStatus.COMPLETED: "[green]✓[/]",
+    StepStatus.FAILED: "[red]✗[/]",
+}
+
+
+def create_from_file(
+    runtime: Runtime, spec: WorkflowFile, location: Path, base_url: str | None = None
+) -> UUID:
+    given = spec.session_config(location)
+    if base_url is not None:
+        given["base_url"] = base_url
+    return runtime.app.create_session(
+        name=spec.name,
+        steps=spec.step_specs(),
+        tenant="local",
+        actor=f"cli:{getpass.getuser()}",
+        config=session_config(runtime.settings, given),
+        labels=spec.labels,
+    )
+
+
+def _describe(step_index: int, session: WorkflowSession) -> str:
+    step = session.steps[step_index]
+    note = ""
+    if step.status is StepStatus.FAILED and step.error:
+        note = f" [red]{step.error.get('code')}: {step.error.get('message')}[/]"
+    elif step.attempts > 1:
+        note = f" [dim](attempt {step.attempts})[/]"
+    return f"{ICONS[step.status]} {step_index}. {step.text}{note}"
+
+
+def run_with_progress(runtime: Runtime, session_id: UUID, console: Console) -> WorkflowSession:
+    """Drive the session in a worker thread while showing each step's state; Ctrl-C stops
+    at the next safe point, leaving the session to be resumed later."""
+    runner = SessionRunner(runtime.loop, max_sessions=1)
+    future = runner.submit(session_id)
+    session = runtime.app.get_session(session_id)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            tasks = [
+                progress.add_task(_describe(i, session), total=1, start=False)
+                for i in range(len(session.steps))
+            ]
+            while not future.done():
+                session = runtime.app.get_session(session_id)
+                _show(progress, tasks, session)
+                time.sleep(0.1)
+            session = runtime.app.get_session(session_id)
+            _show(progress, tasks, session)
+        future.result()
+    except KeyboardInterrupt:
+        console.print("[yellow]stopping at the next safe point; the session can be resumed[/]")
+        runner.stop(wait=True)
+        raise
+    runner.stop(wait=True)
+    return session
+
+
+def _show(progress: Progress, tasks: list[TaskID], session: WorkflowSession) -> None:
+    for index, task in enumerate(tasks):
+        status = session.steps[index].status
+        if status is not StepStatus.PENDING:
+            progress.start_task(task)
+        done = 1 if status in (StepStatus.COMPLETED, StepStatus.FAILED) else 0
+        progress.update(task, description=_describe(index, session), completed=done)
+
+
+def final_report(session: WorkflowSession) -> dict[str, Any]:
+    return {
+        "session_id": str(session.id),
+        "name": session.name,
+        "status": session.status.value,
+        "outcome": session.outcome,
+        "error": session.error,
+        "tokens_used": session.tokens_used,
+        "steps": [
+            {
+                "index": index,
+                "text": step.text,
+                "status": step.status.value,
+                "attempts": step.attempts,
+                "summary": step.summary,
+                "error": step.error,
+            }
+            for index, step in enumerate(session.steps)
+        ],
+    }
+
+
+def succeeded(session: WorkflowSession) -> bool:
+    return session.status is SessionStatus.COMPLETED

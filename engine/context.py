@@ -1,0 +1,101 @@
+"""What the model sees for one turn: rules, the workflow, the current step, and what was done.
+
+Built from the session and its recorded events, which hold placeholders rather than secret
+values; the finished prompt is redacted once more before it leaves the process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from domain.session import StepStatus, WorkflowSession
+from engine.secrets import Secrets
+
+RULES = """You carry out one step of an automation workflow at a time, using tools.
+Rules:
+- Call exactly one tool in every reply.
+- Use the executor's tools to act and to observe; base every claim on what a tool returned.
+- When the current step is done, call complete_step with a one-sentence summary and evidence.
+- If the step cannot be done, call fail_step with the reason. Do not work on other steps.
+- Secret values appear only as {{secrets.NAME}} placeholders; pass the placeholders as they are.
+"""
+
+
+def overview(session: WorkflowSession) -> str:
+    lines = [f"Workflow: {session.name}"]
+    for index, step in enumerate(session.steps):
+        marker = "->" if index == session.current_step else "  "
+        line = f"{marker} {index}. [{step.status.value}] {step.text}"
+        if step.status is StepStatus.COMPLETED and step.summary:
+            line += f" — done: {step.summary}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def current_step(session: WorkflowSession, index: int) -> str:
+    step = session.steps[index]
+    text = f"Current step {index}: {step.text}"
+    if step.expect:
+        text += f"\nThe step succeeds only if: {step.expect}"
+    return text
+
+
+def describe_actions(events: Sequence[WorkflowSession.Event]) -> list[str]:
+    """One entry per turn or command of the current attempt, oldest first."""
+    entries: list[str] = []
+    issued: dict[str, WorkflowSession.CommandIssued] = {}
+    for event in events:
+        match event:
+            case WorkflowSession.TurnRecorded(turn=turn, reasoning=reasoning) if reasoning:
+                entries.append(f"Turn {turn} reasoning: {reasoning}")
+            case WorkflowSession.CommandIssued(command_id=command_id):
+                issued[command_id] = event
+            case WorkflowSession.CommandFinished(command_id=command_id, ok=ok, output=output):
+                command = issued.get(command_id)
+                call = (
+                    f"{command.executor}.{command.name} {json.dumps(command.args)}"
+                    if command
+                    else command_id
+                )
+                status = "ok" if ok else f"FAILED ({(event.error or {}).get('code', 'error')})"
+                entries.append(f"Called {call} -> {status}: {output}")
+    return entries
+
+
+def within_budget(entries: list[str], budget: int) -> list[str]:
+    """The most recent entries whose total length fits the budget."""
+    kept: list[str] = []
+    used = 0
+    for entry in reversed(entries):
+        if used + len(entry) > budget:
+            kept.append(f"[{len(entries) - len(kept)} earlier actions omitted]")
+            break
+        kept.append(entry)
+        used += len(entry)
+    return list(reversed(kept))
+
+
+def build_messages(
+    session: WorkflowSession,
+    index: int,
+    *,
+    attempt_events: Sequence[WorkflowSession.Event],
+    feedback: Sequence[str],
+    secrets: Secrets,
+    char_budget: int = 24_000,
+) -> list[dict[str, Any]]:
+    actions = within_budget(describe_actions(attempt_events), char_budget)
+    done = "\n".join(actions) if actions else "Nothing yet."
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": RULES},
+        {
+            "role": "user",
+            "content": f"{overview(session)}\n\n{current_step(session, index)}\n\n"
+            f"What you have done in this step so far:\n{done}",
+        },
+    ]
+    messages.extend({"role": "user", "content": note} for note in feedback)
+    redacted: list[dict[str, Any]] = secrets.redact_all(messages)
+    return redacted

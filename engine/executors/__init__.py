@@ -1,0 +1,59 @@
+"""Executors run commands against the outside world: HTTP services, processes, later browsers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from domain.errors import StandardError
+
+
+@dataclass(frozen=True)
+class Command:
+    executor: str
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    output: str = ""
+    error: StandardError | None = None
+
+    @classmethod
+    def of(cls, ok: bool, **output: Any) -> Outcome:
+        return cls(ok, json.dumps(output, ensure_ascii=False, default=str))
+
+    @classmethod
+    def failed(cls, code: str, message: str, **details: Any) -> Outcome:
+        return cls(False, message, StandardError.of(code, message, details))
+
+
+class Executor(Protocol):
+    kind: str
+
+    def run(self, command: Command) -> Outcome:
+        """Run one command; never raises for a failure of the command itself."""
+        ...
+
+    def restore(self, command: Command, output: str) -> None:
+        """Replay a finished command's recorded result into the executor's state (recovery)."""
+        ...
+
+    def tools(self) -> list[dict[str, Any]]:
+        """The commands offered to an AI model, as OpenAI tool definitions."""
+        ...
+
+    def command_for_tool(self, name: str, arguments: dict[str, Any]) -> Command | None:
+        """The command an AI tool call stands for, or None if the tool is not this one's."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def truncated(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"… [{len(text) - limit} more characters]"

@@ -1,0 +1,219 @@
+"""The HTTP executor: requests against a base URL, with cookies and variables kept per session."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from engine.executors import Command, Outcome, truncated
+from engine.secrets import MissingSecret, Secrets
+
+VARIABLE = re.compile(r"\{\{\s*vars\.([A-Za-z0-9_]+)\s*\}\}")
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+@dataclass
+class LastResponse:
+    status: int
+    text: str
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+def lookup(document: Any, dotted_path: str) -> Any:
+    """`items.0.name` in {"items": [{"name": "x"}]} is "x". Raises KeyError if absent."""
+    current = document
+    for part in dotted_path.split("."):
+        if isinstance(current, list) and part.lstrip("-").isdigit():
+            try:
+                current = current[int(part)]
+            except IndexError:
+                raise KeyError(dotted_path) from None
+        elif isinstance(current, dict) and part in current:
+            current = current[part]
+        else:
+            raise KeyError(dotted_path)
+    return current
+
+
+class HttpExecutor:
+    kind = "http"
+
+    def __init__(
+        self,
+        base_url: str | None,
+        secrets: Secrets,
+        timeout_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+        max_output_chars: int = 4_000,
+    ) -> None:
+        self.secrets = secrets
+        self.max_output_chars = max_output_chars
+        self.variables: dict[str, Any] = {}
+        self.last: LastResponse | None = None
+        self.client = httpx.Client(
+            base_url=base_url or "",
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            follow_redirects=True,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ---- placeholders -------------------------------------------------------------------
+
+    def _substitute(self, data: Any) -> Any:
+        if isinstance(data, str):
+            text = VARIABLE.sub(lambda m: str(self.variables.get(m.group(1), m.group(0))), data)
+            return self.secrets.resolve(text)
+        if isinstance(data, dict):
+            return {k: self._substitute(v) for k, v in data.items()}
+        if isinstance(data, list):
+            return [self._substitute(v) for v in data]
+        return data
+
+    # ---- commands -----------------------------------------------------------------------
+
+    def run(self, command: Command) -> Outcome:
+        handlers: dict[str, Callable[..., Outcome]] = {
+            "request": self._request,
+            "expect_status": self._expect_status,
+            "expect_body_contains": self._expect_body_contains,
+            "expect_json": self._expect_json,
+            "save_json": self._save_json,
+        }
+        handler = handlers.get(command.name)
+        if handler is None:
+            return Outcome.failed("UNKNOWN_COMMAND", f"the http executor has no {command.name}")
+        try:
+            return handler(**self._substitute(command.args))
+        except MissingSecret as error:
+            return Outcome.failed("SECRET_MISSING", str(error.args[0]))
+        except TypeError as error:
+            return Outcome.failed("INVALID_COMMAND", f"bad arguments for {command.name}: {error}")
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Outcome:
+        method = method.upper()
+        if method not in METHODS:
+            return Outcome.failed("INVALID_COMMAND", f"unknown HTTP method {method}")
+        try:
+            response = self.client.request(method, url, json=body, headers=headers)
+        except httpx.HTTPError as error:
+            return Outcome.failed("HTTP_REQUEST_FAILED", f"{method} {url}: {error}")
+        self.last = LastResponse(response.status_code, response.text)
+        return Outcome.of(
+            True,
+            status=response.status_code,
+            content_type=response.headers.get("content-type", ""),
+            body=truncated(response.text, self.max_output_chars),
+            body_size=len(response.content),
+        )
+
+    def _expect_status(self, code: int) -> Outcome:
+        if self.last is None:
+            return _no_response()
+        if self.last.status != int(code):
+            return Outcome.failed(
+                "EXPECTATION_FAILED", f"expected status {code}, got {self.last.status}"
+            )
+        return Outcome.of(True, status=self.last.status)
+
+    def _expect_body_contains(self, text: str) -> Outcome:
+        if self.last is None:
+            return _no_response()
+        if text not in self.last.text:
+            return Outcome.failed(
+                "EXPECTATION_FAILED",
+                f"the response body does not contain {text!r}",
+                body=truncated(self.last.text, 200),
+            )
+        return Outcome.of(True, found=text)
+
+    def _json_at(self, path: str) -> tuple[Any, Outcome | None]:
+        if self.last is None:
+            return None, _no_response()
+        try:
+            return lookup(self.last.json(), path), None
+        except json.JSONDecodeError:
+            return None, Outcome.failed("EXPECTATION_FAILED", "the response body is not JSON")
+        except KeyError:
+            return None, Outcome.failed("EXPECTATION_FAILED", f"the response JSON has no {path}")
+
+    def _expect_json(self, path: str, value: Any) -> Outcome:
+        actual, problem = self._json_at(path)
+        if problem is not None:
+            return problem
+        if actual != value:
+            return Outcome.failed(
+                "EXPECTATION_FAILED", f"expected {path} == {value!r}, got {actual!r}"
+            )
+        return Outcome.of(True, path=path, value=actual)
+
+    def _save_json(self, path: str, name: str) -> Outcome:
+        value, problem = self._json_at(path)
+        if problem is not None:
+            return problem
+        self.variables[name] = value
+        return Outcome.of(True, saved=name, value=value)
+
+    # ---- recovery and AI ----------------------------------------------------------------
+
+    def restore(self, command: Command, output: str) -> None:
+        try:
+            recorded = json.loads(output)
+        except json.JSONDecodeError:
+            return
+        if command.name == "request" and isinstance(recorded, dict) and "status" in recorded:
+            self.last = LastResponse(recorded["status"], recorded.get("body", ""))
+        elif command.name == "save_json" and isinstance(recorded, dict) and "saved" in recorded:
+            self.variables[recorded["saved"]] = recorded.get("value")
+
+    def tools(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "function",
+                "function": {
+                    "name": "http_request",
+                    "description": (
+                        "Send an HTTP request relative to the workflow's base URL. Returns the "
+                        "status, content type and (truncated) body. Cookies persist across "
+                        "requests. Use {{secrets.NAME}} for secret values and {{vars.name}} "
+                        "for saved variables."
+                    ),
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "method": {"type": "string", "enum": list(METHODS)},
+                            "url": {"type": "string", "description": "path or absolute URL"},
+                            "body": {"description": "JSON body, if any"},
+                            "headers": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string"},
+                            },
+                        },
+                        "required": ["method", "url"],
+                    },
+                },
+            }
+        ]
+
+    def command_for_tool(self, name: str, arguments: dict[str, Any]) -> Command | None:
+        if name != "http_request":
+            return None
+        return Command("http", "request", arguments)
+
+
+def _no_response() -> Outcome:
+    return Outcome.failed("EXPECTATION_FAILED", "no request has been made yet in this session")

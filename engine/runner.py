@@ -1,0 +1,63 @@
+"""The in-process runner: a pool of threads, each driving one session through the task loop.
+
+At most `max_sessions` sessions run at once; more wait their turn. `resume_runnable` picks up
+every session that is neither paused nor ended — after a crash or restart, that is how work
+carries on from the events.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from uuid import UUID
+
+from domain.session import SessionStatus
+from engine.logs import LOGGER_NAME, on_session
+from engine.projector import Projector
+from engine.task_loop import TaskLoop
+from projections.session_index import runnable_sessions
+
+log = logging.getLogger(LOGGER_NAME)
+
+
+class SessionRunner:
+    def __init__(self, loop: TaskLoop, max_sessions: int) -> None:
+        self.loop = loop
+        self._threads = ThreadPoolExecutor(max_workers=max_sessions, thread_name_prefix="session")
+        self._active: dict[UUID, Future[SessionStatus]] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def submit(self, session_id: UUID) -> Future[SessionStatus]:
+        """Drive the session unless it is already being driven here."""
+        with self._lock:
+            running = self._active.get(session_id)
+            if running is not None and not running.done():
+                return running
+            future = self._threads.submit(self._drive, session_id)
+            self._active[session_id] = future
+            return future
+
+    def _drive(self, session_id: UUID) -> SessionStatus:
+        try:
+            return self.loop.drive(session_id, self._stopping)
+        except Exception:
+            log.exception("The task loop stopped on an error", extra=on_session(session_id))
+            raise
+
+    def resume_runnable(self, projector: Projector) -> list[UUID]:
+        """Submit every session that is pending or running according to the log."""
+        projector.catch_up(["session_index"])
+        with projector.pool.connection() as conn:
+            session_ids = runnable_sessions(conn)
+        for session_id in session_ids:
+            self.submit(session_id)
+        if session_ids:
+            log.info("Resuming %d sessions", len(session_ids))
+        return session_ids
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop at the next safe point of every session; queued sessions do not start."""
+        self._stopping.set()
+        self._threads.shutdown(wait=wait, cancel_futures=True)
