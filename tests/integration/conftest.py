@@ -1,0 +1,103 @@
+"""Real targets for the task loop: the example web app, the scripted model, a task loop."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from domain.session import StepSpec, WorkflowSession
+from engine.ai import AiProvider
+from engine.app import Stepline
+from engine.definitions import builtin
+from engine.secrets import Secrets
+from engine.settings import Settings
+from engine.task_loop import TaskLoop, session_config
+from tests.scripted_model import ScriptedModel
+
+PASSWORD = "s3cret-Pa55-word"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _example_target() -> Any:
+    spec = importlib.util.spec_from_file_location("example_target", EXAMPLES / "target_app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def target() -> Iterator[str]:
+    """The example web app (login + todos) on loopback; yields its base URL."""
+    with _example_target().serving(password=PASSWORD) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    scripted = ScriptedModel()
+    with scripted.serving():
+        yield scripted
+
+
+LoopFactory = Callable[..., TaskLoop]
+
+
+@pytest.fixture
+def make_loop(app: Stepline, tmp_path: Path, model: ScriptedModel) -> Iterator[LoopFactory]:
+    providers: list[AiProvider] = []
+
+    def build(ai: bool = True, **settings: Any) -> TaskLoop:
+        provider = None
+        if ai:
+            provider = AiProvider(
+                model="scripted-model", api_key="test-key", base_url=model.base_url, max_retries=2
+            )
+            providers.append(provider)
+        return TaskLoop(
+            app,
+            Settings(database_url=None, data_dir=tmp_path, retry_backoff_ms=10, **settings),
+            builtin(),
+            Secrets({"DEMO_PASSWORD": PASSWORD}),
+            provider,
+        )
+
+    yield build
+    for provider in providers:
+        provider.close()
+
+
+def start_session(
+    loop: TaskLoop,
+    steps: list[str | StepSpec],
+    base_url: str | None = None,
+    executor: str = "http",
+    **config: Any,
+) -> UUID:
+    specs = [s if isinstance(s, StepSpec) else StepSpec(s) for s in steps]
+    return loop.app.create_session(
+        name="task loop test",
+        steps=specs,
+        tenant="acme",
+        actor="alice",
+        config=session_config(
+            loop.settings, {"executor": executor, "base_url": base_url, **config}
+        ),
+    )
+
+
+def drive(loop: TaskLoop, session_id: UUID) -> WorkflowSession:
+    """Run the session in this thread until it ends or pauses."""
+    loop.drive(session_id, threading.Event())
+    return loop.app.get_session(session_id)
+
+
+def event_types(app: Stepline, session_id: UUID) -> list[str]:
+    return [type(e).__name__ for e in app.history(session_id)]
