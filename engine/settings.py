@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.executors.shell import DEFAULT_ALLOWED
@@ -68,6 +68,12 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("database_url", "ai_model", "ai_base_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`STEPLINE_DATABASE_URL=` clears the setting rather than naming an empty URL."""
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _timeouts_nest(self) -> Settings:

@@ -487,6 +487,8 @@ class AiStep:
         command = executor.command_for_tool(call.name, call.arguments)
         if command is None:  # the tool list came from this executor, so this is a bug guard
             return _failure("AI_PROVIDER_ERROR", f"no command for tool {call.name}")
+        if (timeout := run.safe_point(self.deadline)) is not None:
+            return timeout
         signature = json.dumps([command.name, command.args], sort_keys=True)
         repeats = self.limits.max_repeated_commands
         self.recent_commands = [*self.recent_commands, signature][-repeats:]

@@ -120,7 +120,7 @@ class ScriptedModel:
         model = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 reply = model._answer(json.loads(self.rfile.read(length)))
                 payload = json.dumps(reply.body).encode()

@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from tests.integration.conftest import EXAMPLES, PASSWORD
+from tests.scripted_model import ScriptedModel
+
 STEPLINE = str(Path(sys.executable).parent / "stepline")
 
 
@@ -32,28 +35,27 @@ def history_of(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]
     return events
 
 
-def test_demo_drives_a_session_and_prints_its_history(database_url: str) -> None:
+def test_demo_runs_the_example_workflow_and_prints_its_history(database_url: str) -> None:
     events = history_of(stepline("demo", "--json", STEPLINE_DATABASE_URL=database_url))
 
     types = [e["type"] for e in events]
     assert types[0] == "Created"
     assert types[-1] == "Completed"
-    assert types.count("StepCompleted") == 3
+    assert types.count("StepCompleted") == 11
     assert [e["version"] for e in events] == list(range(1, len(events) + 1))
-    paused = next(e for e in events if e["type"] == "Paused")
-    assert (paused["actor"], events[0]["actor"]) == ("demo-user", "demo-user")
-    assert events[0]["data"]["name"] == "Login smoke test"
+    assert events[0]["data"]["name"] == "Todo app smoke test"
+    assert "correct-horse" not in json.dumps(events)
 
 
 @pytest.mark.embedded
 def test_demo_runs_on_the_embedded_server_with_nothing_configured(tmp_path: Path) -> None:
-    result = stepline("demo", STEPLINE_DATA_DIR=str(tmp_path))
+    result = stepline("demo", STEPLINE_DATABASE_URL="", STEPLINE_DATA_DIR=str(tmp_path))
 
     assert result.returncode == 0, result.stderr
     assert "event store: embedded PostgreSQL" in result.stderr
-    assert 'Step started: "GET /login"' in result.stderr
-    for event_type in ("Created", "StepStarted", "Paused", "Resumed", "Completed"):
-        assert event_type in result.stdout
+    assert "completed: all 11 steps completed" in result.stderr
+    assert "progress view: completed, 11/11 steps (100%)" in result.stderr
+    assert "StepCompleted" in result.stdout
     assert not (tmp_path / "pg" / "postmaster.pid").exists()
 
 
@@ -65,8 +67,71 @@ def test_history_prints_a_stored_session(database_url: str) -> None:
         stepline("history", session_id, "--json", STEPLINE_DATABASE_URL=database_url)
     )
 
-    assert [e["type"] for e in events][::15] == ["Created", "Completed"]
-    assert len(events) == 16
+    assert [e["type"] for e in events][::47] == ["Created", "Completed"]
+    assert len(events) == 48
+
+
+def test_run_exits_0_with_the_final_session_as_json(database_url: str, target: str) -> None:
+    result = stepline(
+        "run",
+        str(EXAMPLES / "todo.yaml"),
+        "--base-url",
+        target,
+        "--json",
+        STEPLINE_DATABASE_URL=database_url,
+        STEPLINE_SECRET_DEMO_PASSWORD=PASSWORD,
+    )
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["status"] == "completed"
+    assert [s["status"] for s in report["steps"]] == ["completed"] * 11
+    assert report["steps"][0]["summary"] == "GET /login: ok"
+
+
+def test_run_exits_1_when_the_session_fails(database_url: str, target: str) -> None:
+    result = stepline(
+        "run",
+        str(EXAMPLES / "todo.yaml"),
+        "--base-url",
+        target,
+        "--json",
+        STEPLINE_DATABASE_URL=database_url,
+        STEPLINE_SECRET_DEMO_PASSWORD="wrong-password",
+    )
+
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["status"] == "failed"
+    assert report["steps"][3]["error"]["message"] == "expected status 200, got 401"
+
+
+def test_run_takes_natural_language_steps_to_the_configured_model(
+    database_url: str, target: str, model: ScriptedModel, tmp_path: Path
+) -> None:
+    workflow = tmp_path / "nl.yaml"
+    workflow.write_text(
+        "name: Natural language\nsteps:\n"
+        "  - text: Open the sign-in page\n    expect: the page says Sign in\n"
+    )
+    model.calls("http_request", method="GET", url="/login")
+    model.calls("complete_step", summary="the sign-in page is up", expect_met=True)
+
+    result = stepline(
+        "run",
+        str(workflow),
+        "--base-url",
+        target,
+        "--json",
+        STEPLINE_DATABASE_URL=database_url,
+        STEPLINE_AI_MODEL="scripted-model",
+        STEPLINE_AI_BASE_URL=model.base_url,
+        STEPLINE_AI_API_KEY="test-key",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["steps"][0]["summary"] == "the sign-in page is up"
+    assert model.requests[0]["model"] == "scripted-model"
 
 
 def test_an_unknown_session_is_a_clear_error(database_url: str) -> None:

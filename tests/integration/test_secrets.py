@@ -1,0 +1,64 @@
+"""Secret values never reach the event store, the log or a prompt."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import psycopg
+import pytest
+
+from domain.session import SessionStatus
+from engine.logs import LOGGER_NAME, configure_logging
+from engine.secrets import Secrets
+from tests.integration.conftest import PASSWORD, LoopFactory, drive, start_session
+from tests.scripted_model import ScriptedModel
+
+
+def test_a_secret_used_everywhere_is_recorded_nowhere(
+    make_loop: LoopFactory,
+    target: str,
+    model: ScriptedModel,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("DEBUG", "text", Secrets({"DEMO_PASSWORD": PASSWORD}))
+    logging.getLogger(LOGGER_NAME).debug("about to sign in with %s", PASSWORD)
+    model.calls(
+        "http_request",
+        reasoning="sign in with {{secrets.DEMO_PASSWORD}}",
+        method="POST",
+        url="/login",
+        body={"user": "demo", "password": "{{secrets.DEMO_PASSWORD}}"},
+    )
+    model.calls("complete_step", summary="signed in", evidence=["status 200"])
+    loop = make_loop(shell_allow=["echo"])
+    session_id = start_session(
+        loop,
+        [
+            'POST /login with {"user": "demo", "password": "{{secrets.DEMO_PASSWORD}}"}',
+            "expect status 200",
+            "Sign in again through the form",
+        ],
+        target,
+    )
+    echo_id = start_session(loop, ["run `echo {{secrets.DEMO_PASSWORD}}`"], executor="shell")
+
+    assert drive(loop, session_id).status is SessionStatus.COMPLETED
+    assert drive(loop, echo_id).status is SessionStatus.COMPLETED
+    configure_logging("INFO", "text")
+
+    echoed = [e for e in loop.app.history(echo_id) if type(e).__name__ == "CommandFinished"]
+    assert "{{secrets.DEMO_PASSWORD}}" in echoed[0].output  # type: ignore[attr-defined]
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute(
+            "SELECT state FROM stepline_events UNION ALL SELECT state FROM stepline_snapshots"
+        ).fetchall()
+    assert stored
+    assert not [row for row in stored if PASSWORD.encode() in bytes(row[0])]
+    logs = capsys.readouterr().err
+    assert "about to sign in with {{secrets.DEMO_PASSWORD}}" in logs
+    assert PASSWORD not in logs
+    prompts = json.dumps(model.requests)
+    assert "{{secrets.DEMO_PASSWORD}}" in prompts
+    assert PASSWORD not in prompts
