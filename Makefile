@@ -28,7 +28,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)  ## benchmarks, printed as ratios against raw psycopg in the same run
-	$(BIN)/python bench/appends.py
+	$(BIN)/python -m bench.appends
+	$(BIN)/python -m bench.step_overhead
+	$(BIN)/python -m bench.rebuild
 
 up:  ## PostgreSQL in Docker, for those who prefer it to the embedded server
 	docker compose up -d --wait

@@ -1,6 +1,6 @@
 """Event appends through the Stepline application, next to raw psycopg inserts, in one run.
 
-    python bench/appends.py [--count N]
+    python -m bench.appends [--count N]
 
 Uses the server of STEPLINE_DATABASE_URL if set (in a fresh database it drops afterwards),
 else the embedded PostgreSQL in a temporary directory. Prints operations per second and the
@@ -47,7 +47,7 @@ def bench_database() -> Iterator[str]:
         yield with_dbname(server, name)
 
 
-def timed(count: int, operation: Callable[[int], None]) -> float:
+def timed(count: int, operation: Callable[[int], object]) -> float:
     """Operations per second of `operation(i)` for i in range(count)."""
     started = time.perf_counter()
     for i in range(count):
@@ -130,9 +130,8 @@ def step_cycle_per_command(app: Stepline, count: int) -> float:
         session.complete_step(index, summary="done")
 
     def one(i: int) -> None:
-        session_id, index = divmod(i, STEPS_PER_SESSION)
-        session_id = sessions[session_id]
-        app.change(session_id, lambda s: cycle(s, index))
+        which, index = divmod(i, STEPS_PER_SESSION)
+        app.change(sessions[which], lambda s: cycle(s, index))
 
     return timed(count, one)
 

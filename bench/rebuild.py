@@ -1,7 +1,7 @@
 """Rebuild throughput of the read models, next to the library's one-transaction-per-event
 runner, on the same log in the same run.
 
-    python bench/rebuild.py [--sessions 5000]
+    python -m bench.rebuild [--sessions 5000]
 
 Builds a log of sessions x 20 events through the Stepline application, rebuilds all four views
 with Stepline's batched projector, then empties them and replays the same log through the
@@ -12,48 +12,24 @@ tracking row in a transaction of its own), and checks both produced the same row
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection, ProjectionRunner
 from psycopg_pool import ConnectionPool
 
+from bench.appends import bench_database
 from domain.errors import StandardError
 from domain.session import StepSpec, WorkflowSession
 from engine.app import Stepline
-from engine.database import (
-    create_database,
-    drop_database,
-    embedded_postgres,
-    eventsourcing_env,
-    with_dbname,
-)
+from engine.database import eventsourcing_env
 from engine.projector import Projector
 from projections import ALL_VIEWS, tracking
 from projections.view import Recorded
 
 ERROR = StandardError.of("TASK_LOOP_TIMEOUT", "too slow").to_dict()
-
-
-@contextmanager
-def bench_database() -> Iterator[str]:
-    with ExitStack() as stack:
-        server = os.environ.get("STEPLINE_DATABASE_URL")
-        if server is None:
-            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            server = stack.enter_context(embedded_postgres(data_dir))
-        name = f"stepline_bench_{uuid4().hex[:8]}"
-        create_database(server, name)
-        stack.callback(drop_database, server, name)
-        yield with_dbname(server, name)
 
 
 def twenty_events(app: Stepline, n: int) -> WorkflowSession:

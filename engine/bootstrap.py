@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -12,11 +13,13 @@ from engine.ai import AiProvider
 from engine.app import Stepline
 from engine.database import check_reachable, embedded_postgres, eventsourcing_env
 from engine.definitions import builtin
-from engine.logs import configure_logging
+from engine.logs import LOGGER_NAME, configure_logging
 from engine.projector import Projector
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.task_loop import TaskLoop
+
+log = logging.getLogger(LOGGER_NAME)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
     settings = settings or Settings()
     secrets = Secrets.from_environment()
     configure_logging(settings.log_level, settings.log_format, secrets)
+    for name in secrets.too_short_to_redact:
+        log.warning("Secret %s is shorter than 4 characters: it cannot be redacted safely", name)
     with ExitStack() as stack:
         url = settings.database_url
         embedded = url is None

@@ -35,6 +35,10 @@ class Secrets:
         )
 
     @property
+    def too_short_to_redact(self) -> list[str]:
+        return sorted(k for k, v in self._values.items() if len(v) < MIN_REDACTED_LENGTH)
+
+    @property
     def names(self) -> list[str]:
         return sorted(self._values)
 

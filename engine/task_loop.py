@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,6 +89,48 @@ def _failure(code: str, message: str, **details: Any) -> StepFailure:
     return StepFailure(StandardError.of(code, message, details))
 
 
+@dataclass(frozen=True)
+class ExecutorSetup:
+    """What an executor is built from, once per session run."""
+
+    session_id: UUID
+    config: dict[str, Any]
+    loop: TaskLoop
+
+    @property
+    def settings(self) -> Settings:
+        return self.loop.settings
+
+
+def http_executor(setup: ExecutorSetup) -> Executor:
+    settings = setup.settings
+    return HttpExecutor(
+        setup.config.get("base_url"),
+        setup.loop.secrets,
+        timeout_s=settings.request_timeout_ms / 1000,
+        connect_timeout_s=settings.connection_timeout_ms / 1000,
+        max_output_chars=settings.max_output_chars,
+    )
+
+
+def shell_executor(setup: ExecutorSetup) -> Executor:
+    settings = setup.settings
+    allowed = setup.config.get("shell_allow") or settings.shell_allow
+    return ShellExecutor(
+        Path(settings.data_dir) / "work" / str(setup.session_id),
+        setup.loop.secrets,
+        ShellLimits(
+            timeout_s=settings.request_timeout_ms / 1000,
+            max_output_chars=settings.max_output_chars,
+            allowed_programs=tuple(allowed),
+        ),
+    )
+
+
+ExecutorKind = Callable[[ExecutorSetup], Executor]
+EXECUTOR_KINDS: dict[str, ExecutorKind] = {"http": http_executor, "shell": shell_executor}
+
+
 class TaskLoop:
     """Everything a session run needs; `drive` runs one session."""
 
@@ -98,7 +141,11 @@ class TaskLoop:
         definitions: Definitions,
         secrets: Secrets,
         ai: AiProvider | None = None,
+        *,
+        executor_kinds: Mapping[str, ExecutorKind] | None = None,
     ) -> None:
+        """`executor_kinds` adds executors to (or replaces) the built-in http and shell."""
+        self.executor_kinds = {**EXECUTOR_KINDS, **(executor_kinds or {})}
         self.app = app
         self.settings = settings
         self.definitions = definitions
@@ -306,28 +353,11 @@ class SessionRun:
 
     def executor(self, kind: str) -> Executor:
         if kind not in self.executors:
-            settings = self.loop.settings
-            if kind == "http":
-                self.executors[kind] = HttpExecutor(
-                    self.config.get("base_url"),
-                    self.secrets,
-                    timeout_s=settings.request_timeout_ms / 1000,
-                    connect_timeout_s=settings.connection_timeout_ms / 1000,
-                    max_output_chars=settings.max_output_chars,
-                )
-            elif kind == "shell":
-                allowed = self.config.get("shell_allow") or settings.shell_allow
-                self.executors[kind] = ShellExecutor(
-                    Path(settings.data_dir) / "work" / str(self.session_id),
-                    self.secrets,
-                    ShellLimits(
-                        timeout_s=settings.request_timeout_ms / 1000,
-                        max_output_chars=settings.max_output_chars,
-                        allowed_programs=tuple(allowed),
-                    ),
-                )
-            else:
-                raise ValueError(f"no executor named {kind!r}; there are http and shell")
+            build = self.loop.executor_kinds.get(kind)
+            if build is None:
+                kinds = ", ".join(sorted(self.loop.executor_kinds))
+                raise ValueError(f"no executor named {kind!r}; there are {kinds}")
+            self.executors[kind] = build(ExecutorSetup(self.session_id, self.config, self.loop))
         return self.executors[kind]
 
     def execute(self, index: int, command: Command) -> Outcome:

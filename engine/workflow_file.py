@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -19,18 +19,35 @@ class StepEntry(BaseModel):
     expect: str | None = Field(default=None, max_length=MAX_STEP_TEXT)
 
 
+class WorkflowConfig(BaseModel):
+    """Per-workflow overrides of the task loop's limits (unset: the STEPLINE_* defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_turns_per_step: int | None = Field(default=None, ge=1)
+    step_timeout_ms: int | None = Field(default=None, ge=1)
+    workflow_timeout_ms: int | None = Field(default=None, ge=1)
+    max_consecutive_failures: int | None = Field(default=None, ge=1)
+    max_repeated_commands: int | None = Field(default=None, ge=2)
+    token_budget: int | None = Field(default=None, ge=1)
+    max_attempts: int | None = Field(default=None, ge=1)
+    retry_backoff_ms: int | None = Field(default=None, ge=0)
+    context_char_budget: int | None = Field(default=None, ge=1_000)
+    shell_allow: list[str] | None = None
+
+
 class WorkflowFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    executor: str = "http"
+    executor: Literal["http", "shell"] = "http"
     base_url: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     definitions: str | None = Field(
         default=None, description="a module (dotted name or .py path) with register(definitions)"
     )
     steps: list[StepEntry] = Field(min_length=1, max_length=MAX_STEPS)
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: WorkflowConfig = Field(default_factory=WorkflowConfig)
 
     @field_validator("steps", mode="before")
     @classmethod
@@ -45,7 +62,11 @@ class WorkflowFile(BaseModel):
     def session_config(self, location: Path | None = None) -> dict[str, Any]:
         """What the session records: the file's config, its executor and base URL, and its
         definitions module (a .py path made absolute, so any runner can load it later)."""
-        config = {**self.config, "executor": self.executor, "base_url": self.base_url}
+        config = {
+            **self.config.model_dump(exclude_none=True),
+            "executor": self.executor,
+            "base_url": self.base_url,
+        }
         if self.definitions:
             module = self.definitions
             if module.endswith(".py") and location is not None:
