@@ -115,7 +115,12 @@ def _run_file(
     spec = load_workflow(workflow)
     session_id = create_from_file(runtime, spec, workflow, base_url)
     errors.print(f"session [bold]{session_id}[/]: {spec.name}")
-    session = run_with_progress(runtime, session_id, errors)
+    stop_following = runtime.projector.start_following()  # the views stay live meanwhile
+    try:
+        session = run_with_progress(runtime, session_id, errors)
+        runtime.projector.wait_until(runtime.projector.head(), timeout=10)
+    finally:
+        stop_following()
     if as_json:
         console.print_json(json.dumps(final_report(session), default=str))
     else:
@@ -154,7 +159,6 @@ def demo(
         errors.print(f"[dim]event store: {where}; example app: {base_url}[/]")
         session = _run_file(runtime, workflow, base_url, as_json=False)
         _print_history(runtime.app, session.id, as_json)
-        runtime.projector.catch_up()
         _print_progress(runtime, session.id)
     raise typer.Exit(code=0 if succeeded(session) else 1)
 

@@ -9,7 +9,8 @@ body that rebuilds the session when its events are replayed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from copy import deepcopy
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -80,6 +81,16 @@ class StepState:
     evidence: list[str] = field(default_factory=list)
     error: dict[str, Any] | None = None
     retryable: bool = False
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StepState:
+        # Sessions are copied on every load from the cache; the generic deepcopy of each
+        # step's fields was most of the task loop's CPU time.
+        return replace(
+            self,
+            open_commands=list(self.open_commands),
+            evidence=list(self.evidence),
+            error=deepcopy(self.error, memo),
+        )
 
 
 def _validated_steps(steps: list[StepSpec]) -> list[StepSpec]:

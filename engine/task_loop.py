@@ -233,7 +233,7 @@ class SessionRun:
             if step.status is StepStatus.FAILED:
                 self._back_off(step.attempts)
             self.app.start_step(self.session_id, index)
-        self._record(index, self._run_step(index))
+        self._record(index, self._run_step(index, step.text, step.expect))
 
     def _record(self, index: int, result: StepResult) -> None:
         if isinstance(result, StepDone):
@@ -296,22 +296,26 @@ class SessionRun:
 
     # ---- one step -----------------------------------------------------------------------
 
-    def _run_step(self, index: int) -> StepResult:
-        session = self.app.get_session(self.session_id)
-        step = session.steps[index]
+    def _run_step(self, index: int, text: str, expect: str | None) -> StepResult:
         deadline = time.monotonic() + self.limits.step_timeout_ms / 1000
         try:
-            commands = self.definitions.match(step.text)
+            commands = self.definitions.match(text)
         except DefinitionError as error:
             return _failure("VALIDATION_FAILED", f"step {index}: {error}")
         if commands is None:
-            return self._run_with_ai(index, deadline)
+            return self._run_with_ai(index, text, deadline)
         result = self._run_commands(index, commands, deadline)
-        if isinstance(result, StepFailure) or not step.expect:
+        if isinstance(result, StepFailure):
             return result
-        return self._check_expectation(index, step.expect, deadline, result)
+        done = StepDone(summary=f"{text}: ok", evidence=result)
+        if not expect:
+            return done
+        return self._check_expectation(index, text, expect, deadline, done)
 
-    def _run_commands(self, index: int, commands: list[Command], deadline: float) -> StepResult:
+    def _run_commands(
+        self, index: int, commands: list[Command], deadline: float
+    ) -> list[str] | StepFailure:
+        """Run the commands in order; the evidence of each, or the first failure."""
         evidence = []
         for command in commands:
             if (timeout := self.safe_point(deadline)) is not None:
@@ -320,22 +324,21 @@ class SessionRun:
             if not outcome.ok:
                 return StepFailure(outcome.error or StandardError.of("COMMAND_FAILED", "failed"))
             evidence.append(truncated(outcome.output, 300))
-        step_text = self.app.get_session(self.session_id).steps[index].text
-        return StepDone(summary=f"{step_text}: ok", evidence=evidence)
+        return evidence
 
     def _check_expectation(
-        self, index: int, expect: str, deadline: float, done: StepDone
+        self, index: int, text: str, expect: str, deadline: float, done: StepDone
     ) -> StepResult:
         try:
             checks = self.definitions.match(expect)
         except DefinitionError as error:
             return _failure("VALIDATION_FAILED", f"step {index} expect: {error}")
-        if checks is not None:
-            checked = self._run_commands(index, checks, deadline)
-            if isinstance(checked, StepFailure):
-                return checked
-            return StepDone(done.summary, done.evidence + checked.evidence)
-        return self._run_with_ai(index, deadline)
+        if checks is None:
+            return self._run_with_ai(index, text, deadline)
+        checked = self._run_commands(index, checks, deadline)
+        if isinstance(checked, StepFailure):
+            return checked
+        return StepDone(done.summary, done.evidence + checked)
 
     def safe_point(self, deadline: float) -> StepFailure | None:
         """Raise Interrupted unless the session is still ours to run; a timeout fails the step."""
@@ -402,10 +405,9 @@ class SessionRun:
         )
         return history[start:]
 
-    def _run_with_ai(self, index: int, deadline: float) -> StepResult:
+    def _run_with_ai(self, index: int, text: str, deadline: float) -> StepResult:
         ai = self.loop.ai
         if ai is None:
-            text = self.app.get_session(self.session_id).steps[index].text
             return _failure(
                 "NO_AI_PROVIDER",
                 f"no step definition matches {text!r} and no AI provider is configured; set "
