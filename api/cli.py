@@ -13,13 +13,16 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import typer
+import uvicorn
 from eventsourcing.persistence import PersistenceError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from api.auth import new_key
 from api.live import create_from_file, final_report, run_with_progress, succeeded
+from api.server import UnsafeBinding, check_binding, create_app
 from domain.errors import DomainError, StandardError
 from domain.session import WorkflowSession
 from engine.app import Stepline
@@ -171,6 +174,39 @@ def history(
     """Print every event of a session, in order."""
     with _runtime_or_exit() as runtime:
         _print_history(runtime.app, session_id, as_json)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+) -> None:
+    """Serve the HTTP API, the projections and the session workers in one process."""
+    settings = _settings()
+    try:
+        check_binding(settings, host)
+    except UnsafeBinding as error:
+        raise _fail(StandardError.of("CONFIGURATION_INVALID", str(error))) from None
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    except (PersistenceError, DatabaseUnavailable) as error:
+        raise _fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
+
+
+keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+
+@keys_cli.command("new")
+def keys_new(
+    name: Annotated[str, typer.Argument(help="the key's name: the actor on its events")],
+    tenant: Annotated[str, typer.Option(help="the tenant the key acts for")],
+) -> None:
+    """Make a new API key; prints the key once and the entry for STEPLINE_API_KEYS."""
+    key, sha256 = new_key()
+    console.print(f"key (give it to the client; it is not stored): {key}", soft_wrap=True)
+    entry = json.dumps({name: {"tenant": tenant, "sha256": sha256}})
+    console.print(f"STEPLINE_API_KEYS entry: {entry}", soft_wrap=True)
 
 
 projections_cli = typer.Typer(help="Read models: status and rebuild.", no_args_is_help=True)

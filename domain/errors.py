@@ -67,6 +67,17 @@ CATALOGUE: dict[str, ErrorKind] = {
         _V, _LOW, True, False, "Read the session's status and send a command it allows"
     ),
     "SESSION_NOT_FOUND": ErrorKind(_V, _LOW, False, False, "Check the session id"),
+    "BATCH_NOT_FOUND": ErrorKind(_V, _LOW, False, False, "Check the batch id"),
+    "UNAUTHORIZED": ErrorKind(
+        _V, _MEDIUM, False, False, "Send a valid API key as 'Authorization: Bearer <key>'"
+    ),
+    "RATE_LIMITED": ErrorKind(_S, _MEDIUM, True, True, "Wait for Retry-After seconds"),
+    "PAYLOAD_TOO_LARGE": ErrorKind(_V, _LOW, False, False, "Send a smaller request body"),
+    "NOT_FOUND": ErrorKind(_V, _LOW, False, False, "Check the URL"),
+    "METHOD_NOT_ALLOWED": ErrorKind(_V, _LOW, False, False, "Check the HTTP method"),
+    "INTERNAL_ERROR": ErrorKind(
+        _S, _CRITICAL, True, True, "Retry later; the error id is in the server log"
+    ),
     "VERSION_CONFLICT": ErrorKind(
         _S, _MEDIUM, True, True, "Reload the session and send the command again"
     ),
@@ -205,6 +216,10 @@ class InvalidStateTransition(DomainError):
 
 class SessionNotFound(DomainError):
     code = "SESSION_NOT_FOUND"
+
+
+class BatchNotFound(DomainError):
+    code = "BATCH_NOT_FOUND"
 
 
 class VersionConflict(DomainError):

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoding
 
-from domain.errors import SessionNotFound, StandardError, VersionConflict
+from domain.batch import Batch
+from domain.errors import (
+    BatchNotFound,
+    InvalidStateTransition,
+    SessionNotFound,
+    StandardError,
+    VersionConflict,
+)
 from domain.session import WORKER, SessionStatus, StepSpec, StepState, StepStatus, WorkflowSession
 from engine.logs import LOGGER_NAME, on_session, on_step
 
@@ -68,6 +76,26 @@ def _replay(
     return session
 
 
+@dataclass(frozen=True)
+class SessionRequest:
+    """Everything needed to create a session, validated when the session is built."""
+
+    name: str
+    steps: list[StepSpec]
+    config: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def build(self, tenant: str, actor: str) -> WorkflowSession:
+        return WorkflowSession.create(
+            name=self.name,
+            steps=self.steps,
+            tenant=tenant,
+            actor=actor,
+            config=self.config,
+            labels=self.labels,
+        )
+
+
 class Stepline(Application[UUID]):
     """Sessions in, events out. Thread-safe; build one per process."""
 
@@ -99,6 +127,8 @@ class Stepline(Application[UUID]):
             )
         except AggregateNotFoundError:
             raise SessionNotFound(f"no session {session_id}", session_id=str(session_id)) from None
+        if not isinstance(session, WorkflowSession):  # another aggregate's id, e.g. a batch
+            raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
         if version is not None and session.version < version:
             raise SessionNotFound(
                 f"session {session_id} has no version {version}; the latest is {session.version}",
@@ -134,6 +164,42 @@ class Stepline(Application[UUID]):
             session_id=str(session_id),
         )
 
+    # ---- batches ------------------------------------------------------------------------
+
+    def create_batch(
+        self, requests: list[SessionRequest], *, tenant: str, actor: str
+    ) -> tuple[UUID, list[UUID]]:
+        """Create every session and the batch in one transaction: all of them, or none."""
+        sessions = [request.build(tenant, actor) for request in requests]
+        batch = Batch.create(session_ids=[s.id for s in sessions], tenant=tenant, actor=actor)
+        self.save(*sessions, batch)
+        log.info("Batch %s created with %d sessions", batch.id, len(sessions))
+        return batch.id, [s.id for s in sessions]
+
+    def get_batch(self, batch_id: UUID) -> Batch:
+        try:
+            batch: Batch = self.repository.get(batch_id)
+        except AggregateNotFoundError:
+            raise BatchNotFound(f"no batch {batch_id}", batch_id=str(batch_id)) from None
+        if not isinstance(batch, Batch):
+            raise BatchNotFound(f"no batch {batch_id}", batch_id=str(batch_id))
+        return batch
+
+    def cancel_batch(self, batch_id: UUID, reason: str, actor: str) -> list[UUID]:
+        """Cancel the batch and each of its sessions not yet ended; returns those cancelled."""
+        batch = self.get_batch(batch_id)
+        if not batch.cancelled:
+            batch.cancel(reason, actor)
+            self.save(batch)
+        cancelled = []
+        for session_id in batch.session_ids:
+            try:
+                self.cancel(session_id, reason=reason, actor=actor)
+            except InvalidStateTransition:
+                continue  # already ended: nothing to cancel
+            cancelled.append(session_id)
+        return cancelled
+
     # ---- commands -----------------------------------------------------------------------
 
     def create_session(
@@ -146,12 +212,18 @@ class Stepline(Application[UUID]):
         config: dict[str, Any] | None = None,
         labels: dict[str, str] | None = None,
     ) -> UUID:
-        session = WorkflowSession.create(
-            name=name, steps=steps, tenant=tenant, actor=actor, config=config, labels=labels
-        )
+        request = SessionRequest(name, steps, config or {}, labels or {})
+        return self.create(request, tenant=tenant, actor=actor).id
+
+    def create(self, request: SessionRequest, *, tenant: str, actor: str) -> WorkflowSession:
+        session = request.build(tenant, actor)
         self.save(session)
-        log.info("Workflow session created with %d steps", len(steps), extra=on_session(session.id))
-        return session.id
+        log.info(
+            "Workflow session created with %d steps",
+            len(request.steps),
+            extra=on_session(session.id),
+        )
+        return session
 
     def start_step(self, session_id: UUID, step_index: int, actor: str = WORKER) -> int:
         def start(session: WorkflowSession) -> tuple[int, str]:

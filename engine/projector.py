@@ -58,6 +58,12 @@ class Projector:
         self.batch_size = batch_size
         self._reached: dict[str, int] = {}
         self._advanced = threading.Condition()
+        self._follower: threading.Thread | None = None
+
+    @property
+    def following(self) -> bool:
+        """Whether a live follower thread is running in this process."""
+        return self._follower is not None and self._follower.is_alive()
 
     def select(self, names: Sequence[str] | None) -> list[str]:
         if not names:
@@ -194,6 +200,7 @@ class Projector:
         stop = threading.Event()
         thread = threading.Thread(target=self.follow, args=(stop,), name="projector", daemon=True)
         thread.start()
+        self._follower = thread
 
         def stop_following() -> None:
             stop.set()

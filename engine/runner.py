@@ -29,6 +29,11 @@ class SessionRunner:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
+    @property
+    def alive(self) -> bool:
+        """Whether the runner still takes sessions (it has not been stopped)."""
+        return not self._stopping.is_set()
+
     def submit(self, session_id: UUID) -> Future[SessionStatus]:
         """Drive the session unless it is already being driven here."""
         with self._lock:

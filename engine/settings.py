@@ -6,10 +6,17 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.executors.shell import DEFAULT_ALLOWED
+
+
+class ApiKey(BaseModel):
+    """One API key: the tenant it acts for and the SHA-256 of the key (never the key)."""
+
+    tenant: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 def _default_data_dir() -> Path:
@@ -65,6 +72,13 @@ class Settings(BaseSettings):
     )
     ai_timeout_s: float = Field(default=60.0, gt=0)
     ai_max_retries: int = Field(default=3, ge=0)
+
+    api_keys: dict[str, ApiKey] = Field(
+        default_factory=dict, description='{"key name": {"tenant": ..., "sha256": ...}}'
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1_024)
+    create_rate_per_minute: int = Field(default=120, ge=1, description="per tenant")
+    sse_heartbeat_s: float = Field(default=15.0, gt=0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

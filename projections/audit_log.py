@@ -11,6 +11,7 @@ from uuid import UUID
 from psycopg import Connection, sql
 from psycopg.rows import class_row, tuple_row
 
+from domain.batch import Batch
 from domain.session import WorkflowSession as W
 from projections.view import Recorded, RowTable
 
@@ -26,9 +27,19 @@ class AuditEntry:
     description: str
 
 
-def describe(event: W.Event) -> str:  # noqa: PLR0911 - one return per event type
+def event_type(event: object) -> str:
+    """The event's name; a batch's events are prefixed, so `Created` stays a session's."""
+    name = type(event).__name__
+    return f"Batch.{name}" if isinstance(event, Batch.Event) else name
+
+
+def describe(event: object) -> str:  # noqa: PLR0911 - one return per event type
     """A short sentence for a person reading the trail."""
     match event:
+        case Batch.Created(session_ids=session_ids):
+            return f"created a batch of {len(session_ids)} sessions"
+        case Batch.Cancelled(reason=reason):
+            return f"cancelled the batch: {reason}" if reason else "cancelled the batch"
         case W.Created(name=name, steps=steps):
             return f'created "{name}" with {len(steps)} steps'
         case W.StepStarted(step_index=index, attempt=attempt):
@@ -52,7 +63,7 @@ def describe(event: W.Event) -> str:  # noqa: PLR0911 - one return per event typ
             return f"completed: {outcome}"
         case W.Failed(error=error) | W.Expired(error=error):
             return f"{type(event).__name__.lower()}: {error.get('code')}"
-    return type(event).__name__
+    return event_type(event)
 
 
 class AuditLogView:
@@ -100,7 +111,7 @@ class AuditLogView:
                     position=r.position,
                     session_id=r.session_id,
                     tenant=tenants.get(r.session_id, ""),
-                    event_type=r.type_name,
+                    event_type=event_type(r.event),
                     actor=getattr(r.event, "actor", ""),
                     occurred_at=r.at,
                     description=describe(r.event),

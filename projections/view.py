@@ -28,6 +28,7 @@ class Recorded:
 
     position: int
     event: WorkflowSession.Event
+    """A session's event, or another aggregate's (a batch's) that session views skip."""
     session_id: UUID = field(init=False)
     at: datetime = field(init=False)
 
@@ -35,10 +36,6 @@ class Recorded:
         # Plain fields, not properties: views read them for every event of every batch.
         object.__setattr__(self, "session_id", self.event.originator_id)
         object.__setattr__(self, "at", self.event.timestamp)
-
-    @property
-    def type_name(self) -> str:
-        return type(self.event).__name__
 
 
 class View(Protocol):

@@ -1,0 +1,90 @@
+"""/v1/batches: many sessions created in one request, followed and cancelled together."""
+
+from __future__ import annotations
+
+from collections import Counter
+from uuid import UUID
+
+from fastapi import APIRouter, Response
+
+from api.errors import problem_responses
+from api.schemas import BatchCancelled, BatchCreated, BatchSession, BatchView, CreateBatch, Reason
+from api.services import CallerDep, Services, ServicesDep
+from api.sessions import admit, session_request
+from domain.batch import Batch
+from domain.errors import BatchNotFound
+from projections.session_index import SessionIndexView
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+FINISHED = {"completed", "failed", "cancelled", "expired"}
+
+
+def owned_batch(services: Services, batch_id: UUID, tenant: str) -> Batch:
+    batch = services.runtime.app.get_batch(batch_id)
+    if batch.tenant != tenant:
+        raise BatchNotFound(f"no batch {batch_id}", batch_id=str(batch_id))
+    return batch
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=BatchCreated,
+    responses=problem_responses(401, 413, 422, 429),
+)
+def create_batch(
+    body: CreateBatch, services: ServicesDep, caller: CallerDep, response: Response
+) -> BatchCreated:
+    """Create every session of the batch (all or none) and start running them."""
+    requests = [session_request(services, session) for session in body.sessions]
+    admit(services, caller.tenant, len(requests))
+    batch_id, session_ids = services.runtime.app.create_batch(
+        requests, tenant=caller.tenant, actor=caller.name
+    )
+    for session_id in session_ids:
+        services.runner.submit(session_id)
+    services.read_your_writes()
+    response.headers["Location"] = f"/v1/batches/{batch_id}"
+    batch = services.runtime.app.get_batch(batch_id)
+    return BatchCreated(batch_id=batch_id, session_ids=session_ids, created_at=batch.created_on)
+
+
+@router.get("/{batch_id}", response_model=BatchView, responses=problem_responses(401, 404, 422))
+def get_batch(batch_id: UUID, services: ServicesDep, caller: CallerDep) -> BatchView:
+    """Each session's status and the batch's overall progress."""
+    batch = owned_batch(services, batch_id, caller.tenant)
+    with services.runtime.projector.pool.connection() as conn:
+        rows = SessionIndexView.rows.load_for_sessions(conn, batch.session_ids)
+    status = {row.session_id: row.status for row in rows}
+    sessions = [
+        BatchSession.model_validate({"session_id": i, "status": status.get(i, "pending")})
+        for i in batch.session_ids
+    ]
+    counts = Counter(s.status for s in sessions)
+    finished = sum(n for name, n in counts.items() if name in FINISHED)
+    return BatchView(
+        batch_id=batch_id,
+        cancelled=batch.cancelled,
+        total=len(sessions),
+        finished=finished,
+        percent=round(100 * finished / len(sessions), 2),
+        by_status={str(name): n for name, n in counts.items()},
+        sessions=sessions,
+    )
+
+
+@router.post(
+    "/{batch_id}/cancel",
+    response_model=BatchCancelled,
+    responses=problem_responses(401, 404, 413, 422),
+)
+def cancel_batch(
+    batch_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None
+) -> BatchCancelled:
+    """Cancel every session of the batch that has not ended."""
+    owned_batch(services, batch_id, caller.tenant)
+    cancelled = services.runtime.app.cancel_batch(
+        batch_id, reason=body.reason if body else "", actor=caller.name
+    )
+    services.read_your_writes()
+    return BatchCancelled(batch_id=batch_id, cancelled_sessions=cancelled)

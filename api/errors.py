@@ -1,0 +1,106 @@
+"""Every error answer is application/problem+json with the StandardError fields: one place
+maps domain errors, validation errors and HTTP errors to statuses. Never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from api.schemas import Problem
+from domain.errors import DomainError, StandardError
+from engine.logs import LOGGER_NAME
+
+log = logging.getLogger(LOGGER_NAME)
+
+PROBLEM = "application/problem+json"
+STATUS_OF_CODE = {
+    "VALIDATION_FAILED": 422,
+    "SESSION_NOT_FOUND": 404,
+    "BATCH_NOT_FOUND": 404,
+    "NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405,
+    "INVALID_STATE_TRANSITION": 409,
+    "VERSION_CONFLICT": 409,
+    "UNAUTHORIZED": 401,
+    "PAYLOAD_TOO_LARGE": 413,
+    "CONCURRENT_LIMIT_EXCEEDED": 429,
+    "RATE_LIMITED": 429,
+    "DATABASE_UNAVAILABLE": 503,
+}
+HTTP_CODES = {
+    401: "UNAUTHORIZED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+}
+
+
+class ApiError(Exception):
+    """An error of the HTTP layer itself (auth, limits), with optional headers."""
+
+    def __init__(self, error: StandardError, headers: dict[str, str] | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.headers = headers or {}
+
+    @classmethod
+    def of(
+        cls, code: str, message: str, headers: dict[str, str] | None = None, **details: Any
+    ) -> ApiError:
+        return cls(StandardError.of(code, message, details), headers)
+
+
+def problem(
+    error: StandardError, status: int | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    status = status or STATUS_OF_CODE.get(error.code, 500)
+    body = {"type": "about:blank", "title": error.code, "status": status, "detail": error.message}
+    return JSONResponse(
+        {**body, **error.to_dict()}, status_code=status, media_type=PROBLEM, headers=headers
+    )
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route can give."""
+    return {
+        status: {"model": Problem, "content": {PROBLEM: {}}, "description": "a problem"}
+        for status in statuses
+    }
+
+
+def _field(location: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in location)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, error: DomainError) -> JSONResponse:
+        return problem(error.to_standard_error())
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, error: ApiError) -> JSONResponse:
+        return problem(error.error, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        fields = [{"field": _field(e["loc"]), "message": e["msg"]} for e in error.errors()]
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+        return problem(
+            StandardError.of("VALIDATION_FAILED", f"invalid request: {summary}", {"errors": fields})
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(error.status_code, "VALIDATION_FAILED")
+        return problem(StandardError.of(code, str(error.detail)), status=error.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+        standard = StandardError.of("INTERNAL_ERROR", "an unexpected error; it has been logged")
+        log.error("Unexpected error %s: %r", standard.id, error, exc_info=error)
+        return problem(standard, status=500)

@@ -1,0 +1,120 @@
+"""ASGI middleware: a request body size limit, and HTTP request counts and latency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import problem
+from domain.errors import StandardError
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse bodies over `limit` bytes with 413, whether or not they declare a length."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = StandardError.of(
+            "PAYLOAD_TOO_LARGE",
+            f"the request body is over {self.limit} bytes",
+            {"limit": self.limit},
+        )
+        await problem(error, status=413)(scope, receive, send)
+
+
+class HttpMetrics:
+    """Request counts by method, route and status, and a latency histogram, per process."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int], int] = defaultdict(int)
+        self.buckets: dict[float, int] = defaultdict(int)
+        self.total_s = 0.0
+        self.observed = 0
+        self._lock = threading.Lock()
+
+    def observe(self, method: str, route: str, status: int, elapsed_s: float) -> None:
+        with self._lock:
+            self.counts[(method, route, status)] += 1
+            self.total_s += elapsed_s
+            self.observed += 1
+            for bound in LATENCY_BUCKETS_S:
+                if elapsed_s <= bound:
+                    self.buckets[bound] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "counts": dict(self.counts),
+                "buckets": dict(self.buckets),
+                "total_s": self.total_s,
+                "observed": self.observed,
+            }
+
+
+class Measure:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.observe(scope["method"], path, status, time.perf_counter() - started)

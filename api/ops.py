@@ -1,0 +1,109 @@
+"""GET /health and GET /metrics (Prometheus text format)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from psycopg import Error as PsycopgError
+
+from api.middleware import LATENCY_BUCKETS_S, HttpMetrics
+from api.schemas import Health
+from api.services import Services, ServicesDep
+
+router = APIRouter(tags=["operations"])
+STEP_BUCKETS_S = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+def health(services: ServicesDep) -> JSONResponse:
+    """Database reachable, projections live and their lag, runner alive; 503 if not healthy."""
+    database = True
+    lag: int | None = None
+    try:
+        lag = max((view.lag for view in services.runtime.projector.status()), default=0)
+    except PsycopgError:
+        database = False
+    runner = services.runner.alive
+    live = services.runtime.projector.following
+    healthy = database and runner and live
+    body = Health(
+        status="ok" if healthy else "unhealthy",
+        database=database,
+        runner=runner,
+        projections_live=live,
+        projection_lag=lag,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
+
+
+def _line(name: str, value: float, **labels: object) -> str:
+    if not labels:
+        return f"{name} {value:g}"
+    inner = ",".join(f'{k}="{str(v).replace(chr(34), "")}"' for k, v in labels.items())
+    return f"{name}{{{inner}}} {value:g}"
+
+
+def _header(name: str, kind: str, text: str) -> list[str]:
+    return [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+
+
+def _view_metrics(services: Services) -> list[str]:
+    with services.runtime.projector.pool.connection() as conn:
+        sessions = conn.execute(
+            "SELECT status, count(*) FROM session_index GROUP BY status"
+        ).fetchall()
+        steps = conn.execute("SELECT status, count(*) FROM step_history GROUP BY status").fetchall()
+        filters = ", ".join(
+            f"count(*) FILTER (WHERE duration_ms <= {int(b * 1000)})" for b in STEP_BUCKETS_S
+        )
+        durations = conn.execute(
+            f"SELECT {filters}, count(*), coalesce(sum(duration_ms), 0) "  # noqa: S608
+            "FROM step_history WHERE duration_ms IS NOT NULL"
+        ).fetchone()
+    lines = _header("stepline_sessions", "gauge", "Sessions by status.")
+    lines += [_line("stepline_sessions", n, status=status) for status, n in sessions]
+    lines += _header("stepline_steps", "gauge", "Steps by status (completed, failed, ...).")
+    lines += [_line("stepline_steps", n, status=status) for status, n in steps]
+    lines += _header("stepline_step_duration_seconds", "histogram", "Duration of finished steps.")
+    assert durations is not None
+    *cumulative, count, total_ms = durations
+    for bound, n in zip(STEP_BUCKETS_S, cumulative, strict=True):
+        lines.append(_line("stepline_step_duration_seconds_bucket", n, le=f"{bound:g}"))
+    lines.append(_line("stepline_step_duration_seconds_bucket", count, le="+Inf"))
+    lines.append(_line("stepline_step_duration_seconds_sum", total_ms / 1000))
+    lines.append(_line("stepline_step_duration_seconds_count", count))
+    return lines
+
+
+def _log_metrics(services: Services) -> list[str]:
+    statuses = services.runtime.projector.status()
+    head = statuses[0].head if statuses else services.runtime.projector.head()
+    lines = _header("stepline_events_appended_total", "counter", "Events in the log.")
+    lines.append(_line("stepline_events_appended_total", head))
+    lines += _header("stepline_projection_lag_events", "gauge", "Events a view has not applied.")
+    lines += [_line("stepline_projection_lag_events", s.lag, view=s.name) for s in statuses]
+    return lines
+
+
+def _http_metrics(metrics: HttpMetrics) -> list[str]:
+    snapshot = metrics.snapshot()
+    lines = _header("stepline_http_requests_total", "counter", "HTTP requests.")
+    for (method, route, status), n in sorted(snapshot["counts"].items()):
+        lines.append(
+            _line("stepline_http_requests_total", n, method=method, route=route, status=status)
+        )
+    name = "stepline_http_request_duration_seconds"
+    lines += _header(name, "histogram", "HTTP request latency.")
+    for bound in LATENCY_BUCKETS_S:
+        lines.append(_line(f"{name}_bucket", snapshot["buckets"].get(bound, 0), le=f"{bound:g}"))
+    lines.append(_line(f"{name}_bucket", snapshot["observed"], le="+Inf"))
+    lines.append(_line(f"{name}_sum", snapshot["total_s"]))
+    lines.append(_line(f"{name}_count", snapshot["observed"]))
+    return lines
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(services: ServicesDep, request: Request) -> PlainTextResponse:
+    """Prometheus metrics: sessions, steps, step durations, events, lag, HTTP."""
+    lines = _view_metrics(services) + _log_metrics(services) + _http_metrics(request.app.state.http)
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

@@ -1,0 +1,214 @@
+"""Request and response bodies of the HTTP API (they are its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.batch import MAX_SESSIONS_PER_BATCH
+from domain.session import MAX_NAME, MAX_STEP_TEXT, MAX_STEPS, StepSpec
+from engine.workflow_file import WorkflowConfig
+
+SessionStatusName = Literal[
+    "pending", "running", "paused", "completed", "failed", "cancelled", "expired"
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StepIn(Strict):
+    text: str = Field(min_length=1, max_length=MAX_STEP_TEXT, pattern=r"\S")
+    expect: str | None = Field(default=None, max_length=MAX_STEP_TEXT)
+
+
+class CreateSession(Strict):
+    """A workflow to run: ordered steps, each plain text or {text, expect}."""
+
+    name: str = Field(min_length=1, max_length=MAX_NAME, pattern=r"\S")
+    steps: list[StepIn | str] = Field(min_length=1, max_length=MAX_STEPS)
+    executor: Literal["http", "shell"] = "http"
+    base_url: str | None = Field(default=None, max_length=2_000)
+    config: WorkflowConfig = Field(default_factory=WorkflowConfig)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+    def step_specs(self) -> list[StepSpec]:
+        return [
+            StepSpec(s) if isinstance(s, str) else StepSpec(s.text, s.expect) for s in self.steps
+        ]
+
+    def given_config(self) -> dict[str, Any]:
+        return {
+            **self.config.model_dump(exclude_none=True),
+            "executor": self.executor,
+            "base_url": self.base_url,
+        }
+
+
+class Reason(Strict):
+    reason: str = Field(default="", max_length=1_000)
+
+
+class SessionCreated(BaseModel):
+    session_id: UUID
+    stream_url: str
+    status: SessionStatusName
+    version: int
+    estimated_duration_ms: int | None
+    created_at: datetime
+
+
+class SessionView(BaseModel):
+    session_id: UUID
+    name: str
+    status: SessionStatusName
+    version: int
+    total_steps: int
+    completed_steps: int
+    failed_steps: int
+    current_step_index: int | None
+    current_step_text: str | None
+    percent: float
+    created_at: datetime
+    started_at: datetime | None
+    updated_at: datetime
+    finished_at: datetime | None
+    estimated_remaining_ms: int | None
+
+
+class ProgressView(BaseModel):
+    session_id: UUID
+    status: SessionStatusName
+    total_steps: int
+    completed_steps: int
+    failed_steps: int
+    current_step_index: int | None
+    percent: float
+    estimated_remaining_ms: int | None
+    updated_at: datetime
+
+
+class StepView(BaseModel):
+    step_index: int
+    text: str
+    expect: str | None
+    status: Literal["pending", "running", "completed", "failed", "cancelled", "expired"]
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    turns: int
+    commands: int
+    summary: str | None
+    error_code: str | None
+    error_message: str | None
+
+
+class SessionSummary(BaseModel):
+    session_id: UUID
+    name: str
+    status: SessionStatusName
+    labels: dict[str, str]
+    step_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionPage(BaseModel):
+    items: list[SessionSummary]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class EventView(BaseModel):
+    version: int
+    type: str
+    timestamp: datetime
+    actor: str | None
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventView]
+    next_after: int | None = Field(description="pass as `after` for the next page")
+
+
+class CommandAccepted(BaseModel):
+    session_id: UUID
+    status: SessionStatusName
+    version: int
+
+
+class CreateBatch(Strict):
+    sessions: list[CreateSession] = Field(min_length=1, max_length=MAX_SESSIONS_PER_BATCH)
+
+
+class BatchCreated(BaseModel):
+    batch_id: UUID
+    session_ids: list[UUID]
+    created_at: datetime
+
+
+class BatchSession(BaseModel):
+    session_id: UUID
+    status: SessionStatusName
+
+
+class BatchView(BaseModel):
+    batch_id: UUID
+    cancelled: bool
+    total: int
+    finished: int
+    percent: float
+    by_status: dict[str, int]
+    sessions: list[BatchSession]
+
+
+class BatchCancelled(BaseModel):
+    batch_id: UUID
+    cancelled_sessions: list[UUID]
+
+
+class AuditEntryView(BaseModel):
+    position: int
+    session_id: UUID
+    event_type: str
+    actor: str
+    occurred_at: datetime
+    description: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryView]
+    next_after: int | None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unhealthy"]
+    database: bool
+    runner: bool
+    projections_live: bool
+    projection_lag: int | None
+
+
+class Problem(BaseModel):
+    """application/problem+json, carrying the StandardError fields."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    id: str
+    code: str
+    message: str
+    category: Literal["VALIDATION", "EXECUTION", "SYSTEM", "INTEGRATION"]
+    severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+    details: dict[str, Any]
+    timestamp: str
+    module_id: str
+    recoverable: bool
+    retryable: bool
+    suggested_action: str

@@ -1,0 +1,44 @@
+"""What the HTTP layer works with, built once per process by the composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from api.auth import Caller, KeyRing, RateLimiter
+from engine.bootstrap import Runtime
+from engine.feed import EventFeed
+from engine.runner import SessionRunner
+
+
+@dataclass(frozen=True)
+class Services:
+    runtime: Runtime
+    runner: SessionRunner
+    feed: EventFeed
+    keys: KeyRing
+    limiter: RateLimiter
+
+    def read_your_writes(self) -> None:
+        """Let the views catch up with everything written so far (bounded wait)."""
+        projector = self.runtime.projector
+        projector.wait_until(projector.head(), timeout=2.0)
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _caller(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Caller:
+    return _services(request).keys.caller(authorization, x_api_key)
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+CallerDep = Annotated[Caller, Depends(_caller)]

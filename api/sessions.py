@@ -1,0 +1,300 @@
+"""/v1/sessions: create, list, read, command and replay workflow sessions."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Response
+
+from api.errors import ApiError, problem_responses
+from api.schemas import (
+    CommandAccepted,
+    CreateSession,
+    EventPage,
+    EventView,
+    ProgressView,
+    Reason,
+    SessionCreated,
+    SessionPage,
+    SessionSummary,
+    SessionView,
+    StepView,
+)
+from api.services import CallerDep, Services, ServicesDep
+from domain.errors import SessionNotFound
+from domain.session import WorkflowSession
+from engine.app import SessionRequest
+from engine.task_loop import session_config
+from projections import session_progress, step_history
+from projections.session_index import SessionFilter, list_sessions, runnable_sessions
+from projections.view import Recorded
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+HIDDEN_EVENT_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def owned_session(services: Services, session_id: UUID, tenant: str) -> WorkflowSession:
+    """The session if it is this tenant's; another tenant's is reported as not found."""
+    session = services.runtime.app.get_session(session_id)
+    if session.tenant != tenant:
+        raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
+    return session
+
+
+def progress_as_of(services: Services, session_id: UUID, version: int | None) -> Any:
+    """The progress row from the view, or folded from the log (as of `version` if given)."""
+    if version is None:
+        with services.runtime.projector.pool.connection() as conn:
+            row = session_progress.find(conn, session_id)
+        if row is not None:
+            return row
+    app = services.runtime.app
+    events = [
+        e for e in app.history(session_id) if version is None or e.originator_version <= version
+    ]
+    rows: dict[UUID, session_progress.Progress] = {}
+    session_progress.fold(rows, [Recorded(0, e) for e in events])
+    return rows[session_id]
+
+
+def event_view(event: WorkflowSession.Event) -> EventView:
+    data = {k: v for k, v in vars(event).items() if k not in HIDDEN_EVENT_FIELDS}
+    return EventView(
+        version=event.originator_version,
+        type=type(event).__name__,
+        timestamp=event.timestamp,
+        actor=data.pop("actor", None),
+        data=data,
+    )
+
+
+def _encode_cursor(created_at: datetime, session_id: UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{session_id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        created, session_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created), UUID(session_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError.of("VALIDATION_FAILED", "the cursor is not one this API gave out") from None
+
+
+def _estimate_ms(services: Services, steps: int) -> int | None:
+    with services.runtime.projector.pool.connection() as conn:
+        average = conn.execute(
+            "SELECT avg(duration_ms) FROM (SELECT duration_ms FROM step_history "
+            "WHERE duration_ms IS NOT NULL ORDER BY finished_at DESC LIMIT 1000) recent"
+        ).fetchone()
+    if average is None or average[0] is None:
+        return None
+    return int(average[0] * steps)
+
+
+def _check_capacity(services: Services, adding: int) -> None:
+    limit = services.runtime.settings.max_concurrent_sessions
+    with services.runtime.projector.pool.connection() as conn:
+        active = len(runnable_sessions(conn))
+    if active + adding > limit:
+        raise ApiError.of(
+            "CONCURRENT_LIMIT_EXCEEDED",
+            f"{active} sessions are pending or running; the limit is {limit}",
+            headers={"Retry-After": "5"},
+            active=active,
+            limit=limit,
+        )
+
+
+def session_request(services: Services, body: CreateSession) -> SessionRequest:
+    return SessionRequest(
+        name=body.name,
+        steps=body.step_specs(),
+        config=session_config(services.runtime.settings, body.given_config()),
+        labels=body.labels,
+    )
+
+
+def admit(services: Services, tenant: str, count: int) -> None:
+    """Refuse new sessions beyond the tenant's rate or the server's capacity."""
+    services.limiter.take(tenant, count)
+    _check_capacity(services, count)
+
+
+# ---- routes -----------------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=SessionCreated,
+    responses=problem_responses(401, 413, 422, 429),
+)
+def create_session(
+    body: CreateSession, services: ServicesDep, caller: CallerDep, response: Response
+) -> SessionCreated:
+    """Create a session and start running it."""
+    admit(services, caller.tenant, 1)
+    request = session_request(services, body)
+    session = services.runtime.app.create(request, tenant=caller.tenant, actor=caller.name)
+    services.runner.submit(session.id)
+    services.read_your_writes()
+    response.headers["Location"] = f"/v1/sessions/{session.id}"
+    return SessionCreated(
+        session_id=session.id,
+        stream_url=f"/v1/sessions/{session.id}/stream",
+        status="pending",
+        version=session.version,
+        estimated_duration_ms=_estimate_ms(services, len(request.steps)),
+        created_at=session.created_on,
+    )
+
+
+@router.get("", response_model=SessionPage, responses=problem_responses(401, 422))
+def list_all(
+    services: ServicesDep,
+    caller: CallerDep,
+    status: Annotated[
+        str | None,
+        Query(pattern="^(pending|running|paused|completed|failed|cancelled|expired)$"),
+    ] = None,
+    label: Annotated[
+        list[str] | None, Query(description="key=value; repeat to require several")
+    ] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> SessionPage:
+    """List the tenant's sessions, newest first, with keyset paging."""
+    labels = {}
+    for item in label or []:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise ApiError.of("VALIDATION_FAILED", f"label filter {item!r} is not key=value")
+        labels[key] = value
+    where = SessionFilter(caller.tenant, status, labels, created_after, created_before)
+    after = _decode_cursor(cursor) if cursor else None
+    with services.runtime.projector.pool.connection() as conn:
+        rows = list_sessions(conn, where, limit=limit + 1, after=after)
+    page = rows[:limit]
+    next_cursor = (
+        _encode_cursor(page[-1].created_at, page[-1].session_id) if len(rows) > limit else None
+    )
+    items = [SessionSummary.model_validate(row, from_attributes=True) for row in page]
+    return SessionPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{session_id}", response_model=SessionView, responses=problem_responses(401, 404, 422))
+def get_session(
+    session_id: UUID,
+    services: ServicesDep,
+    caller: CallerDep,
+    version: Annotated[int | None, Query(ge=1, description="the state as of this version")] = None,
+) -> SessionView:
+    """A session's state, from the progress view or rebuilt from the log as of a version."""
+    owned_session(services, session_id, caller.tenant)
+    if version is not None:
+        services.runtime.app.get_session(session_id, version=version)  # 404 past the latest
+    row = progress_as_of(services, session_id, version)
+    return SessionView.model_validate(row, from_attributes=True)
+
+
+@router.get(
+    "/{session_id}/progress",
+    response_model=ProgressView,
+    responses=problem_responses(401, 404, 422),
+)
+def get_progress(session_id: UUID, services: ServicesDep, caller: CallerDep) -> ProgressView:
+    """Steps done, percent and estimated time left."""
+    owned_session(services, session_id, caller.tenant)
+    return ProgressView.model_validate(
+        progress_as_of(services, session_id, None), from_attributes=True
+    )
+
+
+@router.get(
+    "/{session_id}/steps", response_model=list[StepView], responses=problem_responses(401, 404, 422)
+)
+def get_steps(session_id: UUID, services: ServicesDep, caller: CallerDep) -> list[StepView]:
+    """Each step's status, attempts, timing and outcome."""
+    owned_session(services, session_id, caller.tenant)
+    services.read_your_writes()
+    with services.runtime.projector.pool.connection() as conn:
+        rows = step_history.steps_of(conn, session_id)
+    return [StepView.model_validate(row, from_attributes=True) for row in rows]
+
+
+@router.get(
+    "/{session_id}/events", response_model=EventPage, responses=problem_responses(401, 404, 422)
+)
+def get_events(
+    session_id: UUID,
+    services: ServicesDep,
+    caller: CallerDep,
+    after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
+) -> EventPage:
+    """The session's full history, in order, paged by version."""
+    owned_session(services, session_id, caller.tenant)
+    events = services.runtime.app.history(session_id, after=after, limit=limit + 1)
+    page = events[:limit]
+    next_after = page[-1].originator_version if len(events) > limit else None
+    return EventPage(items=[event_view(e) for e in page], next_after=next_after)
+
+
+def _command(
+    services: Services, session_id: UUID, *, tenant: str, act: str, reason: str, actor: str
+) -> CommandAccepted:
+    owned_session(services, session_id, tenant)
+    app = services.runtime.app
+    getattr(app, act)(session_id, reason=reason, actor=actor)
+    if act == "resume":
+        services.runner.submit(session_id)
+    services.read_your_writes()
+    session = app.get_session(session_id)
+    return CommandAccepted(
+        session_id=session_id, status=session.status.value, version=session.version
+    )
+
+
+COMMAND_ERRORS = problem_responses(401, 404, 409, 413, 422)
+
+
+@router.post("/{session_id}/pause", response_model=CommandAccepted, responses=COMMAND_ERRORS)
+def pause(
+    session_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None
+) -> CommandAccepted:
+    """Pause at the next safe point (between turns)."""
+    reason = body.reason if body else ""
+    return _command(
+        services, session_id, tenant=caller.tenant, act="pause", reason=reason, actor=caller.name
+    )
+
+
+@router.post("/{session_id}/resume", response_model=CommandAccepted, responses=COMMAND_ERRORS)
+def resume(
+    session_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None
+) -> CommandAccepted:
+    """Resume a paused session."""
+    reason = body.reason if body else ""
+    return _command(
+        services, session_id, tenant=caller.tenant, act="resume", reason=reason, actor=caller.name
+    )
+
+
+@router.post("/{session_id}/cancel", response_model=CommandAccepted, responses=COMMAND_ERRORS)
+def cancel(
+    session_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None
+) -> CommandAccepted:
+    """Cancel a session that has not ended."""
+    reason = body.reason if body else ""
+    return _command(
+        services, session_id, tenant=caller.tenant, act="cancel", reason=reason, actor=caller.name
+    )

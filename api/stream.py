@@ -1,0 +1,101 @@
+"""GET /v1/sessions/{id}/stream: the session's events as Server-Sent Events.
+
+First the history after `Last-Event-ID` (header or query), then live events as they commit,
+each with `id:` = its version, heartbeats while idle, ending after the terminal event. The
+subscription starts before the history is read and events are deduplicated by version, so a
+reconnecting client misses nothing and sees nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.errors import problem_responses
+from api.services import CallerDep, Services, ServicesDep
+from api.sessions import event_view, owned_session
+from domain.session import WorkflowSession
+from engine.feed import OVERFLOWED, Subscription
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+ENDINGS = (
+    WorkflowSession.Completed,
+    WorkflowSession.Failed,
+    WorkflowSession.Cancelled,
+    WorkflowSession.Expired,
+)
+
+
+def _frame(event: WorkflowSession.Event) -> str:
+    view = event_view(event)
+    data = json.dumps(view.model_dump(mode="json"), ensure_ascii=False)
+    return f"id: {view.version}\nevent: {view.type}\ndata: {data}\n\n"
+
+
+async def _events(
+    services: Services,
+    session_id: UUID,
+    after: int,
+    subscription: Subscription,
+    request: Request,
+) -> AsyncIterator[str]:
+    try:
+        history = await run_in_threadpool(services.runtime.app.history, session_id, after)
+        last = after
+        for event in history:
+            yield _frame(event)
+            last = event.originator_version
+            if isinstance(event, ENDINGS):
+                return
+        heartbeat = services.runtime.settings.sse_heartbeat_s
+        while not await request.is_disconnected():
+            try:
+                item = await asyncio.wait_for(subscription.queue.get(), timeout=heartbeat)
+            except TimeoutError:
+                yield ": heartbeat\n\n"
+                continue
+            if item is OVERFLOWED:
+                return  # the client reconnects with Last-Event-ID and resumes from the log
+            assert isinstance(item, WorkflowSession.Event)
+            if item.originator_version <= last:
+                continue
+            yield _frame(item)
+            last = item.originator_version
+            if isinstance(item, ENDINGS):
+                return
+    finally:
+        services.feed.unsubscribe(subscription)
+
+
+@router.get(
+    "/{session_id}/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "the event stream"},
+        **problem_responses(401, 404, 422),
+    },
+)
+async def stream(
+    session_id: UUID,
+    request: Request,
+    services: ServicesDep,
+    caller: CallerDep,
+    last_event_id: Annotated[int | None, Header(ge=0, le=2**31 - 1)] = None,
+    after: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="as Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Every event of the session, history first, then live; resumable with Last-Event-ID."""
+    await run_in_threadpool(owned_session, services, session_id, caller.tenant)
+    subscription = services.feed.subscribe(session_id)
+    start = last_event_id if last_event_id is not None else (after or 0)
+    return StreamingResponse(
+        _events(services, session_id, start, subscription, request),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
