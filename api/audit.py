@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query
 
 from api.errors import problem_responses
-from api.schemas import AuditEntryView, AuditPage
+from api.schemas import AuditEntryView, AuditPage, IsoDatetime
 from api.services import CallerDep, ServicesDep
 from projections.audit_log import AuditFilter, entries
 
@@ -23,13 +22,14 @@ def audit(
     session_id: UUID | None = None,
     actor: Annotated[str | None, Query(max_length=200)] = None,
     event_type: Annotated[str | None, Query(max_length=100)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDatetime | None = None,
+    until: IsoDatetime | None = None,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
 ) -> AuditPage:
     """Every event of the tenant's sessions, oldest first, paged by log position."""
     where = AuditFilter(caller.tenant, session_id, actor, event_type, since, until)
+    services.read_your_writes()
     with services.runtime.projector.pool.connection() as conn:
         rows = entries(conn, where, limit=limit + 1, after=after)
     page = rows[:limit]

@@ -30,7 +30,7 @@ def owned_batch(services: Services, batch_id: UUID, tenant: str) -> Batch:
     "",
     status_code=201,
     response_model=BatchCreated,
-    responses=problem_responses(401, 413, 422, 429),
+    responses=problem_responses(400, 401, 413, 422, 429),
 )
 def create_batch(
     body: CreateBatch, services: ServicesDep, caller: CallerDep, response: Response
@@ -53,6 +53,7 @@ def create_batch(
 def get_batch(batch_id: UUID, services: ServicesDep, caller: CallerDep) -> BatchView:
     """Each session's status and the batch's overall progress."""
     batch = owned_batch(services, batch_id, caller.tenant)
+    services.read_your_writes()
     with services.runtime.projector.pool.connection() as conn:
         rows = SessionIndexView.rows.load_for_sessions(conn, batch.session_ids)
     status = {row.session_id: row.status for row in rows}
@@ -76,7 +77,7 @@ def get_batch(batch_id: UUID, services: ServicesDep, caller: CallerDep) -> Batch
 @router.post(
     "/{batch_id}/cancel",
     response_model=BatchCancelled,
-    responses=problem_responses(401, 404, 413, 422),
+    responses=problem_responses(400, 401, 404, 413, 422),
 )
 def cancel_batch(
     batch_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None

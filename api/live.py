@@ -56,6 +56,7 @@ def run_with_progress(runtime: Runtime, session_id: UUID, console: Console) -> W
     at the next safe point, leaving the session to be resumed later."""
     runner = SessionRunner(runtime.loop, max_sessions=1)
     future = runner.submit(session_id)
+    assert future is not None  # a runner just made is not stopping
     session = runtime.app.get_session(session_id)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     try:

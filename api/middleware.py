@@ -15,12 +15,11 @@ from domain.errors import StandardError
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """Refuse bodies over `limit` bytes with 413, whether or not they declare a length."""
+    """Refuse bodies over `limit` bytes with 413, whether or not they declare a length.
+
+    The body is read here (at most `limit` + 1 bytes) and handed on whole, so an oversized
+    chunked upload is refused before the app sees any of it."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -34,34 +33,40 @@ class BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await self._refuse(scope, receive, send)
             return
-        seen = 0
-        started = False
+        body, disconnected = await self._read(receive)
+        if disconnected:
+            return
+        if len(body) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        replayed = False
 
-        async def counting_receive() -> Message:
-            nonlocal seen
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body, only the disconnect is left to come
+
+        await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> tuple[bytes, bool]:
+        chunks: list[bytes] = []
+        size = 0
+        while size <= self.limit:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(scope, receive, send)
+            if message["type"] == "http.disconnect":
+                return b"".join(chunks), True
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks), False
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = StandardError.of(
-            "PAYLOAD_TOO_LARGE",
-            f"the request body is over {self.limit} bytes",
-            {"limit": self.limit},
-        )
+        message = f"the request body is over {self.limit} bytes"
+        error = StandardError.of("PAYLOAD_TOO_LARGE", message, {"limit": self.limit})
         await problem(error, status=413)(scope, receive, send)
 
 

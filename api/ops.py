@@ -105,5 +105,6 @@ def _http_metrics(metrics: HttpMetrics) -> list[str]:
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(services: ServicesDep, request: Request) -> PlainTextResponse:
     """Prometheus metrics: sessions, steps, step durations, events, lag, HTTP."""
+    services.read_your_writes()
     lines = _view_metrics(services) + _log_metrics(services) + _http_metrics(request.app.state.http)
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from domain.batch import MAX_SESSIONS_PER_BATCH
 from domain.session import MAX_NAME, MAX_STEP_TEXT, MAX_STEPS, StepSpec
@@ -17,12 +18,27 @@ SessionStatusName = Literal[
 ]
 
 
+def _iso_only(value: object) -> object:
+    """Lax pydantic reads "0.5" as a Unix time; the API takes ISO 8601 date-times only."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+(\.\d*)?\s*", value):
+        raise ValueError("expected an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: no unknown fields, no coercion (`false` is not 0, `"3"` is not 3)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+StepText = Annotated[str, Field(min_length=1, max_length=MAX_STEP_TEXT, pattern=r"\S")]
 
 
 class StepIn(Strict):
-    text: str = Field(min_length=1, max_length=MAX_STEP_TEXT, pattern=r"\S")
+    text: StepText
     expect: str | None = Field(default=None, max_length=MAX_STEP_TEXT)
 
 
@@ -30,9 +46,9 @@ class CreateSession(Strict):
     """A workflow to run: ordered steps, each plain text or {text, expect}."""
 
     name: str = Field(min_length=1, max_length=MAX_NAME, pattern=r"\S")
-    steps: list[StepIn | str] = Field(min_length=1, max_length=MAX_STEPS)
+    steps: list[StepIn | StepText] = Field(min_length=1, max_length=MAX_STEPS)
     executor: Literal["http", "shell"] = "http"
-    base_url: str | None = Field(default=None, max_length=2_000)
+    base_url: str | None = Field(default=None, max_length=2_000, pattern=r"^https?://[^\s/]+")
     config: WorkflowConfig = Field(default_factory=WorkflowConfig)
     labels: dict[str, str] = Field(default_factory=dict, max_length=50)
 

@@ -22,7 +22,8 @@ class Services:
     limiter: RateLimiter
 
     def read_your_writes(self) -> None:
-        """Let the views catch up with everything written so far (bounded wait)."""
+        """Let the views catch up with everything in the log when the request came in, so a
+        read never shows less than the caller has already seen (bounded wait)."""
         projector = self.runtime.projector
         projector.wait_until(projector.head(), timeout=2.0)
 

@@ -16,6 +16,7 @@ from api.schemas import (
     CreateSession,
     EventPage,
     EventView,
+    IsoDatetime,
     ProgressView,
     Reason,
     SessionCreated,
@@ -51,6 +52,7 @@ def owned_session(services: Services, session_id: UUID, tenant: str) -> Workflow
 def progress_as_of(services: Services, session_id: UUID, version: int | None) -> Any:
     """The progress row from the view, or folded from the log (as of `version` if given)."""
     if version is None:
+        services.read_your_writes()
         with services.runtime.projector.pool.connection() as conn:
             row = session_progress.find(conn, session_id)
         if row is not None:
@@ -134,7 +136,7 @@ def admit(services: Services, tenant: str, count: int) -> None:
     "",
     status_code=201,
     response_model=SessionCreated,
-    responses=problem_responses(401, 413, 422, 429),
+    responses=problem_responses(400, 401, 413, 422, 429),
 )
 def create_session(
     body: CreateSession, services: ServicesDep, caller: CallerDep, response: Response
@@ -167,8 +169,8 @@ def list_all(
     label: Annotated[
         list[str] | None, Query(description="key=value; repeat to require several")
     ] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: IsoDatetime | None = None,
+    created_before: IsoDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> SessionPage:
@@ -181,6 +183,7 @@ def list_all(
         labels[key] = value
     where = SessionFilter(caller.tenant, status, labels, created_after, created_before)
     after = _decode_cursor(cursor) if cursor else None
+    services.read_your_writes()
     with services.runtime.projector.pool.connection() as conn:
         rows = list_sessions(conn, where, limit=limit + 1, after=after)
     page = rows[:limit]
@@ -264,7 +267,7 @@ def _command(
     )
 
 
-COMMAND_ERRORS = problem_responses(401, 404, 409, 413, 422)
+COMMAND_ERRORS = problem_responses(400, 401, 404, 409, 413, 422)
 
 
 @router.post("/{session_id}/pause", response_model=CommandAccepted, responses=COMMAND_ERRORS)

@@ -34,8 +34,11 @@ class SessionRunner:
         """Whether the runner still takes sessions (it has not been stopped)."""
         return not self._stopping.is_set()
 
-    def submit(self, session_id: UUID) -> Future[SessionStatus]:
-        """Drive the session unless it is already being driven here."""
+    def submit(self, session_id: UUID) -> Future[SessionStatus] | None:
+        """Drive the session unless it is already being driven here. None once stopping:
+        the session stays runnable and the next runner picks it up."""
+        if self._stopping.is_set():
+            return None
         with self._lock:
             running = self._active.get(session_id)
             if running is not None and not running.done():

@@ -22,7 +22,7 @@ class StepEntry(BaseModel):
 class WorkflowConfig(BaseModel):
     """Per-workflow overrides of the task loop's limits (unset: the STEPLINE_* defaults)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     max_turns_per_step: int | None = Field(default=None, ge=1)
     step_timeout_ms: int | None = Field(default=None, ge=1)

@@ -66,7 +66,9 @@ def test_a_command_left_without_a_result_is_marked_interrupted_and_decided_again
 
     runner = SessionRunner(loop, max_sessions=2)
     assert runner.resume_runnable(projector) == [session_id]
-    runner.submit(session_id).result(timeout=30)
+    running = runner.submit(session_id)
+    assert running is not None
+    running.result(timeout=30)
     runner.stop()
 
     session = app.get_session(session_id)
@@ -99,6 +101,7 @@ def test_a_runner_stopped_mid_step_is_continued_by_a_new_one(
 
     first = SessionRunner(loop, max_sessions=1)
     stopped = first.submit(session_id)
+    assert stopped is not None
     assert in_step.wait(timeout=30)  # the model is deciding the second turn of step 2
     first.stop(wait=False)
     carry_on.set()
@@ -106,7 +109,9 @@ def test_a_runner_stopped_mid_step_is_continued_by_a_new_one(
 
     second = SessionRunner(make_loop(), max_sessions=1)
     assert second.resume_runnable(projector) == [session_id]
-    second.submit(session_id).result(timeout=30)
+    resumed = second.submit(session_id)
+    assert resumed is not None
+    resumed.result(timeout=30)
     second.stop()
 
     session = app.get_session(session_id)

@@ -1,0 +1,101 @@
+"""The API served for real: uvicorn on loopback in a thread, over a database of its own."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from api.auth import digest
+from api.server import create_app
+from api.services import Services
+from engine.settings import ApiKey, Settings
+
+KEYS = {"alice": ("acme", "sk_alice_0123456789"), "bob": ("acme", "sk_bob_0123456789")}
+KEYS["eve"] = ("globex", "sk_eve_0123456789")
+
+
+@dataclass
+class Api:
+    base_url: str
+    app: FastAPI
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
+
+    def client(self, who: str | None = "alice", **headers: str) -> httpx.Client:
+        if who is not None:
+            headers["Authorization"] = f"Bearer {KEYS[who][1]}"
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the API did not start"
+        threading.Event().wait(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+ApiFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def start_api(fresh_database_url: str, tmp_path: Path) -> Iterator[ApiFactory]:
+    """Start the API with settings overridden; stopped at the end of the test."""
+    stack: list[Any] = []
+
+    def start(keys: bool = True, **overrides: Any) -> Api:
+        api_keys = {
+            name: ApiKey(tenant=tenant, sha256=digest(key)) for name, (tenant, key) in KEYS.items()
+        }
+        settings = Settings(
+            database_url=fresh_database_url,
+            data_dir=tmp_path,
+            api_keys=api_keys if keys else {},
+            sse_heartbeat_s=0.5,
+            **overrides,
+        )
+        app = create_app(settings)
+        context = serving(app)
+        base_url = context.__enter__()
+        stack.append(context)
+        return Api(base_url, app)
+
+    yield start
+    for context in reversed(stack):
+        context.__exit__(None, None, None)
+
+
+@pytest.fixture
+def api(start_api: ApiFactory) -> Api:
+    started: Api = start_api()
+    return started
+
+
+def shell_workflow(*commands: str, name: str = "api test", **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "executor": "shell",
+        "steps": [f"run `{command}`" for command in commands],
+        "config": {"shell_allow": ["echo", "sleep", "true"]},
+        **extra,
+    }

@@ -1,0 +1,137 @@
+"""Batches, health and metrics, and `stepline serve` as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.api.conftest import Api, shell_workflow
+from tests.api.test_errors import assert_problem, log_head
+from tests.api.test_sessions import stream
+
+
+def test_a_batch_runs_its_sessions_and_reports_their_progress(api: Api) -> None:
+    with api.client("alice") as alice:
+        response = alice.post(
+            "/v1/batches",
+            json={"sessions": [shell_workflow("true", name=f"b{i}") for i in range(3)]},
+        )
+        assert response.status_code == 201, response.text
+        batch = response.json()
+        assert response.headers["location"] == f"/v1/batches/{batch['batch_id']}"
+        for session_id in batch["session_ids"]:
+            assert stream(alice, session_id)[-1]["type"] == "Completed"
+
+        view = alice.get(f"/v1/batches/{batch['batch_id']}").json()
+    assert (view["total"], view["finished"], view["percent"]) == (3, 3, 100.0)
+    assert view["by_status"] == {"completed": 3}
+    assert [s["session_id"] for s in view["sessions"]] == batch["session_ids"]
+
+
+def test_cancelling_a_batch_cancels_only_its_unfinished_sessions(api: Api) -> None:
+    with api.client("alice") as alice, api.client("eve") as eve:
+        quick = shell_workflow("true", name="quick")
+        slow = shell_workflow("sleep 5", name="slow")
+        batch = alice.post("/v1/batches", json={"sessions": [quick, slow]}).json()
+        quick_id, slow_id = batch["session_ids"]
+        assert stream(alice, quick_id)[-1]["type"] == "Completed"
+
+        assert_problem(eve.post(f"/v1/batches/{batch['batch_id']}/cancel"), 404, "BATCH_NOT_FOUND")
+        cancelled = alice.post(f"/v1/batches/{batch['batch_id']}/cancel", json={"reason": "done"})
+        assert cancelled.json()["cancelled_sessions"] == [slow_id]
+        view = alice.get(f"/v1/batches/{batch['batch_id']}").json()
+    assert view["cancelled"] is True
+    assert view["by_status"] == {"completed": 1, "cancelled": 1}
+
+
+def test_a_batch_with_one_bad_session_writes_nothing(api: Api) -> None:
+    before = log_head(api)
+    with api.client() as alice:
+        response = alice.post(
+            "/v1/batches", json={"sessions": [shell_workflow("true"), {"name": "x", "steps": []}]}
+        )
+    problem = assert_problem(response, 422, "VALIDATION_FAILED")
+    assert any(e["field"].startswith("body.sessions.1") for e in problem["details"]["errors"])
+    assert log_head(api) == before
+
+
+def test_health_and_metrics(api: Api) -> None:
+    with api.client() as alice:
+        stream(alice, alice.post("/v1/sessions", json=shell_workflow("true")).json()["session_id"])
+        health = alice.get("/health")
+        metrics = alice.get("/metrics").text
+    assert health.status_code == 200
+    body = health.json()
+    lag = body.pop("projection_lag")
+    assert body == {"status": "ok", "database": True, "runner": True, "projections_live": True}
+    assert isinstance(lag, int)
+    assert lag >= 0
+    for name in (
+        'stepline_sessions{status="completed"} 1',
+        'stepline_steps{status="completed"} 1',
+        "stepline_step_duration_seconds_count 1",
+        "stepline_events_appended_total",
+        'stepline_projection_lag_events{view="audit_log"}',
+        'stepline_http_requests_total{method="POST",route="/v1/sessions",status="201"} 1',
+        "stepline_http_request_duration_seconds_bucket",
+    ):
+        assert name in metrics, name
+
+
+def test_health_is_503_when_the_runner_is_gone(api: Api) -> None:
+    api.services.runner.stop()
+    with api.client() as alice:
+        response = alice.get("/health")
+    assert response.status_code == 503
+    assert response.json()["runner"] is False
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_stepline_serve_runs_the_api_as_a_process(fresh_database_url: str, tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPLINE_")}
+    env |= {"STEPLINE_DATABASE_URL": fresh_database_url, "STEPLINE_DATA_DIR": str(tmp_path)}
+    stepline = str(Path(sys.executable).parent / "stepline")
+    server = subprocess.Popen(
+        [stepline, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base_url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert server.poll() is None, server.stdout.read() if server.stdout else ""
+                assert time.monotonic() < deadline, "stepline serve did not come up"
+                time.sleep(0.1)
+        with httpx.Client(base_url=base_url) as client:
+            session_id = client.post("/v1/sessions", json=shell_workflow("echo served")).json()[
+                "session_id"
+            ]
+            assert stream(client, session_id)[-1]["type"] == "Completed"
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=30)
+    assert "Dev mode" in output
+    assert "Traceback" not in output
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it as the exit status
+    assert server.returncode in (0, -signal.SIGTERM)

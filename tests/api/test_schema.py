@@ -1,0 +1,72 @@
+"""Schemathesis over /openapi.json: generated requests, valid and not, against the real server.
+
+It must find no server error and no response that breaks the published schema (status,
+content type, headers, body). The session runner is stopped first, so the sessions the fuzzer
+creates are stored but never run: no generated step reaches out of this machine.
+"""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.config import SchemathesisConfig
+from schemathesis.generation.case import Case
+from schemathesis.openapi import from_url
+from schemathesis.schemas import BaseSchema
+
+from tests.api.conftest import KEYS, Api, ApiFactory
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
+
+
+@pytest.fixture
+def fuzzed(start_api: ApiFactory) -> Api:
+    api: Api = start_api(max_body_bytes=65_536)
+    api.services.runner.stop()
+    return api
+
+
+# A body over the size limit is rightly refused with 413, which the default list lacks.
+REJECTIONS = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
+CONFIG = SchemathesisConfig.from_dict(
+    {"checks": {"negative_data_rejection": {"expected-statuses": REJECTIONS}}}
+)
+
+
+@pytest.fixture
+def api_schema(fuzzed: Api) -> BaseSchema:
+    return from_url(f"{fuzzed.base_url}/openapi.json", config=CONFIG)
+
+
+# /health answers 503 here by design (the runner is stopped); tests/api cover it apart.
+schema = schemathesis.pytest.from_fixture("api_schema").exclude(path="/health")
+
+
+@schema.parametrize()
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+def test_the_api_keeps_to_its_schema(case: Case, fuzzed: Api) -> None:
+    case.call_and_validate(
+        base_url=fuzzed.base_url,
+        headers={"Authorization": f"Bearer {KEYS['alice'][1]}"},
+        checks=CHECKS,
+    )

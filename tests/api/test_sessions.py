@@ -1,0 +1,139 @@
+"""The session lifecycle through real HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from tests.api.conftest import Api, shell_workflow
+
+PROBLEM = "application/problem+json"
+
+
+def stream(
+    client: httpx.Client, session_id: str, last_event_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Read the session's SSE stream to its end; the events, in order."""
+    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+    events: list[dict[str, Any]] = []
+    with client.stream("GET", f"/v1/sessions/{session_id}/stream", headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        frame: dict[str, str] = {}
+        for line in response.iter_lines():
+            if line.startswith(("id:", "event:", "data:")):
+                key, _, value = line.partition(": ")
+                frame[key.rstrip(":")] = value
+            elif line == "" and frame:
+                event = json.loads(frame["data"])
+                assert int(frame["id"]) == event["version"]
+                assert frame["event"] == event["type"]
+                events.append(event)
+                frame = {}
+    return events
+
+
+def create(client: httpx.Client, body: dict[str, Any]) -> str:
+    response = client.post("/v1/sessions", json=body)
+    assert response.status_code == 201, response.text
+    session_id: str = response.json()["session_id"]
+    return session_id
+
+
+def test_a_session_created_over_http_runs_streams_and_is_audited(api: Api) -> None:
+    with api.client("alice") as alice:
+        response = alice.post("/v1/sessions", json=shell_workflow("echo hello", "true"))
+        assert response.status_code == 201
+        created = response.json()
+        session_id = created["session_id"]
+        assert response.headers["location"] == f"/v1/sessions/{session_id}"
+        assert created["stream_url"] == f"/v1/sessions/{session_id}/stream"
+        assert (created["status"], created["version"]) == ("pending", 1)
+
+        events = stream(alice, session_id)
+        assert [e["type"] for e in events][-1] == "Completed"
+        assert [e["version"] for e in events] == list(range(1, len(events) + 1))
+        assert events[0]["actor"] == "alice"
+
+        session = alice.get(f"/v1/sessions/{session_id}").json()
+        assert (session["status"], session["completed_steps"], session["percent"]) == (
+            "completed",
+            2,
+            100.0,
+        )
+        steps = alice.get(f"/v1/sessions/{session_id}/steps").json()
+        assert [(s["status"], s["commands"]) for s in steps] == [("completed", 1)] * 2
+        progress = alice.get(f"/v1/sessions/{session_id}/progress").json()
+        assert progress["estimated_remaining_ms"] == 0
+        history = alice.get(f"/v1/sessions/{session_id}/events", params={"limit": 3}).json()
+        assert [e["version"] for e in history["items"]] == [1, 2, 3]
+        assert history["next_after"] == 3
+        audit = alice.get("/v1/audit", params={"session_id": session_id}).json()["items"]
+        assert [a["event_type"] for a in audit] == [e["type"] for e in events]
+        assert audit[0]["description"] == 'created "api test" with 2 steps'
+
+
+def test_pause_resume_and_cancel_carry_the_key_name_as_actor(api: Api) -> None:
+    with api.client("alice") as alice, api.client("bob") as bob:
+        session_id = create(alice, shell_workflow("sleep 0.3", "sleep 0.3", "sleep 0.3"))
+        paused = bob.post(f"/v1/sessions/{session_id}/pause", json={"reason": "look"})
+        assert paused.status_code == 200
+        assert paused.json()["status"] == "paused"
+
+        again = bob.post(f"/v1/sessions/{session_id}/pause")
+        assert again.status_code == 409
+        assert again.headers["content-type"] == PROBLEM
+        assert again.json()["code"] == "INVALID_STATE_TRANSITION"
+
+        assert alice.post(f"/v1/sessions/{session_id}/resume").json()["status"] == "running"
+        events = stream(alice, session_id)
+        assert events[-1]["type"] == "Completed"
+        actors = {e["type"]: e["actor"] for e in events}
+        assert (actors["Paused"], actors["Resumed"]) == ("bob", "alice")
+        assert next(e for e in events if e["type"] == "Paused")["data"]["reason"] == "look"
+
+        doomed = create(alice, shell_workflow("sleep 5"))
+        cancelled = alice.post(f"/v1/sessions/{doomed}/cancel", json={"reason": "stop"})
+        assert cancelled.json()["status"] == "cancelled"
+        assert stream(alice, doomed)[-1]["type"] == "Cancelled"
+        assert alice.post(f"/v1/sessions/{doomed}/resume").status_code == 409
+
+
+def test_a_session_as_of_a_version_is_rebuilt_from_the_log(api: Api) -> None:
+    with api.client("alice") as alice:
+        session_id = create(alice, shell_workflow("true", "true"))
+        stream(alice, session_id)
+
+        at_1 = alice.get(f"/v1/sessions/{session_id}", params={"version": 1}).json()
+        assert (at_1["status"], at_1["version"], at_1["completed_steps"]) == ("pending", 1, 0)
+        at_5 = alice.get(f"/v1/sessions/{session_id}", params={"version": 5}).json()
+        assert (at_5["status"], at_5["completed_steps"]) == ("running", 1)
+        beyond = alice.get(f"/v1/sessions/{session_id}", params={"version": 99})
+        assert beyond.status_code == 404
+        assert "the latest is" in beyond.json()["message"]
+
+
+def test_sessions_are_listed_filtered_and_paged(api: Api) -> None:
+    with api.client("alice") as alice:
+        made = [
+            create(alice, shell_workflow("true", labels={"suite": "smoke", "n": str(i)}))
+            for i in range(5)
+        ]
+        first = alice.get("/v1/sessions", params={"limit": 2}).json()
+        second = alice.get(
+            "/v1/sessions", params={"limit": 2, "cursor": first["next_cursor"]}
+        ).json()
+        third = alice.get(
+            "/v1/sessions", params={"limit": 2, "cursor": second["next_cursor"]}
+        ).json()
+        listed = [s["session_id"] for page in (first, second, third) for s in page["items"]]
+        assert listed == made[::-1]
+        assert third["next_cursor"] is None
+
+        labelled = alice.get("/v1/sessions", params={"label": ["suite=smoke", "n=3"]}).json()
+        assert [s["session_id"] for s in labelled["items"]] == [made[3]]
+        bad = alice.get("/v1/sessions", params={"cursor": "not-a-cursor"})
+        assert bad.status_code == 422
+        assert bad.headers["content-type"] == PROBLEM
