@@ -30,6 +30,7 @@ format: $(STAMP)
 bench: $(STAMP)  ## benchmarks, printed as ratios against raw psycopg in the same run
 	$(BIN)/python -m bench.appends
 	$(BIN)/python -m bench.step_overhead
+	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.rebuild
 
 up:  ## PostgreSQL in Docker, for those who prefer it to the embedded server

@@ -43,7 +43,6 @@ def create_batch(
     )
     for session_id in session_ids:
         services.runner.submit(session_id)
-    services.read_your_writes()
     response.headers["Location"] = f"/v1/batches/{batch_id}"
     batch = services.runtime.app.get_batch(batch_id)
     return BatchCreated(batch_id=batch_id, session_ids=session_ids, created_at=batch.created_on)
@@ -87,5 +86,4 @@ def cancel_batch(
     cancelled = services.runtime.app.cancel_batch(
         batch_id, reason=body.reason if body else "", actor=caller.name
     )
-    services.read_your_writes()
     return BatchCancelled(batch_id=batch_id, cancelled_sessions=cancelled)

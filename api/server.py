@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
+import uvicorn
 from fastapi import FastAPI
 
 from api import audit, batches, errors, ops, sessions, stream
@@ -46,6 +49,24 @@ def check_binding(settings: Settings, host: str) -> None:
             "set STEPLINE_API_KEYS (see `stepline keys new`) or bind to 127.0.0.1"
         )
     log.warning("Dev mode: no API keys configured; every request acts as 'dev' (loopback only)")
+
+
+@contextmanager
+def serving_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve `app` with uvicorn in a thread (its lifespan included); yield its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the API could not start on {host}:{port}")
+        time.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
 
 
 def create_app(settings: Settings) -> FastAPI:

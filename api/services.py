@@ -23,7 +23,8 @@ class Services:
 
     def read_your_writes(self) -> None:
         """Let the views catch up with everything in the log when the request came in, so a
-        read never shows less than the caller has already seen (bounded wait)."""
+        read never shows less than the caller has already written or seen (bounded wait).
+        Reads call this; writes answer from the write model and do not wait."""
         projector = self.runtime.projector
         projector.wait_until(projector.head(), timeout=2.0)
 

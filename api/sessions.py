@@ -102,6 +102,7 @@ def _estimate_ms(services: Services, steps: int) -> int | None:
 
 def _check_capacity(services: Services, adding: int) -> None:
     limit = services.runtime.settings.max_concurrent_sessions
+    services.read_your_writes()  # count every session created so far
     with services.runtime.projector.pool.connection() as conn:
         active = len(runnable_sessions(conn))
     if active + adding > limit:
@@ -146,7 +147,6 @@ def create_session(
     request = session_request(services, body)
     session = services.runtime.app.create(request, tenant=caller.tenant, actor=caller.name)
     services.runner.submit(session.id)
-    services.read_your_writes()
     response.headers["Location"] = f"/v1/sessions/{session.id}"
     return SessionCreated(
         session_id=session.id,
@@ -260,7 +260,6 @@ def _command(
     getattr(app, act)(session_id, reason=reason, actor=actor)
     if act == "resume":
         services.runner.submit(session_id)
-    services.read_your_writes()
     session = app.get_session(session_id)
     return CommandAccepted(
         session_id=session_id, status=session.status.value, version=session.version

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from api.auth import digest
-from api.server import create_app
+from api.server import create_app, serving_in_background
 from api.services import Services
 from engine.settings import ApiKey, Settings
 
@@ -39,22 +36,6 @@ class Api:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
 
 
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "the API did not start"
-        threading.Event().wait(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 ApiFactory = Callable[..., Any]
 
 
@@ -75,7 +56,7 @@ def start_api(fresh_database_url: str, tmp_path: Path) -> Iterator[ApiFactory]:
             **overrides,
         )
         app = create_app(settings)
-        context = serving(app)
+        context = serving_in_background(app)
         base_url = context.__enter__()
         stack.append(context)
         return Api(base_url, app)
