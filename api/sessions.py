@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
@@ -49,7 +49,9 @@ def owned_session(services: Services, session_id: UUID, tenant: str) -> Workflow
     return session
 
 
-def progress_as_of(services: Services, session_id: UUID, version: int | None) -> Any:
+def progress_as_of(
+    services: Services, session_id: UUID, version: int | None
+) -> session_progress.Progress:
     """The progress row from the view, or folded from the log (as of `version` if given)."""
     if version is None:
         services.read_your_writes()
@@ -125,9 +127,9 @@ def session_request(services: Services, body: CreateSession) -> SessionRequest:
 
 
 def admit(services: Services, tenant: str, count: int) -> None:
-    """Refuse new sessions beyond the tenant's rate or the server's capacity."""
-    services.limiter.take(tenant, count)
+    """Refuse new sessions beyond the server's capacity or the tenant's rate."""
     _check_capacity(services, count)
+    services.limiter.take(tenant, count)
 
 
 # ---- routes -----------------------------------------------------------------------------

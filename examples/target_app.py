@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -19,6 +18,8 @@ import uvicorn
 from fastapi import Cookie, FastAPI, HTTPException, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
+
+from api.server import serving_in_background
 
 LOGIN_PAGE = """<!doctype html>
 <title>Sign in</title>
@@ -87,20 +88,8 @@ def create_app(password: str | None = None) -> FastAPI:
 @contextmanager
 def serving(port: int = 0, password: str | None = None) -> Iterator[str]:
     """Serve the app on 127.0.0.1 in a background thread; yield its base URL."""
-    config = uvicorn.Config(create_app(password), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError(f"the example app could not start on port {port}")
-        threading.Event().wait(0.01)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{bound}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving_in_background(create_app(password), port=port) as base_url:
+        yield base_url
 
 
 if __name__ == "__main__":

@@ -71,6 +71,14 @@ def fresh_database_url(postgres_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def fresh_app(fresh_database_url: str) -> Iterator[Stepline]:
+    """An application over a database of this test's own."""
+    application = Stepline(eventsourcing_env(fresh_database_url))
+    yield application
+    application.close()
+
+
+@pytest.fixture
 def app(database_url: str) -> Iterator[Stepline]:
     application = Stepline(eventsourcing_env(database_url))
     yield application

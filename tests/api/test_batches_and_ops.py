@@ -43,6 +43,7 @@ def test_cancelling_a_batch_cancels_only_its_unfinished_sessions(api: Api) -> No
         quick_id, slow_id = batch["session_ids"]
         assert stream(alice, quick_id)[-1]["type"] == "Completed"
 
+        assert_problem(eve.get(f"/v1/batches/{batch['batch_id']}"), 404, "BATCH_NOT_FOUND")
         assert_problem(eve.post(f"/v1/batches/{batch['batch_id']}/cancel"), 404, "BATCH_NOT_FOUND")
         cancelled = alice.post(f"/v1/batches/{batch['batch_id']}/cancel", json={"reason": "done"})
         assert cancelled.json()["cancelled_sessions"] == [slow_id]

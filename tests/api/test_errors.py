@@ -10,21 +10,9 @@ import pytest
 
 from tests.api.conftest import Api, ApiFactory, shell_workflow
 from tests.api.test_sessions import create, stream
+from tests.unit.test_errors import STANDARD_FIELDS
 
 PROBLEM = "application/problem+json"
-STANDARD_FIELDS = {
-    "id",
-    "category",
-    "severity",
-    "code",
-    "message",
-    "details",
-    "timestamp",
-    "module_id",
-    "recoverable",
-    "retryable",
-    "suggested_action",
-}
 
 
 def log_head(api: Api) -> int:

@@ -12,7 +12,6 @@ from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from engine.app import Stepline
-from engine.database import eventsourcing_env
 from engine.projector import Projector, UnknownView
 from projections import ALL_VIEWS, session_progress, step_history
 from projections.audit_log import AuditFilter, entries
@@ -23,10 +22,9 @@ from tests import workloads
 
 
 @pytest.fixture
-def app(fresh_database_url: str) -> Iterator[Stepline]:
-    application = Stepline(eventsourcing_env(fresh_database_url))
-    yield application
-    application.close()
+def app(fresh_app: Stepline) -> Stepline:
+    """Views project the whole log: a database of this test's own."""
+    return fresh_app
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from psycopg_pool import ConnectionPool
 
 from domain.session import SessionStatus
 from engine.app import Stepline
-from engine.database import eventsourcing_env
 from engine.projector import Projector
 from engine.runner import SessionRunner
 from tests.integration.conftest import PASSWORD, LoopFactory, event_types, start_session
@@ -23,11 +22,9 @@ ADD_TODO = 'POST /todos with {"title": "only once"}'
 
 
 @pytest.fixture
-def app(fresh_database_url: str) -> Iterator[Stepline]:
+def app(fresh_app: Stepline) -> Stepline:
     """A database of its own: runners here resume every runnable session they find."""
-    application = Stepline(eventsourcing_env(fresh_database_url))
-    yield application
-    application.close()
+    return fresh_app
 
 
 @pytest.fixture

@@ -34,22 +34,25 @@ def test_an_unknown_code_falls_back_as_the_original_design_did() -> None:
     assert kind.suggested_action == "Contact system administrator"
 
 
+STANDARD_FIELDS = {
+    "id",
+    "category",
+    "severity",
+    "code",
+    "message",
+    "details",
+    "timestamp",
+    "module_id",
+    "recoverable",
+    "retryable",
+    "suggested_action",
+}
+
+
 def test_a_standard_error_carries_every_field_and_round_trips() -> None:
     error = StandardError.of("TASK_LOOP_TIMEOUT", "step 2 took 120 s", {"step_index": 2})
     data = error.to_dict()
-    assert set(data) == {
-        "id",
-        "category",
-        "severity",
-        "code",
-        "message",
-        "details",
-        "timestamp",
-        "module_id",
-        "recoverable",
-        "retryable",
-        "suggested_action",
-    }
+    assert set(data) == STANDARD_FIELDS
     assert (data["category"], data["severity"], data["module_id"]) == (
         "EXECUTION",
         "HIGH",
