@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from api.errors import problem_responses
-from api.schemas import AuditEntryView, AuditPage, IsoDatetime
+from api.schemas import NO_NUL, AuditEntryView, AuditPage, IsoDatetime
 from api.services import CallerDep, ServicesDep
 from projections.audit_log import AuditFilter, entries
 
@@ -20,8 +20,8 @@ def audit(
     services: ServicesDep,
     caller: CallerDep,
     session_id: UUID | None = None,
-    actor: Annotated[str | None, Query(max_length=200)] = None,
-    event_type: Annotated[str | None, Query(max_length=100)] = None,
+    actor: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+    event_type: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
     since: IsoDatetime | None = None,
     until: IsoDatetime | None = None,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,

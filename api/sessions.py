@@ -180,7 +180,7 @@ def list_all(
     labels = {}
     for item in label or []:
         key, separator, value = item.partition("=")
-        if not separator or not key:
+        if not separator or not key or "\x00" in item:
             raise ApiError.of("VALIDATION_FAILED", f"label filter {item!r} is not key=value")
         labels[key] = value
     where = SessionFilter(caller.tenant, status, labels, created_after, created_before)

@@ -93,6 +93,12 @@ class StepState:
         )
 
 
+def _refuse_nul(text: str, field: str) -> None:
+    """NUL cannot be stored as text in PostgreSQL, so it never enters the model."""
+    if "\x00" in text:
+        raise InvalidWorkflow(f"{field} contains a NUL character", field=field)
+
+
 def _validated_steps(steps: list[StepSpec]) -> list[StepSpec]:
     if not steps:
         raise InvalidWorkflow("a workflow needs at least one step", field="steps")
@@ -113,7 +119,10 @@ def _validated_steps(steps: list[StepSpec]) -> list[StepSpec]:
                 field=f"steps[{index}]",
                 limit=MAX_STEP_TEXT,
             )
+        _refuse_nul(text, f"steps[{index}]")
         expect = step.expect.strip() if step.expect else None
+        if expect:
+            _refuse_nul(expect, f"steps[{index}].expect")
         if expect is not None and len(expect) > MAX_STEP_TEXT:
             raise InvalidWorkflow(
                 f"the expect criterion of step {index} is longer than {MAX_STEP_TEXT} characters",
@@ -127,6 +136,8 @@ def _validated_steps(steps: list[StepSpec]) -> list[StepSpec]:
 def _validate_header(name: str, tenant: str, labels: dict[str, str]) -> None:
     if not name.strip() or len(name) > MAX_NAME:
         raise InvalidWorkflow(f"the name must be 1 to {MAX_NAME} characters", field="name")
+    _refuse_nul(name, "name")
+    _refuse_nul(tenant, "tenant")
     if not tenant.strip():
         raise InvalidWorkflow("the tenant must not be empty", field="tenant")
     if len(labels) > MAX_LABELS:
@@ -138,6 +149,7 @@ def _validate_header(name: str, tenant: str, labels: dict[str, str]) -> None:
                 f"{MAX_LABEL_TEXT}",
                 field=f"labels.{key}",
             )
+        _refuse_nul(key + value, f"labels.{key}")
 
 
 def _validate_config(config: dict[str, Any]) -> None:

@@ -56,7 +56,20 @@ class Row(Protocol):
 R = TypeVar("R", bound=Row)
 
 
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold NUL; an event carrying one (say, a command's
+    output echoed into a summary) must not stop a view, so NUL is dropped on the way in."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 def _adapted(value: Any) -> Any:
+    value = _without_nul(value)
     return Jsonb(value) if isinstance(value, dict) else value
 
 

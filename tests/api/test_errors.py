@@ -85,6 +85,8 @@ def test_a_huge_body_is_refused_with_413(start_api: ApiFactory) -> None:
         ("GET", "/v1/sessions?status=sleeping", 422, "VALIDATION_FAILED"),
         ("GET", "/v1/sessions?created_after=yesterday", 422, "VALIDATION_FAILED"),
         ("GET", "/v1/audit?after=-1", 422, "VALIDATION_FAILED"),
+        ("GET", "/v1/audit?actor=a%00b", 422, "VALIDATION_FAILED"),
+        ("GET", "/v1/sessions?label=a%3Db%00", 422, "VALIDATION_FAILED"),
         ("GET", "/v1/batches/00000000-0000-4000-8000-000000000000", 404, "BATCH_NOT_FOUND"),
         ("GET", "/v1/nothing-here", 404, "NOT_FOUND"),
         ("DELETE", "/v1/sessions", 405, "METHOD_NOT_ALLOWED"),

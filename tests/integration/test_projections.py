@@ -239,6 +239,19 @@ def test_sessions_are_listed_by_tenant_status_label_and_page(
     assert {s.session_id for s in none_before} == set(made[:2])
 
 
+def test_an_event_carrying_nul_does_not_stop_the_views(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    session_id = workloads.create(app)
+    app.start_step(session_id, 0)
+    app.complete_step(session_id, 0, summary="the output was a\x00b")  # e.g. echoed binary
+
+    projector.catch_up()
+
+    assert steps(pool, session_id)[0].summary == "the output was ab"
+    assert {s.lag for s in projector.status()} == {0}
+
+
 # ---- exactly once -----------------------------------------------------------------------
 
 

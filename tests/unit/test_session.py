@@ -144,6 +144,10 @@ def test_create_accepts_the_largest_workflow() -> None:
         ({"labels": {"": "v"}}, "label keys"),
         ({"config": {"max_attempts": 0}}, "max_attempts"),
         ({"config": {"max_attempts": "3"}}, "max_attempts"),
+        ({"name": "a\x00b"}, "name contains a NUL"),
+        ({"labels": {"k": "v\x00"}}, "labels.k contains a NUL"),
+        ({"steps": [StepSpec("GET /\x00")]}, r"steps\[0\] contains a NUL"),
+        ({"steps": [StepSpec("ok", expect="\x00!")]}, r"steps\[0\].expect contains a NUL"),
     ],
 )
 def test_create_refuses_a_bad_header(fields: dict[str, Any], message: str) -> None:
