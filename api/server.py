@@ -85,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
                 limiter=RateLimiter(settings.create_rate_per_minute),
             )
             runner.resume_runnable(runtime.projector)
+            runner.start_expiring(runtime.projector, settings.session_ttl_ms)
             log.info("Stepline API ready")
             try:
                 yield

@@ -297,6 +297,8 @@ class Stepline(Application[UUID]):
         )
 
     def expire(self, session_id: UUID, actor: str = WORKER) -> None:
-        error = StandardError.of("SESSION_EXPIRED", "the session outlived its TTL")
+        error = StandardError.of(
+            "SESSION_EXPIRED", "the session outlived its TTL (STEPLINE_SESSION_TTL_MS)"
+        )
         self.change(session_id, lambda s: s.expire(error.to_dict(), actor=actor))
         log.warning("Session expired", extra=on_session(session_id))

@@ -2,7 +2,7 @@
 
 At most `max_sessions` sessions run at once; more wait their turn. `resume_runnable` picks up
 every session that is neither paused nor ended — after a crash or restart, that is how work
-carries on from the events.
+carries on from the events. `expire_overdue` ends sessions older than the session TTL.
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+from domain.errors import InvalidStateTransition
 from domain.session import SessionStatus
 from engine.logs import LOGGER_NAME, on_session
 from engine.projector import Projector
 from engine.task_loop import TaskLoop
-from projections.session_index import runnable_sessions
+from projections.session_index import overdue_sessions, runnable_sessions
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -64,6 +66,33 @@ class SessionRunner:
         if session_ids:
             log.info("Resuming %d sessions", len(session_ids))
         return session_ids
+
+    def expire_overdue(self, projector: Projector, ttl_ms: int) -> list[UUID]:
+        """Expire every session that has outlived its TTL without ending; returns them."""
+        projector.catch_up(["session_index"])
+        cutoff = datetime.now(UTC) - timedelta(milliseconds=ttl_ms)
+        with projector.pool.connection() as conn:
+            overdue = overdue_sessions(conn, cutoff)
+        expired = []
+        for session_id in overdue:
+            try:
+                self.loop.app.expire(session_id)
+            except InvalidStateTransition:
+                continue  # it ended meanwhile
+            expired.append(session_id)
+        return expired
+
+    def start_expiring(self, projector: Projector, ttl_ms: int, every_s: float = 30.0) -> None:
+        """Check for overdue sessions every `every_s` seconds until the runner stops."""
+
+        def sweep() -> None:
+            while not self._stopping.wait(every_s):
+                try:
+                    self.expire_overdue(projector, ttl_ms)
+                except Exception:
+                    log.exception("Could not expire overdue sessions; trying again later")
+
+        threading.Thread(target=sweep, name="expiry", daemon=True).start()
 
     def stop(self, wait: bool = True) -> None:
         """Stop at the next safe point of every session; queued sessions do not start."""

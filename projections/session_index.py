@@ -166,3 +166,13 @@ def runnable_sessions(conn: Connection[Any]) -> list[UUID]:
         "ORDER BY created_at"
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def overdue_sessions(conn: Connection[Any], created_before: datetime) -> list[UUID]:
+    """Sessions of every tenant, not yet ended, created before the given time."""
+    rows = conn.execute(
+        "SELECT session_id FROM session_index WHERE status IN ('pending', 'running', 'paused') "
+        "AND created_at < %s ORDER BY created_at",
+        (created_before,),
+    ).fetchall()
+    return [row[0] for row in rows]

@@ -14,7 +14,13 @@ from domain.session import SessionStatus
 from engine.app import Stepline
 from engine.projector import Projector
 from engine.runner import SessionRunner
-from tests.integration.conftest import PASSWORD, LoopFactory, event_types, start_session
+from tests.integration.conftest import (
+    PASSWORD,
+    LoopFactory,
+    drive,
+    event_types,
+    start_session,
+)
 from tests.scripted_model import ScriptedModel
 
 LOGIN = 'POST /login with {"user": "demo", "password": "{{secrets.DEMO_PASSWORD}}"}'
@@ -117,3 +123,25 @@ def test_a_runner_stopped_mid_step_is_continued_by_a_new_one(
     assert todo_count(target) == 1
     assert event_types(app, session_id).count("TurnRecorded") == 3
     assert len(model.requests) == 3
+
+
+def test_sessions_past_their_ttl_expire_and_ended_ones_stay(
+    make_loop: LoopFactory, target: str, app: Stepline, projector: Projector
+) -> None:
+    loop = make_loop(ai=False)
+    waiting = start_session(loop, ["GET /login"], target)
+    app.pause(waiting, reason="lunch", actor="bob")
+    finished = start_session(loop, ["GET /login"], target)
+    drive(loop, finished)
+    runner = SessionRunner(loop, max_sessions=1)
+
+    assert runner.expire_overdue(projector, ttl_ms=3_600_000) == []  # nothing is an hour old
+    threading.Event().wait(0.01)
+    assert runner.expire_overdue(projector, ttl_ms=1) == [waiting]
+    runner.stop()
+
+    expired = app.get_session(waiting)
+    assert expired.status is SessionStatus.EXPIRED
+    assert expired.error is not None
+    assert expired.error["code"] == "SESSION_EXPIRED"
+    assert app.get_session(finished).status is SessionStatus.COMPLETED
