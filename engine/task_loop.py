@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
-from domain.errors import InvalidStateTransition, StandardError
+from domain.errors import InvalidStateTransition, InvalidWorkflow, StandardError
 from domain.session import SessionStatus, StepStatus, WorkflowSession
 from engine.ai import COMPLETE_STEP, FAIL_STEP, AiProvider, AiProviderError, finishing_tools
 from engine.app import Stepline
@@ -166,7 +166,14 @@ class TaskLoop:
             return self._with_user_module[module]
 
     def drive(self, session_id: UUID, stop: threading.Event) -> SessionStatus:
-        run = SessionRun(self, session_id, stop)
+        """Run the session until it ends or pauses, or until `stop` is set."""
+        try:
+            run = SessionRun(self, session_id, stop)
+        except InvalidWorkflow as unusable:  # e.g. its definitions module cannot be loaded
+            session = self.app.get_session(session_id)
+            if session.status in (SessionStatus.PENDING, SessionStatus.RUNNING):
+                self.app.fail_session(session_id, unusable.to_standard_error())
+            return self.app.get_session(session_id).status
         try:
             return run.to_the_end()
         finally:

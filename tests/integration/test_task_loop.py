@@ -125,6 +125,21 @@ def test_user_definitions_from_a_module_are_tried_first(
     assert drive(loop, session_id).status is SessionStatus.COMPLETED
 
 
+def test_a_definitions_module_that_cannot_load_fails_the_session(
+    make_loop: LoopFactory, target: str, tmp_path: Path
+) -> None:
+    loop = make_loop(ai=False)
+    missing = str(tmp_path / "nowhere.py")
+    session_id = start_session(loop, ["GET /login"], target, definitions=missing)
+
+    session = drive(loop, session_id)
+
+    assert session.status is SessionStatus.FAILED
+    assert session.error is not None
+    assert session.error["code"] == "VALIDATION_FAILED"
+    assert "cannot load step definitions" in session.error["message"]
+
+
 def test_bad_json_in_a_step_fails_it_with_a_clear_error(
     make_loop: LoopFactory, target: str
 ) -> None:
