@@ -171,3 +171,21 @@ def test_an_unreachable_database_is_a_clear_error() -> None:
     assert result.returncode == 2
     assert "DATABASE_UNAVAILABLE" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_projections_can_be_rebuilt_and_their_lag_read(database_url: str) -> None:
+    stepline("demo", STEPLINE_DATABASE_URL=database_url)
+
+    rebuilt = stepline("projections", "rebuild", "audit_log", STEPLINE_DATABASE_URL=database_url)
+    status = stepline("projections", "status", STEPLINE_DATABASE_URL=database_url)
+    unknown = stepline("projections", "rebuild", "sessions", STEPLINE_DATABASE_URL=database_url)
+
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "rebuilt audit_log:" in rebuilt.stdout
+    assert status.returncode == 0
+    rows = [line.split("│") for line in status.stdout.splitlines() if "│" in line]
+    lags = {cells[1].strip(): cells[4].strip() for cells in rows if len(cells) > 4}
+    assert set(lags) == {"session_progress", "step_history", "session_index", "audit_log"}
+    assert lags["audit_log"] == "0"
+    assert unknown.returncode == 2
+    assert "no view named ['sessions']" in unknown.stderr
