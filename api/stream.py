@@ -22,7 +22,7 @@ from api.errors import problem_responses
 from api.services import CallerDep, Services, ServicesDep
 from api.sessions import event_view, owned_session
 from domain.session import WorkflowSession
-from engine.feed import OVERFLOWED, Subscription
+from engine.feed import OVERFLOWED
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 ENDINGS = (
@@ -40,12 +40,11 @@ def _frame(event: WorkflowSession.Event) -> str:
 
 
 async def _events(
-    services: Services,
-    session_id: UUID,
-    after: int,
-    subscription: Subscription,
-    request: Request,
+    services: Services, session_id: UUID, after: int, request: Request
 ) -> AsyncIterator[str]:
+    # Subscribed here, when the response starts, so a response never sent leaks nothing;
+    # and before the history is read, so nothing committed in between is missed.
+    subscription = services.feed.subscribe(session_id)
     try:
         history = await run_in_threadpool(services.runtime.app.history, session_id, after)
         last = after
@@ -92,10 +91,9 @@ async def stream(
 ) -> StreamingResponse:
     """Every event of the session, history first, then live; resumable with Last-Event-ID."""
     await run_in_threadpool(owned_session, services, session_id, caller.tenant)
-    subscription = services.feed.subscribe(session_id)
     start = last_event_id if last_event_id is not None else (after or 0)
     return StreamingResponse(
-        _events(services, session_id, start, subscription, request),
+        _events(services, session_id, start, request),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
