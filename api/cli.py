@@ -23,6 +23,7 @@ from rich.table import Table
 from api.auth import new_key
 from api.live import create_from_file, final_report, run_with_progress, succeeded
 from api.server import UnsafeBinding, check_binding, create_app
+from api.sessions import event_view
 from domain.errors import DomainError, StandardError
 from domain.session import WorkflowSession
 from engine.app import Stepline
@@ -56,25 +57,11 @@ def _settings() -> Settings:
         raise _fail(StandardError.of("CONFIGURATION_INVALID", message)) from None
 
 
-def _event_data(event: WorkflowSession.Event) -> dict[str, Any]:
-    hidden = {"originator_id", "originator_version", "timestamp", "originator_topic", "actor"}
-    return {k: v for k, v in vars(event).items() if k not in hidden}
-
-
 def _print_history(app: Stepline, session_id: UUID, as_json: bool) -> None:
     events = app.history(session_id)
     if as_json:
-        rows = [
-            {
-                "version": e.originator_version,
-                "type": type(e).__name__,
-                "timestamp": e.timestamp.isoformat(),
-                "actor": getattr(e, "actor", None),
-                "data": _event_data(e),
-            }
-            for e in events
-        ]
-        console.print_json(json.dumps(rows, default=str))
+        rows = [event_view(e).model_dump(mode="json") for e in events]
+        console.print_json(json.dumps(rows))
         return
     table = Table(title=f"Session {session_id}")
     for column in ("v", "time", "event", "actor", "what happened"):

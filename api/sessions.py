@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
+from api.auth import Caller
 from api.errors import ApiError, problem_responses
 from api.schemas import (
     CommandAccepted,
@@ -255,14 +257,15 @@ def get_events(
 
 
 def _command(
-    services: Services, session_id: UUID, *, tenant: str, act: str, reason: str, actor: str
+    services: Services,
+    session_id: UUID,
+    caller: Caller,
+    body: Reason | None,
+    act: Callable[..., None],
 ) -> CommandAccepted:
-    owned_session(services, session_id, tenant)
-    app = services.runtime.app
-    getattr(app, act)(session_id, reason=reason, actor=actor)
-    if act == "resume":
-        services.runner.submit(session_id)
-    session = app.get_session(session_id)
+    owned_session(services, session_id, caller.tenant)
+    act(session_id, reason=body.reason if body else "", actor=caller.name)
+    session = services.runtime.app.get_session(session_id)
     return CommandAccepted(
         session_id=session_id, status=session.status.value, version=session.version
     )
@@ -276,10 +279,7 @@ def pause(
     session_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None
 ) -> CommandAccepted:
     """Pause at the next safe point (between turns)."""
-    reason = body.reason if body else ""
-    return _command(
-        services, session_id, tenant=caller.tenant, act="pause", reason=reason, actor=caller.name
-    )
+    return _command(services, session_id, caller, body, services.runtime.app.pause)
 
 
 @router.post("/{session_id}/resume", response_model=CommandAccepted, responses=COMMAND_ERRORS)
@@ -287,10 +287,9 @@ def resume(
     session_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None
 ) -> CommandAccepted:
     """Resume a paused session."""
-    reason = body.reason if body else ""
-    return _command(
-        services, session_id, tenant=caller.tenant, act="resume", reason=reason, actor=caller.name
-    )
+    accepted = _command(services, session_id, caller, body, services.runtime.app.resume)
+    services.runner.submit(session_id)
+    return accepted
 
 
 @router.post("/{session_id}/cancel", response_model=CommandAccepted, responses=COMMAND_ERRORS)
@@ -298,7 +297,4 @@ def cancel(
     session_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None
 ) -> CommandAccepted:
     """Cancel a session that has not ended."""
-    reason = body.reason if body else ""
-    return _command(
-        services, session_id, tenant=caller.tenant, act="cancel", reason=reason, actor=caller.name
-    )
+    return _command(services, session_id, caller, body, services.runtime.app.cancel)

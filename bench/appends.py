@@ -23,11 +23,9 @@ import psycopg
 from domain.session import StepSpec, WorkflowSession
 from engine.app import Stepline
 from engine.database import (
-    create_database,
-    drop_database,
     embedded_postgres,
     eventsourcing_env,
-    with_dbname,
+    temporary_database,
 )
 
 STEPS_PER_SESSION = 20
@@ -41,10 +39,7 @@ def bench_database() -> Iterator[str]:
         if server is None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             server = stack.enter_context(embedded_postgres(data_dir))
-        name = f"stepline_bench_{uuid4().hex[:8]}"
-        create_database(server, name)
-        stack.callback(drop_database, server, name)
-        yield with_dbname(server, name)
+        yield stack.enter_context(temporary_database(server, "stepline_bench"))
 
 
 def timed(count: int, operation: Callable[[int], object]) -> float:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from uuid import uuid4
 
 import psycopg
 from psycopg import sql
@@ -88,6 +89,17 @@ def drop_database(admin_url: str, name: str) -> None:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@contextmanager
+def temporary_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty database on the server of `server_url`, dropped afterwards."""
+    name = f"{prefix}_{uuid4().hex[:12]}"
+    create_database(server_url, name)
+    try:
+        yield with_dbname(server_url, name)
+    finally:
+        drop_database(server_url, name)
 
 
 def with_dbname(url: str, name: str) -> str:

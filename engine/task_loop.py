@@ -400,18 +400,6 @@ class SessionRun:
 
     # ---- the AI path --------------------------------------------------------------------
 
-    def attempt_events(self, index: int) -> list[WorkflowSession.Event]:
-        history = self.app.history(self.session_id)
-        start = max(
-            (
-                n
-                for n, e in enumerate(history)
-                if isinstance(e, WorkflowSession.StepStarted) and e.step_index == index
-            ),
-            default=0,
-        )
-        return history[start:]
-
     def _run_with_ai(self, index: int, text: str, deadline: float) -> StepResult:
         ai = self.loop.ai
         if ai is None:
@@ -437,6 +425,20 @@ class AiStep:
         self.malformed_replies = 0
         self.consecutive_failures = 0
         self.recent_commands: list[str] = []
+        self._attempt_started: int | None = None
+
+    def _attempt_events(self) -> list[WorkflowSession.Event]:
+        """The events of this step's current attempt. The whole history is read once, to find
+        where the attempt started; later turns read only from there."""
+        app, session_id = self.run_.app, self.run_.session_id
+        if self._attempt_started is None:
+            starts = [
+                e.originator_version
+                for e in app.history(session_id)
+                if isinstance(e, WorkflowSession.StepStarted) and e.step_index == self.index
+            ]
+            self._attempt_started = starts[-1] if starts else 1
+        return app.history(session_id, after=self._attempt_started - 1)
 
     def run(self) -> StepResult:
         while True:
@@ -468,7 +470,7 @@ class AiStep:
         messages = build_messages(
             session,
             self.index,
-            attempt_events=run.attempt_events(self.index),
+            attempt_events=self._attempt_events(),
             feedback=self.feedback,
             secrets=run.secrets,
             char_budget=self.limits.context_char_budget,

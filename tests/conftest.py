@@ -12,16 +12,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 
 from engine.app import Stepline
 from engine.database import (
-    create_database,
-    drop_database,
     embedded_postgres,
     eventsourcing_env,
+    temporary_database,
     with_dbname,
 )
 
@@ -55,19 +53,15 @@ def postgres_server_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh database for this test run."""
-    name = f"stepline_test_{uuid4().hex[:12]}"
-    create_database(postgres_server_url, name)
-    yield with_dbname(postgres_server_url, name)
-    drop_database(postgres_server_url, name)
+    with temporary_database(postgres_server_url, "stepline_test") as url:
+        yield url
 
 
 @pytest.fixture
 def fresh_database_url(postgres_server_url: str) -> Iterator[str]:
     """A database of this test's own, for tests that look at the whole log."""
-    name = f"stepline_test_{uuid4().hex[:12]}"
-    create_database(postgres_server_url, name)
-    yield with_dbname(postgres_server_url, name)
-    drop_database(postgres_server_url, name)
+    with temporary_database(postgres_server_url, "stepline_test") as url:
+        yield url
 
 
 @pytest.fixture
