@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 
+from psycopg_pool import ConnectionPool
+
 from api.errors import ApiError
+from engine.quotas import CreationQuota
 from engine.settings import ApiKey
 
 DEV = "dev"
@@ -63,25 +64,17 @@ class KeyRing:
 
 
 class RateLimiter:
-    """A token bucket per tenant, refilled continuously (per process)."""
+    """Each tenant's rate of creating sessions, shared by every API process."""
 
-    def __init__(self, per_minute: int) -> None:
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, pool: ConnectionPool, per_minute: int) -> None:
+        self.quota = CreationQuota(pool, per_minute)
+        self.quota.prepare()
 
     def take(self, tenant: str, count: int = 1) -> None:
-        with self._lock:
-            now = time.monotonic()
-            tokens, at = self._buckets.get(tenant, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - at) * self.rate)
-            if tokens < count:
-                wait_s = max(1, int((count - tokens) / self.rate) + 1)
-                self._buckets[tenant] = (tokens, now)
-                raise ApiError.of(
-                    "RATE_LIMITED",
-                    f"tenant {tenant} may create {int(self.capacity)} sessions a minute",
-                    headers={"Retry-After": str(wait_s)},
-                )
-            self._buckets[tenant] = (tokens - count, now)
+        wait_s = self.quota.take(tenant, count)
+        if wait_s is not None:
+            raise ApiError.of(
+                "RATE_LIMITED",
+                f"tenant {tenant} may create {int(self.quota.capacity)} sessions a minute",
+                headers={"Retry-After": str(max(1, int(wait_s) + 1))},
+            )

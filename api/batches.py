@@ -35,14 +35,12 @@ def owned_batch(services: Services, batch_id: UUID, tenant: str) -> Batch:
 def create_batch(
     body: CreateBatch, services: ServicesDep, caller: CallerDep, response: Response
 ) -> BatchCreated:
-    """Create every session of the batch (all or none) and start running them."""
+    """Create every session of the batch (all or none); workers with free slots run them."""
     requests = [session_request(services, session) for session in body.sessions]
     admit(services, caller.tenant, len(requests))
     batch_id, session_ids = services.runtime.app.create_batch(
         requests, tenant=caller.tenant, actor=caller.name
     )
-    for session_id in session_ids:
-        services.runner.submit(session_id)
     response.headers["Location"] = f"/v1/batches/{batch_id}"
     batch = services.runtime.app.get_batch(batch_id)
     return BatchCreated(batch_id=batch_id, session_ids=session_ids, created_at=batch.created_on)

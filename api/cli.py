@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -21,8 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api.auth import new_key
-from api.live import create_from_file, final_report, run_with_progress, succeeded
-from api.server import UnsafeBinding, check_binding, create_app
+from api.live import final_report, request_from_file, run_with_progress, succeeded
+from api.server import UnsafeBinding, check_binding, create_app, run_worker
 from api.sessions import event_view
 from domain.errors import DomainError, StandardError
 from domain.session import WorkflowSession
@@ -102,12 +103,10 @@ def _load_example_target() -> Any:
 def _run_file(
     runtime: Runtime, workflow: Path, base_url: str | None, as_json: bool
 ) -> WorkflowSession:
-    spec = load_workflow(workflow)
-    session_id = create_from_file(runtime, spec, workflow, base_url)
-    errors.print(f"session [bold]{session_id}[/]: {spec.name}")
+    request = request_from_file(runtime, load_workflow(workflow), workflow, base_url)
     stop_following = runtime.projector.start_following()  # the views stay live meanwhile
     try:
-        session = run_with_progress(runtime, session_id, errors)
+        session = run_with_progress(runtime, request, errors)
         runtime.projector.wait_until(runtime.projector.head(), timeout=10)
     finally:
         stop_following()
@@ -167,17 +166,75 @@ def history(
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="sessions driven here at once; 0 = API only (default: the setting)"
+        ),
+    ] = None,
 ) -> None:
-    """Serve the HTTP API, the projections and the session workers in one process."""
+    """Serve the HTTP API, the projections and a session worker in one process."""
     settings = _settings()
     try:
         check_binding(settings, host)
     except UnsafeBinding as error:
         raise _fail(StandardError.of("CONFIGURATION_INVALID", str(error))) from None
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        app = create_app(settings, workers=workers)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
     except (PersistenceError, DatabaseUnavailable) as error:
         raise _fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
+
+
+@cli.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="sessions driven at once (default STEPLINE_MAX_CONCURRENT_SESSIONS)"
+        ),
+    ] = None,
+) -> None:
+    """Run a session worker (and the TTL sweep) until SIGTERM or Ctrl-C, which hand every
+    session back at its next safe point."""
+    with _runtime_or_exit() as runtime:
+        run_worker(runtime, concurrency or runtime.settings.max_concurrent_sessions)
+
+
+@cli.command("workers")
+def workers_list(
+    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+) -> None:
+    """The live workers, the sessions each drives and the age of each lease."""
+    with _runtime_or_exit() as runtime:
+        live = runtime.leases.live_workers()
+        held = runtime.leases.held()
+    if as_json:
+        rows = [
+            {
+                **asdict(w),
+                "sessions": [asdict(lease) for lease in held if lease.owner == w.worker_id],
+            }
+            for w in live
+        ]
+        console.print_json(json.dumps(rows, default=str))
+        return
+    table = Table(title="Workers")
+    for column in ("worker", "role", "slots", "sessions", "oldest lease", "last seen", "takeovers"):
+        table.add_column(column)
+    for w in live:
+        mine = [lease for lease in held if lease.owner == w.worker_id]
+        oldest = f"{max(lease.age_s for lease in mine):.1f} s" if mine else "-"
+        table.add_row(
+            w.worker_id,
+            w.role,
+            str(w.concurrency),
+            str(len(mine)),
+            oldest,
+            w.seen_at.strftime("%H:%M:%S"),
+            str(w.takeovers),
+        )
+    console.print(table)
 
 
 keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import getpass
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from domain.session import SessionStatus, StepStatus, WorkflowSession
+from engine.app import SessionRequest
 from engine.bootstrap import Runtime
-from engine.runner import SessionRunner
-from engine.task_loop import session_config
+from engine.limits import session_config
 from engine.workflow_file import WorkflowFile
 
 ICONS = {
@@ -25,20 +25,25 @@ ICONS = {
 }
 
 
-def create_from_file(
+def request_from_file(
     runtime: Runtime, spec: WorkflowFile, location: Path, base_url: str | None = None
-) -> UUID:
+) -> SessionRequest:
     given = spec.session_config(location)
     if base_url is not None:
         given["base_url"] = base_url
-    return runtime.app.create_session(
+    return SessionRequest(
         name=spec.name,
         steps=spec.step_specs(),
-        tenant="local",
-        actor=f"cli:{getpass.getuser()}",
         config=session_config(runtime.settings, given),
         labels=spec.labels,
     )
+
+
+LOCAL_TENANT = "local"
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
 
 
 def _describe(step_index: int, session: WorkflowSession) -> str:
@@ -51,13 +56,29 @@ def _describe(step_index: int, session: WorkflowSession) -> str:
     return f"{ICONS[step.status]} {step_index}. {step.text}{note}"
 
 
-def run_with_progress(runtime: Runtime, session_id: UUID, console: Console) -> WorkflowSession:
-    """Drive the session in a worker thread while showing each step's state; Ctrl-C stops
-    at the next safe point, leaving the session to be resumed later."""
-    runner = SessionRunner(runtime.loop, max_sessions=1)
-    future = runner.submit(session_id)
-    assert future is not None  # a runner just made is not stopping
-    session = runtime.app.get_session(session_id)
+def run_with_progress(
+    runtime: Runtime, request: SessionRequest, console: Console
+) -> WorkflowSession:
+    """Create the session and drive it here, under its lease, while showing each step's
+    state. Ctrl-C stops at the next safe point and hands the lease back: a worker carries on."""
+    worker = runtime.worker(concurrency=1, role="run")
+    worker.start(claiming=False)
+    try:
+        session, future = worker.create(request, tenant=LOCAL_TENANT, actor=_actor())
+        console.print(f"session [bold]{session.id}[/]: {session.name}")
+        assert future is not None  # a worker just started has a free slot
+        return _show_until_done(runtime, session, future, console)
+    finally:
+        worker.stop(wait=True)
+
+
+def _show_until_done(
+    runtime: Runtime,
+    session: WorkflowSession,
+    future: Future[SessionStatus | None],
+    console: Console,
+) -> WorkflowSession:
+    session_id = session.id
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=False) as progress:
@@ -73,10 +94,8 @@ def run_with_progress(runtime: Runtime, session_id: UUID, console: Console) -> W
             _show(progress, tasks, session)
         future.result()
     except KeyboardInterrupt:
-        console.print("[yellow]stopping at the next safe point; the session can be resumed[/]")
-        runner.stop(wait=True)
+        console.print("[yellow]stopping at the next safe point; a worker can carry on[/]")
         raise
-    runner.stop(wait=True)
     return session
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from eventsourcing.persistence import PersistenceError
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from psycopg import Error as PsycopgError
 
 from api.middleware import LATENCY_BUCKETS_S, HttpMetrics
-from api.schemas import Health
+from api.schemas import Health, WorkerHealth
 from api.services import Services, ServicesDep
 
 router = APIRouter(tags=["operations"])
@@ -16,24 +19,50 @@ STEP_BUCKETS_S = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 def health(services: ServicesDep) -> JSONResponse:
-    """Database reachable, projections live and their lag, runner alive; 503 if not healthy."""
+    """Database reachable, projections live and their lag, this process's worker alive, and
+    every live worker with its sessions; 503 if not healthy."""
     database = True
     lag: int | None = None
+    workers: list[WorkerHealth] = []
     try:
+        with services.runtime.projector.pool.connection(timeout=2) as conn:
+            conn.execute("SELECT 1")  # answer within seconds when the database is gone
         lag = max((view.lag for view in services.runtime.projector.status()), default=0)
-    except PsycopgError:
+        workers = _workers(services)
+    except (PsycopgError, PersistenceError):
         database = False
-    runner = services.runner.alive
+    worker = None if services.worker is None else services.worker.alive
     live = services.runtime.projector.following
-    healthy = database and runner and live
+    healthy = database and live and worker is not False
     body = Health(
         status="ok" if healthy else "unhealthy",
         database=database,
-        runner=runner,
+        worker=worker,
         projections_live=live,
         projection_lag=lag,
+        workers=workers,
     )
-    return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if healthy else 503)
+
+
+def _workers(services: Services) -> list[WorkerHealth]:
+    leases = services.runtime.leases
+    held = leases.held()
+    now = datetime.now(UTC)
+    rows = []
+    for worker in leases.live_workers():
+        ages = [lease.age_s for lease in held if lease.owner == worker.worker_id]
+        rows.append(
+            WorkerHealth(
+                worker_id=worker.worker_id,
+                role=worker.role,
+                concurrency=worker.concurrency,
+                sessions=len(ages),
+                oldest_lease_s=round(max(ages), 3) if ages else None,
+                seen_s_ago=round((now - worker.seen_at).total_seconds(), 3),
+            )
+        )
+    return rows
 
 
 def _line(name: str, value: float, **labels: object) -> str:
@@ -85,6 +114,24 @@ def _log_metrics(services: Services) -> list[str]:
     return lines
 
 
+def _worker_metrics(services: Services) -> list[str]:
+    worker = services.worker
+    if worker is None:
+        return []
+    counters = worker.metrics
+    lines = _header("stepline_leases_held", "gauge", "Session leases this process holds.")
+    lines.append(_line("stepline_leases_held", len(worker.held_sessions())))
+    for name, value, text in (
+        ("stepline_sessions_claimed_total", counters.claimed, "Sessions this process claimed."),
+        ("stepline_takeovers_total", counters.takeovers, "Sessions taken over from a dead owner."),
+        ("stepline_lease_renew_failures_total", counters.renew_failures, "Failed heartbeats."),
+        ("stepline_leases_lost_total", counters.lost, "Leases lost while driving."),
+    ):
+        lines += _header(name, "counter", text)
+        lines.append(_line(name, value))
+    return lines
+
+
 def _http_metrics(metrics: HttpMetrics) -> list[str]:
     snapshot = metrics.snapshot()
     lines = _header("stepline_http_requests_total", "counter", "HTTP requests.")
@@ -104,7 +151,8 @@ def _http_metrics(metrics: HttpMetrics) -> list[str]:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(services: ServicesDep, request: Request) -> PlainTextResponse:
-    """Prometheus metrics: sessions, steps, step durations, events, lag, HTTP."""
+    """Prometheus metrics: sessions, steps, step durations, events, lag, leases, HTTP."""
     services.read_your_writes()
-    lines = _view_metrics(services) + _log_metrics(services) + _http_metrics(request.app.state.http)
+    lines = _view_metrics(services) + _log_metrics(services) + _worker_metrics(services)
+    lines += _http_metrics(request.app.state.http)
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from domain.batch import MAX_SESSIONS_PER_BATCH
 from domain.session import MAX_NAME, MAX_STEP_TEXT, MAX_STEPS, StepSpec
+from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
 from engine.workflow_file import WorkflowConfig
 
 SessionStatusName = Literal[
@@ -49,7 +50,7 @@ class CreateSession(Strict):
 
     name: str = Field(min_length=1, max_length=MAX_NAME, pattern=r"\S")
     steps: list[StepIn | StepText] = Field(min_length=1, max_length=MAX_STEPS)
-    executor: Literal["http", "shell"] = "http"
+    executor: ExecutorName = DEFAULT_EXECUTOR
     base_url: str | None = Field(default=None, max_length=2_000, pattern=r"^https?://[^\s/]+")
     config: WorkflowConfig = Field(default_factory=WorkflowConfig)
     labels: dict[str, str] = Field(default_factory=dict, max_length=50)
@@ -204,12 +205,22 @@ class AuditPage(BaseModel):
     next_after: int | None
 
 
+class WorkerHealth(BaseModel):
+    worker_id: str
+    role: str
+    concurrency: int
+    sessions: int
+    oldest_lease_s: float | None
+    seen_s_ago: float
+
+
 class Health(BaseModel):
     status: Literal["ok", "unhealthy"]
     database: bool
-    runner: bool
+    worker: bool | None = Field(description="this process's worker is alive; null: API only")
     projections_live: bool
     projection_lag: int | None
+    workers: list[WorkerHealth] = Field(description="live workers of the whole deployment")
 
 
 class Problem(BaseModel):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 
 import uvicorn
 from fastapi import FastAPI
@@ -17,10 +18,9 @@ from api import audit, batches, errors, ops, sessions, stream
 from api.auth import KeyRing, RateLimiter
 from api.middleware import BodyLimit, HttpMetrics, Measure
 from api.services import Services
-from engine.bootstrap import open_runtime
+from engine.bootstrap import Runtime, open_runtime, running_in_background
 from engine.feed import EventFeed
 from engine.logs import LOGGER_NAME
-from engine.runner import SessionRunner
 from engine.settings import Settings
 
 log = logging.getLogger(LOGGER_NAME)
@@ -69,30 +69,31 @@ def serving_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0) 
         thread.join(timeout=60)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
+    """The API; with `workers` slots (default STEPLINE_MAX_CONCURRENT_SESSIONS; 0: none) the
+    process also drives sessions."""
+    slots = settings.max_concurrent_sessions if workers is None else workers
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with open_runtime(settings) as runtime:
-            runner = SessionRunner(runtime.loop, settings.max_concurrent_sessions)
-            feed = EventFeed(runtime.app, runtime.projector.pool, settings.streaming_buffer_size)
-            stop_projector = runtime.projector.start_following()
-            stop_feed = feed.start()
+        with ExitStack() as stack:
+            runtime = stack.enter_context(open_runtime(settings))
+            feed = EventFeed(runtime.app, settings.streaming_buffer_size)
+            background = stack.enter_context(
+                running_in_background(
+                    runtime, workers=slots, role="serve", first_to_wake=[feed.deliver_new_events]
+                )
+            )
             app.state.services = Services(
                 runtime=runtime,
-                runner=runner,
+                worker=background.worker,
+                follower=background.follower,
                 feed=feed,
                 keys=KeyRing(settings.api_keys),
-                limiter=RateLimiter(settings.create_rate_per_minute),
+                limiter=RateLimiter(runtime.projector.pool, settings.create_rate_per_minute),
             )
-            runner.resume_runnable(runtime.projector)
-            runner.start_expiring(runtime.projector, settings.session_ttl_ms)
-            log.info("Stepline API ready")
-            try:
-                yield
-            finally:
-                runner.stop(wait=True)
-                stop_feed()
-                stop_projector()
+            log.info("Stepline API ready (%d session slots)", slots)
+            yield
 
     app = FastAPI(
         title="Stepline",
@@ -107,3 +108,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(Measure, metrics=app.state.http)
     return app
+
+
+def run_worker(runtime: Runtime, concurrency: int) -> None:
+    """`stepline worker`: drive sessions until SIGTERM or SIGINT, then hand them back."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with running_in_background(runtime, workers=concurrency, role="worker"):
+        log.info("Worker ready (%d session slots)", concurrency)
+        while not stop.wait(1.0):
+            pass
+        log.info("Stopping: every session stops at its next safe point and is handed back")

@@ -10,13 +10,16 @@ from fastapi import Depends, Header, Request
 from api.auth import Caller, KeyRing, RateLimiter
 from engine.bootstrap import Runtime
 from engine.feed import EventFeed
-from engine.runner import SessionRunner
+from engine.follower import LogFollower
+from engine.worker import SessionWorker
 
 
 @dataclass(frozen=True)
 class Services:
     runtime: Runtime
-    runner: SessionRunner
+    worker: SessionWorker | None
+    """None when this process serves the API only (`serve --workers 0`)."""
+    follower: LogFollower
     feed: EventFeed
     keys: KeyRing
     limiter: RateLimiter

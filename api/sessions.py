@@ -31,7 +31,7 @@ from api.services import CallerDep, Services, ServicesDep
 from domain.errors import SessionNotFound
 from domain.session import WorkflowSession
 from engine.app import SessionRequest
-from engine.task_loop import session_config
+from engine.limits import session_config
 from projections import session_progress, step_history
 from projections.session_index import SessionFilter, list_sessions, runnable_sessions
 from projections.view import Recorded
@@ -105,7 +105,7 @@ def _estimate_ms(services: Services, steps: int) -> int | None:
 
 
 def _check_capacity(services: Services, adding: int) -> None:
-    limit = services.runtime.settings.max_concurrent_sessions
+    limit = services.runtime.settings.max_active_sessions
     services.read_your_writes()  # count every session created so far
     with services.runtime.projector.pool.connection() as conn:
         active = len(runnable_sessions(conn))
@@ -149,8 +149,10 @@ def create_session(
     """Create a session and start running it."""
     admit(services, caller.tenant, 1)
     request = session_request(services, body)
-    session = services.runtime.app.create(request, tenant=caller.tenant, actor=caller.name)
-    services.runner.submit(session.id)
+    if services.worker is not None:
+        session, _ = services.worker.create(request, tenant=caller.tenant, actor=caller.name)
+    else:
+        session = services.runtime.app.create(request, tenant=caller.tenant, actor=caller.name)
     response.headers["Location"] = f"/v1/sessions/{session.id}"
     return SessionCreated(
         session_id=session.id,
@@ -286,10 +288,8 @@ def pause(
 def resume(
     session_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None
 ) -> CommandAccepted:
-    """Resume a paused session."""
-    accepted = _command(services, session_id, caller, body, services.runtime.app.resume)
-    services.runner.submit(session_id)
-    return accepted
+    """Resume a paused session; a worker with a free slot carries on with it."""
+    return _command(services, session_id, caller, body, services.runtime.app.resume)
 
 
 @router.post("/{session_id}/cancel", response_model=CommandAccepted, responses=COMMAND_ERRORS)

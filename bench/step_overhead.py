@@ -21,9 +21,11 @@ from engine.app import Stepline
 from engine.database import eventsourcing_env
 from engine.definitions import builtin
 from engine.executors import Command, Executor, Outcome
+from engine.executors.kinds import ExecutorSetup
+from engine.limits import session_config
 from engine.secrets import Secrets
 from engine.settings import Settings
-from engine.task_loop import ExecutorSetup, TaskLoop, session_config
+from engine.task_loop import TaskLoop
 
 STEPS_PER_SESSION = 20
 

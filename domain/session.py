@@ -196,12 +196,21 @@ class WorkflowSession(Aggregate):
         actor: str
 
     class CommandIssued(Event):
+        """v2 carries the idempotency key sent with the command (v1: the command id)."""
+
         step_index: int
         command_id: str
         executor: str
         name: str
         args: dict[str, Any]
+        idempotency_key: str
         actor: str
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["idempotency_key"] = state["command_id"]
 
     class CommandFinished(Event):
         step_index: int
@@ -437,8 +446,11 @@ class WorkflowSession(Aggregate):
         executor: str,
         name: str,
         args: dict[str, Any],
+        idempotency_key: str | None = None,
         actor: str = WORKER,
     ) -> None:
+        """Issue a command. A command re-issued after an interruption keeps its idempotency
+        key, so the target can tell the second delivery from a new request."""
         self._require_running_step("issue a command", step_index)
         if command_id in self.commands:
             raise InvalidStateTransition(
@@ -450,6 +462,7 @@ class WorkflowSession(Aggregate):
             executor=executor,
             name=name,
             args=args,
+            idempotency_key=idempotency_key or command_id,
             actor=actor,
         )
 
@@ -586,6 +599,7 @@ class WorkflowSession(Aggregate):
         executor: str,
         name: str,
         args: dict[str, Any],
+        idempotency_key: str,
         actor: str,
     ) -> None:
         self.commands[command_id] = step_index

@@ -217,13 +217,17 @@ class Stepline(Application[UUID]):
 
     def create(self, request: SessionRequest, *, tenant: str, actor: str) -> WorkflowSession:
         session = request.build(tenant, actor)
+        self.save_new(session)
+        return session
+
+    def save_new(self, session: WorkflowSession) -> None:
+        """Save a session just built (its `Created` event)."""
         self.save(session)
         log.info(
             "Workflow session created with %d steps",
-            len(request.steps),
+            len(session.steps),
             extra=on_session(session.id),
         )
-        return session
 
     def start_step(self, session_id: UUID, step_index: int, actor: str = WORKER) -> int:
         def start(session: WorkflowSession) -> tuple[int, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
@@ -13,11 +13,15 @@ from engine.ai import AiProvider
 from engine.app import Stepline
 from engine.database import check_reachable, embedded_postgres, eventsourcing_env
 from engine.definitions import builtin
+from engine.follower import LogFollower
+from engine.leases import RELEASED_CHANNEL, Leases
 from engine.logs import LOGGER_NAME, configure_logging
 from engine.projector import Projector
 from engine.secrets import Secrets
 from engine.settings import Settings
+from engine.sweep import start_sweeping
 from engine.task_loop import TaskLoop
+from engine.worker import SessionWorker
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -27,9 +31,60 @@ class Runtime:
     settings: Settings
     app: Stepline
     projector: Projector
+    leases: Leases
     loop: TaskLoop
     database_url: str
     embedded: bool
+
+    def follower(self) -> LogFollower:
+        """The process's LISTEN connection: new events, released leases."""
+        channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
+        return LogFollower(self.projector.pool, [channel, RELEASED_CHANNEL])
+
+    def worker(self, concurrency: int, role: str) -> SessionWorker:
+        return SessionWorker(
+            self.loop,
+            self.leases,
+            concurrency=concurrency,
+            role=role,
+            tenant_limit=self.settings.tenant_max_running,
+        )
+
+
+@dataclass(frozen=True)
+class Background:
+    follower: LogFollower
+    worker: SessionWorker | None
+
+
+@contextmanager
+def running_in_background(
+    runtime: Runtime,
+    *,
+    workers: int,
+    role: str,
+    first_to_wake: Sequence[Callable[[], None]] = (),
+) -> Iterator[Background]:
+    """The process's background duties: the follower (waking `first_to_wake`, then keeping
+    the views live, then waking the worker), the worker itself (none when `workers` is 0) and
+    the TTL sweep. On exit every session stops at its next safe point, its lease handed back."""
+    follower = runtime.follower()
+    for callback in first_to_wake:
+        follower.subscribe(callback)
+    runtime.projector.follow_with(follower)
+    worker = runtime.worker(workers, role) if workers > 0 else None
+    if worker is not None:
+        follower.subscribe(worker.wake)
+    settings = runtime.settings
+    with ExitStack() as stack:
+        stack.callback(follower.start())
+        if worker is not None:
+            worker.start()
+            stack.callback(worker.stop)
+        stack.callback(
+            start_sweeping(runtime.app, runtime.projector, runtime.leases, settings.session_ttl_ms)
+        )
+        yield Background(follower, worker)
 
 
 def ai_provider(settings: Settings) -> AiProvider | None:
@@ -67,10 +122,14 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             cache_size=settings.session_cache_size,
         )
         stack.callback(app.close)
-        pool = ConnectionPool(url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=True)
+        pool = ConnectionPool(
+            url, min_size=1, max_size=8, timeout=5, kwargs={"autocommit": True}, open=True
+        )
         stack.callback(pool.close)
         projector = Projector(app, pool)
         projector.prepare()
+        leases = Leases(pool, lease_s=settings.lease_ms / 1000)
+        leases.prepare()
         ai = ai_provider(settings)
         if ai is not None:
             stack.callback(ai.close)
@@ -79,6 +138,7 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             settings=settings,
             app=app,
             projector=projector,
+            leases=leases,
             loop=loop,
             database_url=url,
             embedded=embedded,

@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import json
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,11 @@ class Definitions:
                 return definition.build(found)
         return None
 
+    def copy(self) -> Definitions:
+        copied = Definitions()
+        copied._definitions = list(self._definitions)
+        return copied
+
     def load(self, module: str, relative_to: Path | None = None) -> None:
         """Import a user module (a dotted name, or a .py path) and let it register."""
         try:
@@ -67,6 +73,25 @@ class Definitions:
                 f"{module} must define register(definitions)", field="definitions"
             )
         register(self)
+
+
+class DefinitionsCache:
+    """The base definitions, and each workflow module's on top of them, loaded once."""
+
+    def __init__(self, base: Definitions) -> None:
+        self.base = base
+        self._with_module: dict[str, Definitions] = {}
+        self._lock = threading.Lock()
+
+    def for_module(self, module: str | None) -> Definitions:
+        if not module:
+            return self.base
+        with self._lock:
+            if module not in self._with_module:
+                extended = self.base.copy()
+                extended.load(module)
+                self._with_module[module] = extended
+            return self._with_module[module]
 
 
 def _import(module: str, relative_to: Path | None) -> Any:

@@ -1,8 +1,9 @@
-"""The live event feed: one LISTEN connection per process, new events fanned out by session.
+"""The live event feed: new events fanned out by session, woken by the process's follower.
 
-Subscribers are asyncio consumers (the SSE endpoint); the feed runs in a thread and hands each
-event over with `call_soon_threadsafe`. A subscriber that falls `buffer_size` events behind is
-told it overflowed and must resume from the log — a stream never silently skips an event.
+Subscribers are asyncio consumers (the SSE endpoint); the feed runs in the follower's thread
+and hands each event over with `call_soon_threadsafe`. A subscriber that falls `buffer_size`
+events behind is told it overflowed and must resume from the log — a stream never silently
+skips an event.
 """
 
 from __future__ import annotations
@@ -10,14 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
 from typing import cast
 from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
-from psycopg import sql
-from psycopg_pool import ConnectionPool
 
 from domain.session import WorkflowSession
 from engine.app import Stepline
@@ -52,18 +50,14 @@ class Subscription:
 
 
 class EventFeed:
-    def __init__(self, app: Stepline, pool: ConnectionPool, buffer_size: int = 1_000) -> None:
+    """Subscribe it to the process's follower: on every wake it delivers the new events."""
+
+    def __init__(self, app: Stepline, buffer_size: int = 1_000) -> None:
         self.app = app
-        self.pool = pool
         self.buffer_size = buffer_size
         self._subscribers: dict[UUID, set[Subscription]] = {}
         self._lock = threading.Lock()
-        self._position = 0
-        self._thread: threading.Thread | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        self._position = app.recorder.max_notification_id() or 0
 
     def subscribe(self, session_id: UUID) -> Subscription:
         subscription = Subscription(session_id, asyncio.get_running_loop(), self.buffer_size)
@@ -82,43 +76,14 @@ class EventFeed:
         with self._lock:
             return sum(len(s) for s in self._subscribers.values())
 
-    # ---- the feed thread ----------------------------------------------------------------
+    def deliver_new_events(self) -> None:
+        """Hand every event appended since the last call to its session's subscribers."""
+        try:
+            self._deliver()
+        except (psycopg.Error, PersistenceError):
+            log.warning("The live event feed could not read the log; retrying on the next wake")
 
-    def start(self) -> Callable[[], None]:
-        """Follow the log in a background thread; returns the function that stops it."""
-        self._position = self.app.recorder.max_notification_id() or 0
-        stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(stop,), name="feed", daemon=True)
-        self._thread.start()
-
-        def stop_feed() -> None:
-            stop.set()
-            if self._thread is not None:
-                self._thread.join(timeout=10)
-
-        return stop_feed
-
-    def _run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self._listen(stop)
-            except (psycopg.Error, PersistenceError):
-                log.exception("The live event feed lost the database; retrying")
-                stop.wait(1.0)
-
-    def _listen(self, stop: threading.Event) -> None:
-        channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
-        with self.pool.connection() as conn:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-            try:
-                while not stop.is_set():
-                    self._deliver_new_events()
-                    for _ in conn.notifies(timeout=1.0, stop_after=1):
-                        pass
-            finally:
-                conn.execute("UNLISTEN *")
-
-    def _deliver_new_events(self) -> None:
+    def _deliver(self) -> None:
         while True:
             notifications = self.app.recorder.select_notifications(
                 start=self._position, limit=500, inclusive_of_start=False

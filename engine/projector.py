@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
-from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from engine.app import Stepline
+from engine.follower import LogFollower
 from engine.logs import LOGGER_NAME
 from projections import ALL_VIEWS, tracking
 from projections.view import Recorded, View
@@ -58,12 +58,12 @@ class Projector:
         self.batch_size = batch_size
         self._reached: dict[str, int] = {}
         self._advanced = threading.Condition()
-        self._follower: threading.Thread | None = None
+        self._follower: LogFollower | None = None
 
     @property
     def following(self) -> bool:
         """Whether a live follower thread is running in this process."""
-        return self._follower is not None and self._follower.is_alive()
+        return self._follower is not None and self._follower.alive
 
     def select(self, names: Sequence[str] | None) -> list[str]:
         if not names:
@@ -117,6 +117,7 @@ class Projector:
                 start=start, limit=self.batch_size, inclusive_of_start=False
             )
             if not notifications:
+                self._remember(positions)  # another process may have moved them
                 return 0
             batch = [Recorded(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]  # type: ignore[arg-type]
             for name in names:
@@ -174,36 +175,20 @@ class Projector:
 
     # ---- following the log live ---------------------------------------------------------
 
-    def follow(self, stop: threading.Event, idle_check_s: float = 1.0) -> None:
-        """Catch up whenever the event store announces new events, until `stop` is set."""
-        while not stop.is_set():
-            try:
-                self._listen_and_catch_up(stop, idle_check_s)
-            except (psycopg.Error, PersistenceError):
-                log.exception("Projection runner lost the database; retrying")
-                stop.wait(idle_check_s)
+    def follow_with(self, follower: LogFollower) -> None:
+        """Catch up on every wake of the process's follower (subscribe before it starts)."""
+        self._follower = follower
+        follower.subscribe(self.catch_up_quietly)
 
-    def _listen_and_catch_up(self, stop: threading.Event, idle_check_s: float) -> None:
-        channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
-        with self.pool.connection() as listener:
-            listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-            try:
-                while not stop.is_set():
-                    self.catch_up()
-                    for _ in listener.notifies(timeout=idle_check_s, stop_after=1):
-                        pass
-            finally:
-                listener.execute("UNLISTEN *")
+    def catch_up_quietly(self) -> None:
+        """Catch up; a lost database is logged and retried on the next wake."""
+        try:
+            self.catch_up()
+        except (psycopg.Error, PersistenceError):
+            log.warning("The projections could not catch up (database unavailable); retrying")
 
     def start_following(self) -> Callable[[], None]:
-        """Follow in a background thread; returns the function that stops it."""
-        stop = threading.Event()
-        thread = threading.Thread(target=self.follow, args=(stop,), name="projector", daemon=True)
-        thread.start()
-        self._follower = thread
-
-        def stop_following() -> None:
-            stop.set()
-            thread.join(timeout=10)
-
-        return stop_following
+        """Follow the log with a follower of its own; returns the function that stops it."""
+        follower = LogFollower(self.pool, [self.app.recorder.channel_name])  # type: ignore[attr-defined]
+        self.follow_with(follower)
+        return follower.start()

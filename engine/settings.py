@@ -41,7 +41,16 @@ class Settings(BaseSettings):
         default=1_000, ge=0, description="sessions kept in memory between commands (0: none)"
     )
 
-    max_concurrent_sessions: int = Field(default=10, ge=1)
+    max_concurrent_sessions: int = Field(
+        default=10, ge=1, description="sessions one worker process drives at once"
+    )
+    max_active_sessions: int = Field(
+        default=1_000, ge=1, description="pending + running sessions before creation is refused"
+    )
+    tenant_max_running: int | None = Field(
+        default=None, ge=1, description="sessions of one tenant running at once, all workers"
+    )
+    lease_ms: int = Field(default=15_000, ge=300, description="session lease; renewed every third")
     session_ttl_ms: int = Field(default=1_800_000, ge=1)
     checkpoint_interval_ms: int = Field(default=30_000, ge=1)
     streaming_buffer_size: int = Field(default=1_000, ge=1)
@@ -83,7 +92,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
-    @field_validator("database_url", "ai_model", "ai_base_url", mode="before")
+    @field_validator("database_url", "ai_model", "ai_base_url", "tenant_max_running", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`STEPLINE_DATABASE_URL=` clears the setting rather than naming an empty URL."""

@@ -3,32 +3,30 @@
 For the current step: decide (a step definition, else the AI model) -> record the decision ->
 issue the command -> run it on an executor -> record the result -> repeat until the step is
 completed or failed; then the next step; then the session completes or fails. Every decision
-and result is an event. Between turns the loop re-reads the session, so a pause or a cancel
-takes effect before the next command; a command that loses a race reloads and decides again.
+and result is an event. Before each command (a safe point) the loop checks that the session is
+still running and still its own to drive, so a pause, a cancel or a lost lease takes effect
+before the next side effect; a command that loses a race reloads and decides again.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow, StandardError
-from domain.session import SessionStatus, StepStatus, WorkflowSession
-from engine.ai import COMPLETE_STEP, FAIL_STEP, AiProvider, AiProviderError, finishing_tools
+from domain.session import SessionStatus, StepState, StepStatus, WorkflowSession
+from engine.ai import AiProvider
 from engine.app import Stepline
-from engine.context import build_messages
-from engine.definitions import DefinitionError, Definitions, builtin
+from engine.definitions import DefinitionError, Definitions, DefinitionsCache
 from engine.executors import Command, Executor, Outcome, truncated
-from engine.executors.http import HttpExecutor
-from engine.executors.shell import ShellExecutor, ShellLimits
+from engine.executors.kinds import EXECUTOR_KINDS, ExecutorKind, ExecutorSetup
+from engine.limits import Limits
 from engine.logs import LOGGER_NAME, on_session, on_step
 from engine.secrets import Secrets
 from engine.settings import Settings
@@ -36,35 +34,6 @@ from engine.settings import Settings
 log = logging.getLogger(LOGGER_NAME)
 
 MAX_REFUSALS = 10
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The limits a session runs with: the workflow's config over the settings' defaults."""
-
-    max_turns_per_step: int
-    step_timeout_ms: int
-    workflow_timeout_ms: int
-    max_consecutive_failures: int
-    max_repeated_commands: int
-    token_budget: int
-    max_attempts: int
-    retry_backoff_ms: int
-    context_char_budget: int
-
-    @classmethod
-    def defaults(cls, settings: Settings) -> dict[str, int]:
-        return {f.name: int(getattr(settings, f.name)) for f in fields(cls)}
-
-    @classmethod
-    def of(cls, session: WorkflowSession, settings: Settings) -> Limits:
-        chosen = {**cls.defaults(settings), **session.config}
-        return cls(**{f.name: int(chosen[f.name]) for f in fields(cls)})
-
-
-def session_config(settings: Settings, given: dict[str, Any]) -> dict[str, Any]:
-    """What a new session records: the given config with every limit filled in."""
-    return {**Limits.defaults(settings), **given}
 
 
 @dataclass(frozen=True)
@@ -82,53 +51,18 @@ StepResult = StepDone | StepFailure
 
 
 class Interrupted(Exception):
-    """The session stopped being ours to run: paused, cancelled, ended, or the runner stops."""
+    """The session stopped being ours to run: paused, cancelled, ended, lease lost, stopping."""
 
 
-def _failure(code: str, message: str, **details: Any) -> StepFailure:
+def failure(code: str, message: str, **details: Any) -> StepFailure:
     return StepFailure(StandardError.of(code, message, details))
 
 
-@dataclass(frozen=True)
-class ExecutorSetup:
-    """What an executor is built from, once per session run."""
+class Ownership(Protocol):
+    """Proof that this process may still drive the session (its lease), asked before each
+    command. Without one (a single process, tests), the session is always ours."""
 
-    session_id: UUID
-    config: dict[str, Any]
-    loop: TaskLoop
-
-    @property
-    def settings(self) -> Settings:
-        return self.loop.settings
-
-
-def http_executor(setup: ExecutorSetup) -> Executor:
-    settings = setup.settings
-    return HttpExecutor(
-        setup.config.get("base_url"),
-        setup.loop.secrets,
-        timeout_s=settings.request_timeout_ms / 1000,
-        connect_timeout_s=settings.connection_timeout_ms / 1000,
-        max_output_chars=settings.max_output_chars,
-    )
-
-
-def shell_executor(setup: ExecutorSetup) -> Executor:
-    settings = setup.settings
-    allowed = setup.config.get("shell_allow") or settings.shell_allow
-    return ShellExecutor(
-        Path(settings.data_dir) / "work" / str(setup.session_id),
-        setup.loop.secrets,
-        ShellLimits(
-            timeout_s=settings.request_timeout_ms / 1000,
-            max_output_chars=settings.max_output_chars,
-            allowed_programs=tuple(allowed),
-        ),
-    )
-
-
-ExecutorKind = Callable[[ExecutorSetup], Executor]
-EXECUTOR_KINDS: dict[str, ExecutorKind] = {"http": http_executor, "shell": shell_executor}
+    def still_held(self) -> bool: ...
 
 
 class TaskLoop:
@@ -144,31 +78,21 @@ class TaskLoop:
         *,
         executor_kinds: Mapping[str, ExecutorKind] | None = None,
     ) -> None:
-        """`executor_kinds` adds executors to (or replaces) the built-in http and shell."""
+        """`executor_kinds` adds executors to (or replaces) the registered kinds."""
         self.executor_kinds = {**EXECUTOR_KINDS, **(executor_kinds or {})}
         self.app = app
         self.settings = settings
-        self.definitions = definitions
+        self.definitions = DefinitionsCache(definitions)
         self.secrets = secrets
         self.ai = ai
-        self._with_user_module: dict[str, Definitions] = {}
-        self._lock = threading.Lock()
 
-    def definitions_for(self, module: str | None) -> Definitions:
-        """The built-in definitions, plus a workflow's own module if it names one."""
-        if not module:
-            return self.definitions
-        with self._lock:
-            if module not in self._with_user_module:
-                extended = builtin()
-                extended.load(module)
-                self._with_user_module[module] = extended
-            return self._with_user_module[module]
-
-    def drive(self, session_id: UUID, stop: threading.Event) -> SessionStatus:
-        """Run the session until it ends or pauses, or until `stop` is set."""
+    def drive(
+        self, session_id: UUID, stop: threading.Event, ownership: Ownership | None = None
+    ) -> SessionStatus:
+        """Run the session until it ends or pauses, until `stop` is set, or until
+        `ownership` can no longer be proven."""
         try:
-            run = SessionRun(self, session_id, stop)
+            run = SessionRun(self, session_id, stop, ownership)
         except InvalidWorkflow as unusable:  # e.g. its definitions module cannot be loaded
             session = self.app.get_session(session_id)
             if session.status in (SessionStatus.PENDING, SessionStatus.RUNNING):
@@ -181,16 +105,23 @@ class TaskLoop:
 
 
 class SessionRun:
-    def __init__(self, loop: TaskLoop, session_id: UUID, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        loop: TaskLoop,
+        session_id: UUID,
+        stop: threading.Event,
+        ownership: Ownership | None,
+    ) -> None:
         self.loop = loop
         self.app = loop.app
         self.secrets = loop.secrets
         self.session_id = session_id
         self.stop = stop
+        self.ownership = ownership
         session = self.app.get_session(session_id)
         self.config = session.config
         self.limits = Limits.of(session, loop.settings)
-        self.definitions = loop.definitions_for(session.config.get("definitions"))
+        self.definitions = loop.definitions.for_module(session.config.get("definitions"))
         self.executors: dict[str, Executor] = {}
 
     def close(self) -> None:
@@ -226,23 +157,29 @@ class SessionRun:
                 f"the workflow ran longer than {self.limits.workflow_timeout_ms} ms",
                 {"limit": "workflow_timeout_ms"},
             )
+            self._check_still_ours()
             self.app.fail_session(self.session_id, error)
             return
+        self._check_still_ours()
         if session.all_steps_completed:
             self.app.complete_session(self.session_id)
             return
         index = session.current_step
         step = session.steps[index]
-        if step.status is not StepStatus.RUNNING:
+        attempt = step.attempts
+        resuming = step.status is StepStatus.RUNNING  # started before a stop or a takeover
+        if not resuming:
             if step.status is StepStatus.FAILED and not session.can_start_next_step():
                 self.app.fail_session(self.session_id, StandardError.from_dict(step.error or {}))
                 return
             if step.status is StepStatus.FAILED:
                 self._back_off(step.attempts)
-            self.app.start_step(self.session_id, index)
-        self._record(index, self._run_step(index, step.text, step.expect))
+            self._check_still_ours()
+            attempt = self.app.start_step(self.session_id, index)
+        self._record(index, StepAttempt(self, index, step, attempt, resuming).run())
 
     def _record(self, index: int, result: StepResult) -> None:
+        self._check_still_ours()
         if isinstance(result, StepDone):
             self.app.complete_step(
                 self.session_id,
@@ -263,6 +200,16 @@ class SessionRun:
         if self.stop.wait(delay_s):
             raise Interrupted
 
+    def _check_still_ours(self) -> None:
+        """Raise Interrupted (and stop) unless ownership is proven; before every write that
+        moves the session on, and before every command."""
+        if self.stop.is_set():
+            raise Interrupted
+        if self.ownership is not None and not self.ownership.still_held():
+            log.warning("Lost the session's lease; stopping", extra=on_session(self.session_id))
+            self.stop.set()
+            raise Interrupted
+
     # ---- recovery -----------------------------------------------------------------------
 
     def _recover(self) -> None:
@@ -271,6 +218,7 @@ class SessionRun:
         running = session.running_step
         if running is not None:
             for command_id in list(session.steps[running].open_commands):
+                self._check_still_ours()
                 error = StandardError.of(
                     "COMMAND_INTERRUPTED", "the runner stopped before this command's result"
                 )
@@ -296,65 +244,20 @@ class SessionRun:
                 issued[event.command_id] = event
             elif isinstance(event, WorkflowSession.CommandFinished) and event.ok:
                 command = issued.get(event.command_id)
-                if command is not None and command.executor in ("http", "shell"):
+                if command is not None and command.executor in self.loop.executor_kinds:
                     self.executor(command.executor).restore(
                         Command(command.executor, command.name, command.args), event.output
                     )
 
-    # ---- one step -----------------------------------------------------------------------
-
-    def _run_step(self, index: int, text: str, expect: str | None) -> StepResult:
-        deadline = time.monotonic() + self.limits.step_timeout_ms / 1000
-        try:
-            commands = self.definitions.match(text)
-        except DefinitionError as error:
-            return _failure("VALIDATION_FAILED", f"step {index}: {error}")
-        if commands is None:
-            return self._run_with_ai(index, text, deadline)
-        result = self._run_commands(index, commands, deadline)
-        if isinstance(result, StepFailure):
-            return result
-        done = StepDone(summary=f"{text}: ok", evidence=result)
-        if not expect:
-            return done
-        return self._check_expectation(index, text, expect, deadline, done)
-
-    def _run_commands(
-        self, index: int, commands: list[Command], deadline: float
-    ) -> list[str] | StepFailure:
-        """Run the commands in order; the evidence of each, or the first failure."""
-        evidence = []
-        for command in commands:
-            if (timeout := self.safe_point(deadline)) is not None:
-                return timeout
-            outcome = self.execute(index, command)
-            if not outcome.ok:
-                return StepFailure(outcome.error or StandardError.of("COMMAND_FAILED", "failed"))
-            evidence.append(truncated(outcome.output, 300))
-        return evidence
-
-    def _check_expectation(
-        self, index: int, text: str, expect: str, deadline: float, done: StepDone
-    ) -> StepResult:
-        try:
-            checks = self.definitions.match(expect)
-        except DefinitionError as error:
-            return _failure("VALIDATION_FAILED", f"step {index} expect: {error}")
-        if checks is None:
-            return self._run_with_ai(index, text, deadline)
-        checked = self._run_commands(index, checks, deadline)
-        if isinstance(checked, StepFailure):
-            return checked
-        return StepDone(done.summary, done.evidence + checked)
+    # ---- what steps use -----------------------------------------------------------------
 
     def safe_point(self, deadline: float) -> StepFailure | None:
         """Raise Interrupted unless the session is still ours to run; a timeout fails the step."""
-        if self.stop.is_set():
-            raise Interrupted
+        self._check_still_ours()
         if self.app.get_session(self.session_id).status is not SessionStatus.RUNNING:
             raise Interrupted
         if time.monotonic() > deadline:
-            return _failure(
+            return failure(
                 "TASK_LOOP_TIMEOUT",
                 f"the step ran longer than {self.limits.step_timeout_ms} ms",
                 limit="step_timeout_ms",
@@ -367,16 +270,31 @@ class SessionRun:
             if build is None:
                 kinds = ", ".join(sorted(self.loop.executor_kinds))
                 raise ValueError(f"no executor named {kind!r}; there are {kinds}")
-            self.executors[kind] = build(ExecutorSetup(self.session_id, self.config, self.loop))
+            setup = ExecutorSetup(self.session_id, self.config, self.loop.settings, self.secrets)
+            self.executors[kind] = build(setup)
         return self.executors[kind]
 
-    def execute(self, index: int, command: Command) -> Outcome:
-        """Issue, run and record one command. Secrets never reach the recorded args or output."""
+    def attempt_started(self, index: int, attempt: int) -> int:
+        """The version of the StepStarted event of one attempt of one step."""
+        return next(
+            e.originator_version
+            for e in reversed(self.app.history(self.session_id))
+            if isinstance(e, WorkflowSession.StepStarted)
+            and (e.step_index, e.attempt) == (index, attempt)
+        )
+
+    def events_since(self, version: int) -> list[WorkflowSession.Event]:
+        return self.app.history(self.session_id, after=version - 1)
+
+    def execute(self, index: int, command: Command, key: str | None = None) -> Outcome:
+        """Issue, run and record one command. Secrets never reach the recorded args or output.
+        `key` is the idempotency key; a new command gets its command id as its key."""
         try:
             executor = self.executor(command.executor)
         except ValueError as error:
             return Outcome.failed("UNKNOWN_EXECUTOR", str(error))
         command_id = f"s{index}-{uuid4().hex[:12]}"
+        key = key or command_id
         self.app.issue_command(
             self.session_id,
             index,
@@ -384,9 +302,10 @@ class SessionRun:
             executor=command.executor,
             name=command.name,
             args=self.secrets.redact_all(command.args),
+            idempotency_key=key,
         )
         started = time.monotonic()
-        outcome = executor.run(command)
+        outcome = executor.run(replace(command, idempotency_key=key))
         self.app.finish_command(
             self.session_id,
             index,
@@ -398,153 +317,96 @@ class SessionRun:
         )
         return outcome
 
-    # ---- the AI path --------------------------------------------------------------------
 
-    def _run_with_ai(self, index: int, text: str, deadline: float) -> StepResult:
-        ai = self.loop.ai
-        if ai is None:
-            return _failure(
-                "NO_AI_PROVIDER",
-                f"no step definition matches {text!r} and no AI provider is configured; set "
-                "STEPLINE_AI_MODEL and STEPLINE_AI_API_KEY (or STEPLINE_AI_BASE_URL for a "
-                "local OpenAI-compatible server), or write the step as a step definition",
-            )
-        return AiStep(self, ai, index, deadline).run()
+class StepAttempt:
+    """One attempt at one step: its step definition's commands, or the AI model's turns.
 
+    A definition's n-th command of an attempt always carries the same idempotency key, so a
+    step resumed after a stop or a takeover skips the commands that already succeeded and
+    re-sends the interrupted one under the key it was first sent with."""
 
-class AiStep:
-    """One step decided turn by turn by the model, within the loop's limits."""
-
-    def __init__(self, run: SessionRun, ai: AiProvider, index: int, deadline: float) -> None:
+    def __init__(
+        self, run: SessionRun, index: int, step: StepState, attempt: int, resuming: bool
+    ) -> None:
         self.run_ = run
-        self.ai = ai
         self.index = index
-        self.deadline = deadline
-        self.limits = run.limits
-        self.feedback: list[str] = []
-        self.malformed_replies = 0
-        self.consecutive_failures = 0
-        self.recent_commands: list[str] = []
-        self._attempt_started: int | None = None
+        self.step = step
+        self.attempt = attempt
+        self.deadline = time.monotonic() + run.limits.step_timeout_ms / 1000
+        self._recorded = self._finished_by_key() if resuming else {}
+        self._position = 0
 
-    def _attempt_events(self) -> list[WorkflowSession.Event]:
-        """The events of this step's current attempt. The whole history is read once, to find
-        where the attempt started; later turns read only from there."""
-        app, session_id = self.run_.app, self.run_.session_id
-        if self._attempt_started is None:
-            starts = [
-                e.originator_version
-                for e in app.history(session_id)
-                if isinstance(e, WorkflowSession.StepStarted) and e.step_index == self.index
-            ]
-            self._attempt_started = starts[-1] if starts else 1
-        return app.history(session_id, after=self._attempt_started - 1)
+    def _finished_by_key(self) -> dict[str, WorkflowSession.CommandFinished]:
+        issued: dict[str, str] = {}
+        finished = {}
+        started = self.run_.attempt_started(self.index, self.attempt)
+        for event in self.run_.events_since(started):
+            if isinstance(event, WorkflowSession.CommandIssued):
+                issued[event.command_id] = event.idempotency_key
+            elif isinstance(event, WorkflowSession.CommandFinished):
+                finished[issued[event.command_id]] = event
+        return finished
 
     def run(self) -> StepResult:
-        while True:
+        text, expect = self.step.text, self.step.expect
+        try:
+            commands = self.run_.definitions.match(text)
+        except DefinitionError as error:
+            return failure("VALIDATION_FAILED", f"step {self.index}: {error}")
+        if commands is None:
+            return self._with_ai()
+        result = self._run_commands(commands)
+        if isinstance(result, StepFailure):
+            return result
+        done = StepDone(summary=f"{text}: ok", evidence=result)
+        if not expect:
+            return done
+        return self._check_expectation(expect, done)
+
+    def _with_ai(self) -> StepResult:
+        ai = self.run_.loop.ai
+        if ai is None:
+            return failure(
+                "NO_AI_PROVIDER",
+                f"no step definition matches {self.step.text!r} and no AI provider is "
+                "configured; set STEPLINE_AI_MODEL and STEPLINE_AI_API_KEY (or "
+                "STEPLINE_AI_BASE_URL for a local OpenAI-compatible server), or write the "
+                "step as a step definition",
+            )
+        from engine.ai_step import AiStep  # noqa: PLC0415 - the AI path is optional
+
+        return AiStep(self.run_, ai, self.index, self.attempt, self.deadline).run()
+
+    def _key(self) -> str:
+        key = f"{self.run_.session_id}:s{self.index}:a{self.attempt}:c{self._position}"
+        self._position += 1
+        return key
+
+    def _run_commands(self, commands: list[Command]) -> list[str] | StepFailure:
+        """Run the commands in order; the evidence of each, or the first failure."""
+        evidence = []
+        for command in commands:
+            key = self._key()
+            recorded = self._recorded.get(key)
+            if recorded is not None and recorded.ok:
+                evidence.append(truncated(recorded.output, 300))
+                continue
             if (timeout := self.run_.safe_point(self.deadline)) is not None:
                 return timeout
-            session = self.run_.app.get_session(self.run_.session_id)
-            step = session.steps[self.index]
-            if step.turns >= self.limits.max_turns_per_step:
-                return _failure(
-                    "MAX_TURNS_EXCEEDED",
-                    f"step {self.index} used all {self.limits.max_turns_per_step} turns",
-                    limit="max_turns_per_step",
-                )
-            result = self._turn(
-                session, step.expect, last=step.turns + 1 >= self.limits.max_turns_per_step
-            )
-            if result is not None:
-                return result
+            outcome = self.run_.execute(self.index, command, key)
+            if not outcome.ok:
+                return StepFailure(outcome.error or StandardError.of("COMMAND_FAILED", "failed"))
+            evidence.append(truncated(outcome.output, 300))
+        return evidence
 
-    def _tools(self, expect: str | None, last: bool) -> list[dict[str, Any]]:
-        finishing = finishing_tools(expect)
-        if last:
-            return finishing
-        executor = self.run_.executor(str(self.run_.config.get("executor", "http")))
-        return executor.tools() + finishing
-
-    def _turn(self, session: WorkflowSession, expect: str | None, last: bool) -> StepResult | None:
-        run = self.run_
-        messages = build_messages(
-            session,
-            self.index,
-            attempt_events=self._attempt_events(),
-            feedback=self.feedback,
-            secrets=run.secrets,
-            char_budget=self.limits.context_char_budget,
-        )
+    def _check_expectation(self, expect: str, done: StepDone) -> StepResult:
         try:
-            decision = self.ai.decide(messages, self._tools(expect, last))
-        except AiProviderError as error:
-            return StepFailure(error.error)
-        run.app.record_turn(
-            run.session_id,
-            self.index,
-            reasoning=run.secrets.redact(decision.reasoning or (decision.malformed or "")),
-            model=decision.model,
-            prompt_tokens=decision.prompt_tokens,
-            completion_tokens=decision.completion_tokens,
-            latency_ms=decision.latency_ms,
-        )
-        self.feedback = []
-        used = run.app.get_session(run.session_id).tokens_used
-        if used > self.limits.token_budget:
-            return _failure(
-                "TOKEN_BUDGET_EXCEEDED",
-                f"the session used {used} tokens; its budget is {self.limits.token_budget}",
-                limit="token_budget",
-            )
-        return self._act_on(decision.call, decision.malformed, expect)
-
-    def _act_on(self, call: Any, malformed: str | None, expect: str | None) -> StepResult | None:
-        if call is None:
-            self.malformed_replies += 1
-            if self.malformed_replies > 1:
-                return _failure(
-                    "AI_PROVIDER_ERROR", f"the model replied malformed twice: {malformed}"
-                )
-            self.feedback = [
-                f"Your last reply was not usable: {malformed}. Reply with one valid tool call."
-            ]
-            return None
-        if call.name == COMPLETE_STEP:
-            if expect and call.arguments.get("expect_met") is not True:
-                self.feedback = [
-                    f"The step may complete only if this holds: {expect}. Check it with the "
-                    "tools, then call complete_step with expect_met=true, or call fail_step."
-                ]
-                return None
-            evidence = call.arguments.get("evidence") or []
-            return StepDone(str(call.arguments.get("summary", "")), [str(e) for e in evidence])
-        if call.name == FAIL_STEP:
-            return _failure("STEP_FAILED", str(call.arguments.get("reason", "the model gave up")))
-        return self._command(call)
-
-    def _command(self, call: Any) -> StepResult | None:
-        run = self.run_
-        executor = run.executor(str(run.config.get("executor", "http")))
-        command = executor.command_for_tool(call.name, call.arguments)
-        if command is None:  # the tool list came from this executor, so this is a bug guard
-            return _failure("AI_PROVIDER_ERROR", f"no command for tool {call.name}")
-        if (timeout := run.safe_point(self.deadline)) is not None:
-            return timeout
-        signature = json.dumps([command.name, command.args], sort_keys=True)
-        repeats = self.limits.max_repeated_commands
-        self.recent_commands = [*self.recent_commands, signature][-repeats:]
-        if len(self.recent_commands) == repeats and len(set(self.recent_commands)) == 1:
-            return _failure(
-                "LOOP_DETECTED",
-                f"the model issued the same command {repeats} times in a row",
-                limit="max_repeated_commands",
-            )
-        outcome = run.execute(self.index, command)
-        self.consecutive_failures = 0 if outcome.ok else self.consecutive_failures + 1
-        if self.consecutive_failures >= self.limits.max_consecutive_failures:
-            return _failure(
-                "CONSECUTIVE_FAILURES",
-                f"{self.consecutive_failures} commands failed in a row",
-                limit="max_consecutive_failures",
-            )
-        return None
+            checks = self.run_.definitions.match(expect)
+        except DefinitionError as error:
+            return failure("VALIDATION_FAILED", f"step {self.index} expect: {error}")
+        if checks is None:
+            return self._with_ai()
+        checked = self._run_commands(checks)
+        if isinstance(checked, StepFailure):
+            return checked
+        return StepDone(done.summary, done.evidence + checked)

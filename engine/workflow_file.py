@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from domain.errors import InvalidWorkflow
 from domain.session import MAX_STEP_TEXT, MAX_STEPS, StepSpec
+from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
 
 
 class StepEntry(BaseModel):
@@ -40,7 +41,7 @@ class WorkflowFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    executor: Literal["http", "shell"] = "http"
+    executor: ExecutorName = DEFAULT_EXECUTOR
     base_url: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     definitions: str | None = Field(

@@ -14,6 +14,8 @@ class Command:
     executor: str
     name: str
     args: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    """Sent with side effects that support it (HTTP's `Idempotency-Key`); set by the task loop."""
 
 
 @dataclass(frozen=True)

@@ -92,11 +92,18 @@ class HttpExecutor:
         if handler is None:
             return Outcome.failed("UNKNOWN_COMMAND", f"the http executor has no {command.name}")
         try:
-            return handler(**self._substitute(command.args))
+            return handler(**self._arguments(command))
         except MissingSecret as error:
             return Outcome.failed("SECRET_MISSING", str(error.args[0]))
         except TypeError as error:
             return Outcome.failed("INVALID_COMMAND", f"bad arguments for {command.name}: {error}")
+
+    def _arguments(self, command: Command) -> dict[str, Any]:
+        args: dict[str, Any] = self._substitute(command.args)
+        if command.name == "request" and command.idempotency_key:
+            headers = {"Idempotency-Key": command.idempotency_key, **(args.get("headers") or {})}
+            args = {**args, "headers": headers}
+        return args
 
     def _request(
         self,

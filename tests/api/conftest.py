@@ -44,7 +44,7 @@ def start_api(fresh_database_url: str, tmp_path: Path) -> Iterator[ApiFactory]:
     """Start the API with settings overridden; stopped at the end of the test."""
     stack: list[Any] = []
 
-    def start(keys: bool = True, **overrides: Any) -> Api:
+    def start(keys: bool = True, workers: int | None = None, **overrides: Any) -> Api:
         api_keys = {
             name: ApiKey(tenant=tenant, sha256=digest(key)) for name, (tenant, key) in KEYS.items()
         }
@@ -55,7 +55,7 @@ def start_api(fresh_database_url: str, tmp_path: Path) -> Iterator[ApiFactory]:
             sse_heartbeat_s=0.5,
             **overrides,
         )
-        app = create_app(settings)
+        app = create_app(settings, workers=workers)
         context = serving_in_background(app)
         base_url = context.__enter__()
         stack.append(context)

@@ -71,9 +71,12 @@ def test_health_and_metrics(api: Api) -> None:
     assert health.status_code == 200
     body = health.json()
     lag = body.pop("projection_lag")
-    assert body == {"status": "ok", "database": True, "runner": True, "projections_live": True}
+    (worker,) = body.pop("workers")
+    assert body == {"status": "ok", "database": True, "worker": True, "projections_live": True}
     assert isinstance(lag, int)
     assert lag >= 0
+    assert worker["role"] == "serve"
+    assert worker["sessions"] == 0  # the one session ended and handed its lease back
     for name in (
         'stepline_sessions{status="completed"} 1',
         'stepline_steps{status="completed"} 1',
@@ -82,16 +85,20 @@ def test_health_and_metrics(api: Api) -> None:
         'stepline_projection_lag_events{view="audit_log"}',
         'stepline_http_requests_total{method="POST",route="/v1/sessions",status="201"} 1',
         "stepline_http_request_duration_seconds_bucket",
+        "stepline_leases_held 0",
+        "stepline_sessions_claimed_total 1",
+        "stepline_takeovers_total 0",
     ):
         assert name in metrics, name
 
 
-def test_health_is_503_when_the_runner_is_gone(api: Api) -> None:
-    api.services.runner.stop()
+def test_health_is_503_when_the_worker_is_gone(api: Api) -> None:
+    assert api.services.worker is not None
+    api.services.worker.stop()
     with api.client() as alice:
         response = alice.get("/health")
     assert response.status_code == 503
-    assert response.json()["runner"] is False
+    assert response.json()["worker"] is False
 
 
 def _free_port() -> int:

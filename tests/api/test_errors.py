@@ -113,8 +113,8 @@ def test_the_x_api_key_header_works_too(api: Api) -> None:
         assert eve.get("/v1/sessions").status_code == 200
 
 
-def test_the_concurrent_session_limit_answers_429_with_retry_after(start_api: ApiFactory) -> None:
-    api = start_api(max_concurrent_sessions=2)
+def test_the_active_session_limit_answers_429_with_retry_after(start_api: ApiFactory) -> None:
+    api = start_api(max_active_sessions=2)
     with api.client() as alice:
         create(alice, shell_workflow("sleep 2"))
         create(alice, shell_workflow("sleep 2"))
@@ -123,6 +123,21 @@ def test_the_concurrent_session_limit_answers_429_with_retry_after(start_api: Ap
         assert refused.headers["retry-after"] == "5"
         assert problem["details"]["limit"] == 2
         assert session_count(alice) == 2
+
+
+def test_the_creation_rate_is_shared_by_every_api_process(start_api: ApiFactory) -> None:
+    first = start_api(create_rate_per_minute=2, workers=0)
+    second = start_api(create_rate_per_minute=2, workers=0)
+    with first.client() as via_first, second.client() as via_second:
+        create(via_first, shell_workflow("true"))
+        create(via_second, shell_workflow("true"))
+        assert_problem(
+            via_first.post("/v1/sessions", json=shell_workflow("true")), 429, "RATE_LIMITED"
+        )
+        assert_problem(
+            via_second.post("/v1/sessions", json=shell_workflow("true")), 429, "RATE_LIMITED"
+        )
+        assert session_count(via_first) == 2
 
 
 def test_the_creation_rate_per_tenant_answers_429_with_retry_after(start_api: ApiFactory) -> None:

@@ -15,16 +15,17 @@ from domain.session import StepSpec, WorkflowSession
 from engine.ai import AiProvider
 from engine.app import Stepline
 from engine.definitions import builtin
+from engine.limits import session_config
 from engine.secrets import Secrets
 from engine.settings import Settings
-from engine.task_loop import TaskLoop, session_config
+from engine.task_loop import TaskLoop
 from tests.scripted_model import ScriptedModel
 
 PASSWORD = "s3cret-Pa55-word"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def _example_target() -> Any:
+def example_target() -> Any:
     spec = importlib.util.spec_from_file_location("example_target", EXAMPLES / "target_app.py")
     assert spec is not None
     assert spec.loader is not None
@@ -36,7 +37,7 @@ def _example_target() -> Any:
 @pytest.fixture
 def target() -> Iterator[str]:
     """The example web app (login + todos) on loopback; yields its base URL."""
-    with _example_target().serving(password=PASSWORD) as base_url:
+    with example_target().serving(password=PASSWORD) as base_url:
         yield base_url
 
 

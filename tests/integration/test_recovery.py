@@ -1,4 +1,4 @@
-"""Recovery: a new runner carries on from the events a stopped or crashed one left."""
+"""Recovery: a worker carries on from the events a stopped or crashed owner left."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import httpx
 import pytest
 from psycopg_pool import ConnectionPool
 
-from domain.session import SessionStatus
+from domain.session import SessionStatus, WorkflowSession
 from engine.app import Stepline
+from engine.leases import Leases
 from engine.projector import Projector
-from engine.runner import SessionRunner
+from engine.sweep import SWEEP_LOCK, sweep
+from engine.task_loop import TaskLoop
+from engine.worker import SessionWorker
 from tests.integration.conftest import (
     PASSWORD,
     LoopFactory,
@@ -29,7 +32,7 @@ ADD_TODO = 'POST /todos with {"title": "only once"}'
 
 @pytest.fixture
 def app(fresh_app: Stepline) -> Stepline:
-    """A database of its own: runners here resume every runnable session they find."""
+    """A database of its own: workers here claim every runnable session they find."""
     return fresh_app
 
 
@@ -41,6 +44,41 @@ def projector(app: Stepline, fresh_database_url: str) -> Iterator[Projector]:
         yield runner
 
 
+@pytest.fixture
+def leases(projector: Projector) -> Leases:
+    store = Leases(projector.pool, lease_s=1.5)
+    store.prepare()
+    return store
+
+
+@pytest.fixture
+def workers(leases: Leases) -> Iterator[list[SessionWorker]]:
+    started: list[SessionWorker] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+def start_worker(
+    workers: list[SessionWorker], loop: TaskLoop, leases: Leases, concurrency: int = 2
+) -> SessionWorker:
+    worker = SessionWorker(loop, leases, concurrency=concurrency, poll_s=0.1)
+    worker.start()
+    workers.append(worker)
+    return worker
+
+
+def wait_for(app: Stepline, session_id: UUID, *statuses: SessionStatus) -> WorkflowSession:
+    """Poll the write model (a test-side wait; the worker's threads do the driving)."""
+    deadline = threading.Event()
+    for _ in range(300):
+        session = app.get_session(session_id)
+        if session.status in statuses:
+            return session
+        deadline.wait(0.1)
+    raise AssertionError(f"session stayed {app.get_session(session_id).status}")
+
+
 def todo_count(target: str) -> int:
     with httpx.Client(base_url=target) as client:
         client.post("/login", json={"user": "demo", "password": PASSWORD})
@@ -50,45 +88,46 @@ def todo_count(target: str) -> int:
 
 def starts_of(app: Stepline, session_id: UUID) -> list[int]:
     return [
-        e.step_index  # type: ignore[attr-defined]
-        for e in app.history(session_id)
-        if type(e).__name__ == "StepStarted"
+        e.step_index for e in app.history(session_id) if isinstance(e, WorkflowSession.StepStarted)
     ]
 
 
 def test_a_command_left_without_a_result_is_marked_interrupted_and_decided_again(
-    make_loop: LoopFactory, target: str, app: Stepline, projector: Projector
+    make_loop: LoopFactory,
+    target: str,
+    app: Stepline,
+    projector: Projector,
+    leases: Leases,
+    workers: list[SessionWorker],
 ) -> None:
     loop = make_loop(ai=False)
     session_id = start_session(loop, [LOGIN, "GET /todos", "expect json count == 0"], target)
-    # What a runner that died mid-command leaves: the command issued, no result recorded.
+    # What an owner that died mid-command leaves: the command issued, no result recorded.
     app.start_step(session_id, 0)
     app.issue_command(
         session_id, 0, command_id="lost-1", executor="http", name="request", args={"url": "/"}
     )
+    projector.catch_up()
 
-    runner = SessionRunner(loop, max_sessions=2)
-    assert runner.resume_runnable(projector) == [session_id]
-    running = runner.submit(session_id)
-    assert running is not None
-    running.result(timeout=30)
-    runner.stop()
+    start_worker(workers, loop, leases)
+    session = wait_for(app, session_id, SessionStatus.COMPLETED)
 
-    session = app.get_session(session_id)
-    assert session.status is SessionStatus.COMPLETED
     finished = [e for e in app.history(session_id) if type(e).__name__ == "CommandFinished"]
     interrupted = finished[0]
     assert (interrupted.command_id, interrupted.ok) == ("lost-1", False)  # type: ignore[attr-defined]
     assert interrupted.error["code"] == "COMMAND_INTERRUPTED"  # type: ignore[attr-defined]
     assert starts_of(app, session_id) == [0, 1, 2]
+    assert session.status is SessionStatus.COMPLETED
 
 
-def test_a_runner_stopped_mid_step_is_continued_by_a_new_one(
+def test_a_worker_stopped_mid_step_hands_its_session_to_another_at_once(
     make_loop: LoopFactory,
     target: str,
     model: ScriptedModel,
     app: Stepline,
     projector: Projector,
+    leases: Leases,
+    workers: list[SessionWorker],
 ) -> None:
     in_step, carry_on = threading.Event(), threading.Event()
 
@@ -101,47 +140,183 @@ def test_a_runner_stopped_mid_step_is_continued_by_a_new_one(
     model.calls("complete_step", summary="the todo is listed")
     loop = make_loop()
     session_id = start_session(loop, [LOGIN, ADD_TODO, "Check the todo is listed"], target)
+    projector.catch_up()
 
-    first = SessionRunner(loop, max_sessions=1)
-    stopped = first.submit(session_id)
-    assert stopped is not None
+    first = start_worker(workers, loop, leases)
     assert in_step.wait(timeout=30)  # the model is deciding the second turn of step 2
     first.stop(wait=False)
     carry_on.set()
-    assert stopped.result(timeout=30) is SessionStatus.RUNNING
+    second = start_worker(workers, make_loop(), leases)
+    second.wake()
+    wait_for(app, session_id, SessionStatus.COMPLETED)
 
-    second = SessionRunner(make_loop(), max_sessions=1)
-    assert second.resume_runnable(projector) == [session_id]
-    resumed = second.submit(session_id)
-    assert resumed is not None
-    resumed.result(timeout=30)
-    second.stop()
-
-    session = app.get_session(session_id)
-    assert session.status is SessionStatus.COMPLETED
+    assert second.metrics.claimed == 1
+    assert second.metrics.takeovers == 0  # handed back, not left to expire
     assert starts_of(app, session_id) == [0, 1, 2]  # no step ran twice
     assert todo_count(target) == 1
     assert event_types(app, session_id).count("TurnRecorded") == 3
+    assert "COMMAND_INTERRUPTED" not in str(app.history(session_id))
     assert len(model.requests) == 3
 
 
+def test_a_dead_owners_lease_expires_and_the_session_is_taken_over(
+    make_loop: LoopFactory, target: str, app: Stepline, projector: Projector, leases: Leases
+) -> None:
+    loop = make_loop(ai=False)
+    session_id = start_session(loop, ["GET /login"], target)
+    projector.catch_up()
+    (first,) = leases.claim("dead-worker", 5)  # claims, then never renews: it "died"
+    assert leases.claim("another", 5) == []  # held: nobody else may have it
+
+    threading.Event().wait(1.6)  # past the 1.5 s lease
+    (second,) = leases.claim("another", 5)
+
+    assert second.session_id == first.session_id == session_id
+    assert second.token == first.token + 1
+    assert second.taken_over_from == "dead-worker"
+    assert not leases.holds(session_id, "dead-worker", first.token)
+    assert leases.holds(session_id, "another", second.token)
+
+
+def test_claims_from_racing_workers_never_overlap(
+    make_loop: LoopFactory, target: str, app: Stepline, projector: Projector, leases: Leases
+) -> None:
+    loop = make_loop(ai=False)
+    created = {start_session(loop, ["GET /login"], target) for _ in range(40)}
+    projector.catch_up()
+    barrier = threading.Barrier(4)
+    claimed: dict[str, list[UUID]] = {}
+
+    def claim(owner: str) -> None:
+        barrier.wait()
+        mine: list[UUID] = []
+        while batch := leases.claim(owner, 3):
+            mine += [c.session_id for c in batch]
+        claimed[owner] = mine
+
+    threads = [threading.Thread(target=claim, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    every_claim = [session_id for mine in claimed.values() for session_id in mine]
+    assert sorted(every_claim) == sorted(created)  # each exactly once, none left over
+    assert sum(1 for mine in claimed.values() if mine) > 1  # the race was real
+
+
+def test_a_worker_whose_lease_was_stolen_stops_before_its_next_command(
+    make_loop: LoopFactory,
+    target: str,
+    model: ScriptedModel,
+    app: Stepline,
+    projector: Projector,
+    leases: Leases,
+    workers: list[SessionWorker],
+) -> None:
+    in_turn, carry_on = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        in_turn.set()
+        carry_on.wait(timeout=30)
+
+    model.calls("http_request", method="GET", url="/login", before=hold)
+    loop = make_loop()
+    session_id = start_session(loop, ["Look at the login page"], target)
+    projector.catch_up()
+    worker = start_worker(workers, loop, leases)
+    assert in_turn.wait(timeout=30)
+
+    with projector.pool.connection() as conn:  # the lease "expires" under the worker
+        conn.execute("UPDATE session_leases SET lease_until = now() - interval '1 second'")
+    (thief,) = leases.claim("thief", 1)
+    carry_on.set()
+    for _ in range(100):
+        if worker.metrics.lost:
+            break
+        threading.Event().wait(0.05)
+
+    assert thief.session_id == session_id
+    assert worker.metrics.lost == 1
+    assert worker.held_sessions() == []
+    assert "CommandIssued" not in event_types(app, session_id)  # the command never started
+    assert leases.holds(session_id, "thief", thief.token)  # and the thief's lease stands
+
+
+def test_a_paused_session_is_handed_back_and_claimed_again_only_after_resume(
+    make_loop: LoopFactory,
+    target: str,
+    model: ScriptedModel,
+    app: Stepline,
+    projector: Projector,
+    leases: Leases,
+    workers: list[SessionWorker],
+) -> None:
+    def pause() -> None:
+        app.pause(session_id, reason="lunch", actor="bob")
+
+    model.calls("http_request", method="GET", url="/login", before=pause)
+    model.calls("complete_step", summary="seen")
+    loop = make_loop()
+    session_id = start_session(loop, ["Look at the login page"], target)
+    projector.catch_up()
+    worker = start_worker(workers, loop, leases)
+    wait_for(app, session_id, SessionStatus.PAUSED)
+    for _ in range(100):
+        if not worker.held_sessions():
+            break
+        threading.Event().wait(0.05)
+    projector.catch_up()
+
+    assert worker.held_sessions() == []
+    assert leases.claim("other", 5) == []  # paused: nobody claims it, however often asked
+    app.resume(session_id, actor="bob")
+    projector.catch_up()
+    worker.wake()
+    assert wait_for(app, session_id, SessionStatus.COMPLETED).status is SessionStatus.COMPLETED
+
+
+def test_claims_keep_each_tenant_under_its_running_limit(
+    make_loop: LoopFactory, target: str, app: Stepline, projector: Projector, leases: Leases
+) -> None:
+    loop = make_loop(ai=False)
+    for _ in range(5):
+        start_session(loop, ["GET /login"], target)  # tenant acme
+    projector.catch_up()
+
+    first = leases.claim("w1", 10, tenant_limit=2)
+    second = leases.claim("w2", 10, tenant_limit=2)
+
+    assert len(first) == 2
+    assert second == []
+
+
 def test_sessions_past_their_ttl_expire_and_ended_ones_stay(
-    make_loop: LoopFactory, target: str, app: Stepline, projector: Projector
+    make_loop: LoopFactory, target: str, app: Stepline, projector: Projector, leases: Leases
 ) -> None:
     loop = make_loop(ai=False)
     waiting = start_session(loop, ["GET /login"], target)
     app.pause(waiting, reason="lunch", actor="bob")
     finished = start_session(loop, ["GET /login"], target)
     drive(loop, finished)
-    runner = SessionRunner(loop, max_sessions=1)
 
-    assert runner.expire_overdue(projector, ttl_ms=3_600_000) == []  # nothing is an hour old
+    assert sweep(app, projector, leases, ttl_ms=3_600_000) == []  # nothing is an hour old
     threading.Event().wait(0.01)
-    assert runner.expire_overdue(projector, ttl_ms=1) == [waiting]
-    runner.stop()
+    assert sweep(app, projector, leases, ttl_ms=1) == [waiting]
 
     expired = app.get_session(waiting)
     assert expired.status is SessionStatus.EXPIRED
     assert expired.error is not None
     assert expired.error["code"] == "SESSION_EXPIRED"
     assert app.get_session(finished).status is SessionStatus.COMPLETED
+
+
+def test_only_one_process_sweeps_at_a_time(
+    make_loop: LoopFactory, target: str, app: Stepline, projector: Projector, leases: Leases
+) -> None:
+    waiting = start_session(make_loop(ai=False), ["GET /login"], target)
+    app.pause(waiting, actor="bob")
+    with projector.pool.connection() as other, other.transaction():
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (SWEEP_LOCK,))  # another sweeper
+        assert sweep(app, projector, leases, ttl_ms=1) is None
+    assert sweep(app, projector, leases, ttl_ms=1) == [waiting]

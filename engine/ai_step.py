@@ -1,0 +1,147 @@
+"""The AI path: one step decided turn by turn by the model, within the loop's limits."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from domain.session import WorkflowSession
+from engine.ai import COMPLETE_STEP, FAIL_STEP, AiProvider, AiProviderError, finishing_tools
+from engine.context import build_messages
+from engine.executors.kinds import DEFAULT_EXECUTOR
+from engine.task_loop import SessionRun, StepDone, StepFailure, StepResult, failure
+
+
+class AiStep:
+    """One step decided turn by turn by the model, within the loop's limits."""
+
+    def __init__(
+        self, run: SessionRun, ai: AiProvider, index: int, attempt: int, deadline: float
+    ) -> None:
+        self.run_ = run
+        self.ai = ai
+        self.index = index
+        self.attempt = attempt
+        self.deadline = deadline
+        self.limits = run.limits
+        self.feedback: list[str] = []
+        self.malformed_replies = 0
+        self.consecutive_failures = 0
+        self.recent_commands: list[str] = []
+        self._attempt_started: int | None = None
+
+    def _attempt_events(self) -> list[WorkflowSession.Event]:
+        """The events of this step's attempt. The whole history is read once, to find where
+        the attempt started; later turns read only from there."""
+        if self._attempt_started is None:
+            self._attempt_started = self.run_.attempt_started(self.index, self.attempt)
+        return self.run_.events_since(self._attempt_started)
+
+    def run(self) -> StepResult:
+        while True:
+            if (timeout := self.run_.safe_point(self.deadline)) is not None:
+                return timeout
+            session = self.run_.app.get_session(self.run_.session_id)
+            step = session.steps[self.index]
+            if step.turns >= self.limits.max_turns_per_step:
+                return failure(
+                    "MAX_TURNS_EXCEEDED",
+                    f"step {self.index} used all {self.limits.max_turns_per_step} turns",
+                    limit="max_turns_per_step",
+                )
+            result = self._turn(
+                session, step.expect, last=step.turns + 1 >= self.limits.max_turns_per_step
+            )
+            if result is not None:
+                return result
+
+    def _tools(self, expect: str | None, last: bool) -> list[dict[str, Any]]:
+        finishing = finishing_tools(expect)
+        if last:
+            return finishing
+        executor = self.run_.executor(str(self.run_.config.get("executor", DEFAULT_EXECUTOR)))
+        return executor.tools() + finishing
+
+    def _turn(self, session: WorkflowSession, expect: str | None, last: bool) -> StepResult | None:
+        run = self.run_
+        messages = build_messages(
+            session,
+            self.index,
+            attempt_events=self._attempt_events(),
+            feedback=self.feedback,
+            secrets=run.secrets,
+            char_budget=self.limits.context_char_budget,
+        )
+        try:
+            decision = self.ai.decide(messages, self._tools(expect, last))
+        except AiProviderError as error:
+            return StepFailure(error.error)
+        run.app.record_turn(
+            run.session_id,
+            self.index,
+            reasoning=run.secrets.redact(decision.reasoning or (decision.malformed or "")),
+            model=decision.model,
+            prompt_tokens=decision.prompt_tokens,
+            completion_tokens=decision.completion_tokens,
+            latency_ms=decision.latency_ms,
+        )
+        self.feedback = []
+        used = run.app.get_session(run.session_id).tokens_used
+        if used > self.limits.token_budget:
+            return failure(
+                "TOKEN_BUDGET_EXCEEDED",
+                f"the session used {used} tokens; its budget is {self.limits.token_budget}",
+                limit="token_budget",
+            )
+        return self._act_on(decision.call, decision.malformed, expect)
+
+    def _act_on(self, call: Any, malformed: str | None, expect: str | None) -> StepResult | None:
+        if call is None:
+            self.malformed_replies += 1
+            if self.malformed_replies > 1:
+                return failure(
+                    "AI_PROVIDER_ERROR", f"the model replied malformed twice: {malformed}"
+                )
+            self.feedback = [
+                f"Your last reply was not usable: {malformed}. Reply with one valid tool call."
+            ]
+            return None
+        if call.name == COMPLETE_STEP:
+            if expect and call.arguments.get("expect_met") is not True:
+                self.feedback = [
+                    f"The step may complete only if this holds: {expect}. Check it with the "
+                    "tools, then call complete_step with expect_met=true, or call fail_step."
+                ]
+                return None
+            evidence = call.arguments.get("evidence") or []
+            return StepDone(str(call.arguments.get("summary", "")), [str(e) for e in evidence])
+        if call.name == FAIL_STEP:
+            return failure("STEP_FAILED", str(call.arguments.get("reason", "the model gave up")))
+        return self._command(call)
+
+    def _command(self, call: Any) -> StepResult | None:
+        run = self.run_
+        executor = run.executor(str(run.config.get("executor", DEFAULT_EXECUTOR)))
+        command = executor.command_for_tool(call.name, call.arguments)
+        if command is None:  # the tool list came from this executor, so this is a bug guard
+            return failure("AI_PROVIDER_ERROR", f"no command for tool {call.name}")
+        if (timeout := run.safe_point(self.deadline)) is not None:
+            return timeout
+        signature = json.dumps([command.name, command.args], sort_keys=True)
+        repeats = self.limits.max_repeated_commands
+        self.recent_commands = [*self.recent_commands, signature][-repeats:]
+        if len(self.recent_commands) == repeats and len(set(self.recent_commands)) == 1:
+            return failure(
+                "LOOP_DETECTED",
+                f"the model issued the same command {repeats} times in a row",
+                limit="max_repeated_commands",
+            )
+        outcome = run.execute(self.index, command)
+        self.consecutive_failures = 0 if outcome.ok else self.consecutive_failures + 1
+        if self.consecutive_failures >= self.limits.max_consecutive_failures:
+            return failure(
+                "CONSECUTIVE_FAILURES",
+                f"{self.consecutive_failures} commands failed in a row",
+                limit="max_consecutive_failures",
+            )
+        return None

@@ -1,0 +1,79 @@
+"""One LISTEN connection per process that wakes whoever must react to the database.
+
+The event store NOTIFYs when events are appended and workers NOTIFY when they hand a lease
+back. Subscribers (the projector catching up, the worker claiming) are called in the
+follower's thread on every notification, and at least every `idle_check_s` as a fallback for a
+lost notification or a reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+import psycopg
+from eventsourcing.persistence import PersistenceError
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from engine.logs import LOGGER_NAME
+
+log = logging.getLogger(LOGGER_NAME)
+
+
+class LogFollower:
+    def __init__(
+        self, pool: ConnectionPool, channels: Sequence[str], idle_check_s: float = 1.0
+    ) -> None:
+        self.pool = pool
+        self.channels = list(channels)
+        self.idle_check_s = idle_check_s
+        self._subscribers: list[Callable[[], None]] = []
+        self._thread: threading.Thread | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call `callback` on every wake, in subscription order. Subscribe before `start`."""
+        self._subscribers.append(callback)
+
+    def start(self) -> Callable[[], None]:
+        """Follow in a background thread; returns the function that stops it."""
+        stop = threading.Event()
+        thread = threading.Thread(target=self._run, args=(stop,), name="follower", daemon=True)
+        thread.start()
+        self._thread = thread
+
+        def stop_following() -> None:
+            stop.set()
+            thread.join(timeout=10)
+
+        return stop_following
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self._listen(stop)
+            except (psycopg.Error, PersistenceError):
+                log.warning("Lost the database connection while following; reconnecting")
+                stop.wait(self.idle_check_s)
+
+    def _listen(self, stop: threading.Event) -> None:
+        with self.pool.connection() as conn:
+            for channel in self.channels:
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            try:
+                while not stop.is_set():
+                    self._wake_all()
+                    for _ in conn.notifies(timeout=self.idle_check_s, stop_after=1):
+                        pass
+            finally:
+                if not (conn.closed or conn.broken):
+                    conn.execute("UNLISTEN *")
+
+    def _wake_all(self) -> None:
+        for callback in self._subscribers:
+            callback()

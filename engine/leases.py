@@ -1,0 +1,308 @@
+"""Session ownership across processes: lease rows in the event store's database.
+
+A session is driven only by the worker holding its lease. Workers claim runnable sessions
+(pending or running in the session index) with `FOR UPDATE SKIP LOCKED`, so no two claim the
+same one; each new acquisition raises the session's fencing token. The owner renews its leases
+by heartbeat and proves ownership before each command; a lease that is not renewed expires and
+another worker takes the session over. Time is always the database's clock, never a worker's.
+
+A lease released because the session needs no driving (paused, ended) remembers the session's
+version: the session is claimable again only once the index shows a later status change
+(a resume), so a worker never spins on a session the index has not caught up with yet.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from psycopg import Connection
+from psycopg.rows import class_row
+from psycopg_pool import ConnectionPool
+
+RELEASED_CHANNEL = "stepline_lease_released"
+"""NOTIFY channel: a lease was handed back and its session wants an owner now."""
+
+_PREPARE_LOCK = 0x5714F
+_CLAIM_LOCK = 0x57150
+"""Claims take this lock only when a per-tenant running limit applies, so counts cannot race."""
+
+DDL = (
+    """
+    CREATE TABLE IF NOT EXISTS session_leases (
+        session_id uuid PRIMARY KEY,
+        tenant text NOT NULL,
+        owner text,
+        fencing_token bigint NOT NULL DEFAULT 0,
+        lease_until timestamptz NOT NULL DEFAULT '-infinity',
+        acquired_at timestamptz,
+        renewed_at timestamptz,
+        settled_version integer
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS session_leases_by_owner ON session_leases (owner)",
+    """
+    CREATE TABLE IF NOT EXISTS stepline_workers (
+        worker_id text PRIMARY KEY,
+        role text NOT NULL,
+        host text NOT NULL,
+        pid integer NOT NULL,
+        concurrency integer NOT NULL,
+        started_at timestamptz NOT NULL,
+        seen_at timestamptz NOT NULL,
+        takeovers bigint NOT NULL DEFAULT 0
+    )
+    """,
+)
+
+_CANDIDATES = """
+SELECT si.session_id, si.tenant, l.owner AS previous_owner
+FROM session_index si LEFT JOIN session_leases l USING (session_id)
+WHERE si.status IN ('pending', 'running')
+  AND (l.session_id IS NULL
+       OR (l.lease_until < now()
+           AND (l.settled_version IS NULL OR si.version > l.settled_version)))
+ORDER BY si.created_at
+LIMIT %s
+FOR UPDATE OF si SKIP LOCKED
+"""
+
+_ACQUIRE = """
+INSERT INTO session_leases AS l
+    (session_id, tenant, owner, fencing_token, lease_until, acquired_at, renewed_at)
+VALUES (%(session_id)s, %(tenant)s, %(owner)s, 1, now() + %(lease)s, now(), now())
+ON CONFLICT (session_id) DO UPDATE SET
+    owner = EXCLUDED.owner,
+    fencing_token = l.fencing_token + 1,
+    lease_until = EXCLUDED.lease_until,
+    acquired_at = now(),
+    renewed_at = now(),
+    settled_version = NULL
+WHERE l.lease_until < now()
+RETURNING fencing_token
+"""
+
+
+def new_worker_id(role: str) -> str:
+    """host:pid:role:random — unique per process start, readable in `stepline workers`."""
+    return f"{socket.gethostname()}:{os.getpid()}:{role}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    session_id: UUID
+    tenant: str
+    token: int
+    taken_over_from: str | None
+    """The worker whose lease had expired, if the session was taken from one."""
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    worker_id: str
+    role: str
+    host: str
+    pid: int
+    concurrency: int
+    started_at: datetime
+    seen_at: datetime
+    takeovers: int
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    session_id: UUID
+    tenant: str
+    owner: str
+    fencing_token: int
+    acquired_at: datetime
+    renewed_at: datetime
+    lease_until: datetime
+    age_s: float
+
+
+class Leases:
+    """The SQL of session ownership. Every method is one short transaction."""
+
+    def __init__(self, pool: ConnectionPool, lease_s: float) -> None:
+        self.pool = pool
+        self.lease_s = lease_s
+
+    @property
+    def _interval(self) -> timedelta:
+        return timedelta(seconds=self.lease_s)
+
+    def prepare(self) -> None:
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PREPARE_LOCK,))
+            for statement in DDL:
+                conn.execute(statement)
+
+    # ---- claiming -----------------------------------------------------------------------
+
+    def claim(self, owner: str, count: int, tenant_limit: int | None = None) -> list[Claim]:
+        """Take up to `count` runnable sessions that nobody owns, oldest first."""
+        if count <= 0:
+            return []
+        with self.pool.connection() as conn, conn.transaction():
+            if tenant_limit is not None:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
+            fetch = count if tenant_limit is None else count * 4
+            candidates = conn.execute(_CANDIDATES, (fetch,)).fetchall()
+            if tenant_limit is not None:
+                candidates = _within_tenant_limit(conn, candidates, tenant_limit)
+            claims = []
+            for session_id, tenant, previous_owner in candidates[:count]:
+                token = self._acquire(conn, session_id, tenant, owner)
+                if token is not None:
+                    claims.append(Claim(session_id, tenant, token, previous_owner))
+            takeovers = sum(1 for c in claims if c.taken_over_from is not None)
+            if takeovers:
+                conn.execute(
+                    "UPDATE stepline_workers SET takeovers = takeovers + %s WHERE worker_id = %s",
+                    (takeovers, owner),
+                )
+            return claims
+
+    def acquire(self, session_id: UUID, tenant: str, owner: str) -> int | None:
+        """Take one session's lease (e.g. before the session is even saved); its fencing
+        token, or None if another worker holds it."""
+        with self.pool.connection() as conn, conn.transaction():
+            return self._acquire(conn, session_id, tenant, owner)
+
+    def _acquire(
+        self, conn: Connection[Any], session_id: UUID, tenant: str, owner: str
+    ) -> int | None:
+        params = {"session_id": session_id, "tenant": tenant, "owner": owner}
+        row = conn.execute(_ACQUIRE, {**params, "lease": self._interval}).fetchone()
+        return None if row is None else int(row[0])
+
+    # ---- holding ------------------------------------------------------------------------
+
+    def renew(self, owner: str, held: dict[UUID, int]) -> set[UUID]:
+        """Extend every lease still ours (same owner and fencing token); returns those."""
+        if not held:
+            return set()
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "UPDATE session_leases SET lease_until = now() + %s, renewed_at = now() "
+                "WHERE owner = %s AND session_id = ANY(%s) RETURNING session_id, fencing_token",
+                (self._interval, owner, list(held)),
+            ).fetchall()
+        return {session_id for session_id, token in rows if held.get(session_id) == token}
+
+    def holds(self, session_id: UUID, owner: str, token: int) -> bool:
+        """Whether the lease is still ours and unexpired: checked before each command."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT lease_until > now() FROM session_leases "
+                "WHERE session_id = %s AND owner = %s AND fencing_token = %s",
+                (session_id, owner, token),
+            ).fetchone()
+        return bool(row and row[0])
+
+    def release(
+        self, session_id: UUID, owner: str, token: int, settled_version: int | None
+    ) -> None:
+        """Hand the lease back. Unsettled (the session still wants driving): other workers are
+        told at once. Settled: claimable again only after a later status change."""
+        with self.pool.connection() as conn, conn.transaction():
+            released = conn.execute(
+                "UPDATE session_leases SET owner = NULL, lease_until = '-infinity', "
+                "settled_version = %s "
+                "WHERE session_id = %s AND owner = %s AND fencing_token = %s",
+                (settled_version, session_id, owner, token),
+            ).rowcount
+            if released and settled_version is None:
+                conn.execute(f"NOTIFY {RELEASED_CHANNEL}")
+
+    def forget(self, session_id: UUID, owner: str, token: int) -> None:
+        """Drop a lease taken for a session that was never saved."""
+        with self.pool.connection() as conn:
+            conn.execute(
+                "DELETE FROM session_leases "
+                "WHERE session_id = %s AND owner = %s AND fencing_token = %s",
+                (session_id, owner, token),
+            )
+
+    # ---- workers ------------------------------------------------------------------------
+
+    def register(self, worker_id: str, role: str, concurrency: int) -> None:
+        host, pid = socket.gethostname(), os.getpid()
+        with self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO stepline_workers "
+                "(worker_id, role, host, pid, concurrency, started_at, seen_at) "
+                "VALUES (%s, %s, %s, %s, %s, now(), now()) "
+                "ON CONFLICT (worker_id) DO UPDATE SET seen_at = now()",
+                (worker_id, role, host, pid, concurrency),
+            )
+
+    def seen(self, worker_id: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(
+                "UPDATE stepline_workers SET seen_at = now() WHERE worker_id = %s", (worker_id,)
+            )
+
+    def unregister(self, worker_id: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("DELETE FROM stepline_workers WHERE worker_id = %s", (worker_id,))
+
+    def live_workers(self) -> list[WorkerRow]:
+        """Workers seen within three lease periods."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=class_row(WorkerRow)) as cur:
+            return cur.execute(
+                "SELECT worker_id, role, host, pid, concurrency, started_at, seen_at, takeovers "
+                "FROM stepline_workers WHERE seen_at > now() - %s ORDER BY started_at",
+                (3 * self._interval,),
+            ).fetchall()
+
+    def held(self, owner: str | None = None) -> list[LeaseRow]:
+        """Unexpired leases (of one worker, or of all), with their ages."""
+        query = (
+            "SELECT session_id, tenant, owner, fencing_token, acquired_at, renewed_at, "
+            "lease_until, extract(epoch FROM now() - acquired_at)::float AS age_s "
+            "FROM session_leases WHERE lease_until > now()"
+        )
+        params: Sequence[Any] = ()
+        if owner is not None:
+            query += " AND owner = %s"
+            params = (owner,)
+        with self.pool.connection() as conn, conn.cursor(row_factory=class_row(LeaseRow)) as cur:
+            return cur.execute(query + " ORDER BY acquired_at", params).fetchall()
+
+    def tidy(self) -> None:
+        """Forget ended sessions' leases and workers not seen for a long time."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "DELETE FROM session_leases l USING session_index si "
+                "WHERE si.session_id = l.session_id AND l.lease_until < now() "
+                "AND si.status IN ('completed', 'failed', 'cancelled', 'expired')"
+            )
+            conn.execute(
+                "DELETE FROM stepline_workers WHERE seen_at < now() - %s",
+                (30 * self._interval,),
+            )
+
+
+def _within_tenant_limit(
+    conn: Connection[Any], candidates: list[tuple[Any, ...]], limit: int
+) -> list[tuple[Any, ...]]:
+    running = dict(
+        conn.execute(
+            "SELECT tenant, count(*) FROM session_leases WHERE lease_until > now() GROUP BY tenant"
+        ).fetchall()
+    )
+    chosen = []
+    for candidate in candidates:
+        tenant = candidate[1]
+        if running.get(tenant, 0) < limit:
+            running[tenant] = running.get(tenant, 0) + 1
+            chosen.append(candidate)
+    return chosen

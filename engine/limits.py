@@ -1,0 +1,36 @@
+"""The limits a session runs with: its workflow's config over the settings' defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from domain.session import WorkflowSession
+from engine.settings import Settings
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_turns_per_step: int
+    step_timeout_ms: int
+    workflow_timeout_ms: int
+    max_consecutive_failures: int
+    max_repeated_commands: int
+    token_budget: int
+    max_attempts: int
+    retry_backoff_ms: int
+    context_char_budget: int
+
+    @classmethod
+    def defaults(cls, settings: Settings) -> dict[str, int]:
+        return {f.name: int(getattr(settings, f.name)) for f in fields(cls)}
+
+    @classmethod
+    def of(cls, session: WorkflowSession, settings: Settings) -> Limits:
+        chosen = {**cls.defaults(settings), **session.config}
+        return cls(**{f.name: int(chosen[f.name]) for f in fields(cls)})
+
+
+def session_config(settings: Settings, given: dict[str, Any]) -> dict[str, Any]:
+    """What a new session records: the given config with every limit filled in."""
+    return {**Limits.defaults(settings), **given}

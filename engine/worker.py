@@ -1,0 +1,277 @@
+"""The session worker: claims runnable sessions under a lease and drives each in a thread.
+
+One per process (`stepline worker`, `stepline serve`, `stepline run`). It claims as many
+sessions as it has free slots, when woken (the log grew, a lease was released, a slot freed)
+and at least every `poll_s`. A heartbeat renews its leases every third of the lease; a session
+whose lease was not renewed, or was taken, is stopped at its next safe point. Stopping hands
+every lease back at once, so another worker carries on without waiting for expiry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import PersistenceError
+
+from domain.errors import DomainError
+from domain.session import SessionStatus, WorkflowSession
+from engine.app import SessionRequest
+from engine.leases import Claim, Leases, new_worker_id
+from engine.logs import LOGGER_NAME, on_session
+from engine.task_loop import TaskLoop
+
+log = logging.getLogger(LOGGER_NAME)
+
+DATABASE_ERRORS = (psycopg.Error, PersistenceError)
+
+
+@dataclass
+class HeldLease:
+    """A lease this worker holds: the proof of ownership the task loop asks for."""
+
+    claim: Claim
+    owner: str
+    leases: Leases
+    stop: threading.Event = field(default_factory=threading.Event)
+    lost: bool = False
+
+    @property
+    def session_id(self) -> UUID:
+        return self.claim.session_id
+
+    def still_held(self) -> bool:
+        """Asked before each command: ownership that cannot be proven is not assumed."""
+        if self.lost:
+            return False
+        try:
+            held = self.leases.holds(self.session_id, self.owner, self.claim.token)
+        except DATABASE_ERRORS:
+            held = False
+        if not held:
+            self.lose()
+        return held
+
+    def lose(self) -> None:
+        self.lost = True
+        self.stop.set()
+
+
+@dataclass
+class WorkerMetrics:
+    claimed: int = 0
+    takeovers: int = 0
+    renew_failures: int = 0
+    lost: int = 0
+
+
+class SessionWorker:
+    def __init__(
+        self,
+        loop: TaskLoop,
+        leases: Leases,
+        *,
+        concurrency: int,
+        role: str = "worker",
+        tenant_limit: int | None = None,
+        poll_s: float = 1.0,
+    ) -> None:
+        self.loop = loop
+        self.leases = leases
+        self.concurrency = concurrency
+        self.role = role
+        self.tenant_limit = tenant_limit
+        self.poll_s = poll_s
+        self.worker_id = new_worker_id(role)
+        self.metrics = WorkerMetrics()
+        self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="session")
+        self._held: dict[UUID, HeldLease] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._background: list[threading.Thread] = []
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return not self._stopping.is_set() and all(t.is_alive() for t in self._background)
+
+    def start(self, claiming: bool = True) -> None:
+        """Register, start the heartbeat and (unless only driving given sessions) claiming."""
+        self.leases.register(self.worker_id, self.role, self.concurrency)
+        self._spawn(self._heartbeat, "heartbeat")
+        if claiming:
+            self._spawn(self._claim_loop, "claimer")
+        log.info("Worker %s started (%d slots)", self.worker_id, self.concurrency)
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._background.append(thread)
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop every session at its next safe point and hand its lease back."""
+        self._stopping.set()
+        self._wake.set()
+        with self._lock:
+            for held in self._held.values():
+                held.stop.set()
+        self._threads.shutdown(wait=wait, cancel_futures=True)
+        if wait:
+            for thread in self._background:
+                thread.join(timeout=10)
+            try:
+                self.leases.unregister(self.worker_id)
+            except DATABASE_ERRORS:
+                log.warning("Could not unregister worker %s", self.worker_id)
+
+    def wake(self) -> None:
+        """Claim now rather than at the next poll (e.g. the log grew, a lease was freed)."""
+        self._wake.set()
+
+    @property
+    def free_slots(self) -> int:
+        with self._lock:
+            return self.concurrency - len(self._held)
+
+    def held_sessions(self) -> list[UUID]:
+        with self._lock:
+            return list(self._held)
+
+    # ---- claiming -----------------------------------------------------------------------
+
+    def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                claims = self.leases.claim(self.worker_id, self.free_slots, self.tenant_limit)
+            except DATABASE_ERRORS:
+                log.warning("Could not claim sessions (database unavailable); retrying")
+                self._stopping.wait(self.poll_s)
+                continue
+            for claim in claims:
+                self.drive(claim)
+
+    def create(
+        self, request: SessionRequest, *, tenant: str, actor: str
+    ) -> tuple[WorkflowSession, Future[SessionStatus | None] | None]:
+        """Create a session and, with a free slot, drive it here at once: its lease is taken
+        before it is saved, so no other worker can claim it first. Without a free slot the
+        session is only saved, and whichever worker has room claims it."""
+        session = request.build(tenant, actor)
+        claim = self.reserve(session.id, tenant)
+        try:
+            self.loop.app.save_new(session)
+        except BaseException:
+            if claim is not None:
+                self.cancel(claim)
+            raise
+        return session, (None if claim is None else self.drive(claim))
+
+    def reserve(self, session_id: UUID, tenant: str) -> Claim | None:
+        """Take the lease of a session about to be created here, before any worker can see it.
+        None when this worker has no free slot (another worker will claim the session)."""
+        if self.free_slots <= 0 or self._stopping.is_set():
+            return None
+        token = self.leases.acquire(session_id, tenant, self.worker_id)
+        return None if token is None else Claim(session_id, tenant, token, None)
+
+    def cancel(self, claim: Claim) -> None:
+        """Give up a reservation whose session was never saved."""
+        self.leases.forget(claim.session_id, self.worker_id, claim.token)
+
+    def drive(self, claim: Claim) -> Future[SessionStatus | None]:
+        """Drive a claimed session in one of the worker's threads."""
+        held = HeldLease(claim, self.worker_id, self.leases)
+        with self._lock:
+            self._held[claim.session_id] = held
+        self.metrics.claimed += 1
+        if claim.taken_over_from is not None:
+            self.metrics.takeovers += 1
+            log.warning(
+                "Took the session over from %s, whose lease expired",
+                claim.taken_over_from,
+                extra=on_session(claim.session_id),
+            )
+        return self._threads.submit(self._drive, held)
+
+    def _drive(self, held: HeldLease) -> SessionStatus | None:
+        status = None
+        try:
+            status = self.loop.drive(held.session_id, held.stop, held)
+        except (*DATABASE_ERRORS, DomainError):
+            # Like a crash: the lease is kept until it expires, then another owner replays.
+            log.exception("Stopped driving on an error", extra=on_session(held.session_id))
+            self._forget(held)
+            return None
+        except Exception:
+            log.exception("The task loop stopped on an error", extra=on_session(held.session_id))
+            self._forget(held)
+            raise
+        self._hand_back(held, status)
+        return status
+
+    def _hand_back(self, held: HeldLease, status: SessionStatus) -> None:
+        """Release the lease: settled when the session needs no driving (paused, ended)."""
+        self._forget(held)
+        if held.lost:
+            self.metrics.lost += 1
+            return
+        settled = None
+        if not held.stop.is_set():
+            settled = self.loop.app.get_session(held.session_id).version
+        try:
+            self.leases.release(held.session_id, self.worker_id, held.claim.token, settled)
+        except DATABASE_ERRORS:
+            log.warning(
+                "Could not release the lease; it will expire", extra=on_session(held.session_id)
+            )
+        log.debug("Released (%s)", status.value, extra=on_session(held.session_id))
+
+    def _forget(self, held: HeldLease) -> None:
+        with self._lock:
+            if self._held.get(held.session_id) is held:
+                del self._held[held.session_id]
+        self._wake.set()
+
+    # ---- heartbeat ----------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        every_s = self.leases.lease_s / 3
+        last_renewed = time.monotonic()
+        while not self._stopping.wait(every_s):
+            with self._lock:
+                held = dict(self._held)
+            try:
+                tokens = {session_id: h.claim.token for session_id, h in held.items()}
+                renewed = self.leases.renew(self.worker_id, tokens)
+                self.leases.seen(self.worker_id)
+            except DATABASE_ERRORS:
+                self.metrics.renew_failures += 1
+                log.warning("Could not renew leases (database unavailable)")
+                if time.monotonic() - last_renewed > self.leases.lease_s:
+                    self._lose(held.values())
+                continue
+            last_renewed = time.monotonic()
+            self._lose(h for i, h in held.items() if i not in renewed)
+
+    def _lose(self, candidates: Iterable[HeldLease]) -> None:
+        for held in candidates:
+            with self._lock:
+                current = self._held.get(held.session_id) is held
+            if current and not held.lost:
+                log.warning(
+                    "Lease lost; stopping at the next safe point",
+                    extra=on_session(held.session_id),
+                )
+                held.lose()

@@ -1,0 +1,228 @@
+"""Workers across processes: exactly-once work, kill -9 chaos, clean hand-over, database outage."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections import Counter, defaultdict
+from typing import Any
+from uuid import UUID
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from domain.session import SessionStatus, WorkflowSession
+from engine.app import Stepline
+from tests.e2e.conftest import (
+    Cluster,
+    create_sessions,
+    effects_of,
+    events_of,
+    side_effect_steps,
+    wait_until_ended,
+)
+
+
+def interrupted_keys(store: Stepline, session_ids: list[UUID]) -> set[str]:
+    """Idempotency keys of the commands left without a result by a dead owner."""
+    keys = set()
+    for session_id in session_ids:
+        issued: dict[str, str] = {}
+        for event in events_of(store, session_id):
+            if isinstance(event, WorkflowSession.CommandIssued):
+                issued[event.command_id] = event.idempotency_key
+            elif isinstance(event, WorkflowSession.CommandFinished) and _interrupted(event):
+                keys.add(issued[event.command_id])
+    return keys
+
+
+def _interrupted(finished: WorkflowSession.CommandFinished) -> bool:
+    return finished.error is not None and finished.error["code"] == "COMMAND_INTERRUPTED"
+
+
+def assert_every_step_ran_once(store: Stepline, session_ids: list[UUID]) -> None:
+    for session_id in session_ids:
+        events = events_of(store, session_id)
+        starts = Counter(e.step_index for e in events if isinstance(e, WorkflowSession.StepStarted))
+        completions = Counter(
+            e.step_index for e in events if isinstance(e, WorkflowSession.StepCompleted)
+        )
+        steps = len(store.get_session(session_id).steps)
+        assert starts == completions == dict.fromkeys(range(steps), 1), session_id
+
+
+def test_two_workers_and_an_api_run_every_command_exactly_once(
+    cluster: Cluster, store: Stepline, target: str
+) -> None:
+    api = cluster.api(workers=0)
+    cluster.worker(concurrency=4)
+    cluster.worker(concurrency=4)
+    session_ids = []
+    with httpx.Client(base_url=api, timeout=30) as client:
+        for n in range(30):
+            body = {
+                "name": f"exactly once {n}",
+                "executor": "http",
+                "base_url": target,
+                "steps": side_effect_steps(f"s{n}", slow_ms=50),
+            }
+            response = client.post("/v1/sessions", json=body)
+            assert response.status_code == 201, response.text
+            session_ids.append(UUID(response.json()["session_id"]))
+    wait_until_ended(store, session_ids)
+
+    assert {store.get_session(i).status for i in session_ids} == {SessionStatus.COMPLETED}
+    seen = effects_of(target)
+    names = Counter(d["effect"] for d in seen["delivered"])
+    assert names == {f"s{n}-{e}": 1 for n in range(30) for e in range(2)}  # each sent once
+    assert len(seen["applied"]) == 60
+    assert interrupted_keys(store, session_ids) == set()  # nothing was taken from anybody
+    assert_every_step_ran_once(store, session_ids)
+
+
+def test_workers_killed_at_random_lose_nothing_and_repeat_only_what_was_in_flight(
+    cluster: Cluster, store: Stepline, target: str
+) -> None:
+    session_ids = create_sessions(store, target, 20, slow_ms=250, effects=3)
+    workers = [cluster.worker(concurrency=3), cluster.worker(concurrency=3)]
+    chance = random.Random(8)
+    kills = 0
+    while kills < 10:
+        time.sleep(chance.uniform(0.1, 0.6))
+        driving = [w for w in workers if w.pid in _pids_holding_leases(cluster.database_url)]
+        if not driving:
+            continue  # nobody is mid-session yet: a kill now would prove nothing
+        victim = chance.choice(driving)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        kills += 1
+        workers[workers.index(victim)] = cluster.worker(concurrency=3)
+    wait_until_ended(store, session_ids)
+
+    assert kills >= 10
+    assert _takeovers(cluster.database_url) > 0  # the kills did hit sessions being driven
+    assert {store.get_session(i).status for i in session_ids} == {SessionStatus.COMPLETED}
+    assert_every_step_ran_once(store, session_ids)
+    seen = effects_of(target)
+    by_name: dict[str, set[str]] = defaultdict(set)
+    for delivery in seen["delivered"]:
+        by_name[delivery["effect"]].add(delivery["key"])
+    assert set(by_name) == {f"s{n}-{e}" for n in range(20) for e in range(3)}
+    in_flight = interrupted_keys(store, session_ids)
+    for name, keys in by_name.items():
+        assert len(keys) == 1, f"{name} was sent under different keys: {keys}"
+    repeated = {d["key"] for d in seen["delivered"]} - {
+        key for key, n in Counter(d["key"] for d in seen["delivered"]).items() if n == 1
+    }
+    assert repeated <= in_flight  # only commands in flight at a kill were sent again
+    assert len(seen["applied"]) == 60  # and the app applied each effect once, by its key
+
+
+def test_sigterm_hands_sessions_to_another_worker_without_waiting_for_expiry(
+    cluster: Cluster, store: Stepline, target: str
+) -> None:
+    # A lease far longer than the test: a session that moves to the second worker can only
+    # have been handed back, never left to expire.
+    cluster.env["STEPLINE_LEASE_MS"] = "600000"
+    session_ids = create_sessions(store, target, 4, slow_ms=400, effects=3)
+    leaving = cluster.worker(concurrency=4)
+    owners = _lease_owners(cluster.database_url, session_ids)
+    while len(owners) < 4:
+        time.sleep(0.05)
+        owners = _lease_owners(cluster.database_url, session_ids)
+    cluster.worker(concurrency=4)
+
+    leaving.send_signal(signal.SIGTERM)
+    assert leaving.wait(timeout=60) == 0
+    wait_until_ended(store, session_ids, timeout_s=120)
+
+    assert {store.get_session(i).status for i in session_ids} == {SessionStatus.COMPLETED}
+    assert interrupted_keys(store, session_ids) == set()  # stopped at safe points, cleanly
+    assert_every_step_ran_once(store, session_ids)
+    assert _takeovers(cluster.database_url) == 0  # handed back, never taken from a dead owner
+
+
+def test_the_deployment_rides_out_a_database_outage(
+    cluster: Cluster, store: Stepline, target: str, postgres_server_url: str
+) -> None:
+    api = cluster.api(workers=2)
+    cluster.worker(concurrency=3)
+    session_ids = create_sessions(store, target, 8, slow_ms=300, effects=3)
+    database = psycopg.conninfo.conninfo_to_dict(cluster.database_url)["dbname"]
+    time.sleep(1.0)  # sessions are under way
+
+    with psycopg.connect(postgres_server_url, autocommit=True) as admin:
+        _refuse_connections(admin, str(database), refuse=True)
+        try:
+            health = _wait_for_health(api, 503)
+        finally:
+            _refuse_connections(admin, str(database), refuse=False)
+    assert health["database"] is False
+    recovered = _wait_for_health(api, 200)
+    wait_until_ended(store, session_ids)
+
+    assert recovered["database"] is True
+    assert {store.get_session(i).status for i in session_ids} == {SessionStatus.COMPLETED}
+    assert_every_step_ran_once(store, session_ids)
+    assert len(effects_of(target)["applied"]) == 24  # every effect once, whatever was re-sent
+
+
+def _lease_owners(database_url: str, session_ids: list[UUID]) -> set[UUID]:
+    """The sessions someone holds a lease on (none while no worker has set up its tables)."""
+    with psycopg.connect(database_url) as conn:
+        if not _has_lease_table(conn):
+            return set()
+        rows = conn.execute(
+            "SELECT session_id FROM session_leases WHERE session_id = ANY(%s) "
+            "AND lease_until > now()",
+            (session_ids,),
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def _pids_holding_leases(database_url: str) -> set[int]:
+    """Processes driving a session now (a worker id is host:pid:role:suffix)."""
+    with psycopg.connect(database_url) as conn:
+        if not _has_lease_table(conn):
+            return set()
+        owners = conn.execute(
+            "SELECT DISTINCT owner FROM session_leases WHERE lease_until > now()"
+        ).fetchall()
+    return {int(owner.split(":")[1]) for (owner,) in owners}
+
+
+def _has_lease_table(conn: psycopg.Connection[Any]) -> bool:
+    found = conn.execute("SELECT to_regclass('session_leases')").fetchone()
+    return found is not None and found[0] is not None
+
+
+def _takeovers(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT coalesce(sum(takeovers), 0) FROM stepline_workers").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _refuse_connections(admin: psycopg.Connection[object], database: str, refuse: bool) -> None:
+    """The database goes away for everyone: no new connections, every open one cut."""
+    allow = sql.SQL("false" if refuse else "true")
+    admin.execute(
+        sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(sql.Identifier(database), allow)
+    )
+    if refuse:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (database,),
+        )
+
+
+def _wait_for_health(api: str, status: int) -> dict[str, object]:
+    for _ in range(600):
+        response = httpx.get(f"{api}/health", timeout=10)
+        if response.status_code == status:
+            body: dict[str, object] = response.json()
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"/health never answered {status}")
