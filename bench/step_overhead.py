@@ -39,6 +39,12 @@ class NoopExecutor:
     def restore(self, command: Command, output: str) -> None:
         pass
 
+    def state(self) -> dict[str, Any] | None:
+        return None
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        return None
+
     def tools(self) -> list[dict[str, Any]]:
         return []
 

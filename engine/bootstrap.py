@@ -13,13 +13,14 @@ from engine.ai import AiProvider
 from engine.app import Stepline
 from engine.database import check_reachable, embedded_postgres, eventsourcing_env
 from engine.definitions import builtin
+from engine.executor_state import ExecutorStates
 from engine.follower import LogFollower
 from engine.leases import RELEASED_CHANNEL, Leases
 from engine.logs import LOGGER_NAME, configure_logging
 from engine.projector import Projector
 from engine.secrets import Secrets
 from engine.settings import Settings
-from engine.sweep import start_sweeping
+from engine.sweep import Sweep
 from engine.task_loop import TaskLoop
 from engine.worker import SessionWorker
 
@@ -32,6 +33,7 @@ class Runtime:
     app: Stepline
     projector: Projector
     leases: Leases
+    executor_states: ExecutorStates
     loop: TaskLoop
     database_url: str
     embedded: bool
@@ -40,6 +42,15 @@ class Runtime:
         """The process's LISTEN connection: new events, released leases."""
         channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
         return LogFollower(self.projector.pool, [channel, RELEASED_CHANNEL])
+
+    def sweep(self) -> Sweep:
+        return Sweep(
+            self.app,
+            self.projector,
+            self.leases,
+            self.executor_states,
+            self.settings.session_ttl_ms,
+        )
 
     def worker(self, concurrency: int, role: str) -> SessionWorker:
         return SessionWorker(
@@ -75,15 +86,12 @@ def running_in_background(
     worker = runtime.worker(workers, role) if workers > 0 else None
     if worker is not None:
         follower.subscribe(worker.wake)
-    settings = runtime.settings
     with ExitStack() as stack:
         stack.callback(follower.start())
         if worker is not None:
             worker.start()
             stack.callback(worker.stop)
-        stack.callback(
-            start_sweeping(runtime.app, runtime.projector, runtime.leases, settings.session_ttl_ms)
-        )
+        stack.callback(runtime.sweep().start())
         yield Background(follower, worker)
 
 
@@ -130,15 +138,18 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
         projector.prepare()
         leases = Leases(pool, lease_s=settings.lease_ms / 1000)
         leases.prepare()
+        executor_states = ExecutorStates(pool)
+        executor_states.prepare()
         ai = ai_provider(settings)
         if ai is not None:
             stack.callback(ai.close)
-        loop = TaskLoop(app, settings, builtin(), secrets, ai)
+        loop = TaskLoop(app, settings, builtin(), secrets, ai, executor_states=executor_states)
         yield Runtime(
             settings=settings,
             app=app,
             projector=projector,
             leases=leases,
+            executor_states=executor_states,
             loop=loop,
             database_url=url,
             embedded=embedded,

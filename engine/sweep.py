@@ -1,8 +1,9 @@
 """Singleton duties: work that must run in one process at a time across the deployment.
 
-The TTL sweep expires sessions that outlived `STEPLINE_SESSION_TTL_MS` and tidies the lease
-table. Every process that runs workers or the API tries it periodically; a transaction-level
-PostgreSQL advisory lock lets exactly one of them do it at a time, the others skip.
+The TTL sweep expires sessions that outlived `STEPLINE_SESSION_TTL_MS` and forgets what ended
+sessions left behind (lease rows, executor state). Every process that runs workers or the API
+tries it periodically; a transaction-level PostgreSQL advisory lock lets exactly one of them
+do it at a time, and the others skip.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from domain.errors import InvalidStateTransition
 from engine.app import Stepline
+from engine.executor_state import ExecutorStates
 from engine.leases import Leases
 from engine.logs import LOGGER_NAME
 from engine.projector import Projector
@@ -25,43 +28,49 @@ log = logging.getLogger(LOGGER_NAME)
 SWEEP_LOCK = 0x57151
 
 
-def sweep(app: Stepline, projector: Projector, leases: Leases, ttl_ms: int) -> list[UUID] | None:
-    """Expire overdue sessions; the ones expired, or None if another process is sweeping."""
-    with projector.pool.connection() as conn, conn.transaction():
-        locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (SWEEP_LOCK,)).fetchone()
-        if not (locked and locked[0]):
-            return None
-        projector.catch_up(["session_index"])
-        cutoff = datetime.now(UTC) - timedelta(milliseconds=ttl_ms)
-        expired = []
-        for session_id in overdue_sessions(conn, cutoff):
-            try:
-                app.expire(session_id)
-            except InvalidStateTransition:
-                continue  # it ended meanwhile
-            expired.append(session_id)
-        leases.tidy()
-    return expired
+@dataclass(frozen=True)
+class Sweep:
+    app: Stepline
+    projector: Projector
+    leases: Leases
+    executor_states: ExecutorStates
+    ttl_ms: int
 
+    def once(self) -> list[UUID] | None:
+        """The sessions expired, or None if another process is sweeping right now."""
+        with self.projector.pool.connection() as conn, conn.transaction():
+            locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (SWEEP_LOCK,)).fetchone()
+            if not (locked and locked[0]):
+                return None
+            self.projector.catch_up(["session_index"])
+            cutoff = datetime.now(UTC) - timedelta(milliseconds=self.ttl_ms)
+            expired = []
+            for session_id in overdue_sessions(conn, cutoff):
+                try:
+                    self.app.expire(session_id)
+                except InvalidStateTransition:
+                    continue  # it ended meanwhile
+                expired.append(session_id)
+            self.leases.tidy()
+            self.executor_states.forget_ended()
+        return expired
 
-def start_sweeping(
-    app: Stepline, projector: Projector, leases: Leases, ttl_ms: int, every_s: float = 30.0
-) -> Callable[[], None]:
-    """Sweep every `every_s` seconds in a background thread; returns the function that stops it."""
-    stop = threading.Event()
+    def start(self, every_s: float = 30.0) -> Callable[[], None]:
+        """Sweep every `every_s` seconds in a thread; returns the function that stops it."""
+        stop = threading.Event()
 
-    def run() -> None:
-        while not stop.wait(every_s):
-            try:
-                sweep(app, projector, leases, ttl_ms)
-            except Exception:
-                log.exception("The TTL sweep failed; trying again later")
+        def run() -> None:
+            while not stop.wait(every_s):
+                try:
+                    self.once()
+                except Exception:
+                    log.exception("The TTL sweep failed; trying again later")
 
-    thread = threading.Thread(target=run, name="sweep", daemon=True)
-    thread.start()
+        thread = threading.Thread(target=run, name="sweep", daemon=True)
+        thread.start()
 
-    def stop_sweeping() -> None:
-        stop.set()
-        thread.join(timeout=10)
+        def stop_sweeping() -> None:
+            stop.set()
+            thread.join(timeout=10)
 
-    return stop_sweeping
+        return stop_sweeping

@@ -24,6 +24,7 @@ from domain.session import SessionStatus, StepState, StepStatus, WorkflowSession
 from engine.ai import AiProvider
 from engine.app import Stepline
 from engine.definitions import DefinitionError, Definitions, DefinitionsCache
+from engine.executor_state import ExecutorStates
 from engine.executors import Command, Executor, Outcome, truncated
 from engine.executors.kinds import EXECUTOR_KINDS, ExecutorKind, ExecutorSetup
 from engine.limits import Limits
@@ -77,9 +78,12 @@ class TaskLoop:
         ai: AiProvider | None = None,
         *,
         executor_kinds: Mapping[str, ExecutorKind] | None = None,
+        executor_states: ExecutorStates | None = None,
     ) -> None:
-        """`executor_kinds` adds executors to (or replaces) the registered kinds."""
+        """`executor_kinds` adds executors to (or replaces) the registered kinds;
+        `executor_states` keeps what executors need after a takeover (cookies)."""
         self.executor_kinds = {**EXECUTOR_KINDS, **(executor_kinds or {})}
+        self.executor_states = executor_states
         self.app = app
         self.settings = settings
         self.definitions = DefinitionsCache(definitions)
@@ -123,6 +127,7 @@ class SessionRun:
         self.limits = Limits.of(session, loop.settings)
         self.definitions = loop.definitions.for_module(session.config.get("definitions"))
         self.executors: dict[str, Executor] = {}
+        self._kept_states: dict[str, dict[str, Any]] = {}
 
     def close(self) -> None:
         for executor in self.executors.values():
@@ -248,6 +253,20 @@ class SessionRun:
                     self.executor(command.executor).restore(
                         Command(command.executor, command.name, command.args), event.output
                     )
+        store = self.loop.executor_states
+        kept = {} if store is None else store.load(self.session_id)
+        for kind, state in kept.items():
+            if kind in self.loop.executor_kinds:
+                self.executor(kind).load_state(state)
+                self._kept_states[kind] = state
+
+    def _keep_state(self, kind: str, executor: Executor) -> None:
+        """Save the executor's state outside the log when a command changed it."""
+        store = self.loop.executor_states
+        state = executor.state()
+        if store is not None and state is not None and state != self._kept_states.get(kind):
+            store.save(self.session_id, kind, state)
+            self._kept_states[kind] = state
 
     # ---- what steps use -----------------------------------------------------------------
 
@@ -306,6 +325,7 @@ class SessionRun:
         )
         started = time.monotonic()
         outcome = executor.run(replace(command, idempotency_key=key))
+        self._keep_state(command.executor, executor)
         self.app.finish_command(
             self.session_id,
             index,
@@ -316,6 +336,11 @@ class SessionRun:
             error=self.secrets.redact_all(outcome.error.to_dict()) if outcome.error else None,
         )
         return outcome
+
+
+def definition_key(session_id: UUID, step_index: int, attempt: int, position: int) -> str:
+    """The idempotency key of a step definition's command: the same on every re-send."""
+    return f"{session_id}:s{step_index}:a{attempt}:c{position}"
 
 
 class StepAttempt:
@@ -378,7 +403,7 @@ class StepAttempt:
         return AiStep(self.run_, ai, self.index, self.attempt, self.deadline).run()
 
     def _key(self) -> str:
-        key = f"{self.run_.session_id}:s{self.index}:a{self.attempt}:c{self._position}"
+        key = definition_key(self.run_.session_id, self.index, self.attempt, self._position)
         self._position += 1
         return key
 

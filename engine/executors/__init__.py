@@ -44,6 +44,15 @@ class Executor(Protocol):
         """Replay a finished command's recorded result into the executor's state (recovery)."""
         ...
 
+    def state(self) -> dict[str, Any] | None:
+        """State kept outside the log so that another owner can carry on (HTTP: cookies,
+        which are credentials and so never recorded in an event); None if it has none."""
+        ...
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Take back what `state` gave, after a takeover."""
+        ...
+
     def tools(self) -> list[dict[str, Any]]:
         """The commands offered to an AI model, as OpenAI tool definitions."""
         ...

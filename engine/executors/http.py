@@ -187,6 +187,19 @@ class HttpExecutor:
         elif command.name == "save_json" and isinstance(recorded, dict) and "saved" in recorded:
             self.variables[recorded["saved"]] = recorded.get("value")
 
+    def state(self) -> dict[str, Any] | None:
+        cookies = [
+            {"name": c.name, "value": c.value, "domain": c.domain, "path": c.path}
+            for c in self.client.cookies.jar
+        ]
+        return {"cookies": cookies} if cookies else None
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for cookie in state.get("cookies", []):
+            self.client.cookies.set(
+                cookie["name"], cookie["value"], domain=cookie["domain"], path=cookie["path"]
+            )
+
     def tools(self) -> list[dict[str, Any]]:
         return [
             {

@@ -188,6 +188,12 @@ class ShellExecutor:
             recorded = json.loads(output)
             self.last_exit_code, self.last_output = recorded["exit_code"], recorded["output"]
 
+    def state(self) -> dict[str, Any] | None:
+        return None  # the work directory itself survives a takeover on the same machine
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        return None
+
     def tools(self) -> list[dict[str, Any]]:
         allowed = ", ".join(self.limits.allowed_programs)
         return [

@@ -15,6 +15,7 @@ from domain.session import StepSpec, WorkflowSession
 from engine.ai import AiProvider
 from engine.app import Stepline
 from engine.definitions import builtin
+from engine.executor_state import ExecutorStates
 from engine.limits import session_config
 from engine.secrets import Secrets
 from engine.settings import Settings
@@ -55,7 +56,7 @@ LoopFactory = Callable[..., TaskLoop]
 def make_loop(app: Stepline, tmp_path: Path, model: ScriptedModel) -> Iterator[LoopFactory]:
     providers: list[AiProvider] = []
 
-    def build(ai: bool = True, **settings: Any) -> TaskLoop:
+    def build(ai: bool = True, states: ExecutorStates | None = None, **settings: Any) -> TaskLoop:
         provider = None
         if ai:
             provider = AiProvider(
@@ -68,6 +69,7 @@ def make_loop(app: Stepline, tmp_path: Path, model: ScriptedModel) -> Iterator[L
             builtin(),
             Secrets({"DEMO_PASSWORD": PASSWORD}),
             provider,
+            executor_states=states,
         )
 
     yield build

@@ -275,3 +275,39 @@ def test_a_created_event_of_version_1_still_loads(app: Stepline) -> None:
     ]
     app.start_step(session_id, 0)
     assert app.get_session(session_id).status is SessionStatus.RUNNING
+
+
+def test_a_command_issued_event_of_version_1_gets_its_command_id_as_idempotency_key(
+    app: Stepline,
+) -> None:
+    session_id = create(app)
+    app.start_step(session_id, 0)
+    version = app.get_session(session_id).version
+    v1_state = app.mapper.transcoder.encode(
+        {
+            "timestamp": WorkflowSession.Event.create_timestamp(),
+            "originator_topic": "domain.session:WorkflowSession",
+            "step_index": 0,
+            "command_id": "written-before-keys",
+            "executor": "http",
+            "name": "request",
+            "args": {"method": "GET", "url": "/"},
+            "actor": "stepline",
+        }
+    )
+    app.recorder.insert_events(
+        [
+            StoredEvent(
+                originator_id=session_id,
+                originator_version=version + 1,
+                topic="domain.session:WorkflowSession.CommandIssued",
+                state=v1_state,
+            )
+        ]
+    )
+
+    issued = app.history(session_id)[-1]
+
+    assert isinstance(issued, WorkflowSession.CommandIssued)
+    assert issued.idempotency_key == "written-before-keys"
+    assert app.get_session(session_id).steps[0].open_commands == ["written-before-keys"]

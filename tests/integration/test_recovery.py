@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from uuid import UUID
 
 import httpx
@@ -12,10 +14,11 @@ from psycopg_pool import ConnectionPool
 
 from domain.session import SessionStatus, WorkflowSession
 from engine.app import Stepline
+from engine.executor_state import ExecutorStates
 from engine.leases import Leases
 from engine.projector import Projector
-from engine.sweep import SWEEP_LOCK, sweep
-from engine.task_loop import TaskLoop
+from engine.sweep import SWEEP_LOCK, Sweep
+from engine.task_loop import TaskLoop, definition_key
 from engine.worker import SessionWorker
 from tests.integration.conftest import (
     PASSWORD,
@@ -66,6 +69,12 @@ def start_worker(
     worker.start()
     workers.append(worker)
     return worker
+
+
+def sweeper(app: Stepline, projector: Projector, leases: Leases, ttl_ms: int) -> Sweep:
+    states = ExecutorStates(projector.pool)
+    states.prepare()
+    return Sweep(app, projector, leases, states, ttl_ms)
 
 
 def wait_for(app: Stepline, session_id: UUID, *statuses: SessionStatus) -> WorkflowSession:
@@ -120,6 +129,88 @@ def test_a_command_left_without_a_result_is_marked_interrupted_and_decided_again
     assert session.status is SessionStatus.COMPLETED
 
 
+def test_an_interrupted_command_is_sent_again_under_the_key_it_was_first_sent_with(
+    make_loop: LoopFactory,
+    target: str,
+    app: Stepline,
+    projector: Projector,
+    leases: Leases,
+    workers: list[SessionWorker],
+) -> None:
+    loop = make_loop(ai=False)
+    effect = 'POST /effects with {"name": "once"}'
+    session_id = start_session(loop, [effect, "expect status 201"], target)
+    key = definition_key(session_id, 0, 1, 0)
+    # The owner sent the request, then died before recording its result.
+    app.start_step(session_id, 0)
+    app.issue_command(
+        session_id,
+        0,
+        command_id="lost-1",
+        executor="http",
+        name="request",
+        args={"method": "POST", "url": "/effects", "body": {"name": "once"}},
+        idempotency_key=key,
+    )
+    httpx.post(f"{target}/effects", json={"name": "once"}, headers={"Idempotency-Key": key})
+    projector.catch_up()
+
+    start_worker(workers, loop, leases)
+    wait_for(app, session_id, SessionStatus.COMPLETED)
+
+    seen = httpx.get(f"{target}/effects").json()
+    assert [d["key"] for d in seen["delivered"]] == [key, key]  # sent again, same key
+    assert len(seen["applied"]) == 1  # so the app applied it once
+    reissued = [e for e in app.history(session_id) if isinstance(e, WorkflowSession.CommandIssued)]
+    assert [e.idempotency_key for e in reissued] == [key, key, definition_key(session_id, 1, 1, 0)]
+
+
+def test_a_resumed_step_skips_the_commands_that_already_succeeded(
+    make_loop: LoopFactory,
+    target: str,
+    app: Stepline,
+    projector: Projector,
+    leases: Leases,
+    workers: list[SessionWorker],
+    tmp_path: Path,
+) -> None:
+    module = tmp_path / "two_effects.py"
+    module.write_text(
+        "from engine.executors import Command\n"
+        "def effect(name):\n"
+        "    return Command('http', 'request', {'method': 'POST', 'url': '/effects',"
+        " 'body': {'name': name}})\n"
+        "def register(definitions):\n"
+        "    definitions.add(r'record first and second',"
+        " lambda m: [effect('first'), effect('second')])\n"
+    )
+    loop = make_loop(ai=False)
+    session_id = start_session(loop, ["Record first and second"], target, definitions=str(module))
+    first = definition_key(session_id, 0, 1, 0)
+    # The owner ran the first command to the end, then died sending the second.
+    app.start_step(session_id, 0)
+    body = {"method": "POST", "url": "/effects", "body": {"name": "first"}}
+    app.issue_command(
+        session_id,
+        0,
+        command_id="c1",
+        executor="http",
+        name="request",
+        args=body,
+        idempotency_key=first,
+    )
+    httpx.post(f"{target}/effects", json={"name": "first"}, headers={"Idempotency-Key": first})
+    app.finish_command(session_id, 0, command_id="c1", ok=True, output='{"status": 201}')
+    projector.catch_up()
+
+    start_worker(workers, loop, leases)
+    wait_for(app, session_id, SessionStatus.COMPLETED)
+
+    delivered = httpx.get(f"{target}/effects").json()["delivered"]
+    assert [d["effect"] for d in delivered] == ["first", "second"]  # first not sent again
+    assert delivered[1]["key"] == definition_key(session_id, 0, 1, 1)
+
+
 def test_a_worker_stopped_mid_step_hands_its_session_to_another_at_once(
     make_loop: LoopFactory,
     target: str,
@@ -157,6 +248,45 @@ def test_a_worker_stopped_mid_step_hands_its_session_to_another_at_once(
     assert event_types(app, session_id).count("TurnRecorded") == 3
     assert "COMMAND_INTERRUPTED" not in str(app.history(session_id))
     assert len(model.requests) == 3
+
+
+def test_a_session_taken_over_keeps_its_cookies_though_the_log_never_holds_them(
+    make_loop: LoopFactory,
+    target: str,
+    model: ScriptedModel,
+    app: Stepline,
+    projector: Projector,
+    leases: Leases,
+    workers: list[SessionWorker],
+) -> None:
+    in_step, carry_on = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        in_step.set()
+        carry_on.wait(timeout=30)
+
+    model.calls("http_request", method="GET", url="/todos", before=hold)  # never runs
+    model.calls("http_request", method="POST", url="/todos", body={"title": "after takeover"})
+    model.calls("complete_step", summary="added")
+    states = ExecutorStates(projector.pool)
+    states.prepare()
+    session_id = start_session(make_loop(), [LOGIN, "Add a todo"], target)
+    projector.catch_up()
+    first = start_worker(workers, make_loop(states=states), leases)
+    assert in_step.wait(timeout=30)  # signed in; the model is deciding step 1
+    first.stop(wait=False)
+    carry_on.set()
+
+    start_worker(workers, make_loop(states=states), leases).wake()
+    wait_for(app, session_id, SessionStatus.COMPLETED)
+
+    finished = [
+        e for e in app.history(session_id) if isinstance(e, WorkflowSession.CommandFinished)
+    ]
+    assert json.loads(finished[-1].output)["status"] == 201  # still signed in: not a 401
+    assert todo_count(target) == 1
+    cookie = states.load(session_id)["http"]["cookies"][0]["value"]
+    assert cookie not in str([vars(e) for e in app.history(session_id)])
 
 
 def test_a_dead_owners_lease_expires_and_the_session_is_taken_over(
@@ -300,9 +430,9 @@ def test_sessions_past_their_ttl_expire_and_ended_ones_stay(
     finished = start_session(loop, ["GET /login"], target)
     drive(loop, finished)
 
-    assert sweep(app, projector, leases, ttl_ms=3_600_000) == []  # nothing is an hour old
+    assert sweeper(app, projector, leases, ttl_ms=3_600_000).once() == []  # none an hour old
     threading.Event().wait(0.01)
-    assert sweep(app, projector, leases, ttl_ms=1) == [waiting]
+    assert sweeper(app, projector, leases, ttl_ms=1).once() == [waiting]
 
     expired = app.get_session(waiting)
     assert expired.status is SessionStatus.EXPIRED
@@ -318,5 +448,5 @@ def test_only_one_process_sweeps_at_a_time(
     app.pause(waiting, actor="bob")
     with projector.pool.connection() as other, other.transaction():
         other.execute("SELECT pg_advisory_xact_lock(%s)", (SWEEP_LOCK,))  # another sweeper
-        assert sweep(app, projector, leases, ttl_ms=1) is None
-    assert sweep(app, projector, leases, ttl_ms=1) == [waiting]
+        assert sweeper(app, projector, leases, ttl_ms=1).once() is None
+    assert sweeper(app, projector, leases, ttl_ms=1).once() == [waiting]
