@@ -32,9 +32,10 @@ bench: $(STAMP)  ## benchmarks, printed as ratios against raw psycopg in the sam
 	$(BIN)/python -m bench.step_overhead
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.rebuild
+	$(BIN)/python -m bench.workers
 
 up:  ## PostgreSQL in Docker, for those who prefer it to the embedded server
-	docker compose up -d --wait
+	docker compose up -d --wait postgres
 
 down:
 	docker compose down

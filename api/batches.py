@@ -13,10 +13,11 @@ from api.services import CallerDep, Services, ServicesDep
 from api.sessions import admit, session_request
 from domain.batch import Batch
 from domain.errors import BatchNotFound
+from domain.session import ENDED, values
 from projections.session_index import SessionIndexView
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
-FINISHED = {"completed", "failed", "cancelled", "expired"}
+FINISHED = set(values(ENDED))
 
 
 def owned_batch(services: Services, batch_id: UUID, tenant: str) -> Batch:

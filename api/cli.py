@@ -17,6 +17,7 @@ import typer
 import uvicorn
 from eventsourcing.persistence import PersistenceError
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -56,6 +57,8 @@ def _settings() -> Settings:
     except ValidationError as error:
         message = "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
         raise _fail(StandardError.of("CONFIGURATION_INVALID", message)) from None
+    except SettingsError as error:  # a variable that is not valid JSON where JSON is due
+        raise _fail(StandardError.of("CONFIGURATION_INVALID", str(error))) from None
 
 
 def _print_history(app: Stepline, session_id: UUID, as_json: bool) -> None:
@@ -88,7 +91,7 @@ def _print_progress(runtime: Runtime, session_id: UUID) -> None:
         )
 
 
-def _load_example_target() -> Any:
+def load_example_target() -> Any:
     """examples/target_app.py, the small web app the demo runs against."""
     spec = importlib.util.spec_from_file_location(
         "stepline_example_target", EXAMPLES / "target_app.py"
@@ -139,7 +142,7 @@ def demo(
 ) -> None:
     """Start the example web app, run the example workflow against it, print the history."""
     os.environ.setdefault("STEPLINE_SECRET_DEMO_PASSWORD", "correct-horse")
-    target = _load_example_target()
+    target = load_example_target()
     with (
         _runtime_or_exit(quiet=True) as runtime,
         target.serving(password=os.environ["STEPLINE_SECRET_DEMO_PASSWORD"]) as base_url,

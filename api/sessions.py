@@ -33,7 +33,7 @@ from domain.session import WorkflowSession
 from engine.app import SessionRequest
 from engine.limits import session_config
 from projections import session_progress, step_history
-from projections.session_index import SessionFilter, list_sessions, runnable_sessions
+from projections.session_index import SessionFilter, active_count, list_sessions
 from projections.view import Recorded
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -108,7 +108,7 @@ def _check_capacity(services: Services, adding: int) -> None:
     limit = services.runtime.settings.max_active_sessions
     services.read_your_writes()  # count every session created so far
     with services.runtime.projector.pool.connection() as conn:
-        active = len(runnable_sessions(conn))
+        active = active_count(conn)
     if active + adding > limit:
         raise ApiError.of(
             "CONCURRENT_LIMIT_EXCEEDED",

@@ -145,6 +145,7 @@ def main() -> None:
             database_url=url,
             data_dir=Path(data_dir),
             max_concurrent_sessions=10_000,
+            max_active_sessions=1_000_000,
             create_rate_per_minute=1_000_000,
             log_level="WARNING",
         )

@@ -38,10 +38,15 @@ class SessionStatus(Enum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in _TERMINAL
+        return self in ENDED
+
+    @property
+    def is_runnable(self) -> bool:
+        """A worker should drive it: pending or running (not paused, not ended)."""
+        return self in RUNNABLE
 
 
-_TERMINAL = frozenset(
+ENDED = frozenset(
     {
         SessionStatus.COMPLETED,
         SessionStatus.FAILED,
@@ -49,6 +54,12 @@ _TERMINAL = frozenset(
         SessionStatus.EXPIRED,
     }
 )
+RUNNABLE = frozenset({SessionStatus.PENDING, SessionStatus.RUNNING})
+
+
+def values(statuses: frozenset[SessionStatus]) -> list[str]:
+    """The statuses as stored in the views, for queries."""
+    return sorted(status.value for status in statuses)
 
 
 class StepStatus(Enum):
@@ -669,3 +680,23 @@ class WorkflowSession(Aggregate):
         self.status = SessionStatus.EXPIRED
         self.outcome = outcome
         self.error = error
+
+
+_STATUS_AFTER: dict[type[WorkflowSession.Event], SessionStatus] = {
+    WorkflowSession.StepStarted: SessionStatus.RUNNING,
+    WorkflowSession.Paused: SessionStatus.PAUSED,
+    WorkflowSession.Completed: SessionStatus.COMPLETED,
+    WorkflowSession.Failed: SessionStatus.FAILED,
+    WorkflowSession.Cancelled: SessionStatus.CANCELLED,
+    WorkflowSession.Expired: SessionStatus.EXPIRED,
+}
+
+
+def status_after(
+    event: WorkflowSession.Event, status: SessionStatus, started: bool
+) -> SessionStatus:
+    """The session's status once `event` has happened, given its status before and whether a
+    step ever started: the rule the aggregate's events follow, for the read models."""
+    if isinstance(event, WorkflowSession.Resumed):
+        return SessionStatus.RUNNING if started else SessionStatus.PENDING
+    return _STATUS_AFTER.get(type(event), status)

@@ -13,6 +13,8 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from domain.session import ENDED, values
+
 _PREPARE_LOCK = 0x57153
 DDL = """
 CREATE TABLE IF NOT EXISTS executor_state (
@@ -56,5 +58,6 @@ class ExecutorStates:
             conn.execute(
                 "DELETE FROM executor_state e USING session_index si "
                 "WHERE si.session_id = e.session_id "
-                "AND si.status IN ('completed', 'failed', 'cancelled', 'expired')"
+                "AND si.status = ANY(%s)",
+                (values(ENDED),),
             )

@@ -26,6 +26,8 @@ from psycopg import Connection
 from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool
 
+from domain.session import ENDED, RUNNABLE, values
+
 RELEASED_CHANNEL = "stepline_lease_released"
 """NOTIFY channel: a lease was handed back and its session wants an owner now."""
 
@@ -64,12 +66,12 @@ DDL = (
 _CANDIDATES = """
 SELECT si.session_id, si.tenant, l.owner AS previous_owner
 FROM session_index si LEFT JOIN session_leases l USING (session_id)
-WHERE si.status IN ('pending', 'running')
+WHERE si.status = ANY(%(runnable)s)
   AND (l.session_id IS NULL
        OR (l.lease_until < now()
            AND (l.settled_version IS NULL OR si.version > l.settled_version)))
 ORDER BY si.created_at
-LIMIT %s
+LIMIT %(limit)s
 FOR UPDATE OF si SKIP LOCKED
 """
 
@@ -154,7 +156,8 @@ class Leases:
             if tenant_limit is not None:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
             fetch = count if tenant_limit is None else count * 4
-            candidates = conn.execute(_CANDIDATES, (fetch,)).fetchall()
+            params = {"runnable": values(RUNNABLE), "limit": fetch}
+            candidates = conn.execute(_CANDIDATES, params).fetchall()
             if tenant_limit is not None:
                 candidates = _within_tenant_limit(conn, candidates, tenant_limit)
             claims = []
@@ -283,7 +286,8 @@ class Leases:
             conn.execute(
                 "DELETE FROM session_leases l USING session_index si "
                 "WHERE si.session_id = l.session_id AND l.lease_until < now() "
-                "AND si.status IN ('completed', 'failed', 'cancelled', 'expired')"
+                "AND si.status = ANY(%s)",
+                (values(ENDED),),
             )
             conn.execute(
                 "DELETE FROM stepline_workers WHERE seen_at < now() - %s",

@@ -12,17 +12,9 @@ from psycopg import Connection, sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from domain.session import ENDED, RUNNABLE, SessionStatus, status_after, values
 from domain.session import WorkflowSession as W
 from projections.view import Recorded, RowTable
-
-STATUS_AFTER = {
-    W.StepStarted: "running",
-    W.Paused: "paused",
-    W.Completed: "completed",
-    W.Failed: "failed",
-    W.Cancelled: "cancelled",
-    W.Expired: "expired",
-}
 
 
 @dataclass
@@ -61,10 +53,7 @@ def fold(rows: dict[UUID, IndexedSession], batch: Sequence[Recorded]) -> set[UUI
             continue
         if row is None or event.originator_version <= row.version:
             continue
-        if isinstance(event, W.Resumed):
-            status = "running" if row.started else "pending"
-        else:
-            status = STATUS_AFTER.get(type(event), row.status)
+        status = status_after(event, SessionStatus(row.status), row.started).value
         row.started = row.started or isinstance(event, W.StepStarted)
         if status != row.status:
             row.status, row.updated_at, row.version = status, recorded.at, event.originator_version
@@ -159,20 +148,19 @@ def list_sessions(
         return cursor.execute(query, [*params, limit]).fetchall()
 
 
-def runnable_sessions(conn: Connection[Any]) -> list[UUID]:
-    """Sessions of every tenant that a runner should drive: pending or running, oldest first."""
-    rows = conn.execute(
-        "SELECT session_id FROM session_index WHERE status IN ('pending', 'running') "
-        "ORDER BY created_at"
-    ).fetchall()
-    return [row[0] for row in rows]
+def active_count(conn: Connection[Any]) -> int:
+    """Sessions of every tenant that are pending or running."""
+    row = conn.execute(
+        "SELECT count(*) FROM session_index WHERE status = ANY(%s)", (values(RUNNABLE),)
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def overdue_sessions(conn: Connection[Any], created_before: datetime) -> list[UUID]:
     """Sessions of every tenant, not yet ended, created before the given time."""
     rows = conn.execute(
-        "SELECT session_id FROM session_index WHERE status IN ('pending', 'running', 'paused') "
+        "SELECT session_id FROM session_index WHERE NOT status = ANY(%s) "
         "AND created_at < %s ORDER BY created_at",
-        (created_before,),
+        (values(ENDED), created_before),
     ).fetchall()
     return [row[0] for row in rows]

@@ -10,15 +10,9 @@ from uuid import UUID
 
 from psycopg import Connection
 
+from domain.session import SessionStatus, status_after
 from domain.session import WorkflowSession as W
 from projections.view import Recorded, RowTable
-
-ENDINGS = {
-    W.Completed: "completed",
-    W.Failed: "failed",
-    W.Cancelled: "cancelled",
-    W.Expired: "expired",
-}
 
 
 @dataclass
@@ -90,9 +84,10 @@ def evolve(row: Progress, recorded: Recorded) -> None:
     """Fold one later event of the session into its row."""
     event, at = recorded.event, recorded.at
     row.version, row.updated_at = event.originator_version, at
+    before = SessionStatus(row.status)
+    row.status = status_after(event, before, started=row.started_at is not None).value
     match event:
         case W.StepStarted(step_index=index):
-            row.status = "running"
             row.started_at = row.started_at or at
             row.step_started_at = at
             _point_at(row, index)
@@ -107,12 +102,7 @@ def evolve(row: Progress, recorded: Recorded) -> None:
             row.failed_steps += 1
             row.failed_step_indexes.append(index)
             _step_ended(row, at)
-        case W.Paused():
-            row.status = "paused"
-        case W.Resumed():
-            row.status = "running" if row.started_at else "pending"
         case W.Completed() | W.Failed() | W.Cancelled() | W.Expired():
-            row.status = ENDINGS[type(event)]
             row.finished_at = at
     row.percent = round(100 * row.completed_steps / row.total_steps, 2)
     row.estimated_remaining_ms = _estimate(row)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import certifi
 import httpx
 
 from engine.executors import Command, Outcome, truncated
@@ -24,6 +27,13 @@ class LastResponse:
 
     def json(self) -> Any:
         return json.loads(self.text)
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every session: building one loads the CA bundle, which cost more
+    CPU than the rest of a short session put together."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def lookup(document: Any, dotted_path: str) -> Any:
@@ -61,6 +71,7 @@ class HttpExecutor:
             base_url=base_url or "",
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             follow_redirects=True,
+            verify=tls_context(),
         )
 
     def close(self) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
+import subprocess
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -16,6 +19,7 @@ from psycopg import sql
 from domain.session import SessionStatus, WorkflowSession
 from engine.app import Stepline
 from tests.e2e.conftest import (
+    STEPLINE,
     Cluster,
     create_sessions,
     effects_of,
@@ -167,6 +171,57 @@ def test_the_deployment_rides_out_a_database_outage(
     assert {store.get_session(i).status for i in session_ids} == {SessionStatus.COMPLETED}
     assert_every_step_ran_once(store, session_ids)
     assert len(effects_of(target)["applied"]) == 24  # every effect once, whatever was re-sent
+
+
+def test_stepline_workers_lists_each_worker_with_its_sessions(
+    cluster: Cluster, store: Stepline, target: str
+) -> None:
+    session_ids = create_sessions(store, target, 2, slow_ms=1_000, effects=3)
+    process = cluster.worker(concurrency=4)
+    while _lease_owners(cluster.database_url, session_ids) != set(session_ids):
+        time.sleep(0.05)
+
+    listed = subprocess.run(
+        [STEPLINE, "workers", "--json"], env=cluster.env, capture_output=True, check=True
+    )
+
+    (row,) = json.loads(listed.stdout)
+    assert row["worker_id"].split(":")[1] == str(process.pid)
+    assert row["role"] == "worker"
+    assert {lease["session_id"] for lease in row["sessions"]} == {str(i) for i in session_ids}
+
+
+def test_stepline_run_drives_its_session_under_a_lease_no_worker_touches(
+    cluster: Cluster, store: Stepline, target: str, tmp_path: Path
+) -> None:
+    cluster.worker(concurrency=4)
+    workflow = tmp_path / "slow.yaml"
+    steps = "".join(f"  - {json.dumps(step)}\n" for step in side_effect_steps("run", 300, 3))
+    workflow.write_text(f"name: run under a lease\nbase_url: {target}\nsteps:\n{steps}")
+    run = cluster.start("run", str(workflow))
+    owners: set[str] = set()
+    while run.poll() is None:
+        owners |= _owner_roles(cluster.database_url)
+        time.sleep(0.05)
+
+    assert run.returncode == 0
+    assert owners == {"run"}  # the worker never held it
+    assert _takeovers(cluster.database_url) == 0
+    assert Counter(d["effect"] for d in effects_of(target)["delivered"]) == {
+        "run-0": 1,
+        "run-1": 1,
+        "run-2": 1,
+    }
+
+
+def _owner_roles(database_url: str) -> set[str]:
+    with psycopg.connect(database_url) as conn:
+        if not _has_lease_table(conn):
+            return set()
+        owners = conn.execute(
+            "SELECT owner FROM session_leases WHERE lease_until > now()"
+        ).fetchall()
+    return {owner.split(":")[2] for (owner,) in owners}
 
 
 def _lease_owners(database_url: str, session_ids: list[UUID]) -> set[UUID]:

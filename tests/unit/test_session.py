@@ -15,6 +15,7 @@ from domain.session import (
     StepSpec,
     StepStatus,
     WorkflowSession,
+    status_after,
 )
 
 Command = Callable[[WorkflowSession], Any]
@@ -473,3 +474,40 @@ def test_replaying_the_events_rebuilds_the_same_state() -> None:
     for recorded in live.collect_events():
         rebuilt = recorded.mutate(rebuilt)  # type: ignore[arg-type]
     assert vars(rebuilt) == vars(live)
+
+
+LIVES: dict[str, list[Command]] = {
+    "completed": [
+        lambda s: s.start_step(0),
+        lambda s: s.pause(),
+        lambda s: s.resume(),
+        lambda s: s.complete_step(0, summary="ok"),
+        lambda s: s.start_step(1),
+        lambda s: s.complete_step(1, summary="ok"),
+        lambda s: s.complete(),
+    ],
+    "paused before it started, then cancelled": [
+        lambda s: s.pause(),
+        lambda s: s.resume(),
+        lambda s: s.pause(),
+        lambda s: s.cancel(),
+    ],
+    "failed": [lambda s: s.start_step(0), lambda s: s.fail(ERROR)],
+    "expired while paused": [
+        lambda s: s.start_step(0),
+        lambda s: s.pause(),
+        lambda s: s.expire(ERROR),
+    ],
+}
+
+
+@pytest.mark.parametrize("life", LIVES)
+def test_status_after_each_event_is_the_status_the_aggregate_reaches(life: str) -> None:
+    session = new_session()
+    folded, started = SessionStatus.PENDING, False
+    for command in LIVES[life]:
+        command(session)
+        for event in session.collect_events():
+            folded = status_after(event, folded, started)
+            started = started or isinstance(event, WorkflowSession.StepStarted)
+        assert folded is session.status, life

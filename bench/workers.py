@@ -1,0 +1,216 @@
+"""Throughput and start latency with 1, 2 and 4 worker processes on one database.
+
+    python -m bench.workers [--sessions 200] [--workers 1,2,4] [--concurrency 10]
+
+For each count, a fresh database, that many `stepline worker` processes, and `--sessions`
+sessions of 5 quick HTTP steps against the example app on loopback, created from this process
+as fast as it can. Printed: sessions/s (first creation to last completion), the p50/p99 time
+from a session's creation to its first step starting, and, as the baseline measured in the
+same run, how long raw psycopg inserts of the same number of event rows take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from uuid import UUID
+
+import httpx
+import psycopg
+
+from api.cli import EXAMPLES
+from bench.api import percentiles
+from bench.appends import bench_database, raw_inserts
+from domain.session import StepSpec, WorkflowSession
+from engine.app import Stepline
+from engine.database import eventsourcing_env
+
+STEPLINE = str(Path(sys.executable).parent / "stepline")
+IDLE_SAMPLES = 20
+ENDINGS = ("Completed", "Failed", "Cancelled", "Expired")
+STEPS = ["GET /login", "expect status 200", "GET /todos", "expect status 401", "GET /login"]
+
+
+@dataclass(frozen=True)
+class Round:
+    workers: int
+    sessions: int
+    seconds: float
+    start_ms: list[float]
+    idle_start_ms: list[float]
+    events: int
+
+
+@contextmanager
+def target_process() -> Iterator[str]:
+    """The example app in a process of its own, so this one's work does not slow it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "target_app.py"), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(f"{base_url}/login", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_workers(
+    url: str, count: int, concurrency: int, logs: Path
+) -> list[subprocess.Popen[bytes]]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STEPLINE_")}
+    env = {**clean, "STEPLINE_DATABASE_URL": url, "STEPLINE_LOG_LEVEL": "WARNING"}
+    return [
+        subprocess.Popen(
+            [STEPLINE, "worker", "--concurrency", str(concurrency)],
+            env={**env, "STEPLINE_DATA_DIR": str(logs)},
+            stdout=(logs / f"worker-{n}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for n in range(count)
+    ]
+
+
+def wait_for_workers(url: str, count: int, logs: Path) -> None:
+    import psycopg  # noqa: PLC0415
+
+    for _ in range(600):
+        with psycopg.connect(url) as conn:
+            table = conn.execute("SELECT to_regclass('stepline_workers')").fetchone()
+            if table and table[0]:
+                row = conn.execute("SELECT count(*) FROM stepline_workers").fetchone()
+                if row and row[0] >= count:
+                    return
+        time.sleep(0.1)
+    output = "\n".join(log.read_text() for log in logs.glob("*.log"))
+    raise RuntimeError(f"the workers did not start:\n{output}")
+
+
+def run_round(workers: int, sessions: int, concurrency: int, target: str) -> Round:
+    with bench_database() as url, TemporaryDirectory() as logs:
+        processes = start_workers(url, workers, concurrency, Path(logs))
+        app = Stepline(eventsourcing_env(url), cache_size=0)
+        try:
+            wait_for_workers(url, workers, Path(logs))
+            idle = []
+            for n in range(IDLE_SAMPLES):  # one at a time: the start latency of idle workers
+                idle.append(create(app, target, n))
+                wait_until_ended(url, n + 1)
+            ids = [create(app, target, n) for n in range(sessions)]
+            wait_until_ended(url, IDLE_SAMPLES + sessions)
+            return measure(app, workers, ids, idle)
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=60)
+            app.close()
+
+
+def create(app: Stepline, target: str, n: int) -> UUID:
+    return app.create_session(
+        name=f"bench {n}",
+        steps=[StepSpec(text) for text in STEPS],
+        tenant="bench",
+        actor="bench",
+        config={"executor": "http", "base_url": target},
+    )
+
+
+def wait_until_ended(url: str, count: int) -> None:
+    """Count the sessions' ending events in the log: cheap enough not to slow the workers."""
+    ends = [f"domain.session:WorkflowSession.{end}" for end in ENDINGS]
+    deadline = time.monotonic() + 600
+    with psycopg.connect(url) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM stepline_events WHERE topic = ANY(%s)", (ends,)
+            ).fetchone()
+            if row is not None and row[0] >= count:
+                return
+            time.sleep(0.05)
+    raise RuntimeError("the sessions did not end in time")
+
+
+def measure(app: Stepline, workers: int, ids: list[UUID], idle: list[UUID]) -> Round:
+    first_created, last_ended, start_ms, events = float("inf"), 0.0, [], 0
+    for session_id in ids:
+        history = app.history(session_id)
+        created = history[0].timestamp.timestamp()
+        first_created = min(first_created, created)
+        last_ended = max(last_ended, history[-1].timestamp.timestamp())
+        start_ms.append(start_latency_ms(history))
+        events += len(history)
+    idle_ms = [start_latency_ms(app.history(session_id)) for session_id in idle]
+    return Round(workers, len(ids), last_ended - first_created, start_ms, idle_ms, events)
+
+
+def start_latency_ms(history: list[WorkflowSession.Event]) -> float:
+    if not isinstance(history[-1], WorkflowSession.Completed):
+        raise RuntimeError(f"a session ended {type(history[-1]).__name__}")
+    started = next(e for e in history if isinstance(e, WorkflowSession.StepStarted))
+    return (started.timestamp - history[0].timestamp).total_seconds() * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--concurrency", type=int, default=10, help="slots per worker")
+    arguments = parser.parse_args()
+    counts = [int(n) for n in arguments.workers.split(",")]
+
+    with target_process() as target:
+        rounds = [run_round(n, arguments.sessions, arguments.concurrency, target) for n in counts]
+    with bench_database() as url:
+        raw_per_s = raw_inserts(url, rounds[0].events)
+
+    print(
+        f"{arguments.sessions} sessions of {len(STEPS)} HTTP steps, "
+        f"{arguments.concurrency} slots per worker, on {os.cpu_count()} cores"
+    )
+    header = ("workers", "sessions/s", "vs 1", "start p50/p99 ms", "idle start p50/p99 ms")
+    print("{:>7} {:>10} {:>6} {:>18} {:>22}".format(*header))
+    for result in rounds:
+        p50, p99 = percentiles(result.start_ms)
+        idle50, idle99 = percentiles(result.idle_start_ms)
+        rate = result.sessions / result.seconds
+        base = rounds[0].sessions / rounds[0].seconds
+        print(
+            f"{result.workers:>7} {rate:>10.1f} {rate / base:>5.2f}x "
+            f"{p50:>9.1f} /{p99:>7.1f} {idle50:>13.1f} /{idle99:>7.1f}"
+        )
+    raw_s = rounds[0].events / raw_per_s
+    print(
+        f"baseline: raw psycopg inserts of the same {rounds[0].events} event rows take "
+        f"{raw_s:.2f} s ({rounds[0].sessions / raw_s:.0f} sessions' worth of rows a second)"
+    )
+
+
+if __name__ == "__main__":
+    main()
