@@ -223,7 +223,8 @@ def workers_list(
         console.print_json(json.dumps(rows, default=str))
         return
     table = Table(title="Workers")
-    for column in ("worker", "role", "slots", "sessions", "oldest lease", "last seen", "takeovers"):
+    table.add_column("worker", overflow="fold")
+    for column in ("role", "slots", "sessions", "oldest lease", "last seen", "takeovers"):
         table.add_column(column)
     for w in live:
         mine = [lease for lease in held if lease.owner == w.worker_id]
@@ -232,7 +233,7 @@ def workers_list(
             w.worker_id,
             w.role,
             str(w.concurrency),
-            str(len(mine)),
+            str(w.sessions),
             oldest,
             w.seen_at.strftime("%H:%M:%S"),
             str(w.takeovers),

@@ -57,7 +57,7 @@ def _workers(services: Services) -> list[WorkerHealth]:
                 worker_id=worker.worker_id,
                 role=worker.role,
                 concurrency=worker.concurrency,
-                sessions=len(ages),
+                sessions=worker.sessions,
                 oldest_lease_s=round(max(ages), 3) if ages else None,
                 seen_s_ago=round((now - worker.seen_at).total_seconds(), 3),
             )
@@ -115,20 +115,18 @@ def _log_metrics(services: Services) -> list[str]:
 
 
 def _worker_metrics(services: Services) -> list[str]:
-    worker = services.worker
-    if worker is None:
-        return []
-    counters = worker.metrics
-    lines = _header("stepline_leases_held", "gauge", "Session leases this process holds.")
-    lines.append(_line("stepline_leases_held", len(worker.held_sessions())))
-    for name, value, text in (
-        ("stepline_sessions_claimed_total", counters.claimed, "Sessions this process claimed."),
-        ("stepline_takeovers_total", counters.takeovers, "Sessions taken over from a dead owner."),
-        ("stepline_lease_renew_failures_total", counters.renew_failures, "Failed heartbeats."),
-        ("stepline_leases_lost_total", counters.lost, "Leases lost while driving."),
+    """Every live worker of the deployment, from its row: one scrape sees them all."""
+    workers = services.runtime.leases.live_workers()
+    lines: list[str] = []
+    for name, kind, text, value in (
+        ("stepline_leases_held", "gauge", "Session leases a worker holds.", "sessions"),
+        ("stepline_sessions_claimed_total", "counter", "Sessions a worker claimed.", "claimed"),
+        ("stepline_takeovers_total", "counter", "Sessions taken from a dead owner.", "takeovers"),
+        ("stepline_lease_renew_failures_total", "counter", "Failed heartbeats.", "renew_failures"),
+        ("stepline_leases_lost_total", "counter", "Leases lost while driving.", "leases_lost"),
     ):
-        lines += _header(name, "counter", text)
-        lines.append(_line(name, value))
+        lines += _header(name, kind, text)
+        lines += [_line(name, getattr(w, value), worker=w.worker_id) for w in workers]
     return lines
 
 

@@ -58,7 +58,10 @@ DDL = (
         concurrency integer NOT NULL,
         started_at timestamptz NOT NULL,
         seen_at timestamptz NOT NULL,
-        takeovers bigint NOT NULL DEFAULT 0
+        claimed bigint NOT NULL DEFAULT 0,
+        takeovers bigint NOT NULL DEFAULT 0,
+        renew_failures bigint NOT NULL DEFAULT 0,
+        leases_lost bigint NOT NULL DEFAULT 0
     )
     """,
 )
@@ -106,6 +109,15 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class WorkerCounts:
+    """What a worker counts, written to its row at every heartbeat (for /metrics)."""
+
+    claimed: int = 0
+    renew_failures: int = 0
+    leases_lost: int = 0
+
+
+@dataclass(frozen=True)
 class WorkerRow:
     worker_id: str
     role: str
@@ -114,7 +126,11 @@ class WorkerRow:
     concurrency: int
     started_at: datetime
     seen_at: datetime
+    claimed: int
     takeovers: int
+    renew_failures: int
+    leases_lost: int
+    sessions: int
 
 
 @dataclass(frozen=True)
@@ -247,10 +263,12 @@ class Leases:
                 (worker_id, role, host, pid, concurrency),
             )
 
-    def seen(self, worker_id: str) -> None:
+    def seen(self, worker_id: str, counts: WorkerCounts) -> None:
         with self.pool.connection() as conn:
             conn.execute(
-                "UPDATE stepline_workers SET seen_at = now() WHERE worker_id = %s", (worker_id,)
+                "UPDATE stepline_workers SET seen_at = now(), claimed = %s, renew_failures = %s, "
+                "leases_lost = %s WHERE worker_id = %s",
+                (counts.claimed, counts.renew_failures, counts.leases_lost, worker_id),
             )
 
     def unregister(self, worker_id: str) -> None:
@@ -258,11 +276,14 @@ class Leases:
             conn.execute("DELETE FROM stepline_workers WHERE worker_id = %s", (worker_id,))
 
     def live_workers(self) -> list[WorkerRow]:
-        """Workers seen within three lease periods."""
+        """Workers seen within three lease periods, with how many sessions each holds."""
         with self.pool.connection() as conn, conn.cursor(row_factory=class_row(WorkerRow)) as cur:
             return cur.execute(
-                "SELECT worker_id, role, host, pid, concurrency, started_at, seen_at, takeovers "
-                "FROM stepline_workers WHERE seen_at > now() - %s ORDER BY started_at",
+                "SELECT w.worker_id, role, host, pid, concurrency, started_at, seen_at, claimed, "
+                "takeovers, renew_failures, leases_lost, count(l.session_id)::int AS sessions "
+                "FROM stepline_workers w LEFT JOIN session_leases l "
+                "ON l.owner = w.worker_id AND l.lease_until > now() "
+                "WHERE seen_at > now() - %s GROUP BY w.worker_id ORDER BY started_at",
                 (3 * self._interval,),
             ).fetchall()
 

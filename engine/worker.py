@@ -23,7 +23,7 @@ from eventsourcing.persistence import PersistenceError
 from domain.errors import DomainError
 from domain.session import SessionStatus, WorkflowSession
 from engine.app import SessionRequest
-from engine.leases import Claim, Leases, new_worker_id
+from engine.leases import Claim, Leases, WorkerCounts, new_worker_id
 from engine.logs import LOGGER_NAME, on_session
 from engine.task_loop import TaskLoop
 
@@ -69,6 +69,9 @@ class WorkerMetrics:
     takeovers: int = 0
     renew_failures: int = 0
     lost: int = 0
+
+    def counts(self) -> WorkerCounts:
+        return WorkerCounts(self.claimed, self.renew_failures, self.lost)
 
 
 class SessionWorker:
@@ -255,7 +258,7 @@ class SessionWorker:
             try:
                 tokens = {session_id: h.claim.token for session_id, h in held.items()}
                 renewed = self.leases.renew(self.worker_id, tokens)
-                self.leases.seen(self.worker_id)
+                self.leases.seen(self.worker_id, self.metrics.counts())
             except DATABASE_ERRORS:
                 self.metrics.renew_failures += 1
                 log.warning("Could not renew leases (database unavailable)")

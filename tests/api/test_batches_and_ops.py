@@ -75,8 +75,8 @@ def test_health_and_metrics(api: Api) -> None:
     assert body == {"status": "ok", "database": True, "worker": True, "projections_live": True}
     assert isinstance(lag, int)
     assert lag >= 0
-    assert worker["role"] == "serve"
-    assert worker["sessions"] == 0  # the one session ended and handed its lease back
+    assert (worker["role"], worker["concurrency"]) == ("serve", 10)
+    assert worker["worker_id"] == api.services.worker.worker_id  # type: ignore[union-attr]
     for name in (
         'stepline_sessions{status="completed"} 1',
         'stepline_steps{status="completed"} 1',
@@ -85,9 +85,9 @@ def test_health_and_metrics(api: Api) -> None:
         'stepline_projection_lag_events{view="audit_log"}',
         'stepline_http_requests_total{method="POST",route="/v1/sessions",status="201"} 1',
         "stepline_http_request_duration_seconds_bucket",
-        "stepline_leases_held 0",
-        "stepline_sessions_claimed_total 1",
-        "stepline_takeovers_total 0",
+        f'stepline_leases_held{{worker="{worker["worker_id"]}"}}',
+        f'stepline_takeovers_total{{worker="{worker["worker_id"]}"}} 0',
+        "stepline_lease_renew_failures_total",
     ):
         assert name in metrics, name
 
