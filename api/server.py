@@ -79,10 +79,9 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
         with ExitStack() as stack:
             runtime = stack.enter_context(open_runtime(settings))
             feed = EventFeed(runtime.app, settings.streaming_buffer_size)
+            stack.callback(feed.start())
             background = stack.enter_context(
-                running_in_background(
-                    runtime, workers=slots, role="serve", first_to_wake=[feed.deliver_new_events]
-                )
+                running_in_background(runtime, workers=slots, role="serve", also_wake=[feed.wake])
             )
             app.state.services = Services(
                 runtime=runtime,

@@ -74,19 +74,21 @@ def running_in_background(
     *,
     workers: int,
     role: str,
-    first_to_wake: Sequence[Callable[[], None]] = (),
+    also_wake: Sequence[Callable[[], None]] = (),
 ) -> Iterator[Background]:
-    """The process's background duties: the follower (waking `first_to_wake`, then keeping
-    the views live, then waking the worker), the worker itself (none when `workers` is 0) and
-    the TTL sweep. On exit every session stops at its next safe point, its lease handed back."""
+    """The process's background duties: the follower (waking `also_wake`, the views and the
+    worker, each in its own thread), the worker itself (none when `workers` is 0) and the TTL
+    sweep. On exit every session stops at its next safe point, its lease handed back."""
     follower = runtime.follower()
-    for callback in first_to_wake:
+    for callback in also_wake:
         follower.subscribe(callback)
-    runtime.projector.follow_with(follower)
     worker = runtime.worker(workers, role) if workers > 0 else None
-    if worker is not None:
-        follower.subscribe(worker.wake)
+    # The worker claims once the session index has caught up, and at once on a released lease.
+    claim = [] if worker is None else [worker.wake]
+    for callback in claim:
+        follower.subscribe(callback)
     with ExitStack() as stack:
+        stack.callback(runtime.projector.follow(follower, then=claim))
         stack.callback(follower.start())
         if worker is not None:
             worker.start()

@@ -1,7 +1,7 @@
 """The live event feed: new events fanned out by session, woken by the process's follower.
 
-Subscribers are asyncio consumers (the SSE endpoint); the feed runs in the follower's thread
-and hands each event over with `call_soon_threadsafe`. A subscriber that falls `buffer_size`
+Subscribers are asyncio consumers (the SSE endpoint); the feed hands each event over with
+`call_soon_threadsafe`. A subscriber that falls `buffer_size`
 events behind is told it overflowed and must resume from the log — a stream never silently
 skips an event.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from typing import cast
 from uuid import UUID
 
@@ -50,7 +51,9 @@ class Subscription:
 
 
 class EventFeed:
-    """Subscribe it to the process's follower: on every wake it delivers the new events."""
+    """Delivers new events in a thread of its own, so that slower work the process's follower
+    does on the same wake (the views catching up) never delays a stream. Subscribe `wake` to
+    the follower."""
 
     def __init__(self, app: Stepline, buffer_size: int = 1_000) -> None:
         self.app = app
@@ -58,6 +61,30 @@ class EventFeed:
         self._subscribers: dict[UUID, set[Subscription]] = {}
         self._lock = threading.Lock()
         self._position = app.recorder.max_notification_id() or 0
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> Callable[[], None]:
+        """Deliver on every wake (and every second) until the returned function is called."""
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.is_set():
+                self._wake.wait(1.0)
+                self._wake.clear()
+                self.deliver_new_events()
+
+        thread = threading.Thread(target=run, name="feed", daemon=True)
+        thread.start()
+
+        def stop_feed() -> None:
+            stop.set()
+            self._wake.set()
+            thread.join(timeout=10)
+
+        return stop_feed
 
     def subscribe(self, session_id: UUID) -> Subscription:
         subscription = Subscription(session_id, asyncio.get_running_loop(), self.buffer_size)

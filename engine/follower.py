@@ -1,9 +1,10 @@
 """One LISTEN connection per process that wakes whoever must react to the database.
 
 The event store NOTIFYs when events are appended and workers NOTIFY when they hand a lease
-back. Subscribers (the projector catching up, the worker claiming) are called in the
-follower's thread on every notification, and at least every `idle_check_s` as a fallback for a
-lost notification or a reconnect.
+back. Subscribers (the live feed, the projector, the worker) are called in the follower's
+thread on every notification, and at least every `idle_check_s` as a fallback for a lost
+notification or a reconnect. They must return at once (set an event for their own thread):
+a slow one would delay every other's wake.
 """
 
 from __future__ import annotations

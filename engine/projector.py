@@ -58,12 +58,12 @@ class Projector:
         self.batch_size = batch_size
         self._reached: dict[str, int] = {}
         self._advanced = threading.Condition()
-        self._follower: LogFollower | None = None
+        self._follower: threading.Thread | None = None
 
     @property
     def following(self) -> bool:
         """Whether a live follower thread is running in this process."""
-        return self._follower is not None and self._follower.alive
+        return self._follower is not None and self._follower.is_alive()
 
     def select(self, names: Sequence[str] | None) -> list[str]:
         if not names:
@@ -175,12 +175,34 @@ class Projector:
 
     # ---- following the log live ---------------------------------------------------------
 
-    def follow_with(self, follower: LogFollower) -> None:
-        """Catch up on every wake of the process's follower (subscribe before it starts)."""
-        self._follower = follower
-        follower.subscribe(self.catch_up_quietly)
+    def follow(
+        self, follower: LogFollower, then: Sequence[Callable[[], None]] = ()
+    ) -> Callable[[], None]:
+        """Catch up in a thread of its own whenever the follower wakes (so the follower never
+        waits on the views), then call `then`; returns the function that stops it."""
+        wake, stop = threading.Event(), threading.Event()
+        follower.subscribe(wake.set)
 
-    def catch_up_quietly(self) -> None:
+        def run() -> None:
+            while not stop.is_set():
+                wake.wait(follower.idle_check_s)
+                wake.clear()
+                self._catch_up_quietly()
+                for callback in then:
+                    callback()
+
+        thread = threading.Thread(target=run, name="projector", daemon=True)
+        thread.start()
+        self._follower = thread
+
+        def stop_following() -> None:
+            stop.set()
+            wake.set()
+            thread.join(timeout=10)
+
+        return stop_following
+
+    def _catch_up_quietly(self) -> None:
         """Catch up; a lost database is logged and retried on the next wake."""
         try:
             self.catch_up()
@@ -188,7 +210,13 @@ class Projector:
             log.warning("The projections could not catch up (database unavailable); retrying")
 
     def start_following(self) -> Callable[[], None]:
-        """Follow the log with a follower of its own; returns the function that stops it."""
+        """Follow the log with a follower of its own; returns the function that stops both."""
         follower = LogFollower(self.pool, [self.app.recorder.channel_name])  # type: ignore[attr-defined]
-        self.follow_with(follower)
-        return follower.start()
+        stop_projecting = self.follow(follower)
+        stop_follower = follower.start()
+
+        def stop_following() -> None:
+            stop_follower()
+            stop_projecting()
+
+        return stop_following

@@ -156,16 +156,15 @@ class SessionRun:
                     return session.status
 
     def _advance(self, session: WorkflowSession) -> None:
+        self._check_still_ours()
         if self._workflow_timed_out(session):
             error = StandardError.of(
                 "TASK_LOOP_TIMEOUT",
                 f"the workflow ran longer than {self.limits.workflow_timeout_ms} ms",
                 {"limit": "workflow_timeout_ms"},
             )
-            self._check_still_ours()
             self.app.fail_session(self.session_id, error)
             return
-        self._check_still_ours()
         if session.all_steps_completed:
             self.app.complete_session(self.session_id)
             return
@@ -179,12 +178,11 @@ class SessionRun:
                 return
             if step.status is StepStatus.FAILED:
                 self._back_off(step.attempts)
-            self._check_still_ours()
+                self._check_still_ours()
             attempt = self.app.start_step(self.session_id, index)
         self._record(index, StepAttempt(self, index, step, attempt, resuming).run())
 
     def _record(self, index: int, result: StepResult) -> None:
-        self._check_still_ours()
         if isinstance(result, StepDone):
             self.app.complete_step(
                 self.session_id,
@@ -206,8 +204,9 @@ class SessionRun:
             raise Interrupted
 
     def _check_still_ours(self) -> None:
-        """Raise Interrupted (and stop) unless ownership is proven; before every write that
-        moves the session on, and before every command."""
+        """Raise Interrupted (and stop) unless ownership is proven: before each command, and
+        before each move to a step or an ending. (A stale owner's other writes cannot harm:
+        the log refuses them once the new owner has written, and until then they are true.)"""
         if self.stop.is_set():
             raise Interrupted
         if self.ownership is not None and not self.ownership.still_held():

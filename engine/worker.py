@@ -95,6 +95,8 @@ class SessionWorker:
         self.metrics = WorkerMetrics()
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="session")
         self._held: dict[UUID, HeldLease] = {}
+        self._slots_taken = 0
+        """Slots promised to claims and reservations in progress, not yet in `_held`."""
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -139,10 +141,17 @@ class SessionWorker:
         """Claim now rather than at the next poll (e.g. the log grew, a lease was freed)."""
         self._wake.set()
 
-    @property
-    def free_slots(self) -> int:
+    def _take_slots(self, wanted: int) -> int:
+        """Promise up to `wanted` free slots (give them back with `_give_back`)."""
         with self._lock:
-            return self.concurrency - len(self._held)
+            free = self.concurrency - len(self._held) - self._slots_taken
+            taken = max(0, min(wanted, free))
+            self._slots_taken += taken
+            return taken
+
+    def _give_back(self, slots: int) -> None:
+        with self._lock:
+            self._slots_taken -= slots
 
     def held_sessions(self) -> list[UUID]:
         with self._lock:
@@ -156,14 +165,15 @@ class SessionWorker:
             self._wake.clear()
             if self._stopping.is_set():
                 return
+            slots = self._take_slots(self.concurrency)
             try:
-                claims = self.leases.claim(self.worker_id, self.free_slots, self.tenant_limit)
+                for claim in self.leases.claim(self.worker_id, slots, self.tenant_limit):
+                    self.drive(claim)
             except DATABASE_ERRORS:
                 log.warning("Could not claim sessions (database unavailable); retrying")
                 self._stopping.wait(self.poll_s)
-                continue
-            for claim in claims:
-                self.drive(claim)
+            finally:
+                self._give_back(slots)
 
     def create(
         self, request: SessionRequest, *, tenant: str, actor: str
@@ -172,26 +182,22 @@ class SessionWorker:
         before it is saved, so no other worker can claim it first. Without a free slot the
         session is only saved, and whichever worker has room claims it."""
         session = request.build(tenant, actor)
-        claim = self.reserve(session.id, tenant)
+        slot = 0 if self._stopping.is_set() else self._take_slots(1)
         try:
-            self.loop.app.save_new(session)
-        except BaseException:
-            if claim is not None:
-                self.cancel(claim)
-            raise
-        return session, (None if claim is None else self.drive(claim))
-
-    def reserve(self, session_id: UUID, tenant: str) -> Claim | None:
-        """Take the lease of a session about to be created here, before any worker can see it.
-        None when this worker has no free slot (another worker will claim the session)."""
-        if self.free_slots <= 0 or self._stopping.is_set():
-            return None
-        token = self.leases.acquire(session_id, tenant, self.worker_id)
-        return None if token is None else Claim(session_id, tenant, token, None)
-
-    def cancel(self, claim: Claim) -> None:
-        """Give up a reservation whose session was never saved."""
-        self.leases.forget(claim.session_id, self.worker_id, claim.token)
+            if not slot:
+                self.loop.app.save_new(session)
+                return session, None
+            token = self.leases.acquire(session.id, tenant, self.worker_id)
+            assert token is not None  # nobody else can know a session not yet saved
+            claim = Claim(session.id, tenant, token, None)
+            try:
+                self.loop.app.save_new(session)
+            except BaseException:
+                self.leases.forget(session.id, self.worker_id, token)
+                raise
+            return session, self.drive(claim)
+        finally:
+            self._give_back(slot)
 
     def drive(self, claim: Claim) -> Future[SessionStatus | None]:
         """Drive a claimed session in one of the worker's threads."""
@@ -206,7 +212,12 @@ class SessionWorker:
                 claim.taken_over_from,
                 extra=on_session(claim.session_id),
             )
-        return self._threads.submit(self._drive, held)
+        try:
+            return self._threads.submit(self._drive, held)
+        except RuntimeError:  # stopping: hand it back rather than let it wait for expiry
+            self._forget(held)
+            self.leases.release(claim.session_id, self.worker_id, claim.token, None)
+            raise
 
     def _drive(self, held: HeldLease) -> SessionStatus | None:
         status = None
