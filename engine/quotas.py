@@ -13,7 +13,8 @@ DDL = """
 CREATE TABLE IF NOT EXISTS tenant_quotas (
     tenant text PRIMARY KEY,
     tokens double precision NOT NULL,
-    refilled_at timestamptz NOT NULL
+    refilled_at timestamptz NOT NULL,
+    granted boolean NOT NULL
 )
 """
 
@@ -31,23 +32,28 @@ class CreationQuota:
 
     def take(self, tenant: str, count: int = 1) -> float | None:
         """Take `count` tokens; None if granted, else the seconds until they would be there."""
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute(
-                "INSERT INTO tenant_quotas (tenant, tokens, refilled_at) "
-                "VALUES (%s, %s, clock_timestamp()) ON CONFLICT (tenant) DO NOTHING",
-                (tenant, self.capacity),
-            )
-            row = conn.execute(
-                "SELECT least(%s, tokens + extract(epoch FROM clock_timestamp() - refilled_at) "
-                "* %s) FROM tenant_quotas WHERE tenant = %s FOR UPDATE",
-                (self.capacity, self.rate_per_s, tenant),
-            ).fetchone()
-            assert row is not None  # inserted above if it was missing
-            available = float(row[0])
-            granted = available >= count
-            conn.execute(
-                "UPDATE tenant_quotas SET tokens = %s, refilled_at = clock_timestamp() "
-                "WHERE tenant = %s",
-                (available - count if granted else available, tenant),
-            )
-        return None if granted else (count - available) / self.rate_per_s
+        params = {"tenant": tenant, "count": count, "cap": self.capacity, "rate": self.rate_per_s}
+        with self.pool.connection() as conn:
+            row = conn.execute(_TAKE, params).fetchone()
+            if row is None:  # the tenant's first request: a full bucket, then take from it
+                conn.execute(_NEW_BUCKET, params)
+                row = conn.execute(_TAKE, params).fetchone()
+        assert row is not None
+        granted, tokens = row
+        return None if granted else (count - tokens) / self.rate_per_s
+
+
+_AVAILABLE = "least(%(cap)s, tokens + extract(epoch FROM now() - refilled_at) * %(rate)s)"
+# One statement, so the row lock covers the decision. Every right-hand side sees the old row.
+_TAKE = f"""
+UPDATE tenant_quotas SET
+    granted = {_AVAILABLE} >= %(count)s,
+    tokens = {_AVAILABLE} - CASE WHEN {_AVAILABLE} >= %(count)s THEN %(count)s ELSE 0 END,
+    refilled_at = now()
+WHERE tenant = %(tenant)s
+RETURNING granted, tokens
+"""  # noqa: S608 - the f-string only repeats a constant expression
+_NEW_BUCKET = """
+INSERT INTO tenant_quotas (tenant, tokens, refilled_at, granted)
+VALUES (%(tenant)s, %(cap)s, now(), true) ON CONFLICT (tenant) DO NOTHING
+"""

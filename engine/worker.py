@@ -217,7 +217,9 @@ class SessionWorker:
         except RuntimeError:  # stopping: hand it back rather than let it wait for expiry
             self._forget(held)
             self.leases.release(claim.session_id, self.worker_id, claim.token, None)
-            raise
+            handed_back: Future[SessionStatus | None] = Future()
+            handed_back.set_result(None)
+            return handed_back
 
     def _drive(self, held: HeldLease) -> SessionStatus | None:
         status = None
