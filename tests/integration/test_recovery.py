@@ -62,6 +62,17 @@ def workers(leases: Leases) -> Iterator[list[SessionWorker]]:
         worker.stop()
 
 
+class Gate:
+    """Holds the scripted model's reply until the test opens it."""
+
+    def __init__(self) -> None:
+        self.reached, self.opened = threading.Event(), threading.Event()
+
+    def __call__(self) -> None:
+        self.reached.set()
+        self.opened.wait(timeout=30)
+
+
 def start_worker(
     workers: list[SessionWorker], loop: TaskLoop, leases: Leases, concurrency: int = 2
 ) -> SessionWorker:
@@ -220,12 +231,7 @@ def test_a_worker_stopped_mid_step_hands_its_session_to_another_at_once(
     leases: Leases,
     workers: list[SessionWorker],
 ) -> None:
-    in_step, carry_on = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        in_step.set()
-        carry_on.wait(timeout=30)
-
+    hold = Gate()
     model.calls("http_request", method="GET", url="/todos")
     model.calls("http_request", method="GET", url="/todos/1", before=hold)
     model.calls("complete_step", summary="the todo is listed")
@@ -234,9 +240,9 @@ def test_a_worker_stopped_mid_step_hands_its_session_to_another_at_once(
     projector.catch_up()
 
     first = start_worker(workers, loop, leases)
-    assert in_step.wait(timeout=30)  # the model is deciding the second turn of step 2
+    assert hold.reached.wait(timeout=30)  # the model is deciding the second turn of step 2
     first.stop(wait=False)
-    carry_on.set()
+    hold.opened.set()
     second = start_worker(workers, make_loop(), leases)
     second.wake()
     wait_for(app, session_id, SessionStatus.COMPLETED)
@@ -259,12 +265,7 @@ def test_a_session_taken_over_keeps_its_cookies_though_the_log_never_holds_them(
     leases: Leases,
     workers: list[SessionWorker],
 ) -> None:
-    in_step, carry_on = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        in_step.set()
-        carry_on.wait(timeout=30)
-
+    hold = Gate()
     model.calls("http_request", method="GET", url="/todos", before=hold)  # never runs
     model.calls("http_request", method="POST", url="/todos", body={"title": "after takeover"})
     model.calls("complete_step", summary="added")
@@ -273,9 +274,9 @@ def test_a_session_taken_over_keeps_its_cookies_though_the_log_never_holds_them(
     session_id = start_session(make_loop(), [LOGIN, "Add a todo"], target)
     projector.catch_up()
     first = start_worker(workers, make_loop(states=states), leases)
-    assert in_step.wait(timeout=30)  # signed in; the model is deciding step 1
+    assert hold.reached.wait(timeout=30)  # signed in; the model is deciding step 1
     first.stop(wait=False)
-    carry_on.set()
+    hold.opened.set()
 
     start_worker(workers, make_loop(states=states), leases).wake()
     wait_for(app, session_id, SessionStatus.COMPLETED)
@@ -344,23 +345,18 @@ def test_a_worker_whose_lease_was_stolen_stops_before_its_next_command(
     leases: Leases,
     workers: list[SessionWorker],
 ) -> None:
-    in_turn, carry_on = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        in_turn.set()
-        carry_on.wait(timeout=30)
-
+    hold = Gate()
     model.calls("http_request", method="GET", url="/login", before=hold)
     loop = make_loop()
     session_id = start_session(loop, ["Look at the login page"], target)
     projector.catch_up()
     worker = start_worker(workers, loop, leases)
-    assert in_turn.wait(timeout=30)
+    assert hold.reached.wait(timeout=30)
 
     with projector.pool.connection() as conn:  # the lease "expires" under the worker
         conn.execute("UPDATE session_leases SET lease_until = now() - interval '1 second'")
     (thief,) = leases.claim("thief", 1)
-    carry_on.set()
+    hold.opened.set()
     for _ in range(100):
         if worker.metrics.lost:
             break
