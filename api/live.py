@@ -64,7 +64,7 @@ def run_with_progress(
     worker = runtime.worker(concurrency=1, role="run")
     worker.start(claiming=False)
     try:
-        session, future = worker.create(request, tenant=LOCAL_TENANT, actor=_actor())
+        session, future = worker.create(request, tenant=LOCAL_TENANT, actor=_actor(), here=True)
         console.print(f"session [bold]{session.id}[/]: {session.name}")
         assert future is not None  # a worker just started has a free slot
         return _show_until_done(runtime, session, future, console)

@@ -176,13 +176,15 @@ class SessionWorker:
                 self._give_back(slots)
 
     def create(
-        self, request: SessionRequest, *, tenant: str, actor: str
+        self, request: SessionRequest, *, tenant: str, actor: str, here: bool = False
     ) -> tuple[WorkflowSession, Future[SessionStatus | None] | None]:
         """Create a session and, with a free slot, drive it here at once: its lease is taken
-        before it is saved, so no other worker can claim it first. Without a free slot the
-        session is only saved, and whichever worker has room claims it."""
+        before it is saved, so no other worker can claim it first. Otherwise the session is
+        only saved, and whichever worker has room claims it. Under a per-tenant running limit
+        only claims may start sessions (they weigh the limit), unless `here` insists."""
         session = request.build(tenant, actor)
-        slot = 0 if self._stopping.is_set() else self._take_slots(1)
+        local = not self._stopping.is_set() and (here or self.tenant_limit is None)
+        slot = self._take_slots(1) if local else 0
         try:
             if not slot:
                 self.loop.app.save_new(session)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
 import httpx
 
-from tests.api.conftest import Api, shell_workflow
+from tests.api.conftest import Api, ApiFactory, shell_workflow
 
 PROBLEM = "application/problem+json"
 
@@ -138,3 +139,22 @@ def test_sessions_are_listed_filtered_and_paged(api: Api) -> None:
         bad = alice.get("/v1/sessions", params={"cursor": "not-a-cursor"})
         assert bad.status_code == 422
         assert bad.headers["content-type"] == PROBLEM
+
+
+def test_a_tenant_never_runs_more_sessions_at_once_than_its_limit(
+    start_api: ApiFactory,
+) -> None:
+    api = start_api(tenant_max_running=1)
+    with api.client("alice") as alice, api.client("eve") as eve:
+        ours = [create(alice, shell_workflow("sleep 0.5", "true")) for _ in range(3)]
+        theirs = create(eve, shell_workflow("sleep 0.5"))
+        histories = {session_id: stream(alice, session_id) for session_id in ours}
+        other = stream(eve, theirs)
+
+    spans = sorted(
+        (events[1]["timestamp"], events[-1]["timestamp"]) for events in histories.values()
+    )
+    assert all(e[-1]["type"] == "Completed" for e in [*histories.values(), other])
+    for (_, ended), (started, _) in itertools.pairwise(spans):
+        assert ended <= started  # acme's sessions ran one after another
+    assert other[1]["timestamp"] < spans[-1][0]  # globex did not wait behind acme
