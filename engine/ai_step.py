@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from domain.session import WorkflowSession
 from engine.ai import COMPLETE_STEP, FAIL_STEP, AiProvider, AiProviderError, finishing_tools
 from engine.context import build_messages
 from engine.executors.kinds import DEFAULT_EXECUTOR
-from engine.task_loop import SessionRun, StepDone, StepFailure, StepResult, failure
+from engine.step_results import StepDone, StepFailure, StepResult, failure
+
+if TYPE_CHECKING:
+    from engine.task_loop import SessionRun
 
 
 class AiStep:

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid4
@@ -22,6 +22,7 @@ from uuid import UUID, uuid4
 from domain.errors import InvalidStateTransition, InvalidWorkflow, StandardError
 from domain.session import SessionStatus, StepState, StepStatus, WorkflowSession
 from engine.ai import AiProvider
+from engine.ai_step import AiStep
 from engine.app import Stepline
 from engine.definitions import DefinitionError, Definitions, DefinitionsCache
 from engine.executor_state import ExecutorStates
@@ -31,32 +32,11 @@ from engine.limits import Limits
 from engine.logs import LOGGER_NAME, on_session, on_step
 from engine.secrets import Secrets
 from engine.settings import Settings
+from engine.step_results import Interrupted, StepDone, StepFailure, StepResult, failure
 
 log = logging.getLogger(LOGGER_NAME)
 
 MAX_REFUSALS = 10
-
-
-@dataclass(frozen=True)
-class StepDone:
-    summary: str
-    evidence: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class StepFailure:
-    error: StandardError
-
-
-StepResult = StepDone | StepFailure
-
-
-class Interrupted(Exception):
-    """The session stopped being ours to run: paused, cancelled, ended, lease lost, stopping."""
-
-
-def failure(code: str, message: str, **details: Any) -> StepFailure:
-    return StepFailure(StandardError.of(code, message, details))
 
 
 class Ownership(Protocol):
@@ -397,8 +377,6 @@ class StepAttempt:
                 "STEPLINE_AI_BASE_URL for a local OpenAI-compatible server), or write the "
                 "step as a step definition",
             )
-        from engine.ai_step import AiStep  # noqa: PLC0415 - the AI path is optional
-
         return AiStep(self.run_, ai, self.index, self.attempt, self.deadline).run()
 
     def _key(self) -> str:
