@@ -1,9 +1,8 @@
 """The live event feed: new events fanned out by session, woken by the process's follower.
 
 Subscribers are asyncio consumers (the SSE endpoint); the feed hands each event over with
-`call_soon_threadsafe`. A subscriber that falls `buffer_size`
-events behind is told it overflowed and must resume from the log — a stream never silently
-skips an event.
+`call_soon_threadsafe`. A subscriber that falls `buffer_size` events behind is told it
+overflowed and must resume from the log — a stream never silently skips an event.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from eventsourcing.persistence import PersistenceError
 
 from domain.session import WorkflowSession
 from engine.app import Stepline
+from engine.follower import run_when_woken
 from engine.logs import LOGGER_NAME
 
 log = logging.getLogger(LOGGER_NAME)
@@ -67,24 +67,8 @@ class EventFeed:
         self._wake.set()
 
     def start(self) -> Callable[[], None]:
-        """Deliver on every wake (and every second) until the returned function is called."""
-        stop = threading.Event()
-
-        def run() -> None:
-            while not stop.is_set():
-                self._wake.wait(1.0)
-                self._wake.clear()
-                self.deliver_new_events()
-
-        thread = threading.Thread(target=run, name="feed", daemon=True)
-        thread.start()
-
-        def stop_feed() -> None:
-            stop.set()
-            self._wake.set()
-            thread.join(timeout=10)
-
-        return stop_feed
+        """Deliver on every wake (and every second); returns the function that stops it."""
+        return run_when_woken("feed", self._deliver_new_events, self._wake, every_s=1.0).stop
 
     def subscribe(self, session_id: UUID) -> Subscription:
         subscription = Subscription(session_id, asyncio.get_running_loop(), self.buffer_size)
@@ -103,7 +87,7 @@ class EventFeed:
         with self._lock:
             return sum(len(s) for s in self._subscribers.values())
 
-    def deliver_new_events(self) -> None:
+    def _deliver_new_events(self) -> None:
         """Hand every event appended since the last call to its session's subscribers."""
         try:
             self._deliver()

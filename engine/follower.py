@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
@@ -78,3 +79,40 @@ class LogFollower:
     def _wake_all(self) -> None:
         for callback in self._subscribers:
             callback()
+
+
+@dataclass(frozen=True)
+class Running:
+    """A background thread and the function that stops it."""
+
+    thread: threading.Thread
+    stop: Callable[[], None]
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+
+def run_when_woken(
+    name: str, work: Callable[[], None], wake: threading.Event, every_s: float
+) -> Running:
+    """Run `work` in a thread of its own whenever `wake` is set, and at least every
+    `every_s`, until stopped."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            wake.wait(every_s)
+            wake.clear()
+            if not stop.is_set():
+                work()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+
+    def stop_running() -> None:
+        stop.set()
+        wake.set()
+        thread.join(timeout=10)
+
+    return Running(thread, stop_running)

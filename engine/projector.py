@@ -17,7 +17,7 @@ from eventsourcing.persistence import PersistenceError
 from psycopg_pool import ConnectionPool
 
 from engine.app import Stepline
-from engine.follower import LogFollower
+from engine.follower import LogFollower, Running, run_when_woken
 from engine.logs import LOGGER_NAME
 from projections import ALL_VIEWS, tracking
 from projections.view import Recorded, View
@@ -58,12 +58,12 @@ class Projector:
         self.batch_size = batch_size
         self._reached: dict[str, int] = {}
         self._advanced = threading.Condition()
-        self._follower: threading.Thread | None = None
+        self._running: Running | None = None
 
     @property
     def following(self) -> bool:
         """Whether a live follower thread is running in this process."""
-        return self._follower is not None and self._follower.is_alive()
+        return self._running is not None and self._running.alive
 
     def select(self, names: Sequence[str] | None) -> list[str]:
         if not names:
@@ -180,27 +180,16 @@ class Projector:
     ) -> Callable[[], None]:
         """Catch up in a thread of its own whenever the follower wakes (so the follower never
         waits on the views), then call `then`; returns the function that stops it."""
-        wake, stop = threading.Event(), threading.Event()
+        wake = threading.Event()
         follower.subscribe(wake.set)
 
-        def run() -> None:
-            while not stop.is_set():
-                wake.wait(follower.idle_check_s)
-                wake.clear()
-                self._catch_up_quietly()
-                for callback in then:
-                    callback()
+        def catch_up_then() -> None:
+            self._catch_up_quietly()
+            for callback in then:
+                callback()
 
-        thread = threading.Thread(target=run, name="projector", daemon=True)
-        thread.start()
-        self._follower = thread
-
-        def stop_following() -> None:
-            stop.set()
-            wake.set()
-            thread.join(timeout=10)
-
-        return stop_following
+        self._running = run_when_woken("projector", catch_up_then, wake, follower.idle_check_s)
+        return self._running.stop
 
     def _catch_up_quietly(self) -> None:
         """Catch up; a lost database is logged and retried on the next wake."""

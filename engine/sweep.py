@@ -18,6 +18,7 @@ from uuid import UUID
 from domain.errors import InvalidStateTransition
 from engine.app import Stepline
 from engine.executor_state import ExecutorStates
+from engine.follower import run_when_woken
 from engine.leases import Leases
 from engine.logs import LOGGER_NAME
 from engine.projector import Projector
@@ -57,20 +58,10 @@ class Sweep:
 
     def start(self, every_s: float = 30.0) -> Callable[[], None]:
         """Sweep every `every_s` seconds in a thread; returns the function that stops it."""
-        stop = threading.Event()
+        return run_when_woken("sweep", self._once_quietly, threading.Event(), every_s).stop
 
-        def run() -> None:
-            while not stop.wait(every_s):
-                try:
-                    self.once()
-                except Exception:
-                    log.exception("The TTL sweep failed; trying again later")
-
-        thread = threading.Thread(target=run, name="sweep", daemon=True)
-        thread.start()
-
-        def stop_sweeping() -> None:
-            stop.set()
-            thread.join(timeout=10)
-
-        return stop_sweeping
+    def _once_quietly(self) -> None:
+        try:
+            self.once()
+        except Exception:
+            log.exception("The TTL sweep failed; trying again later")
