@@ -214,38 +214,27 @@ def test_stepline_run_drives_its_session_under_a_lease_no_worker_touches(
     }
 
 
-def _owner_roles(database_url: str) -> set[str]:
+def _live_leases(database_url: str) -> list[tuple[UUID, str]]:
+    """(session, owner) of every unexpired lease; none while no worker has made the table.
+    An owner is host:pid:role:suffix."""
     with psycopg.connect(database_url) as conn:
         if not _has_lease_table(conn):
-            return set()
-        owners = conn.execute(
-            "SELECT owner FROM session_leases WHERE lease_until > now()"
+            return []
+        return conn.execute(
+            "SELECT session_id, owner FROM session_leases WHERE lease_until > now()"
         ).fetchall()
-    return {owner.split(":")[2] for (owner,) in owners}
+
+
+def _owner_roles(database_url: str) -> set[str]:
+    return {owner.split(":")[2] for _, owner in _live_leases(database_url)}
 
 
 def _lease_owners(database_url: str, session_ids: list[UUID]) -> set[UUID]:
-    """The sessions someone holds a lease on (none while no worker has set up its tables)."""
-    with psycopg.connect(database_url) as conn:
-        if not _has_lease_table(conn):
-            return set()
-        rows = conn.execute(
-            "SELECT session_id FROM session_leases WHERE session_id = ANY(%s) "
-            "AND lease_until > now()",
-            (session_ids,),
-        ).fetchall()
-    return {row[0] for row in rows}
+    return {session_id for session_id, _ in _live_leases(database_url)} & set(session_ids)
 
 
 def _pids_holding_leases(database_url: str) -> set[int]:
-    """Processes driving a session now (a worker id is host:pid:role:suffix)."""
-    with psycopg.connect(database_url) as conn:
-        if not _has_lease_table(conn):
-            return set()
-        owners = conn.execute(
-            "SELECT DISTINCT owner FROM session_leases WHERE lease_until > now()"
-        ).fetchall()
-    return {int(owner.split(":")[1]) for (owner,) in owners}
+    return {int(owner.split(":")[1]) for _, owner in _live_leases(database_url)}
 
 
 def _has_lease_table(conn: psycopg.Connection[Any]) -> bool:
