@@ -86,7 +86,7 @@ def running_in_background(
     # The worker claims once the session index has caught up, and at once on a released lease.
     claim = [] if worker is None else [worker.wake]
     for callback in claim:
-        follower.subscribe(callback)
+        follower.subscribe(callback, channel=RELEASED_CHANNEL)
     with ExitStack() as stack:
         stack.callback(runtime.projector.follow(follower, then=claim))
         stack.callback(follower.start())

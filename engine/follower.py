@@ -31,16 +31,17 @@ class LogFollower:
         self.pool = pool
         self.channels = list(channels)
         self.idle_check_s = idle_check_s
-        self._subscribers: list[Callable[[], None]] = []
+        self._subscribers: list[tuple[Callable[[], None], str | None]] = []
         self._thread: threading.Thread | None = None
 
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def subscribe(self, callback: Callable[[], None]) -> None:
-        """Call `callback` on every wake, in subscription order. Subscribe before `start`."""
-        self._subscribers.append(callback)
+    def subscribe(self, callback: Callable[[], None], channel: str | None = None) -> None:
+        """Call `callback` on every notification (or only `channel`'s) and on every idle
+        check, in subscription order. Subscribe before `start`."""
+        self._subscribers.append((callback, channel))
 
     def start(self) -> Callable[[], None]:
         """Follow in a background thread; returns the function that stops it."""
@@ -68,17 +69,23 @@ class LogFollower:
             for channel in self.channels:
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             try:
+                self._wake(None)  # whatever happened while this connection was not listening
                 while not stop.is_set():
-                    self._wake_all()
-                    for _ in conn.notifies(timeout=self.idle_check_s, stop_after=1):
-                        pass
+                    notified = False
+                    for notification in conn.notifies(timeout=self.idle_check_s, stop_after=1):
+                        self._wake(notification.channel)
+                        notified = True
+                    if not notified:
+                        self._wake(None)
             finally:
                 if not (conn.closed or conn.broken):
                     conn.execute("UNLISTEN *")
 
-    def _wake_all(self) -> None:
-        for callback in self._subscribers:
-            callback()
+    def _wake(self, channel: str | None) -> None:
+        """Wake the subscribers of `channel`; None (an idle check) wakes every one."""
+        for callback, wanted in self._subscribers:
+            if channel is None or wanted is None or wanted == channel:
+                callback()
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ class Projector:
         """Catch up in a thread of its own whenever the follower wakes (so the follower never
         waits on the views), then call `then`; returns the function that stops it."""
         wake = threading.Event()
-        follower.subscribe(wake.set)
+        follower.subscribe(wake.set, channel=self.app.recorder.channel_name)  # type: ignore[attr-defined]
 
         def catch_up_then() -> None:
             self._catch_up_quietly()
