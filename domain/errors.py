@@ -96,6 +96,39 @@ CATALOGUE: dict[str, ErrorKind] = {
     "AI_PROVIDER_ERROR": ErrorKind(
         _I, _HIGH, True, True, "Check STEPLINE_AI_BASE_URL, STEPLINE_AI_API_KEY and the model"
     ),
+    "AI_AUTH_FAILED": ErrorKind(
+        _I, _HIGH, False, False, "Check STEPLINE_AI_API_KEY (or OPENAI_API_KEY)"
+    ),
+    "AI_MODEL_NOT_FOUND": ErrorKind(
+        _I, _HIGH, False, False, "Check STEPLINE_AI_MODEL names a model the server serves"
+    ),
+    "AI_CONTEXT_TOO_LONG": ErrorKind(
+        _I, _MEDIUM, True, False, "Lower STEPLINE_CONTEXT_CHAR_BUDGET or use a longer-context model"
+    ),
+    "AI_RATE_LIMITED": ErrorKind(
+        _I, _MEDIUM, True, True, "Resume the session later, or raise the provider's rate limit"
+    ),
+    "AI_PROVIDER_UNAVAILABLE": ErrorKind(
+        _I, _HIGH, True, True, "Resume the session when the AI provider is back"
+    ),
+    "AI_TIMEOUT": ErrorKind(
+        _I, _MEDIUM, True, True, "Raise STEPLINE_AI_TIMEOUT_S, or resume the session later"
+    ),
+    "AI_UNREACHABLE": ErrorKind(
+        _I, _HIGH, True, True, "Check STEPLINE_AI_BASE_URL and that the server is up; resume"
+    ),
+    "MODEL_NO_TOOL_CALL": ErrorKind(
+        _I, _MEDIUM, True, True, "Use a model that supports tool calls, or rephrase the step"
+    ),
+    "MODEL_MANY_TOOL_CALLS": ErrorKind(
+        _I, _MEDIUM, True, True, "Use a model that calls one tool at a time"
+    ),
+    "MODEL_UNKNOWN_TOOL": ErrorKind(
+        _I, _MEDIUM, True, True, "Use a model that keeps to the tools offered"
+    ),
+    "MODEL_BAD_ARGUMENTS": ErrorKind(
+        _I, _MEDIUM, True, True, "Use a model that writes valid tool arguments"
+    ),
     "NO_AI_PROVIDER": ErrorKind(
         _V, _HIGH, False, False, "Set STEPLINE_AI_MODEL and STEPLINE_AI_API_KEY or _BASE_URL"
     ),

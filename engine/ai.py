@@ -1,13 +1,16 @@
 """The AI provider: Chat Completions with tool calls, through the `openai` SDK.
 
 Works with OpenAI and any OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio) via
-`STEPLINE_AI_BASE_URL`. The SDK retries 429 and 5xx answers with backoff; what still fails
-becomes an `AI_PROVIDER_ERROR` that says what to fix.
+`STEPLINE_AI_BASE_URL`. The SDK retries 429 (honouring `Retry-After`), 5xx, timeouts and
+refused connections with backoff; what still fails becomes an error of its own kind (its code
+and suggested action say what to do). A reply that is not exactly one valid tool call is a
+`Mistake`, told to the model on its next turn.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +23,18 @@ COMPLETE_STEP = "complete_step"
 FAIL_STEP = "fail_step"
 
 
+OUTAGES = frozenset({"AI_RATE_LIMITED", "AI_PROVIDER_UNAVAILABLE", "AI_TIMEOUT", "AI_UNREACHABLE"})
+"""Provider errors that say nothing about the request: wait and try again later."""
+
+
 class AiProviderError(Exception):
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, code: str, message: str, **details: Any) -> None:
         super().__init__(message)
-        self.error = StandardError.of("AI_PROVIDER_ERROR", message, details)
+        self.error = StandardError.of(code, message, details)
+
+    @property
+    def outage(self) -> bool:
+        return self.error.code in OUTAGES
 
 
 @dataclass(frozen=True)
@@ -33,11 +44,18 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class Mistake:
+    """Why a reply could not be used as a tool call: told to the model on its next turn."""
+
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Decision:
     reasoning: str
     call: ToolCall | None
-    malformed: str | None
-    """Why the reply could not be used as a tool call, if it could not."""
+    mistake: Mistake | None
     model: str
     prompt_tokens: int
     completion_tokens: int
@@ -89,20 +107,99 @@ def finishing_tools(expect: str | None) -> list[dict[str, Any]]:
     ]
 
 
-def _parse_call(message: Any, offered: set[str]) -> tuple[ToolCall | None, str | None]:
+def _parse_call(message: Any, tools: list[dict[str, Any]]) -> ToolCall | Mistake:
+    """The one tool call of a reply, from `tool_calls` or, failing that, from its text."""
     calls = message.tool_calls or []
-    if not calls:
-        return None, "the reply called no tool; every reply must call exactly one tool"
-    function = calls[0].function
-    if function.name not in offered:
-        return None, f"there is no tool named {function.name!r}; use one of {sorted(offered)}"
+    if len(calls) > 1:
+        names = [call.function.name for call in calls]
+        return Mistake(
+            "MODEL_MANY_TOOL_CALLS",
+            f"the reply called {len(calls)} tools {names}; call exactly one tool per reply",
+        )
+    if calls:
+        return _checked(calls[0].function.name, calls[0].function.arguments or "{}", tools)
+    found = tool_call_in_text(message.content or "")
+    if found is None:
+        return Mistake(
+            "MODEL_NO_TOOL_CALL",
+            "the reply called no tool; every reply must call exactly one of the tools offered",
+        )
+    return _checked(*found, tools)
+
+
+TOOL_CALL_TAG = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+def tool_call_in_text(content: str) -> tuple[str, str] | None:
+    """(name, raw arguments) of a tool call written as text, as some OpenAI-compatible servers
+    return it: `<tool_call>{"name": …, "arguments": {…}}</tool_call>` (Hermes, Qwen), or the
+    whole reply as that JSON object, bare or in a ```json fence."""
+    tagged = TOOL_CALL_TAG.search(content)
+    text = tagged.group(1) if tagged else content.strip()
+    fenced = FENCED.match(text)
+    text = fenced.group(1) if fenced else text
     try:
-        arguments = json.loads(function.arguments or "{}")
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("function"), dict):
+        data = data["function"]
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None
+    arguments = data.get("arguments", data.get("parameters", {}))
+    raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return data["name"], raw
+
+
+def _checked(name: str, raw_arguments: str, tools: list[dict[str, Any]]) -> ToolCall | Mistake:
+    schemas = {tool["function"]["name"]: tool["function"]["parameters"] for tool in tools}
+    if name not in schemas:
+        return Mistake(
+            "MODEL_UNKNOWN_TOOL", f"there is no tool named {name!r}; use one of {sorted(schemas)}"
+        )
+    try:
+        arguments = json.loads(raw_arguments)
     except json.JSONDecodeError as error:
-        return None, f"the arguments of {function.name} are not valid JSON: {error.msg}"
+        return Mistake(
+            "MODEL_BAD_ARGUMENTS",
+            f"the arguments of {name} are not valid JSON: {error.msg} at character {error.pos}",
+        )
+    problem = schema_problem(arguments, schemas[name])
+    if problem is not None:
+        return Mistake(
+            "MODEL_BAD_ARGUMENTS", f"the arguments of {name} do not fit its parameters: {problem}"
+        )
+    return ToolCall(name, arguments)
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "number": (int, float),
+}
+
+
+def schema_problem(arguments: Any, schema: dict[str, Any]) -> str | None:
+    """What is wrong with the arguments against the tool's (flat) JSON schema, if anything:
+    an object, every required property present, each property of its type and enum."""
     if not isinstance(arguments, dict):
-        return None, f"the arguments of {function.name} must be a JSON object"
-    return ToolCall(function.name, arguments), None
+        return "they must be a JSON object"
+    missing = [key for key in schema.get("required", []) if key not in arguments]
+    if missing:
+        return f"missing required {missing}"
+    for key, value in arguments.items():
+        spec = schema.get("properties", {}).get(key, {})
+        expected = _JSON_TYPES.get(spec.get("type", ""))
+        wrong_bool = isinstance(value, bool) and spec.get("type") in ("integer", "number")
+        if expected is not None and (not isinstance(value, expected) or wrong_bool):
+            return f"{key} must be of type {spec['type']}"
+        if "enum" in spec and value not in spec["enum"]:
+            return f"{key} must be one of {spec['enum']}"
+    return None
 
 
 class AiProvider:
@@ -135,15 +232,14 @@ class AiProvider:
             raise self._explained(error) from None
         latency_ms = int((time.monotonic() - started) * 1000)
         if not response.choices:
-            raise AiProviderError("the AI provider answered with no choices")
+            raise AiProviderError("AI_PROVIDER_ERROR", "the AI provider answered with no choices")
         message = response.choices[0].message
-        offered = {tool["function"]["name"] for tool in tools}
-        call, malformed = _parse_call(message, offered)
+        parsed = _parse_call(message, tools)
         usage = response.usage
         return Decision(
             reasoning=message.content or "",
-            call=call,
-            malformed=malformed,
+            call=parsed if isinstance(parsed, ToolCall) else None,
+            mistake=parsed if isinstance(parsed, Mistake) else None,
             model=response.model or self.model,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
@@ -152,22 +248,40 @@ class AiProvider:
 
     def _explained(self, error: openai.APIError) -> AiProviderError:
         where = self.base_url or "the OpenAI API"
-        if isinstance(error, openai.AuthenticationError):
-            return AiProviderError(
-                f"{where} refused the API key (401); check STEPLINE_AI_API_KEY", status=401
-            )
-        if isinstance(error, openai.NotFoundError):
-            return AiProviderError(
-                f"model {self.model!r} was not found at {where} (404); check STEPLINE_AI_MODEL",
-                status=404,
-            )
-        if isinstance(error, openai.RateLimitError):
-            return AiProviderError(f"{where} kept rate-limiting (429) after retries", status=429)
-        if isinstance(error, openai.APIStatusError):
-            return AiProviderError(
-                f"{where} answered {error.status_code}: {error.message}",
-                status=error.status_code,
-            )
-        if isinstance(error, openai.APITimeoutError):
-            return AiProviderError(f"{where} did not answer in time")
-        return AiProviderError(f"cannot reach {where}: {error.message}")
+        status = getattr(error, "status_code", None)
+        code = _code_of(error, status)
+        message = {
+            "AI_TIMEOUT": f"{where} did not answer in time",
+            "AI_UNREACHABLE": f"cannot reach {where}: {error.message}",
+            "AI_AUTH_FAILED": f"{where} refused the API key ({status})",
+            "AI_MODEL_NOT_FOUND": f"model {self.model!r} was not found at {where} (404)",
+            "AI_RATE_LIMITED": f"{where} kept rate-limiting (429) after retries",
+            "AI_PROVIDER_UNAVAILABLE": f"{where} kept failing ({status}) after retries",
+            "AI_CONTEXT_TOO_LONG": f"the prompt is longer than {self.model!r} takes",
+        }.get(code, f"{where} answered {status}")
+        return AiProviderError(code, f"{message}: {error.message}", status=status)
+
+
+_BY_STATUS = {
+    401: "AI_AUTH_FAILED",
+    403: "AI_AUTH_FAILED",
+    404: "AI_MODEL_NOT_FOUND",
+    429: "AI_RATE_LIMITED",
+}
+
+
+def _code_of(error: openai.APIError, status: int | None) -> str:
+    if isinstance(error, openai.APITimeoutError):
+        return "AI_TIMEOUT"
+    if isinstance(error, openai.APIConnectionError):
+        return "AI_UNREACHABLE"
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    if status is not None and status >= 500:
+        return "AI_PROVIDER_UNAVAILABLE"
+    return "AI_CONTEXT_TOO_LONG" if _context_too_long(error) else "AI_PROVIDER_ERROR"
+
+
+def _context_too_long(error: openai.APIError) -> bool:
+    text = f"{error.code or ''} {error.message}".lower()
+    return "context_length" in text or "context length" in text or "too many tokens" in text

@@ -6,10 +6,19 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from domain.session import WorkflowSession
-from engine.ai import COMPLETE_STEP, FAIL_STEP, AiProvider, AiProviderError, finishing_tools
+from engine.ai import (
+    COMPLETE_STEP,
+    FAIL_STEP,
+    AiProvider,
+    AiProviderError,
+    Decision,
+    Mistake,
+    ToolCall,
+    finishing_tools,
+)
 from engine.context import build_messages
 from engine.executors.kinds import DEFAULT_EXECUTOR
-from engine.step_results import StepDone, StepFailure, StepResult, failure
+from engine.step_results import StepDone, StepFailure, StepOnHold, StepResult, failure
 
 if TYPE_CHECKING:
     from engine.task_loop import SessionRun
@@ -28,7 +37,7 @@ class AiStep:
         self.deadline = deadline
         self.limits = run.limits
         self.feedback: list[str] = []
-        self.malformed_replies = 0
+        self.last_mistake: Mistake | None = None
         self.consecutive_failures = 0
         self.recent_commands: list[str] = []
         self._attempt_started: int | None = None
@@ -47,16 +56,24 @@ class AiStep:
             session = self.run_.app.get_session(self.run_.session_id)
             step = session.steps[self.index]
             if step.turns >= self.limits.max_turns_per_step:
-                return failure(
-                    "MAX_TURNS_EXCEEDED",
-                    f"step {self.index} used all {self.limits.max_turns_per_step} turns",
-                    limit="max_turns_per_step",
-                )
+                return self._out_of_turns()
             result = self._turn(
                 session, step.expect, last=step.turns + 1 >= self.limits.max_turns_per_step
             )
             if result is not None:
                 return result
+
+    def _out_of_turns(self) -> StepFailure:
+        used = f"step {self.index} used all {self.limits.max_turns_per_step} turns"
+        mistake = self.last_mistake
+        if mistake is not None:  # say what went wrong, not only that time ran out
+            return failure(
+                mistake.code,
+                f"{used}; the model's last reply was unusable: {mistake.reason}",
+                reason=mistake.reason,
+                limit="max_turns_per_step",
+            )
+        return failure("MAX_TURNS_EXCEEDED", used, limit="max_turns_per_step")
 
     def _tools(self, expect: str | None, last: bool) -> list[dict[str, Any]]:
         finishing = finishing_tools(expect)
@@ -78,11 +95,13 @@ class AiStep:
         try:
             decision = self.ai.decide(messages, self._tools(expect, last))
         except AiProviderError as error:
+            if error.outage and run.loop.settings.ai_pause_on_outage:
+                return StepOnHold(error.error)
             return StepFailure(error.error)
         run.app.record_turn(
             run.session_id,
             self.index,
-            reasoning=run.secrets.redact(decision.reasoning or (decision.malformed or "")),
+            reasoning=run.secrets.redact(_turn_note(decision)),
             model=decision.model,
             prompt_tokens=decision.prompt_tokens,
             completion_tokens=decision.completion_tokens,
@@ -96,19 +115,32 @@ class AiStep:
                 f"the session used {used} tokens; its budget is {self.limits.token_budget}",
                 limit="token_budget",
             )
-        return self._act_on(decision.call, decision.malformed, expect)
+        if decision.mistake is not None:
+            return self._mistaken(decision.mistake)
+        assert decision.call is not None  # a reply is a tool call or a mistake
+        self.last_mistake = None
+        return self._act_on(decision.call, expect)
 
-    def _act_on(self, call: Any, malformed: str | None, expect: str | None) -> StepResult | None:
-        if call is None:
-            self.malformed_replies += 1
-            if self.malformed_replies > 1:
-                return failure(
-                    "AI_PROVIDER_ERROR", f"the model replied malformed twice: {malformed}"
-                )
-            self.feedback = [
-                f"Your last reply was not usable: {malformed}. Reply with one valid tool call."
-            ]
-            return None
+    def _mistaken(self, mistake: Mistake) -> StepResult | None:
+        """A reply that was no usable tool call counts as a failed turn; the model is told
+        exactly what was wrong and asked again, until the failures in a row run out."""
+        self.last_mistake = mistake
+        self.consecutive_failures += 1
+        if self.consecutive_failures >= self.limits.max_consecutive_failures:
+            return failure(
+                mistake.code,
+                f"the model's last {self.consecutive_failures} replies were unusable; the "
+                f"last: {mistake.reason}",
+                reason=mistake.reason,
+                limit="max_consecutive_failures",
+            )
+        self.feedback = [
+            f"Your last reply could not be used: {mistake.reason}. Reply with exactly one call "
+            "of one of the tools offered, with arguments that fit its parameters."
+        ]
+        return None
+
+    def _act_on(self, call: ToolCall, expect: str | None) -> StepResult | None:
         if call.name == COMPLETE_STEP:
             if expect and call.arguments.get("expect_met") is not True:
                 self.feedback = [
@@ -122,12 +154,12 @@ class AiStep:
             return failure("STEP_FAILED", str(call.arguments.get("reason", "the model gave up")))
         return self._command(call)
 
-    def _command(self, call: Any) -> StepResult | None:
+    def _command(self, call: ToolCall) -> StepResult | None:
         run = self.run_
         executor = run.executor(str(run.config.get("executor", DEFAULT_EXECUTOR)))
         command = executor.command_for_tool(call.name, call.arguments)
         if command is None:  # the tool list came from this executor, so this is a bug guard
-            return failure("AI_PROVIDER_ERROR", f"no command for tool {call.name}")
+            return failure("MODEL_UNKNOWN_TOOL", f"no command for tool {call.name}")
         if (timeout := run.safe_point(self.deadline)) is not None:
             return timeout
         signature = json.dumps([command.name, command.args], sort_keys=True)
@@ -148,3 +180,11 @@ class AiStep:
                 limit="max_consecutive_failures",
             )
         return None
+
+
+def _turn_note(decision: Decision) -> str:
+    """What the turn records: the model's reasoning, and what was wrong with the reply."""
+    mistake = decision.mistake
+    if mistake is None:
+        return decision.reasoning
+    return f"{decision.reasoning}\n[{mistake.code}] {mistake.reason}".strip()

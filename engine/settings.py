@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     )
     ai_timeout_s: float = Field(default=60.0, gt=0)
     ai_max_retries: int = Field(default=3, ge=0)
+    ai_pause_on_outage: bool = Field(
+        default=True, description="pause, not fail, on a 429/5xx/timeout/unreachable provider"
+    )
 
     api_keys: dict[str, ApiKey] = Field(
         default_factory=dict, description='{"key name": {"tenant": ..., "sha256": ...}}'

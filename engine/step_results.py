@@ -1,4 +1,4 @@
-"""What one attempt at a step comes to: done, or failed with a StandardError."""
+"""What one attempt at a step comes to: done, failed, or on hold until the session resumes."""
 
 from __future__ import annotations
 
@@ -19,7 +19,15 @@ class StepFailure:
     error: StandardError
 
 
-StepResult = StepDone | StepFailure
+@dataclass(frozen=True)
+class StepOnHold:
+    """The step cannot go on for now (its AI provider is out): the session pauses, and the
+    step carries on where it was once the session is resumed."""
+
+    error: StandardError
+
+
+StepResult = StepDone | StepFailure | StepOnHold
 
 
 class Interrupted(Exception):

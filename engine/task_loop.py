@@ -32,7 +32,14 @@ from engine.limits import Limits
 from engine.logs import LOGGER_NAME, on_session, on_step
 from engine.secrets import Secrets
 from engine.settings import Settings
-from engine.step_results import Interrupted, StepDone, StepFailure, StepResult, failure
+from engine.step_results import (
+    Interrupted,
+    StepDone,
+    StepFailure,
+    StepOnHold,
+    StepResult,
+    failure,
+)
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -163,6 +170,13 @@ class SessionRun:
         self._record(index, StepAttempt(self, index, step, attempt, resuming).run())
 
     def _record(self, index: int, result: StepResult) -> None:
+        if isinstance(result, StepOnHold):
+            reason = f"{result.error.code}: {result.error.message}"
+            self.app.pause(self.session_id, reason=self.secrets.redact(reason))
+            log.warning(
+                "Step on hold, session paused: %s", reason, extra=on_step(self.session_id, index)
+            )
+            return
         if isinstance(result, StepDone):
             self.app.complete_step(
                 self.session_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -84,16 +85,41 @@ class ScriptedModel:
         self.replies.append(Reply(body=_completion(message, *tokens), before=before))
         return self
 
+    def calls_together(self, *names: str) -> ScriptedModel:
+        """One reply that calls several tools at once (with no arguments)."""
+        calls = [
+            {
+                "id": f"call_{uuid4().hex[:8]}",
+                "type": "function",
+                "function": {"name": name, "arguments": "{}"},
+            }
+            for name in names
+        ]
+        message = {"role": "assistant", "content": None, "tool_calls": calls}
+        self.replies.append(Reply(body=_completion(message, 10, 5)))
+        return self
+
     def says(self, text: str) -> ScriptedModel:
         message = {"role": "assistant", "content": text}
         self.replies.append(Reply(body=_completion(message, 10, 5)))
         return self
 
     def fails(
-        self, status: int, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
     ) -> ScriptedModel:
-        body = {"error": {"message": message, "type": "scripted", "code": str(status)}}
+        body = {"error": {"message": message, "type": "scripted", "code": code or str(status)}}
         self.replies.append(Reply(status=status, body=body, headers=headers or {}))
+        return self
+
+    def stalls(self, seconds: float) -> ScriptedModel:
+        """A reply that comes too late (after the client's timeout)."""
+        message = {"role": "assistant", "content": "too late"}
+        reply = Reply(body=_completion(message, 1, 1), before=lambda: time.sleep(seconds))
+        self.replies.append(reply)
         return self
 
     # ---- reading what was sent ----------------------------------------------------------

@@ -56,11 +56,21 @@ LoopFactory = Callable[..., TaskLoop]
 def make_loop(app: Stepline, tmp_path: Path, model: ScriptedModel) -> Iterator[LoopFactory]:
     providers: list[AiProvider] = []
 
-    def build(ai: bool = True, states: ExecutorStates | None = None, **settings: Any) -> TaskLoop:
+    def build(
+        ai: bool = True,
+        states: ExecutorStates | None = None,
+        ai_base_url: str | None = None,
+        ai_timeout_s: float = 60.0,
+        **settings: Any,
+    ) -> TaskLoop:
         provider = None
         if ai:
             provider = AiProvider(
-                model="scripted-model", api_key="test-key", base_url=model.base_url, max_retries=2
+                model="scripted-model",
+                api_key="test-key",
+                base_url=ai_base_url or model.base_url,
+                timeout_s=ai_timeout_s,
+                max_retries=2,
             )
             providers.append(provider)
         return TaskLoop(
