@@ -16,7 +16,7 @@ from engine.ai import (
     ToolCall,
     finishing_tools,
 )
-from engine.context import build_messages
+from engine.context import build_conversation, build_messages
 from engine.executors.kinds import DEFAULT_EXECUTOR
 from engine.step_results import StepDone, StepFailure, StepOnHold, StepResult, failure
 
@@ -75,6 +75,42 @@ class AiStep:
             )
         return failure("MAX_TURNS_EXCEEDED", used, limit="max_turns_per_step")
 
+    def _messages(self, session: WorkflowSession) -> list[dict[str, Any]]:
+        """The prompt, in the configured conversation shape (STEPLINE_AI_CONVERSATION)."""
+        if self.run_.loop.settings.ai_conversation == "messages":
+            return build_conversation(
+                session,
+                self.index,
+                attempt_events=self._attempt_events(),
+                feedback=self.feedback,
+                secrets=self.run_.secrets,
+                tool_call_of=self._tool_call_of,
+                char_budget=self.limits.context_char_budget,
+            )
+        return build_messages(
+            session,
+            self.index,
+            attempt_events=self._attempt_events(),
+            feedback=self.feedback,
+            secrets=self.run_.secrets,
+            char_budget=self.limits.context_char_budget,
+        )
+
+    def _tool_call_of(
+        self, kind: str, name: str, args: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The tool call that stands for a recorded command, if one of the executor's does."""
+        try:
+            executor = self.run_.executor(kind)
+        except ValueError:
+            return None
+        for tool in executor.tools():
+            tool_name = tool["function"]["name"]
+            command = executor.command_for_tool(tool_name, args)
+            if command is not None and (command.executor, command.name) == (kind, name):
+                return tool_name, args
+        return None
+
     def _tools(self, expect: str | None, last: bool) -> list[dict[str, Any]]:
         finishing = finishing_tools(expect)
         if last:
@@ -84,14 +120,7 @@ class AiStep:
 
     def _turn(self, session: WorkflowSession, expect: str | None, last: bool) -> StepResult | None:
         run = self.run_
-        messages = build_messages(
-            session,
-            self.index,
-            attempt_events=self._attempt_events(),
-            feedback=self.feedback,
-            secrets=run.secrets,
-            char_budget=self.limits.context_char_budget,
-        )
+        messages = self._messages(session)
         try:
             decision = self.ai.decide(messages, self._tools(expect, last))
         except AiProviderError as error:

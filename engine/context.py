@@ -7,7 +7,7 @@ values; the finished prompt is redacted once more before it leaves the process.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from domain.session import StepStatus, WorkflowSession
@@ -99,3 +99,75 @@ def build_messages(
     messages.extend({"role": "user", "content": note} for note in feedback)
     redacted: list[dict[str, Any]] = secrets.redact_all(messages)
     return redacted
+
+
+ToolCallOf = Callable[[str, str, dict[str, Any]], tuple[str, dict[str, Any]] | None]
+"""(executor, command name, args) -> the (tool name, arguments) the model called it with."""
+
+
+def build_conversation(
+    session: WorkflowSession,
+    index: int,
+    *,
+    attempt_events: Sequence[WorkflowSession.Event],
+    feedback: Sequence[str],
+    secrets: Secrets,
+    tool_call_of: ToolCallOf,
+    char_budget: int = 24_000,
+) -> list[dict[str, Any]]:
+    """The step's turns as the API's own messages: each decision an assistant message with
+    its tool call, each result a `tool` message (STEPLINE_AI_CONVERSATION=messages)."""
+    exchanges = within_budget_exchanges(_exchanges(attempt_events, tool_call_of), char_budget)
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": RULES},
+        {"role": "user", "content": f"{overview(session)}\n\n{current_step(session, index)}"},
+    ]
+    for exchange in exchanges:
+        messages.extend(exchange)
+    messages.extend({"role": "user", "content": note} for note in feedback)
+    redacted: list[dict[str, Any]] = secrets.redact_all(messages)
+    return redacted
+
+
+def _exchanges(
+    events: Sequence[WorkflowSession.Event], tool_call_of: ToolCallOf
+) -> list[list[dict[str, Any]]]:
+    """One list of messages per turn: what the model said, and what its tool call returned."""
+    exchanges: list[list[dict[str, Any]]] = []
+    for event in events:
+        match event:
+            case WorkflowSession.TurnRecorded(reasoning=reasoning):
+                exchanges.append([{"role": "assistant", "content": reasoning or ""}])
+            case WorkflowSession.CommandIssued(command_id=call_id) if exchanges:
+                called = tool_call_of(event.executor, event.name, event.args)
+                if called is not None:
+                    name, arguments = called
+                    function = {"name": name, "arguments": json.dumps(arguments)}
+                    exchanges[-1][0]["tool_calls"] = [
+                        {"id": call_id, "type": "function", "function": function}
+                    ]
+                    exchanges[-1][0]["content"] = exchanges[-1][0]["content"] or None
+            case WorkflowSession.CommandFinished(command_id=call_id, ok=ok, output=output):
+                if exchanges and exchanges[-1][0].get("tool_calls"):
+                    status = "ok" if ok else f"FAILED ({(event.error or {}).get('code', 'error')})"
+                    exchanges[-1].append(
+                        {"role": "tool", "tool_call_id": call_id, "content": f"{status}: {output}"}
+                    )
+    return exchanges
+
+
+def within_budget_exchanges(
+    exchanges: list[list[dict[str, Any]]], budget: int
+) -> list[list[dict[str, Any]]]:
+    """The most recent whole exchanges whose text fits the budget, and a note of the rest."""
+    kept: list[list[dict[str, Any]]] = []
+    used = 0
+    for exchange in reversed(exchanges):
+        size = sum(len(json.dumps(message)) for message in exchange)
+        if used + size > budget:
+            omitted = len(exchanges) - len(kept)
+            kept.append([{"role": "user", "content": f"[{omitted} earlier turns omitted]"}])
+            break
+        kept.append(exchange)
+        used += size
+    return list(reversed(kept))

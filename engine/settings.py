@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     )
     ai_timeout_s: float = Field(default=60.0, gt=0)
     ai_max_retries: int = Field(default=3, ge=0)
+    ai_conversation: Literal["summary", "messages"] = Field(
+        default="summary",
+        description="summary: the step's history restated in one user message; messages: "
+        "the API's own assistant tool calls and tool results",
+    )
     ai_pause_on_outage: bool = Field(
         default=True, description="pause, not fail, on a 429/5xx/timeout/unreachable provider"
     )

@@ -6,13 +6,14 @@ to it, and the task loop drives real sessions in a real event store.
 
 from __future__ import annotations
 
+import json
 import socket
 from typing import Any
 
 import pytest
 
 from domain.session import SessionStatus, StepStatus, WorkflowSession
-from tests.integration.conftest import LoopFactory, drive, start_session
+from tests.integration.conftest import PASSWORD, LoopFactory, drive, start_session
 from tests.scripted_model import ScriptedModel
 
 FAST_RETRY = {"retry-after-ms": "10"}
@@ -222,3 +223,44 @@ def test_an_outage_pauses_the_session_and_a_resume_completes_it(
     history = loop.app.history(session_id)
     assert sum(isinstance(e, WorkflowSession.CommandIssued) for e in history) == 1  # not re-run
     assert "Called http.request" in model.prompt(len(model.requests) - 1)  # it carried on
+
+
+@pytest.mark.parametrize("shape", ["summary", "messages"])
+def test_both_conversation_shapes_complete_a_multi_turn_step(
+    make_loop: LoopFactory, target: str, model: ScriptedModel, shape: str
+) -> None:
+    model.calls("http_request", reasoning="open the form", method="GET", url="/login")
+    model.calls(
+        "http_request",
+        reasoning="sign in",
+        method="POST",
+        url="/login",
+        body={"user": "demo", "password": "{{secrets.DEMO_PASSWORD}}"},
+    )
+    model.calls("complete_step", summary="signed in")
+    loop = make_loop(ai_conversation=shape)
+    session_id = start_session(loop, ["Sign in as the demo user"], target)
+
+    assert drive(loop, session_id).status is SessionStatus.COMPLETED
+
+    third = model.requests[2]["messages"]
+    assert PASSWORD not in json.dumps(third)
+    if shape == "summary":
+        assert [m["role"] for m in third] == ["system", "user"]
+        assert "Called http.request" in third[1]["content"]
+        return
+    assert [m["role"] for m in third] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+    ]
+    call = third[4]["tool_calls"][0]
+    assert (third[4]["content"], call["function"]["name"]) == ("sign in", "http_request")
+    assert (
+        json.loads(call["function"]["arguments"])["body"]["password"] == "{{secrets.DEMO_PASSWORD}}"
+    )
+    assert third[5]["tool_call_id"] == call["id"]
+    assert '"status": 200' in third[5]["content"]
