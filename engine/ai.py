@@ -49,6 +49,7 @@ class Mistake:
 
     code: str
     reason: str
+    tool: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,9 @@ def _checked(name: str, raw_arguments: str, tools: list[dict[str, Any]]) -> Tool
     schemas = {tool["function"]["name"]: tool["function"]["parameters"] for tool in tools}
     if name not in schemas:
         return Mistake(
-            "MODEL_UNKNOWN_TOOL", f"there is no tool named {name!r}; use one of {sorted(schemas)}"
+            "MODEL_UNKNOWN_TOOL",
+            f"there is no tool named {name!r}; use one of {sorted(schemas)}",
+            tool=name,
         )
     try:
         arguments = json.loads(raw_arguments)
@@ -164,11 +167,14 @@ def _checked(name: str, raw_arguments: str, tools: list[dict[str, Any]]) -> Tool
         return Mistake(
             "MODEL_BAD_ARGUMENTS",
             f"the arguments of {name} are not valid JSON: {error.msg} at character {error.pos}",
+            tool=name,
         )
     problem = schema_problem(arguments, schemas[name])
     if problem is not None:
         return Mistake(
-            "MODEL_BAD_ARGUMENTS", f"the arguments of {name} do not fit its parameters: {problem}"
+            "MODEL_BAD_ARGUMENTS",
+            f"the arguments of {name} do not fit its parameters: {problem}",
+            tool=name,
         )
     return ToolCall(name, arguments)
 

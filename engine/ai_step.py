@@ -71,6 +71,7 @@ class AiStep:
                 mistake.code,
                 f"{used}; the model's last reply was unusable: {mistake.reason}",
                 reason=mistake.reason,
+                tool=mistake.tool,
                 limit="max_turns_per_step",
             )
         return failure("MAX_TURNS_EXCEEDED", used, limit="max_turns_per_step")
@@ -161,6 +162,7 @@ class AiStep:
                 f"the model's last {self.consecutive_failures} replies were unusable; the "
                 f"last: {mistake.reason}",
                 reason=mistake.reason,
+                tool=mistake.tool,
                 limit="max_consecutive_failures",
             )
         self.feedback = [

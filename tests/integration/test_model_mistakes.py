@@ -92,6 +92,7 @@ def test_running_out_of_turns_on_a_mistake_names_the_mistake(
     error = step_error(loop, session_id)
     assert error["code"] == "MODEL_UNKNOWN_TOOL"
     assert error["details"]["limit"] == "max_turns_per_step"
+    assert error["details"]["tool"] == "no_such_tool"
 
 
 @pytest.mark.parametrize(
