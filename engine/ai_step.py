@@ -78,24 +78,17 @@ class AiStep:
 
     def _messages(self, session: WorkflowSession) -> list[dict[str, Any]]:
         """The prompt, in the configured conversation shape (STEPLINE_AI_CONVERSATION)."""
+        context: dict[str, Any] = {
+            "attempt_events": self._attempt_events(),
+            "feedback": self.feedback,
+            "secrets": self.run_.secrets,
+            "char_budget": self.limits.context_char_budget,
+        }
         if self.run_.loop.settings.ai_conversation == "messages":
             return build_conversation(
-                session,
-                self.index,
-                attempt_events=self._attempt_events(),
-                feedback=self.feedback,
-                secrets=self.run_.secrets,
-                tool_call_of=self._tool_call_of,
-                char_budget=self.limits.context_char_budget,
+                session, self.index, tool_call_of=self._tool_call_of, **context
             )
-        return build_messages(
-            session,
-            self.index,
-            attempt_events=self._attempt_events(),
-            feedback=self.feedback,
-            secrets=self.run_.secrets,
-            char_budget=self.limits.context_char_budget,
-        )
+        return build_messages(session, self.index, **context)
 
     def _tool_call_of(
         self, kind: str, name: str, args: dict[str, Any]

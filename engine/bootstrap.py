@@ -76,12 +76,14 @@ def running_in_background(
     role: str,
     also_wake: Sequence[Callable[[], None]] = (),
 ) -> Iterator[Background]:
-    """The process's background duties: the follower (waking `also_wake`, the views and the
-    worker, each in its own thread), the worker itself (none when `workers` is 0) and the TTL
-    sweep. On exit every session stops at its next safe point, its lease handed back."""
+    """The process's background duties: the follower (waking `also_wake` on new events, the
+    views and the worker, each in its own thread), the worker itself (none when `workers` is
+    0) and the TTL sweep. On exit every session stops at its next safe point, its lease handed
+    back."""
     follower = runtime.follower()
+    events = runtime.app.recorder.channel_name  # type: ignore[attr-defined]
     for callback in also_wake:
-        follower.subscribe(callback)
+        follower.subscribe(callback, channel=events)
     worker = runtime.worker(workers, role) if workers > 0 else None
     # The worker claims once the session index has caught up, and at once on a released lease.
     claim = [] if worker is None else [worker.wake]

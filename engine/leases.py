@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -287,19 +286,14 @@ class Leases:
                 (3 * self._interval,),
             ).fetchall()
 
-    def held(self, owner: str | None = None) -> list[LeaseRow]:
-        """Unexpired leases (of one worker, or of all), with their ages."""
-        query = (
-            "SELECT session_id, tenant, owner, fencing_token, acquired_at, renewed_at, "
-            "lease_until, extract(epoch FROM now() - acquired_at)::float AS age_s "
-            "FROM session_leases WHERE lease_until > now()"
-        )
-        params: Sequence[Any] = ()
-        if owner is not None:
-            query += " AND owner = %s"
-            params = (owner,)
+    def held(self) -> list[LeaseRow]:
+        """Every unexpired lease, with its age."""
         with self.pool.connection() as conn, conn.cursor(row_factory=class_row(LeaseRow)) as cur:
-            return cur.execute(query + " ORDER BY acquired_at", params).fetchall()
+            return cur.execute(
+                "SELECT session_id, tenant, owner, fencing_token, acquired_at, renewed_at, "
+                "lease_until, extract(epoch FROM now() - acquired_at)::float AS age_s "
+                "FROM session_leases WHERE lease_until > now() ORDER BY acquired_at"
+            ).fetchall()
 
     def tidy(self) -> None:
         """Forget ended sessions' leases and workers not seen for a long time."""

@@ -218,7 +218,7 @@ class SessionRun:
             for command_id in list(session.steps[running].open_commands):
                 self._check_still_ours()
                 error = StandardError.of(
-                    "COMMAND_INTERRUPTED", "the runner stopped before this command's result"
+                    "COMMAND_INTERRUPTED", "its owner stopped before this command's result"
                 )
                 self.app.finish_command(
                     self.session_id,

@@ -106,6 +106,18 @@ def start_session(
     )
 
 
+def script_sign_in(model: ScriptedModel) -> None:
+    """Two turns of the scripted model: open the login form, then sign in as demo."""
+    model.calls("http_request", reasoning="open the form", method="GET", url="/login")
+    model.calls(
+        "http_request",
+        reasoning="sign in",
+        method="POST",
+        url="/login",
+        body={"user": "demo", "password": "{{secrets.DEMO_PASSWORD}}"},
+    )
+
+
 def drive(loop: TaskLoop, session_id: UUID) -> WorkflowSession:
     """Run the session in this thread until it ends or pauses."""
     loop.drive(session_id, threading.Event())

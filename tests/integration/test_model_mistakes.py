@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from domain.session import SessionStatus, StepStatus, WorkflowSession
-from tests.integration.conftest import PASSWORD, LoopFactory, drive, start_session
+from tests.integration.conftest import PASSWORD, LoopFactory, drive, script_sign_in, start_session
 from tests.scripted_model import ScriptedModel
 
 FAST_RETRY = {"retry-after-ms": "10"}
@@ -230,14 +230,7 @@ def test_an_outage_pauses_the_session_and_a_resume_completes_it(
 def test_both_conversation_shapes_complete_a_multi_turn_step(
     make_loop: LoopFactory, target: str, model: ScriptedModel, shape: str
 ) -> None:
-    model.calls("http_request", reasoning="open the form", method="GET", url="/login")
-    model.calls(
-        "http_request",
-        reasoning="sign in",
-        method="POST",
-        url="/login",
-        body={"user": "demo", "password": "{{secrets.DEMO_PASSWORD}}"},
-    )
+    script_sign_in(model)
     model.calls("complete_step", summary="signed in")
     loop = make_loop(ai_conversation=shape)
     session_id = start_session(loop, ["Sign in as the demo user"], target)

@@ -9,7 +9,14 @@ import httpx
 
 from domain.session import SessionStatus, StepSpec, StepStatus
 from engine.app import Stepline
-from tests.integration.conftest import PASSWORD, LoopFactory, drive, event_types, start_session
+from tests.integration.conftest import (
+    PASSWORD,
+    LoopFactory,
+    drive,
+    event_types,
+    script_sign_in,
+    start_session,
+)
 from tests.scripted_model import ScriptedModel
 
 TODO_WORKFLOW = [
@@ -159,14 +166,7 @@ def test_bad_json_in_a_step_fails_it_with_a_clear_error(
 def test_a_multi_turn_ai_step_completes_after_checking_its_expectation(
     make_loop: LoopFactory, target: str, model: ScriptedModel
 ) -> None:
-    model.calls("http_request", reasoning="open the form", method="GET", url="/login")
-    model.calls(
-        "http_request",
-        reasoning="sign in",
-        method="POST",
-        url="/login",
-        body={"user": "demo", "password": "{{secrets.DEMO_PASSWORD}}"},
-    )
+    script_sign_in(model)
     model.calls("complete_step", summary="signed in", evidence=["200"], expect_met=True)
     loop = make_loop()
     step = StepSpec("Sign in as the demo user", expect="the response sets a session cookie")
