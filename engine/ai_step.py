@@ -53,7 +53,7 @@ class AiStep:
         while True:
             if (timeout := self.run_.safe_point(self.deadline)) is not None:
                 return timeout
-            session = self.run_.app.get_session(self.run_.session_id)
+            session = self.run_.held.session
             step = session.steps[self.index]
             if step.turns >= self.limits.max_turns_per_step:
                 return self._out_of_turns()
@@ -121,8 +121,7 @@ class AiStep:
             if error.outage and run.loop.settings.ai_pause_on_outage:
                 return StepOnHold(error.error)
             return StepFailure(error.error)
-        run.app.record_turn(
-            run.session_id,
+        run.record_turn(
             self.index,
             reasoning=run.secrets.redact(_turn_note(decision)),
             model=decision.model,
@@ -131,7 +130,7 @@ class AiStep:
             latency_ms=decision.latency_ms,
         )
         self.feedback = []
-        used = run.app.get_session(run.session_id).tokens_used
+        used = run.held.session.tokens_used
         if used > self.limits.token_budget:
             return failure(
                 "TOKEN_BUDGET_EXCEEDED",

@@ -25,6 +25,7 @@ from domain.errors import (
     VersionConflict,
 )
 from domain.session import WORKER, SessionStatus, StepSpec, StepState, StepStatus, WorkflowSession
+from engine.event_store import RECORDER_TOPIC
 from engine.logs import LOGGER_NAME, on_session, on_step
 
 log = logging.getLogger(LOGGER_NAME)
@@ -108,8 +109,10 @@ class Stepline(Application[UUID]):
         events appended since (by any process), so the cache is never stale, only faster."""
         # Per instance, so the setting applies; the library reads this mapping from `self`.
         self.snapshotting_intervals = {WorkflowSession: snapshot_interval}  # type: ignore[misc]
+        self.snapshot_interval = snapshot_interval
         caching = {"AGGREGATE_CACHE_MAXSIZE": str(cache_size)} if cache_size > 0 else {}
-        super().__init__(env={**env, **caching, "IS_SNAPSHOTTING_ENABLED": "y"})
+        recorder = {"APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC}
+        super().__init__(env={**env, **caching, **recorder, "IS_SNAPSHOTTING_ENABLED": "y"})
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

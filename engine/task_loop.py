@@ -3,9 +3,10 @@
 For the current step: decide (a step definition, else the AI model) -> record the decision ->
 issue the command -> run it on an executor -> record the result -> repeat until the step is
 completed or failed; then the next step; then the session completes or fails. Every decision
-and result is an event. Before each command (a safe point) the loop checks that the session is
-still running and still its own to drive, so a pause, a cancel or a lost lease takes effect
-before the next side effect; a command that loses a race reloads and decides again.
+and result is an event, made on the session the run holds in memory and written before the
+next side effect (`HeldSession`): a command is durably issued before it runs, and the write
+proves the lease in the same transaction. A pause, a cancel or a lost lease therefore takes
+effect before the next side effect; a write that loses a race reloads and decides again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -25,9 +26,11 @@ from engine.ai import AiProvider
 from engine.ai_step import AiStep
 from engine.app import Stepline
 from engine.definitions import DefinitionError, Definitions, DefinitionsCache
+from engine.event_store import Fence, LeaseLost
 from engine.executor_state import ExecutorStates
 from engine.executors import Command, Executor, Outcome, truncated
 from engine.executors.kinds import EXECUTOR_KINDS, ExecutorKind, ExecutorSetup
+from engine.held_session import HeldSession
 from engine.limits import Limits
 from engine.logs import LOGGER_NAME, on_session, on_step
 from engine.secrets import Secrets
@@ -40,6 +43,7 @@ from engine.step_results import (
     StepResult,
     failure,
 )
+from engine.writer import GroupWriter
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -47,10 +51,14 @@ MAX_REFUSALS = 10
 
 
 class Ownership(Protocol):
-    """Proof that this process may still drive the session (its lease), asked before each
-    command. Without one (a single process, tests), the session is always ours."""
+    """The lease under which this process drives the session: every write of the run must
+    still hold `fence`, and `lose` is told when one did not. Without one (a single process,
+    tests), the session is always ours."""
 
-    def still_held(self) -> bool: ...
+    @property
+    def fence(self) -> Fence: ...
+
+    def lose(self) -> None: ...
 
 
 class TaskLoop:
@@ -72,6 +80,7 @@ class TaskLoop:
         self.executor_kinds = {**EXECUTOR_KINDS, **(executor_kinds or {})}
         self.executor_states = executor_states
         self.app = app
+        self.writer = GroupWriter(app)
         self.settings = settings
         self.definitions = DefinitionsCache(definitions)
         self.secrets = secrets
@@ -109,7 +118,9 @@ class SessionRun:
         self.session_id = session_id
         self.stop = stop
         self.ownership = ownership
-        session = self.app.get_session(session_id)
+        fence = ownership.fence if ownership is not None else None
+        self.held = HeldSession(self.app, loop.writer, session_id, fence)
+        session = self.held.session
         self.config = session.config
         self.limits = Limits.of(session, loop.settings)
         self.definitions = loop.definitions.for_module(session.config.get("definitions"))
@@ -123,15 +134,27 @@ class SessionRun:
     # ---- the session --------------------------------------------------------------------
 
     def to_the_end(self) -> SessionStatus:
-        self._recover()
+        try:
+            self._recover()
+            return self._advance_until_settled()
+        except LeaseLost:
+            log.warning("Lost the session's lease; stopping", extra=on_session(self.session_id))
+            if self.ownership is not None:
+                self.ownership.lose()
+            self.stop.set()
+            return self.held.session.status
+
+    def _advance_until_settled(self) -> SessionStatus:
         refusals = 0
         while True:
-            session = self.app.get_session(self.session_id)
-            if session.status.is_terminal or session.status is SessionStatus.PAUSED:
-                return session.status
-            if self.stop.is_set():
-                return session.status
+            session = self.held.session
             try:
+                if session.status.is_terminal or session.status is SessionStatus.PAUSED:
+                    self.held.commit()
+                    return session.status
+                if self.stop.is_set():
+                    self.held.commit()
+                    return session.status
                 self._advance(session)
                 refusals = 0
             except Interrupted:
@@ -140,7 +163,7 @@ class SessionRun:
                 refusals += 1
                 if refusals > MAX_REFUSALS:
                     log.error("Gave up driving: %s", refused, extra=on_session(self.session_id))
-                    return session.status
+                    return self.held.session.status
 
     def _advance(self, session: WorkflowSession) -> None:
         self._check_still_ours()
@@ -150,10 +173,11 @@ class SessionRun:
                 f"the workflow ran longer than {self.limits.workflow_timeout_ms} ms",
                 {"limit": "workflow_timeout_ms"},
             )
-            self.app.fail_session(self.session_id, error)
+            self._fail_session(error)
             return
         if session.all_steps_completed:
-            self.app.complete_session(self.session_id)
+            self.held.decide(lambda s: s.complete())
+            log.info("Session completed", extra=on_session(self.session_id))
             return
         index = session.current_step
         step = session.steps[index]
@@ -161,32 +185,51 @@ class SessionRun:
         resuming = step.status is StepStatus.RUNNING  # started before a stop or a takeover
         if not resuming:
             if step.status is StepStatus.FAILED and not session.can_start_next_step():
-                self.app.fail_session(self.session_id, StandardError.from_dict(step.error or {}))
+                self._fail_session(StandardError.from_dict(step.error or {}))
                 return
             if step.status is StepStatus.FAILED:
+                self.held.commit()
                 self._back_off(step.attempts)
                 self._check_still_ours()
-            attempt = self.app.start_step(self.session_id, index)
+            attempt = self.held.decide(lambda s: s.start_step(index))
+            log.info(
+                'Step started: "%s" (attempt %d)',
+                step.text,
+                attempt,
+                extra=on_step(self.session_id, index),
+            )
         self._record(index, StepAttempt(self, index, step, attempt, resuming).run())
+
+    def _fail_session(self, error: StandardError) -> None:
+        self.held.decide(lambda s: s.fail(error.to_dict()))
+        log.error(
+            "Session failed: %s (%s)", error.message, error.code, extra=on_session(self.session_id)
+        )
 
     def _record(self, index: int, result: StepResult) -> None:
         if isinstance(result, StepOnHold):
-            reason = f"{result.error.code}: {result.error.message}"
-            self.app.pause(self.session_id, reason=self.secrets.redact(reason))
+            reason = self.secrets.redact(f"{result.error.code}: {result.error.message}")
+            self.held.decide(lambda s: s.pause(reason))
             log.warning(
                 "Step on hold, session paused: %s", reason, extra=on_step(self.session_id, index)
             )
             return
         if isinstance(result, StepDone):
-            self.app.complete_step(
-                self.session_id,
-                index,
-                summary=self.secrets.redact(result.summary),
-                evidence=self.secrets.redact_all(result.evidence),
-            )
+            summary = self.secrets.redact(result.summary)
+            evidence = self.secrets.redact_all(result.evidence)
+            self.held.decide(lambda s: s.complete_step(index, summary=summary, evidence=evidence))
+            log.info("Step completed", extra=on_step(self.session_id, index))
         else:
             error = StandardError.from_dict(self.secrets.redact_all(result.error.to_dict()))
-            self.app.fail_step(self.session_id, index, error)
+            self.held.decide(
+                lambda s: s.fail_step(index, error=error.to_dict(), retryable=error.retryable)
+            )
+            log.error(
+                "Step failed: %s (%s)",
+                error.message,
+                error.code,
+                extra=on_step(self.session_id, index),
+            )
 
     def _workflow_timed_out(self, session: WorkflowSession) -> bool:
         elapsed = datetime.now(UTC) - session.created_on
@@ -198,41 +241,27 @@ class SessionRun:
             raise Interrupted
 
     def _check_still_ours(self) -> None:
-        """Raise Interrupted (and stop) unless ownership is proven: before each command, and
-        before each move to a step or an ending. (A stale owner's other writes cannot harm:
-        the log refuses them once the new owner has written, and until then they are true.)"""
+        """Raise Interrupted once told to stop (a shutdown, a lease the heartbeat could not
+        renew). Ownership itself is proven by every write: see `HeldSession`."""
         if self.stop.is_set():
-            raise Interrupted
-        if self.ownership is not None and not self.ownership.still_held():
-            log.warning("Lost the session's lease; stopping", extra=on_session(self.session_id))
-            self.stop.set()
             raise Interrupted
 
     # ---- recovery -----------------------------------------------------------------------
 
     def _recover(self) -> None:
         """Record commands left without a result as interrupted; rebuild executor state."""
-        session = self.app.get_session(self.session_id)
+        session = self.held.session
         running = session.running_step
         if running is not None:
             for command_id in list(session.steps[running].open_commands):
                 self._check_still_ours()
-                error = StandardError.of(
-                    "COMMAND_INTERRUPTED", "its owner stopped before this command's result"
-                )
-                self.app.finish_command(
-                    self.session_id,
-                    running,
-                    command_id=command_id,
-                    ok=False,
-                    output="interrupted",
-                    error=error.to_dict(),
-                )
+                self.held.decide(_interrupted(running, command_id))
                 log.warning(
                     "Command %s was interrupted; deciding again",
                     command_id,
                     extra=on_step(self.session_id, running),
                 )
+        self.held.commit()
         self._restore_executors()
 
     def _restore_executors(self) -> None:
@@ -266,7 +295,7 @@ class SessionRun:
     def safe_point(self, deadline: float) -> StepFailure | None:
         """Raise Interrupted unless the session is still ours to run; a timeout fails the step."""
         self._check_still_ours()
-        if self.app.get_session(self.session_id).status is not SessionStatus.RUNNING:
+        if self.held.session.status is not SessionStatus.RUNNING:
             raise Interrupted
         if time.monotonic() > deadline:
             return failure(
@@ -288,6 +317,7 @@ class SessionRun:
 
     def attempt_started(self, index: int, attempt: int) -> int:
         """The version of the StepStarted event of one attempt of one step."""
+        self.held.commit()
         return next(
             e.originator_version
             for e in reversed(self.app.history(self.session_id))
@@ -296,7 +326,15 @@ class SessionRun:
         )
 
     def events_since(self, version: int) -> list[WorkflowSession.Event]:
+        """The session's events from `version` on, everything decided so far written first
+        (this is also what commits a command's result before the model is asked again)."""
+        self.held.commit()
         return self.app.history(self.session_id, after=version - 1)
+
+    def record_turn(self, index: int, **turn: Any) -> int:
+        number = self.held.decide(lambda s: s.record_turn(index, **turn))
+        log.debug("Turn %d recorded", number, extra=on_step(self.session_id, index))
+        return number
 
     def execute(self, index: int, command: Command, key: str | None = None) -> Outcome:
         """Issue, run and record one command. Secrets never reach the recorded args or output.
@@ -307,28 +345,46 @@ class SessionRun:
             return Outcome.failed("UNKNOWN_EXECUTOR", str(error))
         command_id = f"s{index}-{uuid4().hex[:12]}"
         key = key or command_id
-        self.app.issue_command(
-            self.session_id,
-            index,
-            command_id=command_id,
-            executor=command.executor,
-            name=command.name,
-            args=self.secrets.redact_all(command.args),
-            idempotency_key=key,
+        args = self.secrets.redact_all(command.args)
+        self.held.decide(
+            lambda s: s.issue_command(
+                index,
+                command_id=command_id,
+                executor=command.executor,
+                name=command.name,
+                args=args,
+                idempotency_key=key,
+            )
+        )
+        self.held.commit()  # durably issued, under the lease, before the side effect starts
+        log.debug(
+            "Command issued: %s.%s",
+            command.executor,
+            command.name,
+            extra=on_step(self.session_id, index),
         )
         started = time.monotonic()
         outcome = executor.run(replace(command, idempotency_key=key))
         self._keep_state(command.executor, executor)
-        self.app.finish_command(
-            self.session_id,
-            index,
-            command_id=command_id,
-            ok=outcome.ok,
-            output=self.secrets.redact(outcome.output),
-            duration_ms=int((time.monotonic() - started) * 1000),
-            error=self.secrets.redact_all(outcome.error.to_dict()) if outcome.error else None,
-        )
+        result: dict[str, Any] = {
+            "ok": outcome.ok,
+            "output": self.secrets.redact(outcome.output),
+            "duration_ms": int((time.monotonic() - started) * 1000),
+            "error": self.secrets.redact_all(outcome.error.to_dict()) if outcome.error else None,
+        }
+        self.held.decide(lambda s: s.finish_command(index, command_id=command_id, **result))
+        log.debug("Command finished: ok=%s", outcome.ok, extra=on_step(self.session_id, index))
         return outcome
+
+
+def _interrupted(step_index: int, command_id: str) -> Callable[[WorkflowSession], None]:
+    """The decision that a command left without a result will never have one."""
+    error = StandardError.of(
+        "COMMAND_INTERRUPTED", "its owner stopped before this command's result"
+    ).to_dict()
+    return lambda session: session.finish_command(
+        step_index, command_id=command_id, ok=False, output="interrupted", error=error
+    )
 
 
 def definition_key(session_id: UUID, step_index: int, attempt: int, position: int) -> str:

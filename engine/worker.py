@@ -23,6 +23,7 @@ from eventsourcing.persistence import PersistenceError
 from domain.errors import DomainError
 from domain.session import SessionStatus, WorkflowSession
 from engine.app import SessionRequest
+from engine.event_store import Fence
 from engine.leases import Claim, Leases, WorkerCounts, new_worker_id
 from engine.logs import LOGGER_NAME, on_session
 from engine.task_loop import TaskLoop
@@ -46,17 +47,9 @@ class HeldLease:
     def session_id(self) -> UUID:
         return self.claim.session_id
 
-    def still_held(self) -> bool:
-        """Asked before each command: ownership that cannot be proven is not assumed."""
-        if self.lost:
-            return False
-        try:
-            held = self.leases.holds(self.session_id, self.owner, self.claim.token)
-        except DATABASE_ERRORS:
-            held = False
-        if not held:
-            self.lose()
-        return held
+    @property
+    def fence(self) -> Fence:
+        return Fence(self.session_id, self.owner, self.claim.token)
 
     def lose(self) -> None:
         self.lost = True
