@@ -27,7 +27,8 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## benchmarks, printed as ratios against raw psycopg in the same run
+bench: $(STAMP)  ## benchmarks, printed as ratios against raw psycopg (and DBOS) in the same run
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.appends
 	$(BIN)/python -m bench.step_overhead
 	$(BIN)/python -m bench.api

@@ -1,24 +1,35 @@
-"""Orchestration overhead of one deterministic step, next to raw psycopg inserts of the same
-number of rows, in one run on the same PostgreSQL.
+"""The cost of one deterministic step, next to DBOS Transact and raw psycopg inserts, in one
+run on the same PostgreSQL server.
 
-    python -m bench.step_overhead [--steps N]
+    python -m bench.step_overhead [--steps N] [--concurrent 10,50]
 
-Each step is a step definition mapped to a no-op command on a no-op executor, so what is timed
-is the task loop itself: loading the session, the safe-point checks, and the four events a
-step records (StepStarted, CommandIssued, CommandFinished, StepCompleted).
+Each Stepline step is a step definition mapped to a no-op command on a no-op executor, so what
+is timed is the task loop and its writes: the step's start, its command issued (durable before
+the command runs), the command's result and the step's end. Sessions run one after another,
+then N at once in one process (group commit gathers their writes). DBOS runs the same number
+of no-op `@DBOS.step`s in workflows of the same length, in its own process and database on the
+same server, when the `bench` extra is installed (`pip install -e '.[bench]'`). The floor is
+raw psycopg: one single-row INSERT per commit.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import subprocess
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from bench.appends import bench_database, raw_inserts
 from domain.session import StepSpec
 from engine.app import Stepline
-from engine.database import eventsourcing_env
+from engine.database import eventsourcing_env, temporary_database
 from engine.definitions import builtin
 from engine.executors import Command, Executor, Outcome
 from engine.executors.kinds import ExecutorSetup
@@ -59,48 +70,139 @@ def noop_executor(_: ExecutorSetup) -> Executor:
     return NoopExecutor()
 
 
-def run_steps(app: Stepline, steps: int) -> tuple[float, int]:
-    """Seconds to drive `steps` no-op steps, and how many events they appended."""
+@dataclass(frozen=True)
+class Run:
+    label: str
+    steps: int
+    seconds: float
+    commits: int | None = None
+    events: int | None = None
+
+    @property
+    def ms_per_step(self) -> float:
+        return self.seconds / self.steps * 1000
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.seconds
+
+    def line(self) -> str:
+        grouping = ""
+        if self.commits:
+            grouping = f"  {self.commits:6d} commits, {self.events} events"
+        rate = f"{self.ms_per_step:8.2f} ms/step{self.steps_per_s:9.0f} steps/s"
+        return f"{self.label:34s}{rate}{grouping}"
+
+
+def noop_loop(app: Stepline) -> TaskLoop:
     definitions = builtin()
     definitions.add("noop", lambda _: [Command("noop", "noop")])
     settings = Settings(database_url=None)
-    loop = TaskLoop(app, settings, definitions, Secrets({}), executor_kinds={"noop": noop_executor})
-    sessions = [
+    return TaskLoop(app, settings, definitions, Secrets({}), executor_kinds={"noop": noop_executor})
+
+
+def noop_sessions(app: Stepline, loop: TaskLoop, steps: int) -> list[UUID]:
+    return [
         app.create_session(
             name="bench",
             steps=[StepSpec("noop")] * STEPS_PER_SESSION,
             tenant="bench",
             actor="bench",
-            config=session_config(settings, {}),
+            config=session_config(loop.settings, {}),
         )
         for _ in range(steps // STEPS_PER_SESSION)
     ]
+
+
+def run_steps(
+    app: Stepline, steps: int, concurrent: int = 1, label: str = "", grouped: bool = True
+) -> Run:
+    """Drive `steps` no-op steps in sessions of 20, `concurrent` sessions at a time;
+    `grouped=False` writes each session's events in a commit of their own."""
+    loop = noop_loop(app)
+    if not grouped:
+        loop.writer.max_events = 1
+    sessions = noop_sessions(app, loop, steps)
     before = app.recorder.max_notification_id() or 0
+    commits_before = loop.writer.commits
     started = time.perf_counter()
-    for session_id in sessions:
-        loop.drive(session_id, threading.Event())
+    with ThreadPoolExecutor(max_workers=concurrent) as pool:
+        list(pool.map(lambda session_id: loop.drive(session_id, threading.Event()), sessions))
     elapsed = time.perf_counter() - started
-    return elapsed, (app.recorder.max_notification_id() or 0) - before
+    events = (app.recorder.max_notification_id() or 0) - before
+    commits = loop.writer.commits - commits_before
+    return Run(label or f"stepline, {concurrent} at once", steps, elapsed, commits, events)
+
+
+def dbos_runs(server_url: str, steps: int, concurrent: int) -> list[Run]:
+    """DBOS Transact in its own process and database on the same server; [] if absent."""
+    if importlib.util.find_spec("dbos") is None:
+        return []
+    with temporary_database(server_url, "stepline_bench_dbos") as url:
+        command = [
+            sys.executable,
+            "-m",
+            "bench.dbos_peer",
+            url,
+            f"--steps={steps}",
+            f"--steps-per-workflow={STEPS_PER_SESSION}",
+            f"--concurrent={concurrent}",
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    return [
+        Run("dbos, sequential", measured["steps"], measured["sequential_s"]),
+        Run(f"dbos, {concurrent} at once", measured["steps"], measured["concurrent_s"]),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1_000)
-    steps = parser.parse_args().steps // STEPS_PER_SESSION * STEPS_PER_SESSION
+    parser.add_argument("--concurrent", default="10,50", help="comma-separated session counts")
+    args = parser.parse_args()
+    steps = args.steps // STEPS_PER_SESSION * STEPS_PER_SESSION
+    counts = [int(n) for n in args.concurrent.split(",") if n]
 
     with bench_database() as url:
-        app = Stepline(eventsourcing_env(url))
+        app = Stepline(eventsourcing_env(url, pool_size=max(counts, default=1) + 2))
         try:
-            elapsed, events = run_steps(app, steps)
+            run_steps(app, STEPS_PER_SESSION * 5)  # warm up: connections, prepared statements
+            ours = [run_steps(app, steps, 1, "stepline, sequential")]
+            for n in counts:
+                ours.append(run_steps(app, steps, n))
+                ours.append(run_steps(app, steps, n, "  the same, no group commit", False))
         finally:
             app.close()
-        rows_per_s = raw_inserts(url, events)
+        raw_per_s = raw_inserts(url, steps)
+        peers = dbos_runs(url, steps, counts[0] if counts else 10)
 
-    raw_s = events / rows_per_s
-    print(f"{steps} no-op steps in {steps // STEPS_PER_SESSION} sessions, {events} events")
-    print(f"task loop:          {elapsed:7.2f} s  {elapsed / steps * 1000:6.2f} ms/step")
-    print(f"raw psycopg inserts:{raw_s:7.2f} s  ({events} rows, one per commit)")
-    print(f"overhead ratio: {elapsed / raw_s:.1f}x the raw inserts of the same rows")
+    print(f"{steps} no-op steps in sessions of {STEPS_PER_SESSION}, same PostgreSQL, one run")
+    for run in [*ours, *peers]:
+        print(run.line())
+    print(
+        f"{'raw psycopg, 1 row/commit':28s}{1000 / raw_per_s:8.2f} ms/row {raw_per_s:9.0f} rows/s"
+    )
+    _ratios(ours, peers)
+
+
+def _ratios(ours: list[Run], peers: list[Run]) -> None:
+    if not peers:
+        print("(DBOS not installed: pip install -e '.[bench]' to compare)")
+        return
+    sequential, at_once = ours[0], ours[1] if len(ours) > 1 else ours[0]
+    ungrouped = [run for run in ours if "no group" in run.label]
+    if ungrouped:
+        print(
+            f"group commit, {at_once.label.split(', ')[1]}: "
+            f"{at_once.steps_per_s / ungrouped[0].steps_per_s:.1f}x the steps/s without it"
+        )
+    dbos_sequential, dbos_at_once = peers
+    print(
+        f"per step, sequential: {dbos_sequential.ms_per_step / sequential.ms_per_step:.1f}x "
+        f"faster than DBOS; {at_once.label.split(', ')[1]}: "
+        f"{at_once.steps_per_s / dbos_at_once.steps_per_s:.1f}x DBOS's steps/s"
+    )
 
 
 if __name__ == "__main__":
