@@ -42,6 +42,12 @@ class GroupWriter:
         self.commits = 0
         self.batches = 0
 
+    @property
+    def queued(self) -> int:
+        """Batches waiting for the write in progress to finish."""
+        with self._lock:
+            return len(self._waiting)
+
     def write(self, events: Sequence[WorkflowSession.Event], fence: Fence | None = None) -> None:
         """Return once `events` are durable. Raises RecordConflictError if another writer
         saved the session first, LeaseLost if `fence` no longer holds; nothing is written."""

@@ -1,0 +1,168 @@
+"""The write path: the owner's session in memory, fenced writes, group commit."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from uuid import UUID
+
+import pytest
+from eventsourcing.persistence import RecordConflictError
+from psycopg_pool import ConnectionPool
+
+from domain.errors import InvalidStateTransition
+from domain.session import SessionStatus, StepSpec, WorkflowSession
+from engine.app import Stepline
+from engine.event_store import Fence, LeaseLost
+from engine.held_session import HeldSession
+from engine.leases import Leases
+from engine.writer import GroupWriter
+
+
+@pytest.fixture
+def pool(fresh_database_url: str) -> Iterator[ConnectionPool]:
+    with ConnectionPool(fresh_database_url, kwargs={"autocommit": True}) as opened:
+        yield opened
+
+
+@pytest.fixture
+def leases(pool: ConnectionPool) -> Leases:
+    store = Leases(pool, lease_s=5)
+    store.prepare()
+    return store
+
+
+def new_session(app: Stepline, steps: int = 2) -> UUID:
+    return app.create_session(
+        name="write path",
+        steps=[StepSpec(f"step {i}") for i in range(steps)],
+        tenant="acme",
+        actor="alice",
+    )
+
+
+def types(app: Stepline, session_id: UUID) -> list[str]:
+    return [type(event).__name__ for event in app.history(session_id)]
+
+
+def test_decisions_wait_in_memory_until_the_commit_writes_them_together(
+    fresh_app: Stepline,
+) -> None:
+    session_id = new_session(fresh_app)
+    writer = GroupWriter(fresh_app)
+    held = HeldSession(fresh_app, writer, session_id)
+
+    held.decide(lambda s: s.start_step(0))
+    held.decide(lambda s: s.issue_command(0, command_id="c1", executor="http", name="x", args={}))
+    assert types(fresh_app, session_id) == ["Created"]  # nothing written yet
+    held.commit()
+
+    assert types(fresh_app, session_id) == ["Created", "StepStarted", "CommandIssued"]
+    assert writer.commits == 1
+    assert fresh_app.get_session(session_id).version == held.session.version == 3
+
+
+def test_a_commit_after_someone_else_wrote_keeps_what_still_holds_and_raises_the_refusal(
+    fresh_app: Stepline,
+) -> None:
+    session_id = new_session(fresh_app)
+    held = HeldSession(fresh_app, GroupWriter(fresh_app), session_id)
+    held.decide(lambda s: s.start_step(0))
+    held.decide(lambda s: s.issue_command(0, command_id="c1", executor="http", name="x", args={}))
+    held.commit()
+    held.decide(lambda s: s.finish_command(0, command_id="c1", ok=True, output="200"))
+    held.decide(lambda s: s.complete_step(0, summary="done"))
+    fresh_app.pause(session_id, reason="lunch", actor="bob")  # lands between the two
+
+    with pytest.raises(InvalidStateTransition):
+        held.commit()
+
+    # The result of a command already run is a fact even while paused; ending the step is not.
+    assert types(fresh_app, session_id)[-2:] == ["Paused", "CommandFinished"]
+    assert held.session.status is SessionStatus.PAUSED
+    assert held.session.version == fresh_app.get_session(session_id).version
+    held.commit()  # nothing is left waiting
+    assert types(fresh_app, session_id)[-1] == "CommandFinished"
+
+
+def test_a_write_whose_lease_no_longer_holds_writes_nothing(
+    fresh_app: Stepline, leases: Leases, pool: ConnectionPool
+) -> None:
+    session_id = new_session(fresh_app)
+    token = leases.acquire(session_id, "acme", "owner-a")
+    assert token is not None
+    held = HeldSession(
+        fresh_app, GroupWriter(fresh_app), session_id, Fence(session_id, "owner-a", token)
+    )
+    held.decide(lambda s: s.start_step(0))
+    held.commit()  # the lease holds: written
+    with pool.connection() as conn:  # then it expires, and another owner takes it
+        conn.execute("UPDATE session_leases SET lease_until = now() - interval '1 second'")
+    assert leases.acquire(session_id, "acme", "owner-b") is not None
+    held.decide(lambda s: s.issue_command(0, command_id="c1", executor="http", name="x", args={}))
+
+    with pytest.raises(LeaseLost):
+        held.commit()
+
+    assert types(fresh_app, session_id) == ["Created", "StepStarted"]
+
+
+def test_waiting_writes_share_one_commit_and_a_conflict_fails_only_its_own_session(
+    fresh_app: Stepline, pool: ConnectionPool
+) -> None:
+    sessions = [new_session(fresh_app) for _ in range(12)]
+    loaded = [fresh_app.get_session(session_id) for session_id in sessions]
+    loser = loaded[-1]
+    fresh_app.pause(loser.id, reason="taken first", actor="bob")  # its next version is taken
+    writer = GroupWriter(fresh_app)
+    errors: dict[UUID, Exception] = {}
+
+    def write(session: WorkflowSession) -> None:
+        session.start_step(0)
+        try:
+            writer.write(session.collect_events())  # type: ignore[arg-type]
+        except RecordConflictError as error:
+            errors[session.id] = error
+
+    with pool.connection() as blocker, blocker.transaction():
+        # Hold the table lock: the first writer waits inside the database, the rest queue.
+        blocker.execute("LOCK TABLE stepline_events IN EXCLUSIVE MODE")
+        threads = [threading.Thread(target=write, args=(s,)) for s in loaded]
+        for thread in threads:
+            thread.start()
+        for _ in range(200):
+            if writer.queued == len(loaded) - 1:
+                break
+            threading.Event().wait(0.05)
+        assert writer.queued == len(loaded) - 1
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert set(errors) == {loser.id}
+    for session in loaded[:-1]:
+        assert types(fresh_app, session.id) == ["Created", "StepStarted"]
+    assert types(fresh_app, loser.id) == ["Created", "Paused"]
+    # The first writer alone, then one try for the eleven queued together (refused whole
+    # for the loser's conflict), then each of them alone.
+    assert writer.batches == len(loaded) - 1
+    assert writer.commits == len(loaded) - 1
+
+
+def test_the_owner_snapshots_the_session_it_holds_every_hundred_events(
+    fresh_app: Stepline,
+) -> None:
+    session_id = new_session(fresh_app, steps=1)
+    held = HeldSession(fresh_app, GroupWriter(fresh_app), session_id)
+    held.decide(lambda s: s.start_step(0))
+    for n in range(60):
+        held.decide(
+            lambda s, n=n: s.issue_command(0, command_id=f"c{n}", executor="x", name="y", args={})
+        )
+        held.decide(lambda s, n=n: s.finish_command(0, command_id=f"c{n}", ok=True))
+        held.commit()
+
+    snapshots = list(fresh_app.snapshots.get(session_id))  # type: ignore[union-attr]
+    assert [s.originator_version for s in snapshots] == [100]  # crossed at 98 -> 100
+    loaded = fresh_app.get_session(session_id)
+    assert loaded.version == held.session.version == 122
+    assert loaded.commands == held.session.commands
