@@ -1,0 +1,257 @@
+"""What the `stepline` commands do. `api/cli.py` declares them and imports this module only
+when a command runs, so `stepline --help` starts without the web and model stacks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import typer
+import uvicorn
+from eventsourcing.persistence import PersistenceError
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from api.auth import new_key
+from api.cli import EXAMPLES
+from api.live import final_report, request_from_file, run_with_progress, succeeded
+from api.server import UnsafeBinding, check_binding, create_app, run_worker
+from api.sessions import event_view
+from domain.errors import DomainError, StandardError
+from domain.session import WorkflowSession
+from engine.app import Stepline
+from engine.bootstrap import Runtime, open_runtime
+from engine.database import DatabaseUnavailable
+from engine.projector import UnknownView
+from engine.settings import Settings
+from engine.workflow_file import load_workflow
+from projections import session_progress
+from projections.audit_log import describe
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def _fail(error: StandardError) -> typer.Exit:
+    errors.print(f"[bold red]{error.code}[/]: {error.message}")
+    errors.print(f"[dim]{error.suggested_action}[/]")
+    return typer.Exit(code=2)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        message = "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+        raise _fail(StandardError.of("CONFIGURATION_INVALID", message)) from None
+    except SettingsError as error:  # a variable that is not valid JSON where JSON is due
+        raise _fail(StandardError.of("CONFIGURATION_INVALID", str(error))) from None
+
+
+def _print_history(app: Stepline, session_id: UUID, as_json: bool) -> None:
+    events = app.history(session_id)
+    if as_json:
+        rows = [event_view(e).model_dump(mode="json") for e in events]
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"Session {session_id}")
+    for column in ("v", "time", "event", "actor", "what happened"):
+        table.add_column(column, overflow="fold")
+    for e in events:
+        table.add_row(
+            str(e.originator_version),
+            e.timestamp.strftime("%H:%M:%S.%f")[:-3],
+            type(e).__name__,
+            getattr(e, "actor", ""),
+            describe(e),
+        )
+    console.print(table)
+
+
+def _print_progress(runtime: Runtime, session_id: UUID) -> None:
+    with runtime.projector.pool.connection() as conn:
+        progress = session_progress.find(conn, session_id)
+    if progress is not None:
+        errors.print(
+            f"progress view: {progress.status}, {progress.completed_steps}/"
+            f"{progress.total_steps} steps ({progress.percent:.0f}%)"
+        )
+
+
+def load_example_target() -> Any:
+    """examples/target_app.py, the small web app the demo runs against."""
+    spec = importlib.util.spec_from_file_location(
+        "stepline_example_target", EXAMPLES / "target_app.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_file(
+    runtime: Runtime, workflow: Path, base_url: str | None, as_json: bool
+) -> WorkflowSession:
+    request = request_from_file(runtime, load_workflow(workflow), workflow, base_url)
+    stop_following = runtime.projector.start_following()  # the views stay live meanwhile
+    try:
+        session = run_with_progress(runtime, request, errors)
+        runtime.projector.wait_until(runtime.projector.head(), timeout=10)
+    finally:
+        stop_following()
+    if as_json:
+        console.print_json(json.dumps(final_report(session), default=str))
+    else:
+        colour = "green" if succeeded(session) else "red"
+        errors.print(f"[{colour}]{session.status.value}[/]: {session.outcome}")
+    return session
+
+
+def run(workflow: Path, base_url: str | None, as_json: bool) -> None:
+    with _runtime_or_exit(quiet=True) as runtime:
+        session = _run_file(runtime, workflow, base_url, as_json)
+    raise typer.Exit(code=0 if succeeded(session) else 1)
+
+
+def demo(workflow: Path, as_json: bool) -> None:
+    os.environ.setdefault("STEPLINE_SECRET_DEMO_PASSWORD", "correct-horse")
+    target = load_example_target()
+    with (
+        _runtime_or_exit(quiet=True) as runtime,
+        target.serving(password=os.environ["STEPLINE_SECRET_DEMO_PASSWORD"]) as base_url,
+    ):
+        where = "embedded PostgreSQL" if runtime.embedded else "PostgreSQL"
+        errors.print(f"[dim]event store: {where}; example app: {base_url}[/]")
+        session = _run_file(runtime, workflow, base_url, as_json=False)
+        _print_history(runtime.app, session.id, as_json)
+        _print_progress(runtime, session.id)
+    raise typer.Exit(code=0 if succeeded(session) else 1)
+
+
+def history(session_id: UUID, as_json: bool) -> None:
+    with _runtime_or_exit() as runtime:
+        _print_history(runtime.app, session_id, as_json)
+
+
+def serve(host: str, port: int, workers: int | None) -> None:
+    settings = _settings()
+    try:
+        check_binding(settings, host)
+    except UnsafeBinding as error:
+        raise _fail(StandardError.of("CONFIGURATION_INVALID", str(error))) from None
+    try:
+        app = create_app(settings, workers=workers)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    except (PersistenceError, DatabaseUnavailable) as error:
+        raise _fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
+
+
+def worker(concurrency: int | None) -> None:
+    with _runtime_or_exit() as runtime:
+        run_worker(runtime, concurrency or runtime.settings.max_concurrent_sessions)
+
+
+def workers_list(as_json: bool) -> None:
+    with _runtime_or_exit() as runtime:
+        live = runtime.leases.live_workers()
+        held = runtime.leases.held()
+    if as_json:
+        rows = [
+            {
+                **asdict(w),
+                "sessions": [asdict(lease) for lease in held if lease.owner == w.worker_id],
+            }
+            for w in live
+        ]
+        console.print_json(json.dumps(rows, default=str))
+        return
+    table = Table(title="Workers")
+    table.add_column("worker", overflow="fold")
+    for column in ("role", "slots", "sessions", "oldest lease", "last seen", "takeovers"):
+        table.add_column(column)
+    for w in live:
+        mine = [lease for lease in held if lease.owner == w.worker_id]
+        oldest = f"{max(lease.age_s for lease in mine):.1f} s" if mine else "-"
+        table.add_row(
+            w.worker_id,
+            w.role,
+            str(w.concurrency),
+            str(w.sessions),
+            oldest,
+            w.seen_at.strftime("%H:%M:%S"),
+            str(w.takeovers),
+        )
+    console.print(table)
+
+
+def keys_new(name: str, tenant: str) -> None:
+    key, sha256 = new_key()
+    console.print(f"key (give it to the client; it is not stored): {key}", soft_wrap=True)
+    entry = json.dumps({name: {"tenant": tenant, "sha256": sha256}})
+    console.print(f"STEPLINE_API_KEYS entry: {entry}", soft_wrap=True)
+
+
+def projections_status() -> None:
+    with _runtime_or_exit() as runtime:
+        table = Table(title="Projections")
+        for column in ("view", "position", "log head", "lag"):
+            table.add_column(column, justify="right" if column != "view" else "left")
+        for view in runtime.projector.status():
+            table.add_row(view.name, str(view.position), str(view.head), str(view.lag))
+        console.print(table)
+
+
+def projections_rebuild(names: list[str] | None) -> None:
+    with _runtime_or_exit() as runtime:
+        projector = runtime.projector
+        try:
+            selected = projector.select(names)
+        except UnknownView as error:
+            raise _fail(StandardError.of("VALIDATION_FAILED", str(error))) from None
+        with Progress(
+            TextColumn("[bold]rebuild[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=errors,
+        ) as progress:
+            task = progress.add_task(", ".join(selected), total=projector.head())
+            started = time.perf_counter()
+            applied = projector.rebuild(
+                selected,
+                on_progress=lambda at, head: progress.update(task, completed=at, total=head),
+            )
+        elapsed = time.perf_counter() - started
+        rate = applied / elapsed if elapsed else 0.0
+        console.print(
+            f"rebuilt {', '.join(selected)}: {applied} events in {elapsed:.1f} s "
+            f"({rate:,.0f} events/s)"
+        )
+
+
+@contextmanager
+def _runtime_or_exit(quiet: bool = False) -> Iterator[Runtime]:
+    """The runtime, or a clear error and exit code 2. `quiet`: the live display replaces the
+    INFO log lines, unless STEPLINE_LOG_LEVEL asks for them."""
+    settings = _settings()
+    if quiet and "log_level" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"log_level": "WARNING"})
+    try:
+        with open_runtime(settings) as runtime:
+            yield runtime
+    except DomainError as error:
+        raise _fail(error.to_standard_error()) from None
+    except (PersistenceError, DatabaseUnavailable) as error:
+        raise _fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
