@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
+from functools import partial
 
 import uvicorn
 from fastapi import FastAPI
@@ -17,11 +18,12 @@ from fastapi import FastAPI
 from api import audit, batches, errors, ops, sessions, stream
 from api.auth import KeyRing, RateLimiter
 from api.middleware import BodyLimit, HttpMetrics, Measure
-from api.services import Services
+from api.services import Recent, Services
 from engine.bootstrap import Runtime, open_runtime, running_in_background
 from engine.feed import EventFeed
 from engine.logs import LOGGER_NAME
 from engine.settings import Settings
+from projections import step_history
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -69,6 +71,11 @@ def serving_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0) 
         thread.join(timeout=60)
 
 
+def step_averages(runtime: Runtime) -> float | None:
+    with runtime.projector.pool.connection() as conn:
+        return step_history.recent_average_ms(conn)
+
+
 def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
     """The API; with `workers` slots (default STEPLINE_MAX_CONCURRENT_SESSIONS; 0: none) the
     process also drives sessions."""
@@ -78,7 +85,7 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with ExitStack() as stack:
             runtime = stack.enter_context(open_runtime(settings))
-            feed = EventFeed(runtime.app, settings.streaming_buffer_size)
+            feed = EventFeed(runtime.app, stream.sse_frame, settings.streaming_buffer_size)
             stack.callback(feed.start())
             background = stack.enter_context(
                 running_in_background(runtime, workers=slots, role="serve", also_wake=[feed.wake])
@@ -90,6 +97,7 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
                 feed=feed,
                 keys=KeyRing(settings.api_keys),
                 limiter=RateLimiter(runtime.projector.pool, settings.create_rate_per_minute),
+                step_average_ms=Recent(partial(step_averages, runtime), ttl_s=10.0),
             )
             log.info("Stepline API ready (%d session slots)", slots)
             yield

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Header, Request
 
@@ -13,6 +16,26 @@ from engine.feed import EventFeed
 from engine.follower import LogFollower
 from engine.worker import SessionWorker
 
+T = TypeVar("T")
+
+
+class Recent(Generic[T]):
+    """A value computed at most once per `ttl_s`: for figures that may be a little old."""
+
+    def __init__(self, compute: Callable[[], T], ttl_s: float) -> None:
+        self._compute = compute
+        self._ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self._until = 0.0
+
+    def __call__(self) -> T:
+        with self._lock:
+            if time.monotonic() >= self._until:
+                self._value = self._compute()
+                self._until = time.monotonic() + self._ttl_s
+            return self._value  # type: ignore[return-value]
+
 
 @dataclass(frozen=True)
 class Services:
@@ -20,9 +43,12 @@ class Services:
     worker: SessionWorker | None
     """None when this process serves the API only (`serve --workers 0`)."""
     follower: LogFollower
-    feed: EventFeed
+    feed: EventFeed[str]
+    """New events, each pre-encoded as an SSE frame."""
     keys: KeyRing
     limiter: RateLimiter
+    step_average_ms: Callable[[], float | None]
+    """Recent steps' mean duration, for estimates: a little old is fine (see `Recent`)."""
 
     def read_your_writes(self) -> None:
         """Let the views catch up with everything in the log when the request came in, so a

@@ -32,7 +32,7 @@ from domain.errors import SessionNotFound
 from domain.session import WorkflowSession
 from engine.app import SessionRequest
 from engine.limits import session_config
-from projections import session_progress, step_history
+from projections import session_index, session_progress, step_history
 from projections.session_index import SessionFilter, active_count, list_sessions
 from projections.view import Recorded
 
@@ -43,12 +43,15 @@ HIDDEN_EVENT_FIELDS = {"originator_id", "originator_version", "timestamp", "orig
 # ---- helpers ----------------------------------------------------------------------------
 
 
-def owned_session(services: Services, session_id: UUID, tenant: str) -> WorkflowSession:
-    """The session if it is this tenant's; another tenant's is reported as not found."""
-    session = services.runtime.app.get_session(session_id)
-    if session.tenant != tenant:
+def owned_session(services: Services, session_id: UUID, tenant: str) -> None:
+    """Go on only if the session is this tenant's; another tenant's is reported as not found.
+    The session index answers; a session it has not caught up with yet, the log."""
+    with services.runtime.projector.pool.connection() as conn:
+        owner = session_index.tenant_of(conn, session_id)
+    if owner is None:
+        owner = services.runtime.app.get_session(session_id).tenant  # 404 if there is none
+    if owner != tenant:
         raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
-    return session
 
 
 def progress_as_of(
@@ -94,21 +97,16 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 def _estimate_ms(services: Services, steps: int) -> int | None:
-    with services.runtime.projector.pool.connection() as conn:
-        average = conn.execute(
-            "SELECT avg(duration_ms) FROM (SELECT duration_ms FROM step_history "
-            "WHERE duration_ms IS NOT NULL ORDER BY finished_at DESC LIMIT 1000) recent"
-        ).fetchone()
-    if average is None or average[0] is None:
-        return None
-    return int(average[0] * steps)
+    average = services.step_average_ms()
+    return None if average is None else int(average * steps)
 
 
 def _check_capacity(services: Services, adding: int) -> None:
     limit = services.runtime.settings.max_active_sessions
-    services.read_your_writes()  # count every session created so far
+    # From the session index as it is: it trails the log by milliseconds, and waiting for it
+    # here put every creation behind the projector's work.
     with services.runtime.projector.pool.connection() as conn:
-        active = active_count(conn)
+        active = active_count(conn, services.runtime.app.events_table)
     if active + adding > limit:
         raise ApiError.of(
             "CONCURRENT_LIMIT_EXCEEDED",

@@ -22,18 +22,13 @@ from api.errors import problem_responses
 from api.services import CallerDep, Services, ServicesDep
 from api.sessions import event_view, owned_session
 from domain.session import WorkflowSession
-from engine.feed import OVERFLOWED
+from engine.feed import ENDINGS, OVERFLOWED, Live
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
-ENDINGS = (
-    WorkflowSession.Completed,
-    WorkflowSession.Failed,
-    WorkflowSession.Cancelled,
-    WorkflowSession.Expired,
-)
 
 
-def _frame(event: WorkflowSession.Event) -> str:
+def sse_frame(event: WorkflowSession.Event) -> str:
+    """The event as one Server-Sent Event; the live feed encodes each event once with it."""
     view = event_view(event)
     data = json.dumps(view.model_dump(mode="json"), ensure_ascii=False)
     return f"id: {view.version}\nevent: {view.type}\ndata: {data}\n\n"
@@ -49,7 +44,7 @@ async def _events(
         history = await run_in_threadpool(services.runtime.app.history, session_id, after)
         last = after
         for event in history:
-            yield _frame(event)
+            yield sse_frame(event)
             last = event.originator_version
             if isinstance(event, ENDINGS):
                 return
@@ -62,12 +57,12 @@ async def _events(
                 continue
             if item is OVERFLOWED:
                 return  # the client reconnects with Last-Event-ID and resumes from the log
-            assert isinstance(item, WorkflowSession.Event)
-            if item.originator_version <= last:
+            assert isinstance(item, Live)
+            if item.version <= last:
                 continue
-            yield _frame(item)
-            last = item.originator_version
-            if isinstance(item, ENDINGS):
+            yield item.encoded
+            last = item.version
+            if item.final:
                 return
     finally:
         services.feed.unsubscribe(subscription)

@@ -1,39 +1,113 @@
-"""HTTP API latency: POST /v1/sessions at a fixed request rate, and SSE delivery (commit ->
-client) with 100 subscribers, each next to a baseline measured in the same run.
+"""The HTTP API through one real `stepline serve` process, each figure next to a baseline
+measured in the same run.
 
-    python -m bench.api [--rate 20] [--seconds 10] [--subscribers 100]
+    python -m bench.api [--rate 50] [--seconds 10] [--subscribers 100] [--sessions 300]
 
-Baselines: a raw psycopg single-row insert commit at the same rate (for POST), and the same
-stream with a single subscriber (for SSE). The API runs in this process on loopback (dev mode),
-over the server of STEPLINE_DATABASE_URL if set, else the embedded PostgreSQL.
+- `POST /v1/sessions` latency at a fixed rate while 10 sessions run (the server's default
+  slots are kept busy by slow sessions), next to a raw psycopg insert commit at the same rate;
+- end to end: sessions of 3 quick HTTP steps created as fast as the API takes them, counted
+  as completed per second;
+- SSE commit -> client with 100 subscribers on one session, next to 1 subscriber;
+- the PostgreSQL connections the server process holds (by its application_name).
+
+The server and the example target app run as processes of their own, so the load generated
+here does not share their interpreter. Uses the server of STEPLINE_DATABASE_URL if set (in a
+fresh database), else the embedded PostgreSQL.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import httpx
 import psycopg
 
-from api.server import create_app, serving_in_background
+from api.cli import EXAMPLES
 from bench.appends import bench_database
-from engine.settings import Settings
+
+SERVER_NAME = "stepline-bench-serve"
+QUICK_STEPS = ["GET /slow?ms=0", "expect status 200", "GET /slow?ms=0"]
 
 
 def percentiles(samples_ms: list[float]) -> tuple[float, float]:
     ordered = sorted(samples_ms)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     return statistics.median(ordered), p99
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until_up(url: str) -> None:
+    for _ in range(600):
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answered at {url}")
+
+
+@contextmanager
+def process(command: list[str], env: dict[str, str], up_at: str) -> Iterator[None]:
+    started = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_until_up(up_at)
+        yield
+    finally:
+        started.send_signal(signal.SIGTERM)
+        try:
+            started.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            started.kill()
+
+
+@contextmanager
+def stepline_serve(database_url: str, data_dir: str) -> Iterator[str]:
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STEPLINE_")}
+    env = {
+        **clean,
+        "STEPLINE_DATABASE_URL": database_url,
+        "STEPLINE_DATA_DIR": data_dir,
+        "STEPLINE_LOG_LEVEL": "WARNING",
+        "STEPLINE_CREATE_RATE_PER_MINUTE": "1000000",
+        "STEPLINE_MAX_ACTIVE_SESSIONS": "1000000",
+        "PGAPPNAME": SERVER_NAME,
+    }
+    command = [sys.executable, "-c", "from api.cli import main; main()", "serve"]
+    base_url = f"http://127.0.0.1:{port}"
+    with process([*command, "--port", str(port)], env, f"{base_url}/health"):
+        yield base_url
+
+
+@contextmanager
+def example_target() -> Iterator[str]:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, str(EXAMPLES / "target_app.py"), str(port)]
+    with process(command, dict(os.environ), f"{base_url}/slow?ms=0"):
+        yield base_url
 
 
 def at_fixed_rate(rate: float, seconds: float, request: Callable[[], None]) -> list[float]:
@@ -71,24 +145,76 @@ def raw_insert_latency(url: str, rate: float, seconds: float) -> list[float]:
     return at_fixed_rate(rate, seconds, insert)
 
 
-def post_latency(base_url: str, rate: float, seconds: float) -> list[float]:
-    client = httpx.Client(base_url=base_url, timeout=30)
-    body = {"name": "bench", "executor": "shell", "steps": ["run `true`"]}
+def session_body(target: str, steps: list[str]) -> dict[str, Any]:
+    return {"name": "bench", "executor": "http", "base_url": target, "steps": steps}
 
-    def post() -> None:
-        response = client.post("/v1/sessions", json=body)
-        assert response.status_code == 201, response.text
 
-    try:
-        return at_fixed_rate(rate, seconds, post)
-    finally:
-        client.close()
+def post_latency_while_busy(base_url: str, target: str, rate: float, seconds: float) -> list[float]:
+    """POST at `rate` while the server's 10 slots drive slow sessions (the posted ones wait
+    for a slot, as they would on a busy deployment)."""
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        slow = session_body(target, [f"GET /slow?ms={int(seconds * 1000 + 5000)}"])
+        busy = [client.post("/v1/sessions", json=slow).json()["session_id"] for _ in range(10)]
+
+        def post() -> None:
+            response = client.post("/v1/sessions", json=session_body(target, QUICK_STEPS))
+            assert response.status_code == 201, response.text
+
+        try:
+            return at_fixed_rate(rate, seconds, post)
+        finally:
+            for session_id in busy:
+                client.post(f"/v1/sessions/{session_id}/cancel")
+
+
+def completed_count(database_url: str, session_ids: set[str]) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM session_index WHERE status = 'completed' "
+            "AND session_id = ANY(%s::uuid[])",
+            (list(session_ids),),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def end_to_end(base_url: str, target: str, database_url: str, sessions: int) -> float:
+    """Sessions of 3 quick HTTP steps completed per second, from the first POST to the last
+    completion (as the session index records it)."""
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        wait_for_idle(client)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            created = set(
+                pool.map(
+                    lambda _: client.post(
+                        "/v1/sessions", json=session_body(target, QUICK_STEPS)
+                    ).json()["session_id"],
+                    range(sessions),
+                )
+            )
+        while completed_count(database_url, created) < sessions:
+            if time.perf_counter() - started > 600:
+                raise RuntimeError("the sessions did not complete within 10 minutes")
+            time.sleep(0.02)
+        return sessions / (time.perf_counter() - started)
+
+
+def wait_for_idle(client: httpx.Client) -> None:
+    """Until nothing is pending or running (the previous measurement's sessions are done)."""
+    for _ in range(6000):
+        active = [
+            client.get("/v1/sessions", params={"status": status, "limit": 1}).json()["items"]
+            for status in ("pending", "running")
+        ]
+        if not any(active):
+            return
+        time.sleep(0.05)
 
 
 def _subscribe(base_url: str, session_id: str, ready: threading.Barrier, out: list[float]) -> None:
     """Collect commit -> receive latencies (ms) of the live events, after the history."""
     with (
-        httpx.Client(base_url=base_url, timeout=60) as client,
+        httpx.Client(base_url=base_url, timeout=120) as client,
         client.stream("GET", f"/v1/sessions/{session_id}/stream") as response,
     ):
         live = False
@@ -107,14 +233,10 @@ def _subscribe(base_url: str, session_id: str, ready: threading.Barrier, out: li
                 return
 
 
-def sse_latency(base_url: str, subscribers: int, steps: int) -> list[float]:
+def sse_latency(base_url: str, target: str, subscribers: int, steps: int) -> list[float]:
     with httpx.Client(base_url=base_url, timeout=30) as client:
-        body = {
-            "name": "stream bench",
-            "executor": "shell",
-            "steps": ["run `sleep 0.02`"] * steps,
-            "config": {"shell_allow": ["sleep"]},
-        }
+        wait_for_idle(client)
+        body = session_body(target, ["GET /slow?ms=20"] * steps)
         session_id = client.post("/v1/sessions", json=body).json()["session_id"]
         client.post(f"/v1/sessions/{session_id}/pause")
         ready = threading.Barrier(subscribers + 1)
@@ -132,43 +254,61 @@ def sse_latency(base_url: str, subscribers: int, steps: int) -> list[float]:
     return [sample for per_client in samples for sample in per_client]
 
 
+def server_connections(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (SERVER_NAME,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=20.0, help="POST requests per second")
+    parser.add_argument("--rate", type=float, default=50.0, help="POST requests per second")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--steps", type=int, default=30, help="steps of the streamed session")
+    parser.add_argument("--sessions", type=int, default=300, help="for the end-to-end rate")
     arguments = parser.parse_args()
 
-    with bench_database() as url, tempfile.TemporaryDirectory() as data_dir:
-        settings = Settings(
-            database_url=url,
-            data_dir=Path(data_dir),
-            max_concurrent_sessions=10_000,
-            max_active_sessions=1_000_000,
-            create_rate_per_minute=1_000_000,
-            log_level="WARNING",
-        )
-        with serving_in_background(create_app(settings)) as base_url:
-            raw = raw_insert_latency(url, arguments.rate, arguments.seconds)
-            posts = post_latency(base_url, arguments.rate, arguments.seconds)
-            one = sse_latency(base_url, 1, arguments.steps)
-            many = sse_latency(base_url, arguments.subscribers, arguments.steps)
+    with (
+        bench_database() as url,
+        tempfile.TemporaryDirectory() as data_dir,
+        example_target() as target,
+        stepline_serve(url, data_dir) as base_url,
+    ):
+        raw = raw_insert_latency(url, arguments.rate, arguments.seconds)
+        posts = post_latency_while_busy(base_url, target, arguments.rate, arguments.seconds)
+        connections_busy = server_connections(url)
+        rate = end_to_end(base_url, target, url, arguments.sessions)
+        one = sse_latency(base_url, target, 1, arguments.steps)
+        many = sse_latency(base_url, target, arguments.subscribers, arguments.steps)
+        connections = max(connections_busy, server_connections(url))
+    report(arguments, raw, posts, one, many)
+    print(f"end to end, sessions of 3 quick HTTP steps: {rate:.1f} sessions/s")
+    print(f"PostgreSQL connections held by the serve process: {connections}")
 
+
+def report(
+    arguments: argparse.Namespace,
+    raw: list[float],
+    posts: list[float],
+    one: list[float],
+    many: list[float],
+) -> None:
     rows = [
         (f"raw psycopg insert commit @ {arguments.rate:g}/s", raw),
-        (f"POST /v1/sessions @ {arguments.rate:g}/s", posts),
+        (f"POST /v1/sessions @ {arguments.rate:g}/s, 10 running", posts),
         ("SSE commit -> client, 1 subscriber", one),
         (f"SSE commit -> client, {arguments.subscribers} subscribers", many),
     ]
-    print(f"{'measurement':<46} {'n':>6} {'p50 ms':>8} {'p99 ms':>8}")
-    results = {}
+    print(f"{'measurement':<50} {'n':>6} {'p50 ms':>8} {'p99 ms':>8}")
+    results = []
     for name, samples in rows:
         p50, p99 = percentiles(samples)
-        results[name] = (p50, p99)
-        print(f"{name:<46} {len(samples):>6} {p50:>8.1f} {p99:>8.1f}")
-    (raw50, raw99), (post50, post99) = results[rows[0][0]], results[rows[1][0]]
-    (one50, one99), (many50, many99) = results[rows[2][0]], results[rows[3][0]]
+        results.append((p50, p99))
+        print(f"{name:<50} {len(samples):>6} {p50:>8.1f} {p99:>8.1f}")
+    (raw50, raw99), (post50, post99), (one50, one99), (many50, many99) = results
     print(f"POST vs raw insert: p50 {post50 / raw50:.1f}x, p99 {post99 / raw99:.1f}x")
     print(
         f"SSE {arguments.subscribers} vs 1 subscriber: p50 {many50 / one50:.1f}x, "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -25,7 +25,7 @@ from domain.errors import (
     VersionConflict,
 )
 from domain.session import WORKER, SessionStatus, StepSpec, StepState, StepStatus, WorkflowSession
-from engine.event_store import RECORDER_TOPIC
+from engine.event_store import RECORDER_TOPIC, FencedRecorder
 from engine.logs import LOGGER_NAME, on_session, on_step
 
 log = logging.getLogger(LOGGER_NAME)
@@ -67,7 +67,7 @@ class _StepStateAsDict(Transcoding):
         return StepState(**data)
 
 
-def _replay(
+def replay(
     session: WorkflowSession | None, events: Iterable[WorkflowSession.Event]
 ) -> WorkflowSession | None:
     """Apply events in order. The library's default projector asserts a runtime Protocol per
@@ -120,13 +120,18 @@ class Stepline(Application[UUID]):
         transcoder.register(_StepStatusAsValue())
         transcoder.register(_StepStateAsDict())
 
+    @property
+    def events_table(self) -> str:
+        """The PostgreSQL table holding the log."""
+        return cast(FencedRecorder, self.recorder).events_table_name
+
     # ---- reading ------------------------------------------------------------------------
 
     def get_session(self, session_id: UUID, version: int | None = None) -> WorkflowSession:
         """The session rebuilt from its events (from the latest snapshot), or as of `version`."""
         try:
             session: WorkflowSession = self.repository.get(
-                session_id, version=version, projector_func=_replay
+                session_id, version=version, projector_func=replay
             )
         except AggregateNotFoundError:
             raise SessionNotFound(f"no session {session_id}", session_id=str(session_id)) from None

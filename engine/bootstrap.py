@@ -128,14 +128,20 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             url = stack.enter_context(embedded_postgres(settings.data_dir))
         else:
             check_reachable(url)
+        store_connections = settings.db_connections // 2
         app = Stepline(
-            eventsourcing_env(url),
+            eventsourcing_env(url, pool_size=store_connections, max_overflow=0),
             snapshot_interval=settings.snapshot_interval,
             cache_size=settings.session_cache_size,
         )
         stack.callback(app.close)
         pool = ConnectionPool(
-            url, min_size=1, max_size=8, timeout=5, kwargs={"autocommit": True}, open=True
+            url,
+            min_size=1,
+            max_size=settings.db_connections - store_connections,
+            timeout=5,
+            kwargs={"autocommit": True},
+            open=True,
         )
         stack.callback(pool.close)
         projector = Projector(app, pool)

@@ -1,6 +1,8 @@
 """The live event feed: new events fanned out by session, woken by the process's follower.
 
-Subscribers are asyncio consumers (the SSE endpoint); the feed hands each event over with
+Subscribers are asyncio consumers (the SSE endpoint). Each new event is decoded and encoded
+once (by the `encode` the feed was built with, e.g. into an SSE frame), however many
+subscribers it has, and a delivery hands everything it read to each event loop in one
 `call_soon_threadsafe`. A subscriber that falls `buffer_size` events behind is told it
 overflowed and must resume from the log — a stream never silently skips an event.
 """
@@ -11,7 +13,8 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from typing import cast
+from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
 from uuid import UUID
 
 import psycopg
@@ -27,38 +30,69 @@ log = logging.getLogger(LOGGER_NAME)
 OVERFLOWED = object()
 """Put on a subscriber's queue when it fell too far behind; the stream should end."""
 
+T = TypeVar("T")
 
-class Subscription:
+
+@dataclass(frozen=True)
+class Live(Generic[T]):
+    """One new event as subscribers receive it: its version, and its encoding."""
+
+    version: int
+    encoded: T
+    final: bool
+    """The session ended with this event: nothing follows."""
+
+
+ENDINGS = (
+    WorkflowSession.Completed,
+    WorkflowSession.Failed,
+    WorkflowSession.Cancelled,
+    WorkflowSession.Expired,
+)
+
+
+class Subscription(Generic[T]):
     def __init__(self, session_id: UUID, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.session_id = session_id
-        self.queue: asyncio.Queue[object] = asyncio.Queue(maxsize=size + 1)
-        self._loop = loop
+        self.queue: asyncio.Queue[Live[T] | object] = asyncio.Queue(maxsize=size + 1)
+        self.loop = loop
         self._size = size
         self.overflowed = False
 
-    def push(self, event: WorkflowSession.Event) -> None:
-        """Called from the feed thread."""
-        self._loop.call_soon_threadsafe(self._put, event)
-
-    def _put(self, event: object) -> None:
+    def put(self, item: Live[T]) -> None:
+        """Called on the subscriber's event loop."""
         if self.overflowed:
             return
         if self.queue.qsize() >= self._size:
             self.overflowed = True
             self.queue.put_nowait(OVERFLOWED)
             return
-        self.queue.put_nowait(event)
+        self.queue.put_nowait(item)
 
 
-class EventFeed:
+Handover = list[tuple[Subscription[T], Live[T]]]
+
+
+def _hand_over(items: Handover[T]) -> None:
+    for subscription, item in items:
+        subscription.put(item)
+
+
+class EventFeed(Generic[T]):
     """Delivers new events in a thread of its own, so that slower work the process's follower
     does on the same wake (the views catching up) never delays a stream. Subscribe `wake` to
     the follower."""
 
-    def __init__(self, app: Stepline, buffer_size: int = 1_000) -> None:
+    def __init__(
+        self,
+        app: Stepline,
+        encode: Callable[[WorkflowSession.Event], T],
+        buffer_size: int = 1_000,
+    ) -> None:
         self.app = app
+        self.encode = encode
         self.buffer_size = buffer_size
-        self._subscribers: dict[UUID, set[Subscription]] = {}
+        self._subscribers: dict[UUID, set[Subscription[T]]] = {}
         self._lock = threading.Lock()
         self._position = app.recorder.max_notification_id() or 0
         self._wake = threading.Event()
@@ -70,13 +104,13 @@ class EventFeed:
         """Deliver on every wake (and every second); returns the function that stops it."""
         return run_when_woken("feed", self._deliver_new_events, self._wake, every_s=1.0).stop
 
-    def subscribe(self, session_id: UUID) -> Subscription:
-        subscription = Subscription(session_id, asyncio.get_running_loop(), self.buffer_size)
+    def subscribe(self, session_id: UUID) -> Subscription[T]:
+        subscription = Subscription[T](session_id, asyncio.get_running_loop(), self.buffer_size)
         with self._lock:
             self._subscribers.setdefault(session_id, set()).add(subscription)
         return subscription
 
-    def unsubscribe(self, subscription: Subscription) -> None:
+    def unsubscribe(self, subscription: Subscription[T]) -> None:
         with self._lock:
             subscribers = self._subscribers.get(subscription.session_id, set())
             subscribers.discard(subscription)
@@ -101,13 +135,20 @@ class EventFeed:
             )
             if not notifications:
                 return
+            by_loop: dict[asyncio.AbstractEventLoop, Handover[T]] = {}
             for notification in notifications:
                 self._position = notification.id
                 with self._lock:
                     subscribers = list(
                         self._subscribers.get(cast(UUID, notification.originator_id), ())
                     )
-                if subscribers:
-                    event = self.app.mapper.to_domain_event(notification)
-                    for subscriber in subscribers:
-                        subscriber.push(event)  # type: ignore[arg-type]
+                if not subscribers:
+                    continue
+                event = cast(WorkflowSession.Event, self.app.mapper.to_domain_event(notification))
+                live = Live(
+                    event.originator_version, self.encode(event), isinstance(event, ENDINGS)
+                )
+                for subscriber in subscribers:
+                    by_loop.setdefault(subscriber.loop, []).append((subscriber, live))
+            for loop, items in by_loop.items():
+                loop.call_soon_threadsafe(_hand_over, items)

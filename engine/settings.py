@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         default_factory=_default_data_dir,
         description="where the embedded PostgreSQL keeps its data",
     )
+    db_connections: int = Field(
+        default=8,
+        ge=3,
+        description="PostgreSQL connections one process holds at most: half for the event "
+        "store, half for the views, leases and the LISTEN connection",
+    )
     snapshot_interval: int = Field(default=100, ge=1, description="snapshot every N events")
     session_cache_size: int = Field(
         default=1_000, ge=0, description="sessions kept in memory between commands (0: none)"

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+from eventsourcing.utils import get_topic
 from psycopg import Connection, sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
@@ -148,10 +149,17 @@ def list_sessions(
         return cursor.execute(query, [*params, limit]).fetchall()
 
 
-def active_count(conn: Connection[Any]) -> int:
-    """Sessions of every tenant that are pending or running."""
+def active_count(conn: Connection[Any], events_table: str) -> int:
+    """Sessions of every tenant that are pending or running: those in the index, and those
+    created by events in `events_table` the index has not applied yet. So a count taken right
+    after a creation includes it, without waiting for the projector."""
     row = conn.execute(
-        "SELECT count(*) FROM session_index WHERE status = ANY(%s)", (values(RUNNABLE),)
+        sql.SQL(
+            "SELECT (SELECT count(*) FROM session_index WHERE status = ANY(%s)) + "
+            "(SELECT count(*) FROM {events} WHERE topic = %s AND notification_id > "
+            "(SELECT coalesce(max(position), 0) FROM projection_tracking WHERE view = %s))"
+        ).format(events=sql.Identifier(events_table)),
+        (values(RUNNABLE), get_topic(W.Created), SessionIndexView.name),
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -164,3 +172,11 @@ def overdue_sessions(conn: Connection[Any], created_before: datetime) -> list[UU
         (values(ENDED), created_before),
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def tenant_of(conn: Connection[Any], session_id: UUID) -> str | None:
+    """The tenant the session belongs to, or None if the index has no such session (yet)."""
+    row = conn.execute(
+        "SELECT tenant FROM session_index WHERE session_id = %s", (session_id,)
+    ).fetchone()
+    return None if row is None else str(row[0])

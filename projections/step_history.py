@@ -160,3 +160,13 @@ class StepHistoryView:
 def steps_of(conn: Connection[Any], session_id: UUID) -> list[StepRow]:
     rows = StepHistoryView.rows.load_for_sessions(conn, [session_id])
     return sorted(rows, key=lambda row: row.step_index)
+
+
+def recent_average_ms(conn: Connection[Any], sample: int = 1_000) -> float | None:
+    """The mean duration of the last `sample` steps that finished, across tenants."""
+    row = conn.execute(
+        "SELECT avg(duration_ms) FROM (SELECT duration_ms FROM step_history "
+        "WHERE duration_ms IS NOT NULL ORDER BY finished_at DESC LIMIT %s) recent",
+        (sample,),
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
