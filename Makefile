@@ -34,6 +34,7 @@ bench: $(STAMP)  ## benchmarks, printed as ratios against raw psycopg (and DBOS)
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.rebuild
 	$(BIN)/python -m bench.workers
+	$(BIN)/python -m bench.session_size
 
 up:  ## PostgreSQL in Docker, for those who prefer it to the embedded server
 	docker compose up -d --wait postgres

@@ -147,10 +147,17 @@ def _http_metrics(metrics: HttpMetrics) -> list[str]:
     return lines
 
 
+def _stream_metrics(services: Services) -> list[str]:
+    name = "stepline_stream_subscribers"
+    lines = _header(name, "gauge", "Live SSE streams open on this process.")
+    lines.append(_line(name, services.feed.subscriber_count()))
+    return lines
+
+
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(services: ServicesDep, request: Request) -> PlainTextResponse:
     """Prometheus metrics: sessions, steps, step durations, events, lag, leases, HTTP."""
     services.read_your_writes()
     lines = _view_metrics(services) + _log_metrics(services) + _worker_metrics(services)
-    lines += _http_metrics(request.app.state.http)
+    lines += _stream_metrics(services) + _http_metrics(request.app.state.http)
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

@@ -49,23 +49,46 @@ async def _events(
             if isinstance(event, ENDINGS):
                 return
         heartbeat = services.runtime.settings.sse_heartbeat_s
-        while not await request.is_disconnected():
+        while True:
             try:
-                item = await asyncio.wait_for(subscription.queue.get(), timeout=heartbeat)
+                async with asyncio.timeout(heartbeat):
+                    first = await subscription.queue.get()
             except TimeoutError:
+                if await request.is_disconnected():  # (the response notices it otherwise)
+                    return
                 yield ": heartbeat\n\n"
                 continue
-            if item is OVERFLOWED:
-                return  # the client reconnects with Last-Event-ID and resumes from the log
-            assert isinstance(item, Live)
-            if item.version <= last:
-                continue
-            yield item.encoded
-            last = item.version
-            if item.final:
+            frames, last, ended = _unseen([first, *_drain(subscription.queue)], last)
+            if frames:
+                yield "".join(frames)  # what arrived together goes out in one write
+            if ended:
                 return
     finally:
         services.feed.unsubscribe(subscription)
+
+
+def _drain(queue: asyncio.Queue[Live[str] | object]) -> list[Live[str] | object]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
+
+
+def _unseen(items: list[Live[str] | object], last: int) -> tuple[list[str], int, bool]:
+    """The frames of the events after version `last`; the new last; whether the stream ends
+    (the session ended, or the subscriber overflowed and must resume from the log)."""
+    frames: list[str] = []
+    for item in items:
+        if item is OVERFLOWED:
+            return frames, last, True
+        assert isinstance(item, Live)
+        if item.version <= last:
+            continue
+        frames.append(item.encoded)
+        last = item.version
+        if item.final:
+            return frames, last, True
+    return frames, last, False
 
 
 @router.get(

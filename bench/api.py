@@ -18,6 +18,7 @@ fresh database), else the embedded PostgreSQL.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -211,26 +212,47 @@ def wait_for_idle(client: httpx.Client) -> None:
         time.sleep(0.05)
 
 
-def _subscribe(base_url: str, session_id: str, ready: threading.Barrier, out: list[float]) -> None:
-    """Collect commit -> receive latencies (ms) of the live events, after the history."""
-    with (
-        httpx.Client(base_url=base_url, timeout=120) as client,
-        client.stream("GET", f"/v1/sessions/{session_id}/stream") as response,
-    ):
-        live = False
-        for line in response.iter_lines():
+async def _subscribe(
+    client: httpx.AsyncClient, session_id: str, live: asyncio.Event, out: list[float]
+) -> None:
+    """Collect commit -> receive latencies (ms) of the events that arrive once `live` is set."""
+    async with client.stream("GET", f"/v1/sessions/{session_id}/stream") as response:
+        async for line in response.aiter_lines():
             if not line.startswith("data: "):
                 continue
             received = time.time()
             event = json.loads(line[6:])
-            if live:
+            if live.is_set():
                 committed = datetime.fromisoformat(event["timestamp"]).timestamp()
                 out.append((received - committed) * 1000)
-            if event["type"] == "Paused" and not live:
-                live = True
-                ready.wait()
             if event["type"] in ("Completed", "Failed", "Cancelled", "Expired"):
                 return
+
+
+async def _stream_to(base_url: str, session_id: str, subscribers: int) -> list[float]:
+    """All subscribers in one event loop: a light client, so what is timed is the server."""
+    limits = httpx.Limits(max_connections=subscribers + 1)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+        live = asyncio.Event()
+        samples: list[list[float]] = [[] for _ in range(subscribers)]
+        tasks = [
+            asyncio.create_task(_subscribe(client, session_id, live, samples[i]))
+            for i in range(subscribers)
+        ]
+        await _until_subscribed(client, subscribers)
+        live.set()
+        await client.post(f"/v1/sessions/{session_id}/resume")
+        await asyncio.gather(*tasks)
+    return [sample for per_client in samples for sample in per_client]
+
+
+async def _until_subscribed(client: httpx.AsyncClient, subscribers: int) -> None:
+    for _ in range(1200):
+        metrics = (await client.get("/metrics")).text
+        if f"stepline_stream_subscribers {subscribers}" in metrics:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the subscribers did not all connect")
 
 
 def sse_latency(base_url: str, target: str, subscribers: int, steps: int) -> list[float]:
@@ -239,19 +261,7 @@ def sse_latency(base_url: str, target: str, subscribers: int, steps: int) -> lis
         body = session_body(target, ["GET /slow?ms=20"] * steps)
         session_id = client.post("/v1/sessions", json=body).json()["session_id"]
         client.post(f"/v1/sessions/{session_id}/pause")
-        ready = threading.Barrier(subscribers + 1)
-        samples: list[list[float]] = [[] for _ in range(subscribers)]
-        threads = [
-            threading.Thread(target=_subscribe, args=(base_url, session_id, ready, samples[i]))
-            for i in range(subscribers)
-        ]
-        for thread in threads:
-            thread.start()
-        ready.wait(timeout=120)  # every subscriber has the history and waits live
-        client.post(f"/v1/sessions/{session_id}/resume")
-        for thread in threads:
-            thread.join(timeout=300)
-    return [sample for per_client in samples for sample in per_client]
+    return asyncio.run(_stream_to(base_url, session_id, subscribers))
 
 
 def server_connections(database_url: str) -> int:

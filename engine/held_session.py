@@ -5,7 +5,7 @@ instead of loading it for each: a decision applies at once in memory, and the ev
 until `commit`, which the task loop calls before anything leaves the process (a command's
 side effect, a call to the model) and when it stops. A step is then about one commit: the
 last command's result, the step's end, the next step's start and its first command, written
-together, with the lease checked in the same transaction.
+together, with the lease checked in the same transaction. Snapshots are taken from memory too.
 
 If someone else wrote in between (a pause, a cancel), the commit conflicts: the session is
 loaded again and the waiting decisions are made again on it, in order, up to the first it
@@ -25,6 +25,7 @@ from domain.errors import InvalidStateTransition, VersionConflict
 from domain.session import WorkflowSession
 from engine.app import MAX_CONFLICT_RETRIES, Stepline
 from engine.event_store import Fence
+from engine.snapshots import Snapshotter
 from engine.writer import GroupWriter
 
 T = TypeVar("T")
@@ -36,13 +37,16 @@ class HeldSession:
         self,
         app: Stepline,
         writer: GroupWriter,
+        snapshotter: Snapshotter,
         session_id: UUID,
         fence: Fence | None = None,
     ) -> None:
         self.app = app
         self.writer = writer
+        self.snapshotter = snapshotter
         self.fence = fence
         self.session = app.get_session(session_id)
+        self._snapshot_version = self.session.version
         self._waiting: list[Decision] = []
         self._refused: InvalidStateTransition | None = None
 
@@ -63,7 +67,6 @@ class HeldSession:
         for _ in range(MAX_CONFLICT_RETRIES):
             if not self._waiting:
                 break
-            before = self.session.version - len(self.session.pending_events)
             try:
                 events: Sequence[WorkflowSession.Event] = self.session.collect_events()  # type: ignore[assignment]
                 self.writer.write(events, self.fence)
@@ -71,7 +74,7 @@ class HeldSession:
                 self._decide_again()
                 continue
             self._waiting = []
-            self._snapshot_if_due(before)
+            self._snapshot_if_due()
         else:
             if self._waiting:
                 raise VersionConflict(
@@ -98,10 +101,9 @@ class HeldSession:
                 return
             self._waiting.append(decision)
 
-    def _snapshot_if_due(self, version_before: int) -> None:
+    def _snapshot_if_due(self) -> None:
         """The session in memory is exactly the one just committed: snapshot it as it is,
-        rather than rebuilding it from the log as the library would."""
-        every = self.app.snapshot_interval
-        if self.session.version // every > version_before // every:
-            snapshot = WorkflowSession.Snapshot.take(self.session)
-            self.app.snapshots.put([snapshot])  # type: ignore[union-attr]
+        rather than rebuilding it from the log as the library would (see `Snapshotter`)."""
+        if self.snapshotter.due(self._snapshot_version, self.session.version):
+            self.snapshotter.take(self.session)
+            self._snapshot_version = self.session.version

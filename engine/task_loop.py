@@ -35,6 +35,7 @@ from engine.limits import Limits
 from engine.logs import LOGGER_NAME, on_session, on_step
 from engine.secrets import Secrets
 from engine.settings import Settings
+from engine.snapshots import Snapshotter
 from engine.step_results import (
     Interrupted,
     StepDone,
@@ -81,6 +82,7 @@ class TaskLoop:
         self.executor_states = executor_states
         self.app = app
         self.writer = GroupWriter(app)
+        self.snapshotter = Snapshotter(app)
         self.settings = settings
         self.definitions = DefinitionsCache(definitions)
         self.secrets = secrets
@@ -119,7 +121,7 @@ class SessionRun:
         self.stop = stop
         self.ownership = ownership
         fence = ownership.fence if ownership is not None else None
-        self.held = HeldSession(self.app, loop.writer, session_id, fence)
+        self.held = HeldSession(self.app, loop.writer, loop.snapshotter, session_id, fence)
         session = self.held.session
         self.config = session.config
         self.limits = Limits.of(session, loop.settings)

@@ -16,6 +16,7 @@ from engine.app import Stepline
 from engine.event_store import Fence, LeaseLost
 from engine.held_session import HeldSession
 from engine.leases import Leases
+from engine.snapshots import Snapshotter
 from engine.writer import GroupWriter
 
 
@@ -50,7 +51,7 @@ def test_decisions_wait_in_memory_until_the_commit_writes_them_together(
 ) -> None:
     session_id = new_session(fresh_app)
     writer = GroupWriter(fresh_app)
-    held = HeldSession(fresh_app, writer, session_id)
+    held = HeldSession(fresh_app, writer, Snapshotter(fresh_app), session_id)
 
     held.decide(lambda s: s.start_step(0))
     held.decide(lambda s: s.issue_command(0, command_id="c1", executor="http", name="x", args={}))
@@ -66,7 +67,7 @@ def test_a_commit_after_someone_else_wrote_keeps_what_still_holds_and_raises_the
     fresh_app: Stepline,
 ) -> None:
     session_id = new_session(fresh_app)
-    held = HeldSession(fresh_app, GroupWriter(fresh_app), session_id)
+    held = HeldSession(fresh_app, GroupWriter(fresh_app), Snapshotter(fresh_app), session_id)
     held.decide(lambda s: s.start_step(0))
     held.decide(lambda s: s.issue_command(0, command_id="c1", executor="http", name="x", args={}))
     held.commit()
@@ -92,7 +93,11 @@ def test_a_write_whose_lease_no_longer_holds_writes_nothing(
     token = leases.acquire(session_id, "acme", "owner-a")
     assert token is not None
     held = HeldSession(
-        fresh_app, GroupWriter(fresh_app), session_id, Fence(session_id, "owner-a", token)
+        fresh_app,
+        GroupWriter(fresh_app),
+        Snapshotter(fresh_app),
+        session_id,
+        Fence(session_id, "owner-a", token),
     )
     held.decide(lambda s: s.start_step(0))
     held.commit()  # the lease holds: written
@@ -148,21 +153,28 @@ def test_waiting_writes_share_one_commit_and_a_conflict_fails_only_its_own_sessi
     assert writer.commits == len(loaded) - 1
 
 
-def test_the_owner_snapshots_the_session_it_holds_every_hundred_events(
+def test_the_owner_snapshots_what_it_holds_at_gaps_that_grow_with_the_session(
     fresh_app: Stepline,
 ) -> None:
     session_id = new_session(fresh_app, steps=1)
-    held = HeldSession(fresh_app, GroupWriter(fresh_app), session_id)
+    snapshotter = Snapshotter(fresh_app)
+    held = HeldSession(fresh_app, GroupWriter(fresh_app), snapshotter, session_id)
     held.decide(lambda s: s.start_step(0))
-    for n in range(60):
+    for n in range(1_300):
         held.decide(
             lambda s, n=n: s.issue_command(0, command_id=f"c{n}", executor="x", name="y", args={})
         )
         held.decide(lambda s, n=n: s.finish_command(0, command_id=f"c{n}", ok=True))
         held.commit()
+    snapshotter.wait_until_written()
 
-    snapshots = list(fresh_app.snapshots.get(session_id))  # type: ignore[union-attr]
-    assert [s.originator_version for s in snapshots] == [100]  # crossed at 98 -> 100
-    loaded = fresh_app.get_session(session_id)
-    assert loaded.version == held.session.version == 122
+    versions = [s.originator_version for s in fresh_app.snapshots.get(session_id)]  # type: ignore[union-attr]
+    gaps = [later - earlier for earlier, later in zip([1, *versions], versions, strict=False)]
+    assert gaps[1:3] == [100, 100]  # every 100 events while the session is small
+    assert max(gaps) > 100  # then a twentieth of the session's events
+    assert all(
+        gap <= max(100, version // 20) + 1 for gap, version in zip(gaps, versions, strict=True)
+    )
+    loaded = fresh_app.get_session(session_id)  # from the latest snapshot and what followed
+    assert loaded.version == held.session.version == 2_602
     assert loaded.commands == held.session.commands
