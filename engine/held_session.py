@@ -15,7 +15,7 @@ command.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TypeVar
 from uuid import UUID
 
@@ -64,23 +64,22 @@ class HeldSession:
         """Write the waiting decisions' events (durable on return). Raises LeaseLost if the
         lease no longer holds, InvalidStateTransition if a change by someone else made a
         waiting decision impossible (its predecessors are written)."""
-        for _ in range(MAX_CONFLICT_RETRIES):
-            if not self._waiting:
-                break
+        tries = 0
+        while self._waiting:
+            if tries == MAX_CONFLICT_RETRIES:
+                raise VersionConflict(
+                    f"session {self.id} kept changing; gave up after {tries} tries",
+                    session_id=str(self.id),
+                )
+            tries += 1
+            events: list[WorkflowSession.Event] = self.session.collect_events()  # type: ignore[assignment]
             try:
-                events: Sequence[WorkflowSession.Event] = self.session.collect_events()  # type: ignore[assignment]
                 self.writer.write(events, self.fence)
             except RecordConflictError:
                 self._decide_again()
                 continue
             self._waiting = []
             self._snapshot_if_due()
-        else:
-            if self._waiting:
-                raise VersionConflict(
-                    f"session {self.id} kept changing; gave up after {MAX_CONFLICT_RETRIES} tries",
-                    session_id=str(self.id),
-                )
         refused, self._refused = self._refused, None
         if refused is not None:
             raise refused

@@ -109,7 +109,7 @@ class GroupWriter:
         fences = [batch.fence for batch in group if batch.fence is not None]
         try:
             self.app.events.put(events, fences=fences)
-        except RecordConflictError:
+        except RecordConflictError:  # (a PersistenceError too: let it through as it is)
             raise
         except PersistenceError as error:
             if lease_lost(error):
