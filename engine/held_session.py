@@ -84,14 +84,10 @@ class HeldSession:
         if refused is not None:
             raise refused
 
-    def reload(self) -> None:
-        """Forget anything not committed and read the session as the log has it."""
-        self._waiting = []
-        self.session = self.app.get_session(self.id)
-
     def _decide_again(self) -> None:
-        waiting = self._waiting
-        self.reload()
+        """Read the session as the log has it and make the waiting decisions again on it."""
+        waiting, self._waiting = self._waiting, []
+        self.session = self.app.get_session(self.id)
         for decision in waiting:
             try:
                 decision(self.session)

@@ -3,8 +3,9 @@
 A session is driven only by the worker holding its lease. Workers claim runnable sessions
 (pending or running in the session index) with `FOR UPDATE SKIP LOCKED`, so no two claim the
 same one; each new acquisition raises the session's fencing token. The owner renews its leases
-by heartbeat and proves ownership before each command; a lease that is not renewed expires and
-another worker takes the session over. Time is always the database's clock, never a worker's.
+by heartbeat, and each of its writes proves the lease in the same transaction (see
+`engine/event_store.py`); a lease that is not renewed expires and another worker takes the
+session over. Time is always the database's clock, never a worker's.
 
 A lease released because the session needs no driving (paused, ended) remembers the session's
 version: the session is claimable again only once the index shows a later status change
@@ -216,7 +217,7 @@ class Leases:
         return {session_id for session_id, token in rows if held.get(session_id) == token}
 
     def holds(self, session_id: UUID, owner: str, token: int) -> bool:
-        """Whether the lease is still ours and unexpired: checked before each command."""
+        """Whether the lease is still this owner's and unexpired."""
         with self.pool.connection() as conn:
             row = conn.execute(
                 "SELECT lease_until > now() FROM session_leases "

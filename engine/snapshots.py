@@ -34,7 +34,6 @@ class Snapshotter:
         self._queue: queue.Queue[StoredEvent | threading.Event] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.written = 0
 
     def due(self, last_version: int, version: int) -> bool:
         """Whether a session snapshotted (or loaded) at `last_version` wants one at `version`."""
@@ -68,7 +67,6 @@ class Snapshotter:
                 continue
             try:
                 self.app.snapshots.recorder.insert_events([stored])  # type: ignore[union-attr]
-                self.written += 1
             except PersistenceError:
                 log.warning(
                     "Could not write a snapshot; loading replays more events until the next",

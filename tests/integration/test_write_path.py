@@ -112,14 +112,11 @@ def test_a_write_whose_lease_no_longer_holds_writes_nothing(
     assert types(fresh_app, session_id) == ["Created", "StepStarted"]
 
 
-def test_waiting_writes_share_one_commit_and_a_conflict_fails_only_its_own_session(
-    fresh_app: Stepline, pool: ConnectionPool
-) -> None:
-    sessions = [new_session(fresh_app) for _ in range(12)]
-    loaded = [fresh_app.get_session(session_id) for session_id in sessions]
-    loser = loaded[-1]
-    fresh_app.pause(loser.id, reason="taken first", actor="bob")  # its next version is taken
-    writer = GroupWriter(fresh_app)
+def write_all_queued(
+    writer: GroupWriter, pool: ConnectionPool, sessions: list[WorkflowSession]
+) -> dict[UUID, Exception]:
+    """Start each session's first step and write it from a thread of its own, all of them
+    queued behind a first writer held up by the table lock; the conflicts each one got."""
     errors: dict[UUID, Exception] = {}
 
     def write(session: WorkflowSession) -> None:
@@ -130,27 +127,49 @@ def test_waiting_writes_share_one_commit_and_a_conflict_fails_only_its_own_sessi
             errors[session.id] = error
 
     with pool.connection() as blocker, blocker.transaction():
-        # Hold the table lock: the first writer waits inside the database, the rest queue.
         blocker.execute("LOCK TABLE stepline_events IN EXCLUSIVE MODE")
-        threads = [threading.Thread(target=write, args=(s,)) for s in loaded]
+        threads = [threading.Thread(target=write, args=(s,)) for s in sessions]
         for thread in threads:
             thread.start()
         for _ in range(200):
-            if writer.queued == len(loaded) - 1:
+            if writer.queued == len(sessions) - 1:
                 break
             threading.Event().wait(0.05)
-        assert writer.queued == len(loaded) - 1
+        assert writer.queued == len(sessions) - 1
     for thread in threads:
         thread.join(timeout=30)
+    return errors
+
+
+def test_writes_waiting_behind_another_share_one_commit(
+    fresh_app: Stepline, pool: ConnectionPool
+) -> None:
+    loaded = [fresh_app.get_session(new_session(fresh_app)) for _ in range(12)]
+    writer = GroupWriter(fresh_app)
+
+    errors = write_all_queued(writer, pool, loaded)
+
+    assert errors == {}
+    for session in loaded:
+        assert types(fresh_app, session.id) == ["Created", "StepStarted"]
+    assert (writer.commits, writer.batches) == (2, 12)  # the first alone, the eleven together
+
+
+def test_a_conflict_in_a_shared_commit_fails_only_its_own_session(
+    fresh_app: Stepline, pool: ConnectionPool
+) -> None:
+    loaded = [fresh_app.get_session(new_session(fresh_app)) for _ in range(12)]
+    loser = loaded[-1]
+    fresh_app.pause(loser.id, reason="taken first", actor="bob")  # its next version is taken
+    writer = GroupWriter(fresh_app)
+
+    errors = write_all_queued(writer, pool, loaded)
 
     assert set(errors) == {loser.id}
     for session in loaded[:-1]:
         assert types(fresh_app, session.id) == ["Created", "StepStarted"]
     assert types(fresh_app, loser.id) == ["Created", "Paused"]
-    # The first writer alone, then one try for the eleven queued together (refused whole
-    # for the loser's conflict), then each of them alone.
-    assert writer.batches == len(loaded) - 1
-    assert writer.commits == len(loaded) - 1
+    assert writer.batches == len(loaded) - 1  # every batch but the loser's was written
 
 
 def test_the_owner_snapshots_what_it_holds_at_gaps_that_grow_with_the_session(
