@@ -181,7 +181,7 @@ def main() -> None:
     for run in [*ours, *peers]:
         print(run.line())
     print(
-        f"{'raw psycopg, 1 row/commit':28s}{1000 / raw_per_s:8.2f} ms/row {raw_per_s:9.0f} rows/s"
+        f"{'raw psycopg, 1 row/commit':34s}{1000 / raw_per_s:8.2f} ms/row {raw_per_s:9.0f} rows/s"
     )
     _ratios(ours, peers)
 
