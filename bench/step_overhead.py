@@ -62,7 +62,10 @@ class NoopExecutor:
     def command_for_tool(self, name: str, arguments: dict[str, Any]) -> Command | None:
         return None
 
-    def close(self) -> None:
+    def briefing(self) -> str | None:
+        return None
+
+    def close(self, *, ended: bool = True) -> None:
         pass
 
 

@@ -224,13 +224,22 @@ class WorkflowSession(Aggregate):
             state["idempotency_key"] = state["command_id"]
 
     class CommandFinished(Event):
+        """v2 lists the artifacts (screenshots) the command produced, by hash; v1 had none."""
+
         step_index: int
         command_id: str
         ok: bool
         output: str
         duration_ms: int
         error: dict[str, Any] | None
+        artifacts: list[dict[str, Any]]
         actor: str
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["artifacts"] = []
 
     class StepCompleted(Event):
         step_index: int
@@ -486,6 +495,7 @@ class WorkflowSession(Aggregate):
         output: str = "",
         duration_ms: int = 0,
         error: dict[str, Any] | None = None,
+        artifacts: list[dict[str, Any]] | None = None,
         actor: str = WORKER,
     ) -> None:
         """Record a command's result. Allowed while paused: the command was already running."""
@@ -504,6 +514,7 @@ class WorkflowSession(Aggregate):
             output=output,
             duration_ms=duration_ms,
             error=error,
+            artifacts=artifacts or [],
             actor=actor,
         )
 
@@ -626,6 +637,7 @@ class WorkflowSession(Aggregate):
         output: str,
         duration_ms: int,
         error: dict[str, Any] | None,
+        artifacts: list[dict[str, Any]],
         actor: str,
     ) -> None:
         self.steps[step_index].open_commands.remove(command_id)

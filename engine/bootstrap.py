@@ -154,6 +154,7 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
         if ai is not None:
             stack.callback(ai.close)
         loop = TaskLoop(app, settings, builtin(), secrets, ai, executor_states=executor_states)
+        stack.callback(loop.close)
         yield Runtime(
             settings=settings,
             app=app,

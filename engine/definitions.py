@@ -3,7 +3,10 @@
 Built in, for HTTP: `GET /path`, `POST /path with {"json": true}` (also PUT, PATCH, DELETE),
 `expect status 200`, `expect body contains "text"`, `expect json items.0.id == 3`,
 `save json token as auth`; for the shell: ``run `pytest -q` ``, `expect exit code 0`,
-`expect output contains "passed"`.
+`expect output contains "passed"`; for the browser: `open /login`, `click "Sign in"`,
+`fill "Password" with "{{secrets.PASSWORD}}"`, `press Enter`, `select "Red" in "Colour"`,
+`expect page contains "Welcome"`, `expect title contains "Todos"`, `expect url contains "/todos"`,
+`save text of "Total" as total`, `take a screenshot`, `go back`.
 
 Users add their own in a Python module named by the workflow file's `definitions:` key. The
 module defines `register(definitions)` and calls `definitions.add(pattern, build)`; its
@@ -160,4 +163,38 @@ def builtin() -> Definitions:
         r'expect output contains "(?P<text>.*)"',
         lambda m: [Command("shell", "expect_output_contains", {"text": m["text"]})],
     )
+    _add_browser(definitions)
     return definitions
+
+
+def _browser(command: str, **args: str) -> Build:
+    """A definition for one browser command whose arguments are the pattern's groups."""
+    return lambda match: [
+        Command("browser", command, {key: match[group] for key, group in args.items()})
+    ]
+
+
+def _add_browser(definitions: Definitions) -> None:
+    add = definitions.add
+    add(r"open (?P<url>\S+)", _browser("navigate", url="url"))
+    add(r'click "(?P<target>.+)"', _browser("click", target="target"))
+    add(
+        r'fill "(?P<target>.+?)" with "(?P<value>.*)"',
+        _browser("fill", target="target", value="value"),
+    )
+    add(r"press (?P<key>\S+)", _browser("press", key="key"))
+    add(
+        r'select "(?P<option>.+?)" in "(?P<target>.+)"',
+        _browser("select", target="target", option="option"),
+    )
+    for what in ("page", "title", "url"):
+        add(
+            rf'expect {what} contains "(?P<text>.*)"',
+            _browser(f"expect_{what}_contains", text="text"),
+        )
+    add(
+        r'save text of "(?P<target>.+?)" as (?P<label>[A-Za-z0-9_]+)',
+        _browser("save_text", target="target", name="label"),
+    )
+    add(r"take a screenshot", _browser("screenshot"))
+    add(r"go back", _browser("back"))

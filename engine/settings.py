@@ -80,6 +80,20 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_ALLOWED), description="programs the shell may run"
     )
 
+    browser_path: Path | None = Field(
+        default=None, description="Chromium for the browser executor; default: found on PATH"
+    )
+    browser_action_timeout_ms: int = Field(default=5_000, ge=100, description="click, fill...")
+    browser_expect_timeout_ms: int = Field(
+        default=2_000, ge=0, description="how long `expect page contains` waits for the text"
+    )
+    browser_snapshot_chars: int = Field(
+        default=1_500, ge=200, description="of the page snapshot each browser result records"
+    )
+    browser_keep_paused_s: float = Field(
+        default=300.0, ge=0, description="a paused session's browser context stays open this long"
+    )
+
     ai_model: str | None = Field(default=None, description="set to enable the AI path")
     ai_base_url: str | None = Field(default=None, description="an OpenAI-compatible server")
     ai_api_key: SecretStr | None = Field(
@@ -106,7 +120,14 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
-    @field_validator("database_url", "ai_model", "ai_base_url", "tenant_max_running", mode="before")
+    @field_validator(
+        "database_url",
+        "ai_model",
+        "ai_base_url",
+        "tenant_max_running",
+        "browser_path",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`STEPLINE_DATABASE_URL=` clears the setting rather than naming an empty URL."""

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow, StandardError
-from domain.session import SessionStatus, StepState, StepStatus, WorkflowSession
+from domain.session import ENDED, SessionStatus, StepState, StepStatus, WorkflowSession
 from engine.ai import AiProvider
 from engine.ai_step import AiStep
 from engine.app import Stepline
@@ -29,7 +29,7 @@ from engine.definitions import DefinitionError, Definitions, DefinitionsCache
 from engine.event_store import Fence, LeaseLost
 from engine.executor_state import ExecutorStates
 from engine.executors import Command, Executor, Outcome, truncated
-from engine.executors.kinds import EXECUTOR_KINDS, ExecutorKind, ExecutorSetup
+from engine.executors.kinds import ExecutorKind, ExecutorSetup, builtin_kinds
 from engine.held_session import HeldSession
 from engine.limits import Limits
 from engine.logs import LOGGER_NAME, on_session, on_step
@@ -78,7 +78,7 @@ class TaskLoop:
     ) -> None:
         """`executor_kinds` adds executors to (or replaces) the registered kinds;
         `executor_states` keeps what executors need after a takeover (cookies)."""
-        self.executor_kinds = {**EXECUTOR_KINDS, **(executor_kinds or {})}
+        self.executor_kinds = {**builtin_kinds(), **(executor_kinds or {})}
         self.executor_states = executor_states
         self.app = app
         self.writer = GroupWriter(app)
@@ -87,6 +87,13 @@ class TaskLoop:
         self.definitions = DefinitionsCache(definitions)
         self.secrets = secrets
         self.ai = ai
+
+    def close(self) -> None:
+        """Release what the executor kinds hold for the process (the browser)."""
+        for kind in self.executor_kinds.values():
+            close = getattr(kind, "close", None)
+            if callable(close):
+                close()
 
     def drive(
         self, session_id: UUID, stop: threading.Event, ownership: Ownership | None = None
@@ -130,8 +137,9 @@ class SessionRun:
         self._kept_states: dict[str, dict[str, Any]] = {}
 
     def close(self) -> None:
+        ended = self.held.session.status in ENDED
         for executor in self.executors.values():
-            executor.close()
+            executor.close(ended=ended)
 
     # ---- the session --------------------------------------------------------------------
 
@@ -374,7 +382,10 @@ class SessionRun:
             "duration_ms": int((time.monotonic() - started) * 1000),
             "error": self.secrets.redact_all(outcome.error.to_dict()) if outcome.error else None,
         }
-        self.held.decide(lambda s: s.finish_command(index, command_id=command_id, **result))
+        artifacts = list(outcome.artifacts)
+        self.held.decide(
+            lambda s: s.finish_command(index, command_id=command_id, artifacts=artifacts, **result)
+        )
         log.debug("Command finished: ok=%s", outcome.ok, extra=on_step(self.session_id, index))
         return outcome
 

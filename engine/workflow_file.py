@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -35,6 +35,9 @@ class WorkflowConfig(BaseModel):
     retry_backoff_ms: int | None = Field(default=None, ge=0)
     context_char_budget: int | None = Field(default=None, ge=1_000)
     shell_allow: list[str] | None = None
+    screenshots: Literal["failures", "all"] | None = Field(
+        default=None, description="browser screenshots: on failures (default), or of every command"
+    )
 
 
 class WorkflowFile(BaseModel):

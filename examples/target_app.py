@@ -2,7 +2,10 @@
 
     python examples/target_app.py [PORT]     (default 8765, on 127.0.0.1)
 
-The demo user is `demo`; the password is $DEMO_PASSWORD (default `correct-horse`).
+The demo user is `demo`; the password is $DEMO_PASSWORD (default `correct-horse`). The JSON
+API (`/login`, `/todos`) is what the HTTP demo drives; the same app as pages (`/app/login`,
+`/app/todos`: forms, a button, a slow link) is what the browser demo drives. Each todo records
+whether it came `via` the API or a form.
 
 Its writes honour `Idempotency-Key`: a request repeated with the same key (a command re-sent
 after a crash) gets the first answer again and changes nothing. `POST /effects` and
@@ -19,11 +22,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from html import escape
 from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qs
 
 import uvicorn
-from fastapi import Cookie, FastAPI, Header, HTTPException, Response
-from fastapi.responses import HTMLResponse
+from fastapi import Cookie, FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel
 
 from api.server import serving_in_background
@@ -35,6 +40,43 @@ LOGIN_PAGE = """<!doctype html>
   <input name="user"> <input name="password" type="password"> <button>Sign in</button>
 </form>
 """
+
+
+APP_LOGIN_PAGE = """<!doctype html>
+<html lang="en"><title>Sign in · Todos</title>
+<main>
+<h1>Sign in</h1>
+{problem}
+<form method="post" action="/app/login">
+  <label>User <input name="user" autocomplete="username"></label>
+  <label>Password <input name="password" type="password" autocomplete="current-password"></label>
+  <button>Sign in</button>
+</form>
+</main></html>
+"""
+
+APP_TODOS_PAGE = """<!doctype html>
+<html lang="en"><title>Todos</title>
+<main>
+<h1>Todos</h1>
+<p>Signed in as {user}. <a href="/app/todos?delay_ms=1500">Refresh slowly</a></p>
+<ul>{items}</ul>
+<p>{left} left to do.</p>
+<form method="post" action="/app/todos">
+  <label>New todo <input name="title" required></label>
+  <button>Add</button>
+</form>
+<form method="post" action="/app/todos/done">
+  <button>Mark all done</button>
+</form>
+</main></html>
+"""
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """An urlencoded form's fields (first value of each)."""
+    fields = parse_qs((await request.body()).decode("utf-8"))
+    return {name: values[0] for name, values in fields.items()}
 
 
 class Credentials(BaseModel):
@@ -114,11 +156,13 @@ def create_app(password: str | None = None) -> FastAPI:
         items = todos.setdefault(user_of(session), [])
 
         def add() -> dict[str, Any]:
-            item = {"id": len(items) + 1, "title": todo.title, "done": False}
+            item = {"id": len(items) + 1, "title": todo.title, "done": False, "via": "api"}
             items.append(item)
             return item
 
         return deliveries.once(idempotency_key, {"todo": todo.title}, add)
+
+    add_pages(app, expected, sessions, todos)
 
     @app.post("/effects", status_code=201)
     def add_effect(effect: Effect, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
@@ -146,6 +190,66 @@ def create_app(password: str | None = None) -> FastAPI:
         raise HTTPException(status_code=404, detail="no such todo")
 
     return app
+
+
+def add_pages(
+    app: FastAPI, expected: str, sessions: dict[str, str], todos: dict[str, list[dict[str, Any]]]
+) -> None:
+    """The same app as HTML pages, for the browser: sign in, list, add, mark all done."""
+
+    def signed_in(session: str | None) -> str | None:
+        return sessions.get(session) if session is not None else None
+
+    @app.get("/app/login", response_class=HTMLResponse)
+    def app_login_page() -> str:
+        return APP_LOGIN_PAGE.format(problem="")
+
+    @app.post("/app/login", response_model=None)
+    async def app_login(request: Request) -> Response:
+        fields = await form_fields(request)
+        if fields.get("user") != "demo" or fields.get("password") != expected:
+            problem = '<p role="alert">Wrong user or password.</p>'
+            return HTMLResponse(APP_LOGIN_PAGE.format(problem=problem), status_code=401)
+        token = secrets.token_hex(16)
+        sessions[token] = "demo"
+        response = RedirectResponse("/app/todos", status_code=303)
+        response.set_cookie("session", token, httponly=True)
+        return response
+
+    @app.get("/app/todos", response_model=None)
+    async def app_todos(
+        session: Annotated[str | None, Cookie()] = None, delay_ms: int = 0
+    ) -> Response:
+        user = signed_in(session)
+        if user is None:
+            return RedirectResponse("/app/login", status_code=303)
+        await asyncio.sleep(min(delay_ms, 10_000) / 1000)
+        items = todos.get(user, [])
+        rows = "".join(
+            f'<li><label><input type="checkbox" disabled{" checked" if item["done"] else ""}> '
+            f"{escape(item['title'])}</label></li>"
+            for item in items
+        )
+        left = sum(not item["done"] for item in items)
+        return HTMLResponse(APP_TODOS_PAGE.format(user=escape(user), items=rows, left=left))
+
+    @app.post("/app/todos", response_model=None)
+    async def app_add_todo(
+        request: Request, session: Annotated[str | None, Cookie()] = None
+    ) -> Response:
+        user = signed_in(session)
+        title = (await form_fields(request)).get("title", "").strip()
+        if user is not None and title:
+            items = todos.setdefault(user, [])
+            items.append({"id": len(items) + 1, "title": title, "done": False, "via": "form"})
+        return RedirectResponse("/app/todos", status_code=303)
+
+    @app.post("/app/todos/done", response_model=None)
+    def app_all_done(session: Annotated[str | None, Cookie()] = None) -> Response:
+        user = signed_in(session)
+        for item in todos.get(user or "", []):
+            item["done"] = True
+        return RedirectResponse("/app/todos", status_code=303)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Executors run commands against the outside world: HTTP services, processes, later browsers."""
+"""Executors run commands against the outside world: HTTP services, processes, browsers."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ class Outcome:
     ok: bool
     output: str = ""
     error: StandardError | None = None
+    artifacts: tuple[dict[str, Any], ...] = ()
+    """Files the command stored (screenshots), as `ArtifactRef` dicts: hash, size, type."""
 
     @classmethod
     def of(cls, ok: bool, **output: Any) -> Outcome:
@@ -57,11 +59,18 @@ class Executor(Protocol):
         """The commands offered to an AI model, as OpenAI tool definitions."""
         ...
 
+    def briefing(self) -> str | None:
+        """What the model should see before its first turn of a step (the browser: the page
+        as it is now), or None."""
+        ...
+
     def command_for_tool(self, name: str, arguments: dict[str, Any]) -> Command | None:
         """The command an AI tool call stands for, or None if the tool is not this one's."""
         ...
 
-    def close(self) -> None: ...
+    def close(self, *, ended: bool = True) -> None:
+        """The run is over; `ended` is False when the session may carry on later (a pause)."""
+        ...
 
 
 def truncated(text: str, limit: int) -> str:

@@ -74,7 +74,7 @@ class HttpExecutor:
             verify=tls_context(),
         )
 
-    def close(self) -> None:
+    def close(self, *, ended: bool = True) -> None:
         self.client.close()
 
     # ---- placeholders -------------------------------------------------------------------
@@ -210,6 +210,9 @@ class HttpExecutor:
             self.client.cookies.set(
                 cookie["name"], cookie["value"], domain=cookie["domain"], path=cookie["path"]
             )
+
+    def briefing(self) -> str | None:
+        return None
 
     def tools(self) -> list[dict[str, Any]]:
         return [

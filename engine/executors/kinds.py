@@ -1,4 +1,8 @@
-"""The executor kinds: one registry read by workflow files, the API, the task loop, recovery."""
+"""The executor kinds: one registry read by workflow files, the API, the task loop, recovery.
+
+`builtin_kinds()` gives a task loop its own set: the browser kind holds the process's Chromium
+(launched on first use), which the task loop closes with the process.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,10 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 from uuid import UUID
 
+from engine.artifacts import artifacts_of
 from engine.executors import Executor
+from engine.executors.browser import BrowserExecutor, BrowserLimits
+from engine.executors.browser_host import BrowserHost
 from engine.executors.http import HttpExecutor
 from engine.executors.shell import ShellExecutor, ShellLimits
 from engine.secrets import Secrets
@@ -50,11 +57,50 @@ def shell_executor(setup: ExecutorSetup) -> Executor:
     )
 
 
+class BrowserKind:
+    """Browser executors, all on the one Chromium of this process."""
+
+    def __init__(self) -> None:
+        self.host: BrowserHost | None = None
+
+    def __call__(self, setup: ExecutorSetup) -> Executor:
+        settings = setup.settings
+        if self.host is None:
+            self.host = BrowserHost(settings.browser_path, settings.browser_keep_paused_s)
+        limits = BrowserLimits(
+            action_timeout_ms=settings.browser_action_timeout_ms,
+            navigation_timeout_ms=settings.request_timeout_ms,
+            expect_timeout_ms=settings.browser_expect_timeout_ms,
+            snapshot_chars=settings.browser_snapshot_chars,
+            max_output_chars=settings.max_output_chars,
+            screenshots_all=setup.config.get("screenshots") == "all",
+        )
+        return BrowserExecutor(
+            self.host,
+            setup.session_id,
+            setup.config.get("base_url"),
+            setup.secrets,
+            artifacts_of(Path(settings.data_dir)),
+            limits,
+        )
+
+    def close(self) -> None:
+        if self.host is not None:
+            self.host.close()
+
+
 ExecutorKind = Callable[[ExecutorSetup], Executor]
-ExecutorName = Literal["http", "shell"]
+ExecutorName = Literal["http", "shell", "browser"]
 """The kinds a workflow may name; the schemas of workflow files and of the API use this."""
 
-EXECUTOR_KINDS: dict[str, ExecutorKind] = {"http": http_executor, "shell": shell_executor}
 DEFAULT_EXECUTOR: ExecutorName = "http"
 
-assert set(get_args(ExecutorName)) == set(EXECUTOR_KINDS), "name every kind once, here"
+
+def builtin_kinds() -> dict[str, ExecutorKind]:
+    kinds: dict[str, ExecutorKind] = {
+        "http": http_executor,
+        "shell": shell_executor,
+        "browser": BrowserKind(),
+    }
+    assert set(get_args(ExecutorName)) == set(kinds), "name every kind once, here"
+    return kinds

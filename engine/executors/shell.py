@@ -62,7 +62,7 @@ class ShellExecutor:
         self.last_output: str = ""
         workdir.mkdir(parents=True, exist_ok=True)
 
-    def close(self) -> None:
+    def close(self, *, ended: bool = True) -> None:
         pass
 
     def run(self, command: Command) -> Outcome:
@@ -192,6 +192,9 @@ class ShellExecutor:
         return None  # the work directory itself survives a takeover on the same machine
 
     def load_state(self, state: dict[str, Any]) -> None:
+        return None
+
+    def briefing(self) -> str | None:
         return None
 
     def tools(self) -> list[dict[str, Any]]:

@@ -55,6 +55,7 @@ LoopFactory = Callable[..., TaskLoop]
 @pytest.fixture
 def make_loop(app: Stepline, tmp_path: Path, model: ScriptedModel) -> Iterator[LoopFactory]:
     providers: list[AiProvider] = []
+    loops: list[TaskLoop] = []
 
     def build(
         ai: bool = True,
@@ -73,7 +74,7 @@ def make_loop(app: Stepline, tmp_path: Path, model: ScriptedModel) -> Iterator[L
                 max_retries=2,
             )
             providers.append(provider)
-        return TaskLoop(
+        loop = TaskLoop(
             app,
             Settings(database_url=None, data_dir=tmp_path, retry_backoff_ms=10, **settings),
             builtin(),
@@ -81,8 +82,12 @@ def make_loop(app: Stepline, tmp_path: Path, model: ScriptedModel) -> Iterator[L
             provider,
             executor_states=states,
         )
+        loops.append(loop)
+        return loop
 
     yield build
+    for loop in loops:
+        loop.close()
     for provider in providers:
         provider.close()
 

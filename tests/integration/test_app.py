@@ -311,3 +311,41 @@ def test_a_command_issued_event_of_version_1_gets_its_command_id_as_idempotency_
     assert isinstance(issued, WorkflowSession.CommandIssued)
     assert issued.idempotency_key == "written-before-keys"
     assert app.get_session(session_id).steps[0].open_commands == ["written-before-keys"]
+
+
+def test_a_command_finished_event_of_version_1_has_no_artifacts(app: Stepline) -> None:
+    session_id = create(app)
+    app.start_step(session_id, 0)
+    app.issue_command(
+        session_id, 0, command_id="c1", executor="http", name="request", args={"url": "/"}
+    )
+    version = app.get_session(session_id).version
+    v1_state = app.mapper.transcoder.encode(
+        {
+            "timestamp": WorkflowSession.Event.create_timestamp(),
+            "originator_topic": "domain.session:WorkflowSession",
+            "step_index": 0,
+            "command_id": "c1",
+            "ok": True,
+            "output": "{}",
+            "duration_ms": 3,
+            "error": None,
+            "actor": "stepline",
+        }
+    )
+    app.recorder.insert_events(
+        [
+            StoredEvent(
+                originator_id=session_id,
+                originator_version=version + 1,
+                topic="domain.session:WorkflowSession.CommandFinished",
+                state=v1_state,
+            )
+        ]
+    )
+
+    finished = app.history(session_id)[-1]
+
+    assert isinstance(finished, WorkflowSession.CommandFinished)
+    assert (finished.ok, finished.artifacts) == (True, [])
+    assert app.get_session(session_id).steps[0].open_commands == []

@@ -38,6 +38,35 @@ from engine.executors import Command
             "save json token as auth",
             Command("http", "save_json", {"path": "token", "name": "auth"}),
         ),
+        ("open /login", Command("browser", "navigate", {"url": "/login"})),
+        ('click "Sign in"', Command("browser", "click", {"target": "Sign in"})),
+        (
+            'fill "Password" with "{{secrets.PASSWORD}}"',
+            Command("browser", "fill", {"target": "Password", "value": "{{secrets.PASSWORD}}"}),
+        ),
+        ("press Enter", Command("browser", "press", {"key": "Enter"})),
+        (
+            'select "Red" in "Colour"',
+            Command("browser", "select", {"target": "Colour", "option": "Red"}),
+        ),
+        (
+            'expect page contains "Welcome"',
+            Command("browser", "expect_page_contains", {"text": "Welcome"}),
+        ),
+        (
+            'expect title contains "Todos"',
+            Command("browser", "expect_title_contains", {"text": "Todos"}),
+        ),
+        (
+            'expect url contains "/todos"',
+            Command("browser", "expect_url_contains", {"text": "/todos"}),
+        ),
+        (
+            'save text of "Total" as total',
+            Command("browser", "save_text", {"target": "Total", "name": "total"}),
+        ),
+        ("take a screenshot", Command("browser", "screenshot", {})),
+        ("go back", Command("browser", "back", {})),
         ("run `pytest -q`", Command("shell", "run", {"command": "pytest -q"})),
         ("expect exit code 0", Command("shell", "expect_exit_code", {"code": 0})),
         (
@@ -53,6 +82,7 @@ def test_built_in_definitions_map_steps_to_commands(step: str, command: Command)
 def test_a_step_no_definition_matches_goes_elsewhere() -> None:
     assert builtin().match("Sign in as the demo user") is None
     assert builtin().match("GET") is None
+    assert builtin().match("Open the login page") is None  # plain language: the model's
 
 
 def test_bad_json_is_a_definition_error() -> None:

@@ -1,0 +1,69 @@
+"""Artifacts: files a session produced (browser screenshots), stored by content.
+
+An artifact is written once under `STEPLINE_DATA_DIR/artifacts/` and named by the SHA-256 of its
+bytes; events refer to it by that hash, its size and media type, never inline. The same bytes
+written twice are one file. Whoever serves an artifact checks first that the session asking
+recorded it: a hash is not a capability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """What an event records of an artifact."""
+
+    hash: str
+    size: int
+    media_type: str
+    kind: str
+    """What it is: `screenshot`, `failure_screenshot`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Artifacts:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def put(self, content: bytes, media_type: str, kind: str) -> ArtifactRef:
+        digest = hashlib.sha256(content).hexdigest()
+        target = self.directory / digest
+        if not target.exists():
+            self._write_atomically(target, content)
+        return ArtifactRef(digest, len(content), media_type, kind)
+
+    def path(self, digest: str) -> Path | None:
+        """The file of an artifact, or None if the hash is malformed or unknown."""
+        if not HASH.fullmatch(digest):
+            return None
+        target = self.directory / digest
+        return target if target.is_file() else None
+
+    def _write_atomically(self, target: Path, content: bytes) -> None:
+        """Readers never see half a file: write beside it, then rename."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".incoming-")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(content)
+            os.chmod(temporary, 0o644)  # the API may run as another user
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+def artifacts_of(settings_data_dir: Path) -> Artifacts:
+    return Artifacts(settings_data_dir / "artifacts")

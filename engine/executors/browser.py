@@ -1,0 +1,468 @@
+"""The browser executor: a session's own Chromium context, driven by plain-language commands.
+
+Commands: navigate, click, fill, press, select, read_page, screenshot, back, and for step
+definitions expect_page_contains, expect_title_contains, expect_url_contains, save_text.
+Targets resolve as a person would name them: a number from the last page snapshot, `role
+"name"`, a label, a button's or link's name, a placeholder, visible text — CSS last. Every result
+records the page afterwards (URL, title, a bounded snapshot), so the next turn and a later replay
+can compare. A failed command takes a screenshot (every command does with `screenshots: all`),
+stored as an artifact and referenced by hash.
+
+Secrets are substituted here and nowhere else: a field filled with one is masked in screenshots,
+a password field never shows its value in a snapshot, and whatever reaches a result is redacted
+by the task loop before it is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+from uuid import UUID
+
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Locator, Page
+from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+from engine.artifacts import Artifacts
+from engine.executors import Command, Outcome, truncated
+from engine.executors.browser_host import BrowserHost, BrowserUnavailable, Tab
+from engine.executors.page_snapshot import REF_ATTRIBUTE, SNAPSHOT_JS
+from engine.secrets import PLACEHOLDER, MissingSecret, Secrets
+
+VARIABLE = re.compile(r"\{\{\s*vars\.([A-Za-z0-9_]+)\s*\}\}")
+NUMBERED = re.compile(r"^\[?#?(\d+)\]?$")
+ROLE_AND_NAME = re.compile(r'^(?P<role>[a-z]+) "(?P<name>.+)"$')
+ACTION_ROLES = ("button", "link", "checkbox", "radio", "tab", "menuitem", "option", "switch")
+FIELD_ROLES = ("textbox", "searchbox", "combobox", "spinbutton")
+SECRET_MARK = "data-stepline-secret"  # noqa: S105 (an attribute name, not a secret)
+POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class BrowserLimits:
+    action_timeout_ms: int = 5_000
+    navigation_timeout_ms: int = 30_000
+    expect_timeout_ms: int = 2_000
+    snapshot_chars: int = 1_500
+    """Of the page snapshot each result records; `read_page` returns up to max_output_chars."""
+    max_output_chars: int = 4_000
+    screenshots_all: bool = False
+
+
+class Problem(Exception):
+    """A command that cannot be done as asked: its error code and message."""
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+
+@dataclass
+class Done:
+    """What a command found, before the page's state is added."""
+
+    fields: dict[str, Any]
+    snapshot_chars: int | None = None
+
+
+class BrowserExecutor:
+    kind = "browser"
+
+    def __init__(  # noqa: PLR0917 (built in one place, by the browser kind)
+        self,
+        host: BrowserHost,
+        session_id: UUID,
+        base_url: str | None,
+        secrets: Secrets,
+        artifacts: Artifacts,
+        limits: BrowserLimits,
+    ) -> None:
+        self.host = host
+        self.session_id = session_id
+        self.base_url = base_url
+        self.secrets = secrets
+        self.artifacts = artifacts
+        self.limits = limits
+        self.variables: dict[str, Any] = {}
+        self.last_url: str | None = None
+        """The page's URL after the last command, recorded or run: recovery re-opens it."""
+        self.restarted_at: str | None = None
+        """Set when a fresh context re-opened `last_url`, until the model has been told."""
+        self._tab: Tab | None = None
+        self._cookies: list[dict[str, Any]] = []
+        self._handlers: dict[str, Callable[..., Awaitable[Done]]] = {
+            "navigate": self._navigate,
+            "click": self._click,
+            "fill": self._fill,
+            "press": self._press,
+            "select": self._select,
+            "read_page": self._read_page,
+            "screenshot": self._screenshot,
+            "back": self._back,
+            "expect_page_contains": self._expect_page_contains,
+            "expect_title_contains": self._expect_title_contains,
+            "expect_url_contains": self._expect_url_contains,
+            "save_text": self._save_text,
+        }
+        self._shots: list[tuple[bytes, str]] = []
+
+    # ---- running a command --------------------------------------------------------------
+
+    def run(self, command: Command) -> Outcome:
+        handler = self._handlers.get(command.name)
+        if handler is None:
+            return Outcome.failed("UNKNOWN_COMMAND", f"the browser executor has no {command.name}")
+        try:
+            args = self._substitute(command.args)
+        except MissingSecret as error:
+            return Outcome.failed("SECRET_MISSING", str(error.args[0]))
+        secret_typed = command.name == "fill" and bool(
+            PLACEHOLDER.search(str(command.args.get("value", "")))
+        )
+        self._shots = []
+        timeout_s = (self.limits.navigation_timeout_ms + self.limits.action_timeout_ms) / 1000 + 10
+        try:
+            outcome = self.host.call(
+                self._perform(command.name, handler, args, secret_typed), timeout_s
+            )
+        except BrowserUnavailable as error:
+            return Outcome.failed("BROWSER_UNAVAILABLE", str(error))
+        except TimeoutError as error:
+            return Outcome.failed("BROWSER_TIMEOUT", str(error))
+        stored = [self.artifacts.put(content, "image/png", kind) for content, kind in self._shots]
+        return replace(outcome, artifacts=tuple(ref.to_dict() for ref in stored))
+
+    async def _perform(
+        self,
+        name: str,
+        handler: Callable[..., Awaitable[Done]],
+        args: dict[str, Any],
+        secret_typed: bool,
+    ) -> Outcome:
+        page = await self._page(reopen=name not in ("navigate", "screenshot"))
+        try:
+            done = await handler(page, **args)
+        except TypeError as error:
+            return Outcome.failed("INVALID_COMMAND", f"bad arguments for {name}: {error}")
+        except Problem as problem:
+            await self._shoot(page, "failure_screenshot")
+            return Outcome.failed(
+                problem.code, str(problem), **problem.details, **await self._page_state(page)
+            )
+        except PlaywrightTimeout as error:
+            await self._shoot(page, "failure_screenshot")
+            return Outcome.failed(
+                "BROWSER_TIMEOUT", _first_line(error), **await self._page_state(page)
+            )
+        except PlaywrightError as error:
+            await self._shoot(page, "failure_screenshot")
+            return Outcome.failed(
+                "BROWSER_COMMAND_FAILED", _first_line(error), **await self._page_state(page)
+            )
+        if secret_typed:
+            await self._mark_secret(page, args)
+        if self.limits.screenshots_all and name != "screenshot":
+            await self._shoot(page, "screenshot")
+        state = await self._page_state(page, done.snapshot_chars or self.limits.snapshot_chars)
+        return Outcome.of(True, **done.fields, **state)
+
+    async def _page(self, *, reopen: bool) -> Page:
+        if self._tab is None or self._tab.page.is_closed():
+            self._tab = await self.host.open_tab(self.session_id, self._cookies)
+            self._tab.context.set_default_timeout(self.limits.action_timeout_ms)
+            self._tab.context.set_default_navigation_timeout(self.limits.navigation_timeout_ms)
+            if reopen and not self._tab.reused and self.last_url:
+                await self._tab.page.goto(self.last_url)
+                self.restarted_at = self.last_url
+        return self._tab.page
+
+    async def _page_state(self, page: Page, snapshot_chars: int | None = None) -> dict[str, Any]:
+        limit = snapshot_chars or self.limits.snapshot_chars
+        try:
+            snapshot = await page.evaluate(SNAPSHOT_JS, limit)
+            title = await page.title()
+        except PlaywrightError:  # navigating right now, or the page is gone
+            snapshot, title = "(the page could not be read)", ""
+        self.last_url = page.url
+        if self._tab is not None:
+            self._cookies = [dict(c) for c in await self._tab.context.cookies()]
+        return {"url": page.url, "title": title, "page": snapshot}
+
+    async def _shoot(self, page: Page, kind: str) -> None:
+        try:
+            masked = page.locator(f"[{SECRET_MARK}]")
+            content = await page.screenshot(type="png", mask=[masked], timeout=5_000)
+        except PlaywrightError:
+            return  # no screenshot is better than a second failure
+        self._shots.append((content, kind))
+
+    async def _mark_secret(self, page: Page, args: dict[str, Any]) -> None:
+        """Mask the field that holds a secret in every later screenshot."""
+        try:
+            field = await self._resolve(page, str(args["target"]), FIELD_ROLES)
+            await field.evaluate(f"(el) => el.setAttribute('{SECRET_MARK}', '')")
+        except (Problem, PlaywrightError):
+            pass
+
+    # ---- the commands -------------------------------------------------------------------
+
+    async def _navigate(self, page: Page, url: str) -> Done:
+        target = urljoin(self.base_url or "", url)
+        if urlsplit(target).scheme not in ("http", "https"):
+            raise Problem("INVALID_COMMAND", f"only http(s) pages can be opened, not {url!r}")
+        response = await page.goto(target)
+        return Done({"status": response.status if response is not None else None})
+
+    async def _click(self, page: Page, target: str) -> Done:
+        element = await self._resolve(page, target, ACTION_ROLES)
+        await element.click()
+        await _settle(page)
+        return Done({"clicked": target})
+
+    async def _fill(self, page: Page, target: str, value: str) -> Done:
+        element = await self._resolve(page, target, FIELD_ROLES)
+        await element.fill(value)
+        return Done({"filled": target})
+
+    async def _press(self, page: Page, key: str) -> Done:
+        await page.keyboard.press(key)
+        await _settle(page)
+        return Done({"pressed": key})
+
+    async def _select(self, page: Page, target: str, option: str) -> Done:
+        element = await self._resolve(page, target, ("combobox", "listbox"))
+        chosen = await element.select_option(option)
+        return Done({"selected": chosen})
+
+    async def _read_page(self, page: Page) -> Done:
+        return Done({}, snapshot_chars=self.limits.max_output_chars)
+
+    async def _screenshot(self, page: Page) -> Done:
+        await self._shoot(page, "screenshot")
+        return Done({"screenshot": "stored as an artifact" if self._shots else "not taken"})
+
+    async def _back(self, page: Page) -> Done:
+        response = await page.go_back()
+        return Done({"went_back": response is not None or page.url != "about:blank"})
+
+    async def _expect_page_contains(self, page: Page, text: str) -> Done:
+        async def body() -> str:
+            return await page.locator("body").inner_text()
+
+        await self._expect("page", text, body)
+        return Done({"found": text})
+
+    async def _expect_title_contains(self, page: Page, text: str) -> Done:
+        await self._expect("title", text, page.title)
+        return Done({"found": text})
+
+    async def _expect_url_contains(self, page: Page, text: str) -> Done:
+        async def url() -> str:
+            return page.url
+
+        await self._expect("URL", text, url)
+        return Done({"found": text})
+
+    async def _expect(self, what: str, text: str, read: Callable[[], Awaitable[str]]) -> None:
+        """Wait up to the expect timeout for `text` to show: pages update after a command."""
+        deadline = time.monotonic() + self.limits.expect_timeout_ms / 1000
+        while True:
+            try:
+                seen = await read()
+            except PlaywrightError:
+                seen = ""
+            if text in seen:
+                return
+            if time.monotonic() > deadline:
+                raise Problem(
+                    "EXPECTATION_FAILED",
+                    f"the {what} does not contain {text!r}",
+                    seen=truncated(seen, 200),
+                )
+            await asyncio.sleep(POLL_S)
+
+    async def _save_text(self, page: Page, target: str, name: str) -> Done:
+        element = await self._resolve(page, target, FIELD_ROLES)
+        editable = await element.evaluate("(el) => 'value' in el && el.tagName !== 'BUTTON'")
+        text = await element.input_value() if editable else await element.inner_text()
+        self.variables[name] = text.strip()
+        return Done({"saved": name, "value": text.strip()})
+
+    # ---- finding elements ---------------------------------------------------------------
+
+    async def _resolve(self, page: Page, target: str, roles: tuple[str, ...]) -> Locator:
+        """The first element `target` names, trying the most precise readings first."""
+        for candidates in _readings(page, target, roles):
+            try:
+                if await candidates.count():
+                    return candidates.first
+            except PlaywrightError:
+                continue  # e.g. the target is not valid CSS
+        raise Problem(
+            "ELEMENT_NOT_FOUND",
+            f"nothing on the page matches {target!r}; read_page lists the elements by number",
+            target=target,
+        )
+
+    # ---- placeholders, recovery, the model ----------------------------------------------
+
+    def _substitute(self, data: Any) -> Any:
+        if isinstance(data, str):
+            text = VARIABLE.sub(lambda m: str(self.variables.get(m.group(1), m.group(0))), data)
+            return self.secrets.resolve(text)
+        if isinstance(data, dict):
+            return {key: self._substitute(value) for key, value in data.items()}
+        return data
+
+    def restore(self, command: Command, output: str) -> None:
+        try:
+            recorded = json.loads(output)
+        except json.JSONDecodeError:
+            return
+        if not isinstance(recorded, dict):
+            return
+        if isinstance(recorded.get("url"), str) and recorded["url"] != "about:blank":
+            self.last_url = recorded["url"]
+        if command.name == "save_text" and "saved" in recorded:
+            self.variables[recorded["saved"]] = recorded.get("value")
+
+    def state(self) -> dict[str, Any] | None:
+        return {"cookies": self._cookies} if self._cookies else None
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._cookies = list(state.get("cookies", []))
+
+    def briefing(self) -> str | None:
+        """The page as it is now, and whether the browser was restarted, for the first turn."""
+        if self._tab is None and self.last_url is None:
+            return "The browser has no page open yet: start with browser_navigate."
+        try:
+            state = self.host.call(self._briefing_state(), self.limits.navigation_timeout_ms / 1000)
+        except (BrowserUnavailable, TimeoutError, PlaywrightError) as error:
+            return f"The browser could not show the page: {error}"
+        note = ""
+        if self.restarted_at is not None:
+            note = (
+                f"The browser was restarted since the last command (its worker stopped) and "
+                f"re-opened {self.restarted_at}; cookies were restored where they were kept. "
+                "Check the page before acting.\n"
+            )
+            self.restarted_at = None
+        return f"{note}The page now ({state['url']}, title {state['title']!r}):\n{state['page']}"
+
+    async def _briefing_state(self) -> dict[str, Any]:
+        page = await self._page(reopen=True)
+        return await self._page_state(page, self.limits.max_output_chars)
+
+    def close(self, *, ended: bool = True) -> None:
+        if self._tab is not None:
+            self.host.release(self.session_id, self._tab, keep=not ended)
+            self._tab = None
+
+    def tools(self) -> list[dict[str, Any]]:
+        return [_tool(name, *spec) for name, spec in TOOLS.items()]
+
+    def command_for_tool(self, name: str, arguments: dict[str, Any]) -> Command | None:
+        if not name.startswith("browser_") or name.removeprefix("browser_") not in TOOLS:
+            return None
+        return Command("browser", name.removeprefix("browser_"), arguments)
+
+
+def _readings(page: Page, target: str, roles: tuple[str, ...]) -> list[Locator]:
+    """What `target` may mean, most precise first: each reading one query."""
+    numbered = NUMBERED.fullmatch(target.strip())
+    if numbered:
+        return [page.locator(f'[{REF_ATTRIBUTE}="{numbered.group(1)}"]')]
+    named = ROLE_AND_NAME.fullmatch(target.strip())
+    if named:
+        role, name = named["role"], named["name"]
+        return [
+            page.get_by_role(role, name=name, exact=True),  # type: ignore[arg-type]
+            page.get_by_role(role, name=name),  # type: ignore[arg-type]
+        ]
+
+    def by_name(exact: bool) -> Locator:
+        found = page.get_by_label(target, exact=exact).or_(
+            page.get_by_placeholder(target, exact=exact)
+        )
+        for role in roles:
+            found = found.or_(page.get_by_role(role, name=target, exact=exact))  # type: ignore[arg-type]
+        return found
+
+    return [
+        by_name(exact=True),
+        page.get_by_text(target, exact=True),
+        by_name(exact=False),
+        page.get_by_text(target),
+        page.locator(target),
+    ]
+
+
+async def _settle(page: Page) -> None:
+    """Let a navigation the action started finish loading (Playwright waits for it to begin)."""
+    with contextlib.suppress(PlaywrightError):
+        await page.wait_for_load_state("load")
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+TOOLS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
+    "navigate": (
+        "Open a URL (absolute, or a path relative to the workflow's base URL).",
+        {"url": {"type": "string"}},
+        ["url"],
+    ),
+    "click": (
+        "Click an element: its number from the page snapshot (e.g. '4'), or its role and "
+        "name (e.g. 'button \"Add\"'), label, or visible text.",
+        {"target": {"type": "string"}},
+        ["target"],
+    ),
+    "fill": (
+        "Type a value into a field (replacing what is there): the field's number, label or "
+        "placeholder. Use {{secrets.NAME}} for secret values and {{vars.name}} for saved ones.",
+        {"target": {"type": "string"}, "value": {"type": "string"}},
+        ["target", "value"],
+    ),
+    "press": (
+        "Press a key on the focused element, e.g. 'Enter', 'Tab', 'Escape', 'Control+A'.",
+        {"key": {"type": "string"}},
+        ["key"],
+    ),
+    "select": (
+        "Choose an option of a select box, by its visible text or value.",
+        {"target": {"type": "string"}, "option": {"type": "string"}},
+        ["target", "option"],
+    ),
+    "read_page": (
+        "Read the page: its text, and its interactive elements numbered for click and fill.",
+        {},
+        [],
+    ),
+    "screenshot": ("Take a screenshot of the page, stored for the people watching.", {}, []),
+    "back": ("Go back to the previous page.", {}, []),
+}
+
+
+def _tool(
+    name: str, description: str, properties: dict[str, Any], required: list[str]
+) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": f"browser_{name}",
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
