@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench up down clean
+.PHONY: demo test lint format bench up down clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,11 +12,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)  ## run the example workflow on the embedded PostgreSQL
+demo: $(STAMP) chromium  ## the example workflows (HTTP, then browser) on the embedded PostgreSQL
 	$(BIN)/stepline demo
+	$(BIN)/stepline demo --workflow examples/todo-browser.yaml
 
-test: $(STAMP)  ## the whole test suite on a real PostgreSQL
+test: $(STAMP) chromium  ## the whole test suite on a real PostgreSQL
 	$(BIN)/python -m pytest
+
+# The browser executor drives the system's Chromium, never a downloaded build: found on PATH or
+# at STEPLINE_BROWSER_PATH, else installed with apt-get when run as root, else one line saying how.
+chromium:
+	@if [ -n "$$STEPLINE_BROWSER_PATH" ]; then \
+	  test -x "$$STEPLINE_BROWSER_PATH" || { echo "STEPLINE_BROWSER_PATH=$$STEPLINE_BROWSER_PATH is not an executable" >&2; exit 1; }; \
+	elif command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Chromium for the browser executor: apt-get install -y chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+	  echo "The browser executor needs Chromium: install it (Debian/Ubuntu: sudo apt-get install -y chromium) or set STEPLINE_BROWSER_PATH" >&2; exit 1; \
+	fi
 
 lint: $(STAMP)  ## ruff + mypy (strict)
 	$(BIN)/ruff check .

@@ -1,7 +1,9 @@
 """GET /v1/sessions/{id}/stream: the session's events as Server-Sent Events.
 
 First the history after `Last-Event-ID` (header or query), then live events as they commit,
-each with `id:` = its version, heartbeats while idle, ending after the terminal event. The
+each with `id:` = its version, heartbeats while idle, ending after the terminal event. A command
+that stored artifacts (screenshots) is announced first by one `artifact` frame per file, with
+the URL to fetch it from, so a watcher sees the page as the session runs. The
 subscription starts before the history is read and events are deduplicated by version, so a
 reconnecting client misses nothing and sees nothing twice.
 """
@@ -28,10 +30,29 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
 def sse_frame(event: WorkflowSession.Event) -> str:
-    """The event as one Server-Sent Event; the live feed encodes each event once with it."""
+    """The event as one Server-Sent Event (after its artifacts' announcements); the live feed
+    encodes each event once with it."""
     view = event_view(event)
     data = json.dumps(view.model_dump(mode="json"), ensure_ascii=False)
-    return f"id: {view.version}\nevent: {view.type}\ndata: {data}\n\n"
+    return f"{_announcements(event)}id: {view.version}\nevent: {view.type}\ndata: {data}\n\n"
+
+
+def _announcements(event: WorkflowSession.Event) -> str:
+    """An `artifact` frame per file a finished command stored. It carries no `id:`, so a client
+    that reconnects after the event's id is not told twice."""
+    if not isinstance(event, WorkflowSession.CommandFinished):
+        return ""
+    frames = []
+    for artifact in event.artifacts:
+        announced = {
+            **artifact,
+            "url": f"/v1/sessions/{event.originator_id}/artifacts/{artifact['hash']}",
+            "step_index": event.step_index,
+            "command_id": event.command_id,
+            "version": event.originator_version,
+        }
+        frames.append(f"event: artifact\ndata: {json.dumps(announced)}\n\n")
+    return "".join(frames)
 
 
 async def _events(

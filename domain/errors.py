@@ -68,6 +68,9 @@ CATALOGUE: dict[str, ErrorKind] = {
     ),
     "SESSION_NOT_FOUND": ErrorKind(_V, _LOW, False, False, "Check the session id"),
     "BATCH_NOT_FOUND": ErrorKind(_V, _LOW, False, False, "Check the batch id"),
+    "ARTIFACT_NOT_FOUND": ErrorKind(
+        _V, _LOW, False, False, "Use a hash from one of this session's CommandFinished events"
+    ),
     "UNAUTHORIZED": ErrorKind(
         _V, _MEDIUM, False, False, "Send a valid API key as 'Authorization: Bearer <key>'"
     ),
@@ -253,6 +256,10 @@ class SessionNotFound(DomainError):
 
 class BatchNotFound(DomainError):
     code = "BATCH_NOT_FOUND"
+
+
+class ArtifactNotFound(DomainError):
+    code = "ARTIFACT_NOT_FOUND"
 
 
 class VersionConflict(DomainError):

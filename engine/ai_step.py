@@ -17,6 +17,7 @@ from engine.ai import (
     finishing_tools,
 )
 from engine.context import build_conversation, build_messages
+from engine.executors import Executor
 from engine.executors.kinds import DEFAULT_EXECUTOR
 from engine.step_results import StepDone, StepFailure, StepOnHold, StepResult, failure
 
@@ -78,9 +79,10 @@ class AiStep:
 
     def _messages(self, session: WorkflowSession) -> list[dict[str, Any]]:
         """The prompt, in the configured conversation shape (STEPLINE_AI_CONVERSATION)."""
+        events = self._attempt_events()
         context: dict[str, Any] = {
-            "attempt_events": self._attempt_events(),
-            "feedback": self.feedback,
+            "attempt_events": events,
+            "feedback": self._briefed(events) + self.feedback,
             "secrets": self.run_.secrets,
             "char_budget": self.limits.context_char_budget,
         }
@@ -89,6 +91,17 @@ class AiStep:
                 session, self.index, tool_call_of=self._tool_call_of, **context
             )
         return build_messages(session, self.index, **context)
+
+    def _briefed(self, events: list[WorkflowSession.Event]) -> list[str]:
+        """Before the attempt's first command, what the executor says the model should see
+        first (the browser: the page as it is, and whether the browser was restarted)."""
+        if any(isinstance(e, WorkflowSession.CommandIssued) for e in events):
+            return []
+        briefing = self._executor().briefing()
+        return [briefing] if briefing else []
+
+    def _executor(self) -> Executor:
+        return self.run_.executor(str(self.run_.config.get("executor", DEFAULT_EXECUTOR)))
 
     def _tool_call_of(
         self, kind: str, name: str, args: dict[str, Any]
@@ -109,8 +122,7 @@ class AiStep:
         finishing = finishing_tools(expect)
         if last:
             return finishing
-        executor = self.run_.executor(str(self.run_.config.get("executor", DEFAULT_EXECUTOR)))
-        return executor.tools() + finishing
+        return self._executor().tools() + finishing
 
     def _turn(self, session: WorkflowSession, expect: str | None, last: bool) -> StepResult | None:
         run = self.run_
@@ -179,8 +191,7 @@ class AiStep:
 
     def _command(self, call: ToolCall) -> StepResult | None:
         run = self.run_
-        executor = run.executor(str(run.config.get("executor", DEFAULT_EXECUTOR)))
-        command = executor.command_for_tool(call.name, call.arguments)
+        command = self._executor().command_for_tool(call.name, call.arguments)
         if command is None:  # the tool list came from this executor, so this is a bug guard
             return failure("MODEL_UNKNOWN_TOOL", f"no command for tool {call.name}")
         if (timeout := run.safe_point(self.deadline)) is not None:

@@ -1,0 +1,281 @@
+"""The browser executor in a real headless Chromium, against the example app's pages on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from domain.session import SessionStatus, WorkflowSession
+from engine.app import Stepline
+from engine.executor_state import ExecutorStates
+from engine.logs import configure_logging
+from engine.secrets import Secrets
+from engine.workflow_file import load_workflow
+from tests.integration.conftest import (
+    EXAMPLES,
+    PASSWORD,
+    LoopFactory,
+    drive,
+    start_session,
+)
+from tests.scripted_model import ScriptedModel
+
+SIGN_IN = [
+    "open /app/login",
+    'fill "User" with "demo"',
+    'fill "Password" with "{{secrets.DEMO_PASSWORD}}"',
+    'click "Sign in"',
+]
+
+
+def finished(app: Stepline, session_id: UUID) -> list[WorkflowSession.CommandFinished]:
+    return [e for e in app.history(session_id) if isinstance(e, WorkflowSession.CommandFinished)]
+
+
+def issued(app: Stepline, session_id: UUID) -> list[WorkflowSession.CommandIssued]:
+    return [e for e in app.history(session_id) if isinstance(e, WorkflowSession.CommandIssued)]
+
+
+def page_of(event: WorkflowSession.CommandFinished) -> dict[str, Any]:
+    recorded: dict[str, Any] = json.loads(event.output)
+    return recorded
+
+
+def test_the_browser_demo_completes_and_the_todo_came_from_the_form(
+    make_loop: LoopFactory, target: str, tmp_path: Path
+) -> None:
+    workflow = load_workflow(EXAMPLES / "todo-browser.yaml")
+    loop = make_loop(ai=False)
+    session_id = loop.app.create_session(
+        name=workflow.name,
+        steps=workflow.step_specs(),
+        tenant="acme",
+        actor="alice",
+        config={**workflow.session_config(), "base_url": target},
+    )
+
+    session = drive(loop, session_id)
+
+    assert session.status is SessionStatus.COMPLETED, session.error
+    kinds = {(e.executor, e.name) for e in issued(loop.app, session_id)}
+    assert {("browser", "fill"), ("browser", "click"), ("http", "request")} <= kinds
+    with httpx.Client(base_url=target) as client:  # the app's own state, through its JSON API
+        client.post("/login", json={"user": "demo", "password": PASSWORD})
+        items = client.get("/todos").json()["items"]
+    assert [(i["title"], i["via"], i["done"]) for i in items] == [
+        ("water the plants", "form", True)
+    ]
+    shots = [a for e in finished(loop.app, session_id) for a in e.artifacts]
+    assert [a["kind"] for a in shots] == ["screenshot"]
+    stored = tmp_path / "artifacts" / shots[0]["hash"]
+    assert stored.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert stored.stat().st_size == shots[0]["size"]
+
+
+def test_every_result_records_the_page_afterwards(make_loop: LoopFactory, target: str) -> None:
+    loop = make_loop(ai=False)
+    session_id = start_session(loop, SIGN_IN, target, executor="browser")
+
+    assert drive(loop, session_id).status is SessionStatus.COMPLETED
+
+    after_sign_in = page_of(finished(loop.app, session_id)[-1])
+    assert after_sign_in["url"] == f"{target}/app/todos"
+    assert after_sign_in["title"] == "Todos"
+    assert '[3] button "Add"' in after_sign_in["page"]
+    login_form = page_of(finished(loop.app, session_id)[0])["page"]
+    assert '[1] textbox "User" value=""' in login_form
+    assert '[3] button "Sign in"' in login_form
+
+
+def test_an_ai_browser_step_clicks_what_it_was_shown_and_no_secret_is_recorded(
+    make_loop: LoopFactory,
+    target: str,
+    model: ScriptedModel,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("DEBUG", "text", Secrets({"DEMO_PASSWORD": PASSWORD}))
+    model.calls("browser_fill", reasoning="the user field is 1", target="1", value="demo")
+    model.calls(
+        "browser_fill",
+        reasoning="the password field is 2",
+        target="2",
+        value="{{secrets.DEMO_PASSWORD}}",
+    )
+    model.calls("browser_click", reasoning="submit", target='button "Sign in"')
+    model.calls("complete_step", summary="signed in", evidence=["the Todos page shows"])
+    loop = make_loop()
+    session_id = start_session(
+        loop, ["open /app/login", "Sign in as demo with the password"], target, executor="browser"
+    )
+
+    session = drive(loop, session_id)
+    configure_logging("INFO", "text")
+
+    assert session.status is SessionStatus.COMPLETED, session.error
+    first_prompt = model.prompt(0)
+    assert "The page now" in first_prompt
+    assert '[2] textbox "Password"' in first_prompt
+    assert '[3] button "Sign in"' in first_prompt
+    assert {"browser_click", "browser_fill", "browser_read_page"} <= model.tool_names(0)
+    commands = [(e.name, e.args) for e in issued(loop.app, session_id)[1:]]
+    assert commands == [
+        ("fill", {"target": "1", "value": "demo"}),
+        ("fill", {"target": "2", "value": "{{secrets.DEMO_PASSWORD}}"}),
+        ("click", {"target": 'button "Sign in"'}),
+    ]
+    turns = [e for e in loop.app.history(session_id) if isinstance(e, WorkflowSession.TurnRecorded)]
+    assert len(turns) == 4
+    assert page_of(finished(loop.app, session_id)[-1])["url"] == f"{target}/app/todos"
+    # The secret is in no event, snapshot, log line or prompt; the typed field is masked.
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute(
+            "SELECT state FROM stepline_events UNION ALL SELECT state FROM stepline_snapshots"
+        ).fetchall()
+    assert stored
+    assert not [row for row in stored if PASSWORD.encode() in bytes(row[0])]
+    logs = capsys.readouterr().err
+    assert "Command issued: browser.fill" in logs
+    assert PASSWORD not in logs
+    prompts = json.dumps(model.requests)
+    assert "{{secrets.DEMO_PASSWORD}}" in prompts
+    assert PASSWORD not in prompts
+
+
+def test_a_failed_expectation_fails_the_step_with_a_screenshot(
+    make_loop: LoopFactory, target: str, tmp_path: Path
+) -> None:
+    loop = make_loop(ai=False, browser_expect_timeout_ms=300)
+    session_id = start_session(
+        loop, ["open /app/login", 'expect page contains "Welcome back"'], target, executor="browser"
+    )
+
+    session = drive(loop, session_id)
+
+    assert session.status is SessionStatus.FAILED
+    assert session.steps[1].error is not None
+    assert session.steps[1].error["code"] == "EXPECTATION_FAILED"
+    failed = finished(loop.app, session_id)[-1]
+    assert not failed.ok
+    assert [a["kind"] for a in failed.artifacts] == ["failure_screenshot"]
+    assert (tmp_path / "artifacts" / failed.artifacts[0]["hash"]).is_file()
+
+
+def test_an_unknown_target_fails_saying_how_to_find_one(
+    make_loop: LoopFactory, target: str
+) -> None:
+    loop = make_loop(ai=False, browser_action_timeout_ms=500)
+    session_id = start_session(
+        loop, ["open /app/login", 'click "Launch the rockets"'], target, executor="browser"
+    )
+
+    session = drive(loop, session_id)
+
+    assert session.steps[1].error is not None
+    assert session.steps[1].error["code"] == "ELEMENT_NOT_FOUND"
+    assert "read_page" in session.steps[1].error["message"]
+
+
+def test_only_web_pages_can_be_opened(make_loop: LoopFactory, target: str) -> None:
+    loop = make_loop(ai=False)
+    session_id = start_session(loop, ["open file:///etc/passwd"], target, executor="browser")
+
+    session = drive(loop, session_id)
+
+    assert session.steps[0].error is not None
+    assert session.steps[0].error["code"] == "INVALID_COMMAND"
+    assert "root:" not in json.dumps([e.output for e in finished(loop.app, session_id)])
+
+
+def test_saved_text_fills_a_later_field(make_loop: LoopFactory, target: str) -> None:
+    loop = make_loop(ai=False)
+    steps = [
+        *SIGN_IN,
+        'fill "New todo" with "first"',
+        'save text of "New todo" as copied',
+        'fill "New todo" with "{{vars.copied}} and second"',
+        'click "Add"',
+        'expect page contains "first and second"',
+    ]
+    session_id = start_session(loop, steps, target, executor="browser")
+
+    assert drive(loop, session_id).status is SessionStatus.COMPLETED
+
+
+def test_two_sessions_at_once_do_not_share_cookies(make_loop: LoopFactory, target: str) -> None:
+    loop = make_loop(ai=False)
+    signed_in = start_session(
+        loop,
+        [*SIGN_IN, "open /app/todos?delay_ms=2500", 'expect page contains "Signed in as demo"'],
+        target,
+        executor="browser",
+    )
+    stranger = start_session(
+        loop, ["open /app/todos", 'expect url contains "/app/login"'], target, executor="browser"
+    )
+    first = threading.Thread(target=drive, args=(loop, signed_in))
+    first.start()
+    wait_for(lambda: "/app/todos?delay_ms=2500" in str(issued(loop.app, signed_in)[-1:]))
+
+    assert drive(loop, stranger).status is SessionStatus.COMPLETED  # sent to the login page
+    first.join(60)
+    assert loop.app.get_session(signed_in).status is SessionStatus.COMPLETED
+    ended = {
+        session_id: loop.app.history(session_id)[-1].timestamp
+        for session_id in (signed_in, stranger)
+    }
+    assert ended[stranger] < ended[signed_in]  # the signed-in context was open all along
+
+
+@pytest.fixture
+def states(database_url: str) -> Iterator[ExecutorStates]:
+    with ConnectionPool(database_url, min_size=1, kwargs={"autocommit": True}) as pool:
+        kept = ExecutorStates(pool)
+        kept.prepare()
+        yield kept
+
+
+def test_a_session_resumed_by_another_browser_reopens_its_page_signed_in(
+    make_loop: LoopFactory, target: str, model: ScriptedModel, states: ExecutorStates
+) -> None:
+    first_loop = make_loop(states=states)
+    session_id = start_session(
+        first_loop,
+        [*SIGN_IN, "Note what the list says", 'click "Refresh slowly"'],
+        target,
+        executor="browser",
+    )
+    stop = threading.Event()  # the worker is told to stop while the model thinks
+    model.calls("browser_read_page", reasoning="look first", before=stop.set)
+    first_loop.drive(session_id, stop)
+    first_loop.close()  # its Chromium is gone, and the page with it
+    model.calls("complete_step", summary="the list is empty", evidence=["0 left to do"])
+
+    second_loop = make_loop(states=states)
+    session = drive(second_loop, session_id)
+
+    assert session.status is SessionStatus.COMPLETED, session.error
+    assert "The browser was restarted" not in model.prompt(0)
+    assert "The browser was restarted since the last command" in model.prompt(1)
+    assert f"re-opened {target}/app/todos" in model.prompt(1)
+    assert "Signed in as demo" in model.prompt(1)  # the cookies came back with it
+    slow_click = page_of(finished(second_loop.app, session_id)[-1])
+    assert slow_click["url"] == f"{target}/app/todos?delay_ms=1500"
+    assert "Signed in as demo" in slow_click["page"]
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
