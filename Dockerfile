@@ -1,6 +1,10 @@
 # The image docker-compose.yml runs as `api` and `worker`.
 FROM python:3.11-slim
-RUN useradd --create-home stepline
+# Debian's Chromium for the browser executor (Playwright never downloads a browser here).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends chromium \
+    && rm -rf /var/lib/apt/lists/*
+RUN useradd --create-home stepline && mkdir /data && chown stepline /data
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY domain domain
@@ -9,4 +13,6 @@ COPY engine engine
 COPY api api
 COPY examples examples
 RUN pip install --no-cache-dir .
+# Not root, so Chromium keeps its sandbox; artifacts (screenshots) go to the shared /data volume.
+ENV STEPLINE_DATA_DIR=/data STEPLINE_BROWSER_PATH=/usr/bin/chromium
 USER stepline

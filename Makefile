@@ -41,7 +41,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## benchmarks, printed as ratios against raw psycopg (and DBOS) in the same run
+bench: $(STAMP) chromium  ## benchmarks, printed as ratios against raw psycopg (and DBOS) in the same run
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.appends
 	$(BIN)/python -m bench.step_overhead
@@ -49,6 +49,7 @@ bench: $(STAMP)  ## benchmarks, printed as ratios against raw psycopg (and DBOS)
 	$(BIN)/python -m bench.rebuild
 	$(BIN)/python -m bench.workers
 	$(BIN)/python -m bench.session_size
+	$(BIN)/python -m bench.browser
 
 up:  ## PostgreSQL in Docker, for those who prefer it to the embedded server
 	docker compose up -d --wait postgres

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     browser_path: Path | None = Field(
         default=None, description="Chromium for the browser executor; default: found on PATH"
     )
+    browser_sandbox: bool = Field(
+        default=True, description="false: Chromium runs with --no-sandbox (always so as root)"
+    )
     browser_action_timeout_ms: int = Field(default=5_000, ge=100, description="click, fill...")
     browser_expect_timeout_ms: int = Field(
         default=2_000, ge=0, description="how long `expect page contains` waits for the text"

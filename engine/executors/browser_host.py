@@ -56,11 +56,11 @@ def find_chromium(configured: Path | None) -> str:
     raise BrowserUnavailable(f"no Chromium found on PATH: {INSTALL_HINT}")
 
 
-def launch_arguments() -> list[str]:
-    """Chromium refuses to run as root with its sandbox on; outside root it keeps it."""
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return ["--no-sandbox"]
-    return []
+def launch_arguments(sandbox: bool) -> list[str]:
+    """Chromium refuses to run as root with its sandbox on; outside root it keeps it unless
+    told otherwise (a container that denies it user namespaces)."""
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    return [] if sandbox and not as_root else ["--no-sandbox"]
 
 
 @dataclass
@@ -74,9 +74,10 @@ class Tab:
 
 
 class BrowserHost:
-    def __init__(self, executable: Path | None, keep_parked_s: float) -> None:
+    def __init__(self, executable: Path | None, keep_parked_s: float, sandbox: bool = True) -> None:
         self.configured_path = executable
         self.keep_parked_s = keep_parked_s
+        self.sandbox = sandbox
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -142,9 +143,12 @@ class BrowserHost:
         executable = find_chromium(self.configured_path)
         if self._playwright is None:
             self._playwright = await async_playwright().start()
-        arguments = launch_arguments()
+        arguments = launch_arguments(self.sandbox)
         if arguments:
-            log.warning("Running Chromium without its sandbox: this process runs as root")
+            log.warning(
+                "Running Chromium without its sandbox (%s)",
+                "STEPLINE_BROWSER_SANDBOX=false" if not self.sandbox else "this process is root",
+            )
         try:
             self._browser = await self._playwright.chromium.launch(
                 executable_path=executable, args=arguments, headless=True

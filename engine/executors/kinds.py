@@ -66,7 +66,9 @@ class BrowserKind:
     def __call__(self, setup: ExecutorSetup) -> Executor:
         settings = setup.settings
         if self.host is None:
-            self.host = BrowserHost(settings.browser_path, settings.browser_keep_paused_s)
+            self.host = BrowserHost(
+                settings.browser_path, settings.browser_keep_paused_s, settings.browser_sandbox
+            )
         limits = BrowserLimits(
             action_timeout_ms=settings.browser_action_timeout_ms,
             navigation_timeout_ms=settings.request_timeout_ms,
