@@ -147,7 +147,10 @@ class BrowserExecutor:
         args: dict[str, Any],
         secret_typed: bool,
     ) -> Outcome:
-        page = await self._page(reopen=name not in ("navigate", "screenshot"))
+        try:
+            page = await self._page(reopen=name not in ("navigate", "screenshot"))
+        except PlaywrightError as error:  # the last page could not be re-opened
+            return Outcome.failed("BROWSER_COMMAND_FAILED", _first_line(error))
         try:
             done = await handler(page, **args)
         except TypeError as error:

@@ -6,20 +6,22 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from uuid import UUID
 
 from engine.artifacts import artifacts_of
 from engine.executors import Executor
-from engine.executors.browser import BrowserExecutor, BrowserLimits
-from engine.executors.browser_host import BrowserHost
 from engine.executors.http import HttpExecutor
 from engine.executors.shell import ShellExecutor, ShellLimits
 from engine.secrets import Secrets
 from engine.settings import Settings
+
+if TYPE_CHECKING:
+    from engine.executors.browser_host import BrowserHost
 
 
 @dataclass(frozen=True)
@@ -58,17 +60,23 @@ def shell_executor(setup: ExecutorSetup) -> Executor:
 
 
 class BrowserKind:
-    """Browser executors, all on the one Chromium of this process."""
+    """Browser executors, all on the one Chromium of this process. Playwright is imported on
+    first use: a process that never opens a page does without it."""
 
     def __init__(self) -> None:
         self.host: BrowserHost | None = None
+        self._lock = threading.Lock()
 
     def __call__(self, setup: ExecutorSetup) -> Executor:
+        from engine.executors.browser import BrowserExecutor, BrowserLimits  # noqa: PLC0415
+        from engine.executors.browser_host import BrowserHost  # noqa: PLC0415
+
         settings = setup.settings
-        if self.host is None:
-            self.host = BrowserHost(
-                settings.browser_path, settings.browser_keep_paused_s, settings.browser_sandbox
-            )
+        with self._lock:  # sessions start in threads of their own
+            if self.host is None:
+                self.host = BrowserHost(
+                    settings.browser_path, settings.browser_keep_paused_s, settings.browser_sandbox
+                )
         limits = BrowserLimits(
             action_timeout_ms=settings.browser_action_timeout_ms,
             navigation_timeout_ms=settings.request_timeout_ms,
