@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from domain.errors import StandardError
+from engine.secrets import Secrets
+
+VARIABLE = re.compile(r"\{\{\s*vars\.([A-Za-z0-9_]+)\s*\}\}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,19 @@ class Executor(Protocol):
     def close(self, *, ended: bool = True) -> None:
         """The run is over; `ended` is False when the session may carry on later (a pause)."""
         ...
+
+
+def substituted(data: Any, variables: dict[str, Any], secrets: Secrets) -> Any:
+    """`data` with `{{vars.name}}` and `{{secrets.NAME}}` filled in, at the moment a command
+    runs (strings, and the strings inside dicts and lists). Raises MissingSecret."""
+    if isinstance(data, str):
+        text = VARIABLE.sub(lambda m: str(variables.get(m.group(1), m.group(0))), data)
+        return secrets.resolve(text)
+    if isinstance(data, dict):
+        return {key: substituted(value, variables, secrets) for key, value in data.items()}
+    if isinstance(data, list):
+        return [substituted(value, variables, secrets) for value in data]
+    return data
 
 
 def truncated(text: str, limit: int) -> str:

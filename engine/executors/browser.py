@@ -31,12 +31,11 @@ from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from engine.artifacts import Artifacts
-from engine.executors import Command, Outcome, truncated
+from engine.executors import Command, Outcome, substituted, truncated
 from engine.executors.browser_host import BrowserHost, BrowserUnavailable, Tab
 from engine.executors.page_snapshot import REF_ATTRIBUTE, SNAPSHOT_JS
 from engine.secrets import PLACEHOLDER, MissingSecret, Secrets
 
-VARIABLE = re.compile(r"\{\{\s*vars\.([A-Za-z0-9_]+)\s*\}\}")
 NUMBERED = re.compile(r"^\[?#?(\d+)\]?$")
 ROLE_AND_NAME = re.compile(r'^(?P<role>[a-z]+) "(?P<name>.+)"$')
 ACTION_ROLES = ("button", "link", "checkbox", "radio", "tab", "menuitem", "option", "switch")
@@ -121,7 +120,7 @@ class BrowserExecutor:
         if handler is None:
             return Outcome.failed("UNKNOWN_COMMAND", f"the browser executor has no {command.name}")
         try:
-            args = self._substitute(command.args)
+            args = substituted(command.args, self.variables, self.secrets)
         except MissingSecret as error:
             return Outcome.failed("SECRET_MISSING", str(error.args[0]))
         secret_typed = command.name == "fill" and bool(
@@ -316,14 +315,6 @@ class BrowserExecutor:
         )
 
     # ---- placeholders, recovery, the model ----------------------------------------------
-
-    def _substitute(self, data: Any) -> Any:
-        if isinstance(data, str):
-            text = VARIABLE.sub(lambda m: str(self.variables.get(m.group(1), m.group(0))), data)
-            return self.secrets.resolve(text)
-        if isinstance(data, dict):
-            return {key: self._substitute(value) for key, value in data.items()}
-        return data
 
     def restore(self, command: Command, output: str) -> None:
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,10 +12,9 @@ from typing import Any
 import certifi
 import httpx
 
-from engine.executors import Command, Outcome, truncated
+from engine.executors import Command, Outcome, substituted, truncated
 from engine.secrets import MissingSecret, Secrets
 
-VARIABLE = re.compile(r"\{\{\s*vars\.([A-Za-z0-9_]+)\s*\}\}")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
@@ -77,18 +75,6 @@ class HttpExecutor:
     def close(self, *, ended: bool = True) -> None:
         self.client.close()
 
-    # ---- placeholders -------------------------------------------------------------------
-
-    def _substitute(self, data: Any) -> Any:
-        if isinstance(data, str):
-            text = VARIABLE.sub(lambda m: str(self.variables.get(m.group(1), m.group(0))), data)
-            return self.secrets.resolve(text)
-        if isinstance(data, dict):
-            return {k: self._substitute(v) for k, v in data.items()}
-        if isinstance(data, list):
-            return [self._substitute(v) for v in data]
-        return data
-
     # ---- commands -----------------------------------------------------------------------
 
     def run(self, command: Command) -> Outcome:
@@ -110,7 +96,7 @@ class HttpExecutor:
             return Outcome.failed("INVALID_COMMAND", f"bad arguments for {command.name}: {error}")
 
     def _arguments(self, command: Command) -> dict[str, Any]:
-        args: dict[str, Any] = self._substitute(command.args)
+        args: dict[str, Any] = substituted(command.args, self.variables, self.secrets)
         if command.name == "request" and command.idempotency_key:
             headers = {"Idempotency-Key": command.idempotency_key, **(args.get("headers") or {})}
             args = {**args, "headers": headers}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
 
 from domain.session import StepSpec, WorkflowSession
@@ -127,6 +129,21 @@ def drive(loop: TaskLoop, session_id: UUID) -> WorkflowSession:
     """Run the session in this thread until it ends or pauses."""
     loop.drive(session_id, threading.Event())
     return loop.app.get_session(session_id)
+
+
+def assert_secret_recorded_nowhere(database_url: str, logs: str, model: ScriptedModel) -> None:
+    """PASSWORD is in no stored event or snapshot, no log line and no prompt (whose
+    placeholder is)."""
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute(
+            "SELECT state FROM stepline_events UNION ALL SELECT state FROM stepline_snapshots"
+        ).fetchall()
+    assert stored
+    assert not [row for row in stored if PASSWORD.encode() in bytes(row[0])]
+    assert PASSWORD not in logs
+    prompts = json.dumps(model.requests)
+    assert "{{secrets.DEMO_PASSWORD}}" in prompts
+    assert PASSWORD not in prompts
 
 
 def event_types(app: Stepline, session_id: UUID) -> list[str]:
