@@ -4,6 +4,7 @@ maps domain errors, validation errors and HTTP errors to statuses. Never a stack
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -78,6 +79,20 @@ def _field(location: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in location)
 
 
+PARAMETER_PLACES = {"query": "query parameter", "path": "path segment", "header": "header"}
+
+
+def _parameter_advice(locations: list[tuple[Any, ...]]) -> str | None:
+    """What to fix when only parameters are wrong (the default advice is about the body)."""
+    if not locations or any(loc[0] not in PARAMETER_PLACES for loc in locations):
+        return None
+    named = dict.fromkeys(
+        f"{PARAMETER_PLACES[loc[0]]} '{loc[1]}'" if len(loc) > 1 else PARAMETER_PLACES[loc[0]]
+        for loc in locations
+    )
+    return f"Fix the {', '.join(named)}: see details.errors, and /docs for the allowed values"
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, error: DomainError) -> JSONResponse:
@@ -91,9 +106,11 @@ def install(app: FastAPI) -> None:
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
         fields = [{"field": _field(e["loc"]), "message": e["msg"]} for e in error.errors()]
         summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
-        return problem(
-            StandardError.of("VALIDATION_FAILED", f"invalid request: {summary}", {"errors": fields})
+        standard = StandardError.of(
+            "VALIDATION_FAILED", f"invalid request: {summary}", {"errors": fields}
         )
+        advice = _parameter_advice([tuple(e["loc"]) for e in error.errors()])
+        return problem(replace(standard, suggested_action=advice) if advice else standard)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:

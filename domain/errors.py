@@ -160,7 +160,25 @@ CATALOGUE: dict[str, ErrorKind] = {
     ),
     "UNKNOWN_COMMAND": ErrorKind(_V, _MEDIUM, False, False, "Use a command the executor has"),
     "INVALID_COMMAND": ErrorKind(_V, _MEDIUM, False, False, "Fix the command's arguments"),
-    "UNKNOWN_EXECUTOR": ErrorKind(_V, _MEDIUM, False, False, "Use the http or shell executor"),
+    "UNKNOWN_EXECUTOR": ErrorKind(
+        _V, _MEDIUM, False, False, "Use the http, shell or browser executor"
+    ),
+    "BROWSER_UNAVAILABLE": ErrorKind(
+        _S,
+        _HIGH,
+        True,
+        False,
+        "Install Chromium (apt-get install -y chromium) or set STEPLINE_BROWSER_PATH",
+    ),
+    "BROWSER_TIMEOUT": ErrorKind(
+        _E, _MEDIUM, True, True, "Check the page loads; raise STEPLINE_BROWSER_ACTION_TIMEOUT_MS"
+    ),
+    "BROWSER_COMMAND_FAILED": ErrorKind(
+        _E, _MEDIUM, True, True, "Read the error and the page snapshot in the command's result"
+    ),
+    "ELEMENT_NOT_FOUND": ErrorKind(
+        _E, _MEDIUM, True, True, "Name the element as the page shows it (read_page numbers them)"
+    ),
     "SECRET_MISSING": ErrorKind(
         _V, _HIGH, False, False, "Set STEPLINE_SECRET_<NAME> for each {{secrets.NAME}}"
     ),

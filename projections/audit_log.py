@@ -68,7 +68,7 @@ def describe(event: object) -> str:  # noqa: PLR0911 - one return per event type
 
 class AuditLogView:
     name: ClassVar[str] = "audit_log"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: batch events are filed under their batch's tenant
     tables: ClassVar[tuple[str, ...]] = ("audit_log",)
     rows = RowTable("audit_log", AuditEntry, key=("position",))
 
@@ -94,7 +94,11 @@ class AuditLogView:
         )
 
     def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
-        tenants = {r.session_id: r.event.tenant for r in batch if isinstance(r.event, W.Created)}
+        tenants = {
+            r.session_id: r.event.tenant
+            for r in batch
+            if isinstance(r.event, W.Created | Batch.Created)  # a batch's events are its tenant's
+        }
         unknown = list({r.session_id for r in batch} - tenants.keys())
         if unknown:
             with conn.cursor(row_factory=tuple_row) as cursor:

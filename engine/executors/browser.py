@@ -191,11 +191,10 @@ class BrowserExecutor:
         try:
             snapshot = await page.evaluate(SNAPSHOT_JS, limit)
             title = await page.title()
+            self._cookies = [dict(c) for c in await page.context.cookies()]
         except PlaywrightError:  # navigating right now, or the page is gone
             snapshot, title = "(the page could not be read)", ""
         self.last_url = page.url
-        if self._tab is not None:
-            self._cookies = [dict(c) for c in await self._tab.context.cookies()]
         return {"url": page.url, "title": title, "page": snapshot}
 
     async def _shoot(self, page: Page, kind: str) -> None:

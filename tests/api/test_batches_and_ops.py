@@ -52,6 +52,21 @@ def test_cancelling_a_batch_cancels_only_its_unfinished_sessions(api: Api) -> No
     assert view["by_status"] == {"completed": 1, "cancelled": 1}
 
 
+def test_a_tenant_audits_its_own_batches_and_no_one_elses(api: Api) -> None:
+    with api.client("alice") as alice, api.client("eve") as eve:
+        batch = alice.post("/v1/batches", json={"sessions": [shell_workflow("sleep 5")]}).json()
+        alice.post(f"/v1/batches/{batch['batch_id']}/cancel", json={"reason": "not today"})
+        trail = alice.get("/v1/audit", params={"session_id": batch["batch_id"]}).json()["items"]
+        seen_by_eve = eve.get("/v1/audit", params={"session_id": batch["batch_id"]}).json()
+
+    assert [(e["event_type"], e["actor"]) for e in trail] == [
+        ("Batch.Created", "alice"),
+        ("Batch.Cancelled", "alice"),
+    ]
+    assert trail[1]["description"] == "cancelled the batch: not today"
+    assert seen_by_eve["items"] == []
+
+
 def test_a_batch_with_one_bad_session_writes_nothing(api: Api) -> None:
     before = log_head(api)
     with api.client() as alice:

@@ -99,6 +99,19 @@ def test_bad_requests_get_problems_not_500s(
         assert_problem(alice.request(method, path), status, code)
 
 
+def test_a_bad_parameter_is_named_in_the_advice_and_a_bad_body_is_not(api: Api) -> None:
+    with api.client() as alice:
+        limit = alice.get("/v1/sessions", params={"limit": 0, "status": "sleeping"}).json()
+        path = alice.get("/v1/sessions/not-a-uuid").json()
+        body = alice.post("/v1/sessions", json={"name": "x", "steps": []}).json()
+
+    assert limit["suggested_action"].startswith("Fix the query parameter '")
+    assert "'limit'" in limit["suggested_action"]
+    assert "'status'" in limit["suggested_action"]
+    assert path["suggested_action"].startswith("Fix the path segment 'session_id':")
+    assert body["suggested_action"] == "Check step format and content"
+
+
 def test_requests_without_a_valid_key_are_unauthorized(api: Api) -> None:
     with api.client(None) as anonymous, api.client(None, Authorization="Bearer wrong") as wrong:
         missing = anonymous.get("/v1/sessions")
