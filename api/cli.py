@@ -22,6 +22,14 @@ projections_cli = typer.Typer(help="Read models: status and rebuild.", no_args_i
 cli.add_typer(projections_cli, name="projections")
 
 AsJson = Annotated[bool, typer.Option("--json", help="print as JSON")]
+DEFAULT_TENANT = "default"  # the API's dev-mode tenant (api.auth.DEV_TENANT; a test keeps them one)
+Tenant = Annotated[
+    str,
+    typer.Option(
+        help="the tenant the session belongs to; the default is the one a dev-mode "
+        "`stepline serve` shows, so what you run locally appears there",
+    ),
+]
 
 
 @cli.command()
@@ -31,22 +39,24 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="print the final session as JSON")
     ] = False,
+    tenant: Tenant = DEFAULT_TENANT,
 ) -> None:
     """Run a workflow file to the end, showing each step live. Exit code 0 only if it completed."""
     from api import cli_commands  # noqa: PLC0415
 
-    cli_commands.run(workflow, base_url, as_json)
+    cli_commands.run(workflow, base_url, as_json, tenant)
 
 
 @cli.command()
 def demo(
     workflow: Annotated[Path, typer.Option(help="workflow file to run")] = EXAMPLE,
     as_json: Annotated[bool, typer.Option("--json", help="print the history as JSON")] = False,
+    tenant: Tenant = DEFAULT_TENANT,
 ) -> None:
     """Start the example web app, run the example workflow against it, print the history."""
     from api import cli_commands  # noqa: PLC0415
 
-    cli_commands.demo(workflow, as_json)
+    cli_commands.demo(workflow, as_json, tenant)
 
 
 @cli.command()

@@ -102,12 +102,12 @@ def load_example_target() -> Any:
 
 
 def _run_file(
-    runtime: Runtime, workflow: Path, base_url: str | None, as_json: bool
+    runtime: Runtime, workflow: Path, base_url: str | None, as_json: bool, tenant: str
 ) -> WorkflowSession:
     request = request_from_file(runtime, load_workflow(workflow), workflow, base_url)
     stop_following = runtime.projector.start_following()  # the views stay live meanwhile
     try:
-        session = run_with_progress(runtime, request, errors)
+        session = run_with_progress(runtime, request, errors, tenant)
         runtime.projector.wait_until(runtime.projector.head(), timeout=10)
     finally:
         stop_following()
@@ -119,13 +119,13 @@ def _run_file(
     return session
 
 
-def run(workflow: Path, base_url: str | None, as_json: bool) -> None:
+def run(workflow: Path, base_url: str | None, as_json: bool, tenant: str) -> None:
     with _runtime_or_exit(quiet=True) as runtime:
-        session = _run_file(runtime, workflow, base_url, as_json)
+        session = _run_file(runtime, workflow, base_url, as_json, tenant)
     raise typer.Exit(code=0 if succeeded(session) else 1)
 
 
-def demo(workflow: Path, as_json: bool) -> None:
+def demo(workflow: Path, as_json: bool, tenant: str) -> None:
     os.environ.setdefault("STEPLINE_SECRET_DEMO_PASSWORD", "correct-horse")
     target = load_example_target()
     with (
@@ -134,7 +134,7 @@ def demo(workflow: Path, as_json: bool) -> None:
     ):
         where = "embedded PostgreSQL" if runtime.embedded else "PostgreSQL"
         errors.print(f"[dim]event store: {where}; example app: {base_url}[/]")
-        session = _run_file(runtime, workflow, base_url, as_json=False)
+        session = _run_file(runtime, workflow, base_url, as_json=False, tenant=tenant)
         _print_history(runtime.app, session.id, as_json)
         _print_progress(runtime, session.id)
     raise typer.Exit(code=0 if succeeded(session) else 1)

@@ -39,9 +39,6 @@ def request_from_file(
     )
 
 
-LOCAL_TENANT = "local"
-
-
 def _actor() -> str:
     return f"cli:{getpass.getuser()}"
 
@@ -57,14 +54,14 @@ def _describe(step_index: int, session: WorkflowSession) -> str:
 
 
 def run_with_progress(
-    runtime: Runtime, request: SessionRequest, console: Console
+    runtime: Runtime, request: SessionRequest, console: Console, tenant: str
 ) -> WorkflowSession:
     """Create the session and drive it here, under its lease, while showing each step's
     state. Ctrl-C stops at the next safe point and hands the lease back: a worker carries on."""
     worker = runtime.worker(concurrency=1, role="run")
     worker.start(claiming=False)
     try:
-        session, future = worker.create(request, tenant=LOCAL_TENANT, actor=_actor(), here=True)
+        session, future = worker.create(request, tenant=tenant, actor=_actor(), here=True)
         console.print(f"session [bold]{session.id}[/]: {session.name}")
         assert future is not None  # a worker just started has a free slot
         return _show_until_done(runtime, session, future, console)

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
+from api.auth import DEV_TENANT
+from engine.app import Stepline
 from tests.integration.conftest import EXAMPLES, PASSWORD
 from tests.scripted_model import ScriptedModel
 
@@ -87,6 +90,23 @@ def test_run_exits_0_with_the_final_session_as_json(database_url: str, target: s
     assert report["status"] == "completed"
     assert [s["status"] for s in report["steps"]] == ["completed"] * 11
     assert report["steps"][0]["summary"] == "GET /login: ok"
+
+
+def test_run_files_its_session_under_the_dev_mode_tenant_or_the_one_given(
+    database_url: str, tmp_path: Path, app: Stepline
+) -> None:
+    workflow, url = tmp_path / "echo.yaml", database_url
+    workflow.write_text("name: Echo\nexecutor: shell\nsteps:\n  - run `echo hi`\n")
+    tenants = []
+    for extra in ([], ["--tenant", "acme"]):
+        result = stepline("run", str(workflow), "--json", *extra, STEPLINE_DATABASE_URL=url)
+        assert result.returncode == 0, result.stderr
+        tenants.append(app.get_session(UUID(json.loads(result.stdout)["session_id"])).tenant)
+    refused = stepline("run", str(workflow), "--tenant", " ", STEPLINE_DATABASE_URL=database_url)
+
+    assert tenants == [DEV_TENANT, "acme"]  # a dev-mode `stepline serve` shows the first
+    assert refused.returncode == 2
+    assert "the tenant must not be empty" in refused.stderr
 
 
 def test_run_exits_1_when_the_session_fails(database_url: str, target: str) -> None:
