@@ -277,33 +277,42 @@ def test_a_created_event_of_version_1_still_loads(app: Stepline) -> None:
     assert app.get_session(session_id).status is SessionStatus.RUNNING
 
 
-def test_a_command_issued_event_of_version_1_gets_its_command_id_as_idempotency_key(
-    app: Stepline,
-) -> None:
-    session_id = create(app)
-    app.start_step(session_id, 0)
-    version = app.get_session(session_id).version
-    v1_state = app.mapper.transcoder.encode(
+def write_as_version_1(app: Stepline, session_id: UUID, event_name: str, **fields: Any) -> None:
+    """Append an event of `event_name` as an older release wrote it: version 1, these fields."""
+    state = app.mapper.transcoder.encode(
         {
             "timestamp": WorkflowSession.Event.create_timestamp(),
             "originator_topic": "domain.session:WorkflowSession",
-            "step_index": 0,
-            "command_id": "written-before-keys",
-            "executor": "http",
-            "name": "request",
-            "args": {"method": "GET", "url": "/"},
             "actor": "stepline",
+            **fields,
         }
     )
     app.recorder.insert_events(
         [
             StoredEvent(
                 originator_id=session_id,
-                originator_version=version + 1,
-                topic="domain.session:WorkflowSession.CommandIssued",
-                state=v1_state,
+                originator_version=app.get_session(session_id).version + 1,
+                topic=f"domain.session:WorkflowSession.{event_name}",
+                state=state,
             )
         ]
+    )
+
+
+def test_a_command_issued_event_of_version_1_gets_its_command_id_as_idempotency_key(
+    app: Stepline,
+) -> None:
+    session_id = create(app)
+    app.start_step(session_id, 0)
+    write_as_version_1(
+        app,
+        session_id,
+        "CommandIssued",
+        step_index=0,
+        command_id="written-before-keys",
+        executor="http",
+        name="request",
+        args={"method": "GET", "url": "/"},
     )
 
     issued = app.history(session_id)[-1]
@@ -319,29 +328,16 @@ def test_a_command_finished_event_of_version_1_has_no_artifacts(app: Stepline) -
     app.issue_command(
         session_id, 0, command_id="c1", executor="http", name="request", args={"url": "/"}
     )
-    version = app.get_session(session_id).version
-    v1_state = app.mapper.transcoder.encode(
-        {
-            "timestamp": WorkflowSession.Event.create_timestamp(),
-            "originator_topic": "domain.session:WorkflowSession",
-            "step_index": 0,
-            "command_id": "c1",
-            "ok": True,
-            "output": "{}",
-            "duration_ms": 3,
-            "error": None,
-            "actor": "stepline",
-        }
-    )
-    app.recorder.insert_events(
-        [
-            StoredEvent(
-                originator_id=session_id,
-                originator_version=version + 1,
-                topic="domain.session:WorkflowSession.CommandFinished",
-                state=v1_state,
-            )
-        ]
+    write_as_version_1(
+        app,
+        session_id,
+        "CommandFinished",
+        step_index=0,
+        command_id="c1",
+        ok=True,
+        output="{}",
+        duration_ms=3,
+        error=None,
     )
 
     finished = app.history(session_id)[-1]
