@@ -112,6 +112,8 @@ class BrowserExecutor:
             "save_text": self._save_text,
         }
         self._shots: list[tuple[bytes, str]] = []
+        self._typing_secret = False
+        """Whether the running command's arguments hold a `{{secrets.…}}` placeholder."""
 
     # ---- running a command --------------------------------------------------------------
 
@@ -123,15 +125,11 @@ class BrowserExecutor:
             args = substituted(command.args, self.variables, self.secrets)
         except MissingSecret as error:
             return Outcome.failed("SECRET_MISSING", str(error.args[0]))
-        secret_typed = command.name == "fill" and bool(
-            PLACEHOLDER.search(str(command.args.get("value", "")))
-        )
+        self._typing_secret = bool(PLACEHOLDER.search(str(command.args.get("value", ""))))
         self._shots = []
         timeout_s = (self.limits.navigation_timeout_ms + self.limits.action_timeout_ms) / 1000 + 10
         try:
-            outcome = self.host.call(
-                self._perform(command.name, handler, args, secret_typed), timeout_s
-            )
+            outcome = self.host.call(self._perform(command.name, handler, args), timeout_s)
         except BrowserUnavailable as error:
             return Outcome.failed("BROWSER_UNAVAILABLE", str(error))
         except TimeoutError as error:
@@ -144,7 +142,6 @@ class BrowserExecutor:
         name: str,
         handler: Callable[..., Awaitable[Done]],
         args: dict[str, Any],
-        secret_typed: bool,
     ) -> Outcome:
         try:
             page = await self._page(reopen=name not in ("navigate", "screenshot"))
@@ -169,8 +166,6 @@ class BrowserExecutor:
             return Outcome.failed(
                 "BROWSER_COMMAND_FAILED", _first_line(error), **await self._page_state(page)
             )
-        if secret_typed:
-            await self._mark_secret(page, args)
         if self.limits.screenshots_all and name != "screenshot":
             await self._shoot(page, "screenshot")
         state = await self._page_state(page, done.snapshot_chars or self.limits.snapshot_chars)
@@ -205,14 +200,6 @@ class BrowserExecutor:
             return  # no screenshot is better than a second failure
         self._shots.append((content, kind))
 
-    async def _mark_secret(self, page: Page, args: dict[str, Any]) -> None:
-        """Mask the field that holds a secret in every later screenshot."""
-        try:
-            field = await self._resolve(page, str(args["target"]), FIELD_ROLES)
-            await field.evaluate(f"(el) => el.setAttribute('{SECRET_MARK}', '')")
-        except (Problem, PlaywrightError):
-            pass
-
     # ---- the commands -------------------------------------------------------------------
 
     async def _navigate(self, page: Page, url: str) -> Done:
@@ -231,6 +218,8 @@ class BrowserExecutor:
     async def _fill(self, page: Page, target: str, value: str) -> Done:
         element = await self._resolve(page, target, FIELD_ROLES)
         await element.fill(value)
+        if self._typing_secret:  # masked in every later screenshot
+            await element.evaluate(f"(el) => el.setAttribute('{SECRET_MARK}', '')")
         return Done({"filled": target})
 
     async def _press(self, page: Page, key: str) -> Done:

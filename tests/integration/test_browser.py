@@ -143,6 +143,23 @@ def test_an_ai_browser_step_clicks_what_it_was_shown_and_no_secret_is_recorded(
     assert_secret_recorded_nowhere(database_url, logs, model)
 
 
+def test_a_field_filled_with_a_secret_is_marked_for_masking_and_no_other(
+    make_loop: LoopFactory, target: str
+) -> None:
+    loop = make_loop(ai=False)
+    steps = [
+        "open /app/login",
+        'fill "User" with "demo"',
+        'fill "Password" with "{{secrets.DEMO_PASSWORD}}"',
+        'save text of "[data-stepline-secret]" as masked',  # CSS: only marked fields match
+    ]
+    session_id = start_session(loop, steps, target, executor="browser")
+
+    assert drive(loop, session_id).status is SessionStatus.COMPLETED
+    saved = page_of(finished(loop.app, session_id)[-1])
+    assert saved["value"] == "{{secrets.DEMO_PASSWORD}}"  # the password field, redacted
+
+
 def test_a_failed_expectation_fails_the_step_with_a_screenshot(
     make_loop: LoopFactory, target: str, tmp_path: Path
 ) -> None:
