@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from api.errors import problem_responses
-from api.schemas import BatchCancelled, BatchCreated, BatchSession, BatchView, CreateBatch, Reason
+from api.schemas import (
+    BatchCancelled,
+    BatchCreated,
+    BatchPage,
+    BatchSession,
+    BatchSummary,
+    BatchView,
+    CreateBatch,
+    Reason,
+)
 from api.services import CallerDep, Services, ServicesDep
-from api.sessions import admit, session_request
+from api.sessions import admit, decode_cursor, encode_cursor, session_request
 from domain.batch import Batch
 from domain.errors import BatchNotFound
 from domain.session import ENDED, values
+from projections.batch_index import IndexedBatch, list_batches
 from projections.session_index import SessionIndexView
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -45,6 +56,44 @@ def create_batch(
     response.headers["Location"] = f"/v1/batches/{batch_id}"
     batch = services.runtime.app.get_batch(batch_id)
     return BatchCreated(batch_id=batch_id, session_ids=session_ids, created_at=batch.created_on)
+
+
+@router.get("", response_model=BatchPage, responses=problem_responses(401, 422))
+def list_all(
+    services: ServicesDep,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> BatchPage:
+    """The tenant's batches, newest first, each with its progress; keyset paging."""
+    after = decode_cursor(cursor) if cursor else None
+    services.read_your_writes()
+    with services.runtime.projector.pool.connection() as conn:
+        rows = list_batches(conn, caller.tenant, limit=limit + 1, after=after)
+        page = rows[:limit]
+        members = [i for row in page for i in row.session_ids]
+        status = {
+            row.session_id: row.status
+            for row in SessionIndexView.rows.load_for_sessions(conn, members)
+        }
+    next_cursor = (
+        encode_cursor(page[-1].created_at, page[-1].batch_id) if len(rows) > limit else None
+    )
+    return BatchPage(items=[_summary(row, status) for row in page], next_cursor=next_cursor)
+
+
+def _summary(row: IndexedBatch, status: dict[UUID, str]) -> BatchSummary:
+    finished = sum(1 for i in row.session_ids if status.get(i) in FINISHED)
+    total = len(row.session_ids)
+    return BatchSummary(
+        batch_id=row.batch_id,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        cancelled=row.cancelled,
+        total=total,
+        finished=finished,
+        percent=round(100 * finished / total, 2),
+    )
 
 
 @router.get("/{batch_id}", response_model=BatchView, responses=problem_responses(401, 404, 422))

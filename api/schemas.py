@@ -133,7 +133,11 @@ class SessionSummary(BaseModel):
     status: SessionStatusName
     labels: dict[str, str]
     step_count: int
+    completed_steps: int = Field(description="0 until the progress view has the session")
+    percent: float
     created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
     updated_at: datetime
 
 
@@ -184,6 +188,21 @@ class BatchView(BaseModel):
     percent: float
     by_status: dict[str, int]
     sessions: list[BatchSession]
+
+
+class BatchSummary(BaseModel):
+    batch_id: UUID
+    created_at: datetime
+    created_by: str
+    cancelled: bool
+    total: int
+    finished: int
+    percent: float
+
+
+class BatchPage(BaseModel):
+    items: list[BatchSummary]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
 
 
 class BatchCancelled(BaseModel):

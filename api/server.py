@@ -15,7 +15,7 @@ from functools import partial
 import uvicorn
 from fastapi import FastAPI
 
-from api import artifacts, audit, batches, errors, ops, sessions, stream
+from api import artifacts, audit, batches, errors, ops, sessions, stream, ui
 from api.auth import KeyRing, RateLimiter
 from api.middleware import BodyLimit, HttpMetrics, Measure
 from api.services import Recent, Services
@@ -112,6 +112,7 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
     errors.install(app)
     for module in (sessions, stream, artifacts, batches, audit, ops):
         app.include_router(module.router)
+    ui.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(Measure, metrics=app.state.http)
     return app

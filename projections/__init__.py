@@ -1,6 +1,7 @@
 """Read models: projections of the event log into PostgreSQL tables, one module per view."""
 
 from projections.audit_log import AuditLogView
+from projections.batch_index import BatchIndexView
 from projections.session_index import SessionIndexView
 from projections.session_progress import SessionProgressView
 from projections.step_history import StepHistoryView
@@ -11,4 +12,5 @@ ALL_VIEWS: tuple[View, ...] = (
     StepHistoryView(),
     SessionIndexView(),
     AuditLogView(),
+    BatchIndexView(),
 )

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from domain.errors import StandardError
 from domain.session import StepSpec
-from engine.app import Stepline
+from engine.app import SessionRequest, Stepline
 
 TIMEOUT = StandardError.of("TASK_LOOP_TIMEOUT", "step took too long")
 NOT_FOUND = StandardError.of("VALIDATION_FAILED", "no such page")
@@ -104,6 +104,16 @@ def pending(app: Stepline) -> UUID:
     return create(app, tenant="globex", labels={"suite": "nightly"})
 
 
+def batch_cancelled(app: Stepline) -> UUID:
+    """A batch of two sessions, one run to the end, then the batch cancelled."""
+    request = SessionRequest(name="batched", steps=[StepSpec("step 0")])
+    batch_id, (done, _) = app.create_batch([request, request], tenant="acme", actor="alice")
+    run_step(app, done, 0)
+    app.complete_session(done)
+    app.cancel_batch(batch_id, reason="enough", actor="bob")
+    return batch_id
+
+
 EVERY_KIND: dict[str, Callable[[Stepline], UUID]] = {
     "completed": completed,
     "failed": failed,
@@ -113,4 +123,5 @@ EVERY_KIND: dict[str, Callable[[Stepline], UUID]] = {
     "cancelled": cancelled,
     "expired": expired,
     "pending": pending,
+    "batch_cancelled": batch_cancelled,
 }

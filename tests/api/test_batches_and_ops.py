@@ -52,6 +52,26 @@ def test_cancelling_a_batch_cancels_only_its_unfinished_sessions(api: Api) -> No
     assert view["by_status"] == {"completed": 1, "cancelled": 1}
 
 
+def test_a_tenant_lists_its_batches_newest_first_and_no_one_elses(api: Api) -> None:
+    with api.client("alice") as alice, api.client("eve") as eve:
+        older = alice.post("/v1/batches", json={"sessions": [shell_workflow("true")] * 2}).json()
+        newer = alice.post("/v1/batches", json={"sessions": [shell_workflow("sleep 5")]}).json()
+        alice.post(f"/v1/batches/{newer['batch_id']}/cancel", json={"reason": "not now"})
+        for session_id in older["session_ids"]:
+            stream(alice, session_id)
+
+        first = alice.get("/v1/batches", params={"limit": 1}).json()
+        second = alice.get("/v1/batches", params={"limit": 1, "cursor": first["next_cursor"]})
+        everything_eve_sees = eve.get("/v1/batches", params={"limit": 200}).json()["items"]
+    [shown_first], [shown_second] = first["items"], second.json()["items"]
+    assert (shown_first["batch_id"], shown_first["cancelled"]) == (newer["batch_id"], True)
+    assert (shown_first["total"], shown_first["created_by"]) == (1, "alice")
+    assert shown_second["batch_id"] == older["batch_id"]
+    assert (shown_second["finished"], shown_second["percent"]) == (2, 100.0)
+    seen_by_eve = {b["batch_id"] for b in everything_eve_sees}
+    assert not seen_by_eve & {older["batch_id"], newer["batch_id"]}
+
+
 def test_a_tenant_audits_its_own_batches_and_no_one_elses(api: Api) -> None:
     with api.client("alice") as alice, api.client("eve") as eve:
         batch = alice.post("/v1/batches", json={"sessions": [shell_workflow("sleep 5")]}).json()

@@ -205,7 +205,13 @@ def test_projections_can_be_rebuilt_and_their_lag_read(database_url: str) -> Non
     assert status.returncode == 0
     rows = [line.split("│") for line in status.stdout.splitlines() if "│" in line]
     lags = {cells[1].strip(): cells[4].strip() for cells in rows if len(cells) > 4}
-    assert set(lags) == {"session_progress", "step_history", "session_index", "audit_log"}
+    assert set(lags) == {
+        "session_progress",
+        "step_history",
+        "session_index",
+        "audit_log",
+        "batch_index",
+    }
     assert lags["audit_log"] == "0"
     assert unknown.returncode == 2
     assert "no view named ['sessions']" in unknown.stderr

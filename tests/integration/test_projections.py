@@ -49,6 +49,7 @@ def dump(pool: ConnectionPool) -> dict[str, list[tuple[Any, ...]]]:
         "step_history": "session_id, step_index",
         "session_index": "session_id",
         "audit_log": "position",
+        "batch_index": "batch_id",
     }
     with pool.connection() as conn:
         return {

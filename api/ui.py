@@ -1,0 +1,73 @@
+"""/ui: the operator's dashboard, served by `stepline serve` next to the API it reads.
+
+The pages are shells rendered from templates; they hold no data. Their scripts read the JSON
+API and the event stream with the key the person entered (kept in the browser's session
+storage), so the dashboard sees exactly what that key may see, and dev mode needs no key at
+all. Nothing is loaded from anywhere but this server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import UUID
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+FILES = Path(__file__).resolve().parent / "ui_files"
+templates = Jinja2Templates(directory=FILES / "templates")
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+# Scripts and styles only from this server, no inline script, no framing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob:; script-src 'self'; style-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _page(request: Request, template: str, title: str, **context: object) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request,
+        template,
+        {"title": title, "page": template.removesuffix(".html"), **context},
+        headers=SECURITY_HEADERS,
+    )
+
+
+@router.get("", response_class=HTMLResponse)
+def sessions_page(request: Request) -> HTMLResponse:
+    return _page(request, "sessions.html", "Sessions")
+
+
+@router.get("/sessions/{session_id}", response_class=HTMLResponse)
+def session_page(request: Request, session_id: UUID) -> HTMLResponse:
+    return _page(request, "session.html", "Session", session_id=session_id)
+
+
+@router.get("/batches", response_class=HTMLResponse)
+def batches_page(request: Request) -> HTMLResponse:
+    return _page(request, "batches.html", "Batches")
+
+
+@router.get("/batches/{batch_id}", response_class=HTMLResponse)
+def batch_page(request: Request, batch_id: UUID) -> HTMLResponse:
+    return _page(request, "batch.html", "Batch", batch_id=batch_id)
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(request: Request) -> HTMLResponse:
+    return _page(request, "audit.html", "Audit trail")
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+    app.mount("/ui/static", StaticFiles(directory=FILES / "static"), name="ui-static")
+    app.add_api_route(
+        "/", lambda: RedirectResponse("/ui"), include_in_schema=False, methods=["GET"]
+    )

@@ -1,0 +1,61 @@
+// The audit trail: filters in the address bar, oldest first, more on demand.
+import {
+  addressFromFilters, api, el, filtersFromAddress, isoFromInput, showProblem, when,
+} from "./common.js";
+
+const form = document.getElementById("filters");
+const body = document.querySelector("#audit tbody");
+const more = document.getElementById("more");
+let next = null;
+
+function query(after) {
+  const query = new URLSearchParams({ limit: "100" });
+  for (const name of ["actor", "event_type", "session_id"]) {
+    const value = form.elements[name].value.trim();
+    if (value) query.set(name, value);
+  }
+  for (const name of ["since", "until"]) {
+    const value = isoFromInput(form.elements[name].value);
+    if (value) query.set(name, value);
+  }
+  if (after) query.set("after", String(after));
+  return query;
+}
+
+function row(entry) {
+  return el(
+    "tr", {},
+    el("td", {}, String(entry.position)),
+    el("td", {}, when(entry.occurred_at)),
+    el("td", {}, entry.actor),
+    el("td", {}, entry.event_type),
+    el("td", {}, entry.event_type.startsWith("Batch.")
+      ? el("a", { href: `/ui/batches/${entry.session_id}` }, entry.session_id.slice(0, 8))
+      : el("a", { href: `/ui/sessions/${entry.session_id}` }, entry.session_id.slice(0, 8))),
+    el("td", {}, entry.description),
+  );
+}
+
+async function load(append) {
+  try {
+    const page = await api(`/v1/audit?${query(append ? next : null)}`);
+    const rows = page.items.map(row);
+    if (append) body.append(...rows); else body.replaceChildren(...rows);
+    next = page.next_after;
+    more.hidden = next === null;
+    document.getElementById("empty").hidden = body.children.length > 0;
+    showProblem(null);
+  } catch (error) {
+    showProblem(error);
+  }
+}
+
+filtersFromAddress(form);
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  addressFromFilters(form);
+  load(false);
+});
+form.addEventListener("reset", () => setTimeout(() => { addressFromFilters(form); load(false); }));
+more.addEventListener("click", () => load(true));
+load(false);

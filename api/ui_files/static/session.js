@@ -1,0 +1,192 @@
+// One session: its state, steps and controls, and a live timeline of its events.
+import {
+  api, artifactUrl, badge, duration, el, followEvents, milliseconds, Problem, showProblem, when,
+} from "./common.js";
+
+const sessionId = document.body.dataset.sessionId;
+const timeline = document.getElementById("timeline");
+const streamState = document.getElementById("stream-state");
+const controls = document.getElementById("controls");
+const ENDED = new Set(["completed", "failed", "cancelled", "expired"]);
+let stopFollowing = () => {};
+
+// ---- state and steps ----------------------------------------------------------------------
+
+function showSession(session) {
+  document.getElementById("title").textContent = session.name;
+  document.title = `${session.name} · Stepline`;
+  document.getElementById("status").replaceWith(
+    Object.assign(badge(session.status), { id: "status" }),
+  );
+  document.getElementById("progress").value = session.percent;
+  document.getElementById("progress-text").textContent =
+    `${session.completed_steps}/${session.total_steps} steps (${Math.round(session.percent)}%)`;
+  document.getElementById("current").textContent = session.current_step_text ?? "–";
+  document.getElementById("started").textContent = when(session.started_at);
+  document.getElementById("duration").textContent = duration(session.started_at, session.finished_at);
+  const allowed = {
+    pause: session.status === "pending" || session.status === "running",
+    resume: session.status === "paused",
+    cancel: !ENDED.has(session.status),
+  };
+  for (const button of controls.querySelectorAll("button")) {
+    button.disabled = !allowed[button.dataset.command];
+  }
+}
+
+function stepRow(step) {
+  const outcome = step.error_code ? `${step.error_code}: ${step.error_message}` : step.summary;
+  return el(
+    "tr", {},
+    el("td", {}, String(step.step_index)),
+    el("th", { scope: "row" }, step.text),
+    el("td", {}, badge(step.status)),
+    el("td", {}, String(step.attempts)),
+    el("td", {}, milliseconds(step.duration_ms)),
+    el("td", {}, outcome ?? ""),
+  );
+}
+
+async function refresh() {
+  const [session, steps] = await Promise.all([
+    api(`/v1/sessions/${sessionId}`),
+    api(`/v1/sessions/${sessionId}/steps`),
+  ]);
+  showSession(session);
+  document.querySelector("#steps tbody").replaceChildren(...steps.map(stepRow));
+}
+
+let pending = null;
+function refreshSoon() {  // many events arrive together: one refresh for them
+  if (pending) return;
+  pending = setTimeout(() => {
+    pending = null;
+    refresh().catch(showProblem);
+  }, 150);
+}
+
+// ---- the timeline -------------------------------------------------------------------------
+
+function json(value) {
+  return el("pre", {}, JSON.stringify(value, null, 2));
+}
+
+function details(event) {
+  const d = event.data;
+  switch (event.type) {
+    case "Created":
+      return el("p", {}, `${d.steps.length} steps`);
+    case "StepStarted":
+      return el("p", {}, `step ${d.step_index}, attempt ${d.attempt}`);
+    case "TurnRecorded":
+      return el("div", {},
+        el("p", {}, `step ${d.step_index}, turn ${d.turn}, ${d.model}: ` +
+          `${d.prompt_tokens} prompt + ${d.completion_tokens} completion tokens, ${d.latency_ms} ms`),
+        d.reasoning ? el("blockquote", {}, d.reasoning) : null);
+    case "CommandIssued":
+      return el("div", {},
+        el("p", {}, `step ${d.step_index}: ${d.executor}.${d.name} (${d.command_id})`),
+        el("details", {}, el("summary", {}, "arguments"), json(d.args)));
+    case "CommandFinished":
+      return el("div", {},
+        el("p", {}, `${d.command_id} ${d.ok ? "ok" : "failed"} in ${d.duration_ms} ms` +
+          (d.error ? ` — ${d.error.code}: ${d.error.message}` : "")),
+        d.output ? el("details", {}, el("summary", {}, "result"), el("pre", {}, d.output)) : null);
+    case "StepCompleted":
+      return el("p", {}, `step ${d.step_index}: ${d.summary}`);
+    case "StepFailed":
+      return el("p", {}, `step ${d.step_index}: ${d.error.code}: ${d.error.message}` +
+        (d.retryable ? " (will retry)" : ""));
+    case "Paused": case "Resumed": case "Cancelled":
+      return d.reason ? el("p", {}, `reason: ${d.reason}`) : null;
+    case "Completed":
+      return el("p", {}, d.outcome);
+    case "Failed": case "Expired":
+      return el("p", {}, `${d.outcome} ${d.error ? `(${d.error.code})` : ""}`);
+    default:
+      return json(d);
+  }
+}
+
+function addEvent(event) {
+  const time = new Date(event.timestamp).toLocaleTimeString();
+  timeline.append(el(
+    "li", { "data-version": String(event.version), class: `event ${event.type}` },
+    el("p", { class: "event-head" },
+      el("span", { class: "version" }, `v${event.version}`), " ",
+      el("strong", {}, event.type), " ",
+      el("time", { datetime: event.timestamp }, time),
+      event.actor ? ` by ${event.actor}` : ""),
+    details(event),
+  ));
+  refreshSoon();
+}
+
+async function addArtifact(artifact) {
+  const figure = el("figure", { class: "artifact", "data-hash": artifact.hash });
+  const label = `Screenshot of step ${artifact.step_index} (${artifact.kind || "screenshot"})`;
+  timeline.append(el("li", { class: "event artifact" }, figure));
+  try {
+    const src = await artifactUrl(artifact.url);
+    figure.append(el("img", { src, alt: label }), el("figcaption", {}, label));
+  } catch (error) {
+    figure.append(el("figcaption", {}, `${label}: could not be loaded (${error.message})`));
+  }
+}
+
+const STATES = {
+  connecting: "Connecting to the live stream…",
+  live: "Live",
+  reconnecting: "Connection lost; reconnecting…",
+  ended: "The session has ended; every event is shown.",
+};
+
+function showStreamState(state, attempt, error) {
+  streamState.dataset.state = state;
+  streamState.dataset.reconnects = String(attempt);
+  streamState.textContent = error ? `The stream failed: ${error.message}` : STATES[state];
+}
+
+// ---- controls -----------------------------------------------------------------------------
+
+controls.addEventListener("click", async (event) => {
+  const command = event.target.dataset?.command;
+  if (!command) return;
+  const reason = controls.elements.reason.value.trim();
+  try {
+    await api(`/v1/sessions/${sessionId}/${command}`, { method: "POST", body: { reason } });
+    controls.elements.reason.value = "";
+    showProblem(null);
+    await refresh();
+  } catch (error) {
+    showProblem(error);
+  }
+});
+
+// ---- start --------------------------------------------------------------------------------
+
+function notFound(error) {
+  document.getElementById("title").textContent = "Session not found";
+  document.title = "Session not found · Stepline";
+  for (const id of ["overview", "steps-title", "timeline-title"]) {
+    document.getElementById(id).closest("section").hidden = true;
+  }
+  showProblem(error);
+}
+
+async function start() {
+  try {
+    await refresh();
+  } catch (error) {
+    if (error instanceof Problem && error.status === 404) return notFound(error);
+    showProblem(error);
+  }
+  stopFollowing = followEvents(sessionId, {
+    onEvent: addEvent, onArtifact: addArtifact, onState: showStreamState,
+  });
+  // Durations keep counting while nothing happens.
+  setInterval(() => refresh().catch(showProblem), 5000);
+}
+
+addEventListener("pagehide", () => stopFollowing());
+start();

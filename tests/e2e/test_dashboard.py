@@ -1,0 +1,266 @@
+"""The dashboard in a real browser: headless Chromium (the system one, driven by Playwright)
+against a real `stepline serve` on loopback, whose workers run real sessions against the
+example app. Elements are found by role and label, as a person using a screen reader would.
+Each test leaves a screenshot of every page it visits under test-results/<test name>/."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from api.auth import new_key
+from engine.executors.browser_host import find_chromium, launch_arguments
+from tests.e2e.conftest import Cluster
+
+RESULTS = Path(__file__).resolve().parents[2] / "test-results"
+SLOW_STEP = "GET /slow?ms={ms}"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    configured = os.environ.get("STEPLINE_BROWSER_PATH")
+    executable = find_chromium(Path(configured) if configured else None)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=executable, args=launch_arguments(sandbox=True)
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def shots(request: pytest.FixtureRequest) -> Path:
+    directory = RESULTS / re.sub(r"[^\w.-]", "_", request.node.name)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    yield context.new_page()
+    context.close()
+
+
+class Keys:
+    """Two tenants' API keys, and the STEPLINE_API_KEYS entry that serves them."""
+
+    def __init__(self) -> None:
+        self.alice, alice_sha = new_key()
+        self.bob, bob_sha = new_key()
+        self.setting = json.dumps(
+            {
+                "alice": {"tenant": "acme", "sha256": alice_sha},
+                "bob": {"tenant": "globex", "sha256": bob_sha},
+            }
+        )
+
+
+def create_session(
+    api: str, key: str | None, target: str, name: str, steps: int, ms: int, **extra: Any
+) -> str:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    body = {
+        "name": name,
+        "steps": [SLOW_STEP.format(ms=ms)] * steps,
+        "executor": "http",
+        "base_url": target,
+        **extra,
+    }
+    answer = httpx.post(f"{api}/v1/sessions", json=body, headers=headers, timeout=10)
+    assert answer.status_code == 201, answer.text
+    session_id: str = answer.json()["session_id"]
+    return session_id
+
+
+def event_versions(api: str, key: str | None, session_id: str) -> list[int]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    answer = httpx.get(
+        f"{api}/v1/sessions/{session_id}/events", params={"limit": 1000}, headers=headers
+    )
+    return [e["version"] for e in answer.json()["items"]]
+
+
+def sign_in(page: Page, key: str) -> None:
+    dialog = page.get_by_role("dialog", name="API key")
+    expect(dialog).to_be_visible()
+    dialog.get_by_label("API key").fill(key)
+    dialog.get_by_role("button", name="Use key").click()
+    expect(dialog).to_be_hidden()
+
+
+def timeline_versions(page: Page) -> list[int]:
+    items = page.get_by_role("list", name="Timeline").locator("li[data-version]")
+    return [int(v) for v in items.evaluate_all("(all) => all.map((li) => li.dataset.version)")]
+
+
+def progress_of(page: Page, name: str) -> float:
+    bar = page.get_by_role("progressbar", name=f"Progress of {name}")
+    return float(bar.get_attribute("value") or 0)
+
+
+def wait_for(check: Any, timeout_s: float = 30, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_an_operator_sees_progress_live_and_pauses_and_resumes_a_session(
+    tmp_path: Path, fresh_database_url: str, target: str, page: Page, shots: Path
+) -> None:
+    keys = Keys()
+    cluster = Cluster(fresh_database_url, tmp_path, STEPLINE_API_KEYS=keys.setting)
+    try:
+        api = cluster.api(workers=2)
+        session_id = create_session(
+            api, keys.alice, target, "nightly import", steps=12, ms=600, labels={"team": "ops"}
+        )
+
+        page.goto(f"{api}/ui")
+        sign_in(page, keys.alice)
+        row = page.get_by_role("row").filter(has_text="nightly import")
+        expect(row).to_contain_text("team=ops")
+        page.evaluate("window.notReloaded = true")
+        first = progress_of(page, "nightly import")
+        wait_for(lambda: progress_of(page, "nightly import") > first, what="progress to advance")
+        assert page.evaluate("window.notReloaded") is True
+        expect(row.get_by_text("running")).to_be_visible()
+        page.screenshot(path=shots / "sessions.png", full_page=True)
+
+        row.get_by_role("link", name="nightly import").click()
+        expect(page.get_by_role("heading", name="nightly import", level=1)).to_be_visible()
+        seen = len(timeline_versions(page))
+        wait_for(lambda: len(timeline_versions(page)) > seen, what="the timeline to grow")
+
+        page.get_by_label("Reason").fill("checking the import")
+        page.get_by_role("button", name="Pause").click()
+        expect(page.locator("#status")).to_have_text("paused")
+        timeline = page.get_by_role("list", name="Timeline")
+        expect(timeline.locator("li.Paused")).to_contain_text("reason: checking the import")
+        expect(timeline.locator("li.Paused")).to_contain_text("by alice")
+        expect(page.get_by_role("button", name="Pause")).to_be_disabled()
+        page.screenshot(path=shots / "session-paused.png", full_page=True)
+
+        page.get_by_role("button", name="Resume").click()
+        expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
+        expect(page.get_by_role("status")).to_have_text(re.compile("ended"))
+        steps = page.get_by_role("table", name="Steps")
+        expect(steps.locator("tbody tr")).to_have_count(12)
+        expect(steps.locator("tbody .badge.completed")).to_have_count(12)
+        assert timeline_versions(page) == event_versions(api, keys.alice, session_id)
+        page.screenshot(path=shots / "session-completed.png", full_page=True)
+    finally:
+        cluster.stop_all()
+
+
+def test_batches_and_the_audit_trail_are_shown_to_their_tenant(
+    tmp_path: Path, fresh_database_url: str, target: str, page: Page, shots: Path
+) -> None:
+    keys = Keys()
+    cluster = Cluster(fresh_database_url, tmp_path, STEPLINE_API_KEYS=keys.setting)
+    try:
+        api = cluster.api(workers=2)
+        sessions = [
+            {"name": f"export {n}", "steps": ["GET /slow?ms=50"], "base_url": target}
+            for n in range(3)
+        ]
+        created = httpx.post(
+            f"{api}/v1/batches",
+            json={"sessions": sessions},
+            headers={"Authorization": f"Bearer {keys.alice}"},
+        )
+        assert created.status_code == 201, created.text
+        batch_id = created.json()["batch_id"]
+
+        page.goto(f"{api}/ui/batches")
+        sign_in(page, keys.alice)
+        row = page.get_by_role("row").filter(has_text=f"Batch {batch_id[:8]}")
+        expect(row).to_contain_text("3/3 ended", timeout=30_000)
+        expect(row).to_contain_text("alice")
+        page.screenshot(path=shots / "batches.png", full_page=True)
+
+        row.get_by_role("link").click()
+        members = page.get_by_role("table", name="Sessions of the batch")
+        expect(members.locator(".badge.completed")).to_have_count(3)
+        page.screenshot(path=shots / "batch.png", full_page=True)
+
+        page.get_by_role("link", name="Audit trail").click()
+        page.get_by_label("Event type").fill("Batch.Created")
+        page.get_by_role("button", name="Apply filters").click()
+        trail = page.get_by_role("table", name=re.compile("Every state change"))
+        expect(trail.locator("tbody tr")).to_have_count(1)
+        expect(trail).to_contain_text("created a batch of 3 sessions")
+        expect(trail).to_contain_text("alice")
+        assert "event_type=Batch.Created" in page.url  # a filtered view can be shared
+        page.screenshot(path=shots / "audit.png", full_page=True)
+    finally:
+        cluster.stop_all()
+
+
+def test_another_tenant_sees_none_of_the_sessions(
+    tmp_path: Path, fresh_database_url: str, target: str, page: Page, shots: Path
+) -> None:
+    keys = Keys()
+    cluster = Cluster(fresh_database_url, tmp_path, STEPLINE_API_KEYS=keys.setting)
+    try:
+        api = cluster.api(workers=1)
+        session_id = create_session(api, keys.alice, target, "acme payroll", steps=1, ms=10)
+
+        page.goto(f"{api}/ui")
+        sign_in(page, keys.bob)
+        expect(page.get_by_text("No sessions match.")).to_be_visible()
+        expect(page.get_by_role("table", name=re.compile("Sessions"))).not_to_contain_text(
+            "acme payroll"
+        )
+        page.screenshot(path=shots / "sessions-other-tenant.png", full_page=True)
+
+        page.goto(f"{api}/ui/sessions/{session_id}")
+        expect(page.get_by_role("heading", name="Session not found")).to_be_visible()
+        expect(page.get_by_role("alert")).to_contain_text("SESSION_NOT_FOUND")
+        expect(page.get_by_text("acme payroll")).to_have_count(0)
+        page.screenshot(path=shots / "session-other-tenant.png", full_page=True)
+        for path in ("", "/steps", "/events", "/stream"):
+            answer = httpx.get(
+                f"{api}/v1/sessions/{session_id}{path}",
+                headers={"Authorization": f"Bearer {keys.bob}"},
+            )
+            assert answer.status_code == 404, path
+    finally:
+        cluster.stop_all()
+
+
+def test_a_stream_dropped_by_the_server_resumes_with_every_event_once(
+    tmp_path: Path, fresh_database_url: str, target: str, page: Page, shots: Path
+) -> None:
+    # A subscriber more than one event behind is cut off by the server and told to resume
+    # from the log: with a one-event buffer, every step's commit (several events) drops it.
+    cluster = Cluster(fresh_database_url, tmp_path, STEPLINE_STREAMING_BUFFER_SIZE="1")
+    try:
+        api = cluster.api(workers=1)  # no keys: dev mode on loopback needs none
+        session_id = create_session(api, None, target, "flaky network", steps=8, ms=400)
+        streams: list[str] = []
+        page.on("request", lambda r: streams.append(r.url) if r.url.endswith("/stream") else None)
+        page.goto(f"{api}/ui/sessions/{session_id}")
+        state = page.get_by_role("status")
+        expect(state).to_have_attribute("data-state", "ended", timeout=60_000)
+        expect(page.get_by_role("dialog", name="API key")).to_be_hidden()
+
+        versions = timeline_versions(page)
+        assert versions == event_versions(api, None, session_id)
+        assert versions == list(range(1, len(versions) + 1))
+        assert len(streams) >= 3, f"the stream was dropped only {len(streams) - 1} times"
+        assert int(state.get_attribute("data-reconnects") or 0) == len(streams) - 1
+        page.screenshot(path=shots / "session-after-drops.png", full_page=True)
+    finally:
+        cluster.stop_all()
