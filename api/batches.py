@@ -9,6 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response
 
 from api.errors import problem_responses
+from api.reads import encode_cursor
 from api.schemas import (
     BatchCancelled,
     BatchCreated,
@@ -20,7 +21,7 @@ from api.schemas import (
     Reason,
 )
 from api.services import CallerDep, Services, ServicesDep
-from api.sessions import admit, decode_cursor, encode_cursor, session_request
+from api.sessions import admit, after_cursor, session_request
 from domain.batch import Batch
 from domain.errors import BatchNotFound
 from domain.session import ENDED, values
@@ -66,7 +67,7 @@ def list_all(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> BatchPage:
     """The tenant's batches, newest first, each with its progress; keyset paging."""
-    after = decode_cursor(cursor) if cursor else None
+    after = after_cursor(cursor)
     services.read_your_writes()
     with services.runtime.projector.pool.connection() as conn:
         rows = list_batches(conn, caller.tenant, limit=limit + 1, after=after)

@@ -7,7 +7,7 @@ is imported when a command runs, so `stepline --help` answers at once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 import typer
@@ -20,6 +20,12 @@ keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 projections_cli = typer.Typer(help="Read models: status and rebuild.", no_args_is_help=True)
 cli.add_typer(projections_cli, name="projections")
+sessions_cli = typer.Typer(
+    help="List, inspect, follow and control sessions: from the database (as --tenant), or "
+    "through a server with --api and --key.",
+    no_args_is_help=True,
+)
+cli.add_typer(sessions_cli, name="sessions")
 
 AsJson = Annotated[bool, typer.Option("--json", help="print as JSON")]
 DEFAULT_TENANT = "default"  # the API's dev-mode tenant (api.auth.DEV_TENANT; a test keeps them one)
@@ -30,6 +36,31 @@ Tenant = Annotated[
         "`stepline serve` shows, so what you run locally appears there",
     ),
 ]
+
+
+# What every `stepline sessions` command takes: where to look, and as whom.
+ApiUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        envvar="STEPLINE_API_URL",
+        help="a Stepline server's URL; without it, the database (STEPLINE_DATABASE_URL)",
+    ),
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option("--key", envvar="STEPLINE_API_KEY", help="the API key for --api"),
+]
+SessionsTenant = Annotated[
+    str | None,
+    typer.Option(
+        help=f"the tenant whose sessions to see (database only; default {DEFAULT_TENANT}); "
+        "through a server the key decides",
+        show_default=False,
+    ),
+]
+SessionId = Annotated[UUID, typer.Argument(help="the session's id")]
+ReasonOption = Annotated[str, typer.Option(help="why: recorded on the event, shown in the audit")]
 
 
 @cli.command()
@@ -138,6 +169,129 @@ def projections_rebuild(
     from api import cli_commands  # noqa: PLC0415
 
     cli_commands.projections_rebuild(names)
+
+
+@sessions_cli.command("list")
+def sessions_list(
+    status: Annotated[
+        str | None,
+        typer.Option(help="pending, running, paused, completed, failed, cancelled or expired"),
+    ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option(help="key=value; repeat to require several")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="sessions per page")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="the next page, as the last one said")] = None,
+    as_json: AsJson = False,
+    api: ApiUrl = None,
+    key: ApiKey = None,
+    tenant: SessionsTenant = None,
+) -> None:
+    """Sessions, newest first, with their progress."""
+    from api import cli_sessions  # noqa: PLC0415
+
+    query = cli_sessions.query_of(status, label, limit, cursor)
+    with cli_sessions.opened(api, key, tenant) as source:
+        cli_sessions.list_sessions(source, query, as_json)
+
+
+@sessions_cli.command("show")
+def sessions_show(
+    session_id: SessionId,
+    as_json: AsJson = False,
+    api: ApiUrl = None,
+    key: ApiKey = None,
+    tenant: SessionsTenant = None,
+) -> None:
+    """A session's state and each step's status, attempts, time and outcome."""
+    from api import cli_sessions  # noqa: PLC0415
+
+    with cli_sessions.opened(api, key, tenant) as source:
+        cli_sessions.show(source, session_id, as_json)
+
+
+@sessions_cli.command("events")
+def sessions_events(
+    session_id: SessionId,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep printing new events until it ends")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON Lines")] = False,
+    api: ApiUrl = None,
+    key: ApiKey = None,
+    tenant: SessionsTenant = None,
+) -> None:
+    """A session's events in order, one a line; with --follow, live like `tail -f`."""
+    from api import cli_sessions  # noqa: PLC0415
+
+    with cli_sessions.opened(api, key, tenant) as source:
+        cli_sessions.events(source, session_id, follow, as_json)
+
+
+def _control(
+    verb: Literal["pause", "resume", "cancel"],
+    session_id: UUID,
+    reason: str,
+    as_json: bool,
+    *where: str | None,
+) -> None:
+    from api import cli_sessions  # noqa: PLC0415
+
+    with cli_sessions.opened(*where) as source:
+        cli_sessions.command(source, session_id, verb, reason, as_json)
+
+
+@sessions_cli.command("pause")
+def sessions_pause(
+    session_id: SessionId,
+    reason: ReasonOption = "",
+    as_json: AsJson = False,
+    api: ApiUrl = None,
+    key: ApiKey = None,
+    tenant: SessionsTenant = None,
+) -> None:
+    """Pause a session at its next safe point."""
+    _control("pause", session_id, reason, as_json, api, key, tenant)
+
+
+@sessions_cli.command("resume")
+def sessions_resume(
+    session_id: SessionId,
+    reason: ReasonOption = "",
+    as_json: AsJson = False,
+    api: ApiUrl = None,
+    key: ApiKey = None,
+    tenant: SessionsTenant = None,
+) -> None:
+    """Resume a paused session; a worker with a free slot carries on with it."""
+    _control("resume", session_id, reason, as_json, api, key, tenant)
+
+
+@sessions_cli.command("cancel")
+def sessions_cancel(
+    session_id: SessionId,
+    reason: ReasonOption = "",
+    as_json: AsJson = False,
+    api: ApiUrl = None,
+    key: ApiKey = None,
+    tenant: SessionsTenant = None,
+) -> None:
+    """Cancel a session that has not ended."""
+    _control("cancel", session_id, reason, as_json, api, key, tenant)
+
+
+@sessions_cli.command("watch")
+def sessions_watch(
+    interval: Annotated[float, typer.Option(min=0.2, help="seconds between redraws")] = 1.0,
+    api: ApiUrl = None,
+    key: ApiKey = None,
+    tenant: SessionsTenant = None,
+) -> None:
+    """A live table of the sessions not yet ended, until Ctrl-C."""
+    from api import cli_sessions  # noqa: PLC0415
+
+    with cli_sessions.opened(api, key, tenant) as source:
+        cli_sessions.watch(source, interval)
 
 
 def main() -> None:

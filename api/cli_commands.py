@@ -7,8 +7,6 @@ import importlib.util
 import json
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,46 +15,24 @@ from uuid import UUID
 import typer
 import uvicorn
 from eventsourcing.persistence import PersistenceError
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from api.auth import new_key
 from api.cli import EXAMPLES
+from api.cli_support import console, errors, fail, load_settings, runtime_or_exit
 from api.live import final_report, request_from_file, run_with_progress, succeeded
+from api.reads import event_view
 from api.server import UnsafeBinding, check_binding, create_app, run_worker
-from api.sessions import event_view
-from domain.errors import DomainError, StandardError
+from domain.errors import StandardError
 from domain.session import WorkflowSession
 from engine.app import Stepline
-from engine.bootstrap import Runtime, open_runtime
+from engine.bootstrap import Runtime
 from engine.database import DatabaseUnavailable
 from engine.projector import UnknownView
-from engine.settings import Settings
 from engine.workflow_file import load_workflow
 from projections import session_progress
 from projections.audit_log import describe
-
-console = Console()
-errors = Console(stderr=True)
-
-
-def _fail(error: StandardError) -> typer.Exit:
-    errors.print(f"[bold red]{error.code}[/]: {error.message}")
-    errors.print(f"[dim]{error.suggested_action}[/]")
-    return typer.Exit(code=2)
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as error:
-        message = "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
-        raise _fail(StandardError.of("CONFIGURATION_INVALID", message)) from None
-    except SettingsError as error:  # a variable that is not valid JSON where JSON is due
-        raise _fail(StandardError.of("CONFIGURATION_INVALID", str(error))) from None
 
 
 def _print_history(app: Stepline, session_id: UUID, as_json: bool) -> None:
@@ -120,7 +96,7 @@ def _run_file(
 
 
 def run(workflow: Path, base_url: str | None, as_json: bool, tenant: str) -> None:
-    with _runtime_or_exit(quiet=True) as runtime:
+    with runtime_or_exit(quiet=True) as runtime:
         session = _run_file(runtime, workflow, base_url, as_json, tenant)
     raise typer.Exit(code=0 if succeeded(session) else 1)
 
@@ -129,7 +105,7 @@ def demo(workflow: Path, as_json: bool, tenant: str) -> None:
     os.environ.setdefault("STEPLINE_SECRET_DEMO_PASSWORD", "correct-horse")
     target = load_example_target()
     with (
-        _runtime_or_exit(quiet=True) as runtime,
+        runtime_or_exit(quiet=True) as runtime,
         target.serving(password=os.environ["STEPLINE_SECRET_DEMO_PASSWORD"]) as base_url,
     ):
         where = "embedded PostgreSQL" if runtime.embedded else "PostgreSQL"
@@ -141,30 +117,30 @@ def demo(workflow: Path, as_json: bool, tenant: str) -> None:
 
 
 def history(session_id: UUID, as_json: bool) -> None:
-    with _runtime_or_exit() as runtime:
+    with runtime_or_exit() as runtime:
         _print_history(runtime.app, session_id, as_json)
 
 
 def serve(host: str, port: int, workers: int | None) -> None:
-    settings = _settings()
+    settings = load_settings()
     try:
         check_binding(settings, host)
     except UnsafeBinding as error:
-        raise _fail(StandardError.of("CONFIGURATION_INVALID", str(error))) from None
+        raise fail(StandardError.of("CONFIGURATION_INVALID", str(error))) from None
     try:
         app = create_app(settings, workers=workers)
         uvicorn.run(app, host=host, port=port, log_level="warning")
     except (PersistenceError, DatabaseUnavailable) as error:
-        raise _fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
+        raise fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
 
 
 def worker(concurrency: int | None) -> None:
-    with _runtime_or_exit() as runtime:
+    with runtime_or_exit() as runtime:
         run_worker(runtime, concurrency or runtime.settings.max_concurrent_sessions)
 
 
 def workers_list(as_json: bool) -> None:
-    with _runtime_or_exit() as runtime:
+    with runtime_or_exit() as runtime:
         live = runtime.leases.live_workers()
         held = runtime.leases.held()
     if as_json:
@@ -204,7 +180,7 @@ def keys_new(name: str, tenant: str) -> None:
 
 
 def projections_status() -> None:
-    with _runtime_or_exit() as runtime:
+    with runtime_or_exit() as runtime:
         table = Table(title="Projections")
         for column in ("view", "position", "log head", "lag"):
             table.add_column(column, justify="right" if column != "view" else "left")
@@ -214,12 +190,12 @@ def projections_status() -> None:
 
 
 def projections_rebuild(names: list[str] | None) -> None:
-    with _runtime_or_exit() as runtime:
+    with runtime_or_exit() as runtime:
         projector = runtime.projector
         try:
             selected = projector.select(names)
         except UnknownView as error:
-            raise _fail(StandardError.of("VALIDATION_FAILED", str(error))) from None
+            raise fail(StandardError.of("VALIDATION_FAILED", str(error))) from None
         with Progress(
             TextColumn("[bold]rebuild[/] {task.description}"),
             BarColumn(),
@@ -239,19 +215,3 @@ def projections_rebuild(names: list[str] | None) -> None:
             f"rebuilt {', '.join(selected)}: {applied} events in {elapsed:.1f} s "
             f"({rate:,.0f} events/s)"
         )
-
-
-@contextmanager
-def _runtime_or_exit(quiet: bool = False) -> Iterator[Runtime]:
-    """The runtime, or a clear error and exit code 2. `quiet`: the live display replaces the
-    INFO log lines, unless STEPLINE_LOG_LEVEL asks for them."""
-    settings = _settings()
-    if quiet and "log_level" not in settings.model_fields_set:
-        settings = settings.model_copy(update={"log_level": "WARNING"})
-    try:
-        with open_runtime(settings) as runtime:
-            yield runtime
-    except DomainError as error:
-        raise _fail(error.to_standard_error()) from None
-    except (PersistenceError, DatabaseUnavailable) as error:
-        raise _fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from api.cli_support import cli_actor
 from domain.session import SessionStatus, StepStatus, WorkflowSession
 from engine.app import SessionRequest
 from engine.bootstrap import Runtime
@@ -39,10 +39,6 @@ def request_from_file(
     )
 
 
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
-
-
 def _describe(step_index: int, session: WorkflowSession) -> str:
     step = session.steps[step_index]
     note = ""
@@ -61,7 +57,7 @@ def run_with_progress(
     worker = runtime.worker(concurrency=1, role="run")
     worker.start(claiming=False)
     try:
-        session, future = worker.create(request, tenant=tenant, actor=_actor(), here=True)
+        session, future = worker.create(request, tenant=tenant, actor=cli_actor(), here=True)
         console.print(f"session [bold]{session.id}[/]: {session.name}")
         assert future is not None  # a worker just started has a free slot
         return _show_until_done(runtime, session, future, console)

@@ -151,6 +151,7 @@ class EventView(BaseModel):
     type: str
     timestamp: datetime
     actor: str | None
+    description: str = Field(description="what happened, in a short sentence, as in the audit")
     data: dict[str, Any]
 
 

@@ -2,44 +2,37 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
-from psycopg import Connection
 
 from api.auth import Caller
 from api.errors import ApiError, problem_responses
+from api.reads import BadCursor, decode_cursor, event_view, session_page
 from api.schemas import (
     CommandAccepted,
     CreateSession,
     EventPage,
-    EventView,
     IsoDatetime,
     ProgressView,
     Reason,
     SessionCreated,
     SessionPage,
-    SessionSummary,
     SessionView,
     StepView,
 )
 from api.services import CallerDep, Services, ServicesDep
 from domain.errors import SessionNotFound
-from domain.session import WorkflowSession
 from engine.app import SessionRequest
 from engine.limits import session_config
 from projections import session_index, session_progress, step_history
-from projections.session_index import IndexedSession, SessionFilter, active_count, list_sessions
-from projections.session_progress import SessionProgressView
+from projections.session_index import SessionFilter, active_count
 from projections.view import Recorded
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
-HIDDEN_EVENT_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
 
 # ---- helpers ----------------------------------------------------------------------------
@@ -75,66 +68,12 @@ def progress_as_of(
     return rows[session_id]
 
 
-def event_view(event: WorkflowSession.Event) -> EventView:
-    data = {k: v for k, v in vars(event).items() if k not in HIDDEN_EVENT_FIELDS}
-    return EventView(
-        version=event.originator_version,
-        type=type(event).__name__,
-        timestamp=event.timestamp,
-        actor=data.pop("actor", None),
-        data=data,
-    )
-
-
-def encode_cursor(created_at: datetime, row_id: UUID) -> str:
-    """A keyset cursor for lists ordered by (created_at, id) descending."""
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{row_id}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+def after_cursor(cursor: str | None) -> tuple[datetime, UUID] | None:
+    """Where a page given by `cursor` starts; a cursor not given out here is refused."""
     try:
-        created, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), UUID(row_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ApiError.of("VALIDATION_FAILED", "the cursor is not one this API gave out") from None
-
-
-def session_page(
-    conn: Connection[Any],
-    where: SessionFilter,
-    limit: int,
-    after: tuple[datetime, UUID] | None = None,
-) -> SessionPage:
-    """One page of the session index, newest first, each with its progress."""
-    rows = list_sessions(conn, where, limit=limit + 1, after=after)
-    page = rows[:limit]
-    next_cursor = (
-        encode_cursor(page[-1].created_at, page[-1].session_id) if len(rows) > limit else None
-    )
-    progress = {
-        row.session_id: row
-        for row in SessionProgressView.rows.load_for_sessions(conn, [r.session_id for r in page])
-    }
-    return SessionPage(
-        items=[_summary(row, progress.get(row.session_id)) for row in page],
-        next_cursor=next_cursor,
-    )
-
-
-def _summary(row: IndexedSession, progress: session_progress.Progress | None) -> SessionSummary:
-    return SessionSummary(
-        session_id=row.session_id,
-        name=row.name,
-        status=row.status,  # type: ignore[arg-type]  # the index holds only status names
-        labels=row.labels,
-        step_count=row.step_count,
-        completed_steps=progress.completed_steps if progress else 0,
-        percent=progress.percent if progress else 0.0,
-        created_at=row.created_at,
-        started_at=progress.started_at if progress else None,
-        finished_at=progress.finished_at if progress else None,
-        updated_at=row.updated_at,
-    )
+        return decode_cursor(cursor) if cursor else None
+    except BadCursor as error:
+        raise ApiError.of("VALIDATION_FAILED", str(error)) from None
 
 
 def _estimate_ms(services: Services, steps: int) -> int | None:
@@ -227,7 +166,7 @@ def list_all(
             raise ApiError.of("VALIDATION_FAILED", f"label filter {item!r} is not key=value")
         labels[key] = value
     where = SessionFilter(caller.tenant, status, labels, created_after, created_before)
-    after = decode_cursor(cursor) if cursor else None
+    after = after_cursor(cursor)
     services.read_your_writes()
     with services.runtime.projector.pool.connection() as conn:
         return session_page(conn, where, limit, after)

@@ -21,8 +21,9 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import problem_responses
+from api.reads import event_view
 from api.services import CallerDep, Services, ServicesDep
-from api.sessions import event_view, owned_session
+from api.sessions import owned_session
 from domain.session import WorkflowSession
 from engine.feed import ENDINGS, OVERFLOWED, Live
 

@@ -3,9 +3,9 @@ runner, on the same log in the same run.
 
     python -m bench.rebuild [--sessions 5000]
 
-Builds a log of sessions x 20 events through the Stepline application, rebuilds all four views
+Builds a log of sessions x 20 events through the Stepline application, rebuilds all the views
 with Stepline's batched projector, then empties them and replays the same log through the
-eventsourcing library's ProjectionRunner (each event applied to the same four views and its
+eventsourcing library's ProjectionRunner (each event applied to the same views and its
 tracking row in a transaction of its own), and checks both produced the same rows.
 """
 
@@ -70,7 +70,7 @@ def build_log(app: Stepline, sessions: int) -> int:
 
 
 class TrackedViews(PostgresTrackingRecorder):
-    """The four views plus the library's tracking row, one transaction per event."""
+    """Every view plus the library's tracking row, one transaction per event."""
 
     def apply(self, recorded: Recorded, position: Tracking) -> None:
         with self.datastore.transaction(commit=True) as cursor:
@@ -129,7 +129,7 @@ def main() -> None:
         "--views-sample",
         type=int,
         default=5_000,
-        help="events the library runner applies the four views to (0: the whole log, and "
+        help="events the library runner applies the views to (0: the whole log, and "
         "compare its rows with the projector's)",
     )
     arguments = parser.parse_args()

@@ -188,6 +188,9 @@ CATALOGUE: dict[str, ErrorKind] = {
     "DATABASE_UNAVAILABLE": ErrorKind(
         _S, _CRITICAL, True, True, "Check STEPLINE_DATABASE_URL and that PostgreSQL is up"
     ),
+    "SERVER_UNREACHABLE": ErrorKind(
+        _I, _HIGH, True, True, "Check --api (STEPLINE_API_URL) and that `stepline serve` runs there"
+    ),
 }
 
 _UNKNOWN = ErrorKind(_I, _MEDIUM, True, False, "Contact system administrator")

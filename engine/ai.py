@@ -13,11 +13,12 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from domain.errors import StandardError
+
+if TYPE_CHECKING:
+    import openai
 
 COMPLETE_STEP = "complete_step"
 FAIL_STEP = "fail_step"
@@ -217,6 +218,8 @@ class AiProvider:
         timeout_s: float = 60.0,
         max_retries: int = 3,
     ) -> None:
+        import openai  # noqa: PLC0415 - 1.2 s to import: only processes that call a model pay
+
         self.model = model
         self.base_url = base_url
         self.client = openai.OpenAI(
@@ -227,6 +230,8 @@ class AiProvider:
         self.client.close()
 
     def decide(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Decision:
+        import openai  # noqa: PLC0415 - imported by __init__ already
+
         started = time.monotonic()
         try:
             response = self.client.chat.completions.create(
@@ -277,6 +282,8 @@ _BY_STATUS = {
 
 
 def _code_of(error: openai.APIError, status: int | None) -> str:
+    import openai  # noqa: PLC0415 - imported by AiProvider already
+
     if isinstance(error, openai.APITimeoutError):
         return "AI_TIMEOUT"
     if isinstance(error, openai.APIConnectionError):

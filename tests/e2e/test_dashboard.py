@@ -264,3 +264,34 @@ def test_a_stream_dropped_by_the_server_resumes_with_every_event_once(
         page.screenshot(path=shots / "session-after-drops.png", full_page=True)
     finally:
         cluster.stop_all()
+
+
+def test_a_browser_sessions_screenshots_are_shown_on_its_page(
+    tmp_path: Path, fresh_database_url: str, target: str, page: Page, shots: Path
+) -> None:
+    keys = Keys()
+    cluster = Cluster(fresh_database_url, tmp_path, STEPLINE_API_KEYS=keys.setting)
+    try:
+        api = cluster.api(workers=1)
+        body = {
+            "name": "login page check",
+            "executor": "browser",
+            "base_url": target,
+            "steps": ["open /app/login", 'expect title contains "Nothing like this"'],
+            "config": {"max_attempts": 1},
+        }
+        headers = {"Authorization": f"Bearer {keys.alice}"}
+        created = httpx.post(f"{api}/v1/sessions", json=body, headers=headers, timeout=10)
+        assert created.status_code == 201, created.text
+
+        page.goto(f"{api}/ui/sessions/{created.json()['session_id']}")
+        sign_in(page, keys.alice)
+        expect(page.locator("#status")).to_have_text("failed", timeout=60_000)
+        screenshot = page.get_by_role("img", name=re.compile("Screenshot of step 1"))
+        expect(screenshot).to_be_visible()
+        width = screenshot.evaluate("(img) => img.naturalWidth")
+        assert width > 0  # the PNG itself arrived, fetched with the key
+        expect(page.get_by_role("table", name="Steps")).to_contain_text("EXPECTATION_FAILED")
+        page.screenshot(path=shots / "browser-session.png", full_page=True)
+    finally:
+        cluster.stop_all()

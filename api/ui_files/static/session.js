@@ -9,6 +9,7 @@ const streamState = document.getElementById("stream-state");
 const controls = document.getElementById("controls");
 const ENDED = new Set(["completed", "failed", "cancelled", "expired"]);
 let stopFollowing = () => {};
+let ticking = null;
 
 // ---- state and steps ----------------------------------------------------------------------
 
@@ -54,6 +55,7 @@ async function refresh() {
   ]);
   showSession(session);
   document.querySelector("#steps tbody").replaceChildren(...steps.map(stepRow));
+  if (ENDED.has(session.status)) clearInterval(ticking);  // nothing changes any more
 }
 
 let pending = null;
@@ -185,7 +187,7 @@ async function start() {
     onEvent: addEvent, onArtifact: addArtifact, onState: showStreamState,
   });
   // Durations keep counting while nothing happens.
-  setInterval(() => refresh().catch(showProblem), 5000);
+  ticking = setInterval(() => refresh().catch(showProblem), 5000);
 }
 
 addEventListener("pagehide", () => stopFollowing());
