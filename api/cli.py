@@ -228,56 +228,29 @@ def sessions_events(
         cli_sessions.events(source, session_id, follow, as_json)
 
 
-def _control(
-    verb: Literal["pause", "resume", "cancel"],
-    session_id: UUID,
-    reason: str,
-    as_json: bool,
-    *where: str | None,
-) -> None:
-    from api import cli_sessions  # noqa: PLC0415
+def _control_command(verb: Literal["pause", "resume", "cancel"], summary: str) -> None:
+    """Declare `stepline sessions <verb> ID [--reason]`: one command each, the same options."""
 
-    with cli_sessions.opened(*where) as source:
-        cli_sessions.command(source, session_id, verb, reason, as_json)
+    def control(
+        session_id: SessionId,
+        reason: ReasonOption = "",
+        as_json: AsJson = False,
+        api: ApiUrl = None,
+        key: ApiKey = None,
+        tenant: SessionsTenant = None,
+    ) -> None:
+        from api import cli_sessions  # noqa: PLC0415
 
+        with cli_sessions.opened(api, key, tenant) as source:
+            cli_sessions.command(source, session_id, verb, reason, as_json)
 
-@sessions_cli.command("pause")
-def sessions_pause(
-    session_id: SessionId,
-    reason: ReasonOption = "",
-    as_json: AsJson = False,
-    api: ApiUrl = None,
-    key: ApiKey = None,
-    tenant: SessionsTenant = None,
-) -> None:
-    """Pause a session at its next safe point."""
-    _control("pause", session_id, reason, as_json, api, key, tenant)
+    control.__doc__ = summary
+    sessions_cli.command(verb)(control)
 
 
-@sessions_cli.command("resume")
-def sessions_resume(
-    session_id: SessionId,
-    reason: ReasonOption = "",
-    as_json: AsJson = False,
-    api: ApiUrl = None,
-    key: ApiKey = None,
-    tenant: SessionsTenant = None,
-) -> None:
-    """Resume a paused session; a worker with a free slot carries on with it."""
-    _control("resume", session_id, reason, as_json, api, key, tenant)
-
-
-@sessions_cli.command("cancel")
-def sessions_cancel(
-    session_id: SessionId,
-    reason: ReasonOption = "",
-    as_json: AsJson = False,
-    api: ApiUrl = None,
-    key: ApiKey = None,
-    tenant: SessionsTenant = None,
-) -> None:
-    """Cancel a session that has not ended."""
-    _control("cancel", session_id, reason, as_json, api, key, tenant)
+_control_command("pause", "Pause a session at its next safe point.")
+_control_command("resume", "Resume a paused session; a worker with a free slot carries on with it.")
+_control_command("cancel", "Cancel a session that has not ended.")
 
 
 @sessions_cli.command("watch")

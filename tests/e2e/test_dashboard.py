@@ -9,7 +9,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,23 @@ def page(browser: Browser) -> Iterator[Page]:
     context.set_default_timeout(20_000)
     yield context.new_page()
     context.close()
+
+
+Serve = Callable[..., str]
+
+
+@pytest.fixture
+def serve(fresh_database_url: str, tmp_path: Path) -> Iterator[Serve]:
+    """Start `stepline serve` with `workers` slots and the given settings; its base URL."""
+    clusters: list[Cluster] = []
+
+    def start(workers: int, **settings: str) -> str:
+        clusters.append(Cluster(fresh_database_url, tmp_path, **settings))
+        return clusters[-1].api(workers=workers)
+
+    yield start
+    for cluster in clusters:
+        cluster.stop_all()
 
 
 class Keys:
@@ -117,181 +134,160 @@ def wait_for(check: Any, timeout_s: float = 30, what: str = "the condition") -> 
 
 
 def test_an_operator_sees_progress_live_and_pauses_and_resumes_a_session(
-    tmp_path: Path, fresh_database_url: str, target: str, page: Page, shots: Path
+    serve: Serve, target: str, page: Page, shots: Path
 ) -> None:
     keys = Keys()
-    cluster = Cluster(fresh_database_url, tmp_path, STEPLINE_API_KEYS=keys.setting)
-    try:
-        api = cluster.api(workers=2)
-        session_id = create_session(
-            api, keys.alice, target, "nightly import", steps=12, ms=600, labels={"team": "ops"}
-        )
+    api = serve(2, STEPLINE_API_KEYS=keys.setting)
+    session_id = create_session(
+        api, keys.alice, target, "nightly import", steps=12, ms=600, labels={"team": "ops"}
+    )
 
-        page.goto(f"{api}/ui")
-        sign_in(page, keys.alice)
-        row = page.get_by_role("row").filter(has_text="nightly import")
-        expect(row).to_contain_text("team=ops")
-        page.evaluate("window.notReloaded = true")
-        first = progress_of(page, "nightly import")
-        wait_for(lambda: progress_of(page, "nightly import") > first, what="progress to advance")
-        assert page.evaluate("window.notReloaded") is True
-        expect(row.get_by_text("running")).to_be_visible()
-        page.screenshot(path=shots / "sessions.png", full_page=True)
+    page.goto(f"{api}/ui")
+    sign_in(page, keys.alice)
+    row = page.get_by_role("row").filter(has_text="nightly import")
+    expect(row).to_contain_text("team=ops")
+    page.evaluate("window.notReloaded = true")
+    first = progress_of(page, "nightly import")
+    wait_for(lambda: progress_of(page, "nightly import") > first, what="progress to advance")
+    assert page.evaluate("window.notReloaded") is True
+    expect(row.get_by_text("running")).to_be_visible()
+    page.screenshot(path=shots / "sessions.png", full_page=True)
 
-        row.get_by_role("link", name="nightly import").click()
-        expect(page.get_by_role("heading", name="nightly import", level=1)).to_be_visible()
-        seen = len(timeline_versions(page))
-        wait_for(lambda: len(timeline_versions(page)) > seen, what="the timeline to grow")
+    row.get_by_role("link", name="nightly import").click()
+    expect(page.get_by_role("heading", name="nightly import", level=1)).to_be_visible()
+    seen = len(timeline_versions(page))
+    wait_for(lambda: len(timeline_versions(page)) > seen, what="the timeline to grow")
 
-        page.get_by_label("Reason").fill("checking the import")
-        page.get_by_role("button", name="Pause").click()
-        expect(page.locator("#status")).to_have_text("paused")
-        timeline = page.get_by_role("list", name="Timeline")
-        expect(timeline.locator("li.Paused")).to_contain_text("reason: checking the import")
-        expect(timeline.locator("li.Paused")).to_contain_text("by alice")
-        expect(page.get_by_role("button", name="Pause")).to_be_disabled()
-        page.screenshot(path=shots / "session-paused.png", full_page=True)
+    page.get_by_label("Reason").fill("checking the import")
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator("#status")).to_have_text("paused")
+    timeline = page.get_by_role("list", name="Timeline")
+    expect(timeline.locator("li.Paused")).to_contain_text("reason: checking the import")
+    expect(timeline.locator("li.Paused")).to_contain_text("by alice")
+    expect(page.get_by_role("button", name="Pause")).to_be_disabled()
+    page.screenshot(path=shots / "session-paused.png", full_page=True)
 
-        page.get_by_role("button", name="Resume").click()
-        expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
-        expect(page.get_by_role("status")).to_have_text(re.compile("ended"))
-        steps = page.get_by_role("table", name="Steps")
-        expect(steps.locator("tbody tr")).to_have_count(12)
-        expect(steps.locator("tbody .badge.completed")).to_have_count(12)
-        assert timeline_versions(page) == event_versions(api, keys.alice, session_id)
-        page.screenshot(path=shots / "session-completed.png", full_page=True)
-    finally:
-        cluster.stop_all()
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
+    expect(page.get_by_role("status")).to_have_text(re.compile("ended"))
+    steps = page.get_by_role("table", name="Steps")
+    expect(steps.locator("tbody tr")).to_have_count(12)
+    expect(steps.locator("tbody .badge.completed")).to_have_count(12)
+    assert timeline_versions(page) == event_versions(api, keys.alice, session_id)
+    page.screenshot(path=shots / "session-completed.png", full_page=True)
 
 
 def test_batches_and_the_audit_trail_are_shown_to_their_tenant(
-    tmp_path: Path, fresh_database_url: str, target: str, page: Page, shots: Path
+    serve: Serve, target: str, page: Page, shots: Path
 ) -> None:
     keys = Keys()
-    cluster = Cluster(fresh_database_url, tmp_path, STEPLINE_API_KEYS=keys.setting)
-    try:
-        api = cluster.api(workers=2)
-        sessions = [
-            {"name": f"export {n}", "steps": ["GET /slow?ms=50"], "base_url": target}
-            for n in range(3)
-        ]
-        created = httpx.post(
-            f"{api}/v1/batches",
-            json={"sessions": sessions},
-            headers={"Authorization": f"Bearer {keys.alice}"},
-        )
-        assert created.status_code == 201, created.text
-        batch_id = created.json()["batch_id"]
+    api = serve(2, STEPLINE_API_KEYS=keys.setting)
+    sessions = [
+        {"name": f"export {n}", "steps": ["GET /slow?ms=50"], "base_url": target} for n in range(3)
+    ]
+    created = httpx.post(
+        f"{api}/v1/batches",
+        json={"sessions": sessions},
+        headers={"Authorization": f"Bearer {keys.alice}"},
+    )
+    assert created.status_code == 201, created.text
+    batch_id = created.json()["batch_id"]
 
-        page.goto(f"{api}/ui/batches")
-        sign_in(page, keys.alice)
-        row = page.get_by_role("row").filter(has_text=f"Batch {batch_id[:8]}")
-        expect(row).to_contain_text("3/3 ended", timeout=30_000)
-        expect(row).to_contain_text("alice")
-        page.screenshot(path=shots / "batches.png", full_page=True)
+    page.goto(f"{api}/ui/batches")
+    sign_in(page, keys.alice)
+    row = page.get_by_role("row").filter(has_text=f"Batch {batch_id[:8]}")
+    expect(row).to_contain_text("3/3 ended", timeout=30_000)
+    expect(row).to_contain_text("alice")
+    page.screenshot(path=shots / "batches.png", full_page=True)
 
-        row.get_by_role("link").click()
-        members = page.get_by_role("table", name="Sessions of the batch")
-        expect(members.locator(".badge.completed")).to_have_count(3)
-        page.screenshot(path=shots / "batch.png", full_page=True)
+    row.get_by_role("link").click()
+    members = page.get_by_role("table", name="Sessions of the batch")
+    expect(members.locator(".badge.completed")).to_have_count(3)
+    page.screenshot(path=shots / "batch.png", full_page=True)
 
-        page.get_by_role("link", name="Audit trail").click()
-        page.get_by_label("Event type").fill("Batch.Created")
-        page.get_by_role("button", name="Apply filters").click()
-        trail = page.get_by_role("table", name=re.compile("Every state change"))
-        expect(trail.locator("tbody tr")).to_have_count(1)
-        expect(trail).to_contain_text("created a batch of 3 sessions")
-        expect(trail).to_contain_text("alice")
-        assert "event_type=Batch.Created" in page.url  # a filtered view can be shared
-        page.screenshot(path=shots / "audit.png", full_page=True)
-    finally:
-        cluster.stop_all()
+    page.get_by_role("link", name="Audit trail").click()
+    page.get_by_label("Event type").fill("Batch.Created")
+    page.get_by_role("button", name="Apply filters").click()
+    trail = page.get_by_role("table", name=re.compile("Every state change"))
+    expect(trail.locator("tbody tr")).to_have_count(1)
+    expect(trail).to_contain_text("created a batch of 3 sessions")
+    expect(trail).to_contain_text("alice")
+    assert "event_type=Batch.Created" in page.url  # a filtered view can be shared
+    page.screenshot(path=shots / "audit.png", full_page=True)
 
 
 def test_another_tenant_sees_none_of_the_sessions(
-    tmp_path: Path, fresh_database_url: str, target: str, page: Page, shots: Path
+    serve: Serve, target: str, page: Page, shots: Path
 ) -> None:
     keys = Keys()
-    cluster = Cluster(fresh_database_url, tmp_path, STEPLINE_API_KEYS=keys.setting)
-    try:
-        api = cluster.api(workers=1)
-        session_id = create_session(api, keys.alice, target, "acme payroll", steps=1, ms=10)
+    api = serve(1, STEPLINE_API_KEYS=keys.setting)
+    session_id = create_session(api, keys.alice, target, "acme payroll", steps=1, ms=10)
 
-        page.goto(f"{api}/ui")
-        sign_in(page, keys.bob)
-        expect(page.get_by_text("No sessions match.")).to_be_visible()
-        expect(page.get_by_role("table", name=re.compile("Sessions"))).not_to_contain_text(
-            "acme payroll"
+    page.goto(f"{api}/ui")
+    sign_in(page, keys.bob)
+    expect(page.get_by_text("No sessions match.")).to_be_visible()
+    expect(page.get_by_role("table", name=re.compile("Sessions"))).not_to_contain_text(
+        "acme payroll"
+    )
+    page.screenshot(path=shots / "sessions-other-tenant.png", full_page=True)
+
+    page.goto(f"{api}/ui/sessions/{session_id}")
+    expect(page.get_by_role("heading", name="Session not found")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("SESSION_NOT_FOUND")
+    expect(page.get_by_text("acme payroll")).to_have_count(0)
+    page.screenshot(path=shots / "session-other-tenant.png", full_page=True)
+    for path in ("", "/steps", "/events", "/stream"):
+        answer = httpx.get(
+            f"{api}/v1/sessions/{session_id}{path}",
+            headers={"Authorization": f"Bearer {keys.bob}"},
         )
-        page.screenshot(path=shots / "sessions-other-tenant.png", full_page=True)
-
-        page.goto(f"{api}/ui/sessions/{session_id}")
-        expect(page.get_by_role("heading", name="Session not found")).to_be_visible()
-        expect(page.get_by_role("alert")).to_contain_text("SESSION_NOT_FOUND")
-        expect(page.get_by_text("acme payroll")).to_have_count(0)
-        page.screenshot(path=shots / "session-other-tenant.png", full_page=True)
-        for path in ("", "/steps", "/events", "/stream"):
-            answer = httpx.get(
-                f"{api}/v1/sessions/{session_id}{path}",
-                headers={"Authorization": f"Bearer {keys.bob}"},
-            )
-            assert answer.status_code == 404, path
-    finally:
-        cluster.stop_all()
+        assert answer.status_code == 404, path
 
 
 def test_a_stream_dropped_by_the_server_resumes_with_every_event_once(
-    tmp_path: Path, fresh_database_url: str, target: str, page: Page, shots: Path
+    serve: Serve, target: str, page: Page, shots: Path
 ) -> None:
     # A subscriber more than one event behind is cut off by the server and told to resume
     # from the log: with a one-event buffer, every step's commit (several events) drops it.
-    cluster = Cluster(fresh_database_url, tmp_path, STEPLINE_STREAMING_BUFFER_SIZE="1")
-    try:
-        api = cluster.api(workers=1)  # no keys: dev mode on loopback needs none
-        session_id = create_session(api, None, target, "flaky network", steps=8, ms=400)
-        streams: list[str] = []
-        page.on("request", lambda r: streams.append(r.url) if r.url.endswith("/stream") else None)
-        page.goto(f"{api}/ui/sessions/{session_id}")
-        state = page.get_by_role("status")
-        expect(state).to_have_attribute("data-state", "ended", timeout=60_000)
-        expect(page.get_by_role("dialog", name="API key")).to_be_hidden()
+    api = serve(1, STEPLINE_STREAMING_BUFFER_SIZE="1")  # no keys: dev mode on loopback needs none
+    session_id = create_session(api, None, target, "flaky network", steps=8, ms=400)
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if r.url.endswith("/stream") else None)
+    page.goto(f"{api}/ui/sessions/{session_id}")
+    state = page.get_by_role("status")
+    expect(state).to_have_attribute("data-state", "ended", timeout=60_000)
+    expect(page.get_by_role("dialog", name="API key")).to_be_hidden()
 
-        versions = timeline_versions(page)
-        assert versions == event_versions(api, None, session_id)
-        assert versions == list(range(1, len(versions) + 1))
-        assert len(streams) >= 3, f"the stream was dropped only {len(streams) - 1} times"
-        assert int(state.get_attribute("data-reconnects") or 0) == len(streams) - 1
-        page.screenshot(path=shots / "session-after-drops.png", full_page=True)
-    finally:
-        cluster.stop_all()
+    versions = timeline_versions(page)
+    assert versions == event_versions(api, None, session_id)
+    assert versions == list(range(1, len(versions) + 1))
+    assert len(streams) >= 3, f"the stream was dropped only {len(streams) - 1} times"
+    assert int(state.get_attribute("data-reconnects") or 0) == len(streams) - 1
+    page.screenshot(path=shots / "session-after-drops.png", full_page=True)
 
 
 def test_a_browser_sessions_screenshots_are_shown_on_its_page(
-    tmp_path: Path, fresh_database_url: str, target: str, page: Page, shots: Path
+    serve: Serve, target: str, page: Page, shots: Path
 ) -> None:
     keys = Keys()
-    cluster = Cluster(fresh_database_url, tmp_path, STEPLINE_API_KEYS=keys.setting)
-    try:
-        api = cluster.api(workers=1)
-        body = {
-            "name": "login page check",
-            "executor": "browser",
-            "base_url": target,
-            "steps": ["open /app/login", 'expect title contains "Nothing like this"'],
-            "config": {"max_attempts": 1},
-        }
-        headers = {"Authorization": f"Bearer {keys.alice}"}
-        created = httpx.post(f"{api}/v1/sessions", json=body, headers=headers, timeout=10)
-        assert created.status_code == 201, created.text
+    api = serve(1, STEPLINE_API_KEYS=keys.setting)
+    body = {
+        "name": "login page check",
+        "executor": "browser",
+        "base_url": target,
+        "steps": ["open /app/login", 'expect title contains "Nothing like this"'],
+        "config": {"max_attempts": 1},
+    }
+    headers = {"Authorization": f"Bearer {keys.alice}"}
+    created = httpx.post(f"{api}/v1/sessions", json=body, headers=headers, timeout=10)
+    assert created.status_code == 201, created.text
 
-        page.goto(f"{api}/ui/sessions/{created.json()['session_id']}")
-        sign_in(page, keys.alice)
-        expect(page.locator("#status")).to_have_text("failed", timeout=60_000)
-        screenshot = page.get_by_role("img", name=re.compile("Screenshot of step 1"))
-        expect(screenshot).to_be_visible()
-        width = screenshot.evaluate("(img) => img.naturalWidth")
-        assert width > 0  # the PNG itself arrived, fetched with the key
-        expect(page.get_by_role("table", name="Steps")).to_contain_text("EXPECTATION_FAILED")
-        page.screenshot(path=shots / "browser-session.png", full_page=True)
-    finally:
-        cluster.stop_all()
+    page.goto(f"{api}/ui/sessions/{created.json()['session_id']}")
+    sign_in(page, keys.alice)
+    expect(page.locator("#status")).to_have_text("failed", timeout=60_000)
+    screenshot = page.get_by_role("img", name=re.compile("Screenshot of step 1"))
+    expect(screenshot).to_be_visible()
+    width = screenshot.evaluate("(img) => img.naturalWidth")
+    assert width > 0  # the PNG itself arrived, fetched with the key
+    expect(page.get_by_role("table", name="Steps")).to_contain_text("EXPECTATION_FAILED")
+    page.screenshot(path=shots / "browser-session.png", full_page=True)
