@@ -28,6 +28,7 @@ from projections.session_index import SessionFilter
 Command = Literal["pause", "resume", "cancel"]
 ENDING_TYPES = {cls.__name__ for cls in ENDINGS}
 FOLLOW_POLL_S = 0.25
+MAX_RECONNECTS = 10
 
 
 @dataclass(frozen=True)
@@ -191,18 +192,21 @@ class ApiSessions:
             after = page["next_after"]
 
     def follow(self, session_id: UUID, after: int = 0) -> Iterator[EventView]:
-        """The SSE stream; after a dropped connection, resumed with Last-Event-ID."""
-        last = after
+        """The SSE stream; after a dropped connection, resumed with Last-Event-ID (and given
+        up, saying so, when the server has not answered for MAX_RECONNECTS tries in a row)."""
+        last, failures = after, 0
         while True:
             try:
                 for view in self._stream(session_id, last):
                     yield view
-                    last = view.version
+                    last, failures = view.version, 0
                     if view.type in ENDING_TYPES:
                         return
-            except httpx.TransportError:
-                pass  # dropped: resume after the last event seen
-            time.sleep(FOLLOW_POLL_S)
+            except httpx.TransportError as error:
+                failures += 1  # dropped or refused: resume after the last event seen
+                if failures >= MAX_RECONNECTS:
+                    raise ServerProblem(_unreachable(str(self.http.base_url), error)) from None
+            time.sleep(min(5.0, FOLLOW_POLL_S * 2**failures))
 
     def _stream(self, session_id: UUID, after: int) -> Iterator[EventView]:
         headers = {"Last-Event-ID": str(after), "Accept": "text/event-stream"}

@@ -88,7 +88,15 @@ def deployment(fresh_database_url: str, tmp_path: Path) -> Iterator[Keyed]:
         "alice": {"tenant": "acme", "sha256": alice_sha},
         "bob": {"tenant": "globex", "sha256": bob_sha},
     }
-    cluster = Cluster(fresh_database_url, tmp_path, STEPLINE_API_KEYS=json.dumps(keys))
+    # A one-event stream buffer: the server cuts a follower's stream at every step's commit,
+    # so `events --follow` through the API resumes with Last-Event-ID all along the way (the
+    # dashboard's test counts such reconnections).
+    cluster = Cluster(
+        fresh_database_url,
+        tmp_path,
+        STEPLINE_API_KEYS=json.dumps(keys),
+        STEPLINE_STREAMING_BUFFER_SIZE="1",
+    )
     yield Keyed(cluster, alice, bob)
     cluster.stop_all()
 
