@@ -16,6 +16,7 @@ from pydantic_core import to_json
 from rich.live import Live
 from rich.table import Table
 
+from api.cli import DEFAULT_TENANT
 from api.cli_support import cli_actor, console, errors, fail, runtime_or_exit
 from api.reads import BadCursor, decode_cursor
 from api.schemas import EventView, SessionPage, SessionSummary, SessionView, StepView
@@ -51,8 +52,6 @@ def opened(api_url: str | None, key: str | None, tenant: str | None) -> Iterator
         finally:
             server.close()
         return
-    from api.cli import DEFAULT_TENANT  # noqa: PLC0415 - the declarations import this module
-
     with runtime_or_exit(quiet=True) as runtime:
         yield DatabaseSessions(runtime, tenant or DEFAULT_TENANT, actor=cli_actor())
 

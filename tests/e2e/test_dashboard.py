@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from api.auth import new_key
 from engine.executors.browser_host import find_chromium, launch_arguments
 from tests.e2e.conftest import Cluster
+from tests.integration.conftest import wait_for
 
 RESULTS = Path(__file__).resolve().parents[2] / "test-results"
 SLOW_STEP = "GET /slow?ms={ms}"
@@ -124,13 +124,6 @@ def timeline_versions(page: Page) -> list[int]:
 def progress_of(page: Page, name: str) -> float:
     bar = page.get_by_role("progressbar", name=f"Progress of {name}")
     return float(bar.get_attribute("value") or 0)
-
-
-def wait_for(check: Any, timeout_s: float = 30, what: str = "the condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_an_operator_sees_progress_live_and_pauses_and_resumes_a_session(

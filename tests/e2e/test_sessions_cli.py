@@ -19,6 +19,7 @@ from api.auth import new_key
 from domain.session import StepSpec
 from engine.app import Stepline
 from tests.e2e.conftest import STEPLINE, Cluster, events_of, wait_until_ended
+from tests.integration.conftest import wait_for
 
 
 def slow_session(store: Stepline, target: str, name: str, tenant: str, steps: int = 8) -> UUID:
@@ -64,11 +65,8 @@ def status_of(cli: Cli, session_id: UUID) -> str:
     return status
 
 
-def wait_for_status(cli: Cli, session_id: UUID, status: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while status_of(cli, session_id) != status:
-        assert time.monotonic() < deadline, f"never {status}"
-        time.sleep(0.3)
+def wait_for_status(cli: Cli, session_id: UUID, status: str) -> None:
+    wait_for(lambda: status_of(cli, session_id) == status, timeout_s=60, what=status)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,16 @@ def script_sign_in(model: ScriptedModel) -> None:
         url="/login",
         body={"user": "demo", "password": "{{secrets.DEMO_PASSWORD}}"},
     )
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout_s: float = 30, what: str = "the condition"
+) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def drive(loop: TaskLoop, session_id: UUID) -> WorkflowSession:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -27,6 +26,7 @@ from tests.integration.conftest import (
     assert_secret_recorded_nowhere,
     drive,
     start_session,
+    wait_for,
 )
 from tests.scripted_model import ScriptedModel
 
@@ -280,10 +280,3 @@ def test_a_session_resumed_by_another_browser_reopens_its_page_signed_in(
     slow_click = page_of(finished(second_loop.app, session_id)[-1])
     assert slow_click["url"] == f"{target}/app/todos?delay_ms=1500"
     assert "Signed in as demo" in slow_click["page"]
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
