@@ -18,7 +18,7 @@ from api.errors import problem_responses
 from api.services import CallerDep, Services, ServicesDep
 from api.sessions import owned_session
 from domain.errors import ArtifactNotFound
-from domain.session import WorkflowSession
+from domain.session import stored_artifacts
 from engine.artifacts import HASH, artifacts_of
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -27,10 +27,9 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 def recorded_artifact(services: Services, session_id: UUID, digest: str) -> dict[str, Any]:
     """The session's record of the artifact; ArtifactNotFound if it recorded none such."""
     for event in services.runtime.app.history(session_id):
-        if isinstance(event, WorkflowSession.CommandFinished):
-            for artifact in event.artifacts:
-                if artifact.get("hash") == digest:
-                    return artifact
+        for artifact in stored_artifacts(event):
+            if artifact.get("hash") == digest:
+                return artifact
     raise ArtifactNotFound(f"session {session_id} stored no artifact {digest}", hash=digest)
 
 

@@ -121,7 +121,8 @@ class StepView(BaseModel):
     finished_at: datetime | None
     duration_ms: int | None
     turns: int
-    commands: int
+    commands: int = Field(description="commands issued, every attempt")
+    checks: int = Field(description="checks made (`expect …`), every attempt")
     summary: str | None
     error_code: str | None
     error_message: str | None

@@ -2,8 +2,8 @@
 
 First the history after `Last-Event-ID` (header or query), then live events as they commit,
 each with `id:` = its version, heartbeats while idle, ending after the terminal event. A command
-that stored artifacts (screenshots) is announced first by one `artifact` frame per file, with
-the URL to fetch it from, so a watcher sees the page as the session runs. The
+or check that stored artifacts (screenshots) is announced first by one `artifact` frame per
+file, with the URL to fetch it from, so a watcher sees the page as the session runs. The
 subscription starts before the history is read and events are deduplicated by version, so a
 reconnecting client misses nothing and sees nothing twice.
 """
@@ -24,7 +24,7 @@ from api.errors import problem_responses
 from api.reads import event_view
 from api.services import CallerDep, Services, ServicesDep
 from api.sessions import owned_session
-from domain.session import WorkflowSession
+from domain.session import WorkflowSession, stored_artifacts
 from engine.feed import ENDINGS, OVERFLOWED, Live
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -39,17 +39,15 @@ def sse_frame(event: WorkflowSession.Event) -> str:
 
 
 def _announcements(event: WorkflowSession.Event) -> str:
-    """An `artifact` frame per file a finished command stored. It carries no `id:`, so a client
-    that reconnects after the event's id is not told twice."""
-    if not isinstance(event, WorkflowSession.CommandFinished):
-        return ""
+    """An `artifact` frame per file a finished command or a check stored. It carries no `id:`,
+    so a client that reconnects after the event's id is not told twice."""
     frames = []
-    for artifact in event.artifacts:
+    for artifact in stored_artifacts(event):
         announced = {
             **artifact,
             "url": f"/v1/sessions/{event.originator_id}/artifacts/{artifact['hash']}",
-            "step_index": event.step_index,
-            "command_id": event.command_id,
+            "step_index": getattr(event, "step_index", None),
+            "command_id": getattr(event, "command_id", None),
             "version": event.originator_version,
         }
         frames.append(f"event: artifact\ndata: {json.dumps(announced)}\n\n")

@@ -2,6 +2,7 @@
 measured in the same run.
 
     python -m bench.api [--rate 50] [--seconds 10] [--subscribers 100] [--sessions 300]
+    python -m bench.api --profile post.pstat   # only the POST figure, the server under yappi
 
 - `POST /v1/sessions` latency at a fixed rate while 10 sessions run (the server's default
   slots are kept busy by slow sessions), next to a raw psycopg insert commit at the same rate;
@@ -9,6 +10,10 @@ measured in the same run.
   as completed per second;
 - SSE commit -> client with 100 subscribers on one session, next to 1 subscriber;
 - the PostgreSQL connections the server process holds (by its application_name).
+
+With `--profile FILE` it measures only the POST latency, with the server running under yappi
+(wall time in every thread; `pip install -e '.[bench]'`), and prints where a POST's time goes:
+the calls under the route's handler by cumulative time. FILE keeps the whole profile (pstats).
 
 The server and the example target app run as processes of their own, so the load generated
 here does not share their interpreter. Uses the server of STEPLINE_DATABASE_URL if set (in a
@@ -21,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import pstats
 import signal
 import socket
 import statistics
@@ -84,7 +90,7 @@ def process(command: list[str], env: dict[str, str], up_at: str) -> Iterator[Non
 
 
 @contextmanager
-def stepline_serve(database_url: str, data_dir: str) -> Iterator[str]:
+def stepline_serve(database_url: str, data_dir: str, profile: str | None = None) -> Iterator[str]:
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("STEPLINE_")}
     env = {
@@ -97,6 +103,8 @@ def stepline_serve(database_url: str, data_dir: str) -> Iterator[str]:
         "PGAPPNAME": SERVER_NAME,
     }
     command = [sys.executable, "-c", "from api.cli import main; main()", "serve"]
+    if profile is not None:
+        command = [sys.executable, "-m", "bench.profiled_serve", profile, "serve"]
     base_url = f"http://127.0.0.1:{port}"
     with process([*command, "--port", str(port)], env, f"{base_url}/health"):
         yield base_url
@@ -279,7 +287,11 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--steps", type=int, default=30, help="steps of the streamed session")
     parser.add_argument("--sessions", type=int, default=300, help="for the end-to-end rate")
+    parser.add_argument("--profile", metavar="FILE", help="profile the POST path into FILE")
     arguments = parser.parse_args()
+    if arguments.profile:
+        profile_post(arguments)
+        return
 
     with (
         bench_database() as url,
@@ -297,6 +309,23 @@ def main() -> None:
     report(arguments, raw, posts, one, many)
     print(f"end to end, sessions of 3 quick HTTP steps: {rate:.1f} sessions/s")
     print(f"PostgreSQL connections held by the serve process: {connections}")
+
+
+def profile_post(arguments: argparse.Namespace) -> None:
+    with (
+        bench_database() as url,
+        tempfile.TemporaryDirectory() as data_dir,
+        example_target() as target,
+        stepline_serve(url, data_dir, arguments.profile) as base_url,
+    ):
+        posts = post_latency_while_busy(base_url, target, arguments.rate, arguments.seconds)
+    p50, p99 = percentiles(posts)
+    print(f"POST /v1/sessions @ {arguments.rate:g}/s, 10 running, under the profiler: ", end="")
+    print(f"n {len(posts)}, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    stats = pstats.Stats(arguments.profile)
+    stats.sort_stats("cumulative")
+    for handler in ("sessions.py:.*[(]create_session[)]", "[(]admit[)]", "[(]create[)]"):
+        stats.print_callees(handler, 14)
 
 
 def report(

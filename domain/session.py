@@ -241,6 +241,21 @@ class WorkflowSession(Aggregate):
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["artifacts"] = []
 
+    class Checked(Event):
+        """A check with no side effect (`expect status 200`) and its verdict, in one event:
+        there is nothing to issue durably before it runs, so it has no CommandIssued."""
+
+        step_index: int
+        executor: str
+        name: str
+        args: dict[str, Any]
+        ok: bool
+        output: str
+        duration_ms: int
+        error: dict[str, Any] | None
+        artifacts: list[dict[str, Any]]
+        actor: str
+
     class StepCompleted(Event):
         step_index: int
         summary: str
@@ -518,6 +533,35 @@ class WorkflowSession(Aggregate):
             actor=actor,
         )
 
+    def record_check(
+        self,
+        step_index: int,
+        *,
+        executor: str,
+        name: str,
+        args: dict[str, Any],
+        ok: bool,
+        output: str = "",
+        duration_ms: int = 0,
+        error: dict[str, Any] | None = None,
+        artifacts: list[dict[str, Any]] | None = None,
+        actor: str = WORKER,
+    ) -> None:
+        """Record a check the step made and what it found."""
+        self._require_running_step("record a check", step_index)
+        self._checked(
+            step_index=step_index,
+            executor=executor,
+            name=name,
+            args=args,
+            ok=ok,
+            output=output,
+            duration_ms=duration_ms,
+            error=error,
+            artifacts=artifacts or [],
+            actor=actor,
+        )
+
     def complete_step(
         self,
         step_index: int,
@@ -642,6 +686,23 @@ class WorkflowSession(Aggregate):
     ) -> None:
         self.steps[step_index].open_commands.remove(command_id)
 
+    @event(Checked)
+    def _checked(
+        self,
+        *,
+        step_index: int,
+        executor: str,
+        name: str,
+        args: dict[str, Any],
+        ok: bool,
+        output: str,
+        duration_ms: int,
+        error: dict[str, Any] | None,
+        artifacts: list[dict[str, Any]],
+        actor: str,
+    ) -> None:
+        """A check changes nothing the session decides on; the step's outcome records it."""
+
     @event(StepCompleted)
     def _step_completed(
         self, *, step_index: int, summary: str, evidence: list[str], actor: str
@@ -712,3 +773,10 @@ def status_after(
     if isinstance(event, WorkflowSession.Resumed):
         return SessionStatus.RUNNING if started else SessionStatus.PENDING
     return _STATUS_AFTER.get(type(event), status)
+
+
+def stored_artifacts(event: WorkflowSession.Event) -> list[dict[str, Any]]:
+    """The files (screenshots) a command or a check stored, as recorded in its event."""
+    if isinstance(event, WorkflowSession.CommandFinished | WorkflowSession.Checked):
+        return event.artifacts
+    return []

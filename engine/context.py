@@ -42,8 +42,12 @@ def current_step(session: WorkflowSession, index: int) -> str:
     return text
 
 
+def _verdict(ok: bool, error: dict[str, Any] | None) -> str:
+    return "ok" if ok else f"FAILED ({(error or {}).get('code', 'error')})"
+
+
 def describe_actions(events: Sequence[WorkflowSession.Event]) -> list[str]:
-    """One entry per turn or command of the current attempt, oldest first."""
+    """One entry per turn, command or check of the current attempt, oldest first."""
     entries: list[str] = []
     issued: dict[str, WorkflowSession.CommandIssued] = {}
     for event in events:
@@ -59,8 +63,10 @@ def describe_actions(events: Sequence[WorkflowSession.Event]) -> list[str]:
                     if command
                     else command_id
                 )
-                status = "ok" if ok else f"FAILED ({(event.error or {}).get('code', 'error')})"
-                entries.append(f"Called {call} -> {status}: {output}")
+                entries.append(f"Called {call} -> {_verdict(ok, event.error)}: {output}")
+            case WorkflowSession.Checked(ok=ok, output=output):
+                check = f"{event.executor}.{event.name} {json.dumps(event.args)}"
+                entries.append(f"Checked {check} -> {_verdict(ok, event.error)}: {output}")
     return entries
 
 
@@ -149,7 +155,7 @@ def _exchanges(
                     exchanges[-1][0]["content"] = exchanges[-1][0]["content"] or None
             case WorkflowSession.CommandFinished(command_id=call_id, ok=ok, output=output):
                 if exchanges and exchanges[-1][0].get("tool_calls"):
-                    status = "ok" if ok else f"FAILED ({(event.error or {}).get('code', 'error')})"
+                    status = _verdict(ok, event.error)
                     exchanges[-1].append(
                         {"role": "tool", "tool_call_id": call_id, "content": f"{status}: {output}"}
                     )

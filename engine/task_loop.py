@@ -373,21 +373,47 @@ class SessionRun:
             command.name,
             extra=on_step(self.session_id, index),
         )
+        outcome, result = self._run_on(executor, replace(command, idempotency_key=key))
+        self.held.decide(lambda s: s.finish_command(index, command_id=command_id, **result))
+        log.debug("Command finished: ok=%s", outcome.ok, extra=on_step(self.session_id, index))
+        return outcome
+
+    def check(self, index: int, command: Command) -> Outcome:
+        """Run a check, which has no side effect, and record it with its verdict as one event,
+        written with whatever the step decides next."""
+        executor = self.executor(command.executor)
+        outcome, result = self._run_on(executor, command)
+        args = self.secrets.redact_all(command.args)
+        self.held.decide(
+            lambda s: s.record_check(
+                index, executor=command.executor, name=command.name, args=args, **result
+            )
+        )
+        log.debug(
+            "Checked %s: ok=%s", command.name, outcome.ok, extra=on_step(self.session_id, index)
+        )
+        return outcome
+
+    def is_check(self, command: Command) -> bool:
+        """Whether the command only looks (see `Executor.checks`)."""
+        try:
+            return command.name in self.executor(command.executor).checks
+        except ValueError:  # an unknown executor: `execute` reports it
+            return False
+
+    def _run_on(self, executor: Executor, command: Command) -> tuple[Outcome, dict[str, Any]]:
+        """Run the command; its outcome, and its result as recorded (secrets redacted)."""
         started = time.monotonic()
-        outcome = executor.run(replace(command, idempotency_key=key))
+        outcome = executor.run(command)
         self._keep_state(command.executor, executor)
         result: dict[str, Any] = {
             "ok": outcome.ok,
             "output": self.secrets.redact(outcome.output),
             "duration_ms": int((time.monotonic() - started) * 1000),
             "error": self.secrets.redact_all(outcome.error.to_dict()) if outcome.error else None,
+            "artifacts": list(outcome.artifacts),
         }
-        artifacts = list(outcome.artifacts)
-        self.held.decide(
-            lambda s: s.finish_command(index, command_id=command_id, artifacts=artifacts, **result)
-        )
-        log.debug("Command finished: ok=%s", outcome.ok, extra=on_step(self.session_id, index))
-        return outcome
+        return outcome, result
 
 
 def _interrupted(step_index: int, command_id: str) -> Callable[[WorkflowSession], None]:
@@ -410,7 +436,8 @@ class StepAttempt:
 
     A definition's n-th command of an attempt always carries the same idempotency key, so a
     step resumed after a stop or a takeover skips the commands that already succeeded and
-    re-sends the interrupted one under the key it was first sent with."""
+    re-sends the interrupted one under the key it was first sent with. Checks only look, so a
+    resumed step makes them again."""
 
     def __init__(
         self, run: SessionRun, index: int, step: StepState, attempt: int, resuming: bool
@@ -478,7 +505,10 @@ class StepAttempt:
                 continue
             if (timeout := self.run_.safe_point(self.deadline)) is not None:
                 return timeout
-            outcome = self.run_.execute(self.index, command, key)
+            if self.run_.is_check(command):
+                outcome = self.run_.check(self.index, command)
+            else:
+                outcome = self.run_.execute(self.index, command, key)
             if not outcome.ok:
                 return StepFailure(outcome.error or StandardError.of("COMMAND_FAILED", "failed"))
             evidence.append(truncated(outcome.output, 300))

@@ -33,7 +33,7 @@ def event_type(event: object) -> str:
     return f"Batch.{name}" if isinstance(event, Batch.Event) else name
 
 
-def describe(event: object) -> str:  # noqa: PLR0911 - one return per event type
+def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per event type
     """A short sentence for a person reading the trail."""
     match event:
         case Batch.Created(session_ids=session_ids):
@@ -51,6 +51,9 @@ def describe(event: object) -> str:  # noqa: PLR0911 - one return per event type
         case W.CommandFinished(command_id=command_id, ok=ok, duration_ms=ms, error=error):
             outcome = "ok" if ok else f"failed: {(error or {}).get('code', 'error')}"
             return f"command {command_id} {outcome} in {ms} ms"
+        case W.Checked(step_index=index, executor=ex, name=name, ok=ok, error=error):
+            verdict = "passed" if ok else f"failed: {(error or {}).get('code', 'error')}"
+            return f"checked {ex}.{name} in step {index}: {verdict}"
         case W.StepCompleted(step_index=index):
             return f"completed step {index}"
         case W.StepFailed(step_index=index, error=error, retryable=retryable):

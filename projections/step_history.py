@@ -1,7 +1,7 @@
-"""step_history: one row per step — status, attempts, timing, turns, commands, outcome.
+"""step_history: one row per step — status, attempts, timing, turns, commands, checks, outcome.
 
-Times and duration are those of the step's latest attempt; turns and commands count every
-attempt. A step still running when its session ends takes the session's ending as its status.
+Times and duration are those of the step's latest attempt; turns, commands and checks count
+every attempt. A step still running when its session ends takes the session's ending as its status.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class StepRow:
     duration_ms: int | None = None
     turns: int = 0
     commands: int = 0
+    checks: int = 0
     summary: str | None = None
     error_code: str | None = None
     error_message: str | None = None
@@ -71,6 +72,8 @@ def _evolve_step(row: StepRow, event: W.Event, at: datetime) -> None:
             row.turns += 1
         case W.CommandIssued():
             row.commands += 1
+        case W.Checked():
+            row.checks += 1
         case W.StepCompleted(summary=summary):
             _end(row, "completed", at)
             row.summary = summary
@@ -121,7 +124,7 @@ def fold(
 
 class StepHistoryView:
     name: ClassVar[str] = "step_history"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: checks are counted apart from commands
     tables: ClassVar[tuple[str, ...]] = ("step_history",)
     rows = RowTable("step_history", StepRow, key=("session_id", "step_index"))
 
@@ -141,6 +144,7 @@ class StepHistoryView:
                 duration_ms bigint,
                 turns integer NOT NULL,
                 commands integer NOT NULL,
+                checks integer NOT NULL,
                 summary text,
                 error_code text,
                 error_message text,

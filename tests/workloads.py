@@ -30,7 +30,9 @@ def create(
     )
 
 
-def run_step(app: Stepline, session_id: UUID, index: int, commands: int = 1) -> None:
+def run_step(
+    app: Stepline, session_id: UUID, index: int, commands: int = 1, checks: int = 0
+) -> None:
     app.start_step(session_id, index)
     app.record_turn(session_id, index, reasoning="look", model="m", prompt_tokens=3)
     for n in range(commands):
@@ -39,13 +41,20 @@ def run_step(app: Stepline, session_id: UUID, index: int, commands: int = 1) -> 
             session_id, index, command_id=command_id, executor="http", name="get", args={}
         )
         app.finish_command(session_id, index, command_id=command_id, ok=True, duration_ms=5)
+    for _ in range(checks):
+        app.change(
+            session_id,
+            lambda s: s.record_check(
+                index, executor="http", name="expect_status", args={"code": 200}, ok=True
+            ),
+        )
     app.complete_step(session_id, index, summary=f"did step {index}")
 
 
 def completed(app: Stepline) -> UUID:
     session_id = create(app)
     run_step(app, session_id, 0)
-    run_step(app, session_id, 1, commands=2)
+    run_step(app, session_id, 1, commands=2, checks=1)
     app.complete_session(session_id)
     return session_id
 

@@ -41,6 +41,9 @@ class Outcome:
 
 class Executor(Protocol):
     kind: str
+    checks: frozenset[str]
+    """The commands that only look (`expect_status`): no side effect, so the task loop records
+    each as one `Checked` event instead of an issued command and its result."""
 
     def run(self, command: Command) -> Outcome:
         """Run one command; never raises for a failure of the command itself."""

@@ -74,6 +74,7 @@ class Done:
 
 class BrowserExecutor:
     kind = "browser"
+    checks = frozenset({"expect_page_contains", "expect_title_contains", "expect_url_contains"})
 
     def __init__(  # noqa: PLR0917 (built in one place, by the browser kind)
         self,

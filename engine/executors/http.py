@@ -52,6 +52,7 @@ def lookup(document: Any, dotted_path: str) -> Any:
 
 class HttpExecutor:
     kind = "http"
+    checks = frozenset({"expect_status", "expect_body_contains", "expect_json"})
 
     def __init__(
         self,

@@ -53,6 +53,7 @@ def _escapes(argument: str) -> bool:
 
 class ShellExecutor:
     kind = "shell"
+    checks = frozenset({"expect_exit_code", "expect_output_contains"})
 
     def __init__(self, workdir: Path, secrets: Secrets, limits: ShellLimits | None = None) -> None:
         self.workdir = workdir

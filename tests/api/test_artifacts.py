@@ -53,11 +53,12 @@ def test_a_failed_browser_step_has_a_screenshot_only_its_tenant_can_fetch(
         assert [a["kind"] for a in announced] == ["failure_screenshot"]
         url = announced[0]["url"]
         assert url == f"/v1/sessions/{session_id}/artifacts/{announced[0]['hash']}"
-        finished = next(
+        recorded = next(
             f for f in stream if f.get("id") == str(announced[0]["version"])
-        )  # the announcement comes just before the event that records it
-        assert finished["event"] == "CommandFinished"
-        assert finished["data"]["data"]["artifacts"][0]["hash"] == announced[0]["hash"]
+        )  # the announcement comes just before the event that records it: the failed check
+        assert recorded["event"] == "Checked"
+        assert recorded["data"]["data"]["artifacts"][0]["hash"] == announced[0]["hash"]
+        assert (announced[0]["step_index"], announced[0]["command_id"]) == (1, None)
 
         shot = alice.get(url)
         assert shot.status_code == 200

@@ -173,10 +173,14 @@ def test_a_failed_expectation_fails_the_step_with_a_screenshot(
     assert session.status is SessionStatus.FAILED
     assert session.steps[1].error is not None
     assert session.steps[1].error["code"] == "EXPECTATION_FAILED"
-    failed = finished(loop.app, session_id)[-1]
-    assert not failed.ok
-    assert [a["kind"] for a in failed.artifacts] == ["failure_screenshot"]
-    assert (tmp_path / "artifacts" / failed.artifacts[0]["hash"]).is_file()
+    history = loop.app.history(session_id)
+    checks = [e for e in history if isinstance(e, WorkflowSession.Checked)]
+    assert [(c.name, c.ok, c.args) for c in checks] == [
+        ("expect_page_contains", False, {"text": "Welcome back"})
+    ]
+    assert [type(e).__name__ for e in history][-3:] == ["Checked", "StepFailed", "Failed"]
+    assert [a["kind"] for a in checks[0].artifacts] == ["failure_screenshot"]
+    assert (tmp_path / "artifacts" / checks[0].artifacts[0]["hash"]).is_file()
 
 
 def test_an_unknown_target_fails_saying_how_to_find_one(

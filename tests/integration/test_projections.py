@@ -145,18 +145,20 @@ def test_a_retried_step_shows_its_attempts_and_no_failure(
     assert (row.status, row.failed_steps, row.completed_steps) == ("completed", 0, 2)
 
 
-def test_step_history_counts_turns_commands_and_times(
+def test_step_history_counts_turns_commands_checks_and_times(
     app: Stepline, projector: Projector, pool: ConnectionPool
 ) -> None:
     session_id = workloads.completed(app)
     projector.catch_up()
 
-    second = steps(pool, session_id)[1]
-    assert (second.text, second.status, second.turns, second.commands) == (
+    first, second = steps(pool, session_id)
+    assert (first.commands, first.checks) == (1, 0)
+    assert (second.text, second.status, second.turns, second.commands, second.checks) == (
         "step 1",
         "completed",
         1,
         2,
+        1,
     )
     assert second.started_at is not None
     assert second.finished_at is not None
@@ -212,6 +214,19 @@ def test_the_audit_log_has_every_event_with_actor_and_description(
     assert trail[0].description == 'created "2-step workflow" with 2 steps'
     assert [(e.event_type, e.description) for e in by_carol] == [
         ("Cancelled", "cancelled: not needed")
+    ]
+
+
+def test_the_audit_log_describes_a_check_and_its_verdict(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    session_id = workloads.completed(app)
+    projector.catch_up()
+
+    with pool.connection() as conn:
+        checks = entries(conn, AuditFilter(session_id=session_id, event_type="Checked"))
+    assert [(e.actor, e.description) for e in checks] == [
+        ("stepline", "checked http.expect_status in step 1: passed")
     ]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from domain.session import SessionStatus, StepSpec, StepStatus
+from domain.session import SessionStatus, StepSpec, StepStatus, WorkflowSession
 from engine.app import Stepline
 from tests.integration.conftest import (
     PASSWORD,
@@ -48,8 +48,46 @@ def test_a_workflow_of_step_definitions_runs_to_completion(
     assert session.status is SessionStatus.COMPLETED
     assert [s.status for s in session.steps] == [StepStatus.COMPLETED] * len(TODO_WORKFLOW)
     types = event_types(loop.app, session_id)
-    assert types.count("CommandIssued") == types.count("CommandFinished") == len(TODO_WORKFLOW)
+    checks = [step for step in TODO_WORKFLOW if step.startswith("expect ")]
+    assert types.count("Checked") == len(checks) == 5  # each check one event, not a pair
+    commands = len(TODO_WORKFLOW) - len(checks)
+    assert types.count("CommandIssued") == types.count("CommandFinished") == commands
     assert types[-1] == "Completed"
+
+
+def test_a_check_is_recorded_as_one_event_after_the_command_it_checks(
+    make_loop: LoopFactory, target: str
+) -> None:
+    loop = make_loop(ai=False)
+    steps = [StepSpec("GET /login", expect="expect status 200"), StepSpec("expect status 404")]
+    session_id = start_session(loop, steps, target)
+
+    drive(loop, session_id)
+
+    history = loop.app.history(session_id)
+    assert [type(e).__name__ for e in history] == [
+        "Created",
+        "StepStarted",
+        "CommandIssued",
+        "CommandFinished",
+        "Checked",
+        "StepCompleted",
+        "StepStarted",
+        "Checked",
+        "StepFailed",
+        "Failed",
+    ]
+    passed, failed = (e for e in history if isinstance(e, WorkflowSession.Checked))
+    assert (passed.step_index, passed.executor, passed.name, passed.args) == (
+        0,
+        "http",
+        "expect_status",
+        {"code": 200},
+    )
+    assert (passed.ok, passed.error) == (True, None)
+    assert (failed.step_index, failed.ok) == (1, False)
+    assert failed.error is not None
+    assert failed.error["message"] == "expected status 404, got 200"
 
 
 def test_a_failed_expectation_fails_the_step_and_the_session(

@@ -313,6 +313,33 @@ def test_a_step_with_a_command_in_flight_neither_completes_nor_fails() -> None:
         fail(0, retryable=False)(session)
 
 
+def check(i: int, *, ok: bool = True) -> Command:
+    return lambda s: s.record_check(
+        i, executor="http", name="expect_status", args={"code": 200}, ok=ok, output="{}"
+    )
+
+
+def test_a_check_is_one_event_and_leaves_nothing_open() -> None:
+    session = given(start(0), issue(0, "c1"), finish(0, "c1"))
+    check(0)(session)
+    check(0, ok=False)(session)
+    complete(0)(session)
+    assert then_events(session) == ["Checked", "Checked", "StepCompleted"]
+    assert session.steps[0].open_commands == []
+
+
+@pytest.mark.parametrize(
+    "history",
+    [(), (start(0), pause), (start(0), complete(0)), (start(0), cancel)],
+    ids=["pending", "paused", "step-ended", "cancelled"],
+)
+def test_a_check_is_recorded_only_inside_the_running_step(history: tuple[Command, ...]) -> None:
+    """Unlike a command's result, a check's is not kept once the session paused: it had no
+    side effect, so the resumed step simply checks again."""
+    with pytest.raises(InvalidStateTransition, match="cannot record a check"):
+        check(0)(given(*history))
+
+
 def test_completing_a_step_records_summary_and_evidence() -> None:
     session = given(start(0))
     session.complete_step(0, summary="logged in", evidence=["status 200"])

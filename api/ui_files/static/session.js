@@ -94,6 +94,12 @@ function details(event) {
         el("p", {}, `${d.command_id} ${d.ok ? "ok" : "failed"} in ${d.duration_ms} ms` +
           (d.error ? ` — ${d.error.code}: ${d.error.message}` : "")),
         d.output ? el("details", {}, el("summary", {}, "result"), el("pre", {}, d.output)) : null);
+    case "Checked":
+      return el("div", {},
+        el("p", {}, `step ${d.step_index}: ${d.executor}.${d.name} ${d.ok ? "passed" : "failed"}` +
+          ` in ${d.duration_ms} ms` + (d.error ? ` — ${d.error.code}: ${d.error.message}` : "")),
+        el("details", {}, el("summary", {}, "arguments"), json(d.args)),
+        d.output ? el("details", {}, el("summary", {}, "result"), el("pre", {}, d.output)) : null);
     case "StepCompleted":
       return el("p", {}, `step ${d.step_index}: ${d.summary}`);
     case "StepFailed":

@@ -1,0 +1,32 @@
+"""`stepline serve` under yappi (wall time, every thread), for `python -m bench.api --profile`.
+
+    python -m bench.profiled_serve OUT.pstat serve --port 8080
+
+The profile is saved in pstats format when the server stops (SIGTERM shuts uvicorn down
+cleanly, so the handlers' threads have finished by then).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import yappi
+
+from api.cli import main
+
+
+def serve_profiled(out: str, arguments: list[str]) -> None:
+    sys.argv = ["stepline", *arguments]
+    yappi.set_clock_type("wall")
+    yappi.start()
+    try:
+        main()
+    except SystemExit:
+        pass
+    finally:
+        yappi.stop()
+        yappi.get_func_stats().save(out, type="pstat")
+
+
+if __name__ == "__main__":
+    serve_profiled(sys.argv[1], sys.argv[2:])
