@@ -76,7 +76,9 @@ def wait_until_up(url: str) -> None:
 
 
 @contextmanager
-def process(command: list[str], env: dict[str, str], up_at: str) -> Iterator[None]:
+def process(
+    command: list[str], env: dict[str, str], up_at: str, stop_s: float = 30
+) -> Iterator[None]:
     started = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     try:
         wait_until_up(up_at)
@@ -84,7 +86,7 @@ def process(command: list[str], env: dict[str, str], up_at: str) -> Iterator[Non
     finally:
         started.send_signal(signal.SIGTERM)
         try:
-            started.wait(timeout=30)
+            started.wait(timeout=stop_s)
         except subprocess.TimeoutExpired:
             started.kill()
 
@@ -106,7 +108,8 @@ def stepline_serve(database_url: str, data_dir: str, profile: str | None = None)
     if profile is not None:
         command = [sys.executable, "-m", "bench.profiled_serve", profile, "serve"]
     base_url = f"http://127.0.0.1:{port}"
-    with process([*command, "--port", str(port)], env, f"{base_url}/health"):
+    stop_s = 30 if profile is None else 600  # saving a profile of every thread takes a while
+    with process([*command, "--port", str(port)], env, f"{base_url}/health", stop_s):
         yield base_url
 
 
@@ -324,7 +327,8 @@ def profile_post(arguments: argparse.Namespace) -> None:
     print(f"n {len(posts)}, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     stats = pstats.Stats(arguments.profile)
     stats.sort_stats("cumulative")
-    for handler in ("sessions.py:.*[(]create_session[)]", "[(]admit[)]", "[(]create[)]"):
+    handlers = ("[(]create_session[)]", "[(]admit[)]", "_check_capacity", "CreationQuota.take")
+    for handler in (*handlers, "SessionWorker.create", "Stepline.save_new"):
         stats.print_callees(handler, 14)
 
 
