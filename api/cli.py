@@ -91,6 +91,51 @@ def demo(
 
 
 @cli.command()
+def replay(
+    session_id: Annotated[UUID, typer.Argument(help="the session to replay")],
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="fail a step whose result differs from the recorded one (REPLAY_DIVERGED) "
+            "instead of carrying on live from there"
+        ),
+    ] = False,
+    base_url: Annotated[str | None, typer.Option(help="replay against another target")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the final session as JSON")
+    ] = False,
+    tenant: Tenant = DEFAULT_TENANT,
+) -> None:
+    """Run a recorded session again with no model call: each step issues the commands the
+    source recorded and compares the results. Exit code 0 only if the replay completed."""
+    from api import cli_commands  # noqa: PLC0415
+
+    cli_commands.replay(session_id, strict, base_url, as_json, tenant)
+
+
+@cli.command()
+def fork(
+    session_id: Annotated[UUID, typer.Argument(help="the session to fork")],
+    from_step: Annotated[
+        int, typer.Option("--from-step", min=0, help="the first step to run (0-based)")
+    ],
+    workflow: Annotated[
+        Path | None,
+        typer.Option(help="a workflow file whose steps from --from-step on replace the source's"),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the final session as JSON")
+    ] = False,
+    tenant: Tenant = DEFAULT_TENANT,
+) -> None:
+    """Run a session again from one of its steps: the steps before it are taken as done, with
+    their recorded results and saved variables. Exit code 0 only if the fork completed."""
+    from api import cli_commands  # noqa: PLC0415
+
+    cli_commands.fork(session_id, from_step, workflow, as_json, tenant)
+
+
+@cli.command()
 def history(
     session_id: Annotated[UUID, typer.Argument(help="the session's id")],
     as_json: Annotated[bool, typer.Option("--json", help="print the history as JSON")] = False,

@@ -24,12 +24,13 @@ from api.cli_support import console, errors, fail, load_settings, runtime_or_exi
 from api.live import final_report, request_from_file, run_with_progress, succeeded
 from api.reads import event_view
 from api.server import UnsafeBinding, check_binding, create_app, run_worker
-from domain.errors import StandardError
+from domain.errors import SessionNotFound, StandardError
 from domain.session import WorkflowSession
-from engine.app import Stepline
+from engine.app import SessionRequest, Stepline
 from engine.bootstrap import Runtime
 from engine.database import DatabaseUnavailable
 from engine.projector import UnknownView
+from engine.replay import fork_request, replay_request
 from engine.workflow_file import load_workflow
 from projections import session_progress
 from projections.audit_log import describe
@@ -81,6 +82,12 @@ def _run_file(
     runtime: Runtime, workflow: Path, base_url: str | None, as_json: bool, tenant: str
 ) -> WorkflowSession:
     request = request_from_file(runtime, load_workflow(workflow), workflow, base_url)
+    return _run_request(runtime, request, as_json, tenant)
+
+
+def _run_request(
+    runtime: Runtime, request: SessionRequest, as_json: bool, tenant: str
+) -> WorkflowSession:
     stop_following = runtime.projector.start_following()  # the views stay live meanwhile
     try:
         session = run_with_progress(runtime, request, errors, tenant)
@@ -113,6 +120,57 @@ def demo(workflow: Path, as_json: bool, tenant: str) -> None:
         session = _run_file(runtime, workflow, base_url, as_json=False, tenant=tenant)
         _print_history(runtime.app, session.id, as_json)
         _print_progress(runtime, session.id)
+    raise typer.Exit(code=0 if succeeded(session) else 1)
+
+
+def _source(runtime: Runtime, session_id: UUID, tenant: str) -> WorkflowSession:
+    """The tenant's session; another tenant's is not found."""
+    source = runtime.app.get_session(session_id)
+    if source.tenant != tenant:
+        raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
+    return source
+
+
+def replay(
+    session_id: UUID, strict: bool, base_url: str | None, as_json: bool, tenant: str
+) -> None:
+    with runtime_or_exit(quiet=True) as runtime:
+        source = _source(runtime, session_id, tenant)
+        request = replay_request(source, strict=strict, base_url=base_url)
+        session = _run_request(runtime, request, as_json, tenant)
+        if not as_json:
+            _print_replay(runtime.app, session)
+    raise typer.Exit(code=0 if succeeded(session) else 1)
+
+
+def _print_replay(app: Stepline, session: WorkflowSession) -> None:
+    history = app.history(session.id)
+    replayed = [e for e in history if isinstance(e, WorkflowSession.StepReplayed)]
+    diverged = [e for e in history if isinstance(e, WorkflowSession.ReplayDiverged)]
+    turns = sum(e.turns_saved for e in replayed)
+    errors.print(
+        f"replay {session.id}: {len(replayed)} steps replayed without the model "
+        f"({turns} model turns saved), {session.tokens_used} tokens used"
+    )
+    for event in diverged:
+        errors.print(
+            f"[yellow]diverged[/] in step {event.step_index} at {event.executor}.{event.name}: "
+            f"expected {event.expected}, got {event.got}"
+        )
+
+
+def fork(
+    session_id: UUID, from_step: int, workflow: Path | None, as_json: bool, tenant: str
+) -> None:
+    with runtime_or_exit(quiet=True) as runtime:
+        source = _source(runtime, session_id, tenant)
+        steps = None
+        if workflow is not None:
+            steps = load_workflow(workflow).step_specs()[from_step:]
+        request = fork_request(
+            source, runtime.app.history(session_id), from_step=from_step, steps=steps
+        )
+        session = _run_request(runtime, request, as_json, tenant)
     raise typer.Exit(code=0 if succeeded(session) else 1)
 
 

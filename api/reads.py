@@ -86,4 +86,6 @@ def _summary(row: IndexedSession, progress: session_progress.Progress | None) ->
         started_at=progress.started_at if progress else None,
         finished_at=progress.finished_at if progress else None,
         updated_at=row.updated_at,
+        origin=row.origin,  # type: ignore[arg-type]  # the index holds only origin names
+        source_id=row.source_id,
     )

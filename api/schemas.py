@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -68,6 +68,95 @@ class CreateSession(Strict):
         }
 
 
+class ReplaySession(Strict):
+    """Do again what a session did, without the model."""
+
+    strict: bool = Field(
+        default=False,
+        description="fail a step whose replayed result differs from the recorded one "
+        "(REPLAY_DIVERGED), instead of carrying on live from there",
+    )
+    base_url: str | None = Field(
+        default=None,
+        max_length=2_000,
+        pattern=r"^https?://[^\s/]+",
+        description="replay against another target; the source's by default",
+    )
+
+
+class ForkSession(Strict):
+    """A new session that takes the source's first steps as done and runs from `from_step`."""
+
+    from_step: int = Field(ge=0, lt=MAX_STEPS)
+    steps: list[StepIn | StepText] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_STEPS,
+        description="replace the source's steps from `from_step` on",
+    )
+
+    def step_specs(self) -> list[StepSpec] | None:
+        if self.steps is None:
+            return None
+        return [
+            StepSpec(s) if isinstance(s, str) else StepSpec(s.text, s.expect) for s in self.steps
+        ]
+
+
+Origin = Literal["new", "replay", "fork"]
+
+
+class LineageNode(BaseModel):
+    session_id: UUID
+    name: str
+    status: SessionStatusName
+    origin: Origin
+    source_id: UUID | None
+    created_at: datetime
+    children: list[LineageNode] = Field(description="its replays and forks, oldest first")
+
+
+class Lineage(BaseModel):
+    session_id: UUID
+    root: LineageNode = Field(description="the first session of the line, not a replay or fork")
+
+
+class StepUsage(BaseModel):
+    step_index: int
+    day: date
+    model: str
+    turns: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float | None = Field(description="null when STEPLINE_AI_PRICES has no such model")
+
+
+class SessionUsage(BaseModel):
+    session_id: UUID
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float | None = Field(description="null if a model used has no price")
+    steps: list[StepUsage]
+
+
+class DayUsage(BaseModel):
+    day: date
+    model: str
+    sessions: int
+    turns: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float | None
+
+
+class TenantUsage(BaseModel):
+    tenant: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float | None
+    days: list[DayUsage]
+
+
 class Reason(Strict):
     reason: str = Field(default="", max_length=1_000)
 
@@ -97,6 +186,7 @@ class SessionView(BaseModel):
     updated_at: datetime
     finished_at: datetime | None
     estimated_remaining_ms: int | None
+    tokens_used: int = Field(description="model tokens spent so far")
 
 
 class ProgressView(BaseModel):
@@ -108,6 +198,7 @@ class ProgressView(BaseModel):
     current_step_index: int | None
     percent: float
     estimated_remaining_ms: int | None
+    tokens_used: int = Field(description="model tokens spent so far")
     updated_at: datetime
 
 
@@ -140,6 +231,8 @@ class SessionSummary(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    origin: Origin = "new"
+    source_id: UUID | None = Field(default=None, description="the session replayed or forked")
 
 
 class SessionPage(BaseModel):

@@ -17,6 +17,7 @@ from api.schemas import (
     CreateSession,
     EventPage,
     IsoDatetime,
+    Origin,
     ProgressView,
     Reason,
     SessionCreated,
@@ -126,18 +127,24 @@ def create_session(
 ) -> SessionCreated:
     """Create a session and start running it."""
     admit(services, caller.tenant, 1)
-    request = session_request(services, body)
+    return created(services, session_request(services, body), caller.tenant, caller.name, response)
+
+
+def created(
+    services: Services, request: SessionRequest, tenant: str, actor: str, response: Response
+) -> SessionCreated:
+    """Save the session and, with a free slot, start driving it here."""
     if services.worker is not None:
-        session, _ = services.worker.create(request, tenant=caller.tenant, actor=caller.name)
+        session, _ = services.worker.create(request, tenant=tenant, actor=actor)
     else:
-        session = services.runtime.app.create(request, tenant=caller.tenant, actor=caller.name)
+        session = services.runtime.app.create(request, tenant=tenant, actor=actor)
     response.headers["Location"] = f"/v1/sessions/{session.id}"
     return SessionCreated(
         session_id=session.id,
         stream_url=f"/v1/sessions/{session.id}/stream",
         status="pending",
         version=session.version,
-        estimated_duration_ms=_estimate_ms(services, len(request.steps)),
+        estimated_duration_ms=_estimate_ms(services, len(request.steps) - session.current_step),
         created_at=session.created_on,
     )
 
@@ -155,6 +162,10 @@ def list_all(
     ] = None,
     created_after: IsoDatetime | None = None,
     created_before: IsoDatetime | None = None,
+    origin: Annotated[Origin | None, Query(description="new, replay or fork")] = None,
+    source_id: Annotated[
+        UUID | None, Query(description="replays and forks of this session")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> SessionPage:
@@ -165,7 +176,9 @@ def list_all(
         if not separator or not key or "\x00" in item:
             raise ApiError.of("VALIDATION_FAILED", f"label filter {item!r} is not key=value")
         labels[key] = value
-    where = SessionFilter(caller.tenant, status, labels, created_after, created_before)
+    where = SessionFilter(
+        caller.tenant, status, labels, created_after, created_before, origin, source_id
+    )
     after = after_cursor(cursor)
     services.read_your_writes()
     with services.runtime.projector.pool.connection() as conn:

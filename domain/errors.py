@@ -145,6 +145,22 @@ CATALOGUE: dict[str, ErrorKind] = {
     "EXPECTATION_FAILED": ErrorKind(
         _E, _MEDIUM, True, True, "Compare the recorded output with the expectation"
     ),
+    "REPLAY_DIVERGED": ErrorKind(
+        _E,
+        _MEDIUM,
+        True,
+        False,
+        "The target answers differently than when the session was recorded: replay without "
+        "strict to let the step carry on live, or fork the source from this step",
+    ),
+    "TENANT_DAILY_TOKENS_EXCEEDED": ErrorKind(
+        _E,
+        _MEDIUM,
+        True,
+        False,
+        "Resume the session once the tenant's daily token budget resets (midnight UTC) or is "
+        "raised (STEPLINE_TENANT_DAILY_TOKENS)",
+    ),
     "HTTP_REQUEST_FAILED": ErrorKind(
         _I, _MEDIUM, True, True, "Check the base URL and that the target answers"
     ),

@@ -176,7 +176,9 @@ class WorkflowSession(Aggregate):
         class_version = 1
 
     class Created(Event, Aggregate.Created):
-        """v2 holds steps as {"text", "expect"} objects; v1 held them as plain strings."""
+        """v3 records where the session came from: `replay_of` ({"session_id", "strict"}) or
+        `forked_from` ({"session_id", "version", "step"}), both None for a new session; v2
+        holds steps as {"text", "expect"} objects; v1 held them as plain strings."""
 
         name: str
         steps: list[dict[str, Any]]
@@ -184,12 +186,26 @@ class WorkflowSession(Aggregate):
         tenant: str
         labels: dict[str, str]
         actor: str
+        replay_of: dict[str, Any] | None
+        forked_from: dict[str, Any] | None
 
-        class_version = 2
+        class_version = 3
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["steps"] = [{"text": text, "expect": None} for text in state["steps"]]
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["replay_of"] = None
+            state["forked_from"] = None
+
+    class StepsCarriedOver(Event):
+        """A fork's first steps, completed in its source: each {"step_index", "summary",
+        "evidence"} as the source recorded it."""
+
+        steps: list[dict[str, Any]]
+        actor: str
 
     class StepStarted(Event):
         step_index: int
@@ -256,6 +272,30 @@ class WorkflowSession(Aggregate):
         artifacts: list[dict[str, Any]]
         actor: str
 
+    class StepReplayed(Event):
+        """The step did again what its source's step did, without the model: `turns_saved`
+        model turns and `tokens_saved` tokens the source spent on it were not spent again."""
+
+        step_index: int
+        source_session_id: str
+        actions: int
+        turns_saved: int
+        tokens_saved: int
+        actor: str
+
+    class ReplayDiverged(Event):
+        """A replayed command or check did not return what the source's did: the world
+        changed here. `expected` and `got` hold what a replay compares (ok, status...)."""
+
+        step_index: int
+        executor: str
+        name: str
+        args: dict[str, Any]
+        expected: dict[str, Any]
+        got: dict[str, Any]
+        strict: bool
+        actor: str
+
     class StepCompleted(Event):
         step_index: int
         summary: str
@@ -307,6 +347,8 @@ class WorkflowSession(Aggregate):
     tokens_used: int
     outcome: str | None
     error: dict[str, Any] | None
+    replay_of: dict[str, Any] | None
+    forked_from: dict[str, Any] | None
 
     # ---- creation ----------------------------------------------------------------------
 
@@ -320,7 +362,10 @@ class WorkflowSession(Aggregate):
         actor: str,
         config: dict[str, Any] | None = None,
         labels: dict[str, str] | None = None,
+        replay_of: dict[str, Any] | None = None,
+        forked_from: dict[str, Any] | None = None,
     ) -> WorkflowSession:
+        """`replay_of` / `forked_from` link a replay or a fork to its source (see Created)."""
         valid_steps = _validated_steps(steps)
         labels = labels or {}
         config = config or {}
@@ -333,6 +378,8 @@ class WorkflowSession(Aggregate):
             tenant=tenant,
             labels=labels,
             actor=actor,
+            replay_of=replay_of,
+            forked_from=forked_from,
         )
 
     @event(Created)
@@ -345,6 +392,8 @@ class WorkflowSession(Aggregate):
         tenant: str,
         labels: dict[str, str],
         actor: str,
+        replay_of: dict[str, Any] | None,
+        forked_from: dict[str, Any] | None,
     ) -> None:
         self.name = name
         self.steps = [StepState(text=s["text"], expect=s["expect"]) for s in steps]
@@ -359,6 +408,8 @@ class WorkflowSession(Aggregate):
         self.tokens_used = 0
         self.outcome = None
         self.error = None
+        self.replay_of = replay_of
+        self.forked_from = forked_from
 
     # ---- derived -----------------------------------------------------------------------
 
@@ -439,6 +490,22 @@ class WorkflowSession(Aggregate):
             )
 
     # ---- commands ----------------------------------------------------------------------
+
+    def carry_over(self, completed: list[dict[str, Any]], actor: str = WORKER) -> None:
+        """Take a fork's first steps as completed, as its source completed them; at least
+        one step is left to run."""
+        self._require_status("carry steps over", SessionStatus.PENDING)
+        if self.current_step != 0 or not 0 < len(completed) < len(self.steps):
+            raise InvalidStateTransition(
+                f"cannot carry {len(completed)} steps over into a session of {len(self.steps)} "
+                f"steps whose next step is {self.current_step}",
+                steps=len(completed),
+            )
+        steps = [
+            {"step_index": index, "summary": step["summary"], "evidence": list(step["evidence"])}
+            for index, step in enumerate(completed)
+        ]
+        self._steps_carried_over(steps=steps, actor=actor)
 
     def start_step(self, step_index: int, actor: str = WORKER) -> int:
         """Start the next step (again, after a retryable failure). Returns the attempt."""
@@ -562,6 +629,52 @@ class WorkflowSession(Aggregate):
             actor=actor,
         )
 
+    def record_replayed(
+        self,
+        step_index: int,
+        *,
+        source_session_id: str,
+        actions: int,
+        turns_saved: int,
+        tokens_saved: int,
+        actor: str = WORKER,
+    ) -> None:
+        """Record that the step was done again from its source's record, without the model."""
+        self._require_running_step("record a replayed step", step_index)
+        self._step_replayed(
+            step_index=step_index,
+            source_session_id=source_session_id,
+            actions=actions,
+            turns_saved=turns_saved,
+            tokens_saved=tokens_saved,
+            actor=actor,
+        )
+
+    def record_divergence(
+        self,
+        step_index: int,
+        *,
+        executor: str,
+        name: str,
+        args: dict[str, Any],
+        expected: dict[str, Any],
+        got: dict[str, Any],
+        strict: bool,
+        actor: str = WORKER,
+    ) -> None:
+        """Record where a replay found the world changed."""
+        self._require_running_step("record a divergence", step_index)
+        self._replay_diverged(
+            step_index=step_index,
+            executor=executor,
+            name=name,
+            args=args,
+            expected=expected,
+            got=got,
+            strict=strict,
+            actor=actor,
+        )
+
     def complete_step(
         self,
         step_index: int,
@@ -629,6 +742,15 @@ class WorkflowSession(Aggregate):
         self._expired(outcome=outcome or "session TTL reached", error=error, actor=actor)
 
     # ---- events: the only place state changes ------------------------------------------
+
+    @event(StepsCarriedOver)
+    def _steps_carried_over(self, *, steps: list[dict[str, Any]], actor: str) -> None:
+        for carried in steps:
+            step = self.steps[carried["step_index"]]
+            step.status = StepStatus.COMPLETED
+            step.summary = carried["summary"]
+            step.evidence = list(carried["evidence"])
+        self.current_step = len(steps)
 
     @event(StepStarted)
     def _step_started(self, *, step_index: int, attempt: int, actor: str) -> None:
@@ -702,6 +824,34 @@ class WorkflowSession(Aggregate):
         actor: str,
     ) -> None:
         """A check changes nothing the session decides on; the step's outcome records it."""
+
+    @event(StepReplayed)
+    def _step_replayed(
+        self,
+        *,
+        step_index: int,
+        source_session_id: str,
+        actions: int,
+        turns_saved: int,
+        tokens_saved: int,
+        actor: str,
+    ) -> None:
+        """Nothing the session decides on changes: the step's end follows."""
+
+    @event(ReplayDiverged)
+    def _replay_diverged(
+        self,
+        *,
+        step_index: int,
+        executor: str,
+        name: str,
+        args: dict[str, Any],
+        expected: dict[str, Any],
+        got: dict[str, Any],
+        strict: bool,
+        actor: str,
+    ) -> None:
+        """Nothing the session decides on changes: the step fails, or goes on live."""
 
     @event(StepCompleted)
     def _step_completed(

@@ -126,6 +126,8 @@ class AiStep:
 
     def _turn(self, session: WorkflowSession, expect: str | None, last: bool) -> StepResult | None:
         run = self.run_
+        if (used_up := run.model_budget_used_up()) is not None:
+            return StepOnHold(used_up)
         messages = self._messages(session)
         try:
             decision = self.ai.decide(messages, self._tools(expect, last))

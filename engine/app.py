@@ -85,16 +85,25 @@ class SessionRequest:
     steps: list[StepSpec]
     config: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    replay_of: dict[str, Any] | None = None
+    forked_from: dict[str, Any] | None = None
+    carried_over: list[dict[str, Any]] = field(default_factory=list)
+    """A fork's first steps, completed in its source (summary and evidence of each)."""
 
     def build(self, tenant: str, actor: str) -> WorkflowSession:
-        return WorkflowSession.create(
+        session = WorkflowSession.create(
             name=self.name,
             steps=self.steps,
             tenant=tenant,
             actor=actor,
             config=self.config,
             labels=self.labels,
+            replay_of=self.replay_of,
+            forked_from=self.forked_from,
         )
+        if self.carried_over:
+            session.carry_over(self.carried_over, actor)
+        return session
 
 
 class Stepline(Application[UUID]):

@@ -22,6 +22,7 @@ from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.sweep import Sweep
 from engine.task_loop import TaskLoop
+from engine.token_budget import TokenBudget
 from engine.worker import SessionWorker
 
 log = logging.getLogger(LOGGER_NAME)
@@ -153,7 +154,18 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
         ai = ai_provider(settings)
         if ai is not None:
             stack.callback(ai.close)
-        loop = TaskLoop(app, settings, builtin(), secrets, ai, executor_states=executor_states)
+        budget = None
+        if settings.tenant_daily_tokens is not None:
+            budget = TokenBudget(pool, settings.tenant_daily_tokens)
+        loop = TaskLoop(
+            app,
+            settings,
+            builtin(),
+            secrets,
+            ai,
+            executor_states=executor_states,
+            token_budget=budget,
+        )
         stack.callback(loop.close)
         yield Runtime(
             settings=settings,

@@ -46,6 +46,14 @@ def _verdict(ok: bool, error: dict[str, Any] | None) -> str:
     return "ok" if ok else f"FAILED ({(error or {}).get('code', 'error')})"
 
 
+def divergence_note(event: WorkflowSession.ReplayDiverged) -> str:
+    return (
+        f"Replaying the recorded run: {event.executor}.{event.name} {json.dumps(event.args)} "
+        f"returned {json.dumps(event.got)} where the record had {json.dumps(event.expected)}. "
+        "The step goes on live from here."
+    )
+
+
 def describe_actions(events: Sequence[WorkflowSession.Event]) -> list[str]:
     """One entry per turn, command or check of the current attempt, oldest first."""
     entries: list[str] = []
@@ -67,6 +75,8 @@ def describe_actions(events: Sequence[WorkflowSession.Event]) -> list[str]:
             case WorkflowSession.Checked(ok=ok, output=output):
                 check = f"{event.executor}.{event.name} {json.dumps(event.args)}"
                 entries.append(f"Checked {check} -> {_verdict(ok, event.error)}: {output}")
+            case WorkflowSession.ReplayDiverged():
+                entries.append(divergence_note(event))
     return entries
 
 
@@ -144,6 +154,8 @@ def _exchanges(
         match event:
             case WorkflowSession.TurnRecorded(reasoning=reasoning):
                 exchanges.append([{"role": "assistant", "content": reasoning or ""}])
+            case WorkflowSession.ReplayDiverged():
+                exchanges.append([{"role": "user", "content": divergence_note(event)}])
             case WorkflowSession.CommandIssued(command_id=call_id) if exchanges:
                 called = tool_call_of(event.executor, event.name, event.args)
                 if called is not None:

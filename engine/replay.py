@@ -13,8 +13,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
+from domain.errors import InvalidWorkflow
+from domain.session import StepSpec, StepState, StepStatus, WorkflowSession
 from domain.session import WorkflowSession as W
+from engine.app import SessionRequest, Stepline
 from engine.executors import Command, Outcome
 
 INTERRUPTED = "COMMAND_INTERRUPTED"
@@ -100,3 +104,103 @@ def _command(issued: W.CommandIssued, finished: W.CommandFinished) -> RecordedAc
 def _check(checked: W.Checked) -> RecordedAction:
     command = Command(checked.executor, checked.name, checked.args)
     return RecordedAction(command, True, essentials(command, checked.ok, checked.output))
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a replaying session does again: its source's completed steps."""
+
+    source_session_id: str
+    strict: bool
+    steps: dict[int, RecordedStep]
+
+    @classmethod
+    def of(cls, app: Stepline, session: WorkflowSession) -> Replay | None:
+        if session.replay_of is None:
+            return None
+        source_id = UUID(session.replay_of["session_id"])
+        steps = recorded_steps(lineage_history(app, source_id))
+        return cls(str(source_id), bool(session.replay_of["strict"]), steps)
+
+
+def lineage_history(app: Stepline, session_id: UUID, upto: int | None = None) -> list[W.Event]:
+    """The session's events (the first `upto`), after those its steps carried over from: for a
+    fork, its source's events up to the fork, and so on up the line."""
+    history = app.history(session_id, limit=upto)
+    created = history[0]
+    assert isinstance(created, W.Created)
+    fork = created.forked_from
+    if fork is None:
+        return history
+    return lineage_history(app, UUID(fork["session_id"]), fork["version"]) + history
+
+
+def replay_request(
+    source: WorkflowSession, *, strict: bool, base_url: str | None = None
+) -> SessionRequest:
+    """A new session with the source's steps and config (against `base_url` if given), which
+    does again what the source did."""
+    config = dict(source.config)
+    if base_url:
+        config["base_url"] = base_url
+    return SessionRequest(
+        name=source.name,
+        steps=_specs(source.steps),
+        config=config,
+        labels=dict(source.labels),
+        replay_of={"session_id": str(source.id), "strict": strict},
+    )
+
+
+def fork_request(
+    source: WorkflowSession,
+    history: Sequence[W.Event],
+    *,
+    from_step: int,
+    steps: list[StepSpec] | None = None,
+) -> SessionRequest:
+    """A new session whose steps before `from_step` are the source's, completed as the source
+    completed them, and which runs from `from_step` on: the source's steps, or `steps`."""
+    if not 0 <= from_step < len(source.steps):
+        raise InvalidWorkflow(
+            f"from_step must be a step of the source, 0 to {len(source.steps) - 1}",
+            field="from_step",
+        )
+    done = source.steps[:from_step]
+    undone = [i for i, step in enumerate(done) if step.status is not StepStatus.COMPLETED]
+    if undone:
+        raise InvalidWorkflow(
+            f"step {undone[0]} of the source is not completed; fork from step {undone[0]} or "
+            "earlier",
+            field="from_step",
+            completed_steps=undone[0],
+        )
+    carried = [{"summary": step.summary or "", "evidence": step.evidence} for step in done]
+    tail = _specs(source.steps[from_step:]) if steps is None else steps
+    return SessionRequest(
+        name=source.name,
+        steps=_specs(done) + tail,
+        config=dict(source.config),
+        labels=dict(source.labels),
+        forked_from={
+            "session_id": str(source.id),
+            "version": _fork_version(history, from_step),
+            "step": from_step,
+        },
+        carried_over=carried,
+    )
+
+
+def _fork_version(history: Sequence[W.Event], from_step: int) -> int:
+    """The source's version once the step before `from_step` completed (its creation for 0)."""
+    if from_step == 0:
+        return 1
+    return max(
+        e.originator_version
+        for e in history
+        if isinstance(e, W.StepCompleted) and e.step_index == from_step - 1
+    )
+
+
+def _specs(steps: Sequence[StepState]) -> list[StepSpec]:
+    return [StepSpec(step.text, step.expect) for step in steps]

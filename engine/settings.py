@@ -6,10 +6,34 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.executors.shell import DEFAULT_ALLOWED
+
+
+class ModelPrice(BaseModel):
+    """What a model costs, per 1,000 tokens, in whatever currency the operator bills in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_per_1k: float = Field(ge=0)
+    completion_per_1k: float = Field(ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return round(
+            (prompt_tokens * self.prompt_per_1k + completion_tokens * self.completion_per_1k)
+            / 1000,
+            6,
+        )
 
 
 class ApiKey(BaseModel):
@@ -112,6 +136,16 @@ class Settings(BaseSettings):
     ai_pause_on_outage: bool = Field(
         default=True, description="pause, not fail, on a 429/5xx/timeout/unreachable provider"
     )
+    ai_prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description='{"model": {"prompt_per_1k": 0.15, "completion_per_1k": 0.6}}; a model '
+        "not listed has its tokens counted and its cost null",
+    )
+    tenant_daily_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="a tenant's model tokens per UTC day; a session that would go over pauses",
+    )
 
     api_keys: dict[str, ApiKey] = Field(
         default_factory=dict, description='{"key name": {"tenant": ..., "sha256": ...}}'
@@ -128,6 +162,7 @@ class Settings(BaseSettings):
         "ai_model",
         "ai_base_url",
         "tenant_max_running",
+        "tenant_daily_tokens",
         "browser_path",
         mode="before",
     )

@@ -11,6 +11,7 @@ effect before the next side effect; a write that loses a race reloads and decide
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -33,6 +34,7 @@ from engine.executors.kinds import ExecutorKind, ExecutorSetup, builtin_kinds
 from engine.held_session import HeldSession
 from engine.limits import Limits
 from engine.logs import LOGGER_NAME, on_session, on_step
+from engine.replay import RecordedAction, RecordedStep, Replay, lineage_history
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.snapshots import Snapshotter
@@ -44,6 +46,7 @@ from engine.step_results import (
     StepResult,
     failure,
 )
+from engine.token_budget import TokenBudget
 from engine.writer import GroupWriter
 
 log = logging.getLogger(LOGGER_NAME)
@@ -75,9 +78,12 @@ class TaskLoop:
         *,
         executor_kinds: Mapping[str, ExecutorKind] | None = None,
         executor_states: ExecutorStates | None = None,
+        token_budget: TokenBudget | None = None,
     ) -> None:
         """`executor_kinds` adds executors to (or replaces) the registered kinds;
-        `executor_states` keeps what executors need after a takeover (cookies)."""
+        `executor_states` keeps what executors need after a takeover (cookies);
+        `token_budget` is each tenant's daily allowance of model tokens."""
+        self.token_budget = token_budget
         self.executor_kinds = {**builtin_kinds(), **(executor_kinds or {})}
         self.executor_states = executor_states
         self.app = app
@@ -133,6 +139,7 @@ class SessionRun:
         self.config = session.config
         self.limits = Limits.of(session, loop.settings)
         self.definitions = loop.definitions.for_module(session.config.get("definitions"))
+        self.replay = Replay.of(self.app, session)
         self.executors: dict[str, Executor] = {}
         self._kept_states: dict[str, dict[str, Any]] = {}
 
@@ -275,8 +282,10 @@ class SessionRun:
         self._restore_executors()
 
     def _restore_executors(self) -> None:
+        """From the results of the commands that ran (a fork: and those of its source's steps
+        before it), and the state kept outside the log (a fork's own, else its source's)."""
         issued: dict[str, WorkflowSession.CommandIssued] = {}
-        for event in self.app.history(self.session_id):
+        for event in lineage_history(self.app, self.session_id):
             if isinstance(event, WorkflowSession.CommandIssued):
                 issued[event.command_id] = event
             elif isinstance(event, WorkflowSession.CommandFinished) and event.ok:
@@ -287,6 +296,9 @@ class SessionRun:
                     )
         store = self.loop.executor_states
         kept = {} if store is None else store.load(self.session_id)
+        fork = self.held.session.forked_from
+        if store is not None and not kept and fork is not None:
+            kept = store.load(UUID(fork["session_id"]))
         for kind, state in kept.items():
             if kind in self.loop.executor_kinds:
                 self.executor(kind).load_state(state)
@@ -340,6 +352,50 @@ class SessionRun:
         (this is also what commits a command's result before the model is asked again)."""
         self.held.commit()
         return self.app.history(self.session_id, after=version - 1)
+
+    def record_replayed(self, index: int, recorded: RecordedStep) -> None:
+        replay = self.replay
+        assert replay is not None
+        self.held.decide(
+            lambda s: s.record_replayed(
+                index,
+                source_session_id=replay.source_session_id,
+                actions=len(recorded.actions),
+                turns_saved=recorded.turns,
+                tokens_saved=recorded.tokens,
+            )
+        )
+        log.info("Step replayed, no model call", extra=on_step(self.session_id, index))
+
+    def record_divergence(self, index: int, action: RecordedAction, got: dict[str, Any]) -> bool:
+        """Record where the replay diverged; whether the replay is strict (the step fails)."""
+        strict = self.replay is not None and self.replay.strict
+        command = action.command
+        self.held.decide(
+            lambda s: s.record_divergence(
+                index,
+                executor=command.executor,
+                name=command.name,
+                args=command.args,
+                expected=action.expected,
+                got=got,
+                strict=strict,
+            )
+        )
+        log.warning(
+            "Replay diverged at %s.%s: expected %s, got %s",
+            command.executor,
+            command.name,
+            action.expected,
+            got,
+            extra=on_step(self.session_id, index),
+        )
+        return strict
+
+    def model_budget_used_up(self) -> StandardError | None:
+        """Why the session's tenant may not call the model now (its daily budget), or None."""
+        budget = self.loop.token_budget
+        return None if budget is None else budget.used_up(self.held.session.tenant)
 
     def record_turn(self, index: int, **turn: Any) -> int:
         number = self.held.decide(lambda s: s.record_turn(index, **turn))
@@ -426,9 +482,12 @@ def _interrupted(step_index: int, command_id: str) -> Callable[[WorkflowSession]
     )
 
 
-def definition_key(session_id: UUID, step_index: int, attempt: int, position: int) -> str:
-    """The idempotency key of a step definition's command: the same on every re-send."""
-    return f"{session_id}:s{step_index}:a{attempt}:c{position}"
+def definition_key(
+    session_id: UUID, step_index: int, attempt: int, position: int, kind: str = "c"
+) -> str:
+    """The idempotency key of a step definition's command (kind "c") or of a replayed one
+    ("r"): the same on every re-send."""
+    return f"{session_id}:s{step_index}:a{attempt}:{kind}{position}"
 
 
 class StepAttempt:
@@ -437,7 +496,8 @@ class StepAttempt:
     A definition's n-th command of an attempt always carries the same idempotency key, so a
     step resumed after a stop or a takeover skips the commands that already succeeded and
     re-sends the interrupted one under the key it was first sent with. Checks only look, so a
-    resumed step makes them again."""
+    resumed step makes them again. A replaying session does the same with its source's
+    commands, until one returns something else than it did in the source."""
 
     def __init__(
         self, run: SessionRun, index: int, step: StepState, attempt: int, resuming: bool
@@ -447,8 +507,9 @@ class StepAttempt:
         self.step = step
         self.attempt = attempt
         self.deadline = time.monotonic() + run.limits.step_timeout_ms / 1000
+        self._diverged = False
         self._recorded = self._finished_by_key() if resuming else {}
-        self._position = 0
+        self._positions = {"c": 0, "r": 0}
 
     def _finished_by_key(self) -> dict[str, WorkflowSession.CommandFinished]:
         issued: dict[str, str] = {}
@@ -459,9 +520,56 @@ class StepAttempt:
                 issued[event.command_id] = event.idempotency_key
             elif isinstance(event, WorkflowSession.CommandFinished):
                 finished[issued[event.command_id]] = event
+            elif isinstance(event, WorkflowSession.ReplayDiverged):
+                self._diverged = True
         return finished
 
     def run(self) -> StepResult:
+        replay = self.run_.replay
+        recorded = None if replay is None or self._diverged else replay.steps.get(self.index)
+        if recorded is not None:
+            return self._replay(recorded)
+        return self._live()
+
+    def _replay(self, recorded: RecordedStep) -> StepResult:
+        """Do again what the source's step did, comparing each result with the recorded one."""
+        evidence = []
+        for action in recorded.actions:
+            key = self._key("r")
+            done = self._recorded.get(key)
+            if done is not None and action.divergence(Outcome(done.ok, done.output)) is None:
+                evidence.append(truncated(done.output, 300))
+                continue
+            if (timeout := self.run_.safe_point(self.deadline)) is not None:
+                return timeout
+            if self.run_.is_check(action.command):
+                outcome = self.run_.check(self.index, action.command)
+            else:
+                outcome = self.run_.execute(self.index, action.command, key)
+            got = action.divergence(outcome)
+            if got is not None:
+                return self._diverged_at(action, got)
+            evidence.append(truncated(outcome.output, 300))
+        self.run_.record_replayed(self.index, recorded)
+        return StepDone(recorded.summary, evidence)
+
+    def _diverged_at(self, action: RecordedAction, got: dict[str, Any]) -> StepResult:
+        """Strict: the step fails. Otherwise the step goes on live from here."""
+        command = action.command
+        if self.run_.record_divergence(self.index, action, got):
+            return failure(
+                "REPLAY_DIVERGED",
+                f"the replay diverged at {command.executor}.{command.name} "
+                f"{json.dumps(command.args)}: expected {action.expected}, got {got}",
+                command={"executor": command.executor, "name": command.name, "args": command.args},
+                expected=action.expected,
+                got=got,
+            )
+        self._diverged = True
+        return self._live()
+
+    def _live(self) -> StepResult:
+        """The step as if for the first time: its step definition, else the model."""
         text, expect = self.step.text, self.step.expect
         try:
             commands = self.run_.definitions.match(text)
@@ -489,10 +597,10 @@ class StepAttempt:
             )
         return AiStep(self.run_, ai, self.index, self.attempt, self.deadline).run()
 
-    def _key(self) -> str:
-        key = definition_key(self.run_.session_id, self.index, self.attempt, self._position)
-        self._position += 1
-        return key
+    def _key(self, kind: str = "c") -> str:
+        position = self._positions[kind]
+        self._positions[kind] += 1
+        return definition_key(self.run_.session_id, self.index, self.attempt, position, kind)
 
     def _run_commands(self, commands: list[Command]) -> list[str] | StepFailure:
         """Run the commands in order; the evidence of each, or the first failure."""

@@ -1,5 +1,6 @@
 """Read models: projections of the event log into PostgreSQL tables, one module per view."""
 
+from projections.ai_usage import AiUsageView
 from projections.audit_log import AuditLogView
 from projections.batch_index import BatchIndexView
 from projections.session_index import SessionIndexView
@@ -13,4 +14,5 @@ ALL_VIEWS: tuple[View, ...] = (
     SessionIndexView(),
     AuditLogView(),
     BatchIndexView(),
+    AiUsageView(),
 )

@@ -40,6 +40,10 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per eve
             return f"created a batch of {len(session_ids)} sessions"
         case Batch.Cancelled(reason=reason):
             return f"cancelled the batch: {reason}" if reason else "cancelled the batch"
+        case W.Created(name=name, replay_of=dict(replay_of)):
+            return f'created "{name}", a replay of {replay_of["session_id"]}'
+        case W.Created(name=name, forked_from=dict(fork)):
+            return f'created "{name}", a fork of {fork["session_id"]} from step {fork["step"]}'
         case W.Created(name=name, steps=steps):
             return f'created "{name}" with {len(steps)} steps'
         case W.StepStarted(step_index=index, attempt=attempt):
@@ -54,6 +58,12 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per eve
         case W.Checked(step_index=index, executor=ex, name=name, ok=ok, error=error):
             verdict = "passed" if ok else f"failed: {(error or {}).get('code', 'error')}"
             return f"checked {ex}.{name} in step {index}: {verdict}"
+        case W.StepsCarriedOver(steps=steps):
+            return f"carried over steps 0 to {len(steps) - 1}, completed in the source"
+        case W.StepReplayed(step_index=index, turns_saved=turns):
+            return f"replayed step {index} without the model ({turns} model turns saved)"
+        case W.ReplayDiverged(step_index=index, executor=ex, name=name, got=got):
+            return f"replay diverged in step {index} at {ex}.{name}: got {got}"
         case W.StepCompleted(step_index=index):
             return f"completed step {index}"
         case W.StepFailed(step_index=index, error=error, retryable=retryable):

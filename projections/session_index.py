@@ -30,6 +30,18 @@ class IndexedSession:
     updated_at: datetime
     version: int
     started: bool = False
+    origin: str = "new"
+    """new, replay or fork"""
+    source_id: UUID | None = None
+    """The session replayed or forked."""
+
+
+def _origin(event: W.Created) -> dict[str, Any]:
+    if event.replay_of is not None:
+        return {"origin": "replay", "source_id": UUID(event.replay_of["session_id"])}
+    if event.forked_from is not None:
+        return {"origin": "fork", "source_id": UUID(event.forked_from["session_id"])}
+    return {}
 
 
 def fold(rows: dict[UUID, IndexedSession], batch: Sequence[Recorded]) -> set[UUID]:
@@ -49,6 +61,7 @@ def fold(rows: dict[UUID, IndexedSession], batch: Sequence[Recorded]) -> set[UUI
                     created_at=recorded.at,
                     updated_at=recorded.at,
                     version=event.originator_version,
+                    **_origin(event),
                 )
                 changed.add(session_id)
             continue
@@ -64,7 +77,7 @@ def fold(rows: dict[UUID, IndexedSession], batch: Sequence[Recorded]) -> set[UUI
 
 class SessionIndexView:
     name: ClassVar[str] = "session_index"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: origin and source (replays, forks)
     tables: ClassVar[tuple[str, ...]] = ("session_index",)
     rows = RowTable("session_index", IndexedSession, key=("session_id",))
 
@@ -81,9 +94,15 @@ class SessionIndexView:
                 created_at timestamptz NOT NULL,
                 updated_at timestamptz NOT NULL,
                 version integer NOT NULL,
-                started boolean NOT NULL
+                started boolean NOT NULL,
+                origin text NOT NULL,
+                source_id uuid
             )
             """
+        )
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS session_index_by_source ON session_index (source_id) "
+            "WHERE source_id IS NOT NULL"
         )
         conn.execute(
             "CREATE INDEX IF NOT EXISTS session_index_by_tenant_created "
@@ -112,6 +131,8 @@ class SessionFilter:
     labels: dict[str, str] | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    origin: str | None = None
+    source_id: UUID | None = None
 
 
 def list_sessions(
@@ -129,6 +150,12 @@ def list_sessions(
     if where.labels:
         conditions.append(sql.SQL("labels @> %s"))
         params.append(Jsonb(where.labels))
+    if where.origin is not None:
+        conditions.append(sql.SQL("origin = %s"))
+        params.append(where.origin)
+    if where.source_id is not None:
+        conditions.append(sql.SQL("source_id = %s"))
+        params.append(where.source_id)
     if where.created_after is not None:
         conditions.append(sql.SQL("created_at >= %s"))
         params.append(where.created_after)
@@ -172,6 +199,32 @@ def overdue_sessions(conn: Connection[Any], created_before: datetime) -> list[UU
         (values(ENDED), created_before),
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def lineage(conn: Connection[Any], tenant: str, session_id: UUID) -> list[IndexedSession]:
+    """The session, the sessions it was replayed or forked from up to the first, and every
+    replay and fork of those, of `tenant` only. Empty if the tenant has no such session."""
+    query = sql.SQL(
+        """
+        WITH RECURSIVE up(session_id, source_id) AS (
+            SELECT session_id, source_id FROM session_index WHERE session_id = %(id)s
+                AND tenant = %(tenant)s
+            UNION
+            SELECT s.session_id, s.source_id FROM session_index s JOIN up
+                ON s.session_id = up.source_id WHERE s.tenant = %(tenant)s
+        ), down(session_id) AS (
+            SELECT session_id FROM up WHERE source_id IS NULL
+                OR source_id NOT IN (SELECT session_id FROM up)
+            UNION
+            SELECT s.session_id FROM session_index s JOIN down ON s.source_id = down.session_id
+                WHERE s.tenant = %(tenant)s
+        )
+        SELECT {columns} FROM session_index WHERE session_id IN (SELECT session_id FROM down)
+        ORDER BY created_at, session_id
+        """
+    ).format(columns=sql.SQL(", ").join(map(sql.Identifier, SessionIndexView.rows.columns)))
+    with conn.cursor(row_factory=class_row(IndexedSession)) as cursor:
+        return cursor.execute(query, {"id": session_id, "tenant": tenant}).fetchall()
 
 
 def tenant_of(conn: Connection[Any], session_id: UUID) -> str | None:

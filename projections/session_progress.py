@@ -38,6 +38,7 @@ class Progress:
     finished_step_ms: int = 0
     finished_step_count: int = 0
     failed_step_indexes: list[int] = field(default_factory=list)
+    tokens_used: int = 0
 
 
 def _created(recorded: Recorded, event: W.Created) -> Progress:
@@ -94,6 +95,11 @@ def evolve(row: Progress, recorded: Recorded) -> None:
             if index in row.failed_step_indexes:
                 row.failed_step_indexes.remove(index)
                 row.failed_steps -= 1
+        case W.StepsCarriedOver(steps=carried):
+            row.completed_steps += len(carried)
+            _point_at(row, len(carried))
+        case W.TurnRecorded(prompt_tokens=prompt, completion_tokens=completion):
+            row.tokens_used += prompt + completion
         case W.StepCompleted(step_index=index):
             row.completed_steps += 1
             _step_ended(row, at)
@@ -126,7 +132,7 @@ def fold(rows: dict[UUID, Progress], batch: Sequence[Recorded]) -> set[UUID]:
 
 class SessionProgressView:
     name: ClassVar[str] = "session_progress"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: tokens used; a fork's carried-over steps
     tables: ClassVar[tuple[str, ...]] = ("session_progress",)
     rows = RowTable("session_progress", Progress, key=("session_id",))
 
@@ -154,7 +160,8 @@ class SessionProgressView:
                 step_started_at timestamptz,
                 finished_step_ms bigint NOT NULL,
                 finished_step_count integer NOT NULL,
-                failed_step_indexes integer[] NOT NULL
+                failed_step_indexes integer[] NOT NULL,
+                tokens_used bigint NOT NULL
             )
             """
         )

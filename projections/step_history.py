@@ -82,6 +82,24 @@ def _evolve_step(row: StepRow, event: W.Event, at: datetime) -> None:
             row.error_code, row.error_message = error.get("code"), error.get("message")
 
 
+def _carried_over(
+    steps: Steps, recorded: Recorded, event: W.StepsCarriedOver
+) -> set[tuple[UUID, int]]:
+    """A fork's first steps: completed in its source, so with no attempt, time or command."""
+    changed = set()
+    for carried in event.steps:
+        key = (recorded.session_id, carried["step_index"])
+        row = steps.get(key)
+        if row is not None and event.originator_version > row.version:
+            row.version, row.status, row.summary = (
+                event.originator_version,
+                "completed",
+                carried["summary"],
+            )
+            changed.add(key)
+    return changed
+
+
 def _target(steps: Steps, running: dict[UUID, int], recorded: Recorded) -> tuple[UUID, int] | None:
     """The step row an event changes: its own step, or the running one for session events."""
     index: int | None = getattr(recorded.event, "step_index", running.get(recorded.session_id))
@@ -103,6 +121,9 @@ def fold(
                 if key not in steps:
                     steps[key] = new
                     changed.add(key)
+            continue
+        if isinstance(event, W.StepsCarriedOver):
+            changed |= _carried_over(steps, recorded, event)
             continue
         key_or_none = _target(steps, running, recorded)
         if key_or_none is None or event.originator_version <= steps[key_or_none].version:

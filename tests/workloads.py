@@ -8,6 +8,7 @@ from uuid import UUID
 from domain.errors import StandardError
 from domain.session import StepSpec
 from engine.app import SessionRequest, Stepline
+from engine.replay import fork_request, replay_request
 
 TIMEOUT = StandardError.of("TASK_LOOP_TIMEOUT", "step took too long")
 NOT_FOUND = StandardError.of("VALIDATION_FAILED", "no such page")
@@ -123,6 +124,35 @@ def batch_cancelled(app: Stepline) -> UUID:
     return batch_id
 
 
+def forked(app: Stepline) -> UUID:
+    """A completed session forked from step 1, and the fork run to the end."""
+    source = completed(app)
+    request = fork_request(app.get_session(source), app.history(source), from_step=1)
+    fork = app.create(request, tenant="acme", actor="carol").id
+    run_step(app, fork, 1, checks=1)
+    app.complete_session(fork)
+    return fork
+
+
+def replayed(app: Stepline) -> UUID:
+    """A completed session replayed: each step done again without the model."""
+    source = completed(app)
+    replay = app.create(
+        replay_request(app.get_session(source), strict=False), tenant="acme", actor="carol"
+    ).id
+    for index in (0, 1):
+        app.start_step(replay, index)
+        app.change(
+            replay,
+            lambda s, i=index: s.record_replayed(
+                i, source_session_id=str(source), actions=1, turns_saved=1, tokens_saved=3
+            ),
+        )
+        app.complete_step(replay, index, summary=f"did step {index} again")
+    app.complete_session(replay)
+    return replay
+
+
 EVERY_KIND: dict[str, Callable[[Stepline], UUID]] = {
     "completed": completed,
     "failed": failed,
@@ -133,4 +163,6 @@ EVERY_KIND: dict[str, Callable[[Stepline], UUID]] = {
     "expired": expired,
     "pending": pending,
     "batch_cancelled": batch_cancelled,
+    "forked": forked,
+    "replayed": replayed,
 }

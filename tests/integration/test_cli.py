@@ -214,6 +214,7 @@ def test_projections_can_be_rebuilt_and_their_lag_read(database_url: str) -> Non
         "session_index",
         "audit_log",
         "batch_index",
+        "ai_usage",
     }
     assert lags["audit_log"] == "0"
     assert unknown.returncode == 2

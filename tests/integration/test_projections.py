@@ -50,6 +50,8 @@ def dump(pool: ConnectionPool) -> dict[str, list[tuple[Any, ...]]]:
         "session_index": "session_id",
         "audit_log": "position",
         "batch_index": "batch_id",
+        "ai_usage": "session_id, step_index, day, model",
+        "ai_usage_sessions": "session_id",
     }
     with pool.connection() as conn:
         return {
@@ -436,8 +438,8 @@ def test_status_shows_each_views_lag_behind_the_log(app: Stepline, projector: Pr
 # ---- layout versions --------------------------------------------------------------------
 
 
-class SessionIndexV2(SessionIndexView):
-    version: ClassVar[int] = 2
+class SessionIndexNext(SessionIndexView):
+    version: ClassVar[int] = SessionIndexView.version + 1
 
 
 def test_a_view_whose_layout_changed_rebuilds_itself_at_start_up(
@@ -450,7 +452,7 @@ def test_a_view_whose_layout_changed_rebuilds_itself_at_start_up(
     with pool.connection() as conn:
         conn.execute("UPDATE session_index SET name = 'stale layout'")
 
-    upgraded = Projector(app, pool, views=[SessionIndexV2()])
+    upgraded = Projector(app, pool, views=[SessionIndexNext()])
     upgraded.prepare()
     assert {s.name: s.position for s in upgraded.status()} == {"session_index": 0}
     upgraded.catch_up()
@@ -460,4 +462,4 @@ def test_a_view_whose_layout_changed_rebuilds_itself_at_start_up(
         layout = conn.execute(
             "SELECT layout_version FROM projection_tracking WHERE view = 'session_index'"
         ).fetchone()
-    assert layout == (2,)
+    assert layout == (SessionIndexView.version + 1,)

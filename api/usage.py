@@ -1,0 +1,105 @@
+"""What the model cost: a session's tokens by step, and a tenant's by day and model.
+
+    GET /v1/sessions/{id}/usage
+    GET /v1/usage?since=&until=
+
+From the `ai_usage` view; cost is tokens times the prices in STEPLINE_AI_PRICES (per 1,000
+tokens), null for a model without a price.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from api.errors import problem_responses
+from api.schemas import DayUsage, IsoDatetime, SessionUsage, StepUsage, TenantUsage
+from api.services import CallerDep, Services, ServicesDep
+from api.sessions import owned_session
+from projections import ai_usage
+
+router = APIRouter(tags=["usage"])
+
+
+def _cost(services: Services, model: str, prompt: int, completion: int) -> float | None:
+    price = services.runtime.settings.ai_prices.get(model)
+    return None if price is None else price.cost(prompt, completion)
+
+
+def _utc_day(moment: datetime | date | None) -> date | None:
+    """The day, in UTC, the view counts `moment` in (a datetime without a zone is UTC)."""
+    if isinstance(moment, datetime):
+        return moment.astimezone(UTC).date() if moment.tzinfo else moment.date()
+    return moment
+
+
+def _total(costs: Sequence[float | None]) -> float | None:
+    return None if any(c is None for c in costs) else round(sum(c or 0 for c in costs), 6)
+
+
+@router.get(
+    "/v1/sessions/{session_id}/usage",
+    response_model=SessionUsage,
+    responses=problem_responses(401, 404, 422),
+)
+def session_usage(session_id: UUID, services: ServicesDep, caller: CallerDep) -> SessionUsage:
+    """The session's model tokens and cost, by step (and day and model)."""
+    owned_session(services, session_id, caller.tenant)
+    services.read_your_writes()
+    with services.runtime.projector.pool.connection() as conn:
+        rows = ai_usage.of_session(conn, session_id)
+    steps = [
+        StepUsage(
+            step_index=row.step_index,
+            day=row.day,
+            model=row.model,
+            turns=row.turns,
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            cost=_cost(services, row.model, row.prompt_tokens, row.completion_tokens),
+        )
+        for row in rows
+    ]
+    return SessionUsage(
+        session_id=session_id,
+        prompt_tokens=sum(s.prompt_tokens for s in steps),
+        completion_tokens=sum(s.completion_tokens for s in steps),
+        cost=_total([s.cost for s in steps]),
+        steps=steps,
+    )
+
+
+@router.get("/v1/usage", response_model=TenantUsage, responses=problem_responses(401, 422))
+def tenant_usage(
+    services: ServicesDep,
+    caller: CallerDep,
+    since: IsoDatetime | date | None = None,
+    until: IsoDatetime | date | None = None,
+) -> TenantUsage:
+    """The caller's tenant's model tokens and cost by day (UTC) and model, from the day of
+    `since` to the day of `until`, both included."""
+    services.read_your_writes()
+    with services.runtime.projector.pool.connection() as conn:
+        rows = ai_usage.of_tenant(conn, caller.tenant, _utc_day(since), _utc_day(until))
+    days = [
+        DayUsage(
+            day=row.day,
+            model=row.model,
+            sessions=row.sessions,
+            turns=row.turns,
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            cost=_cost(services, row.model, row.prompt_tokens, row.completion_tokens),
+        )
+        for row in rows
+    ]
+    return TenantUsage(
+        tenant=caller.tenant,
+        prompt_tokens=sum(d.prompt_tokens for d in days),
+        completion_tokens=sum(d.completion_tokens for d in days),
+        cost=_total([d.cost for d in days]),
+        days=days,
+    )
