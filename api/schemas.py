@@ -27,6 +27,7 @@ def _iso_only(value: object) -> object:
 
 
 IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
+IsoDay = Annotated[date, BeforeValidator(_iso_only)]
 NO_NUL = r"^[^\x00]*$"
 """For query strings: PostgreSQL text cannot hold NUL, so such input is refused up front."""
 

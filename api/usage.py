@@ -16,7 +16,7 @@ from uuid import UUID
 from fastapi import APIRouter
 
 from api.errors import problem_responses
-from api.schemas import DayUsage, IsoDatetime, SessionUsage, StepUsage, TenantUsage
+from api.schemas import DayUsage, IsoDatetime, IsoDay, SessionUsage, StepUsage, TenantUsage
 from api.services import CallerDep, Services, ServicesDep
 from api.sessions import owned_session
 from projections import ai_usage
@@ -76,8 +76,8 @@ def session_usage(session_id: UUID, services: ServicesDep, caller: CallerDep) ->
 def tenant_usage(
     services: ServicesDep,
     caller: CallerDep,
-    since: IsoDatetime | date | None = None,
-    until: IsoDatetime | date | None = None,
+    since: IsoDatetime | IsoDay | None = None,
+    until: IsoDatetime | IsoDay | None = None,
 ) -> TenantUsage:
     """The caller's tenant's model tokens and cost by day (UTC) and model, from the day of
     `since` to the day of `until`, both included."""
