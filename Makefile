@@ -50,6 +50,7 @@ bench: $(STAMP) chromium  ## benchmarks, printed as ratios against raw psycopg (
 	$(BIN)/python -m bench.workers
 	$(BIN)/python -m bench.session_size
 	$(BIN)/python -m bench.browser
+	$(BIN)/python -m bench.replay
 
 up:  ## PostgreSQL in Docker, for those who prefer it to the embedded server
 	docker compose up -d --wait postgres

@@ -157,6 +157,47 @@ def test_run_takes_natural_language_steps_to_the_configured_model(
     assert model.requests[0]["model"] == "scripted-model"
 
 
+def test_replay_runs_a_recorded_ai_session_offline_and_fork_changes_a_step(
+    database_url: str, target: str, model: ScriptedModel, tmp_path: Path
+) -> None:
+    workflow = tmp_path / "nl.yaml"
+    workflow.write_text(
+        "name: Natural language\nsteps:\n  - Open the sign-in page\n  - GET /todos\n"
+    )
+    model.calls("http_request", method="GET", url="/login")
+    model.calls("complete_step", summary="the sign-in page is up")
+    env = {
+        "STEPLINE_DATABASE_URL": database_url,
+        "STEPLINE_AI_MODEL": "scripted-model",
+        "STEPLINE_AI_BASE_URL": model.base_url,
+        "STEPLINE_AI_API_KEY": "test-key",
+    }
+    recorded = stepline("run", str(workflow), "--base-url", target, "--json", **env)
+    source = json.loads(recorded.stdout)["session_id"]
+    asked = len(model.requests)
+
+    replayed = stepline("replay", source, "--strict", **env)
+    as_json = stepline("replay", source, "--json", **env)
+    workflow.write_text(
+        "name: Natural language\nsteps:\n  - Open the sign-in page\n  - GET /login\n"
+    )
+    forked = stepline("fork", source, "--from-step", "1", "--workflow", str(workflow), **env)
+    too_far = stepline("fork", source, "--from-step", "5", **env)
+    elsewhere = stepline("replay", source, "--tenant", "globex", **env)
+
+    assert replayed.returncode == 0, replayed.stderr
+    assert "2 steps replayed without the model (2 model turns saved), 0 tokens used" in (
+        replayed.stderr
+    )
+    assert json.loads(as_json.stdout)["status"] == "completed"
+    assert len(model.requests) == asked  # neither replay asked the model
+    assert forked.returncode == 0, forked.stderr
+    assert too_far.returncode == 2
+    assert "from_step must be a step of the source, 0 to 1" in too_far.stderr
+    assert elsewhere.returncode == 2
+    assert "SESSION_NOT_FOUND" in elsewhere.stderr
+
+
 def test_an_unknown_session_is_a_clear_error(database_url: str) -> None:
     result = stepline(
         "history", "00000000-0000-4000-8000-000000000000", STEPLINE_DATABASE_URL=database_url
