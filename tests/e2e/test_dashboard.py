@@ -284,3 +284,45 @@ def test_a_browser_sessions_screenshots_are_shown_on_its_page(
     assert width > 0  # the PNG itself arrived, fetched with the key
     expect(page.get_by_role("table", name="Steps")).to_contain_text("EXPECTATION_FAILED")
     page.screenshot(path=shots / "browser-session.png", full_page=True)
+
+
+def test_a_session_is_replayed_and_forked_from_its_page_and_its_lineage_links_them(
+    serve: Serve, target: str, page: Page, shots: Path
+) -> None:
+    api = serve(2)  # dev mode: no key to enter
+    source = create_session(api, None, target, "recorded run", steps=3, ms=10)
+    wait_for(
+        lambda: httpx.get(f"{api}/v1/sessions/{source}").json()["status"] == "completed",
+        what="the source to complete",
+    )
+
+    page.goto(f"{api}/ui/sessions/{source}")
+    expect(page.locator("#status")).to_have_text("completed")
+    page.get_by_label("strict").check()
+    page.get_by_role("button", name="Replay without the model").click()
+    page.wait_for_url(re.compile(r"/ui/sessions/(?!" + source + ")"))
+    replay = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#status")).to_have_text("completed")
+    timeline = page.get_by_role("list", name="Timeline")
+    expect(timeline.locator("li.StepReplayed")).to_have_count(3)
+    lineage = page.get_by_role("list", name="Replays and forks")
+    expect(lineage.get_by_role("link", name="recorded run")).to_have_count(2)
+    expect(lineage.locator(f'li[data-session-id="{replay}"]')).to_contain_text("replay")
+    expect(lineage.locator('[aria-current="page"]')).to_have_attribute(
+        "href", f"/ui/sessions/{replay}"
+    )
+    page.screenshot(path=shots / "replay.png", full_page=True)
+
+    page.get_by_label("Fork from step").fill("2")
+    page.get_by_role("button", name="Fork").click()
+    page.wait_for_url(re.compile(r"/ui/sessions/(?!" + replay + ")"))
+    fork = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#status")).to_have_text("completed")
+    steps = page.get_by_role("table", name="Steps")
+    expect(steps.locator("tbody .badge.completed")).to_have_count(3)
+    expect(
+        lineage.locator(f'li[data-session-id="{replay}"] li[data-session-id="{fork}"]')
+    ).to_contain_text("fork")
+    page.screenshot(path=shots / "fork.png", full_page=True)
+    forked = httpx.get(f"{api}/v1/sessions/{fork}/steps").json()
+    assert [s["attempts"] for s in forked] == [0, 0, 1]  # steps 0 and 1 were not run again

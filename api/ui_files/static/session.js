@@ -73,11 +73,31 @@ function json(value) {
   return el("pre", {}, JSON.stringify(value, null, 2));
 }
 
+function origin(d) {
+  const source = d.replay_of ?? d.forked_from;
+  if (!source) return [];
+  const link = el("a", { href: `/ui/sessions/${source.session_id}` }, source.session_id);
+  return d.replay_of
+    ? [", a replay of ", link, d.replay_of.strict ? " (strict)" : ""]
+    : [", a fork of ", link, ` from step ${d.forked_from.step}`];
+}
+
 function details(event) {
   const d = event.data;
   switch (event.type) {
     case "Created":
-      return el("p", {}, `${d.steps.length} steps`);
+      return el("p", {}, `${d.steps.length} steps`, ...origin(d));
+    case "StepsCarriedOver":
+      return el("p", {}, `steps 0 to ${d.steps.length - 1} carried over, completed in the source`);
+    case "StepReplayed":
+      return el("p", {}, `step ${d.step_index}: ${d.actions} commands and checks done again ` +
+        `without the model (${d.turns_saved} turns, ${d.tokens_saved} tokens saved)`);
+    case "ReplayDiverged":
+      return el("div", {},
+        el("p", {}, `step ${d.step_index}: ${d.executor}.${d.name} returned ` +
+          `${JSON.stringify(d.got)}, recorded ${JSON.stringify(d.expected)}` +
+          (d.strict ? " (strict: the step fails)" : " (the step goes on live)")),
+        el("details", {}, el("summary", {}, "arguments"), json(d.args)));
     case "StepStarted":
       return el("p", {}, `step ${d.step_index}, attempt ${d.attempt}`);
     case "TurnRecorded":
@@ -171,12 +191,50 @@ controls.addEventListener("click", async (event) => {
   }
 });
 
+// ---- replays and forks ----------------------------------------------------------------------
+
+const ORIGINS = { new: "", replay: "replay", fork: "fork" };
+
+function lineageItem(node) {
+  const current = node.session_id === sessionId;
+  const link = el("a", {
+    href: `/ui/sessions/${node.session_id}`, "aria-current": current ? "page" : null,
+  }, node.name);
+  const origin = ORIGINS[node.origin] ? ` ${ORIGINS[node.origin]}` : "";
+  const item = el("li", { "data-session-id": node.session_id },
+    link, origin, " ", badge(node.status), ` ${when(node.created_at)}`);
+  if (node.children.length) item.append(el("ul", {}, ...node.children.map(lineageItem)));
+  return item;
+}
+
+async function showLineage() {
+  const { root } = await api(`/v1/sessions/${sessionId}/lineage`);
+  const list = document.getElementById("lineage");
+  list.replaceChildren(lineageItem(root));
+  list.closest("section").hidden = root.children.length === 0;
+}
+
+const again = document.getElementById("again");
+again.addEventListener("click", async (event) => {
+  const kind = event.target.dataset?.again;
+  if (!kind) return;
+  const body = kind === "replay"
+    ? { strict: again.elements.strict.checked }
+    : { from_step: Number(again.elements.from_step.value) };
+  try {
+    const created = await api(`/v1/sessions/${sessionId}/${kind}`, { method: "POST", body });
+    location.assign(`/ui/sessions/${created.session_id}`);
+  } catch (error) {
+    showProblem(error);
+  }
+});
+
 // ---- start --------------------------------------------------------------------------------
 
 function notFound(error) {
   document.getElementById("title").textContent = "Session not found";
   document.title = "Session not found · Stepline";
-  for (const id of ["overview", "steps-title", "timeline-title"]) {
+  for (const id of ["overview", "steps-title", "timeline-title", "lineage-title"]) {
     document.getElementById(id).closest("section").hidden = true;
   }
   showProblem(error);
@@ -185,6 +243,7 @@ function notFound(error) {
 async function start() {
   try {
     await refresh();
+    await showLineage();
   } catch (error) {
     if (error instanceof Problem && error.status === 404) return notFound(error);
     showProblem(error);
