@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from typing import Any, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter
@@ -24,9 +25,15 @@ from projections import ai_usage
 router = APIRouter(tags=["usage"])
 
 
-def _cost(services: Services, model: str, prompt: int, completion: int) -> float | None:
-    price = services.runtime.settings.ai_prices.get(model)
-    return None if price is None else price.cost(prompt, completion)
+Priced = TypeVar("Priced", StepUsage, DayUsage)
+
+
+def _priced(services: Services, view: type[Priced], row: Any) -> Priced:
+    """The row as `view`, with its cost at the model's price (None without one)."""
+    price = services.runtime.settings.ai_prices.get(row.model)
+    cost = None if price is None else price.cost(row.prompt_tokens, row.completion_tokens)
+    fields = {name: getattr(row, name) for name in view.model_fields if name != "cost"}
+    return view(**fields, cost=cost)
 
 
 def _utc_day(moment: datetime | date | None) -> date | None:
@@ -51,18 +58,7 @@ def session_usage(session_id: UUID, services: ServicesDep, caller: CallerDep) ->
     services.read_your_writes()
     with services.runtime.projector.pool.connection() as conn:
         rows = ai_usage.of_session(conn, session_id)
-    steps = [
-        StepUsage(
-            step_index=row.step_index,
-            day=row.day,
-            model=row.model,
-            turns=row.turns,
-            prompt_tokens=row.prompt_tokens,
-            completion_tokens=row.completion_tokens,
-            cost=_cost(services, row.model, row.prompt_tokens, row.completion_tokens),
-        )
-        for row in rows
-    ]
+    steps = [_priced(services, StepUsage, row) for row in rows]
     return SessionUsage(
         session_id=session_id,
         prompt_tokens=sum(s.prompt_tokens for s in steps),
@@ -84,18 +80,7 @@ def tenant_usage(
     services.read_your_writes()
     with services.runtime.projector.pool.connection() as conn:
         rows = ai_usage.of_tenant(conn, caller.tenant, _utc_day(since), _utc_day(until))
-    days = [
-        DayUsage(
-            day=row.day,
-            model=row.model,
-            sessions=row.sessions,
-            turns=row.turns,
-            prompt_tokens=row.prompt_tokens,
-            completion_tokens=row.completion_tokens,
-            cost=_cost(services, row.model, row.prompt_tokens, row.completion_tokens),
-        )
-        for row in rows
-    ]
+    days = [_priced(services, DayUsage, row) for row in rows]
     return TenantUsage(
         tenant=caller.tenant,
         prompt_tokens=sum(d.prompt_tokens for d in days),

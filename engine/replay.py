@@ -24,6 +24,11 @@ from engine.executors import Command, Outcome
 INTERRUPTED = "COMMAND_INTERRUPTED"
 
 
+def interrupted(finished: W.CommandFinished) -> bool:
+    """Whether the result is the one recorded for a command its owner never saw finish."""
+    return (finished.error or {}).get("code") == INTERRUPTED
+
+
 def essentials(command: Command, ok: bool, output: str) -> dict[str, Any]:
     """The part of a result a replay must reproduce."""
     found: dict[str, Any] = {"ok": ok}
@@ -82,7 +87,7 @@ def recorded_steps(history: Sequence[W.Event]) -> dict[int, RecordedStep]:
             case W.CommandIssued(command_id=command_id):
                 issued[command_id] = event
             case W.CommandFinished(step_index=index, command_id=command_id):
-                if (event.error or {}).get("code") != INTERRUPTED:
+                if not interrupted(event):
                     attempts[index].actions.append(_command(issued[command_id], event))
             case W.Checked(step_index=index):
                 attempts[index].actions.append(_check(event))

@@ -34,7 +34,14 @@ from engine.executors.kinds import ExecutorKind, ExecutorSetup, builtin_kinds
 from engine.held_session import HeldSession
 from engine.limits import Limits
 from engine.logs import LOGGER_NAME, on_session, on_step
-from engine.replay import RecordedAction, RecordedStep, Replay, lineage_history
+from engine.replay import (
+    INTERRUPTED,
+    RecordedAction,
+    RecordedStep,
+    Replay,
+    interrupted,
+    lineage_history,
+)
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.snapshots import Snapshotter
@@ -475,7 +482,7 @@ class SessionRun:
 def _interrupted(step_index: int, command_id: str) -> Callable[[WorkflowSession], None]:
     """The decision that a command left without a result will never have one."""
     error = StandardError.of(
-        "COMMAND_INTERRUPTED", "its owner stopped before this command's result"
+        INTERRUPTED, "its owner stopped before this command's result"
     ).to_dict()
     return lambda session: session.finish_command(
         step_index, command_id=command_id, ok=False, output="interrupted", error=error
@@ -537,7 +544,11 @@ class StepAttempt:
         for action in recorded.actions:
             key = self._key("r")
             done = self._recorded.get(key)
-            if done is not None and action.divergence(Outcome(done.ok, done.output)) is None:
+            if (
+                done is not None
+                and not interrupted(done)
+                and action.divergence(Outcome(done.ok, done.output)) is None
+            ):
                 evidence.append(truncated(done.output, 300))
                 continue
             if (timeout := self.run_.safe_point(self.deadline)) is not None:

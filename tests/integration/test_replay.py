@@ -17,7 +17,7 @@ from engine.executor_state import ExecutorStates
 from engine.limits import session_config
 from engine.projector import Projector
 from engine.replay import fork_request, replay_request
-from engine.task_loop import TaskLoop
+from engine.task_loop import TaskLoop, definition_key
 from engine.token_budget import TokenBudget
 from projections import ai_usage, session_index
 from tests.integration.conftest import (
@@ -319,3 +319,37 @@ def test_a_tenant_over_its_daily_tokens_is_paused_and_another_tenant_is_not(
     model.calls("complete_step", summary="signed in")
     loop.app.resume(over, reason="budget raised", actor="alice")
     assert drive(loop, over).status is SessionStatus.COMPLETED
+
+
+def test_a_replayed_command_its_owner_died_in_is_sent_again_under_the_same_key(
+    make_loop: LoopFactory, app: Stepline, target: str
+) -> None:
+    loop = make_loop(ai=False)
+    effect = 'POST /effects with {"name": "replayed once"}'
+    source = start_session(loop, [effect], target)
+    assert drive(loop, source).status is SessionStatus.COMPLETED
+    replayed = replay(loop, source)
+    key = definition_key(replayed, 0, 1, 0, kind="r")
+    # The replay's owner sent the recorded request, then died before recording its result.
+    app.start_step(replayed, 0)
+    (_, _, args) = commands(app, source)[0]
+    app.issue_command(
+        replayed,
+        0,
+        command_id="lost-1",
+        executor="http",
+        name="request",
+        args=args,
+        idempotency_key=key,
+    )
+    httpx.post(f"{target}/effects", json=args["body"], headers={"Idempotency-Key": key})
+
+    session = drive(loop, replayed)
+
+    assert session.status is SessionStatus.COMPLETED
+    seen = httpx.get(f"{target}/effects").json()
+    assert [d["key"] for d in seen["delivered"] if d["key"] == key] == [key, key]
+    assert [e["key"] for e in seen["applied"]].count(key) == 1  # applied once
+    reissued = [e for e in app.history(replayed) if isinstance(e, WorkflowSession.CommandIssued)]
+    assert [e.idempotency_key for e in reissued] == [key, key]
+    assert event_types(app, replayed).count("StepReplayed") == 1
