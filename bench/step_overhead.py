@@ -9,7 +9,9 @@ the command runs), the command's result and the step's end. Sessions run one aft
 then N at once in one process (group commit gathers their writes). DBOS runs the same number
 of no-op `@DBOS.step`s in workflows of the same length, in its own process and database on the
 same server, when the `bench` extra is installed (`pip install -e '.[bench]'`). The floor is
-raw psycopg: one single-row INSERT per commit.
+raw psycopg: one single-row INSERT per commit. Last, steps that also make a check, the check
+recorded as one event (as the task loop does) next to the same check recorded as an issued
+command and its result (as it did before).
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ STEPS_PER_SESSION = 20
 
 class NoopExecutor:
     kind = "noop"
-    checks: frozenset[str] = frozenset()
+
+    def __init__(self, checks: frozenset[str] = frozenset()) -> None:
+        self.checks = checks
 
     def run(self, command: Command) -> Outcome:
         return Outcome(True, "")
@@ -74,6 +78,11 @@ def noop_executor(_: ExecutorSetup) -> Executor:
     return NoopExecutor()
 
 
+def checking_executor(_: ExecutorSetup) -> Executor:
+    """`check` is a check, recorded as one event (not an issued command and its result)."""
+    return NoopExecutor(frozenset({"check"}))
+
+
 @dataclass(frozen=True)
 class Run:
     label: str
@@ -98,18 +107,21 @@ class Run:
         return f"{self.label:34s}{rate}{grouping}"
 
 
-def noop_loop(app: Stepline) -> TaskLoop:
+def noop_loop(app: Stepline, checks_as_events: bool = True) -> TaskLoop:
+    """Steps `noop` (one command) and `noop and check` (a command, then a check)."""
     definitions = builtin()
     definitions.add("noop", lambda _: [Command("noop", "noop")])
+    definitions.add("noop and check", lambda _: [Command("noop", "noop"), Command("noop", "check")])
     settings = Settings(database_url=None)
-    return TaskLoop(app, settings, definitions, Secrets({}), executor_kinds={"noop": noop_executor})
+    kind = checking_executor if checks_as_events else noop_executor
+    return TaskLoop(app, settings, definitions, Secrets({}), executor_kinds={"noop": kind})
 
 
-def noop_sessions(app: Stepline, loop: TaskLoop, steps: int) -> list[UUID]:
+def noop_sessions(app: Stepline, loop: TaskLoop, steps: int, text: str = "noop") -> list[UUID]:
     return [
         app.create_session(
             name="bench",
-            steps=[StepSpec("noop")] * STEPS_PER_SESSION,
+            steps=[StepSpec(text)] * STEPS_PER_SESSION,
             tenant="bench",
             actor="bench",
             config=session_config(loop.settings, {}),
@@ -119,14 +131,20 @@ def noop_sessions(app: Stepline, loop: TaskLoop, steps: int) -> list[UUID]:
 
 
 def run_steps(
-    app: Stepline, steps: int, concurrent: int = 1, label: str = "", grouped: bool = True
+    app: Stepline,
+    steps: int,
+    concurrent: int = 1,
+    label: str = "",
+    grouped: bool = True,
+    check: bool | None = None,
 ) -> Run:
     """Drive `steps` no-op steps in sessions of 20, `concurrent` sessions at a time;
-    `grouped=False` writes each session's events in a commit of their own."""
-    loop = noop_loop(app)
+    `grouped=False` writes each session's events in a commit of their own. `check`: each step
+    also makes a check, recorded as one event (True) or as a command pair (False)."""
+    loop = noop_loop(app, checks_as_events=check is not False)
     if not grouped:
         loop.writer.max_events = 1
-    sessions = noop_sessions(app, loop, steps)
+    sessions = noop_sessions(app, loop, steps, "noop" if check is None else "noop and check")
     before = app.recorder.max_notification_id() or 0
     commits_before = loop.writer.commits
     started = time.perf_counter()
@@ -176,6 +194,10 @@ def main() -> None:
             for n in counts:
                 ours.append(run_steps(app, steps, n))
                 ours.append(run_steps(app, steps, n, "  the same, no group commit", False))
+            checked = [
+                run_steps(app, steps, 1, "a command + a check, sequential", check=True),
+                run_steps(app, steps, 1, "  the check as an issued command", check=False),
+            ]
         finally:
             app.close()
         raw_per_s = raw_inserts(url, steps)
@@ -187,7 +209,14 @@ def main() -> None:
     print(
         f"{'raw psycopg, 1 row/commit':34s}{1000 / raw_per_s:8.2f} ms/row {raw_per_s:9.0f} rows/s"
     )
+    for run in checked:
+        print(run.line())
     _ratios(ours, peers)
+    as_event, as_pair = checked
+    print(
+        f"a check as one event: {as_event.steps_per_s / as_pair.steps_per_s:.1f}x the steps/s "
+        f"of the check as an issued command ({as_event.commits} vs {as_pair.commits} commits)"
+    )
 
 
 def _ratios(ours: list[Run], peers: list[Run]) -> None:
