@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from uuid import UUID
 
 from domain.errors import InvalidWorkflow
@@ -47,11 +47,15 @@ def essentials(command: Command, ok: bool, output: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RecordedAction:
-    """One command or check of the source, and what it returned."""
+    """One command or check of the source, and the part of its result a replay reproduces."""
 
     command: Command
-    check: bool
     expected: dict[str, Any]
+
+    @classmethod
+    def of(cls, executor: str, name: str, args: dict[str, Any], ok: bool, output: str) -> Self:
+        command = Command(executor, name, args)
+        return cls(command, essentials(command, ok, output))
 
     def divergence(self, outcome: Outcome) -> dict[str, Any] | None:
         """How `outcome` differs from the recorded result, or None if it matches."""
@@ -66,7 +70,6 @@ class RecordedStep:
     step_index: int
     actions: list[RecordedAction] = field(default_factory=list)
     summary: str = ""
-    evidence: list[str] = field(default_factory=list)
     turns: int = 0
     tokens: int = 0
 
@@ -88,27 +91,26 @@ def recorded_steps(history: Sequence[W.Event]) -> dict[int, RecordedStep]:
                 issued[command_id] = event
             case W.CommandFinished(step_index=index, command_id=command_id):
                 if not interrupted(event):
-                    attempts[index].actions.append(_command(issued[command_id], event))
+                    command = issued[command_id]
+                    attempts[index].actions.append(
+                        RecordedAction.of(
+                            command.executor, command.name, command.args, event.ok, event.output
+                        )
+                    )
             case W.Checked(step_index=index):
-                attempts[index].actions.append(_check(event))
+                attempts[index].actions.append(
+                    RecordedAction.of(
+                        event.executor, event.name, event.args, event.ok, event.output
+                    )
+                )
             case W.StepReplayed(step_index=index):
                 attempts[index].turns += event.turns_saved
                 attempts[index].tokens += event.tokens_saved
             case W.StepCompleted(step_index=index):
                 step = attempts.pop(index)
-                step.summary, step.evidence = event.summary, list(event.evidence)
+                step.summary = event.summary
                 done[index] = step
     return done
-
-
-def _command(issued: W.CommandIssued, finished: W.CommandFinished) -> RecordedAction:
-    command = Command(issued.executor, issued.name, issued.args)
-    return RecordedAction(command, False, essentials(command, finished.ok, finished.output))
-
-
-def _check(checked: W.Checked) -> RecordedAction:
-    command = Command(checked.executor, checked.name, checked.args)
-    return RecordedAction(command, True, essentials(command, checked.ok, checked.output))
 
 
 @dataclass(frozen=True)
