@@ -172,6 +172,14 @@ def _validate_config(config: dict[str, Any]) -> None:
 
 
 class WorkflowSession(Aggregate):
+    class_version = 2
+    """Of the session's snapshots: v2 holds `replay_of` and `forked_from`; v1 had neither."""
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["replay_of"] = None
+        state["forked_from"] = None
+
     class Event(Aggregate.Event):
         class_version = 1
 

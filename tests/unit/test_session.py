@@ -340,6 +340,31 @@ def test_a_check_is_recorded_only_inside_the_running_step(history: tuple[Command
         check(0)(given(*history))
 
 
+def test_a_snapshot_taken_before_replays_existed_loads_as_a_new_session() -> None:
+    session = given(start(0), issue(0, "c1"), finish(0, "c1"))
+    snapshot = WorkflowSession.Snapshot.take(session)
+    assert snapshot.state["class_version"] == 2
+    old_state = {
+        k: v
+        for k, v in snapshot.state.items()
+        if k not in ("class_version", "replay_of", "forked_from")
+    }
+    old = WorkflowSession.Snapshot(  # type: ignore[call-arg]
+        originator_id=snapshot.originator_id,
+        originator_version=snapshot.originator_version,
+        timestamp=snapshot.timestamp,
+        topic=snapshot.topic,
+        state=old_state,
+    )
+
+    loaded = old.mutate(None)
+
+    assert isinstance(loaded, WorkflowSession)
+    assert (loaded.replay_of, loaded.forked_from) == (None, None)
+    assert loaded.steps[0].status is StepStatus.RUNNING
+    assert loaded.version == session.version
+
+
 def test_completing_a_step_records_summary_and_evidence() -> None:
     session = given(start(0))
     session.complete_step(0, summary="logged in", evidence=["status 200"])
