@@ -13,6 +13,7 @@ from uuid import UUID
 
 import psycopg
 import pytest
+from psycopg_pool import ConnectionPool
 
 from domain.session import StepSpec, WorkflowSession
 from engine.ai import AiProvider
@@ -20,6 +21,7 @@ from engine.app import Stepline
 from engine.definitions import builtin
 from engine.executor_state import ExecutorStates
 from engine.limits import session_config
+from engine.projector import Projector
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.task_loop import TaskLoop
@@ -50,6 +52,15 @@ def model() -> Iterator[ScriptedModel]:
     scripted = ScriptedModel()
     with scripted.serving():
         yield scripted
+
+
+@pytest.fixture
+def projector(app: Stepline, fresh_database_url: str) -> Iterator[Projector]:
+    """The views, in the test's own database, fed from `app`'s log."""
+    with ConnectionPool(fresh_database_url, kwargs={"autocommit": True}) as pool:
+        runner = Projector(app, pool)
+        runner.prepare()
+        yield runner
 
 
 LoopFactory = Callable[..., TaskLoop]

@@ -10,7 +10,6 @@ from uuid import UUID
 
 import httpx
 import pytest
-from psycopg_pool import ConnectionPool
 
 from domain.session import SessionStatus, WorkflowSession
 from engine.app import Stepline
@@ -37,14 +36,6 @@ ADD_TODO = 'POST /todos with {"title": "only once"}'
 def app(fresh_app: Stepline) -> Stepline:
     """A database of its own: workers here claim every runnable session they find."""
     return fresh_app
-
-
-@pytest.fixture
-def projector(app: Stepline, fresh_database_url: str) -> Iterator[Projector]:
-    with ConnectionPool(fresh_database_url, kwargs={"autocommit": True}) as pool:
-        runner = Projector(app, pool)
-        runner.prepare()
-        yield runner
 
 
 @pytest.fixture

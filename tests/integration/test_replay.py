@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import httpx
 import pytest
-from psycopg_pool import ConnectionPool
 
 from domain.errors import InvalidWorkflow
 from domain.session import SessionStatus, StepSpec, WorkflowSession
@@ -35,11 +34,9 @@ LOGIN = 'POST /login with {"user": "demo", "password": "{{secrets.DEMO_PASSWORD}
 
 
 @pytest.fixture
-def projector(app: Stepline, fresh_database_url: str) -> Iterator[Projector]:
-    with ConnectionPool(fresh_database_url, kwargs={"autocommit": True}) as pool:
-        runner = Projector(app, pool)
-        runner.prepare()
-        yield runner
+def app(fresh_app: Stepline) -> Stepline:
+    """A database of the test's own, which its views are built in too."""
+    return fresh_app
 
 
 @pytest.fixture
@@ -83,11 +80,6 @@ def of_tenant(loop: TaskLoop, tenant: str, steps: list[StepSpec], target: str) -
         actor="alice",
         config=session_config(loop.settings, {"executor": "http", "base_url": target}),
     )
-
-
-def a_tenant() -> str:
-    """A tenant of the test's own: the log of the test run is shared."""
-    return f"tenant-{uuid4().hex[:8]}"
 
 
 def record_ai_run(loop: TaskLoop, model: ScriptedModel, target: str, tenant: str = "acme") -> UUID:
@@ -266,7 +258,7 @@ def test_usage_equals_the_turns_recorded_and_survives_a_rebuild(
     make_loop: LoopFactory, target: str, model: ScriptedModel, projector: Projector
 ) -> None:
     loop = make_loop()
-    tenant = a_tenant()
+    tenant = "acme"
     source = record_ai_run(loop, model, target, tenant)
     replayed = replay(loop, source)
     drive(loop, replayed)
@@ -294,7 +286,7 @@ def test_a_tenant_over_its_daily_tokens_is_paused_and_another_tenant_is_not(
     budget = TokenBudget(projector.pool, daily_tokens=50)
     loop = make_loop()
     loop.token_budget = budget
-    tenant = a_tenant()
+    tenant = "acme"
     record_ai_run(loop, model, target, tenant)  # 125 tokens today
     projector.catch_up()
 
@@ -309,7 +301,7 @@ def test_a_tenant_over_its_daily_tokens_is_paused_and_another_tenant_is_not(
     assert paused.reason.startswith(f"TENANT_DAILY_TOKENS_EXCEEDED: tenant {tenant} used 125 ")
     assert "TurnRecorded" not in event_types(loop.app, over)
 
-    other = of_tenant(loop, a_tenant(), [StepSpec("Sign in as the demo user")], target)
+    other = of_tenant(loop, "globex", [StepSpec("Sign in as the demo user")], target)
     assert drive(loop, other).status is SessionStatus.COMPLETED  # its own budget is untouched
 
     loop.app.resume(over, reason="still over", actor="alice")
