@@ -7,11 +7,13 @@ server. Each run creates its own fresh database and drops it at the end.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,7 @@ from engine.database import (
     temporary_database,
     with_dbname,
 )
+from tests.scripted_model import ScriptedModel
 
 
 def _docker_answers() -> bool:
@@ -77,3 +80,34 @@ def app(database_url: str) -> Iterator[Stepline]:
     application = Stepline(eventsourcing_env(database_url))
     yield application
     application.close()
+
+
+# ---- what the tests run against: the example web app and a scripted model ---------------
+
+PASSWORD = "s3cret-Pa55-word"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def example_target() -> Any:
+    """examples/target_app.py as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("example_target", EXAMPLES / "target_app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def target() -> Iterator[str]:
+    """The example web app (login + todos) on loopback; yields its base URL."""
+    with example_target().serving(password=PASSWORD) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    """The scripted OpenAI-compatible server on loopback."""
+    scripted = ScriptedModel()
+    with scripted.serving():
+        yield scripted

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.api.conftest import Api, shell_workflow
 from tests.api.test_sessions import create
-from tests.integration.conftest import PASSWORD, example_target
-
-
-@pytest.fixture
-def target() -> Iterator[str]:
-    with example_target().serving(password=PASSWORD) as base_url:
-        yield base_url
 
 
 def frames(client: httpx.Client, session_id: str) -> list[dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,23 +9,11 @@ import pytest
 from tests.api.conftest import Api, ApiFactory
 from tests.api.test_errors import assert_problem
 from tests.api.test_sessions import create, stream
-from tests.integration.conftest import PASSWORD, example_target, script_sign_in
+from tests.conftest import PASSWORD
+from tests.integration.conftest import script_sign_in
 from tests.scripted_model import ScriptedModel
 
 PRICES = {"scripted-model": {"prompt_per_1k": 1.0, "completion_per_1k": 2.0}}
-
-
-@pytest.fixture
-def target() -> Iterator[str]:
-    with example_target().serving(password=PASSWORD) as base_url:
-        yield base_url
-
-
-@pytest.fixture
-def model() -> Iterator[ScriptedModel]:
-    scripted = ScriptedModel()
-    with scripted.serving():
-        yield scripted
 
 
 @pytest.fixture

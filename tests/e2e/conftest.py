@@ -20,7 +20,6 @@ import pytest
 from domain.session import StepSpec, WorkflowSession
 from engine.app import Stepline
 from engine.database import eventsourcing_env
-from tests.integration.conftest import PASSWORD, example_target
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")
 
@@ -95,12 +94,6 @@ def store(fresh_database_url: str) -> Iterator[Stepline]:
     application = Stepline(eventsourcing_env(fresh_database_url), cache_size=0)
     yield application
     application.close()
-
-
-@pytest.fixture
-def target() -> Iterator[str]:
-    with example_target().serving(password=PASSWORD) as base_url:
-        yield base_url
 
 
 def side_effect_steps(tag: str, slow_ms: int = 150, effects: int = 2) -> list[str]:

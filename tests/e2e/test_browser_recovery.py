@@ -13,8 +13,8 @@ import pytest
 
 from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.app import Stepline
+from tests.conftest import PASSWORD
 from tests.e2e.conftest import Cluster, events_of, wait_until_ended
-from tests.integration.conftest import PASSWORD
 
 STEPS = [
     "open /app/login",

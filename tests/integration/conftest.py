@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import threading
 import time
@@ -25,33 +24,8 @@ from engine.projector import Projector
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.task_loop import TaskLoop
+from tests.conftest import PASSWORD
 from tests.scripted_model import ScriptedModel
-
-PASSWORD = "s3cret-Pa55-word"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def example_target() -> Any:
-    spec = importlib.util.spec_from_file_location("example_target", EXAMPLES / "target_app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def target() -> Iterator[str]:
-    """The example web app (login + todos) on loopback; yields its base URL."""
-    with example_target().serving(password=PASSWORD) as base_url:
-        yield base_url
-
-
-@pytest.fixture
-def model() -> Iterator[ScriptedModel]:
-    scripted = ScriptedModel()
-    with scripted.serving():
-        yield scripted
 
 
 @pytest.fixture

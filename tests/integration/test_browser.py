@@ -19,9 +19,8 @@ from engine.executor_state import ExecutorStates
 from engine.logs import configure_logging
 from engine.secrets import Secrets
 from engine.workflow_file import load_workflow
+from tests.conftest import EXAMPLES, PASSWORD
 from tests.integration.conftest import (
-    EXAMPLES,
-    PASSWORD,
     LoopFactory,
     assert_secret_recorded_nowhere,
     drive,

@@ -14,7 +14,7 @@ import pytest
 
 from api.auth import DEV_TENANT
 from engine.app import Stepline
-from tests.integration.conftest import EXAMPLES, PASSWORD
+from tests.conftest import EXAMPLES, PASSWORD
 from tests.scripted_model import ScriptedModel
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")

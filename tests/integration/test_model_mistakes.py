@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from domain.session import SessionStatus, StepStatus, WorkflowSession
-from tests.integration.conftest import PASSWORD, LoopFactory, drive, script_sign_in, start_session
+from tests.conftest import PASSWORD
+from tests.integration.conftest import LoopFactory, drive, script_sign_in, start_session
 from tests.scripted_model import ScriptedModel
 
 FAST_RETRY = {"retry-after-ms": "10"}

@@ -19,13 +19,8 @@ from engine.projector import Projector
 from engine.sweep import SWEEP_LOCK, Sweep
 from engine.task_loop import TaskLoop, definition_key
 from engine.worker import SessionWorker
-from tests.integration.conftest import (
-    PASSWORD,
-    LoopFactory,
-    drive,
-    event_types,
-    start_session,
-)
+from tests.conftest import PASSWORD
+from tests.integration.conftest import LoopFactory, drive, event_types, start_session
 from tests.scripted_model import ScriptedModel
 
 LOGIN = 'POST /login with {"user": "demo", "password": "{{secrets.DEMO_PASSWORD}}"}'

@@ -19,12 +19,11 @@ from engine.replay import fork_request, replay_request
 from engine.task_loop import TaskLoop, definition_key
 from engine.token_budget import TokenBudget
 from projections import ai_usage, session_index
+from tests.conftest import PASSWORD, example_target
 from tests.integration.conftest import (
-    PASSWORD,
     LoopFactory,
     drive,
     event_types,
-    example_target,
     script_sign_in,
     start_session,
 )

@@ -9,8 +9,8 @@ import pytest
 from domain.session import SessionStatus
 from engine.logs import LOGGER_NAME, configure_logging
 from engine.secrets import Secrets
+from tests.conftest import PASSWORD
 from tests.integration.conftest import (
-    PASSWORD,
     LoopFactory,
     assert_secret_recorded_nowhere,
     drive,

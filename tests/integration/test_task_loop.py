@@ -9,8 +9,8 @@ import httpx
 
 from domain.session import SessionStatus, StepSpec, StepStatus, WorkflowSession
 from engine.app import Stepline
+from tests.conftest import PASSWORD
 from tests.integration.conftest import (
-    PASSWORD,
     LoopFactory,
     drive,
     event_types,
