@@ -10,7 +10,7 @@ tokens), null for a model without a price.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import MAXYEAR, UTC, date, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -38,9 +38,14 @@ def _priced(services: Services, view: type[Priced], row: Any) -> Priced:
 
 def _utc_day(moment: datetime | date | None) -> date | None:
     """The day, in UTC, the view counts `moment` in (a datetime without a zone is UTC)."""
-    if isinstance(moment, datetime):
-        return moment.astimezone(UTC).date() if moment.tzinfo else moment.date()
-    return moment
+    if not isinstance(moment, datetime):
+        return moment
+    if moment.tzinfo is None:
+        return moment.date()
+    try:
+        return moment.astimezone(UTC).date()
+    except OverflowError:  # its UTC day is before year 1 or after 9999: the calendar's edge
+        return date.max if moment.year == MAXYEAR else date.min
 
 
 def _total(costs: Sequence[float | None]) -> float | None:

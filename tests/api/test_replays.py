@@ -130,4 +130,6 @@ def test_usage_per_session_and_tenant_with_prices(
         day = tenant["days"][0]["day"]
         assert alice.get("/v1/usage", params={"since": day, "until": day}).json()["days"]
         assert alice.get("/v1/usage", params={"until": "2000-01-01"}).json()["days"] == []
+        edges = {"since": "0001-01-01T00:30:00+01:00", "until": "9999-12-31T23:30:00-01:00"}
+        assert len(alice.get("/v1/usage", params=edges).json()["days"]) == 1  # no overflow
         assert eve.get("/v1/usage").json()["days"] == []
