@@ -41,9 +41,17 @@ class Strict(BaseModel):
 StepText = Annotated[str, Field(min_length=1, max_length=MAX_STEP_TEXT, pattern=r"\S")]
 
 
+BaseUrl = Annotated[str, Field(max_length=2_000, pattern=r"^https?://[^\s/]+")]
+
+
 class StepIn(Strict):
     text: StepText
     expect: str | None = Field(default=None, max_length=MAX_STEP_TEXT)
+
+
+def step_specs(steps: list[StepIn | StepText]) -> list[StepSpec]:
+    """Steps as the domain takes them: plain text, or text with its success criterion."""
+    return [StepSpec(s) if isinstance(s, str) else StepSpec(s.text, s.expect) for s in steps]
 
 
 class CreateSession(Strict):
@@ -52,14 +60,12 @@ class CreateSession(Strict):
     name: str = Field(min_length=1, max_length=MAX_NAME, pattern=r"\S")
     steps: list[StepIn | StepText] = Field(min_length=1, max_length=MAX_STEPS)
     executor: ExecutorName = DEFAULT_EXECUTOR
-    base_url: str | None = Field(default=None, max_length=2_000, pattern=r"^https?://[^\s/]+")
+    base_url: BaseUrl | None = None
     config: WorkflowConfig = Field(default_factory=WorkflowConfig)
     labels: dict[str, str] = Field(default_factory=dict, max_length=50)
 
     def step_specs(self) -> list[StepSpec]:
-        return [
-            StepSpec(s) if isinstance(s, str) else StepSpec(s.text, s.expect) for s in self.steps
-        ]
+        return step_specs(self.steps)
 
     def given_config(self) -> dict[str, Any]:
         return {
@@ -77,11 +83,8 @@ class ReplaySession(Strict):
         description="fail a step whose replayed result differs from the recorded one "
         "(REPLAY_DIVERGED), instead of carrying on live from there",
     )
-    base_url: str | None = Field(
-        default=None,
-        max_length=2_000,
-        pattern=r"^https?://[^\s/]+",
-        description="replay against another target; the source's by default",
+    base_url: BaseUrl | None = Field(
+        default=None, description="replay against another target; the source's by default"
     )
 
 
@@ -97,11 +100,7 @@ class ForkSession(Strict):
     )
 
     def step_specs(self) -> list[StepSpec] | None:
-        if self.steps is None:
-            return None
-        return [
-            StepSpec(s) if isinstance(s, str) else StepSpec(s.text, s.expect) for s in self.steps
-        ]
+        return None if self.steps is None else step_specs(self.steps)
 
 
 Origin = Literal["new", "replay", "fork"]

@@ -69,7 +69,11 @@ CATALOGUE: dict[str, ErrorKind] = {
     "SESSION_NOT_FOUND": ErrorKind(_V, _LOW, False, False, "Check the session id"),
     "BATCH_NOT_FOUND": ErrorKind(_V, _LOW, False, False, "Check the batch id"),
     "ARTIFACT_NOT_FOUND": ErrorKind(
-        _V, _LOW, False, False, "Use a hash from one of this session's CommandFinished events"
+        _V,
+        _LOW,
+        False,
+        False,
+        "Use a hash recorded in this session's CommandFinished or Checked events",
     ),
     "UNAUTHORIZED": ErrorKind(
         _V, _MEDIUM, False, False, "Send a valid API key as 'Authorization: Bearer <key>'"
