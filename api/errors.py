@@ -21,6 +21,7 @@ log = logging.getLogger(LOGGER_NAME)
 PROBLEM = "application/problem+json"
 STATUS_OF_CODE = {
     "VALIDATION_FAILED": 422,
+    "POLICY_REFUSED": 422,
     "SESSION_NOT_FOUND": 404,
     "BATCH_NOT_FOUND": 404,
     "ARTIFACT_NOT_FOUND": 404,

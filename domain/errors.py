@@ -211,6 +211,14 @@ CATALOGUE: dict[str, ErrorKind] = {
     "SERVER_UNREACHABLE": ErrorKind(
         _I, _HIGH, True, True, "Check --api (STEPLINE_API_URL) and that `stepline serve` runs there"
     ),
+    # The tenant boundary.
+    "POLICY_REFUSED": ErrorKind(
+        _V,
+        _MEDIUM,
+        False,
+        False,
+        "Stay within the tenant's policy (`stepline tenants show T`); the operator may widen it",
+    ),
 }
 
 _UNKNOWN = ErrorKind(_I, _MEDIUM, True, False, "Contact system administrator")
@@ -285,6 +293,12 @@ class DomainError(Exception):
 
 class InvalidWorkflow(DomainError):
     code = "VALIDATION_FAILED"
+
+
+class PolicyRefused(InvalidWorkflow):
+    """A workflow asked for more than its tenant's policy allows; the error names the field."""
+
+    code = "POLICY_REFUSED"
 
 
 class InvalidStateTransition(DomainError):

@@ -17,6 +17,7 @@ from engine.executor_state import ExecutorStates
 from engine.follower import LogFollower
 from engine.leases import RELEASED_CHANNEL, Leases
 from engine.logs import LOGGER_NAME, configure_logging
+from engine.policies import Policies
 from engine.projector import Projector
 from engine.secrets import Secrets
 from engine.settings import Settings
@@ -165,6 +166,7 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             ai,
             executor_states=executor_states,
             token_budget=budget,
+            policies=Policies(app, settings),
         )
         stack.callback(loop.close)
         yield Runtime(

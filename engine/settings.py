@@ -19,6 +19,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.executors.shell import DEFAULT_ALLOWED
 
+DEFAULT_LIMIT_MAXIMUMS = {
+    "max_turns_per_step": 50,
+    "step_timeout_ms": 3_600_000,
+    "workflow_timeout_ms": 86_400_000,
+    "max_consecutive_failures": 20,
+    "max_repeated_commands": 20,
+    "token_budget": 2_000_000,
+    "max_attempts": 10,
+    "retry_backoff_ms": 600_000,
+    "context_char_budget": 200_000,
+}
+"""The most a workflow may ask for, unless the operator sets otherwise."""
+
 
 class ModelPrice(BaseModel):
     """What a model costs, per 1,000 tokens, in whatever currency the operator bills in."""
@@ -78,7 +91,21 @@ class Settings(BaseSettings):
         default=1_000, ge=1, description="pending + running sessions before creation is refused"
     )
     tenant_max_running: int | None = Field(
-        default=None, ge=1, description="sessions of one tenant running at once, all workers"
+        default=20,
+        ge=1,
+        description="sessions of one tenant running at once, all workers (a tenant's policy "
+        "may set its own); empty: no limit",
+    )
+    tenant_max_streams: int | None = Field(
+        default=20, ge=1, description="live SSE streams one tenant may hold open at once"
+    )
+    requests_per_minute: int | None = Field(
+        default=600, ge=1, description="API requests one key may make a minute"
+    )
+    limit_maximums: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_LIMIT_MAXIMUMS),
+        description="the most a workflow's config may set each limit to (a tenant's policy "
+        "may set its own)",
     )
     lease_ms: int = Field(default=15_000, ge=300, description="session lease; renewed every third")
     session_ttl_ms: int = Field(default=1_800_000, ge=1)
@@ -162,6 +189,8 @@ class Settings(BaseSettings):
         "ai_model",
         "ai_base_url",
         "tenant_max_running",
+        "tenant_max_streams",
+        "requests_per_minute",
         "tenant_daily_tokens",
         "browser_path",
         mode="before",

@@ -23,6 +23,7 @@ from uuid import UUID, uuid4
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow, StandardError
 from domain.session import ENDED, SessionStatus, StepState, StepStatus, WorkflowSession
+from domain.tenant import Policy
 from engine.ai import AiProvider
 from engine.ai_step import AiStep
 from engine.app import Stepline
@@ -34,6 +35,7 @@ from engine.executors.kinds import ExecutorKind, ExecutorSetup, builtin_kinds
 from engine.held_session import HeldSession
 from engine.limits import Limits
 from engine.logs import LOGGER_NAME, on_session, on_step
+from engine.policies import Policies, base_policy
 from engine.replay import (
     INTERRUPTED,
     RecordedAction,
@@ -86,11 +88,14 @@ class TaskLoop:
         executor_kinds: Mapping[str, ExecutorKind] | None = None,
         executor_states: ExecutorStates | None = None,
         token_budget: TokenBudget | None = None,
+        policies: Policies | None = None,
     ) -> None:
         """`executor_kinds` adds executors to (or replaces) the registered kinds;
         `executor_states` keeps what executors need after a takeover (cookies);
-        `token_budget` is each tenant's daily allowance of model tokens."""
+        `token_budget` is each tenant's daily allowance of model tokens; `policies` gives
+        each tenant's policy (without: the operator's defaults)."""
         self.token_budget = token_budget
+        self.policies = policies
         self.executor_kinds = {**builtin_kinds(), **(executor_kinds or {})}
         self.executor_states = executor_states
         self.app = app
@@ -100,6 +105,11 @@ class TaskLoop:
         self.definitions = DefinitionsCache(definitions)
         self.secrets = secrets
         self.ai = ai
+
+    def policy_of(self, tenant: str) -> Policy:
+        if self.policies is None:
+            return base_policy(self.settings, tenant)
+        return self.policies.of(tenant)
 
     def close(self) -> None:
         """Release what the executor kinds hold for the process (the browser)."""
@@ -144,6 +154,7 @@ class SessionRun:
         self.held = HeldSession(self.app, loop.writer, loop.snapshotter, session_id, fence)
         session = self.held.session
         self.config = session.config
+        self.policy = loop.policy_of(session.tenant)
         self.limits = Limits.of(session, loop.settings)
         self.definitions = loop.definitions.for_module(session.config.get("definitions"))
         self.replay = Replay.of(self.app, session)
@@ -340,7 +351,9 @@ class SessionRun:
             if build is None:
                 kinds = ", ".join(sorted(self.loop.executor_kinds))
                 raise ValueError(f"no executor named {kind!r}; there are {kinds}")
-            setup = ExecutorSetup(self.session_id, self.config, self.loop.settings, self.secrets)
+            setup = ExecutorSetup(
+                self.session_id, self.config, self.loop.settings, self.secrets, self.policy
+            )
             self.executors[kind] = build(setup)
         return self.executors[kind]
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from uuid import UUID
 
+from domain.tenant import Policy
 from engine.artifacts import artifacts_of
 from engine.executors import Executor
 from engine.executors.http import HttpExecutor
@@ -32,6 +33,8 @@ class ExecutorSetup:
     config: Mapping[str, Any]
     settings: Settings
     secrets: Secrets
+    policy: Policy = field(default_factory=Policy)
+    """The session's tenant's policy: its shell programs and egress allow-list."""
 
 
 def http_executor(setup: ExecutorSetup) -> Executor:
@@ -47,7 +50,9 @@ def http_executor(setup: ExecutorSetup) -> Executor:
 
 def shell_executor(setup: ExecutorSetup) -> Executor:
     settings = setup.settings
-    allowed = setup.config.get("shell_allow") or settings.shell_allow
+    # The tenant's programs, narrowed by the workflow's own list (checked at creation).
+    narrowed = setup.config.get("shell_allow")
+    allowed = [p for p in setup.policy.shell_allow if narrowed is None or p in narrowed]
     return ShellExecutor(
         Path(settings.data_dir) / "work" / str(setup.session_id),
         setup.secrets,
@@ -103,6 +108,7 @@ ExecutorKind = Callable[[ExecutorSetup], Executor]
 ExecutorName = Literal["http", "shell", "browser"]
 """The kinds a workflow may name; the schemas of workflow files and of the API use this."""
 
+EXECUTOR_NAMES: tuple[ExecutorName, ...] = get_args(ExecutorName)
 DEFAULT_EXECUTOR: ExecutorName = "http"
 
 

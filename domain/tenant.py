@@ -1,0 +1,141 @@
+"""A tenant's policy: what its workflows may use and reach, set by the operator — never by a
+workflow, which may only narrow it.
+
+`Policy` is the value the runtime enforces; `TenantPolicy` is the aggregate that records each
+change the operator makes (one `PolicySet` event each, with the operator as actor), so every
+change is in the log and audited like any other.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import InvalidWorkflow
+
+LIMITS = (
+    "max_turns_per_step",
+    "step_timeout_ms",
+    "workflow_timeout_ms",
+    "max_consecutive_failures",
+    "max_repeated_commands",
+    "token_budget",
+    "max_attempts",
+    "retry_backoff_ms",
+    "context_char_budget",
+)
+"""The task loop's limits a workflow's `config:` may set, each up to the tenant's maximum."""
+
+ANY_HOST = "*"
+"""An egress allow-list entry that lets every host and address through (the dev tenant's)."""
+
+_NAMESPACE = uuid.UUID("5b0b7a8e-6f0e-4c55-9f5e-5a1f0e2d7c11")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one tenant may do. A field left as None has no cap of the tenant's own."""
+
+    executors: tuple[str, ...] = ("http", "browser")
+    shell_allow: tuple[str, ...] = ()
+    egress_allow: tuple[str, ...] = ()
+    """Hosts (`api.example.com`, `*.example.org`, `host:443`), addresses and networks
+    (`10.1.2.3`, `10.0.0.0/8`) beyond the public internet; `*` lets everything through."""
+    max_running: int | None = None
+    max_streams: int | None = None
+    requests_per_minute: int | None = None
+    maximums: Mapping[str, int] = field(default_factory=dict)
+    """The most a workflow may set each of `LIMITS` to."""
+
+    def with_changes(self, changes: Mapping[str, Any]) -> Policy:
+        """This policy with the operator's changes applied (a maximum of None: no cap)."""
+        known = {f.name for f in fields(self)}
+        updates: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name not in known:
+                raise InvalidWorkflow(f"a tenant policy has no {name}", field=name)
+            if name == "maximums":
+                merged = {**self.maximums, **value}
+                updates[name] = {k: v for k, v in merged.items() if v is not None}
+            elif name in ("executors", "shell_allow", "egress_allow"):
+                updates[name] = tuple(value)
+            else:
+                updates[name] = value
+        return replace(self, **updates)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "executors": list(self.executors),
+            "shell_allow": list(self.shell_allow),
+            "egress_allow": list(self.egress_allow),
+            "max_running": self.max_running,
+            "max_streams": self.max_streams,
+            "requests_per_minute": self.requests_per_minute,
+            "maximums": dict(self.maximums),
+        }
+
+
+def check_changes(changes: Mapping[str, Any]) -> None:
+    """Refuse a change that could never be enforced: unknown limits, caps below one."""
+    for name in changes.get("maximums", {}):
+        if name not in LIMITS:
+            raise InvalidWorkflow(
+                f"{name} is not a limit; limits are {', '.join(LIMITS)}", field="maximums"
+            )
+    for name in ("max_running", "max_streams", "requests_per_minute"):
+        value = changes.get(name)
+        if value is not None and value < 1:
+            raise InvalidWorkflow(f"{name} must be at least 1, got {value}", field=name)
+    for value in changes.get("maximums", {}).values():
+        if value is not None and value < 0:
+            raise InvalidWorkflow(f"a maximum must not be negative, got {value}", field="maximums")
+
+
+class TenantPolicy(Aggregate):
+    """The operator's changes to one tenant's policy, in order."""
+
+    class Event(Aggregate.Event):
+        class_version = 1
+
+    class Created(Event, Aggregate.Created):
+        tenant: str
+
+    class PolicySet(Event):
+        changes: dict[str, Any]
+        actor: str
+
+    tenant: str
+    changes: dict[str, Any]
+
+    @staticmethod
+    def create_id(tenant: str) -> uuid.UUID:
+        return uuid.uuid5(_NAMESPACE, tenant)
+
+    @classmethod
+    def create(cls, tenant: str) -> TenantPolicy:
+        if not tenant or "\x00" in tenant:
+            raise InvalidWorkflow("a tenant needs a name", field="tenant")
+        return cls(tenant=tenant)
+
+    @event(Created)
+    def __init__(self, *, tenant: str) -> None:
+        self.tenant = tenant
+        self.changes = {}
+
+    def set(self, changes: Mapping[str, Any], actor: str) -> None:
+        check_changes(changes)
+        self._set(changes=dict(changes), actor=actor)
+
+    @event(PolicySet)
+    def _set(self, *, changes: dict[str, Any], actor: str) -> None:
+        merged = {**self.changes, **changes}
+        if "maximums" in changes:
+            merged["maximums"] = {**self.changes.get("maximums", {}), **changes["maximums"]}
+        self.changes = merged
+
+    def applied_to(self, base: Policy) -> Policy:
+        return base.with_changes(self.changes)
