@@ -49,7 +49,7 @@ def create_batch(
     body: CreateBatch, services: ServicesDep, caller: CallerDep, response: Response
 ) -> BatchCreated:
     """Create every session of the batch (all or none); workers with free slots run them."""
-    requests = [session_request(services, session) for session in body.sessions]
+    requests = [session_request(services, session, caller.tenant) for session in body.sessions]
     admit(services, caller.tenant, len(requests))
     batch_id, session_ids = services.runtime.app.create_batch(
         requests, tenant=caller.tenant, actor=caller.name

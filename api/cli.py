@@ -26,6 +26,12 @@ sessions_cli = typer.Typer(
     no_args_is_help=True,
 )
 cli.add_typer(sessions_cli, name="sessions")
+tenants_cli = typer.Typer(
+    help="Tenant policies (the operator's): executors, shell programs, egress, limits. A "
+    "workflow may only narrow its tenant's policy.",
+    no_args_is_help=True,
+)
+cli.add_typer(tenants_cli, name="tenants")
 
 AsJson = Annotated[bool, typer.Option("--json", help="print as JSON")]
 DEFAULT_TENANT = "default"  # the API's dev-mode tenant (api.auth.DEV_TENANT; a test keeps them one)
@@ -185,6 +191,77 @@ def workers_list(as_json: AsJson = False) -> None:
     from api import cli_commands  # noqa: PLC0415
 
     cli_commands.workers_list(as_json)
+
+
+@tenants_cli.command("set")
+def tenants_set(
+    tenant: Annotated[str, typer.Argument(help="the tenant (as in STEPLINE_API_KEYS)")],
+    executors: Annotated[
+        str | None, typer.Option(help="comma list of http, browser, shell", show_default=False)
+    ] = None,
+    shell_allow: Annotated[
+        str | None,
+        typer.Option(help="programs its shell steps may run, e.g. git,jq ('' for none)"),
+    ] = None,
+    egress_allow: Annotated[
+        str | None,
+        typer.Option(
+            help="hosts, *.domains, host:port, addresses or networks it may reach beyond the "
+            "public internet; a list restricts it to those; '*' allows everything"
+        ),
+    ] = None,
+    max_running: Annotated[int | None, typer.Option(min=1, help="sessions at once")] = None,
+    max_streams: Annotated[int | None, typer.Option(min=1, help="live streams at once")] = None,
+    requests_per_minute: Annotated[
+        int | None, typer.Option(min=1, help="API requests a key may make a minute")
+    ] = None,
+    maximum: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--max", help="NAME=N: the most a workflow may set a limit to (repeat; NAME= unsets)"
+        ),
+    ] = None,
+    unset: Annotated[
+        list[str] | None,
+        typer.Option(help="a field to take back to the operator's default (repeat)"),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Change a tenant's policy; recorded as an event with you as its actor."""
+    from api import cli_tenants  # noqa: PLC0415
+
+    options = {
+        "executors": executors,
+        "shell_allow": shell_allow,
+        "egress_allow": egress_allow,
+        "max_running": max_running,
+        "max_streams": max_streams,
+        "requests_per_minute": requests_per_minute,
+        "unset": unset,
+    }
+    try:
+        changes = cli_tenants.changes_from_options(options, maximum or [])
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    cli_tenants.set_policy(tenant, changes, as_json)
+
+
+@tenants_cli.command("show")
+def tenants_show(
+    tenant: Annotated[str, typer.Argument(help="the tenant")], as_json: AsJson = False
+) -> None:
+    """A tenant's policy as enforced now (the operator's defaults where it sets nothing)."""
+    from api import cli_tenants  # noqa: PLC0415
+
+    cli_tenants.show_policy(tenant, as_json)
+
+
+@tenants_cli.command("list")
+def tenants_list(as_json: AsJson = False) -> None:
+    """Tenants with a policy of their own or an API key, and their policies."""
+    from api import cli_tenants  # noqa: PLC0415
+
+    cli_tenants.list_policies(as_json)
 
 
 @keys_cli.command("new")

@@ -26,15 +26,20 @@ ICONS = {
 
 
 def request_from_file(
-    runtime: Runtime, spec: WorkflowFile, location: Path, base_url: str | None = None
+    runtime: Runtime,
+    spec: WorkflowFile,
+    location: Path,
+    tenant: str,
+    base_url: str | None = None,
 ) -> SessionRequest:
+    """The file's session, within `tenant`'s policy (PolicyRefused naming the field if not)."""
     given = spec.session_config(location)
     if base_url is not None:
         given["base_url"] = base_url
     return SessionRequest(
         name=spec.name,
         steps=spec.step_specs(),
-        config=session_config(runtime.settings, given),
+        config=session_config(runtime.settings, given, runtime.loop.policy_of(tenant)),
         labels=spec.labels,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
@@ -98,13 +98,19 @@ def _check_capacity(services: Services, adding: int) -> None:
         )
 
 
-def session_request(services: Services, body: CreateSession) -> SessionRequest:
+def session_request(services: Services, body: CreateSession, tenant: str) -> SessionRequest:
+    """The session asked for, within the tenant's policy (422 naming the field if not)."""
     return SessionRequest(
         name=body.name,
         steps=body.step_specs(),
-        config=session_config(services.runtime.settings, body.given_config()),
+        config=admitted(services, body.given_config(), tenant),
         labels=body.labels,
     )
+
+
+def admitted(services: Services, given: dict[str, Any], tenant: str) -> dict[str, Any]:
+    policy = services.runtime.loop.policy_of(tenant)
+    return session_config(services.runtime.settings, given, policy)
 
 
 def admit(services: Services, tenant: str, count: int) -> None:
@@ -127,7 +133,8 @@ def create_session(
 ) -> SessionCreated:
     """Create a session and start running it."""
     admit(services, caller.tenant, 1)
-    return created(services, session_request(services, body), caller.tenant, caller.name, response)
+    request = session_request(services, body, caller.tenant)
+    return created(services, request, caller.tenant, caller.name, response)
 
 
 def created(

@@ -212,6 +212,9 @@ CATALOGUE: dict[str, ErrorKind] = {
         _I, _HIGH, True, True, "Check --api (STEPLINE_API_URL) and that `stepline serve` runs there"
     ),
     # The tenant boundary.
+    "POLICY_INVALID": ErrorKind(
+        _V, _LOW, False, False, "Fix the option named in the message (stepline tenants set --help)"
+    ),
     "POLICY_REFUSED": ErrorKind(
         _V,
         _MEDIUM,
@@ -293,6 +296,12 @@ class DomainError(Exception):
 
 class InvalidWorkflow(DomainError):
     code = "VALIDATION_FAILED"
+
+
+class InvalidPolicy(DomainError):
+    """An operator's change to a tenant policy that could never be enforced."""
+
+    code = "POLICY_INVALID"
 
 
 class PolicyRefused(InvalidWorkflow):

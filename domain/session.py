@@ -144,13 +144,17 @@ def _validated_steps(steps: list[StepSpec]) -> list[StepSpec]:
     return validated
 
 
+def check_tenant(tenant: str) -> None:
+    _refuse_nul(tenant, "tenant")
+    if not tenant.strip():
+        raise InvalidWorkflow("the tenant must not be empty", field="tenant")
+
+
 def _validate_header(name: str, tenant: str, labels: dict[str, str]) -> None:
     if not name.strip() or len(name) > MAX_NAME:
         raise InvalidWorkflow(f"the name must be 1 to {MAX_NAME} characters", field="name")
     _refuse_nul(name, "name")
-    _refuse_nul(tenant, "tenant")
-    if not tenant.strip():
-        raise InvalidWorkflow("the tenant must not be empty", field="tenant")
+    check_tenant(tenant)
     if len(labels) > MAX_LABELS:
         raise InvalidWorkflow(f"at most {MAX_LABELS} labels", field="labels")
     for key, value in labels.items():

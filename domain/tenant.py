@@ -15,7 +15,8 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import InvalidWorkflow
+from domain.errors import InvalidPolicy
+from domain.session import check_tenant
 
 LIMITS = (
     "max_turns_per_step",
@@ -57,10 +58,9 @@ class Policy:
         updates: dict[str, Any] = {}
         for name, value in changes.items():
             if name not in known:
-                raise InvalidWorkflow(f"a tenant policy has no {name}", field=name)
+                raise InvalidPolicy(f"a tenant policy has no {name}", field=name)
             if name == "maximums":
-                merged = {**self.maximums, **value}
-                updates[name] = {k: v for k, v in merged.items() if v is not None}
+                updates[name] = {**self.maximums, **value}
             elif name in ("executors", "shell_allow", "egress_allow"):
                 updates[name] = tuple(value)
             else:
@@ -83,16 +83,16 @@ def check_changes(changes: Mapping[str, Any]) -> None:
     """Refuse a change that could never be enforced: unknown limits, caps below one."""
     for name in changes.get("maximums", {}):
         if name not in LIMITS:
-            raise InvalidWorkflow(
+            raise InvalidPolicy(
                 f"{name} is not a limit; limits are {', '.join(LIMITS)}", field="maximums"
             )
     for name in ("max_running", "max_streams", "requests_per_minute"):
         value = changes.get(name)
         if value is not None and value < 1:
-            raise InvalidWorkflow(f"{name} must be at least 1, got {value}", field=name)
+            raise InvalidPolicy(f"{name} must be at least 1, got {value}", field=name)
     for value in changes.get("maximums", {}).values():
         if value is not None and value < 0:
-            raise InvalidWorkflow(f"a maximum must not be negative, got {value}", field="maximums")
+            raise InvalidPolicy(f"a maximum must not be negative, got {value}", field="maximums")
 
 
 class TenantPolicy(Aggregate):
@@ -117,8 +117,7 @@ class TenantPolicy(Aggregate):
 
     @classmethod
     def create(cls, tenant: str) -> TenantPolicy:
-        if not tenant or "\x00" in tenant:
-            raise InvalidWorkflow("a tenant needs a name", field="tenant")
+        check_tenant(tenant)
         return cls(tenant=tenant)
 
     @event(Created)
@@ -132,10 +131,12 @@ class TenantPolicy(Aggregate):
 
     @event(PolicySet)
     def _set(self, *, changes: dict[str, Any], actor: str) -> None:
+        """A change to None takes the field (or one maximum) back to the operator's default."""
         merged = {**self.changes, **changes}
         if "maximums" in changes:
-            merged["maximums"] = {**self.changes.get("maximums", {}), **changes["maximums"]}
-        self.changes = merged
+            maximums = {**self.changes.get("maximums", {}), **changes["maximums"]}
+            merged["maximums"] = {k: v for k, v in maximums.items() if v is not None}
+        self.changes = {k: v for k, v in merged.items() if v is not None}
 
     def applied_to(self, base: Policy) -> Policy:
         return base.with_changes(self.changes)

@@ -36,6 +36,7 @@ class Runtime:
     projector: Projector
     leases: Leases
     executor_states: ExecutorStates
+    policies: Policies
     loop: TaskLoop
     database_url: str
     embedded: bool
@@ -60,7 +61,7 @@ class Runtime:
             self.leases,
             concurrency=concurrency,
             role=role,
-            tenant_limit=self.settings.tenant_max_running,
+            running_limit=lambda tenant: self.policies.of(tenant).max_running,
         )
 
 
@@ -158,6 +159,7 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
         budget = None
         if settings.tenant_daily_tokens is not None:
             budget = TokenBudget(pool, settings.tenant_daily_tokens)
+        policies = Policies(app, settings)
         loop = TaskLoop(
             app,
             settings,
@@ -166,7 +168,7 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             ai,
             executor_states=executor_states,
             token_budget=budget,
-            policies=Policies(app, settings),
+            policies=policies,
         )
         stack.callback(loop.close)
         yield Runtime(
@@ -175,6 +177,7 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             projector=projector,
             leases=leases,
             executor_states=executor_states,
+            policies=policies,
             loop=loop,
             database_url=url,
             embedded=embedded,

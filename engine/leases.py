@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -94,6 +95,10 @@ RETURNING fencing_token
 """
 
 
+RunningLimit = Callable[[str], int | None]
+"""How many sessions a tenant may run at once, all workers together (None: no limit)."""
+
+
 def new_worker_id(role: str) -> str:
     """host:pid:role:random — unique per process start, readable in `stepline workers`."""
     return f"{socket.gethostname()}:{os.getpid()}:{role}:{uuid.uuid4().hex[:6]}"
@@ -164,18 +169,21 @@ class Leases:
 
     # ---- claiming -----------------------------------------------------------------------
 
-    def claim(self, owner: str, count: int, tenant_limit: int | None = None) -> list[Claim]:
-        """Take up to `count` runnable sessions that nobody owns, oldest first."""
+    def claim(
+        self, owner: str, count: int, running_limit: RunningLimit | None = None
+    ) -> list[Claim]:
+        """Take up to `count` runnable sessions that nobody owns, oldest first, leaving out
+        those of tenants already running as many as `running_limit` gives them."""
         if count <= 0:
             return []
         with self.pool.connection() as conn, conn.transaction():
-            if tenant_limit is not None:
+            if running_limit is not None:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
-            fetch = count if tenant_limit is None else count * 4
+            fetch = count if running_limit is None else count * 4
             params = {"runnable": values(RUNNABLE), "limit": fetch}
             candidates = conn.execute(_CANDIDATES, params).fetchall()
-            if tenant_limit is not None:
-                candidates = _within_tenant_limit(conn, candidates, tenant_limit)
+            if running_limit is not None:
+                candidates = _within_running_limits(conn, candidates, running_limit)
             claims = []
             for session_id, tenant, previous_owner in candidates[:count]:
                 token = self._acquire(conn, session_id, tenant, owner)
@@ -189,10 +197,20 @@ class Leases:
                 )
             return claims
 
-    def acquire(self, session_id: UUID, tenant: str, owner: str) -> int | None:
+    def acquire(
+        self, session_id: UUID, tenant: str, owner: str, limit: int | None = None
+    ) -> int | None:
         """Take one session's lease (e.g. before the session is even saved); its fencing
-        token, or None if another worker holds it."""
+        token, or None if another worker holds it or its tenant already runs `limit`."""
         with self.pool.connection() as conn, conn.transaction():
+            if limit is not None:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
+                row = conn.execute(
+                    "SELECT count(*) FROM session_leases WHERE tenant = %s AND lease_until > now()",
+                    (tenant,),
+                ).fetchone()
+                if row is not None and row[0] >= limit:
+                    return None
             return self._acquire(conn, session_id, tenant, owner)
 
     def _acquire(
@@ -311,8 +329,8 @@ class Leases:
             )
 
 
-def _within_tenant_limit(
-    conn: Connection[Any], candidates: list[tuple[Any, ...]], limit: int
+def _within_running_limits(
+    conn: Connection[Any], candidates: list[tuple[Any, ...]], running_limit: RunningLimit
 ) -> list[tuple[Any, ...]]:
     running = dict(
         conn.execute(
@@ -322,7 +340,8 @@ def _within_tenant_limit(
     chosen = []
     for candidate in candidates:
         tenant = candidate[1]
-        if running.get(tenant, 0) < limit:
+        limit = running_limit(tenant)
+        if limit is None or running.get(tenant, 0) < limit:
             running[tenant] = running.get(tenant, 0) + 1
             chosen.append(candidate)
     return chosen

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from domain.session import WorkflowSession
+from domain.tenant import Policy
+from engine.policies import admitted_config, capped_defaults
 from engine.settings import Settings
 
 
@@ -31,6 +34,13 @@ class Limits:
         return cls(**{f.name: int(chosen[f.name]) for f in fields(cls)})
 
 
-def session_config(settings: Settings, given: dict[str, Any]) -> dict[str, Any]:
-    """What a new session records: the given config with every limit filled in."""
-    return {**Limits.defaults(settings), **given}
+def session_config(
+    settings: Settings, given: Mapping[str, Any], policy: Policy | None = None
+) -> dict[str, Any]:
+    """What a new session records: the given config with every limit filled in. Under a
+    tenant's `policy` the config is refused (PolicyRefused) where it asks for more than the
+    policy allows, and the defaults are lowered to the policy's maximums."""
+    defaults = Limits.defaults(settings)
+    if policy is None:
+        return {**defaults, **given}
+    return {**capped_defaults(policy, defaults), **admitted_config(policy, given)}

@@ -16,8 +16,10 @@ from dataclasses import replace
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
+from psycopg_pool import ConnectionPool
 
-from domain.errors import PolicyRefused
+from domain.errors import InvalidPolicy, PolicyRefused
+from domain.session import check_tenant
 from domain.tenant import ANY_HOST, LIMITS, Policy, TenantPolicy
 from engine.app import Stepline
 from engine.executors.kinds import EXECUTOR_NAMES
@@ -60,6 +62,7 @@ class Policies:
         self._lock = threading.Lock()
 
     def of(self, tenant: str) -> Policy:
+        check_tenant(tenant)
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(tenant)
@@ -74,6 +77,13 @@ class Policies:
 
     def set(self, tenant: str, changes: Mapping[str, Any], actor: str) -> Policy:
         """Record the operator's changes to a tenant's policy; the policy as it now is."""
+        unknown = sorted(set(changes.get("executors") or ()) - set(EXECUTOR_NAMES))
+        if unknown:
+            raise InvalidPolicy(
+                f"no such executor: {', '.join(unknown)}; executors are "
+                f"{', '.join(EXECUTOR_NAMES)}",
+                field="executors",
+            )
         recorded = self._recorded(tenant) or TenantPolicy.create(tenant)
         recorded.set(changes, actor)
         self.app.save(recorded)
@@ -87,6 +97,17 @@ class Policies:
         except AggregateNotFoundError:
             return None
         return policy
+
+
+def tenants_with_policies(pool: ConnectionPool, settings: Settings) -> list[str]:
+    """Tenants the operator has set a policy for (from the audit view), and those of the
+    configured API keys."""
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT tenant FROM audit_log WHERE event_type = 'TenantPolicy.Created'"
+        ).fetchall()
+    recorded = {tenant for (tenant,) in rows}
+    return sorted(recorded | {key.tenant for key in settings.api_keys.values()})
 
 
 def admitted_config(policy: Policy, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from domain.errors import DomainError
 from domain.session import SessionStatus, WorkflowSession
 from engine.app import SessionRequest
 from engine.event_store import Fence
-from engine.leases import Claim, Leases, WorkerCounts, new_worker_id
+from engine.leases import Claim, Leases, RunningLimit, WorkerCounts, new_worker_id
 from engine.logs import LOGGER_NAME, on_session
 from engine.task_loop import TaskLoop
 
@@ -75,14 +75,14 @@ class SessionWorker:
         *,
         concurrency: int,
         role: str = "worker",
-        tenant_limit: int | None = None,
+        running_limit: RunningLimit | None = None,
         poll_s: float = 1.0,
     ) -> None:
         self.loop = loop
         self.leases = leases
         self.concurrency = concurrency
         self.role = role
-        self.tenant_limit = tenant_limit
+        self.running_limit = running_limit
         self.poll_s = poll_s
         self.worker_id = new_worker_id(role)
         self.metrics = WorkerMetrics()
@@ -160,7 +160,7 @@ class SessionWorker:
                 return
             slots = self._take_slots(self.concurrency)
             try:
-                for claim in self.leases.claim(self.worker_id, slots, self.tenant_limit):
+                for claim in self.leases.claim(self.worker_id, slots, self.running_limit):
                     self.drive(claim)
             except DATABASE_ERRORS:
                 log.warning("Could not claim sessions (database unavailable); retrying")
@@ -173,17 +173,16 @@ class SessionWorker:
     ) -> tuple[WorkflowSession, Future[SessionStatus | None] | None]:
         """Create a session and, with a free slot, drive it here at once: its lease is taken
         before it is saved, so no other worker can claim it first. Otherwise the session is
-        only saved, and whichever worker has room claims it. Under a per-tenant running limit
-        only claims may start sessions (they weigh the limit), unless `here` insists."""
+        only saved, and whichever worker has room claims it. A tenant already running as many
+        sessions as its running limit allows waits for a claim too, unless `here` insists."""
         session = request.build(tenant, actor)
-        local = not self._stopping.is_set() and (here or self.tenant_limit is None)
-        slot = self._take_slots(1) if local else 0
+        slot = self._take_slots(1) if not self._stopping.is_set() else 0
         try:
-            if not slot:
+            limit = None if here or self.running_limit is None else self.running_limit(tenant)
+            token = self.leases.acquire(session.id, tenant, self.worker_id, limit) if slot else None
+            if token is None:  # nobody else can know a session not yet saved: over the limit
                 self.loop.app.save_new(session)
                 return session, None
-            token = self.leases.acquire(session.id, tenant, self.worker_id)
-            assert token is not None  # nobody else can know a session not yet saved
             claim = Claim(session.id, tenant, token, None)
             try:
                 self.loop.app.save_new(session)

@@ -13,6 +13,7 @@ from psycopg.rows import class_row, tuple_row
 
 from domain.batch import Batch
 from domain.session import WorkflowSession as W
+from domain.tenant import TenantPolicy
 from projections.view import Recorded, RowTable
 
 
@@ -28,9 +29,14 @@ class AuditEntry:
 
 
 def event_type(event: object) -> str:
-    """The event's name; a batch's events are prefixed, so `Created` stays a session's."""
+    """The event's name; a batch's and a tenant policy's are prefixed, so `Created` stays a
+    session's."""
     name = type(event).__name__
-    return f"Batch.{name}" if isinstance(event, Batch.Event) else name
+    if isinstance(event, Batch.Event):
+        return f"Batch.{name}"
+    if isinstance(event, TenantPolicy.Event):
+        return f"TenantPolicy.{name}"
+    return name
 
 
 def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per event type
@@ -40,6 +46,12 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per eve
             return f"created a batch of {len(session_ids)} sessions"
         case Batch.Cancelled(reason=reason):
             return f"cancelled the batch: {reason}" if reason else "cancelled the batch"
+        case TenantPolicy.Created(tenant=tenant):
+            return f"created the policy of tenant {tenant}"
+        case TenantPolicy.PolicySet(changes=changes):
+            return "set the tenant's policy: " + ", ".join(
+                f"{name}={value}" for name, value in sorted(changes.items())
+            )
         case W.Created(name=name, replay_of=dict(replay_of)):
             return f'created "{name}", a replay of {replay_of["session_id"]}'
         case W.Created(name=name, forked_from=dict(fork)):
@@ -110,7 +122,8 @@ class AuditLogView:
         tenants = {
             r.session_id: r.event.tenant
             for r in batch
-            if isinstance(r.event, W.Created | Batch.Created)  # a batch's events are its tenant's
+            # A batch's and a policy's events are filed under their tenant.
+            if isinstance(r.event, W.Created | Batch.Created | TenantPolicy.Created)
         }
         unknown = list({r.session_id for r in batch} - tenants.keys())
         if unknown:

@@ -85,6 +85,13 @@ def app(database_url: str) -> Iterator[Stepline]:
 # ---- what the tests run against: the example web app and a scripted model ---------------
 
 PASSWORD = "s3cret-Pa55-word"
+TEST_POLICY = {
+    "executors": ["http", "browser", "shell"],
+    "shell_allow": ["echo", "sleep", "true", "printf", "cat", "ls", "date", "touch", "wc"],
+    "egress_allow": ["127.0.0.1", "localhost"],
+}
+"""What the operator of the tests' deployments lets their tenants (acme, globex) do: reach
+the local targets on loopback and run a few programs."""
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 

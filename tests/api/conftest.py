@@ -15,9 +15,12 @@ from api.auth import digest
 from api.server import create_app, serving_in_background
 from api.services import Services
 from engine.settings import ApiKey, Settings
+from tests.conftest import TEST_POLICY
 
 KEYS = {"alice": ("acme", "sk_alice_0123456789"), "bob": ("acme", "sk_bob_0123456789")}
 KEYS["eve"] = ("globex", "sk_eve_0123456789")
+KEYS["mallory"] = ("initech", "sk_mallory_0123456789")
+"""initech has no policy of its own: the secure default (http and browser, public internet)."""
 
 
 @dataclass
@@ -44,7 +47,9 @@ def start_api(fresh_database_url: str, tmp_path: Path) -> Iterator[ApiFactory]:
     """Start the API with settings overridden; stopped at the end of the test."""
     stack: list[Any] = []
 
-    def start(keys: bool = True, workers: int | None = None, **overrides: Any) -> Api:
+    def start(
+        keys: bool = True, workers: int | None = None, policies: bool = True, **overrides: Any
+    ) -> Api:
         api_keys = {
             name: ApiKey(tenant=tenant, sha256=digest(key)) for name, (tenant, key) in KEYS.items()
         }
@@ -59,7 +64,11 @@ def start_api(fresh_database_url: str, tmp_path: Path) -> Iterator[ApiFactory]:
         context = serving_in_background(app)
         base_url = context.__enter__()
         stack.append(context)
-        return Api(base_url, app)
+        api = Api(base_url, app)
+        if keys and policies:
+            for tenant in ("acme", "globex"):
+                api.services.runtime.policies.set(tenant, TEST_POLICY, actor="operator")
+        return api
 
     yield start
     for context in reversed(stack):

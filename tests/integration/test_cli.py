@@ -14,7 +14,9 @@ import pytest
 
 from api.auth import DEV_TENANT
 from engine.app import Stepline
-from tests.conftest import EXAMPLES, PASSWORD
+from engine.policies import Policies
+from engine.settings import Settings
+from tests.conftest import EXAMPLES, PASSWORD, TEST_POLICY
 from tests.scripted_model import ScriptedModel
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")
@@ -100,6 +102,7 @@ def test_run_files_its_session_under_the_dev_mode_tenant_or_the_one_given(
 ) -> None:
     workflow, url = tmp_path / "echo.yaml", database_url
     workflow.write_text("name: Echo\nexecutor: shell\nsteps:\n  - run `echo hi`\n")
+    Policies(app, Settings(database_url=url)).set("acme", TEST_POLICY, actor="operator")
     tenants = []
     for extra in ([], ["--tenant", "acme"]):
         result = stepline("run", str(workflow), "--json", *extra, STEPLINE_DATABASE_URL=url)

@@ -399,8 +399,8 @@ def test_claims_keep_each_tenant_under_its_running_limit(
         start_session(loop, ["GET /login"], target)  # tenant acme
     projector.catch_up()
 
-    first = leases.claim("w1", 10, tenant_limit=2)
-    second = leases.claim("w2", 10, tenant_limit=2)
+    first = leases.claim("w1", 10, lambda _: 2)
+    second = leases.claim("w2", 10, lambda _: 2)
 
     assert len(first) == 2
     assert second == []
