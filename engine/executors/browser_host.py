@@ -93,8 +93,6 @@ class BrowserHost:
         self._browser: Browser | None = None
         self._parked: dict[UUID, tuple[Tab, asyncio.TimerHandle]] = {}
         self._closing: set[asyncio.Future[None]] = set()
-        self._jail_dir: Path | None = None
-        """Where the jail script is written, made on first launch, removed by `close`."""
 
     # ---- the loop thread ----------------------------------------------------------------
 
@@ -144,9 +142,6 @@ class BrowserHost:
         if self._playwright is not None:
             await self._playwright.stop()
             self._playwright = None
-        if self._jail_dir is not None:
-            shutil.rmtree(self._jail_dir, ignore_errors=True)
-            self._jail_dir = None
 
     # ---- on the loop: browsers and tabs -------------------------------------------------
 
@@ -156,14 +151,16 @@ class BrowserHost:
         executable = find_chromium(self.configured_path)
         if self._playwright is None:
             self._playwright = await async_playwright().start()
-        launch = self._launch(executable)
-        try:
-            self._browser = await self._playwright.chromium.launch(
-                **launch.options(), headless=True
-            )
-        except PlaywrightError as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise BrowserUnavailable(f"{executable} did not start: {first_line}") from None
+        # The jail script is needed only until Chromium is exec'd: gone once it answers.
+        with tempfile.TemporaryDirectory(prefix="stepline-chromium-") as jail_dir:
+            launch = self._launch(executable, Path(jail_dir))
+            try:
+                self._browser = await self._playwright.chromium.launch(
+                    **launch.options(), headless=True
+                )
+            except PlaywrightError as error:
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise BrowserUnavailable(f"{executable} did not start: {first_line}") from None
         log.info(
             "Browser started: %s %s%s",
             executable,
@@ -172,10 +169,8 @@ class BrowserHost:
         )
         return self._browser
 
-    def _launch(self, executable: str) -> ChromiumLaunch:
-        if self._jail_dir is None:
-            self._jail_dir = Path(tempfile.mkdtemp(prefix="stepline-chromium-"))
-        launch = chromium_launch(executable, self.sandbox, self._jail_dir)
+    def _launch(self, executable: str, jail_dir: Path) -> ChromiumLaunch:
+        launch = chromium_launch(executable, self.sandbox, jail_dir)
         if not self.sandbox:
             log.warning(
                 "Running Chromium without its sandbox (STEPLINE_BROWSER_SANDBOX=false)%s",

@@ -9,15 +9,17 @@ namespace: it must reach the egress proxy on 127.0.0.1. Its environment is rebui
 so the worker's secrets and database URL are not in it.
 
 Playwright starts "Chromium" itself (with its own arguments: the profile directory it made,
-`--remote-debugging-pipe` on fds 3 and 4), so the jail is a small script written where only root
-can read it, given to Playwright as the executable. It hands the profile directory to 65534,
-drops to that uid with no capabilities and no_new_privs (setpriv), and execs bubblewrap, which,
-being unprivileged, makes a user namespace first: nothing inside is root outside. setpriv and
-bwrap pass inherited fds through, so the pipe reaches Chromium.
+`--remote-debugging-pipe` on fds 3 and 4), so the jail is a small script, written where only root
+can read it and removed once Chromium runs, given to Playwright as the executable. It hands the
+profile directory to 65534, drops to that uid with no capabilities and no_new_privs (setpriv),
+and execs bubblewrap, which, being unprivileged, makes a user namespace first: nothing inside is
+root outside. setpriv and bwrap pass inherited fds through, so the pipe reaches Chromium.
 
-Chromium keeps its own sandbox inside the jail: this kernel lets 65534 make the nested user, pid
-and network namespaces its zygote puts each renderer in (seccomp-bpf on top). Only
-`STEPLINE_BROWSER_SANDBOX=false` turns it off, and then only inside the jail.
+Chromium keeps its own sandbox inside the jail: a kernel that lets 65534 make a user namespace
+(Debian's does) lets it make the nested user, pid and network namespaces its zygote puts each
+renderer in, seccomp-bpf on top. Only `STEPLINE_BROWSER_SANDBOX=false` turns it off, and then
+only inside the jail. Where the kernel denies unprivileged user namespaces, bwrap cannot start
+and neither does the browser (BROWSER_UNAVAILABLE, with bwrap's own message).
 
 Without bubblewrap (or setpriv) a root worker refuses to start Chromium (`SANDBOX_UNAVAILABLE`):
 a page that exploited it would own the host. A worker that is not root (the Dockerfile's
@@ -115,7 +117,7 @@ def _jail_tools() -> JailTools:
     missing = [name for name, path in found.items() if path is None]
     if missing:
         raise SandboxUnavailable(
-            f"this worker runs as root and Chromium runs as root only inside a jail, but "
+            f"the worker runs as root, so Chromium starts only inside its jail, and "
             f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on PATH: "
             f"{SANDBOX_HINT}"
         )

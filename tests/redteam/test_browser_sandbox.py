@@ -297,6 +297,7 @@ def test_a_web_page_cannot_read_local_files(host: BrowserHost, site: str) -> Non
 @pytest.mark.parametrize(
     ("path", "leak"),
     [("{secret}", FILE_SECRET), ("{directory}/", "secret.txt"), ("/etc/passwd", "root:x:0:0")],
+    ids=["a root-only file", "a directory listing", "/etc/passwd"],
 )
 def test_chromium_sees_none_of_the_hosts_files_even_at_a_file_url(
     host: BrowserHost, local_secret: Path, path: str, leak: str
