@@ -32,7 +32,8 @@ from engine.database import eventsourcing_env
 from engine.definitions import builtin
 from engine.executors import Command
 from engine.executors.browser import BrowserExecutor, BrowserLimits
-from engine.executors.browser_host import BrowserHost, find_chromium, launch_arguments
+from engine.executors.browser_host import BrowserHost, find_chromium
+from engine.executors.browser_jail import chromium_launch
 from engine.limits import session_config
 from engine.secrets import Secrets
 from engine.settings import Settings
@@ -58,10 +59,9 @@ def timed(label: str, clicks: int, work: Callable[[], object]) -> float:
 
 
 def bare_playwright(url: str, clicks: int) -> float:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=find_chromium(None), args=launch_arguments(sandbox=True)
-        )
+    with sync_playwright() as playwright, tempfile.TemporaryDirectory() as jail_dir:
+        launch = chromium_launch(find_chromium(None), sandbox=True, jail_dir=Path(jail_dir))
+        browser = playwright.chromium.launch(**launch.options())
         page = browser.new_context().new_page()
         page.goto(url)
         button = page.get_by_role("button", name="Count")

@@ -222,6 +222,23 @@ CATALOGUE: dict[str, ErrorKind] = {
         False,
         "Stay within the tenant's policy (`stepline tenants show T`); the operator may widen it",
     ),
+    # The tenant boundary: Chromium's jail and what a browser step may open.
+    "SANDBOX_UNAVAILABLE": ErrorKind(
+        _S,
+        _CRITICAL,
+        True,
+        False,
+        "Install bubblewrap on the worker (apt-get install -y bubblewrap): as root, Chromium "
+        "runs only inside it; or run the worker as a non-root user",
+    ),
+    "URL_SCHEME_REFUSED": ErrorKind(
+        _V,
+        _MEDIUM,
+        False,
+        False,
+        "Open an http:// or https:// URL (or a path under the base URL); local files and "
+        "browser pages are never opened",
+    ),
 }
 
 _UNKNOWN = ErrorKind(_I, _MEDIUM, True, False, "Contact system administrator")

@@ -135,7 +135,8 @@ class Settings(BaseSettings):
         default=None, description="Chromium for the browser executor; default: found on PATH"
     )
     browser_sandbox: bool = Field(
-        default=True, description="false: Chromium runs with --no-sandbox (always so as root)"
+        default=True,
+        description="false: Chromium runs with --no-sandbox (as root, still inside its jail)",
     )
     browser_action_timeout_ms: int = Field(default=5_000, ge=100, description="click, fill...")
     browser_expect_timeout_ms: int = Field(

@@ -8,6 +8,9 @@ records the page afterwards (URL, title, a bounded snapshot), so the next turn a
 can compare. A failed command takes a screenshot (every command does with `screenshots: all`),
 stored as an artifact and referenced by hash.
 
+Only web pages are opened: a URL whose scheme is not http(s) (file:, chrome:, view-source:, data:,
+javascript:...) is refused before the browser is touched, as a browser would read the scheme.
+
 Secrets are substituted here and nowhere else: a field filled with one is masked in screenshots,
 a password field never shows its value in a snapshot, and whatever reaches a result is redacted
 by the task loop before it is recorded.
@@ -23,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 from uuid import UUID
 
 from playwright.async_api import Error as PlaywrightError
@@ -33,6 +36,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 from engine.artifacts import Artifacts
 from engine.executors import Command, Outcome, substituted, truncated
 from engine.executors.browser_host import BrowserHost, BrowserUnavailable, Tab
+from engine.executors.browser_jail import SandboxUnavailable
 from engine.executors.page_snapshot import REF_ATTRIBUTE, SNAPSHOT_JS
 from engine.secrets import PLACEHOLDER, MissingSecret, Secrets
 
@@ -42,6 +46,11 @@ ACTION_ROLES = ("button", "link", "checkbox", "radio", "tab", "menuitem", "optio
 FIELD_ROLES = ("textbox", "searchbox", "combobox", "spinbutton")
 SECRET_MARK = "data-stepline-secret"  # noqa: S105 (an attribute name, not a secret)
 POLL_S = 0.1
+WEB_SCHEMES = frozenset({"http", "https"})
+BLANK = "about:blank"
+SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+TABS_AND_NEWLINES = re.compile(r"[\t\n\r]")
+C0_AND_SPACE = "".join(map(chr, range(0x21)))
 
 
 @dataclass(frozen=True)
@@ -126,17 +135,34 @@ class BrowserExecutor:
             args = substituted(command.args, self.variables, self.secrets)
         except MissingSecret as error:
             return Outcome.failed("SECRET_MISSING", str(error.args[0]))
+        refusal = self._refusal(command.name, args)
+        if refusal is not None:
+            return refusal
         self._typing_secret = bool(PLACEHOLDER.search(str(command.args.get("value", ""))))
         self._shots = []
         timeout_s = (self.limits.navigation_timeout_ms + self.limits.action_timeout_ms) / 1000 + 10
         try:
             outcome = self.host.call(self._perform(command.name, handler, args), timeout_s)
-        except BrowserUnavailable as error:
-            return Outcome.failed("BROWSER_UNAVAILABLE", str(error))
+        except (BrowserUnavailable, SandboxUnavailable) as error:
+            return Outcome.failed(error.code, str(error))
         except TimeoutError as error:
             return Outcome.failed("BROWSER_TIMEOUT", str(error))
         stored = [self.artifacts.put(content, "image/png", kind) for content, kind in self._shots]
         return replace(outcome, artifacts=tuple(ref.to_dict() for ref in stored))
+
+    def _refusal(self, name: str, args: dict[str, Any]) -> Outcome | None:
+        """A navigation to anything but a web page, refused before the browser is touched."""
+        url = args.get("url")
+        if name != "navigate" or not isinstance(url, str) or is_web_page(self._target(url)):
+            return None
+        return Outcome.failed(
+            "URL_SCHEME_REFUSED",
+            f"a browser step opens only http(s) pages and {BLANK}, not {url!r}",
+            url=url,
+        )
+
+    def _target(self, url: str) -> str:
+        return urljoin(self.base_url or "", url)
 
     async def _perform(
         self,
@@ -177,7 +203,7 @@ class BrowserExecutor:
             self._tab = await self.host.open_tab(self.session_id, self._cookies)
             self._tab.context.set_default_timeout(self.limits.action_timeout_ms)
             self._tab.context.set_default_navigation_timeout(self.limits.navigation_timeout_ms)
-            if reopen and not self._tab.reused and self.last_url:
+            if reopen and not self._tab.reused and self.last_url and is_web_page(self.last_url):
                 await self._tab.page.goto(self.last_url)
                 self.restarted_at = self.last_url
         return self._tab.page
@@ -204,10 +230,7 @@ class BrowserExecutor:
     # ---- the commands -------------------------------------------------------------------
 
     async def _navigate(self, page: Page, url: str) -> Done:
-        target = urljoin(self.base_url or "", url)
-        if urlsplit(target).scheme not in ("http", "https"):
-            raise Problem("INVALID_COMMAND", f"only http(s) pages can be opened, not {url!r}")
-        response = await page.goto(target)
+        response = await page.goto(self._target(url))  # is_web_page, checked by `run`
         return Done({"status": response.status if response is not None else None})
 
     async def _click(self, page: Page, target: str) -> Done:
@@ -312,8 +335,9 @@ class BrowserExecutor:
             return
         if not isinstance(recorded, dict):
             return
-        if isinstance(recorded.get("url"), str) and recorded["url"] != "about:blank":
-            self.last_url = recorded["url"]
+        url = recorded.get("url")
+        if isinstance(url, str) and url != BLANK and is_web_page(url):
+            self.last_url = url
         if command.name == "save_text" and "saved" in recorded:
             self.variables[recorded["saved"]] = recorded.get("value")
 
@@ -329,7 +353,7 @@ class BrowserExecutor:
             return "The browser has no page open yet: start with browser_navigate."
         try:
             state = self.host.call(self._briefing_state(), self.limits.navigation_timeout_ms / 1000)
-        except (BrowserUnavailable, TimeoutError, PlaywrightError) as error:
+        except (BrowserUnavailable, SandboxUnavailable, TimeoutError, PlaywrightError) as error:
             return f"The browser could not show the page: {error}"
         note = ""
         if self.restarted_at is not None:
@@ -357,6 +381,16 @@ class BrowserExecutor:
         if not name.startswith("browser_") or name.removeprefix("browser_") not in TOOLS:
             return None
         return Command("browser", name.removeprefix("browser_"), arguments)
+
+
+def is_web_page(url: str) -> bool:
+    """Whether `url` is http(s) or about:blank, its scheme read as a browser reads it: C0
+    controls and spaces around it ignored, tabs and newlines inside it dropped."""
+    cleaned = TABS_AND_NEWLINES.sub("", url).strip(C0_AND_SPACE)
+    scheme, colon, _ = cleaned.partition(":")
+    if cleaned.lower() == BLANK:
+        return True
+    return bool(colon) and SCHEME.fullmatch(scheme) is not None and scheme.lower() in WEB_SCHEMES
 
 
 def _readings(page: Page, target: str, roles: tuple[str, ...]) -> list[Locator]:

@@ -5,6 +5,9 @@ in a thread of its own and every session's browser work runs there as coroutines
 session threads wait on the result. Chromium is the system's (Debian's `chromium`, or
 `STEPLINE_BROWSER_PATH`), never a downloaded build, launched on first use and again if it dies.
 
+A worker running as root starts Chromium only inside a jail (uid 65534, namespaces of its own,
+see `browser_jail`), or not at all.
+
 A session's context (its cookies, storage, open page) is closed when the session ends; when a
 run stops without ending (a pause, a stop) it is parked for `keep_parked_s`, so a session resumed
 in the same process soon after finds its page as it left it.
@@ -18,6 +21,7 @@ import contextlib
 import logging
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ from uuid import UUID
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
+from engine.executors.browser_jail import NOBODY, ChromiumLaunch, chromium_launch
 from engine.logs import LOGGER_NAME
 
 log = logging.getLogger(LOGGER_NAME)
@@ -43,6 +48,8 @@ INSTALL_HINT = (
 class BrowserUnavailable(Exception):
     """No browser could be started; the message says what to install or set."""
 
+    code = "BROWSER_UNAVAILABLE"
+
 
 def find_chromium(configured: Path | None) -> str:
     if configured is not None:
@@ -57,8 +64,9 @@ def find_chromium(configured: Path | None) -> str:
 
 
 def launch_arguments(sandbox: bool) -> list[str]:
-    """Chromium refuses to run as root with its sandbox on; outside root it keeps it unless
-    told otherwise (a container that denies it user namespaces)."""
+    """For a Playwright launch of our own pages outside BrowserHost (the dashboard's tests),
+    never a tenant's: Chromium refuses to run as root with its sandbox on; outside root it keeps
+    it unless told otherwise (a container that denies it user namespaces)."""
     as_root = hasattr(os, "geteuid") and os.geteuid() == 0
     return [] if sandbox and not as_root else ["--no-sandbox"]
 
@@ -143,21 +151,32 @@ class BrowserHost:
         executable = find_chromium(self.configured_path)
         if self._playwright is None:
             self._playwright = await async_playwright().start()
-        arguments = launch_arguments(self.sandbox)
-        if arguments:
-            log.warning(
-                "Running Chromium without its sandbox (%s)",
-                "STEPLINE_BROWSER_SANDBOX=false" if not self.sandbox else "this process is root",
-            )
-        try:
-            self._browser = await self._playwright.chromium.launch(
-                executable_path=executable, args=arguments, headless=True
-            )
-        except PlaywrightError as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise BrowserUnavailable(f"{executable} did not start: {first_line}") from None
-        log.info("Browser started: %s %s", executable, self._browser.version)
+        # The jail script is needed only until Chromium is exec'd: gone once it answers.
+        with tempfile.TemporaryDirectory(prefix="stepline-chromium-") as jail_dir:
+            launch = self._launch(executable, Path(jail_dir))
+            try:
+                self._browser = await self._playwright.chromium.launch(
+                    **launch.options(), headless=True
+                )
+            except PlaywrightError as error:
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise BrowserUnavailable(f"{executable} did not start: {first_line}") from None
+        log.info(
+            "Browser started: %s %s%s",
+            executable,
+            self._browser.version,
+            f" (in its jail, as uid {NOBODY})" if launch.jailed else "",
+        )
         return self._browser
+
+    def _launch(self, executable: str, jail_dir: Path) -> ChromiumLaunch:
+        launch = chromium_launch(executable, self.sandbox, jail_dir)
+        if not self.sandbox:
+            log.warning(
+                "Running Chromium without its sandbox (STEPLINE_BROWSER_SANDBOX=false)%s",
+                ", inside its jail" if launch.jailed else "",
+            )
+        return launch
 
     async def open_tab(self, session_id: UUID, cookies: list[dict[str, Any]]) -> Tab:
         """The session's parked tab if there is one, else a new context (with `cookies`)."""

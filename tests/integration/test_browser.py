@@ -204,7 +204,7 @@ def test_only_web_pages_can_be_opened(make_loop: LoopFactory, target: str) -> No
     session = drive(loop, session_id)
 
     assert session.steps[0].error is not None
-    assert session.steps[0].error["code"] == "INVALID_COMMAND"
+    assert session.steps[0].error["code"] == "URL_SCHEME_REFUSED"
     assert "root:" not in json.dumps([e.output for e in finished(loop.app, session_id)])
 
 
