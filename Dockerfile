@@ -1,8 +1,9 @@
 # The image docker-compose.yml runs as `api` and `worker`.
 FROM python:3.11-slim
-# Debian's Chromium for the browser executor (Playwright never downloads a browser here).
+# Debian's Chromium for the browser executor (Playwright never downloads a browser here), and
+# bubblewrap, the jail of every shell command (without it the shell executor runs nothing).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends chromium \
+    && apt-get install -y --no-install-recommends chromium bubblewrap \
     && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home stepline && mkdir /data && chown stepline /data
 WORKDIR /app

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench up down clean chromium
+.PHONY: demo test lint format bench up down clean chromium bubblewrap
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,11 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP) chromium  ## the example workflows (HTTP, then browser) on the embedded PostgreSQL
+demo: $(STAMP) chromium bubblewrap  ## the example workflows (HTTP, then browser) on the embedded PostgreSQL
 	$(BIN)/stepline demo
 	$(BIN)/stepline demo --workflow examples/todo-browser.yaml
 
-test: $(STAMP) chromium  ## the whole test suite on a real PostgreSQL
+test: $(STAMP) chromium bubblewrap  ## the whole test suite on a real PostgreSQL
 	$(BIN)/python -m pytest
 
 # The browser executor drives the system's Chromium, never a downloaded build: found on PATH or
@@ -32,6 +32,19 @@ chromium:
 	  echo "The browser executor needs Chromium: install it (Debian/Ubuntu: sudo apt-get install -y chromium) or set STEPLINE_BROWSER_PATH" >&2; exit 1; \
 	fi
 
+# Every shell command runs jailed by bubblewrap, and without it none runs: found on PATH or at
+# STEPLINE_BWRAP_PATH, else installed with apt-get when run as root, else one line saying how.
+bubblewrap:
+	@if [ -n "$$STEPLINE_BWRAP_PATH" ]; then \
+	  test -x "$$STEPLINE_BWRAP_PATH" || { echo "STEPLINE_BWRAP_PATH=$$STEPLINE_BWRAP_PATH is not an executable" >&2; exit 1; }; \
+	elif command -v bwrap >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing bubblewrap for the shell executor: apt-get install -y bubblewrap"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	else \
+	  echo "The shell executor needs bubblewrap: install it (Debian/Ubuntu: sudo apt-get install -y bubblewrap) or set STEPLINE_BWRAP_PATH" >&2; exit 1; \
+	fi
+
 lint: $(STAMP)  ## ruff + mypy (strict)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -41,7 +54,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) chromium  ## benchmarks, printed as ratios against raw psycopg (and DBOS) in the same run
+bench: $(STAMP) chromium bubblewrap  ## benchmarks, printed as ratios against raw psycopg (and DBOS) in the same run
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.appends
 	$(BIN)/python -m bench.step_overhead

@@ -175,6 +175,16 @@ CATALOGUE: dict[str, ErrorKind] = {
     "SANDBOX_VIOLATION": ErrorKind(
         _V, _HIGH, False, False, "Allow the program (shell_allow) or keep paths inside the workdir"
     ),
+    # The shell sandbox.
+    "SANDBOX_UNAVAILABLE": ErrorKind(
+        _S,
+        _HIGH,
+        True,
+        False,
+        "Install bubblewrap on the worker (apt-get install bubblewrap) or set "
+        "STEPLINE_BWRAP_PATH, check the message for why it could not build the sandbox, then "
+        "resume the session",
+    ),
     "RESOURCE_LIMIT_EXCEEDED": ErrorKind(
         _E, _HIGH, False, False, "The command needs less CPU, memory or disk"
     ),

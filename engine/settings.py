@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     shell_allow: list[str] = Field(
         default_factory=lambda: list(DEFAULT_ALLOWED), description="programs the shell may run"
     )
+    # The shell sandbox.
+    bwrap_path: str | None = Field(
+        default=None, description="bubblewrap for the shell executor; default: bwrap on PATH"
+    )
 
     browser_path: Path | None = Field(
         default=None, description="Chromium for the browser executor; default: found on PATH"

@@ -1,9 +1,15 @@
 """The shell executor: allow-listed programs in a per-session working directory, never a shell.
 
-The sandbox rules: the program must be on the allow-list; no argument may name a path outside
-the working directory; the environment is scrubbed to an allow-list; CPU time, memory, file
-size and process count are limited; a command past its timeout is killed with its whole
-process group. A command that breaks a rule runs nothing.
+Every command runs jailed by bubblewrap (`engine.executors.sandbox`): an unprivileged uid, its
+own namespaces, only a read-only /usr and the work directory to see, and NO network at all
+(egress for shell commands is out of scope). Without bubblewrap nothing runs
+(`SANDBOX_UNAVAILABLE`): there is no unsandboxed fallback.
+
+Before anything runs: the program must be on the allow-list, and no argument may name a path
+outside the working directory, option values included (`engine.executors.sandbox_paths`).
+The environment is scrubbed to an allow-list; CPU time, memory, file size and process count
+are limited; a command past its timeout is killed with its whole sandbox. A command that
+breaks a rule runs nothing.
 """
 
 from __future__ import annotations
@@ -17,10 +23,20 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from engine.executors import Command, Outcome, truncated
+from engine.executors.sandbox import (
+    SANDBOX_PATH,
+    Jail,
+    SandboxUnavailable,
+    find_bwrap,
+    own_work_directory,
+    program_exists,
+    program_started,
+)
+from engine.executors.sandbox_paths import outside_arguments
 from engine.secrets import MissingSecret, Secrets
 
 DEFAULT_ALLOWED = (
@@ -41,14 +57,22 @@ class ShellLimits:
     allowed_programs: tuple[str, ...] = DEFAULT_ALLOWED
     allowed_env: tuple[str, ...] = DEFAULT_ENV
     extra_env: dict[str, str] = field(default_factory=dict)
+    bwrap_path: str | None = None
+    """bubblewrap's program; None: `bwrap` on PATH."""
 
 
-def _escapes(argument: str) -> bool:
-    """Whether an argument names a path outside the working directory."""
-    if argument.startswith(("/", "~")):
-        return True
-    value = argument.split("=", 1)[-1]  # --output=../x
-    return ".." in PurePosixPath(value).parts or value.startswith(("/", "~"))
+_LIMIT_SIGNALS = frozenset({signal.SIGXCPU, signal.SIGXFSZ, signal.SIGKILL})
+
+
+def _killed_by(code: int) -> signal.Signals | None:
+    """The signal a limit (or a kill) ended the program with. bwrap reports a program's
+    death by signal N as exit code 128 + N, as shells do; only the signals limits send are
+    read so, since a program may exit with 130 on its own."""
+    if code < 0:
+        return signal.Signals(-code)  # bwrap itself was killed
+    if code - 128 in _LIMIT_SIGNALS:
+        return signal.Signals(code - 128)
+    return None
 
 
 class ShellExecutor:
@@ -61,7 +85,9 @@ class ShellExecutor:
         self.limits = limits or ShellLimits()
         self.last_exit_code: int | None = None
         self.last_output: str = ""
+        self._checked_jail: Jail | None = None
         workdir.mkdir(parents=True, exist_ok=True)
+        own_work_directory(workdir)
 
     def close(self, *, ended: bool = True) -> None:
         pass
@@ -78,7 +104,7 @@ class ShellExecutor:
 
     # ---- sandbox ------------------------------------------------------------------------
 
-    def _refusal(self, argv: list[str]) -> str | None:
+    def _program_refusal(self, argv: list[str]) -> str | None:
         if not argv:
             return "the command is empty"
         program = argv[0]
@@ -87,24 +113,34 @@ class ShellExecutor:
                 f"{program!r} is not an allowed program; allowed: "
                 f"{', '.join(self.limits.allowed_programs)}"
             )
-        outside = [a for a in argv[1:] if _escapes(a)]
-        if outside:
-            return f"arguments {outside} name paths outside the session's working directory"
         return None
+
+    def _outside(self, argv: list[str], resolved: list[str]) -> list[str]:
+        """The arguments naming a path outside the work directory, as written (a secret's
+        value is checked too, but only its placeholder is named)."""
+        as_written = outside_arguments(argv, self.workdir)
+        once_resolved = set(outside_arguments(resolved, self.workdir))
+        return [
+            written
+            for written, value in zip(argv[1:], resolved[1:], strict=True)
+            if written in as_written or value in once_resolved
+        ]
 
     def _environment(self) -> dict[str, str]:
         env = {k: os.environ[k] for k in self.limits.allowed_env if k in os.environ}
-        return {**env, **self.limits.extra_env, "HOME": str(self.workdir)}
+        # Only /usr is in the jail, so the worker's PATH would name directories it lacks.
+        jailed = {"PATH": SANDBOX_PATH, "HOME": str(self.workdir.resolve())}
+        return {**env, **self.limits.extra_env, **jailed}
 
     def _limit_resources(self) -> None:
-        """Runs in the child before exec."""
+        """Runs in the child before exec; bubblewrap and the program inherit the limits. The
+        process limit is set inside the jail instead (`Jail.processes`): see `Jail._inside`."""
         limits = self.limits
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s))
         memory = limits.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         size = limits.file_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
 
     # ---- commands -----------------------------------------------------------------------
 
@@ -113,33 +149,76 @@ class ShellExecutor:
             argv = shlex.split(text)
         except ValueError as error:
             return Outcome.failed("INVALID_COMMAND", f"cannot parse {text!r}: {error}")
-        refusal = self._refusal(argv)
+        if any("\0" in arg for arg in argv):
+            return Outcome.failed("INVALID_COMMAND", "an argument holds a NUL character")
+        refusal = self._program_refusal(argv)
         if refusal is not None:
             return Outcome.failed("SANDBOX_VIOLATION", refusal, command=text)
         try:
             resolved = [self.secrets.resolve(arg) for arg in argv]
         except MissingSecret as error:
             return Outcome.failed("SECRET_MISSING", str(error.args[0]))
-        return self._execute(resolved)
+        outside = self._outside(argv, resolved)
+        if outside:
+            return Outcome.failed(
+                "SANDBOX_VIOLATION",
+                f"arguments {outside} name paths outside the session's working directory",
+                command=text,
+                arguments=outside,
+            )
+        return self._jailed(resolved)
 
-    def _execute(self, argv: list[str]) -> Outcome:
+    def _jailed(self, argv: list[str]) -> Outcome:
+        try:
+            jail = self._jail()
+        except SandboxUnavailable as error:
+            return Outcome.failed("SANDBOX_UNAVAILABLE", str(error))
+        if not program_exists(argv[0]):
+            return Outcome.failed(
+                "COMMAND_FAILED",
+                f"cannot start {argv[0]}: not found in the sandbox's {SANDBOX_PATH}",
+            )
+        status_read, status_write = os.pipe()
+        try:
+            return self._execute(jail, argv, status_read, status_write)
+        finally:
+            os.close(status_read)
+
+    def _jail(self) -> Jail:
+        """This session's jail, tried once before its first command."""
+        if self._checked_jail is None:
+            limits = self.limits
+            jail = Jail(
+                find_bwrap(limits.bwrap_path),
+                self.workdir.resolve(),
+                tmp_mb=limits.file_mb,
+                processes=limits.processes,
+            )
+            jail.check()
+            self._checked_jail = jail
+        return self._checked_jail
+
+    def _execute(self, jail: Jail, argv: list[str], status_read: int, status_write: int) -> Outcome:
         started = time.monotonic()
         try:
             process = subprocess.Popen(  # noqa: S603 - argv passed the sandbox checks
-                argv,
-                cwd=self.workdir,
-                env=self._environment(),
+                jail.argv(argv, self._environment(), status_write),
+                env={},  # bwrap's own pid 1 keeps this environment: nothing of the worker's
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
+                pass_fds=(status_write,),
                 start_new_session=True,
                 preexec_fn=self._limit_resources,  # noqa: PLW1509 - only setrlimit calls
             )
         except OSError as error:
-            return Outcome.failed("COMMAND_FAILED", f"cannot start {argv[0]}: {error.strerror}")
+            return Outcome.failed("SANDBOX_UNAVAILABLE", f"cannot start {jail.bwrap}: {error}")
+        finally:
+            os.close(status_write)
         try:
             raw, _ = process.communicate(timeout=self.limits.timeout_s)
         except subprocess.TimeoutExpired:
+            # bwrap leads the group; the jail dies with it (--die-with-parent), all of it.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
@@ -148,16 +227,22 @@ class ShellExecutor:
                 f"{argv[0]} ran past {self.limits.timeout_s:g} s and was killed",
             )
         output = raw.decode("utf-8", errors="replace")
+        if not program_started(status_read):
+            return Outcome.failed(
+                "SANDBOX_UNAVAILABLE",
+                f"bubblewrap could not build the sandbox, so {argv[0]} did not run: "
+                f"{output.strip() or f'exit {process.returncode}'}",
+            )
         return self._finished(process.returncode, output, time.monotonic() - started)
 
     def _finished(self, code: int, output: str, elapsed_s: float) -> Outcome:
         self.last_exit_code, self.last_output = code, output
         shown = truncated(output, self.limits.max_output_chars)
-        if code < 0:
-            name = signal.Signals(-code).name
+        killer = _killed_by(code)
+        if killer is not None:
             return Outcome.failed(
                 "RESOURCE_LIMIT_EXCEEDED",
-                f"the process was killed by {name} (a resource limit or a kill)",
+                f"the process was killed by {killer.name} (a resource limit or a kill)",
                 output=shown,
             )
         return Outcome.of(True, exit_code=code, output=shown, output_size=len(output))

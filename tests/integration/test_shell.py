@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+import engine
 from engine.executors import Command
 from engine.executors.shell import ShellExecutor, ShellLimits
 from engine.secrets import Secrets
 
-PYTHON = Path(sys.executable).name
+PYTHON = "python3"  # the sandbox's, from /usr: the worker's own Python may live elsewhere
 
 
 def shell(workdir: Path, **limits: object) -> ShellExecutor:
@@ -85,12 +91,66 @@ def test_there_is_no_shell_to_inject_into(tmp_path: Path) -> None:
     assert not (tmp_path / "injected").exists()
 
 
-def test_a_command_past_its_timeout_is_killed_with_its_group(tmp_path: Path) -> None:
-    started = time.monotonic()
-    ok, message, code = run(shell(tmp_path, timeout_s=0.5), "sleep 30")
+def test_a_command_past_its_timeout_is_killed_with_its_whole_sandbox(tmp_path: Path) -> None:
+    # A child of its own (in its own session, out of the group) must die with it too.
+    seconds = f"{3000 + os.getpid() % 1000}.5"  # an argv no other process has
+    spawn = (
+        "import subprocess, time; "
+        f"subprocess.Popen(['sleep', '{seconds}'], start_new_session=True, "
+        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); time.sleep(60)"
+    )
+    executor = shell(tmp_path, timeout_s=1, allowed_programs=(PYTHON,))
+    ok, message, code = run(executor, f'{PYTHON} -c "{spawn}"')
     assert (ok, code) == (False, "COMMAND_TIMEOUT")
     assert "was killed" in str(message)
-    assert time.monotonic() - started < 10
+    survivors = _wait_until_gone(["sleep", seconds])
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors
+
+
+def _wait_until_gone(argv: list[str]) -> list[int]:
+    """The processes running `argv` that are still there when the deadline passes."""
+    wanted = "\0".join(argv).encode() + b"\0"
+    deadline = time.monotonic() + 30
+    while True:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if entry.name.isdigit() and (entry / "cmdline").read_bytes() == wanted:
+                    alive.append(int(entry.name))
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def test_the_number_of_processes_is_limited(tmp_path: Path) -> None:
+    executor = shell(tmp_path, processes=8, allowed_programs=(PYTHON,))
+    spawn = "import subprocess; [subprocess.Popen(['sleep', '5']) for _ in range(20)]"
+    ok, output, _ = run(executor, f'{PYTHON} -c "{spawn}"')
+    assert ok
+    assert isinstance(output, dict)
+    assert output["exit_code"] == 1
+    assert "Resource temporarily unavailable" in str(output["output"])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can start processes as uid 65534")
+def test_the_process_limit_counts_only_the_sandboxs_own_processes(tmp_path: Path) -> None:
+    """uid 65534 is shared (Chromium's sandbox uses it too): its processes on the host must
+    not use up a command's allowance, or no command could even start."""
+    others = [
+        subprocess.Popen(["sleep", "60"], user=65534, group=65534, extra_groups=[])
+        for _ in range(6)
+    ]
+    try:
+        ok, output, _ = run(shell(tmp_path, processes=4), "echo started")
+    finally:
+        for other in others:
+            other.kill()
+            other.wait()
+    assert ok, output
+    assert isinstance(output, dict)
+    assert output["output"] == "started\n"
 
 
 def test_cpu_time_is_limited(tmp_path: Path) -> None:
@@ -135,6 +195,7 @@ def test_the_environment_is_scrubbed(tmp_path: Path, monkeypatch: pytest.MonkeyP
         "LC_ALL",
         "TZ",
         "HOME",
+        "PWD",  # bwrap's, after its --chdir to the work directory
     }
 
 
@@ -144,3 +205,73 @@ def test_secrets_are_substituted_only_inside_the_executor(tmp_path: Path) -> Non
     assert isinstance(output, dict)
     assert output["output"] == "tok-123456\n"  # the loop redacts this before recording it
     assert os.environ.get("STEPLINE_SECRET_TOKEN") is None
+
+
+def test_paths_inside_the_working_directory_are_allowed_however_written(tmp_path: Path) -> None:
+    executor = shell(tmp_path)
+    (tmp_path / "f").write_text("b\na\n")
+    for command in (
+        "mkdir sub",
+        f"sort -o{tmp_path}/sorted f",
+        "sort --output=sub/../sorted-too f",
+        f"cp -t{tmp_path}/sub f",
+    ):
+        ok, output, _ = run(executor, command)
+        assert ok, output
+        assert isinstance(output, dict)
+        assert output["exit_code"] == 0, output
+    assert (tmp_path / "sorted").read_text() == "a\nb\n"
+    assert (tmp_path / "sorted-too").read_text() == "a\nb\n"
+    assert (tmp_path / "sub" / "f").exists()
+
+
+def test_a_program_missing_from_the_sandbox_cannot_start(tmp_path: Path) -> None:
+    executor = shell(tmp_path, allowed_programs=("no-such-program",))
+    ok, message, code = run(executor, "no-such-program --version")
+    assert (ok, code) == (False, "COMMAND_FAILED")
+    assert "not found in the sandbox's /usr/local/bin:/usr/bin" in str(message)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="plays a worker that is not root by becoming one")
+def test_a_worker_that_is_not_root_jails_its_commands_too() -> None:
+    """bwrap then runs as the worker's own uid, in a user namespace of its own."""
+    root = Path(tempfile.mkdtemp(prefix="stepline-not-root-"))  # tmp_path is root's alone
+    try:
+        root.chmod(0o755)
+        os.chown(root, 65534, 65534)
+        worker = subprocess.run(
+            [sys.executable, "-c", NOT_ROOT_WORKER, str(root / "session")],
+            user=65534,
+            group=65534,
+            extra_groups=[],
+            env={"PYTHONPATH": str(Path(engine.__file__).parent.parent)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+    finally:
+        shutil.rmtree(root)
+    said = json.loads(worker.stdout)
+    assert said["id -u"] == "65534\n"
+    assert said["touch made"] == ""
+    assert json.loads(said["processes"]) == [1, 2]  # bwrap's pid 1 and the program
+
+
+NOT_ROOT_WORKER = """
+import json, sys
+from pathlib import Path
+from engine.executors import Command
+from engine.executors.shell import ShellExecutor, ShellLimits
+from engine.secrets import Secrets
+
+allowed = ("id", "touch", "python3")
+executor = ShellExecutor(Path(sys.argv[1]), Secrets({}), ShellLimits(allowed_programs=allowed))
+said = {}
+pids = "import os; print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))"
+for name, command in [("id -u", "id -u"), ("touch made", "touch made"),
+                      ("processes", f'python3 -c "{pids}"')]:
+    outcome = executor.run(Command("shell", "run", {"command": command}))
+    said[name] = json.loads(outcome.output)["output"] if outcome.ok else outcome.output
+print(json.dumps(said))
+"""
