@@ -175,14 +175,14 @@ CATALOGUE: dict[str, ErrorKind] = {
     "SANDBOX_VIOLATION": ErrorKind(
         _V, _HIGH, False, False, "Allow the program (shell_allow) or keep paths inside the workdir"
     ),
-    # The shell sandbox.
+    # The sandboxes of the shell and of Chromium.
     "SANDBOX_UNAVAILABLE": ErrorKind(
         _S,
-        _HIGH,
+        _CRITICAL,
         True,
         False,
-        "Install bubblewrap on the worker (apt-get install bubblewrap) or set "
-        "STEPLINE_BWRAP_PATH, check the message for why it could not build the sandbox, then "
+        "Install bubblewrap on the worker (apt-get install -y bubblewrap) or set "
+        "STEPLINE_BWRAP_PATH; the message says why the sandbox could not be built. Then "
         "resume the session",
     ),
     "RESOURCE_LIMIT_EXCEEDED": ErrorKind(
@@ -232,15 +232,7 @@ CATALOGUE: dict[str, ErrorKind] = {
         False,
         "Stay within the tenant's policy (`stepline tenants show T`); the operator may widen it",
     ),
-    # The tenant boundary: Chromium's jail and what a browser step may open.
-    "SANDBOX_UNAVAILABLE": ErrorKind(
-        _S,
-        _CRITICAL,
-        True,
-        False,
-        "Install bubblewrap on the worker (apt-get install -y bubblewrap): as root, Chromium "
-        "runs only inside it; or run the worker as a non-root user",
-    ),
+    # What a browser step may open.
     "URL_SCHEME_REFUSED": ErrorKind(
         _V,
         _MEDIUM,
