@@ -60,6 +60,7 @@ def shell_executor(setup: ExecutorSetup) -> Executor:
             timeout_s=settings.request_timeout_ms / 1000,
             max_output_chars=settings.max_output_chars,
             allowed_programs=tuple(allowed),
+            bwrap_path=settings.bwrap_path,
         ),
     )
 
