@@ -219,6 +219,15 @@ CATALOGUE: dict[str, ErrorKind] = {
         False,
         "Stay within the tenant's policy (`stepline tenants show T`); the operator may widen it",
     ),
+    # Egress: every outgoing connection.
+    "EGRESS_REFUSED": ErrorKind(
+        _V,
+        _HIGH,
+        False,
+        False,
+        "Ask the operator to add the host (or its address) to the tenant's egress allow-list: "
+        "`stepline tenants set T --egress-allow host`",
+    ),
 }
 
 _UNKNOWN = ErrorKind(_I, _MEDIUM, True, False, "Contact system administrator")
