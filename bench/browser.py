@@ -26,10 +26,12 @@ from playwright.sync_api import sync_playwright
 from api.server import serving_in_background
 from bench.appends import bench_database
 from domain.session import StepSpec
+from domain.tenant import ANY_HOST
 from engine.app import Stepline
 from engine.artifacts import Artifacts
 from engine.database import eventsourcing_env
 from engine.definitions import builtin
+from engine.egress import EgressPolicy
 from engine.executors import Command
 from engine.executors.browser import BrowserExecutor, BrowserLimits
 from engine.executors.browser_host import BrowserHost, find_chromium, launch_arguments
@@ -81,7 +83,13 @@ def executor_alone(url: str, clicks: int) -> float:
     host = BrowserHost(None, keep_parked_s=0)
     with tempfile.TemporaryDirectory() as directory:
         executor = BrowserExecutor(
-            host, uuid4(), url, Secrets({}), Artifacts(Path(directory)), BrowserLimits()
+            host,
+            uuid4(),
+            url,
+            Secrets({}),
+            Artifacts(Path(directory)),
+            BrowserLimits(),
+            EgressPolicy.of([ANY_HOST]),  # the page is on loopback
         )
         try:
             executor.run(Command("browser", "navigate", {"url": "/"}))

@@ -31,8 +31,10 @@ from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from engine.artifacts import Artifacts
+from engine.egress import EgressPolicy
 from engine.executors import Command, Outcome, substituted, truncated
 from engine.executors.browser_host import BrowserHost, BrowserUnavailable, Tab
+from engine.executors.egress_proxy import REFUSED_HEADER
 from engine.executors.page_snapshot import REF_ATTRIBUTE, SNAPSHOT_JS
 from engine.secrets import PLACEHOLDER, MissingSecret, Secrets
 
@@ -84,8 +86,10 @@ class BrowserExecutor:
         secrets: Secrets,
         artifacts: Artifacts,
         limits: BrowserLimits,
+        egress: EgressPolicy,
     ) -> None:
         self.host = host
+        self.egress = egress
         self.session_id = session_id
         self.base_url = base_url
         self.secrets = secrets
@@ -174,7 +178,7 @@ class BrowserExecutor:
 
     async def _page(self, *, reopen: bool) -> Page:
         if self._tab is None or self._tab.page.is_closed():
-            self._tab = await self.host.open_tab(self.session_id, self._cookies)
+            self._tab = await self.host.open_tab(self.session_id, self._cookies, self.egress)
             self._tab.context.set_default_timeout(self.limits.action_timeout_ms)
             self._tab.context.set_default_navigation_timeout(self.limits.navigation_timeout_ms)
             if reopen and not self._tab.reused and self.last_url:
@@ -207,8 +211,29 @@ class BrowserExecutor:
         target = urljoin(self.base_url or "", url)
         if urlsplit(target).scheme not in ("http", "https"):
             raise Problem("INVALID_COMMAND", f"only http(s) pages can be opened, not {url!r}")
-        response = await page.goto(target)
+        refused_before = self._refusal_count()
+        try:
+            response = await page.goto(target)
+        except PlaywrightError:
+            self._raise_if_refused(target, refused_before)
+            raise
+        if response is not None and response.headers.get(REFUSED_HEADER.lower()):
+            self._raise_if_refused(response.url, refused_before)
         return Done({"status": response.status if response is not None else None})
+
+    def _refusal_count(self) -> int:
+        return self._tab.proxy.refusal_count() if self._tab is not None else 0
+
+    def _raise_if_refused(self, url: str, refused_before: int) -> None:
+        """A Problem naming the refused host if the context's proxy refused this navigation
+        (a refused tunnel fails it; a refused plain-HTTP page is the proxy's 403)."""
+        refusals = self._tab.proxy.refusals_since(refused_before) if self._tab else []
+        if not refusals:
+            return
+        wanted = urlsplit(url)
+        for_url = [r for r in refusals if r.host == (wanted.hostname or "")]
+        refusal = (for_url or refusals)[-1]
+        raise Problem("EGRESS_REFUSED", refusal.message, **refusal.details())
 
     async def _click(self, page: Page, target: str) -> Done:
         element = await self._resolve(page, target, ACTION_ROLES)
