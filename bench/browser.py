@@ -36,6 +36,7 @@ from engine.executors import Command
 from engine.executors.browser import BrowserExecutor, BrowserLimits
 from engine.executors.browser_host import BrowserHost, find_chromium, launch_arguments
 from engine.limits import session_config
+from engine.policies import DEV_TENANT
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.task_loop import TaskLoop
@@ -116,11 +117,11 @@ def through_the_task_loop(url: str, clicks: int) -> float:
             steps = [StepSpec("open /")] + [StepSpec('click "Count"')] * clicks
             config = session_config(settings, {"executor": "browser", "base_url": url})
             warm = app.create_session(
-                name="warm", steps=steps[:3], tenant="bench", actor="bench", config=config
+                name="warm", steps=steps[:3], tenant=DEV_TENANT, actor="bench", config=config
             )
             loop.drive(warm, threading.Event())
             session_id = app.create_session(
-                name="bench", steps=steps, tenant="bench", actor="bench", config=config
+                name="bench", steps=steps, tenant=DEV_TENANT, actor="bench", config=config
             )
             label = "a session of click steps, on PostgreSQL"
             result = timed(label, clicks, lambda: loop.drive(session_id, threading.Event()))

@@ -173,6 +173,21 @@ class EgressPolicy:
                 return refusal
         return Allowed(tuple(addresses))
 
+    def refusal_before_lookup(self, host: str, port: int) -> Refusal | None:
+        """The refusal of a name no entry could admit, whatever it resolves to: such a name
+        is not even looked up (a lookup is traffic too)."""
+        if self.everything or (self.public and not self.entries):
+            return None
+        name = host_name(host)
+        if literal_address(name) is not None:
+            return None
+        fitting = [entry for entry in self.entries if entry.admits_port(port)]
+        if any(entry.network is not None or entry.covers(name) for entry in fitting):
+            return None
+        return Refusal(
+            name, port, "", "allow-list", f"{name}:{port} is not in this tenant's egress allow-list"
+        )
+
     def _refusal(self, name: str, port: int, address: IPAddress) -> Refusal | None:
         fitting = [entry for entry in self.entries if entry.admits_port(port)]
         if any(entry.contains(address) for entry in fitting):
@@ -208,6 +223,9 @@ class EgressPolicy:
     def addresses(self, host: str, port: int) -> tuple[IPAddress, ...]:
         """The addresses of `host`, resolved once, to connect to on `port`. Raises
         EgressRefused, or OSError if the host does not resolve."""
+        unlisted = self.refusal_before_lookup(host, port)
+        if unlisted is not None:
+            raise EgressRefused(unlisted)
         verdict = self.decide(host, port, resolve(host, port))
         if isinstance(verdict, Refusal):
             raise EgressRefused(verdict)

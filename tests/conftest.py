@@ -24,6 +24,8 @@ from engine.database import (
     temporary_database,
     with_dbname,
 )
+from engine.policies import Policies
+from engine.settings import Settings
 from tests.scripted_model import ScriptedModel
 
 
@@ -111,3 +113,14 @@ def model() -> Iterator[ScriptedModel]:
     scripted = ScriptedModel()
     with scripted.serving():
         yield scripted
+
+
+LOOPBACK = ("127.0.0.1", "localhost")
+"""The egress entries that let a tenant reach the test targets, all served on loopback."""
+
+
+def allow_loopback(app: Stepline, tenant: str = "acme") -> None:
+    """Record the operator's grant of loopback to `tenant` (egress is public-only by default)."""
+    Policies(app, Settings(database_url=None)).set(
+        tenant, {"egress_allow": list(LOOPBACK)}, actor="test operator"
+    )

@@ -136,7 +136,7 @@ class EgressProxy:
             client.close()
 
     def _tunnel(self, client: socket.socket, request: RequestHead, rest: bytes) -> None:
-        host, port = _authority(request.target)
+        host, port = authority(request.target)
         upstream = self._open_upstream(client, host, port)
         if upstream is None:
             return
@@ -179,7 +179,7 @@ class EgressProxy:
         return upstream
 
     def _refused(self, refusal: Refusal) -> None:
-        log.info("Egress refused: %s", refusal.message)
+        log.debug("Egress refused: %s", refusal.message)
         with self._lock:
             self._refusals.append(refusal)
             self._count += 1
@@ -258,7 +258,7 @@ def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
     return buffer[:end], buffer[end:]
 
 
-def _authority(target: str) -> tuple[str, int]:
+def authority(target: str) -> tuple[str, int]:
     """`host:443` or `[::1]:443` from a CONNECT request."""
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:

@@ -20,6 +20,7 @@ import pytest
 from domain.session import StepSpec, WorkflowSession
 from engine.app import Stepline
 from engine.database import eventsourcing_env
+from tests.conftest import allow_loopback
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")
 
@@ -92,6 +93,7 @@ def cluster(fresh_database_url: str, tmp_path: Path) -> Iterator[Cluster]:
 def store(fresh_database_url: str) -> Iterator[Stepline]:
     """The test's own view of the event store, to create sessions and read histories."""
     application = Stepline(eventsourcing_env(fresh_database_url), cache_size=0)
+    allow_loopback(application)  # the sessions' targets are on loopback
     yield application
     application.close()
 

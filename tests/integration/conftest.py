@@ -20,11 +20,12 @@ from engine.app import Stepline
 from engine.definitions import builtin
 from engine.executor_state import ExecutorStates
 from engine.limits import session_config
+from engine.policies import Policies
 from engine.projector import Projector
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.task_loop import TaskLoop
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, allow_loopback
 from tests.scripted_model import ScriptedModel
 
 
@@ -62,13 +63,18 @@ def make_loop(app: Stepline, tmp_path: Path, model: ScriptedModel) -> Iterator[L
                 max_retries=2,
             )
             providers.append(provider)
+        loop_settings = Settings(
+            database_url=None, data_dir=tmp_path, retry_backoff_ms=10, **settings
+        )
+        allow_loopback(app)  # the targets are on loopback
         loop = TaskLoop(
             app,
-            Settings(database_url=None, data_dir=tmp_path, retry_backoff_ms=10, **settings),
+            loop_settings,
             builtin(),
             Secrets({"DEMO_PASSWORD": PASSWORD}),
             provider,
             executor_states=states,
+            policies=Policies(app, loop_settings),
         )
         loops.append(loop)
         return loop

@@ -20,7 +20,9 @@ from domain.session import SessionStatus, StepSpec
 from domain.tenant import Policy
 from engine.app import Stepline
 from engine.definitions import builtin
+from engine.egress import EgressPolicy
 from engine.executors import Command, Executor, Outcome
+from engine.executors.egress_proxy import EgressProxy
 from engine.executors.kinds import BrowserKind, ExecutorSetup, http_executor
 from engine.limits import session_config
 from engine.secrets import Secrets
@@ -340,3 +342,50 @@ def test_an_allowed_page_and_its_image_and_websocket_go_through_the_proxy(
     assert json.loads(outcome.output)["title"] == "attacker's page"
     assert (image.ok, websocket.ok) == (True, True)
     assert sorted(receiver.requests) == ["/pixel.png", "/socket"]
+
+
+def test_one_proxy_connection_carries_one_request_so_a_second_host_is_never_reached(
+    receiver: Receiver,
+) -> None:
+    """A client pipelining a request for another host behind an allowed one gets the first
+    answer, marked `Connection: close`, and the other host is never connected to."""
+    with receiving() as allowed:
+        proxy = EgressProxy(EgressPolicy.of([f"127.0.0.1:{allowed.port}"]))
+        try:
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as client:
+                client.sendall(
+                    f"GET http://127.0.0.1:{allowed.port}/first HTTP/1.1\r\n"
+                    f"Host: 127.0.0.1:{allowed.port}\r\nConnection: keep-alive\r\n\r\n"
+                    f"GET http://127.0.0.1:{receiver.port}/second HTTP/1.1\r\n"
+                    f"Host: 127.0.0.1:{receiver.port}\r\n\r\n".encode()
+                )
+                answer = _read_to_end(client)
+        finally:
+            proxy.close()
+    head = answer.split(b"\r\n\r\n")[0].decode().lower().split("\r\n")
+    assert head[0].split(" ")[1] == "200"
+    assert [line for line in head if line.startswith("connection:")] == ["connection: close"]
+    assert allowed.requests == ["/first"]
+    assert receiver.connections == []
+
+
+def test_the_proxy_refuses_a_tunnel_to_a_host_outside_the_policy(receiver: Receiver) -> None:
+    proxy = EgressProxy(EgressPolicy.of([]))
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as client:
+            client.sendall(f"CONNECT 127.1:{receiver.port} HTTP/1.1\r\n\r\n".encode())
+            answer = _read_to_end(client).decode()
+    finally:
+        proxy.close()
+    assert answer.startswith("HTTP/1.1 403 Forbidden")
+    assert "loopback address 127.0.0.1 (of 127.1:" in answer
+    assert "(rule: loopback)" in answer
+    assert [r.rule for r in proxy.refusals_since(0)] == ["loopback"]
+    assert receiver.connections == []
+
+
+def _read_to_end(client: socket.socket) -> bytes:
+    received = b""
+    while chunk := client.recv(65536):
+        received += chunk
+    return received

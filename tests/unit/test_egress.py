@@ -215,3 +215,20 @@ def test_a_name_is_not_read_as_an_address() -> None:
     assert literal_address("example.com") is None
     assert literal_address("cafe") is None
     assert literal_address("deadbeef.example") is None
+
+
+def test_a_name_no_entry_could_admit_is_refused_without_a_lookup() -> None:
+    policy = EgressPolicy.of(["api.example.com", "*.example.org:443"])
+    refused = policy.refusal_before_lookup("metadata.google.internal", 80)
+    assert refused is not None
+    assert (refused.address, refused.rule) == ("", "allow-list")
+    assert policy.refusal_before_lookup("a.example.org", 80) is not None  # wrong port
+    assert policy.refusal_before_lookup("a.example.org", 443) is None
+    assert policy.refusal_before_lookup("api.example.com", 80) is None
+    assert EgressPolicy.refusing_all().refusal_before_lookup("example.com", 443) is not None
+
+
+def test_a_name_may_resolve_into_an_address_entry_so_it_is_looked_up() -> None:
+    policy = EgressPolicy.of(["10.0.0.0/8"])
+    assert policy.refusal_before_lookup("build.corp", 80) is None
+    assert PUBLIC_ONLY.refusal_before_lookup("example.com", 80) is None
