@@ -119,8 +119,9 @@ LOOPBACK = ("127.0.0.1", "localhost")
 """The egress entries that let a tenant reach the test targets, all served on loopback."""
 
 
-def allow_loopback(app: Stepline, tenant: str = "acme") -> None:
-    """Record the operator's grant of loopback to `tenant` (egress is public-only by default)."""
-    Policies(app, Settings(database_url=None)).set(
-        tenant, {"egress_allow": list(LOOPBACK)}, actor="test operator"
-    )
+def allow_loopback(app: Stepline, tenants: tuple[str, ...] = ("acme", "globex")) -> None:
+    """Record the operator's grant of loopback to the test tenants: egress is public-only by
+    default, and every test target is served on loopback."""
+    policies = Policies(app, Settings(database_url=None))
+    for tenant in tenants:
+        policies.set(tenant, {"egress_allow": list(LOOPBACK)}, actor="test operator")

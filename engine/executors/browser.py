@@ -31,7 +31,7 @@ from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from engine.artifacts import Artifacts
-from engine.egress import EgressPolicy
+from engine.egress import EgressPolicy, Refusal
 from engine.executors import Command, Outcome, substituted, truncated
 from engine.executors.browser_host import BrowserHost, BrowserUnavailable, Tab
 from engine.executors.egress_proxy import REFUSED_HEADER
@@ -44,6 +44,8 @@ ACTION_ROLES = ("button", "link", "checkbox", "radio", "tab", "menuitem", "optio
 FIELD_ROLES = ("textbox", "searchbox", "combobox", "spinbutton")
 SECRET_MARK = "data-stepline-secret"  # noqa: S105 (an attribute name, not a secret)
 POLL_S = 0.1
+TUNNEL_FAILED = "net::ERR_TUNNEL_CONNECTION_FAILED"
+"""Chromium's error when the proxy refuses a CONNECT (https, wss)."""
 
 
 @dataclass(frozen=True)
@@ -214,26 +216,31 @@ class BrowserExecutor:
         refused_before = self._refusal_count()
         try:
             response = await page.goto(target)
-        except PlaywrightError:
-            self._raise_if_refused(target, refused_before)
+        except PlaywrightError as error:
+            refused = self._refusal_for(target, refused_before)
+            if refused is None and TUNNEL_FAILED in str(error):  # a redirect's target, refused
+                refused = self._refusal_for(None, refused_before)
+            if refused is not None:
+                raise Problem("EGRESS_REFUSED", refused.message, **refused.details()) from None
             raise
         if response is not None and response.headers.get(REFUSED_HEADER.lower()):
-            self._raise_if_refused(response.url, refused_before)
+            refused = self._refusal_for(response.url, refused_before)
+            if refused is not None:  # the proxy's 403 stands in for a plain-HTTP page
+                raise Problem("EGRESS_REFUSED", refused.message, **refused.details())
         return Done({"status": response.status if response is not None else None})
 
     def _refusal_count(self) -> int:
         return self._tab.proxy.refusal_count() if self._tab is not None else 0
 
-    def _raise_if_refused(self, url: str, refused_before: int) -> None:
-        """A Problem naming the refused host if the context's proxy refused this navigation
-        (a refused tunnel fails it; a refused plain-HTTP page is the proxy's 403)."""
-        refusals = self._tab.proxy.refusals_since(refused_before) if self._tab else []
-        if not refusals:
-            return
-        wanted = urlsplit(url)
-        for_url = [r for r in refusals if r.host == (wanted.hostname or "")]
-        refusal = (for_url or refusals)[-1]
-        raise Problem("EGRESS_REFUSED", refusal.message, **refusal.details())
+    def _refusal_for(self, url: str | None, since: int) -> Refusal | None:
+        """The context's proxy's latest refusal (since the mark `since`) of `url`'s host and
+        port, or of anything when `url` is None."""
+        refusals = self._tab.proxy.refusals_since(since) if self._tab is not None else []
+        if url is not None:
+            wanted = urlsplit(url)
+            port = wanted.port or (443 if wanted.scheme == "https" else 80)
+            refusals = [r for r in refusals if (r.host, r.port) == (wanted.hostname, port)]
+        return refusals[-1] if refusals else None
 
     async def _click(self, page: Page, target: str) -> Done:
         element = await self._resolve(page, target, ACTION_ROLES)

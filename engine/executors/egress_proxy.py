@@ -146,7 +146,10 @@ class EgressProxy:
             _relay(client, upstream, self.idle_timeout_s, None)
 
     def _forward(self, client: socket.socket, request: RequestHead, rest: bytes) -> None:
-        url = urlsplit(request.target)
+        try:
+            url = urlsplit(request.target)
+        except ValueError:
+            raise BadRequest(f"not a URL: {request.target[:100]!r}") from None
         if url.scheme not in ("http", "ws") or not url.hostname:
             raise BadRequest(f"the proxy takes http:// URLs and CONNECT, not {request.target!r}")
         try:

@@ -15,6 +15,7 @@ from api.auth import digest
 from api.server import create_app, serving_in_background
 from api.services import Services
 from engine.settings import ApiKey, Settings
+from tests.conftest import allow_loopback
 
 KEYS = {"alice": ("acme", "sk_alice_0123456789"), "bob": ("acme", "sk_bob_0123456789")}
 KEYS["eve"] = ("globex", "sk_eve_0123456789")
@@ -59,6 +60,7 @@ def start_api(fresh_database_url: str, tmp_path: Path) -> Iterator[ApiFactory]:
         context = serving_in_background(app)
         base_url = context.__enter__()
         stack.append(context)
+        allow_loopback(app.state.services.runtime.app)  # acme's targets are on loopback
         return Api(base_url, app)
 
     yield start
