@@ -65,7 +65,8 @@ def egress_arguments(refusing_proxy: str) -> list[str]:
     return [
         f"--proxy-server={refusing_proxy}",
         "--proxy-bypass-list=<-loopback>",
-        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+        "--webrtc-ip-handling-policy=disable_non_proxied_udp",  # what Chromium 156 reads
+        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",  # older builds' name
         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
     ]
 

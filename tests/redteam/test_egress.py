@@ -327,6 +327,39 @@ def test_a_redirect_from_an_allowed_page_to_the_receiver_is_refused(
     assert receiver.connections == []
 
 
+RTC_PAGE = """<!doctype html><html><body><p id="rtc">gathering</p><script>
+  const peer = new RTCPeerConnection({{iceServers: [{{urls: "stun:127.0.0.1:{port}"}}]}});
+  peer.createDataChannel("leak");
+  peer.onicegatheringstatechange = () => {{
+    if (peer.iceGatheringState === "complete") {{
+      document.getElementById("rtc").textContent = "gathering complete";
+    }}
+  }};
+  peer.createOffer().then((offer) => peer.setLocalDescription(offer));
+</script></body></html>"""
+
+
+def test_a_page_cannot_send_webrtc_udp_around_the_proxy(
+    browser_kind: BrowserKind, tmp_path: Path
+) -> None:
+    """STUN over UDP would reach any address with no proxy in the way."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stun:
+        stun.bind(("127.0.0.1", 0))
+        stun.settimeout(0)
+        with receiving() as pages:
+            pages.answer = (200, {}, RTC_PAGE.format(port=stun.getsockname()[1]).encode())
+            executor = browser_for(browser_kind, tmp_path, f"127.0.0.1:{pages.port}")
+            try:
+                opened = browse(executor, "navigate", url=f"http://127.0.0.1:{pages.port}/")
+                gathered = browse(executor, "expect_page_contains", text="gathering complete")
+            finally:
+                executor.close()
+        assert opened.ok, opened.output
+        assert gathered.ok, gathered.output  # every candidate gathered: any STUN was sent
+        with pytest.raises(BlockingIOError):
+            stun.recvfrom(2048)
+
+
 def test_an_allowed_page_and_its_image_and_websocket_go_through_the_proxy(
     browser_kind: BrowserKind, attacker_page: Receiver, receiver: Receiver, tmp_path: Path
 ) -> None:
