@@ -339,25 +339,58 @@ RTC_PAGE = """<!doctype html><html><body><p id="rtc">gathering</p><script>
 </script></body></html>"""
 
 
+WEBTRANSPORT_PAGE = """<!doctype html><html><body><p id="wt">connecting</p><script>
+  const show = (error) => {{ document.getElementById("wt").textContent = "transport failed"; }};
+  try {{
+    const transport = new WebTransport("https://127.0.0.1:{port}/leak");
+    transport.ready.catch(show);
+    transport.closed.catch(show);
+  }} catch (error) {{ show(error); }}
+</script></body></html>"""
+
+
+@contextmanager
+def udp_receiver() -> Iterator[socket.socket]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        udp.settimeout(0)
+        yield udp
+
+
+def open_udp_page(
+    kind: BrowserKind, tmp_path: Path, page: str, udp: socket.socket, settled: str
+) -> None:
+    """Open `page` (pointed at `udp`'s port) from an allowed port; wait until `settled` shows."""
+    with receiving() as pages:
+        pages.answer = (200, {}, page.format(port=udp.getsockname()[1]).encode())
+        executor = browser_for(kind, tmp_path, f"127.0.0.1:{pages.port}")
+        try:
+            opened = browse(executor, "navigate", url=f"http://127.0.0.1:{pages.port}/")
+            waited = browse(executor, "expect_page_contains", text=settled)
+        finally:
+            executor.close()
+    assert opened.ok, opened.output
+    assert waited.ok, waited.output
+
+
 def test_a_page_cannot_send_webrtc_udp_around_the_proxy(
     browser_kind: BrowserKind, tmp_path: Path
 ) -> None:
     """STUN over UDP would reach any address with no proxy in the way."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stun:
-        stun.bind(("127.0.0.1", 0))
-        stun.settimeout(0)
-        with receiving() as pages:
-            pages.answer = (200, {}, RTC_PAGE.format(port=stun.getsockname()[1]).encode())
-            executor = browser_for(browser_kind, tmp_path, f"127.0.0.1:{pages.port}")
-            try:
-                opened = browse(executor, "navigate", url=f"http://127.0.0.1:{pages.port}/")
-                gathered = browse(executor, "expect_page_contains", text="gathering complete")
-            finally:
-                executor.close()
-        assert opened.ok, opened.output
-        assert gathered.ok, gathered.output  # every candidate gathered: any STUN was sent
-        with pytest.raises(BlockingIOError):
+    with udp_receiver() as stun:
+        open_udp_page(browser_kind, tmp_path, RTC_PAGE, stun, "gathering complete")
+        with pytest.raises(BlockingIOError):  # every candidate gathered: any STUN was sent
             stun.recvfrom(2048)
+
+
+def test_a_page_cannot_open_a_webtransport_over_udp_around_the_proxy(
+    browser_kind: BrowserKind, tmp_path: Path
+) -> None:
+    """WebTransport is QUIC, over UDP: no proxy in the way either."""
+    with udp_receiver() as quic:
+        open_udp_page(browser_kind, tmp_path, WEBTRANSPORT_PAGE, quic, "transport failed")
+        with pytest.raises(BlockingIOError):
+            quic.recvfrom(2048)
 
 
 def test_an_allowed_page_and_its_image_and_websocket_go_through_the_proxy(
