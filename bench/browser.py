@@ -26,15 +26,18 @@ from playwright.sync_api import sync_playwright
 from api.server import serving_in_background
 from bench.appends import bench_database
 from domain.session import StepSpec
+from domain.tenant import ANY_HOST
 from engine.app import Stepline
 from engine.artifacts import Artifacts
 from engine.database import eventsourcing_env
 from engine.definitions import builtin
+from engine.egress import EgressPolicy
 from engine.executors import Command
 from engine.executors.browser import BrowserExecutor, BrowserLimits
 from engine.executors.browser_host import BrowserHost, find_chromium
 from engine.executors.browser_jail import chromium_launch
 from engine.limits import session_config
+from engine.policies import DEV_TENANT
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.task_loop import TaskLoop
@@ -81,7 +84,13 @@ def executor_alone(url: str, clicks: int) -> float:
     host = BrowserHost(None, keep_parked_s=0)
     with tempfile.TemporaryDirectory() as directory:
         executor = BrowserExecutor(
-            host, uuid4(), url, Secrets({}), Artifacts(Path(directory)), BrowserLimits()
+            host,
+            uuid4(),
+            url,
+            Secrets({}),
+            Artifacts(Path(directory)),
+            BrowserLimits(),
+            EgressPolicy.of([ANY_HOST]),  # the page is on loopback
         )
         try:
             executor.run(Command("browser", "navigate", {"url": "/"}))
@@ -108,11 +117,11 @@ def through_the_task_loop(url: str, clicks: int) -> float:
             steps = [StepSpec("open /")] + [StepSpec('click "Count"')] * clicks
             config = session_config(settings, {"executor": "browser", "base_url": url})
             warm = app.create_session(
-                name="warm", steps=steps[:3], tenant="bench", actor="bench", config=config
+                name="warm", steps=steps[:3], tenant=DEV_TENANT, actor="bench", config=config
             )
             loop.drive(warm, threading.Event())
             session_id = app.create_session(
-                name="bench", steps=steps, tenant="bench", actor="bench", config=config
+                name="bench", steps=steps, tenant=DEV_TENANT, actor="bench", config=config
             )
             label = "a session of click steps, on PostgreSQL"
             result = timed(label, clicks, lambda: loop.drive(session_id, threading.Event()))

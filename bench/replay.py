@@ -26,6 +26,7 @@ from engine.app import Stepline
 from engine.database import eventsourcing_env
 from engine.definitions import builtin
 from engine.limits import session_config
+from engine.policies import DEV_TENANT
 from engine.replay import replay_request
 from engine.secrets import Secrets
 from engine.settings import Settings
@@ -70,12 +71,12 @@ def main() -> None:
         steps = [StepSpec(f"Check that page {n} answers") for n in range(arguments.steps)]
         config = session_config(settings, {"executor": "http", "base_url": target})
         source = app.create_session(
-            name="bench", steps=steps, tenant="bench", actor="bench", config=config
+            name="bench", steps=steps, tenant=DEV_TENANT, actor="bench", config=config
         )
         first_s = timed_drive(loop, source)
         first_calls = len(model.requests)
         replay = app.create(
-            replay_request(app.get_session(source), strict=True), tenant="bench", actor="bench"
+            replay_request(app.get_session(source), strict=True), tenant=DEV_TENANT, actor="bench"
         ).id
         replay_s = timed_drive(loop, replay)
         replay_calls = len(model.requests) - first_calls

@@ -33,6 +33,7 @@ from bench.appends import bench_database, raw_inserts
 from domain.session import StepSpec, WorkflowSession
 from engine.app import Stepline
 from engine.database import eventsourcing_env
+from engine.policies import DEV_TENANT
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")
 IDLE_SAMPLES = 20
@@ -136,7 +137,7 @@ def create(app: Stepline, target: str, n: int) -> UUID:
     return app.create_session(
         name=f"bench {n}",
         steps=[StepSpec(text) for text in STEPS],
-        tenant="bench",
+        tenant=DEV_TENANT,
         actor="bench",
         config={"executor": "http", "base_url": target},
     )

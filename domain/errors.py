@@ -241,6 +241,15 @@ CATALOGUE: dict[str, ErrorKind] = {
         "Open an http:// or https:// URL (or a path under the base URL); local files and "
         "browser pages are never opened",
     ),
+    # Egress: every outgoing connection.
+    "EGRESS_REFUSED": ErrorKind(
+        _V,
+        _HIGH,
+        False,
+        False,
+        "Ask the operator to add the host (or its address) to the tenant's egress allow-list: "
+        "`stepline tenants set T --egress-allow host`",
+    ),
 }
 
 _UNKNOWN = ErrorKind(_I, _MEDIUM, True, False, "Contact system administrator")

@@ -22,6 +22,7 @@ from domain.errors import InvalidPolicy, PolicyRefused
 from domain.session import check_tenant
 from domain.tenant import ANY_HOST, LIMITS, Policy, TenantPolicy
 from engine.app import Stepline
+from engine.egress import EgressPolicy, InvalidEgressEntry
 from engine.executors.kinds import EXECUTOR_NAMES
 from engine.settings import Settings
 
@@ -84,6 +85,10 @@ class Policies:
                 f"{', '.join(EXECUTOR_NAMES)}",
                 field="executors",
             )
+        try:
+            EgressPolicy.of(changes.get("egress_allow") or ())
+        except InvalidEgressEntry as error:
+            raise InvalidPolicy(str(error), field="egress_allow") from None
         recorded = self._recorded(tenant) or TenantPolicy.create(tenant)
         recorded.set(changes, actor)
         self.app.save(recorded)

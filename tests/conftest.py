@@ -24,6 +24,8 @@ from engine.database import (
     temporary_database,
     with_dbname,
 )
+from engine.policies import Policies
+from engine.settings import Settings
 from tests.scripted_model import ScriptedModel
 
 
@@ -118,3 +120,12 @@ def model() -> Iterator[ScriptedModel]:
     scripted = ScriptedModel()
     with scripted.serving():
         yield scripted
+
+
+def allow_local_targets(app: Stepline, tenants: tuple[str, ...] = ("acme", "globex")) -> None:
+    """Record the operator's grant of `TEST_POLICY` to the test tenants: a tenant gets the
+    secure default otherwise (public internet only, no shell), and every test target is
+    served on loopback."""
+    policies = Policies(app, Settings(database_url=None))
+    for tenant in tenants:
+        policies.set(tenant, TEST_POLICY, actor="test operator")

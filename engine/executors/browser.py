@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 from uuid import UUID
 
 from playwright.async_api import Error as PlaywrightError
@@ -34,9 +34,11 @@ from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from engine.artifacts import Artifacts
+from engine.egress import EgressPolicy, Refusal
 from engine.executors import Command, Outcome, substituted, truncated
 from engine.executors.browser_host import BrowserHost, BrowserUnavailable, Tab
 from engine.executors.browser_jail import SandboxUnavailable
+from engine.executors.egress_proxy import REFUSED_HEADER
 from engine.executors.page_snapshot import REF_ATTRIBUTE, SNAPSHOT_JS
 from engine.secrets import PLACEHOLDER, MissingSecret, Secrets
 
@@ -51,6 +53,8 @@ BLANK = "about:blank"
 SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 TABS_AND_NEWLINES = re.compile(r"[\t\n\r]")
 C0_AND_SPACE = "".join(map(chr, range(0x21)))
+TUNNEL_FAILED = "net::ERR_TUNNEL_CONNECTION_FAILED"
+"""Chromium's error when the proxy refuses a CONNECT (https, wss)."""
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,10 @@ class BrowserExecutor:
         secrets: Secrets,
         artifacts: Artifacts,
         limits: BrowserLimits,
+        egress: EgressPolicy,
     ) -> None:
         self.host = host
+        self.egress = egress
         self.session_id = session_id
         self.base_url = base_url
         self.secrets = secrets
@@ -200,7 +206,7 @@ class BrowserExecutor:
 
     async def _page(self, *, reopen: bool) -> Page:
         if self._tab is None or self._tab.page.is_closed():
-            self._tab = await self.host.open_tab(self.session_id, self._cookies)
+            self._tab = await self.host.open_tab(self.session_id, self._cookies, self.egress)
             self._tab.context.set_default_timeout(self.limits.action_timeout_ms)
             self._tab.context.set_default_navigation_timeout(self.limits.navigation_timeout_ms)
             if reopen and not self._tab.reused and self.last_url and is_web_page(self.last_url):
@@ -230,8 +236,35 @@ class BrowserExecutor:
     # ---- the commands -------------------------------------------------------------------
 
     async def _navigate(self, page: Page, url: str) -> Done:
-        response = await page.goto(self._target(url))  # is_web_page, checked by `run`
+        target = self._target(url)  # is_web_page, checked by `run`
+        refused_before = self._refusal_count()
+        try:
+            response = await page.goto(target)
+        except PlaywrightError as error:
+            refused = self._refusal_for(target, refused_before)
+            if refused is None and TUNNEL_FAILED in str(error):  # a redirect's target, refused
+                refused = self._refusal_for(None, refused_before)
+            if refused is not None:
+                raise Problem("EGRESS_REFUSED", refused.message, **refused.details()) from None
+            raise
+        if response is not None and response.headers.get(REFUSED_HEADER.lower()):
+            refused = self._refusal_for(response.url, refused_before)
+            if refused is not None:  # the proxy's 403 stands in for a plain-HTTP page
+                raise Problem("EGRESS_REFUSED", refused.message, **refused.details())
         return Done({"status": response.status if response is not None else None})
+
+    def _refusal_count(self) -> int:
+        return self._tab.proxy.refusal_count() if self._tab is not None else 0
+
+    def _refusal_for(self, url: str | None, since: int) -> Refusal | None:
+        """The context's proxy's latest refusal (since the mark `since`) of `url`'s host and
+        port, or of anything when `url` is None."""
+        refusals = self._tab.proxy.refusals_since(since) if self._tab is not None else []
+        if url is not None:
+            wanted = urlsplit(url)
+            port = wanted.port or (443 if wanted.scheme == "https" else 80)
+            refusals = [r for r in refusals if (r.host, r.port) == (wanted.hostname, port)]
+        return refusals[-1] if refusals else None
 
     async def _click(self, page: Page, target: str) -> Done:
         element = await self._resolve(page, target, ACTION_ROLES)

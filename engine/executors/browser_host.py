@@ -32,7 +32,9 @@ from uuid import UUID
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
+from engine.egress import EgressPolicy
 from engine.executors.browser_jail import NOBODY, ChromiumLaunch, chromium_launch
+from engine.executors.egress_proxy import EgressProxy
 from engine.logs import LOGGER_NAME
 
 log = logging.getLogger(LOGGER_NAME)
@@ -63,6 +65,19 @@ def find_chromium(configured: Path | None) -> str:
     raise BrowserUnavailable(f"no Chromium found on PATH: {INSTALL_HINT}")
 
 
+def egress_arguments(refusing_proxy: str) -> list[str]:
+    """Chromium's own ways past a context's proxy, closed: traffic outside any context goes to
+    a proxy that refuses everything, loopback is proxied too (Chromium bypasses it by
+    default), WebRTC sends no UDP around the proxy, and no name is resolved locally."""
+    return [
+        f"--proxy-server={refusing_proxy}",
+        "--proxy-bypass-list=<-loopback>",
+        "--webrtc-ip-handling-policy=disable_non_proxied_udp",  # what Chromium 156 reads
+        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",  # older builds' name
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    ]
+
+
 def launch_arguments(sandbox: bool) -> list[str]:
     """For a Playwright launch of our own pages outside BrowserHost (the dashboard's tests),
     never a tenant's: Chromium refuses to run as root with its sandbox on; outside root it keeps
@@ -77,6 +92,8 @@ class Tab:
 
     context: BrowserContext
     page: Page
+    proxy: EgressProxy
+    """The context's way out, with its session's egress policy."""
     reused: bool = False
     """True when the page was parked by an earlier run of the session in this process."""
 
@@ -92,6 +109,7 @@ class BrowserHost:
         self._playwright: Playwright | None = None
         self._browser: Browser | None = None
         self._parked: dict[UUID, tuple[Tab, asyncio.TimerHandle]] = {}
+        self._refusing_proxy: EgressProxy | None = None
         self._closing: set[asyncio.Future[None]] = set()
 
     # ---- the loop thread ----------------------------------------------------------------
@@ -139,6 +157,9 @@ class BrowserHost:
         if self._browser is not None:
             await self._browser.close()
             self._browser = None
+        if self._refusing_proxy is not None:
+            self._refusing_proxy.close()
+            self._refusing_proxy = None
         if self._playwright is not None:
             await self._playwright.stop()
             self._playwright = None
@@ -156,7 +177,7 @@ class BrowserHost:
             launch = self._launch(executable, Path(jail_dir))
             try:
                 self._browser = await self._playwright.chromium.launch(
-                    **launch.options(), headless=True
+                    **launch.options(), headless=True, args=self._egress_arguments()
                 )
             except PlaywrightError as error:
                 first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -178,19 +199,38 @@ class BrowserHost:
             )
         return launch
 
-    async def open_tab(self, session_id: UUID, cookies: list[dict[str, Any]]) -> Tab:
-        """The session's parked tab if there is one, else a new context (with `cookies`)."""
+    def _egress_arguments(self) -> list[str]:
+        if self._refusing_proxy is None:
+            self._refusing_proxy = EgressProxy(EgressPolicy.refusing_all())
+        return egress_arguments(self._refusing_proxy.server)
+
+    async def open_tab(
+        self, session_id: UUID, cookies: list[dict[str, Any]], egress: EgressPolicy
+    ) -> Tab:
+        """The session's parked tab if there is one, else a new context (with `cookies`); its
+        traffic goes out through a proxy of its own that enforces `egress`."""
         parked = self._parked.pop(session_id, None)
         if parked is not None:
             tab, timer = parked
             timer.cancel()
             if tab.context.browser is not None and tab.context.browser.is_connected():
-                return Tab(tab.context, tab.page, reused=True)
+                tab.proxy.policy = egress
+                return Tab(tab.context, tab.page, tab.proxy, reused=True)
+            await _close_quietly(tab)
         browser = await self.browser()
-        context = await browser.new_context(accept_downloads=False, service_workers="block")
-        if cookies:
-            await context.add_cookies(cookies)  # type: ignore[arg-type]
-        return Tab(context, await context.new_page())
+        proxy = EgressProxy(egress)
+        try:
+            context = await browser.new_context(
+                accept_downloads=False,
+                service_workers="block",
+                proxy={"server": proxy.server, "bypass": "<-loopback>"},
+            )
+            if cookies:
+                await context.add_cookies(cookies)  # type: ignore[arg-type]
+            return Tab(context, await context.new_page(), proxy)
+        except BaseException:
+            proxy.close()
+            raise
 
     def release(self, session_id: UUID, tab: Tab, *, keep: bool) -> None:
         """The run is over: close the tab, or park it for a resume in this process."""
@@ -217,3 +257,4 @@ class BrowserHost:
 async def _close_quietly(tab: Tab) -> None:
     with contextlib.suppress(PlaywrightError):  # the browser is already gone
         await tab.context.close()
+    tab.proxy.close()

@@ -12,6 +12,7 @@ from typing import Any
 import certifi
 import httpx
 
+from engine.egress import EgressPolicy, EgressRefused, checked_transport
 from engine.executors import Command, Outcome, substituted, truncated
 from engine.secrets import MissingSecret, Secrets
 
@@ -58,6 +59,8 @@ class HttpExecutor:
         self,
         base_url: str | None,
         secrets: Secrets,
+        *,
+        egress: EgressPolicy,
         timeout_s: float = 30.0,
         connect_timeout_s: float = 10.0,
         max_output_chars: int = 4_000,
@@ -70,7 +73,8 @@ class HttpExecutor:
             base_url=base_url or "",
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             follow_redirects=True,
-            verify=tls_context(),
+            transport=checked_transport(egress, tls_context()),
+            trust_env=False,
         )
 
     def close(self, *, ended: bool = True) -> None:
@@ -115,6 +119,8 @@ class HttpExecutor:
             return Outcome.failed("INVALID_COMMAND", f"unknown HTTP method {method}")
         try:
             response = self.client.request(method, url, json=body, headers=headers)
+        except EgressRefused as refused:
+            return Outcome.failed("EGRESS_REFUSED", str(refused), **refused.refusal.details())
         except httpx.HTTPError as error:
             return Outcome.failed("HTTP_REQUEST_FAILED", f"{method} {url}: {error}")
         self.last = LastResponse(response.status_code, response.text)

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from domain.tenant import Policy
 from engine.artifacts import artifacts_of
+from engine.egress import EgressPolicy
 from engine.executors import Executor
 from engine.executors.http import HttpExecutor
 from engine.executors.shell import ShellExecutor, ShellLimits
@@ -42,6 +43,7 @@ def http_executor(setup: ExecutorSetup) -> Executor:
     return HttpExecutor(
         setup.config.get("base_url"),
         setup.secrets,
+        egress=EgressPolicy.of(setup.policy.egress_allow),
         timeout_s=settings.request_timeout_ms / 1000,
         connect_timeout_s=settings.connection_timeout_ms / 1000,
         max_output_chars=settings.max_output_chars,
@@ -98,6 +100,7 @@ class BrowserKind:
             setup.secrets,
             artifacts_of(Path(settings.data_dir)),
             limits,
+            EgressPolicy.of(setup.policy.egress_allow),
         )
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ from api.auth import digest
 from api.server import create_app, serving_in_background
 from api.services import Services
 from engine.settings import ApiKey, Settings
-from tests.conftest import TEST_POLICY
+from tests.conftest import allow_local_targets
 
 KEYS = {"alice": ("acme", "sk_alice_0123456789"), "bob": ("acme", "sk_bob_0123456789")}
 KEYS["eve"] = ("globex", "sk_eve_0123456789")
@@ -47,9 +47,7 @@ def start_api(fresh_database_url: str, tmp_path: Path) -> Iterator[ApiFactory]:
     """Start the API with settings overridden; stopped at the end of the test."""
     stack: list[Any] = []
 
-    def start(
-        keys: bool = True, workers: int | None = None, policies: bool = True, **overrides: Any
-    ) -> Api:
+    def start(keys: bool = True, workers: int | None = None, **overrides: Any) -> Api:
         api_keys = {
             name: ApiKey(tenant=tenant, sha256=digest(key)) for name, (tenant, key) in KEYS.items()
         }
@@ -64,11 +62,8 @@ def start_api(fresh_database_url: str, tmp_path: Path) -> Iterator[ApiFactory]:
         context = serving_in_background(app)
         base_url = context.__enter__()
         stack.append(context)
-        api = Api(base_url, app)
-        if keys and policies:
-            for tenant in ("acme", "globex"):
-                api.services.runtime.policies.set(tenant, TEST_POLICY, actor="operator")
-        return api
+        allow_local_targets(app.state.services.runtime.app)  # the targets are on loopback
+        return Api(base_url, app)
 
     yield start
     for context in reversed(stack):

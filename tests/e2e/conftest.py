@@ -20,9 +20,7 @@ import pytest
 from domain.session import StepSpec, WorkflowSession
 from engine.app import Stepline
 from engine.database import eventsourcing_env
-from engine.policies import Policies
-from engine.settings import Settings
-from tests.conftest import TEST_POLICY
+from tests.conftest import allow_local_targets
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")
 
@@ -32,18 +30,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def allow_local_targets(database_url: str) -> None:
-    """As the operator of this deployment: acme and globex may reach the example app on
-    loopback and run a few programs (tenants get the secure default otherwise)."""
-    application = Stepline(eventsourcing_env(database_url), cache_size=0)
-    try:
-        policies = Policies(application, Settings(database_url=database_url))
-        for tenant in ("acme", "globex"):
-            policies.set(tenant, TEST_POLICY, actor="operator")
-    finally:
-        application.close()
 
 
 class Cluster:
@@ -61,7 +47,6 @@ class Cluster:
             **settings,
         }
         self.processes: list[subprocess.Popen[bytes]] = []
-        allow_local_targets(database_url)
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{args[0]}-{len(self.processes)}.log").open("wb")
@@ -108,6 +93,7 @@ def cluster(fresh_database_url: str, tmp_path: Path) -> Iterator[Cluster]:
 def store(fresh_database_url: str) -> Iterator[Stepline]:
     """The test's own view of the event store, to create sessions and read histories."""
     application = Stepline(eventsourcing_env(fresh_database_url), cache_size=0)
+    allow_local_targets(application)  # the sessions' targets are on loopback
     yield application
     application.close()
 

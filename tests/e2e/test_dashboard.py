@@ -17,7 +17,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from api.auth import new_key
+from engine.app import Stepline
+from engine.database import eventsourcing_env
 from engine.executors.browser_host import find_chromium, launch_arguments
+from tests.conftest import allow_local_targets
 from tests.e2e.conftest import Cluster
 from tests.integration.conftest import wait_for
 
@@ -62,7 +65,11 @@ def serve(fresh_database_url: str, tmp_path: Path) -> Iterator[Serve]:
 
     def start(workers: int, **settings: str) -> str:
         clusters.append(Cluster(fresh_database_url, tmp_path, **settings))
-        return clusters[-1].api(workers=workers)
+        base_url = clusters[-1].api(workers=workers)
+        store = Stepline(eventsourcing_env(fresh_database_url), cache_size=0)
+        allow_local_targets(store)  # the sessions' targets are on loopback
+        store.close()
+        return base_url
 
     yield start
     for cluster in clusters:

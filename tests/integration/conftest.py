@@ -25,7 +25,7 @@ from engine.projector import Projector
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.task_loop import TaskLoop
-from tests.conftest import PASSWORD, TEST_POLICY
+from tests.conftest import PASSWORD, allow_local_targets
 from tests.scripted_model import ScriptedModel
 
 
@@ -63,17 +63,18 @@ def make_loop(app: Stepline, tmp_path: Path, model: ScriptedModel) -> Iterator[L
                 max_retries=2,
             )
             providers.append(provider)
-        chosen = Settings(database_url=None, data_dir=tmp_path, retry_backoff_ms=10, **settings)
-        policies = Policies(app, chosen)
-        policies.set("acme", TEST_POLICY, actor="operator")
+        loop_settings = Settings(
+            database_url=None, data_dir=tmp_path, retry_backoff_ms=10, **settings
+        )
+        allow_local_targets(app)  # the targets are on loopback
         loop = TaskLoop(
             app,
-            chosen,
+            loop_settings,
             builtin(),
             Secrets({"DEMO_PASSWORD": PASSWORD}),
             provider,
             executor_states=states,
-            policies=policies,
+            policies=Policies(app, loop_settings),
         )
         loops.append(loop)
         return loop
