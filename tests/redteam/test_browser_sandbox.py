@@ -23,6 +23,7 @@ from domain.session import SessionStatus
 from engine.app import Stepline
 from engine.artifacts import Artifacts
 from engine.definitions import builtin
+from engine.egress import EgressPolicy
 from engine.executors import Command
 from engine.executors.browser import BrowserExecutor, BrowserLimits
 from engine.executors.browser_host import BrowserHost
@@ -85,7 +86,13 @@ def host() -> Iterator[BrowserHost]:
 @pytest.fixture
 def browser(host: BrowserHost, site: str, tmp_path: Path) -> Iterator[BrowserExecutor]:
     executor = BrowserExecutor(
-        host, uuid4(), site, Secrets({}), Artifacts(tmp_path / "artifacts"), BrowserLimits()
+        host,
+        uuid4(),
+        site,
+        Secrets({}),
+        Artifacts(tmp_path / "artifacts"),
+        BrowserLimits(),
+        EgressPolicy.of(["127.0.0.1"]),  # the test site
     )
     yield executor
     executor.close()
