@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from engine.executors import Command, Outcome, truncated
-from engine.secrets import MissingSecret, Secrets
+from engine.executors import Command, Outcome, refused, truncated
+from engine.secrets import SHELL, Secrets, SecretUnusable
 
 DEFAULT_ALLOWED = (
     "echo", "printf", "cat", "ls", "pwd", "true", "false", "grep", "wc", "head", "tail",
@@ -116,10 +116,10 @@ class ShellExecutor:
         refusal = self._refusal(argv)
         if refusal is not None:
             return Outcome.failed("SANDBOX_VIOLATION", refusal, command=text)
-        try:
-            resolved = [self.secrets.resolve(arg) for arg in argv]
-        except MissingSecret as error:
-            return Outcome.failed("SECRET_MISSING", str(error.args[0]))
+        try:  # a shell has no network, but what it prints is recorded: see engine.secrets
+            resolved: list[str] = self.secrets.filled(argv, SHELL)
+        except SecretUnusable as error:
+            return refused(error)
         return self._execute(resolved)
 
     def _execute(self, argv: list[str]) -> Outcome:
