@@ -12,6 +12,8 @@ from uuid import UUID
 
 import typer
 
+from api.cli_secrets import secrets_cli
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE = EXAMPLES / "todo.yaml"
 
@@ -26,6 +28,7 @@ sessions_cli = typer.Typer(
     no_args_is_help=True,
 )
 cli.add_typer(sessions_cli, name="sessions")
+cli.add_typer(secrets_cli, name="secrets")
 
 AsJson = Annotated[bool, typer.Option("--json", help="print as JSON")]
 DEFAULT_TENANT = "default"  # the API's dev-mode tenant (api.auth.DEV_TENANT; a test keeps them one)
