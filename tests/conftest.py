@@ -85,6 +85,8 @@ def app(database_url: str) -> Iterator[Stepline]:
 # ---- what the tests run against: the example web app and a scripted model ---------------
 
 PASSWORD = "s3cret-Pa55-word"
+MASTER_KEY = "c3RlcGxpbmUtdGVzdHMtbWFzdGVyLWtleS0zMmJ5dGU="
+"""STEPLINE_MASTER_KEY of the tests' stored secrets (32 bytes, not secret: tests only)."""
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 

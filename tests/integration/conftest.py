@@ -21,10 +21,11 @@ from engine.definitions import builtin
 from engine.executor_state import ExecutorStates
 from engine.limits import session_config
 from engine.projector import Projector
+from engine.secret_store import MasterKey, SecretStore
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.task_loop import TaskLoop
-from tests.conftest import PASSWORD
+from tests.conftest import MASTER_KEY, PASSWORD
 from tests.scripted_model import ScriptedModel
 
 
@@ -37,11 +38,26 @@ def projector(app: Stepline, fresh_database_url: str) -> Iterator[Projector]:
         yield runner
 
 
+@pytest.fixture
+def secret_store(database_url: str) -> Iterator[SecretStore]:
+    """The tenants' stored secrets: acme and globex each have DEMO_PASSWORD, bound to the
+    origin of the base URL of the workflow that uses it (the dev tenant's comes from the
+    environment, as `Secrets` given to the task loop)."""
+    with ConnectionPool(database_url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
+        store = SecretStore(pool, MasterKey(Settings(master_key=MASTER_KEY).master_key_bytes()))
+        store.prepare()
+        for tenant in ("acme", "globex"):
+            store.put(tenant, "DEMO_PASSWORD", PASSWORD, origins=[])
+        yield store
+
+
 LoopFactory = Callable[..., TaskLoop]
 
 
 @pytest.fixture
-def make_loop(app: Stepline, tmp_path: Path, model: ScriptedModel) -> Iterator[LoopFactory]:
+def make_loop(
+    app: Stepline, tmp_path: Path, model: ScriptedModel, secret_store: SecretStore
+) -> Iterator[LoopFactory]:
     providers: list[AiProvider] = []
     loops: list[TaskLoop] = []
 
@@ -69,6 +85,7 @@ def make_loop(app: Stepline, tmp_path: Path, model: ScriptedModel) -> Iterator[L
             Secrets({"DEMO_PASSWORD": PASSWORD}),
             provider,
             executor_states=states,
+            secret_store=secret_store,
         )
         loops.append(loop)
         return loop
@@ -85,13 +102,14 @@ def start_session(
     steps: list[str | StepSpec],
     base_url: str | None = None,
     executor: str = "http",
+    tenant: str = "acme",
     **config: Any,
 ) -> UUID:
     specs = [s if isinstance(s, StepSpec) else StepSpec(s) for s in steps]
     return loop.app.create_session(
         name="task loop test",
         steps=specs,
-        tenant="acme",
+        tenant=tenant,
         actor="alice",
         config=session_config(
             loop.settings, {"executor": executor, "base_url": base_url, **config}
