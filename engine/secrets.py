@@ -123,7 +123,8 @@ class Secret:
 
 def exposures(value: str) -> set[str]:
     """The value as it may show in a response, a log line or a prompt: itself, URL-encoded,
-    base64 (standard and URL-safe, with and without padding), hex, reversed, JSON-escaped."""
+    base64 (standard and URL-safe, with and without padding), hex, reversed, JSON-escaped;
+    and each of those JSON-escaped."""
     raw = value.encode()
     forms = {
         value,
@@ -139,6 +140,8 @@ def exposures(value: str) -> set[str]:
     for encode in (base64.b64encode, base64.urlsafe_b64encode):
         encoded = encode(raw).decode()
         forms |= {encoded, encoded.rstrip("=")}
+    # What is recorded is often JSON text itself (a command's output), escaping each form again.
+    forms |= {json.dumps(form)[1:-1] for form in forms}
     return {form for form in forms if len(form) >= MIN_REDACTED_LENGTH}
 
 
