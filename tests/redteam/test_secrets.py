@@ -84,9 +84,11 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             receiver.log.append({"path": self.path, "body": sent})
             if parts.path == "/json":
                 self._answer(json.dumps({"echo": sent["pw"]}), "application/json")
-                return
-            encoding = parse_qs(parts.query)["as"][0]
-            self._answer(f"the password, {encoding}: <{ENCODINGS[encoding](sent['pw'])}>")
+            elif parts.path == "/echo":
+                encoding = parse_qs(parts.query)["as"][0]
+                self._answer(f"the password, {encoding}: <{ENCODINGS[encoding](sent['pw'])}>")
+            else:
+                self._answer("ok")
 
         def _answer(self, body: str, content_type: str = "text/plain; charset=utf-8") -> None:
             encoded = body.encode()
@@ -222,13 +224,14 @@ def test_a_secret_bound_to_one_origin_is_refused_for_another_before_anything_is_
 ) -> None:
     allowed, other = receivers
     store.put("acme", "A_ONLY", A_VALUE, origins=[allowed.url])
+    store.put("acme", "A_KEY", A_KEY, origins=[allowed.url])
 
     in_url = run(loop, "acme", allowed.url, f"GET {other.url}/leak?s={{{{secrets.A_ONLY}}}}")
     in_body = run(
         loop, "acme", allowed.url, f'POST {other.url}/leak with {{"s": "{{{{secrets.A_ONLY}}}}"}}'
     )
     in_header = run(
-        loop, "acme", allowed.url, f"GET {other.url}/leak with header X-Key: {{{{secrets.A_ONLY}}}}"
+        loop, "acme", allowed.url, f"GET {other.url}/leak with header X-Key: {{{{secrets.A_KEY}}}}"
     )
 
     assert [failure_code(s) for s in (in_url, in_body, in_header)] == ["SECRET_ORIGIN_REFUSED"] * 3
