@@ -37,6 +37,10 @@ A_VALUE = "acme-0nly/Pa55+wörd"
 A_KEY = "acme-Api-Key/+=="
 """Sent in a header, which holds ASCII only."""
 LOOPBACK = ["127.0.0.1", "localhost"]
+FORM = (
+    '<form action="/submit"><label>Password <input name="pw" type="password"></label>'
+    "<button>Go</button></form>"
+)
 
 
 @dataclass
@@ -75,6 +79,9 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Location", parse_qs(parts.query)["to"][0])
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                return
+            if parts.path == "/form":  # a page that sends what is typed into it
+                self._answer(FORM, "text/html; charset=utf-8")
                 return
             self._answer("ok")
 
@@ -164,13 +171,15 @@ def loop(fresh_app: Stepline, store: SecretStore, tmp_path: Path) -> Iterator[Ta
     task_loop.close()
 
 
-def run(loop: TaskLoop, tenant: str, base_url: str, *steps: str) -> WorkflowSession:
+def run(
+    loop: TaskLoop, tenant: str, base_url: str, *steps: str, executor: str = "http"
+) -> WorkflowSession:
     session_id = loop.app.create_session(
         name="red team",
         steps=[StepSpec(step) for step in steps],
         tenant=tenant,
         actor="mallory",
-        config=session_config(loop.settings, {"executor": "http", "base_url": base_url}),
+        config=session_config(loop.settings, {"executor": executor, "base_url": base_url}),
     )
     loop.drive(session_id, threading.Event())
     return loop.app.get_session(session_id)
@@ -307,6 +316,26 @@ def test_a_secret_echoed_into_a_variable_is_refused_for_another_origin(
 
     assert failure_code(session) == "SECRET_ORIGIN_REFUSED"
     assert other.log == []
+
+
+def test_a_browser_fills_a_secret_only_into_a_page_of_its_origin(
+    loop: TaskLoop, store: SecretStore, receivers: tuple[Receiver, Receiver]
+) -> None:
+    allowed, other = receivers
+    store.put("acme", "A_ONLY", A_VALUE, origins=[allowed.url])
+
+    session = run(
+        loop,
+        "acme",
+        other.url,
+        "open /form",
+        'fill "Password" with "{{secrets.A_ONLY}}"',
+        'click "Go"',
+        executor="browser",
+    )
+
+    assert failure_code(session) == "SECRET_ORIGIN_REFUSED"
+    assert not [r for r in other.log if r["path"].startswith("/submit")]  # never sent
 
 
 # ---- at rest ------------------------------------------------------------------------------
