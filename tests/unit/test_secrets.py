@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 from urllib.parse import quote, quote_plus
 
@@ -10,10 +11,12 @@ import pytest
 from engine.context import within_budget
 from engine.secrets import (
     SHELL,
+    RedactingFilter,
     Secret,
     SecretNotFound,
     SecretOriginRefused,
     Secrets,
+    SecretsInUse,
     normalized_origin,
     origin_of,
 )
@@ -128,6 +131,22 @@ def test_origins_are_spelled_as_browsers_spell_them(url: str, origin: str) -> No
 def test_a_secret_may_only_be_bound_to_plain_origins(text: str) -> None:
     with pytest.raises(ValueError, match="is not an origin"):
         normalized_origin(text)
+
+
+def test_log_lines_are_redacted_with_the_secrets_of_every_session_running_now() -> None:
+    in_use = SecretsInUse()
+    log_filter = RedactingFilter(Secrets({"ENV": "env-value"}), in_use)
+    release = in_use.hold(Secrets(bound=[Secret("STORED", VALUE, (API,))]))
+
+    def logged(*args: str) -> str:
+        record = logging.LogRecord("stepline", logging.INFO, __file__, 1, "%s %s", args, None)
+        log_filter.filter(record)
+        return record.getMessage()
+
+    hexed = VALUE.encode().hex()
+    assert logged("env-value", hexed) == "{{secrets.ENV}} {{secrets.STORED}}"
+    release()  # the session ended
+    assert logged("env-value", hexed) == f"{{{{secrets.ENV}}}} {hexed}"
 
 
 def test_the_context_keeps_the_most_recent_actions_within_budget() -> None:
