@@ -44,8 +44,9 @@ def placeholder(name: str) -> str:
 
 def origin_of(url: str) -> str:
     """`scheme://host[:port]` as browsers spell an origin (lower case, default port left
-    out), or NO_ORIGIN for anything that is not an absolute http(s) URL."""
-    parts = urlsplit(url)
+    out), or NO_ORIGIN for anything that is not an absolute http(s) URL. A backslash reads as
+    a slash, as browsers read it: `http://evil\\@good/` goes to evil."""
+    parts = urlsplit(url.replace("\\", "/"))
     scheme, host = parts.scheme.lower(), parts.hostname
     if scheme not in _DEFAULT_PORTS or not host:
         return NO_ORIGIN

@@ -116,6 +116,7 @@ def test_a_redirect_may_go_only_where_every_bound_secret_carried_may_go() -> Non
         ("HTTPS://API.Example.com:443/path?q=1", API),
         ("http://127.0.0.1:8080/x", "http://127.0.0.1:8080"),
         ("http://[::1]:80/", "http://[::1]"),
+        ("http://evil.example\\@api.example.com/", "http://evil.example"),  # as Chromium reads it
         ("about:blank", "null"),
         ("/relative", "null"),
         ("ftp://example.com/", "null"),
