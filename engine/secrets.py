@@ -146,6 +146,13 @@ def exposures(value: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_REDACTED_LENGTH}
 
 
+def _any_of(forms: Iterable[str]) -> re.Pattern[str]:
+    """A pattern matching any of `forms` in any letter case, the longest first (so that a
+    secret containing another is replaced whole)."""
+    alternatives = sorted(forms, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, alternatives)), re.IGNORECASE)
+
+
 def strings_in(data: Any) -> Iterator[str]:
     """Every string in `data`, dict keys included."""
     if isinstance(data, str):
@@ -168,15 +175,14 @@ class Secrets:
     ) -> None:
         self._by_name = {name: Secret(name, value) for name, value in (values or {}).items()}
         self._by_name.update((secret.name, secret) for secret in bound)
+        # In any letter case: a value may come back upper-cased (a host name lower-cased).
         self._exposed = {
-            secret: exposures(secret.value)
+            secret: _any_of(exposures(secret.value))
             for secret in sorted(self._by_name.values(), key=lambda s: len(s.value))
             if len(secret.value) >= MIN_REDACTED_LENGTH
         }
-        self._forms = {form: secret for secret, forms in self._exposed.items() for form in forms}
-        # Longest first, so a secret containing another is replaced whole.
-        alternatives = sorted(self._forms, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
+        self._forms = {form: secret for secret in self._exposed for form in exposures(secret.value)}
+        self._pattern = _any_of(self._forms) if self._forms else None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Secrets:
@@ -236,8 +242,8 @@ class Secrets:
         texts = list(strings_in(data))
         return [
             secret
-            for secret, forms in self._exposed.items()
-            if any(form in text for text in texts for form in forms)
+            for secret, pattern in self._exposed.items()
+            if any(pattern.search(text) for text in texts)
         ]
 
     def reach_of(self, data: Any) -> frozenset[str] | None:
@@ -256,7 +262,14 @@ class Secrets:
         """Replace every secret value, in each of its exposures, by its placeholder."""
         if self._pattern is None:
             return text
-        return self._pattern.sub(lambda m: placeholder(self._forms[m.group(0)].name), text)
+        return self._pattern.sub(lambda m: placeholder(self._name_of(m.group(0))), text)
+
+    def _name_of(self, matched: str) -> str:
+        """The secret a redacted match is a form of (in another letter case, maybe)."""
+        exact = self._forms.get(matched)
+        if exact is not None:
+            return exact.name
+        return next(s.name for s, pattern in self._exposed.items() if pattern.fullmatch(matched))
 
     def redact_all(self, data: Any) -> Any:
         if isinstance(data, str):

@@ -74,6 +74,13 @@ def test_each_common_encoding_of_a_value_is_redacted(encoding: str) -> None:
     assert Secrets({"PW": VALUE}).redact(text) == "the server said <{{secrets.PW}}> back"
 
 
+def test_a_value_in_another_letter_case_is_redacted_and_refused_too() -> None:
+    secrets = Secrets(bound=[Secret("PW", VALUE, (API,))])
+    assert secrets.redact(f"<{VALUE.upper()}>") == "<{{secrets.PW}}>"
+    with pytest.raises(SecretOriginRefused):  # e.g. a host name, which browsers lower-case
+        secrets.filled(f"https://{VALUE.lower()}.evil.example/", "https://evil.example")
+
+
 def test_a_bound_secret_fills_in_only_for_its_origins() -> None:
     secrets = Secrets(bound=[Secret("TOKEN", "tok-1234", (API,))])
     assert secrets.resolve("Bearer {{secrets.TOKEN}}", API) == "Bearer tok-1234"
