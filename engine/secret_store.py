@@ -7,8 +7,10 @@ it ever returns one except `secrets_of`, which the task loop calls to fill in pl
 
 Without a master key the store refuses writes (MASTER_KEY_MISSING); in dev mode (no API keys
 configured) it makes its own key instead, `master.key` (0600) under the data directory, on the
-first write. Make a key with `stepline secrets key`, or:
+first write (to keep those secrets once API keys are configured, set STEPLINE_MASTER_KEY to
+the file's content). Make a key with `stepline secrets key`, or:
     python -c "import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())"
+A key cannot be changed in place: secrets stored under one key open only with that key.
 """
 
 from __future__ import annotations
