@@ -70,7 +70,7 @@ class SecretList(BaseModel):
 @router.put(
     "/v1/secrets/{name}",
     response_model=SecretView,
-    responses=problem_responses(401, 413, 422, 503),
+    responses=problem_responses(400, 401, 413, 422, 503),
 )
 def put_secret(
     name: SecretName, body: SecretWrite, services: ServicesDep, caller: CallerDep
