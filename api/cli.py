@@ -12,6 +12,8 @@ from uuid import UUID
 
 import typer
 
+from api.cli_secrets import secrets_cli
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE = EXAMPLES / "todo.yaml"
 
@@ -32,6 +34,7 @@ tenants_cli = typer.Typer(
     no_args_is_help=True,
 )
 cli.add_typer(tenants_cli, name="tenants")
+cli.add_typer(secrets_cli, name="secrets")
 
 AsJson = Annotated[bool, typer.Option("--json", help="print as JSON")]
 DEFAULT_TENANT = "default"  # the API's dev-mode tenant (api.auth.DEV_TENANT; a test keeps them one)

@@ -15,7 +15,19 @@ from functools import partial
 import uvicorn
 from fastapi import FastAPI
 
-from api import artifacts, audit, batches, errors, ops, replays, sessions, stream, ui, usage
+from api import (
+    artifacts,
+    audit,
+    batches,
+    errors,
+    ops,
+    replays,
+    secrets,
+    sessions,
+    stream,
+    ui,
+    usage,
+)
 from api.auth import KeyRing, RateLimiter
 from api.middleware import BodyLimit, HttpMetrics, Measure
 from api.services import Recent, Services
@@ -110,7 +122,7 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
     )
     app.state.http = HttpMetrics()
     errors.install(app)
-    for module in (sessions, replays, usage, stream, artifacts, batches, audit, ops):
+    for module in (sessions, replays, usage, stream, artifacts, batches, audit, ops, secrets):
         app.include_router(module.router)
     ui.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -250,6 +250,31 @@ CATALOGUE: dict[str, ErrorKind] = {
         "Ask the operator to add the host (or its address) to the tenant's egress allow-list: "
         "`stepline tenants set T --egress-allow host`",
     ),
+    # Secrets: per tenant, encrypted at rest, bound to the origins they may be sent to.
+    "SECRET_NOT_FOUND": ErrorKind(
+        _V,
+        _HIGH,
+        False,
+        False,
+        "Store the secret for this tenant: `stepline secrets set NAME --tenant T` (value on "
+        "stdin) or PUT /v1/secrets/NAME; `stepline secrets list` shows the names stored",
+    ),
+    "SECRET_ORIGIN_REFUSED": ErrorKind(
+        _V,
+        _HIGH,
+        False,
+        False,
+        "Send the secret only to an origin it is bound to, or store it again with this origin "
+        'among its origins (--origin, or "origins" in PUT /v1/secrets/NAME)',
+    ),
+    "MASTER_KEY_MISSING": ErrorKind(
+        _S,
+        _CRITICAL,
+        False,
+        False,
+        "Set STEPLINE_MASTER_KEY to 32 random bytes in base64 (`stepline secrets key` prints a "
+        "new one) and keep it: secrets stored under a key only open with that key",
+    ),
 }
 
 _UNKNOWN = ErrorKind(_I, _MEDIUM, True, False, "Contact system administrator")

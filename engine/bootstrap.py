@@ -19,6 +19,7 @@ from engine.leases import RELEASED_CHANNEL, Leases
 from engine.logs import LOGGER_NAME, configure_logging
 from engine.policies import Policies
 from engine.projector import Projector
+from engine.secret_store import MasterKey, SecretStore
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.sweep import Sweep
@@ -37,6 +38,7 @@ class Runtime:
     leases: Leases
     executor_states: ExecutorStates
     policies: Policies
+    secret_store: SecretStore
     loop: TaskLoop
     database_url: str
     embedded: bool
@@ -153,6 +155,8 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
         leases.prepare()
         executor_states = ExecutorStates(pool)
         executor_states.prepare()
+        secret_store = SecretStore(pool, MasterKey.of(settings))
+        secret_store.prepare()
         ai = ai_provider(settings)
         if ai is not None:
             stack.callback(ai.close)
@@ -169,6 +173,7 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             executor_states=executor_states,
             token_budget=budget,
             policies=policies,
+            secret_store=secret_store,
         )
         stack.callback(loop.close)
         yield Runtime(
@@ -178,6 +183,7 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             leases=leases,
             executor_states=executor_states,
             policies=policies,
+            secret_store=secret_store,
             loop=loop,
             database_url=url,
             embedded=embedded,

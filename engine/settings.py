@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
 from typing import Literal
 
@@ -186,6 +188,14 @@ class Settings(BaseSettings):
     create_rate_per_minute: int = Field(default=120, ge=1, description="per tenant")
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
 
+    # Secrets
+    master_key: SecretStr | None = Field(
+        default=None,
+        description="32 random bytes in base64 or URL-safe base64 (`stepline secrets key` "
+        "prints one): stored secrets are encrypted under it. Unset in dev mode (no API keys): "
+        "a key file, data_dir/master.key (0600), made on first use",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -198,6 +208,7 @@ class Settings(BaseSettings):
         "requests_per_minute",
         "tenant_daily_tokens",
         "browser_path",
+        "master_key",
         mode="before",
     )
     @classmethod
@@ -227,6 +238,26 @@ class Settings(BaseSettings):
                 "or STEPLINE_AI_BASE_URL for a local OpenAI-compatible server"
             )
         return self
+
+    @model_validator(mode="after")
+    def _master_key_is_32_bytes(self) -> Settings:
+        """Checked here, not on the field, so that no error message can repeat the key."""
+        if self.master_key is not None and len(self.master_key_bytes() or b"") != 32:
+            raise ValueError(
+                "STEPLINE_MASTER_KEY must be 32 bytes in base64 or URL-safe base64; make one "
+                "with `stepline secrets key`"
+            )
+        return self
+
+    def master_key_bytes(self) -> bytes | None:
+        """STEPLINE_MASTER_KEY decoded; None when unset or not base64."""
+        if self.master_key is None:
+            return None
+        text = self.master_key.get_secret_value().strip().replace("-", "+").replace("_", "/")
+        try:
+            return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except binascii.Error:
+            return None
 
     @model_validator(mode="after")
     def _database_url_is_postgres(self) -> Settings:

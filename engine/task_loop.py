@@ -35,7 +35,7 @@ from engine.executors.kinds import ExecutorKind, ExecutorSetup, builtin_kinds
 from engine.held_session import HeldSession
 from engine.limits import Limits
 from engine.logs import LOGGER_NAME, on_session, on_step
-from engine.policies import Policies, base_policy
+from engine.policies import Policies, base_policy, is_dev_tenant
 from engine.replay import (
     INTERRUPTED,
     RecordedAction,
@@ -44,7 +44,8 @@ from engine.replay import (
     interrupted,
     lineage_history,
 )
-from engine.secrets import Secrets
+from engine.secret_store import SecretStore
+from engine.secrets import IN_USE, Secrets, origin_of
 from engine.settings import Settings
 from engine.snapshots import Snapshotter
 from engine.step_results import (
@@ -89,11 +90,14 @@ class TaskLoop:
         executor_states: ExecutorStates | None = None,
         token_budget: TokenBudget | None = None,
         policies: Policies | None = None,
+        secret_store: SecretStore | None = None,
     ) -> None:
-        """`executor_kinds` adds executors to (or replaces) the registered kinds;
-        `executor_states` keeps what executors need after a takeover (cookies);
-        `token_budget` is each tenant's daily allowance of model tokens; `policies` gives
-        each tenant's policy (without: the operator's defaults)."""
+        """`secrets` are the environment's, for the dev tenant only; `executor_kinds` adds
+        executors to (or replaces) the registered kinds; `executor_states` keeps what
+        executors need after a takeover (cookies); `token_budget` is each tenant's daily
+        allowance of model tokens; `policies` gives each tenant's policy (without: the
+        operator's defaults); `secret_store` holds each tenant's own secrets."""
+        self.secret_store = secret_store
         self.token_budget = token_budget
         self.policies = policies
         self.executor_kinds = {**builtin_kinds(), **(executor_kinds or {})}
@@ -110,6 +114,17 @@ class TaskLoop:
         if self.policies is None:
             return base_policy(self.settings, tenant)
         return self.policies.of(tenant)
+
+    def secrets_of(self, session: WorkflowSession) -> Secrets:
+        """The session's tenant's secrets and no one else's: those it stored (bound, unless
+        stored with origins, to the workflow's base URL), and the environment's for the dev
+        tenant only."""
+        tenant = session.tenant
+        env = self.secrets if is_dev_tenant(self.settings, tenant) else Secrets()
+        if self.secret_store is None:
+            return env
+        base_origin = origin_of(str(session.config.get("base_url") or ""))
+        return env.joined(self.secret_store.secrets_of(tenant, base_origin))
 
     def close(self) -> None:
         """Release what the executor kinds hold for the process (the browser)."""
@@ -146,7 +161,6 @@ class SessionRun:
     ) -> None:
         self.loop = loop
         self.app = loop.app
-        self.secrets = loop.secrets
         self.session_id = session_id
         self.stop = stop
         self.ownership = ownership
@@ -154,17 +168,20 @@ class SessionRun:
         self.held = HeldSession(self.app, loop.writer, loop.snapshotter, session_id, fence)
         session = self.held.session
         self.config = session.config
+        self.secrets = loop.secrets_of(session)
         self.policy = loop.policy_of(session.tenant)
         self.limits = Limits.of(session, loop.settings)
         self.definitions = loop.definitions.for_module(session.config.get("definitions"))
         self.replay = Replay.of(self.app, session)
         self.executors: dict[str, Executor] = {}
         self._kept_states: dict[str, dict[str, Any]] = {}
+        self._release_secrets = IN_USE.hold(self.secrets)  # redacted from log lines meanwhile
 
     def close(self) -> None:
         ended = self.held.session.status in ENDED
         for executor in self.executors.values():
             executor.close(ended=ended)
+        self._release_secrets()
 
     # ---- the session --------------------------------------------------------------------
 

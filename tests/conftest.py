@@ -94,6 +94,8 @@ TEST_POLICY = {
 }
 """What the operator of the tests' deployments lets their tenants (acme, globex) do: reach
 the local targets on loopback and run a few programs."""
+MASTER_KEY = "c3RlcGxpbmUtdGVzdHMtbWFzdGVyLWtleS0zMmJ5dGU="
+"""STEPLINE_MASTER_KEY of the tests' stored secrets (32 bytes, not secret: tests only)."""
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 

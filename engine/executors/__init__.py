@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from domain.errors import StandardError
-from engine.secrets import Secrets
+from engine.secrets import Secrets, SecretUnusable
 
 VARIABLE = re.compile(r"\{\{\s*vars\.([A-Za-z0-9_]+)\s*\}\}")
 
@@ -80,17 +80,30 @@ class Executor(Protocol):
         ...
 
 
-def substituted(data: Any, variables: dict[str, Any], secrets: Secrets) -> Any:
-    """`data` with `{{vars.name}}` and `{{secrets.NAME}}` filled in, at the moment a command
-    runs (strings, and the strings inside dicts and lists). Raises MissingSecret."""
+def with_variables(data: Any, variables: dict[str, Any]) -> Any:
+    """`data` with `{{vars.name}}` filled in (strings, and the strings inside dicts and
+    lists); a name not saved stays as written."""
     if isinstance(data, str):
-        text = VARIABLE.sub(lambda m: str(variables.get(m.group(1), m.group(0))), data)
-        return secrets.resolve(text)
+        return VARIABLE.sub(lambda m: str(variables.get(m.group(1), m.group(0))), data)
     if isinstance(data, dict):
-        return {key: substituted(value, variables, secrets) for key, value in data.items()}
+        return {key: with_variables(value, variables) for key, value in data.items()}
     if isinstance(data, list):
-        return [substituted(value, variables, secrets) for value in data]
+        return [with_variables(value, variables) for value in data]
     return data
+
+
+def substituted(data: Any, variables: dict[str, Any], secrets: Secrets, destination: str) -> Any:
+    """`data` with `{{vars.name}}` and `{{secrets.NAME}}` filled in, at the moment a command
+    runs, for a command that sends it to `destination` (an origin, or `shell`): a secret is
+    filled in only where it may go, and no secret's value may reach there through a variable.
+    Raises SecretUnusable (its code and message say which secret and why)."""
+    return secrets.filled(with_variables(data, variables), destination)
+
+
+def refused(error: SecretUnusable) -> Outcome:
+    """The outcome of a command a secret could not be filled into: it ran nothing."""
+    standard = error.to_standard_error()
+    return Outcome(False, standard.message, standard)
 
 
 def truncated(text: str, limit: int) -> str:

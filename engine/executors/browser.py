@@ -35,12 +35,12 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from engine.artifacts import Artifacts
 from engine.egress import EgressPolicy, Refusal
-from engine.executors import Command, Outcome, substituted, truncated
+from engine.executors import Command, Outcome, truncated, with_variables
 from engine.executors.browser_host import BrowserHost, BrowserUnavailable, Tab
 from engine.executors.browser_jail import SandboxUnavailable
 from engine.executors.egress_proxy import REFUSED_HEADER
 from engine.executors.page_snapshot import REF_ATTRIBUTE, SNAPSHOT_JS
-from engine.secrets import PLACEHOLDER, MissingSecret, Secrets
+from engine.secrets import PLACEHOLDER, Secrets, SecretUnusable, origin_of
 
 NUMBERED = re.compile(r"^\[?#?(\d+)\]?$")
 ROLE_AND_NAME = re.compile(r'^(?P<role>[a-z]+) "(?P<name>.+)"$')
@@ -130,6 +130,8 @@ class BrowserExecutor:
         self._shots: list[tuple[bytes, str]] = []
         self._typing_secret = False
         """Whether the running command's arguments hold a `{{secrets.…}}` placeholder."""
+        self._destination = ""
+        """The origin the running command's secrets were filled in for."""
 
     # ---- running a command --------------------------------------------------------------
 
@@ -137,10 +139,7 @@ class BrowserExecutor:
         handler = self._handlers.get(command.name)
         if handler is None:
             return Outcome.failed("UNKNOWN_COMMAND", f"the browser executor has no {command.name}")
-        try:
-            args = substituted(command.args, self.variables, self.secrets)
-        except MissingSecret as error:
-            return Outcome.failed("SECRET_MISSING", str(error.args[0]))
+        args = with_variables(command.args, self.variables)  # secrets once the page is known
         refusal = self._refusal(command.name, args)
         if refusal is not None:
             return refusal
@@ -181,7 +180,7 @@ class BrowserExecutor:
         except PlaywrightError as error:  # the last page could not be re-opened
             return Outcome.failed("BROWSER_COMMAND_FAILED", _first_line(error))
         try:
-            done = await handler(page, **args)
+            done = await handler(page, **self._filled(name, args, page))
         except TypeError as error:
             return Outcome.failed("INVALID_COMMAND", f"bad arguments for {name}: {error}")
         except Problem as problem:
@@ -203,6 +202,19 @@ class BrowserExecutor:
             await self._shoot(page, "screenshot")
         state = await self._page_state(page, done.snapshot_chars or self.limits.snapshot_chars)
         return Outcome.of(True, **done.fields, **state)
+
+    def _filled(self, name: str, args: dict[str, Any], page: Page) -> dict[str, Any]:
+        """The arguments with their secrets filled in for where they go: the page navigated
+        to, else the page now open. Nothing is done with them when one may not go there."""
+        if name == "navigate":
+            self._destination = origin_of(urljoin(self.base_url or "", str(args.get("url"))))
+        else:
+            self._destination = origin_of(page.url)
+        try:
+            filled: dict[str, Any] = self.secrets.filled(args, self._destination)
+        except SecretUnusable as error:
+            raise Problem(error.code, error.message, **error.details) from None
+        return filled
 
     async def _page(self, *, reopen: bool) -> Page:
         if self._tab is None or self._tab.page.is_closed():
@@ -274,9 +286,21 @@ class BrowserExecutor:
 
     async def _fill(self, page: Page, target: str, value: str) -> Done:
         element = await self._resolve(page, target, FIELD_ROLES)
-        await element.fill(value)
-        if self._typing_secret:  # masked in every later screenshot
-            await element.evaluate(f"(el) => el.setAttribute('{SECRET_MARK}', '')")
+        if not self._typing_secret:
+            await element.fill(value)
+            return Done({"filled": target})
+        # The secret was filled in for the page's origin: hold this very element, so that a
+        # page that navigated since (a script, a redirect) gets nothing.
+        field = await element.element_handle()
+        document = await field.evaluate("(el) => el.ownerDocument.location.origin")
+        if document != self._destination:
+            raise Problem(
+                "SECRET_ORIGIN_REFUSED",
+                f"the page moved to {document} since the secret was filled in for "
+                f"{self._destination}; nothing was filled",
+            )
+        await field.fill(value)
+        await field.evaluate(f"(el) => el.setAttribute('{SECRET_MARK}', '')")  # masked later
         return Done({"filled": target})
 
     async def _press(self, page: Page, key: str) -> Done:

@@ -13,8 +13,8 @@ import certifi
 import httpx
 
 from engine.egress import EgressPolicy, EgressRefused, checked_transport
-from engine.executors import Command, Outcome, substituted, truncated
-from engine.secrets import MissingSecret, Secrets
+from engine.executors import Command, Outcome, refused, truncated, with_variables
+from engine.secrets import NO_ORIGIN, SecretOriginRefused, Secrets, SecretUnusable, origin_of
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
@@ -23,6 +23,8 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 class LastResponse:
     status: int
     text: str
+    origin: str = NO_ORIGIN
+    """Where it came from: the checks that read it fill in secrets for that origin."""
 
     def json(self) -> Any:
         return json.loads(self.text)
@@ -95,17 +97,28 @@ class HttpExecutor:
             return Outcome.failed("UNKNOWN_COMMAND", f"the http executor has no {command.name}")
         try:
             return handler(**self._arguments(command))
-        except MissingSecret as error:
-            return Outcome.failed("SECRET_MISSING", str(error.args[0]))
+        except SecretUnusable as error:
+            return refused(error)
         except TypeError as error:
             return Outcome.failed("INVALID_COMMAND", f"bad arguments for {command.name}: {error}")
 
     def _arguments(self, command: Command) -> dict[str, Any]:
-        args: dict[str, Any] = substituted(command.args, self.variables, self.secrets)
+        args: dict[str, Any] = with_variables(command.args, self.variables)
+        args = self.secrets.filled(args, self._destination(command.name, args))
         if command.name == "request" and command.idempotency_key:
             headers = {"Idempotency-Key": command.idempotency_key, **(args.get("headers") or {})}
             args = {**args, "headers": headers}
         return args
+
+    def _destination(self, name: str, args: dict[str, Any]) -> str:
+        """The origin a command sends its arguments to: a request's, after joining its URL to
+        the base URL as the client does; the other commands only read the last response."""
+        if name != "request":
+            return self.last.origin if self.last is not None else NO_ORIGIN
+        try:
+            return origin_of(str(self.client.build_request("GET", str(args.get("url"))).url))
+        except httpx.InvalidURL:
+            return NO_ORIGIN
 
     def _request(
         self,
@@ -117,13 +130,19 @@ class HttpExecutor:
         method = method.upper()
         if method not in METHODS:
             return Outcome.failed("INVALID_COMMAND", f"unknown HTTP method {method}")
+        # A redirect may not carry a bound secret (in a custom header, say) past its origins.
+        reach = self.secrets.reach_of([url, body, headers])
         try:
-            response = self.client.request(method, url, json=body, headers=headers)
-        except EgressRefused as refused:
-            return Outcome.failed("EGRESS_REFUSED", str(refused), **refused.refusal.details())
+            response = self.client.request(
+                method, url, json=body, headers=headers, follow_redirects=reach is None
+            )
+            if reach is not None:
+                response = self._follow_within(response, reach)
+        except EgressRefused as refusal:
+            return Outcome.failed("EGRESS_REFUSED", str(refusal), **refusal.refusal.details())
         except httpx.HTTPError as error:
             return Outcome.failed("HTTP_REQUEST_FAILED", f"{method} {url}: {error}")
-        self.last = LastResponse(response.status_code, response.text)
+        self.last = LastResponse(response.status_code, response.text, origin_of(str(response.url)))
         return Outcome.of(
             True,
             status=response.status_code,
@@ -131,6 +150,18 @@ class HttpExecutor:
             body=truncated(response.text, self.max_output_chars),
             body_size=len(response.content),
         )
+
+    def _follow_within(self, response: httpx.Response, reach: frozenset[str]) -> httpx.Response:
+        """Follow the response's redirects while they stay within `reach`."""
+        for _ in range(self.client.max_redirects):
+            following = response.next_request
+            if following is None:
+                return response
+            destination = origin_of(str(following.url))
+            if destination not in reach:
+                raise SecretOriginRefused.redirected(destination, reach)
+            response = self.client.send(following, follow_redirects=False)
+        raise httpx.TooManyRedirects("too many redirects", request=response.request)
 
     def _expect_status(self, code: int) -> Outcome:
         if self.last is None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.executors import Command, Outcome, truncated
+from engine.executors import Command, Outcome, refused, truncated
 from engine.executors.sandbox import (
     SANDBOX_PATH,
     Jail,
@@ -37,7 +37,7 @@ from engine.executors.sandbox import (
     program_started,
 )
 from engine.executors.sandbox_paths import outside_arguments
-from engine.secrets import MissingSecret, Secrets
+from engine.secrets import SHELL, Secrets, SecretUnusable
 
 DEFAULT_ALLOWED = (
     "echo", "printf", "cat", "ls", "pwd", "true", "false", "grep", "wc", "head", "tail",
@@ -154,10 +154,10 @@ class ShellExecutor:
         refusal = self._program_refusal(argv)
         if refusal is not None:
             return Outcome.failed("SANDBOX_VIOLATION", refusal, command=text)
-        try:
-            resolved = [self.secrets.resolve(arg) for arg in argv]
-        except MissingSecret as error:
-            return Outcome.failed("SECRET_MISSING", str(error.args[0]))
+        try:  # a shell has no network, but what it prints is recorded: see engine.secrets
+            resolved: list[str] = self.secrets.filled(argv, SHELL)
+        except SecretUnusable as error:
+            return refused(error)
         outside = self._outside(argv, resolved)
         if outside:
             return Outcome.failed(

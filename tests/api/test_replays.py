@@ -9,7 +9,7 @@ import pytest
 from tests.api.conftest import Api, ApiFactory
 from tests.api.test_errors import assert_problem
 from tests.api.test_sessions import create, stream
-from tests.conftest import PASSWORD
+from tests.conftest import MASTER_KEY, PASSWORD
 from tests.integration.conftest import script_sign_in
 from tests.scripted_model import ScriptedModel
 
@@ -17,14 +17,17 @@ PRICES = {"scripted-model": {"prompt_per_1k": 1.0, "completion_per_1k": 2.0}}
 
 
 @pytest.fixture
-def ai_api(start_api: ApiFactory, model: ScriptedModel, monkeypatch: pytest.MonkeyPatch) -> Api:
-    monkeypatch.setenv("STEPLINE_SECRET_DEMO_PASSWORD", PASSWORD)
+def ai_api(start_api: ApiFactory, model: ScriptedModel) -> Api:
     started: Api = start_api(
         ai_model="scripted-model",
         ai_base_url=model.base_url,
         ai_api_key="test-key",
         ai_prices=PRICES,
+        master_key=MASTER_KEY,
     )
+    with started.client("alice") as alice:  # acme's, for the base_url of its workflows
+        stored = alice.put("/v1/secrets/DEMO_PASSWORD", json={"value": PASSWORD})
+        assert stored.status_code == 200, stored.text
     return started
 
 

@@ -24,6 +24,7 @@ from schemathesis.openapi import from_url
 from schemathesis.schemas import BaseSchema
 
 from tests.api.conftest import KEYS, Api, ApiFactory
+from tests.conftest import MASTER_KEY
 
 CHECKS = [
     not_a_server_error,
@@ -37,7 +38,7 @@ CHECKS = [
 
 @pytest.fixture
 def fuzzed(start_api: ApiFactory) -> Api:
-    api: Api = start_api(max_body_bytes=65_536, workers=0)
+    api: Api = start_api(max_body_bytes=65_536, workers=0, master_key=MASTER_KEY)
     return api
 
 

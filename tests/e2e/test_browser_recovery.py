@@ -13,6 +13,7 @@ import pytest
 
 from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.app import Stepline
+from engine.policies import DEV_TENANT
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import Cluster, events_of, wait_until_ended
 
@@ -46,7 +47,7 @@ def test_a_killed_workers_browser_session_reopens_its_page_signed_in_elsewhere(
     session_id = store.create_session(
         name="browser chaos",
         steps=[StepSpec(text) for text in STEPS],
-        tenant="acme",
+        tenant=DEV_TENANT,  # whose secrets are the environment's: no API keys here
         actor="test",
         config={"executor": "browser", "base_url": target},
     )

@@ -22,10 +22,11 @@ from engine.executor_state import ExecutorStates
 from engine.limits import session_config
 from engine.policies import Policies
 from engine.projector import Projector
+from engine.secret_store import MasterKey, SecretStore
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.task_loop import TaskLoop
-from tests.conftest import PASSWORD, allow_local_targets
+from tests.conftest import MASTER_KEY, PASSWORD, allow_local_targets
 from tests.scripted_model import ScriptedModel
 
 
@@ -38,11 +39,26 @@ def projector(app: Stepline, fresh_database_url: str) -> Iterator[Projector]:
         yield runner
 
 
+@pytest.fixture
+def secret_store(database_url: str) -> Iterator[SecretStore]:
+    """The tenants' stored secrets: acme and globex each have DEMO_PASSWORD, bound to the
+    origin of the base URL of the workflow that uses it (the dev tenant's comes from the
+    environment, as `Secrets` given to the task loop)."""
+    with ConnectionPool(database_url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
+        store = SecretStore(pool, MasterKey(Settings(master_key=MASTER_KEY).master_key_bytes()))
+        store.prepare()
+        for tenant in ("acme", "globex"):
+            store.put(tenant, "DEMO_PASSWORD", PASSWORD, origins=[])
+        yield store
+
+
 LoopFactory = Callable[..., TaskLoop]
 
 
 @pytest.fixture
-def make_loop(app: Stepline, tmp_path: Path, model: ScriptedModel) -> Iterator[LoopFactory]:
+def make_loop(
+    app: Stepline, tmp_path: Path, model: ScriptedModel, secret_store: SecretStore
+) -> Iterator[LoopFactory]:
     providers: list[AiProvider] = []
     loops: list[TaskLoop] = []
 
@@ -75,6 +91,7 @@ def make_loop(app: Stepline, tmp_path: Path, model: ScriptedModel) -> Iterator[L
             provider,
             executor_states=states,
             policies=Policies(app, loop_settings),
+            secret_store=secret_store,
         )
         loops.append(loop)
         return loop
@@ -91,13 +108,14 @@ def start_session(
     steps: list[str | StepSpec],
     base_url: str | None = None,
     executor: str = "http",
+    tenant: str = "acme",
     **config: Any,
 ) -> UUID:
     specs = [s if isinstance(s, StepSpec) else StepSpec(s) for s in steps]
     return loop.app.create_session(
         name="task loop test",
         steps=specs,
-        tenant="acme",
+        tenant=tenant,
         actor="alice",
         config=session_config(
             loop.settings, {"executor": executor, "base_url": base_url, **config}

@@ -8,6 +8,7 @@ import pytest
 
 from domain.session import SessionStatus
 from engine.logs import LOGGER_NAME, configure_logging
+from engine.policies import DEV_TENANT
 from engine.secrets import Secrets
 from tests.conftest import PASSWORD
 from tests.integration.conftest import (
@@ -45,8 +46,11 @@ def test_a_secret_used_everywhere_is_recorded_nowhere(
             "Sign in again through the form",
         ],
         target,
+        tenant=DEV_TENANT,  # the environment's secrets are the dev tenant's
     )
-    echo_id = start_session(loop, ["run `echo {{secrets.DEMO_PASSWORD}}`"], executor="shell")
+    echo_id = start_session(
+        loop, ["run `echo {{secrets.DEMO_PASSWORD}}`"], executor="shell", tenant=DEV_TENANT
+    )
 
     assert drive(loop, session_id).status is SessionStatus.COMPLETED
     assert drive(loop, echo_id).status is SessionStatus.COMPLETED

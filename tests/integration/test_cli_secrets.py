@@ -1,0 +1,104 @@
+"""`stepline secrets`, run as a person runs it: the value goes in on stdin, never on the
+command line, and never comes out again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from psycopg_pool import ConnectionPool
+
+from engine.secret_store import MasterKey, SecretStore
+from engine.settings import Settings
+from tests.conftest import MASTER_KEY
+
+STEPLINE = str(Path(sys.executable).parent / "stepline")
+VALUE = "cli-Pa55word-from-stdin"
+
+
+def stepline(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STEPLINE_")}
+    return subprocess.run(
+        [STEPLINE, "secrets", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**clean, "COLUMNS": "200", **env},
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def store(fresh_database_url: str) -> Iterator[SecretStore]:
+    with ConnectionPool(
+        fresh_database_url, min_size=1, max_size=2, kwargs={"autocommit": True}
+    ) as pool:
+        key = MasterKey(Settings(master_key=MASTER_KEY).master_key_bytes())
+        yield SecretStore(pool, key)
+
+
+def test_set_reads_the_value_from_stdin_and_list_shows_everything_but_it(
+    fresh_database_url: str, store: SecretStore
+) -> None:
+    env = {"STEPLINE_DATABASE_URL": fresh_database_url, "STEPLINE_MASTER_KEY": MASTER_KEY}
+    origin = "http://127.0.0.1:9"
+
+    stored = stepline(
+        "set", "API_TOKEN", "--tenant", "acme", "--origin", origin, stdin=VALUE + "\n", **env
+    )
+    listed = stepline("list", "--tenant", "acme", **env)
+    others = stepline("list", "--tenant", "globex", **env)
+
+    assert stored.returncode == 0, stored.stderr
+    assert [(s.name, s.value, s.origins) for s in store.secrets_of("acme")] == [
+        ("API_TOKEN", VALUE, (origin,))
+    ]
+    assert listed.returncode == 0, listed.stderr
+    assert "API_TOKEN" in listed.stdout
+    assert origin in listed.stdout
+    assert "API_TOKEN" not in others.stdout
+    for result in (stored, listed, others):
+        assert VALUE not in result.stdout + result.stderr
+
+
+def test_delete_forgets_it_and_a_second_delete_says_so(
+    fresh_database_url: str, store: SecretStore
+) -> None:
+    env = {"STEPLINE_DATABASE_URL": fresh_database_url, "STEPLINE_MASTER_KEY": MASTER_KEY}
+    stepline("set", "API_TOKEN", "--tenant", "acme", stdin=VALUE, **env)
+
+    first = stepline("delete", "API_TOKEN", "--tenant", "acme", **env)
+    second = stepline("delete", "API_TOKEN", "--tenant", "acme", **env)
+
+    assert first.returncode == 0, first.stderr
+    assert store.secrets_of("acme") == []
+    assert second.returncode == 2
+    assert "SECRET_NOT_FOUND" in second.stderr
+
+
+def test_set_without_a_master_key_outside_dev_mode_stores_nothing(
+    fresh_database_url: str, store: SecretStore
+) -> None:
+    refused = stepline(
+        "set",
+        "API_TOKEN",
+        stdin=VALUE,
+        STEPLINE_DATABASE_URL=fresh_database_url,
+        STEPLINE_API_KEYS='{"alice": {"tenant": "acme", "sha256": "' + "0" * 64 + '"}}',
+    )
+
+    assert refused.returncode == 2
+    assert "MASTER_KEY_MISSING" in refused.stderr
+    assert store.listed("default") == []
+
+
+def test_key_prints_a_new_32_byte_master_key() -> None:
+    printed = stepline("key")
+
+    assert printed.returncode == 0, printed.stderr
+    assert Settings(master_key=printed.stdout.strip()).master_key_bytes() is not None
