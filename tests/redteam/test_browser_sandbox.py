@@ -169,7 +169,7 @@ def opened_directly(host: BrowserHost, url: str) -> str:
     executor's check — as a page that found a way to a file: URL would."""
 
     async def visit() -> str:
-        tab = await host.open_tab(uuid4(), [])
+        tab = await host.open_tab(uuid4(), [], EgressPolicy.of(["127.0.0.1"]))
         try:
             with contextlib.suppress(PlaywrightError):  # e.g. net::ERR_FILE_NOT_FOUND
                 await tab.page.goto(url)
@@ -277,7 +277,7 @@ def test_a_navigation_spelled_to_slip_past_the_check_is_refused(
 
 def test_a_web_page_cannot_read_local_files(host: BrowserHost, site: str) -> None:
     async def snoop() -> tuple[str, str, list[str], str]:
-        tab = await host.open_tab(uuid4(), [])
+        tab = await host.open_tab(uuid4(), [], EgressPolicy.of(["127.0.0.1"]))
         try:
             await tab.page.goto(f"{site}/snoop")
             await tab.page.wait_for_function(
