@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench up down clean chromium bubblewrap
+.PHONY: demo test redteam lint format bench up down clean chromium bubblewrap
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ demo: $(STAMP) chromium bubblewrap  ## the example workflows (HTTP, then browser
 
 test: $(STAMP) chromium bubblewrap  ## the whole test suite on a real PostgreSQL
 	$(BIN)/python -m pytest
+
+redteam: $(STAMP) chromium bubblewrap  ## the attacks on the tenant boundary alone (tests/redteam)
+	$(BIN)/python -m pytest tests/redteam
 
 # The browser executor drives the system's Chromium, never a downloaded build: found on PATH or
 # at STEPLINE_BROWSER_PATH, else installed with apt-get when run as root, else one line saying how.
