@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import artifacts, audit, batches, errors, ops, replays, sessions, stream, ui, usage
 from api.auth import AuthFailures, KeyRing, RateLimiter, RequestLimiter
+from api.errors import problem_responses
 from api.middleware import BodyLimit, HostPolicy, HttpMetrics, Measure, TrustedHosts
 from api.services import OPERATOR_SCOPE_KEY, Recent, Services
 from api.stream_slots import StreamSlots
@@ -79,6 +80,10 @@ def step_averages(runtime: Runtime) -> float | None:
         return step_history.recent_average_ms(conn)
 
 
+RATE_LIMITED = problem_responses(429)
+"""Any keyed route may answer 429: the key's rate, or its address's failed keys."""
+
+
 def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
     """The API; with `workers` slots (default STEPLINE_MAX_CONCURRENT_SESSIONS; 0: none) the
     process also drives sessions."""
@@ -120,7 +125,7 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
     app.state.http = HttpMetrics()
     errors.install(app)
     for module in (sessions, replays, usage, stream, artifacts, batches, audit, ops):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=RATE_LIMITED)
     ui.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(TrustedHosts, policy=host_policy(settings))
