@@ -165,11 +165,24 @@ def serve(
             min=0, help="sessions driven here at once; 0 = API only (default: the setting)"
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="also serve the full /health and /metrics, keyless, on this port (for the "
+            "operator's scraper)",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="address the metrics port listens on")
+    ] = "127.0.0.1",
 ) -> None:
     """Serve the HTTP API, the projections and a session worker in one process."""
     from api import cli_commands  # noqa: PLC0415
 
-    cli_commands.serve(host, port, workers)
+    metrics_at = None if metrics_port is None else (metrics_host, metrics_port)
+    cli_commands.serve(host, port, workers, metrics_at)
 
 
 @cli.command()

@@ -13,7 +13,6 @@ from typing import Any
 from uuid import UUID
 
 import typer
-import uvicorn
 from eventsourcing.persistence import PersistenceError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -24,6 +23,7 @@ from api.cli_support import console, errors, fail, load_settings, runtime_or_exi
 from api.live import final_report, request_from_file, run_with_progress, succeeded
 from api.reads import event_view
 from api.server import UnsafeBinding, check_binding, create_app, run_worker
+from api.server import serve as serve_app
 from domain.errors import SessionNotFound, StandardError
 from domain.session import WorkflowSession
 from engine.app import SessionRequest, Stepline
@@ -179,7 +179,9 @@ def history(session_id: UUID, as_json: bool) -> None:
         _print_history(runtime.app, session_id, as_json)
 
 
-def serve(host: str, port: int, workers: int | None) -> None:
+def serve(
+    host: str, port: int, workers: int | None, metrics_at: tuple[str, int] | None = None
+) -> None:
     settings = load_settings()
     try:
         check_binding(settings, host)
@@ -187,7 +189,7 @@ def serve(host: str, port: int, workers: int | None) -> None:
         raise fail(StandardError.of("CONFIGURATION_INVALID", str(error))) from None
     try:
         app = create_app(settings, workers=workers)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        serve_app(app, settings, host, port, metrics_at)
     except (PersistenceError, DatabaseUnavailable) as error:
         raise fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
 

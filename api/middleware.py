@@ -1,10 +1,13 @@
-"""ASGI middleware: a request body size limit, and HTTP request counts and latency."""
+"""ASGI middleware: trusted Host headers, a request body size limit, and HTTP request counts
+and latency."""
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -13,6 +16,64 @@ from api.errors import problem
 from domain.errors import StandardError
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ANY_HOST = "*"
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without its port or an IPv6 address's brackets."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else ""
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def is_loopback_name(name: str) -> bool:
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class HostPolicy:
+    """Which Host headers the server answers: the names listed (`*`: any), or with none
+    listed, the loopback names (localhost, 127.0.0.0/8, ::1). A page that rebinds its own
+    name to a loopback server sends its own name, and is refused."""
+
+    def __init__(self, allowed: Iterable[str] = (), any_host: bool = False) -> None:
+        self.allowed = frozenset(host_name(h) if h != ANY_HOST else h for h in allowed)
+        self.any_host = any_host or ANY_HOST in self.allowed
+
+    def admits(self, header: str | None) -> bool:
+        if self.any_host:
+            return True
+        name = host_name(header or "")
+        if self.allowed:
+            return name in self.allowed
+        return is_loopback_name(name)
+
+
+class TrustedHosts:
+    """Refuse a request whose Host header the policy does not admit (400, a problem)."""
+
+    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers", [])).get(b"host")
+        host = header.decode("latin-1") if header is not None else None
+        if self.policy.admits(host):
+            await self.app(scope, receive, send)
+            return
+        error = StandardError.of(
+            "HOST_NOT_ALLOWED", f"this server does not answer for the host {host!r}"
+        )
+        await problem(error)(scope, receive, send)
 
 
 class BodyLimit:

@@ -1,26 +1,50 @@
-"""GET /health and GET /metrics (Prometheus text format)."""
+"""GET /health and GET /metrics (Prometheus text format).
+
+Anyone may ask /health whether the service is up: the answer is its status alone. Its details
+(workers, lag) and /metrics show every tenant's figures, so they are the operator's: sent the
+operator's metrics key (`STEPLINE_METRICS_KEY_SHA256`, never a tenant's), or asked on the
+metrics port (`stepline serve --metrics-port`, loopback by default). Dev mode (no API keys, a
+loopback server, one tenant) shows them to its one user.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 from eventsourcing.persistence import PersistenceError
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from psycopg import Error as PsycopgError
+from pydantic import BaseModel
 
+from api.errors import ApiError, problem_responses
 from api.middleware import LATENCY_BUCKETS_S, HttpMetrics
 from api.schemas import Health, WorkerHealth
-from api.services import Services, ServicesDep
+from api.services import OperatorDep, Services, ServicesDep
 
 router = APIRouter(tags=["operations"])
 STEP_BUCKETS_S = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
-@router.get("/health", response_model=Health, responses={503: {"model": Health}})
-def health(services: ServicesDep) -> JSONResponse:
-    """Database reachable, projections live and their lag, this process's worker alive, and
-    every live worker with its sessions; 503 if not healthy."""
+class HealthStatus(BaseModel):
+    """What /health tells anyone: up or not, nothing about who uses it."""
+
+    status: Literal["ok", "unhealthy"]
+
+
+def _sees_details(services: Services, operator: bool) -> bool:
+    return operator or services.keys.dev_mode
+
+
+@router.get(
+    "/health",
+    response_model=Health | HealthStatus,
+    responses={503: {"model": Health | HealthStatus}},
+)
+def health(services: ServicesDep, operator: OperatorDep) -> JSONResponse:
+    """Healthy or not (503). With the operator's metrics key: database reachable, projections
+    live and their lag, this process's worker alive, and every live worker with its sessions."""
     database = True
     lag: int | None = None
     workers: list[WorkerHealth] = []
@@ -42,7 +66,10 @@ def health(services: ServicesDep) -> JSONResponse:
         projection_lag=lag,
         workers=workers,
     )
-    return JSONResponse(body.model_dump(mode="json"), status_code=200 if healthy else 503)
+    status_code = 200 if healthy else 503
+    if not _sees_details(services, operator):
+        return JSONResponse({"status": body.status}, status_code=status_code)
+    return JSONResponse(body.model_dump(mode="json"), status_code=status_code)
 
 
 def _workers(services: Services) -> list[WorkerHealth]:
@@ -154,9 +181,16 @@ def _stream_metrics(services: Services) -> list[str]:
     return lines
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-def metrics(services: ServicesDep, request: Request) -> PlainTextResponse:
-    """Prometheus metrics: sessions, steps, step durations, events, lag, leases, HTTP."""
+@router.get("/metrics", response_class=PlainTextResponse, responses=problem_responses(401))
+def metrics(services: ServicesDep, operator: OperatorDep, request: Request) -> PlainTextResponse:
+    """Prometheus metrics: sessions, steps, step durations, events, lag, leases, HTTP. Only
+    with the operator's metrics key, or on the metrics port."""
+    if not _sees_details(services, operator):
+        raise ApiError.of(
+            "UNAUTHORIZED",
+            "/metrics needs the operator's metrics key (a tenant's key is not one)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     services.read_your_writes()
     lines = _view_metrics(services) + _log_metrics(services) + _worker_metrics(services)
     lines += _stream_metrics(services) + _http_metrics(request.app.state.http)

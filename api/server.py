@@ -3,6 +3,7 @@ event feed and a pool of session workers, built once in the lifespan (the compos
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import signal
@@ -14,6 +15,7 @@ from functools import partial
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import (
     artifacts,
@@ -28,9 +30,11 @@ from api import (
     ui,
     usage,
 )
-from api.auth import KeyRing, RateLimiter
-from api.middleware import BodyLimit, HttpMetrics, Measure
-from api.services import Recent, Services
+from api.auth import AuthFailures, KeyRing, RateLimiter, RequestLimiter
+from api.errors import problem_responses
+from api.middleware import BodyLimit, HostPolicy, HttpMetrics, Measure, TrustedHosts
+from api.services import OPERATOR_SCOPE_KEY, Recent, Services
+from api.stream_slots import StreamSlots
 from engine.bootstrap import Runtime, open_runtime, running_in_background
 from engine.feed import EventFeed
 from engine.logs import LOGGER_NAME
@@ -88,6 +92,10 @@ def step_averages(runtime: Runtime) -> float | None:
         return step_history.recent_average_ms(conn)
 
 
+RATE_LIMITED = problem_responses(429)
+"""Any keyed route may answer 429: the key's rate, or its address's failed keys."""
+
+
 def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
     """The API; with `workers` slots (default STEPLINE_MAX_CONCURRENT_SESSIONS; 0: none) the
     process also drives sessions."""
@@ -102,13 +110,17 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
             background = stack.enter_context(
                 running_in_background(runtime, workers=slots, role="serve", also_wake=[feed.wake])
             )
+            pool = runtime.projector.pool
             app.state.services = Services(
                 runtime=runtime,
                 worker=background.worker,
                 follower=background.follower,
                 feed=feed,
-                keys=KeyRing(settings.api_keys),
-                limiter=RateLimiter(runtime.projector.pool, settings.create_rate_per_minute),
+                keys=KeyRing(settings.api_keys, settings.metrics_key_sha256),
+                limiter=RateLimiter(pool, settings.create_rate_per_minute),
+                requests=RequestLimiter(pool, partial(requests_per_minute, runtime)),
+                auth_failures=AuthFailures(settings.auth_failures_per_minute),
+                streams=StreamSlots(),
                 step_average_ms=Recent(partial(step_averages, runtime), ttl_s=10.0),
             )
             log.info("Stepline API ready (%d session slots)", slots)
@@ -119,15 +131,76 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
         version="0.1.0",
         summary="Event-sourced automation workflows written as plain-language steps.",
         lifespan=lifespan,
+        docs_url=None,  # served by `ui` from its own copy, under the dashboard's CSP
+        redoc_url=None,
     )
     app.state.http = HttpMetrics()
     errors.install(app)
     for module in (sessions, replays, usage, stream, artifacts, batches, audit, ops, secrets):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=RATE_LIMITED)
     ui.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(TrustedHosts, policy=host_policy(settings))
     app.add_middleware(Measure, metrics=app.state.http)
     return app
+
+
+def requests_per_minute(runtime: Runtime, tenant: str) -> int | None:
+    return runtime.loop.policy_of(tenant).requests_per_minute
+
+
+def host_policy(settings: Settings) -> HostPolicy:
+    """STEPLINE_ALLOWED_HOSTS if set. Unset: in dev mode only the loopback names (the server
+    is loopback-only there), so a page that rebinds its name to 127.0.0.1 is refused; with API
+    keys, any host — every answer but /health's status and the dashboard's empty pages needs
+    a key, which such a page does not have. Set it when a proxy forwards known names."""
+    if settings.allowed_hosts:
+        return HostPolicy(settings.allowed_hosts)
+    return HostPolicy(any_host=bool(settings.api_keys))
+
+
+def metrics_app(main: FastAPI, settings: Settings) -> FastAPI:
+    """/health and /metrics in full, keyless, for the metrics port: the operator's, so it
+    listens on loopback unless told otherwise. It shares the main app's state (services)."""
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.state = main.state
+    errors.install(app)
+    app.include_router(ops.router)
+    app.add_middleware(TrustedHosts, policy=HostPolicy(settings.allowed_hosts))
+    app.add_middleware(AsOperator)
+    return app
+
+
+class AsOperator:
+    """Marks every request as the operator's (the metrics port's app)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app({**scope, OPERATOR_SCOPE_KEY: True}, receive, send)
+
+
+def serve(
+    app: FastAPI, settings: Settings, host: str, port: int, metrics_at: tuple[str, int] | None
+) -> None:
+    """`stepline serve`: the API, and the metrics app on its own port if asked, in one loop."""
+    servers = [uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))]
+    if metrics_at is not None:
+        metrics_host, metrics_port = metrics_at
+        config = uvicorn.Config(
+            metrics_app(app, settings),
+            host=metrics_host,
+            port=metrics_port,
+            log_level="warning",
+            lifespan="off",
+        )
+        servers.append(uvicorn.Server(config))
+
+    async def serve_all() -> None:
+        await asyncio.gather(*(server.serve() for server in servers))
+
+    asyncio.run(serve_all())
 
 
 def run_worker(runtime: Runtime, concurrency: int) -> None:

@@ -10,13 +10,17 @@ from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Header, Request
 
-from api.auth import Caller, KeyRing, RateLimiter
+from api.auth import AuthFailures, Caller, KeyRing, RateLimiter, RequestLimiter
+from api.errors import ApiError
+from api.stream_slots import StreamSlots
 from engine.bootstrap import Runtime
 from engine.feed import EventFeed
 from engine.follower import LogFollower
 from engine.worker import SessionWorker
 
 T = TypeVar("T")
+OPERATOR_SCOPE_KEY = "stepline.operator"
+"""Set in a request's scope by the metrics port's app: its callers are the operator."""
 
 
 class Recent(Generic[T]):
@@ -47,6 +51,11 @@ class Services:
     """New events, each pre-encoded as an SSE frame."""
     keys: KeyRing
     limiter: RateLimiter
+    """Each tenant's session creations."""
+    requests: RequestLimiter
+    """Each key's requests, on every route that takes a key."""
+    auth_failures: AuthFailures
+    streams: StreamSlots
     step_average_ms: Callable[[], float | None]
     """Recent steps' mean duration, for estimates: a little old is fine (see `Recent`)."""
 
@@ -68,8 +77,32 @@ def _caller(
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Caller:
-    return _services(request).keys.caller(authorization, x_api_key)
+    """The key's caller, once its address has not failed too often and the key has requests
+    left this minute."""
+    services = _services(request)
+    address = request.client.host if request.client else "unknown"
+    services.auth_failures.refuse_if_blocked(address)
+    try:
+        caller = services.keys.caller(authorization, x_api_key)
+    except ApiError:
+        services.auth_failures.record(address)
+        raise
+    services.requests.take(caller)
+    return caller
+
+
+def _is_operator(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> bool:
+    """Whether the request carries the operator's metrics key (or arrived on the metrics port,
+    whose app says so)."""
+    if request.scope.get(OPERATOR_SCOPE_KEY):
+        return True
+    return _services(request).keys.is_operator(authorization, x_api_key)
 
 
 ServicesDep = Annotated[Services, Depends(_services)]
 CallerDep = Annotated[Caller, Depends(_caller)]
+OperatorDep = Annotated[bool, Depends(_is_operator)]

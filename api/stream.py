@@ -6,6 +6,9 @@ or check that stored artifacts (screenshots) is announced first by one `artifact
 file, with the URL to fetch it from, so a watcher sees the page as the session runs. The
 subscription starts before the history is read and events are deduplicated by version, so a
 reconnecting client misses nothing and sees nothing twice.
+
+Each open stream holds a slot under its key's and its tenant's caps (`api.stream_slots`) from
+before the response starts until it ends, however it ends.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from api.errors import problem_responses
 from api.reads import event_view
 from api.services import CallerDep, Services, ServicesDep
 from api.sessions import owned_session
+from api.stream_slots import StreamSlot
 from domain.session import WorkflowSession, stored_artifacts
 from engine.feed import ENDINGS, OVERFLOWED, Live
 
@@ -111,12 +116,32 @@ def _unseen(items: list[Live[str] | object], last: int) -> tuple[list[str], int,
     return frames, last, False
 
 
+class HeldStream(StreamingResponse):
+    """A stream that gives its slot back when the response ends: the session ended, the
+    client went away (closed, or killed: the server sees the connection drop), or the server
+    stops."""
+
+    def __init__(self, content: AsyncIterator[str], slot: StreamSlot) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()
+
+
 @router.get(
     "/{session_id}/stream",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "the event stream"},
-        **problem_responses(401, 404, 422),
+        **problem_responses(401, 404, 422, 429),
     },
 )
 async def stream(
@@ -127,11 +152,15 @@ async def stream(
     last_event_id: Annotated[int | None, Header(ge=0, le=2**31 - 1)] = None,
     after: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="as Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    """Every event of the session, history first, then live; resumable with Last-Event-ID."""
+    """Every event of the session, history first, then live; resumable with Last-Event-ID.
+    429 once the key or its tenant has as many streams open as its cap allows."""
     await run_in_threadpool(owned_session, services, session_id, caller.tenant)
+    tenant_cap = await run_in_threadpool(_tenant_cap, services, caller.tenant)
+    key_cap = services.runtime.settings.key_max_streams
+    slot = services.streams.open(caller, key_cap, tenant_cap)
     start = last_event_id if last_event_id is not None else (after or 0)
-    return StreamingResponse(
-        _events(services, session_id, start, request),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return HeldStream(_events(services, session_id, start, request), slot)
+
+
+def _tenant_cap(services: Services, tenant: str) -> int | None:
+    return services.runtime.loop.policy_of(tenant).max_streams

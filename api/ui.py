@@ -3,7 +3,8 @@
 The pages are shells rendered from templates; they hold no data. Their scripts read the JSON
 API and the event stream with the key the person entered (kept in the browser's session
 storage), so the dashboard sees exactly what that key may see, and dev mode needs no key at
-all. Nothing is loaded from anywhere but this server.
+all. Nothing is loaded from anywhere but this server: /docs too serves Swagger UI from its own
+copy (ReDoc is off), under the same Content-Security-Policy.
 """
 
 from __future__ import annotations
@@ -65,8 +66,15 @@ def audit_page(request: Request) -> HTMLResponse:
     return _page(request, "audit.html", "Audit trail")
 
 
+def docs_page(request: Request) -> HTMLResponse:
+    """The API's reference, Swagger UI over /openapi.json."""
+    return _page(request, "docs.html", "API reference")
+
+
 def install(app: FastAPI) -> None:
+    """The dashboard and /docs; build the app with `docs_url=None, redoc_url=None`."""
     app.include_router(router)
+    app.add_api_route("/docs", docs_page, include_in_schema=False, methods=["GET"])
     app.mount("/ui/static", StaticFiles(directory=FILES / "static"), name="ui-static")
     app.add_api_route(
         "/", lambda: RedirectResponse("/ui"), include_in_schema=False, methods=["GET"]

@@ -102,6 +102,10 @@ def stepline_serve(database_url: str, data_dir: str, profile: str | None = None)
         "STEPLINE_LOG_LEVEL": "WARNING",
         "STEPLINE_CREATE_RATE_PER_MINUTE": "1000000",
         "STEPLINE_MAX_ACTIVE_SESSIONS": "1000000",
+        # High enough never to refuse the load, yet every request still takes from its bucket.
+        "STEPLINE_REQUESTS_PER_MINUTE": "100000000",
+        "STEPLINE_KEY_MAX_STREAMS": "100000",
+        "STEPLINE_TENANT_MAX_STREAMS": "100000",
         "PGAPPNAME": SERVER_NAME,
     }
     command = [sys.executable, "-c", "from api.cli import main; main()", "serve"]

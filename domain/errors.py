@@ -79,6 +79,37 @@ CATALOGUE: dict[str, ErrorKind] = {
         _V, _MEDIUM, False, False, "Send a valid API key as 'Authorization: Bearer <key>'"
     ),
     "RATE_LIMITED": ErrorKind(_S, _MEDIUM, True, True, "Wait for Retry-After seconds"),
+    # Limits and edges of the API.
+    "KEY_RATE_LIMITED": ErrorKind(
+        _S,
+        _MEDIUM,
+        True,
+        True,
+        "Wait for Retry-After seconds and send fewer requests, or ask the operator to raise "
+        "the tenant's requests_per_minute",
+    ),
+    "STREAM_LIMIT_EXCEEDED": ErrorKind(
+        _S,
+        _MEDIUM,
+        True,
+        True,
+        "Close a stream you no longer read (details.limit names the cap), then open again",
+    ),
+    "TOO_MANY_AUTH_FAILURES": ErrorKind(
+        _V,
+        _HIGH,
+        True,
+        True,
+        "Fix the API key you send, then wait for Retry-After seconds: this address is refused "
+        "until then",
+    ),
+    "HOST_NOT_ALLOWED": ErrorKind(
+        _V,
+        _MEDIUM,
+        False,
+        False,
+        "Use the server's own host name, or have the operator add it to STEPLINE_ALLOWED_HOSTS",
+    ),
     "PAYLOAD_TOO_LARGE": ErrorKind(_V, _LOW, False, False, "Send a smaller request body"),
     "NOT_FOUND": ErrorKind(_V, _LOW, False, False, "Check the URL"),
     "METHOD_NOT_ALLOWED": ErrorKind(_V, _LOW, False, False, "Check the HTTP method"),

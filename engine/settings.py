@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import platformdirs
 from pydantic import (
@@ -17,7 +17,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from engine.executors.shell import DEFAULT_ALLOWED
 
@@ -196,6 +196,28 @@ class Settings(BaseSettings):
         "a key file, data_dir/master.key (0600), made on first use",
     )
 
+    # Limits and edges of the API (streams, failed keys, the operator's metrics key, hosts).
+    key_max_streams: int | None = Field(
+        default=10, ge=1, description="live SSE streams one API key may hold open at once"
+    )
+    auth_failures_per_minute: int = Field(
+        default=30,
+        ge=1,
+        description="failed authentications from one client address in a minute before "
+        "every request from it is refused (429) until the minute has passed",
+    )
+    metrics_key_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the operator's key for the full /health and /metrics (never "
+        "a tenant's key); unset: only the metrics port (`serve --metrics-port`) shows them",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host headers the API answers, comma-separated (`*` any); empty: the "
+        "loopback names in dev mode, any host once API keys are configured",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -209,12 +231,30 @@ class Settings(BaseSettings):
         "tenant_daily_tokens",
         "browser_path",
         "master_key",
+        "key_max_streams",
+        "metrics_key_sha256",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`STEPLINE_DATABASE_URL=` clears the setting rather than naming an empty URL."""
         return None if value == "" else value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [host.strip().lower() for host in value.split(",") if host.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _metrics_key_is_no_tenants(self) -> Settings:
+        """The operator's key sees every tenant's figures: it must not be a tenant's key."""
+        if self.metrics_key_sha256 in {key.sha256 for key in self.api_keys.values()}:
+            raise ValueError(
+                "STEPLINE_METRICS_KEY_SHA256 is a tenant's API key; use a key of its own"
+            )
+        return self
 
     @model_validator(mode="after")
     def _timeouts_nest(self) -> Settings:

@@ -62,6 +62,10 @@ from engine.writer import GroupWriter
 log = logging.getLogger(LOGGER_NAME)
 
 MAX_REFUSALS = 10
+BACK_OFF_LOOK_EVERY_S = 1.0
+"""A back-off looks at the log at least this often, even if no notification came."""
+BACK_OFF_LOOK_GAP_S = 0.1
+"""...and at most this often, however fast notifications come (a busy log notifies a lot)."""
 
 
 class Ownership(Protocol):
@@ -73,6 +77,12 @@ class Ownership(Protocol):
     def fence(self) -> Fence: ...
 
     def lose(self) -> None: ...
+
+    @property
+    def news(self) -> threading.Event:
+        """Set when the log may hold news for the session (someone else may have written),
+        and when the run is told to stop: what a back-off waits on."""
+        ...
 
 
 class TaskLoop:
@@ -244,6 +254,9 @@ class SessionRun:
                 self._back_off(step.attempts)
                 self._check_still_ours()
             attempt = self.held.decide(lambda s: s.start_step(index))
+            if step.status is StepStatus.FAILED:
+                # Written at once: a pause or cancel made during the back-off refuses it now.
+                self.held.commit()
             log.info(
                 'Step started: "%s" (attempt %d)',
                 step.text,
@@ -288,9 +301,28 @@ class SessionRun:
         return elapsed.total_seconds() * 1000 > self.limits.workflow_timeout_ms
 
     def _back_off(self, attempts_so_far: int) -> None:
+        """Wait before the failed step's next attempt, holding the lease. Someone else's
+        change (a pause, a cancel, an expiry) ends the wait at once, however long it was to
+        be, so the session settles and its lease and slot are freed: the owner's `news`
+        wakes it on new events, and it looks at the log every few seconds whatever comes."""
         delay_s = self.limits.retry_backoff_ms / 1000 * 2 ** (attempts_so_far - 1)
-        if self.stop.wait(delay_s):
-            raise Interrupted
+        due = time.monotonic() + delay_s
+        news = self.ownership.news if self.ownership is not None else threading.Event()
+        while (left := due - time.monotonic()) > 0:
+            news.wait(min(left, BACK_OFF_LOOK_EVERY_S))
+            news.clear()
+            self._check_still_ours()
+            if self._no_longer_running():
+                return
+            self.stop.wait(min(BACK_OFF_LOOK_GAP_S, max(0.0, due - time.monotonic())))
+
+    def _no_longer_running(self) -> bool:
+        """Whether someone else has since stopped the session (paused, cancelled, expired):
+        one indexed read when nothing was written, the session's new events when it was."""
+        held = self.held.session
+        if not self.app.history(self.session_id, after=held.version, limit=1):
+            return False
+        return self.app.get_session(self.session_id).status is not SessionStatus.RUNNING
 
     def _check_still_ours(self) -> None:
         """Raise Interrupted once told to stop (a shutdown, a lease the heartbeat could not

@@ -41,6 +41,8 @@ class HeldLease:
     owner: str
     leases: Leases
     stop: threading.Event = field(default_factory=threading.Event)
+    news: threading.Event = field(default_factory=threading.Event)
+    """Set on new events in the log and when told to stop: wakes a waiting run (a back-off)."""
     lost: bool = False
 
     @property
@@ -53,7 +55,11 @@ class HeldLease:
 
     def lose(self) -> None:
         self.lost = True
+        self.halt()
+
+    def halt(self) -> None:
         self.stop.set()
+        self.news.set()
 
 
 @dataclass
@@ -120,7 +126,7 @@ class SessionWorker:
         self._wake.set()
         with self._lock:
             for held in self._held.values():
-                held.stop.set()
+                held.halt()
         self._threads.shutdown(wait=wait, cancel_futures=True)
         if wait:
             for thread in self._background:
@@ -131,8 +137,13 @@ class SessionWorker:
                 log.warning("Could not unregister worker %s", self.worker_id)
 
     def wake(self) -> None:
-        """Claim now rather than at the next poll (e.g. the log grew, a lease was freed)."""
+        """Claim now rather than at the next poll (e.g. the log grew, a lease was freed); and
+        tell the sessions held here that the log may have news for them (a cancel ends a
+        back-off at once)."""
         self._wake.set()
+        with self._lock:
+            for held in self._held.values():
+                held.news.set()
 
     def _take_slots(self, wanted: int) -> int:
         """Promise up to `wanted` free slots (give them back with `_give_back`)."""

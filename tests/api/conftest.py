@@ -21,6 +21,8 @@ KEYS = {"alice": ("acme", "sk_alice_0123456789"), "bob": ("acme", "sk_bob_012345
 KEYS["eve"] = ("globex", "sk_eve_0123456789")
 KEYS["mallory"] = ("initech", "sk_mallory_0123456789")
 """initech has no policy of its own: the secure default (http and browser, public internet)."""
+OPERATOR_KEY = "sk_operator_0123456789"
+"""The operator's metrics key: the full /health and /metrics (no tenant's key is one)."""
 
 
 @dataclass
@@ -36,6 +38,11 @@ class Api:
     def client(self, who: str | None = "alice", **headers: str) -> httpx.Client:
         if who is not None:
             headers["Authorization"] = f"Bearer {KEYS[who][1]}"
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+
+    def operator(self) -> httpx.Client:
+        """A client with the operator's metrics key."""
+        headers = {"Authorization": f"Bearer {OPERATOR_KEY}"}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
 
 
@@ -56,7 +63,7 @@ def start_api(fresh_database_url: str, tmp_path: Path) -> Iterator[ApiFactory]:
             data_dir=tmp_path,
             api_keys=api_keys if keys else {},
             sse_heartbeat_s=0.5,
-            **overrides,
+            **{"metrics_key_sha256": digest(OPERATOR_KEY), **overrides},
         )
         app = create_app(settings, workers=workers)
         context = serving_in_background(app)

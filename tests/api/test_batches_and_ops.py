@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.conftest import Api, shell_workflow
+from api.auth import digest
+from tests.api.conftest import KEYS, Api, shell_workflow
 from tests.api.test_errors import assert_problem, log_head
 from tests.api.test_sessions import stream
 
@@ -99,10 +101,10 @@ def test_a_batch_with_one_bad_session_writes_nothing(api: Api) -> None:
 
 
 def test_health_and_metrics(api: Api) -> None:
-    with api.client() as alice:
+    with api.client() as alice, api.operator() as operator:
         stream(alice, alice.post("/v1/sessions", json=shell_workflow("true")).json()["session_id"])
-        health = alice.get("/health")
-        metrics = alice.get("/metrics").text
+        health = operator.get("/health")
+        metrics = operator.get("/metrics").text
     assert health.status_code == 200
     body = health.json()
     lag = body.pop("projection_lag")
@@ -130,8 +132,9 @@ def test_health_and_metrics(api: Api) -> None:
 def test_health_is_503_when_the_worker_is_gone(api: Api) -> None:
     assert api.services.worker is not None
     api.services.worker.stop()
-    with api.client() as alice:
-        response = alice.get("/health")
+    with api.client() as alice, api.operator() as operator:
+        assert alice.get("/health").json() == {"status": "unhealthy"}
+        response = operator.get("/health")
     assert response.status_code == 503
     assert response.json()["worker"] is False
 
@@ -178,3 +181,55 @@ def test_stepline_serve_runs_the_api_as_a_process(fresh_database_url: str, tmp_p
     assert "Traceback" not in output
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it as the exit status
     assert server.returncode in (0, -signal.SIGTERM)
+
+
+def test_stepline_serve_shows_the_full_metrics_on_its_metrics_port_only(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    port, metrics_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPLINE_")}
+    keys = {name: {"tenant": t, "sha256": digest(key)} for name, (t, key) in KEYS.items()}
+    env |= {
+        "STEPLINE_DATABASE_URL": fresh_database_url,
+        "STEPLINE_DATA_DIR": str(tmp_path),
+        "STEPLINE_API_KEYS": json.dumps(keys),
+    }
+    stepline = str(Path(sys.executable).parent / "stepline")
+    command = [stepline, "serve", "--port", str(port), "--workers", "0"]
+    server = subprocess.Popen(
+        [*command, "--metrics-port", str(metrics_port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    metrics_url = f"http://127.0.0.1:{metrics_port}"
+    try:
+        _wait_until_up(server, f"{metrics_url}/health")
+        full = httpx.get(f"{metrics_url}/health").json()
+        scraped = httpx.get(f"{metrics_url}/metrics")
+        rebound = httpx.get(f"{metrics_url}/metrics", headers={"Host": "evil.example"})
+        alice = {"Authorization": f"Bearer {KEYS['alice'][1]}"}
+        on_the_api_port = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=alice)
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=30)
+    assert full.keys() >= {"status", "database", "workers"}
+    assert scraped.status_code == 200
+    assert "stepline_sessions" in scraped.text
+    assert_problem(rebound, 400, "HOST_NOT_ALLOWED")
+    assert_problem(on_the_api_port, 401, "UNAUTHORIZED")
+    assert "Traceback" not in output
+    assert server.returncode in (0, -signal.SIGTERM)  # both servers stopped
+
+
+def _wait_until_up(server: subprocess.Popen[str], health_url: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(health_url).status_code == 200:
+                return
+        except httpx.TransportError:
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            assert time.monotonic() < deadline, "stepline serve did not come up"
+            time.sleep(0.1)

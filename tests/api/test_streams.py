@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tests.api.conftest import Api, shell_workflow
+from tests.api.conftest import Api, ApiFactory, shell_workflow
 from tests.api.test_sessions import create, stream
 
 
@@ -47,7 +47,10 @@ def test_the_query_parameter_resumes_like_the_header(api: Api) -> None:
     assert ids == [e["version"] for e in full][3:]
 
 
-def test_many_subscribers_on_one_and_on_many_sessions_each_see_everything(api: Api) -> None:
+def test_many_subscribers_on_one_and_on_many_sessions_each_see_everything(
+    start_api: ApiFactory,
+) -> None:
+    api: Api = start_api(key_max_streams=30, tenant_max_streams=30)
     with api.client() as alice:
         sessions = [create(alice, shell_workflow(*["sleep 0.1"] * 5)) for _ in range(3)]
     subscribers = [sessions[i % 3] for i in range(30)]
