@@ -24,11 +24,9 @@ from dataclasses import dataclass
 from psycopg_pool import ConnectionPool
 
 from api.errors import ApiError
+from domain.dev_mode import DEV_ACTOR, DEV_TENANT
 from engine.quotas import CreationQuota, RequestQuota
 from engine.settings import ApiKey
-
-DEV = "dev"
-DEV_TENANT = "default"
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ class KeyRing:
 
     def caller(self, authorization: str | None, api_key: str | None) -> Caller:
         if self.dev_mode:
-            return Caller(DEV, DEV_TENANT)
+            return Caller(DEV_ACTOR, DEV_TENANT)
         token = sent_key(authorization, api_key)
         # A dict lookup on the key's SHA-256: timing reveals nothing about the key itself.
         found = self._by_digest.get(digest(token)) if token else None

@@ -13,6 +13,7 @@ from uuid import UUID
 import typer
 
 from api.cli_secrets import secrets_cli
+from domain.dev_mode import DEV_TENANT
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE = EXAMPLES / "todo.yaml"
@@ -37,7 +38,6 @@ cli.add_typer(tenants_cli, name="tenants")
 cli.add_typer(secrets_cli, name="secrets")
 
 AsJson = Annotated[bool, typer.Option("--json", help="print as JSON")]
-DEFAULT_TENANT = "default"  # the API's dev-mode tenant (api.auth.DEV_TENANT; a test keeps them one)
 Tenant = Annotated[
     str,
     typer.Option(
@@ -63,7 +63,7 @@ ApiKey = Annotated[
 SessionsTenant = Annotated[
     str | None,
     typer.Option(
-        help=f"the tenant whose sessions to see (database only; default {DEFAULT_TENANT}); "
+        help=f"the tenant whose sessions to see (database only; default {DEV_TENANT}); "
         "through a server the key decides",
         show_default=False,
     ),
@@ -79,7 +79,7 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="print the final session as JSON")
     ] = False,
-    tenant: Tenant = DEFAULT_TENANT,
+    tenant: Tenant = DEV_TENANT,
 ) -> None:
     """Run a workflow file to the end, showing each step live. Exit code 0 only if it completed."""
     from api import cli_commands  # noqa: PLC0415
@@ -91,7 +91,7 @@ def run(
 def demo(
     workflow: Annotated[Path, typer.Option(help="workflow file to run")] = EXAMPLE,
     as_json: Annotated[bool, typer.Option("--json", help="print the history as JSON")] = False,
-    tenant: Tenant = DEFAULT_TENANT,
+    tenant: Tenant = DEV_TENANT,
 ) -> None:
     """Start the example web app, run the example workflow against it, print the history."""
     from api import cli_commands  # noqa: PLC0415
@@ -113,7 +113,7 @@ def replay(
     as_json: Annotated[
         bool, typer.Option("--json", help="print the final session as JSON")
     ] = False,
-    tenant: Tenant = DEFAULT_TENANT,
+    tenant: Tenant = DEV_TENANT,
 ) -> None:
     """Run a recorded session again with no model call: each step issues the commands the
     source recorded and compares the results. Exit code 0 only if the replay completed."""
@@ -135,7 +135,7 @@ def fork(
     as_json: Annotated[
         bool, typer.Option("--json", help="print the final session as JSON")
     ] = False,
-    tenant: Tenant = DEFAULT_TENANT,
+    tenant: Tenant = DEV_TENANT,
 ) -> None:
     """Run a session again from one of its steps: the steps before it are taken as done, with
     their recorded results and saved variables. Exit code 0 only if the fork completed."""

@@ -81,7 +81,7 @@ def load_example_target() -> Any:
 def _run_file(
     runtime: Runtime, workflow: Path, base_url: str | None, as_json: bool, tenant: str
 ) -> WorkflowSession:
-    request = request_from_file(runtime, load_workflow(workflow), workflow, tenant, base_url)
+    request = request_from_file(load_workflow(workflow), workflow, base_url)
     return _run_request(runtime, request, as_json, tenant)
 
 

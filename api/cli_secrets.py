@@ -9,12 +9,13 @@ from typing import Annotated
 
 import typer
 
+from domain.dev_mode import DEV_TENANT
+
 secrets_cli = typer.Typer(
     help="A tenant's secrets, stored encrypted in the database and bound to origins.",
     no_args_is_help=True,
 )
 
-DEV_TENANT = "default"  # the API's dev-mode tenant, as for `stepline sessions`
 SecretName = Annotated[str, typer.Argument(help="used in workflows as {{secrets.NAME}}")]
 TenantOption = Annotated[str, typer.Option(help="the tenant the secret belongs to")]
 Origins = Annotated[

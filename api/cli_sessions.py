@@ -16,7 +16,6 @@ from pydantic_core import to_json
 from rich.live import Live
 from rich.table import Table
 
-from api.cli import DEFAULT_TENANT
 from api.cli_support import cli_actor, console, errors, fail, runtime_or_exit
 from api.reads import BadCursor, decode_cursor
 from api.schemas import EventView, SessionPage, SessionSummary, SessionView, StepView
@@ -28,6 +27,7 @@ from api.session_sources import (
     ServerProblem,
     SessionSource,
 )
+from domain.dev_mode import DEV_TENANT
 from domain.errors import StandardError
 from domain.session import SessionStatus
 
@@ -53,7 +53,7 @@ def opened(api_url: str | None, key: str | None, tenant: str | None) -> Iterator
             server.close()
         return
     with runtime_or_exit(quiet=True) as runtime:
-        yield DatabaseSessions(runtime, tenant or DEFAULT_TENANT, actor=cli_actor())
+        yield DatabaseSessions(runtime, tenant or DEV_TENANT, actor=cli_actor())
 
 
 def query_of(status: str | None, labels: list[str] | None, limit: int, cursor: str | None) -> Query:

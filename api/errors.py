@@ -22,8 +22,6 @@ PROBLEM = "application/problem+json"
 STATUS_OF_CODE = {
     "VALIDATION_FAILED": 422,
     "POLICY_REFUSED": 422,
-    "POLICY_INVALID": 422,
-    "EGRESS_REFUSED": 403,
     "SESSION_NOT_FOUND": 404,
     "BATCH_NOT_FOUND": 404,
     "ARTIFACT_NOT_FOUND": 404,
@@ -38,7 +36,6 @@ STATUS_OF_CODE = {
     "DATABASE_UNAVAILABLE": 503,
     # Secrets
     "SECRET_NOT_FOUND": 404,
-    "SECRET_ORIGIN_REFUSED": 422,
     "MASTER_KEY_MISSING": 503,
     # Limits and edges of the API.
     "KEY_RATE_LIMITED": 429,

@@ -14,7 +14,7 @@ from api.cli_support import cli_actor
 from domain.session import SessionStatus, StepStatus, WorkflowSession
 from engine.app import SessionRequest
 from engine.bootstrap import Runtime
-from engine.limits import session_config
+from engine.limits import admitted
 from engine.workflow_file import WorkflowFile
 
 ICONS = {
@@ -26,20 +26,16 @@ ICONS = {
 
 
 def request_from_file(
-    runtime: Runtime,
-    spec: WorkflowFile,
-    location: Path,
-    tenant: str,
-    base_url: str | None = None,
+    spec: WorkflowFile, location: Path, base_url: str | None = None
 ) -> SessionRequest:
-    """The file's session, within `tenant`'s policy (PolicyRefused naming the field if not)."""
+    """The file's session as asked for (`run_with_progress` holds it to the tenant's policy)."""
     given = spec.session_config(location)
     if base_url is not None:
         given["base_url"] = base_url
     return SessionRequest(
         name=spec.name,
         steps=spec.step_specs(),
-        config=session_config(runtime.settings, given, runtime.loop.policy_of(tenant)),
+        config=given,
         labels=spec.labels,
     )
 
@@ -59,6 +55,7 @@ def run_with_progress(
 ) -> WorkflowSession:
     """Create the session and drive it here, under its lease, while showing each step's
     state. Ctrl-C stops at the next safe point and hands the lease back: a worker carries on."""
+    request = admitted(request, runtime.settings, runtime.policies.of(tenant))
     worker = runtime.worker(concurrency=1, role="run")
     worker.start(claiming=False)
     try:

@@ -7,7 +7,6 @@ GET  /v1/sessions/{id}/lineage  the tree of replays and forks around a session
 
 from __future__ import annotations
 
-from dataclasses import replace
 from uuid import UUID
 
 from fastapi import APIRouter, Response
@@ -15,7 +14,7 @@ from fastapi import APIRouter, Response
 from api.errors import problem_responses
 from api.schemas import ForkSession, Lineage, LineageNode, ReplaySession, SessionCreated
 from api.services import CallerDep, Services, ServicesDep
-from api.sessions import admit, admitted, created, owned_session
+from api.sessions import admit, created, owned_session, within_policy
 from domain.errors import SessionNotFound
 from engine.app import SessionRequest
 from engine.replay import fork_request, replay_request
@@ -28,8 +27,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["replays and forks"])
 def _start(
     services: Services, request: SessionRequest, tenant: str, actor: str, response: Response
 ) -> SessionCreated:
-    # The tenant's policy may have narrowed since the source was created.
-    request = replace(request, config=admitted(services, request.config, tenant))
+    request = within_policy(services, request, tenant)  # it may have narrowed since the source
     admit(services, tenant, 1)
     return created(services, request, tenant, actor, response)
 

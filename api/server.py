@@ -4,7 +4,6 @@ event feed and a pool of session workers, built once in the lifespan (the compos
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import signal
 import threading
@@ -32,7 +31,14 @@ from api import (
 )
 from api.auth import AuthFailures, KeyRing, RateLimiter, RequestLimiter
 from api.errors import problem_responses
-from api.middleware import BodyLimit, HostPolicy, HttpMetrics, Measure, TrustedHosts
+from api.middleware import (
+    BodyLimit,
+    HostPolicy,
+    HttpMetrics,
+    Measure,
+    TrustedHosts,
+    is_loopback_name,
+)
 from api.services import OPERATOR_SCOPE_KEY, Recent, Services
 from api.stream_slots import StreamSlots
 from engine.bootstrap import Runtime, open_runtime, running_in_background
@@ -48,20 +54,11 @@ class UnsafeBinding(ValueError):
     pass
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_binding(settings: Settings, host: str) -> None:
     """Dev mode (no API keys) only on loopback: anything else would be open to anyone."""
-    if settings.api_keys:
+    if not settings.dev_mode:
         return
-    if not is_loopback(host):
+    if not is_loopback_name(host):
         raise UnsafeBinding(
             f"no API keys are configured, so the API would be open to anyone on {host}; "
             "set STEPLINE_API_KEYS (see `stepline keys new`) or bind to 127.0.0.1"
@@ -93,7 +90,8 @@ def step_averages(runtime: Runtime) -> float | None:
 
 
 RATE_LIMITED = problem_responses(429)
-"""Any keyed route may answer 429: the key's rate, or its address's failed keys."""
+"""Any route may answer 429: the key's rate, or its address's failed keys (also on /health
+and /metrics, where a key that is not the operator's counts as a failed one)."""
 
 
 def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
@@ -146,7 +144,7 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
 
 
 def requests_per_minute(runtime: Runtime, tenant: str) -> int | None:
-    return runtime.loop.policy_of(tenant).requests_per_minute
+    return runtime.policies.of(tenant).requests_per_minute
 
 
 def host_policy(settings: Settings) -> HostPolicy:
@@ -156,17 +154,20 @@ def host_policy(settings: Settings) -> HostPolicy:
     a key, which such a page does not have. Set it when a proxy forwards known names."""
     if settings.allowed_hosts:
         return HostPolicy(settings.allowed_hosts)
-    return HostPolicy(any_host=bool(settings.api_keys))
+    return HostPolicy(any_host=not settings.dev_mode)
 
 
-def metrics_app(main: FastAPI, settings: Settings) -> FastAPI:
+def metrics_app(main: FastAPI, settings: Settings, host: str) -> FastAPI:
     """/health and /metrics in full, keyless, for the metrics port: the operator's, so it
-    listens on loopback unless told otherwise. It shares the main app's state (services)."""
+    listens on loopback unless told otherwise. It shares the main app's state (services).
+    On loopback it answers loopback names only (no DNS rebinding); bound elsewhere by the
+    operator, whatever name its scraper uses (or STEPLINE_ALLOWED_HOSTS, when set)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state = main.state
     errors.install(app)
     app.include_router(ops.router)
-    app.add_middleware(TrustedHosts, policy=HostPolicy(settings.allowed_hosts))
+    anywhere = not settings.allowed_hosts and not is_loopback_name(host)
+    app.add_middleware(TrustedHosts, policy=HostPolicy(settings.allowed_hosts, any_host=anywhere))
     app.add_middleware(AsOperator)
     return app
 
@@ -189,7 +190,7 @@ def serve(
     if metrics_at is not None:
         metrics_host, metrics_port = metrics_at
         config = uvicorn.Config(
-            metrics_app(app, settings),
+            metrics_app(app, settings, metrics_host),
             host=metrics_host,
             port=metrics_port,
             log_level="warning",

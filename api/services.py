@@ -97,10 +97,21 @@ def _is_operator(
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> bool:
     """Whether the request carries the operator's metrics key (or arrived on the metrics port,
-    whose app says so)."""
+    whose app says so). A key that is neither the operator's nor a tenant's counts as a failed
+    authentication of the client's address, as on every other route."""
     if request.scope.get(OPERATOR_SCOPE_KEY):
         return True
-    return _services(request).keys.is_operator(authorization, x_api_key)
+    services = _services(request)
+    address = request.client.host if request.client else "unknown"
+    services.auth_failures.refuse_if_blocked(address)
+    if services.keys.is_operator(authorization, x_api_key):
+        return True
+    if authorization or x_api_key:
+        try:
+            services.keys.caller(authorization, x_api_key)
+        except ApiError:
+            services.auth_failures.record(address)
+    return False
 
 
 ServicesDep = Annotated[Services, Depends(_services)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
@@ -28,7 +28,7 @@ from api.schemas import (
 from api.services import CallerDep, Services, ServicesDep
 from domain.errors import SessionNotFound
 from engine.app import SessionRequest
-from engine.limits import session_config
+from engine.limits import admitted
 from projections import session_index, session_progress, step_history
 from projections.session_index import SessionFilter, active_count
 from projections.view import Recorded
@@ -100,17 +100,15 @@ def _check_capacity(services: Services, adding: int) -> None:
 
 def session_request(services: Services, body: CreateSession, tenant: str) -> SessionRequest:
     """The session asked for, within the tenant's policy (422 naming the field if not)."""
-    return SessionRequest(
-        name=body.name,
-        steps=body.step_specs(),
-        config=admitted(services, body.given_config(), tenant),
-        labels=body.labels,
+    request = SessionRequest(
+        name=body.name, steps=body.step_specs(), config=body.given_config(), labels=body.labels
     )
+    return within_policy(services, request, tenant)
 
 
-def admitted(services: Services, given: dict[str, Any], tenant: str) -> dict[str, Any]:
-    policy = services.runtime.loop.policy_of(tenant)
-    return session_config(services.runtime.settings, given, policy)
+def within_policy(services: Services, request: SessionRequest, tenant: str) -> SessionRequest:
+    runtime = services.runtime
+    return admitted(request, runtime.settings, runtime.policies.of(tenant))
 
 
 def admit(services: Services, tenant: str, count: int) -> None:
@@ -132,8 +130,8 @@ def create_session(
     body: CreateSession, services: ServicesDep, caller: CallerDep, response: Response
 ) -> SessionCreated:
     """Create a session and start running it."""
+    request = session_request(services, body, caller.tenant)  # refused before it costs a token
     admit(services, caller.tenant, 1)
-    request = session_request(services, body, caller.tenant)
     return created(services, request, caller.tenant, caller.name, response)
 
 

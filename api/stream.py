@@ -163,4 +163,4 @@ async def stream(
 
 
 def _tenant_cap(services: Services, tenant: str) -> int | None:
-    return services.runtime.loop.policy_of(tenant).max_streams
+    return services.runtime.policies.of(tenant).max_streams

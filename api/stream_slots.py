@@ -58,10 +58,6 @@ class StreamSlots:
             self._by_key[slot.caller.name] -= 1
             self._by_tenant[slot.caller.tenant] -= 1
 
-    def open_count(self) -> int:
-        with self._lock:
-            return sum(self._by_key.values())
-
 
 def _over(cap: int, holder: str, setting: str) -> ApiError:
     return ApiError.of(

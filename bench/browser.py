@@ -25,6 +25,7 @@ from playwright.sync_api import sync_playwright
 
 from api.server import serving_in_background
 from bench.appends import bench_database
+from domain.dev_mode import DEV_TENANT
 from domain.session import StepSpec
 from domain.tenant import ANY_HOST
 from engine.app import Stepline
@@ -37,7 +38,6 @@ from engine.executors.browser import BrowserExecutor, BrowserLimits
 from engine.executors.browser_host import BrowserHost, find_chromium
 from engine.executors.browser_jail import chromium_launch
 from engine.limits import session_config
-from engine.policies import DEV_TENANT
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.task_loop import TaskLoop

@@ -20,13 +20,13 @@ from uuid import UUID
 
 from bench.api import example_target
 from bench.appends import bench_database
+from domain.dev_mode import DEV_TENANT
 from domain.session import SessionStatus, StepSpec
 from engine.ai import AiProvider
 from engine.app import Stepline
 from engine.database import eventsourcing_env
 from engine.definitions import builtin
 from engine.limits import session_config
-from engine.policies import DEV_TENANT
 from engine.replay import replay_request
 from engine.secrets import Secrets
 from engine.settings import Settings

@@ -30,10 +30,10 @@ import psycopg
 from api.cli import EXAMPLES
 from bench.api import percentiles
 from bench.appends import bench_database, raw_inserts
+from domain.dev_mode import DEV_TENANT
 from domain.session import StepSpec, WorkflowSession
 from engine.app import Stepline
 from engine.database import eventsourcing_env
-from engine.policies import DEV_TENANT
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")
 IDLE_SAMPLES = 20

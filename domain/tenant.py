@@ -53,12 +53,13 @@ class Policy:
     """The most a workflow may set each of `LIMITS` to."""
 
     def with_changes(self, changes: Mapping[str, Any]) -> Policy:
-        """This policy with the operator's changes applied (a maximum of None: no cap)."""
+        """This policy with the operator's recorded changes applied (`check_changes` let only
+        known fields in; one a later version no longer has is passed over)."""
         known = {f.name for f in fields(self)}
         updates: dict[str, Any] = {}
         for name, value in changes.items():
             if name not in known:
-                raise InvalidPolicy(f"a tenant policy has no {name}", field=name)
+                continue
             if name == "maximums":
                 updates[name] = {**self.maximums, **value}
             elif name in ("executors", "shell_allow", "egress_allow"):
@@ -80,8 +81,18 @@ class Policy:
 
 
 def check_changes(changes: Mapping[str, Any]) -> None:
-    """Refuse a change that could never be enforced: unknown limits, caps below one."""
-    for name in changes.get("maximums", {}):
+    """Refuse a change that could never be enforced: unknown fields or limits, caps below one.
+    A change to None takes a field back to the operator's default."""
+    known = {f.name for f in fields(Policy)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise InvalidPolicy(
+            f"a tenant policy has no {', '.join(unknown)}; its fields are "
+            f"{', '.join(sorted(known))}",
+            field=unknown[0],
+        )
+    maximums = changes.get("maximums") or {}
+    for name in maximums:
         if name not in LIMITS:
             raise InvalidPolicy(
                 f"{name} is not a limit; limits are {', '.join(LIMITS)}", field="maximums"
@@ -90,7 +101,7 @@ def check_changes(changes: Mapping[str, Any]) -> None:
         value = changes.get(name)
         if value is not None and value < 1:
             raise InvalidPolicy(f"{name} must be at least 1, got {value}", field=name)
-    for value in changes.get("maximums", {}).values():
+    for value in maximums.values():
         if value is not None and value < 0:
             raise InvalidPolicy(f"a maximum must not be negative, got {value}", field="maximums")
 
@@ -133,7 +144,7 @@ class TenantPolicy(Aggregate):
     def _set(self, *, changes: dict[str, Any], actor: str) -> None:
         """A change to None takes the field (or one maximum) back to the operator's default."""
         merged = {**self.changes, **changes}
-        if "maximums" in changes:
+        if changes.get("maximums") is not None:
             maximums = {**self.changes.get("maximums", {}), **changes["maximums"]}
             merged["maximums"] = {k: v for k, v in maximums.items() if v is not None}
         self.changes = {k: v for k, v in merged.items() if v is not None}

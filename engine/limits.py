@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from domain.session import WorkflowSession
 from domain.tenant import Policy
+from engine.app import SessionRequest
 from engine.policies import admitted_config, capped_defaults
 from engine.settings import Settings
 
@@ -32,6 +33,13 @@ class Limits:
     def of(cls, session: WorkflowSession, settings: Settings) -> Limits:
         chosen = {**cls.defaults(settings), **session.config}
         return cls(**{f.name: int(chosen[f.name]) for f in fields(cls)})
+
+
+def admitted(request: SessionRequest, settings: Settings, policy: Policy) -> SessionRequest:
+    """`request` as its tenant's policy lets it be created (every limit filled in), or
+    PolicyRefused naming the field. Every way of creating a session goes through this: a new
+    one, a batch, a replay or a fork (the policy may have narrowed since its source)."""
+    return replace(request, config=session_config(settings, request.config, policy))
 
 
 def session_config(

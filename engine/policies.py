@@ -18,6 +18,7 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError
 from psycopg_pool import ConnectionPool
 
+from domain.dev_mode import DEV_TENANT
 from domain.errors import InvalidPolicy, PolicyRefused
 from domain.session import check_tenant
 from domain.tenant import ANY_HOST, LIMITS, Policy, TenantPolicy
@@ -26,12 +27,9 @@ from engine.egress import EgressPolicy, InvalidEgressEntry
 from engine.executors.kinds import EXECUTOR_NAMES
 from engine.settings import Settings
 
-DEV_TENANT = "default"
-"""The tenant every request acts for in dev mode (no API keys configured)."""
-
 
 def is_dev_tenant(settings: Settings, tenant: str) -> bool:
-    return not settings.api_keys and tenant == DEV_TENANT
+    return settings.dev_mode and tenant == DEV_TENANT
 
 
 def base_policy(settings: Settings, tenant: str) -> Policy:

@@ -92,7 +92,7 @@ class MasterKey:
 
     @classmethod
     def of(cls, settings: Settings) -> MasterKey:
-        key_file = None if settings.api_keys else Path(settings.data_dir) / KEY_FILE
+        key_file = Path(settings.data_dir) / KEY_FILE if settings.dev_mode else None
         return cls(settings.master_key_bytes(), key_file)
 
     def cipher(self, *, create: bool) -> AESGCM | None:

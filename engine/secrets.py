@@ -119,7 +119,11 @@ class Secret:
     origins: tuple[str, ...] = (ANY_ORIGIN,)
 
     def may_go_to(self, destination: str) -> bool:
-        return ANY_ORIGIN in self.origins or destination in self.origins
+        """Never to a destination with no origin (about:blank, a relative URL with no base):
+        a secret bound to "the base URL's origin" of a workflow without one goes nowhere."""
+        if ANY_ORIGIN in self.origins:
+            return True
+        return destination != NO_ORIGIN and destination in self.origins
 
 
 def exposures(value: str) -> set[str]:

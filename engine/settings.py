@@ -134,7 +134,9 @@ class Settings(BaseSettings):
     )
     # The shell sandbox.
     bwrap_path: str | None = Field(
-        default=None, description="bubblewrap for the shell executor; default: bwrap on PATH"
+        default=None,
+        description="bubblewrap, the sandbox of shell commands and (as root) of Chromium; "
+        "default: bwrap on PATH",
     )
 
     browser_path: Path | None = Field(
@@ -255,6 +257,23 @@ class Settings(BaseSettings):
                 "STEPLINE_METRICS_KEY_SHA256 is a tenant's API key; use a key of its own"
             )
         return self
+
+    @property
+    def dev_mode(self) -> bool:
+        """No API keys: the server answers only on loopback, every request as one tenant."""
+        return not self.api_keys
+
+    @field_validator("limit_maximums")
+    @classmethod
+    def _known_limits_over_the_defaults(cls, given: dict[str, int]) -> dict[str, int]:
+        """Naming one maximum keeps the others: an operator lowers one limit, not all."""
+        unknown = sorted(set(given) - set(DEFAULT_LIMIT_MAXIMUMS))
+        if unknown:
+            raise ValueError(
+                f"STEPLINE_LIMIT_MAXIMUMS names no limit {', '.join(unknown)}; the limits are "
+                f"{', '.join(DEFAULT_LIMIT_MAXIMUMS)}"
+            )
+        return {**DEFAULT_LIMIT_MAXIMUMS, **given}
 
     @model_validator(mode="after")
     def _timeouts_nest(self) -> Settings:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from domain.errors import StandardError
-from engine.secrets import Secrets, SecretUnusable
+from engine.secrets import SecretUnusable
 
 VARIABLE = re.compile(r"\{\{\s*vars\.([A-Za-z0-9_]+)\s*\}\}")
 
@@ -90,14 +90,6 @@ def with_variables(data: Any, variables: dict[str, Any]) -> Any:
     if isinstance(data, list):
         return [with_variables(value, variables) for value in data]
     return data
-
-
-def substituted(data: Any, variables: dict[str, Any], secrets: Secrets, destination: str) -> Any:
-    """`data` with `{{vars.name}}` and `{{secrets.NAME}}` filled in, at the moment a command
-    runs, for a command that sends it to `destination` (an origin, or `shell`): a secret is
-    filled in only where it may go, and no secret's value may reach there through a variable.
-    Raises SecretUnusable (its code and message say which secret and why)."""
-    return secrets.filled(with_variables(data, variables), destination)
 
 
 def refused(error: SecretUnusable) -> Outcome:

@@ -37,9 +37,9 @@ from engine.artifacts import Artifacts
 from engine.egress import EgressPolicy, Refusal
 from engine.executors import Command, Outcome, truncated, with_variables
 from engine.executors.browser_host import BrowserHost, BrowserUnavailable, Tab
-from engine.executors.browser_jail import SandboxUnavailable
 from engine.executors.egress_proxy import REFUSED_HEADER
 from engine.executors.page_snapshot import REF_ATTRIBUTE, SNAPSHOT_JS
+from engine.executors.sandbox import SandboxUnavailable
 from engine.secrets import PLACEHOLDER, Secrets, SecretUnusable, origin_of
 
 NUMBERED = re.compile(r"^\[?#?(\d+)\]?$")
@@ -148,8 +148,10 @@ class BrowserExecutor:
         timeout_s = (self.limits.navigation_timeout_ms + self.limits.action_timeout_ms) / 1000 + 10
         try:
             outcome = self.host.call(self._perform(command.name, handler, args), timeout_s)
-        except (BrowserUnavailable, SandboxUnavailable) as error:
+        except BrowserUnavailable as error:
             return Outcome.failed(error.code, str(error))
+        except SandboxUnavailable as error:
+            return Outcome.failed("SANDBOX_UNAVAILABLE", str(error))
         except TimeoutError as error:
             return Outcome.failed("BROWSER_TIMEOUT", str(error))
         stored = [self.artifacts.put(content, "image/png", kind) for content, kind in self._shots]

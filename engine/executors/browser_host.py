@@ -33,8 +33,9 @@ from playwright.async_api import Browser, BrowserContext, Page, Playwright, asyn
 from playwright.async_api import Error as PlaywrightError
 
 from engine.egress import EgressPolicy
-from engine.executors.browser_jail import NOBODY, ChromiumLaunch, chromium_launch
+from engine.executors.browser_jail import ChromiumLaunch, chromium_launch
 from engine.executors.egress_proxy import EgressProxy
+from engine.executors.sandbox import SANDBOX_UID, is_root
 from engine.logs import LOGGER_NAME
 
 log = logging.getLogger(LOGGER_NAME)
@@ -82,8 +83,7 @@ def launch_arguments(sandbox: bool) -> list[str]:
     """For a Playwright launch of our own pages outside BrowserHost (the dashboard's tests),
     never a tenant's: Chromium refuses to run as root with its sandbox on; outside root it keeps
     it unless told otherwise (a container that denies it user namespaces)."""
-    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    return [] if sandbox and not as_root else ["--no-sandbox"]
+    return [] if sandbox and not is_root() else ["--no-sandbox"]
 
 
 @dataclass
@@ -99,8 +99,15 @@ class Tab:
 
 
 class BrowserHost:
-    def __init__(self, executable: Path | None, keep_parked_s: float, sandbox: bool = True) -> None:
+    def __init__(
+        self,
+        executable: Path | None,
+        keep_parked_s: float,
+        sandbox: bool = True,
+        bwrap_path: str | None = None,
+    ) -> None:
         self.configured_path = executable
+        self.bwrap_path = bwrap_path
         self.keep_parked_s = keep_parked_s
         self.sandbox = sandbox
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -186,12 +193,12 @@ class BrowserHost:
             "Browser started: %s %s%s",
             executable,
             self._browser.version,
-            f" (in its jail, as uid {NOBODY})" if launch.jailed else "",
+            f" (in its jail, as uid {SANDBOX_UID})" if launch.jailed else "",
         )
         return self._browser
 
     def _launch(self, executable: str, jail_dir: Path) -> ChromiumLaunch:
-        launch = chromium_launch(executable, self.sandbox, jail_dir)
+        launch = chromium_launch(executable, self.sandbox, jail_dir, self.bwrap_path)
         if not self.sandbox:
             log.warning(
                 "Running Chromium without its sandbox (STEPLINE_BROWSER_SANDBOX=false)%s",

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-NOBODY = 65534
+from engine.executors.sandbox import SANDBOX_UID, SandboxUnavailable, find_bwrap, is_root
+
 JAIL_PATH = "/usr/bin:/bin"
 JAIL_TMP = "/tmp"  # noqa: S108 (a tmpfs of the jail's own, not the host's /tmp)
 KEPT_VARIABLES = ("LANG", "LANGUAGE", "LC_ALL", "TZ")
@@ -65,13 +66,6 @@ READ_ONLY_ETC = (
 )
 MERGED_USR = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 NAMESPACES = ("--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts")
-SANDBOX_HINT = "install bubblewrap (apt-get install -y bubblewrap), or run the worker as non-root"
-
-
-class SandboxUnavailable(Exception):
-    """Chromium may not start: the process is root and the jail's tools are missing."""
-
-    code = "SANDBOX_UNAVAILABLE"
 
 
 @dataclass(frozen=True)
@@ -91,16 +85,15 @@ class ChromiumLaunch:
         }
 
 
-def is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def chromium_launch(chromium: str, sandbox: bool, jail_dir: Path) -> ChromiumLaunch:
-    """How to start `chromium`: as root through a jail script written into `jail_dir`."""
+def chromium_launch(
+    chromium: str, sandbox: bool, jail_dir: Path, bwrap_path: str | None = None
+) -> ChromiumLaunch:
+    """How to start `chromium`: as root through a jail script written into `jail_dir`, with
+    the bwrap at `bwrap_path` (default: on PATH)."""
     if not is_root():
         return ChromiumLaunch(chromium, _host_environment(), sandbox, jailed=False)
     script = jail_dir / "chromium-jail"
-    script.write_text(jail_script(chromium, _jail_tools()))
+    script.write_text(jail_script(chromium, _jail_tools(bwrap_path)))
     script.chmod(0o700)
     return ChromiumLaunch(str(script), {"PATH": JAIL_PATH}, sandbox, jailed=True)
 
@@ -112,24 +105,25 @@ class JailTools:
     chown: str
 
 
-def _jail_tools() -> JailTools:
-    found = {name: shutil.which(name) for name in ("bwrap", "setpriv", "chown")}
+def _jail_tools(bwrap_path: str | None) -> JailTools:
+    bwrap = find_bwrap(bwrap_path)
+    found = {name: shutil.which(name) for name in ("setpriv", "chown")}
     missing = [name for name, path in found.items() if path is None]
     if missing:
         raise SandboxUnavailable(
             f"the worker runs as root, so Chromium starts only inside its jail, and "
-            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on PATH: "
-            f"{SANDBOX_HINT}"
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on PATH "
+            "(Debian's util-linux and coreutils); or run the worker as a non-root user"
         )
-    return JailTools(**{name: str(path) for name, path in found.items()})
+    return JailTools(bwrap, **{name: str(path) for name, path in found.items()})
 
 
 def jail_script(chromium: str, tools: JailTools) -> str:
     """The shell script Playwright runs as Chromium; its arguments go to Chromium unchanged."""
     drop = [
         tools.setpriv,
-        f"--reuid={NOBODY}",
-        f"--regid={NOBODY}",
+        f"--reuid={SANDBOX_UID}",
+        f"--regid={SANDBOX_UID}",
         "--clear-groups",
         "--inh-caps=-all",
         "--bounding-set=-all",
@@ -148,7 +142,7 @@ if [ -z "$profile" ] || [ ! -d "$profile" ]; then
     echo "chromium-jail: no --user-data-dir to give Chromium" >&2
     exit 2
 fi
-{shlex.quote(tools.chown)} --no-dereference {NOBODY}:{NOBODY} "$profile"
+{shlex.quote(tools.chown)} --no-dereference {SANDBOX_UID}:{SANDBOX_UID} "$profile"
 exec {command} --bind "$profile" "$profile" -- {shlex.quote(chromium)} "$@"
 """
 

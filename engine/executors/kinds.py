@@ -83,7 +83,10 @@ class BrowserKind:
         with self._lock:  # sessions start in threads of their own
             if self.host is None:
                 self.host = BrowserHost(
-                    settings.browser_path, settings.browser_keep_paused_s, settings.browser_sandbox
+                    settings.browser_path,
+                    settings.browser_keep_paused_s,
+                    settings.browser_sandbox,
+                    settings.bwrap_path,
                 )
         limits = BrowserLimits(
             action_timeout_ms=settings.browser_action_timeout_ms,

@@ -56,7 +56,12 @@ _MERGED_USR_LINKS = (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/l
 
 
 class SandboxUnavailable(Exception):
-    """bubblewrap is missing or cannot build the jail here; nothing may run unsandboxed."""
+    """bubblewrap is missing or cannot build the jail here; nothing may run unsandboxed (a
+    shell command), or start (Chromium, as root)."""
+
+
+def is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def find_bwrap(configured: str | None) -> str:
@@ -78,7 +83,7 @@ def program_exists(program: str) -> bool:
 
 def own_work_directory(workdir: Path) -> None:
     """Give the work directory to the sandbox uid, so that commands can write in it."""
-    if os.geteuid() == 0:
+    if is_root():
         os.chown(workdir, SANDBOX_UID, SANDBOX_UID)
         workdir.chmod(0o700)
 

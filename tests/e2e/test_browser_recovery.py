@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from domain.dev_mode import DEV_TENANT
 from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.app import Stepline
-from engine.policies import DEV_TENANT
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import Cluster, events_of, wait_until_ended
 

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import pytest
 
-from api.auth import DEV_TENANT
+from domain.dev_mode import DEV_TENANT
 from engine.app import Stepline
 from engine.policies import Policies
 from engine.settings import Settings

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
+from domain.dev_mode import DEV_TENANT
 from domain.session import SessionStatus
 from engine.logs import LOGGER_NAME, configure_logging
-from engine.policies import DEV_TENANT
 from engine.secrets import Secrets
 from tests.conftest import PASSWORD
 from tests.integration.conftest import (

@@ -202,6 +202,20 @@ def test_guessing_keys_from_one_address_locks_it_out_even_with_a_valid_key(
     assert int(refused.headers["Retry-After"]) >= 1
 
 
+def test_guessing_the_operators_metrics_key_locks_the_address_out_too(
+    start_api: ApiFactory,
+) -> None:
+    api: Api = start_api(
+        workers=0, auth_failures_per_minute=3, metrics_key_sha256=digest(OPERATOR_KEY)
+    )
+    with api.client(None) as guesser, api.operator() as operator:
+        for guess in range(3):
+            wrong = {"Authorization": f"Bearer sk_guess_{guess}"}
+            assert_problem(guesser.get("/metrics", headers=wrong), 401, "UNAUTHORIZED")
+        refused = operator.get("/metrics")  # the operator's own key, from the same address
+    assert_problem(refused, 429, "TOO_MANY_AUTH_FAILURES")
+
+
 # ---- health, metrics, hosts, docs --------------------------------------------------------
 
 

@@ -21,12 +21,13 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
+from domain.dev_mode import DEV_TENANT
 from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.app import Stepline
 from engine.definitions import builtin
 from engine.executors import Command
 from engine.limits import session_config
-from engine.policies import DEV_TENANT, Policies
+from engine.policies import Policies
 from engine.secret_store import MasterKey, SecretStore
 from engine.secrets import Secrets, strings_in
 from engine.settings import Settings

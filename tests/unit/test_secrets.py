@@ -10,6 +10,7 @@ import pytest
 
 from engine.context import within_budget
 from engine.secrets import (
+    NO_ORIGIN,
     SHELL,
     RedactingFilter,
     Secret,
@@ -162,3 +163,10 @@ def test_the_context_keeps_the_most_recent_actions_within_budget() -> None:
     kept = within_budget(entries, budget=350)
     assert kept[0] == "[7 earlier actions omitted]"
     assert kept[1:] == entries[-3:]
+
+
+def test_a_secret_bound_to_no_origin_goes_nowhere() -> None:
+    secrets = Secrets(bound=[Secret("TOKEN", "s3cr3t-token", (NO_ORIGIN,))])
+
+    with pytest.raises(SecretOriginRefused):
+        secrets.filled("{{secrets.TOKEN}}", NO_ORIGIN)

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from engine.settings import Settings
+from domain.tenant import LIMITS
+from engine.settings import DEFAULT_LIMIT_MAXIMUMS, Settings
 
 
 def test_defaults_follow_the_original_design(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,3 +55,19 @@ def test_equal_timeouts_are_allowed() -> None:
 def test_the_database_url_must_be_postgres() -> None:
     with pytest.raises(ValidationError, match="must be a postgresql:// URL, got sqlite://"):
         Settings(database_url="sqlite:///tmp/x.db")
+
+
+def test_the_limit_maximums_cover_every_limit_a_workflow_may_set() -> None:
+    assert set(Settings(database_url=None).limit_maximums) == set(LIMITS)
+
+
+def test_naming_one_limit_maximum_keeps_the_others() -> None:
+    settings = Settings(database_url=None, limit_maximums={"token_budget": 500})
+
+    assert settings.limit_maximums["token_budget"] == 500
+    assert settings.limit_maximums["retry_backoff_ms"] == DEFAULT_LIMIT_MAXIMUMS["retry_backoff_ms"]
+
+
+def test_a_limit_maximum_that_names_no_limit_is_refused() -> None:
+    with pytest.raises(ValidationError, match="tokenbudget"):
+        Settings(database_url=None, limit_maximums={"tokenbudget": 1})
