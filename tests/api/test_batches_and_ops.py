@@ -160,15 +160,7 @@ def test_stepline_serve_runs_the_api_as_a_process(fresh_database_url: str, tmp_p
     )
     try:
         base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base_url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert server.poll() is None, server.stdout.read() if server.stdout else ""
-                assert time.monotonic() < deadline, "stepline serve did not come up"
-                time.sleep(0.1)
+        _wait_until_up(server, f"{base_url}/health")
         with httpx.Client(base_url=base_url) as client:
             session_id = client.post("/v1/sessions", json=shell_workflow("echo served")).json()[
                 "session_id"
@@ -224,12 +216,14 @@ def test_stepline_serve_shows_the_full_metrics_on_its_metrics_port_only(
 
 
 def _wait_until_up(server: subprocess.Popen[str], health_url: str) -> None:
+    """Until the server answers 200 at `health_url`; fails if it exits or 30 s go by."""
     deadline = time.monotonic() + 30
-    while True:
+    while time.monotonic() < deadline:
+        assert server.poll() is None, server.stdout.read() if server.stdout else ""
         try:
             if httpx.get(health_url).status_code == 200:
                 return
         except httpx.TransportError:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            assert time.monotonic() < deadline, "stepline serve did not come up"
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
+    raise AssertionError("stepline serve did not come up")
