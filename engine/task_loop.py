@@ -31,7 +31,7 @@ from engine.definitions import DefinitionError, Definitions, DefinitionsCache
 from engine.event_store import Fence, LeaseLost
 from engine.executor_state import ExecutorStates
 from engine.executors import Command, Executor, Outcome, truncated
-from engine.executors.kinds import ExecutorKind, ExecutorSetup, builtin_kinds
+from engine.executors.kinds import EXECUTOR_NAMES, ExecutorKind, ExecutorSetup, builtin_kinds
 from engine.held_session import HeldSession
 from engine.limits import Limits
 from engine.logs import LOGGER_NAME, on_session, on_step
@@ -474,6 +474,9 @@ class SessionRun:
     def execute(self, index: int, command: Command, key: str | None = None) -> Outcome:
         """Issue, run and record one command. Secrets never reach the recorded args or output.
         `key` is the idempotency key; a new command gets its command id as its key."""
+        refusal = self._refusal_of(command.executor)
+        if refusal is not None:
+            return refusal
         try:
             executor = self.executor(command.executor)
         except ValueError as error:
@@ -503,9 +506,24 @@ class SessionRun:
         log.debug("Command finished: ok=%s", outcome.ok, extra=on_step(self.session_id, index))
         return outcome
 
+    def _refusal_of(self, kind: str) -> Outcome | None:
+        """A step may name any executor (`open /x` is the browser's, in an http workflow):
+        each command is held to the tenant's executors, not only the workflow's own."""
+        if kind in self.policy.executors or kind not in EXECUTOR_NAMES:
+            return None  # a kind the operator's code added (a bench's) is not a tenant's
+        allowed = ", ".join(self.policy.executors) or "none"
+        return Outcome.failed(
+            "POLICY_REFUSED",
+            f"executor {kind!r} is not allowed for this tenant; allowed: {allowed}",
+            executor=kind,
+        )
+
     def check(self, index: int, command: Command) -> Outcome:
         """Run a check, which has no side effect, and record it with its verdict as one event,
         written with whatever the step decides next."""
+        refusal = self._refusal_of(command.executor)
+        if refusal is not None:
+            return refusal
         executor = self.executor(command.executor)
         outcome, result = self._run_on(executor, command)
         args = self.secrets.redact_all(command.args)

@@ -133,3 +133,15 @@ def test_an_unknown_executor_in_a_policy_is_refused(fresh_database_url: str) -> 
 
     assert done.returncode == 2
     assert "POLICY_INVALID" in done.stderr
+
+
+def test_a_step_cannot_reach_an_executor_its_tenant_lacks(api: Api) -> None:
+    body = {"name": "sneaky", "executor": "http", "steps": ["run `echo pwned`"]}
+    with api.client("mallory") as mallory:  # initech: http and browser only
+        session_id = create(mallory, body)
+        events = stream(mallory, session_id)
+
+    assert [e for e in events if e["type"] == "CommandIssued"] == []
+    [failed] = [e for e in events if e["type"] == "StepFailed"]
+    assert failed["data"]["error"]["code"] == "POLICY_REFUSED"
+    assert events[-1]["type"] == "Failed"
