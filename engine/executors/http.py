@@ -17,6 +17,8 @@ from engine.executors import Command, Outcome, refused, truncated, with_variable
 from engine.secrets import NO_ORIGIN, SecretOriginRefused, Secrets, SecretUnusable, origin_of
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+MAX_BODY_BYTES = 10 * 1024 * 1024
+"""Of a response body, what is read: a tenant's server cannot fill the worker's memory."""
 
 
 @dataclass
@@ -99,7 +101,7 @@ class HttpExecutor:
             return handler(**self._arguments(command))
         except SecretUnusable as error:
             return refused(error)
-        except TypeError as error:
+        except (TypeError, ValueError, httpx.InvalidURL) as error:  # a URL or header not sent
             return Outcome.failed("INVALID_COMMAND", f"bad arguments for {command.name}: {error}")
 
     def _arguments(self, command: Command) -> dict[str, Any]:
@@ -130,25 +132,36 @@ class HttpExecutor:
         method = method.upper()
         if method not in METHODS:
             return Outcome.failed("INVALID_COMMAND", f"unknown HTTP method {method}")
+        request = self.client.build_request(method, url, json=body, headers=headers)
+        if request.url.userinfo:  # httpx would send it as Basic auth: encoded, so unredactable
+            return Outcome.failed(
+                "INVALID_COMMAND",
+                "credentials in a URL are not sent; put them in an Authorization header",
+            )
         # A redirect may not carry a bound secret (in a custom header, say) past its origins.
         reach = self.secrets.reach_of([url, body, headers])
         try:
-            response = self.client.request(
-                method, url, json=body, headers=headers, follow_redirects=reach is None
-            )
+            response = self.client.send(request, follow_redirects=reach is None, stream=True)
             if reach is not None:
                 response = self._follow_within(response, reach)
+            try:
+                content, complete = _read_at_most(response, MAX_BODY_BYTES)
+            finally:
+                response.close()
         except EgressRefused as refusal:
             return Outcome.failed("EGRESS_REFUSED", str(refusal), **refusal.refusal.details())
         except httpx.HTTPError as error:
             return Outcome.failed("HTTP_REQUEST_FAILED", f"{method} {url}: {error}")
-        self.last = LastResponse(response.status_code, response.text, origin_of(str(response.url)))
+        text = content.decode(response.encoding or "utf-8", errors="replace")
+        self.last = LastResponse(response.status_code, text, origin_of(str(response.url)))
+        read = {} if complete else {"body_cut_at_bytes": MAX_BODY_BYTES}
         return Outcome.of(
             True,
             status=response.status_code,
             content_type=response.headers.get("content-type", ""),
-            body=truncated(response.text, self.max_output_chars),
-            body_size=len(response.content),
+            body=truncated(text, self.max_output_chars),
+            body_size=len(content),
+            **read,
         )
 
     def _follow_within(self, response: httpx.Response, reach: frozenset[str]) -> httpx.Response:
@@ -159,8 +172,10 @@ class HttpExecutor:
                 return response
             destination = origin_of(str(following.url))
             if destination not in reach:
+                response.close()
                 raise SecretOriginRefused.redirected(destination, reach)
-            response = self.client.send(following, follow_redirects=False)
+            response.close()
+            response = self.client.send(following, follow_redirects=False, stream=True)
         raise httpx.TooManyRedirects("too many redirects", request=response.request)
 
     def _expect_status(self, code: int) -> Outcome:
@@ -271,6 +286,19 @@ class HttpExecutor:
         if name != "http_request":
             return None
         return Command("http", "request", arguments)
+
+
+def _read_at_most(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """The body's first `limit` bytes, and whether that was all of it."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        if size + len(chunk) > limit:
+            chunks.append(chunk[: limit - size])
+            return b"".join(chunks), False
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), True
 
 
 def _no_response() -> Outcome:

@@ -23,6 +23,7 @@ from engine.definitions import builtin
 from engine.egress import EgressPolicy
 from engine.executors import Command, Executor, Outcome
 from engine.executors.egress_proxy import EgressProxy
+from engine.executors.http import MAX_BODY_BYTES
 from engine.executors.kinds import BrowserKind, ExecutorSetup, http_executor
 from engine.limits import session_config
 from engine.secrets import Secrets
@@ -455,3 +456,41 @@ def _read_to_end(client: socket.socket) -> bytes:
     while chunk := client.recv(65536):
         received += chunk
     return received
+
+
+# ---- what a tenant's request may not do to the worker -------------------------------------
+
+
+def test_a_url_the_client_cannot_parse_fails_the_command_instead_of_the_worker(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    outcome = get(http_for(tmp_path, "127.0.0.1"), f"http://0177.0.0.1:{receiver.port}/x")
+
+    assert not outcome.ok
+    assert outcome.error is not None
+    assert outcome.error.code == "INVALID_COMMAND"
+    assert receiver.requests == []
+
+
+def test_credentials_in_a_url_are_not_sent_encoded_past_the_redaction(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    executor = http_for(tmp_path, "127.0.0.1")
+
+    outcome = get(executor, f"http://user:hunter2-pass@127.0.0.1:{receiver.port}/basic")
+
+    assert not outcome.ok
+    assert outcome.error is not None
+    assert outcome.error.code == "INVALID_COMMAND"
+    assert receiver.connections == []
+
+
+def test_a_huge_response_is_read_only_up_to_the_cap(receiver: Receiver, tmp_path: Path) -> None:
+    receiver.answer = (200, {"Content-Type": "text/plain"}, b"x" * (MAX_BODY_BYTES + 4096))
+
+    outcome = get(http_for(tmp_path, "127.0.0.1"), f"http://127.0.0.1:{receiver.port}/big")
+
+    assert outcome.ok, outcome.output
+    recorded = json.loads(outcome.output)
+    assert recorded["body_size"] == MAX_BODY_BYTES
+    assert recorded["body_cut_at_bytes"] == MAX_BODY_BYTES
