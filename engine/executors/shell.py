@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import resource
+import select
 import shlex
 import signal
 import subprocess
@@ -43,6 +44,8 @@ DEFAULT_ALLOWED = (
     "echo", "printf", "cat", "ls", "pwd", "true", "false", "grep", "wc", "head", "tail",
     "sort", "uniq", "date", "sleep", "test", "mkdir", "touch", "cp", "mv", "rm", "tr", "cut",
 )  # fmt: skip
+MAX_KEPT_OUTPUT_BYTES = 1024 * 1024
+"""Of a command's output, what is kept (for `expect output contains`); the event records less."""
 DEFAULT_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 
 
@@ -215,13 +218,12 @@ class ShellExecutor:
             return Outcome.failed("SANDBOX_UNAVAILABLE", f"cannot start {jail.bwrap}: {error}")
         finally:
             os.close(status_write)
-        try:
-            raw, _ = process.communicate(timeout=self.limits.timeout_s)
-        except subprocess.TimeoutExpired:
+        raw = _output_of(process, self.limits.timeout_s)
+        if raw is None:
             # bwrap leads the group; the jail dies with it (--die-with-parent), all of it.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
+            process.wait()
             return Outcome.failed(
                 "COMMAND_TIMEOUT",
                 f"{argv[0]} ran past {self.limits.timeout_s:g} s and was killed",
@@ -308,3 +310,26 @@ class ShellExecutor:
         if name != "run_shell":
             return None
         return Command("shell", "run", {"command": str(arguments.get("command", ""))})
+
+
+def _output_of(process: subprocess.Popen[bytes], timeout_s: float) -> bytes | None:
+    """The first MAX_KEPT_OUTPUT_BYTES of what the process prints (the rest is read and
+    dropped, so a command cannot fill the worker's memory), once it has exited; None if it
+    runs past `timeout_s`."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    kept = bytearray()
+    with process.stdout as stream:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([stream], [], [], remaining)[0]:
+                return None
+            chunk = os.read(stream.fileno(), 65_536)
+            if not chunk:
+                break
+            kept += chunk[: max(0, MAX_KEPT_OUTPUT_BYTES - len(kept))]
+    try:
+        process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return None
+    return bytes(kept)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from engine.executors import Command, Outcome
-from engine.executors.shell import ShellExecutor, ShellLimits
+from engine.executors.shell import MAX_KEPT_OUTPUT_BYTES, ShellExecutor, ShellLimits
 from engine.secrets import Secrets
 
 WORKER_SECRET = "worker-only-4f9c2e"
@@ -238,3 +238,12 @@ def test_a_bubblewrap_that_cannot_build_the_jail_runs_nothing(workdir: Path) -> 
     assert outcome.error is not None
     assert outcome.error.code == "SANDBOX_UNAVAILABLE"
     assert not (workdir / "ran").exists()
+
+
+def test_a_flood_of_output_is_kept_only_up_to_the_cap(workdir: Path) -> None:
+    flood = MAX_KEPT_OUTPUT_BYTES * 8
+
+    outcome = run(shell(workdir, "printf"), f"printf %0{flood}d 0")
+
+    assert outcome.ok, outcome.output
+    assert json.loads(outcome.output)["output_size"] == MAX_KEPT_OUTPUT_BYTES
