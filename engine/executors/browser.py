@@ -216,6 +216,14 @@ class BrowserExecutor:
             filled: dict[str, Any] = self.secrets.filled(args, self._destination)
         except SecretUnusable as error:
             raise Problem(error.code, error.message, **error.details) from None
+        if name == "navigate" and self.secrets.reach_of(filled.get("url")) is not None:
+            # Chromium follows any redirect with it: it would leave its origins unseen.
+            raise Problem(
+                "SECRET_ORIGIN_REFUSED",
+                "a secret bound to origins is not put in a page's address, which may redirect "
+                "it anywhere; fill it into the page's field instead",
+                destination=self._destination,
+            )
         return filled
 
     async def _page(self, *, reopen: bool) -> Page:

@@ -339,6 +339,25 @@ def test_a_browser_fills_a_secret_only_into_a_page_of_its_origin(
     assert not [r for r in other.log if r["path"].startswith("/submit")]  # never sent
 
 
+def test_a_browser_does_not_put_a_bound_secret_in_an_address_a_redirect_could_carry_off(
+    loop: TaskLoop, store: SecretStore, receivers: tuple[Receiver, Receiver]
+) -> None:
+    allowed, other = receivers
+    store.put("acme", "A_ONLY", A_VALUE, origins=[allowed.url])
+
+    session = run(
+        loop,
+        "acme",
+        allowed.url,
+        f"open /redirect?to={other.url}/got?{{{{secrets.A_ONLY}}}}",
+        executor="browser",
+    )
+
+    assert failure_code(session) == "SECRET_ORIGIN_REFUSED"
+    assert other.log == []
+    assert allowed.log == []
+
+
 # ---- at rest ------------------------------------------------------------------------------
 
 
