@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from functools import partial
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -69,7 +70,7 @@ def check_binding(settings: Settings, host: str) -> None:
 @contextmanager
 def serving_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve `app` with uvicorn in a thread (its lifespan included); yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **UVICORN))
     thread = threading.Thread(target=server.run, name="api", daemon=True)
     thread.start()
     while not server.started:
@@ -88,6 +89,10 @@ def step_averages(runtime: Runtime) -> float | None:
     with runtime.projector.pool.connection() as conn:
         return step_history.recent_average_ms(conn)
 
+
+UVICORN: dict[str, Any] = {"log_level": "warning", "proxy_headers": False}
+"""uvicorn trusts X-Forwarded-For from loopback by default: any local client could name its
+own address, and so walk past the lockout of failed keys. The peer's address is the client's."""
 
 RATE_LIMITED = problem_responses(429)
 """Any route may answer 429: the key's rate, or its address's failed keys (also on /health
@@ -186,14 +191,14 @@ def serve(
     app: FastAPI, settings: Settings, host: str, port: int, metrics_at: tuple[str, int] | None
 ) -> None:
     """`stepline serve`: the API, and the metrics app on its own port if asked, in one loop."""
-    servers = [uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))]
+    servers = [uvicorn.Server(uvicorn.Config(app, host=host, port=port, **UVICORN))]
     if metrics_at is not None:
         metrics_host, metrics_port = metrics_at
         config = uvicorn.Config(
             metrics_app(app, settings, metrics_host),
             host=metrics_host,
             port=metrics_port,
-            log_level="warning",
+            **UVICORN,
             lifespan="off",
         )
         servers.append(uvicorn.Server(config))

@@ -202,6 +202,21 @@ def test_guessing_keys_from_one_address_locks_it_out_even_with_a_valid_key(
     assert int(refused.headers["Retry-After"]) >= 1
 
 
+def test_a_forwarded_for_header_does_not_change_whose_failures_they_are(
+    start_api: ApiFactory,
+) -> None:
+    api: Api = start_api(workers=0, auth_failures_per_minute=3)
+    with api.client(None) as guesser, api.client("alice") as alice:
+        for guess in range(3):
+            spoofed = {
+                "Authorization": f"Bearer sk_guess_{guess}",
+                "X-Forwarded-For": f"192.0.2.{guess}",
+            }
+            assert_problem(guesser.get("/v1/sessions", headers=spoofed), 401, "UNAUTHORIZED")
+        refused = alice.get("/v1/sessions", headers={"X-Forwarded-For": "198.51.100.9"})
+    assert_problem(refused, 429, "TOO_MANY_AUTH_FAILURES")
+
+
 def test_guessing_the_operators_metrics_key_locks_the_address_out_too(
     start_api: ApiFactory,
 ) -> None:
