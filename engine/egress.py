@@ -56,6 +56,7 @@ NON_PUBLIC: tuple[tuple[str, IPNetwork], ...] = tuple(
         ("unspecified", "::/128"),
         ("loopback", "::1/128"),
         ("IPv4-compatible", "::/96"),
+        ("IPv4-translated", "::ffff:0:0:0/96"),
         ("link-local", "fe80::/10"),
         ("site-local", "fec0::/10"),
         ("unique-local", "fc00::/7"),
@@ -67,7 +68,7 @@ NON_PUBLIC: tuple[tuple[str, IPNetwork], ...] = tuple(
     )
 )
 """Ranges that are not the public internet, named for the refusal. The IPv6 forms that carry
-an IPv4 address (NAT64, 6to4, Teredo, IPv4-compatible) are refused outright: a tenant reaches
+an IPv4 address (NAT64, 6to4, Teredo, IPv4-compatible and -translated) are refused outright: a tenant reaches
 a public IPv4 host by its IPv4 address."""
 
 

@@ -57,6 +57,7 @@ def refusal(policy: EgressPolicy, host: str, port: int, *addresses: str) -> Refu
         ("::ffff:10.0.0.1", "private"),
         ("::ffff:169.254.169.254", "link-local"),
         ("::7f00:1", "IPv4-compatible"),
+        ("::ffff:0:a9fe:a9fe", "IPv4-translated"),
         ("64:ff9b::7f00:1", "NAT64"),
         ("2002:7f00:1::", "6to4"),
         ("fec0::1", "site-local"),
