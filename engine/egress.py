@@ -68,8 +68,8 @@ NON_PUBLIC: tuple[tuple[str, IPNetwork], ...] = tuple(
     )
 )
 """Ranges that are not the public internet, named for the refusal. The IPv6 forms that carry
-an IPv4 address (NAT64, 6to4, Teredo, IPv4-compatible and -translated) are refused outright: a tenant reaches
-a public IPv4 host by its IPv4 address."""
+an IPv4 address (NAT64, 6to4, Teredo, IPv4-compatible and -translated) are refused outright:
+a tenant reaches a public IPv4 host by its IPv4 address."""
 
 
 class InvalidEgressEntry(ValueError):

@@ -116,6 +116,9 @@ class ShellExecutor:
                 f"{program!r} is not an allowed program; allowed: "
                 f"{', '.join(self.limits.allowed_programs)}"
             )
+        refused = [arg for arg in argv[1:] if _widens(program, arg)]
+        if refused:
+            return f"{program} may not be given {refused}: it would run or link what it names"
         return None
 
     def _outside(self, argv: list[str], resolved: list[str]) -> list[str]:
@@ -310,6 +313,27 @@ class ShellExecutor:
         if name != "run_shell":
             return None
         return Command("shell", "run", {"command": str(arguments.get("command", ""))})
+
+
+WIDENING_OPTIONS = {
+    "sort": ("--compress-program",),  # runs the program it names
+    "cp": ("--symbolic-link",),  # a link the operand check of a later command cannot see
+}
+"""Options of allowed programs that would widen what a command may do: the jail still holds,
+but the allow-list would no longer say what runs. (`cp -s` is refused by `_widens` too.)"""
+
+
+def _widens(program: str, argument: str) -> bool:
+    if any(argument.startswith(option) for option in WIDENING_OPTIONS.get(program, ())):
+        return True
+    if program != "cp" or not argument.startswith("-") or argument.startswith("--"):
+        return False
+    for letter in argument[1:]:  # a cluster such as -as; -t and -S take the rest as a value
+        if letter == "s":
+            return True
+        if letter in "tS":
+            return False
+    return False
 
 
 def _output_of(process: subprocess.Popen[bytes], timeout_s: float) -> bytes | None:

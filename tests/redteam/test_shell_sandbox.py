@@ -247,3 +247,26 @@ def test_a_flood_of_output_is_kept_only_up_to_the_cap(workdir: Path) -> None:
 
     assert outcome.ok, outcome.output
     assert json.loads(outcome.output)["output_size"] == MAX_KEPT_OUTPUT_BYTES
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "sort --compress-program=sh notes.txt",
+        "sort --compress-program sh notes.txt",
+        "cp -s notes.txt made-link",
+        "cp -as notes.txt made-link",
+        "cp --symbolic-link notes.txt made-link",
+    ],
+)
+def test_an_allowed_program_cannot_be_told_to_run_or_link_another(
+    workdir: Path, command: str
+) -> None:
+    (workdir / "notes.txt").write_text("b\na\n")
+
+    outcome = run(shell(workdir, "sort", "cp"), command)
+
+    assert not outcome.ok
+    assert outcome.error is not None
+    assert outcome.error.code == "SANDBOX_VIOLATION"
+    assert not (workdir / "made-link").is_symlink()
