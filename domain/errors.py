@@ -281,6 +281,14 @@ CATALOGUE: dict[str, ErrorKind] = {
         "Ask the operator to add the host (or its address) to the tenant's egress allow-list: "
         "`stepline tenants set T --egress-allow host`",
     ),
+    "VARIABLE_NOT_SET": ErrorKind(
+        _V,
+        _MEDIUM,
+        False,
+        False,
+        'Save it in an earlier step (`save json <path> as <name>`, `save text of "…" as '
+        "<name>`) before a step uses {{vars.name}}",
+    ),
     # Secrets: per tenant, encrypted at rest, bound to the origins they may be sent to.
     "SECRET_NOT_FOUND": ErrorKind(
         _V,

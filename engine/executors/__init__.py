@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from domain.errors import StandardError
+from domain.errors import DomainError, StandardError
 from engine.secrets import SecretUnusable
 
 VARIABLE = re.compile(r"\{\{\s*vars\.([A-Za-z0-9_]+)\s*\}\}")
@@ -80,11 +80,33 @@ class Executor(Protocol):
         ...
 
 
+class VariableNotSet(DomainError):
+    """A `{{vars.name}}` no earlier command saved: the command is not run with it unfilled."""
+
+    code = "VARIABLE_NOT_SET"
+
+    def __init__(self, name: str, saved: list[str]) -> None:
+        known = f"; saved so far: {', '.join(saved)}" if saved else "; nothing is saved yet"
+        super().__init__(
+            f"{{{{vars.{name}}}}} is not set: no earlier step saved {name}{known}",
+            name=name,
+            saved=saved,
+        )
+
+
 def with_variables(data: Any, variables: dict[str, Any]) -> Any:
     """`data` with `{{vars.name}}` filled in (strings, and the strings inside dicts and
-    lists); a name not saved stays as written."""
+    lists). Raises VariableNotSet for a name not saved, so nothing is sent with a
+    placeholder in it (a 404 for `/todos/%7B%7Bvars.id%7D%7D` would pass for a result)."""
     if isinstance(data, str):
-        return VARIABLE.sub(lambda m: str(variables.get(m.group(1), m.group(0))), data)
+
+        def value(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in variables:
+                raise VariableNotSet(name, sorted(variables))
+            return str(variables[name])
+
+        return VARIABLE.sub(value, data)
     if isinstance(data, dict):
         return {key: with_variables(value, variables) for key, value in data.items()}
     if isinstance(data, list):
@@ -92,8 +114,9 @@ def with_variables(data: Any, variables: dict[str, Any]) -> Any:
     return data
 
 
-def refused(error: SecretUnusable) -> Outcome:
-    """The outcome of a command a secret could not be filled into: it ran nothing."""
+def refused(error: SecretUnusable | VariableNotSet) -> Outcome:
+    """The outcome of a command a secret or a variable could not be filled into: it ran
+    nothing."""
     standard = error.to_standard_error()
     return Outcome(False, standard.message, standard)
 

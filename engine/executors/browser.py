@@ -35,7 +35,14 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from engine.artifacts import Artifacts
 from engine.egress import EgressPolicy, Refusal
-from engine.executors import Command, Outcome, truncated, with_variables
+from engine.executors import (
+    Command,
+    Outcome,
+    VariableNotSet,
+    refused,
+    truncated,
+    with_variables,
+)
 from engine.executors.browser_host import BrowserHost, BrowserUnavailable, Tab
 from engine.executors.egress_proxy import REFUSED_HEADER
 from engine.executors.page_snapshot import REF_ATTRIBUTE, SNAPSHOT_JS
@@ -139,8 +146,7 @@ class BrowserExecutor:
         handler = self._handlers.get(command.name)
         if handler is None:
             return Outcome.failed("UNKNOWN_COMMAND", f"the browser executor has no {command.name}")
-        args = with_variables(command.args, self.variables)  # secrets once the page is known
-        refusal = self._refusal(command.name, args)
+        args, refusal = self._arguments(command)
         if refusal is not None:
             return refusal
         self._typing_secret = bool(PLACEHOLDER.search(str(command.args.get("value", ""))))
@@ -156,6 +162,15 @@ class BrowserExecutor:
             return Outcome.failed("BROWSER_TIMEOUT", str(error))
         stored = [self.artifacts.put(content, "image/png", kind) for content, kind in self._shots]
         return replace(outcome, artifacts=tuple(ref.to_dict() for ref in stored))
+
+    def _arguments(self, command: Command) -> tuple[dict[str, Any], Outcome | None]:
+        """The command's arguments with its variables filled in (its secrets once the page is
+        known), or why it may not run."""
+        try:
+            args: dict[str, Any] = with_variables(command.args, self.variables)
+        except VariableNotSet as error:
+            return {}, refused(error)
+        return args, self._refusal(command.name, args)
 
     def _refusal(self, name: str, args: dict[str, Any]) -> Outcome | None:
         """A navigation to anything but a web page, refused before the browser is touched."""

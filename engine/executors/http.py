@@ -13,7 +13,14 @@ import certifi
 import httpx
 
 from engine.egress import EgressPolicy, EgressRefused, checked_transport
-from engine.executors import Command, Outcome, refused, truncated, with_variables
+from engine.executors import (
+    Command,
+    Outcome,
+    VariableNotSet,
+    refused,
+    truncated,
+    with_variables,
+)
 from engine.secrets import NO_ORIGIN, SecretOriginRefused, Secrets, SecretUnusable, origin_of
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -99,7 +106,7 @@ class HttpExecutor:
             return Outcome.failed("UNKNOWN_COMMAND", f"the http executor has no {command.name}")
         try:
             return handler(**self._arguments(command))
-        except SecretUnusable as error:
+        except (SecretUnusable, VariableNotSet) as error:
             return refused(error)
         except (TypeError, ValueError, httpx.InvalidURL) as error:  # a URL or header not sent
             return Outcome.failed("INVALID_COMMAND", f"bad arguments for {command.name}: {error}")
