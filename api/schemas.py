@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -20,10 +19,18 @@ SessionStatusName = Literal[
 
 
 def _iso_only(value: object) -> object:
-    """Lax pydantic reads "0.5" as a Unix time; the API takes ISO 8601 date-times only."""
-    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+(\.\d*)?\s*", value):
+    """Lax pydantic reads "0.5" or "2e-313" as a Unix time; the API takes ISO 8601 only."""
+    if isinstance(value, str) and _is_number(value):
         raise ValueError("expected an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z")
     return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
