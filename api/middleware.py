@@ -19,7 +19,7 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 ANY_HOST = "*"
 
 
-def host_name(header: str) -> str:
+def host_of_header(header: str) -> str:
     """The name in a Host header, without its port or an IPv6 address's brackets."""
     header = header.strip().lower()
     if header.startswith("["):
@@ -42,13 +42,13 @@ class HostPolicy:
     name to a loopback server sends its own name, and is refused."""
 
     def __init__(self, allowed: Iterable[str] = (), any_host: bool = False) -> None:
-        self.allowed = frozenset(host_name(h) if h != ANY_HOST else h for h in allowed)
+        self.allowed = frozenset(host_of_header(h) if h != ANY_HOST else h for h in allowed)
         self.any_host = any_host or ANY_HOST in self.allowed
 
     def admits(self, header: str | None) -> bool:
         if self.any_host:
             return True
-        name = host_name(header or "")
+        name = host_of_header(header or "")
         if self.allowed:
             return name in self.allowed
         return is_loopback_name(name)

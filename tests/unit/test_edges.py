@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from api.auth import AuthFailures, digest
 from api.errors import ApiError
-from api.middleware import HostPolicy, host_name
+from api.middleware import HostPolicy, host_of_header
 from engine.settings import ApiKey, Settings
 
 
@@ -24,7 +24,7 @@ from engine.settings import ApiKey, Settings
     ],
 )
 def test_the_name_of_a_host_header(header: str, name: str) -> None:
-    assert host_name(header) == name
+    assert host_of_header(header) == name
 
 
 @pytest.mark.parametrize(
