@@ -27,6 +27,7 @@ from tests.e2e.conftest import (
     side_effect_steps,
     wait_until_ended,
 )
+from tests.waiting import eventually
 
 
 def interrupted_keys(store: Stepline, session_ids: list[UUID]) -> set[str]:
@@ -93,8 +94,9 @@ def test_workers_killed_at_random_lose_nothing_and_repeat_only_what_was_in_fligh
     workers = [cluster.worker(concurrency=3), cluster.worker(concurrency=3)]
     chance = random.Random(8)
     kills = 0
-    while kills < 10:
-        time.sleep(chance.uniform(0.1, 0.6))
+    deadline = time.monotonic() + 120
+    while kills < 10 and time.monotonic() < deadline:
+        time.sleep(chance.uniform(0.1, 0.6))  # a random moment to strike, not a wait
         driving = [w for w in workers if w.pid in _pids_holding_leases(cluster.database_url)]
         if not driving:
             continue  # nobody is mid-session yet: a kill now would prove nothing
@@ -105,7 +107,7 @@ def test_workers_killed_at_random_lose_nothing_and_repeat_only_what_was_in_fligh
         workers[workers.index(victim)] = cluster.worker(concurrency=3)
     wait_until_ended(store, session_ids)
 
-    assert kills >= 10
+    assert kills == 10, f"only {kills} workers were caught driving a session before the deadline"
     assert _takeovers(cluster.database_url) > 0  # the kills did hit sessions being driven
     assert {store.get_session(i).status for i in session_ids} == {SessionStatus.COMPLETED}
     assert_every_step_ran_once(store, session_ids)
@@ -132,10 +134,11 @@ def test_sigterm_hands_sessions_to_another_worker_without_waiting_for_expiry(
     cluster.env["STEPLINE_LEASE_MS"] = "600000"
     session_ids = create_sessions(store, target, 4, slow_ms=400, effects=3)
     leaving = cluster.worker(concurrency=4)
-    owners = _lease_owners(cluster.database_url, session_ids)
-    while len(owners) < 4:
-        time.sleep(0.05)
-        owners = _lease_owners(cluster.database_url, session_ids)
+    eventually(
+        lambda: _lease_owners(cluster.database_url, session_ids) == set(session_ids),
+        "the first worker holds all four sessions",
+        within_s=60,
+    )
     cluster.worker(concurrency=4)
 
     leaving.send_signal(signal.SIGTERM)
@@ -155,7 +158,7 @@ def test_the_deployment_rides_out_a_database_outage(
     cluster.worker(concurrency=3)
     session_ids = create_sessions(store, target, 8, slow_ms=300, effects=3)
     database = psycopg.conninfo.conninfo_to_dict(cluster.database_url)["dbname"]
-    time.sleep(1.0)  # sessions are under way
+    eventually(lambda: _under_way(store, session_ids), "sessions are under way")
 
     with psycopg.connect(postgres_server_url, autocommit=True) as admin:
         _refuse_connections(admin, str(database), refuse=True)
@@ -178,8 +181,11 @@ def test_stepline_workers_lists_each_worker_with_its_sessions(
 ) -> None:
     session_ids = create_sessions(store, target, 2, slow_ms=1_000, effects=3)
     process = cluster.worker(concurrency=4)
-    while _lease_owners(cluster.database_url, session_ids) != set(session_ids):
-        time.sleep(0.05)
+    eventually(
+        lambda: _lease_owners(cluster.database_url, session_ids) == set(session_ids),
+        "the worker holds both sessions",
+        within_s=60,
+    )
 
     listed = subprocess.run(
         [STEPLINE, "workers", "--json"], env=cluster.env, capture_output=True, check=True
@@ -200,7 +206,9 @@ def test_stepline_run_drives_its_session_under_a_lease_no_worker_touches(
     workflow.write_text(f"name: run under a lease\nbase_url: {target}\nsteps:\n{steps}")
     run = cluster.start("run", str(workflow))
     owners: set[str] = set()
+    deadline = time.monotonic() + 120
     while run.poll() is None:
+        assert time.monotonic() < deadline, "stepline run never finished"
         owners |= _owner_roles(cluster.database_url)
         time.sleep(0.05)
 
@@ -249,6 +257,15 @@ def _takeovers(database_url: str) -> int:
     return int(row[0])
 
 
+def _under_way(store: Stepline, session_ids: list[UUID]) -> bool:
+    """Some session has finished a command: the outage will cut sessions mid-way."""
+    return any(
+        isinstance(event, WorkflowSession.CommandFinished)
+        for session_id in session_ids
+        for event in events_of(store, session_id)
+    )
+
+
 def _refuse_connections(admin: psycopg.Connection[object], database: str, refuse: bool) -> None:
     """The database goes away for everyone: no new connections, every open one cut."""
     allow = sql.SQL("false" if refuse else "true")
@@ -263,10 +280,8 @@ def _refuse_connections(admin: psycopg.Connection[object], database: str, refuse
 
 
 def _wait_for_health(api: str, status: int) -> dict[str, object]:
-    for _ in range(600):
+    def answered() -> dict[str, object] | None:
         response = httpx.get(f"{api}/health", timeout=10)
-        if response.status_code == status:
-            body: dict[str, object] = response.json()
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"/health never answered {status}")
+        return response.json() if response.status_code == status else None  # type: ignore[no-any-return]
+
+    return eventually(answered, f"/health answers {status}", within_s=60)

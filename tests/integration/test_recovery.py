@@ -22,6 +22,7 @@ from engine.worker import SessionWorker
 from tests.conftest import PASSWORD
 from tests.integration.conftest import LoopFactory, drive, event_types, start_session
 from tests.scripted_model import ScriptedModel
+from tests.waiting import eventually
 
 LOGIN = 'POST /login with {"user": "demo", "password": "{{secrets.DEMO_PASSWORD}}"}'
 ADD_TODO = 'POST /todos with {"title": "only once"}'
@@ -76,13 +77,12 @@ def sweeper(app: Stepline, projector: Projector, leases: Leases, ttl_ms: int) ->
 
 def wait_for(app: Stepline, session_id: UUID, *statuses: SessionStatus) -> WorkflowSession:
     """Poll the write model (a test-side wait; the worker's threads do the driving)."""
-    deadline = threading.Event()
-    for _ in range(300):
+
+    def reached() -> WorkflowSession | None:
         session = app.get_session(session_id)
-        if session.status in statuses:
-            return session
-        deadline.wait(0.1)
-    raise AssertionError(f"session stayed {app.get_session(session_id).status}")
+        return session if session.status in statuses else None
+
+    return eventually(reached, f"session {session_id} is {' or '.join(s.value for s in statuses)}")
 
 
 def todo_count(target: str) -> int:
@@ -288,8 +288,7 @@ def test_a_dead_owners_lease_expires_and_the_session_is_taken_over(
     (first,) = leases.claim("dead-worker", 5)  # claims, then never renews: it "died"
     assert leases.claim("another", 5) == []  # held: nobody else may have it
 
-    threading.Event().wait(1.6)  # past the 1.5 s lease
-    (second,) = leases.claim("another", 5)
+    (second,) = eventually(lambda: leases.claim("another", 5), "the 1.5 s lease expires")
 
     assert second.session_id == first.session_id == session_id
     assert second.token == first.token + 1
@@ -346,10 +345,7 @@ def test_a_worker_whose_lease_was_stolen_stops_before_its_next_command(
         conn.execute("UPDATE session_leases SET lease_until = now() - interval '1 second'")
     (thief,) = leases.claim("thief", 1)
     hold.opened.set()
-    for _ in range(100):
-        if worker.metrics.lost:
-            break
-        threading.Event().wait(0.05)
+    eventually(lambda: worker.metrics.lost, "the worker notices it lost the lease")
 
     assert thief.session_id == session_id
     assert worker.metrics.lost == 1
@@ -377,10 +373,7 @@ def test_a_paused_session_is_handed_back_and_claimed_again_only_after_resume(
     projector.catch_up()
     worker = start_worker(workers, loop, leases)
     wait_for(app, session_id, SessionStatus.PAUSED)
-    for _ in range(100):
-        if not worker.held_sessions():
-            break
-        threading.Event().wait(0.05)
+    eventually(lambda: not worker.held_sessions(), "the worker hands the paused session back")
     projector.catch_up()
 
     assert worker.held_sessions() == []
@@ -416,8 +409,10 @@ def test_sessions_past_their_ttl_expire_and_ended_ones_stay(
     drive(loop, finished)
 
     assert sweeper(app, projector, leases, ttl_ms=3_600_000).once() == []  # none an hour old
-    threading.Event().wait(0.01)
-    assert sweeper(app, projector, leases, ttl_ms=1).once() == [waiting]
+    swept = eventually(
+        lambda: sweeper(app, projector, leases, ttl_ms=1).once(), "a session is 1 ms old"
+    )
+    assert swept == [waiting]
 
     expired = app.get_session(waiting)
     assert expired.status is SessionStatus.EXPIRED

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -18,6 +18,7 @@ from tests.integration.conftest import (
     start_session,
 )
 from tests.scripted_model import ScriptedModel
+from tests.waiting import eventually
 
 TODO_WORKFLOW = [
     "GET /login",
@@ -357,7 +358,13 @@ def test_the_session_times_out_as_a_whole(
 ) -> None:
     loop = make_loop(ai=False)
     session_id = start_session(loop, ["GET /login"], target, workflow_timeout_ms=1)
-    threading.Event().wait(0.01)
+    eventually(
+        lambda: (
+            datetime.now(UTC) - loop.app.get_session(session_id).created_on
+            > timedelta(milliseconds=1)
+        ),
+        "the session is older than its 1 ms timeout",
+    )
 
     session = drive(loop, session_id)
 

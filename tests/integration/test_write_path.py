@@ -18,6 +18,7 @@ from engine.held_session import HeldSession
 from engine.leases import Leases
 from engine.snapshots import Snapshotter
 from engine.writer import GroupWriter
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -131,11 +132,9 @@ def write_all_queued(
         threads = [threading.Thread(target=write, args=(s,)) for s in sessions]
         for thread in threads:
             thread.start()
-        for _ in range(200):
-            if writer.queued == len(sessions) - 1:
-                break
-            threading.Event().wait(0.05)
-        assert writer.queued == len(sessions) - 1
+        eventually(
+            lambda: writer.queued == len(sessions) - 1, "every write but one queues behind the lock"
+        )
     for thread in threads:
         thread.join(timeout=30)
     return errors

@@ -5,9 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import httpx
 
@@ -15,20 +12,9 @@ from api.auth import digest
 from tests.api.conftest import KEYS, OPERATOR_KEY, Api, ApiFactory
 from tests.api.test_errors import assert_problem
 from tests.api.test_sessions import create
+from tests.waiting import eventually
 
-T = TypeVar("T")
 HOUR_MS = 3_600_000
-
-
-def eventually(check: Callable[[], T | None], what: str, within_s: float = 20.0) -> T:
-    """The first truthy answer of `check`, asked until the deadline."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        answer = check()
-        if answer:
-            return answer
-        time.sleep(0.05)
-    raise AssertionError(f"never: {what}")
 
 
 def test_a_cancel_during_a_long_back_off_frees_the_lease_and_the_slot_at_once(
