@@ -255,7 +255,10 @@ def projections_rebuild(names: list[str] | None) -> None:
         try:
             selected = projector.select(names)
         except UnknownView as error:
-            raise fail(StandardError.of("VALIDATION_FAILED", str(error))) from None
+            advice = "Name views that `stepline projections status` lists"
+            raise fail(
+                StandardError.of("VALIDATION_FAILED", str(error), suggested_action=advice)
+            ) from None
         with Progress(
             TextColumn("[bold]rebuild[/] {task.description}"),
             BarColumn(),

@@ -68,12 +68,18 @@ class Definitions:
             loaded = _import(module, relative_to)
         except (ImportError, OSError, SyntaxError) as error:
             raise InvalidWorkflow(
-                f"cannot load step definitions from {module}: {error}", field="definitions"
+                f"cannot load step definitions from {module}: {error}",
+                suggested_action="Name a .py file (relative to the workflow file) or a module "
+                "Python can import, and fix the error it raises when imported",
+                field="definitions",
             ) from None
         register = getattr(loaded, "register", None)
         if not callable(register):
             raise InvalidWorkflow(
-                f"{module} must define register(definitions)", field="definitions"
+                f"{module} must define register(definitions)",
+                suggested_action=f"Add to {module}: def register(definitions): "
+                "definitions.add(pattern, build)",
+                field="definitions",
             )
         register(self)
 
