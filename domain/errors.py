@@ -240,7 +240,12 @@ CATALOGUE: dict[str, ErrorKind] = {
         _E, _MEDIUM, True, True, "Read the error and the page snapshot in the command's result"
     ),
     "ELEMENT_NOT_FOUND": ErrorKind(
-        _E, _MEDIUM, True, True, "Name the element as the page shows it (read_page numbers them)"
+        _E,
+        _MEDIUM,
+        True,
+        True,
+        'Name an element as the message lists it: by its name ("Sign in"), by role and name '
+        '(button "Sign in"), or by its number',
     ),
     "SECRET_MISSING": ErrorKind(
         _V, _HIGH, False, False, "Set STEPLINE_SECRET_<NAME> for each {{secrets.NAME}}"
