@@ -20,7 +20,13 @@ from rich.table import Table
 from api.auth import new_key
 from api.cli import EXAMPLES
 from api.cli_support import console, errors, fail, load_settings, runtime_or_exit
-from api.live import final_report, request_from_file, run_with_progress, succeeded
+from api.live import (
+    final_report,
+    print_outcome,
+    request_from_file,
+    run_with_progress,
+    succeeded,
+)
 from api.reads import event_view
 from api.server import UnsafeBinding, check_binding, create_app, run_worker
 from api.server import serve as serve_app
@@ -97,8 +103,7 @@ def _run_request(
     if as_json:
         console.print_json(json.dumps(final_report(session), default=str))
     else:
-        colour = "green" if succeeded(session) else "red"
-        errors.print(f"[{colour}]{session.status.value}[/]: {session.outcome}")
+        print_outcome(session, errors)
     return session
 
 
@@ -255,7 +260,10 @@ def projections_rebuild(names: list[str] | None) -> None:
         try:
             selected = projector.select(names)
         except UnknownView as error:
-            raise fail(StandardError.of("VALIDATION_FAILED", str(error))) from None
+            advice = "Name views that `stepline projections status` lists"
+            raise fail(
+                StandardError.of("VALIDATION_FAILED", str(error), suggested_action=advice)
+            ) from None
         with Progress(
             TextColumn("[bold]rebuild[/] {task.description}"),
             BarColumn(),

@@ -4,7 +4,7 @@ maps domain errors, validation errors and HTTP errors to statuses. Never a stack
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -61,9 +61,14 @@ class ApiError(Exception):
 
     @classmethod
     def of(
-        cls, code: str, message: str, headers: dict[str, str] | None = None, **details: Any
+        cls,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        suggested_action: str | None = None,
+        **details: Any,
     ) -> ApiError:
-        return cls(StandardError.of(code, message, details), headers)
+        return cls(StandardError.of(code, message, details, suggested_action), headers)
 
 
 def problem(
@@ -88,18 +93,27 @@ def _field(location: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in location)
 
 
-PARAMETER_PLACES = {"query": "query parameter", "path": "path segment", "header": "header"}
+PLACES = {
+    "query": "query parameter",
+    "path": "path segment",
+    "header": "header",
+    "body": "body field",
+}
 
 
-def _parameter_advice(locations: list[tuple[Any, ...]]) -> str | None:
-    """What to fix when only parameters are wrong (the default advice is about the body)."""
-    if not locations or any(loc[0] not in PARAMETER_PLACES for loc in locations):
-        return None
-    named = dict.fromkeys(
-        f"{PARAMETER_PLACES[loc[0]]} '{loc[1]}'" if len(loc) > 1 else PARAMETER_PLACES[loc[0]]
-        for loc in locations
-    )
+def _request_advice(errors: Sequence[Any]) -> str:
+    """What to fix: each parameter or body field named, with its allowed values if known."""
+    named = dict.fromkeys(_named(error) for error in errors)
     return f"Fix the {', '.join(named)}: see details.errors, and /docs for the allowed values"
+
+
+def _named(error: Any) -> str:
+    place, *rest = error["loc"]
+    name = PLACES.get(place, str(place))
+    if rest:
+        name += f" '{_field(tuple(rest))}'"
+    expected = error.get("ctx", {}).get("expected")
+    return f"{name} (one of {expected})" if expected else name
 
 
 def install(app: FastAPI) -> None:
@@ -115,11 +129,12 @@ def install(app: FastAPI) -> None:
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
         fields = [{"field": _field(e["loc"]), "message": e["msg"]} for e in error.errors()]
         summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
-        standard = StandardError.of(
-            "VALIDATION_FAILED", f"invalid request: {summary}", {"errors": fields}
+        advice = _request_advice(error.errors())
+        return problem(
+            StandardError.of(
+                "VALIDATION_FAILED", f"invalid request: {summary}", {"errors": fields}, advice
+            )
         )
-        advice = _parameter_advice([tuple(e["loc"]) for e in error.errors()])
-        return problem(replace(standard, suggested_action=advice) if advice else standard)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from api.cli_support import cli_actor
@@ -15,6 +20,7 @@ from domain.session import SessionStatus, StepStatus, WorkflowSession
 from engine.app import SessionRequest
 from engine.bootstrap import Runtime
 from engine.limits import admitted
+from engine.logs import LOGGER_NAME
 from engine.workflow_file import WorkflowFile
 
 ICONS = {
@@ -43,8 +49,8 @@ def request_from_file(
 def _describe(step_index: int, session: WorkflowSession) -> str:
     step = session.steps[step_index]
     note = ""
-    if step.status is StepStatus.FAILED and step.error:
-        note = f" [red]{step.error.get('code')}: {step.error.get('message')}[/]"
+    if step.status is StepStatus.FAILED and step.error:  # its message: see `print_outcome`
+        note = f" [red]{step.error.get('code')}[/]"
     elif step.attempts > 1:
         note = f" [dim](attempt {step.attempts})[/]"
     return f"{ICONS[step.status]} {step_index}. {step.text}{note}"
@@ -76,7 +82,7 @@ def _show_until_done(
     session_id = session.id
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
+        with _shown_live(session_id), Progress(*columns, console=console) as progress:
             tasks = [
                 progress.add_task(_describe(i, session), total=1, start=False)
                 for i in range(len(session.steps))
@@ -101,6 +107,38 @@ def _show(progress: Progress, tasks: list[TaskID], session: WorkflowSession) -> 
             progress.start_task(task)
         done = 1 if status in (StepStatus.COMPLETED, StepStatus.FAILED) else 0
         progress.update(task, description=_describe(index, session), completed=done)
+
+
+@contextmanager
+def _shown_live(session_id: UUID) -> Iterator[None]:
+    """While the display shows the session, its own log lines would say each failure again:
+    they are left out, unless log lines were asked for (STEPLINE_LOG_LEVEL=INFO or DEBUG)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    if logger.getEffectiveLevel() < logging.WARNING:
+        yield
+        return
+
+    def not_shown(record: logging.LogRecord) -> bool:
+        return getattr(record, "session_id", None) != str(session_id)
+
+    logger.addFilter(not_shown)
+    try:
+        yield
+    finally:
+        logger.removeFilter(not_shown)
+
+
+def print_outcome(session: WorkflowSession, console: Console) -> None:
+    """How the session ended; a failure's code, message and what to do, said once."""
+    colour = "green" if succeeded(session) else "red"
+    error = session.error
+    if error is None:
+        console.print(f"[{colour}]{session.status.value}[/]: {escape(session.outcome or '')}")
+        return
+    message = escape(f"{error.get('code')}: {error.get('message')}")
+    console.print(f"[{colour}]{session.status.value}[/]: {message}")
+    if error.get("suggested_action"):
+        console.print(f"[dim]{escape(error['suggested_action'])}[/]")
 
 
 def final_report(session: WorkflowSession) -> dict[str, Any]:

@@ -74,7 +74,11 @@ def after_cursor(cursor: str | None) -> tuple[datetime, UUID] | None:
     try:
         return decode_cursor(cursor) if cursor else None
     except BadCursor as error:
-        raise ApiError.of("VALIDATION_FAILED", str(error)) from None
+        raise ApiError.of(
+            "VALIDATION_FAILED",
+            str(error),
+            suggested_action="Pass the next_cursor of a page this list gave, or no cursor",
+        ) from None
 
 
 def _estimate_ms(services: Services, steps: int) -> int | None:
@@ -179,7 +183,11 @@ def list_all(
     for item in label or []:
         key, separator, value = item.partition("=")
         if not separator or not key or "\x00" in item:
-            raise ApiError.of("VALIDATION_FAILED", f"label filter {item!r} is not key=value")
+            raise ApiError.of(
+                "VALIDATION_FAILED",
+                f"label filter {item!r} is not key=value",
+                suggested_action="Write each label filter as key=value (no NUL): label=team=web",
+            )
         labels[key] = value
     where = SessionFilter(
         caller.tenant, status, labels, created_after, created_before, origin, source_id

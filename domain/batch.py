@@ -32,10 +32,16 @@ class Batch(Aggregate):
     @classmethod
     def create(cls, *, session_ids: list[UUID], tenant: str, actor: str) -> Batch:
         if not session_ids:
-            raise InvalidWorkflow("a batch needs at least one session", field="sessions")
+            raise InvalidWorkflow(
+                "a batch needs at least one session",
+                suggested_action="Give sessions a list of at least one workflow",
+                field="sessions",
+            )
         if len(session_ids) > MAX_SESSIONS_PER_BATCH:
             raise InvalidWorkflow(
-                f"a batch has at most {MAX_SESSIONS_PER_BATCH} sessions", field="sessions"
+                f"a batch has at most {MAX_SESSIONS_PER_BATCH} sessions",
+                suggested_action="Split the sessions into several batches",
+                field="sessions",
             )
         return cls(session_ids=[str(i) for i in session_ids], tenant=tenant, actor=actor)
 

@@ -54,7 +54,9 @@ _LOW, _MEDIUM, _HIGH, _CRITICAL = (
 
 CATALOGUE: dict[str, ErrorKind] = {
     # The original design's codes, with its categories, severities and flags.
-    "VALIDATION_FAILED": ErrorKind(_V, _MEDIUM, False, False, "Check step format and content"),
+    "VALIDATION_FAILED": ErrorKind(
+        _V, _MEDIUM, False, False, "Fix the input the message names (details.field, if given)"
+    ),
     "SESSION_CREATION_FAILED": ErrorKind(
         _E, _CRITICAL, True, True, "Retry with exponential backoff"
     ),
@@ -238,7 +240,12 @@ CATALOGUE: dict[str, ErrorKind] = {
         _E, _MEDIUM, True, True, "Read the error and the page snapshot in the command's result"
     ),
     "ELEMENT_NOT_FOUND": ErrorKind(
-        _E, _MEDIUM, True, True, "Name the element as the page shows it (read_page numbers them)"
+        _E,
+        _MEDIUM,
+        True,
+        True,
+        'Name an element as the message lists it: by its name ("Sign in"), by role and name '
+        '(button "Sign in"), or by its number',
     ),
     "SECRET_MISSING": ErrorKind(
         _V, _HIGH, False, False, "Set STEPLINE_SECRET_<NAME> for each {{secrets.NAME}}"
@@ -341,7 +348,15 @@ class StandardError:
     module_id: str = MODULE_ID
 
     @classmethod
-    def of(cls, code: str, message: str, details: dict[str, Any] | None = None) -> StandardError:
+    def of(
+        cls,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        suggested_action: str | None = None,
+    ) -> StandardError:
+        """An error of `code`, with the catalogue's advice unless `suggested_action` fits
+        this one case better (a missing file: which path; bad YAML: how to quote)."""
         kind = kind_of(code)
         return cls(
             code=code,
@@ -350,7 +365,7 @@ class StandardError:
             severity=kind.severity,
             recoverable=kind.recoverable,
             retryable=kind.retryable,
-            suggested_action=kind.suggested_action,
+            suggested_action=suggested_action or kind.suggested_action,
             details=details or {},
         )
 
@@ -373,17 +388,21 @@ class StandardError:
 
 
 class DomainError(Exception):
-    """A command the model refuses. Carries the StandardError code that describes it."""
+    """A command the model refuses. Carries the StandardError code that describes it, and
+    what to do about this very case when the code's catalogue advice is too general."""
 
     code = "VALIDATION_FAILED"
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(
+        self, message: str, *, suggested_action: str | None = None, **details: Any
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.suggested_action = suggested_action
         self.details = details
 
     def to_standard_error(self) -> StandardError:
-        return StandardError.of(self.code, self.message, self.details)
+        return StandardError.of(self.code, self.message, self.details, self.suggested_action)
 
 
 class InvalidWorkflow(DomainError):

@@ -107,15 +107,24 @@ class StepState:
 def _refuse_nul(text: str, field: str) -> None:
     """NUL cannot be stored as text in PostgreSQL, so it never enters the model."""
     if "\x00" in text:
-        raise InvalidWorkflow(f"{field} contains a NUL character", field=field)
+        raise InvalidWorkflow(
+            f"{field} contains a NUL character",
+            suggested_action=f"Remove the NUL character (\\u0000) from {field}",
+            field=field,
+        )
 
 
 def _validated_steps(steps: list[StepSpec]) -> list[StepSpec]:
     if not steps:
-        raise InvalidWorkflow("a workflow needs at least one step", field="steps")
+        raise InvalidWorkflow(
+            "a workflow needs at least one step",
+            suggested_action="Give steps a list of at least one step",
+            field="steps",
+        )
     if len(steps) > MAX_STEPS:
         raise InvalidWorkflow(
             f"a workflow has at most {MAX_STEPS} steps, got {len(steps)}",
+            suggested_action="Split the workflow in two, or join steps a definition can do in one",
             field="steps",
             limit=MAX_STEPS,
         )
@@ -123,10 +132,15 @@ def _validated_steps(steps: list[StepSpec]) -> list[StepSpec]:
     for index, step in enumerate(steps):
         text = step.text.strip()
         if not text:
-            raise InvalidWorkflow(f"step {index} is empty", field=f"steps[{index}]")
+            raise InvalidWorkflow(
+                f"step {index} is empty",
+                suggested_action=f"Write step {index}, or remove it",
+                field=f"steps[{index}]",
+            )
         if len(text) > MAX_STEP_TEXT:
             raise InvalidWorkflow(
                 f"step {index} has {len(text)} characters; the limit is {MAX_STEP_TEXT}",
+                suggested_action=f"Shorten step {index}, or split it into several steps",
                 field=f"steps[{index}]",
                 limit=MAX_STEP_TEXT,
             )
@@ -137,6 +151,7 @@ def _validated_steps(steps: list[StepSpec]) -> list[StepSpec]:
         if expect is not None and len(expect) > MAX_STEP_TEXT:
             raise InvalidWorkflow(
                 f"the expect criterion of step {index} is longer than {MAX_STEP_TEXT} characters",
+                suggested_action=f"Shorten the expect of step {index}",
                 field=f"steps[{index}].expect",
                 limit=MAX_STEP_TEXT,
             )
@@ -147,21 +162,32 @@ def _validated_steps(steps: list[StepSpec]) -> list[StepSpec]:
 def check_tenant(tenant: str) -> None:
     _refuse_nul(tenant, "tenant")
     if not tenant.strip():
-        raise InvalidWorkflow("the tenant must not be empty", field="tenant")
+        raise InvalidWorkflow(
+            "the tenant must not be empty", suggested_action="Name a tenant", field="tenant"
+        )
 
 
 def _validate_header(name: str, tenant: str, labels: dict[str, str]) -> None:
     if not name.strip() or len(name) > MAX_NAME:
-        raise InvalidWorkflow(f"the name must be 1 to {MAX_NAME} characters", field="name")
+        raise InvalidWorkflow(
+            f"the name must be 1 to {MAX_NAME} characters",
+            suggested_action=f"Give the workflow a name of 1 to {MAX_NAME} characters",
+            field="name",
+        )
     _refuse_nul(name, "name")
     check_tenant(tenant)
     if len(labels) > MAX_LABELS:
-        raise InvalidWorkflow(f"at most {MAX_LABELS} labels", field="labels")
+        raise InvalidWorkflow(
+            f"at most {MAX_LABELS} labels",
+            suggested_action=f"Keep {MAX_LABELS} labels or fewer",
+            field="labels",
+        )
     for key, value in labels.items():
         if not key or len(key) > MAX_LABEL_TEXT or len(value) > MAX_LABEL_TEXT:
             raise InvalidWorkflow(
                 f"label keys must be 1 to {MAX_LABEL_TEXT} characters and values at most "
                 f"{MAX_LABEL_TEXT}",
+                suggested_action=f"Shorten label {key!r} (or give it a key)",
                 field=f"labels.{key}",
             )
         _refuse_nul(key + value, f"labels.{key}")
@@ -171,7 +197,9 @@ def _validate_config(config: dict[str, Any]) -> None:
     max_attempts = config.get("max_attempts", 1)
     if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
         raise InvalidWorkflow(
-            "config.max_attempts must be an integer of at least 1", field="config.max_attempts"
+            "config.max_attempts must be an integer of at least 1",
+            suggested_action="Set config.max_attempts to 1 (no retry) or more",
+            field="config.max_attempts",
         )
 
 

@@ -171,6 +171,7 @@ def fork_request(
     if not 0 <= from_step < len(source.steps):
         raise InvalidWorkflow(
             f"from_step must be a step of the source, 0 to {len(source.steps) - 1}",
+            suggested_action=f"Fork from a step 0 to {len(source.steps) - 1}",
             field="from_step",
         )
     done = source.steps[:from_step]
@@ -179,6 +180,7 @@ def fork_request(
         raise InvalidWorkflow(
             f"step {undone[0]} of the source is not completed; fork from step {undone[0]} or "
             "earlier",
+            suggested_action=f"Fork from step {undone[0]} or earlier",
             field="from_step",
             completed_steps=undone[0],
         )

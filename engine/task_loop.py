@@ -27,7 +27,7 @@ from domain.tenant import Policy
 from engine.ai import AiProvider
 from engine.ai_step import AiStep
 from engine.app import Stepline
-from engine.definitions import DefinitionError, Definitions, DefinitionsCache
+from engine.definitions import DefinitionError, Definitions, DefinitionsCache, NearMiss
 from engine.event_store import Fence, LeaseLost
 from engine.executor_state import ExecutorStates
 from engine.executors import Command, Executor, Outcome, truncated
@@ -665,9 +665,9 @@ class StepAttempt:
         try:
             commands = self.run_.definitions.match(text)
         except DefinitionError as error:
-            return failure("VALIDATION_FAILED", f"step {self.index}: {error}")
+            return _unusable(f"step {self.index}: {error}", error)
         if commands is None:
-            return self._with_ai()
+            return self._with_ai(text)
         result = self._run_commands(commands)
         if isinstance(result, StepFailure):
             return result
@@ -676,16 +676,13 @@ class StepAttempt:
             return done
         return self._check_expectation(expect, done)
 
-    def _with_ai(self) -> StepResult:
+    def _with_ai(self, unmatched: str) -> StepResult:
+        """The step by the model; without one, why `unmatched` (the step's text or its
+        expect criterion) was not run, and how it may almost be a definition."""
         ai = self.run_.loop.ai
         if ai is None:
-            return failure(
-                "NO_AI_PROVIDER",
-                f"no step definition matches {self.step.text!r} and no AI provider is "
-                "configured; set STEPLINE_AI_MODEL and STEPLINE_AI_API_KEY (or "
-                "STEPLINE_AI_BASE_URL for a local OpenAI-compatible server), or write the "
-                "step as a step definition",
-            )
+            near = self.run_.definitions.near_miss(unmatched)
+            return StepFailure(_no_ai_provider(unmatched, near))
         return AiStep(self.run_, ai, self.index, self.attempt, self.deadline).run()
 
     def _key(self, kind: str = "c") -> str:
@@ -717,10 +714,40 @@ class StepAttempt:
         try:
             checks = self.run_.definitions.match(expect)
         except DefinitionError as error:
-            return failure("VALIDATION_FAILED", f"step {self.index} expect: {error}")
+            return _unusable(f"step {self.index} expect: {error}", error)
         if checks is None:
-            return self._with_ai()
+            return self._with_ai(expect)
         checked = self._run_commands(checks)
         if isinstance(checked, StepFailure):
             return checked
         return StepDone(done.summary, done.evidence + checked)
+
+
+AI_SETUP = (
+    "set STEPLINE_AI_MODEL and STEPLINE_AI_API_KEY (or STEPLINE_AI_BASE_URL for a local "
+    "OpenAI-compatible server)"
+)
+
+
+def _no_ai_provider(unmatched: str, near: NearMiss | None) -> StandardError:
+    """No definition matches and no model is configured: first what the step almost is."""
+    if near is None:
+        return StandardError.of(
+            "NO_AI_PROVIDER",
+            f"no step definition matches {unmatched!r} and no AI provider is configured; "
+            f"{AI_SETUP}, or write the step as a step definition",
+        )
+    return StandardError.of(
+        "NO_AI_PROVIDER",
+        f"no step definition matches {unmatched!r} ({near.hint}) and no AI provider is "
+        "configured to run it as written",
+        {"near_miss": near.hint, "written": near.written},
+        suggested_action=f"{near.advice}; or, for a model to run it as written, {AI_SETUP}",
+    )
+
+
+def _unusable(message: str, error: DefinitionError) -> StepFailure:
+    """A step a definition matched, with arguments it cannot use (a body that is not JSON)."""
+    return StepFailure(
+        StandardError.of("VALIDATION_FAILED", message, suggested_action=error.suggested_action)
+    )

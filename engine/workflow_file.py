@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from domain.errors import InvalidWorkflow
 from domain.session import MAX_STEP_TEXT, MAX_STEPS, StepSpec
+from engine import workflow_errors
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
 
 
@@ -80,19 +81,36 @@ class WorkflowFile(BaseModel):
 
 
 def load_workflow(path: Path) -> WorkflowFile:
-    """Parse and validate a workflow file, with errors that name the file and the field."""
+    """Parse and validate a workflow file, with errors that name the file, the line and the
+    field, and say how to write what YAML misread (see `engine.workflow_errors`)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InvalidWorkflow(f"cannot read {path}: {error.strerror}", file=str(path)) from None
-    except yaml.YAMLError as error:
-        raise InvalidWorkflow(f"{path} is not valid YAML: {error}", file=str(path)) from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise workflow_errors.unreadable(path, error) from None
+    root, raw = _parsed(path, text)
+    if (trap := workflow_errors.trap_in(path, text, root)) is not None:
+        raise trap
     if not isinstance(raw, dict):
-        raise InvalidWorkflow(f"{path} must hold a mapping with name and steps", file=str(path))
+        raise InvalidWorkflow(
+            f"{path} must hold a mapping with name and steps",
+            suggested_action="Start the file with name: and steps: at the top level, as "
+            "examples/todo.yaml does",
+            file=str(path),
+        )
     try:
         return WorkflowFile.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
-        raise InvalidWorkflow(f"{path}: {problems}", file=str(path)) from None
+        raise workflow_errors.invalid_fields(path, root, error, WorkflowFile) from None
+
+
+def _parsed(path: Path, text: str) -> tuple[yaml.Node | None, Any]:
+    """The file's YAML as nodes (which know their lines) and as data, read once."""
+    try:
+        loader = yaml.SafeLoader(text)  # refuses a character YAML does not take (NUL)
+        try:
+            root = loader.get_single_node()
+            return root, None if root is None else loader.construct_document(root)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as error:
+        raise workflow_errors.not_yaml(path, text, error) from None

@@ -45,7 +45,7 @@ from engine.executors import (
 )
 from engine.executors.browser_host import BrowserHost, BrowserUnavailable, Tab
 from engine.executors.egress_proxy import REFUSED_HEADER
-from engine.executors.page_snapshot import REF_ATTRIBUTE, SNAPSHOT_JS
+from engine.executors.page_snapshot import REF_ATTRIBUTE, SNAPSHOT_JS, interactive_elements
 from engine.executors.sandbox import SandboxUnavailable
 from engine.secrets import PLACEHOLDER, Secrets, SecretUnusable, origin_of
 
@@ -55,6 +55,8 @@ ACTION_ROLES = ("button", "link", "checkbox", "radio", "tab", "menuitem", "optio
 FIELD_ROLES = ("textbox", "searchbox", "combobox", "spinbutton")
 SECRET_MARK = "data-stepline-secret"  # noqa: S105 (an attribute name, not a secret)
 POLL_S = 0.1
+ELEMENTS_IN_MESSAGE = 40
+"""Of the page's elements an ELEMENT_NOT_FOUND message lists (its details hold them all)."""
 WEB_SCHEMES = frozenset({"http", "https"})
 BLANK = "about:blank"
 SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
@@ -402,11 +404,18 @@ class BrowserExecutor:
                     return candidates.first
             except PlaywrightError:
                 continue  # e.g. the target is not valid CSS
+        elements = await self._elements(page)
         raise Problem(
-            "ELEMENT_NOT_FOUND",
-            f"nothing on the page matches {target!r}; read_page lists the elements by number",
-            target=target,
+            "ELEMENT_NOT_FOUND", _not_found(target, elements), target=target, elements=elements
         )
+
+    async def _elements(self, page: Page) -> list[str]:
+        """The page's numbered elements, as the model's snapshot shows them."""
+        try:
+            snapshot = await page.evaluate(SNAPSHOT_JS, self.limits.max_output_chars)
+        except PlaywrightError:
+            return []
+        return interactive_elements(snapshot)
 
     # ---- placeholders, recovery, the model ----------------------------------------------
 
@@ -463,6 +472,16 @@ class BrowserExecutor:
         if not name.startswith("browser_") or name.removeprefix("browser_") not in TOOLS:
             return None
         return Command("browser", name.removeprefix("browser_"), arguments)
+
+
+def _not_found(target: str, elements: list[str]) -> str:
+    """Said to whoever named the target, a person's step or the model: what there is."""
+    if not elements:
+        return f"nothing on the page matches {target!r}, and it has no element to act on"
+    listed = elements[:ELEMENTS_IN_MESSAGE]
+    more = len(elements) - len(listed)
+    rest = f"\n(and {more} more, in details.elements)" if more else ""
+    return f"nothing on the page matches {target!r}; its elements are:\n" + "\n".join(listed) + rest
 
 
 def is_web_page(url: str) -> bool:

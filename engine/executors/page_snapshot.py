@@ -9,7 +9,10 @@ shown, until the next snapshot renumbers them. A password field never shows its 
 
 from __future__ import annotations
 
+import re
+
 REF_ATTRIBUTE = "data-stepline-ref"
+ELEMENT_LINE = re.compile(r"\[\d+\] ")
 
 SNAPSHOT_JS = r"""
 (limit) => {
@@ -114,3 +117,8 @@ SNAPSHOT_JS = r"""
   return lines.join("\n");
 }
 """
+
+
+def interactive_elements(snapshot: str) -> list[str]:
+    """The numbered lines of a snapshot: what a person or a model can name as a target."""
+    return [line for line in snapshot.splitlines() if ELEMENT_LINE.match(line)]

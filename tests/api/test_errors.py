@@ -101,7 +101,7 @@ def test_bad_requests_get_problems_not_500s(
         assert_problem(alice.request(method, path), status, code)
 
 
-def test_a_bad_parameter_is_named_in_the_advice_and_a_bad_body_is_not(api: Api) -> None:
+def test_a_bad_parameter_or_body_field_is_named_in_the_advice(api: Api) -> None:
     with api.client() as alice:
         limit = alice.get("/v1/sessions", params={"limit": 0, "status": "sleeping"}).json()
         path = alice.get("/v1/sessions/not-a-uuid").json()
@@ -111,7 +111,19 @@ def test_a_bad_parameter_is_named_in_the_advice_and_a_bad_body_is_not(api: Api) 
     assert "'limit'" in limit["suggested_action"]
     assert "'status'" in limit["suggested_action"]
     assert path["suggested_action"].startswith("Fix the path segment 'session_id':")
-    assert body["suggested_action"] == "Check step format and content"
+    assert body["suggested_action"].startswith("Fix the body field 'steps':")
+
+
+def test_a_bad_body_field_is_named_in_the_advice_with_its_allowed_values(api: Api) -> None:
+    with api.client() as alice:
+        response = alice.post(
+            "/v1/sessions", json={"name": "x", "steps": ["GET /"], "executor": "curl"}
+        )
+
+    problem = assert_problem(response, 422, "VALIDATION_FAILED")
+    assert problem["suggested_action"].startswith(
+        "Fix the body field 'executor' (one of 'http', 'shell' or 'browser'):"
+    )
 
 
 def test_requests_without_a_valid_key_are_unauthorized(api: Api) -> None:

@@ -182,7 +182,7 @@ def test_a_failed_expectation_fails_the_step_with_a_screenshot(
     assert (tmp_path / "artifacts" / checks[0].artifacts[0]["hash"]).is_file()
 
 
-def test_an_unknown_target_fails_saying_how_to_find_one(
+def test_an_unknown_target_of_a_definition_step_lists_the_pages_elements(
     make_loop: LoopFactory, target: str
 ) -> None:
     loop = make_loop(ai=False, browser_action_timeout_ms=500)
@@ -192,9 +192,18 @@ def test_an_unknown_target_fails_saying_how_to_find_one(
 
     session = drive(loop, session_id)
 
-    assert session.steps[1].error is not None
-    assert session.steps[1].error["code"] == "ELEMENT_NOT_FOUND"
-    assert "read_page" in session.steps[1].error["message"]
+    error = session.steps[1].error
+    assert error is not None
+    assert error["code"] == "ELEMENT_NOT_FOUND"
+    assert error["message"] == (
+        "nothing on the page matches 'Launch the rockets'; its elements are:\n"
+        '[1] textbox "User" value=""\n'
+        '[2] textbox "Password"\n'
+        '[3] button "Sign in"'
+    )
+    assert error["details"]["elements"] == error["message"].splitlines()[1:]
+    assert error["suggested_action"].startswith("Name an element as the message lists it")
+    assert "read_page" not in error["message"] + error["suggested_action"]
 
 
 def test_only_web_pages_can_be_opened(make_loop: LoopFactory, target: str) -> None:

@@ -132,6 +132,23 @@ def test_run_exits_1_when_the_session_fails(database_url: str, target: str) -> N
     assert report["steps"][3]["error"]["message"] == "expected status 200, got 401"
 
 
+def test_run_says_a_failure_and_what_to_do_about_it_once(
+    database_url: str, target: str, tmp_path: Path
+) -> None:
+    workflow = tmp_path / "typo.yaml"
+    workflow.write_text("name: Typo\nsteps:\n  - GTE /login\n")
+
+    result = stepline(
+        "run", str(workflow), "--base-url", target, STEPLINE_DATABASE_URL=database_url
+    )
+
+    said = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert said.count("no step definition matches 'GTE /login'") == 1, said
+    assert 'did you mean "GET /login"?' in said
+    assert 'Write it as "GET /login"' in said
+
+
 def test_run_takes_natural_language_steps_to_the_configured_model(
     database_url: str, target: str, model: ScriptedModel, tmp_path: Path
 ) -> None:

@@ -152,6 +152,42 @@ def test_a_step_no_definition_matches_fails_saying_how_to_configure_ai(
     assert "STEPLINE_AI_API_KEY" in error["message"]
 
 
+def test_a_misspelt_step_without_a_model_says_what_was_meant_and_is_tried_once(
+    make_loop: LoopFactory, target: str
+) -> None:
+    loop = make_loop(ai=False)
+    session_id = start_session(loop, ["GTE /login"], target, max_attempts=3)
+
+    session = drive(loop, session_id)
+
+    error = session.steps[0].error
+    assert error is not None
+    assert error["code"] == "NO_AI_PROVIDER"
+    assert error["message"].startswith(
+        "no step definition matches 'GTE /login' (did you mean \"GET /login\"?)"
+    )
+    assert error["suggested_action"].startswith('Write it as "GET /login"; or')
+    failures = [
+        e for e in loop.app.history(session_id) if isinstance(e, WorkflowSession.StepFailed)
+    ]
+    assert len(failures) == 1  # not retryable: one attempt of three allowed
+    assert session.steps[0].attempts == 1
+
+
+def test_an_unquoted_target_in_an_expect_without_a_model_is_shown_quoted(
+    make_loop: LoopFactory, target: str
+) -> None:
+    loop = make_loop(ai=False)
+    session_id = start_session(loop, [StepSpec("GET /login", expect="click Sign in")], target)
+
+    session = drive(loop, session_id)
+
+    error = session.steps[0].error
+    assert error is not None
+    assert '(targets are quoted: click "Sign in")' in error["message"]
+    assert error["details"]["written"] == 'click "Sign in"'
+
+
 def test_user_definitions_from_a_module_are_tried_first(
     make_loop: LoopFactory, target: str, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ from domain.errors import (
     ErrorCategory,
     ErrorSeverity,
     InvalidStateTransition,
+    InvalidWorkflow,
     StandardError,
     kind_of,
 )
@@ -69,3 +70,15 @@ def test_a_domain_error_becomes_a_standard_error_with_its_details() -> None:
         "cannot pause: session is paused",
     )
     assert standard.details == {"status": "paused"}
+
+
+def test_a_domain_error_may_say_what_to_do_about_its_own_case() -> None:
+    error = InvalidWorkflow("cannot read x.yaml", suggested_action="Check the path", file="x.yaml")
+    standard = error.to_standard_error()
+    assert standard.suggested_action == "Check the path"
+    assert standard.details == {"file": "x.yaml"}
+
+
+def test_without_its_own_advice_a_domain_error_gets_the_catalogues() -> None:
+    standard = InvalidStateTransition("cannot pause").to_standard_error()
+    assert standard.suggested_action == kind_of("INVALID_STATE_TRANSITION").suggested_action

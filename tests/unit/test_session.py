@@ -128,6 +128,20 @@ def test_create_refuses_bad_steps(steps: list[StepSpec], message: str) -> None:
         WorkflowSession.create(name="n", steps=steps, tenant="acme", actor="alice")
 
 
+@pytest.mark.parametrize(
+    ("steps", "advice"),
+    [
+        ([StepSpec("ok"), StepSpec("   ")], "Write step 1, or remove it"),
+        ([StepSpec("x" * (MAX_STEP_TEXT + 1))], "Shorten step 0, or split it"),
+        ([StepSpec("o\x00k")], "Remove the NUL character"),
+    ],
+)
+def test_a_refused_step_says_what_to_do_about_that_step(steps: list[StepSpec], advice: str) -> None:
+    with pytest.raises(InvalidWorkflow) as refused:
+        WorkflowSession.create(name="n", steps=steps, tenant="acme", actor="alice")
+    assert refused.value.to_standard_error().suggested_action.startswith(advice)
+
+
 def test_create_accepts_the_largest_workflow() -> None:
     session = WorkflowSession.create(
         name="n", steps=[StepSpec("x" * MAX_STEP_TEXT)] * MAX_STEPS, tenant="t", actor="a"
