@@ -88,7 +88,6 @@ class RateLimiter:
 
     def __init__(self, pool: ConnectionPool, per_minute: int) -> None:
         self.quota = CreationQuota(pool, per_minute)
-        self.quota.prepare()
 
     def take(self, tenant: str, count: int = 1) -> None:
         wait_s = self.quota.take(tenant, count)

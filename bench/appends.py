@@ -27,6 +27,7 @@ from engine.database import (
     eventsourcing_env,
     temporary_database,
 )
+from engine.schema import prepare_database
 
 STEPS_PER_SESSION = 20
 STATE = b'{"step_index":0,"reasoning":"' + b"x" * 160 + b'","model":"m"}'
@@ -39,7 +40,9 @@ def bench_database() -> Iterator[str]:
         if server is None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             server = stack.enter_context(embedded_postgres(data_dir))
-        yield stack.enter_context(temporary_database(server, "stepline_bench"))
+        url = stack.enter_context(temporary_database(server, "stepline_bench"))
+        prepare_database(url)
+        yield url
 
 
 def timed(count: int, operation: Callable[[int], object]) -> float:

@@ -121,7 +121,11 @@ class Stepline(Application[UUID]):
         self.snapshot_interval = snapshot_interval
         caching = {"AGGREGATE_CACHE_MAXSIZE": str(cache_size)} if cache_size > 0 else {}
         recorder = {"APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC}
-        super().__init__(env={**env, **caching, **recorder, "IS_SNAPSHOTTING_ENABLED": "y"})
+        # The event store's tables are made by engine.schema.prepare, under the schema lock,
+        # never as a side effect of building the application.
+        super().__init__(
+            env={**env, **caching, **recorder, "IS_SNAPSHOTTING_ENABLED": "y", "CREATE_TABLE": "n"}
+        )
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
 
+from engine import schema
 from engine.ai import AiProvider
 from engine.app import Stepline
 from engine.database import check_reachable, embedded_postgres, eventsourcing_env
@@ -149,14 +150,11 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             open=True,
         )
         stack.callback(pool.close)
+        schema.prepare(pool, app)
         projector = Projector(app, pool)
-        projector.prepare()
         leases = Leases(pool, lease_s=settings.lease_ms / 1000)
-        leases.prepare()
         executor_states = ExecutorStates(pool)
-        executor_states.prepare()
         secret_store = SecretStore(pool, MasterKey.of(settings))
-        secret_store.prepare()
         ai = ai_provider(settings)
         if ai is not None:
             stack.callback(ai.close)

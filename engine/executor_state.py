@@ -15,26 +15,10 @@ from psycopg_pool import ConnectionPool
 
 from domain.session import ENDED, values
 
-_PREPARE_LOCK = 0x57153
-DDL = """
-CREATE TABLE IF NOT EXISTS executor_state (
-    session_id uuid NOT NULL,
-    executor text NOT NULL,
-    state jsonb NOT NULL,
-    updated_at timestamptz NOT NULL,
-    PRIMARY KEY (session_id, executor)
-)
-"""
-
 
 class ExecutorStates:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
-
-    def prepare(self) -> None:
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PREPARE_LOCK,))
-            conn.execute(DDL)
 
     def save(self, session_id: UUID, executor: str, state: dict[str, Any]) -> None:
         with self.pool.connection() as conn:

@@ -28,44 +28,10 @@ from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool
 
 from domain.session import ENDED, RUNNABLE, values
+from engine import locks
 
 RELEASED_CHANNEL = "stepline_lease_released"
 """NOTIFY channel: a lease was handed back and its session wants an owner now."""
-
-_PREPARE_LOCK = 0x5714F
-_CLAIM_LOCK = 0x57150
-"""Claims take this lock only when a per-tenant running limit applies, so counts cannot race."""
-
-DDL = (
-    """
-    CREATE TABLE IF NOT EXISTS session_leases (
-        session_id uuid PRIMARY KEY,
-        tenant text NOT NULL,
-        owner text,
-        fencing_token bigint NOT NULL DEFAULT 0,
-        lease_until timestamptz NOT NULL DEFAULT '-infinity',
-        acquired_at timestamptz,
-        renewed_at timestamptz,
-        settled_version integer
-    )
-    """,
-    "CREATE INDEX IF NOT EXISTS session_leases_by_owner ON session_leases (owner)",
-    """
-    CREATE TABLE IF NOT EXISTS stepline_workers (
-        worker_id text PRIMARY KEY,
-        role text NOT NULL,
-        host text NOT NULL,
-        pid integer NOT NULL,
-        concurrency integer NOT NULL,
-        started_at timestamptz NOT NULL,
-        seen_at timestamptz NOT NULL,
-        claimed bigint NOT NULL DEFAULT 0,
-        takeovers bigint NOT NULL DEFAULT 0,
-        renew_failures bigint NOT NULL DEFAULT 0,
-        leases_lost bigint NOT NULL DEFAULT 0
-    )
-    """,
-)
 
 _CANDIDATES = """
 SELECT si.session_id, si.tenant, l.owner AS previous_owner
@@ -161,12 +127,6 @@ class Leases:
     def _interval(self) -> timedelta:
         return timedelta(seconds=self.lease_s)
 
-    def prepare(self) -> None:
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PREPARE_LOCK,))
-            for statement in DDL:
-                conn.execute(statement)
-
     # ---- claiming -----------------------------------------------------------------------
 
     def claim(
@@ -178,7 +138,7 @@ class Leases:
             return []
         with self.pool.connection() as conn, conn.transaction():
             if running_limit is not None:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (locks.CLAIM,))
             fetch = count if running_limit is None else count * 4
             params = {"runnable": values(RUNNABLE), "limit": fetch}
             candidates = conn.execute(_CANDIDATES, params).fetchall()
@@ -204,7 +164,7 @@ class Leases:
         token, or None if another worker holds it or its tenant already runs `limit`."""
         with self.pool.connection() as conn, conn.transaction():
             if limit is not None:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (locks.CLAIM,))
                 row = conn.execute(
                     "SELECT count(*) FROM session_leases WHERE tenant = %s AND lease_until > now()",
                     (tenant,),

@@ -16,6 +16,7 @@ import psycopg
 from eventsourcing.persistence import PersistenceError
 from psycopg_pool import ConnectionPool
 
+from engine import schema
 from engine.app import Stepline
 from engine.follower import LogFollower, Running, run_when_woken
 from engine.logs import LOGGER_NAME
@@ -76,24 +77,9 @@ class Projector:
     # ---- start-up -----------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Create missing views; a view whose layout changed is dropped and replayed."""
-        with self.pool.connection() as conn, conn.transaction():
-            tracking.lock_for_preparing(conn)
-            layouts = tracking.stored_layouts(conn)
-            for view in self.views.values():
-                stored = layouts.get(view.name)
-                if stored is not None and stored != view.version:
-                    log.warning(
-                        "View %s changed layout (stored v%d, code v%d): rebuilding it from the log",
-                        view.name,
-                        stored,
-                        view.version,
-                    )
-                    tracking.drop_tables(conn, view)
-                view.create(conn)
-                if stored != view.version:
-                    tracking.reset(conn, view)
-            self._remember(tracking.positions(conn))
+        """Create missing views; a view whose layout changed is dropped and replayed. (Only
+        the views: a process prepares the whole schema with `engine.schema.prepare`.)"""
+        schema.prepare_views(self.pool, self.views.values())
 
     # ---- catching up --------------------------------------------------------------------
 

@@ -13,30 +13,6 @@ import time
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-_PREPARE_LOCK = 0x57152
-DDL = """
-CREATE TABLE IF NOT EXISTS tenant_quotas (
-    tenant text PRIMARY KEY,
-    tokens double precision NOT NULL,
-    refilled_at timestamptz NOT NULL,
-    granted boolean NOT NULL
-);
--- Unlogged: a request's take then commits without waiting for a WAL flush. A crash forgets
--- the buckets (every key starts full again), which a rate limit can afford.
-CREATE UNLOGGED TABLE IF NOT EXISTS key_quotas (
-    key_name text PRIMARY KEY,
-    tokens double precision NOT NULL,
-    refilled_at timestamptz NOT NULL,
-    granted boolean NOT NULL
-);
-"""
-
-
-def prepare(pool: ConnectionPool) -> None:
-    with pool.connection() as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PREPARE_LOCK,))
-        conn.execute(DDL)
-
 
 class TokenBuckets:
     """The buckets of one table, each named by its key column."""
@@ -69,9 +45,6 @@ class CreationQuota:
         self.pool = pool
         self.capacity = float(per_minute)
         self._buckets = TokenBuckets(pool, "tenant_quotas", "tenant")
-
-    def prepare(self) -> None:
-        prepare(self.pool)
 
     def take(self, tenant: str, count: int = 1) -> float | None:
         """Take `count` tokens; None if granted, else the seconds until they would be there."""

@@ -42,24 +42,11 @@ from engine.settings import Settings
 
 log = logging.getLogger(LOGGER_NAME)
 
-_PREPARE_LOCK = 0x5EC2E7
 KEY_FILE = "master.key"
 MAX_VALUE_CHARS = 65_536
 MAX_ORIGINS = 50
 NONCE_BYTES = 12
 KEY_BYTES = 32
-DDL = """
-CREATE TABLE IF NOT EXISTS tenant_secrets (
-    tenant text NOT NULL,
-    name text NOT NULL,
-    nonce bytea NOT NULL,
-    ciphertext bytea NOT NULL,
-    origins text[] NOT NULL,
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL,
-    PRIMARY KEY (tenant, name)
-)
-"""
 
 
 class MasterKeyMissing(DomainError):
@@ -166,11 +153,6 @@ class SecretStore:
     def __init__(self, pool: ConnectionPool, key: MasterKey) -> None:
         self.pool = pool
         self.key = key
-
-    def prepare(self) -> None:
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PREPARE_LOCK,))
-            conn.execute(DDL)
 
     def put(self, tenant: str, name: str, value: str, origins: Iterable[str]) -> StoredSecret:
         """Store (or replace) a tenant's secret, sealed under a fresh nonce."""

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from domain.errors import InvalidStateTransition
+from engine import locks
 from engine.app import Stepline
 from engine.executor_state import ExecutorStates
 from engine.follower import run_when_woken
@@ -25,8 +26,6 @@ from engine.projector import Projector
 from projections.session_index import overdue_sessions
 
 log = logging.getLogger(LOGGER_NAME)
-
-SWEEP_LOCK = 0x57151
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class Sweep:
     def once(self) -> list[UUID] | None:
         """The sessions expired, or None if another process is sweeping right now."""
         with self.projector.pool.connection() as conn, conn.transaction():
-            locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (SWEEP_LOCK,)).fetchone()
+            locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (locks.SWEEP,)).fetchone()
             if not (locked and locked[0]):
                 return None
             self.projector.catch_up(["session_index"])

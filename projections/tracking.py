@@ -9,24 +9,12 @@ from psycopg import Connection, sql
 
 from projections.view import View
 
-# One row per view. Locking a view's row serialises every writer of that view, so two
-# runners (two processes) never apply the same event twice.
-DDL = """
-CREATE TABLE IF NOT EXISTS projection_tracking (
-    view text PRIMARY KEY,
-    position bigint NOT NULL,
-    layout_version integer NOT NULL
-)
-"""
-_PREPARE_LOCK = 0x5714E  # advisory lock id: one process at a time creates or migrates views
-
-
-def lock_for_preparing(conn: Connection[Any]) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PREPARE_LOCK,))
+# One row per view (its table is made by the schema's migrations, engine.schema). Locking a
+# view's row serialises every writer of that view, so two runners (two processes) never apply
+# the same event twice.
 
 
 def stored_layouts(conn: Connection[Any]) -> dict[str, int]:
-    conn.execute(DDL)
     rows = conn.execute("SELECT view, layout_version FROM projection_tracking").fetchall()
     return dict(rows)
 

@@ -25,6 +25,7 @@ from engine.database import (
     with_dbname,
 )
 from engine.policies import Policies
+from engine.schema import prepare_database
 from engine.settings import Settings
 from tests.scripted_model import ScriptedModel
 
@@ -59,6 +60,7 @@ def postgres_server_url() -> Iterator[str]:
 def database_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh database for this test run."""
     with temporary_database(postgres_server_url, "stepline_test") as url:
+        prepare_database(url)
         yield url
 
 
@@ -66,6 +68,7 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
 def fresh_database_url(postgres_server_url: str) -> Iterator[str]:
     """A database of this test's own, for tests that look at the whole log."""
     with temporary_database(postgres_server_url, "stepline_test") as url:
+        prepare_database(url)
         yield url
 
 

@@ -46,7 +46,6 @@ def secret_store(database_url: str) -> Iterator[SecretStore]:
     environment, as `Secrets` given to the task loop)."""
     with ConnectionPool(database_url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
         store = SecretStore(pool, MasterKey(Settings(master_key=MASTER_KEY).master_key_bytes()))
-        store.prepare()
         for tenant in ("acme", "globex"):
             store.put(tenant, "DEMO_PASSWORD", PASSWORD, origins=[])
         yield store

@@ -261,7 +261,6 @@ def test_two_sessions_at_once_do_not_share_cookies(make_loop: LoopFactory, targe
 def states(database_url: str) -> Iterator[ExecutorStates]:
     with ConnectionPool(database_url, min_size=1, kwargs={"autocommit": True}) as pool:
         kept = ExecutorStates(pool)
-        kept.prepare()
         yield kept
 
 

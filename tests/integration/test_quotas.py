@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import pytest
 from psycopg_pool import ConnectionPool
 
-from engine import quotas
 from engine.quotas import RequestQuota
 
 
@@ -18,7 +17,6 @@ def pool(fresh_database_url: str) -> Iterator[ConnectionPool]:
     with ConnectionPool(
         fresh_database_url, min_size=1, max_size=2, kwargs={"autocommit": True}
     ) as p:
-        quotas.prepare(p)
         yield p
 
 

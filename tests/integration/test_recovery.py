@@ -15,8 +15,9 @@ from domain.session import SessionStatus, WorkflowSession
 from engine.app import Stepline
 from engine.executor_state import ExecutorStates
 from engine.leases import Leases
+from engine.locks import SWEEP
 from engine.projector import Projector
-from engine.sweep import SWEEP_LOCK, Sweep
+from engine.sweep import Sweep
 from engine.task_loop import TaskLoop, definition_key
 from engine.worker import SessionWorker
 from tests.conftest import PASSWORD
@@ -36,9 +37,7 @@ def app(fresh_app: Stepline) -> Stepline:
 
 @pytest.fixture
 def leases(projector: Projector) -> Leases:
-    store = Leases(projector.pool, lease_s=1.5)
-    store.prepare()
-    return store
+    return Leases(projector.pool, lease_s=1.5)
 
 
 @pytest.fixture
@@ -71,7 +70,6 @@ def start_worker(
 
 def sweeper(app: Stepline, projector: Projector, leases: Leases, ttl_ms: int) -> Sweep:
     states = ExecutorStates(projector.pool)
-    states.prepare()
     return Sweep(app, projector, leases, states, ttl_ms)
 
 
@@ -259,7 +257,6 @@ def test_a_session_taken_over_keeps_its_cookies_though_the_log_never_holds_them(
     model.calls("http_request", method="POST", url="/todos", body={"title": "after takeover"})
     model.calls("complete_step", summary="added")
     states = ExecutorStates(projector.pool)
-    states.prepare()
     session_id = start_session(make_loop(), [LOGIN, "Add a todo"], target)
     projector.catch_up()
     first = start_worker(workers, make_loop(states=states), leases)
@@ -427,6 +424,6 @@ def test_only_one_process_sweeps_at_a_time(
     waiting = start_session(make_loop(ai=False), ["GET /login"], target)
     app.pause(waiting, actor="bob")
     with projector.pool.connection() as other, other.transaction():
-        other.execute("SELECT pg_advisory_xact_lock(%s)", (SWEEP_LOCK,))  # another sweeper
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (SWEEP,))  # another sweeper
         assert sweeper(app, projector, leases, ttl_ms=1).once() is None
     assert sweeper(app, projector, leases, ttl_ms=1).once() == [waiting]

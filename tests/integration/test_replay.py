@@ -40,9 +40,7 @@ def app(fresh_app: Stepline) -> Stepline:
 
 @pytest.fixture
 def states(projector: Projector) -> ExecutorStates:
-    kept = ExecutorStates(projector.pool)
-    kept.prepare()
-    return kept
+    return ExecutorStates(projector.pool)
 
 
 @pytest.fixture

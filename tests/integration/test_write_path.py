@@ -29,9 +29,7 @@ def pool(fresh_database_url: str) -> Iterator[ConnectionPool]:
 
 @pytest.fixture
 def leases(pool: ConnectionPool) -> Leases:
-    store = Leases(pool, lease_s=5)
-    store.prepare()
-    return store
+    return Leases(pool, lease_s=5)
 
 
 def new_session(app: Stepline, steps: int = 2) -> UUID:

@@ -137,7 +137,6 @@ def store(fresh_database_url: str) -> Iterator[SecretStore]:
         secret_store = SecretStore(
             pool, MasterKey(Settings(master_key=MASTER_KEY).master_key_bytes())
         )
-        secret_store.prepare()
         yield secret_store
 
 

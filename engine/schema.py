@@ -1,0 +1,239 @@
+"""The database schema, owned in one place and applied at start-up by one `prepare()`.
+
+Every process that opens the database (`serve`, `worker`, `run`, the `sessions` commands, the
+benches and the tests) calls `prepare` before anything else touches it. Under one advisory
+lock (`locks.SCHEMA`), so processes started together on a fresh database wait for each other
+instead of racing each other's DDL, it:
+
+1. creates the event store's tables and its append function (the eventsourcing library's DDL,
+   run here rather than whenever an application object is built);
+2. applies, in order, the migrations of Stepline's own tables not yet recorded in
+   `stepline_schema`, each in its own transaction with its row there;
+3. creates the read models' tables, rebuilding a view whose layout version changed. A view
+   declares its tables beside the code that fills them (one module per read model); what it
+   declares is applied here, under the same lock, and nowhere else.
+
+A database whose schema is newer than this code knows is refused, not downgraded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import Connection
+from psycopg_pool import ConnectionPool
+
+from domain.errors import DomainError
+from engine import locks
+from engine.app import Stepline
+from engine.database import eventsourcing_env
+from engine.logs import LOGGER_NAME
+from projections import ALL_VIEWS, tracking
+from projections.view import View
+
+log = logging.getLogger(LOGGER_NAME)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+_BASELINE = (
+    # Session ownership: one lease per session, and the live workers (engine.leases).
+    """
+    CREATE TABLE IF NOT EXISTS session_leases (
+        session_id uuid PRIMARY KEY,
+        tenant text NOT NULL,
+        owner text,
+        fencing_token bigint NOT NULL DEFAULT 0,
+        lease_until timestamptz NOT NULL DEFAULT '-infinity',
+        acquired_at timestamptz,
+        renewed_at timestamptz,
+        settled_version integer
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS session_leases_by_owner ON session_leases (owner)",
+    """
+    CREATE TABLE IF NOT EXISTS stepline_workers (
+        worker_id text PRIMARY KEY,
+        role text NOT NULL,
+        host text NOT NULL,
+        pid integer NOT NULL,
+        concurrency integer NOT NULL,
+        started_at timestamptz NOT NULL,
+        seen_at timestamptz NOT NULL,
+        claimed bigint NOT NULL DEFAULT 0,
+        takeovers bigint NOT NULL DEFAULT 0,
+        renew_failures bigint NOT NULL DEFAULT 0,
+        leases_lost bigint NOT NULL DEFAULT 0
+    )
+    """,
+    # Token buckets shared by the API processes (engine.quotas). key_quotas is unlogged: a
+    # take then commits without waiting for a WAL flush, and a crash only refills the buckets.
+    """
+    CREATE TABLE IF NOT EXISTS tenant_quotas (
+        tenant text PRIMARY KEY,
+        tokens double precision NOT NULL,
+        refilled_at timestamptz NOT NULL,
+        granted boolean NOT NULL
+    )
+    """,
+    """
+    CREATE UNLOGGED TABLE IF NOT EXISTS key_quotas (
+        key_name text PRIMARY KEY,
+        tokens double precision NOT NULL,
+        refilled_at timestamptz NOT NULL,
+        granted boolean NOT NULL
+    )
+    """,
+    # State an executor keeps outside the log, such as cookies (engine.executor_state).
+    """
+    CREATE TABLE IF NOT EXISTS executor_state (
+        session_id uuid NOT NULL,
+        executor text NOT NULL,
+        state jsonb NOT NULL,
+        updated_at timestamptz NOT NULL,
+        PRIMARY KEY (session_id, executor)
+    )
+    """,
+    # Each tenant's secrets, sealed under the master key (engine.secret_store).
+    """
+    CREATE TABLE IF NOT EXISTS tenant_secrets (
+        tenant text NOT NULL,
+        name text NOT NULL,
+        nonce bytea NOT NULL,
+        ciphertext bytea NOT NULL,
+        origins text[] NOT NULL,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        PRIMARY KEY (tenant, name)
+    )
+    """,
+    # Each view's position in the log and layout version (projections.tracking).
+    """
+    CREATE TABLE IF NOT EXISTS projection_tracking (
+        view text PRIMARY KEY,
+        position bigint NOT NULL,
+        layout_version integer NOT NULL
+    )
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    # Every statement is IF NOT EXISTS: a database prepared before there was a schema version
+    # (each module then ran its own DDL) already has these tables, and takes version 1 as is.
+    Migration(1, "the tables of Stepline before schema versions", _BASELINE),
+)
+"""In order, never edited once released: a change to the schema is a new migration."""
+
+_VERSIONS = """
+CREATE TABLE IF NOT EXISTS stepline_schema (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+class SchemaTooNew(DomainError):
+    """The database was migrated by a newer Stepline than this one."""
+
+    code = "DATABASE_UNAVAILABLE"
+
+
+def prepare(pool: ConnectionPool, app: Stepline, views: Iterable[View] = ALL_VIEWS) -> None:
+    """Bring the database's schema up to this code's, one process at a time."""
+    with pool.connection() as conn, held(conn):
+        _create_event_store(app)
+        migrate(conn)
+        _prepare_views(conn, views)
+
+
+def prepare_database(url: str) -> None:
+    """`prepare` for a process that has no pool or application of its own yet (the tests,
+    the benches, a fresh database)."""
+    app = Stepline(eventsourcing_env(url, pool_size=1, max_overflow=0))
+    try:
+        with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
+            prepare(pool, app)
+    finally:
+        app.close()
+
+
+def prepare_views(pool: ConnectionPool, views: Iterable[View]) -> None:
+    """Only the views' tables (a view set other than the deployment's, as tests build)."""
+    with pool.connection() as conn, held(conn):
+        _prepare_views(conn, views)
+
+
+@contextmanager
+def held(conn: Connection[Any]) -> Iterator[None]:
+    """The schema lock, held by `conn`'s session (so the DDL of other connections of this
+    process is covered too) until the block ends or the process dies."""
+    conn.execute("SELECT pg_advisory_lock(%s)", (locks.SCHEMA,))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (locks.SCHEMA,))
+
+
+def migrate(conn: Connection[Any]) -> int:
+    """Apply the migrations the database has not had; the version it is at afterwards."""
+    conn.execute(_VERSIONS)
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM stepline_schema").fetchone()
+    current = int(row[0]) if row else 0
+    latest = MIGRATIONS[-1].version
+    if current > latest:
+        raise SchemaTooNew(
+            f"the database's schema is at version {current}, newer than this Stepline knows "
+            f"({latest}): run the newer Stepline that migrated it",
+            schema_version=current,
+            known_version=latest,
+        )
+    for migration in MIGRATIONS:
+        if migration.version > current:
+            _apply(conn, migration)
+    return latest
+
+
+def _apply(conn: Connection[Any], migration: Migration) -> None:
+    with conn.transaction():
+        for statement in migration.statements:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO stepline_schema (version, name) VALUES (%s, %s)",
+            (migration.version, migration.name),
+        )
+    log.info("Database schema migrated to version %d: %s", migration.version, migration.name)
+
+
+def _create_event_store(app: Stepline) -> None:
+    app.recorder.create_table()  # type: ignore[attr-defined]
+    if app.snapshots is not None:
+        app.snapshots.recorder.create_table()  # type: ignore[attr-defined]
+
+
+def _prepare_views(conn: Connection[Any], views: Iterable[View]) -> None:
+    """Create missing views; a view whose layout changed is dropped and replayed."""
+    with conn.transaction():
+        layouts = tracking.stored_layouts(conn)
+        for view in views:
+            stored = layouts.get(view.name)
+            if stored is not None and stored != view.version:
+                log.warning(
+                    "View %s changed layout (stored v%d, code v%d): rebuilding it from the log",
+                    view.name,
+                    stored,
+                    view.version,
+                )
+                tracking.drop_tables(conn, view)
+            view.create(conn)
+            if stored != view.version:
+                tracking.reset(conn, view)
