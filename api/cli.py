@@ -13,6 +13,7 @@ from uuid import UUID
 import typer
 
 from api.cli_secrets import secrets_cli
+from api.cli_signals import ended_in_order_by_signals
 from domain.dev_mode import DEV_TENANT
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -406,4 +407,5 @@ def sessions_watch(
 
 
 def main() -> None:
-    cli()
+    with ended_in_order_by_signals():
+        cli()

