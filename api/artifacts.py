@@ -46,9 +46,13 @@ def artifact_file(
 
 @router.get(
     "/{session_id}/artifacts/{digest}",
+    operation_id="getSessionArtifact",
     response_class=FileResponse,
     responses={
-        200: {"content": {"image/png": {}}, "description": "the artifact's bytes"},
+        200: {
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "the artifact's bytes (a screenshot)",
+        },
         **problem_responses(401, 404, 422),
     },
 )

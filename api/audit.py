@@ -15,7 +15,12 @@ from projections.audit_log import AuditFilter, entries
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
-@router.get("", response_model=AuditPage, responses=problem_responses(401, 422))
+@router.get(
+    "",
+    operation_id="listAuditEntries",
+    response_model=AuditPage,
+    responses=problem_responses(401, 422),
+)
 def audit(
     services: ServicesDep,
     caller: CallerDep,

@@ -41,6 +41,7 @@ def owned_batch(services: Services, batch_id: UUID, tenant: str) -> Batch:
 
 @router.post(
     "",
+    operation_id="createBatch",
     status_code=201,
     response_model=BatchCreated,
     responses=problem_responses(400, 401, 413, 422, 429),
@@ -59,7 +60,9 @@ def create_batch(
     return BatchCreated(batch_id=batch_id, session_ids=session_ids, created_at=batch.created_on)
 
 
-@router.get("", response_model=BatchPage, responses=problem_responses(401, 422))
+@router.get(
+    "", operation_id="listBatches", response_model=BatchPage, responses=problem_responses(401, 422)
+)
 def list_all(
     services: ServicesDep,
     caller: CallerDep,
@@ -97,7 +100,12 @@ def _summary(row: IndexedBatch, status: dict[UUID, str]) -> BatchSummary:
     )
 
 
-@router.get("/{batch_id}", response_model=BatchView, responses=problem_responses(401, 404, 422))
+@router.get(
+    "/{batch_id}",
+    operation_id="getBatch",
+    response_model=BatchView,
+    responses=problem_responses(401, 404, 422),
+)
 def get_batch(batch_id: UUID, services: ServicesDep, caller: CallerDep) -> BatchView:
     """Each session's status and the batch's overall progress."""
     batch = owned_batch(services, batch_id, caller.tenant)
@@ -124,6 +132,7 @@ def get_batch(batch_id: UUID, services: ServicesDep, caller: CallerDep) -> Batch
 
 @router.post(
     "/{batch_id}/cancel",
+    operation_id="cancelBatch",
     response_model=BatchCancelled,
     responses=problem_responses(400, 401, 404, 413, 422),
 )

@@ -20,6 +20,7 @@ from rich.table import Table
 from api.auth import new_key
 from api.cli import EXAMPLES
 from api.cli_support import console, errors, fail, load_settings, runtime_or_exit
+from api.event_views import event_view
 from api.live import (
     final_report,
     print_outcome,
@@ -27,7 +28,6 @@ from api.live import (
     run_with_progress,
     succeeded,
 )
-from api.reads import event_view
 from api.server import UnsafeBinding, check_binding, create_app, run_worker
 from api.server import serve as serve_app
 from domain.errors import SessionNotFound, StandardError

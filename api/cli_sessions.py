@@ -17,8 +17,9 @@ from rich.live import Live
 from rich.table import Table
 
 from api.cli_support import cli_actor, console, errors, fail, runtime_or_exit
+from api.event_views import EventView
 from api.reads import BadCursor, decode_cursor
-from api.schemas import EventView, SessionPage, SessionSummary, SessionView, StepView
+from api.schemas import SessionPage, SessionSummary, SessionView, StepView
 from api.session_sources import (
     ApiSessions,
     Command,

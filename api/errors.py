@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,7 +13,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from api.schemas import Problem
 from domain.errors import DomainError, StandardError
 from engine.logs import LOGGER_NAME
 
@@ -81,10 +81,19 @@ def problem(
     )
 
 
+PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
+"""Problem is published by api.openapi: FastAPI would list a response's model under
+application/json, which is not what these answers are sent as."""
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error answers a route can give."""
+    """OpenAPI entries for the error answers a route can give: each a Problem, sent (and so
+    documented) as application/problem+json, its one content type."""
     return {
-        status: {"model": Problem, "content": {PROBLEM: {}}, "description": "a problem"}
+        status: {
+            "description": f"{HTTPStatus(status).phrase}: a problem",
+            "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}},
+        }
         for status in statuses
     }
 

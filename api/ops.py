@@ -10,7 +10,6 @@ loopback server, one tenant) shows them to its one user.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
 
 from eventsourcing.persistence import PersistenceError
 from fastapi import APIRouter, Request
@@ -20,7 +19,7 @@ from pydantic import BaseModel
 
 from api.errors import ApiError, problem_responses
 from api.middleware import LATENCY_BUCKETS_S, HttpMetrics
-from api.schemas import Health, WorkerHealth
+from api.schemas import Health, HealthState, WorkerHealth
 from api.services import OperatorDep, Services, ServicesDep
 
 router = APIRouter(tags=["operations"])
@@ -30,7 +29,7 @@ STEP_BUCKETS_S = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 class HealthStatus(BaseModel):
     """What /health tells anyone: up or not, nothing about who uses it."""
 
-    status: Literal["ok", "unhealthy"]
+    status: HealthState
 
 
 def _sees_details(services: Services, operator: bool) -> bool:
@@ -39,8 +38,9 @@ def _sees_details(services: Services, operator: bool) -> bool:
 
 @router.get(
     "/health",
+    operation_id="getHealth",
     response_model=Health | HealthStatus,
-    responses={503: {"model": Health | HealthStatus}},
+    responses={503: {"model": Health | HealthStatus}, **problem_responses(422)},
 )
 def health(services: ServicesDep, operator: OperatorDep) -> JSONResponse:
     """Healthy or not (503). With the operator's metrics key: database reachable, projections
@@ -181,7 +181,12 @@ def _stream_metrics(services: Services) -> list[str]:
     return lines
 
 
-@router.get("/metrics", response_class=PlainTextResponse, responses=problem_responses(401))
+@router.get(
+    "/metrics",
+    operation_id="getMetrics",
+    response_class=PlainTextResponse,
+    responses=problem_responses(401, 422),
+)
 def metrics(services: ServicesDep, operator: OperatorDep, request: Request) -> PlainTextResponse:
     """Prometheus metrics: sessions, steps, step durations, events, lag, leases, HTTP. Only
     with the operator's metrics key, or on the metrics port."""

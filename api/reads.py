@@ -1,6 +1,5 @@
 """Reads shared by the HTTP routes and `stepline sessions`: pages of sessions with their
-progress, events as the API shows them, keyset cursors. No web framework here, so the command
-line starts without one."""
+progress, keyset cursors. No web framework here, so the command line starts without one."""
 
 from __future__ import annotations
 
@@ -12,30 +11,14 @@ from uuid import UUID
 
 from psycopg import Connection
 
-from api.schemas import EventView, SessionPage, SessionSummary
-from domain.session import WorkflowSession
+from api.schemas import SessionPage, SessionSummary
 from projections import session_progress
-from projections.audit_log import describe
 from projections.session_index import IndexedSession, SessionFilter, list_sessions
 from projections.session_progress import SessionProgressView
-
-HIDDEN_EVENT_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
 
 class BadCursor(ValueError):
     pass
-
-
-def event_view(event: WorkflowSession.Event) -> EventView:
-    data = {k: v for k, v in vars(event).items() if k not in HIDDEN_EVENT_FIELDS}
-    return EventView(
-        version=event.originator_version,
-        type=type(event).__name__,
-        timestamp=event.timestamp,
-        actor=data.pop("actor", None),
-        description=describe(event),
-        data=data,
-    )
 
 
 def encode_cursor(created_at: datetime, row_id: UUID) -> str:
@@ -77,7 +60,7 @@ def _summary(row: IndexedSession, progress: session_progress.Progress | None) ->
     return SessionSummary(
         session_id=row.session_id,
         name=row.name,
-        status=row.status,  # type: ignore[arg-type]  # the index holds only status names
+        status=row.status,
         labels=row.labels,
         step_count=row.step_count,
         completed_steps=progress.completed_steps if progress else 0,
@@ -86,6 +69,6 @@ def _summary(row: IndexedSession, progress: session_progress.Progress | None) ->
         started_at=progress.started_at if progress else None,
         finished_at=progress.finished_at if progress else None,
         updated_at=row.updated_at,
-        origin=row.origin,  # type: ignore[arg-type]  # the index holds only origin names
+        origin=row.origin,
         source_id=row.source_id,
     )

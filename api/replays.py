@@ -34,6 +34,7 @@ def _start(
 
 @router.post(
     "/{session_id}/replay",
+    operation_id="replaySession",
     status_code=201,
     response_model=SessionCreated,
     responses=problem_responses(400, 401, 404, 413, 422, 429),
@@ -57,6 +58,7 @@ def replay(
 
 @router.post(
     "/{session_id}/fork",
+    operation_id="forkSession",
     status_code=201,
     response_model=SessionCreated,
     responses=problem_responses(400, 401, 404, 413, 422, 429),
@@ -81,7 +83,10 @@ def fork(
 
 
 @router.get(
-    "/{session_id}/lineage", response_model=Lineage, responses=problem_responses(401, 404, 422)
+    "/{session_id}/lineage",
+    operation_id="getSessionLineage",
+    response_model=Lineage,
+    responses=problem_responses(401, 404, 422),
 )
 def lineage(session_id: UUID, services: ServicesDep, caller: CallerDep) -> Lineage:
     """The session's line: the first session it comes from, and every replay and fork of it
@@ -100,8 +105,8 @@ def _tree(rows: list[IndexedSession]) -> LineageNode:
         row.session_id: LineageNode(
             session_id=row.session_id,
             name=row.name,
-            status=row.status,  # type: ignore[arg-type]  # the index holds only status names
-            origin=row.origin,  # type: ignore[arg-type]
+            status=row.status,
+            origin=row.origin,
             source_id=row.source_id,
             created_at=row.created_at,
             children=[],

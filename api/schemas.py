@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from api.event_views import SessionEvent
+from api.named_schemas import NamedEnum
 from domain.batch import MAX_SESSIONS_PER_BATCH
-from domain.session import MAX_NAME, MAX_STEP_TEXT, MAX_STEPS, StepSpec
+from domain.errors import ErrorCategory, ErrorSeverity
+from domain.session import MAX_NAME, MAX_STEP_TEXT, MAX_STEPS, SessionStatus, StepSpec
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
 from engine.workflow_file import WorkflowConfig
+from projections import step_history
 
-SessionStatusName = Literal[
-    "pending", "running", "paused", "completed", "failed", "cancelled", "expired"
-]
+SessionStatusName = Annotated[str, NamedEnum.of(SessionStatus)]
+StepStatusName = Annotated[str, NamedEnum("StepStatus", step_history.STATUSES)]
+"""A step's status in the step history: the aggregate's, or the ending of its session."""
+Origin = Annotated[str, NamedEnum("SessionOrigin", ("new", "replay", "fork"))]
+HealthState = Annotated[str, NamedEnum("HealthState", ("ok", "unhealthy"))]
 
 
 def _iso_only(value: object) -> object:
@@ -108,9 +114,6 @@ class ForkSession(Strict):
 
     def step_specs(self) -> list[StepSpec] | None:
         return None if self.steps is None else step_specs(self.steps)
-
-
-Origin = Literal["new", "replay", "fork"]
 
 
 class LineageNode(BaseModel):
@@ -213,7 +216,7 @@ class StepView(BaseModel):
     step_index: int
     text: str
     expect: str | None
-    status: Literal["pending", "running", "completed", "failed", "cancelled", "expired"]
+    status: StepStatusName
     attempts: int
     started_at: datetime | None
     finished_at: datetime | None
@@ -247,18 +250,23 @@ class SessionPage(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page")
 
 
-class EventView(BaseModel):
-    version: int
-    type: str
-    timestamp: datetime
-    actor: str | None
-    description: str = Field(description="what happened, in a short sentence, as in the audit")
-    data: dict[str, Any]
-
-
 class EventPage(BaseModel):
-    items: list[EventView]
+    items: list[SessionEvent]
     next_after: int | None = Field(description="pass as `after` for the next page")
+
+
+class ArtifactAnnouncement(BaseModel):
+    """The data of an `artifact` frame of the event stream: a file a command or check stored,
+    announced just before the event that records it."""
+
+    hash: str = Field(description="its SHA-256")
+    size: int = Field(description="in bytes")
+    media_type: str
+    kind: str = Field(description="what it is: `screenshot`, `failure_screenshot`")
+    url: str = Field(description="where to GET it, with the same key")
+    step_index: int | None
+    command_id: str | None = Field(description="the command that stored it; null for a check")
+    version: int = Field(description="the version of the event that records it")
 
 
 class CommandAccepted(BaseModel):
@@ -336,7 +344,7 @@ class WorkerHealth(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "unhealthy"]
+    status: HealthState
     database: bool
     worker: bool | None = Field(description="this process's worker is alive; null: API only")
     projections_live: bool
@@ -345,7 +353,9 @@ class Health(BaseModel):
 
 
 class Problem(BaseModel):
-    """application/problem+json, carrying the StandardError fields."""
+    """Every error answer, sent as application/problem+json: an RFC 9457 problem (`type`,
+    `title`, `status`, `detail`) carrying Stepline's StandardError fields: `code` to act on,
+    `suggested_action` for a person, `details` naming what was wrong."""
 
     type: str = "about:blank"
     title: str
@@ -354,8 +364,8 @@ class Problem(BaseModel):
     id: str
     code: str
     message: str
-    category: Literal["VALIDATION", "EXECUTION", "SYSTEM", "INTEGRATION"]
-    severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+    category: Annotated[str, NamedEnum.of(ErrorCategory)]
+    severity: Annotated[str, NamedEnum.of(ErrorSeverity)]
     details: dict[str, Any]
     timestamp: str
     module_id: str

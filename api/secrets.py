@@ -69,6 +69,7 @@ class SecretList(BaseModel):
 
 @router.put(
     "/v1/secrets/{name}",
+    operation_id="putSecret",
     response_model=SecretView,
     responses=problem_responses(400, 401, 413, 422, 503),
 )
@@ -80,14 +81,24 @@ def put_secret(
     return SecretView.of(store.put(caller.tenant, name, body.value, body.origins))
 
 
-@router.get("/v1/secrets", response_model=SecretList, responses=problem_responses(401))
+@router.get(
+    "/v1/secrets",
+    operation_id="listSecrets",
+    response_model=SecretList,
+    responses=problem_responses(401, 422),
+)
 def list_secrets(services: ServicesDep, caller: CallerDep) -> SecretList:
     """The caller's tenant's secrets: names, origins and times, never values."""
     stored = services.runtime.secret_store.listed(caller.tenant)
     return SecretList(secrets=[SecretView.of(secret) for secret in stored])
 
 
-@router.delete("/v1/secrets/{name}", status_code=204, responses=problem_responses(401, 404, 422))
+@router.delete(
+    "/v1/secrets/{name}",
+    operation_id="deleteSecret",
+    status_code=204,
+    responses=problem_responses(401, 404, 422),
+)
 def delete_secret(name: SecretName, services: ServicesDep, caller: CallerDep) -> Response:
     """Delete a secret of the caller's tenant (another tenant's name is not found)."""
     services.runtime.secret_store.delete(caller.tenant, name)

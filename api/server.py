@@ -22,6 +22,7 @@ from api import (
     audit,
     batches,
     errors,
+    openapi,
     ops,
     replays,
     secrets,
@@ -139,6 +140,7 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
     )
     app.state.http = HttpMetrics()
     errors.install(app)
+    openapi.install(app)
     for module in (sessions, replays, usage, stream, artifacts, batches, audit, ops, secrets):
         app.include_router(module.router, responses=RATE_LIMITED)
     ui.install(app)

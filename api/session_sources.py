@@ -17,8 +17,9 @@ from uuid import UUID
 
 import httpx
 
-from api.reads import decode_cursor, event_view, session_page
-from api.schemas import CommandAccepted, EventView, SessionPage, SessionView, StepView
+from api.event_views import AnyEventView, EventView, event_view
+from api.reads import decode_cursor, session_page
+from api.schemas import CommandAccepted, SessionPage, SessionView, StepView
 from domain.errors import SessionNotFound, StandardError
 from engine.bootstrap import Runtime
 from engine.feed import ENDINGS
@@ -186,7 +187,7 @@ class ApiSessions:
                 "GET", f"/v1/sessions/{session_id}/events", params={"after": after, "limit": 1000}
             )
             for item in page["items"]:
-                yield EventView.model_validate(item)
+                yield AnyEventView.model_validate(item)
             if page["next_after"] is None:
                 return
             after = page["next_after"]
@@ -217,7 +218,7 @@ class ApiSessions:
                 raise ServerProblem(_problem(response))
             for frame in sse_frames(response.iter_lines()):
                 if "id" in frame and int(frame["id"]) > after:
-                    yield EventView.model_validate(json.loads(frame["data"]))
+                    yield AnyEventView.model_validate(json.loads(frame["data"]))
 
     def command(self, session_id: UUID, command: Command, reason: str) -> CommandAccepted:
         answer = self._json("POST", f"/v1/sessions/{session_id}/{command}", json={"reason": reason})

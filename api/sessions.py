@@ -11,7 +11,8 @@ from fastapi import APIRouter, Query, Response
 
 from api.auth import Caller
 from api.errors import ApiError, problem_responses
-from api.reads import BadCursor, decode_cursor, event_view, session_page
+from api.event_views import event_view
+from api.reads import BadCursor, decode_cursor, session_page
 from api.schemas import (
     CommandAccepted,
     CreateSession,
@@ -22,6 +23,7 @@ from api.schemas import (
     Reason,
     SessionCreated,
     SessionPage,
+    SessionStatusName,
     SessionView,
     StepView,
 )
@@ -126,6 +128,7 @@ def admit(services: Services, tenant: str, count: int) -> None:
 
 @router.post(
     "",
+    operation_id="createSession",
     status_code=201,
     response_model=SessionCreated,
     responses=problem_responses(400, 401, 413, 422, 429),
@@ -158,14 +161,16 @@ def created(
     )
 
 
-@router.get("", response_model=SessionPage, responses=problem_responses(401, 422))
+@router.get(
+    "",
+    operation_id="listSessions",
+    response_model=SessionPage,
+    responses=problem_responses(401, 422),
+)
 def list_all(
     services: ServicesDep,
     caller: CallerDep,
-    status: Annotated[
-        str | None,
-        Query(pattern="^(pending|running|paused|completed|failed|cancelled|expired)$"),
-    ] = None,
+    status: SessionStatusName | None = None,
     label: Annotated[
         list[str] | None, Query(description="key=value; repeat to require several")
     ] = None,
@@ -198,7 +203,12 @@ def list_all(
         return session_page(conn, where, limit, after)
 
 
-@router.get("/{session_id}", response_model=SessionView, responses=problem_responses(401, 404, 422))
+@router.get(
+    "/{session_id}",
+    operation_id="getSession",
+    response_model=SessionView,
+    responses=problem_responses(401, 404, 422),
+)
 def get_session(
     session_id: UUID,
     services: ServicesDep,
@@ -215,6 +225,7 @@ def get_session(
 
 @router.get(
     "/{session_id}/progress",
+    operation_id="getSessionProgress",
     response_model=ProgressView,
     responses=problem_responses(401, 404, 422),
 )
@@ -227,7 +238,10 @@ def get_progress(session_id: UUID, services: ServicesDep, caller: CallerDep) -> 
 
 
 @router.get(
-    "/{session_id}/steps", response_model=list[StepView], responses=problem_responses(401, 404, 422)
+    "/{session_id}/steps",
+    operation_id="getSessionSteps",
+    response_model=list[StepView],
+    responses=problem_responses(401, 404, 422),
 )
 def get_steps(session_id: UUID, services: ServicesDep, caller: CallerDep) -> list[StepView]:
     """Each step's status, attempts, timing and outcome."""
@@ -239,7 +253,10 @@ def get_steps(session_id: UUID, services: ServicesDep, caller: CallerDep) -> lis
 
 
 @router.get(
-    "/{session_id}/events", response_model=EventPage, responses=problem_responses(401, 404, 422)
+    "/{session_id}/events",
+    operation_id="getSessionEvents",
+    response_model=EventPage,
+    responses=problem_responses(401, 404, 422),
 )
 def get_events(
     session_id: UUID,
@@ -274,7 +291,12 @@ def _command(
 COMMAND_ERRORS = problem_responses(400, 401, 404, 409, 413, 422)
 
 
-@router.post("/{session_id}/pause", response_model=CommandAccepted, responses=COMMAND_ERRORS)
+@router.post(
+    "/{session_id}/pause",
+    operation_id="pauseSession",
+    response_model=CommandAccepted,
+    responses=COMMAND_ERRORS,
+)
 def pause(
     session_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None
 ) -> CommandAccepted:
@@ -282,7 +304,12 @@ def pause(
     return _command(services, session_id, caller, body, services.runtime.app.pause)
 
 
-@router.post("/{session_id}/resume", response_model=CommandAccepted, responses=COMMAND_ERRORS)
+@router.post(
+    "/{session_id}/resume",
+    operation_id="resumeSession",
+    response_model=CommandAccepted,
+    responses=COMMAND_ERRORS,
+)
 def resume(
     session_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None
 ) -> CommandAccepted:
@@ -290,7 +317,12 @@ def resume(
     return _command(services, session_id, caller, body, services.runtime.app.resume)
 
 
-@router.post("/{session_id}/cancel", response_model=CommandAccepted, responses=COMMAND_ERRORS)
+@router.post(
+    "/{session_id}/cancel",
+    operation_id="cancelSession",
+    response_model=CommandAccepted,
+    responses=COMMAND_ERRORS,
+)
 def cancel(
     session_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None
 ) -> CommandAccepted:

@@ -25,7 +25,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from api.errors import problem_responses
-from api.reads import event_view
+from api.event_views import event_view
+from api.schemas import ArtifactAnnouncement
 from api.services import CallerDep, Services, ServicesDep
 from api.sessions import owned_session
 from api.stream_slots import StreamSlot
@@ -33,6 +34,39 @@ from domain.session import WorkflowSession, stored_artifacts
 from engine.feed import ENDINGS, OVERFLOWED, Live
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+FRAME = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {
+            "type": "string",
+            "description": "the event's `type`; `artifact` for a stored file's announcement",
+        },
+        "id": {
+            "type": "string",
+            "description": "the event's version, to resume after (none on `artifact` frames)",
+        },
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/SessionEvent"},
+                    {"$ref": "#/components/schemas/ArtifactAnnouncement"},
+                ]
+            },
+        },
+    },
+}
+EVENT_STREAM = {
+    "description": "Server-Sent Events, one frame per event (`itemSchema`); `: heartbeat` "
+    "comments while idle; the stream ends after the session's last event",
+    "content": {"text/event-stream": {"schema": {"type": "string"}, "itemSchema": FRAME}},
+}
+"""How the stream is described: each frame's `data` is a SessionEvent (as in the events
+page) or an ArtifactAnnouncement. `itemSchema` is OpenAPI 3.2's (FastAPI writes its own
+event streams so); tools of 3.1 read `schema`, the stream as text."""
 
 
 def sse_frame(event: WorkflowSession.Event) -> str:
@@ -48,14 +82,15 @@ def _announcements(event: WorkflowSession.Event) -> str:
     so a client that reconnects after the event's id is not told twice."""
     frames = []
     for artifact in stored_artifacts(event):
-        announced = {
+        announced = ArtifactAnnouncement(
             **artifact,
-            "url": f"/v1/sessions/{event.originator_id}/artifacts/{artifact['hash']}",
-            "step_index": getattr(event, "step_index", None),
-            "command_id": getattr(event, "command_id", None),
-            "version": event.originator_version,
-        }
-        frames.append(f"event: artifact\ndata: {json.dumps(announced)}\n\n")
+            url=f"/v1/sessions/{event.originator_id}/artifacts/{artifact['hash']}",
+            step_index=getattr(event, "step_index", None),
+            command_id=getattr(event, "command_id", None),
+            version=event.originator_version,
+        )
+        data = json.dumps(announced.model_dump(mode="json"))
+        frames.append(f"event: artifact\ndata: {data}\n\n")
     return "".join(frames)
 
 
@@ -138,11 +173,9 @@ class HeldStream(StreamingResponse):
 
 @router.get(
     "/{session_id}/stream",
+    operation_id="streamSessionEvents",
     response_class=StreamingResponse,
-    responses={
-        200: {"content": {"text/event-stream": {}}, "description": "the event stream"},
-        **problem_responses(401, 404, 422, 429),
-    },
+    responses={200: EVENT_STREAM, **problem_responses(401, 404, 422, 429)},
 )
 async def stream(
     session_id: UUID,

@@ -54,6 +54,7 @@ def _total(costs: Sequence[float | None]) -> float | None:
 
 @router.get(
     "/v1/sessions/{session_id}/usage",
+    operation_id="getSessionUsage",
     response_model=SessionUsage,
     responses=problem_responses(401, 404, 422),
 )
@@ -73,7 +74,12 @@ def session_usage(session_id: UUID, services: ServicesDep, caller: CallerDep) ->
     )
 
 
-@router.get("/v1/usage", response_model=TenantUsage, responses=problem_responses(401, 422))
+@router.get(
+    "/v1/usage",
+    operation_id="getTenantUsage",
+    response_model=TenantUsage,
+    responses=problem_responses(401, 422),
+)
 def tenant_usage(
     services: ServicesDep,
     caller: CallerDep,

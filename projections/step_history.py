@@ -14,10 +14,13 @@ from uuid import UUID
 
 from psycopg import Connection
 
+from domain.session import StepStatus
 from domain.session import WorkflowSession as W
 from projections.view import Recorded, RowTable
 
 ENDINGS = {W.Failed: "failed", W.Cancelled: "cancelled", W.Expired: "expired"}
+STATUSES = tuple(dict.fromkeys([*(status.value for status in StepStatus), *ENDINGS.values()]))
+"""Every status a step's row can have: the aggregate's, and its session's ending."""
 
 
 @dataclass
