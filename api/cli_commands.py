@@ -189,9 +189,19 @@ def serve(
         raise fail(StandardError.of("CONFIGURATION_INVALID", str(error))) from None
     try:
         app = create_app(settings, workers=workers)
-        serve_app(app, settings, host, port, metrics_at)
+        serve_app(app, settings, host, port, metrics_at, announce=_print_addresses)
     except (PersistenceError, DatabaseUnavailable) as error:
         raise fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
+
+
+def _print_addresses(base_url: str) -> None:
+    console.print(
+        f"Stepline is serving on {base_url}\n"
+        f"  dashboard  {base_url}/ui\n"
+        f"  API docs   {base_url}/docs",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def worker(concurrency: int | None) -> None:
