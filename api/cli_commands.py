@@ -170,6 +170,9 @@ def fork(
         request = fork_request(
             source, runtime.app.history(session_id), from_step=from_step, steps=steps
         )
+        gone = runtime.executor_states.gone_for_fork(session_id, from_step)
+        if gone is not None:
+            errors.print(f"[yellow]{gone}[/]", highlight=False, soft_wrap=True)
         session = _run_request(runtime, request, as_json, tenant)
     raise typer.Exit(code=0 if succeeded(session) else 1)
 

@@ -153,9 +153,10 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
         projector.prepare()
         leases = Leases(pool, lease_s=settings.lease_ms / 1000)
         leases.prepare()
-        executor_states = ExecutorStates(pool)
+        master_key = MasterKey.of(settings)
+        executor_states = ExecutorStates(pool, master_key, settings.fork_state_ttl_s)
         executor_states.prepare()
-        secret_store = SecretStore(pool, MasterKey.of(settings))
+        secret_store = SecretStore(pool, master_key)
         secret_store.prepare()
         ai = ai_provider(settings)
         if ai is not None:

@@ -13,14 +13,19 @@ import pytest
 
 from domain.session import SessionStatus, WorkflowSession
 from engine.app import Stepline
-from engine.executor_state import ExecutorStates
 from engine.leases import Leases
 from engine.projector import Projector
 from engine.sweep import SWEEP_LOCK, Sweep
 from engine.task_loop import TaskLoop, definition_key
 from engine.worker import SessionWorker
 from tests.conftest import PASSWORD
-from tests.integration.conftest import LoopFactory, drive, event_types, start_session
+from tests.integration.conftest import (
+    LoopFactory,
+    drive,
+    event_types,
+    kept_states,
+    start_session,
+)
 from tests.scripted_model import ScriptedModel
 
 LOGIN = 'POST /login with {"user": "demo", "password": "{{secrets.DEMO_PASSWORD}}"}'
@@ -69,9 +74,7 @@ def start_worker(
 
 
 def sweeper(app: Stepline, projector: Projector, leases: Leases, ttl_ms: int) -> Sweep:
-    states = ExecutorStates(projector.pool)
-    states.prepare()
-    return Sweep(app, projector, leases, states, ttl_ms)
+    return Sweep(app, projector, leases, kept_states(projector.pool), ttl_ms)
 
 
 def wait_for(app: Stepline, session_id: UUID, *statuses: SessionStatus) -> WorkflowSession:
@@ -258,8 +261,7 @@ def test_a_session_taken_over_keeps_its_cookies_though_the_log_never_holds_them(
     model.calls("http_request", method="GET", url="/todos", before=hold)  # never runs
     model.calls("http_request", method="POST", url="/todos", body={"title": "after takeover"})
     model.calls("complete_step", summary="added")
-    states = ExecutorStates(projector.pool)
-    states.prepare()
+    states = kept_states(projector.pool)
     session_id = start_session(make_loop(), [LOGIN, "Add a todo"], target)
     projector.catch_up()
     first = start_worker(workers, make_loop(states=states), leases)
