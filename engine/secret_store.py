@@ -122,7 +122,9 @@ class MasterKey:
             return self._read_key_file() or key
         with os.fdopen(fd, "w") as file:
             file.write(base64.urlsafe_b64encode(key).decode())
-        log.warning("Dev mode: made a master key for stored secrets at %s", self._key_file)
+        log.warning(
+            "Dev mode: made a master key for stored secrets and kept cookies at %s", self._key_file
+        )
         return key
 
 
