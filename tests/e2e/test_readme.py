@@ -44,6 +44,7 @@ TARGET_PORT = 8765  # the README's base_url
 SERVE_PORT = 8000  # `stepline serve`'s default, which the README's API examples use
 BLOCK_TIMEOUT_S = 300
 
+KNOWN_MARKS = ("runnable", "needs: stepline serve")
 MARKER = re.compile(r"^<!--\s*(?P<marker>.*?)\s*-->\s*$")
 FENCE = re.compile(r"^```(?P<language>\w*)\s*$")
 
@@ -73,6 +74,8 @@ def marked_blocks(markdown: str) -> list[Block]:
         end = next(i for i in range(number + 1, len(lines)) if lines[i].startswith("```"))
         parts = [part.strip() for part in marker["marker"].split(";")]
         named = [part.removeprefix("file:").strip() for part in parts if part.startswith("file:")]
+        unknown = [p for p in parts if p not in KNOWN_MARKS and not p.startswith("file:")]
+        assert not unknown, f"README.md line {number}: unknown marker {unknown}"
         blocks.append(
             Block(
                 line=number + 1,
@@ -174,6 +177,8 @@ def fresh_clone(directory: Path) -> None:
 
 def assert_free(port: int) -> None:
     with socket.socket() as probe:
+        # As servers bind: a listener makes the port unusable, a closed one's TIME_WAIT does not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
