@@ -175,6 +175,9 @@ def fork(
         request = fork_request(
             source, runtime.app.history(session_id), from_step=from_step, steps=steps
         )
+        gone = runtime.executor_states.gone_for_fork(session_id, from_step)
+        if gone is not None:
+            errors.print(f"[yellow]{gone}[/]", highlight=False, soft_wrap=True)
         session = _run_request(runtime, request, as_json, tenant)
     raise typer.Exit(code=0 if succeeded(session) else 1)
 
@@ -194,9 +197,19 @@ def serve(
         raise fail(StandardError.of("CONFIGURATION_INVALID", str(error))) from None
     try:
         app = create_app(settings, workers=workers)
-        serve_app(app, settings, host, port, metrics_at)
+        serve_app(app, settings, host, port, metrics_at, announce=_print_addresses)
     except (PersistenceError, DatabaseUnavailable) as error:
         raise fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
+
+
+def _print_addresses(base_url: str) -> None:
+    console.print(
+        f"Stepline is serving on {base_url}\n"
+        f"  dashboard  {base_url}/ui\n"
+        f"  API docs   {base_url}/docs",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def worker(concurrency: int | None) -> None:

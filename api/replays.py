@@ -12,7 +12,14 @@ from uuid import UUID
 from fastapi import APIRouter, Response
 
 from api.errors import problem_responses
-from api.schemas import ForkSession, Lineage, LineageNode, ReplaySession, SessionCreated
+from api.schemas import (
+    ForkCreated,
+    ForkSession,
+    Lineage,
+    LineageNode,
+    ReplaySession,
+    SessionCreated,
+)
 from api.services import CallerDep, Services, ServicesDep
 from api.sessions import admit, created, owned_session, within_policy
 from domain.errors import SessionNotFound
@@ -60,7 +67,7 @@ def replay(
     "/{session_id}/fork",
     operation_id="forkSession",
     status_code=201,
-    response_model=SessionCreated,
+    response_model=ForkCreated,
     responses=problem_responses(400, 401, 404, 413, 422, 429),
 )
 def fork(
@@ -69,17 +76,20 @@ def fork(
     services: ServicesDep,
     caller: CallerDep,
     response: Response,
-) -> SessionCreated:
+) -> ForkCreated:
     """Create a session whose steps before `from_step` are the source's, completed with their
     recorded results (not run again), and which runs from `from_step` on: the source's steps
-    or `steps`. Saved variables and the last response come back from the source's log."""
+    or `steps`. Saved variables and the last response come back from the source's log, its
+    cookies from the source's kept state (`notice` says if they are gone)."""
     owned_session(services, session_id, caller.tenant)
-    app = services.runtime.app
-    source = app.get_session(session_id)
+    runtime = services.runtime
+    source = runtime.app.get_session(session_id)
     request = fork_request(
-        source, app.history(session_id), from_step=body.from_step, steps=body.step_specs()
+        source, runtime.app.history(session_id), from_step=body.from_step, steps=body.step_specs()
     )
-    return _start(services, request, caller.tenant, caller.name, response)
+    started = _start(services, request, caller.tenant, caller.name, response)
+    notice = runtime.executor_states.gone_for_fork(session_id, body.from_step)
+    return ForkCreated(**started.model_dump(), notice=notice)
 
 
 @router.get(

@@ -180,6 +180,13 @@ class SessionCreated(BaseModel):
     created_at: datetime
 
 
+class ForkCreated(SessionCreated):
+    notice: str | None = Field(
+        description="what the fork starts without, said plainly: the source's cookies, once "
+        "forgotten (STEPLINE_FORK_STATE_TTL_S after the source ended); null if nothing"
+    )
+
+
 class SessionView(BaseModel):
     session_id: UUID
     name: str

@@ -8,7 +8,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any
@@ -78,9 +78,8 @@ def serving_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0) 
         if not thread.is_alive():
             raise RuntimeError(f"the API could not start on {host}:{port}")
         time.sleep(0.01)
-    bound = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://{host}:{bound}"
+        yield listening_url(server)
     finally:
         server.should_exit = True
         thread.join(timeout=60)
@@ -209,9 +208,15 @@ class GracefulServer(uvicorn.Server):
 
 
 def serve(
-    app: FastAPI, settings: Settings, host: str, port: int, metrics_at: tuple[str, int] | None
+    app: FastAPI,
+    settings: Settings,
+    host: str,
+    port: int,
+    metrics_at: tuple[str, int] | None,
+    announce: Callable[[str], None] = print,
 ) -> None:
-    """`stepline serve`: the API, and the metrics app on its own port if asked, in one loop."""
+    """`stepline serve`: the API, and the metrics app on its own port if asked, in one loop.
+    Once the API listens, `announce` is given its address (the port bound, if 0 was asked)."""
     servers = [GracefulServer(uvicorn.Config(app, host=host, port=port, **UVICORN))]
     if metrics_at is not None:
         metrics_host, metrics_port = metrics_at
@@ -225,9 +230,25 @@ def serve(
         servers.append(GracefulServer(config))
 
     async def serve_all() -> None:
-        await asyncio.gather(*(server.serve() for server in servers))
+        announcing = asyncio.create_task(_when_listening(servers[0], announce))
+        try:
+            await asyncio.gather(*(server.serve() for server in servers))
+        finally:
+            announcing.cancel()
 
     asyncio.run(serve_all())
+
+
+async def _when_listening(server: uvicorn.Server, announce: Callable[[str], None]) -> None:
+    while not server.started:  # uvicorn says nothing else once its sockets are bound
+        await asyncio.sleep(0.05)
+    announce(listening_url(server))
+
+
+def listening_url(server: uvicorn.Server) -> str:
+    """The base URL a started server answers on."""
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def run_worker(runtime: Runtime, concurrency: int) -> None:

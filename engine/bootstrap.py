@@ -150,11 +150,12 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             open=True,
         )
         stack.callback(pool.close)
-        schema.prepare(pool, app)
+        master_key = MasterKey.of(settings)
+        schema.prepare(pool, app, master_key)
         projector = Projector(app, pool)
         leases = Leases(pool, lease_s=settings.lease_ms / 1000)
-        executor_states = ExecutorStates(pool)
-        secret_store = SecretStore(pool, MasterKey.of(settings))
+        executor_states = ExecutorStates(pool, master_key, settings.fork_state_ttl_s)
+        secret_store = SecretStore(pool, master_key)
         ai = ai_provider(settings)
         if ai is not None:
             stack.callback(ai.close)

@@ -19,11 +19,12 @@ A database whose schema is newer than this code knows is refused, not downgraded
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
@@ -31,7 +32,9 @@ from domain.errors import DomainError
 from engine import locks
 from engine.app import Stepline
 from engine.database import eventsourcing_env
+from engine.executor_state import seal_clear_state
 from engine.logs import LOGGER_NAME
+from engine.secret_store import MasterKey
 from projections import ALL_VIEWS, tracking
 from projections.view import View
 
@@ -40,9 +43,14 @@ log = logging.getLogger(LOGGER_NAME)
 
 @dataclass(frozen=True)
 class Migration:
+    """`statements`, then `then` (work SQL alone cannot do, such as sealing under the master
+    key), then `finally_` (statements that drop what `then` has moved), in one transaction."""
+
     version: int
     name: str
     statements: tuple[str, ...]
+    then: Callable[[Connection[Any], AESGCM | None], None] | None = None
+    finally_: tuple[str, ...] = ()
 
 
 _BASELINE = (
@@ -130,6 +138,20 @@ MIGRATIONS: tuple[Migration, ...] = (
     # Every statement is IF NOT EXISTS: a database prepared before there was a schema version
     # (each module then ran its own DDL) already has these tables, and takes version 1 as is.
     Migration(1, "the tables of Stepline before schema versions", _BASELINE),
+    Migration(
+        2,
+        "executor state sealed under the master key, and kept for forks after the end",
+        (
+            """
+            ALTER TABLE executor_state
+                ADD COLUMN nonce bytea,
+                ADD COLUMN sealed bytea,
+                ADD COLUMN forgotten_at timestamptz
+            """,
+        ),
+        then=seal_clear_state,
+        finally_=("ALTER TABLE executor_state DROP COLUMN state",),
+    ),
 )
 """In order, never edited once released: a change to the schema is a new migration."""
 
@@ -148,11 +170,17 @@ class SchemaTooNew(DomainError):
     code = "DATABASE_UNAVAILABLE"
 
 
-def prepare(pool: ConnectionPool, app: Stepline, views: Iterable[View] = ALL_VIEWS) -> None:
-    """Bring the database's schema up to this code's, one process at a time."""
+def prepare(
+    pool: ConnectionPool,
+    app: Stepline,
+    key: MasterKey | None = None,
+    views: Iterable[View] = ALL_VIEWS,
+) -> None:
+    """Bring the database's schema up to this code's, one process at a time. `key` seals what
+    a migration finds in clear (without it, that is forgotten)."""
     with pool.connection() as conn, held(conn):
         _create_event_store(app)
-        migrate(conn)
+        migrate(conn, key)
         _prepare_views(conn, views)
 
 
@@ -184,7 +212,7 @@ def held(conn: Connection[Any]) -> Iterator[None]:
         conn.execute("SELECT pg_advisory_unlock(%s)", (locks.SCHEMA,))
 
 
-def migrate(conn: Connection[Any]) -> int:
+def migrate(conn: Connection[Any], key: MasterKey | None = None) -> int:
     """Apply the migrations the database has not had; the version it is at afterwards."""
     conn.execute(_VERSIONS)
     row = conn.execute("SELECT coalesce(max(version), 0) FROM stepline_schema").fetchone()
@@ -199,13 +227,17 @@ def migrate(conn: Connection[Any]) -> int:
         )
     for migration in MIGRATIONS:
         if migration.version > current:
-            _apply(conn, migration)
+            _apply(conn, migration, key)
     return latest
 
 
-def _apply(conn: Connection[Any], migration: Migration) -> None:
+def _apply(conn: Connection[Any], migration: Migration, key: MasterKey | None) -> None:
     with conn.transaction():
         for statement in migration.statements:
+            conn.execute(statement)
+        if migration.then is not None:
+            migration.then(conn, key.cipher(create=True) if key is not None else None)
+        for statement in migration.finally_:
             conn.execute(statement)
         conn.execute(
             "INSERT INTO stepline_schema (version, name) VALUES (%s, %s)",

@@ -109,7 +109,9 @@ class MasterKey:
             return self._read_key_file() or key
         with os.fdopen(fd, "w") as file:
             file.write(base64.urlsafe_b64encode(key).decode())
-        log.warning("Dev mode: made a master key for stored secrets at %s", self._key_file)
+        log.warning(
+            "Dev mode: made a master key for stored secrets and kept cookies at %s", self._key_file
+        )
         return key
 
 
@@ -163,8 +165,7 @@ class SecretStore:
                 "no master key is configured, so secrets cannot be stored: set "
                 "STEPLINE_MASTER_KEY (`stepline secrets key` prints a new one)"
             )
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = cipher.encrypt(nonce, value.encode(), _associated_data(tenant, name))
+        nonce, ciphertext = sealed(cipher, value.encode(), _associated_data(tenant, name))
         with self.pool.connection() as conn:
             row = conn.execute(
                 "INSERT INTO tenant_secrets "
@@ -173,7 +174,7 @@ class SecretStore:
                 "SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext, "
                 "origins = EXCLUDED.origins, updated_at = now() "
                 "RETURNING name, origins, created_at, updated_at",
-                (tenant, name, nonce, sealed, list(bound)),
+                (tenant, name, nonce, ciphertext, list(bound)),
             ).fetchone()
         assert row is not None
         return _stored(row)
@@ -209,20 +210,34 @@ class SecretStore:
         cipher = self.key.cipher(create=False)
         if cipher is None:
             log.warning("Tenant %s has stored secrets but no master key is set", tenant)
-        opened = []
-        for name, nonce, sealed, origins in rows:
-            value = None if cipher is None else _opened(cipher, tenant, name, nonce, sealed)
+        found = []
+        for name, nonce, ciphertext, origins in rows:
+            value = None if cipher is None else _opened(cipher, tenant, name, nonce, ciphertext)
             if value is not None:
-                opened.append(Secret(name, value, tuple(origins) or (default_origin,)))
-        return opened
+                found.append(Secret(name, value, tuple(origins) or (default_origin,)))
+        return found
 
 
-def _opened(cipher: AESGCM, tenant: str, name: str, nonce: bytes, sealed: bytes) -> str | None:
+def sealed(cipher: AESGCM, plain: bytes, bound_to: bytes) -> tuple[bytes, bytes]:
+    """`plain` sealed under a fresh random nonce, bound to `bound_to`: (nonce, ciphertext)."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce, cipher.encrypt(nonce, plain, bound_to)
+
+
+def opened(cipher: AESGCM, nonce: bytes, ciphertext: bytes, bound_to: bytes) -> bytes | None:
+    """What `sealed` sealed, or None if it does not open: another key, or bound elsewhere."""
     try:
-        return cipher.decrypt(nonce, sealed, _associated_data(tenant, name)).decode()
-    except InvalidTag:  # another key, or a row that is not this tenant's or this name's
+        return cipher.decrypt(nonce, ciphertext, bound_to)
+    except InvalidTag:
+        return None
+
+
+def _opened(cipher: AESGCM, tenant: str, name: str, nonce: bytes, ciphertext: bytes) -> str | None:
+    value = opened(cipher, nonce, ciphertext, _associated_data(tenant, name))
+    if value is None:  # another key, or a row that is not this tenant's or this name's
         log.warning("Secret %s of tenant %s does not open with the master key", name, tenant)
         return None
+    return value.decode()
 
 
 def _stored(row: tuple[str, list[str], datetime, datetime]) -> StoredSecret:

@@ -198,6 +198,13 @@ class Settings(BaseSettings):
         "a key file, data_dir/master.key (0600), made on first use",
     )
 
+    fork_state_ttl_s: int = Field(
+        default=86_400,
+        ge=0,
+        description="how long an ended session's executor state (cookies, sealed under the "
+        "master key) is kept for its forks; 0: forgotten when it ends",
+    )
+
     # Limits and edges of the API (streams, failed keys, the operator's metrics key, hosts).
     key_max_streams: int | None = Field(
         default=10, ge=1, description="live SSE streams one API key may hold open at once"

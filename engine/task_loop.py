@@ -361,15 +361,25 @@ class SessionRun:
                     self.executor(command.executor).restore(
                         Command(command.executor, command.name, command.args), event.output
                     )
-        store = self.loop.executor_states
-        kept = {} if store is None else store.load(self.session_id)
-        fork = self.held.session.forked_from
-        if store is not None and not kept and fork is not None:
-            kept = store.load(UUID(fork["session_id"]))
-        for kind, state in kept.items():
+        for kind, state in self._kept_outside_the_log().items():
             if kind in self.loop.executor_kinds:
                 self.executor(kind).load_state(state)
                 self._kept_states[kind] = state
+
+    def _kept_outside_the_log(self) -> dict[str, dict[str, Any]]:
+        """The session's kept executor state; a fork's first run takes its source's, and keeps
+        a copy of its own (the source's is forgotten some time after the source ended)."""
+        store = self.loop.executor_states
+        if store is None:
+            return {}
+        kept = store.load(self.session_id)
+        fork = self.held.session.forked_from
+        if kept or fork is None:
+            return kept
+        kept = store.load(UUID(fork["session_id"]))
+        for kind, state in kept.items():
+            store.save(self.session_id, kind, state)
+        return kept
 
     def _keep_state(self, kind: str, executor: Executor) -> None:
         """Save the executor's state outside the log when a command changed it."""

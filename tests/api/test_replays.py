@@ -71,6 +71,7 @@ def test_replay_fork_and_lineage_over_http(ai_api: Api, target: str, model: Scri
             json={"from_step": 1, "steps": ['POST /todos with {"title": "forked"}']},
         )
         assert forked.status_code == 201, forked.text
+        assert forked.json()["notice"] is None  # the source's cookies are kept
         fork_id = forked.json()["session_id"]
         fork_events = run_to_the_end(alice, fork_id)
         assert [e["type"] for e in fork_events][:2] == ["Created", "StepsCarriedOver"]
@@ -136,3 +137,24 @@ def test_usage_per_session_and_tenant_with_prices(
         edges = {"since": "0001-01-01T00:30:00+01:00", "until": "9999-12-31T23:30:00-01:00"}
         assert len(alice.get("/v1/usage", params=edges).json()["days"]) == 1  # no overflow
         assert eve.get("/v1/usage").json()["days"] == []
+
+
+def test_a_fork_says_plainly_when_its_sources_cookies_are_gone(
+    start_api: ApiFactory, target: str
+) -> None:
+    api = start_api(master_key=MASTER_KEY, fork_state_ttl_s=0)  # forgotten once it has ended
+    login = 'POST /login with {"user": "demo", "password": "{{secrets.DEMO_PASSWORD}}"}'
+    signed_in_read = {"name": "read", "base_url": target, "steps": [login, "GET /todos"]}
+    with api.client("alice") as alice:
+        assert alice.put("/v1/secrets/DEMO_PASSWORD", json={"value": PASSWORD}).is_success
+        source = create(alice, signed_in_read)
+        run_to_the_end(alice, source)
+        assert alice.get(f"/v1/sessions/{source}").json()["status"] == "completed"
+        assert api.services.runtime.sweep().once() == []  # the sweep has been by
+
+        after_sign_in = alice.post(f"/v1/sessions/{source}/fork", json={"from_step": 1})
+        from_the_start = alice.post(f"/v1/sessions/{source}/fork", json={"from_step": 0})
+
+    assert after_sign_in.status_code == 201, after_sign_in.text
+    assert "the source's http cookies are gone" in after_sign_in.json()["notice"]
+    assert from_the_start.json()["notice"] is None  # it signs in itself

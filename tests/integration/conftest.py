@@ -45,10 +45,19 @@ def secret_store(database_url: str) -> Iterator[SecretStore]:
     origin of the base URL of the workflow that uses it (the dev tenant's comes from the
     environment, as `Secrets` given to the task loop)."""
     with ConnectionPool(database_url, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
-        store = SecretStore(pool, MasterKey(Settings(master_key=MASTER_KEY).master_key_bytes()))
+        store = SecretStore(pool, master_key_of_tests())
         for tenant in ("acme", "globex"):
             store.put(tenant, "DEMO_PASSWORD", PASSWORD, origins=[])
         yield store
+
+
+def master_key_of_tests() -> MasterKey:
+    return MasterKey(Settings(master_key=MASTER_KEY).master_key_bytes())
+
+
+def kept_states(pool: ConnectionPool, keep_after_end_s: int = 0) -> ExecutorStates:
+    """Executor state kept outside the log (sealed under the tests' master key)."""
+    return ExecutorStates(pool, master_key_of_tests(), keep_after_end_s)
 
 
 LoopFactory = Callable[..., TaskLoop]

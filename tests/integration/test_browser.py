@@ -24,6 +24,7 @@ from tests.integration.conftest import (
     LoopFactory,
     assert_secret_recorded_nowhere,
     drive,
+    kept_states,
     start_session,
     wait_for,
 )
@@ -260,8 +261,7 @@ def test_two_sessions_at_once_do_not_share_cookies(make_loop: LoopFactory, targe
 @pytest.fixture
 def states(database_url: str) -> Iterator[ExecutorStates]:
     with ConnectionPool(database_url, min_size=1, kwargs={"autocommit": True}) as pool:
-        kept = ExecutorStates(pool)
-        yield kept
+        yield kept_states(pool)
 
 
 def test_a_session_resumed_by_another_browser_reopens_its_page_signed_in(

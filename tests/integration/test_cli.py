@@ -11,12 +11,14 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from psycopg_pool import ConnectionPool
 
 from domain.dev_mode import DEV_TENANT
 from engine.app import Stepline
 from engine.policies import Policies
 from engine.settings import Settings
 from tests.conftest import EXAMPLES, PASSWORD, TEST_POLICY
+from tests.integration.conftest import kept_states
 from tests.scripted_model import ScriptedModel
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")
@@ -216,6 +218,32 @@ def test_replay_runs_a_recorded_ai_session_offline_and_fork_changes_a_step(
     assert "from_step must be a step of the source, 0 to 1" in too_far.stderr
     assert elsewhere.returncode == 2
     assert "SESSION_NOT_FOUND" in elsewhere.stderr
+
+
+def test_fork_says_plainly_when_the_sources_cookies_are_gone(
+    database_url: str, target: str, tmp_path: Path
+) -> None:
+    workflow = tmp_path / "signed-in.yaml"
+    workflow.write_text(
+        "name: Signed in\nsteps:\n"
+        """  - 'POST /login with {"user": "demo", "password": "{{secrets.DEMO_PASSWORD}}"}'\n"""
+        "  - GET /todos\n  - expect status 200\n"
+    )
+    env = {
+        "STEPLINE_DATABASE_URL": database_url,
+        "STEPLINE_DATA_DIR": str(tmp_path),
+        "STEPLINE_SECRET_DEMO_PASSWORD": PASSWORD,
+        "STEPLINE_FORK_STATE_TTL_S": "0",  # forgotten once it has ended
+    }
+    ran = stepline("run", str(workflow), "--base-url", target, "--json", **env)
+    assert ran.returncode == 0, ran.stderr
+    with ConnectionPool(database_url, min_size=1, kwargs={"autocommit": True}) as pool:
+        kept_states(pool).forget_ended()  # what the sweep of a running worker does
+
+    forked = stepline("fork", json.loads(ran.stdout)["session_id"], "--from-step", "1", **env)
+
+    assert "the source's http cookies are gone" in forked.stderr
+    assert forked.returncode == 1  # signed out, GET /todos answered 401
 
 
 def test_an_unknown_session_is_a_clear_error(database_url: str) -> None:

@@ -13,7 +13,6 @@ import pytest
 
 from domain.session import SessionStatus, WorkflowSession
 from engine.app import Stepline
-from engine.executor_state import ExecutorStates
 from engine.leases import Leases
 from engine.locks import SWEEP
 from engine.projector import Projector
@@ -21,7 +20,13 @@ from engine.sweep import Sweep
 from engine.task_loop import TaskLoop, definition_key
 from engine.worker import SessionWorker
 from tests.conftest import PASSWORD
-from tests.integration.conftest import LoopFactory, drive, event_types, start_session
+from tests.integration.conftest import (
+    LoopFactory,
+    drive,
+    event_types,
+    kept_states,
+    start_session,
+)
 from tests.scripted_model import ScriptedModel
 from tests.waiting import eventually
 
@@ -69,8 +74,7 @@ def start_worker(
 
 
 def sweeper(app: Stepline, projector: Projector, leases: Leases, ttl_ms: int) -> Sweep:
-    states = ExecutorStates(projector.pool)
-    return Sweep(app, projector, leases, states, ttl_ms)
+    return Sweep(app, projector, leases, kept_states(projector.pool), ttl_ms)
 
 
 def wait_for(app: Stepline, session_id: UUID, *statuses: SessionStatus) -> WorkflowSession:
@@ -256,7 +260,7 @@ def test_a_session_taken_over_keeps_its_cookies_though_the_log_never_holds_them(
     model.calls("http_request", method="GET", url="/todos", before=hold)  # never runs
     model.calls("http_request", method="POST", url="/todos", body={"title": "after takeover"})
     model.calls("complete_step", summary="added")
-    states = ExecutorStates(projector.pool)
+    states = kept_states(projector.pool)
     session_id = start_session(make_loop(), [LOGIN, "Add a todo"], target)
     projector.catch_up()
     first = start_worker(workers, make_loop(states=states), leases)

@@ -24,6 +24,7 @@ from tests.integration.conftest import (
     LoopFactory,
     drive,
     event_types,
+    kept_states,
     script_sign_in,
     start_session,
 )
@@ -40,7 +41,7 @@ def app(fresh_app: Stepline) -> Stepline:
 
 @pytest.fixture
 def states(projector: Projector) -> ExecutorStates:
-    return ExecutorStates(projector.pool)
+    return kept_states(projector.pool)
 
 
 @pytest.fixture
