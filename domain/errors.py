@@ -199,6 +199,16 @@ CATALOGUE: dict[str, ErrorKind] = {
     "HTTP_REQUEST_FAILED": ErrorKind(
         _I, _MEDIUM, True, True, "Check the base URL and that the target answers"
     ),
+    "HTTP_STATUS_ERROR": ErrorKind(
+        _E,
+        _MEDIUM,
+        True,
+        True,
+        "If that answer is what the step expects, follow it with `expect status <code>` (or "
+        "`expect status 4xx`), or give the step `expect: expect status <code>`; otherwise fix "
+        "the request (URL, body, an earlier sign-in). `config.http_errors: record` keeps "
+        "every answer as a result",
+    ),
     "COMMAND_FAILED": ErrorKind(_E, _MEDIUM, True, True, "Read the command's recorded output"),
     "COMMAND_TIMEOUT": ErrorKind(
         _E, _MEDIUM, True, True, "Raise STEPLINE_REQUEST_TIMEOUT_MS or speed the command up"
@@ -287,7 +297,8 @@ CATALOGUE: dict[str, ErrorKind] = {
         False,
         False,
         'Save it in an earlier step (`save json <path> as <name>`, `save text of "…" as '
-        "<name>`) before a step uses {{vars.name}}",
+        "<name>`) before a step uses {{vars.name}}; the only placeholders are {{vars.NAME}} and "
+        "{{secrets.NAME}}",
     ),
     # Secrets: per tenant, encrypted at rest, bound to the origins they may be sent to.
     "SECRET_NOT_FOUND": ErrorKind(

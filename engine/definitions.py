@@ -1,12 +1,12 @@
 """Step definitions: plain-language patterns that map a step to commands with no model call.
 
 Built in, for HTTP: `GET /path`, `POST /path with {"json": true}` (also PUT, PATCH, DELETE),
-`expect status 200`, `expect body contains "text"`, `expect json items.0.id == 3`,
-`save json token as auth`; for the shell: ``run `pytest -q` ``, `expect exit code 0`,
-`expect output contains "passed"`; for the browser: `open /login`, `click "Sign in"`,
-`fill "Password" with "{{secrets.PASSWORD}}"`, `press Enter`, `select "Red" in "Colour"`,
-`expect page contains "Welcome"`, `expect title contains "Todos"`, `expect url contains "/todos"`,
-`save text of "Total" as total`, `take a screenshot`, `go back`.
+`expect status 200` (or a class: `expect status 4xx`), `expect body contains "text"`,
+`expect json items.0.id == 3`, `save json token as auth`; for the shell: ``run `pytest -q` ``,
+`expect exit code 0`, `expect output contains "passed"`; for the browser: `open /login`,
+`click "Sign in"`, `fill "Password" with "{{secrets.PASSWORD}}"`, `press Enter`,
+`select "Red" in "Colour"`, `expect page contains "Welcome"`, `expect title contains "Todos"`,
+`expect url contains "/todos"`, `save text of "Total" as total`, `take a screenshot`, `go back`.
 
 Users add their own in a Python module named by the workflow file's `definitions:` key. The
 module defines `register(definitions)` and calls `definitions.add(pattern, build)`; its
@@ -132,14 +132,17 @@ def _request(match: re.Match[str]) -> list[Command]:
     return [Command("http", "request", args)]
 
 
+def _expect_status(match: re.Match[str]) -> list[Command]:
+    """`expect status 404`, or a class of statuses: `expect status 4xx`."""
+    code = match["code"].lower()
+    return [Command("http", "expect_status", {"code": code if code.endswith("xx") else int(code)})]
+
+
 def builtin() -> Definitions:
     definitions = Definitions()
     add = definitions.add
     add(r"(?P<method>GET|POST|PUT|PATCH|DELETE) (?P<url>\S+)(?: with (?P<body>.+))?", _request)
-    add(
-        r"expect status (?P<code>\d{3})",
-        lambda m: [Command("http", "expect_status", {"code": int(m["code"])})],
-    )
+    add(r"expect status (?P<code>\d{3}|[1-5]xx)", _expect_status)
     add(
         r'expect body contains "(?P<text>.*)"',
         lambda m: [Command("http", "expect_body_contains", {"text": m["text"]})],
