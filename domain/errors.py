@@ -251,7 +251,13 @@ CATALOGUE: dict[str, ErrorKind] = {
         _E, _MEDIUM, True, True, "Name the element as the page shows it (read_page numbers them)"
     ),
     "SECRET_MISSING": ErrorKind(
-        _V, _HIGH, False, False, "Set STEPLINE_SECRET_<NAME> for each {{secrets.NAME}}"
+        _V,
+        _HIGH,
+        False,
+        False,
+        "Store each secret the message names for the tenant, then create the session again: "
+        "`stepline secrets set NAME --tenant T` (value on stdin) or PUT /v1/secrets/NAME "
+        "(a dev-mode server's own tenant may also use STEPLINE_SECRET_NAME)",
     ),
     "CONFIGURATION_INVALID": ErrorKind(
         _V, _CRITICAL, False, False, "Fix the STEPLINE_* settings named in the message"

@@ -66,16 +66,23 @@ class Definitions:
         """Import a user module (a dotted name, or a .py path) and let it register."""
         try:
             loaded = _import(module, relative_to)
-        except (ImportError, OSError, SyntaxError) as error:
+        except Exception as error:  # the user's own code: whatever it raises is theirs to fix
             raise InvalidWorkflow(
-                f"cannot load step definitions from {module}: {error}", field="definitions"
+                f"cannot load step definitions from {module}: {type(error).__name__}: {error}",
+                field="definitions",
             ) from None
         register = getattr(loaded, "register", None)
         if not callable(register):
             raise InvalidWorkflow(
                 f"{module} must define register(definitions)", field="definitions"
             )
-        register(self)
+        try:
+            register(self)
+        except Exception as error:
+            raise InvalidWorkflow(
+                f"register(definitions) of {module} failed: {type(error).__name__}: {error}",
+                field="definitions",
+            ) from None
 
 
 class DefinitionsCache:

@@ -144,6 +144,13 @@ class TaskLoop:
         base_origin = origin_of(str(session.config.get("base_url") or ""))
         return env.joined(self.secret_store.secrets_of(tenant, base_origin))
 
+    def secret_names(self, tenant: str) -> set[str]:
+        """The names of the secrets a session of `tenant` can fill in (see `secrets_of`)."""
+        env = set(self.secrets.names) if is_dev_tenant(self.settings, tenant) else set()
+        if self.secret_store is None:
+            return env
+        return env | {stored.name for stored in self.secret_store.listed(tenant)}
+
     def close(self) -> None:
         """Release what the executor kinds hold for the process (the browser)."""
         for kind in self.executor_kinds.values():
