@@ -78,14 +78,27 @@ def run(
     workflow: Annotated[Path, typer.Argument(help="the workflow file (YAML)")],
     base_url: Annotated[str | None, typer.Option(help="override the file's base_url")] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="print the final session as JSON")
+        bool, typer.Option("--json", help="print the final session (or the check) as JSON")
     ] = False,
     tenant: Tenant = DEV_TENANT,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="only check it, creating no session: each step's definition, variables used "
+            "before any step saves them, the tenant's secrets, the definitions module, the base "
+            "URL. Exit code 0 only if all is well, else 2",
+        ),
+    ] = False,
 ) -> None:
-    """Run a workflow file to the end, showing each step live. Exit code 0 only if it completed."""
+    """Run a workflow file to the end, showing each step live. Exit code 0 only if it completed;
+    2 if it could not start (a missing secret, say: nothing was run)."""
     from api import cli_commands  # noqa: PLC0415
 
-    cli_commands.run(workflow, base_url, as_json, tenant)
+    if check:
+        cli_commands.check(workflow, base_url, as_json, tenant)
+    else:
+        cli_commands.run(workflow, base_url, as_json, tenant)
 
 
 @cli.command()

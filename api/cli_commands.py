@@ -19,6 +19,7 @@ from rich.table import Table
 
 from api.auth import new_key
 from api.cli import EXAMPLES
+from api.cli_check import print_check
 from api.cli_support import console, errors, fail, load_settings, runtime_or_exit
 from api.event_views import event_view
 from api.live import (
@@ -37,6 +38,7 @@ from engine.bootstrap import Runtime
 from engine.database import DatabaseUnavailable
 from engine.projector import UnknownView
 from engine.replay import fork_request, replay_request
+from engine.workflow_check import check_workflow
 from engine.workflow_file import load_workflow
 from projections import session_progress
 from projections.audit_log import describe
@@ -111,6 +113,17 @@ def run(workflow: Path, base_url: str | None, as_json: bool, tenant: str) -> Non
     with runtime_or_exit(quiet=True) as runtime:
         session = _run_file(runtime, workflow, base_url, as_json, tenant)
     raise typer.Exit(code=0 if succeeded(session) else 1)
+
+
+def check(workflow: Path, base_url: str | None, as_json: bool, tenant: str) -> None:
+    with runtime_or_exit(quiet=True) as runtime:
+        request = request_from_file(load_workflow(workflow), workflow, base_url)
+        report = check_workflow(runtime.loop, request, tenant)
+    if as_json:
+        console.print_json(json.dumps(report.to_dict()))
+    else:
+        print_check(report)
+    raise typer.Exit(code=0 if report.ok else 2)
 
 
 def demo(workflow: Path, as_json: bool, tenant: str) -> None:

@@ -36,6 +36,7 @@ STATUS_OF_CODE = {
     "DATABASE_UNAVAILABLE": 503,
     # Secrets
     "SECRET_NOT_FOUND": 404,
+    "SECRET_MISSING": 422,
     "MASTER_KEY_MISSING": 503,
     # Limits and edges of the API.
     "KEY_RATE_LIMITED": 429,

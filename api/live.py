@@ -17,9 +17,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 
 from api.cli_support import cli_actor
 from domain.session import SessionStatus, StepStatus, WorkflowSession
+from engine.admission import admitted
 from engine.app import SessionRequest
 from engine.bootstrap import Runtime
-from engine.limits import admitted
 from engine.logs import LOGGER_NAME
 from engine.workflow_file import WorkflowFile
 
@@ -59,9 +59,10 @@ def _describe(step_index: int, session: WorkflowSession) -> str:
 def run_with_progress(
     runtime: Runtime, request: SessionRequest, console: Console, tenant: str
 ) -> WorkflowSession:
-    """Create the session and drive it here, under its lease, while showing each step's
-    state. Ctrl-C stops at the next safe point and hands the lease back: a worker carries on."""
-    request = admitted(request, runtime.settings, runtime.policies.of(tenant))
+    """Create the session (if admitted: see `engine.admission`) and drive it here, under its
+    lease, while showing each step's state. Ctrl-C stops at the next safe point and hands the
+    lease back: a worker carries on."""
+    request = admitted(runtime.loop, request, tenant)  # before anything is recorded or sent
     worker = runtime.worker(concurrency=1, role="run")
     worker.start(claiming=False)
     try:

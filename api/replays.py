@@ -21,7 +21,7 @@ from api.schemas import (
     SessionCreated,
 )
 from api.services import CallerDep, Services, ServicesDep
-from api.sessions import admit, created, owned_session, within_policy
+from api.sessions import admit, admitted_request, created, owned_session
 from domain.errors import SessionNotFound
 from engine.app import SessionRequest
 from engine.replay import fork_request, replay_request
@@ -34,7 +34,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["replays and forks"])
 def _start(
     services: Services, request: SessionRequest, tenant: str, actor: str, response: Response
 ) -> SessionCreated:
-    request = within_policy(services, request, tenant)  # it may have narrowed since the source
+    request = admitted_request(services, request, tenant)  # it may have narrowed since the source
     admit(services, tenant, 1)
     return created(services, request, tenant, actor, response)
 

@@ -29,8 +29,8 @@ from api.schemas import (
 )
 from api.services import CallerDep, Services, ServicesDep
 from domain.errors import SessionNotFound
+from engine.admission import admitted
 from engine.app import SessionRequest
-from engine.limits import admitted
 from projections import session_index, session_progress, step_history
 from projections.session_index import SessionFilter, active_count
 from projections.view import Recorded
@@ -109,12 +109,13 @@ def session_request(services: Services, body: CreateSession, tenant: str) -> Ses
     request = SessionRequest(
         name=body.name, steps=body.step_specs(), config=body.given_config(), labels=body.labels
     )
-    return within_policy(services, request, tenant)
+    return admitted_request(services, request, tenant)
 
 
-def within_policy(services: Services, request: SessionRequest, tenant: str) -> SessionRequest:
-    runtime = services.runtime
-    return admitted(request, runtime.settings, runtime.policies.of(tenant))
+def admitted_request(services: Services, request: SessionRequest, tenant: str) -> SessionRequest:
+    """The request as its tenant may create it: within its policy, its definitions module
+    loaded and every secret it uses stored (422 with the reason if not)."""
+    return admitted(services.runtime.loop, request, tenant)
 
 
 def admit(services: Services, tenant: str, count: int) -> None:

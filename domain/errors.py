@@ -201,6 +201,16 @@ CATALOGUE: dict[str, ErrorKind] = {
     "HTTP_REQUEST_FAILED": ErrorKind(
         _I, _MEDIUM, True, True, "Check the base URL and that the target answers"
     ),
+    "HTTP_STATUS_ERROR": ErrorKind(
+        _E,
+        _MEDIUM,
+        True,
+        True,
+        "If that answer is what the step expects, follow it with `expect status <code>` (or "
+        "`expect status 4xx`), or give the step `expect: expect status <code>`; otherwise fix "
+        "the request (URL, body, an earlier sign-in). `config.http_errors: record` keeps "
+        "every answer as a result",
+    ),
     "COMMAND_FAILED": ErrorKind(_E, _MEDIUM, True, True, "Read the command's recorded output"),
     "COMMAND_TIMEOUT": ErrorKind(
         _E, _MEDIUM, True, True, "Raise STEPLINE_REQUEST_TIMEOUT_MS or speed the command up"
@@ -248,7 +258,13 @@ CATALOGUE: dict[str, ErrorKind] = {
         '(button "Sign in"), or by its number',
     ),
     "SECRET_MISSING": ErrorKind(
-        _V, _HIGH, False, False, "Set STEPLINE_SECRET_<NAME> for each {{secrets.NAME}}"
+        _V,
+        _HIGH,
+        False,
+        False,
+        "Store each secret the message names for the tenant, then create the session again: "
+        "`stepline secrets set NAME --tenant T` (value on stdin) or PUT /v1/secrets/NAME "
+        "(a dev-mode server's own tenant may also use STEPLINE_SECRET_NAME)",
     ),
     "CONFIGURATION_INVALID": ErrorKind(
         _V, _CRITICAL, False, False, "Fix the STEPLINE_* settings named in the message"
@@ -294,7 +310,8 @@ CATALOGUE: dict[str, ErrorKind] = {
         False,
         False,
         'Save it in an earlier step (`save json <path> as <name>`, `save text of "…" as '
-        "<name>`) before a step uses {{vars.name}}",
+        "<name>`) before a step uses {{vars.name}}; the only placeholders are {{vars.NAME}} and "
+        "{{secrets.NAME}}",
     ),
     # Secrets: per tenant, encrypted at rest, bound to the origins they may be sent to.
     "SECRET_NOT_FOUND": ErrorKind(

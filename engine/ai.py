@@ -64,8 +64,9 @@ class Decision:
     latency_ms: int
 
 
-def finishing_tools(expect: str | None) -> list[dict[str, Any]]:
-    """complete_step and fail_step; with an expect criterion, completing must confirm it."""
+def finishing_tools(expect: str | None, error_status: int | None = None) -> list[dict[str, Any]]:
+    """complete_step and fail_step; with an expect criterion, completing must confirm it; after
+    a request that failed on its `error_status`, completing must name it as expected."""
     complete_properties: dict[str, Any] = {
         "summary": {"type": "string", "description": "what was done, in one sentence"},
         "evidence": {
@@ -81,6 +82,12 @@ def finishing_tools(expect: str | None) -> list[dict[str, Any]]:
             "description": f"true only if this holds, shown by the evidence: {expect}",
         }
         required.append("expect_met")
+    if error_status is not None:
+        complete_properties["expected_status"] = {
+            "type": "integer",
+            "description": f"{error_status}, only if the last request's {error_status} answer "
+            "is what this step is meant to show",
+        }
     return [
         {
             "type": "function",

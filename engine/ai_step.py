@@ -18,6 +18,7 @@ from engine.ai import (
 )
 from engine.context import build_conversation, build_messages
 from engine.executors import Executor
+from engine.executors.http import HTTP_STATUS_ERROR
 from engine.executors.kinds import DEFAULT_EXECUTOR
 from engine.step_results import StepDone, StepFailure, StepOnHold, StepResult, failure
 
@@ -77,9 +78,10 @@ class AiStep:
             )
         return failure("MAX_TURNS_EXCEEDED", used, limit="max_turns_per_step")
 
-    def _messages(self, session: WorkflowSession) -> list[dict[str, Any]]:
+    def _messages(
+        self, session: WorkflowSession, events: list[WorkflowSession.Event]
+    ) -> list[dict[str, Any]]:
         """The prompt, in the configured conversation shape (STEPLINE_AI_CONVERSATION)."""
-        events = self._attempt_events()
         context: dict[str, Any] = {
             "attempt_events": events,
             "feedback": self._briefed(events) + self.feedback,
@@ -118,8 +120,10 @@ class AiStep:
                 return tool_name, args
         return None
 
-    def _tools(self, expect: str | None, last: bool) -> list[dict[str, Any]]:
-        finishing = finishing_tools(expect)
+    def _tools(
+        self, expect: str | None, last: bool, error_status: int | None
+    ) -> list[dict[str, Any]]:
+        finishing = finishing_tools(expect, error_status)
         if last:
             return finishing
         return self._executor().tools() + finishing
@@ -128,9 +132,11 @@ class AiStep:
         run = self.run_
         if (used_up := run.model_budget_used_up()) is not None:
             return StepOnHold(used_up)
-        messages = self._messages(session)
+        events = self._attempt_events()
+        messages = self._messages(session, events)
+        error_status = unjudged_error_status(events)
         try:
-            decision = self.ai.decide(messages, self._tools(expect, last))
+            decision = self.ai.decide(messages, self._tools(expect, last, error_status))
         except AiProviderError as error:
             if error.outage and run.loop.settings.ai_pause_on_outage:
                 return StepOnHold(error.error)
@@ -155,7 +161,7 @@ class AiStep:
             return self._mistaken(decision.mistake)
         assert decision.call is not None  # a reply is a tool call or a mistake
         self.last_mistake = None
-        return self._act_on(decision.call, expect)
+        return self._act_on(decision.call, expect, error_status)
 
     def _mistaken(self, mistake: Mistake) -> StepResult | None:
         """A reply that was no usable tool call counts as a failed turn; the model is told
@@ -177,8 +183,18 @@ class AiStep:
         ]
         return None
 
-    def _act_on(self, call: ToolCall, expect: str | None) -> StepResult | None:
+    def _act_on(
+        self, call: ToolCall, expect: str | None, error_status: int | None
+    ) -> StepResult | None:
         if call.name == COMPLETE_STEP:
+            if error_status is not None and call.arguments.get("expected_status") != error_status:
+                self.feedback = [
+                    f"The last request failed: it was answered {error_status}. The step may "
+                    "not complete on a failed request: try another request, or call "
+                    "fail_step. If that answer is what this step is meant to show, call "
+                    f"complete_step with expected_status={error_status}."
+                ]
+                return None
             if expect and call.arguments.get("expect_met") is not True:
                 self.feedback = [
                     f"The step may complete only if this holds: {expect}. Check it with the "
@@ -216,6 +232,20 @@ class AiStep:
                 limit="max_consecutive_failures",
             )
         return None
+
+
+def unjudged_error_status(events: list[WorkflowSession.Event]) -> int | None:
+    """The status of the attempt's last command, if it was a request that failed on it
+    (HTTP_STATUS_ERROR): a step may complete on it only by naming it as the one it expects."""
+    for event in reversed(events):
+        if isinstance(event, WorkflowSession.Checked):
+            return None
+        if isinstance(event, WorkflowSession.CommandFinished):
+            error = event.error or {}
+            if error.get("code") != HTTP_STATUS_ERROR:
+                return None
+            return int(error.get("details", {}).get("status", 0)) or None
+    return None
 
 
 def _turn_note(decision: Decision) -> str:

@@ -1,12 +1,12 @@
 """Step definitions: plain-language patterns that map a step to commands with no model call.
 
 Built in, for HTTP: `GET /path`, `POST /path with {"json": true}` (also PUT, PATCH, DELETE),
-`expect status 200`, `expect body contains "text"`, `expect json items.0.id == 3`,
-`save json token as auth`; for the shell: ``run `pytest -q` ``, `expect exit code 0`,
-`expect output contains "passed"`; for the browser: `open /login`, `click "Sign in"`,
-`fill "Password" with "{{secrets.PASSWORD}}"`, `press Enter`, `select "Red" in "Colour"`,
-`expect page contains "Welcome"`, `expect title contains "Todos"`, `expect url contains "/todos"`,
-`save text of "Total" as total`, `take a screenshot`, `go back`.
+`expect status 200` (or a class: `expect status 4xx`), `expect body contains "text"`,
+`expect json items.0.id == 3`, `save json token as auth`; for the shell: ``run `pytest -q` ``,
+`expect exit code 0`, `expect output contains "passed"`; for the browser: `open /login`,
+`click "Sign in"`, `fill "Password" with "{{secrets.PASSWORD}}"`, `press Enter`,
+`select "Red" in "Colour"`, `expect page contains "Welcome"`, `expect title contains "Todos"`,
+`expect url contains "/todos"`, `save text of "Total" as total`, `take a screenshot`, `go back`.
 
 Users add their own in a Python module named by the workflow file's `definitions:` key. The
 module defines `register(definitions)` and calls `definitions.add(pattern, build)`; its
@@ -131,9 +131,9 @@ class Definitions:
         """Import a user module (a dotted name, or a .py path) and let it register."""
         try:
             loaded = _import(module, relative_to)
-        except (ImportError, OSError, SyntaxError) as error:
+        except Exception as error:  # the user's own code: whatever it raises is theirs to fix
             raise InvalidWorkflow(
-                f"cannot load step definitions from {module}: {error}",
+                f"cannot load step definitions from {module}: {type(error).__name__}: {error}",
                 suggested_action="Name a .py file (relative to the workflow file) or a module "
                 "Python can import, and fix the error it raises when imported",
                 field="definitions",
@@ -146,7 +146,15 @@ class Definitions:
                 "definitions.add(pattern, build)",
                 field="definitions",
             )
-        register(self)
+        try:
+            register(self)
+        except Exception as error:
+            raise InvalidWorkflow(
+                f"register(definitions) of {module} failed: {type(error).__name__}: {error}",
+                suggested_action=f"Fix register(definitions) in {module}: it raised the error "
+                "the message names",
+                field="definitions",
+            ) from None
 
 
 class DefinitionsCache:
@@ -292,6 +300,12 @@ def _request(match: re.Match[str]) -> list[Command]:
     return [Command("http", "request", args)]
 
 
+def _expect_status(match: re.Match[str]) -> list[Command]:
+    """`expect status 404`, or a class of statuses: `expect status 4xx`."""
+    code = match["code"].lower()
+    return [Command("http", "expect_status", {"code": code if code.endswith("xx") else int(code)})]
+
+
 def builtin() -> Definitions:
     definitions = Definitions()
     add = definitions.add
@@ -300,11 +314,7 @@ def builtin() -> Definitions:
         _request,
         'POST /todos with {"title": "milk"}',
     )
-    add(
-        r"expect status (?P<code>\d{3})",
-        lambda m: [Command("http", "expect_status", {"code": int(m["code"])})],
-        "expect status 200",
-    )
+    add(r"expect status (?P<code>\d{3}|[1-5]xx)", _expect_status, "expect status 200")
     add(
         r'expect body contains "(?P<text>.*)"',
         lambda m: [Command("http", "expect_body_contains", {"text": m["text"]})],

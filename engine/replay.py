@@ -30,12 +30,13 @@ def interrupted(finished: W.CommandFinished) -> bool:
 
 
 def essentials(command: Command, ok: bool, output: str) -> dict[str, Any]:
-    """The part of a result a replay must reproduce."""
+    """The part of a result a replay must reproduce: whether it succeeded, and the status or
+    exit code it came with (a request failed on its 4xx still has its status)."""
     found: dict[str, Any] = {"ok": ok}
     key = {("http", "request"): "status", ("shell", "run"): "exit_code"}.get(
         (command.executor, command.name)
     )
-    if key is not None and ok:
+    if key is not None:
         try:
             recorded = json.loads(output)
         except json.JSONDecodeError:

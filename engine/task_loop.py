@@ -22,7 +22,14 @@ from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow, StandardError
-from domain.session import ENDED, SessionStatus, StepState, StepStatus, WorkflowSession
+from domain.session import (
+    ENDED,
+    SessionStatus,
+    StepSpec,
+    StepState,
+    StepStatus,
+    WorkflowSession,
+)
 from domain.tenant import Policy
 from engine.ai import AiProvider
 from engine.ai_step import AiStep
@@ -48,6 +55,7 @@ from engine.secret_store import SecretStore
 from engine.secrets import IN_USE, Secrets, origin_of
 from engine.settings import Settings
 from engine.snapshots import Snapshotter
+from engine.step_plan import status_judged_after, unset_explained
 from engine.step_results import (
     Interrupted,
     StepDone,
@@ -135,6 +143,13 @@ class TaskLoop:
             return env
         base_origin = origin_of(str(session.config.get("base_url") or ""))
         return env.joined(self.secret_store.secrets_of(tenant, base_origin))
+
+    def secret_names(self, tenant: str) -> set[str]:
+        """The names of the secrets a session of `tenant` can fill in (see `secrets_of`)."""
+        env = set(self.secrets.names) if is_dev_tenant(self.settings, tenant) else set()
+        if self.secret_store is None:
+            return env
+        return env | {stored.name for stored in self.secret_store.listed(tenant)}
 
     def close(self) -> None:
         """Release what the executor kinds hold for the process (the browser)."""
@@ -511,7 +526,7 @@ class SessionRun:
             command.name,
             extra=on_step(self.session_id, index),
         )
-        outcome, result = self._run_on(executor, replace(command, idempotency_key=key))
+        outcome, result = self._run_on(index, executor, replace(command, idempotency_key=key))
         self.held.decide(lambda s: s.finish_command(index, command_id=command_id, **result))
         log.debug("Command finished: ok=%s", outcome.ok, extra=on_step(self.session_id, index))
         return outcome
@@ -535,7 +550,7 @@ class SessionRun:
         if refusal is not None:
             return refusal
         executor = self.executor(command.executor)
-        outcome, result = self._run_on(executor, command)
+        outcome, result = self._run_on(index, executor, command)
         args = self.secrets.redact_all(command.args)
         self.held.decide(
             lambda s: s.record_check(
@@ -554,10 +569,12 @@ class SessionRun:
         except ValueError:  # an unknown executor: `execute` reports it
             return False
 
-    def _run_on(self, executor: Executor, command: Command) -> tuple[Outcome, dict[str, Any]]:
+    def _run_on(
+        self, index: int, executor: Executor, command: Command
+    ) -> tuple[Outcome, dict[str, Any]]:
         """Run the command; its outcome, and its result as recorded (secrets redacted)."""
         started = time.monotonic()
-        outcome = executor.run(command)
+        outcome = self._explained(index, executor.run(command))
         self._keep_state(command.executor, executor)
         result: dict[str, Any] = {
             "ok": outcome.ok,
@@ -567,6 +584,20 @@ class SessionRun:
             "artifacts": list(outcome.artifacts),
         }
         return outcome, result
+
+    def _explained(self, index: int, outcome: Outcome) -> Outcome:
+        """A variable not set, said with the steps that could have saved it."""
+        error = outcome.error
+        if error is None or error.code != "VARIABLE_NOT_SET":
+            return outcome
+        steps = [StepSpec(step.text, step.expect) for step in self.held.session.steps]
+        explained = unset_explained(error, self.definitions, steps, index)
+        return replace(outcome, output=explained.message, error=explained)
+
+    def status_judged_after(self, index: int) -> bool:
+        """Whether an `expect status` judges the answer to step `index`'s last request."""
+        steps = [StepSpec(step.text, step.expect) for step in self.held.session.steps]
+        return status_judged_after(self.definitions, steps, index)
 
 
 def _interrupted(step_index: int, command_id: str) -> Callable[[WorkflowSession], None]:
@@ -631,6 +662,7 @@ class StepAttempt:
     def _replay(self, recorded: RecordedStep) -> StepResult:
         """Do again what the source's step did, comparing each result with the recorded one."""
         evidence = []
+        judged = self.run_.status_judged_after(self.index)
         for action in recorded.actions:
             key = self._key("r")
             done = self._recorded.get(key)
@@ -643,10 +675,11 @@ class StepAttempt:
                 continue
             if (timeout := self.run_.safe_point(self.deadline)) is not None:
                 return timeout
-            if self.run_.is_check(action.command):
-                outcome = self.run_.check(self.index, action.command)
+            command = replace(action.command, error_status_expected=judged)
+            if self.run_.is_check(command):
+                outcome = self.run_.check(self.index, command)
             else:
-                outcome = self.run_.execute(self.index, action.command, key)
+                outcome = self.run_.execute(self.index, command, key)
             got = action.divergence(outcome)
             if got is not None:
                 return self._diverged_at(action, got)
@@ -678,7 +711,7 @@ class StepAttempt:
             return _unusable(f"step {self.index}: {error}", error)
         if commands is None:
             return self._with_ai(text)
-        result = self._run_commands(commands)
+        result = self._run_commands(self._judged_by_a_check(commands))
         if isinstance(result, StepFailure):
             return result
         done = StepDone(summary=f"{text}: ok", evidence=result)
@@ -694,6 +727,13 @@ class StepAttempt:
             near = self.run_.definitions.near_miss(unmatched)
             return StepFailure(_no_ai_provider(unmatched, near))
         return AiStep(self.run_, ai, self.index, self.attempt, self.deadline).run()
+
+    def _judged_by_a_check(self, commands: list[Command]) -> list[Command]:
+        """The commands, the last one's error status left to the `expect status` that judges
+        it (the step's own expect, or the next step) rather than failing it."""
+        if not commands or not self.run_.status_judged_after(self.index):
+            return commands
+        return [*commands[:-1], replace(commands[-1], error_status_expected=True)]
 
     def _key(self, kind: str = "c") -> str:
         position = self._positions[kind]

@@ -39,6 +39,11 @@ class WorkflowConfig(BaseModel):
     screenshots: Literal["failures", "all"] | None = Field(
         default=None, description="browser screenshots: on failures (default), or of every command"
     )
+    http_errors: Literal["fail", "record"] | None = Field(
+        default=None,
+        description="an HTTP request answered 4xx/5xx: fails its step unless an `expect status` "
+        "judges it (fail, the default), or is recorded as a result (record)",
+    )
 
 
 class WorkflowFile(BaseModel):

@@ -10,7 +10,13 @@ from typing import Any, Protocol
 from domain.errors import DomainError, StandardError
 from engine.secrets import SecretUnusable
 
-VARIABLE = re.compile(r"\{\{\s*vars\.([A-Za-z0-9_]+)\s*\}\}")
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z0-9_]+)\s*\}\}")
+"""Any `{{namespace.name}}`: `vars` are filled from what earlier steps saved, `secrets` by the
+executor for the command's destination, and any other namespace is never sent as written."""
+VARIABLES = "vars"
+SECRETS = "secrets"
+SAVING_COMMANDS = frozenset({"save_json", "save_text"})
+"""Commands that save a variable under their `name` argument, for a later `{{vars.name}}`."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,15 @@ class Command:
     args: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
     """Sent with side effects that support it (HTTP's `Idempotency-Key`); set by the task loop."""
+    error_status_expected: bool = False
+    """An HTTP request whose 4xx/5xx answer a check will judge (an `expect status` follows):
+    the answer is its result, not its failure. Set by the task loop, never recorded."""
+
+    @property
+    def saves(self) -> str | None:
+        """The variable this command saves, if it is one that does."""
+        name = self.args.get("name")
+        return str(name) if self.name in SAVING_COMMANDS and name else None
 
 
 @dataclass(frozen=True)
@@ -81,32 +96,50 @@ class Executor(Protocol):
 
 
 class VariableNotSet(DomainError):
-    """A `{{vars.name}}` no earlier command saved: the command is not run with it unfilled."""
+    """A placeholder nothing can fill: a `{{vars.name}}` no earlier command saved, or one of a
+    namespace there is none of (`{{inputs.name}}`). The command is not run with it unfilled."""
 
     code = "VARIABLE_NOT_SET"
 
-    def __init__(self, name: str, saved: list[str]) -> None:
-        known = f"; saved so far: {', '.join(saved)}" if saved else "; nothing is saved yet"
+    def __init__(self, namespace: str, name: str, saved: list[str]) -> None:
+        placeholder = f"{{{{{namespace}.{name}}}}}"
         super().__init__(
-            f"{{{{vars.{name}}}}} is not set: no earlier step saved {name}{known}",
+            f"{placeholder} is not set: {_why_unset(namespace, name, saved)}",
+            placeholder=placeholder,
+            namespace=namespace,
             name=name,
             saved=saved,
         )
 
 
+def _why_unset(namespace: str, name: str, saved: list[str]) -> str:
+    if namespace == VARIABLES:
+        known = f"saved so far: {', '.join(saved)}" if saved else "nothing is saved yet"
+        return f"no earlier step saved {name} ({known})"
+    unsupported = "workflows take no inputs yet; " if namespace == "inputs" else ""
+    return (
+        f"{unsupported}there is no {namespace!r} namespace: a step may use {{{{vars.NAME}}}} "
+        "(saved by an earlier step) and {{secrets.NAME}}"
+    )
+
+
 def with_variables(data: Any, variables: dict[str, Any]) -> Any:
     """`data` with `{{vars.name}}` filled in (strings, and the strings inside dicts and
-    lists). Raises VariableNotSet for a name not saved, so nothing is sent with a
-    placeholder in it (a 404 for `/todos/%7B%7Bvars.id%7D%7D` would pass for a result)."""
+    lists); `{{secrets.NAME}}` is left for the executor to fill for the destination. Raises
+    VariableNotSet for a variable not saved or a namespace there is none of, so nothing is
+    sent with a placeholder in it (a 404 for `/todos/%7B%7Bvars.id%7D%7D` would pass for a
+    result)."""
     if isinstance(data, str):
 
         def value(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in variables:
-                raise VariableNotSet(name, sorted(variables))
+            namespace, name = match.group(1), match.group(2)
+            if namespace == SECRETS:
+                return match.group(0)
+            if namespace != VARIABLES or name not in variables:
+                raise VariableNotSet(namespace, name, sorted(variables))
             return str(variables[name])
 
-        return VARIABLE.sub(value, data)
+        return PLACEHOLDER.sub(value, data)
     if isinstance(data, dict):
         return {key: with_variables(value, variables) for key, value in data.items()}
     if isinstance(data, list):

@@ -12,6 +12,7 @@ from typing import Any
 import certifi
 import httpx
 
+from domain.errors import StandardError
 from engine.egress import EgressPolicy, EgressRefused, checked_transport
 from engine.executors import (
     Command,
@@ -24,6 +25,7 @@ from engine.executors import (
 from engine.secrets import NO_ORIGIN, SecretOriginRefused, Secrets, SecretUnusable, origin_of
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+HTTP_STATUS_ERROR = "HTTP_STATUS_ERROR"
 MAX_BODY_BYTES = 10 * 1024 * 1024
 """Of a response body, what is read: a tenant's server cannot fill the worker's memory."""
 
@@ -75,8 +77,13 @@ class HttpExecutor:
         timeout_s: float = 30.0,
         connect_timeout_s: float = 10.0,
         max_output_chars: int = 4_000,
+        fail_on_error_status: bool = True,
     ) -> None:
+        """`fail_on_error_status`: a 4xx/5xx answer fails the request (HTTP_STATUS_ERROR)
+        unless the task loop says a check will judge it; False records it as a result
+        (`config.http_errors: record`, the behaviour before)."""
         self.secrets = secrets
+        self.fail_on_error_status = fail_on_error_status
         self.max_output_chars = max_output_chars
         self.variables: dict[str, Any] = {}
         self.last: LastResponse | None = None
@@ -105,11 +112,32 @@ class HttpExecutor:
         if handler is None:
             return Outcome.failed("UNKNOWN_COMMAND", f"the http executor has no {command.name}")
         try:
-            return handler(**self._arguments(command))
+            outcome = handler(**self._arguments(command))
         except (SecretUnusable, VariableNotSet) as error:
             return refused(error)
         except (TypeError, ValueError, httpx.InvalidURL) as error:  # a URL or header not sent
             return Outcome.failed("INVALID_COMMAND", f"bad arguments for {command.name}: {error}")
+        if command.name == "request" and outcome.ok:
+            return self._judged(command, outcome)
+        return outcome
+
+    def _judged(self, command: Command, outcome: Outcome) -> Outcome:
+        """A request answered with a 4xx/5xx fails, unless a check will judge the answer or
+        the workflow records such answers as results. The answer stays its output, so the
+        model sees what the server said."""
+        assert self.last is not None  # a request that succeeded recorded its response
+        status = self.last.status
+        if status < 400 or not self.fail_on_error_status or command.error_status_expected:
+            return outcome
+        method = str(command.args.get("method", "")).upper()
+        url = with_variables(str(command.args.get("url", "")), self.variables)  # no secret filled
+        answer = f"{status} {httpx.codes.get_reason_phrase(status)}".strip()
+        error = StandardError.of(
+            HTTP_STATUS_ERROR,
+            f"{method} {url} answered {answer}",
+            {"method": method, "url": url, "status": status},
+        )
+        return Outcome(False, outcome.output, error)
 
     def _arguments(self, command: Command) -> dict[str, Any]:
         args: dict[str, Any] = with_variables(command.args, self.variables)
@@ -185,10 +213,10 @@ class HttpExecutor:
             response = self.client.send(following, follow_redirects=False, stream=True)
         raise httpx.TooManyRedirects("too many redirects", request=response.request)
 
-    def _expect_status(self, code: int) -> Outcome:
+    def _expect_status(self, code: int | str) -> Outcome:
         if self.last is None:
             return _no_response()
-        if self.last.status != int(code):
+        if not status_matches(code, self.last.status):
             return Outcome.failed(
                 "EXPECTATION_FAILED", f"expected status {code}, got {self.last.status}"
             )
@@ -293,6 +321,14 @@ class HttpExecutor:
         if name != "http_request":
             return None
         return Command("http", "request", arguments)
+
+
+def status_matches(expected: int | str, status: int) -> bool:
+    """`404` is 404 only; a class, `4xx`, is any 400 to 499."""
+    text = str(expected).lower()
+    if text.endswith("xx"):
+        return str(status)[0] == text[0]
+    return status == int(text)
 
 
 def _read_at_most(response: httpx.Response, limit: int) -> tuple[bytes, bool]:

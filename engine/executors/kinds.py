@@ -47,6 +47,7 @@ def http_executor(setup: ExecutorSetup) -> Executor:
         timeout_s=settings.request_timeout_ms / 1000,
         connect_timeout_s=settings.connection_timeout_ms / 1000,
         max_output_chars=settings.max_output_chars,
+        fail_on_error_status=setup.config.get("http_errors", "fail") == "fail",
     )
 
 

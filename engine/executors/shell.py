@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.executors import Command, Outcome, refused, truncated
+from engine.executors import (
+    Command,
+    Outcome,
+    VariableNotSet,
+    refused,
+    truncated,
+    with_variables,
+)
 from engine.executors.sandbox import (
     SANDBOX_PATH,
     Jail,
@@ -161,8 +168,8 @@ class ShellExecutor:
         if refusal is not None:
             return Outcome.failed("SANDBOX_VIOLATION", refusal, command=text)
         try:  # a shell has no network, but what it prints is recorded: see engine.secrets
-            resolved: list[str] = self.secrets.filled(argv, SHELL)
-        except SecretUnusable as error:
+            resolved: list[str] = self.secrets.filled(with_variables(argv, {}), SHELL)
+        except (SecretUnusable, VariableNotSet) as error:  # a shell keeps no variables
             return refused(error)
         outside = self._outside(argv, resolved)
         if outside:

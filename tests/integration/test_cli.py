@@ -184,7 +184,8 @@ def test_replay_runs_a_recorded_ai_session_offline_and_fork_changes_a_step(
 ) -> None:
     workflow = tmp_path / "nl.yaml"
     workflow.write_text(
-        "name: Natural language\nsteps:\n  - Open the sign-in page\n  - GET /todos\n"
+        "name: Natural language\nsteps:\n  - Open the sign-in page\n"
+        "  - {text: GET /todos, expect: expect status 401}\n"  # not signed in
     )
     model.calls("http_request", method="GET", url="/login")
     model.calls("complete_step", summary="the sign-in page is up")

@@ -149,7 +149,7 @@ def test_a_strict_replay_fails_the_step_where_the_target_answers_otherwise(
     assert error["details"]["command"]["args"]["url"] == "/login"
     assert (error["details"]["expected"], error["details"]["got"]) == (
         {"ok": True, "status": 200},
-        {"ok": True, "status": 401},
+        {"ok": False, "status": 401},  # a 401 fails the request (HTTP_STATUS_ERROR)
     )
     diverged = [
         e for e in loop.app.history(replayed) if isinstance(e, WorkflowSession.ReplayDiverged)

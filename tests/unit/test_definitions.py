@@ -18,6 +18,7 @@ from engine.executors import Command
             Command("http", "request", {"method": "POST", "url": "/todos", "body": {"title": "x"}}),
         ),
         ("expect status 201", Command("http", "expect_status", {"code": 201})),
+        ("expect status 4XX", Command("http", "expect_status", {"code": "4xx"})),
         (
             'expect body contains "Sign in"',
             Command("http", "expect_body_contains", {"text": "Sign in"}),
