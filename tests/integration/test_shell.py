@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -239,12 +240,13 @@ def test_a_worker_that_is_not_root_jails_its_commands_too() -> None:
     try:
         root.chmod(0o755)
         os.chown(root, 65534, 65534)
+        python, path = _python_for_nobody()
         worker = subprocess.run(
-            [sys.executable, "-c", NOT_ROOT_WORKER, str(root / "session")],
+            [python, "-c", NOT_ROOT_WORKER, str(root / "session")],
             user=65534,
             group=65534,
             extra_groups=[],
-            env={"PYTHONPATH": str(Path(engine.__file__).parent.parent)},
+            env={"PYTHONPATH": path},
             capture_output=True,
             text=True,
             timeout=120,
@@ -256,6 +258,31 @@ def test_a_worker_that_is_not_root_jails_its_commands_too() -> None:
     assert said["id -u"] == "65534\n"
     assert said["touch made"] == ""
     assert json.loads(said["processes"]) == [1, 2]  # bwrap's pid 1 and the program
+
+
+def _python_for_nobody() -> tuple[str, str]:
+    """An interpreter uid 65534 may run, and the PYTHONPATH that gives it our code and its
+    packages. The test's own may live under a home only root may enter (pyenv's under /root):
+    then the system's Python of the same version runs the same packages."""
+    paths = sysconfig.get_paths()
+    path = os.pathsep.join(
+        [str(Path(engine.__file__).parent.parent), paths["purelib"], paths["platlib"]]
+    )
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for python in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            subprocess.run(
+                [python, "-c", "import pydantic"],
+                user=65534,
+                group=65534,
+                extra_groups=[],
+                env={"PYTHONPATH": path},
+                capture_output=True,
+                timeout=60,
+                check=True,
+            )
+            return python, path
+    raise AssertionError(f"no {version} that uid 65534 may run: {sys.executable} is not one")
 
 
 NOT_ROOT_WORKER = """
