@@ -137,6 +137,15 @@ def _clock(at: datetime | None) -> str:
     return at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if at else "-"
 
 
+def _since(at: datetime | None) -> str:
+    """When, as short as it can be said: the time today, the date and time before."""
+    if at is None:
+        return "-"
+    local = at.astimezone()
+    same_day = local.date() == datetime.now(local.tzinfo).date()
+    return local.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M")
+
+
 def _took(started: datetime | None, finished: datetime | None) -> str:
     if started is None:
         return "-"
@@ -159,26 +168,27 @@ def sessions_table(items: list[SessionSummary], title: str) -> Table:
     reason a session failed wrap or fold to fit the terminal."""
     table = Table(title=title)
     table.add_column("id", no_wrap=True, min_width=SHORT_ID)
-    table.add_column("name", overflow="fold", ratio=2)
+    table.add_column("name", overflow="fold")
     table.add_column("status", no_wrap=True, min_width=len("completed"))
     table.add_column("progress", no_wrap=True)
-    table.add_column("started", ratio=1)
+    table.add_column("started", no_wrap=True)
     table.add_column("took", no_wrap=True)
-    table.add_column("labels", overflow="fold", ratio=1)
+    table.add_column("labels", overflow="fold")
     failures = any(s.error_code for s in items)
     if failures:
-        table.add_column("why it failed", overflow="fold", ratio=3)
+        table.add_column("why it failed", overflow="fold")
     for s in items:
         row = [
             str(s.session_id)[:SHORT_ID],
             s.name,
             s.status,
-            f"{_bar(s.percent, width=8)} {s.completed_steps}/{s.step_count}",
-            _clock(s.started_at),
+            f"{s.completed_steps}/{s.step_count} {s.percent:.0f}%",
+            _since(s.started_at),
             _took(s.started_at, s.finished_at),
             " ".join(f"{k}={v}" for k, v in s.labels.items()),
         ]
-        table.add_row(*row, *([_why(s.error_code, s.error_message)] if failures else []))
+        why = f"{s.error_code}:\n{s.error_message}" if s.error_code else ""
+        table.add_row(*row, *([why] if failures else []))
     return table
 
 
