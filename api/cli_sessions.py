@@ -200,9 +200,9 @@ def print_page(page: SessionPage) -> None:
 
 def what_it_did(step: StepView) -> str:
     """Each command and check of the step's latest attempt; the model's summary of a step it
-    drove; the error of a step that failed."""
+    drove (or of one a fork carried over from its source); the error of a step that failed."""
     lines = list(step.did)
-    if step.turns and step.summary:
+    if step.summary and (step.turns or not step.did):
         lines.append(step.summary)
     if step.error_code:
         lines.append(_why(step.error_code, step.error_message))
