@@ -14,7 +14,9 @@ from uuid import UUID
 import typer
 from pydantic_core import to_json
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from api.cli_support import cli_actor, console, errors, fail, runtime_or_exit
 from api.reads import BadCursor, decode_cursor
@@ -180,14 +182,14 @@ def sessions_table(items: list[SessionSummary], title: str) -> Table:
     for s in items:
         row = [
             str(s.session_id)[:SHORT_ID],
-            s.name,
+            Text(s.name),  # as written: a name or a label may hold [brackets]
             s.status,
             f"{s.completed_steps}/{s.step_count} {s.percent:.0f}%",
             _since(s.started_at),
             _took(s.started_at, s.finished_at),
-            " ".join(f"{k}={v}" for k, v in s.labels.items()),
+            Text(" ".join(f"{k}={v}" for k, v in s.labels.items())),
         ]
-        why = f"{s.error_code}:\n{s.error_message}" if s.error_code else ""
+        why = Text(f"{s.error_code}:\n{s.error_message}" if s.error_code else "")
         table.add_row(*row, *([why] if failures else []))
     return table
 
@@ -210,7 +212,7 @@ def what_it_did(step: StepView) -> str:
 
 
 def print_session(session: SessionView, steps: list[StepView]) -> None:
-    console.print(f"[bold]{session.name}[/]  {session.session_id}", highlight=False)
+    console.print(f"[bold]{escape(session.name)}[/]  {session.session_id}", highlight=False)
     console.print(
         f"{session.status}  {_bar(session.percent)}  {session.completed_steps}/"
         f"{session.total_steps} steps  started {_clock(session.started_at)}  "
@@ -218,7 +220,8 @@ def print_session(session: SessionView, steps: list[StepView]) -> None:
     )
     if session.error_code:
         console.print(
-            f"[red]{session.status} because {_why(session.error_code, session.error_message)}[/]",
+            f"[red]{session.status} because "
+            f"{escape(_why(session.error_code, session.error_message))}[/]",
             highlight=False,
         )
     table = Table(title="Steps")
@@ -227,11 +230,11 @@ def print_session(session: SessionView, steps: list[StepView]) -> None:
     for step in steps:
         table.add_row(
             str(step.step_index),
-            step.text,
+            Text(step.text),
             step.status,
             str(step.attempts),
             "-" if step.duration_ms is None else str(step.duration_ms),
-            what_it_did(step),
+            Text(what_it_did(step)),
         )
     console.print(table)
 
@@ -241,6 +244,7 @@ def print_event(view: EventView) -> None:
     console.print(
         f"v{view.version:<4} {at}  {view.type:<16} {view.actor or '':<10} {view.description}",
         highlight=False,
+        markup=False,
         soft_wrap=True,
     )
 
