@@ -180,7 +180,7 @@ def sessions_table(items: list[SessionSummary], title: str) -> Table:
     if failures:
         table.add_column("why it failed", overflow="fold")
     for s in items:
-        row = [
+        row: list[str | Text] = [
             str(s.session_id)[:SHORT_ID],
             Text(s.name),  # as written: a name or a label may hold [brackets]
             s.status,
