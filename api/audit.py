@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query
@@ -29,16 +29,33 @@ def audit(
     event_type: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
     since: IsoDatetime | None = None,
     until: IsoDatetime | None = None,
+    per_step: Annotated[
+        bool,
+        Query(
+            description="false leaves out the events of steps (started, turns, commands, "
+            "checks, their end), so the session-level changes stand out"
+        ),
+    ] = True,
+    order: Annotated[Literal["oldest", "newest"], Query(description="which come first")] = (
+        "oldest"
+    ),
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    before: Annotated[
+        int | None, Query(ge=1, le=2**62, description="only entries before this position")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
 ) -> AuditPage:
-    """Every event of the tenant's sessions, oldest first, paged by log position."""
-    where = AuditFilter(caller.tenant, session_id, actor, event_type, since, until)
+    """Every event of the tenant's sessions, paged by log position: oldest first (the next
+    page `after` the last), or newest first (the next page `before` the last)."""
+    where = AuditFilter(caller.tenant, session_id, actor, event_type, since, until, per_step)
+    newest_first = order == "newest"
     services.read_your_writes()
     with services.runtime.projector.pool.connection() as conn:
-        rows = entries(conn, where, limit=limit + 1, after=after)
+        rows = entries(conn, where, limit + 1, after, newest_first=newest_first, before=before)
     page = rows[:limit]
+    last = page[-1].position if len(rows) > limit else None
     return AuditPage(
         items=[AuditEntryView.model_validate(row, from_attributes=True) for row in page],
-        next_after=page[-1].position if len(rows) > limit else None,
+        next_after=None if newest_first else last,
+        next_before=last if newest_first else None,
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
-from uuid import UUID
 
 import typer
 
@@ -69,7 +68,8 @@ SessionsTenant = Annotated[
         show_default=False,
     ),
 ]
-SessionId = Annotated[UUID, typer.Argument(help="the session's id")]
+ID_HELP = "the session's id, or enough of its first characters (4 or more) to tell it apart"
+SessionId = Annotated[str, typer.Argument(help=ID_HELP, show_default=False)]
 ReasonOption = Annotated[str, typer.Option(help="why: recorded on the event, shown in the audit")]
 
 
@@ -115,12 +115,13 @@ def demo(
 
 @cli.command()
 def replay(
-    session_id: Annotated[UUID, typer.Argument(help="the session to replay")],
+    session_id: Annotated[str, typer.Argument(help=f"the session to replay: {ID_HELP}")],
     strict: Annotated[
         bool,
         typer.Option(
+            "--strict",
             help="fail a step whose result differs from the recorded one (REPLAY_DIVERGED) "
-            "instead of carrying on live from there"
+            "instead of carrying on live from there",
         ),
     ] = False,
     base_url: Annotated[str | None, typer.Option(help="replay against another target")] = None,
@@ -138,7 +139,7 @@ def replay(
 
 @cli.command()
 def fork(
-    session_id: Annotated[UUID, typer.Argument(help="the session to fork")],
+    session_id: Annotated[str, typer.Argument(help=f"the session to fork: {ID_HELP}")],
     from_step: Annotated[
         int, typer.Option("--from-step", min=0, help="the first step to run (0-based)")
     ],
@@ -160,13 +161,14 @@ def fork(
 
 @cli.command()
 def history(
-    session_id: Annotated[UUID, typer.Argument(help="the session's id")],
+    session_id: SessionId,
     as_json: Annotated[bool, typer.Option("--json", help="print the history as JSON")] = False,
+    tenant: Tenant = DEV_TENANT,
 ) -> None:
     """Print every event of a session, in order."""
     from api import cli_commands  # noqa: PLC0415
 
-    cli_commands.history(session_id, as_json)
+    cli_commands.history(session_id, as_json, tenant)
 
 
 @cli.command()
@@ -412,7 +414,8 @@ def sessions_watch(
     key: ApiKey = None,
     tenant: SessionsTenant = None,
 ) -> None:
-    """A live table of the sessions not yet ended, until Ctrl-C."""
+    """A live table of the sessions not yet ended, until Ctrl-C; off a terminal (piped, in a
+    log), a line for each session that starts, moves on or ends."""
     from api import cli_sessions  # noqa: PLC0415
 
     with cli_sessions.opened(api, key, tenant) as source:

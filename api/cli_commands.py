@@ -20,7 +20,8 @@ from rich.table import Table
 from api.auth import new_key
 from api.cli import EXAMPLES
 from api.cli_check import print_check
-from api.cli_support import console, errors, fail, load_settings, runtime_or_exit
+from api.cli_sessions import resolved
+from api.cli_support import cli_actor, console, errors, fail, load_settings, runtime_or_exit
 from api.event_views import event_view
 from api.live import (
     final_report,
@@ -31,6 +32,7 @@ from api.live import (
 )
 from api.server import UnsafeBinding, check_binding, create_app, run_worker
 from api.server import serve as serve_app
+from api.session_sources import DatabaseSessions
 from domain.errors import SessionNotFound, StandardError
 from domain.session import WorkflowSession
 from engine.app import SessionRequest, Stepline
@@ -141,19 +143,18 @@ def demo(workflow: Path, as_json: bool, tenant: str) -> None:
     raise typer.Exit(code=0 if succeeded(session) else 1)
 
 
-def _source(runtime: Runtime, session_id: UUID, tenant: str) -> WorkflowSession:
-    """The tenant's session; another tenant's is not found."""
+def _source(runtime: Runtime, given: str, tenant: str) -> WorkflowSession:
+    """The tenant's session named by its id or the start of it; another tenant's is not found."""
+    session_id = resolved(DatabaseSessions(runtime, tenant, actor=cli_actor()), given)
     source = runtime.app.get_session(session_id)
     if source.tenant != tenant:
         raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
     return source
 
 
-def replay(
-    session_id: UUID, strict: bool, base_url: str | None, as_json: bool, tenant: str
-) -> None:
+def replay(given: str, strict: bool, base_url: str | None, as_json: bool, tenant: str) -> None:
     with runtime_or_exit(quiet=True) as runtime:
-        source = _source(runtime, session_id, tenant)
+        source = _source(runtime, given, tenant)
         request = replay_request(source, strict=strict, base_url=base_url)
         session = _run_request(runtime, request, as_json, tenant)
         if not as_json:
@@ -177,27 +178,25 @@ def _print_replay(app: Stepline, session: WorkflowSession) -> None:
         )
 
 
-def fork(
-    session_id: UUID, from_step: int, workflow: Path | None, as_json: bool, tenant: str
-) -> None:
+def fork(given: str, from_step: int, workflow: Path | None, as_json: bool, tenant: str) -> None:
     with runtime_or_exit(quiet=True) as runtime:
-        source = _source(runtime, session_id, tenant)
+        source = _source(runtime, given, tenant)
         steps = None
         if workflow is not None:
             steps = load_workflow(workflow).step_specs()[from_step:]
         request = fork_request(
-            source, runtime.app.history(session_id), from_step=from_step, steps=steps
+            source, runtime.app.history(source.id), from_step=from_step, steps=steps
         )
-        gone = runtime.executor_states.gone_for_fork(session_id, from_step)
+        gone = runtime.executor_states.gone_for_fork(source.id, from_step)
         if gone is not None:
             errors.print(f"[yellow]{gone}[/]", highlight=False, soft_wrap=True)
         session = _run_request(runtime, request, as_json, tenant)
     raise typer.Exit(code=0 if succeeded(session) else 1)
 
 
-def history(session_id: UUID, as_json: bool) -> None:
+def history(given: str, as_json: bool, tenant: str) -> None:
     with runtime_or_exit() as runtime:
-        _print_history(runtime.app, session_id, as_json)
+        _print_history(runtime.app, _source(runtime, given, tenant).id, as_json)
 
 
 def serve(

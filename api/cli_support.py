@@ -12,6 +12,7 @@ from eventsourcing.persistence import PersistenceError
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.console import Console
+from rich.markup import escape
 
 from domain.errors import DomainError, StandardError
 from engine.bootstrap import Runtime, open_runtime
@@ -23,8 +24,8 @@ errors = Console(stderr=True)
 
 
 def fail(error: StandardError) -> typer.Exit:
-    errors.print(f"[bold red]{error.code}[/]: {error.message}")
-    errors.print(f"[dim]{error.suggested_action}[/]")
+    errors.print(f"[bold red]{error.code}[/]: {escape(error.message)}")  # may quote a [name]
+    errors.print(f"[dim]{escape(error.suggested_action)}[/]")
     return typer.Exit(code=2)
 
 

@@ -71,4 +71,6 @@ def _summary(row: IndexedSession, progress: session_progress.Progress | None) ->
         updated_at=row.updated_at,
         origin=row.origin,
         source_id=row.source_id,
+        error_code=progress.error_code if progress else None,
+        error_message=progress.error_message if progress else None,
     )

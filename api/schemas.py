@@ -204,6 +204,8 @@ class SessionView(BaseModel):
     finished_at: datetime | None
     estimated_remaining_ms: int | None
     tokens_used: int = Field(description="model tokens spent so far")
+    error_code: str | None = Field(default=None, description="why it failed or expired")
+    error_message: str | None = None
 
 
 class ProgressView(BaseModel):
@@ -234,6 +236,11 @@ class StepView(BaseModel):
     summary: str | None
     error_code: str | None
     error_message: str | None
+    did: list[str] = Field(
+        default_factory=list,
+        description="what the latest attempt did, a line per command or check: "
+        "`POST /todos → 201`, `saved todo_id = 7`, `expect status 201: passed`",
+    )
 
 
 class SessionSummary(BaseModel):
@@ -250,6 +257,8 @@ class SessionSummary(BaseModel):
     updated_at: datetime
     origin: Origin = "new"
     source_id: UUID | None = Field(default=None, description="the session replayed or forked")
+    error_code: str | None = Field(default=None, description="why it failed or expired")
+    error_message: str | None = None
 
 
 class SessionPage(BaseModel):
@@ -338,7 +347,10 @@ class AuditEntryView(BaseModel):
 
 class AuditPage(BaseModel):
     items: list[AuditEntryView]
-    next_after: int | None
+    next_after: int | None = Field(description="oldest first: pass as `after` for the next page")
+    next_before: int | None = Field(
+        default=None, description="newest first: pass as `before` for the next page"
+    )
 
 
 class WorkerHealth(BaseModel):

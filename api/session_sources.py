@@ -38,6 +38,7 @@ class Query:
     labels: dict[str, str] | None = None
     limit: int = 50
     cursor: str | None = None
+    id_prefix: str | None = None
 
 
 class SessionSource(Protocol):
@@ -81,7 +82,7 @@ class DatabaseSessions:
 
     def page(self, query: Query) -> SessionPage:
         self._fresh_views()
-        where = SessionFilter(self.tenant, query.status, query.labels)
+        where = SessionFilter(self.tenant, query.status, query.labels, id_prefix=query.id_prefix)
         after = decode_cursor(query.cursor) if query.cursor else None
         with self.runtime.projector.pool.connection() as conn:
             return session_page(conn, where, query.limit, after)
@@ -172,6 +173,8 @@ class ApiSessions:
             params["label"] = [f"{k}={v}" for k, v in query.labels.items()]
         if query.cursor:
             params["cursor"] = query.cursor
+        if query.id_prefix:
+            params["id_prefix"] = query.id_prefix
         return SessionPage.model_validate(self._json("GET", "/v1/sessions", params=params))
 
     def session(self, session_id: UUID) -> SessionView:

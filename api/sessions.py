@@ -32,7 +32,7 @@ from domain.errors import SessionNotFound
 from engine.admission import admitted
 from engine.app import SessionRequest
 from projections import session_index, session_progress, step_history
-from projections.session_index import SessionFilter, active_count
+from projections.session_index import MIN_ID_PREFIX, SessionFilter, active_count, id_range
 from projections.view import Recorded
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -181,10 +181,23 @@ def list_all(
     source_id: Annotated[
         UUID | None, Query(description="replays and forks of this session")
     ] = None,
+    id_prefix: Annotated[
+        str | None,
+        Query(
+            max_length=36,
+            description=f"sessions whose id starts with this (at least {MIN_ID_PREFIX} "
+            "characters, as printed: `1f0e3c2a`)",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> SessionPage:
     """List the tenant's sessions, newest first, with keyset paging."""
+    if id_prefix is not None:
+        try:
+            id_range(id_prefix)
+        except ValueError as error:
+            raise ApiError.of("VALIDATION_FAILED", f"id_prefix: {error}") from None
     labels = {}
     for item in label or []:
         key, separator, value = item.partition("=")
@@ -196,7 +209,7 @@ def list_all(
             )
         labels[key] = value
     where = SessionFilter(
-        caller.tenant, status, labels, created_after, created_before, origin, source_id
+        caller.tenant, status, labels, created_after, created_before, origin, source_id, id_prefix
     )
     after = after_cursor(cursor)
     services.read_your_writes()

@@ -13,7 +13,7 @@ from pathlib import Path
 from uuid import UUID
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -71,10 +71,16 @@ def docs_page(request: Request) -> HTMLResponse:
     return _page(request, "docs.html", "API reference")
 
 
+def favicon() -> FileResponse:
+    """The icon a browser asks every page of this server for."""
+    return FileResponse(FILES / "static" / "favicon.ico", media_type="image/x-icon")
+
+
 def install(app: FastAPI) -> None:
     """The dashboard and /docs; build the app with `docs_url=None, redoc_url=None`."""
     app.include_router(router)
     app.add_api_route("/docs", docs_page, include_in_schema=False, methods=["GET"])
+    app.add_api_route("/favicon.ico", favicon, include_in_schema=False, methods=["GET"])
     app.mount("/ui/static", StaticFiles(directory=FILES / "static"), name="ui-static")
     app.add_api_route(
         "/", lambda: RedirectResponse("/ui"), include_in_schema=False, methods=["GET"]

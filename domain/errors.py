@@ -69,6 +69,9 @@ CATALOGUE: dict[str, ErrorKind] = {
         _V, _LOW, True, False, "Read the session's status and send a command it allows"
     ),
     "SESSION_NOT_FOUND": ErrorKind(_V, _LOW, False, False, "Check the session id"),
+    "SESSION_ID_AMBIGUOUS": ErrorKind(
+        _V, _LOW, False, False, "Give more of the id: enough characters to name one session"
+    ),
     "BATCH_NOT_FOUND": ErrorKind(_V, _LOW, False, False, "Check the batch id"),
     "ARTIFACT_NOT_FOUND": ErrorKind(
         _V,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -151,6 +151,18 @@ class AuditLogView:
         )
 
 
+def _of_a_step(cls: object) -> bool:
+    """A session event whose fields name a step."""
+    if not (isinstance(cls, type) and issubclass(cls, W.Event) and is_dataclass(cls)):
+        return False
+    return "step_index" in {f.name for f in fields(cls)}
+
+
+PER_STEP_EVENTS = tuple(sorted(name for name, cls in vars(W).items() if _of_a_step(cls)))
+"""The events of one step (started, turns, commands, checks, its end): what `per_step=False`
+leaves out, so the session-level changes — created, paused, cancelled, ended — stand out."""
+
+
 @dataclass(frozen=True)
 class AuditFilter:
     tenant: str | None = None
@@ -159,14 +171,25 @@ class AuditFilter:
     event_type: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    per_step: bool = True
 
 
 def entries(
-    conn: Connection[Any], where: AuditFilter, limit: int = 100, after: int = 0
+    conn: Connection[Any],
+    where: AuditFilter,
+    limit: int = 100,
+    after: int = 0,
+    *,
+    newest_first: bool = False,
+    before: int | None = None,
 ) -> list[AuditEntry]:
-    """Oldest first; pass the last entry's position as `after` for the next page."""
+    """Oldest first, after `after`; or newest first, before `before` if given. Pass the last
+    entry's position as `after` (or `before`) for the next page."""
     conditions: list[sql.Composable] = [sql.SQL("position > %s")]
     params: list[Any] = [after]
+    if before is not None:
+        conditions.append(sql.SQL("position < %s"))
+        params.append(before)
     for column, value in (
         ("tenant", where.tenant),
         ("session_id", where.session_id),
@@ -182,11 +205,15 @@ def entries(
     if where.until is not None:
         conditions.append(sql.SQL("occurred_at < %s"))
         params.append(where.until)
+    if not where.per_step:
+        conditions.append(sql.SQL("NOT event_type = ANY(%s)"))
+        params.append(list(PER_STEP_EVENTS))
     query = sql.SQL(
-        "SELECT {columns} FROM audit_log WHERE {conditions} ORDER BY position LIMIT %s"
+        "SELECT {columns} FROM audit_log WHERE {conditions} ORDER BY position {order} LIMIT %s"
     ).format(
         columns=sql.SQL(", ").join(map(sql.Identifier, AuditLogView.rows.columns)),
         conditions=sql.SQL(" AND ").join(conditions),
+        order=sql.SQL("DESC" if newest_first else "ASC"),
     )
     with conn.cursor(row_factory=class_row(AuditEntry)) as cursor:
         return cursor.execute(query, [*params, limit]).fetchall()

@@ -1,4 +1,4 @@
-"""session_index: list and filter sessions by tenant, status, label and creation time."""
+"""session_index: list and filter sessions by tenant, status, label, creation time and id prefix."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ from psycopg.types.json import Jsonb
 from domain.session import ENDED, RUNNABLE, SessionStatus, status_after, values
 from domain.session import WorkflowSession as W
 from projections.view import Recorded, RowTable
+
+MIN_ID_PREFIX = 4
+"""Characters of an id a prefix must give: fewer would match half a tenant's sessions."""
+_UUID_SHAPE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
 
 
 @dataclass
@@ -133,6 +137,22 @@ class SessionFilter:
     created_before: datetime | None = None
     origin: str | None = None
     source_id: UUID | None = None
+    id_prefix: str | None = None
+    """The first characters of the id, as printed (`1f0e3c2a`, `1f0e3c2a-9b`)."""
+
+
+def id_range(prefix: str) -> tuple[UUID, UUID]:
+    """The lowest and highest ids that start with `prefix`; ValueError if no id could."""
+    text = prefix.lower()
+    if len(text) < MIN_ID_PREFIX:
+        raise ValueError(f"{prefix!r} is too short: give at least {MIN_ID_PREFIX} characters")
+    if len(text) > len(_UUID_SHAPE) or any(
+        (c != "-") if shape == "-" else (c not in "0123456789abcdef")
+        for c, shape in zip(text, _UUID_SHAPE, strict=False)
+    ):
+        raise ValueError(f"{prefix!r} is not the start of a session id")
+    digits = text.replace("-", "")
+    return UUID(digits.ljust(32, "0")), UUID(digits.ljust(32, "f"))
 
 
 def list_sessions(
@@ -156,6 +176,9 @@ def list_sessions(
     if where.source_id is not None:
         conditions.append(sql.SQL("source_id = %s"))
         params.append(where.source_id)
+    if where.id_prefix is not None:
+        conditions.append(sql.SQL("session_id BETWEEN %s AND %s"))
+        params.extend(id_range(where.id_prefix))
     if where.created_after is not None:
         conditions.append(sql.SQL("created_at >= %s"))
         params.append(where.created_after)

@@ -39,6 +39,9 @@ class Progress:
     finished_step_count: int = 0
     failed_step_indexes: list[int] = field(default_factory=list)
     tokens_used: int = 0
+    error_code: str | None = None
+    """Why the session failed or expired; None while it has not."""
+    error_message: str | None = None
 
 
 def _created(recorded: Recorded, event: W.Created) -> Progress:
@@ -108,7 +111,10 @@ def evolve(row: Progress, recorded: Recorded) -> None:
             row.failed_steps += 1
             row.failed_step_indexes.append(index)
             _step_ended(row, at)
-        case W.Completed() | W.Failed() | W.Cancelled() | W.Expired():
+        case W.Failed(error=error) | W.Expired(error=error):
+            row.finished_at = at
+            row.error_code, row.error_message = error.get("code"), error.get("message")
+        case W.Completed() | W.Cancelled():
             row.finished_at = at
     row.percent = round(100 * row.completed_steps / row.total_steps, 2)
     row.estimated_remaining_ms = _estimate(row)
@@ -132,7 +138,7 @@ def fold(rows: dict[UUID, Progress], batch: Sequence[Recorded]) -> set[UUID]:
 
 class SessionProgressView:
     name: ClassVar[str] = "session_progress"
-    version: ClassVar[int] = 2  # 2: tokens used; a fork's carried-over steps
+    version: ClassVar[int] = 3  # 2: tokens used; a fork's carried-over steps. 3: why it failed
     tables: ClassVar[tuple[str, ...]] = ("session_progress",)
     rows = RowTable("session_progress", Progress, key=("session_id",))
 
@@ -161,7 +167,9 @@ class SessionProgressView:
                 finished_step_ms bigint NOT NULL,
                 finished_step_count integer NOT NULL,
                 failed_step_indexes integer[] NOT NULL,
-                tokens_used bigint NOT NULL
+                tokens_used bigint NOT NULL,
+                error_code text,
+                error_message text
             )
             """
         )

@@ -1,13 +1,17 @@
-"""step_history: one row per step — status, attempts, timing, turns, commands, checks, outcome.
+"""step_history: one row per step — status, attempts, timing, turns, commands, checks, outcome,
+and what its latest attempt did (each command and check in a few words).
 
 Times and duration are those of the step's latest attempt; turns, commands and checks count
-every attempt. A step still running when its session ends takes the session's ending as its status.
+every attempt. A step running when its session is paused reads paused, its clock stopped at the
+pause; one still running (or paused) when its session ends takes the session's ending as its
+status.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -19,8 +23,13 @@ from domain.session import WorkflowSession as W
 from projections.view import Recorded, RowTable
 
 ENDINGS = {W.Failed: "failed", W.Cancelled: "cancelled", W.Expired: "expired"}
-STATUSES = tuple(dict.fromkeys([*(status.value for status in StepStatus), *ENDINGS.values()]))
-"""Every status a step's row can have: the aggregate's, and its session's ending."""
+UNDER_WAY = ("running", "paused")
+FACT_CHARS = 160
+STATUSES = tuple(
+    dict.fromkeys([*(status.value for status in StepStatus), *UNDER_WAY, *ENDINGS.values()])
+)
+"""Every status a step's row can have: the aggregate's, paused (a step under way in a paused
+session), and its session's ending."""
 
 
 @dataclass
@@ -41,6 +50,9 @@ class StepRow:
     summary: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    did: list[str] = field(default_factory=list)
+    """What the latest attempt did: `POST /todos → 201`, `saved todo_id = 7`,
+    `expect status 201: passed`, one line per command or check, in order."""
 
 
 Steps = dict[tuple[UUID, int], StepRow]
@@ -59,11 +71,67 @@ def _created(recorded: Recorded, event: W.Created) -> list[StepRow]:
     ]
 
 
+# ---- what a step did, in a few words ----------------------------------------------------
+
+
+def _shown(value: Any) -> str:
+    """A value as a person would write it in a step: a word bare, anything else as JSON."""
+    if isinstance(value, str) and value and not any(c.isspace() or c == '"' for c in value):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _action(name: str, args: dict[str, Any]) -> str:
+    """`GET /todos`, `click "Sign in"`, `expect status 201`."""
+    if name == "request":
+        return f"{str(args.get('method', '')).upper()} {args.get('url', '')}"
+    return " ".join([name.replace("_", " "), *map(_shown, args.values())])
+
+
+def _result(action: str, event: W.CommandFinished) -> str:
+    """The command's action with what came of it: a status, an exit code, a saved value."""
+    if not event.ok:
+        return f"{action}: {(event.error or {}).get('code', 'failed')}"
+    try:
+        output = json.loads(event.output)
+    except json.JSONDecodeError:
+        output = None
+    if not isinstance(output, dict):
+        return f"{action}: ok"
+    if "saved" in output:
+        return f"saved {output['saved']} = {_shown(output.get('value'))}"
+    if "status" in output:
+        return f"{action} → {output['status']}"
+    if "exit_code" in output:
+        return f"{action} → exit {output['exit_code']}"
+    return f"{action}: ok"
+
+
+def _noted(row: StepRow, fact: str) -> None:
+    cut = fact if len(fact) <= FACT_CHARS else fact[: FACT_CHARS - 1] + "…"
+    row.did.append(cut)
+
+
+def _finished(row: StepRow, event: W.CommandFinished) -> None:
+    """The command issued last, now with its result (commands of a step run one at a time)."""
+    issued = row.did.pop() if row.did else event.command_id
+    _noted(row, _result(issued, event))
+
+
+# ---- the fold ---------------------------------------------------------------------------
+
+
+def _clock_ms(row: StepRow, at: datetime) -> int | None:
+    if row.started_at is None:
+        return None
+    return int((at - row.started_at).total_seconds() * 1000)
+
+
 def _end(row: StepRow, status: str, at: datetime) -> None:
+    if row.status != "paused":  # a paused step's clock stopped at the pause
+        row.duration_ms = _clock_ms(row, at)
     row.status = status
     row.finished_at = at
-    if row.started_at is not None:
-        row.duration_ms = int((at - row.started_at).total_seconds() * 1000)
 
 
 def _evolve_step(row: StepRow, event: W.Event, at: datetime) -> None:
@@ -71,12 +139,21 @@ def _evolve_step(row: StepRow, event: W.Event, at: datetime) -> None:
         case W.StepStarted(attempt=attempt):
             row.status, row.attempts, row.started_at = "running", attempt, at
             row.finished_at = row.duration_ms = row.error_code = row.error_message = None
+            row.did = []
         case W.TurnRecorded():
             row.turns += 1
-        case W.CommandIssued():
+        case W.CommandIssued(name=name, args=args):
             row.commands += 1
-        case W.Checked():
+            row.did.append(_action(name, args))
+        case W.CommandFinished():
+            _finished(row, event)
+        case W.Checked(name=name, args=args, ok=ok):
             row.checks += 1
+            _noted(row, f"{_action(name, args)}: {'passed' if ok else 'failed'}")
+        case W.Paused() if row.status == "running":
+            row.status, row.duration_ms = "paused", _clock_ms(row, at)
+        case W.Resumed() if row.status == "paused":
+            row.status, row.duration_ms = "running", None
         case W.StepCompleted(summary=summary):
             _end(row, "completed", at)
             row.summary = summary
@@ -134,11 +211,11 @@ def fold(
         row = steps[key_or_none]
         row.version = event.originator_version
         if type(event) in ENDINGS:
-            if row.status == "running":
+            if row.status in UNDER_WAY:
                 _end(row, ENDINGS[type(event)], recorded.at)
         else:
             _evolve_step(row, event, recorded.at)
-        if row.status == "running":
+        if row.status in UNDER_WAY:
             running[recorded.session_id] = row.step_index
         else:
             running.pop(recorded.session_id, None)
@@ -148,7 +225,7 @@ def fold(
 
 class StepHistoryView:
     name: ClassVar[str] = "step_history"
-    version: ClassVar[int] = 2  # 2: checks are counted apart from commands
+    version: ClassVar[int] = 3  # 2: checks counted apart from commands. 3: paused, did
     tables: ClassVar[tuple[str, ...]] = ("step_history",)
     rows = RowTable("step_history", StepRow, key=("session_id", "step_index"))
 
@@ -172,6 +249,7 @@ class StepHistoryView:
                 summary text,
                 error_code text,
                 error_message text,
+                did text[] NOT NULL,
                 PRIMARY KEY (session_id, step_index)
             )
             """
@@ -180,7 +258,7 @@ class StepHistoryView:
     def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
         loaded = self.rows.load_for_sessions(conn, {r.session_id for r in batch})
         steps = {(row.session_id, row.step_index): row for row in loaded}
-        running = {row.session_id: row.step_index for row in loaded if row.status == "running"}
+        running = {row.session_id: row.step_index for row in loaded if row.status in UNDER_WAY}
         changed = fold(steps, running, batch)
         self.rows.upsert(conn, (steps[key] for key in changed))
 

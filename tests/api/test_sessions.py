@@ -141,6 +141,39 @@ def test_sessions_are_listed_filtered_and_paged(api: Api) -> None:
         assert bad.headers["content-type"] == PROBLEM
 
 
+def test_sessions_are_found_by_the_start_of_their_id_only_within_the_tenant(api: Api) -> None:
+    with api.client("alice") as alice, api.client("eve") as eve:
+        session_id = create(alice, shell_workflow("true"))
+        prefix = {"id_prefix": session_id[:8]}
+
+        found = alice.get("/v1/sessions", params=prefix).json()["items"]
+        assert [s["session_id"] for s in found] == [session_id]
+        assert eve.get("/v1/sessions", params=prefix).json()["items"] == []
+        for bad in ("abc", "not-an-id"):
+            refused = alice.get("/v1/sessions", params={"id_prefix": bad})
+            assert refused.status_code == 422
+            assert refused.json()["code"] == "VALIDATION_FAILED"
+            assert bad in refused.json()["message"]
+
+
+def test_the_audit_reads_newest_first_and_can_leave_out_the_events_of_steps(api: Api) -> None:
+    with api.client("alice") as alice:
+        session_id = create(alice, shell_workflow("true"))
+        stream(alice, session_id)
+        trail = {"session_id": session_id}
+        oldest_first = alice.get("/v1/audit", params=trail).json()["items"]
+
+        newest = alice.get("/v1/audit", params={**trail, "order": "newest", "limit": 2}).json()
+        older = alice.get(
+            "/v1/audit", params={**trail, "order": "newest", "before": newest["next_before"]}
+        ).json()
+        session_level = alice.get("/v1/audit", params={**trail, "per_step": "false"}).json()
+
+    assert newest["items"] + older["items"] == oldest_first[::-1]
+    assert (newest["next_after"], older["next_before"]) == (None, None)
+    assert [a["event_type"] for a in session_level["items"]] == ["Created", "Completed"]
+
+
 def test_a_tenant_never_runs_more_sessions_at_once_than_its_limit(
     start_api: ApiFactory,
 ) -> None:

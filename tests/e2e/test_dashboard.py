@@ -165,12 +165,13 @@ def test_an_operator_sees_progress_live_and_pauses_and_resumes_a_session(
     expect(timeline.locator("li.Paused")).to_contain_text("reason: checking the import")
     expect(timeline.locator("li.Paused")).to_contain_text("by alice")
     expect(page.get_by_role("button", name="Pause")).to_be_disabled()
+    steps = page.get_by_role("table", name="Steps")
+    expect(steps.locator("tbody .badge.running")).to_have_count(0)  # a step under way: paused
     page.screenshot(path=shots / "session-paused.png", full_page=True)
 
     page.get_by_role("button", name="Resume").click()
     expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
     expect(page.get_by_role("status")).to_have_text(re.compile("ended"))
-    steps = page.get_by_role("table", name="Steps")
     expect(steps.locator("tbody tr")).to_have_count(12)
     expect(steps.locator("tbody .badge.completed")).to_have_count(12)
     assert timeline_versions(page) == event_versions(api, keys.alice, session_id)
@@ -206,9 +207,18 @@ def test_batches_and_the_audit_trail_are_shown_to_their_tenant(
     page.screenshot(path=shots / "batch.png", full_page=True)
 
     page.get_by_role("link", name="Audit trail").click()
+    trail = page.get_by_role("table", name=re.compile("Every state change"))
+    expect(trail.locator("tbody tr").first).to_be_visible()
+    listed = [int(p) for p in trail.locator("tbody tr td:first-child").all_inner_texts()]
+    assert len(listed) > 1
+    assert listed == sorted(listed, reverse=True)  # the newest first
+    page.get_by_label("Hide the events of steps").check()
+    page.get_by_role("button", name="Apply filters").click()
+    expect(trail.get_by_role("cell", name="StepStarted", exact=True)).to_have_count(0)
+    expect(trail.get_by_role("cell", name="Completed", exact=True).first).to_be_visible()
+    page.get_by_label("Hide the events of steps").uncheck()
     page.get_by_label("Event type").fill("Batch.Created")
     page.get_by_role("button", name="Apply filters").click()
-    trail = page.get_by_role("table", name=re.compile("Every state change"))
     expect(trail.locator("tbody tr")).to_have_count(1)
     expect(trail).to_contain_text("created a batch of 3 sessions")
     expect(trail).to_contain_text("alice")
@@ -266,7 +276,39 @@ def test_a_stream_dropped_by_the_server_resumes_with_every_event_once(
     page.screenshot(path=shots / "session-after-drops.png", full_page=True)
 
 
-def test_a_browser_sessions_screenshots_are_shown_on_its_page(
+def test_a_failed_session_says_why_in_the_list_and_at_the_top_of_its_page(
+    serve: Serve, target: str, page: Page, shots: Path
+) -> None:
+    api = serve(1)  # dev mode: no key to enter
+    body = {
+        "name": "status check",
+        "executor": "http",
+        "base_url": target,
+        "steps": ["GET /slow?ms=10", "expect status 404"],
+        "config": {"max_attempts": 1},
+    }
+    created = httpx.post(f"{api}/v1/sessions", json=body, timeout=10)
+    assert created.status_code == 201, created.text
+    session_id = created.json()["session_id"]
+    why = "EXPECTATION_FAILED: expected status 404, got 200"
+
+    page.goto(f"{api}/ui")
+    row = page.get_by_role("row").filter(has_text="status check")
+    expect(row).to_contain_text(why, timeout=60_000)
+    expect(row.get_by_text("failed", exact=True)).to_be_visible()
+    expect(row).to_contain_text(session_id[:8])
+    page.screenshot(path=shots / "sessions-failed.png", full_page=True)
+
+    row.get_by_role("link", name="status check").click()
+    expect(page.locator("#failure")).to_have_text(f"Failed because {why}")
+    steps = page.get_by_role("table", name="Steps")
+    expect(steps.locator('tr[data-step-index="0"]')).to_contain_text("GET /slow?ms=10 → 200")
+    expect(steps.locator('tr[data-step-index="1"]')).to_contain_text("expect status 404: failed")
+    expect(page.get_by_role("list", name="Events of step 1").locator("li.Checked")).to_have_count(1)
+    page.screenshot(path=shots / "session-failed.png", full_page=True)
+
+
+def test_a_browser_sessions_screenshots_are_thumbnails_beside_their_command_opened_on_click(
     serve: Serve, target: str, page: Page, shots: Path
 ) -> None:
     keys = Keys()
@@ -285,12 +327,22 @@ def test_a_browser_sessions_screenshots_are_shown_on_its_page(
     page.goto(f"{api}/ui/sessions/{created.json()['session_id']}")
     sign_in(page, keys.alice)
     expect(page.locator("#status")).to_have_text("failed", timeout=60_000)
-    screenshot = page.get_by_role("img", name=re.compile("Screenshot of step 1"))
-    expect(screenshot).to_be_visible()
-    width = screenshot.evaluate("(img) => img.naturalWidth")
-    assert width > 0  # the PNG itself arrived, fetched with the key
+    check = page.get_by_role("list", name="Events of step 1").locator("li.Checked")
+    thumbnail = check.get_by_role("img", name=re.compile("Screenshot of step 1"))
+    expect(thumbnail).to_be_visible()
+    natural, shown = thumbnail.evaluate("(img) => [img.naturalWidth, img.clientWidth]")
+    assert 0 < shown < natural  # the PNG itself arrived, fetched with the key, shown small
     expect(page.get_by_role("table", name="Steps")).to_contain_text("EXPECTATION_FAILED")
     page.screenshot(path=shots / "browser-session.png", full_page=True)
+
+    thumbnail.click()
+    opened = page.get_by_role("dialog", name=re.compile("Screenshot of step 1"))
+    expect(opened).to_be_visible()
+    full = opened.get_by_role("img", name=re.compile("full size"))
+    assert full.evaluate("(img) => [img.naturalWidth, img.clientWidth]") == [natural, natural]
+    page.screenshot(path=shots / "browser-screenshot-opened.png")
+    opened.get_by_role("button", name="Close").click()
+    expect(opened).to_be_hidden()
 
 
 def test_a_session_is_replayed_and_forked_from_its_page_and_its_lineage_links_them(

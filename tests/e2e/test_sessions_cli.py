@@ -4,9 +4,12 @@ against a real `stepline serve`, while real workers run the sessions."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import signal
 import subprocess
-import time
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +19,10 @@ from uuid import UUID
 import pytest
 
 from api.auth import new_key
-from domain.session import StepSpec
+from domain.session import StepSpec, WorkflowSession
 from engine.app import Stepline
-from tests.e2e.conftest import STEPLINE, Cluster, events_of, wait_until_ended
+from tests import workloads
+from tests.e2e.conftest import STEPLINE, Cluster, events_of
 from tests.integration.conftest import wait_for
 
 
@@ -36,14 +40,14 @@ def slow_session(store: Stepline, target: str, name: str, tenant: str, steps: in
 class Cli:
     """`stepline sessions …` in a process of its own, with the deployment's settings."""
 
-    def __init__(self, env: dict[str, str], *where: str) -> None:
-        self.env = env
+    def __init__(self, env: dict[str, str], *where: str, columns: int = 200) -> None:
+        self.env = {**env, "COLUMNS": str(columns)}
         self.where = list(where)
 
     def __call__(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             [STEPLINE, "sessions", *args, *self.where],
-            env={**self.env, "COLUMNS": "200"},
+            env=self.env,
             check=False,
             capture_output=True,
             text=True,
@@ -181,26 +185,179 @@ def test_through_the_api_with_a_key_the_same_commands_work(
     assert "UNAUTHORIZED" in wrong_key.stderr
 
 
-def test_watch_shows_the_running_sessions_until_interrupted(
-    deployment: Keyed, store: Stepline, target: str
+def session_with_id(store: Stepline, session_id: str, name: str, tenant: str) -> UUID:
+    """A session whose id the test chooses, so that ids can share their first characters."""
+    session = WorkflowSession._create(
+        WorkflowSession.Created,
+        id=UUID(session_id),
+        name=name,
+        steps=[{"text": "GET /slow?ms=10", "expect": None}],
+        config={"executor": "http", "base_url": "http://127.0.0.1:9"},
+        tenant=tenant,
+        labels={},
+        actor="test",
+        replay_of=None,
+        forked_from=None,
+    )
+    store.save(session)
+    return session.id
+
+
+def test_a_session_is_named_by_the_start_of_its_id_within_the_tenant(
+    deployment: Keyed, store: Stepline
 ) -> None:
-    deployment.cluster.worker(concurrency=1)
-    session_id = slow_session(store, target, "watched", "acme", steps=20)
+    first = session_with_id(store, "5e55a000-0000-4000-8000-000000000001", "first", "acme")
+    second = session_with_id(store, "5e55b000-0000-4000-8000-000000000002", "second", "acme")
+    theirs = session_with_id(store, "5e55c000-0000-4000-8000-000000000003", "theirs", "globex")
+    api = deployment.cluster.api()
+    env = deployment.cluster.env
+    through_api = ("--api", api, "--key")
+    for cli, other in (
+        (Cli(env, "--tenant", "acme"), Cli(env, "--tenant", "globex")),
+        (Cli(env, *through_api, deployment.alice), Cli(env, *through_api, deployment.bob)),
+    ):
+        assert cli.json("show", "5e55a")["session"]["name"] == "first"
+        assert cli.json("show", "5E55A000-0000")["session"]["session_id"] == str(first)
+        assert other.json("show", "5e55")["session"]["session_id"] == str(theirs)
+        assert [e["type"] for e in cli.json_lines("events", "5e55b")] == ["Created"]
+
+        ambiguous = cli("show", "5e55", ok=False)
+        assert ambiguous.returncode == 2
+        assert "SESSION_ID_AMBIGUOUS" in ambiguous.stderr
+        assert str(first) in ambiguous.stderr
+        assert str(second) in ambiguous.stderr
+        assert str(theirs) not in ambiguous.stderr
+        assert "SESSION_NOT_FOUND" in cli("show", "5e55c", ok=False).stderr
+        assert "too short" in cli("show", "5e5", ok=False).stderr
+
+    assert Cli(env, "--tenant", "acme").json("cancel", "5e55b")["status"] == "cancelled"
+    history = subprocess.run(
+        [STEPLINE, "history", "5e55b", "--tenant", "acme", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert [e["type"] for e in json.loads(history.stdout)] == ["Created", "Cancelled"]
+
+
+def test_the_list_says_why_a_session_failed_and_shows_every_status_whole_at_120_columns(
+    deployment: Keyed, store: Stepline
+) -> None:
+    failed = workloads.failed(store)
+    completed = store.create_session(  # a name, labels and steps that need room, as real ones do
+        name="nightly import of the customer accounts",
+        steps=[StepSpec(f"step {n}") for n in range(12)],
+        tenant="acme",
+        actor="test",
+        labels={"team": "ops", "suite": "smoke", "run": "nightly"},
+    )
+    for n in range(12):
+        store.start_step(completed, n)
+        store.complete_step(completed, n, summary="imported")
+    store.complete_session(completed)
+    cli = Cli(deployment.cluster.env, "--tenant", "acme", columns=120)
+
+    table = cli("list").stdout
+
+    assert max(len(line) for line in table.splitlines()) <= 120
+    for session_id, status in ((failed, "failed"), (completed, "completed")):
+        row = next(line for line in table.splitlines() if str(session_id)[:8] in line)
+        assert f" {status} " in row
+    assert "VALIDATION_FAILED:" in table
+    assert "no such page" in table
+    listed = {s["session_id"]: s for s in cli.json("list")["items"]}
+    assert (listed[str(failed)]["error_code"], listed[str(failed)]["error_message"]) == (
+        "VALIDATION_FAILED",
+        "no such page",
+    )
+    assert "failed because VALIDATION_FAILED: no such page" in cli("show", str(failed)).stdout
+
+
+class Lines:
+    """A process's stdout, read line by line as it comes, without blocking the test."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.seen: list[str] = []
+        self.process = process
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.seen.append(line)
+
+    def wait_for(self, *words: str) -> str:
+        """The first line holding every one of `words`, once it has been printed."""
+
+        def found() -> str | None:
+            return next((line for line in self.seen if all(w in line for w in words)), None)
+
+        wait_for(lambda: found() is not None, timeout_s=60, what=f"a line with {words}")
+        line = found()
+        assert line is not None
+        return line
+
+
+def test_watch_off_a_terminal_prints_a_line_for_each_change(
+    deployment: Keyed, store: Stepline
+) -> None:
     watch = subprocess.Popen(
-        [STEPLINE, "sessions", "watch", "--tenant", "acme", "--interval", "0.3"],
-        env={**deployment.cluster.env, "COLUMNS": "200"},
+        [STEPLINE, "sessions", "watch", "--tenant", "acme", "--interval", "0.2"],
+        env=deployment.cluster.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        time.sleep(4)
+        lines = Lines(watch)
+        session_id = workloads.create(store)
+        short = str(session_id)[:8]
+        lines.wait_for(short, "pending", "0/2", "2-step workflow")
+        store.start_step(session_id, 0)
+        lines.wait_for(short, "running")
+        store.cancel(session_id, reason="done watching", actor="test")
+        lines.wait_for(short, "cancelled")
     finally:
         watch.send_signal(signal.SIGINT)
-        out, err = watch.communicate(timeout=30)
+        watch.wait(timeout=30)
+    assert watch.stderr is not None
+    assert watch.returncode == 0, watch.stderr.read()
+    assert [line for line in lines.seen if short in line and "pending" in line] == [
+        lines.wait_for(short, "pending")
+    ]  # a line for a change, not one per redraw
+
+
+def test_watch_on_a_terminal_redraws_a_table_of_the_sessions_not_yet_ended(
+    deployment: Keyed, store: Stepline
+) -> None:
+    session_id = workloads.create(store)
+    store.start_step(session_id, 0)
+    ended = workloads.completed(store)
+    terminal, screen = pty.openpty()
+    watch = subprocess.Popen(
+        [STEPLINE, "sessions", "watch", "--tenant", "acme", "--interval", "0.2"],
+        env={**deployment.cluster.env, "COLUMNS": "200", "TERM": "xterm"},
+        stdout=screen,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(screen)
+    shown = ""
+    try:
+
+        def table_drawn() -> bool:
+            nonlocal shown
+            if select.select([terminal], [], [], 0.5)[0]:
+                shown += os.read(terminal, 65536).decode(errors="replace")
+            return str(session_id)[:8] in shown and "Ctrl-C stops" in shown
+
+        wait_for(table_drawn, timeout_s=60, what="the table")
+    finally:
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=30)
+        os.close(terminal)
     assert watch.returncode == 0, err
-    assert str(session_id) in out
-    assert "watched" in out
-    assert "running" in out
-    store.cancel(session_id, reason="done watching", actor="test")
-    wait_until_ended(store, [session_id])
+    assert "running" in shown
+    assert str(ended)[:8] not in shown

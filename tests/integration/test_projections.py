@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -11,11 +12,12 @@ import pytest
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
+from domain.session import WorkflowSession
 from engine.app import Stepline
 from engine.projector import Projector, UnknownView
 from projections import ALL_VIEWS, session_progress, step_history
 from projections.audit_log import AuditFilter, entries
-from projections.session_index import SessionFilter, SessionIndexView, list_sessions
+from projections.session_index import SessionFilter, SessionIndexView, id_range, list_sessions
 from projections.session_progress import SessionProgressView
 from projections.view import Recorded
 from tests import workloads
@@ -198,6 +200,134 @@ def test_a_step_running_when_its_session_ends_takes_the_ending(
     assert [s.status for s in steps(pool, expired_id)] == ["expired", "pending"]
     assert progress(pool, cancelled_id).status == "cancelled"
     assert progress(pool, expired_id).status == "expired"
+
+
+def test_a_failed_or_expired_session_says_why_in_its_progress(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    failed_id = workloads.failed(app)
+    expired_id = workloads.expired(app)
+    completed_id = workloads.completed(app)
+    projector.catch_up()
+
+    failed = progress(pool, failed_id)
+    assert (failed.error_code, failed.error_message) == ("VALIDATION_FAILED", "no such page")
+    assert progress(pool, expired_id).error_code == "SESSION_EXPIRED"
+    assert progress(pool, completed_id).error_code is None
+
+
+def test_a_paused_step_reads_paused_with_its_clock_stopped_at_the_pause(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    session_id = workloads.paused(app)
+    projector.catch_up()
+
+    step = steps(pool, session_id)[0]
+    started, paused = (
+        e.timestamp
+        for e in app.history(session_id)
+        if isinstance(e, WorkflowSession.StepStarted | WorkflowSession.Paused)
+    )
+    assert step.status == "paused"
+    assert step.duration_ms == int((paused - started) / timedelta(milliseconds=1))
+
+    app.resume(session_id, reason="go on", actor="bob")
+    projector.catch_up()
+    assert (steps(pool, session_id)[0].status, steps(pool, session_id)[0].duration_ms) == (
+        "running",
+        None,
+    )
+    app.cancel(session_id, reason="enough", actor="bob")
+    projector.catch_up()
+    assert steps(pool, session_id)[0].status == "cancelled"
+
+
+def test_a_step_paused_when_its_session_ends_takes_the_ending_and_keeps_its_clock(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    session_id = workloads.create(app)
+    app.start_step(session_id, 0)
+    app.pause(session_id, actor="bob")
+    projector.catch_up()
+    paused_ms = steps(pool, session_id)[0].duration_ms
+
+    app.cancel(session_id, reason="not needed", actor="carol")
+    projector.catch_up()
+
+    assert (steps(pool, session_id)[0].status, steps(pool, session_id)[0].duration_ms) == (
+        "cancelled",
+        paused_ms,
+    )
+
+
+def test_step_history_says_what_each_command_and_check_of_the_last_attempt_did(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    session_id = workloads.create(app, steps=1, max_attempts=2)
+    app.start_step(session_id, 0)
+    app.issue_command(session_id, 0, command_id="a", executor="http", name="request", args={})
+    app.finish_command(session_id, 0, command_id="a", ok=False, duration_ms=1)
+    app.fail_step(session_id, 0, workloads.TIMEOUT)
+    app.start_step(session_id, 0)
+    commands = [
+        ("request", {"method": "post", "url": "/todos"}, '{"status": 201, "body": "{}"}'),
+        ("save_json", {"path": "id", "name": "todo_id"}, '{"saved": "todo_id", "value": 7}'),
+        ("click", {"target": "Sign in"}, '{"url": "/home"}'),
+    ]
+    for n, (name, args, output) in enumerate(commands):
+        app.issue_command(session_id, 0, command_id=f"c{n}", executor="http", name=name, args=args)
+        app.finish_command(session_id, 0, command_id=f"c{n}", ok=True, output=output, duration_ms=5)
+    app.change(
+        session_id,
+        lambda s: s.record_check(
+            0, executor="http", name="expect_status", args={"code": 201}, ok=True
+        ),
+    )
+    projector.catch_up()
+
+    assert steps(pool, session_id)[0].did == [
+        "POST /todos → 201",
+        "saved todo_id = 7",
+        'click "Sign in": ok',
+        "expect status 201: passed",
+    ]
+
+
+def test_sessions_are_found_by_the_start_of_their_id_within_their_tenant(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    mine = [workloads.create(app) for _ in range(3)]
+    theirs = workloads.pending(app)
+    projector.catch_up()
+
+    with pool.connection() as conn:
+        for session_id in mine:
+            found = list_sessions(conn, SessionFilter("acme", id_prefix=str(session_id)[:8]))
+            assert [s.session_id for s in found] == [session_id]
+        assert list_sessions(conn, SessionFilter("acme", id_prefix=str(theirs)[:13])) == []
+        full = list_sessions(conn, SessionFilter("globex", id_prefix=str(theirs).upper()))
+    assert [s.session_id for s in full] == [theirs]
+    for bad in ("abc", "abcdefgh1", "zzzz", str(theirs) + "0"):
+        with pytest.raises(ValueError, match=re.escape(repr(bad))):
+            id_range(bad)
+
+
+def test_the_audit_log_reads_newest_first_and_without_the_events_of_steps(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    session_id = workloads.cancelled(app)
+    projector.catch_up()
+
+    with pool.connection() as conn:
+        everything = entries(conn, AuditFilter(session_id=session_id))
+        newest = entries(conn, AuditFilter(session_id=session_id), 3, newest_first=True)
+        older = entries(
+            conn, AuditFilter(session_id=session_id), newest_first=True, before=newest[-1].position
+        )
+        session_level = entries(conn, AuditFilter(session_id=session_id, per_step=False))
+
+    assert newest + older == everything[::-1]
+    assert [e.event_type for e in session_level] == ["Created", "Cancelled"]
 
 
 def test_the_audit_log_has_every_event_with_actor_and_description(

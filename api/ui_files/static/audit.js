@@ -1,4 +1,5 @@
-// The audit trail: filters in the address bar, oldest first, more on demand.
+// The audit trail: filters in the address bar, newest first, older entries on demand; the
+// events of steps (started, commands, checks...) can be hidden to see who changed what.
 import {
   addressFromFilters, api, el, filtersFromAddress, isoFromInput, showProblem, when,
 } from "./common.js";
@@ -8,8 +9,9 @@ const body = document.querySelector("#audit tbody");
 const more = document.getElementById("more");
 let next = null;
 
-function query(after) {
-  const query = new URLSearchParams({ limit: "100" });
+function query(before) {
+  const query = new URLSearchParams({ limit: "100", order: "newest" });
+  if (form.elements.hide_steps.checked) query.set("per_step", "false");
   for (const name of ["actor", "event_type", "session_id"]) {
     const value = form.elements[name].value.trim();
     if (value) query.set(name, value);
@@ -18,7 +20,7 @@ function query(after) {
     const value = isoFromInput(form.elements[name].value);
     if (value) query.set(name, value);
   }
-  if (after) query.set("after", String(after));
+  if (before) query.set("before", String(before));
   return query;
 }
 
@@ -41,7 +43,7 @@ async function load(append) {
     const page = await api(`/v1/audit?${query(append ? next : null)}`);
     const rows = page.items.map(row);
     if (append) body.append(...rows); else body.replaceChildren(...rows);
-    next = page.next_after;
+    next = page.next_before;
     more.hidden = next === null;
     document.getElementById("empty").hidden = body.children.length > 0;
     showProblem(null);

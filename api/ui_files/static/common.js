@@ -80,7 +80,8 @@ export function showProblem(error) {
 const ENDINGS = new Set(["Completed", "Failed", "Cancelled", "Expired"]);
 
 // Follow a session's events: history, then live; after a dropped connection, resume with
-// Last-Event-ID. Every event reaches `onEvent` once, in order. Returns a function that stops.
+// Last-Event-ID. Every event reaches `onEvent` once, in order (an event lists the artifacts it
+// stored; `onArtifact`, if given, hears of each just before). Returns a function that stops.
 export function followEvents(sessionId, { onEvent, onArtifact, onState }) {
   let last = 0;
   let stopped = false;
@@ -90,7 +91,7 @@ export function followEvents(sessionId, { onEvent, onArtifact, onState }) {
   function take(frame) {
     if (frame.event === "artifact") {
       const artifact = JSON.parse(frame.data);
-      if (artifact.version > last) onArtifact(artifact);
+      if (onArtifact && artifact.version > last) onArtifact(artifact);
       return false;
     }
     if (frame.id === undefined) return false;
@@ -193,6 +194,17 @@ export function when(iso) {
   return iso ? new Date(iso).toLocaleString() : "–";
 }
 
+// Why a session or a step failed: "CODE: message", or null when it did not.
+export function failure(item) {
+  return item.error_code ? `${item.error_code}: ${item.error_message}` : null;
+}
+
+// A session's clock stops when it ends, and while it is paused.
+export function sessionDuration(session) {
+  const stopped = session.finished_at ?? (session.status === "paused" ? session.updated_at : null);
+  return duration(session.started_at, stopped);
+}
+
 export function duration(fromIso, toIso) {
   if (!fromIso) return "–";
   const ms = (toIso ? new Date(toIso) : new Date()) - new Date(fromIso);
@@ -217,14 +229,21 @@ export function isoFromInput(value) {
 export function filtersFromAddress(form) {
   const query = new URLSearchParams(location.search);
   for (const input of form.elements) {
-    if (input.name && query.has(input.name)) input.value = query.get(input.name);
+    if (!input.name) continue;
+    if (input.type === "checkbox") input.checked = query.has(input.name);
+    else if (query.has(input.name)) input.value = query.get(input.name);
   }
 }
 
 export function addressFromFilters(form) {
   const query = new URLSearchParams();
   for (const input of form.elements) {
-    if (input.name && input.value) query.set(input.name, input.value);
+    if (!input.name) continue;
+    if (input.type === "checkbox") {
+      if (input.checked) query.set(input.name, "1");
+    } else if (input.value) {
+      query.set(input.name, input.value);
+    }
   }
   history.replaceState(null, "", query.size ? `?${query}` : location.pathname);
 }

@@ -1,6 +1,8 @@
-// One session: its state, steps and controls, and a live timeline of its events.
+// One session: its state, why it failed, its steps and what each did, its controls, and a live
+// timeline of its events, grouped by step, with each command's screenshots beside it.
 import {
-  api, artifactUrl, badge, duration, el, followEvents, milliseconds, Problem, showProblem, when,
+  api, artifactUrl, badge, duration, el, failure, followEvents, milliseconds, Problem,
+  sessionDuration, showProblem, when,
 } from "./common.js";
 
 const sessionId = document.body.dataset.sessionId;
@@ -24,7 +26,8 @@ function showSession(session) {
     `${session.completed_steps}/${session.total_steps} steps (${Math.round(session.percent)}%)`;
   document.getElementById("current").textContent = session.current_step_text ?? "–";
   document.getElementById("started").textContent = when(session.started_at);
-  document.getElementById("duration").textContent = duration(session.started_at, session.finished_at);
+  document.getElementById("duration").textContent = sessionDuration(session);
+  showFailure(session);
   const allowed = {
     pause: session.status === "pending" || session.status === "running",
     resume: session.status === "paused",
@@ -35,16 +38,40 @@ function showSession(session) {
   }
 }
 
+function showFailure(session) {
+  const box = document.getElementById("failure");
+  const why = failure(session);
+  box.hidden = !why;
+  if (why) {
+    const verb = session.status.charAt(0).toUpperCase() + session.status.slice(1);
+    box.replaceChildren(el("strong", {}, `${verb} because`), ` ${why}`);
+  }
+}
+
+// Each command and check of the step's last attempt; the model's summary of a step it drove
+// (or of one carried over from a fork's source); why it failed.
+function whatItDid(step) {
+  const lines = step.did.map((line) => el("li", {}, line));
+  if (step.summary && (step.turns || !step.did.length)) lines.push(el("li", {}, step.summary));
+  const why = failure(step);
+  if (why) lines.push(el("li", { class: "why" }, why));
+  return lines.length ? el("ul", { class: "did" }, ...lines) : null;
+}
+
+// A running step's clock counts; a paused one's stopped at the pause.
+function stepDuration(step) {
+  return step.status === "running" ? duration(step.started_at, null) : milliseconds(step.duration_ms);
+}
+
 function stepRow(step) {
-  const outcome = step.error_code ? `${step.error_code}: ${step.error_message}` : step.summary;
   return el(
-    "tr", {},
+    "tr", { "data-step-index": String(step.step_index) },
     el("td", {}, String(step.step_index)),
     el("th", { scope: "row" }, step.text),
     el("td", {}, badge(step.status)),
     el("td", {}, String(step.attempts)),
-    el("td", {}, milliseconds(step.duration_ms)),
-    el("td", {}, outcome ?? ""),
+    el("td", {}, stepDuration(step)),
+    el("td", {}, whatItDid(step)),
   );
 }
 
@@ -136,9 +163,40 @@ function details(event) {
   }
 }
 
-function addEvent(event) {
+// ---- screenshots ----------------------------------------------------------------------------
+
+const shot = document.getElementById("shot");
+
+function openShot(src, label) {
+  document.getElementById("shot-title").textContent = label;
+  Object.assign(document.getElementById("shot-image"), { src, alt: `${label}, full size` });
+  shot.showModal();
+}
+
+// A screenshot as a thumbnail in its command's entry; a click opens it full size.
+function thumbnail(artifact, stepIndex) {
+  const label = `Screenshot of step ${stepIndex} (${artifact.kind || "screenshot"})`;
+  const figure = el("figure", { class: "artifact", "data-hash": artifact.hash });
+  artifactUrl(`/v1/sessions/${sessionId}/artifacts/${artifact.hash}`).then((src) => {
+    const link = el("a", { href: src, title: "Open full size" }, el("img", { src, alt: label }));
+    link.addEventListener("click", (event) => { event.preventDefault(); openShot(src, label); });
+    figure.prepend(link);
+  }).catch((error) => {
+    figure.append(el("p", {}, `could not be loaded (${error.message})`));
+  });
+  figure.append(el("figcaption", {}, label));
+  return figure;
+}
+
+// ---- events, grouped by step --------------------------------------------------------------
+
+const stepTexts = [];
+let group = null;  // the step whose events are being added: { stepIndex, list }
+
+function eventItem(event) {
   const time = new Date(event.timestamp).toLocaleTimeString();
-  timeline.append(el(
+  const shots = (event.data.artifacts ?? []).map((a) => thumbnail(a, event.data.step_index));
+  return el(
     "li", { "data-version": String(event.version), class: `event ${event.type}` },
     el("p", { class: "event-head" },
       el("span", { class: "version" }, `v${event.version}`), " ",
@@ -146,20 +204,34 @@ function addEvent(event) {
       el("time", { datetime: event.timestamp }, time),
       event.actor ? ` by ${event.actor}` : ""),
     details(event),
-  ));
-  refreshSoon();
+    ...shots,
+  );
 }
 
-async function addArtifact(artifact) {
-  const figure = el("figure", { class: "artifact", "data-hash": artifact.hash });
-  const label = `Screenshot of step ${artifact.step_index} (${artifact.kind || "screenshot"})`;
-  timeline.append(el("li", { class: "event artifact" }, figure));
-  try {
-    const src = await artifactUrl(artifact.url);
-    figure.append(el("img", { src, alt: label }), el("figcaption", {}, label));
-  } catch (error) {
-    figure.append(el("figcaption", {}, `${label}: could not be loaded (${error.message})`));
+// A run of events of one step goes in one group; a session's own events (created, paused,
+// ended) stand between the groups, so the timeline keeps the order things happened in.
+function groupFor(stepIndex) {
+  if (group?.stepIndex === stepIndex) return group.list;
+  const list = el("ol", { class: "step-events", "aria-label": `Events of step ${stepIndex}` });
+  timeline.append(el(
+    "li", { class: "step-group", "data-step-index": String(stepIndex) },
+    el("p", { class: "step-head" }, el("strong", {}, `Step ${stepIndex}`), " ", stepTexts[stepIndex] ?? ""),
+    list,
+  ));
+  group = { stepIndex, list };
+  return list;
+}
+
+function addEvent(event) {
+  if (event.type === "Created") stepTexts.push(...event.data.steps.map((step) => step.text));
+  const stepIndex = event.data.step_index;
+  if (stepIndex === undefined || stepIndex === null) {
+    group = null;
+    timeline.append(eventItem(event));
+  } else {
+    groupFor(stepIndex).append(eventItem(event));
   }
+  refreshSoon();
 }
 
 const STATES = {
@@ -248,9 +320,7 @@ async function start() {
     if (error instanceof Problem && error.status === 404) return notFound(error);
     showProblem(error);
   }
-  stopFollowing = followEvents(sessionId, {
-    onEvent: addEvent, onArtifact: addArtifact, onState: showStreamState,
-  });
+  stopFollowing = followEvents(sessionId, { onEvent: addEvent, onState: showStreamState });
   // Durations keep counting while nothing happens.
   ticking = setInterval(() => refresh().catch(showProblem), 5000);
 }

@@ -1,7 +1,7 @@
 // The sessions list: filters in the address bar, keyset paging, refreshed every two seconds.
 import {
-  addressFromFilters, api, badge, duration, el, filtersFromAddress, isoFromInput, keepFresh,
-  pager, progressBar, when,
+  addressFromFilters, api, badge, el, failure, filtersFromAddress, isoFromInput, keepFresh,
+  pager, progressBar, sessionDuration, when,
 } from "./common.js";
 
 const form = document.getElementById("filters");
@@ -23,14 +23,16 @@ function query(cursor) {
 function row(session) {
   const labels = Object.entries(session.labels).map(([k, v]) => el("span", { class: "label" }, `${k}=${v}`));
   const progress = `${session.completed_steps}/${session.step_count} steps`;
+  const why = failure(session);
   return el(
     "tr", { "data-session-id": session.session_id },
+    el("td", {}, el("code", {}, session.session_id.slice(0, 8))),
     el("th", { scope: "row" }, el("a", { href: `/ui/sessions/${session.session_id}` }, session.name)),
-    el("td", {}, badge(session.status)),
+    el("td", {}, badge(session.status), why ? el("p", { class: "why" }, why) : null),
     el("td", {}, ...labels),
     el("td", {}, progressBar(session.percent, `Progress of ${session.name}`), " ", progress),
     el("td", {}, when(session.started_at)),
-    el("td", {}, duration(session.started_at, session.finished_at)),
+    el("td", {}, sessionDuration(session)),
   );
 }
 
