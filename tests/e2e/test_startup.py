@@ -50,7 +50,9 @@ def _start_all_and_check(cluster: Cluster, workflow: Path, label: str) -> None:
     output = _logs(cluster)
     assert [p.returncode for p in lists] == [0, 0], f"{label}: sessions list failed\n{output}"
     assert [p.returncode for p in runs] == [1, 1], f"{label}: run crashed\n{output}"
-    assert output.count("Session failed") >= 2, f"{label}: the runs never ran\n{output}"
+    assert output.count("failed: HTTP_REQUEST_FAILED") == 2, (
+        f"{label}: the runs never ran\n{output}"
+    )
     for port in ports:
         eventually(_healthy(port), f"{label}: serve on {port} answers /health", within_s=60)
     eventually(
