@@ -9,7 +9,6 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 from rich.console import Console
 from rich.markup import escape
@@ -66,10 +65,12 @@ def run_with_progress(
     worker = runtime.worker(concurrency=1, role="run")
     worker.start(claiming=False)
     try:
-        session, future = worker.create(request, tenant=tenant, actor=cli_actor(), here=True)
-        console.print(f"session [bold]{session.id}[/]: {session.name}")
-        assert future is not None  # a worker just started has a free slot
-        return _show_until_done(runtime, session, future, console)
+        # From before the session exists: its first step may fail before the display starts.
+        with _shown_live():
+            session, future = worker.create(request, tenant=tenant, actor=cli_actor(), here=True)
+            console.print(f"session [bold]{session.id}[/]: {session.name}")
+            assert future is not None  # a worker just started has a free slot
+            return _show_until_done(runtime, session, future, console)
     finally:
         worker.stop(wait=True)
 
@@ -83,7 +84,7 @@ def _show_until_done(
     session_id = session.id
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     try:
-        with _shown_live(session_id), Progress(*columns, console=console) as progress:
+        with Progress(*columns, console=console) as progress:
             tasks = [
                 progress.add_task(_describe(i, session), total=1, start=False)
                 for i in range(len(session.steps))
@@ -111,22 +112,23 @@ def _show(progress: Progress, tasks: list[TaskID], session: WorkflowSession) -> 
 
 
 @contextmanager
-def _shown_live(session_id: UUID) -> Iterator[None]:
+def _shown_live() -> Iterator[None]:
     """While the display shows the session, its own log lines would say each failure again:
-    they are left out, unless log lines were asked for (STEPLINE_LOG_LEVEL=INFO or DEBUG)."""
+    they are left out (this process drives no other session), unless log lines were asked for
+    (STEPLINE_LOG_LEVEL=INFO or DEBUG)."""
     logger = logging.getLogger(LOGGER_NAME)
     if logger.getEffectiveLevel() < logging.WARNING:
         yield
         return
 
-    def not_shown(record: logging.LogRecord) -> bool:
-        return getattr(record, "session_id", None) != str(session_id)
+    def not_about_a_session(record: logging.LogRecord) -> bool:
+        return getattr(record, "session_id", None) is None
 
-    logger.addFilter(not_shown)
+    logger.addFilter(not_about_a_session)
     try:
         yield
     finally:
-        logger.removeFilter(not_shown)
+        logger.removeFilter(not_about_a_session)
 
 
 def print_outcome(session: WorkflowSession, console: Console) -> None:
