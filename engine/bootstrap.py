@@ -7,13 +7,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
+from eventsourcing.persistence import PersistenceError
+from psycopg.errors import InsufficientPrivilege
 from psycopg_pool import ConnectionPool
 
 from engine import schema
 from engine.ai import AiProvider
 from engine.app import Stepline
 from engine.chain import HeadLog
-from engine.database import check_reachable, embedded_postgres, eventsourcing_env
+from engine.database import (
+    DatabaseUnavailable,
+    check_reachable,
+    embedded_postgres,
+    eventsourcing_env,
+)
 from engine.definitions import builtin
 from engine.executor_state import ExecutorStates
 from engine.follower import LogFollower
@@ -126,6 +133,27 @@ def ai_provider(settings: Settings) -> AiProvider | None:
     )
 
 
+def _prepare_schema(
+    settings: Settings, pool: ConnectionPool, app: Stepline, master_key: MasterKey
+) -> None:
+    """Through the owner's URL when given (the application's role may not change the schema),
+    else through the application's own connections."""
+    try:
+        if settings.migration_database_url is not None:
+            check_reachable(settings.migration_database_url)
+            schema.prepare_database(settings.migration_database_url, master_key)
+        else:
+            schema.prepare(pool, app, master_key)
+    except (PersistenceError, InsufficientPrivilege) as error:
+        cause = error if isinstance(error, InsufficientPrivilege) else error.__cause__
+        if not isinstance(cause, InsufficientPrivilege):
+            raise
+        raise DatabaseUnavailable(
+            f"STEPLINE_DATABASE_URL's role may not change the schema ({cause}): give the "
+            "schema owner's URL as STEPLINE_MIGRATION_DATABASE_URL"
+        ) from None
+
+
 @contextmanager
 def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
     """Everything a process needs, closed (and the embedded server released) on exit."""
@@ -158,11 +186,7 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
         )
         stack.callback(pool.close)
         master_key = MasterKey.of(settings)
-        if settings.migration_database_url is not None:
-            check_reachable(settings.migration_database_url)
-            schema.prepare_database(settings.migration_database_url, master_key)
-        else:
-            schema.prepare(pool, app, master_key)
+        _prepare_schema(settings, pool, app, master_key)
         projector = Projector(app, pool)
         leases = Leases(pool, lease_s=settings.lease_ms / 1000)
         executor_states = ExecutorStates(pool, master_key, settings.fork_state_ttl_s)
