@@ -75,7 +75,7 @@ def audit(
     "/head",
     operation_id="getAuditHead",
     response_model=AuditHead,
-    responses=problem_responses(401),
+    responses=problem_responses(401, 422),
 )
 def head(services: ServicesDep, caller: CallerDep) -> AuditHead:
     """The head of the hash chain over the whole log (every tenant's events): its last
