@@ -55,7 +55,7 @@ async function load(append) {
 
 function verified(last) {
   if (!last) return "never (stepline audit verify)";
-  const range = `positions ${last.from_position}–${last.to_position}`;
+  const range = `positions ${last.from_position} to ${last.to_position}`;
   const found = last.clean ? "the chain holds" : `broken at position ${last.first_break ?? "–"}`;
   return `${when(last.verified_at)} by ${last.actor}: ${found} (${range})`;
 }
