@@ -2,7 +2,7 @@
 its own content, so altering, removing or re-ordering a row breaks the chain from there on,
 and a head kept elsewhere stops matching a log rewritten before it.
 
-The encoding, defined here once: the append function computes it in SQL (`LINK_SQL`, in the
+The encoding, defined here once: the append function computes it in SQL (`link_sql`, in the
 transaction that writes the row), the verifier in Python (`link`). Every field is fixed-width
 or length-prefixed and the stored bytes come last, so no two rows encode alike:
 
