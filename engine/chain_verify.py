@@ -224,7 +224,9 @@ def _start(conn: Connection[Any], events_table: str, report: Verification) -> _W
 def _compare_head(report: Verification, head: KeptHead, found_at: int | None) -> None:
     if found_at is not None and head.position in (None, found_at):
         return
-    if head.position is not None and head.position > report.last_position:
+    if head.position is not None and head.position < report.from_position:
+        detail = f"the kept head's position {head.position} is before the walk's start: not checked"
+    elif head.position is not None and head.position > report.last_position:
         detail = (
             f"the kept head is at position {head.position}, past the log's end "
             f"({report.last_position}): rows were removed from the end"

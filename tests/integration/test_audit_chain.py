@@ -240,6 +240,19 @@ def test_a_kept_head_matches_the_log_that_grew_after_it(
     assert verified(fresh_database_url, head=KeptHead.parse(head.hash.hex())).clean  # type: ignore[union-attr]
 
 
+def test_a_kept_head_before_where_the_walk_starts_is_not_taken_as_checked(
+    fresh_app: Stepline, fresh_database_url: str
+) -> None:
+    sessions_with_events(fresh_app, 1)
+    head = head_of(fresh_database_url)
+    sessions_with_events(fresh_app, 1)
+
+    report = verified(fresh_database_url, from_position=3, head=kept(head))
+
+    assert breaks(report) == [(2, "head")]
+    assert "before the walk's start" in report.breaks[0].detail
+
+
 def test_a_head_kept_before_the_last_rows_were_removed_no_longer_matches(
     fresh_app: Stepline, fresh_database_url: str
 ) -> None:
