@@ -1,4 +1,5 @@
-"""/v1/audit: who changed what, when — the tenant's slice of the audit log."""
+"""/v1/audit: who changed what, when — the tenant's slice of the audit log; and the head of
+the hash chain over the whole log."""
 
 from __future__ import annotations
 
@@ -8,8 +9,17 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from api.errors import problem_responses
-from api.schemas import NO_NUL, AuditEntryView, AuditPage, IsoDatetime
+from api.schemas import (
+    NO_NUL,
+    AuditEntryView,
+    AuditHead,
+    AuditPage,
+    AuditVerification,
+    IsoDatetime,
+)
 from api.services import CallerDep, ServicesDep
+from engine.chain import read_head
+from engine.chain_verify import VerificationRecord, last_verification
 from projections.audit_log import AuditFilter, entries
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -58,4 +68,41 @@ def audit(
         items=[AuditEntryView.model_validate(row, from_attributes=True) for row in page],
         next_after=None if newest_first else last,
         next_before=last if newest_first else None,
+    )
+
+
+@router.get(
+    "/head",
+    operation_id="getAuditHead",
+    response_model=AuditHead,
+    responses=problem_responses(401, 422),
+)
+def head(services: ServicesDep, caller: CallerDep) -> AuditHead:
+    """The head of the hash chain over the whole log (every tenant's events): its last
+    position and hash, and what the last verification found. Any tenant's key may read it: it
+    tells only how many events the log holds, which the positions of the tenant's own audit
+    entries tell already, and a tenant that keeps heads can later ask for proof that the log
+    was not rewritten since."""
+    del caller  # only authenticated callers
+    with services.runtime.projector.pool.connection() as conn:
+        current = read_head(conn, services.runtime.app.events_table)
+        verified = last_verification(conn)
+    return AuditHead(
+        position=current.position,
+        hash=current.hash.hex() if current.hash else None,
+        time=current.time,
+        last_verification=None if verified is None else _verification(verified),
+    )
+
+
+def _verification(record: VerificationRecord) -> AuditVerification:
+    return AuditVerification(
+        verified_at=record.verified_at,
+        actor=record.actor,
+        from_position=record.from_position,
+        to_position=record.to_position,
+        head_hash=record.head_hash.hex() if record.head_hash else None,
+        events=record.events,
+        clean=record.clean,
+        first_break=record.first_break,
     )

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from api.cli_audit import audit_cli, db_cli
 from api.cli_secrets import secrets_cli
 from api.cli_signals import ended_in_order_by_signals
 from domain.dev_mode import DEV_TENANT
@@ -36,6 +37,8 @@ tenants_cli = typer.Typer(
 )
 cli.add_typer(tenants_cli, name="tenants")
 cli.add_typer(secrets_cli, name="secrets")
+cli.add_typer(audit_cli, name="audit")
+cli.add_typer(db_cli, name="db")
 
 AsJson = Annotated[bool, typer.Option("--json", help="print as JSON")]
 Tenant = Annotated[

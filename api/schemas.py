@@ -353,6 +353,29 @@ class AuditPage(BaseModel):
     )
 
 
+class AuditVerification(BaseModel):
+    """What the last `stepline audit verify` found."""
+
+    verified_at: datetime
+    actor: str
+    from_position: int
+    to_position: int = Field(description="the last position it checked")
+    head_hash: str | None = Field(description="the chain's hash there, hex")
+    events: int = Field(description="chained events it recomputed")
+    clean: bool = Field(description="no break found (and the kept head matched, if given)")
+    first_break: int | None = Field(description="the first position where the chain broke")
+
+
+class AuditHead(BaseModel):
+    position: int = Field(description="the log's last position (0: no event yet)")
+    hash: str | None = Field(
+        description="that row's chain hash, hex (null before any event is chained): keep it "
+        "elsewhere, check it later with `stepline audit verify --head POSITION:HASH`"
+    )
+    time: datetime = Field(description="when the head was read (the database's clock)")
+    last_verification: AuditVerification | None
+
+
 class WorkerHealth(BaseModel):
     worker_id: str
     role: str

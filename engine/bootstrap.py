@@ -7,12 +7,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
+from eventsourcing.persistence import PersistenceError
+from psycopg.errors import InsufficientPrivilege
 from psycopg_pool import ConnectionPool
 
 from engine import schema
 from engine.ai import AiProvider
 from engine.app import Stepline
-from engine.database import check_reachable, embedded_postgres, eventsourcing_env
+from engine.chain import HeadLog
+from engine.database import (
+    DatabaseUnavailable,
+    check_reachable,
+    embedded_postgres,
+    eventsourcing_env,
+)
 from engine.definitions import builtin
 from engine.executor_state import ExecutorStates
 from engine.follower import LogFollower
@@ -58,6 +66,11 @@ class Runtime:
             self.settings.session_ttl_ms,
         )
 
+    def head_log(self) -> HeadLog:
+        """Logs the chain's head every STEPLINE_AUDIT_HEAD_INTERVAL_S, one process at a time."""
+        interval_s = self.settings.audit_head_interval_s
+        return HeadLog(self.projector.pool, self.app.events_table, interval_s)
+
     def worker(self, concurrency: int, role: str) -> SessionWorker:
         return SessionWorker(
             self.loop,
@@ -84,8 +97,8 @@ def running_in_background(
 ) -> Iterator[Background]:
     """The process's background duties: the follower (waking `also_wake` on new events, the
     views and the worker, each in its own thread), the worker itself (none when `workers` is
-    0) and the TTL sweep. On exit every session stops at its next safe point, its lease handed
-    back."""
+    0), the TTL sweep and the log of the chain's head. On exit every session stops at its
+    next safe point, its lease handed back."""
     follower = runtime.follower()
     events = runtime.app.recorder.channel_name  # type: ignore[attr-defined]
     for callback in also_wake:
@@ -102,6 +115,7 @@ def running_in_background(
             worker.start()
             stack.callback(worker.stop)
         stack.callback(runtime.sweep().start())
+        stack.callback(runtime.head_log().start())
         yield Background(follower, worker)
 
 
@@ -117,6 +131,27 @@ def ai_provider(settings: Settings) -> AiProvider | None:
         timeout_s=settings.ai_timeout_s,
         max_retries=settings.ai_max_retries,
     )
+
+
+def _prepare_schema(
+    settings: Settings, pool: ConnectionPool, app: Stepline, master_key: MasterKey
+) -> None:
+    """Through the owner's URL when given (the application's role may not change the schema),
+    else through the application's own connections."""
+    try:
+        if settings.migration_database_url is not None:
+            check_reachable(settings.migration_database_url)
+            schema.prepare_database(settings.migration_database_url, master_key)
+        else:
+            schema.prepare(pool, app, master_key)
+    except (PersistenceError, InsufficientPrivilege) as error:
+        cause = error if isinstance(error, InsufficientPrivilege) else error.__cause__
+        if not isinstance(cause, InsufficientPrivilege):
+            raise
+        raise DatabaseUnavailable(
+            f"STEPLINE_DATABASE_URL's role may not change the schema ({cause}): give the "
+            "schema owner's URL as STEPLINE_MIGRATION_DATABASE_URL"
+        ) from None
 
 
 @contextmanager
@@ -151,7 +186,7 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
         )
         stack.callback(pool.close)
         master_key = MasterKey.of(settings)
-        schema.prepare(pool, app, master_key)
+        _prepare_schema(settings, pool, app, master_key)
         projector = Projector(app, pool)
         leases = Leases(pool, lease_s=settings.lease_ms / 1000)
         executor_states = ExecutorStates(pool, master_key, settings.fork_state_ttl_s)

@@ -11,6 +11,12 @@ Fencing: an owner's events are written only while its lease on the session stand
 is checked (and share-locked, so no claim can take it before the commit) in that same
 transaction. A stale owner's write fails with `LeaseLost` and nothing of it is written, so
 proving ownership before a command costs no query of its own.
+
+The hash chain (engine.chain): under the table lock the function reads the last row's
+position and hash, numbers the new rows after it (no gaps: a missing position is a removed
+row) and chains each to the one before, in the transaction that writes them. It runs as its
+owner (SECURITY DEFINER), so an application role that may not lock, update or delete the
+table can still append through it, and only through it.
 """
 
 from __future__ import annotations
@@ -30,18 +36,28 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
+from engine.chain import link_sql
+
 RECORDER_TOPIC = "engine.event_store:FencedRecorder"
+APPEND_ARGUMENTS = "uuid[], bigint[], text[], bytea[], uuid[], text[], bigint[]"
+"""The append function's argument types: with its name, what GRANT and REVOKE name it by."""
 LEASE_LOST_SQLSTATE = "SLL01"
 
 _APPEND_FUNCTION = """
 CREATE OR REPLACE FUNCTION {schema}.{function}(
     ids uuid[], versions bigint[], topics text[], states bytea[],
     sessions uuid[], owners text[], tokens bigint[])
-RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+RETURNS SETOF bigint LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+DECLARE
+    first_position bigint;
+    previous bytea;
+    topic_bytes bytea;
+    hashes bytea[] := ARRAY[]::bytea[];
 BEGIN
     IF cardinality(sessions) > 0 THEN  -- (unfenced writers need no session_leases table)
         IF (SELECT count(*) FROM (
-                SELECT 1 FROM session_leases l
+                SELECT 1 FROM {schema}.session_leases l
                 JOIN unnest(sessions, owners, tokens) AS f(session_id, owner, token)
                   ON l.session_id = f.session_id AND l.owner = f.owner
                  AND l.fencing_token = f.token
@@ -53,13 +69,34 @@ BEGIN
     END IF;
     PERFORM set_config('lock_timeout', {lock_timeout}, true);
     LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;
+    SELECT e.notification_id, e.hash INTO first_position, previous
+        FROM {schema}.{table} e ORDER BY e.notification_id DESC LIMIT 1;
+    first_position := coalesce(first_position, 0) + 1;
+    previous := coalesce(previous, {genesis});
+    FOR i IN 1 .. cardinality(ids) LOOP
+        topic_bytes := convert_to(topics[i], 'UTF8');
+        previous := {link_of_row_i};
+        hashes[i] := previous;
+    END LOOP;
     NOTIFY {channel};
     RETURN QUERY
-        INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)
-        SELECT * FROM unnest(ids, versions, topics, states)
+        INSERT INTO {schema}.{table}
+            (notification_id, originator_id, originator_version, topic, state, hash)
+        SELECT first_position + n - 1, e.id, e.version, e.topic, e.state, e.hash
+        FROM unnest(ids, versions, topics, states, hashes)
+            WITH ORDINALITY AS e(id, version, topic, state, hash, n)
         RETURNING notification_id;
 END $$
 """
+
+_LINK_OF_ROW_I = link_sql(
+    "previous",
+    "first_position + i - 1",
+    id_="ids[i]",
+    version="versions[i]",
+    topic="topic_bytes",
+    state="states[i]",
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +129,8 @@ class FencedRecorder(PostgresApplicationRecorder):
             table=Identifier(self.events_table_name),
             channel=Identifier(self.channel_name),
             lock_timeout=f"{self.datastore.lock_timeout}s",
+            genesis=SQL("decode(repeat('00', 32), 'hex')"),
+            link_of_row_i=SQL(_LINK_OF_ROW_I),
         )
         self.sql_create_statements.append(statement)
         self.append_statement = SQL(

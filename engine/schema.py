@@ -19,6 +19,7 @@ A database whose schema is newer than this code knows is refused, not downgraded
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from domain.errors import DomainError
 from engine import locks
 from engine.app import Stepline
 from engine.database import eventsourcing_env
+from engine.event_store import APPEND_ARGUMENTS
 from engine.executor_state import seal_clear_state
 from engine.logs import LOGGER_NAME
 from engine.secret_store import MasterKey
@@ -134,6 +136,38 @@ _BASELINE = (
     """,
 )
 
+EVENTS_TABLE = "stepline_events"
+"""The log: the eventsourcing library names it after the application (`Stepline`)."""
+APPEND_FUNCTION = f"stepline_append_{EVENTS_TABLE}({APPEND_ARGUMENTS})"
+"""The only way into the log (engine.event_store): it fences, numbers and chains the rows."""
+
+_CHAIN = (
+    f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN hash bytea",
+    # What `stepline audit verify` found, newest last: the dashboard shows the latest.
+    """
+    CREATE TABLE audit_verifications (
+        id bigserial PRIMARY KEY,
+        verified_at timestamptz NOT NULL DEFAULT now(),
+        actor text NOT NULL,
+        from_position bigint NOT NULL,
+        to_position bigint NOT NULL,
+        head_hash bytea,
+        events bigint NOT NULL,
+        clean boolean NOT NULL,
+        first_break bigint
+    )
+    """,
+    # When the head was last logged: one process of the deployment logs it per interval.
+    """
+    CREATE TABLE audit_head_log (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        logged_at timestamptz NOT NULL
+    )
+    """,
+    # It runs as its owner: only roles granted it may append (see `application_grants`).
+    f"REVOKE EXECUTE ON FUNCTION {APPEND_FUNCTION} FROM PUBLIC",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     # Every statement is IF NOT EXISTS: a database prepared before there was a schema version
     # (each module then ran its own DDL) already has these tables, and takes version 1 as is.
@@ -152,6 +186,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         then=seal_clear_state,
         finally_=("ALTER TABLE executor_state DROP COLUMN state",),
     ),
+    # The log's rows from here on are hash-chained (engine.chain); those before have no hash.
+    Migration(3, "the log hash-chained, appended to only through its function", _CHAIN),
 )
 """In order, never edited once released: a change to the schema is a new migration."""
 
@@ -184,15 +220,46 @@ def prepare(
         _prepare_views(conn, views)
 
 
-def prepare_database(url: str) -> None:
-    """`prepare` for a process that has no pool or application of its own yet (the tests,
-    the benches, a fresh database)."""
+def prepare_database(url: str, key: MasterKey | None = None) -> None:
+    """`prepare` over a connection of its own: for the tests, the benches, a fresh database,
+    and a process given the owner's URL for migrations (STEPLINE_MIGRATION_DATABASE_URL)."""
     app = Stepline(eventsourcing_env(url, pool_size=1, max_overflow=0))
     try:
         with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
-            prepare(pool, app)
+            prepare(pool, app, key)
     finally:
         app.close()
+
+
+_ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def application_grants(role: str) -> str:
+    """The SQL that makes `role` Stepline's application role (STEPLINE_DATABASE_URL's user):
+    what the processes need of every table, but the log only read, and appended to only
+    through the function that chains its rows. To run as the owner of Stepline's tables, once
+    a process given the owner's URL (STEPLINE_MIGRATION_DATABASE_URL) has made them."""
+    if not _ROLE_NAME.fullmatch(role):
+        raise ValueError(f"a role name here is lower-case letters, digits and _; got {role!r}")
+    return f"""\
+-- Stepline's application role {role}: what STEPLINE_DATABASE_URL connects as. Run this as the
+-- owner of Stepline's tables (STEPLINE_MIGRATION_DATABASE_URL's user) once a Stepline process
+-- given that URL has prepared them; then give {role} a password (ALTER ROLE {role} PASSWORD
+-- '...') or whatever login your pg_hba.conf expects. Creating the role needs CREATEROLE: skip
+-- that statement if you make roles otherwise.
+DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+GRANT USAGE ON SCHEMA public TO {role};
+-- Stepline's own tables and its views, now and those later migrations make.
+GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public TO {role};
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};
+ALTER DEFAULT PRIVILEGES IN SCHEMA public
+    GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLES TO {role};
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {role};
+-- The log: read, and appended to only through the function that numbers and chains its rows
+-- (it runs as the owner); never updated, deleted from or truncated.
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {EVENTS_TABLE} FROM {role};
+GRANT EXECUTE ON FUNCTION {APPEND_FUNCTION} TO {role};
+"""  # noqa: S608 - not a query: the role's name is checked above, the rest is ours
 
 
 def prepare_views(pool: ConnectionPool, views: Iterable[View]) -> None:

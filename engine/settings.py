@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         default=None,
         description="postgresql:// URL of the event store; unset starts the embedded server",
     )
+    migration_database_url: str | None = Field(
+        default=None,
+        description="postgresql:// URL of the schema's owner: when set, the schema is made and "
+        "migrated through it, and STEPLINE_DATABASE_URL (the application role, which may not "
+        "rewrite the log: `stepline db grants`) serves for everything else",
+    )
     data_dir: Path = Field(
         default_factory=_default_data_dir,
         description="where the embedded PostgreSQL keeps its data",
@@ -227,11 +233,19 @@ class Settings(BaseSettings):
         "loopback names in dev mode, any host once API keys are configured",
     )
 
+    audit_head_interval_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="the log's head (position and hash) is logged this often, by one process "
+        "of the deployment, for the operator to keep elsewhere",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
     @field_validator(
         "database_url",
+        "migration_database_url",
         "ai_model",
         "ai_base_url",
         "tenant_max_running",
@@ -326,11 +340,18 @@ class Settings(BaseSettings):
             return None
 
     @model_validator(mode="after")
-    def _database_url_is_postgres(self) -> Settings:
-        url = self.database_url
-        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+    def _database_urls_are_postgres(self) -> Settings:
+        for name, url in (
+            ("STEPLINE_DATABASE_URL", self.database_url),
+            ("STEPLINE_MIGRATION_DATABASE_URL", self.migration_database_url),
+        ):
+            if url is not None and not url.startswith(("postgresql://", "postgres://")):
+                raise ValueError(
+                    f"{name} must be a postgresql:// URL, got {url.split('://')[0]}://..."
+                )
+        if self.migration_database_url is not None and self.database_url is None:
             raise ValueError(
-                "STEPLINE_DATABASE_URL must be a postgresql:// URL, got "
-                f"{url.split('://')[0]}://..."
+                "STEPLINE_MIGRATION_DATABASE_URL needs STEPLINE_DATABASE_URL, the application's "
+                "URL on the same database (the embedded server has one user)"
             )
         return self

@@ -99,6 +99,7 @@ def test_operation_ids_are_short_camel_case_and_unique(document: dict[str, Any])
         "getBatch",
         "cancelBatch",
         "listAuditEntries",
+        "getAuditHead",
         "putSecret",
         "listSecrets",
         "deleteSecret",

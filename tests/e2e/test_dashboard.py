@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from engine.app import Stepline
 from engine.database import eventsourcing_env
 from engine.executors.browser_host import find_chromium, launch_arguments
 from tests.conftest import allow_local_targets
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import STEPLINE, Cluster
 from tests.integration.conftest import wait_for
 
 RESULTS = Path(__file__).resolve().parents[2] / "test-results"
@@ -224,6 +225,31 @@ def test_batches_and_the_audit_trail_are_shown_to_their_tenant(
     expect(trail).to_contain_text("alice")
     assert "event_type=Batch.Created" in page.url  # a filtered view can be shared
     page.screenshot(path=shots / "audit.png", full_page=True)
+
+
+def test_the_audit_page_shows_the_head_of_the_chain_and_its_last_verification(
+    serve: Serve, target: str, page: Page, shots: Path, fresh_database_url: str
+) -> None:
+    keys = Keys()
+    api = serve(0, STEPLINE_API_KEYS=keys.setting)
+    create_session(api, keys.alice, target, "chained", steps=1, ms=10)
+    verified = subprocess.run(
+        [STEPLINE, "audit", "verify", "--json"],
+        env={**os.environ, "STEPLINE_DATABASE_URL": fresh_database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    head = json.loads(verified.stdout)
+
+    page.goto(f"{api}/ui/audit")
+    sign_in(page, keys.alice)
+    chain = page.get_by_role("region", name="The log's hash chain")
+    expect(chain.get_by_text(head["last_hash"])).to_be_visible()
+    expect(chain).to_contain_text(f"position {head['last_position']}")
+    expect(chain).to_contain_text(f"the chain holds (positions 1 to {head['last_position']})")
+    page.screenshot(path=shots / "audit-head.png", full_page=True)
 
 
 def test_another_tenant_sees_none_of_the_sessions(

@@ -57,6 +57,13 @@ def test_the_database_url_must_be_postgres() -> None:
         Settings(database_url="sqlite:///tmp/x.db")
 
 
+def test_the_migration_url_must_be_postgres_and_come_with_the_applications() -> None:
+    with pytest.raises(ValidationError, match="STEPLINE_MIGRATION_DATABASE_URL must be a post"):
+        Settings(database_url="postgresql://app@db/x", migration_database_url="mysql://db/x")
+    with pytest.raises(ValidationError, match="needs STEPLINE_DATABASE_URL"):
+        Settings(database_url=None, migration_database_url="postgresql://owner@db/x")
+
+
 def test_the_limit_maximums_cover_every_limit_a_workflow_may_set() -> None:
     assert set(Settings(database_url=None).limit_maximums) == set(LIMITS)
 

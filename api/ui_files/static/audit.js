@@ -1,5 +1,6 @@
 // The audit trail: filters in the address bar, newest first, older entries on demand; the
-// events of steps (started, commands, checks...) can be hidden to see who changed what.
+// events of steps (started, commands, checks...) can be hidden to see who changed what. Above
+// it, the head of the log's hash chain and what its last verification found.
 import {
   addressFromFilters, api, el, filtersFromAddress, isoFromInput, showProblem, when,
 } from "./common.js";
@@ -52,6 +53,25 @@ async function load(append) {
   }
 }
 
+function verified(last) {
+  if (!last) return "never (stepline audit verify)";
+  const range = `positions ${last.from_position} to ${last.to_position}`;
+  const found = last.clean ? "the chain holds" : `broken at position ${last.first_break ?? "–"}`;
+  return `${when(last.verified_at)} by ${last.actor}: ${found} (${range})`;
+}
+
+async function loadHead() {
+  try {
+    const head = await api("/v1/audit/head");
+    document.getElementById("head-position").textContent =
+      `position ${head.position} at ${when(head.time)}`;
+    document.getElementById("head-hash").textContent = head.hash ?? "none yet";
+    document.getElementById("head-verified").textContent = verified(head.last_verification);
+  } catch (error) {
+    showProblem(error);
+  }
+}
+
 filtersFromAddress(form);
 form.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -60,4 +80,5 @@ form.addEventListener("submit", (event) => {
 });
 form.addEventListener("reset", () => setTimeout(() => { addressFromFilters(form); load(false); }));
 more.addEventListener("click", () => load(true));
+loadHead();
 load(false);
