@@ -14,7 +14,7 @@ from domain.batch import MAX_SESSIONS_PER_BATCH
 from domain.errors import ErrorCategory, ErrorSeverity
 from domain.session import MAX_NAME, MAX_STEP_TEXT, MAX_STEPS, SessionStatus, StepSpec
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
-from engine.workflow_file import WorkflowConfig
+from engine.workflow_file import WebhookSpec, WorkflowConfig, session_config
 from projections import step_history
 
 SessionStatusName = Annotated[str, NamedEnum.of(SessionStatus)]
@@ -76,16 +76,19 @@ class CreateSession(Strict):
     base_url: BaseUrl | None = None
     config: WorkflowConfig = Field(default_factory=WorkflowConfig)
     labels: dict[str, str] = Field(default_factory=dict, max_length=50)
+    webhook: WebhookSpec | None = Field(
+        default=None,
+        description="where to POST, signed with the tenant's webhook secret, when the session "
+        "reaches one of the events",
+    )
 
     def step_specs(self) -> list[StepSpec]:
         return step_specs(self.steps)
 
-    def given_config(self) -> dict[str, Any]:
-        return {
-            **self.config.model_dump(exclude_none=True),
-            "executor": self.executor,
-            "base_url": self.base_url,
-        }
+    def given_config(self, webhook: WebhookSpec | None = None) -> dict[str, Any]:
+        """The config the session records; `webhook` if the body names none (a batch's, a
+        schedule's)."""
+        return session_config(self.config, self.executor, self.base_url, self.webhook or webhook)
 
 
 class ReplaySession(Strict):
@@ -293,6 +296,9 @@ class CommandAccepted(BaseModel):
 
 class CreateBatch(Strict):
     sessions: list[CreateSession] = Field(min_length=1, max_length=MAX_SESSIONS_PER_BATCH)
+    webhook: WebhookSpec | None = Field(
+        default=None, description="the webhook of each session that names none of its own"
+    )
 
 
 class BatchCreated(BaseModel):
