@@ -141,9 +141,9 @@ class Scheduler:
     """`catch_up: none`: a firing later than this was missed, and is let go."""
     poll_s: float = 1.0
 
-    def once(self) -> datetime | bool | None:
-        """Fire what is due. False if another process is firing right now; else when the
-        next firing is due (None: no schedule will fire)."""
+    def once(self, now: datetime | None = None) -> datetime | bool | None:
+        """Fire what is due `now` (by default the database's now). False if another process
+        is firing right now; else when the next firing is due (None: no schedule will fire)."""
         with self.projector.pool.connection() as conn, conn.transaction():
             locked = conn.execute(
                 "SELECT pg_try_advisory_xact_lock(%s)", (locks.SCHEDULES,)
@@ -151,7 +151,7 @@ class Scheduler:
             if not (locked and locked[0]):
                 return False
             self.projector.catch_up(["schedule_index"])
-            now = _database_now(conn)
+            now = now or _database_now(conn)
             for schedule_id in due_schedules(conn, now):
                 self._fire_due(schedule_id, now)
             self.projector.catch_up(["schedule_index"])
