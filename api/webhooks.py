@@ -27,7 +27,7 @@ router = APIRouter(tags=["webhooks"])
     operation_id="createWebhookSecret",
     status_code=201,
     response_model=WebhookSecretCreated,
-    responses=problem_responses(401, 503),
+    responses=problem_responses(401, 422, 503),
 )
 def create_secret(services: ServicesDep, caller: CallerDep) -> WebhookSecretCreated:
     """Make the tenant's webhook signing secret (replacing any before): give it to your
