@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.api.conftest import Api, ApiFactory, shell_workflow
+from tests.api.conftest import KEYS, Api, ApiFactory, shell_workflow
 from tests.conftest import MASTER_KEY
 from tests.waiting import eventually
 from tests.webhook_receiver import Receiver
@@ -101,3 +106,32 @@ def test_a_schedules_webhook_tells_of_each_session_it_fired(start_api: ApiFactor
         alice.patch(f"/v1/schedules/{schedule['schedule_id']}", json={"paused": True})
     assert told.verified
     assert told.payload["data"]["labels"]["schedule_id"] == schedule["schedule_id"]
+
+
+def test_stepline_schedules_works_through_a_server_with_a_key(api: Api, tmp_path: Path) -> None:
+    workflow = tmp_path / "heartbeat.yaml"
+    workflow.write_text("name: heartbeat\nexecutor: shell\nsteps:\n  - run `true`\n")
+    server = ["--api", api.base_url, "--key", KEYS["alice"][1]]
+    made = stepline("schedules", "create", str(workflow), "--every", "1h", "--json", *server)
+    assert made.returncode == 0, made.stderr
+    [schedule] = json.loads(made.stdout)
+    paused = stepline("schedules", "pause", schedule["schedule_id"][:8], "--json", *server)
+    assert json.loads(paused.stdout)[0]["paused"] is True, paused.stderr
+    as_eve = ["--api", api.base_url, "--key", KEYS["eve"][1]]
+    assert stepline("schedules", "list", "--json", *as_eve).stdout == "[]\n"
+    deleted = stepline("schedules", "delete", schedule["schedule_id"], *server)
+    assert deleted.returncode == 0, deleted.stderr
+    with api.client("alice") as alice:
+        assert alice.get("/v1/schedules").json()["items"] == []
+
+
+def stepline(*args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STEPLINE_")}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "stepline"), *args],
+        capture_output=True,
+        text=True,
+        env={**clean, "COLUMNS": "200"},
+        timeout=120,
+        check=False,
+    )
