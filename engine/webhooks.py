@@ -213,6 +213,8 @@ class WebhookSender:
             self.once()
         except (psycopg.Error, PersistenceError):
             log.warning("Could not send webhooks (database unavailable); retrying")
+        except Exception:
+            log.exception("Sending webhooks failed; trying again later")
 
     def _claim(self) -> list[Delivery]:
         claim = timedelta(seconds=self.timeout_s + CLAIM_MARGIN_S)
@@ -252,18 +254,34 @@ class WebhookSender:
         headers = signed_headers(secret, delivery.webhook_id, delivery.body, int(time.time()))
         started = time.monotonic()
         try:
-            with httpx.Client(
+            status, answer = self._post(delivery, headers, policy)
+        except EgressRefused as refused:
+            return Attempt(None, str(refused), _ms_since(started), final=True)
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
+            return Attempt(None, f"{type(error).__name__}: {error}", _ms_since(started))
+        return Attempt(status, answer, _ms_since(started))
+
+    def _post(
+        self, delivery: Delivery, headers: dict[str, str], policy: EgressPolicy
+    ) -> tuple[int, str | None]:
+        """The receiver's status, and the start of its answer if not a 2xx (a receiver
+        cannot fill the sender's memory: the rest is not read)."""
+        with (
+            httpx.Client(
                 transport=checked_transport(policy, tls_context()),
                 timeout=self.timeout_s,
                 trust_env=False,
-            ) as client:
-                response = client.post(delivery.url, content=delivery.body, headers=headers)
-        except EgressRefused as refused:
-            return Attempt(None, str(refused), _ms_since(started), final=True)
-        except httpx.HTTPError as error:
-            return Attempt(None, f"{type(error).__name__}: {error}", _ms_since(started))
-        answer = None if response.is_success else response.text[:ANSWER_CHARS] or None
-        return Attempt(response.status_code, answer, _ms_since(started))
+            ) as client,
+            client.stream("POST", delivery.url, content=delivery.body, headers=headers) as response,
+        ):
+            if response.is_success:
+                return response.status_code, None
+            start = b""
+            for chunk in response.iter_bytes():
+                start += chunk
+                if len(start) >= ANSWER_CHARS:
+                    break
+            return response.status_code, start[:ANSWER_CHARS].decode(errors="replace") or None
 
     def _record(
         self, delivery: Delivery, attempt: Attempt, *, state: str, next_attempt_in: float = 0
