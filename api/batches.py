@@ -49,8 +49,11 @@ def owned_batch(services: Services, batch_id: UUID, tenant: str) -> Batch:
 def create_batch(
     body: CreateBatch, services: ServicesDep, caller: CallerDep, response: Response
 ) -> BatchCreated:
-    """Create every session of the batch (all or none); workers with free slots run them."""
-    requests = [session_request(services, session, caller.tenant) for session in body.sessions]
+    """Create every session of the batch (all or none); workers with free slots run them.
+    A `webhook` given for the batch is each session's that names none of its own."""
+    requests = [
+        session_request(services, session, caller.tenant, body.webhook) for session in body.sessions
+    ]
     admit(services, caller.tenant, len(requests))
     batch_id, session_ids = services.runtime.app.create_batch(
         requests, tenant=caller.tenant, actor=caller.name

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import typer
 
 from api.cli_audit import audit_cli, db_cli
+from api.cli_schedules import schedules_cli
 from api.cli_secrets import secrets_cli
 from api.cli_signals import ended_in_order_by_signals
 from domain.dev_mode import DEV_TENANT
@@ -39,6 +40,7 @@ cli.add_typer(tenants_cli, name="tenants")
 cli.add_typer(secrets_cli, name="secrets")
 cli.add_typer(audit_cli, name="audit")
 cli.add_typer(db_cli, name="db")
+cli.add_typer(schedules_cli, name="schedules")
 
 AsJson = Annotated[bool, typer.Option("--json", help="print as JSON")]
 Tenant = Annotated[
@@ -308,6 +310,19 @@ def keys_new(
     from api import cli_commands  # noqa: PLC0415
 
     cli_commands.keys_new(name, tenant)
+
+
+@keys_cli.command("webhook-secret")
+def keys_webhook_secret(
+    tenant: Annotated[str, typer.Option(help="the tenant whose webhooks it signs")] = DEV_TENANT,
+) -> None:
+    """Make (or replace) the tenant's webhook signing secret and print it, once: give it to
+    the receiver, which verifies every delivery with it (Standard Webhooks)."""
+    from api.cli_support import runtime_or_exit  # noqa: PLC0415
+
+    with runtime_or_exit(quiet=True) as runtime:
+        secret = runtime.secret_store.new_webhook_secret(tenant)
+    print(secret)  # the output is the secret alone, for a shell to capture
 
 
 @projections_cli.command("status")

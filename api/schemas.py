@@ -12,9 +12,10 @@ from api.event_views import SessionEvent
 from api.named_schemas import NamedEnum
 from domain.batch import MAX_SESSIONS_PER_BATCH
 from domain.errors import ErrorCategory, ErrorSeverity
+from domain.schedule import CATCH_UPS
 from domain.session import MAX_NAME, MAX_STEP_TEXT, MAX_STEPS, SessionStatus, StepSpec
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
-from engine.workflow_file import WorkflowConfig
+from engine.workflow_file import WebhookSpec, WorkflowConfig, session_config
 from projections import step_history
 
 SessionStatusName = Annotated[str, NamedEnum.of(SessionStatus)]
@@ -76,16 +77,19 @@ class CreateSession(Strict):
     base_url: BaseUrl | None = None
     config: WorkflowConfig = Field(default_factory=WorkflowConfig)
     labels: dict[str, str] = Field(default_factory=dict, max_length=50)
+    webhook: WebhookSpec | None = Field(
+        default=None,
+        description="where to POST, signed with the tenant's webhook secret, when the session "
+        "reaches one of the events",
+    )
 
     def step_specs(self) -> list[StepSpec]:
         return step_specs(self.steps)
 
-    def given_config(self) -> dict[str, Any]:
-        return {
-            **self.config.model_dump(exclude_none=True),
-            "executor": self.executor,
-            "base_url": self.base_url,
-        }
+    def given_config(self, webhook: WebhookSpec | None = None) -> dict[str, Any]:
+        """The config the session records; `webhook` if the body names none (a batch's, a
+        schedule's)."""
+        return session_config(self.config, self.executor, self.base_url, self.webhook or webhook)
 
 
 class ReplaySession(Strict):
@@ -293,6 +297,9 @@ class CommandAccepted(BaseModel):
 
 class CreateBatch(Strict):
     sessions: list[CreateSession] = Field(min_length=1, max_length=MAX_SESSIONS_PER_BATCH)
+    webhook: WebhookSpec | None = Field(
+        default=None, description="the webhook of each session that names none of its own"
+    )
 
 
 class BatchCreated(BaseModel):
@@ -334,6 +341,128 @@ class BatchPage(BaseModel):
 class BatchCancelled(BaseModel):
     batch_id: UUID
     cancelled_sessions: list[UUID]
+
+
+CatchUpName = Annotated[str, NamedEnum("CatchUp", CATCH_UPS)]
+CATCH_UP_HELP = (
+    "firings missed while nothing ran: none lets them go, one fires once for all of them (the "
+    "default), all fires each"
+)
+Cron = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00]*$",
+        description='five fields (minute hour day month weekday), e.g. "*/5 * * * *"; or '
+        "@hourly, @daily, @weekly, @monthly, @yearly",
+    ),
+]
+Every = Annotated[
+    str,
+    Field(
+        max_length=20,
+        pattern=r"^\s*[0-9]+\s*[smhd]\s*$",
+        description='a period: "30s", "5m", "2h", "1d" (on a grid from the Unix epoch)',
+    ),
+]
+TimeZone = Annotated[
+    str,
+    Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_+/-]+$", description="IANA name"),
+]
+
+
+class CreateSchedule(Strict):
+    """A workflow run at given times: `cron` (in `timezone`) or `every`, not both. Each firing
+    creates one session of `workflow`, admitted as POST /v1/sessions would be."""
+
+    name: str = Field(min_length=1, max_length=MAX_NAME, pattern=r"\S")
+    workflow: CreateSession
+    cron: Cron | None = None
+    every: Every | None = None
+    timezone: TimeZone = "UTC"
+    paused: bool = False
+    catch_up: CatchUpName = Field(default="one", description=CATCH_UP_HELP)
+    webhook: WebhookSpec | None = Field(
+        default=None,
+        description="the webhook of each session it creates (unless the workflow names its own)",
+    )
+
+
+class UpdateSchedule(Strict):
+    """The fields to change; a field not given keeps its value. Giving `cron` replaces
+    `every` and the other way round; a new timing counts from now. `webhook: null` removes
+    it. `paused` pauses or resumes (firings missed while paused are not caught up)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME, pattern=r"\S")
+    workflow: CreateSession | None = None
+    cron: Cron | None = None
+    every: Every | None = None
+    timezone: TimeZone | None = None
+    paused: bool | None = None
+    catch_up: CatchUpName | None = Field(default=None, description=CATCH_UP_HELP)
+    webhook: WebhookSpec | None = None
+
+
+class ScheduleView(BaseModel):
+    schedule_id: UUID
+    name: str
+    cron: str | None
+    every: str | None
+    timezone: str
+    catch_up: CatchUpName
+    paused: bool
+    workflow: CreateSession
+    webhook: WebhookSpec | None
+    next_firing_at: datetime | None = Field(description="null while paused")
+    last_fired_at: datetime | None
+    last_session_id: UUID | None = Field(description="the session its last firing created")
+    firings: int = Field(description="sessions created")
+    refused_firings: int = Field(description="firings whose session was not admitted")
+    last_error: dict[str, Any] | None = Field(
+        description="why the last firing created no session (a StandardError), until one does"
+    )
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class SchedulePage(BaseModel):
+    items: list[ScheduleView]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class WebhookSecretCreated(BaseModel):
+    secret: str = Field(
+        description="whsec_ and 32 bytes in base64: the key every webhook is signed with "
+        "(Standard Webhooks); shown this once, and it replaces any before"
+    )
+
+
+class WebhookAttemptView(BaseModel):
+    attempt: int
+    started_at: datetime
+    duration_ms: int | None = Field(
+        description="null: no answer recorded (in flight, or cut short)"
+    )
+    status_code: int | None = Field(description="the receiver's answer; null if none")
+    error: str | None = Field(description="why it failed: the connection's error, or the answer")
+
+
+class WebhookDeliveryView(BaseModel):
+    webhook_id: str = Field(description="the webhook-id header: the same on every attempt")
+    event_type: str
+    url: str
+    state: Annotated[str, NamedEnum("WebhookState", ("pending", "delivered", "failed"))]
+    created_at: datetime
+    next_attempt_at: datetime | None = Field(description="while pending")
+    finished_at: datetime | None
+    attempts: list[WebhookAttemptView]
+
+
+class WebhookDeliveryList(BaseModel):
+    items: list[WebhookDeliveryView] = Field(description="oldest first")
 
 
 class AuditEntryView(BaseModel):

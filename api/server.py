@@ -25,11 +25,13 @@ from api import (
     openapi,
     ops,
     replays,
+    schedules,
     secrets,
     sessions,
     stream,
     ui,
     usage,
+    webhooks,
 )
 from api.auth import AuthFailures, KeyRing, RateLimiter, RequestLimiter
 from api.errors import problem_responses
@@ -140,7 +142,8 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
     app.state.http = HttpMetrics()
     errors.install(app)
     openapi.install(app)
-    for module in (sessions, replays, usage, stream, artifacts, batches, audit, ops, secrets):
+    routers = (sessions, replays, usage, stream, artifacts, batches, schedules, audit, ops)
+    for module in (*routers, secrets, webhooks):
         app.include_router(module.router, responses=RATE_LIMITED)
     ui.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -163,7 +163,7 @@ class ApiSessions:
             raise ServerProblem(_unreachable(str(self.http.base_url), error)) from None
         if response.is_error:
             raise ServerProblem(_problem(response))
-        return response.json()
+        return response.json() if response.content else None  # 204: no body
 
     def page(self, query: Query) -> SessionPage:
         params: dict[str, Any] = {"limit": query.limit}

@@ -31,6 +31,7 @@ from api.services import CallerDep, Services, ServicesDep
 from domain.errors import SessionNotFound
 from engine.admission import admitted
 from engine.app import SessionRequest
+from engine.workflow_file import WebhookSpec
 from projections import session_index, session_progress, step_history
 from projections.session_index import MIN_ID_PREFIX, SessionFilter, active_count, id_range
 from projections.view import Recorded
@@ -104,10 +105,16 @@ def _check_capacity(services: Services, adding: int) -> None:
         )
 
 
-def session_request(services: Services, body: CreateSession, tenant: str) -> SessionRequest:
-    """The session asked for, within the tenant's policy (422 naming the field if not)."""
+def session_request(
+    services: Services, body: CreateSession, tenant: str, webhook: WebhookSpec | None = None
+) -> SessionRequest:
+    """The session asked for, within the tenant's policy (422 naming the field if not);
+    `webhook` is the batch's, for a session that names none."""
     request = SessionRequest(
-        name=body.name, steps=body.step_specs(), config=body.given_config(), labels=body.labels
+        name=body.name,
+        steps=body.step_specs(),
+        config=body.given_config(webhook),
+        labels=body.labels,
     )
     return admitted_request(services, request, tenant)
 

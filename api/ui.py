@@ -61,6 +61,11 @@ def batch_page(request: Request, batch_id: UUID) -> HTMLResponse:
     return _page(request, "batch.html", "Batch", batch_id=batch_id)
 
 
+@router.get("/schedules", response_class=HTMLResponse)
+def schedules_page(request: Request) -> HTMLResponse:
+    return _page(request, "schedules.html", "Schedules")
+
+
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request) -> HTMLResponse:
     return _page(request, "audit.html", "Audit trail")

@@ -73,6 +73,9 @@ CATALOGUE: dict[str, ErrorKind] = {
         _V, _LOW, False, False, "Give more of the id: enough characters to name one session"
     ),
     "BATCH_NOT_FOUND": ErrorKind(_V, _LOW, False, False, "Check the batch id"),
+    "SCHEDULE_NOT_FOUND": ErrorKind(
+        _V, _LOW, False, False, "Check the schedule id: `stepline schedules list` shows them"
+    ),
     "ARTIFACT_NOT_FOUND": ErrorKind(
         _V,
         _LOW,
@@ -341,6 +344,23 @@ CATALOGUE: dict[str, ErrorKind] = {
         "Set STEPLINE_MASTER_KEY to 32 random bytes in base64 (`stepline secrets key` prints a "
         "new one) and keep it: secrets stored under a key only open with that key",
     ),
+    # Completion webhooks: signed with the tenant's secret, retried, every attempt logged.
+    "WEBHOOK_SECRET_MISSING": ErrorKind(
+        _V,
+        _MEDIUM,
+        False,
+        False,
+        "Create the tenant's webhook signing secret first: `stepline keys webhook-secret "
+        "--tenant T` or POST /v1/webhook-secret (it is shown once: give it to the receiver)",
+    ),
+    "WEBHOOK_DELIVERY_FAILED": ErrorKind(
+        _I,
+        _MEDIUM,
+        True,
+        False,
+        "See what the receiver answered to each attempt (GET /v1/sessions/{id}/webhooks); "
+        "the session itself is not affected",
+    ),
 }
 
 _UNKNOWN = ErrorKind(_I, _MEDIUM, True, False, "Contact system administrator")
@@ -451,6 +471,14 @@ class SessionNotFound(DomainError):
 
 class BatchNotFound(DomainError):
     code = "BATCH_NOT_FOUND"
+
+
+class ScheduleNotFound(DomainError):
+    code = "SCHEDULE_NOT_FOUND"
+
+
+class WebhookSecretMissing(DomainError):
+    code = "WEBHOOK_SECRET_MISSING"
 
 
 class ArtifactNotFound(DomainError):

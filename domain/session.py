@@ -13,6 +13,7 @@ from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
+from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
@@ -374,6 +375,17 @@ class WorkflowSession(Aggregate):
         error: dict[str, Any]
         actor: str
 
+    class WebhookDeliveryFailed(Event):
+        """A webhook about this session was given up on: no attempt to deliver it succeeded
+        (`error` says why the last one failed). It changes nothing of the session."""
+
+        webhook_id: str
+        event_type: str
+        url: str
+        attempts: int
+        error: dict[str, Any]
+        actor: str
+
     name: str
     steps: list[StepState]
     config: dict[str, Any]
@@ -404,14 +416,18 @@ class WorkflowSession(Aggregate):
         labels: dict[str, str] | None = None,
         replay_of: dict[str, Any] | None = None,
         forked_from: dict[str, Any] | None = None,
+        session_id: UUID | None = None,
     ) -> WorkflowSession:
-        """`replay_of` / `forked_from` link a replay or a fork to its source (see Created)."""
+        """`replay_of` / `forked_from` link a replay or a fork to its source (see Created);
+        `session_id` is given when the id must not depend on who creates it (a schedule's
+        firing), so a second creation conflicts with the first."""
         valid_steps = _validated_steps(steps)
         labels = labels or {}
         config = config or {}
         _validate_header(name, tenant, labels)
         _validate_config(config)
         return cls(
+            id=session_id or uuid4(),
             name=name.strip(),
             steps=[step.to_dict() for step in valid_steps],
             config=config,
@@ -426,6 +442,7 @@ class WorkflowSession(Aggregate):
     def __init__(
         self,
         *,
+        id: UUID,  # the library passes the aggregate's id by this name
         name: str,
         steps: list[dict[str, Any]],
         config: dict[str, Any],
@@ -781,6 +798,27 @@ class WorkflowSession(Aggregate):
             raise self._refuse("expire")
         self._expired(outcome=outcome or "session TTL reached", error=error, actor=actor)
 
+    def record_webhook_failure(
+        self,
+        *,
+        webhook_id: str,
+        event_type: str,
+        url: str,
+        attempts: int,
+        error: dict[str, Any],
+        actor: str = WORKER,
+    ) -> None:
+        """Record that a webhook about the session was given up on; in any status (a session
+        that ended is what most webhooks are about)."""
+        self._webhook_delivery_failed(
+            webhook_id=webhook_id,
+            event_type=event_type,
+            url=url,
+            attempts=attempts,
+            error=error,
+            actor=actor,
+        )
+
     # ---- events: the only place state changes ------------------------------------------
 
     @event(StepsCarriedOver)
@@ -943,6 +981,19 @@ class WorkflowSession(Aggregate):
         self.status = SessionStatus.EXPIRED
         self.outcome = outcome
         self.error = error
+
+    @event(WebhookDeliveryFailed)
+    def _webhook_delivery_failed(
+        self,
+        *,
+        webhook_id: str,
+        event_type: str,
+        url: str,
+        attempts: int,
+        error: dict[str, Any],
+        actor: str,
+    ) -> None:
+        """Nothing of the session changes: the event is the record that it was not told."""
 
 
 _STATUS_AFTER: dict[type[WorkflowSession.Event], SessionStatus] = {

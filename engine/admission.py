@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from domain.errors import DomainError
+from domain.errors import DomainError, WebhookSecretMissing
 from engine.app import SessionRequest, Stepline
 from engine.definitions import Definitions
+from engine.egress import EgressPolicy
 from engine.limits import admitted as within_policy
 from engine.replay import lineage_history, recorded_steps
 from engine.step_plan import PlannedStep, plan, secrets_used
 from engine.task_loop import TaskLoop
+from engine.webhooks import check_webhook_reachable
 
 
 class SecretMissing(DomainError):
@@ -42,13 +44,28 @@ class SecretMissing(DomainError):
 def admitted(loop: TaskLoop, request: SessionRequest, tenant: str) -> SessionRequest:
     """`request` as its tenant may create it (every limit filled in), or the first reason it
     may not: PolicyRefused, InvalidWorkflow (a definitions module that does not load),
-    SecretMissing."""
+    SecretMissing, or for its webhook WebhookRefused (a host the tenant may not reach) and
+    WebhookSecretMissing."""
     request = within_policy(request, loop.settings, loop.policy_of(tenant))
     definitions = definitions_of(loop, request)
     missing = missing_secrets(loop, request, definitions, tenant)
     if missing:
         raise SecretMissing(tenant, missing)
+    check_webhook(loop, request, tenant)
     return request
+
+
+def check_webhook(loop: TaskLoop, request: SessionRequest, tenant: str) -> None:
+    """A webhook must go where the tenant may connect, signed with a secret it has."""
+    webhook = request.config.get("webhook")
+    if not webhook:
+        return
+    check_webhook_reachable(EgressPolicy.of(loop.policy_of(tenant).egress_allow), webhook["url"])
+    if loop.secret_store is not None and not loop.secret_store.has_webhook_secret(tenant):
+        raise WebhookSecretMissing(
+            f"tenant {tenant} has no webhook secret to sign the webhook with; no session was "
+            "created"
+        )
 
 
 def definitions_of(loop: TaskLoop, request: SessionRequest) -> Definitions:

@@ -20,10 +20,12 @@ from domain.batch import Batch
 from domain.errors import (
     BatchNotFound,
     InvalidStateTransition,
+    ScheduleNotFound,
     SessionNotFound,
     StandardError,
     VersionConflict,
 )
+from domain.schedule import Schedule, Timing
 from domain.session import WORKER, SessionStatus, StepSpec, StepState, StepStatus, WorkflowSession
 from engine.event_store import RECORDER_TOPIC, FencedRecorder
 from engine.logs import LOGGER_NAME, on_session, on_step
@@ -67,6 +69,17 @@ class _StepStateAsDict(Transcoding):
         return StepState(**data)
 
 
+class _TimingAsDict(Transcoding):
+    type = Timing
+    name = "schedule_timing"
+
+    def encode(self, obj: Timing) -> dict[str, Any]:
+        return obj.to_dict()
+
+    def decode(self, data: dict[str, Any]) -> Timing:
+        return Timing(**data)
+
+
 def replay(
     session: WorkflowSession | None, events: Iterable[WorkflowSession.Event]
 ) -> WorkflowSession | None:
@@ -89,6 +102,8 @@ class SessionRequest:
     forked_from: dict[str, Any] | None = None
     carried_over: list[dict[str, Any]] = field(default_factory=list)
     """A fork's first steps, completed in its source (summary and evidence of each)."""
+    session_id: UUID | None = None
+    """Given when the id must be the same whoever creates the session (a schedule's firing)."""
 
     def build(self, tenant: str, actor: str) -> WorkflowSession:
         session = WorkflowSession.create(
@@ -100,6 +115,7 @@ class SessionRequest:
             labels=self.labels,
             replay_of=self.replay_of,
             forked_from=self.forked_from,
+            session_id=self.session_id,
         )
         if self.carried_over:
             session.carry_over(self.carried_over, actor)
@@ -117,7 +133,10 @@ class Stepline(Application[UUID]):
         """`cache_size` sessions stay in memory between commands; each load still reads the
         events appended since (by any process), so the cache is never stale, only faster."""
         # Per instance, so the setting applies; the library reads this mapping from `self`.
-        self.snapshotting_intervals = {WorkflowSession: snapshot_interval}  # type: ignore[misc]
+        self.snapshotting_intervals = {  # type: ignore[misc]
+            WorkflowSession: snapshot_interval,
+            Schedule: snapshot_interval,  # one event per firing: a schedule keeps firing
+        }
         self.snapshot_interval = snapshot_interval
         caching = {"AGGREGATE_CACHE_MAXSIZE": str(cache_size)} if cache_size > 0 else {}
         recorder = {"APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC}
@@ -132,6 +151,7 @@ class Stepline(Application[UUID]):
         transcoder.register(_SessionStatusAsValue())
         transcoder.register(_StepStatusAsValue())
         transcoder.register(_StepStateAsDict())
+        transcoder.register(_TimingAsDict())
 
     @property
     def events_table(self) -> str:
@@ -220,6 +240,33 @@ class Stepline(Application[UUID]):
                 continue  # already ended: nothing to cancel
             cancelled.append(session_id)
         return cancelled
+
+    # ---- schedules ----------------------------------------------------------------------
+
+    def get_schedule(self, schedule_id: UUID) -> Schedule:
+        """The schedule, unless there is none (or it was deleted): ScheduleNotFound."""
+        try:
+            schedule: Schedule = self.repository.get(schedule_id)
+        except AggregateNotFoundError:
+            schedule = None  # type: ignore[assignment]
+        if not isinstance(schedule, Schedule) or schedule.deleted:
+            raise ScheduleNotFound(f"no schedule {schedule_id}", schedule_id=str(schedule_id))
+        return schedule
+
+    def change_schedule(self, schedule_id: UUID, decide: Callable[[Schedule], None]) -> Schedule:
+        """Load the schedule, let `decide` call its commands, save; on a lost race, again."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            schedule = self.get_schedule(schedule_id)
+            decide(schedule)
+            try:
+                self.save(schedule)
+            except RecordConflictError:
+                continue
+            return schedule
+        raise VersionConflict(
+            f"schedule {schedule_id} kept changing; gave up after {MAX_CONFLICT_RETRIES} tries",
+            schedule_id=str(schedule_id),
+        )
 
     # ---- commands -----------------------------------------------------------------------
 
@@ -327,3 +374,10 @@ class Stepline(Application[UUID]):
         )
         self.change(session_id, lambda s: s.expire(error.to_dict(), actor=actor))
         log.warning("Session expired", extra=on_session(session_id))
+
+    def record_webhook_failure(self, session_id: UUID, **failure: Any) -> None:
+        """Record on the session that a webhook about it was given up on."""
+        self.change(session_id, lambda s: s.record_webhook_failure(**failure))
+        log.warning(
+            "Webhook %s given up on", failure.get("webhook_id"), extra=on_session(session_id)
+        )

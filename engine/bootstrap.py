@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 from eventsourcing.persistence import PersistenceError
 from psycopg.errors import InsufficientPrivilege
@@ -28,12 +30,14 @@ from engine.leases import RELEASED_CHANNEL, Leases
 from engine.logs import LOGGER_NAME, configure_logging
 from engine.policies import Policies
 from engine.projector import Projector
+from engine.scheduler import Scheduler
 from engine.secret_store import MasterKey, SecretStore
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.sweep import Sweep
 from engine.task_loop import TaskLoop
 from engine.token_budget import TokenBudget
+from engine.webhooks import WebhookSender
 from engine.worker import SessionWorker
 
 log = logging.getLogger(LOGGER_NAME)
@@ -71,6 +75,21 @@ class Runtime:
         interval_s = self.settings.audit_head_interval_s
         return HeadLog(self.projector.pool, self.app.events_table, interval_s)
 
+    def scheduler(self) -> Scheduler:
+        grace = timedelta(seconds=self.settings.schedule_grace_s)
+        return Scheduler(self.app, self.projector, self.loop, grace)
+
+    def webhook_sender(self) -> WebhookSender:
+        return WebhookSender(
+            self.app,
+            self.projector.pool,
+            self.secret_store,
+            self.policies.of,
+            timeout_s=self.settings.webhook_timeout_ms / 1000,
+            first_retry_s=self.settings.webhook_first_retry_ms / 1000,
+            retry_for_s=self.settings.webhook_retry_for_s,
+        )
+
     def worker(self, concurrency: int, role: str) -> SessionWorker:
         return SessionWorker(
             self.loop,
@@ -97,23 +116,29 @@ def running_in_background(
 ) -> Iterator[Background]:
     """The process's background duties: the follower (waking `also_wake` on new events, the
     views and the worker, each in its own thread), the worker itself (none when `workers` is
-    0), the TTL sweep and the log of the chain's head. On exit every session stops at its
-    next safe point, its lease handed back."""
+    0) with the schedules' firings and the webhooks' deliveries, the TTL sweep and the log of
+    the chain's head. On exit every session stops at its next safe point, its lease handed
+    back."""
     follower = runtime.follower()
     events = runtime.app.recorder.channel_name  # type: ignore[attr-defined]
     for callback in also_wake:
         follower.subscribe(callback, channel=events)
     worker = runtime.worker(workers, role) if workers > 0 else None
-    # The worker claims once the session index has caught up, and at once on a released lease.
+    deliveries_queued = threading.Event()
+    # The worker claims once the session index has caught up, and at once on a released lease;
+    # the webhooks a catch-up queued are sent at once.
     claim = [] if worker is None else [worker.wake]
     for callback in claim:
         follower.subscribe(callback, channel=RELEASED_CHANNEL)
+    caught_up = [] if worker is None else [*claim, deliveries_queued.set]
     with ExitStack() as stack:
-        stack.callback(runtime.projector.follow(follower, then=claim))
+        stack.callback(runtime.projector.follow(follower, then=caught_up))
         stack.callback(follower.start())
         if worker is not None:
             worker.start()
             stack.callback(worker.stop)
+            stack.callback(runtime.scheduler().start())
+            stack.callback(runtime.webhook_sender().start(deliveries_queued).stop)
         stack.callback(runtime.sweep().start())
         stack.callback(runtime.head_log().start())
         yield Background(follower, worker)

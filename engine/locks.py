@@ -15,3 +15,6 @@ CLAIM = 0x57150
 
 SWEEP = 0x57151
 """One process at a time expires the sessions past their TTL and tidies what ended."""
+
+SCHEDULES = 0x57152
+"""One process at a time fires the schedules that are due (engine.scheduler)."""

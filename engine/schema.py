@@ -168,6 +168,51 @@ _CHAIN = (
     f"REVOKE EXECUTE ON FUNCTION {APPEND_FUNCTION} FROM PUBLIC",
 )
 
+_WEBHOOKS = (
+    # Deliveries to send (engine.webhooks): one row per webhook, keyed by its webhook-id, so
+    # enqueuing the same one again (a view replayed) adds nothing. The body is kept as sent,
+    # so every attempt signs and sends the same bytes. An attempt's row is written when it
+    # starts (duration_ms NULL until it ends): one cut short by a crash stays visible.
+    """
+    CREATE TABLE webhook_deliveries (
+        webhook_id text PRIMARY KEY,
+        session_id uuid NOT NULL,
+        tenant text NOT NULL,
+        event_type text NOT NULL,
+        url text NOT NULL,
+        body text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        state text NOT NULL DEFAULT 'pending',
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt_at timestamptz NOT NULL DEFAULT now(),
+        finished_at timestamptz
+    )
+    """,
+    "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) "
+    "WHERE state = 'pending'",
+    "CREATE INDEX webhook_deliveries_by_session ON webhook_deliveries (session_id, created_at)",
+    """
+    CREATE TABLE webhook_attempts (
+        webhook_id text NOT NULL REFERENCES webhook_deliveries ON DELETE CASCADE,
+        attempt integer NOT NULL,
+        started_at timestamptz NOT NULL,
+        duration_ms integer,
+        status_code integer,
+        error text,
+        PRIMARY KEY (webhook_id, attempt)
+    )
+    """,
+    # Each tenant's webhook signing secret, sealed under the master key (engine.secret_store).
+    """
+    CREATE TABLE tenant_webhook_secrets (
+        tenant text PRIMARY KEY,
+        nonce bytea NOT NULL,
+        ciphertext bytea NOT NULL,
+        created_at timestamptz NOT NULL
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     # Every statement is IF NOT EXISTS: a database prepared before there was a schema version
     # (each module then ran its own DDL) already has these tables, and takes version 1 as is.
@@ -188,6 +233,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # The log's rows from here on are hash-chained (engine.chain); those before have no hash.
     Migration(3, "the log hash-chained, appended to only through its function", _CHAIN),
+    Migration(
+        4, "completion webhooks: the delivery queue, its attempts, signing secrets", _WEBHOOKS
+    ),
 )
 """In order, never edited once released: a change to the schema is a new migration."""
 

@@ -115,6 +115,10 @@ class MasterKey:
         return key
 
 
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, no secret
+WEBHOOK_SECRET_BYTES = 32
+
+
 def _associated_data(tenant: str, name: str) -> bytes:
     """What a sealed value is bound to: opened as another tenant's, or another name's, it fails."""
     return json.dumps(["stepline.secret.v1", tenant, name]).encode()
@@ -159,12 +163,7 @@ class SecretStore:
     def put(self, tenant: str, name: str, value: str, origins: Iterable[str]) -> StoredSecret:
         """Store (or replace) a tenant's secret, sealed under a fresh nonce."""
         name, bound, value = checked_name(name), checked_origins(origins), checked_value(value)
-        cipher = self.key.cipher(create=True)
-        if cipher is None:
-            raise MasterKeyMissing(
-                "no master key is configured, so secrets cannot be stored: set "
-                "STEPLINE_MASTER_KEY (`stepline secrets key` prints a new one)"
-            )
+        cipher = self._cipher_to_seal()
         nonce, ciphertext = sealed(cipher, value.encode(), _associated_data(tenant, name))
         with self.pool.connection() as conn:
             row = conn.execute(
@@ -216,6 +215,57 @@ class SecretStore:
             if value is not None:
                 found.append(Secret(name, value, tuple(origins) or (default_origin,)))
         return found
+
+    # ---- the tenant's webhook signing secret ------------------------------------------
+
+    def new_webhook_secret(self, tenant: str) -> str:
+        """Make (or replace) the tenant's webhook signing secret, `whsec_` and 32 random bytes
+        in base64 as the Standard Webhooks specification writes it; returned this once."""
+        cipher = self._cipher_to_seal()
+        secret = WEBHOOK_SECRET_PREFIX + base64.b64encode(os.urandom(WEBHOOK_SECRET_BYTES)).decode()
+        nonce, ciphertext = sealed(cipher, secret.encode(), _webhook_bound_to(tenant))
+        with self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO tenant_webhook_secrets (tenant, nonce, ciphertext, created_at) "
+                "VALUES (%s, %s, %s, now()) ON CONFLICT (tenant) DO UPDATE SET "
+                "nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext, created_at = now()",
+                (tenant, nonce, ciphertext),
+            )
+        return secret
+
+    def has_webhook_secret(self, tenant: str) -> bool:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM tenant_webhook_secrets WHERE tenant = %s", (tenant,)
+            ).fetchone()
+        return row is not None
+
+    def webhook_secret(self, tenant: str) -> str | None:
+        """The tenant's webhook signing secret, opened; None if it has none (or it does not
+        open with the master key)."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT nonce, ciphertext FROM tenant_webhook_secrets WHERE tenant = %s",
+                (tenant,),
+            ).fetchone()
+        cipher = self.key.cipher(create=False)
+        if row is None or cipher is None:
+            return None
+        value = opened(cipher, row[0], row[1], _webhook_bound_to(tenant))
+        return None if value is None else value.decode()
+
+    def _cipher_to_seal(self) -> AESGCM:
+        cipher = self.key.cipher(create=True)
+        if cipher is None:
+            raise MasterKeyMissing(
+                "no master key is configured, so secrets cannot be stored: set "
+                "STEPLINE_MASTER_KEY (`stepline secrets key` prints a new one)"
+            )
+        return cipher
+
+
+def _webhook_bound_to(tenant: str) -> bytes:
+    return json.dumps(["stepline.webhook-secret.v1", tenant]).encode()
 
 
 def sealed(cipher: AESGCM, plain: bytes, bound_to: bytes) -> tuple[bytes, bytes]:

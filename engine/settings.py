@@ -211,6 +211,29 @@ class Settings(BaseSettings):
         "master key) is kept for its forks; 0: forgotten when it ends",
     )
 
+    # Schedules and completion webhooks.
+    schedule_grace_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a schedule with catch_up: none lets a firing go once it is this late "
+        "(missed while nothing ran)",
+    )
+    webhook_timeout_ms: int = Field(
+        default=10_000, ge=100, description="how long a webhook's receiver has to answer"
+    )
+    webhook_first_retry_ms: int = Field(
+        default=5_000,
+        ge=10,
+        description="the wait before a failed webhook's second attempt; each later wait is "
+        "twice the one before, at most an hour",
+    )
+    webhook_retry_for_s: int = Field(
+        default=86_400,
+        ge=1,
+        description="how long after it was queued a webhook is still tried; then it is given "
+        "up on (a WebhookDeliveryFailed event in the session's log)",
+    )
+
     # Limits and edges of the API (streams, failed keys, the operator's metrics key, hosts).
     key_max_streams: int | None = Field(
         default=10, ge=1, description="live SSE streams one API key may hold open at once"

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from domain.errors import InvalidWorkflow
 from domain.session import MAX_STEP_TEXT, MAX_STEPS, StepSpec
+from domain.webhook import DEFAULT_WEBHOOK_EVENTS, WebhookEvent
 from engine import workflow_errors
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
 
@@ -46,6 +47,36 @@ class WorkflowConfig(BaseModel):
     )
 
 
+class WebhookSpec(BaseModel):
+    """Where to tell, signed with the tenant's webhook secret, that a session reached one of
+    `events` (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    url: str = Field(max_length=2_000, pattern=r"^https?://[^\s/]+[^\s]*$")
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS), min_length=1, max_length=10
+    )
+
+
+def session_config(
+    config: WorkflowConfig,
+    executor: str,
+    base_url: str | None,
+    webhook: WebhookSpec | None,
+) -> dict[str, Any]:
+    """What a session records as its config: the limits set, its executor and base URL, and
+    its webhook if it has one (the workflow file's, the API's and a schedule's alike)."""
+    recorded = {
+        **config.model_dump(exclude_none=True),
+        "executor": executor,
+        "base_url": base_url,
+    }
+    if webhook is not None:
+        recorded["webhook"] = webhook.model_dump()
+    return recorded
+
+
 class WorkflowFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,6 +89,7 @@ class WorkflowFile(BaseModel):
     )
     steps: list[StepEntry] = Field(min_length=1, max_length=MAX_STEPS)
     config: WorkflowConfig = Field(default_factory=WorkflowConfig)
+    webhook: WebhookSpec | None = None
 
     @field_validator("steps", mode="before")
     @classmethod
@@ -72,11 +104,7 @@ class WorkflowFile(BaseModel):
     def session_config(self, location: Path | None = None) -> dict[str, Any]:
         """What the session records: the file's config, its executor and base URL, and its
         definitions module (a .py path made absolute, so any runner can load it later)."""
-        config = {
-            **self.config.model_dump(exclude_none=True),
-            "executor": self.executor,
-            "base_url": self.base_url,
-        }
+        config = session_config(self.config, self.executor, self.base_url, self.webhook)
         if self.definitions:
             module = self.definitions
             if module.endswith(".py") and location is not None:

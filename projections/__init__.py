@@ -3,10 +3,12 @@
 from projections.ai_usage import AiUsageView
 from projections.audit_log import AuditLogView
 from projections.batch_index import BatchIndexView
+from projections.schedule_index import ScheduleIndexView
 from projections.session_index import SessionIndexView
 from projections.session_progress import SessionProgressView
 from projections.step_history import StepHistoryView
 from projections.view import View
+from projections.webhook_outbox import WebhookOutboxView
 
 ALL_VIEWS: tuple[View, ...] = (
     SessionProgressView(),
@@ -15,4 +17,6 @@ ALL_VIEWS: tuple[View, ...] = (
     AuditLogView(),
     BatchIndexView(),
     AiUsageView(),
+    ScheduleIndexView(),
+    WebhookOutboxView(),
 )

@@ -12,6 +12,7 @@ from psycopg import Connection, sql
 from psycopg.rows import class_row, tuple_row
 
 from domain.batch import Batch
+from domain.schedule import Schedule
 from domain.session import WorkflowSession as W
 from domain.tenant import TenantPolicy
 from projections.view import Recorded, RowTable
@@ -29,11 +30,13 @@ class AuditEntry:
 
 
 def event_type(event: object) -> str:
-    """The event's name; a batch's and a tenant policy's are prefixed, so `Created` stays a
-    session's."""
+    """The event's name; a batch's, a schedule's and a tenant policy's are prefixed, so
+    `Created` stays a session's."""
     name = type(event).__name__
     if isinstance(event, Batch.Event):
         return f"Batch.{name}"
+    if isinstance(event, Schedule.Event):
+        return f"Schedule.{name}"
     if isinstance(event, TenantPolicy.Event):
         return f"TenantPolicy.{name}"
     return name
@@ -46,6 +49,18 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per eve
             return f"created a batch of {len(session_ids)} sessions"
         case Batch.Cancelled(reason=reason):
             return f"cancelled the batch: {reason}" if reason else "cancelled the batch"
+        case Schedule.Created(name=name, timing=timing):
+            return f'created the schedule "{name}" ({timing["cron"] or "every " + timing["every"]})'
+        case Schedule.Changed(changes=changes):
+            return "changed the schedule: " + ", ".join(sorted(changes))
+        case Schedule.Fired(fired_at=fired_at, session_id=session_id):
+            return f"fired for {fired_at}: session {session_id}"
+        case Schedule.FiringRefused(fired_at=fired_at, error=error):
+            return f"refused the firing for {fired_at}: {error.get('code')}"
+        case Schedule.FiringsLetGo(through=through):
+            return f"let go of the firings missed up to {through} (catch_up: none)"
+        case Schedule.Paused() | Schedule.Resumed() | Schedule.Deleted():
+            return f"{type(event).__name__.lower()} the schedule"
         case TenantPolicy.Created(tenant=tenant):
             return f"created the policy of tenant {tenant}"
         case TenantPolicy.PolicySet(changes=changes):
@@ -86,6 +101,8 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per eve
             return f"{verb}: {reason}" if reason else verb
         case W.Completed(outcome=outcome):
             return f"completed: {outcome}"
+        case W.WebhookDeliveryFailed(event_type=kind, url=url, attempts=attempts):
+            return f"gave up on the {kind} webhook to {url} after {attempts} attempts"
         case W.Failed(error=error) | W.Expired(error=error):
             return f"{type(event).__name__.lower()}: {error.get('code')}"
     return event_type(event)
@@ -122,8 +139,10 @@ class AuditLogView:
         tenants = {
             r.session_id: r.event.tenant
             for r in batch
-            # A batch's and a policy's events are filed under their tenant.
-            if isinstance(r.event, W.Created | Batch.Created | TenantPolicy.Created)
+            # A batch's, a schedule's and a policy's events are filed under their tenant.
+            if isinstance(
+                r.event, W.Created | Batch.Created | Schedule.Created | TenantPolicy.Created
+            )
         }
         unknown = list({r.session_id for r in batch} - tenants.keys())
         if unknown:

@@ -21,9 +21,11 @@ from api.auth import new_key
 from engine.app import Stepline
 from engine.database import eventsourcing_env
 from engine.executors.browser_host import find_chromium, launch_arguments
-from tests.conftest import allow_local_targets
+from tests.conftest import MASTER_KEY, allow_local_targets
 from tests.e2e.conftest import STEPLINE, Cluster
 from tests.integration.conftest import wait_for
+from tests.waiting import eventually
+from tests.webhook_receiver import Receiver
 
 RESULTS = Path(__file__).resolve().parents[2] / "test-results"
 SLOW_STEP = "GET /slow?ms={ms}"
@@ -411,3 +413,51 @@ def test_a_session_is_replayed_and_forked_from_its_page_and_its_lineage_links_th
     page.screenshot(path=shots / "fork.png", full_page=True)
     forked = httpx.get(f"{api}/v1/sessions/{fork}/steps").json()
     assert [s["attempts"] for s in forked] == [0, 0, 1]  # steps 0 and 1 were not run again
+
+
+def test_schedules_are_listed_and_paused_and_a_session_shows_each_webhook_attempt(
+    serve: Serve, target: str, page: Page, shots: Path
+) -> None:
+    keys = Keys()
+    receiver = Receiver(answers=[500])
+    alice = {"Authorization": f"Bearer {keys.alice}"}
+    with receiver.serving() as hook_url:
+        api = serve(
+            2,
+            STEPLINE_API_KEYS=keys.setting,
+            STEPLINE_MASTER_KEY=MASTER_KEY,
+            STEPLINE_WEBHOOK_FIRST_RETRY_MS="100",
+        )
+        receiver.secret = httpx.post(f"{api}/v1/webhook-secret", headers=alice).json()["secret"]
+        workflow = {"name": "export", "steps": [SLOW_STEP.format(ms=10)], "base_url": target}
+        body = {"name": "hourly export", "workflow": workflow, "every": "2s"}
+        body["webhook"] = {"url": hook_url}
+        created = httpx.post(f"{api}/v1/schedules", json=body, headers=alice)
+        assert created.status_code == 201, created.text
+
+        page.goto(f"{api}/ui/schedules")
+        sign_in(page, keys.alice)
+        row = page.get_by_role("row").filter(has_text="hourly export")
+        expect(row).to_contain_text("every 2s")
+        expect(row.get_by_role("link", name=re.compile(r"^[1-9]\d* sessions$"))).to_be_visible(
+            timeout=30_000
+        )
+        row.get_by_role("button", name="Pause hourly export").click()
+        expect(row.locator(".badge.paused")).to_be_visible()
+        expect(row.get_by_role("button", name="Resume hourly export")).to_be_visible()
+        page.screenshot(path=shots / "schedules.png", full_page=True)
+
+        retried = eventually(
+            lambda: [r for r in receiver.got() if r.answered == 500], "a refused delivery"
+        )
+        session_id = retried[0].payload["data"]["session_id"]
+        eventually(lambda: len(receiver.got()) >= 2, "the delivery tried again")
+    page.goto(f"{api}/ui/sessions/{session_id}")
+    webhooks = page.get_by_role("list", name="Webhooks")
+    expect(webhooks).to_contain_text("delivered", timeout=30_000)
+    attempts = webhooks.get_by_role("list", name="Attempts of session.completed")
+    expect(attempts.locator("li")).to_have_count(2)
+    expect(attempts.locator("li").first).to_contain_text("500")
+    expect(attempts.locator("li").last).to_contain_text("200")
+    expect(webhooks).to_contain_text(retried[0].webhook_id)
+    page.screenshot(path=shots / "session-webhooks.png", full_page=True)

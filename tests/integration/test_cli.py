@@ -305,6 +305,8 @@ def test_projections_can_be_rebuilt_and_their_lag_read(database_url: str) -> Non
         "audit_log",
         "batch_index",
         "ai_usage",
+        "schedule_index",
+        "webhook_outbox",
     }
     assert lags["audit_log"] == "0"
     assert unknown.returncode == 2

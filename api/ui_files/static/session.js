@@ -4,6 +4,7 @@ import {
   api, artifactUrl, badge, duration, el, failure, followEvents, milliseconds, Problem,
   sessionDuration, showProblem, when,
 } from "./common.js";
+import { watchWebhooks } from "./session_webhooks.js";
 
 const sessionId = document.body.dataset.sessionId;
 const timeline = document.getElementById("timeline");
@@ -158,6 +159,9 @@ function details(event) {
       return el("p", {}, d.outcome);
     case "Failed": case "Expired":
       return el("p", {}, `${d.outcome} ${d.error ? `(${d.error.code})` : ""}`);
+    case "WebhookDeliveryFailed":
+      return el("p", {}, `the ${d.event_type} webhook to ${d.url} was given up on after ` +
+        `${d.attempts} attempts: ${d.error.message}`);
     default:
       return json(d);
   }
@@ -321,6 +325,7 @@ async function start() {
     showProblem(error);
   }
   stopFollowing = followEvents(sessionId, { onEvent: addEvent, onState: showStreamState });
+  watchWebhooks(sessionId);
   // Durations keep counting while nothing happens.
   ticking = setInterval(() => refresh().catch(showProblem), 5000);
 }
