@@ -821,9 +821,7 @@ class WorkflowSession(Aggregate):
         actor: str = WORKER,
     ) -> None:
         """The running step waits. A signal already in the mailbox ends the wait at once."""
-        self._require_no_open_commands(
-            "wait in", self._require_running_step("wait", step_index)
-        )
+        self._require_no_open_commands("wait in", self._require_running_step("wait", step_index))
         if (kind is WaitKind.SIGNAL) != (signal is not None):
             raise InvalidStateTransition("a wait names a signal if, and only if, it awaits one")
         self._wait_started(
@@ -1079,9 +1077,7 @@ class WorkflowSession(Aggregate):
         due_at: datetime | None,
         actor: str,
     ) -> None:
-        self.waiting = Wait(
-            step_index, WaitKind(kind), key, started_at, due_at, question, signal
-        )
+        self.waiting = Wait(step_index, WaitKind(kind), key, started_at, due_at, question, signal)
         self.status = SessionStatus.WAITING
 
     @event(WaitEnded)

@@ -173,9 +173,7 @@ def test_a_snapshot_taken_before_waits_existed_loads_with_nothing_awaited() -> N
     session = running()
     snapshot = WorkflowSession.Snapshot.take(session)
     v2_state = {
-        k: v
-        for k, v in snapshot.state.items()
-        if k not in ("waiting", "mailbox", "waited_ms")
+        k: v for k, v in snapshot.state.items() if k not in ("waiting", "mailbox", "waited_ms")
     }
     v2 = WorkflowSession.Snapshot(  # type: ignore[call-arg]
         originator_id=snapshot.originator_id,
