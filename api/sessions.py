@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
@@ -35,7 +34,7 @@ from api.services import CallerDep, Services, ServicesDep
 from domain.errors import SessionNotFound
 from engine.admission import admitted
 from engine.app import SessionRequest
-from engine.waits import SIGNAL_NAME, check_signal
+from engine.waits import SIGNAL_NAME, check_signal, signal_too_large
 from projections import session_index, session_progress, step_history
 from projections.session_index import MIN_ID_PREFIX, SessionFilter, active_count, id_range
 from projections.view import Recorded
@@ -414,16 +413,9 @@ def signal(
     """Send the session a signal: a step waiting for it goes on, its body saved as
     `{{vars.<name>}}` (dots and dashes as `_`); sent early, it is kept until a step waits for
     it. The body is data: one holding a `{{...}}` placeholder is refused."""
-    limit = services.runtime.settings.signal_max_bytes
-    size = len(json.dumps(body, ensure_ascii=False).encode())
-    if size > limit:
-        raise ApiError.of(
-            "PAYLOAD_TOO_LARGE",
-            f"the signal's body is {size} bytes as JSON; the limit is {limit}",
-            suggested_action="Send a smaller body: the data the steps need, or where to "
-            "fetch the rest",
-            limit=limit,
-        )
+    too_large = signal_too_large(body, services.runtime.settings.signal_max_bytes)
+    if too_large is not None:
+        raise too_large
     check_signal(name, body)
     owned_session(services, session_id, caller.tenant)
     app = services.runtime.app

@@ -283,6 +283,22 @@ class SignalRefused(DomainError):
     code = "VALIDATION_FAILED"
 
 
+class SignalTooLarge(DomainError):
+    code = "PAYLOAD_TOO_LARGE"
+
+
+def signal_too_large(body: Any, limit: int) -> SignalTooLarge | None:
+    """Why the body is too large (STEPLINE_SIGNAL_MAX_BYTES, its JSON text), if it is."""
+    size = len(json.dumps(body, ensure_ascii=False).encode())
+    if size <= limit:
+        return None
+    return SignalTooLarge(
+        f"the signal's body is {size} bytes as JSON; the limit is {limit}",
+        suggested_action="Send a smaller body: the data the steps need, or where to fetch the rest",
+        limit=limit,
+    )
+
+
 def check_signal(name: str, body: Any) -> None:
     """A signal's name must be one a step can wait for, and its body is data, never code: a
     placeholder in it (`{{secrets.TOKEN}}`) would be filled in when a later step uses the
