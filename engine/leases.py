@@ -191,10 +191,10 @@ class Leases:
         the database's clock; None if no session waits with a due time."""
         with self.pool.connection() as conn:
             row = conn.execute(
-                "SELECT greatest(0, extract(epoch FROM min(due_at) - now()))::float "
-                "FROM session_index WHERE status = 'waiting' AND due_at IS NOT NULL"
+                "SELECT extract(epoch FROM min(due_at) - now())::float "
+                "FROM session_index WHERE status = 'waiting'"
             ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+        return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
     # ---- holding ------------------------------------------------------------------------
 
