@@ -187,12 +187,13 @@ class Leases:
         return None if row is None else int(row[0])
 
     def next_due_s(self) -> float | None:
-        """Seconds until the earliest wait of any session is due (0 if one is already), by
-        the database's clock; None if no session waits with a due time."""
+        """Seconds until the earliest wait of a session nobody drives is due (0 if one is
+        already), by the database's clock; None if no such session waits with a due time."""
         with self.pool.connection() as conn:
             row = conn.execute(
-                "SELECT extract(epoch FROM min(due_at) - now())::float "
-                "FROM session_index WHERE status = 'waiting'"
+                "SELECT extract(epoch FROM min(si.due_at) - now())::float "
+                "FROM session_index si LEFT JOIN session_leases l USING (session_id) "
+                "WHERE si.status = 'waiting' AND (l.session_id IS NULL OR l.lease_until < now())"
             ).fetchone()
         return None if row is None or row[0] is None else max(0.0, float(row[0]))
 

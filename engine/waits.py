@@ -218,7 +218,8 @@ def add_waits(definitions: Definitions) -> None:
         _signal,
         'wait for signal "payment.received" within 1h',
     )
-    definitions.add(r"wait until (?P<when>\S+)", _timer_until, "wait until 2026-12-01T09:00Z")
+    # A time starts with a digit: `wait until the page loads` is plain language, for the model.
+    definitions.add(r"wait until (?P<when>\d\S*)", _timer_until, "wait until 2026-12-01T09:00Z")
     definitions.add(rf"wait (?P<duration>{DURATION})", _timer, "wait 10 minutes")
 
 

@@ -32,6 +32,9 @@ from engine.task_loop import TaskLoop
 log = logging.getLogger(LOGGER_NAME)
 
 DATABASE_ERRORS = (psycopg.Error, PersistenceError)
+DUE_GAP_S = 0.1
+"""The least a claim loop waits for a due session: the session index may still show one just
+claimed (by this worker or another) as due for a moment."""
 
 
 @dataclass
@@ -172,7 +175,8 @@ class SessionWorker:
     def _claim_loop(self) -> None:
         next_due_s: float | None = None
         while not self._stopping.is_set():
-            self._wake.wait(self.poll_s if next_due_s is None else min(self.poll_s, next_due_s))
+            due_s = self.poll_s if next_due_s is None else max(DUE_GAP_S, next_due_s)
+            self._wake.wait(min(self.poll_s, due_s))
             self._wake.clear()
             if self._stopping.is_set():
                 return
