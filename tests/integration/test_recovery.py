@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from domain.waits import WaitKind
 from engine.app import Stepline
 from engine.leases import Leases
 from engine.locks import SWEEP
+from engine.logs import LOGGER_NAME
 from engine.projector import Projector
 from engine.sweep import Sweep
 from engine.task_loop import TaskLoop, definition_key
@@ -445,6 +447,44 @@ def test_a_waiting_session_is_claimed_once_its_wait_is_due_and_not_before(
     assert 3_500 < next_due_s <= 3_600
     assert leases.claim("w2", 10) == []  # `later` is not due; `due` is w1's
     assert app.get_session(later).status is SessionStatus.WAITING
+
+
+class ApprovesOnceWaiting(logging.Handler):
+    """Approves the session the moment its run logs that it waits: before the worker hands
+    its lease back, the race a fast approver (or an early signal's sender) can win."""
+
+    def __init__(self, app: Stepline, session_id: UUID) -> None:
+        super().__init__()
+        self.app, self.session_id = app, session_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Waiting for"):
+            self.app.approve(self.session_id, actor="quick")
+
+
+def test_an_approval_before_the_lease_is_handed_back_still_gets_the_session_driven(
+    make_loop: LoopFactory,
+    target: str,
+    app: Stepline,
+    projector: Projector,
+    leases: Leases,
+    workers: list[SessionWorker],
+) -> None:
+    loop = make_loop(ai=False)
+    session_id = start_session(loop, ["wait for approval", "GET /effects"], target)
+    handler = ApprovesOnceWaiting(app, session_id)
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    stop_following = projector.start_following()
+    try:
+        start_worker(workers, loop, leases)
+        wait_for(app, session_id, SessionStatus.COMPLETED)  # claimed again after the approval
+    finally:
+        stop_following()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def test_a_waiting_session_outlives_its_ttl_and_its_waits_count_towards_none(
