@@ -163,9 +163,7 @@ class DatabaseSessions:
         check_signal(name, body)
         self._fresh_views()
         self._owned(session_id)
-        app = self.runtime.app
-        app.signal(session_id, name, body, actor=self.actor)
-        session = app.get_session(session_id)
+        session = self.runtime.loop.signal(session_id, name, body, actor=self.actor)
         return SignalAccepted(
             session_id=session_id,
             name=name,

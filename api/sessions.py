@@ -418,9 +418,7 @@ def signal(
         raise too_large
     check_signal(name, body)
     owned_session(services, session_id, caller.tenant)
-    app = services.runtime.app
-    app.signal(session_id, name, body, actor=caller.name)
-    session = app.get_session(session_id)
+    session = services.runtime.loop.signal(session_id, name, body, actor=caller.name)
     return SignalAccepted(
         session_id=session_id,
         name=name,

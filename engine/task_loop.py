@@ -66,7 +66,14 @@ from engine.step_results import (
     failure,
 )
 from engine.token_budget import TokenBudget
-from engine.waits import WAIT, RecordedDecision, WaitRequest, outcome_of, variable_value
+from engine.waits import (
+    WAIT,
+    RecordedDecision,
+    WaitRequest,
+    check_signal,
+    outcome_of,
+    variable_value,
+)
 from engine.writer import GroupWriter
 
 log = logging.getLogger(LOGGER_NAME)
@@ -153,6 +160,15 @@ class TaskLoop:
             return env
         base_origin = origin_of(str(session.config.get("base_url") or ""))
         return env.joined(self.secret_store.secrets_of(tenant, base_origin))
+
+    def signal(self, session_id: UUID, name: str, body: Any, actor: str) -> WorkflowSession:
+        """Send the session a signal, as its log may record it: checked (`check_signal`: a
+        body is data, never a placeholder), its tenant's secret values in it replaced by
+        their placeholders, as in every recorded result."""
+        check_signal(name, body)
+        recorded = self.secrets_of(self.app.get_session(session_id)).redact_all(body)
+        self.app.signal(session_id, name, recorded, actor=actor)
+        return self.app.get_session(session_id)
 
     def secret_names(self, tenant: str) -> set[str]:
         """The names of the secrets a session of `tenant` can fill in (see `secrets_of`)."""

@@ -8,12 +8,14 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+import psycopg
 import pytest
 
 from domain.session import SessionStatus, StepStatus, WorkflowSession
 from engine.app import Stepline
 from engine.replay import fork_request, lineage_history, replay_request
 from engine.waits import SignalRefused, check_signal
+from tests.conftest import PASSWORD
 from tests.integration.conftest import LoopFactory, drive, start_session
 from tests.scripted_model import ScriptedModel
 from tests.waiting import eventually
@@ -161,6 +163,24 @@ def test_a_signal_for_a_session_that_took_over_is_still_its_variable(
 
     assert drive(make_loop(ai=False), session_id).status is SessionStatus.COMPLETED
     assert effect_names(target) == ["paid PAY-7"]
+
+
+def test_a_secret_value_in_a_signal_body_is_recorded_as_its_placeholder(
+    make_loop: LoopFactory, target: str, database_url: str
+) -> None:
+    loop = make_loop(ai=False)
+    session_id = start_session(loop, PAYMENT[1:], target)
+    loop.signal(session_id, "payment.received", {"echo": PASSWORD}, actor="psp")
+
+    [received] = [
+        e for e in loop.app.history(session_id) if isinstance(e, WorkflowSession.SignalReceived)
+    ]
+    assert received.body == {"echo": "{{secrets.DEMO_PASSWORD}}"}
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute(
+            "SELECT state FROM stepline_events WHERE originator_id = %s", (session_id,)
+        ).fetchall()
+    assert not [row for row in stored if PASSWORD.encode() in bytes(row[0])]
 
 
 def test_a_signal_body_with_a_placeholder_is_refused() -> None:
