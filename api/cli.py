@@ -347,7 +347,9 @@ def projections_rebuild(
 def sessions_list(
     status: Annotated[
         str | None,
-        typer.Option(help="pending, running, paused, completed, failed, cancelled or expired"),
+        typer.Option(
+            help="pending, running, paused, waiting, completed, failed, cancelled or expired"
+        ),
     ] = None,
     label: Annotated[
         list[str] | None, typer.Option(help="key=value; repeat to require several")
@@ -423,6 +425,60 @@ def _control_command(verb: Literal["pause", "resume", "cancel"], summary: str) -
 _control_command("pause", "Pause a session at its next safe point.")
 _control_command("resume", "Resume a paused session; a worker with a free slot carries on with it.")
 _control_command("cancel", "Cancel a session that has not ended.")
+
+CommentOption = Annotated[
+    str, typer.Option(help="what you say: recorded on the event; a rejection fails with it")
+]
+
+
+@sessions_cli.command("approve")
+def sessions_approve(
+    session_id: SessionId,
+    comment: CommentOption = "",
+    as_json: AsJson = False,
+    api: ApiUrl = None,
+    key: ApiKey = None,
+    tenant: SessionsTenant = None,
+) -> None:
+    """Approve what a waiting session asks: it goes on with its next step."""
+    from api import cli_sessions  # noqa: PLC0415
+
+    with cli_sessions.opened(api, key, tenant) as source:
+        cli_sessions.decide(source, session_id, "approve", comment, as_json)
+
+
+@sessions_cli.command("reject")
+def sessions_reject(
+    session_id: SessionId,
+    comment: CommentOption = "",
+    as_json: AsJson = False,
+    api: ApiUrl = None,
+    key: ApiKey = None,
+    tenant: SessionsTenant = None,
+) -> None:
+    """Reject what a waiting session asks: its step fails with APPROVAL_REJECTED."""
+    from api import cli_sessions  # noqa: PLC0415
+
+    with cli_sessions.opened(api, key, tenant) as source:
+        cli_sessions.decide(source, session_id, "reject", comment, as_json)
+
+
+@sessions_cli.command("signal")
+def sessions_signal(
+    session_id: SessionId,
+    name: Annotated[str, typer.Argument(help='the signal, as a step waits for it: "paid"')],
+    data: Annotated[str, typer.Option(help="its body, as JSON: saved as {{vars.<name>}}")] = "null",
+    as_json: AsJson = False,
+    api: ApiUrl = None,
+    key: ApiKey = None,
+    tenant: SessionsTenant = None,
+) -> None:
+    """Send a session a signal; one sent before a step waits for it is kept until then."""
+    from api import cli_sessions  # noqa: PLC0415
+
+    body = cli_sessions.json_option("--data", data)
+    with cli_sessions.opened(api, key, tenant) as source:
+        cli_sessions.signal(source, session_id, name, body, as_json)
 
 
 @sessions_cli.command("watch")

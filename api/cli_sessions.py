@@ -3,12 +3,14 @@ or through a server (`api.session_sources`), printed as tables or as JSON."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import typer
@@ -26,6 +28,7 @@ from api.session_sources import (
     ApiSessions,
     Command,
     DatabaseSessions,
+    Decision,
     Query,
     ServerProblem,
     SessionSource,
@@ -35,7 +38,7 @@ from domain.errors import SessionNotFound, StandardError
 from domain.session import SessionStatus
 from projections.session_index import MIN_ID_PREFIX, id_range
 
-LIVE_STATUSES = ("running", "pending", "paused")
+LIVE_STATUSES = ("running", "pending", "paused", "waiting")
 STATUSES = tuple(status.value for status in SessionStatus)
 SHORT_ID = 8
 """Characters of an id the tables print: enough to tell a tenant's sessions apart, and a
@@ -219,6 +222,9 @@ def print_session(session: SessionView, steps: list[StepView]) -> None:
         f"{session.total_steps} steps  started {_clock(session.started_at)}  "
         f"took {_took(session.started_at, session.finished_at)}"
     )
+    if session.waiting_for:
+        until = f" until {_clock(session.due_at)}" if session.due_at else ""
+        console.print(f"waiting for {session.waiting_for}{until}", markup=False)
     if session.error_code:
         console.print(
             f"[red]{session.status} because "
@@ -287,6 +293,38 @@ def command(source: SessionSource, given: str, verb: Command, reason: str, as_js
         emit_json(accepted)
     else:
         console.print(f"{accepted.session_id}: {accepted.status} (version {accepted.version})")
+
+
+def decide(
+    source: SessionSource, given: str, decision: Decision, comment: str, as_json: bool
+) -> None:
+    accepted = source.decide(resolved(source, given), decision, comment)
+    if as_json:
+        emit_json(accepted)
+    else:
+        console.print(f"{accepted.session_id}: {accepted.status} (version {accepted.version})")
+
+
+def json_option(option: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise bad_option(
+            option, f"is not JSON: {error.msg}", f'Give JSON: {option} \'{{"ref": "PAY-1"}}\''
+        ) from None
+
+
+def signal(source: SessionSource, given: str, name: str, body: Any, as_json: bool) -> None:
+    accepted = source.signal(resolved(source, given), name, body)
+    if as_json:
+        emit_json(accepted)
+        return
+    fate = "taken by the wait for it" if accepted.taken else "kept until a step waits for it"
+    console.print(
+        f"{accepted.session_id}: signal {accepted.name} {fate}; {accepted.status} "
+        f"(version {accepted.version})",
+        markup=False,
+    )
 
 
 def _live_sessions(source: SessionSource) -> list[SessionSummary]:

@@ -135,6 +135,14 @@ def print_outcome(session: WorkflowSession, console: Console) -> None:
     """How the session ended; a failure's code, message and what to do, said once."""
     colour = "green" if succeeded(session) else "red"
     error = session.error
+    wait = session.waiting
+    if session.status is SessionStatus.WAITING and wait is not None:
+        until = f" until {wait.due_at:%Y-%m-%d %H:%M:%S}Z" if wait.due_at else ""
+        console.print(
+            f"[yellow]waiting[/] for {escape(wait.describe())}{until}: a worker (`stepline "
+            f"serve` or `stepline worker`) carries on once it is answered or due"
+        )
+        return
     if error is None:
         console.print(f"[{colour}]{session.status.value}[/]: {escape(session.outcome or '')}")
         return
@@ -152,6 +160,7 @@ def final_report(session: WorkflowSession) -> dict[str, Any]:
         "outcome": session.outcome,
         "error": session.error,
         "tokens_used": session.tokens_used,
+        "waiting_for": session.waiting.describe() if session.waiting else None,
         "steps": [
             {
                 "index": index,

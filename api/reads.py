@@ -73,4 +73,6 @@ def _summary(row: IndexedSession, progress: session_progress.Progress | None) ->
         source_id=row.source_id,
         error_code=progress.error_code if progress else None,
         error_message=progress.error_message if progress else None,
+        waiting_for=row.waiting_for,
+        due_at=row.due_at,
     )

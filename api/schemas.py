@@ -175,6 +175,23 @@ class Reason(Strict):
     reason: str = Field(default="", max_length=1_000)
 
 
+class Decision(Strict):
+    """An approver's answer to a session waiting for approval."""
+
+    comment: str = Field(default="", max_length=1_000, pattern=NO_NUL)
+
+
+class SignalAccepted(BaseModel):
+    session_id: UUID
+    name: str
+    status: SessionStatusName
+    version: int
+    taken: bool = Field(
+        description="a wait for this signal took it at once; false: it is kept in the "
+        "session's mailbox until a step waits for it"
+    )
+
+
 class SessionCreated(BaseModel):
     session_id: UUID
     stream_url: str
@@ -210,6 +227,16 @@ class SessionView(BaseModel):
     tokens_used: int = Field(description="model tokens spent so far")
     error_code: str | None = Field(default=None, description="why it failed or expired")
     error_message: str | None = None
+    waiting_for: str | None = Field(
+        default=None,
+        description="what a waiting session waits for: `approval: <question>`, "
+        "`signal <name>`, `timer`",
+    )
+    due_at: datetime | None = Field(
+        default=None,
+        description="when a waiting session's wait is due: a timer's time, or when an "
+        "approval or a signal times out; null: it waits until answered",
+    )
 
 
 class ProgressView(BaseModel):
@@ -263,6 +290,16 @@ class SessionSummary(BaseModel):
     source_id: UUID | None = Field(default=None, description="the session replayed or forked")
     error_code: str | None = Field(default=None, description="why it failed or expired")
     error_message: str | None = None
+    waiting_for: str | None = Field(
+        default=None,
+        description="what a waiting session waits for: `approval: <question>`, "
+        "`signal <name>`, `timer`",
+    )
+    due_at: datetime | None = Field(
+        default=None,
+        description="when a waiting session's wait is due: a timer's time, or when an "
+        "approval or a signal times out; null: it waits until answered",
+    )
 
 
 class SessionPage(BaseModel):

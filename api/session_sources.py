@@ -13,20 +13,23 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
+from urllib.parse import quote
 from uuid import UUID
 
 import httpx
 
 from api.event_views import AnyEventView, EventView, event_view
 from api.reads import decode_cursor, session_page
-from api.schemas import CommandAccepted, SessionPage, SessionView, StepView
+from api.schemas import CommandAccepted, SessionPage, SessionView, SignalAccepted, StepView
 from domain.errors import SessionNotFound, StandardError
 from engine.bootstrap import Runtime
 from engine.feed import ENDINGS
+from engine.waits import check_signal, signal_too_large
 from projections import session_index, session_progress, step_history
 from projections.session_index import SessionFilter
 
 Command = Literal["pause", "resume", "cancel"]
+Decision = Literal["approve", "reject"]
 ENDING_TYPES = {cls.__name__ for cls in ENDINGS}
 FOLLOW_POLL_S = 0.25
 MAX_RECONNECTS = 10
@@ -57,6 +60,12 @@ class SessionSource(Protocol):
         ...
 
     def command(self, session_id: UUID, command: Command, reason: str) -> CommandAccepted: ...
+
+    def decide(self, session_id: UUID, decision: Decision, comment: str) -> CommandAccepted:
+        """Approve or reject what a waiting session asks."""
+        ...
+
+    def signal(self, session_id: UUID, name: str, body: Any) -> SignalAccepted: ...
 
 
 # ---- the database -------------------------------------------------------------------------
@@ -132,6 +141,35 @@ class DatabaseSessions:
             session_id=session_id,
             status=session.status.value,
             version=session.version,
+        )
+
+    def decide(self, session_id: UUID, decision: Decision, comment: str) -> CommandAccepted:
+        self._fresh_views()
+        self._owned(session_id)
+        app = self.runtime.app
+        (app.approve if decision == "approve" else app.reject)(
+            session_id, comment=comment, actor=self.actor
+        )
+        session = app.get_session(session_id)
+        return CommandAccepted(
+            session_id=session_id, status=session.status.value, version=session.version
+        )
+
+    def signal(self, session_id: UUID, name: str, body: Any) -> SignalAccepted:
+        """As the API takes a signal: within STEPLINE_SIGNAL_MAX_BYTES, no placeholders."""
+        too_large = signal_too_large(body, self.runtime.settings.signal_max_bytes)
+        if too_large is not None:
+            raise too_large
+        check_signal(name, body)
+        self._fresh_views()
+        self._owned(session_id)
+        session = self.runtime.loop.signal(session_id, name, body, actor=self.actor)
+        return SignalAccepted(
+            session_id=session_id,
+            name=name,
+            status=session.status.value,
+            version=session.version,
+            taken=name not in session.mailbox,
         )
 
 
@@ -226,6 +264,14 @@ class ApiSessions:
     def command(self, session_id: UUID, command: Command, reason: str) -> CommandAccepted:
         answer = self._json("POST", f"/v1/sessions/{session_id}/{command}", json={"reason": reason})
         return CommandAccepted.model_validate(answer)
+
+    def decide(self, session_id: UUID, decision: Decision, comment: str) -> CommandAccepted:
+        path = f"/v1/sessions/{session_id}/{decision}"
+        return CommandAccepted.model_validate(self._json("POST", path, json={"comment": comment}))
+
+    def signal(self, session_id: UUID, name: str, body: Any) -> SignalAccepted:
+        path = f"/v1/sessions/{session_id}/signals/{quote(name, safe='')}"
+        return SignalAccepted.model_validate(self._json("POST", path, json=body))
 
 
 def sse_frames(lines: Iterator[str]) -> Iterator[dict[str, str]]:

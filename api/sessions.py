@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
+from pydantic import JsonValue
 
 from api.auth import Caller
 from api.errors import ApiError, problem_responses
@@ -16,6 +17,7 @@ from api.reads import BadCursor, decode_cursor, session_page
 from api.schemas import (
     CommandAccepted,
     CreateSession,
+    Decision,
     EventPage,
     IsoDatetime,
     Origin,
@@ -25,12 +27,14 @@ from api.schemas import (
     SessionPage,
     SessionStatusName,
     SessionView,
+    SignalAccepted,
     StepView,
 )
 from api.services import CallerDep, Services, ServicesDep
 from domain.errors import SessionNotFound
 from engine.admission import admitted
 from engine.app import SessionRequest
+from engine.waits import SIGNAL_NAME, check_signal, signal_too_large
 from engine.workflow_file import WebhookSpec
 from projections import session_index, session_progress, step_history
 from projections.session_index import MIN_ID_PREFIX, SessionFilter, active_count, id_range
@@ -349,3 +353,83 @@ def cancel(
 ) -> CommandAccepted:
     """Cancel a session that has not ended."""
     return _command(services, session_id, caller, body, services.runtime.app.cancel)
+
+
+# ---- waits: approvals and signals --------------------------------------------------------
+
+
+def _decided(
+    services: Services, session_id: UUID, caller: Caller, body: Decision | None, approve: bool
+) -> CommandAccepted:
+    owned_session(services, session_id, caller.tenant)
+    app = services.runtime.app
+    decide = app.approve if approve else app.reject
+    decide(session_id, comment=body.comment if body else "", actor=caller.name)
+    session = app.get_session(session_id)
+    return CommandAccepted(
+        session_id=session_id, status=session.status.value, version=session.version
+    )
+
+
+@router.post(
+    "/{session_id}/approve",
+    operation_id="approveSession",
+    response_model=CommandAccepted,
+    responses=COMMAND_ERRORS,
+)
+def approve(
+    session_id: UUID, services: ServicesDep, caller: CallerDep, body: Decision | None = None
+) -> CommandAccepted:
+    """Approve what a waiting session asks: it goes on with its next step (409 unless it
+    waits for an approval)."""
+    return _decided(services, session_id, caller, body, approve=True)
+
+
+@router.post(
+    "/{session_id}/reject",
+    operation_id="rejectSession",
+    response_model=CommandAccepted,
+    responses=COMMAND_ERRORS,
+)
+def reject(
+    session_id: UUID, services: ServicesDep, caller: CallerDep, body: Decision | None = None
+) -> CommandAccepted:
+    """Reject what a waiting session asks: its step fails with APPROVAL_REJECTED and the
+    comment (409 unless it waits for an approval)."""
+    return _decided(services, session_id, caller, body, approve=False)
+
+
+SignalName = Annotated[
+    str, Path(pattern=f"^{SIGNAL_NAME}$", description="as the step waits for it")
+]
+
+
+@router.post(
+    "/{session_id}/signals/{name}",
+    operation_id="signalSession",
+    response_model=SignalAccepted,
+    responses=COMMAND_ERRORS,
+)
+def signal(
+    session_id: UUID,
+    name: SignalName,
+    services: ServicesDep,
+    caller: CallerDep,
+    body: Annotated[JsonValue, Body(description="any JSON: saved as {{vars.<name>}}")] = None,
+) -> SignalAccepted:
+    """Send the session a signal: a step waiting for it goes on, its body saved as
+    `{{vars.<name>}}` (dots and dashes as `_`); sent early, it is kept until a step waits for
+    it. The body is data: one holding a `{{...}}` placeholder is refused."""
+    too_large = signal_too_large(body, services.runtime.settings.signal_max_bytes)
+    if too_large is not None:
+        raise too_large
+    check_signal(name, body)
+    owned_session(services, session_id, caller.tenant)
+    session = services.runtime.loop.signal(session_id, name, body, actor=caller.name)
+    return SignalAccepted(
+        session_id=session_id,
+        name=name,
+        status=session.status.value,
+        version=session.version,
+        taken=name not in session.mailbox,
+    )

@@ -361,6 +361,32 @@ CATALOGUE: dict[str, ErrorKind] = {
         "See what the receiver answered to each attempt (GET /v1/sessions/{id}/webhooks); "
         "the session itself is not affected",
     ),
+    # Waits: approvals, timers, signals.
+    "APPROVAL_REJECTED": ErrorKind(
+        _E,
+        _MEDIUM,
+        True,
+        False,
+        "Read the comment in details.comment; fix what it asks and start a new session (or a "
+        "fork from this step)",
+    ),
+    "APPROVAL_TIMED_OUT": ErrorKind(
+        _E,
+        _MEDIUM,
+        True,
+        False,
+        "Nobody approved in time: ask an approver to watch for waiting sessions "
+        "(`stepline sessions list --status waiting`), or give the step a longer `within`",
+    ),
+    "SIGNAL_TIMED_OUT": ErrorKind(
+        _E,
+        _MEDIUM,
+        True,
+        False,
+        "The signal did not come in time: check that the sender posts to "
+        "/v1/sessions/{id}/signals/{name} with the name the step waits for, or give the step "
+        "a longer `within`",
+    ),
 }
 
 _UNKNOWN = ErrorKind(_I, _MEDIUM, True, False, "Contact system administrator")

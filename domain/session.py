@@ -5,12 +5,14 @@ event through a private `@event` method whose body is the only place state chang
 body that rebuilds the session when its events are replayed.
 
     pending -> running <-> paused -> completed | failed | cancelled | expired
+               running <-> waiting (an approval, a timer, a signal: see domain/waits.py)
 """
 
 from __future__ import annotations
 
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 from uuid import UUID, uuid4
@@ -18,6 +20,7 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow
+from domain.waits import Wait, WaitKind, WaitOutcome
 
 MAX_STEPS = 500
 MAX_STEP_TEXT = 2_000
@@ -32,6 +35,8 @@ class SessionStatus(Enum):
     PENDING = "pending"
     RUNNING = "running"
     PAUSED = "paused"
+    WAITING = "waiting"
+    """For an approval, a time or a signal: no worker drives it meanwhile."""
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -205,13 +210,20 @@ def _validate_config(config: dict[str, Any]) -> None:
 
 
 class WorkflowSession(Aggregate):
-    class_version = 2
-    """Of the session's snapshots: v2 holds `replay_of` and `forked_from`; v1 had neither."""
+    class_version = 3
+    """Of the session's snapshots: v3 holds its wait, its mailbox of signals and the time it
+    waited; v2 holds `replay_of` and `forked_from`; v1 had neither."""
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         state["replay_of"] = None
         state["forked_from"] = None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["waiting"] = None
+        state["mailbox"] = {}
+        state["waited_ms"] = 0
 
     class Event(Aggregate.Event):
         class_version = 1
@@ -349,6 +361,42 @@ class WorkflowSession(Aggregate):
         retryable: bool
         actor: str
 
+    class WaitStarted(Event):
+        """The step waits for an approval (asking `question`), a timer or a signal (named
+        `signal`). `due_at` is when a worker ends the wait unprompted: a timer's wake-up
+        time, an approval's or a signal's timeout (None: it waits until answered). `key`
+        tells this wait from the step's others (a definition's position, a model's turn)."""
+
+        step_index: int
+        kind: str
+        key: str
+        question: str | None
+        signal: str | None
+        started_at: datetime
+        due_at: datetime | None
+        actor: str
+
+    class WaitEnded(Event):
+        """How the wait ended (a WaitOutcome): approved or rejected by `actor` with
+        `comment`, due, timed out, or signalled (`data`: the signal's body, taken from the
+        mailbox). `waited_ms` is how long it waited."""
+
+        step_index: int
+        key: str
+        kind: str
+        outcome: str
+        comment: str
+        data: Any
+        waited_ms: int
+        actor: str
+
+    class SignalReceived(Event):
+        """A signal sent to the session, kept in its mailbox until a wait for it takes it."""
+
+        name: str
+        body: Any
+        actor: str
+
     class Paused(Event):
         reason: str
         actor: str
@@ -401,6 +449,11 @@ class WorkflowSession(Aggregate):
     error: dict[str, Any] | None
     replay_of: dict[str, Any] | None
     forked_from: dict[str, Any] | None
+    waiting: Wait | None
+    mailbox: dict[str, list[Any]]
+    """Signals received and not yet taken by a wait, by name, oldest first."""
+    waited_ms: int
+    """Time spent waiting, all waits together: it counts towards no timeout."""
 
     # ---- creation ----------------------------------------------------------------------
 
@@ -467,6 +520,9 @@ class WorkflowSession(Aggregate):
         self.error = None
         self.replay_of = replay_of
         self.forked_from = forked_from
+        self.waiting = None
+        self.mailbox = {}
+        self.waited_ms = 0
 
     # ---- derived -----------------------------------------------------------------------
 
@@ -767,6 +823,102 @@ class WorkflowSession(Aggregate):
                 open_commands=list(step.open_commands),
             )
 
+    # ---- waits ----------------------------------------------------------------------------
+
+    def begin_wait(
+        self,
+        step_index: int,
+        *,
+        kind: WaitKind,
+        key: str,
+        question: str | None = None,
+        signal: str | None = None,
+        due_at: datetime | None = None,
+        now: datetime | None = None,
+        actor: str = WORKER,
+    ) -> None:
+        """The running step waits. A signal already in the mailbox ends the wait at once."""
+        self._require_no_open_commands("wait in", self._require_running_step("wait", step_index))
+        if (kind is WaitKind.SIGNAL) != (signal is not None):
+            raise InvalidStateTransition("a wait names a signal if, and only if, it awaits one")
+        self._wait_started(
+            step_index=step_index,
+            kind=kind.value,
+            key=key,
+            question=question,
+            signal=signal,
+            started_at=now or datetime.now(UTC),
+            due_at=due_at,
+            actor=actor,
+        )
+        if signal is not None and self.mailbox.get(signal):
+            self._end_wait(WaitOutcome.SIGNALLED, "", now, actor, data=self.mailbox[signal][0])
+
+    def approve(self, comment: str = "", actor: str = WORKER, now: datetime | None = None) -> None:
+        self._require_waiting_for("approve", WaitKind.APPROVAL)
+        self._end_wait(WaitOutcome.APPROVED, comment, now, actor)
+
+    def reject(self, comment: str = "", actor: str = WORKER, now: datetime | None = None) -> None:
+        self._require_waiting_for("reject", WaitKind.APPROVAL)
+        self._end_wait(WaitOutcome.REJECTED, comment, now, actor)
+
+    def receive_signal(
+        self, name: str, body: Any, actor: str = WORKER, now: datetime | None = None
+    ) -> None:
+        """Keep the signal in the mailbox; a wait for it in progress takes it at once."""
+        if self.status.is_terminal:
+            raise self._refuse("receive a signal")
+        self._signal_received(name=name, body=body, actor=actor)
+        wait = self.waiting
+        if self.status is SessionStatus.WAITING and wait is not None and wait.signal == name:
+            self._end_wait(WaitOutcome.SIGNALLED, "", now, actor, data=self.mailbox[name][0])
+
+    def wake(self, now: datetime | None = None, actor: str = WORKER) -> None:
+        """End a wait whose due time has come: a timer is due; an approval or a signal that
+        did not come in time has timed out."""
+        wait = self._require_waiting_for("wake")
+        now = now or datetime.now(UTC)
+        if wait.due_at is None or now < wait.due_at:
+            raise InvalidStateTransition(
+                f"cannot wake the session: its wait is due {wait.due_at or 'never'}",
+                due_at=wait.due_at.isoformat() if wait.due_at else None,
+            )
+        timer = wait.kind is WaitKind.TIMER
+        self._end_wait(WaitOutcome.DUE if timer else WaitOutcome.TIMED_OUT, "", now, actor)
+
+    def _require_waiting_for(self, action: str, kind: WaitKind | None = None) -> Wait:
+        self._require_status(action, SessionStatus.WAITING)
+        wait = self.waiting
+        assert wait is not None  # waiting is entered with a wait, and left with it
+        if kind is not None and wait.kind is not kind:
+            raise InvalidStateTransition(
+                f"cannot {action}: the session waits for {wait.describe()}, not {kind.value}",
+                waiting_for=wait.describe(),
+            )
+        return wait
+
+    def _end_wait(
+        self,
+        outcome: WaitOutcome,
+        comment: str,
+        now: datetime | None,
+        actor: str,
+        data: Any = None,
+    ) -> None:
+        wait = self.waiting
+        assert wait is not None
+        waited = (now or datetime.now(UTC)) - wait.started_at
+        self._wait_ended(
+            step_index=wait.step_index,
+            key=wait.key,
+            kind=wait.kind.value,
+            outcome=outcome.value,
+            comment=comment,
+            data=data,
+            waited_ms=max(0, int(waited.total_seconds() * 1000)),
+            actor=actor,
+        )
+
     def pause(self, reason: str = "", actor: str = WORKER) -> None:
         self._require_status("pause", SessionStatus.PENDING, SessionStatus.RUNNING)
         self._paused(reason=reason, actor=actor)
@@ -950,6 +1102,48 @@ class WorkflowSession(Aggregate):
         step.error = error
         step.retryable = retryable
 
+    @event(WaitStarted)
+    def _wait_started(
+        self,
+        *,
+        step_index: int,
+        kind: str,
+        key: str,
+        question: str | None,
+        signal: str | None,
+        started_at: datetime,
+        due_at: datetime | None,
+        actor: str,
+    ) -> None:
+        self.waiting = Wait(step_index, WaitKind(kind), key, started_at, due_at, question, signal)
+        self.status = SessionStatus.WAITING
+
+    @event(WaitEnded)
+    def _wait_ended(
+        self,
+        *,
+        step_index: int,
+        key: str,
+        kind: str,
+        outcome: str,
+        comment: str,
+        data: Any,
+        waited_ms: int,
+        actor: str,
+    ) -> None:
+        wait = self.waiting
+        if outcome == WaitOutcome.SIGNALLED.value and wait is not None and wait.signal:
+            self.mailbox[wait.signal].pop(0)
+            if not self.mailbox[wait.signal]:
+                del self.mailbox[wait.signal]
+        self.waiting = None
+        self.waited_ms += waited_ms
+        self.status = SessionStatus.RUNNING
+
+    @event(SignalReceived)
+    def _signal_received(self, *, name: str, body: Any, actor: str) -> None:
+        self.mailbox.setdefault(name, []).append(body)
+
     @event(Paused)
     def _paused(self, *, reason: str, actor: str) -> None:
         self.paused_from = self.status
@@ -999,6 +1193,8 @@ class WorkflowSession(Aggregate):
 _STATUS_AFTER: dict[type[WorkflowSession.Event], SessionStatus] = {
     WorkflowSession.StepStarted: SessionStatus.RUNNING,
     WorkflowSession.Paused: SessionStatus.PAUSED,
+    WorkflowSession.WaitStarted: SessionStatus.WAITING,
+    WorkflowSession.WaitEnded: SessionStatus.RUNNING,
     WorkflowSession.Completed: SessionStatus.COMPLETED,
     WorkflowSession.Failed: SessionStatus.FAILED,
     WorkflowSession.Cancelled: SessionStatus.CANCELLED,

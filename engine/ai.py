@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 COMPLETE_STEP = "complete_step"
 FAIL_STEP = "fail_step"
+REQUEST_APPROVAL = "request_approval"
 
 
 OUTAGES = frozenset({"AI_RATE_LIMITED", "AI_PROVIDER_UNAVAILABLE", "AI_TIMEOUT", "AI_UNREACHABLE"})
@@ -114,6 +115,26 @@ def finishing_tools(expect: str | None, error_status: int | None = None) -> list
             },
         },
     ]
+
+
+def approval_tool() -> dict[str, Any]:
+    """request_approval: offered when the workflow lets the model ask (`approvals: model`)."""
+    return {
+        "type": "function",
+        "function": {
+            "name": REQUEST_APPROVAL,
+            "description": "Ask a person to approve before you go on (e.g. before an action "
+            "that spends money or cannot be undone). The session waits for their answer; "
+            "approved, you are told so and go on; rejected, the step fails.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "question": {"type": "string", "description": "what the person approves"}
+                },
+                "required": ["question"],
+            },
+        },
+    }
 
 
 def _parse_call(message: Any, tools: list[dict[str, Any]]) -> ToolCall | Mistake:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from domain.errors import StandardError
 from domain.session import WorkflowSession
+from domain.waits import WaitKind
 from engine.ai import (
     COMPLETE_STEP,
     FAIL_STEP,
+    REQUEST_APPROVAL,
     AiProvider,
     AiProviderError,
     Decision,
     Mistake,
     ToolCall,
+    approval_tool,
     finishing_tools,
 )
 from engine.context import build_conversation, build_messages
@@ -21,6 +25,7 @@ from engine.executors import Executor
 from engine.executors.http import HTTP_STATUS_ERROR
 from engine.executors.kinds import DEFAULT_EXECUTOR
 from engine.step_results import StepDone, StepFailure, StepOnHold, StepResult, failure
+from engine.waits import WaitRequest, outcome_of
 
 if TYPE_CHECKING:
     from engine.task_loop import SessionRun
@@ -52,6 +57,8 @@ class AiStep:
         return self.run_.events_since(self._attempt_started)
 
     def run(self) -> StepResult:
+        if (rejected := self._after_a_wait()) is not None:
+            return rejected
         while True:
             if (timeout := self.run_.safe_point(self.deadline)) is not None:
                 return timeout
@@ -64,6 +71,20 @@ class AiStep:
             )
             if result is not None:
                 return result
+
+    def _after_a_wait(self) -> StepResult | None:
+        """The attempt resumed after the model asked for an approval: a rejection (or no
+        answer in time) fails the step; an approval is on the record the model reads."""
+        events = self._attempt_events()
+        last = events[-1] if events else None
+        if not isinstance(last, WorkflowSession.WaitEnded) or last.outcome == "approved":
+            return None
+        started = next(
+            e for e in events if isinstance(e, WorkflowSession.WaitStarted) and e.key == last.key
+        )
+        outcome = outcome_of(started, last)
+        assert outcome.error is not None  # not approved: rejected or timed out
+        return StepFailure(outcome.error)
 
     def _out_of_turns(self) -> StepFailure:
         used = f"step {self.index} used all {self.limits.max_turns_per_step} turns"
@@ -126,7 +147,8 @@ class AiStep:
         finishing = finishing_tools(expect, error_status)
         if last:
             return finishing
-        return self._executor().tools() + finishing
+        asking = [approval_tool()] if self.run_.config.get("approvals") == "model" else []
+        return self._executor().tools() + asking + finishing
 
     def _turn(self, session: WorkflowSession, expect: str | None, last: bool) -> StepResult | None:
         run = self.run_
@@ -205,7 +227,23 @@ class AiStep:
             return StepDone(str(call.arguments.get("summary", "")), [str(e) for e in evidence])
         if call.name == FAIL_STEP:
             return failure("STEP_FAILED", str(call.arguments.get("reason", "the model gave up")))
+        if call.name == REQUEST_APPROVAL:
+            return self._ask_approval(str(call.arguments.get("question", "")))
         return self._command(call)
+
+    def _ask_approval(self, question: str) -> StepResult | None:
+        """Wait for a person's approval of what the model asks (the run ends meanwhile, the
+        session waiting; see SessionRun.wait). Approved, the model goes on."""
+        run = self.run_
+        turn = run.held.session.steps[self.index].turns
+        key = f"{run.session_id}:s{self.index}:a{self.attempt}:t{turn}"
+        request = WaitRequest(WaitKind.APPROVAL, question=run.secrets.redact(question)[:500])
+        outcome = run.wait(self.index, request, key)
+        return (
+            None
+            if outcome.ok
+            else StepFailure(outcome.error or StandardError.of("APPROVAL_REJECTED", outcome.output))
+        )
 
     def _command(self, call: ToolCall) -> StepResult | None:
         run = self.run_

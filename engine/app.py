@@ -27,6 +27,7 @@ from domain.errors import (
 )
 from domain.schedule import Schedule, Timing
 from domain.session import WORKER, SessionStatus, StepSpec, StepState, StepStatus, WorkflowSession
+from domain.waits import Wait
 from engine.event_store import RECORDER_TOPIC, FencedRecorder
 from engine.logs import LOGGER_NAME, on_session, on_step
 
@@ -78,6 +79,17 @@ class _TimingAsDict(Transcoding):
 
     def decode(self, data: dict[str, Any]) -> Timing:
         return Timing(**data)
+
+
+class _WaitAsDict(Transcoding):
+    type = Wait
+    name = "wait"
+
+    def encode(self, obj: Wait) -> dict[str, Any]:
+        return obj.to_dict()
+
+    def decode(self, data: dict[str, Any]) -> Wait:
+        return Wait.from_dict(data)
 
 
 def replay(
@@ -152,6 +164,7 @@ class Stepline(Application[UUID]):
         transcoder.register(_StepStatusAsValue())
         transcoder.register(_StepStateAsDict())
         transcoder.register(_TimingAsDict())
+        transcoder.register(_WaitAsDict())
 
     @property
     def events_table(self) -> str:
@@ -355,6 +368,19 @@ class Stepline(Application[UUID]):
     def cancel(self, session_id: UUID, reason: str = "", actor: str = WORKER) -> None:
         self.change(session_id, lambda s: s.cancel(reason, actor))
         log.info("Session cancelled by %s", actor, extra=on_session(session_id))
+
+    def approve(self, session_id: UUID, comment: str = "", actor: str = WORKER) -> None:
+        self.change(session_id, lambda s: s.approve(comment, actor))
+        log.info("Session approved by %s", actor, extra=on_session(session_id))
+
+    def reject(self, session_id: UUID, comment: str = "", actor: str = WORKER) -> None:
+        self.change(session_id, lambda s: s.reject(comment, actor))
+        log.info("Session rejected by %s", actor, extra=on_session(session_id))
+
+    def signal(self, session_id: UUID, name: str, body: Any, actor: str = WORKER) -> None:
+        """Put a signal in the session's mailbox; a wait for it in progress takes it."""
+        self.change(session_id, lambda s: s.receive_signal(name, body, actor))
+        log.info("Signal %s received from %s", name, actor, extra=on_session(session_id))
 
     def complete_session(self, session_id: UUID, outcome: str = "", actor: str = WORKER) -> None:
         self.change(session_id, lambda s: s.complete(outcome, actor))

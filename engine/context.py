@@ -54,6 +54,13 @@ def divergence_note(event: WorkflowSession.ReplayDiverged) -> str:
     )
 
 
+def wait_note(event: WorkflowSession.WaitEnded) -> str:
+    """How a wait of the step ended, as the model is told it."""
+    said = f": {event.comment}" if event.comment else ""
+    by = "" if event.outcome in ("due", "timed_out") else f" by {event.actor}"
+    return f"Waited for {event.kind}: {event.outcome.replace('_', ' ')}{by}{said}"
+
+
 def describe_actions(events: Sequence[WorkflowSession.Event]) -> list[str]:
     """One entry per turn, command or check of the current attempt, oldest first."""
     entries: list[str] = []
@@ -77,6 +84,8 @@ def describe_actions(events: Sequence[WorkflowSession.Event]) -> list[str]:
                 entries.append(f"Checked {check} -> {_verdict(ok, event.error)}: {output}")
             case WorkflowSession.ReplayDiverged():
                 entries.append(divergence_note(event))
+            case WorkflowSession.WaitEnded():
+                entries.append(wait_note(event))
     return entries
 
 
@@ -156,6 +165,8 @@ def _exchanges(
                 exchanges.append([{"role": "assistant", "content": reasoning or ""}])
             case WorkflowSession.ReplayDiverged():
                 exchanges.append([{"role": "user", "content": divergence_note(event)}])
+            case WorkflowSession.WaitEnded():
+                exchanges.append([{"role": "user", "content": wait_note(event)}])
             case WorkflowSession.CommandIssued(command_id=call_id) if exchanges:
                 called = tool_call_of(event.executor, event.name, event.args)
                 if called is not None:

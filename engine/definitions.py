@@ -6,7 +6,9 @@ Built in, for HTTP: `GET /path`, `POST /path with {"json": true}` (also PUT, PAT
 `expect exit code 0`, `expect output contains "passed"`; for the browser: `open /login`,
 `click "Sign in"`, `fill "Password" with "{{secrets.PASSWORD}}"`, `press Enter`,
 `select "Red" in "Colour"`, `expect page contains "Welcome"`, `expect title contains "Todos"`,
-`expect url contains "/todos"`, `save text of "Total" as total`, `take a screenshot`, `go back`.
+`expect url contains "/todos"`, `save text of "Total" as total`, `take a screenshot`, `go back`;
+to wait (engine/waits.py): `wait for approval: <question>`, `wait 10 minutes`,
+`wait until 2026-12-01T09:00Z`, `wait for signal "payment.received" within 1h`.
 
 Users add their own in a Python module named by the workflow file's `definitions:` key. The
 module defines `register(definitions)` and calls `definitions.add(pattern, build)`; its
@@ -348,6 +350,9 @@ def builtin() -> Definitions:
         'expect output contains "passed"',
     )
     _add_browser(definitions)
+    from engine.waits import add_waits  # noqa: PLC0415 - the waits' module builds on this one
+
+    add_waits(definitions)
     return definitions
 
 

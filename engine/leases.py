@@ -1,15 +1,17 @@
 """Session ownership across processes: lease rows in the event store's database.
 
 A session is driven only by the worker holding its lease. Workers claim runnable sessions
-(pending or running in the session index) with `FOR UPDATE SKIP LOCKED`, so no two claim the
-same one; each new acquisition raises the session's fencing token. The owner renews its leases
-by heartbeat, and each of its writes proves the lease in the same transaction (see
-`engine/event_store.py`); a lease that is not renewed expires and another worker takes the
-session over. Time is always the database's clock, never a worker's.
+(pending or running in the session index), and waiting ones whose wait is due, with
+`FOR UPDATE SKIP LOCKED`, so no two claim the same one; each new acquisition raises the
+session's fencing token. The owner renews its leases by heartbeat, and each of its writes
+proves the lease in the same transaction (see `engine/event_store.py`); a lease that is not
+renewed expires and another worker takes the session over. Time is always the database's
+clock, never a worker's.
 
-A lease released because the session needs no driving (paused, ended) remembers the session's
-version: the session is claimable again only once the index shows a later status change
-(a resume), so a worker never spins on a session the index has not caught up with yet.
+A lease released because the session needs no driving (paused, waiting, ended) remembers the
+session's version: the session is claimable again only once the index shows a later status
+change (a resume, an approval) or its wait's due time has come, so a worker never spins on a
+session the index has not caught up with yet. A waiting session holds no lease.
 """
 
 from __future__ import annotations
@@ -36,14 +38,18 @@ RELEASED_CHANNEL = "stepline_lease_released"
 _CANDIDATES = """
 SELECT si.session_id, si.tenant, l.owner AS previous_owner
 FROM session_index si LEFT JOIN session_leases l USING (session_id)
-WHERE si.status = ANY(%(runnable)s)
-  AND (l.session_id IS NULL
-       OR (l.lease_until < now()
-           AND (l.settled_version IS NULL OR si.version > l.settled_version)))
+WHERE (si.status = ANY(%(runnable)s)
+       AND (l.session_id IS NULL
+            OR (l.lease_until < now()
+                AND (l.settled_version IS NULL OR si.version > l.settled_version))))
+   OR (si.status = 'waiting' AND si.due_at <= now()
+       AND (l.session_id IS NULL OR l.lease_until < now()))
 ORDER BY si.created_at
 LIMIT %(limit)s
 FOR UPDATE OF si SKIP LOCKED
 """
+"""Runnable sessions nobody owns, and waiting ones whose wait is due (a timer's time, an
+approval's or a signal's timeout), which the worker that claims one wakes."""
 
 _ACQUIRE = """
 INSERT INTO session_leases AS l
@@ -179,6 +185,17 @@ class Leases:
         params = {"session_id": session_id, "tenant": tenant, "owner": owner}
         row = conn.execute(_ACQUIRE, {**params, "lease": self._interval}).fetchone()
         return None if row is None else int(row[0])
+
+    def next_due_s(self) -> float | None:
+        """Seconds until the earliest wait of a session nobody drives is due (0 if one is
+        already), by the database's clock; None if no such session waits with a due time."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT extract(epoch FROM min(si.due_at) - now())::float "
+                "FROM session_index si LEFT JOIN session_leases l USING (session_id) "
+                "WHERE si.status = 'waiting' AND (l.session_id IS NULL OR l.lease_until < now())"
+            ).fetchone()
+        return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
     # ---- holding ------------------------------------------------------------------------
 

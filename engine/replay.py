@@ -20,6 +20,7 @@ from domain.session import StepSpec, StepState, StepStatus, WorkflowSession
 from domain.session import WorkflowSession as W
 from engine.app import SessionRequest, Stepline
 from engine.executors import Command, Outcome
+from engine.waits import RecordedDecision, recorded_wait
 
 INTERRUPTED = "COMMAND_INTERRUPTED"
 
@@ -52,6 +53,8 @@ class RecordedAction:
 
     command: Command
     expected: dict[str, Any]
+    decision: RecordedDecision | None = None
+    """A wait's: the approval or the signal that ended it, used again."""
 
     @classmethod
     def of(cls, executor: str, name: str, args: dict[str, Any], ok: bool, output: str) -> Self:
@@ -77,9 +80,11 @@ class RecordedStep:
 
 def recorded_steps(history: Sequence[W.Event]) -> dict[int, RecordedStep]:
     """For each step the session completed, what its completing attempt did. A command its
-    owner was interrupted in is left out: it was sent again, or decided again, after."""
+    owner was interrupted in is left out: it was sent again, or decided again, after. A wait
+    is an action too, with the decision that ended it (see RecordedDecision)."""
     attempts: dict[int, RecordedStep] = {}
     issued: dict[str, W.CommandIssued] = {}
+    waits: dict[str, W.WaitStarted] = {}
     done: dict[int, RecordedStep] = {}
     for event in history:
         match event:
@@ -104,6 +109,14 @@ def recorded_steps(history: Sequence[W.Event]) -> dict[int, RecordedStep]:
                         event.executor, event.name, event.args, event.ok, event.output
                     )
                 )
+            case W.WaitStarted(key=key):
+                waits[key] = event
+            case W.WaitEnded(step_index=index, key=key):
+                started = waits[key]
+                decision = RecordedDecision.of(str(event.originator_id), started, event)
+                ok = event.outcome in ("approved", "due", "signalled")
+                waited = RecordedAction(recorded_wait(started), {"ok": ok}, decision)
+                attempts[index].actions.append(waited)
             case W.StepReplayed(step_index=index):
                 attempts[index].turns += event.turns_saved
                 attempts[index].tokens += event.tokens_saved

@@ -193,6 +193,9 @@ class Settings(BaseSettings):
         default_factory=dict, description='{"key name": {"tenant": ..., "sha256": ...}}'
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1_024)
+    signal_max_bytes: int = Field(
+        default=65_536, ge=2, description="the largest signal body, as JSON, a session takes"
+    )
     create_rate_per_minute: int = Field(default=120, ge=1, description="per tenant")
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
 

@@ -31,6 +31,7 @@ from domain.session import (
     WorkflowSession,
 )
 from domain.tenant import Policy
+from domain.waits import variable_of
 from engine.ai import AiProvider
 from engine.ai_step import AiStep
 from engine.app import Stepline
@@ -65,6 +66,14 @@ from engine.step_results import (
     failure,
 )
 from engine.token_budget import TokenBudget
+from engine.waits import (
+    WAIT,
+    RecordedDecision,
+    WaitRequest,
+    check_signal,
+    outcome_of,
+    variable_value,
+)
 from engine.writer import GroupWriter
 
 log = logging.getLogger(LOGGER_NAME)
@@ -74,6 +83,9 @@ BACK_OFF_LOOK_EVERY_S = 1.0
 """A back-off looks at the log at least this often, even if no notification came."""
 BACK_OFF_LOOK_GAP_S = 0.1
 """...and at most this often, however fast notifications come (a busy log notifies a lot)."""
+CLOCK_SKEW_S = 1.0
+"""How far this process's clock may lag the database's, which says when a wait is due: a
+session claimed as due this much before its due time by this clock is woken once it is."""
 
 
 class Ownership(Protocol):
@@ -85,6 +97,11 @@ class Ownership(Protocol):
     def fence(self) -> Fence: ...
 
     def lose(self) -> None: ...
+
+    def settle(self, version: int) -> None:
+        """The run ended with the session needing no driving (paused, waiting, ended) as of
+        `version`: it is claimable again only after a later change (a resume, an approval)."""
+        ...
 
     @property
     def news(self) -> threading.Event:
@@ -144,6 +161,15 @@ class TaskLoop:
         base_origin = origin_of(str(session.config.get("base_url") or ""))
         return env.joined(self.secret_store.secrets_of(tenant, base_origin))
 
+    def signal(self, session_id: UUID, name: str, body: Any, actor: str) -> WorkflowSession:
+        """Send the session a signal, as its log may record it: checked (`check_signal`: a
+        body is data, never a placeholder), its tenant's secret values in it replaced by
+        their placeholders, as in every recorded result."""
+        check_signal(name, body)
+        recorded = self.secrets_of(self.app.get_session(session_id)).redact_all(body)
+        self.app.signal(session_id, name, recorded, actor=actor)
+        return self.app.get_session(session_id)
+
     def secret_names(self, tenant: str) -> set[str]:
         """The names of the secrets a session of `tenant` can fill in (see `secrets_of`)."""
         env = set(self.secrets.names) if is_dev_tenant(self.settings, tenant) else set()
@@ -199,6 +225,10 @@ class SessionRun:
         self.definitions = loop.definitions.for_module(session.config.get("definitions"))
         self.replay = Replay.of(self.app, session)
         self.executors: dict[str, Executor] = {}
+        self._claimed_waiting = session.status is SessionStatus.WAITING
+        """The run was started for a waiting session: the database's clock says it is due."""
+        self._signalled: dict[str, Any] = {}
+        """The bodies of the signals the session's waits took, as `{{vars.NAME}}` gives them."""
         self._kept_states: dict[str, dict[str, Any]] = {}
         self._release_secrets = IN_USE.hold(self.secrets)  # redacted from log lines meanwhile
 
@@ -226,9 +256,10 @@ class SessionRun:
         while True:
             session = self.held.session
             try:
+                if session.status is SessionStatus.WAITING and not self._woken(session):
+                    return self._settled()
                 if session.status.is_terminal or session.status is SessionStatus.PAUSED:
-                    self.held.commit()
-                    return session.status
+                    return self._settled()
                 if self.stop.is_set():
                     self.held.commit()
                     return session.status
@@ -241,6 +272,30 @@ class SessionRun:
                 if refusals > MAX_REFUSALS:
                     log.error("Gave up driving: %s", refused, extra=on_session(self.session_id))
                     return self.held.session.status
+
+    def _settled(self) -> SessionStatus:
+        """Write what is decided; the session needs no driving as of now."""
+        self.held.commit()
+        session = self.held.session
+        if self.ownership is not None:
+            self.ownership.settle(session.version)
+        return session.status
+
+    def _woken(self, session: WorkflowSession) -> bool:
+        """End the session's wait if it is due (a timer's time, an approval's or a signal's
+        timeout): whether it was. A session is claimed as due by the database's clock; this
+        process's may lag it a little, and is waited for up to CLOCK_SKEW_S."""
+        wait = session.waiting
+        if wait is None or wait.due_at is None:
+            return False
+        left_s = (wait.due_at - datetime.now(UTC)).total_seconds()
+        lag_s = CLOCK_SKEW_S if self._claimed_waiting else 0.0
+        if left_s > lag_s or self.stop.wait(max(0.0, left_s)):
+            return False
+        self.held.decide(lambda s: s.wake())
+        self.held.commit()  # the one wake-up, written before the step goes on
+        log.info("Woken: %s", wait.describe(), extra=on_step(self.session_id, wait.step_index))
+        return True
 
     def _advance(self, session: WorkflowSession) -> None:
         self._check_still_ours()
@@ -312,8 +367,11 @@ class SessionRun:
             )
 
     def _workflow_timed_out(self, session: WorkflowSession) -> bool:
+        """Whether the session has run longer than its limit: time spent waiting is not
+        running time."""
         elapsed = datetime.now(UTC) - session.created_on
-        return elapsed.total_seconds() * 1000 > self.limits.workflow_timeout_ms
+        running_ms = elapsed.total_seconds() * 1000 - session.waited_ms
+        return running_ms > self.limits.workflow_timeout_ms
 
     def _back_off(self, attempts_so_far: int) -> None:
         """Wait before the failed step's next attempt, holding the lease. Someone else's
@@ -367,6 +425,7 @@ class SessionRun:
         """From the results of the commands that ran (a fork: and those of its source's steps
         before it), and the state kept outside the log (a fork's own, else its source's)."""
         issued: dict[str, WorkflowSession.CommandIssued] = {}
+        waits: dict[str, WorkflowSession.WaitStarted] = {}
         for event in lineage_history(self.app, self.session_id):
             if isinstance(event, WorkflowSession.CommandIssued):
                 issued[event.command_id] = event
@@ -376,6 +435,10 @@ class SessionRun:
                     self.executor(command.executor).restore(
                         Command(command.executor, command.name, command.args), event.output
                     )
+            elif isinstance(event, WorkflowSession.WaitStarted):
+                waits[event.key] = event
+            elif isinstance(event, WorkflowSession.WaitEnded) and event.key in waits:
+                self._took_signal(waits[event.key], event)
         for kind, state in self._kept_outside_the_log().items():
             if kind in self.loop.executor_kinds:
                 self.executor(kind).load_state(state)
@@ -429,7 +492,75 @@ class SessionRun:
                 self.session_id, self.config, self.loop.settings, self.secrets, self.policy
             )
             self.executors[kind] = build(setup)
+            self._share_signalled(self.executors[kind])
         return self.executors[kind]
+
+    # ---- waits --------------------------------------------------------------------------
+
+    def wait(
+        self,
+        index: int,
+        request: WaitRequest,
+        key: str,
+        decision: RecordedDecision | None = None,
+    ) -> Outcome:
+        """Wait as `request` asks, under `key`: the wait is written and the run ends with the
+        session waiting (Interrupted), unless it ends at once: a signal already in the
+        mailbox, or a replay's `decision` (its source's approval or signal, used again)."""
+        before = self.held.session.version
+        now = datetime.now(UTC)
+        if decision is not None:
+            decision.before(self.held)
+        self.held.decide(
+            lambda s: s.begin_wait(
+                index,
+                kind=request.kind,
+                key=key,
+                question=request.question,
+                signal=request.signal,
+                due_at=request.due_at(now),
+                now=now,
+            )
+        )
+        if decision is not None:
+            decision.after(self.held)
+        self.held.commit()
+        if self.held.session.status is SessionStatus.WAITING:
+            log.info("Waiting for %s", request.describe(), extra=on_step(self.session_id, index))
+            raise Interrupted
+        started, ended = self.wait_of(key, after=before)
+        self._took_signal(started, ended)
+        return outcome_of(started, ended)
+
+    def wait_of(
+        self, key: str, after: int
+    ) -> tuple[WorkflowSession.WaitStarted, WorkflowSession.WaitEnded]:
+        """The wait recorded under `key` since version `after`, and how it ended."""
+        started = ended = None
+        for event in self.app.history(self.session_id, after=after):
+            if isinstance(event, WorkflowSession.WaitStarted) and event.key == key:
+                started = event
+            elif isinstance(event, WorkflowSession.WaitEnded) and event.key == key:
+                ended = event
+        assert started is not None  # it was just written
+        assert ended is not None  # a wait not waiting has ended
+        return started, ended
+
+    def _took_signal(
+        self, started: WorkflowSession.WaitStarted, ended: WorkflowSession.WaitEnded
+    ) -> None:
+        """A signal's body is `{{vars.<its name>}}` from the wait that took it on."""
+        if started.signal is None or ended.outcome != "signalled":
+            return
+        self._signalled[variable_of(started.signal)] = variable_value(ended.data)
+        for executor in self.executors.values():
+            self._share_signalled(executor)
+
+    def _share_signalled(self, executor: Executor) -> None:
+        """Executors that fill `{{vars.NAME}}` in keep the variables in `variables`."""
+        variables = getattr(executor, "variables", None)
+        if isinstance(variables, dict):
+            variables.update(self._signalled)
 
     def attempt_started(self, index: int, attempt: int) -> int:
         """The version of the StepStarted event of one attempt of one step."""
@@ -636,12 +767,15 @@ class StepAttempt:
         self.attempt = attempt
         self.deadline = time.monotonic() + run.limits.step_timeout_ms / 1000
         self._diverged = False
+        self._waited: dict[str, Outcome] = {}
+        """How each wait of this attempt ended, by key."""
         self._recorded = self._finished_by_key() if resuming else {}
         self._positions = {"c": 0, "r": 0}
 
     def _finished_by_key(self) -> dict[str, WorkflowSession.CommandFinished]:
         issued: dict[str, str] = {}
         finished = {}
+        waits: dict[str, WorkflowSession.WaitStarted] = {}
         started = self.run_.attempt_started(self.index, self.attempt)
         for event in self.run_.events_since(started):
             if isinstance(event, WorkflowSession.CommandIssued):
@@ -650,7 +784,18 @@ class StepAttempt:
                 finished[issued[event.command_id]] = event
             elif isinstance(event, WorkflowSession.ReplayDiverged):
                 self._diverged = True
+            elif isinstance(event, WorkflowSession.WaitStarted):
+                waits[event.key] = event
+            elif isinstance(event, WorkflowSession.WaitEnded):
+                self._waited[event.key] = outcome_of(waits[event.key], event)
         return finished
+
+    def _wait(self, command: Command, key: str, action: RecordedAction | None = None) -> Outcome:
+        """A wait of the step: as it ended, if it did; else waited now (see SessionRun.wait)."""
+        if key in self._waited:
+            return self._waited[key]
+        decision = None if action is None else action.decision
+        return self.run_.wait(self.index, WaitRequest.of(command), key, decision)
 
     def run(self) -> StepResult:
         replay = self.run_.replay
@@ -676,7 +821,9 @@ class StepAttempt:
             if (timeout := self.run_.safe_point(self.deadline)) is not None:
                 return timeout
             command = replace(action.command, error_status_expected=judged)
-            if self.run_.is_check(command):
+            if command.executor == WAIT:
+                outcome = self._wait(command, key, action)
+            elif self.run_.is_check(command):
                 outcome = self.run_.check(self.index, command)
             else:
                 outcome = self.run_.execute(self.index, command, key)
@@ -751,7 +898,9 @@ class StepAttempt:
                 continue
             if (timeout := self.run_.safe_point(self.deadline)) is not None:
                 return timeout
-            if self.run_.is_check(command):
+            if command.executor == WAIT:
+                outcome = self._wait(command, key)
+            elif self.run_.is_check(command):
                 outcome = self.run_.check(self.index, command)
             else:
                 outcome = self.run_.execute(self.index, command, key)

@@ -1,8 +1,9 @@
 """The session worker: claims runnable sessions under a lease and drives each in a thread.
 
 One per process (`stepline worker`, `stepline serve`, `stepline run`). It claims as many
-sessions as it has free slots, when woken (the log grew, a lease was released, a slot freed)
-and at least every `poll_s`. A heartbeat renews its leases every third of the lease; a session
+sessions as it has free slots, when woken (the log grew, a lease was released, a slot freed),
+when the earliest wait it knows of is due (a timer, an approval's timeout), and at least every
+`poll_s`. A heartbeat renews its leases every third of the lease; a session
 whose lease was not renewed, or was taken, is stopped at its next safe point. Stopping hands
 every lease back at once, so another worker carries on without waiting for expiry.
 """
@@ -31,6 +32,9 @@ from engine.task_loop import TaskLoop
 log = logging.getLogger(LOGGER_NAME)
 
 DATABASE_ERRORS = (psycopg.Error, PersistenceError)
+DUE_GAP_S = 0.1
+"""The least a claim loop waits for a due session: the session index may still show one just
+claimed (by this worker or another) as due for a moment."""
 
 
 @dataclass
@@ -44,6 +48,8 @@ class HeldLease:
     news: threading.Event = field(default_factory=threading.Event)
     """Set on new events in the log and when told to stop: wakes a waiting run (a back-off)."""
     lost: bool = False
+    settled_version: int | None = None
+    """The version as of which the run left the session needing no driving, if it did."""
 
     @property
     def session_id(self) -> UUID:
@@ -56,6 +62,9 @@ class HeldLease:
     def lose(self) -> None:
         self.lost = True
         self.halt()
+
+    def settle(self, version: int) -> None:
+        self.settled_version = version
 
     def halt(self) -> None:
         self.stop.set()
@@ -164,8 +173,10 @@ class SessionWorker:
     # ---- claiming -----------------------------------------------------------------------
 
     def _claim_loop(self) -> None:
+        next_due_s: float | None = None
         while not self._stopping.is_set():
-            self._wake.wait(self.poll_s)
+            due_s = self.poll_s if next_due_s is None else max(DUE_GAP_S, next_due_s)
+            self._wake.wait(min(self.poll_s, due_s))
             self._wake.clear()
             if self._stopping.is_set():
                 return
@@ -173,6 +184,7 @@ class SessionWorker:
             try:
                 for claim in self.leases.claim(self.worker_id, slots, self.running_limit):
                     self.drive(claim)
+                next_due_s = self.leases.next_due_s()
             except DATABASE_ERRORS:
                 log.warning("Could not claim sessions (database unavailable); retrying")
                 self._stopping.wait(self.poll_s)
@@ -250,7 +262,9 @@ class SessionWorker:
             return
         settled = None
         if not held.stop.is_set():
-            settled = self.loop.app.get_session(held.session_id).version
+            # As the run left it: an approval or a resume written since is a later change,
+            # which makes the session claimable again.
+            settled = held.settled_version or self.loop.app.get_session(held.session_id).version
         try:
             self.leases.release(held.session_id, self.worker_id, held.claim.token, settled)
         except DATABASE_ERRORS:

@@ -45,6 +45,11 @@ class WorkflowConfig(BaseModel):
         description="an HTTP request answered 4xx/5xx: fails its step unless an `expect status` "
         "judges it (fail, the default), or is recorded as a result (record)",
     )
+    approvals: Literal["none", "model"] | None = Field(
+        default=None,
+        description="model: an AI step may ask a person's approval (the request_approval tool) "
+        "and wait for it; none (the default): only `wait for approval` steps wait for one",
+    )
 
 
 class WebhookSpec(BaseModel):

@@ -15,6 +15,7 @@ from domain.batch import Batch
 from domain.schedule import Schedule
 from domain.session import WorkflowSession as W
 from domain.tenant import TenantPolicy
+from domain.waits import described
 from projections.view import Recorded, RowTable
 
 
@@ -96,6 +97,14 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per eve
         case W.StepFailed(step_index=index, error=error, retryable=retryable):
             again = ", retryable" if retryable else ""
             return f"step {index} failed: {error.get('code')}{again}"
+        case W.WaitStarted(step_index=index, kind=kind, question=question, signal=signal):
+            until = f" until {event.due_at.isoformat()}" if event.due_at else ""
+            return f"step {index} waits for {described(kind, question, signal)}{until}"
+        case W.WaitEnded(step_index=index, kind=kind, outcome=outcome, comment=comment):
+            said = f": {comment}" if comment else ""
+            return f"{kind} of step {index} {outcome.replace('_', ' ')}{said}"
+        case W.SignalReceived(name=name):
+            return f"received signal {name}"
         case W.Paused(reason=reason) | W.Resumed(reason=reason) | W.Cancelled(reason=reason):
             verb = type(event).__name__.lower()
             return f"{verb}: {reason}" if reason else verb

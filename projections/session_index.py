@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 
 from domain.session import ENDED, RUNNABLE, SessionStatus, status_after, values
 from domain.session import WorkflowSession as W
+from domain.waits import described
 from projections.view import Recorded, RowTable
 
 MIN_ID_PREFIX = 4
@@ -38,6 +39,13 @@ class IndexedSession:
     """new, replay or fork"""
     source_id: UUID | None = None
     """The session replayed or forked."""
+    waiting_for: str | None = None
+    """What a waiting session waits for: `approval: <question>`, `signal <name>`, `timer`."""
+    due_at: datetime | None = None
+    """When a waiting session's wait is due: a timer's time, an approval's or a signal's
+    timeout. Workers claim waiting sessions by it."""
+    waited_ms: int = 0
+    """Time spent waiting, which counts towards no timeout and not towards the TTL."""
 
 
 def _origin(event: W.Created) -> dict[str, Any]:
@@ -75,13 +83,26 @@ def fold(rows: dict[UUID, IndexedSession], batch: Sequence[Recorded]) -> set[UUI
         row.started = row.started or isinstance(event, W.StepStarted)
         if status != row.status:
             row.status, row.updated_at, row.version = status, recorded.at, event.originator_version
+            _follow_wait(row, event)
             changed.add(session_id)
     return changed
 
 
+def _follow_wait(row: IndexedSession, event: W.Event) -> None:
+    """What the session waits for and until when, while it waits."""
+    match event:
+        case W.WaitStarted(kind=kind, question=question, signal=signal, due_at=due_at):
+            row.waiting_for, row.due_at = described(kind, question, signal), due_at
+        case W.WaitEnded(waited_ms=waited_ms):
+            row.waited_ms += waited_ms
+            row.waiting_for, row.due_at = None, None
+        case _:
+            row.waiting_for, row.due_at = None, None
+
+
 class SessionIndexView:
     name: ClassVar[str] = "session_index"
-    version: ClassVar[int] = 2  # 2: origin and source (replays, forks)
+    version: ClassVar[int] = 3  # 2: origin and source (replays, forks). 3: waits
     tables: ClassVar[tuple[str, ...]] = ("session_index",)
     rows = RowTable("session_index", IndexedSession, key=("session_id",))
 
@@ -100,9 +121,16 @@ class SessionIndexView:
                 version integer NOT NULL,
                 started boolean NOT NULL,
                 origin text NOT NULL,
-                source_id uuid
+                source_id uuid,
+                waiting_for text,
+                due_at timestamptz,
+                waited_ms bigint NOT NULL
             )
             """
+        )
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS session_index_by_due ON session_index (due_at) "
+            "WHERE status = 'waiting'"
         )
         conn.execute(
             "CREATE INDEX IF NOT EXISTS session_index_by_source ON session_index (source_id) "
@@ -215,11 +243,13 @@ def active_count(conn: Connection[Any], events_table: str) -> int:
 
 
 def overdue_sessions(conn: Connection[Any], created_before: datetime) -> list[UUID]:
-    """Sessions of every tenant, not yet ended, created before the given time."""
+    """Sessions of every tenant, not yet ended nor waiting, created before the given time
+    once the time they spent waiting is left out."""
     rows = conn.execute(
         "SELECT session_id FROM session_index WHERE NOT status = ANY(%s) "
-        "AND created_at < %s ORDER BY created_at",
-        (values(ENDED), created_before),
+        "AND created_at < %s AND created_at + waited_ms * interval '1 millisecond' < %s "
+        "ORDER BY created_at",
+        ([*values(ENDED), SessionStatus.WAITING.value], created_before, created_before),
     ).fetchall()
     return [row[0] for row in rows]
 

@@ -12,6 +12,7 @@ from psycopg import Connection
 
 from domain.session import SessionStatus, status_after
 from domain.session import WorkflowSession as W
+from domain.waits import described
 from projections.view import Recorded, RowTable
 
 
@@ -42,6 +43,10 @@ class Progress:
     error_code: str | None = None
     """Why the session failed or expired; None while it has not."""
     error_message: str | None = None
+    waiting_for: str | None = None
+    """What a waiting session waits for: `approval: <question>`, `signal <name>`, `timer`."""
+    due_at: datetime | None = None
+    """When its wait is due: a timer's time, an approval's or a signal's timeout."""
 
 
 def _created(recorded: Recorded, event: W.Created) -> Progress:
@@ -116,6 +121,10 @@ def evolve(row: Progress, recorded: Recorded) -> None:
             row.error_code, row.error_message = error.get("code"), error.get("message")
         case W.Completed() | W.Cancelled():
             row.finished_at = at
+        case W.WaitStarted(kind=kind, question=question, signal=signal, due_at=due_at):
+            row.waiting_for, row.due_at = described(kind, question, signal), due_at
+    if row.status != SessionStatus.WAITING.value:
+        row.waiting_for, row.due_at = None, None
     row.percent = round(100 * row.completed_steps / row.total_steps, 2)
     row.estimated_remaining_ms = _estimate(row)
 
@@ -138,7 +147,8 @@ def fold(rows: dict[UUID, Progress], batch: Sequence[Recorded]) -> set[UUID]:
 
 class SessionProgressView:
     name: ClassVar[str] = "session_progress"
-    version: ClassVar[int] = 3  # 2: tokens used; a fork's carried-over steps. 3: why it failed
+    version: ClassVar[int] = 4  # 2: tokens used; a fork's carried-over steps. 3: why it
+    # failed. 4: what a waiting session waits for, and until when
     tables: ClassVar[tuple[str, ...]] = ("session_progress",)
     rows = RowTable("session_progress", Progress, key=("session_id",))
 
@@ -169,7 +179,9 @@ class SessionProgressView:
                 failed_step_indexes integer[] NOT NULL,
                 tokens_used bigint NOT NULL,
                 error_code text,
-                error_message text
+                error_message text,
+                waiting_for text,
+                due_at timestamptz
             )
             """
         )

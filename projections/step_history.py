@@ -3,8 +3,8 @@ and what its latest attempt did (each command and check in a few words).
 
 Times and duration are those of the step's latest attempt; turns, commands and checks count
 every attempt. A step running when its session is paused reads paused, its clock stopped at the
-pause; one still running (or paused) when its session ends takes the session's ending as its
-status.
+pause; one whose session waits (an approval, a timer, a signal) reads waiting; one still
+under way when its session ends takes the session's ending as its status.
 """
 
 from __future__ import annotations
@@ -20,16 +20,17 @@ from psycopg import Connection
 
 from domain.session import StepStatus
 from domain.session import WorkflowSession as W
+from domain.waits import described
 from projections.view import Recorded, RowTable
 
 ENDINGS = {W.Failed: "failed", W.Cancelled: "cancelled", W.Expired: "expired"}
-UNDER_WAY = ("running", "paused")
+UNDER_WAY = ("running", "paused", "waiting")
 FACT_CHARS = 160
 STATUSES = tuple(
     dict.fromkeys([*(status.value for status in StepStatus), *UNDER_WAY, *ENDINGS.values()])
 )
-"""Every status a step's row can have: the aggregate's, paused (a step under way in a paused
-session), and its session's ending."""
+"""Every status a step's row can have: the aggregate's, paused or waiting (a step under way in
+a paused or a waiting session), and its session's ending."""
 
 
 @dataclass
@@ -154,6 +155,14 @@ def _evolve_step(row: StepRow, event: W.Event, at: datetime) -> None:
             row.status, row.duration_ms = "paused", _clock_ms(row, at)
         case W.Resumed() if row.status == "paused":
             row.status, row.duration_ms = "running", None
+        case W.WaitStarted(kind=kind, question=question, signal=signal, due_at=due_at):
+            row.status = "waiting"
+            until = f" until {due_at:%Y-%m-%d %H:%M:%S}Z" if due_at else ""
+            _noted(row, f"wait for {described(kind, question, signal)}{until}")
+        case W.WaitEnded(outcome=outcome, actor=actor, comment=comment):
+            row.status = "running"
+            by = "" if outcome in ("due", "timed_out") else f" by {actor}"
+            _noted(row, f"{outcome.replace('_', ' ')}{by}" + (f": {comment}" if comment else ""))
         case W.StepCompleted(summary=summary):
             _end(row, "completed", at)
             row.summary = summary
@@ -225,7 +234,8 @@ def fold(
 
 class StepHistoryView:
     name: ClassVar[str] = "step_history"
-    version: ClassVar[int] = 3  # 2: checks counted apart from commands. 3: paused, did
+    version: ClassVar[int] = 4  # 2: checks counted apart from commands. 3: paused, did.
+    # 4: waiting
     tables: ClassVar[tuple[str, ...]] = ("step_history",)
     rows = RowTable("step_history", StepRow, key=("session_id", "step_index"))
 

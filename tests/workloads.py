@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from domain.errors import StandardError
 from domain.session import StepSpec
+from domain.waits import WaitKind
 from engine.app import SessionRequest, Stepline
 from engine.replay import fork_request, replay_request
 
@@ -153,6 +155,45 @@ def replayed(app: Stepline) -> UUID:
     return replay
 
 
+def begin_wait(
+    app: Stepline,
+    session_id: UUID,
+    index: int,
+    kind: WaitKind,
+    question: str | None = None,
+    signal: str | None = None,
+    due_at: datetime | None = None,
+) -> None:
+    app.change(
+        session_id,
+        lambda s: s.begin_wait(
+            index, kind=kind, key=f"k{index}", question=question, signal=signal, due_at=due_at
+        ),
+    )
+
+
+def waiting(app: Stepline) -> UUID:
+    """A session waiting for an approval asked in its first step, due in an hour."""
+    session_id = create(app)
+    app.start_step(session_id, 0)
+    due = datetime.now(UTC) + timedelta(hours=1)
+    begin_wait(app, session_id, 0, WaitKind.APPROVAL, question="Ship it?", due_at=due)
+    return session_id
+
+
+def waited(app: Stepline) -> UUID:
+    """An approval given, then a signal sent before its wait: completed."""
+    session_id = waiting(app)
+    app.approve(session_id, "fine", actor="bob")
+    app.complete_step(session_id, 0, summary="approved")
+    app.signal(session_id, "paid", {"ref": "PAY-1"}, actor="psp")
+    app.start_step(session_id, 1)
+    begin_wait(app, session_id, 1, WaitKind.SIGNAL, signal="paid")
+    app.complete_step(session_id, 1, summary="paid")
+    app.complete_session(session_id)
+    return session_id
+
+
 EVERY_KIND: dict[str, Callable[[Stepline], UUID]] = {
     "completed": completed,
     "failed": failed,
@@ -165,4 +206,6 @@ EVERY_KIND: dict[str, Callable[[Stepline], UUID]] = {
     "batch_cancelled": batch_cancelled,
     "forked": forked,
     "replayed": replayed,
+    "waiting": waiting,
+    "waited": waited,
 }

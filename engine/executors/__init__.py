@@ -15,8 +15,9 @@ PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z0-9_]+)\s*\}
 executor for the command's destination, and any other namespace is never sent as written."""
 VARIABLES = "vars"
 SECRETS = "secrets"
-SAVING_COMMANDS = frozenset({"save_json", "save_text"})
-"""Commands that save a variable under their `name` argument, for a later `{{vars.name}}`."""
+SAVING_COMMANDS = frozenset({"save_json", "save_text", "signal"})
+"""Commands that save a variable under their `name` argument, for a later `{{vars.name}}`
+(`signal`: a wait for a signal, which saves the signal's body)."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ creates are stored but never run: no generated step reaches out of this machine.
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -25,6 +28,7 @@ from schemathesis.schemas import BaseSchema
 
 from tests.api.conftest import KEYS, Api, ApiFactory
 from tests.conftest import MASTER_KEY
+from tests.waiting import eventually
 
 CHECKS = [
     not_a_server_error,
@@ -72,3 +76,45 @@ def test_the_api_keeps_to_its_schema(case: Case, fuzzed: Api) -> None:
         headers={"Authorization": f"Bearer {KEYS['alice'][1]}"},
         checks=CHECKS,
     )
+
+
+def test_a_waiting_session_and_its_answers_keep_to_the_schema(
+    start_api: ApiFactory, target: str
+) -> None:
+    """The fuzzer's server runs no session, so none of its sessions ever waits: here one does,
+    and what the API says of it, and to its approval and signals, is validated the same way."""
+    api: Api = start_api(workers=2, master_key=MASTER_KEY)
+    schema = from_url(f"{api.base_url}/openapi.json", config=CONFIG)
+    auth = {"Authorization": f"Bearer {KEYS['alice'][1]}"}
+    steps = ['wait for signal "paid"', "wait for approval: Ship? within 1h", "GET /effects"]
+    body = {"name": "waits", "executor": "http", "base_url": target, "steps": steps}
+    session_id = httpx.post(f"{api.base_url}/v1/sessions", json=body, headers=auth).json()[
+        "session_id"
+    ]
+    at = {"session_id": session_id}
+    eventually(lambda: get_status(api, session_id, auth) == "waiting", "the session waits")
+
+    cases = [
+        ("getSession", {}, None),
+        ("listSessions", {"query": {"status": "waiting"}}, None),
+        ("getSessionSteps", {}, None),
+        ("signalSession", {"path_parameters": {**at, "name": "paid"}}, {"ref": "PAY-1"}),
+        ("approveSession", {}, {"comment": "fine"}),
+    ]
+    for operation_id, parts, payload in cases:
+        operation = schema.find_operation_by_id(operation_id)
+        given: dict[str, Any] = {"path_parameters": at, **parts}
+        if payload is not None:
+            given["body"] = payload
+        if operation_id == "approveSession":
+            eventually(lambda: get_status(api, session_id, auth) == "waiting", "the approval")
+        case = operation.Case(**given)
+        response = case.call_and_validate(base_url=api.base_url, headers=auth, checks=CHECKS)
+        assert response.status_code == 200, (operation_id, response.text)
+
+
+def get_status(api: Api, session_id: str, auth: dict[str, str]) -> str:
+    status: str = httpx.get(f"{api.base_url}/v1/sessions/{session_id}", headers=auth).json()[
+        "status"
+    ]
+    return status

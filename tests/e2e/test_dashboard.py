@@ -92,6 +92,11 @@ class Keys:
             }
         )
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Alice's."""
+        return {"Authorization": f"Bearer {self.alice}"}
+
 
 def create_session(
     api: str, key: str | None, target: str, name: str, steps: int, ms: int, **extra: Any
@@ -461,3 +466,47 @@ def test_schedules_are_listed_and_paused_and_a_session_shows_each_webhook_attemp
     expect(attempts.locator("li").last).to_contain_text("200")
     expect(webhooks).to_contain_text(retried[0].webhook_id)
     page.screenshot(path=shots / "session-webhooks.png", full_page=True)
+
+
+def test_an_approver_sees_what_sessions_wait_for_and_approves_or_rejects_them(
+    serve: Serve, target: str, page: Page, shots: Path
+) -> None:
+    keys = Keys()
+    api = serve(2, STEPLINE_API_KEYS=keys.setting)
+    steps = ["wait for approval: Send 1200 EUR? within 2h", "GET /slow?ms=10"]
+    for name in ("send payment", "refund"):
+        body = {"name": name, "steps": steps, "executor": "http", "base_url": target}
+        answer = httpx.post(f"{api}/v1/sessions", json=body, headers=keys.headers)
+        assert answer.status_code == 201, answer.text
+    refund = answer.json()["session_id"]
+
+    page.goto(f"{api}/ui?status=waiting")
+    sign_in(page, keys.alice)
+    row = page.get_by_role("row").filter(has_text="send payment")
+    expect(row.locator(".badge.waiting")).to_be_visible(timeout=30_000)
+    expect(row).to_contain_text("Waiting for approval: Send 1200 EUR? (until")
+    expect(page.get_by_role("row").filter(has_text="refund")).to_contain_text("waiting")
+    page.screenshot(path=shots / "sessions-waiting.png", full_page=True)
+
+    row.get_by_role("link", name="send payment").click()
+    expect(page.locator("#waiting-for")).to_contain_text("Waiting for approval: Send 1200 EUR?")
+    decision = page.get_by_role("form", name="Answer the approval")
+    decision.get_by_label("Comment").fill("checked the invoice")
+    page.screenshot(path=shots / "session-waiting.png", full_page=True)
+    decision.get_by_role("button", name="Approve").click()
+    expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
+    timeline = page.get_by_role("list", name="Timeline")
+    expect(timeline.locator("li.WaitEnded")).to_contain_text("approval approved")
+    expect(timeline.locator("li.WaitEnded")).to_contain_text("checked the invoice")
+    expect(timeline.locator("li.WaitEnded")).to_contain_text("by alice")
+    expect(page.get_by_role("form", name="Answer the approval")).to_be_hidden()
+
+    page.goto(f"{api}/ui/sessions/{refund}")
+    decision = page.get_by_role("form", name="Answer the approval")
+    decision.get_by_label("Comment").fill("not this month")
+    decision.get_by_role("button", name="Reject").click()
+    expect(page.locator("#status")).to_have_text("failed", timeout=60_000)
+    expect(page.locator("#failure")).to_contain_text("APPROVAL_REJECTED")
+    expect(page.locator("#failure")).to_contain_text("not this month")
+    page.screenshot(path=shots / "session-rejected.png", full_page=True)
+    assert timeline_versions(page) == event_versions(api, keys.alice, refund)

@@ -189,6 +189,30 @@ def test_pause_and_resume_show_in_progress_and_index(
         ] == [resumed_id]
 
 
+def test_a_waiting_session_shows_what_it_waits_for_until_when_in_every_view(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    waiting_id = workloads.waiting(app)
+    waited_id = workloads.waited(app)
+    projector.catch_up()
+
+    row = progress(pool, waiting_id)
+    assert (row.status, row.waiting_for) == ("waiting", "approval: Ship it?")
+    assert row.due_at is not None
+    assert progress(pool, waited_id).waiting_for is None
+    with pool.connection() as conn:
+        [indexed] = list_sessions(conn, SessionFilter("acme", status="waiting"))
+        audit = [e.description for e in entries(conn, AuditFilter("acme", waited_id))]
+    assert (indexed.session_id, indexed.due_at) == (waiting_id, row.due_at)
+    assert steps(pool, waiting_id)[0].status == "waiting"
+    asked, answered = steps(pool, waited_id)[0].did
+    assert asked.startswith("wait for approval: Ship it? until ")
+    assert answered == "approved by bob: fine"
+    assert "approval of step 0 approved: fine" in audit
+    assert "received signal paid" in audit
+    assert "signal of step 1 signalled" in audit
+
+
 def test_a_step_running_when_its_session_ends_takes_the_ending(
     app: Stepline, projector: Projector, pool: ConnectionPool
 ) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -12,13 +14,16 @@ import httpx
 import pytest
 
 from domain.session import SessionStatus, WorkflowSession
+from domain.waits import WaitKind
 from engine.app import Stepline
 from engine.leases import Leases
 from engine.locks import SWEEP
+from engine.logs import LOGGER_NAME
 from engine.projector import Projector
 from engine.sweep import Sweep
 from engine.task_loop import TaskLoop, definition_key
 from engine.worker import SessionWorker
+from tests import workloads
 from tests.conftest import PASSWORD
 from tests.integration.conftest import (
     LoopFactory,
@@ -420,6 +425,84 @@ def test_sessions_past_their_ttl_expire_and_ended_ones_stay(
     assert expired.error is not None
     assert expired.error["code"] == "SESSION_EXPIRED"
     assert app.get_session(finished).status is SessionStatus.COMPLETED
+
+
+def test_a_waiting_session_is_claimed_once_its_wait_is_due_and_not_before(
+    app: Stepline, projector: Projector, leases: Leases
+) -> None:
+    assert leases.next_due_s() is None  # nothing waits: the claim loop only polls
+    later = workloads.waiting(app)  # due in an hour
+    due = workloads.create(app)
+    app.start_step(due, 0)
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    workloads.begin_wait(app, due, 0, WaitKind.TIMER, due_at=past)
+    projector.catch_up()
+
+    assert leases.next_due_s() == 0.0
+    assert [claim.session_id for claim in leases.claim("w1", 10)] == [due]
+    app.change(due, lambda s: s.wake())
+    projector.catch_up()
+    next_due_s = leases.next_due_s()
+    assert next_due_s is not None
+    assert 3_500 < next_due_s <= 3_600
+    assert leases.claim("w2", 10) == []  # `later` is not due; `due` is w1's
+    assert app.get_session(later).status is SessionStatus.WAITING
+
+
+class ApprovesOnceWaiting(logging.Handler):
+    """Approves the session the moment its run logs that it waits: before the worker hands
+    its lease back, the race a fast approver (or an early signal's sender) can win."""
+
+    def __init__(self, app: Stepline, session_id: UUID) -> None:
+        super().__init__()
+        self.app, self.session_id = app, session_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Waiting for"):
+            self.app.approve(self.session_id, actor="quick")
+
+
+def test_an_approval_before_the_lease_is_handed_back_still_gets_the_session_driven(
+    make_loop: LoopFactory,
+    target: str,
+    app: Stepline,
+    projector: Projector,
+    leases: Leases,
+    workers: list[SessionWorker],
+) -> None:
+    loop = make_loop(ai=False)
+    session_id = start_session(loop, ["wait for approval", "GET /effects"], target)
+    handler = ApprovesOnceWaiting(app, session_id)
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    stop_following = projector.start_following()
+    try:
+        start_worker(workers, loop, leases)
+        wait_for(app, session_id, SessionStatus.COMPLETED)  # claimed again after the approval
+    finally:
+        stop_following()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_a_waiting_session_outlives_its_ttl_and_its_waits_count_towards_none(
+    app: Stepline, projector: Projector, leases: Leases
+) -> None:
+    still_waiting = workloads.waiting(app)
+    waited = workloads.waiting(app)
+    an_hour_later = datetime.now(UTC) + timedelta(hours=1)
+    app.change(waited, lambda s: s.approve(actor="bob", now=an_hour_later))  # waited an hour
+    paused = workloads.paused(app)
+
+    swept = eventually(
+        lambda: sweeper(app, projector, leases, ttl_ms=1).once(), "a session is 1 ms old"
+    )
+
+    assert swept == [paused]  # the others are older, but have not run for 1 ms
+    assert app.get_session(still_waiting).status is SessionStatus.WAITING
+    assert app.get_session(waited).status is SessionStatus.RUNNING
 
 
 def test_only_one_process_sweeps_at_a_time(

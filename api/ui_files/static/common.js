@@ -182,6 +182,12 @@ export function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+// What a waiting session waits for, and until when: "approval: Pay? (until 10:00:00)".
+export function waitingFor(session) {
+  const until = session.due_at ? ` (until ${when(session.due_at)})` : "";
+  return `Waiting for ${session.waiting_for}${until}`;
+}
+
 export function badge(status) {
   return el("span", { class: `badge ${status}` }, status);
 }

@@ -2,7 +2,7 @@
 // timeline of its events, grouped by step, with each command's screenshots beside it.
 import {
   api, artifactUrl, badge, duration, el, failure, followEvents, milliseconds, Problem,
-  sessionDuration, showProblem, when,
+  sessionDuration, showProblem, waitingFor, when,
 } from "./common.js";
 import { watchWebhooks } from "./session_webhooks.js";
 
@@ -29,6 +29,7 @@ function showSession(session) {
   document.getElementById("started").textContent = when(session.started_at);
   document.getElementById("duration").textContent = sessionDuration(session);
   showFailure(session);
+  showWaiting(session);
   const allowed = {
     pause: session.status === "pending" || session.status === "running",
     resume: session.status === "paused",
@@ -37,6 +38,14 @@ function showSession(session) {
   for (const button of controls.querySelectorAll("button")) {
     button.disabled = !allowed[button.dataset.command];
   }
+}
+
+// What a waiting session waits for; Approve and Reject when it waits for an approval.
+function showWaiting(session) {
+  const waiting = session.status === "waiting" && session.waiting_for;
+  document.getElementById("waiting").hidden = !waiting;
+  document.getElementById("decision").hidden = !(waiting && session.waiting_for.startsWith("approval"));
+  if (waiting) document.getElementById("waiting-for").textContent = waitingFor(session);
 }
 
 function showFailure(session) {
@@ -61,7 +70,8 @@ function whatItDid(step) {
 
 // A running step's clock counts; a paused one's stopped at the pause.
 function stepDuration(step) {
-  return step.status === "running" ? duration(step.started_at, null) : milliseconds(step.duration_ms);
+  const counting = step.status === "running" || step.status === "waiting";
+  return counting ? duration(step.started_at, null) : milliseconds(step.duration_ms);
 }
 
 function stepRow(step) {
@@ -153,6 +163,18 @@ function details(event) {
     case "StepFailed":
       return el("p", {}, `step ${d.step_index}: ${d.error.code}: ${d.error.message}` +
         (d.retryable ? " (will retry)" : ""));
+    case "WaitStarted":
+      return el("p", {}, `step ${d.step_index} waits for ${d.kind}` +
+        (d.question ? `: ${d.question}` : "") + (d.signal ? ` ${d.signal}` : "") +
+        (d.due_at ? ` until ${when(d.due_at)}` : ""));
+    case "WaitEnded":
+      return el("div", {},
+        el("p", {}, `step ${d.step_index}: ${d.kind} ${d.outcome.replace("_", " ")}` +
+          (d.comment ? ` — ${d.comment}` : "")),
+        d.data !== null ? el("details", {}, el("summary", {}, "signal body"), json(d.data)) : null);
+    case "SignalReceived":
+      return el("div", {}, el("p", {}, `signal ${d.name}`),
+        el("details", {}, el("summary", {}, "body"), json(d.body)));
     case "Paused": case "Resumed": case "Cancelled":
       return d.reason ? el("p", {}, `reason: ${d.reason}`) : null;
     case "Completed":
@@ -260,6 +282,21 @@ controls.addEventListener("click", async (event) => {
   try {
     await api(`/v1/sessions/${sessionId}/${command}`, { method: "POST", body: { reason } });
     controls.elements.reason.value = "";
+    showProblem(null);
+    await refresh();
+  } catch (error) {
+    showProblem(error);
+  }
+});
+
+const decision = document.getElementById("decision");
+decision.addEventListener("click", async (event) => {
+  const verb = event.target.dataset?.decision;
+  if (!verb) return;
+  const comment = decision.elements.comment.value.trim();
+  try {
+    await api(`/v1/sessions/${sessionId}/${verb}`, { method: "POST", body: { comment } });
+    decision.elements.comment.value = "";
     showProblem(null);
     await refresh();
   } catch (error) {

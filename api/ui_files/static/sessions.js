@@ -1,7 +1,7 @@
 // The sessions list: filters in the address bar, keyset paging, refreshed every two seconds.
 import {
   addressFromFilters, api, badge, el, failure, filtersFromAddress, isoFromInput, keepFresh,
-  pager, progressBar, sessionDuration, when,
+  pager, progressBar, sessionDuration, waitingFor, when,
 } from "./common.js";
 
 const form = document.getElementById("filters");
@@ -28,7 +28,8 @@ function row(session) {
     "tr", { "data-session-id": session.session_id },
     el("td", {}, el("code", {}, session.session_id.slice(0, 8))),
     el("th", { scope: "row" }, el("a", { href: `/ui/sessions/${session.session_id}` }, session.name)),
-    el("td", {}, badge(session.status), why ? el("p", { class: "why" }, why) : null),
+    el("td", {}, badge(session.status), why ? el("p", { class: "why" }, why) : null,
+      session.waiting_for ? el("p", { class: "waiting-for" }, waitingFor(session)) : null),
     el("td", {}, ...labels),
     el("td", {}, progressBar(session.percent, `Progress of ${session.name}`), " ", progress),
     el("td", {}, when(session.started_at)),
