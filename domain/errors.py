@@ -341,6 +341,23 @@ CATALOGUE: dict[str, ErrorKind] = {
         "Set STEPLINE_MASTER_KEY to 32 random bytes in base64 (`stepline secrets key` prints a "
         "new one) and keep it: secrets stored under a key only open with that key",
     ),
+    # Erasure (crypto-shredding)
+    "SESSION_ERASED": ErrorKind(
+        _V,
+        _LOW,
+        False,
+        False,
+        "The session was erased: its steps and results are gone for good. Create a new "
+        "session with the steps written again",
+    ),
+    "DATA_KEY_NOT_AVAILABLE": ErrorKind(
+        _S,
+        _CRITICAL,
+        False,
+        False,
+        "Give this process the master key the session's data key is wrapped under: during a "
+        "rotation, run `stepline keys rotate` again once every process has the new key",
+    ),
 }
 
 _UNKNOWN = ErrorKind(_I, _MEDIUM, True, False, "Contact system administrator")
@@ -447,6 +464,10 @@ class InvalidStateTransition(DomainError):
 
 class SessionNotFound(DomainError):
     code = "SESSION_NOT_FOUND"
+
+
+class SessionErased(DomainError):
+    code = "SESSION_ERASED"
 
 
 class BatchNotFound(DomainError):

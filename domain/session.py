@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -25,6 +26,8 @@ MAX_LABELS = 50
 MAX_LABEL_TEXT = 100
 WORKER = "stepline"
 """The actor recorded on events the runtime causes by itself (the task loop, expiry)."""
+ERASED = "[erased]"
+"""What an erased session shows where its texts were."""
 
 
 class SessionStatus(Enum):
@@ -374,6 +377,21 @@ class WorkflowSession(Aggregate):
         error: dict[str, Any]
         actor: str
 
+    class Erased(Event):
+        """The session's data key was destroyed: what was sealed with it is gone. Kept wholly
+        in clear: who erased it, why, the status it ended in and when it ended."""
+
+        reason: str
+        actor: str
+        status: str
+        ended_at: datetime
+
+    class Redacted(Event):
+        """What is left of an erased session's event (of type `event_type`): its clear
+        fields only. Never recorded; read in place of the event once the key is gone."""
+
+        event_type: str
+
     name: str
     steps: list[StepState]
     config: dict[str, Any]
@@ -389,6 +407,8 @@ class WorkflowSession(Aggregate):
     error: dict[str, Any] | None
     replay_of: dict[str, Any] | None
     forked_from: dict[str, Any] | None
+    erased = False
+    """Set by Erased; a class default, so snapshots taken before there was erasure load."""
 
     # ---- creation ----------------------------------------------------------------------
 
@@ -781,6 +801,17 @@ class WorkflowSession(Aggregate):
             raise self._refuse("expire")
         self._expired(outcome=outcome or "session TTL reached", error=error, actor=actor)
 
+    def erase(self, reason: str, actor: str) -> None:
+        """Forget the session's content: only an ended session, and only once (the caller
+        cancels a session still under way first)."""
+        if self.erased:
+            raise self._refuse("erase")
+        if not self.status.is_terminal:
+            raise self._refuse("erase")
+        self._erased(
+            reason=reason, actor=actor, status=self.status.value, ended_at=self.modified_on
+        )
+
     # ---- events: the only place state changes ------------------------------------------
 
     @event(StepsCarriedOver)
@@ -943,6 +974,17 @@ class WorkflowSession(Aggregate):
         self.status = SessionStatus.EXPIRED
         self.outcome = outcome
         self.error = error
+
+    @event(Erased)
+    def _erased(self, *, reason: str, actor: str, status: str, ended_at: datetime) -> None:
+        self.erased = True
+        self.name = ERASED
+        self.steps = []
+        self.config = {}
+        self.labels = {}
+        self.commands = {}
+        self.outcome = None
+        self.error = None
 
 
 _STATUS_AFTER: dict[type[WorkflowSession.Event], SessionStatus] = {

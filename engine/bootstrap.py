@@ -170,10 +170,12 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
         else:
             check_reachable(url)
         store_connections = settings.db_connections // 2
+        master_key = MasterKey.of(settings)
         app = Stepline(
             eventsourcing_env(url, pool_size=store_connections, max_overflow=0),
             snapshot_interval=settings.snapshot_interval,
             cache_size=settings.session_cache_size,
+            master_key=master_key,
         )
         stack.callback(app.close)
         pool = ConnectionPool(
@@ -185,7 +187,6 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             open=True,
         )
         stack.callback(pool.close)
-        master_key = MasterKey.of(settings)
         _prepare_schema(settings, pool, app, master_key)
         projector = Projector(app, pool)
         leases = Leases(pool, lease_s=settings.lease_ms / 1000)
