@@ -978,6 +978,8 @@ class WorkflowSession(Aggregate):
     @event(Erased)
     def _erased(self, *, reason: str, actor: str, status: str, ended_at: datetime) -> None:
         self.erased = True
+        self.status = SessionStatus(status)  # its events before may be unreadable now
+        self.paused_from = None
         self.name = ERASED
         self.steps = []
         self.config = {}

@@ -14,6 +14,7 @@ from psycopg_pool import ConnectionPool
 from engine import schema
 from engine.ai import AiProvider
 from engine.app import Stepline
+from engine.artifacts import artifacts_of
 from engine.chain import HeadLog
 from engine.database import (
     DatabaseUnavailable,
@@ -22,6 +23,7 @@ from engine.database import (
     eventsourcing_env,
 )
 from engine.definitions import builtin
+from engine.erasure import Erasure
 from engine.executor_state import ExecutorStates
 from engine.follower import LogFollower
 from engine.leases import RELEASED_CHANNEL, Leases
@@ -57,6 +59,9 @@ class Runtime:
         channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
         return LogFollower(self.projector.pool, [channel, RELEASED_CHANNEL])
 
+    def erasure(self) -> Erasure:
+        return Erasure(self.app, self.projector.pool, artifacts_of(self.settings.data_dir))
+
     def sweep(self) -> Sweep:
         return Sweep(
             self.app,
@@ -64,6 +69,8 @@ class Runtime:
             self.leases,
             self.executor_states,
             self.settings.session_ttl_ms,
+            self.erasure(),
+            self.settings.retention_days,
         )
 
     def head_log(self) -> HeadLog:

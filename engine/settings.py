@@ -210,6 +210,12 @@ class Settings(BaseSettings):
         description="how long an ended session's executor state (cookies, sealed under the "
         "master key) is kept for its forks; 0: forgotten when it ends",
     )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="sessions that ended more than this many days ago are erased (their data "
+        "keys destroyed, their views reduced to tombstones) by the sweep; unset: kept",
+    )
 
     # Limits and edges of the API (streams, failed keys, the operator's metrics key, hosts).
     key_max_streams: int | None = Field(

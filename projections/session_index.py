@@ -13,7 +13,7 @@ from psycopg import Connection, sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from domain.session import ENDED, RUNNABLE, SessionStatus, status_after, values
+from domain.session import ENDED, ERASED, RUNNABLE, SessionStatus, status_after, values
 from domain.session import WorkflowSession as W
 from projections.view import Recorded, RowTable
 
@@ -38,6 +38,8 @@ class IndexedSession:
     """new, replay or fork"""
     source_id: UUID | None = None
     """The session replayed or forked."""
+    erased_at: datetime | None = None
+    """When the session was erased: the row is its tombstone."""
 
 
 def _origin(event: W.Created) -> dict[str, Any]:
@@ -71,6 +73,10 @@ def fold(rows: dict[UUID, IndexedSession], batch: Sequence[Recorded]) -> set[UUI
             continue
         if row is None or event.originator_version <= row.version:
             continue
+        if isinstance(event, W.Erased):
+            _tombstone(row, recorded, event)
+            changed.add(session_id)
+            continue
         status = status_after(event, SessionStatus(row.status), row.started).value
         row.started = row.started or isinstance(event, W.StepStarted)
         if status != row.status:
@@ -79,9 +85,16 @@ def fold(rows: dict[UUID, IndexedSession], batch: Sequence[Recorded]) -> set[UUI
     return changed
 
 
+def _tombstone(row: IndexedSession, recorded: Recorded, event: W.Erased) -> None:
+    """What an erased session's row keeps: id, tenant, status, times, origin."""
+    row.name, row.labels, row.step_count, row.started = ERASED, {}, 0, False
+    row.status, row.version = event.status, event.originator_version
+    row.updated_at = row.erased_at = recorded.at
+
+
 class SessionIndexView:
     name: ClassVar[str] = "session_index"
-    version: ClassVar[int] = 2  # 2: origin and source (replays, forks)
+    version: ClassVar[int] = 3  # 2: origin and source (replays, forks). 3: erased_at
     tables: ClassVar[tuple[str, ...]] = ("session_index",)
     rows = RowTable("session_index", IndexedSession, key=("session_id",))
 
@@ -100,7 +113,8 @@ class SessionIndexView:
                 version integer NOT NULL,
                 started boolean NOT NULL,
                 origin text NOT NULL,
-                source_id uuid
+                source_id uuid,
+                erased_at timestamptz
             )
             """
         )

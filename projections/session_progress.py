@@ -10,7 +10,7 @@ from uuid import UUID
 
 from psycopg import Connection
 
-from domain.session import SessionStatus, status_after
+from domain.session import ERASED, SessionStatus, status_after
 from domain.session import WorkflowSession as W
 from projections.view import Recorded, RowTable
 
@@ -42,6 +42,8 @@ class Progress:
     error_code: str | None = None
     """Why the session failed or expired; None while it has not."""
     error_message: str | None = None
+    erased_at: datetime | None = None
+    """When the session was erased: the row is its tombstone."""
 
 
 def _created(recorded: Recorded, event: W.Created) -> Progress:
@@ -82,6 +84,24 @@ def _estimate(row: Progress) -> int | None:
         return None
     average = row.finished_step_ms / row.finished_step_count
     return round(average * (row.total_steps - row.completed_steps))
+
+
+def tombstone(row: Progress, recorded: Recorded, event: W.Erased) -> Progress:
+    """What an erased session's row keeps: id, tenant, status and times."""
+    return Progress(
+        session_id=row.session_id,
+        tenant=row.tenant,
+        name=ERASED,
+        status=event.status,
+        version=event.originator_version,
+        total_steps=0,
+        created_at=row.created_at,
+        updated_at=recorded.at,
+        step_texts=[],
+        current_step_index=None,
+        finished_at=event.ended_at,
+        erased_at=recorded.at,
+    )
 
 
 def evolve(row: Progress, recorded: Recorded) -> None:
@@ -131,14 +151,17 @@ def fold(rows: dict[UUID, Progress], batch: Sequence[Recorded]) -> set[UUID]:
                 rows[recorded.session_id] = _created(recorded, event)
                 changed.add(recorded.session_id)
         elif row is not None and event.originator_version > row.version:
-            evolve(row, recorded)
+            if isinstance(event, W.Erased):
+                rows[recorded.session_id] = tombstone(row, recorded, event)
+            else:
+                evolve(row, recorded)
             changed.add(recorded.session_id)
     return changed
 
 
 class SessionProgressView:
     name: ClassVar[str] = "session_progress"
-    version: ClassVar[int] = 3  # 2: tokens used; a fork's carried-over steps. 3: why it failed
+    version: ClassVar[int] = 4  # 2: tokens used; forks' steps. 3: why it failed. 4: erased_at
     tables: ClassVar[tuple[str, ...]] = ("session_progress",)
     rows = RowTable("session_progress", Progress, key=("session_id",))
 
@@ -169,7 +192,8 @@ class SessionProgressView:
                 failed_step_indexes integer[] NOT NULL,
                 tokens_used bigint NOT NULL,
                 error_code text,
-                error_message text
+                error_message text,
+                erased_at timestamptz
             )
             """
         )
