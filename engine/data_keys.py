@@ -51,6 +51,16 @@ class Erased:
     session_id: UUID
 
 
+@dataclass(frozen=True)
+class InClear:
+    """A session made without a data key (no master key then, or before sealing)."""
+
+    session_id: UUID
+
+
+DataKey = AESGCM | Erased | InClear
+
+
 def fingerprint(master: bytes) -> str:
     """A name for a master key that does not reveal it (16 hex digits)."""
     return hashlib.sha256(b"stepline.kek.v1" + master).hexdigest()[:16]
@@ -75,7 +85,7 @@ class DataKeys:
     def __init__(self, connections: Connections, master: MasterKey) -> None:
         self.connections = connections
         self.master = master
-        self._cache: OrderedDict[UUID, AESGCM | Erased] = OrderedDict()
+        self._cache: OrderedDict[UUID, DataKey] = OrderedDict()
         self._lock = Lock()
 
     def enabled(self) -> bool:
@@ -105,9 +115,9 @@ class DataKeys:
         self._remember(session_id, cipher)
         return cipher
 
-    def of(self, session_id: UUID) -> AESGCM | Erased:
-        """The session's data key, or Erased; KeyNotAvailable if it is wrapped only under a
-        master key this process does not hold (or has none)."""
+    def of(self, session_id: UUID) -> DataKey:
+        """The session's data key, Erased, or InClear; KeyNotAvailable if it is wrapped only
+        under a master key this process does not hold (or has none)."""
         with self._lock:
             known = self._cache.get(session_id)
         if known is not None:
@@ -121,7 +131,7 @@ class DataKeys:
         with self._lock:
             self._cache[session_id] = Erased(session_id)
 
-    def _load(self, session_id: UUID) -> AESGCM | Erased:
+    def _load(self, session_id: UUID) -> DataKey:
         master = self._master(create=False)
         kek = fingerprint(master) if master is not None else ""
         with self.connections.transaction() as cursor:
@@ -131,9 +141,11 @@ class DataKeys:
                 "WHERE k.session_id = %s",
                 (kek, session_id),
             ).fetchone()
-        if row is not None and row["erased_at"] is not None:
+        if row is None:
+            return InClear(session_id)
+        if row["erased_at"] is not None:
             return Erased(session_id)
-        if row is None or row["wrapped"] is None or master is None:
+        if row["wrapped"] is None or master is None:
             raise KeyNotAvailable(
                 f"the data key of session {session_id} is not wrapped under this process's "
                 "master key",
@@ -149,7 +161,7 @@ class DataKeys:
             )
         return AESGCM(key)
 
-    def _remember(self, session_id: UUID, key: AESGCM | Erased) -> None:
+    def _remember(self, session_id: UUID, key: DataKey) -> None:
         with self._lock:
             self._cache[session_id] = key
             self._cache.move_to_end(session_id)

@@ -26,12 +26,13 @@ import struct
 from typing import Any, cast
 from uuid import UUID
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
 
 from domain.session import ERASED, WorkflowSession
-from engine.data_keys import DataKeys, Erased
+from engine.data_keys import DataKeys, Erased, InClear
 
 MARK = b"\x01"
 """JSON starts with `{`: a state starting with this byte is sealed."""
@@ -108,10 +109,12 @@ class SealingMapper(Mapper[UUID]):
             state["class_version"] = class_version
         clear = {name: value for name, value in state.items() if name in CLEAR_FIELDS}
         secret = {name: value for name, value in state.items() if name not in CLEAR_FIELDS}
-        if topic in CLEAR_EVENTS or not secret:
+        key = None
+        if topic not in CLEAR_EVENTS and secret:
+            key = self._key_to_seal(topic, session_id, state)
+        if key is None:
             stored = self.transcoder.encode(state)
         else:
-            key = self._key_to_seal(topic, session_id, state)
             clear_bytes = self.transcoder.encode(clear)
             nonce = os.urandom(NONCE_BYTES)
             sealed = key.encrypt(
@@ -133,14 +136,18 @@ class SealingMapper(Mapper[UUID]):
         topic, state = self._opened(stored_event)
         return _event(topic, stored_event, state)
 
-    def _key_to_seal(self, topic: str, session_id: UUID, state: dict[str, Any]) -> Any:
+    def _key_to_seal(self, topic: str, session_id: UUID, state: dict[str, Any]) -> AESGCM | None:
+        """The key to seal with; None: the session is stored in clear (it was made without a
+        master key, or this is its creation and there is none)."""
         assert self.keys is not None
         if topic == _CREATED_TOPIC:
+            if not self.keys.enabled():
+                return None
             return self.keys.create(session_id, state["tenant"])
         key = self.keys.of(session_id)
         if isinstance(key, Erased):
             raise ValueError(f"session {session_id} is erased: nothing more is written to it")
-        return key
+        return None if isinstance(key, InClear) else key
 
     def _opened(self, stored: StoredEvent) -> tuple[str, dict[str, Any]]:
         """The event's topic and state: opened with the session's key, or what is left of
@@ -156,6 +163,8 @@ class SealingMapper(Mapper[UUID]):
         key = self.keys.of(session_id)
         if isinstance(key, Erased):
             return _redacted(stored, clear)
+        if isinstance(key, InClear):
+            raise ValueError(f"a sealed event of session {session_id}, which has no data key")
         nonce = state[clear_end : clear_end + NONCE_BYTES]
         bound = _bound_to(session_id, stored.originator_version, stored.topic, clear_bytes)
         secret = self.transcoder.decode(key.decrypt(nonce, state[clear_end + NONCE_BYTES :], bound))

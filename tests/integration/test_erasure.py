@@ -24,11 +24,12 @@ from engine.projector import Projector
 from engine.replay import fork_request, replay_request
 from engine.secret_store import MasterKey
 from tests.integration.test_projections import dump
+from tests.integration.test_sealing import found
 
 STEP_TEXT = "Renew the membership of Ottoline Brackenbury-Quince"
 REQUEST_BODY = '{"member": "ottoline.bq@example.org", "plan": "heliotrope-gold"}'
 REASONING = "The form asks for the heliotrope-gold plan of Ms Brackenbury-Quince"
-SECRETS = [b"Brackenbury-Quince", b"ottoline.bq@example.org", b"heliotrope-gold"]
+SECRETS = ["Brackenbury-Quince", "ottoline.bq@example.org", "heliotrope-gold"]
 
 
 def pg_dump(url: str) -> bytes:
@@ -106,8 +107,8 @@ def test_after_erasure_the_database_holds_none_of_what_the_session_said(
     projector.catch_up()
     after = pg_dump(fresh_database_url)
 
-    assert all(secret in before for secret in SECRETS)  # the views held them in clear
-    assert [secret for secret in SECRETS if secret in after] == []
+    assert all(found(secret, before) for secret in SECRETS)
+    assert [secret for secret in SECRETS if found(secret, after)] == []
 
 
 def test_the_views_keep_a_tombstone_and_the_audit_says_who_erased_it_and_why(
