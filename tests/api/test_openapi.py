@@ -89,6 +89,7 @@ def test_operation_ids_are_short_camel_case_and_unique(document: dict[str, Any])
         "pauseSession",
         "resumeSession",
         "cancelSession",
+        "eraseSession",
         "replaySession",
         "forkSession",
         "getSessionLineage",
