@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
+from api.event_views import event_view
 from domain.errors import SessionErased
 from domain.session import ERASED, SessionStatus, StepSpec
 from engine.app import Stepline
@@ -219,3 +220,16 @@ def test_erasing_a_tenant_erases_each_of_its_sessions_and_its_secrets(
     assert all(sealed.get_session(s).erased for s in leaving)
     assert not sealed.get_session(staying).erased
     assert secrets == (0,)
+
+
+def test_the_events_of_an_erased_session_are_shown_as_what_is_left_of_them(
+    sealed: Stepline, erasure: Erasure
+) -> None:
+    session_id = a_session_that_said_things(sealed)
+    erasure.erase(session_id, "GDPR request 17", "dpo@acme")
+
+    shown = [event_view(event) for event in sealed.history(session_id)]
+
+    redacted = [e.model_dump(mode="json") for e in shown if e.type == "Redacted"]
+    assert redacted[0]["data"] == {"event_type": "TurnRecorded"}
+    assert shown[-1].model_dump(mode="json")["data"]["reason"] == "GDPR request 17"
