@@ -38,7 +38,7 @@ def artifact_file(
 ) -> tuple[FilePath, str]:
     owned_session(services, session_id, tenant)
     artifact = recorded_artifact(services, session_id, digest)
-    path = artifacts_of(FilePath(services.runtime.settings.data_dir)).path(digest)
+    path = artifacts_of(FilePath(services.runtime.settings.data_dir), session_id).path(digest)
     if path is None:  # recorded, but its file is not (or no longer) on this server
         raise ArtifactNotFound(f"the file of artifact {digest} is not on this server", hash=digest)
     return path, str(artifact.get("media_type", "application/octet-stream"))

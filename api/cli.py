@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from uuid import UUID
 
 import typer
 
@@ -283,6 +284,18 @@ def tenants_set(
     cli_tenants.set_policy(tenant, changes, as_json)
 
 
+@tenants_cli.command("erase")
+def tenants_erase(
+    tenant: Annotated[str, typer.Argument(help="the tenant")],
+    reason: Annotated[str, typer.Option(help="why, for the audit")],
+) -> None:
+    """Erase every session of the tenant and its stored secrets; tombstones and the audit of
+    the erasure remain."""
+    from api import cli_erase  # noqa: PLC0415
+
+    cli_erase.erase_tenant(tenant, reason)
+
+
 @tenants_cli.command("show")
 def tenants_show(
     tenant: Annotated[str, typer.Argument(help="the tenant")], as_json: AsJson = False
@@ -479,6 +492,18 @@ def sessions_signal(
     body = cli_sessions.json_option("--data", data)
     with cli_sessions.opened(api, key, tenant) as source:
         cli_sessions.signal(source, session_id, name, body, as_json)
+
+
+@sessions_cli.command("erase")
+def sessions_erase(
+    session_id: Annotated[UUID, typer.Argument(help="the session's full id")],
+    reason: Annotated[str, typer.Option(help="why, for the audit")],
+) -> None:
+    """Erase a session (cancelled first if under way): its data key is destroyed, its views
+    keep a tombstone, the erasure is audited. Against the database."""
+    from api import cli_erase  # noqa: PLC0415
+
+    cli_erase.erase_session(session_id, reason)
 
 
 @sessions_cli.command("watch")

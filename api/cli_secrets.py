@@ -5,6 +5,7 @@ which prints a new master key for STEPLINE_MASTER_KEY."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -81,3 +82,23 @@ def secrets_key() -> None:
     from engine.secret_store import new_master_key  # noqa: PLC0415
 
     print(new_master_key())  # the output is the key alone, for a shell to capture
+
+
+@secrets_cli.command("rotate-master")
+def secrets_rotate_master(
+    new_key_file: Annotated[Path, typer.Argument(help="a file holding the new master key")],
+) -> None:
+    """Wrap every session's data key under a new master key too (STEPLINE_MASTER_KEY is the
+    current one); events are not touched. Safe with sessions running, and to run again."""
+    from api import cli_erase  # noqa: PLC0415
+
+    cli_erase.rotate_master(new_key_file)
+
+
+@secrets_cli.command("retire-master")
+def secrets_retire_master() -> None:
+    """Once every process runs with the new STEPLINE_MASTER_KEY: delete the data keys' wraps
+    under older master keys (refused while a data key is not wrapped under the new one)."""
+    from api import cli_erase  # noqa: PLC0415
+
+    cli_erase.retire_master()

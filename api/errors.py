@@ -42,6 +42,8 @@ STATUS_OF_CODE = {
     # Completion webhooks
     "WEBHOOK_SECRET_MISSING": 422,
     "EGRESS_REFUSED": 422,
+    "SESSION_ERASED": 410,
+    "DATA_KEY_NOT_AVAILABLE": 503,
     # Limits and edges of the API.
     "KEY_RATE_LIMITED": 429,
     "STREAM_LIMIT_EXCEEDED": 429,

@@ -98,6 +98,12 @@ else:
     ]
 
 
+def _data(event: WorkflowSession.Event, fields: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(event, WorkflowSession.Redacted):  # what is left of an erased session's event
+        return {"event_type": event.event_type}
+    return {k: v for k, v in fields.items() if k not in ENVELOPE_FIELDS}
+
+
 def event_view(event: WorkflowSession.Event) -> EventView:
     """The event as the API shows it: its actor apart, its own fields as `data`."""
     fields = vars(event)
@@ -108,6 +114,6 @@ def event_view(event: WorkflowSession.Event) -> EventView:
             "timestamp": event.timestamp,
             "actor": fields.get("actor"),
             "description": describe(event),
-            "data": {k: v for k, v in fields.items() if k not in ENVELOPE_FIELDS},
+            "data": _data(event, fields),
         }
     )

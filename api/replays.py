@@ -44,7 +44,7 @@ def _start(
     operation_id="replaySession",
     status_code=201,
     response_model=SessionCreated,
-    responses=problem_responses(400, 401, 404, 413, 422, 429),
+    responses=problem_responses(400, 401, 404, 410, 413, 422, 429),
 )
 def replay(
     session_id: UUID,
@@ -68,7 +68,7 @@ def replay(
     operation_id="forkSession",
     status_code=201,
     response_model=ForkCreated,
-    responses=problem_responses(400, 401, 404, 413, 422, 429),
+    responses=problem_responses(400, 401, 404, 410, 413, 422, 429),
 )
 def fork(
     session_id: UUID,

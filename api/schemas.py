@@ -326,6 +326,19 @@ class ArtifactAnnouncement(BaseModel):
     version: int = Field(description="the version of the event that records it")
 
 
+class EraseSession(Strict):
+    reason: str = Field(min_length=1, max_length=1_000, description="why, for the audit")
+
+
+class SessionErasedView(BaseModel):
+    session_id: UUID
+    cancelled: bool = Field(description="it was still under way, and was cancelled first")
+    shredded: bool = Field(
+        description="its data key was destroyed; false for a session stored in clear (made "
+        "without a master key), whose log still reads"
+    )
+
+
 class CommandAccepted(BaseModel):
     session_id: UUID
     status: SessionStatusName

@@ -18,12 +18,14 @@ from api.schemas import (
     CommandAccepted,
     CreateSession,
     Decision,
+    EraseSession,
     EventPage,
     IsoDatetime,
     Origin,
     ProgressView,
     Reason,
     SessionCreated,
+    SessionErasedView,
     SessionPage,
     SessionStatusName,
     SessionView,
@@ -432,4 +434,22 @@ def signal(
         status=session.status.value,
         version=session.version,
         taken=name not in session.mailbox,
+    )
+
+
+@router.delete(
+    "/{session_id}/data",
+    operation_id="eraseSession",
+    response_model=SessionErasedView,
+    responses=COMMAND_ERRORS,
+)
+def erase(
+    session_id: UUID, body: EraseSession, services: ServicesDep, caller: CallerDep
+) -> SessionErasedView:
+    """Erase the session (cancelled first if under way): its data key is destroyed, its views
+    keep a tombstone, its artifacts and executor state are deleted; the erasure is audited."""
+    owned_session(services, session_id, caller.tenant)
+    erased = services.runtime.erasure().erase(session_id, body.reason, caller.name)
+    return SessionErasedView(
+        session_id=session_id, cancelled=erased.cancelled, shredded=erased.shredded
     )

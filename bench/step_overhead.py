@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -36,6 +37,7 @@ from engine.definitions import builtin
 from engine.executors import Command, Executor, Outcome
 from engine.executors.kinds import ExecutorSetup
 from engine.limits import session_config
+from engine.secret_store import MasterKey
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.task_loop import TaskLoop
@@ -182,12 +184,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1_000)
     parser.add_argument("--concurrent", default="10,50", help="comma-separated session counts")
+    parser.add_argument(
+        "--clear",
+        action="store_true",
+        help="store events in clear (no master key, no data keys): the cost of sealing is the "
+        "difference from a run without it",
+    )
     args = parser.parse_args()
     steps = args.steps // STEPS_PER_SESSION * STEPS_PER_SESSION
     counts = [int(n) for n in args.concurrent.split(",") if n]
 
     with bench_database() as url:
-        app = Stepline(eventsourcing_env(url, pool_size=max(counts, default=1) + 2))
+        master_key = None if args.clear else MasterKey(os.urandom(32))
+        app = Stepline(
+            eventsourcing_env(url, pool_size=max(counts, default=1) + 2), master_key=master_key
+        )
         try:
             run_steps(app, STEPS_PER_SESSION * 5)  # warm up: connections, prepared statements
             ours = [run_steps(app, steps, 1, "stepline, sequential")]
@@ -203,7 +214,11 @@ def main() -> None:
         raw_per_s = raw_inserts(url, steps)
         peers = dbos_runs(url, steps, counts[0] if counts else 10)
 
-    print(f"{steps} no-op steps in sessions of {STEPS_PER_SESSION}, same PostgreSQL, one run")
+    sealing = "in clear" if args.clear else "sealed with data keys"
+    print(
+        f"{steps} no-op steps in sessions of {STEPS_PER_SESSION}, same PostgreSQL, one run, "
+        f"events {sealing}"
+    )
     for run in [*ours, *peers]:
         print(run.line())
     print(

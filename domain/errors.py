@@ -387,6 +387,23 @@ CATALOGUE: dict[str, ErrorKind] = {
         "/v1/sessions/{id}/signals/{name} with the name the step waits for, or give the step "
         "a longer `within`",
     ),
+    # Erasure (crypto-shredding)
+    "SESSION_ERASED": ErrorKind(
+        _V,
+        _LOW,
+        False,
+        False,
+        "The session was erased: its steps and results are gone for good. Create a new "
+        "session with the steps written again",
+    ),
+    "DATA_KEY_NOT_AVAILABLE": ErrorKind(
+        _S,
+        _CRITICAL,
+        False,
+        False,
+        "Give this process the master key the session's data key is wrapped under: during a "
+        "rotation, run `stepline secrets rotate-master` again once every process has the new key",
+    ),
 }
 
 _UNKNOWN = ErrorKind(_I, _MEDIUM, True, False, "Contact system administrator")
@@ -493,6 +510,10 @@ class InvalidStateTransition(DomainError):
 
 class SessionNotFound(DomainError):
     code = "SESSION_NOT_FOUND"
+
+
+class SessionErased(DomainError):
+    code = "SESSION_ERASED"
 
 
 class BatchNotFound(DomainError):

@@ -29,6 +29,8 @@ MAX_LABELS = 50
 MAX_LABEL_TEXT = 100
 WORKER = "stepline"
 """The actor recorded on events the runtime causes by itself (the task loop, expiry)."""
+ERASED = "[erased]"
+"""What an erased session shows where its texts were."""
 
 
 class SessionStatus(Enum):
@@ -434,6 +436,21 @@ class WorkflowSession(Aggregate):
         error: dict[str, Any]
         actor: str
 
+    class Erased(Event):
+        """The session's data key was destroyed: what was sealed with it is gone. Kept wholly
+        in clear: who erased it, why, the status it ended in and when it ended."""
+
+        reason: str
+        actor: str
+        status: str
+        ended_at: datetime
+
+    class Redacted(Event):
+        """What is left of an erased session's event (of type `event_type`): its clear
+        fields only. Never recorded; read in place of the event once the key is gone."""
+
+        event_type: str
+
     name: str
     steps: list[StepState]
     config: dict[str, Any]
@@ -454,6 +471,9 @@ class WorkflowSession(Aggregate):
     """Signals received and not yet taken by a wait, by name, oldest first."""
     waited_ms: int
     """Time spent waiting, all waits together: it counts towards no timeout."""
+
+    erased = False
+    """Set by Erased; a class default, so snapshots taken before there was erasure load."""
 
     # ---- creation ----------------------------------------------------------------------
 
@@ -971,6 +991,17 @@ class WorkflowSession(Aggregate):
             actor=actor,
         )
 
+    def erase(self, reason: str, actor: str) -> None:
+        """Forget the session's content: only an ended session, and only once (the caller
+        cancels a session still under way first)."""
+        if self.erased:
+            raise self._refuse("erase")
+        if not self.status.is_terminal:
+            raise self._refuse("erase")
+        self._erased(
+            reason=reason, actor=actor, status=self.status.value, ended_at=self.modified_on
+        )
+
     # ---- events: the only place state changes ------------------------------------------
 
     @event(StepsCarriedOver)
@@ -1188,6 +1219,19 @@ class WorkflowSession(Aggregate):
         actor: str,
     ) -> None:
         """Nothing of the session changes: the event is the record that it was not told."""
+
+    @event(Erased)
+    def _erased(self, *, reason: str, actor: str, status: str, ended_at: datetime) -> None:
+        self.erased = True
+        self.status = SessionStatus(status)  # its events before may be unreadable now
+        self.paused_from = None
+        self.name = ERASED
+        self.steps = []
+        self.config = {}
+        self.labels = {}
+        self.commands = {}
+        self.outcome = None
+        self.error = None
 
 
 _STATUS_AFTER: dict[type[WorkflowSession.Event], SessionStatus] = {

@@ -14,7 +14,12 @@ from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoding
+from eventsourcing.persistence import (
+    JSONTranscoder,
+    Mapper,
+    RecordConflictError,
+    Transcoding,
+)
 
 from domain.batch import Batch
 from domain.errors import (
@@ -28,8 +33,11 @@ from domain.errors import (
 from domain.schedule import Schedule, Timing
 from domain.session import WORKER, SessionStatus, StepSpec, StepState, StepStatus, WorkflowSession
 from domain.waits import Wait
+from engine.data_keys import DataKeys
 from engine.event_store import RECORDER_TOPIC, FencedRecorder
 from engine.logs import LOGGER_NAME, on_session, on_step
+from engine.sealing import SealingMapper
+from engine.secret_store import MasterKey
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -140,10 +148,16 @@ class Stepline(Application[UUID]):
     name = "Stepline"
 
     def __init__(
-        self, env: dict[str, str], snapshot_interval: int = 100, cache_size: int = 1_000
+        self,
+        env: dict[str, str],
+        snapshot_interval: int = 100,
+        cache_size: int = 1_000,
+        master_key: MasterKey | None = None,
     ) -> None:
         """`cache_size` sessions stay in memory between commands; each load still reads the
-        events appended since (by any process), so the cache is never stale, only faster."""
+        events appended since (by any process), so the cache is never stale, only faster.
+        With a `master_key`, each new session gets a data key and its events are sealed
+        (engine.sealing); without one they are stored in clear and cannot be shredded."""
         # Per instance, so the setting applies; the library reads this mapping from `self`.
         self.snapshotting_intervals = {  # type: ignore[misc]
             WorkflowSession: snapshot_interval,
@@ -157,6 +171,17 @@ class Stepline(Application[UUID]):
         super().__init__(
             env={**env, **caching, **recorder, "IS_SNAPSHOTTING_ENABLED": "y", "CREATE_TABLE": "n"}
         )
+        if master_key is not None:
+            datastore = cast(FencedRecorder, self.recorder).datastore
+            cast(SealingMapper, self.mapper).keys = DataKeys(datastore, master_key)
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return SealingMapper(self.construct_transcoder())
+
+    @property
+    def data_keys(self) -> DataKeys | None:
+        """The sessions' data keys, when the application was given a master key."""
+        return cast(SealingMapper, self.mapper).keys
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

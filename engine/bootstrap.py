@@ -24,6 +24,7 @@ from engine.database import (
     eventsourcing_env,
 )
 from engine.definitions import builtin
+from engine.erasure import Erasure
 from engine.executor_state import ExecutorStates
 from engine.follower import LogFollower
 from engine.leases import RELEASED_CHANNEL, Leases
@@ -61,6 +62,9 @@ class Runtime:
         channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
         return LogFollower(self.projector.pool, [channel, RELEASED_CHANNEL])
 
+    def erasure(self) -> Erasure:
+        return Erasure(self.app, self.projector.pool, self.settings.data_dir)
+
     def sweep(self) -> Sweep:
         return Sweep(
             self.app,
@@ -68,6 +72,8 @@ class Runtime:
             self.leases,
             self.executor_states,
             self.settings.session_ttl_ms,
+            self.erasure(),
+            self.settings.retention_days,
         )
 
     def head_log(self) -> HeadLog:
@@ -195,10 +201,12 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
         else:
             check_reachable(url)
         store_connections = settings.db_connections // 2
+        master_key = MasterKey.of(settings)
         app = Stepline(
             eventsourcing_env(url, pool_size=store_connections, max_overflow=0),
             snapshot_interval=settings.snapshot_interval,
             cache_size=settings.session_cache_size,
+            master_key=master_key,
         )
         stack.callback(app.close)
         pool = ConnectionPool(
@@ -210,7 +218,6 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             open=True,
         )
         stack.callback(pool.close)
-        master_key = MasterKey.of(settings)
         _prepare_schema(settings, pool, app, master_key)
         projector = Projector(app, pool)
         leases = Leases(pool, lease_s=settings.lease_ms / 1000)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 from uuid import UUID
 
-from domain.errors import InvalidWorkflow
+from domain.errors import InvalidWorkflow, SessionErased
 from domain.session import StepSpec, StepState, StepStatus, WorkflowSession
 from domain.session import WorkflowSession as W
 from engine.app import SessionRequest, Stepline
@@ -161,6 +161,7 @@ def replay_request(
 ) -> SessionRequest:
     """A new session with the source's steps and config (against `base_url` if given), which
     does again what the source did."""
+    refuse_erased(source)
     config = dict(source.config)
     if base_url:
         config["base_url"] = base_url
@@ -182,6 +183,7 @@ def fork_request(
 ) -> SessionRequest:
     """A new session whose steps before `from_step` are the source's, completed as the source
     completed them, and which runs from `from_step` on: the source's steps, or `steps`."""
+    refuse_erased(source)
     if not 0 <= from_step < len(source.steps):
         raise InvalidWorkflow(
             f"from_step must be a step of the source, 0 to {len(source.steps) - 1}",
@@ -212,6 +214,14 @@ def fork_request(
         },
         carried_over=carried,
     )
+
+
+def refuse_erased(source: WorkflowSession) -> None:
+    if source.erased:
+        raise SessionErased(
+            f"session {source.id} was erased: it cannot be replayed or forked",
+            session_id=str(source.id),
+        )
 
 
 def _fork_version(history: Sequence[W.Event], from_step: int) -> int:

@@ -213,6 +213,30 @@ _WEBHOOKS = (
     """,
 )
 
+_KEYS = (
+    # A row per session with a data key; erased_at set when the key was destroyed.
+    """
+    CREATE TABLE session_keys (
+        session_id uuid PRIMARY KEY,
+        tenant text NOT NULL,
+        created_at timestamptz NOT NULL,
+        erased_at timestamptz
+    )
+    """,
+    "CREATE INDEX session_keys_by_tenant ON session_keys (tenant)",
+    # The key itself, sealed under a master key (named by its fingerprint): one row per master
+    # key during a rotation, none once erased.
+    """
+    CREATE TABLE session_key_wraps (
+        session_id uuid NOT NULL REFERENCES session_keys (session_id),
+        kek text NOT NULL,
+        nonce bytea NOT NULL,
+        wrapped bytea NOT NULL,
+        PRIMARY KEY (session_id, kek)
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     # Every statement is IF NOT EXISTS: a database prepared before there was a schema version
     # (each module then ran its own DDL) already has these tables, and takes version 1 as is.
@@ -236,6 +260,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         4, "completion webhooks: the delivery queue, its attempts, signing secrets", _WEBHOOKS
     ),
+    Migration(5, "each session's data key, wrapped under master keys (crypto-shredding)", _KEYS),
 )
 """In order, never edited once released: a change to the schema is a new migration."""
 

@@ -84,9 +84,14 @@ class MasterKey:
 
     def cipher(self, *, create: bool) -> AESGCM | None:
         """The cipher, or None when there is no key (and `create` may not or cannot make one)."""
+        key = self.key_bytes(create=create)
+        return None if key is None else AESGCM(key)
+
+    def key_bytes(self, *, create: bool) -> bytes | None:
+        """The key itself, or None as for `cipher`."""
         if self._key is None and self._key_file is not None:
             self._key = self._read_key_file() or (self._write_key_file() if create else None)
-        return None if self._key is None else AESGCM(self._key)
+        return self._key
 
     def _read_key_file(self) -> bytes | None:
         assert self._key_file is not None

@@ -213,6 +213,12 @@ class Settings(BaseSettings):
         description="how long an ended session's executor state (cookies, sealed under the "
         "master key) is kept for its forks; 0: forgotten when it ends",
     )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="sessions that ended more than this many days ago are erased (their data "
+        "keys destroyed, their views reduced to tombstones) by the sweep; unset: kept",
+    )
 
     # Schedules and completion webhooks.
     schedule_grace_s: float = Field(

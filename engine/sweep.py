@@ -16,8 +16,10 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from domain.errors import InvalidStateTransition
+from domain.session import WORKER
 from engine import locks
 from engine.app import Stepline
+from engine.erasure import Erasure
 from engine.executor_state import ExecutorStates
 from engine.follower import run_when_woken
 from engine.leases import Leases
@@ -35,6 +37,9 @@ class Sweep:
     leases: Leases
     executor_states: ExecutorStates
     ttl_ms: int
+    erasure: Erasure | None = None
+    retention_days: int | None = None
+    """Erase the sessions that ended more than this many days ago (STEPLINE_RETENTION_DAYS)."""
 
     def once(self) -> list[UUID] | None:
         """The sessions expired, or None if another process is sweeping right now."""
@@ -53,6 +58,8 @@ class Sweep:
                 expired.append(session_id)
             self.leases.tidy()
             self.executor_states.forget_ended()
+            if self.erasure is not None and self.retention_days is not None:
+                self.erasure.erase_ended_before(conn, self.retention_days, WORKER)
         return expired
 
     def start(self, every_s: float = 30.0) -> Callable[[], None]:

@@ -61,14 +61,22 @@ def fold(
             continue
         seen.version = event.originator_version
         seen_changed.add(session_id)
-        if isinstance(event, W.TurnRecorded):
-            key = (session_id, event.step_index, recorded.at.date(), event.model)
+        if _a_turn(event):
+            # An erased session's turns are Redacted: their counts and model stay in clear.
+            turn: Any = event
+            key = (session_id, turn.step_index, recorded.at.date(), turn.model)
             row = usage.setdefault(key, Usage(*key, tenant=seen.tenant))
             row.turns += 1
-            row.prompt_tokens += event.prompt_tokens
-            row.completion_tokens += event.completion_tokens
+            row.prompt_tokens += turn.prompt_tokens
+            row.completion_tokens += turn.completion_tokens
             usage_changed.add(key)
     return seen_changed, usage_changed
+
+
+def _a_turn(event: W.Event) -> bool:
+    if isinstance(event, W.Redacted):
+        return event.event_type == W.TurnRecorded.__name__
+    return isinstance(event, W.TurnRecorded)
 
 
 class AiUsageView:

@@ -13,10 +13,11 @@ from psycopg.rows import class_row, tuple_row
 
 from domain.batch import Batch
 from domain.schedule import Schedule
+from domain.session import ERASED
 from domain.session import WorkflowSession as W
 from domain.tenant import TenantPolicy
 from domain.waits import described
-from projections.view import Recorded, RowTable
+from projections.view import Recorded, RowTable, erasures
 
 
 @dataclass
@@ -34,6 +35,8 @@ def event_type(event: object) -> str:
     """The event's name; a batch's, a schedule's and a tenant policy's are prefixed, so
     `Created` stays a session's."""
     name = type(event).__name__
+    if isinstance(event, W.Redacted):
+        return event.event_type
     if isinstance(event, Batch.Event):
         return f"Batch.{name}"
     if isinstance(event, Schedule.Event):
@@ -114,6 +117,10 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per eve
             return f"gave up on the {kind} webhook to {url} after {attempts} attempts"
         case W.Failed(error=error) | W.Expired(error=error):
             return f"{type(event).__name__.lower()}: {error.get('code')}"
+        case W.Erased(reason=reason):
+            return f"erased: {reason}" if reason else "erased"
+        case W.Redacted():
+            return ERASED
     return event_type(event)
 
 
@@ -177,6 +184,16 @@ class AuditLogView:
                 for r in batch
             ),
         )
+        for erased in erasures(batch):
+            _redact(conn, erased)
+
+
+def _redact(conn: Connection[Any], erased: Recorded) -> None:
+    """An erased session's entries keep who did what and when; what was said goes."""
+    conn.execute(
+        "UPDATE audit_log SET description = %s WHERE session_id = %s AND position < %s",
+        (ERASED, erased.session_id, erased.position),
+    )
 
 
 def _of_a_step(cls: object) -> bool:

@@ -13,7 +13,7 @@ from psycopg import Connection, sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from domain.session import ENDED, RUNNABLE, SessionStatus, status_after, values
+from domain.session import ENDED, ERASED, RUNNABLE, SessionStatus, status_after, values
 from domain.session import WorkflowSession as W
 from domain.waits import described
 from projections.view import Recorded, RowTable
@@ -46,6 +46,8 @@ class IndexedSession:
     timeout. Workers claim waiting sessions by it."""
     waited_ms: int = 0
     """Time spent waiting, which counts towards no timeout and not towards the TTL."""
+    erased_at: datetime | None = None
+    """When the session was erased: the row is its tombstone."""
 
 
 def _origin(event: W.Created) -> dict[str, Any]:
@@ -79,6 +81,10 @@ def fold(rows: dict[UUID, IndexedSession], batch: Sequence[Recorded]) -> set[UUI
             continue
         if row is None or event.originator_version <= row.version:
             continue
+        if isinstance(event, W.Erased):
+            _tombstone(row, recorded, event)
+            changed.add(session_id)
+            continue
         status = status_after(event, SessionStatus(row.status), row.started).value
         row.started = row.started or isinstance(event, W.StepStarted)
         if status != row.status:
@@ -100,9 +106,16 @@ def _follow_wait(row: IndexedSession, event: W.Event) -> None:
             row.waiting_for, row.due_at = None, None
 
 
+def _tombstone(row: IndexedSession, recorded: Recorded, event: W.Erased) -> None:
+    """What an erased session's row keeps: id, tenant, status, times, origin."""
+    row.name, row.labels, row.step_count, row.started = ERASED, {}, 0, False
+    row.status, row.version = event.status, event.originator_version
+    row.updated_at = row.erased_at = recorded.at
+
+
 class SessionIndexView:
     name: ClassVar[str] = "session_index"
-    version: ClassVar[int] = 3  # 2: origin and source (replays, forks). 3: waits
+    version: ClassVar[int] = 4  # 2: origin and source (replays, forks). 3: waits. 4: erased_at
     tables: ClassVar[tuple[str, ...]] = ("session_index",)
     rows = RowTable("session_index", IndexedSession, key=("session_id",))
 
@@ -124,7 +137,8 @@ class SessionIndexView:
                 source_id uuid,
                 waiting_for text,
                 due_at timestamptz,
-                waited_ms bigint NOT NULL
+                waited_ms bigint NOT NULL,
+                erased_at timestamptz
             )
             """
         )

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from psycopg import Connection
 
-from domain.session import SessionStatus, status_after
+from domain.session import ERASED, SessionStatus, status_after
 from domain.session import WorkflowSession as W
 from domain.waits import described
 from projections.view import Recorded, RowTable
@@ -47,6 +47,8 @@ class Progress:
     """What a waiting session waits for: `approval: <question>`, `signal <name>`, `timer`."""
     due_at: datetime | None = None
     """When its wait is due: a timer's time, an approval's or a signal's timeout."""
+    erased_at: datetime | None = None
+    """When the session was erased: the row is its tombstone."""
 
 
 def _created(recorded: Recorded, event: W.Created) -> Progress:
@@ -87,6 +89,24 @@ def _estimate(row: Progress) -> int | None:
         return None
     average = row.finished_step_ms / row.finished_step_count
     return round(average * (row.total_steps - row.completed_steps))
+
+
+def tombstone(row: Progress, recorded: Recorded, event: W.Erased) -> Progress:
+    """What an erased session's row keeps: id, tenant, status and times."""
+    return Progress(
+        session_id=row.session_id,
+        tenant=row.tenant,
+        name=ERASED,
+        status=event.status,
+        version=event.originator_version,
+        total_steps=0,
+        created_at=row.created_at,
+        updated_at=recorded.at,
+        step_texts=[],
+        current_step_index=None,
+        finished_at=event.ended_at,
+        erased_at=recorded.at,
+    )
 
 
 def evolve(row: Progress, recorded: Recorded) -> None:
@@ -140,15 +160,18 @@ def fold(rows: dict[UUID, Progress], batch: Sequence[Recorded]) -> set[UUID]:
                 rows[recorded.session_id] = _created(recorded, event)
                 changed.add(recorded.session_id)
         elif row is not None and event.originator_version > row.version:
-            evolve(row, recorded)
+            if isinstance(event, W.Erased):
+                rows[recorded.session_id] = tombstone(row, recorded, event)
+            else:
+                evolve(row, recorded)
             changed.add(recorded.session_id)
     return changed
 
 
 class SessionProgressView:
     name: ClassVar[str] = "session_progress"
-    version: ClassVar[int] = 4  # 2: tokens used; a fork's carried-over steps. 3: why it
-    # failed. 4: what a waiting session waits for, and until when
+    version: ClassVar[int] = 5  # 2: tokens used; a fork's carried-over steps. 3: why it
+    # failed. 4: what a waiting session waits for, and until when. 5: erased_at
     tables: ClassVar[tuple[str, ...]] = ("session_progress",)
     rows = RowTable("session_progress", Progress, key=("session_id",))
 
@@ -181,7 +204,8 @@ class SessionProgressView:
                 error_code text,
                 error_message text,
                 waiting_for text,
-                due_at timestamptz
+                due_at timestamptz,
+                erased_at timestamptz
             )
             """
         )

@@ -21,7 +21,7 @@ from psycopg import Connection
 from domain.session import StepStatus
 from domain.session import WorkflowSession as W
 from domain.waits import described
-from projections.view import Recorded, RowTable
+from projections.view import Recorded, RowTable, erasures
 
 ENDINGS = {W.Failed: "failed", W.Cancelled: "cancelled", W.Expired: "expired"}
 UNDER_WAY = ("running", "paused", "waiting")
@@ -271,6 +271,7 @@ class StepHistoryView:
         running = {row.session_id: row.step_index for row in loaded if row.status in UNDER_WAY}
         changed = fold(steps, running, batch)
         self.rows.upsert(conn, (steps[key] for key in changed))
+        self.rows.delete_sessions(conn, [r.session_id for r in erasures(batch)])
 
 
 def steps_of(conn: Connection[Any], session_id: UUID) -> list[StepRow]:

@@ -38,6 +38,11 @@ class Recorded:
         object.__setattr__(self, "at", self.event.timestamp)
 
 
+def erasures(batch: Sequence[Recorded]) -> list[Recorded]:
+    """The batch's `Erased` events: each purges its session down to a tombstone."""
+    return [r for r in batch if isinstance(r.event, WorkflowSession.Erased)]
+
+
 class View(Protocol):
     name: ClassVar[str]
     version: ClassVar[int]
@@ -121,6 +126,13 @@ class RowTable(Generic[R]):
         )
         with conn.cursor(row_factory=class_row(self.row_type)) as cursor:
             return cursor.execute(query, key).fetchone()
+
+    def delete_sessions(self, conn: Connection[Any], session_ids: Iterable[UUID]) -> None:
+        """Delete every row of these sessions (erased)."""
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE session_id = ANY(%s)").format(sql.Identifier(self.table)),
+            (list(session_ids),),
+        )
 
     def load_for_sessions(self, conn: Connection[Any], session_ids: Iterable[UUID]) -> list[R]:
         with conn.cursor(row_factory=class_row(self.row_type)) as cursor:

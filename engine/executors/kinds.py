@@ -102,7 +102,7 @@ class BrowserKind:
             setup.session_id,
             setup.config.get("base_url"),
             setup.secrets,
-            artifacts_of(Path(settings.data_dir)),
+            artifacts_of(Path(settings.data_dir), setup.session_id),
             limits,
             EgressPolicy.of(setup.policy.egress_allow),
         )

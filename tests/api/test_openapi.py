@@ -92,6 +92,7 @@ def test_operation_ids_are_short_camel_case_and_unique(document: dict[str, Any])
         "approveSession",
         "rejectSession",
         "signalSession",
+        "eraseSession",
         "replaySession",
         "forkSession",
         "getSessionLineage",

@@ -1,0 +1,234 @@
+"""Erasing a session destroys its data key: the database keeps none of what it said, the
+views keep a tombstone, the audit trail says who erased it and why, and the log still
+verifies and rebuilds the views exactly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from uuid import UUID
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from api.event_views import event_view
+from domain.errors import SessionErased
+from domain.session import ERASED, SessionStatus, StepSpec
+from engine.app import Stepline
+from engine.chain_verify import verify
+from engine.database import eventsourcing_env
+from engine.erasure import Erasure
+from engine.projector import Projector
+from engine.replay import fork_request, replay_request
+from engine.secret_store import MasterKey
+from tests.integration.test_projections import dump
+from tests.integration.test_sealing import found
+
+STEP_TEXT = "Renew the membership of Ottoline Brackenbury-Quince"
+REQUEST_BODY = '{"member": "ottoline.bq@example.org", "plan": "heliotrope-gold"}'
+REASONING = "The form asks for the heliotrope-gold plan of Ms Brackenbury-Quince"
+SECRETS = ["Brackenbury-Quince", "ottoline.bq@example.org", "heliotrope-gold"]
+
+
+def pg_dump(url: str) -> bytes:
+    return subprocess.run(["/usr/bin/pg_dump", url], capture_output=True, check=True).stdout
+
+
+@pytest.fixture
+def sealed(fresh_database_url: str) -> Iterator[Stepline]:
+    application = Stepline(
+        eventsourcing_env(fresh_database_url), master_key=MasterKey(os.urandom(32))
+    )
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def pool(fresh_database_url: str) -> Iterator[ConnectionPool]:
+    with ConnectionPool(fresh_database_url, kwargs={"autocommit": True}) as opened:
+        yield opened
+
+
+@pytest.fixture
+def projector(sealed: Stepline, pool: ConnectionPool) -> Projector:
+    runner = Projector(sealed, pool)
+    runner.prepare()
+    return runner
+
+
+@pytest.fixture
+def erasure(sealed: Stepline, pool: ConnectionPool, tmp_path: object) -> Erasure:
+    return Erasure(sealed, pool, tmp_path)  # type: ignore[operator]
+
+
+def a_session_that_said_things(app: Stepline, *, finish: bool = True) -> UUID:
+    session_id = app.create_session(
+        name="Membership renewal",
+        steps=[StepSpec(STEP_TEXT, expect="the plan is heliotrope-gold")],
+        tenant="acme",
+        actor="alice",
+        labels={"member": "Brackenbury-Quince"},
+    )
+    app.start_step(session_id, 0)
+    app.record_turn(
+        session_id,
+        0,
+        reasoning=REASONING,
+        model="scripted",
+        prompt_tokens=40,
+        completion_tokens=9,
+        latency_ms=3,
+    )
+    app.issue_command(
+        session_id,
+        0,
+        command_id="c1",
+        executor="http",
+        name="post",
+        args={"url": "http://127.0.0.1:9/renew", "body": REQUEST_BODY},
+    )
+    app.finish_command(session_id, 0, command_id="c1", ok=True, output=REQUEST_BODY)
+    if finish:
+        app.complete_step(session_id, 0, summary="Renewed heliotrope-gold", evidence=[])
+        app.complete_session(session_id, outcome="Brackenbury-Quince renewed")
+    return session_id
+
+
+def test_after_erasure_the_database_holds_none_of_what_the_session_said(
+    sealed: Stepline, projector: Projector, erasure: Erasure, fresh_database_url: str
+) -> None:
+    session_id = a_session_that_said_things(sealed)
+    projector.catch_up()
+    before = pg_dump(fresh_database_url)
+
+    erasure.erase(session_id, "GDPR request 17", "dpo@acme")
+    projector.catch_up()
+    after = pg_dump(fresh_database_url)
+
+    assert all(found(secret, before) for secret in SECRETS)
+    assert [secret for secret in SECRETS if found(secret, after)] == []
+
+
+def test_the_views_keep_a_tombstone_and_the_audit_says_who_erased_it_and_why(
+    sealed: Stepline, projector: Projector, erasure: Erasure, pool: ConnectionPool
+) -> None:
+    session_id = a_session_that_said_things(sealed)
+
+    erasure.erase(session_id, "GDPR request 17", "dpo@acme")
+    projector.catch_up()
+
+    with pool.connection() as conn:
+        index = conn.execute(
+            "SELECT tenant, name, status, labels, erased_at IS NOT NULL FROM session_index "
+            "WHERE session_id = %s",
+            (session_id,),
+        ).fetchone()
+        steps = conn.execute(
+            "SELECT count(*) FROM step_history WHERE session_id = %s", (session_id,)
+        ).fetchone()
+        audit = conn.execute(
+            "SELECT event_type, actor, description FROM audit_log WHERE session_id = %s "
+            "ORDER BY position",
+            (session_id,),
+        ).fetchall()
+    assert index == ("acme", ERASED, "completed", {}, True)
+    assert steps == (0,)
+    assert audit[-1] == ("Erased", "dpo@acme", "erased: GDPR request 17")
+    assert audit[0] == ("Created", "alice", ERASED)
+
+
+def test_an_erased_session_loads_as_its_tombstone_and_refuses_replay_and_fork(
+    sealed: Stepline, erasure: Erasure, fresh_database_url: str
+) -> None:
+    session_id = a_session_that_said_things(sealed)
+    erasure.erase(session_id, "GDPR request 17", "dpo@acme")
+    other_process = Stepline(
+        eventsourcing_env(fresh_database_url),
+        master_key=sealed.data_keys.master,  # type: ignore[union-attr]
+    )
+    try:
+        loaded = other_process.get_session(session_id)
+        history = other_process.history(session_id)
+    finally:
+        other_process.close()
+
+    assert (loaded.erased, loaded.name, loaded.status) == (True, ERASED, SessionStatus.COMPLETED)
+    assert [type(e).__name__ for e in history][-2:] == ["Redacted", "Erased"]
+    with pytest.raises(SessionErased):
+        replay_request(loaded, strict=False)
+    with pytest.raises(SessionErased):
+        fork_request(loaded, history, from_step=0)
+
+
+def test_a_rebuild_reproduces_the_views_and_the_chain_still_verifies(
+    sealed: Stepline,
+    projector: Projector,
+    erasure: Erasure,
+    pool: ConnectionPool,
+    fresh_database_url: str,
+) -> None:
+    erased = a_session_that_said_things(sealed)
+    a_session_that_said_things(sealed)  # kept
+    erasure.erase(erased, "GDPR request 17", "dpo@acme")
+    projector.catch_up()
+    live = dump(pool)
+
+    Projector(
+        Stepline(eventsourcing_env(fresh_database_url), master_key=sealed.data_keys.master), pool
+    ).rebuild()  # type: ignore[union-attr]
+    with psycopg.connect(fresh_database_url) as conn:
+        verification = verify(conn, sealed.events_table)
+
+    assert dump(pool) == live
+    assert verification.clean
+
+
+def test_a_session_erased_while_running_is_cancelled_first(
+    sealed: Stepline, erasure: Erasure
+) -> None:
+    session_id = a_session_that_said_things(sealed, finish=False)
+
+    erased = erasure.erase(session_id, "asked to stop and forget", "dpo@acme")
+
+    history = sealed.history(session_id)
+    assert (erased.cancelled, erased.shredded) == (True, True)
+    assert [type(e).__name__ for e in history][-2:] == ["Redacted", "Erased"]
+    assert history[-1].status == "cancelled"  # type: ignore[attr-defined]
+
+
+def test_erasing_a_tenant_erases_each_of_its_sessions_and_its_secrets(
+    sealed: Stepline, erasure: Erasure, pool: ConnectionPool
+) -> None:
+    leaving = [a_session_that_said_things(sealed) for _ in range(2)]
+    staying = sealed.create_session(
+        name="Globex", steps=[StepSpec("stay")], tenant="globex", actor="bob"
+    )
+    with pool.connection() as conn:
+        conn.execute(
+            "INSERT INTO tenant_secrets (tenant, name, nonce, ciphertext, origins, created_at, "
+            "updated_at) VALUES ('acme', 'TOKEN', '\\x00', '\\x00', '{}', now(), now())"
+        )
+
+    erased = erasure.erase_tenant("acme", "the tenant left", "operator")
+
+    with pool.connection() as conn:
+        secrets = conn.execute("SELECT count(*) FROM tenant_secrets").fetchone()
+    assert sorted(e.session_id for e in erased) == sorted(leaving)
+    assert all(sealed.get_session(s).erased for s in leaving)
+    assert not sealed.get_session(staying).erased
+    assert secrets == (0,)
+
+
+def test_the_events_of_an_erased_session_are_shown_as_what_is_left_of_them(
+    sealed: Stepline, erasure: Erasure
+) -> None:
+    session_id = a_session_that_said_things(sealed)
+    erasure.erase(session_id, "GDPR request 17", "dpo@acme")
+
+    shown = [event_view(event) for event in sealed.history(session_id)]
+
+    redacted = [e.model_dump(mode="json") for e in shown if e.type == "Redacted"]
+    assert redacted[0]["data"] == {"event_type": "TurnRecorded"}
+    assert shown[-1].model_dump(mode="json")["data"]["reason"] == "GDPR request 17"
