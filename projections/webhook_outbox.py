@@ -22,7 +22,7 @@ from psycopg import Connection
 from domain.session import SessionStatus, status_after
 from domain.session import WorkflowSession as W
 from domain.webhook import WEBHOOK_EVENTS, event_name
-from projections.view import Recorded, RowTable
+from projections.view import Recorded, RowTable, erasures
 
 _WEBHOOK_IDS = uuid.UUID("0d7c4a55-2b9e-4b8e-9a53-6f2f1c3e7d10")
 
@@ -172,6 +172,10 @@ class WebhookOutboxView:
         changed, outgoing = fold(followed, touched)
         self.rows.upsert(conn, (followed[i] for i in changed))
         _queue(conn, outgoing)
+        erased = [r.session_id for r in erasures(batch)]
+        if erased:  # their deliveries carry the session's name, labels and error: gone too
+            self.rows.delete_sessions(conn, erased)
+            conn.execute("DELETE FROM webhook_deliveries WHERE session_id = ANY(%s)", (erased,))
 
 
 def _queue(conn: Connection[Any], outgoing: list[Outgoing]) -> None:

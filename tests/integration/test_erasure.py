@@ -70,6 +70,8 @@ def a_session_that_said_things(app: Stepline, *, finish: bool = True) -> UUID:
         tenant="acme",
         actor="alice",
         labels={"member": "Brackenbury-Quince"},
+        # Its webhook's delivery carries the labels: the erasure must reach the queue too.
+        config={"webhook": {"url": "http://127.0.0.1:9/hook", "events": ["session.completed"]}},
     )
     app.start_step(session_id, 0)
     app.record_turn(
@@ -102,6 +104,10 @@ def test_after_erasure_the_database_holds_none_of_what_the_session_said(
     session_id = a_session_that_said_things(sealed)
     projector.catch_up()
     before = pg_dump(fresh_database_url)
+    with psycopg.connect(fresh_database_url) as conn:
+        queued = conn.execute("SELECT body FROM webhook_deliveries").fetchall()
+    assert len(queued) == 1
+    assert "Brackenbury-Quince" in queued[0][0]
 
     erasure.erase(session_id, "GDPR request 17", "dpo@acme")
     projector.catch_up()
