@@ -9,6 +9,7 @@ again: erasing an erased session finishes what a crash may have left undone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from uuid import UUID
 from psycopg import Connection, sql
 from psycopg_pool import ConnectionPool
 
-from domain.errors import InvalidStateTransition
+from domain.errors import InvalidStateTransition, ScheduleNotFound
 from domain.session import ENDED, WorkflowSession, stored_artifacts, values
 from engine.app import Stepline
 from engine.artifacts import artifacts_of
@@ -63,10 +64,15 @@ class Erasure:
         return ErasedSession(session_id, cancelled, shredded)
 
     def erase_tenant(self, tenant: str, reason: str, actor: str) -> list[ErasedSession]:
-        """Erase every session of the tenant, then its stored secrets."""
+        """Erase every session of the tenant, then delete its schedules and its stored and
+        webhook secrets."""
         erased = [self.erase(session_id, reason, actor) for session_id in self.sessions_of(tenant)]
+        for schedule_id in self.schedules_of(tenant):
+            with contextlib.suppress(InvalidStateTransition, ScheduleNotFound):  # deleted meanwhile
+                self.app.change_schedule(schedule_id, lambda s: s.delete(actor))
         with self.pool.connection() as conn:
             conn.execute("DELETE FROM tenant_secrets WHERE tenant = %s", (tenant,))
+            conn.execute("DELETE FROM tenant_webhook_secrets WHERE tenant = %s", (tenant,))
         log.warning("Tenant %s erased by %s: %s", tenant, actor, reason)
         return erased
 
@@ -90,6 +96,15 @@ class Erasure:
                 {"t": tenant},
             ).fetchall()
         return sorted(row[0] for row in rows)
+
+    def schedules_of(self, tenant: str) -> list[UUID]:
+        """The tenant's schedules not yet deleted, as the schedule index knows them."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT schedule_id FROM schedule_index WHERE tenant = %s AND NOT deleted",
+                (tenant,),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     # ---- the steps ----------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from api.event_views import event_view
-from domain.errors import SessionErased
+from domain.errors import ScheduleNotFound, SessionErased
+from domain.schedule import Schedule, Timing
 from domain.session import ERASED, SessionStatus, StepSpec
 from engine.app import Stepline
 from engine.chain_verify import verify
@@ -204,27 +205,54 @@ def test_a_session_erased_while_running_is_cancelled_first(
     assert history[-1].status == "cancelled"  # type: ignore[attr-defined]
 
 
-def test_erasing_a_tenant_erases_each_of_its_sessions_and_its_secrets(
-    sealed: Stepline, erasure: Erasure, pool: ConnectionPool
+def test_erasing_a_tenant_erases_its_sessions_secrets_and_schedules(
+    sealed: Stepline, erasure: Erasure, pool: ConnectionPool, projector: Projector
 ) -> None:
     leaving = [a_session_that_said_things(sealed) for _ in range(2)]
     staying = sealed.create_session(
         name="Globex", steps=[StepSpec("stay")], tenant="globex", actor="bob"
     )
+    schedules = {tenant: a_schedule(sealed, tenant) for tenant in ("acme", "globex")}
+    projector.catch_up()
     with pool.connection() as conn:
-        conn.execute(
-            "INSERT INTO tenant_secrets (tenant, name, nonce, ciphertext, origins, created_at, "
-            "updated_at) VALUES ('acme', 'TOKEN', '\\x00', '\\x00', '{}', now(), now())"
-        )
+        for table in ("tenant_secrets", "tenant_webhook_secrets"):
+            conn.execute(
+                f"INSERT INTO {table} (tenant, nonce, ciphertext, created_at"
+                + (", name, origins, updated_at)" if table == "tenant_secrets" else ")")
+                + " VALUES ('acme', '\\x00', '\\x00', now()"
+                + (", 'TOKEN', '{}', now())" if table == "tenant_secrets" else ")")
+            )
 
     erased = erasure.erase_tenant("acme", "the tenant left", "operator")
 
     with pool.connection() as conn:
-        secrets = conn.execute("SELECT count(*) FROM tenant_secrets").fetchone()
+        secrets = conn.execute(
+            "SELECT (SELECT count(*) FROM tenant_secrets), "
+            "(SELECT count(*) FROM tenant_webhook_secrets)"
+        ).fetchone()
     assert sorted(e.session_id for e in erased) == sorted(leaving)
     assert all(sealed.get_session(s).erased for s in leaving)
     assert not sealed.get_session(staying).erased
-    assert secrets == (0,)
+    assert secrets == (0, 0)
+    with pytest.raises(ScheduleNotFound):
+        sealed.get_schedule(schedules["acme"])  # deleted
+    assert not sealed.get_schedule(schedules["globex"]).deleted
+
+
+def a_schedule(app: Stepline, tenant: str) -> UUID:
+    schedule = Schedule(
+        tenant=tenant,
+        name="nightly",
+        workflow={"name": "nightly", "steps": ["GET /"]},
+        timing=Timing.of(None, "1h", "UTC").to_dict(),
+        catch_up="one",
+        paused=False,
+        webhook=None,
+        starts_at="2026-01-01T00:00:00+00:00",
+        actor="alice",
+    )
+    app.save(schedule)
+    return schedule.id
 
 
 def test_the_events_of_an_erased_session_are_shown_as_what_is_left_of_them(
