@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -62,6 +63,18 @@ class WebhookSpec(BaseModel):
     events: list[WebhookEvent] = Field(
         default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS), min_length=1, max_length=10
     )
+
+    @field_validator("url")
+    @classmethod
+    def _is_a_url(cls, url: str) -> str:
+        """A URL the sender can parse: a host IDNA refuses is a bad request, not a crash."""
+        try:
+            host = httpx.URL(url).host
+        except httpx.InvalidURL as error:
+            raise ValueError(f"not a URL a webhook can be sent to: {error}") from None
+        if not host:
+            raise ValueError("the URL names no host")
+        return url
 
 
 def session_config(

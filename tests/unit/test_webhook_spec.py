@@ -42,3 +42,13 @@ def test_a_workflow_without_a_webhook_records_none(tmp_path: Path) -> None:
     path = tmp_path / "plain.yaml"
     path.write_text("name: plain\nsteps:\n  - GET /health\n")
     assert "webhook" not in load_workflow(path).session_config()
+
+
+def test_a_url_whose_host_no_sender_could_encode_is_refused_naming_the_field(
+    tmp_path: Path,
+) -> None:
+    """Found by schemathesis: `http://R\U00014025` passed the pattern and crashed the egress
+    check at creation (IDNA refuses the label) with a 500."""
+    with pytest.raises(InvalidWorkflow) as refused:
+        load_workflow(workflow(tmp_path, '  url: "http://R\\U00014025"'))
+    assert "webhook.url" in refused.value.message
