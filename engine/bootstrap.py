@@ -16,10 +16,11 @@ from engine.database import check_reachable, embedded_postgres, eventsourcing_en
 from engine.definitions import builtin
 from engine.executor_state import ExecutorStates
 from engine.follower import LogFollower
+from engine.leadership import process_identity
 from engine.leases import RELEASED_CHANNEL, Leases
 from engine.logs import LOGGER_NAME, configure_logging
 from engine.policies import Policies
-from engine.projector import Projector
+from engine.projector import VIEWS_CHANNEL, Projector
 from engine.secret_store import MasterKey, SecretStore
 from engine.secrets import Secrets
 from engine.settings import Settings
@@ -43,11 +44,6 @@ class Runtime:
     loop: TaskLoop
     database_url: str
     embedded: bool
-
-    def follower(self) -> LogFollower:
-        """The process's LISTEN connection: new events, released leases."""
-        channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
-        return LogFollower(self.projector.pool, [channel, RELEASED_CHANNEL])
 
     def sweep(self) -> Sweep:
         return Sweep(
@@ -82,27 +78,39 @@ def running_in_background(
     role: str,
     also_wake: Sequence[Callable[[], None]] = (),
 ) -> Iterator[Background]:
-    """The process's background duties: the follower (waking `also_wake` on new events, the
-    views and the worker, each in its own thread), the worker itself (none when `workers` is
-    0) and the TTL sweep. On exit every session stops at its next safe point, its lease handed
-    back."""
-    follower = runtime.follower()
+    """The process's background duties: its candidacy for the projector's lead (see
+    `engine.leadership`), the follower (its one LISTEN connection: new events wake
+    `also_wake`; the views' positions reach the projector and wake the worker), the worker
+    itself (none when `workers` is 0) and the TTL sweep. On exit every session stops at its
+    next safe point, its lease handed back."""
+    follower = _follower(runtime, events=bool(also_wake))
     events = runtime.app.recorder.channel_name  # type: ignore[attr-defined]
     for callback in also_wake:
         follower.subscribe(callback, channel=events)
+    runtime.projector.hear(follower)
     worker = runtime.worker(workers, role) if workers > 0 else None
-    # The worker claims once the session index has caught up, and at once on a released lease.
-    claim = [] if worker is None else [worker.wake]
-    for callback in claim:
-        follower.subscribe(callback, channel=RELEASED_CHANNEL)
+    if worker is not None:
+        # New sessions are claimable once the session index shows them: when the views'
+        # leader says it applied them; a released lease at once.
+        follower.subscribe(worker.wake, channel=VIEWS_CHANNEL)
+        follower.subscribe(worker.wake, channel=RELEASED_CHANNEL)
     with ExitStack() as stack:
-        stack.callback(runtime.projector.follow(follower, then=claim))
         stack.callback(follower.start())
+        stack.callback(runtime.projector.start_leading(process_identity(role)))
         if worker is not None:
             worker.start()
             stack.callback(worker.stop)
         stack.callback(runtime.sweep().start())
         yield Background(follower, worker)
+
+
+def _follower(runtime: Runtime, events: bool) -> LogFollower:
+    """The channels this process listens to: the views' positions and released leases, and
+    new events only where something streams them (the API's feed)."""
+    channels = [VIEWS_CHANNEL, RELEASED_CHANNEL]
+    if events:
+        channels.append(runtime.app.recorder.channel_name)  # type: ignore[attr-defined]
+    return LogFollower(runtime.projector.pool, channels)
 
 
 def ai_provider(settings: Settings) -> AiProvider | None:

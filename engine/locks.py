@@ -15,3 +15,7 @@ CLAIM = 0x57150
 
 SWEEP = 0x57151
 """One process at a time expires the sessions past their TTL and tidies what ended."""
+
+PROJECTOR = 0x57152
+"""The projector's leader: held for as long as one process catches the views up for the whole
+deployment (session-level, on that process's connection: its death releases it)."""

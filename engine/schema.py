@@ -152,6 +152,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         then=seal_clear_state,
         finally_=("ALTER TABLE executor_state DROP COLUMN state",),
     ),
+    Migration(
+        3,
+        "the projector's leader, named for `projections status` and /health",
+        (
+            # One row: the process that last took the lead, and its backend, so a reader can
+            # tell whether that backend still holds the lock (engine.leadership).
+            """
+            CREATE TABLE IF NOT EXISTS projection_leader (
+                singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                holder text NOT NULL,
+                backend_pid integer NOT NULL,
+                since timestamptz NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 """In order, never edited once released: a change to the schema is a new migration."""
 
