@@ -236,7 +236,10 @@ def serve(
         finally:
             announcing.cancel()
 
-    asyncio.run(serve_all())
+    # The loop uvicorn would pick for itself (uvloop where installed): `uvicorn.run` is not
+    # used, as two servers share this one loop.
+    with asyncio.Runner(loop_factory=servers[0].config.get_loop_factory()) as runner:
+        runner.run(serve_all())
 
 
 async def _when_listening(server: uvicorn.Server, announce: Callable[[str], None]) -> None:

@@ -79,10 +79,10 @@ def running_in_background(
     also_wake: Sequence[Callable[[], None]] = (),
 ) -> Iterator[Background]:
     """The process's background duties: its candidacy for the projector's lead (see
-    `engine.leadership`), the follower (its one LISTEN connection: new events wake
-    `also_wake`; the views' positions reach the projector and wake the worker), the worker
-    itself (none when `workers` is 0) and the TTL sweep. On exit every session stops at its
-    next safe point, its lease handed back."""
+    `engine.leadership`; in reserve without a worker), the follower (its one LISTEN
+    connection: new events wake `also_wake`; the views' positions reach the projector and
+    wake the worker), the worker itself (none when `workers` is 0) and the TTL sweep. On
+    exit every session stops at its next safe point, its lease handed back."""
     follower = _follower(runtime, events=bool(also_wake))
     events = runtime.app.recorder.channel_name  # type: ignore[attr-defined]
     for callback in also_wake:
@@ -96,7 +96,9 @@ def running_in_background(
         follower.subscribe(worker.wake, channel=RELEASED_CHANNEL)
     with ExitStack() as stack:
         stack.callback(follower.start())
-        stack.callback(runtime.projector.start_leading(process_identity(role)))
+        # A process that drives no session (the API only) leads only when no worker does.
+        identity = process_identity(role)
+        stack.callback(runtime.projector.start_leading(identity, reserve=worker is None))
         if worker is not None:
             worker.start()
             stack.callback(worker.stop)

@@ -9,6 +9,11 @@ is how the other processes learn it. When the leader dies its connection closes,
 releases the lock, and another candidate takes the lead at its next attempt: within about
 `poll_s`. Exactly-once application does not depend on there being one leader (the views'
 tracking rows are locked by whoever applies), only the cost does.
+
+A process that serves the API without driving sessions (`serve --workers 0`) stands in
+reserve: it tries the lock only once nobody has held it for `RESERVE_POLLS` polls in a row, so
+where workers run one of them leads, and the interpreter that serves the live streams does
+not also fold every event into the views. With no worker up, the API process leads.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ ON CONFLICT (singleton) DO UPDATE
 SET holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid, since = EXCLUDED.since
 """
 _LOCK_KEY = {"high": locks.PROJECTOR >> 32, "low": locks.PROJECTOR & 0xFFFFFFFF}
+RESERVE_POLLS = 3
+"""Polls a reserve candidate sees with no leader before it tries the lock itself."""
 
 
 @dataclass(frozen=True)
@@ -89,14 +96,18 @@ class Leadership:
         projector: Projector,
         identity: str,
         events_channel: str,
+        *,
         poll_s: float = 1.0,
         idle_check_s: float = 1.0,
+        reserve: bool = False,
     ) -> None:
         self.projector = projector
         self.identity = identity
         self.events_channel = events_channel
         self.poll_s = poll_s
         self.idle_check_s = idle_check_s
+        self.reserve = reserve
+        self._leaderless_polls = 0
         self._leading = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -125,26 +136,35 @@ class Leadership:
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                self._attempt(stop)
+                self.stand_once(stop)
             except (psycopg.Error, PersistenceError):
                 log.warning("The projector lost its database connection; standing again")
             finally:
                 self._leading.clear()
             stop.wait(self.poll_s)
 
-    def _attempt(self, stop: threading.Event) -> None:
-        """Try the lock once; lead until stopped if it is ours."""
+    def stand_once(self, stop: threading.Event) -> bool:
+        """Try the lock once (in reserve, only after `RESERVE_POLLS` polls without a leader)
+        and lead until `stop` if it is ours; whether it was."""
         pool = self.projector.pool
         conn = pool.getconn()
         try:
+            if self.reserve and not self._long_leaderless(conn):
+                return False
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (locks.PROJECTOR,)).fetchone()
-            if row and row[0]:
-                try:
-                    self._lead(conn, stop)
-                finally:
-                    _step_down(conn)
+            if not (row and row[0]):
+                return False
+            try:
+                self._lead(conn, stop)
+            finally:
+                _step_down(conn)
+            return True
         finally:
             pool.putconn(conn)
+
+    def _long_leaderless(self, conn: Connection[Any]) -> bool:
+        self._leaderless_polls = 0 if someone_leads(conn) else self._leaderless_polls + 1
+        return self._leaderless_polls >= RESERVE_POLLS
 
     def _lead(self, conn: Connection[Any], stop: threading.Event) -> None:
         conn.execute(_RECORD, (self.identity,))

@@ -261,9 +261,10 @@ class Projector:
 
     # ---- leading ------------------------------------------------------------------------
 
-    def start_leading(self, identity: str) -> Callable[[], None]:
-        """Stand for the deployment's lead (see `engine.leadership`), catching the views up
-        while this process holds it; returns the function that stops (and hands it over)."""
+    def start_leading(self, identity: str, reserve: bool = False) -> Callable[[], None]:
+        """Stand for the deployment's lead (see `engine.leadership`; in `reserve`, only when
+        nobody else has held it for a while), catching the views up while this process holds
+        it; returns the function that stops (and hands it over)."""
         channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
-        self._leadership = Leadership(self, identity, channel)
+        self._leadership = Leadership(self, identity, channel, reserve=reserve)
         return self._leadership.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from datetime import timedelta
@@ -16,7 +17,7 @@ from psycopg_pool import ConnectionPool
 from domain.session import WorkflowSession
 from engine.app import Stepline
 from engine.follower import LogFollower
-from engine.leadership import current_leader
+from engine.leadership import RESERVE_POLLS, Leadership, current_leader
 from engine.projector import VIEWS_CHANNEL, Projector, UnknownView
 from projections import ALL_VIEWS, session_progress, step_history
 from projections.audit_log import AuditFilter, entries
@@ -634,6 +635,38 @@ def test_one_candidate_leads_and_another_takes_over_when_it_stops(
         session_id = workloads.create(app)
         eventually(lambda: projector.status()[0].lag == 0, "the new leader applied the log")
         assert progress(pool, session_id).status == "pending"
+
+
+def test_a_candidate_in_reserve_tries_for_the_lead_only_after_polls_without_a_leader(
+    app: Stepline, projector: Projector
+) -> None:
+    channel = app.recorder.channel_name  # type: ignore[attr-defined]
+    api_only = Leadership(projector, "api", channel, reserve=True)
+    no_further = threading.Event()
+    no_further.set()  # take the lock, then hand it back at once
+
+    attempts = [api_only.stand_once(no_further) for _ in range(RESERVE_POLLS)]
+
+    assert attempts == [False] * (RESERVE_POLLS - 1) + [True]
+
+
+def test_a_candidate_in_reserve_leaves_the_lead_to_the_one_holding_it(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    channel = app.recorder.channel_name  # type: ignore[attr-defined]
+    api_only = Leadership(Projector(app, pool), "api", channel, reserve=True)
+    no_further = threading.Event()
+    no_further.set()
+    stop = projector.start_leading("worker")
+    try:
+        eventually(lambda: leader_of(pool) == "worker", "the worker leads")
+
+        attempts = [api_only.stand_once(no_further) for _ in range(RESERVE_POLLS + 1)]
+
+        assert not any(attempts)
+        assert leader_of(pool) == "worker"
+    finally:
+        stop()
 
 
 # ---- layout versions --------------------------------------------------------------------

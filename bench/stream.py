@@ -1,0 +1,286 @@
+"""The live stream's latency, commit -> client, with many subscribers while sessions run.
+
+    python -m bench.stream [--subscribers 100] [--sessions 10] [--steps 40] [--step-ms 50]
+                           [--shape split|single] [--clients 2]
+
+`--sessions` sessions of `--steps` HTTP steps (`GET /slow?ms=--step-ms` against the example
+app) run at once; `--subscribers` streams are spread evenly over them (the event rate is that
+of the sessions running; each event goes to subscribers/sessions clients). The deployment's
+shape:
+
+- `split` (the production shape): `stepline serve --workers 0` serves the streams, one
+  `stepline worker` with a slot per session drives the sessions; the API process learns of
+  new events by NOTIFY.
+- `single`: one `stepline serve` does both, its slots driving the sessions.
+
+The subscribers are asyncio clients in `--clients` processes of their own (a lean HTTP/1.1
+reader, so that what is timed is the server), connected before the sessions are resumed.
+Printed: the events streamed, the frames received, and p50/p99/max of commit -> client
+(the event's timestamp, taken just before its commit, to the moment its frame is read).
+With `--profile FILE` the server process is sampled by py-spy (`pip install py-spy`) while
+the streams run, and the functions it spends the most time in are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import multiprocessing
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from bench.api import example_target, free_port, percentiles, session_body, wait_until_up
+from bench.appends import bench_database
+
+STEPLINE = str(Path(sys.executable).parent / "stepline")
+ENDINGS = {"Completed", "Failed", "Cancelled", "Expired"}
+
+
+def environment(database_url: str, data_dir: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STEPLINE_")}
+    return {
+        **clean,
+        "STEPLINE_DATABASE_URL": database_url,
+        "STEPLINE_DATA_DIR": data_dir,
+        "STEPLINE_LOG_LEVEL": "WARNING",
+        "STEPLINE_CREATE_RATE_PER_MINUTE": "1000000",
+        "STEPLINE_MAX_ACTIVE_SESSIONS": "1000000",
+        "STEPLINE_REQUESTS_PER_MINUTE": "100000000",
+        "STEPLINE_KEY_MAX_STREAMS": "100000",
+        "STEPLINE_TENANT_MAX_STREAMS": "100000",
+    }
+
+
+@contextmanager
+def deployment(shape: str, database_url: str, sessions: int) -> Iterator[tuple[str, int]]:
+    """The API's base URL and the pid of the process serving the streams."""
+    with ExitStack() as stack:
+        data_dir = stack.enter_context(tempfile.TemporaryDirectory())
+        env = environment(database_url, data_dir)
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        slots = "0" if shape == "split" else str(sessions)
+        serve = [STEPLINE, "serve", "--port", str(port), "--workers", slots]
+        server = stack.enter_context(started(serve, env))
+        if shape == "split":
+            stack.enter_context(started([STEPLINE, "worker", "--concurrency", str(sessions)], env))
+        wait_until_up(f"{base_url}/health")
+        yield base_url, server.pid
+
+
+@contextmanager
+def started(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    running = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    try:
+        yield running
+    finally:
+        running.send_signal(signal.SIGTERM)
+        try:
+            running.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            running.kill()
+
+
+# ---- the subscribers ----------------------------------------------------------------------
+
+
+async def _subscribe(host: str, port: int, session_id: str, out: list[tuple[float, float]]) -> None:
+    """Read one stream to its end: (committed, received) of every event frame."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        f"GET /v1/sessions/{session_id}/stream HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    await reader.readuntil(b"\r\n\r\n")  # the status line and headers
+    pending = b""
+    try:
+        while size := int((await reader.readline()).strip() or b"0", 16):
+            pending += (await reader.readexactly(size + 2))[:-2]
+            received = time.time()
+            *frames, pending = pending.split(b"\n\n")
+            for frame in frames:
+                if _ended(frame, received, out):
+                    return
+    finally:
+        writer.close()
+
+
+def _ended(frame: bytes, received: float, out: list[tuple[float, float]]) -> bool:
+    for line in frame.split(b"\n"):
+        if line.startswith(b"data: ") and b'"timestamp"' in line:
+            event = json.loads(line[6:])
+            committed = datetime.fromisoformat(event["timestamp"]).timestamp()
+            out.append((committed, received))
+            return event["type"] in ENDINGS
+    return False
+
+
+def _client(base_url: str, session_ids: list[str], results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    async def run() -> list[tuple[float, float]]:
+        parts = urlsplit(base_url)
+        samples: list[list[tuple[float, float]]] = [[] for _ in session_ids]
+        await asyncio.gather(
+            *(
+                _subscribe(parts.hostname or "127.0.0.1", parts.port or 80, sid, samples[i])
+                for i, sid in enumerate(session_ids)
+            )
+        )
+        return [sample for per_stream in samples for sample in per_stream]
+
+    results.put(asyncio.run(run()))
+
+
+# ---- one measurement ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Streamed:
+    latencies_ms: list[float]
+    events: int
+    seconds: float
+
+
+def measure(base_url: str, target: str, arguments: argparse.Namespace, pid: int) -> Streamed:
+    steps = [f"GET /slow?ms={arguments.step_ms}"] * arguments.steps
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        session_ids = []
+        for _ in range(arguments.sessions):
+            created = client.post("/v1/sessions", json=session_body(target, steps)).json()
+            client.post(f"/v1/sessions/{created['session_id']}/pause")
+            session_ids.append(created["session_id"])
+        streams = [session_ids[n % len(session_ids)] for n in range(arguments.subscribers)]
+        results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+        clients = [
+            multiprocessing.Process(
+                target=_client, args=(base_url, streams[k :: arguments.clients], results)
+            )
+            for k in range(arguments.clients)
+        ]
+        for started in clients:
+            started.start()
+        until_subscribed(client, arguments.subscribers)
+        with sampled(pid, arguments.profile):  # the live streams only
+            resumed = time.time()
+            for session_id in session_ids:
+                client.post(f"/v1/sessions/{session_id}/resume")
+            samples = [sample for _ in clients for sample in results.get(timeout=600)]
+        for started in clients:
+            started.join(timeout=30)
+    live = [(committed, got) for committed, got in samples if committed >= resumed]
+    events = len({committed for committed, _ in live})
+    seconds = max(committed for committed, _ in live) - resumed
+    return Streamed([(got - committed) * 1000 for committed, got in live], events, seconds)
+
+
+def until_subscribed(client: httpx.Client, subscribers: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if f"stepline_stream_subscribers {subscribers}\n" in client.get("/metrics").text:
+            return
+        time.sleep(0.05)
+    raise RuntimeError("the subscribers did not all connect")
+
+
+@contextmanager
+def sampled(pid: int, out: str | None) -> Iterator[None]:
+    """py-spy sampling `pid` (every thread, idle ones left out) for the block, if asked."""
+    if out is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or "py-spy"
+    command = [
+        spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--format",
+        "raw",
+        "--output",
+        out,
+        "--rate",
+        "250",
+    ]
+    sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # attached
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(timeout=60)
+
+
+def top_functions(raw: str, count: int = 15) -> list[tuple[str, float, float]]:
+    """From py-spy's collapsed stacks: (function, % of samples on the stack, % as the leaf)."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    leaf: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in Path(raw).read_text().splitlines():
+        stack, _, weight = line.rpartition(" ")
+        samples = int(weight)
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
+            for f in stack.split(";")[1:]
+        ]
+        total += samples
+        for frame in set(frames):
+            inclusive[frame] += samples
+        if frames:
+            leaf[frames[-1]] += samples
+    return [(f, 100 * n / total, 100 * leaf[f] / total) for f, n in inclusive.most_common(count)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=100)
+    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--step-ms", type=int, default=50)
+    parser.add_argument("--shape", choices=("split", "single"), default="split")
+    parser.add_argument("--clients", type=int, default=2, help="subscriber processes")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy the server into FILE")
+    arguments = parser.parse_args()
+    wanted = arguments.subscribers + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(wanted, hard)), hard))
+
+    with (
+        bench_database() as url,
+        example_target() as target,
+        deployment(arguments.shape, url, arguments.sessions) as (base_url, pid),
+    ):
+        streamed = measure(base_url, target, arguments, pid)
+    latencies = streamed.latencies_ms
+    p50, p99 = percentiles(latencies)
+    print(
+        f"{arguments.shape}: {arguments.sessions} sessions of {arguments.steps} steps "
+        f"(GET /slow?ms={arguments.step_ms}), {streamed.events / streamed.seconds:.0f} events/s, "
+        f"{arguments.subscribers} subscribers, on {os.cpu_count()} cores"
+    )
+    print(
+        f"SSE commit -> client: {len(latencies)} frames, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+        f"max {max(latencies):.1f} ms"
+    )
+    if arguments.profile:
+        print(f"{'function (file)':<70} {'on stack':>9} {'leaf':>6}")
+        for function, on_stack, own in top_functions(arguments.profile):
+            print(f"{function[:70]:<70} {on_stack:>8.1f}% {own:>5.1f}%")
+
+
+if __name__ == "__main__":
+    main()
