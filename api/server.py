@@ -108,7 +108,12 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with ExitStack() as stack:
             runtime = stack.enter_context(open_runtime(settings))
-            feed = EventFeed(runtime.app, stream.sse_frame, settings.streaming_buffer_size)
+            feed = EventFeed(
+                runtime.app,
+                stream.sse_bytes,
+                settings.streaming_buffer_size,
+                idle_after_s=settings.sse_heartbeat_s,
+            )
             stack.callback(feed.start())
             background = stack.enter_context(
                 running_in_background(runtime, workers=slots, role="serve", also_wake=[feed.wake])

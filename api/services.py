@@ -48,7 +48,7 @@ class Services:
     worker: SessionWorker | None
     """None when this process serves the API only (`serve --workers 0`)."""
     follower: LogFollower
-    feed: EventFeed[str]
+    feed: EventFeed[bytes]
     """New events, each pre-encoded as an SSE frame."""
     keys: KeyRing
     limiter: RateLimiter
