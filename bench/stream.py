@@ -225,24 +225,55 @@ def sampled(pid: int, out: str | None) -> Iterator[None]:
         sampler.wait(timeout=60)
 
 
-def top_functions(raw: str, count: int = 15) -> list[tuple[str, float, float]]:
-    """From py-spy's collapsed stacks: (function, % of samples on the stack, % as the leaf)."""
-    inclusive: collections.Counter[str] = collections.Counter()
-    leaf: collections.Counter[str] = collections.Counter()
-    total = 0
+WAITING = {"Condition.wait", "Event.wait", "Connection.wait", "EpollSelector.select", "sleep"}
+"""Leaf functions of a thread that waits rather than works (py-spy samples idle threads too)."""
+
+
+def _frame(frame: str) -> str:
+    """`name (path/file.py:line)` -> `name (file.py)`."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.split(':')[0].rsplit('/', 1)[-1]})"
+
+
+DUTIES = (
+    ("projecting the views", "Projector.catch_up"),
+    ("driving sessions", "SessionWorker._drive"),
+    ("reading new events (feed)", "EventFeed._deliver"),
+    ("the event loop (HTTP, streams)", "Runner.run"),
+)
+
+
+def _working_stacks(raw: str) -> Iterator[tuple[list[str], int]]:
     for line in Path(raw).read_text().splitlines():
         stack, _, weight = line.rpartition(" ")
-        samples = int(weight)
-        frames = [
-            f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
-            for f in stack.split(";")[1:]
-        ]
-        total += samples
+        frames = [_frame(f) for f in stack.split(";")]
+        if frames[-1].split(" (")[0] not in WAITING:
+            yield frames, int(weight)
+
+
+def by_duty(raw: str) -> dict[str, float]:
+    """% of the working samples spent on each of the process's duties."""
+    duties: collections.Counter[str] = collections.Counter()
+    for frames, weight in _working_stacks(raw):
+        names = {frame.split(" (")[0] for frame in frames}
+        duty = next((d for d, marker in DUTIES if marker in names), "other")
+        duties[duty] += weight
+    working = sum(duties.values())
+    return {duty: 100 * n / working for duty, n in duties.most_common()}
+
+
+def busiest(raw: str, count: int = 15) -> list[tuple[str, float, float]]:
+    """From py-spy's collapsed stacks, the samples of working threads: (function, % of them
+    with it as the leaf, % with it on the stack), by the first."""
+    on_stack: collections.Counter[str] = collections.Counter()
+    leaf: collections.Counter[str] = collections.Counter()
+    working = 0
+    for frames, weight in _working_stacks(raw):
+        working += weight
+        leaf[frames[-1]] += weight
         for frame in set(frames):
-            inclusive[frame] += samples
-        if frames:
-            leaf[frames[-1]] += samples
-    return [(f, 100 * n / total, 100 * leaf[f] / total) for f, n in inclusive.most_common(count)]
+            on_stack[frame] += weight
+    return [(f, 100 * n / working, 100 * on_stack[f] / working) for f, n in leaf.most_common(count)]
 
 
 def main() -> None:
@@ -277,9 +308,11 @@ def main() -> None:
         f"max {max(latencies):.1f} ms"
     )
     if arguments.profile:
-        print(f"{'function (file)':<70} {'on stack':>9} {'leaf':>6}")
-        for function, on_stack, own in top_functions(arguments.profile):
-            print(f"{function[:70]:<70} {on_stack:>8.1f}% {own:>5.1f}%")
+        for duty, share in by_duty(arguments.profile).items():
+            print(f"{share:5.1f}% of the server's working samples: {duty}")
+        print(f"{'working samples: function (file)':<70} {'leaf':>6} {'on stack':>9}")
+        for function, own, on_stack in busiest(arguments.profile, 20):
+            print(f"{function[:70]:<70} {own:>5.1f}% {on_stack:>8.1f}%")
 
 
 if __name__ == "__main__":
