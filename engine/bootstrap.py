@@ -87,13 +87,14 @@ def running_in_background(
     events = runtime.app.recorder.channel_name  # type: ignore[attr-defined]
     for callback in also_wake:
         follower.subscribe(callback, channel=events)
-    runtime.projector.hear(follower)
     worker = runtime.worker(workers, role) if workers > 0 else None
-    if worker is not None:
-        # New sessions are claimable once the session index shows them: when the views'
-        # leader says it applied them; a released lease at once.
-        follower.subscribe(worker.wake, channel=VIEWS_CHANNEL)
-        follower.subscribe(worker.wake, channel=RELEASED_CHANNEL)
+    # A new (or resumed) session is claimable once the session index shows it: the worker
+    # looks when the views' leader says it applied a change of status, and at once when a
+    # lease is released; a cancel reaches the sessions it drives the same way.
+    wake = [] if worker is None else [worker.wake]
+    runtime.projector.hear(follower, on_status_change=wake)
+    for callback in wake:
+        follower.subscribe(callback, channel=RELEASED_CHANNEL)
     with ExitStack() as stack:
         stack.callback(follower.start())
         # A process that drives no session (the API only) leads only when no worker does.

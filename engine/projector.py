@@ -23,6 +23,7 @@ from typing import Any
 from psycopg import Connection, sql
 from psycopg_pool import ConnectionPool
 
+from domain.session import WorkflowSession
 from engine import schema
 from engine.app import Stepline
 from engine.follower import LogFollower
@@ -35,7 +36,17 @@ log = logging.getLogger(LOGGER_NAME)
 
 BATCH_SIZE = 5_000
 VIEWS_CHANNEL = "stepline_views"
-"""NOTIFY channel: views reached a position; the payload says which views and where."""
+"""NOTIFY channel: views reached a position; the payload says which views, where, and
+whether a session's status changed on the way (`STATUS_CHANGES`)."""
+STATUS_CHANGES = (
+    WorkflowSession.Created,
+    WorkflowSession.Paused,
+    WorkflowSession.Resumed,
+    WorkflowSession.Cancelled,
+    WorkflowSession.Expired,
+)
+"""Events after which workers look again: a session to claim, or one to stop driving. (The
+others come from a session's own driver; waking every worker on them would only cost.)"""
 ProgressCallback = Callable[[int, int], None]
 """Called after each batch with (position reached, log head)."""
 READ_YOUR_WRITES_S = 2.0
@@ -75,6 +86,7 @@ class Projector:
         self._reached: dict[str, int] = {}
         self._advanced = threading.Condition()
         self._heard = False
+        self._on_status_change: Sequence[Callable[[], None]] = ()
         self._leadership: Leadership | None = None
         self.applied_here = 0
         """Events this process has applied to the views (the leader's work, or a fallback)."""
@@ -141,7 +153,8 @@ class Projector:
                     self.views[name].apply(used, unseen)
             reached = batch[-1].position
             tracking.advance(used, names, reached)
-            payload = json.dumps({"position": reached, "views": names})
+            changed = any(isinstance(r.event, STATUS_CHANGES) for r in batch)
+            payload = json.dumps({"position": reached, "views": names, "status_changed": changed})
             used.execute("SELECT pg_notify(%s, %s)", (VIEWS_CHANNEL, payload))
         self._remember({name: max(positions[name], reached) for name in names})
         return len(batch)
@@ -178,15 +191,22 @@ class Projector:
             reached = tracking.positions(conn)
         return [ViewStatus(name, reached.get(name, 0), head) for name in self.views]
 
-    def hear(self, follower: LogFollower) -> None:
-        """Learn the positions the leader reaches from `follower`'s notifications (subscribe
-        before the follower starts)."""
+    def hear(
+        self, follower: LogFollower, on_status_change: Sequence[Callable[[], None]] = ()
+    ) -> None:
+        """Learn the positions the leader reaches from `follower`'s notifications, and call
+        `on_status_change` when the views applied one of `STATUS_CHANGES` (subscribe before
+        the follower starts)."""
         follower.receive(self._heard_of, channel=VIEWS_CHANNEL)
+        self._on_status_change = on_status_change
         self._heard = True
 
     def _heard_of(self, payload: str) -> None:
         advanced = json.loads(payload)
         self._learn(dict.fromkeys(advanced["views"], int(advanced["position"])))
+        if advanced.get("status_changed"):
+            for callback in self._on_status_change:
+                callback()
 
     def wait_until(self, position: int, timeout: float, names: Sequence[str] | None = None) -> bool:
         """Block until the views have applied the log up to `position` (read-your-writes).

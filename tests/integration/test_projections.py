@@ -587,6 +587,27 @@ def test_a_process_that_does_not_lead_reads_its_writes_once_the_leader_says_so(
         stop()
 
 
+def test_the_others_hear_when_the_views_applied_a_change_of_status(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    session_id = workloads.create(app)
+    projector.catch_up()
+    heard: list[int] = []
+    worker = Projector(app, pool)
+    follower = LogFollower(pool, [VIEWS_CHANNEL])
+    worker.hear(follower, on_status_change=[lambda: heard.append(worker.head())])
+    with ExitStack() as running:
+        running.callback(follower.start())
+        running.callback(projector.start_leading("leader"))
+        app.start_step(session_id, 0)  # the driver's own progress: nobody else need look
+        assert worker.wait_until(worker.head(), timeout=60)
+        assert heard == []
+
+        app.pause(session_id)  # a worker driving it must stop
+
+        eventually(lambda: heard, "the others heard of the pause")
+
+
 def test_with_no_leader_a_read_catches_the_views_up_itself(
     app: Stepline, projector: Projector, hearing: Projector, pool: ConnectionPool
 ) -> None:
