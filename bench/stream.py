@@ -4,9 +4,10 @@
                            [--shape split|single] [--clients 2]
 
 `--sessions` sessions of `--steps` HTTP steps (`GET /slow?ms=--step-ms` against the example
-app) run at once; `--subscribers` streams are spread evenly over them (the event rate is that
-of the sessions running; each event goes to subscribers/sessions clients). The deployment's
-shape:
+app) run at once, resumed a fraction of a step apart as independent sessions would be
+(`--in-step`: all at the same moment, so their events come in bursts); `--subscribers` streams
+are spread evenly over them (the event rate is that of the sessions running; each event goes
+to subscribers/sessions clients). The deployment's shape:
 
 - `split` (the production shape): `stepline serve --workers 0` serves the streams, one
   `stepline worker` with a slot per session drives the sessions; the API process learns of
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import json
 import multiprocessing
 import os
 import resource
@@ -101,34 +101,57 @@ def started(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Pope
 
 
 async def _subscribe(host: str, port: int, session_id: str, out: list[tuple[float, float]]) -> None:
-    """Read one stream to its end: (committed, received) of every event frame."""
+    """Read one stream to its end: (committed, received) of every event frame. Lean on
+    purpose (large reads, no JSON decoding), so the clients are not what is measured."""
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(
         f"GET /v1/sessions/{session_id}/stream HTTP/1.1\r\nHost: {host}:{port}\r\n"
         "Accept: text/event-stream\r\n\r\n".encode()
     )
     await reader.readuntil(b"\r\n\r\n")  # the status line and headers
-    pending = b""
+    body = Dechunked()
     try:
-        while size := int((await reader.readline()).strip() or b"0", 16):
-            pending += (await reader.readexactly(size + 2))[:-2]
-            received = time.time()
-            *frames, pending = pending.split(b"\n\n")
-            for frame in frames:
+        while data := await reader.read(1 << 16):
+            received = time.time()  # every frame of this read arrived together
+            for frame in body.frames(data):
                 if _ended(frame, received, out):
                     return
     finally:
         writer.close()
 
 
+class Dechunked:
+    """SSE frames out of an HTTP/1.1 chunked body, fed as it arrives."""
+
+    def __init__(self) -> None:
+        self._raw = b""
+        self._text = b""
+
+    def frames(self, data: bytes) -> list[bytes]:
+        self._raw += data
+        while (line_end := self._raw.find(b"\r\n")) >= 0:
+            size = int(self._raw[:line_end], 16)
+            chunk_end = line_end + 2 + size
+            if len(self._raw) < chunk_end + 2:
+                break
+            self._text += self._raw[line_end + 2 : chunk_end]
+            self._raw = self._raw[chunk_end + 2 :]
+        *complete, self._text = self._text.split(b"\n\n")
+        return complete
+
+
+TIMESTAMP = b'"timestamp": "'
+
+
 def _ended(frame: bytes, received: float, out: list[tuple[float, float]]) -> bool:
-    for line in frame.split(b"\n"):
-        if line.startswith(b"data: ") and b'"timestamp"' in line:
-            event = json.loads(line[6:])
-            committed = datetime.fromisoformat(event["timestamp"]).timestamp()
-            out.append((committed, received))
-            return event["type"] in ENDINGS
-    return False
+    """Record an event frame's (committed, received); whether the session ended with it."""
+    start = frame.find(TIMESTAMP)
+    if start < 0:
+        return False  # a heartbeat, an artifact's announcement
+    start += len(TIMESTAMP)
+    stamp = frame[start : frame.index(b'"', start)].decode()
+    out.append((datetime.fromisoformat(stamp).timestamp(), received))
+    return any(f'"type": "{ending}"'.encode() in frame for ending in ENDINGS)
 
 
 def _client(base_url: str, session_ids: list[str], results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -175,9 +198,13 @@ def measure(base_url: str, target: str, arguments: argparse.Namespace, pid: int)
         for started in clients:
             started.start()
         until_subscribed(client, arguments.subscribers)
+        gap_s = 0.0 if arguments.in_step else arguments.step_ms / 1000 / len(session_ids)
         with sampled(pid, arguments.profile):  # the live streams only
             resumed = time.time()
-            for session_id in session_ids:
+            for n, session_id in enumerate(session_ids):
+                # Spread over one step, as sessions running independently would be: resumed
+                # together, their events would come in bursts of `--sessions` at once.
+                time.sleep(max(0.0, resumed + n * gap_s - time.time()))
                 client.post(f"/v1/sessions/{session_id}/resume")
             samples = [sample for _ in clients for sample in results.get(timeout=600)]
         for started in clients:
@@ -283,6 +310,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--step-ms", type=int, default=50)
     parser.add_argument("--shape", choices=("split", "single"), default="split")
+    parser.add_argument(
+        "--in-step", action="store_true", help="resume every session at once (bursts)"
+    )
     parser.add_argument("--clients", type=int, default=2, help="subscriber processes")
     parser.add_argument("--profile", metavar="FILE", help="py-spy the server into FILE")
     arguments = parser.parse_args()

@@ -118,15 +118,19 @@ class EventFeed(Generic[T]):
         self._lock = threading.Lock()
         self._position = app.recorder.max_notification_id() or 0
         self._wake = threading.Event()
+        self._idle_checked_at = time.monotonic()
 
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def _idle_check_s(self) -> float:
+        return min(1.0, self.idle_after_s / 2)
+
     def start(self) -> Callable[[], None]:
         """Deliver on every wake (and at least every second, or twice per `idle_after_s`);
         returns the function that stops it."""
-        every_s = min(1.0, self.idle_after_s / 2)
-        return run_when_woken("feed", self._deliver_new_events, self._wake, every_s).stop
+        return run_when_woken("feed", self._deliver_new_events, self._wake, self._idle_check_s).stop
 
     def subscribe(self, session_id: UUID) -> Subscription[T]:
         subscription = Subscription[T](session_id, asyncio.get_running_loop(), self.buffer_size)
@@ -151,7 +155,8 @@ class EventFeed(Generic[T]):
             self._deliver()
         except (psycopg.Error, PersistenceError):
             log.warning("The live event feed could not read the log; retrying on the next wake")
-        self._hand_over_idle()
+        if time.monotonic() - self._idle_checked_at >= self._idle_check_s:
+            self._hand_over_idle()
 
     def _deliver(self) -> None:
         while True:
@@ -179,7 +184,7 @@ class EventFeed(Generic[T]):
 
     def _hand_over_idle(self) -> None:
         """`IDLE` to every subscriber handed nothing for `idle_after_s`."""
-        now = time.monotonic()
+        now = self._idle_checked_at = time.monotonic()
         with self._lock:
             idle = [
                 subscription
