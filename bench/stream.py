@@ -44,9 +44,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 
 from bench.api import example_target, free_port, percentiles, session_body, wait_until_up
 from bench.appends import bench_database
+from engine.leadership import current_leader
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")
 ENDINGS = {"Completed", "Failed", "Cancelled", "Expired"}
@@ -326,6 +328,8 @@ def main() -> None:
         deployment(arguments.shape, url, arguments.sessions) as (base_url, pid),
     ):
         streamed = measure(base_url, target, arguments, pid)
+        with psycopg.connect(url) as conn:
+            leader = current_leader(conn)
     latencies = streamed.latencies_ms
     p50, p99 = percentiles(latencies)
     print(
@@ -333,6 +337,7 @@ def main() -> None:
         f"(GET /slow?ms={arguments.step_ms}), {streamed.events / streamed.seconds:.0f} events/s, "
         f"{arguments.subscribers} subscribers, on {os.cpu_count()} cores"
     )
+    print(f"the views' leader: {leader.holder if leader else 'none'}")
     print(
         f"SSE commit -> client: {len(latencies)} frames, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
         f"max {max(latencies):.1f} ms"

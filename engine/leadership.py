@@ -11,7 +11,8 @@ releases the lock, and another candidate takes the lead at its next attempt: wit
 tracking rows are locked by whoever applies), only the cost does.
 
 A process that serves the API without driving sessions (`serve --workers 0`) stands in
-reserve: it tries the lock only once nobody has held it for `RESERVE_POLLS` polls in a row, so
+reserve: it tries the lock only once nobody has held it for `RESERVE_POLLS` polls in a row, and
+hands it back when a worker has registered since it took it (one that was slow to start), so
 where workers run one of them leads, and the interpreter that serves the live streams does
 not also fold every event into the views. With no worker up, the API process leads.
 """
@@ -22,9 +23,10 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -52,6 +54,7 @@ INSERT INTO projection_leader (holder, backend_pid, since)
 VALUES (%s, pg_backend_pid(), now())
 ON CONFLICT (singleton) DO UPDATE
 SET holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid, since = EXCLUDED.since
+RETURNING since
 """
 _LOCK_KEY = {"high": locks.PROJECTOR >> 32, "low": locks.PROJECTOR & 0xFFFFFFFF}
 RESERVE_POLLS = 3
@@ -154,6 +157,7 @@ class Leadership:
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (locks.PROJECTOR,)).fetchone()
             if not (row and row[0]):
                 return False
+            self._leaderless_polls = 0  # after handing over, wait again before taking it back
             try:
                 self._lead(conn, stop)
             finally:
@@ -167,15 +171,29 @@ class Leadership:
         return self._leaderless_polls >= RESERVE_POLLS
 
     def _lead(self, conn: Connection[Any], stop: threading.Event) -> None:
-        conn.execute(_RECORD, (self.identity,))
+        recorded = conn.execute(_RECORD, (self.identity,)).fetchone()
+        since = recorded[0] if recorded else datetime.now(UTC)
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.events_channel)))
         self._leading.set()
         log.info("This process (%s) now projects the views for the deployment", self.identity)
+        look_at = time.monotonic() + self.poll_s * RESERVE_POLLS
         while not stop.is_set():
             self.projector.catch_up(conn=conn)
             # Whatever arrived during the catch-up is yielded at once, in one batch.
             for _ in conn.notifies(timeout=self.idle_check_s, stop_after=1):
                 pass
+            if self.reserve and time.monotonic() >= look_at:
+                if _worker_started_since(conn, since):
+                    log.info("A worker is up: %s hands the views' lead to it", self.identity)
+                    return
+                look_at = time.monotonic() + self.poll_s * RESERVE_POLLS
+
+
+def _worker_started_since(conn: Connection[Any], since: datetime) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT FROM stepline_workers WHERE started_at > %s)", (since,)
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _step_down(conn: Connection[Any]) -> None:

@@ -18,6 +18,7 @@ from domain.session import WorkflowSession
 from engine.app import Stepline
 from engine.follower import LogFollower
 from engine.leadership import RESERVE_POLLS, Leadership, current_leader
+from engine.leases import Leases
 from engine.projector import VIEWS_CHANNEL, Projector, UnknownView
 from projections import ALL_VIEWS, session_progress, step_history
 from projections.audit_log import AuditFilter, entries
@@ -688,6 +689,20 @@ def test_a_candidate_in_reserve_leaves_the_lead_to_the_one_holding_it(
         assert leader_of(pool) == "worker"
     finally:
         stop()
+
+
+def test_a_candidate_in_reserve_hands_the_lead_to_a_worker_that_starts_later(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    api_only, worker = Projector(app, pool), Projector(app, pool)
+    with ExitStack() as standing:
+        standing.callback(api_only.start_leading("api", reserve=True))
+        eventually(lambda: leader_of(pool) == "api", "the API process leads, nobody else being up")
+
+        Leases(pool, lease_s=15).register("host:1:worker:abc", "worker", concurrency=1)
+        standing.callback(worker.start_leading("worker"))
+
+        eventually(lambda: leader_of(pool) == "worker", "the worker took the lead over")
 
 
 # ---- layout versions --------------------------------------------------------------------
