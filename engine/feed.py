@@ -93,11 +93,6 @@ class Subscription(Generic[T]):
 Handover = dict[Subscription[T], list[Live[T] | object]]
 
 
-def _hand_over(handover: Handover[T]) -> None:
-    for subscription, items in handover.items():
-        subscription.put(items)
-
-
 class EventFeed(Generic[T]):
     """Delivers new events in a thread of its own, so that slower work the process's follower
     does on the same wake (the views catching up) never delays a stream. Subscribe `wake` to
@@ -119,6 +114,8 @@ class EventFeed(Generic[T]):
         self._position = app.recorder.max_notification_id() or 0
         self._wake = threading.Event()
         self._idle_checked_at = time.monotonic()
+        self._waiting: dict[asyncio.AbstractEventLoop, Handover[T]] = {}
+        """What each loop was handed and has not yet taken."""
 
     def wake(self) -> None:
         self._wake.set()
@@ -198,8 +195,25 @@ class EventFeed(Generic[T]):
         self._send(by_loop)
 
     def _send(self, by_loop: dict[asyncio.AbstractEventLoop, Handover[T]]) -> None:
+        """Hand over on each loop; while a loop has not yet taken what it was handed last
+        (it is busy), add to that instead: a busy loop then wakes each subscriber once for
+        many deliveries, and writes to it once."""
         now = time.monotonic()
         for loop, handover in by_loop.items():
             for subscription in handover:
                 subscription.handed_at = now
-            loop.call_soon_threadsafe(_hand_over, handover)
+            with self._lock:
+                waiting = self._waiting.get(loop)
+                if waiting is not None:
+                    for subscription, items in handover.items():
+                        waiting.setdefault(subscription, []).extend(items)
+                    continue
+                self._waiting[loop] = handover
+            loop.call_soon_threadsafe(self._hand_over, loop)
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On `loop`: give each of its subscribers what is waiting for it."""
+        with self._lock:
+            handover = self._waiting.pop(loop, {})
+        for subscription, items in handover.items():
+            subscription.put(items)
