@@ -62,6 +62,8 @@ bench: $(STAMP) chromium bubblewrap  ## benchmarks, printed as ratios against ra
 	$(BIN)/python -m bench.appends
 	$(BIN)/python -m bench.step_overhead
 	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.stream
+	$(BIN)/python -m bench.stream --subscribers 1000
 	$(BIN)/python -m bench.rebuild
 	$(BIN)/python -m bench.workers
 	$(BIN)/python -m bench.session_size

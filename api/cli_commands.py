@@ -38,7 +38,8 @@ from domain.session import WorkflowSession
 from engine.app import SessionRequest, Stepline
 from engine.bootstrap import Runtime
 from engine.database import DatabaseUnavailable
-from engine.projector import UnknownView
+from engine.leadership import current_leader, process_identity
+from engine.projector import READ_YOUR_WRITES_S, UnknownView
 from engine.replay import fork_request, replay_request
 from engine.workflow_check import check_workflow
 from engine.workflow_file import load_workflow
@@ -98,12 +99,13 @@ def _run_file(
 def _run_request(
     runtime: Runtime, request: SessionRequest, as_json: bool, tenant: str
 ) -> WorkflowSession:
-    stop_following = runtime.projector.start_following()  # the views stay live meanwhile
+    # A candidate for the views' lead, so they stay live meanwhile even with no other process.
+    stop_leading = runtime.projector.start_leading(process_identity("run"))
     try:
         session = run_with_progress(runtime, request, errors, tenant)
-        runtime.projector.wait_until(runtime.projector.head(), timeout=10)
+        runtime.projector.wait_until(runtime.projector.head(), timeout=READ_YOUR_WRITES_S)
     finally:
-        stop_following()
+        stop_leading()
     if as_json:
         console.print_json(json.dumps(final_report(session), default=str))
     else:
@@ -277,6 +279,12 @@ def projections_status() -> None:
         for view in runtime.projector.status():
             table.add_row(view.name, str(view.position), str(view.head), str(view.lag))
         console.print(table)
+        with runtime.projector.pool.connection() as conn:
+            leader = current_leader(conn)
+        if leader is None:
+            console.print("leader: none (no serve, worker or run is up: reads catch up themselves)")
+        else:
+            console.print(f"leader: {leader.holder}, since {leader.since:%Y-%m-%d %H:%M:%S %Z}")
 
 
 def projections_rebuild(names: list[str] | None) -> None:

@@ -14,6 +14,7 @@ from rich.table import Table
 from api.cli_support import cli_actor, console, errors, runtime_or_exit
 from domain.tenant import LIMITS, Policy
 from engine.policies import tenants_with_policies
+from engine.projector import READ_YOUR_WRITES_S
 
 
 def _listed(text: str | None) -> list[str] | None:
@@ -70,7 +71,7 @@ def show_policy(tenant: str, as_json: bool) -> None:
 
 def list_policies(as_json: bool) -> None:
     with runtime_or_exit(quiet=True) as runtime:
-        runtime.projector.catch_up()
+        runtime.projector.wait_until(runtime.projector.head(), timeout=READ_YOUR_WRITES_S)
         tenants = tenants_with_policies(runtime.projector.pool, runtime.settings)
         policies = {tenant: runtime.policies.of(tenant) for tenant in tenants}
     if as_json:

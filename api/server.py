@@ -110,7 +110,12 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with ExitStack() as stack:
             runtime = stack.enter_context(open_runtime(settings))
-            feed = EventFeed(runtime.app, stream.sse_frame, settings.streaming_buffer_size)
+            feed = EventFeed(
+                runtime.app,
+                stream.sse_bytes,
+                settings.streaming_buffer_size,
+                idle_after_s=settings.sse_heartbeat_s,
+            )
             stack.callback(feed.start())
             background = stack.enter_context(
                 running_in_background(runtime, workers=slots, role="serve", also_wake=[feed.wake])
@@ -239,7 +244,10 @@ def serve(
         finally:
             announcing.cancel()
 
-    asyncio.run(serve_all())
+    # The loop uvicorn would pick for itself (uvloop where installed): `uvicorn.run` is not
+    # used, as two servers share this one loop.
+    with asyncio.Runner(loop_factory=servers[0].config.get_loop_factory()) as runner:
+        runner.run(serve_all())
 
 
 async def _when_listening(server: uvicorn.Server, announce: Callable[[str], None]) -> None:

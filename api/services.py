@@ -16,6 +16,7 @@ from api.stream_slots import StreamSlots
 from engine.bootstrap import Runtime
 from engine.feed import EventFeed
 from engine.follower import LogFollower
+from engine.projector import READ_YOUR_WRITES_S
 from engine.worker import SessionWorker
 
 T = TypeVar("T")
@@ -47,7 +48,7 @@ class Services:
     worker: SessionWorker | None
     """None when this process serves the API only (`serve --workers 0`)."""
     follower: LogFollower
-    feed: EventFeed[str]
+    feed: EventFeed[bytes]
     """New events, each pre-encoded as an SSE frame."""
     keys: KeyRing
     limiter: RateLimiter
@@ -60,11 +61,12 @@ class Services:
     """Recent steps' mean duration, for estimates: a little old is fine (see `Recent`)."""
 
     def read_your_writes(self) -> None:
-        """Let the views catch up with everything in the log when the request came in, so a
-        read never shows less than the caller has already written or seen (bounded wait).
+        """Wait until the views have applied everything in the log when the request came in,
+        so a read never shows less than the caller has already written or seen: the leader's
+        notification ends the wait (or, failing one in time, this process catches up).
         Reads call this; writes answer from the write model and do not wait."""
         projector = self.runtime.projector
-        projector.wait_until(projector.head(), timeout=2.0)
+        projector.wait_until(projector.head(), timeout=READ_YOUR_WRITES_S)
 
 
 def _services(request: Request) -> Services:

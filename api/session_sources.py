@@ -24,6 +24,7 @@ from api.schemas import CommandAccepted, SessionPage, SessionView, SignalAccepte
 from domain.errors import SessionNotFound, StandardError
 from engine.bootstrap import Runtime
 from engine.feed import ENDINGS
+from engine.projector import READ_YOUR_WRITES_S
 from engine.waits import check_signal, signal_too_large
 from projections import session_index, session_progress, step_history
 from projections.session_index import SessionFilter
@@ -72,7 +73,8 @@ class SessionSource(Protocol):
 
 
 class DatabaseSessions:
-    """Reads the views (caught up first: no server need be running) and the log; commands go
+    """Reads the views (once they have applied the log as it is now: the leader's work, or
+    this process's if no process leads) and the log; commands go
     through the application, as the API's do, with `actor` on their events."""
 
     def __init__(self, runtime: Runtime, tenant: str, actor: str) -> None:
@@ -81,7 +83,8 @@ class DatabaseSessions:
         self.actor = actor
 
     def _fresh_views(self) -> None:
-        self.runtime.projector.catch_up()
+        projector = self.runtime.projector
+        projector.wait_until(projector.head(), timeout=READ_YOUR_WRITES_S)
 
     def _owned(self, session_id: UUID) -> None:
         with self.runtime.projector.pool.connection() as conn:

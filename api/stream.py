@@ -13,13 +13,12 @@ before the response starts until it ends, however it ends.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
@@ -31,7 +30,7 @@ from api.services import CallerDep, Services, ServicesDep
 from api.sessions import owned_session
 from api.stream_slots import StreamSlot
 from domain.session import WorkflowSession, stored_artifacts
-from engine.feed import ENDINGS, OVERFLOWED, Live
+from engine.feed import ENDINGS, IDLE, OVERFLOWED, Live
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -94,53 +93,47 @@ def _announcements(event: WorkflowSession.Event) -> str:
     return "".join(frames)
 
 
-async def _events(
-    services: Services, session_id: UUID, after: int, request: Request
-) -> AsyncIterator[str]:
+HEARTBEAT = b": heartbeat\n\n"
+
+
+def sse_bytes(event: WorkflowSession.Event) -> bytes:
+    """`sse_frame` as the bytes a stream writes: the live feed encodes each event once."""
+    return sse_frame(event).encode()
+
+
+async def _events(services: Services, session_id: UUID, after: int) -> AsyncIterator[bytes]:
     # Subscribed here, when the response starts, so a response never sent leaks nothing;
-    # and before the history is read, so nothing committed in between is missed.
+    # and before the history is read, so nothing committed in between is missed. (A client
+    # that goes away ends the response: Starlette cancels it on the disconnect.)
     subscription = services.feed.subscribe(session_id)
     try:
         history = await run_in_threadpool(services.runtime.app.history, session_id, after)
         last = after
         for event in history:
-            yield sse_frame(event)
+            yield sse_bytes(event)
             last = event.originator_version
             if isinstance(event, ENDINGS):
                 return
-        heartbeat = services.runtime.settings.sse_heartbeat_s
         while True:
-            try:
-                async with asyncio.timeout(heartbeat):
-                    first = await subscription.queue.get()
-            except TimeoutError:
-                if await request.is_disconnected():  # (the response notices it otherwise)
-                    return
-                yield ": heartbeat\n\n"
-                continue
-            frames, last, ended = _unseen([first, *_drain(subscription.queue)], last)
-            if frames:
-                yield "".join(frames)  # what arrived together goes out in one write
+            frames, last, ended = _unseen(await subscription.take(), last)
+            yield b"".join(frames)  # what arrived together goes out in one write
             if ended:
                 return
     finally:
         services.feed.unsubscribe(subscription)
 
 
-def _drain(queue: asyncio.Queue[Live[str] | object]) -> list[Live[str] | object]:
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items
-
-
-def _unseen(items: list[Live[str] | object], last: int) -> tuple[list[str], int, bool]:
-    """The frames of the events after version `last`; the new last; whether the stream ends
-    (the session ended, or the subscriber overflowed and must resume from the log)."""
-    frames: list[str] = []
+def _unseen(items: list[Live[bytes] | object], last: int) -> tuple[list[bytes], int, bool]:
+    """The frames of the events after version `last` (a heartbeat if the feed had none for
+    this stream); the new last; whether the stream ends (the session ended, or the
+    subscriber overflowed and must resume from the log)."""
+    frames: list[bytes] = []
     for item in items:
         if item is OVERFLOWED:
             return frames, last, True
+        if item is IDLE:
+            frames.append(HEARTBEAT)
+            continue
         assert isinstance(item, Live)
         if item.version <= last:
             continue
@@ -156,7 +149,7 @@ class HeldStream(StreamingResponse):
     client went away (closed, or killed: the server sees the connection drop), or the server
     stops."""
 
-    def __init__(self, content: AsyncIterator[str], slot: StreamSlot) -> None:
+    def __init__(self, content: AsyncIterator[bytes], slot: StreamSlot) -> None:
         super().__init__(
             content,
             media_type="text/event-stream",
@@ -179,7 +172,6 @@ class HeldStream(StreamingResponse):
 )
 async def stream(
     session_id: UUID,
-    request: Request,
     services: ServicesDep,
     caller: CallerDep,
     last_event_id: Annotated[int | None, Header(ge=0, le=2**31 - 1)] = None,
@@ -192,7 +184,7 @@ async def stream(
     key_cap = services.runtime.settings.key_max_streams
     slot = services.streams.open(caller, key_cap, tenant_cap)
     start = last_event_id if last_event_id is not None else (after or 0)
-    return HeldStream(_events(services, session_id, start, request), slot)
+    return HeldStream(_events(services, session_id, start), slot)
 
 
 def _tenant_cap(services: Services, tenant: str) -> int | None:

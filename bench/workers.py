@@ -4,9 +4,12 @@
 
 For each count, a fresh database, that many `stepline worker` processes, and `--sessions`
 sessions of 5 quick HTTP steps against the example app on loopback, created from this process
-as fast as it can. Printed: sessions/s (first creation to last completion), the p50/p99 time
-from a session's creation to its first step starting, and, as the baseline measured in the
-same run, how long raw psycopg inserts of the same number of event rows take.
+as fast as it can. Printed: sessions/s (first creation to last completion), the CPU seconds
+all of Stepline's processes spent per 1,000 steps of that burst (this process and every
+worker, their children included: what must stay flat as workers are added, so throughput can
+grow with machines), the same for the PostgreSQL backends of the bench's database, the p50/p99
+time from a session's creation to its first step starting, and, as the baseline measured in
+the same run, how long raw psycopg inserts of the same number of event rows take.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tempfile import TemporaryDirectory
 from uuid import UUID
 
 import httpx
+import psutil
 import psycopg
 
 from api.cli import EXAMPLES
@@ -49,6 +53,14 @@ class Round:
     start_ms: list[float]
     idle_start_ms: list[float]
     events: int
+    cpu_s: float
+    """Stepline's processes (this one and the workers) during the burst."""
+    database_cpu_s: float
+    """The PostgreSQL backends serving the bench's database during the burst."""
+
+    @property
+    def steps(self) -> int:
+        return self.sessions * len(STEPS)
 
 
 @contextmanager
@@ -122,9 +134,13 @@ def run_round(workers: int, sessions: int, concurrency: int, target: str) -> Rou
             for n in range(IDLE_SAMPLES):  # one at a time: the start latency of idle workers
                 idle.append(create(app, target, n))
                 wait_until_ended(url, n + 1)
+            stepline = [psutil.Process(), *(psutil.Process(p.pid) for p in processes)]
+            cpu_before, database_before = cpu_seconds(stepline), backend_cpu(url)
             ids = [create(app, target, n) for n in range(sessions)]
             wait_until_ended(url, IDLE_SAMPLES + sessions)
-            return measure(app, workers, ids, idle)
+            cpu_s = cpu_seconds(stepline) - cpu_before
+            database_cpu_s = sum(backend_cpu(url, since=database_before).values())
+            return measure(app, workers, ids, idle, (cpu_s, database_cpu_s))
         finally:
             for process in processes:
                 process.terminate()
@@ -158,7 +174,36 @@ def wait_until_ended(url: str, count: int) -> None:
     raise RuntimeError("the sessions did not end in time")
 
 
-def measure(app: Stepline, workers: int, ids: list[UUID], idle: list[UUID]) -> Round:
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User and system time of the processes and of their children that have ended."""
+    total = 0.0
+    for process in processes:
+        times = process.cpu_times()
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def backend_cpu(url: str, since: dict[int, float] | None = None) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to the bench's database (less what it
+    had used by `since`, for a backend that was there then)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        ).fetchall()
+    used = {}
+    for (pid,) in rows:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue  # it ended meanwhile
+        used[pid] = times.user + times.system - (since or {}).get(pid, 0.0)
+    return used
+
+
+def measure(
+    app: Stepline, workers: int, ids: list[UUID], idle: list[UUID], cpu: tuple[float, float]
+) -> Round:
     first_created, last_ended, start_ms, events = float("inf"), 0.0, [], 0
     for session_id in ids:
         history = app.history(session_id)
@@ -168,7 +213,8 @@ def measure(app: Stepline, workers: int, ids: list[UUID], idle: list[UUID]) -> R
         start_ms.append(start_latency_ms(history))
         events += len(history)
     idle_ms = [start_latency_ms(app.history(session_id)) for session_id in idle]
-    return Round(workers, len(ids), last_ended - first_created, start_ms, idle_ms, events)
+    seconds = last_ended - first_created
+    return Round(workers, len(ids), seconds, start_ms, idle_ms, events, *cpu)
 
 
 def start_latency_ms(history: list[WorkflowSession.Event]) -> float:
@@ -195,15 +241,28 @@ def main() -> None:
         f"{arguments.sessions} sessions of {len(STEPS)} HTTP steps, "
         f"{arguments.concurrency} slots per worker, on {os.cpu_count()} cores"
     )
-    header = ("workers", "sessions/s", "vs 1", "start p50/p99 ms", "idle start p50/p99 ms")
-    print("{:>7} {:>10} {:>6} {:>18} {:>22}".format(*header))
+    header = (
+        "workers",
+        "sessions/s",
+        "vs 1",
+        "CPU s/1k steps",
+        "vs 1",
+        "db CPU s/1k steps",
+        "start p50/p99 ms",
+        "idle start p50/p99 ms",
+    )
+    print("{:>7} {:>10} {:>6} {:>14} {:>6} {:>17} {:>18} {:>22}".format(*header))
     for result in rounds:
         p50, p99 = percentiles(result.start_ms)
         idle50, idle99 = percentiles(result.idle_start_ms)
         rate = result.sessions / result.seconds
         base = rounds[0].sessions / rounds[0].seconds
+        cpu = result.cpu_s / result.steps * 1000
+        cpu_base = rounds[0].cpu_s / rounds[0].steps * 1000
+        database_cpu = result.database_cpu_s / result.steps * 1000
         print(
-            f"{result.workers:>7} {rate:>10.1f} {rate / base:>5.2f}x "
+            f"{result.workers:>7} {rate:>10.1f} {rate / base:>5.2f}x {cpu:>14.2f} "
+            f"{cpu / cpu_base:>5.2f}x {database_cpu:>17.2f} "
             f"{p50:>9.1f} /{p99:>7.1f} {idle50:>13.1f} /{idle99:>7.1f}"
         )
     raw_s = rounds[0].events / raw_per_s

@@ -27,10 +27,11 @@ from engine.definitions import builtin
 from engine.erasure import Erasure
 from engine.executor_state import ExecutorStates
 from engine.follower import LogFollower
+from engine.leadership import process_identity
 from engine.leases import RELEASED_CHANNEL, Leases
 from engine.logs import LOGGER_NAME, configure_logging
 from engine.policies import Policies
-from engine.projector import Projector
+from engine.projector import VIEWS_CHANNEL, Projector
 from engine.scheduler import Scheduler
 from engine.secret_store import MasterKey, SecretStore
 from engine.secrets import Secrets
@@ -56,11 +57,6 @@ class Runtime:
     loop: TaskLoop
     database_url: str
     embedded: bool
-
-    def follower(self) -> LogFollower:
-        """The process's LISTEN connection: new events, released leases."""
-        channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
-        return LogFollower(self.projector.pool, [channel, RELEASED_CHANNEL])
 
     def erasure(self) -> Erasure:
         return Erasure(self.app, self.projector.pool, self.settings.data_dir)
@@ -120,26 +116,31 @@ def running_in_background(
     role: str,
     also_wake: Sequence[Callable[[], None]] = (),
 ) -> Iterator[Background]:
-    """The process's background duties: the follower (waking `also_wake` on new events, the
-    views and the worker, each in its own thread), the worker itself (none when `workers` is
-    0) with the schedules' firings and the webhooks' deliveries, the TTL sweep and the log of
-    the chain's head. On exit every session stops at its next safe point, its lease handed
-    back."""
-    follower = runtime.follower()
+    """The process's background duties: its candidacy for the projector's lead (see
+    `engine.leadership`; in reserve without a worker), the follower (its one LISTEN
+    connection: new events wake `also_wake`; the views' positions reach the projector and
+    wake the worker and the webhooks' sender), the worker itself (none when `workers` is 0)
+    with the schedules' firings and the webhooks' deliveries, the TTL sweep and the log of the
+    chain's head. On exit every session stops at its next safe point, its lease handed back."""
+    follower = _follower(runtime, events=bool(also_wake))
     events = runtime.app.recorder.channel_name  # type: ignore[attr-defined]
     for callback in also_wake:
         follower.subscribe(callback, channel=events)
     worker = runtime.worker(workers, role) if workers > 0 else None
     deliveries_queued = threading.Event()
-    # The worker claims once the session index has caught up, and at once on a released lease;
-    # the webhooks a catch-up queued are sent at once.
-    claim = [] if worker is None else [worker.wake]
-    for callback in claim:
+    # A new (or resumed) session is claimable once the session index shows it: the worker
+    # looks when the views' leader says it applied a change of status, and at once when a
+    # lease is released; a cancel reaches the sessions it drives the same way. A change of
+    # status is also when the views queue webhooks: the sender looks then too.
+    wake = [] if worker is None else [worker.wake]
+    runtime.projector.hear(follower, on_status_change=[*wake, deliveries_queued.set])
+    for callback in wake:
         follower.subscribe(callback, channel=RELEASED_CHANNEL)
-    caught_up = [] if worker is None else [*claim, deliveries_queued.set]
     with ExitStack() as stack:
-        stack.callback(runtime.projector.follow(follower, then=caught_up))
         stack.callback(follower.start())
+        # A process that drives no session (the API only) leads only when no worker does.
+        identity = process_identity(role)
+        stack.callback(runtime.projector.start_leading(identity, reserve=worker is None))
         if worker is not None:
             worker.start()
             stack.callback(worker.stop)
@@ -148,6 +149,15 @@ def running_in_background(
         stack.callback(runtime.sweep().start())
         stack.callback(runtime.head_log().start())
         yield Background(follower, worker)
+
+
+def _follower(runtime: Runtime, events: bool) -> LogFollower:
+    """The channels this process listens to: the views' positions and released leases, and
+    new events only where something streams them (the API's feed)."""
+    channels = [VIEWS_CHANNEL, RELEASED_CHANNEL]
+    if events:
+        channels.append(runtime.app.recorder.channel_name)  # type: ignore[attr-defined]
+    return LogFollower(runtime.projector.pool, channels)
 
 
 def ai_provider(settings: Settings) -> AiProvider | None:

@@ -3,8 +3,12 @@
 Subscribers are asyncio consumers (the SSE endpoint). Each new event is decoded and encoded
 once (by the `encode` the feed was built with, e.g. into an SSE frame), however many
 subscribers it has, and a delivery hands everything it read to each event loop in one
-`call_soon_threadsafe`. A subscriber that falls `buffer_size` events behind is told it
-overflowed and must resume from the log — a stream never silently skips an event.
+`call_soon_threadsafe`, each subscriber's share in one piece: a subscriber wakes once per
+delivery, however many events it brought, and takes them all (so a busy loop sends fewer,
+larger writes). A subscriber that falls `buffer_size` events behind is told it overflowed and
+must resume from the log — a stream never silently skips an event. A subscriber given nothing
+for `idle_after_s` is handed `IDLE` (a stream's cue for a heartbeat), so no subscriber needs a
+timer of its own.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
@@ -28,7 +33,9 @@ from engine.logs import LOGGER_NAME
 log = logging.getLogger(LOGGER_NAME)
 
 OVERFLOWED = object()
-"""Put on a subscriber's queue when it fell too far behind; the stream should end."""
+"""Handed to a subscriber that fell too far behind; the stream should end."""
+IDLE = object()
+"""Handed to a subscriber that was given nothing for a while."""
 
 T = TypeVar("T")
 
@@ -52,30 +59,38 @@ ENDINGS = (
 
 
 class Subscription(Generic[T]):
+    """What a subscriber has been handed and not yet taken, kept on its event loop."""
+
     def __init__(self, session_id: UUID, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.session_id = session_id
-        self.queue: asyncio.Queue[Live[T] | object] = asyncio.Queue(maxsize=size + 1)
         self.loop = loop
         self._size = size
+        self._pending: list[Live[T] | object] = []
+        self._ready = asyncio.Event()
         self.overflowed = False
+        self.handed_at = time.monotonic()
+        """When the feed last handed it something (the feed's thread reads and writes it)."""
 
-    def put(self, item: Live[T]) -> None:
+    def put(self, items: list[Live[T] | object]) -> None:
         """Called on the subscriber's event loop."""
         if self.overflowed:
             return
-        if self.queue.qsize() >= self._size:
+        if len(self._pending) + len(items) > self._size:
             self.overflowed = True
-            self.queue.put_nowait(OVERFLOWED)
-            return
-        self.queue.put_nowait(item)
+            self._pending.append(OVERFLOWED)
+        else:
+            self._pending.extend(items)
+        self._ready.set()
+
+    async def take(self) -> list[Live[T] | object]:
+        """Everything handed over since the last take; waits until there is something."""
+        await self._ready.wait()
+        self._ready.clear()
+        taken, self._pending = self._pending, []
+        return taken
 
 
-Handover = list[tuple[Subscription[T], Live[T]]]
-
-
-def _hand_over(items: Handover[T]) -> None:
-    for subscription, item in items:
-        subscription.put(item)
+Handover = dict[Subscription[T], list[Live[T] | object]]
 
 
 class EventFeed(Generic[T]):
@@ -88,21 +103,31 @@ class EventFeed(Generic[T]):
         app: Stepline,
         encode: Callable[[WorkflowSession.Event], T],
         buffer_size: int = 1_000,
+        idle_after_s: float = 15.0,
     ) -> None:
         self.app = app
         self.encode = encode
         self.buffer_size = buffer_size
+        self.idle_after_s = idle_after_s
         self._subscribers: dict[UUID, set[Subscription[T]]] = {}
         self._lock = threading.Lock()
         self._position = app.recorder.max_notification_id() or 0
         self._wake = threading.Event()
+        self._idle_checked_at = time.monotonic()
+        self._waiting: dict[asyncio.AbstractEventLoop, Handover[T]] = {}
+        """What each loop was handed and has not yet taken."""
 
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def _idle_check_s(self) -> float:
+        return min(1.0, self.idle_after_s / 2)
+
     def start(self) -> Callable[[], None]:
-        """Deliver on every wake (and every second); returns the function that stops it."""
-        return run_when_woken("feed", self._deliver_new_events, self._wake, every_s=1.0).stop
+        """Deliver on every wake (and at least every second, or twice per `idle_after_s`);
+        returns the function that stops it."""
+        return run_when_woken("feed", self._deliver_new_events, self._wake, self._idle_check_s).stop
 
     def subscribe(self, session_id: UUID) -> Subscription[T]:
         subscription = Subscription[T](session_id, asyncio.get_running_loop(), self.buffer_size)
@@ -127,6 +152,8 @@ class EventFeed(Generic[T]):
             self._deliver()
         except (psycopg.Error, PersistenceError):
             log.warning("The live event feed could not read the log; retrying on the next wake")
+        if time.monotonic() - self._idle_checked_at >= self._idle_check_s:
+            self._hand_over_idle()
 
     def _deliver(self) -> None:
         while True:
@@ -149,6 +176,44 @@ class EventFeed(Generic[T]):
                     event.originator_version, self.encode(event), isinstance(event, ENDINGS)
                 )
                 for subscriber in subscribers:
-                    by_loop.setdefault(subscriber.loop, []).append((subscriber, live))
-            for loop, items in by_loop.items():
-                loop.call_soon_threadsafe(_hand_over, items)
+                    by_loop.setdefault(subscriber.loop, {}).setdefault(subscriber, []).append(live)
+            self._send(by_loop)
+
+    def _hand_over_idle(self) -> None:
+        """`IDLE` to every subscriber handed nothing for `idle_after_s`."""
+        now = self._idle_checked_at = time.monotonic()
+        with self._lock:
+            idle = [
+                subscription
+                for subscriptions in self._subscribers.values()
+                for subscription in subscriptions
+                if now - subscription.handed_at >= self.idle_after_s
+            ]
+        by_loop: dict[asyncio.AbstractEventLoop, Handover[T]] = {}
+        for subscription in idle:
+            by_loop.setdefault(subscription.loop, {})[subscription] = [IDLE]
+        self._send(by_loop)
+
+    def _send(self, by_loop: dict[asyncio.AbstractEventLoop, Handover[T]]) -> None:
+        """Hand over on each loop; while a loop has not yet taken what it was handed last
+        (it is busy), add to that instead: a busy loop then wakes each subscriber once for
+        many deliveries, and writes to it once."""
+        now = time.monotonic()
+        for loop, handover in by_loop.items():
+            for subscription in handover:
+                subscription.handed_at = now
+            with self._lock:
+                waiting = self._waiting.get(loop)
+                if waiting is not None:
+                    for subscription, items in handover.items():
+                        waiting.setdefault(subscription, []).extend(items)
+                    continue
+                self._waiting[loop] = handover
+            loop.call_soon_threadsafe(self._hand_over, loop)
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On `loop`: give each of its subscribers what is waiting for it."""
+        with self._lock:
+            handover = self._waiting.pop(loop, {})
+        for subscription, items in handover.items():
+            subscription.put(items)

@@ -1,10 +1,11 @@
 """One LISTEN connection per process that wakes whoever must react to the database.
 
-The event store NOTIFYs when events are appended and workers NOTIFY when they hand a lease
-back. Subscribers (the live feed, the projector, the worker) are called in the follower's
-thread on every notification, and at least every `idle_check_s` as a fallback for a lost
-notification or a reconnect. They must return at once (set an event for their own thread):
-a slow one would delay every other's wake.
+The event store NOTIFYs when events are appended, the projector's leader when the views
+reached a position, and workers when they hand a lease back. Subscribers (the live feed, the
+worker) are called in the follower's thread on every notification, and at least every
+`idle_check_s` as a fallback for a lost notification or a reconnect; receivers (the
+projector, learning positions) are given each notification's payload. Both must return at
+once (set an event for their own thread): a slow one would delay every other's wake.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class LogFollower:
         self.channels = list(channels)
         self.idle_check_s = idle_check_s
         self._subscribers: list[tuple[Callable[[], None], str | None]] = []
+        self._receivers: list[tuple[Callable[[str], None], str]] = []
         self._thread: threading.Thread | None = None
 
     @property
@@ -42,6 +44,11 @@ class LogFollower:
         """Call `callback` on every notification (or only `channel`'s) and on every idle
         check, in subscription order. Subscribe before `start`."""
         self._subscribers.append((callback, channel))
+
+    def receive(self, callback: Callable[[str], None], channel: str) -> None:
+        """Call `callback` with the payload of every notification on `channel` (not on idle
+        checks). Subscribe before `start`."""
+        self._receivers.append((callback, channel))
 
     def start(self) -> Callable[[], None]:
         """Follow in a background thread; returns the function that stops it."""
@@ -73,13 +80,19 @@ class LogFollower:
                 while not stop.is_set():
                     notified = False
                     for notification in conn.notifies(timeout=self.idle_check_s, stop_after=1):
-                        self._wake(notification.channel)
+                        self._hand_over(notification.channel, notification.payload)
                         notified = True
                     if not notified:
                         self._wake(None)
             finally:
                 if not (conn.closed or conn.broken):
                     conn.execute("UNLISTEN *")
+
+    def _hand_over(self, channel: str, payload: str) -> None:
+        for callback, wanted in self._receivers:
+            if wanted == channel:
+                callback(payload)
+        self._wake(channel)
 
     def _wake(self, channel: str | None) -> None:
         """Wake the subscribers of `channel`; None (an idle check) wakes every one."""

@@ -18,3 +18,6 @@ SWEEP = 0x57151
 
 SCHEDULES = 0x57152
 """One process at a time fires the schedules that are due (engine.scheduler)."""
+PROJECTOR = 0x57153
+"""The projector's leader: held for as long as one process catches the views up for the whole
+deployment (session-level, on that process's connection: its death releases it)."""

@@ -261,6 +261,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         4, "completion webhooks: the delivery queue, its attempts, signing secrets", _WEBHOOKS
     ),
     Migration(5, "each session's data key, wrapped under master keys (crypto-shredding)", _KEYS),
+    Migration(
+        6,
+        "the projector's leader, named for `projections status` and /health",
+        (
+            # One row: the process that last took the lead, and its backend, so a reader can
+            # tell whether that backend still holds the lock (engine.leadership).
+            """
+            CREATE TABLE IF NOT EXISTS projection_leader (
+                singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                holder text NOT NULL,
+                backend_pid integer NOT NULL,
+                since timestamptz NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 """In order, never edited once released: a change to the schema is a new migration."""
 

@@ -24,7 +24,7 @@ from engine.executor_state import ExecutorStates
 from engine.follower import run_when_woken
 from engine.leases import Leases
 from engine.logs import LOGGER_NAME
-from engine.projector import Projector
+from engine.projector import READ_YOUR_WRITES_S, Projector
 from projections.session_index import overdue_sessions
 
 log = logging.getLogger(LOGGER_NAME)
@@ -47,7 +47,9 @@ class Sweep:
             locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (locks.SWEEP,)).fetchone()
             if not (locked and locked[0]):
                 return None
-            self.projector.catch_up(["session_index"])
+            self.projector.wait_until(
+                self.projector.head(), timeout=READ_YOUR_WRITES_S, names=["session_index"]
+            )
             cutoff = datetime.now(UTC) - timedelta(milliseconds=self.ttl_ms)
             expired = []
             for session_id in overdue_sessions(conn, cutoff):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from datetime import timedelta
 from typing import Any, ClassVar
 from uuid import UUID
@@ -14,13 +16,17 @@ from psycopg_pool import ConnectionPool
 
 from domain.session import WorkflowSession
 from engine.app import Stepline
-from engine.projector import Projector, UnknownView
+from engine.follower import LogFollower
+from engine.leadership import RESERVE_POLLS, Leadership, current_leader
+from engine.leases import Leases
+from engine.projector import VIEWS_CHANNEL, Projector, UnknownView
 from projections import ALL_VIEWS, session_progress, step_history
 from projections.audit_log import AuditFilter, entries
 from projections.session_index import SessionFilter, SessionIndexView, id_range, list_sessions
 from projections.session_progress import SessionProgressView
 from projections.view import Recorded
 from tests import workloads
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -492,14 +498,14 @@ def test_two_runners_on_one_database_apply_each_event_once(
 ) -> None:
     for make in workloads.EVERY_KIND.values():
         make(app)
-    first, second = Projector(app, pool, batch_size=7), Projector(app, pool, batch_size=5)
-    first.prepare()
-    stops = [first.start_following(), second.start_following()]
+    leader, fallback = Projector(app, pool, batch_size=7), Projector(app, pool, batch_size=5)
+    leader.prepare()
+    stop = leader.start_leading("leader")
     try:
-        assert first.wait_until(app.recorder.max_notification_id() or 0, timeout=30)
+        fallback.catch_up()  # as a read does when the leader is slow, while the leader works
+        assert leader.wait_until(app.recorder.max_notification_id() or 0, timeout=30)
     finally:
-        for stop in stops:
-            stop()
+        stop()
 
     rows = dump(pool)
     assert [row[0] for row in rows["audit_log"]] == [
@@ -554,10 +560,10 @@ def test_an_unknown_view_name_is_refused(projector: Projector) -> None:
 # ---- live, read-your-writes and lag -----------------------------------------------------
 
 
-def test_a_following_projector_shows_a_write_to_whoever_waits_for_it(
+def test_a_leading_projector_shows_a_write_to_whoever_waits_for_it(
     app: Stepline, projector: Projector, pool: ConnectionPool
 ) -> None:
-    stop = projector.start_following()
+    stop = projector.start_leading("leader")
     try:
         session_id = workloads.create(app)
         written_at = projector.head()
@@ -571,22 +577,156 @@ def test_a_following_projector_shows_a_write_to_whoever_waits_for_it(
         stop()
 
 
-def test_waiting_for_a_position_not_yet_written_times_out(projector: Projector) -> None:
-    assert projector.wait_until(projector.head() + 1_000, timeout=0.2) is False
+@pytest.fixture
+def hearing(app: Stepline, pool: ConnectionPool) -> Iterator[Projector]:
+    """A process's projector that does not stand for the lead: it hears the leader's
+    positions through its follower, as every `serve` and `worker` does."""
+    reader = Projector(app, pool)
+    follower = LogFollower(pool, [VIEWS_CHANNEL])
+    reader.hear(follower)
+    stop = follower.start()
+    yield reader
+    stop()
 
 
-def test_status_shows_each_views_lag_behind_the_log(app: Stepline, projector: Projector) -> None:
+def leader_of(pool: ConnectionPool) -> str | None:
+    with pool.connection() as conn:
+        leader = current_leader(conn)
+    return None if leader is None else leader.holder
+
+
+def test_a_process_that_does_not_lead_reads_its_writes_once_the_leader_says_so(
+    app: Stepline, projector: Projector, hearing: Projector, pool: ConnectionPool
+) -> None:
+    stop = projector.start_leading("leader")
+    try:
+        eventually(lambda: projector.leading, "the only candidate leads")
+        session_id = workloads.create(app)
+
+        assert hearing.wait_until(hearing.head(), timeout=60)
+
+        assert progress(pool, session_id).status == "pending"
+        assert hearing.applied_here == 0  # the leader applied it: this process only waited
+        eventually(lambda: projector.applied_here > 0, "the leader counted what it applied")
+    finally:
+        stop()
+
+
+def test_the_others_hear_when_the_views_applied_a_change_of_status(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
     session_id = workloads.create(app)
     projector.catch_up()
-    app.start_step(session_id, 0)
-    app.pause(session_id)
+    heard: list[int] = []
+    worker = Projector(app, pool)
+    follower = LogFollower(pool, [VIEWS_CHANNEL])
+    worker.hear(follower, on_status_change=[lambda: heard.append(worker.head())])
+    with ExitStack() as running:
+        running.callback(follower.start())
+        running.callback(projector.start_leading("leader"))
+        app.start_step(session_id, 0)  # the driver's own progress: nobody else need look
+        assert worker.wait_until(worker.head(), timeout=60)
+        assert heard == []
 
-    statuses = projector.status()
+        app.pause(session_id)  # a worker driving it must stop
 
-    assert [s.name for s in statuses] == [v.name for v in ALL_VIEWS]
-    assert {s.lag for s in statuses} == {2}
-    projector.catch_up(["audit_log"])
-    assert {s.name: s.lag for s in projector.status()}["audit_log"] == 0
+        eventually(lambda: heard, "the others heard of the pause")
+
+
+def test_with_no_leader_a_read_catches_the_views_up_itself(
+    app: Stepline, projector: Projector, hearing: Projector, pool: ConnectionPool
+) -> None:
+    session_id = workloads.create(app)
+
+    assert hearing.wait_until(hearing.head(), timeout=60)
+
+    assert progress(pool, session_id).status == "pending"
+    assert hearing.applied_here > 0
+
+
+def test_a_command_line_read_waits_for_the_leader_without_a_follower(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    stop = projector.start_leading("leader")
+    try:
+        eventually(lambda: projector.leading, "the only candidate leads")
+        session_id = workloads.create(app)
+        command_line = Projector(app, pool)  # no follower: it listens for the wait itself
+
+        assert command_line.wait_until(command_line.head(), timeout=60)
+
+        assert progress(pool, session_id).status == "pending"
+        assert command_line.applied_here == 0
+    finally:
+        stop()
+
+
+def test_one_candidate_leads_and_another_takes_over_when_it_stops(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    first, second = Projector(app, pool), Projector(app, pool)
+    with ExitStack() as standing:
+        stop_first = first.start_leading("first")
+        standing.callback(stop_first)
+        eventually(lambda: leader_of(pool) == "first", "the first candidate leads")
+        standing.callback(second.start_leading("second"))
+        assert leader_of(pool) == "first"
+        assert not second.leading
+
+        stop_first()
+
+        eventually(lambda: leader_of(pool) == "second", "the second candidate took the lead")
+        assert second.leading
+        assert not first.leading
+        session_id = workloads.create(app)
+        eventually(lambda: projector.status()[0].lag == 0, "the new leader applied the log")
+        assert progress(pool, session_id).status == "pending"
+
+
+def test_a_candidate_in_reserve_tries_for_the_lead_only_after_polls_without_a_leader(
+    app: Stepline, projector: Projector
+) -> None:
+    channel = app.recorder.channel_name  # type: ignore[attr-defined]
+    api_only = Leadership(projector, "api", channel, reserve=True)
+    no_further = threading.Event()
+    no_further.set()  # take the lock, then hand it back at once
+
+    attempts = [api_only.stand_once(no_further) for _ in range(RESERVE_POLLS)]
+
+    assert attempts == [False] * (RESERVE_POLLS - 1) + [True]
+
+
+def test_a_candidate_in_reserve_leaves_the_lead_to_the_one_holding_it(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    channel = app.recorder.channel_name  # type: ignore[attr-defined]
+    api_only = Leadership(Projector(app, pool), "api", channel, reserve=True)
+    no_further = threading.Event()
+    no_further.set()
+    stop = projector.start_leading("worker")
+    try:
+        eventually(lambda: leader_of(pool) == "worker", "the worker leads")
+
+        attempts = [api_only.stand_once(no_further) for _ in range(RESERVE_POLLS + 1)]
+
+        assert not any(attempts)
+        assert leader_of(pool) == "worker"
+    finally:
+        stop()
+
+
+def test_a_candidate_in_reserve_hands_the_lead_to_a_worker_that_starts_later(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    api_only, worker = Projector(app, pool), Projector(app, pool)
+    with ExitStack() as standing:
+        standing.callback(api_only.start_leading("api", reserve=True))
+        eventually(lambda: leader_of(pool) == "api", "the API process leads, nobody else being up")
+
+        Leases(pool, lease_s=15).register("host:1:worker:abc", "worker", concurrency=1)
+        standing.callback(worker.start_leading("worker"))
+
+        eventually(lambda: leader_of(pool) == "worker", "the worker took the lead over")
 
 
 # ---- layout versions --------------------------------------------------------------------
