@@ -216,7 +216,9 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             eventsourcing_env(url, pool_size=store_connections, max_overflow=0),
             snapshot_interval=settings.snapshot_interval,
             cache_size=settings.session_cache_size,
-            master_key=master_key,
+            # Sessions are sealed under an operator's STEPLINE_MASTER_KEY only: dev mode's key
+            # file lies beside the data it would guard, and each data directory has its own.
+            master_key=master_key if settings.master_key_bytes() is not None else None,
         )
         stack.callback(app.close)
         pool = ConnectionPool(

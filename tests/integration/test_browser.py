@@ -77,7 +77,7 @@ def test_the_browser_demo_completes_and_the_todo_came_from_the_form(
     ]
     shots = [a for e in finished(loop.app, session_id) for a in e.artifacts]
     assert [a["kind"] for a in shots] == ["screenshot"]
-    stored = tmp_path / "artifacts" / shots[0]["hash"]
+    stored = tmp_path / "artifacts" / str(session_id) / shots[0]["hash"]
     assert stored.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert stored.stat().st_size == shots[0]["size"]
 
@@ -180,7 +180,7 @@ def test_a_failed_expectation_fails_the_step_with_a_screenshot(
     ]
     assert [type(e).__name__ for e in history][-3:] == ["Checked", "StepFailed", "Failed"]
     assert [a["kind"] for a in checks[0].artifacts] == ["failure_screenshot"]
-    assert (tmp_path / "artifacts" / checks[0].artifacts[0]["hash"]).is_file()
+    assert (tmp_path / "artifacts" / str(session_id) / checks[0].artifacts[0]["hash"]).is_file()
 
 
 def test_an_unknown_target_of_a_definition_step_lists_the_pages_elements(

@@ -17,7 +17,7 @@ from domain.dev_mode import DEV_TENANT
 from engine.app import Stepline
 from engine.policies import Policies
 from engine.settings import Settings
-from tests.conftest import EXAMPLES, PASSWORD, TEST_POLICY
+from tests.conftest import EXAMPLES, MASTER_KEY, PASSWORD, TEST_POLICY
 from tests.integration.conftest import kept_states
 from tests.scripted_model import ScriptedModel
 
@@ -289,7 +289,15 @@ def test_an_unreachable_database_is_a_clear_error() -> None:
 def test_projections_can_be_rebuilt_and_their_lag_read(database_url: str) -> None:
     stepline("demo", STEPLINE_DATABASE_URL=database_url)
 
-    rebuilt = stepline("projections", "rebuild", "audit_log", STEPLINE_DATABASE_URL=database_url)
+    # The shared database holds sessions sealed by the API tests' processes: only with the
+    # master key they were sealed under can a rebuild open them.
+    rebuilt = stepline(
+        "projections",
+        "rebuild",
+        "audit_log",
+        STEPLINE_DATABASE_URL=database_url,
+        STEPLINE_MASTER_KEY=MASTER_KEY,
+    )
     status = stepline("projections", "status", STEPLINE_DATABASE_URL=database_url)
     unknown = stepline("projections", "rebuild", "sessions", STEPLINE_DATABASE_URL=database_url)
 

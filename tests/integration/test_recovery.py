@@ -474,17 +474,17 @@ def test_an_approval_before_the_lease_is_handed_back_still_gets_the_session_driv
     session_id = start_session(loop, ["wait for approval", "GET /effects"], target)
     handler = ApprovesOnceWaiting(app, session_id)
     logger = logging.getLogger(LOGGER_NAME)
-    logger.addHandler(handler)
     level = logger.level
-    logger.setLevel(logging.INFO)
-    stop_following = projector.start_following()
+    stop_leading = projector.start_leading("test")  # keeps the session index up with the log
+    logger.addHandler(handler)
     try:
+        logger.setLevel(logging.INFO)
         start_worker(workers, loop, leases)
         wait_for(app, session_id, SessionStatus.COMPLETED)  # claimed again after the approval
     finally:
-        stop_following()
         logger.removeHandler(handler)
         logger.setLevel(level)
+        stop_leading()
 
 
 def test_a_waiting_session_outlives_its_ttl_and_its_waits_count_towards_none(
