@@ -150,7 +150,7 @@ class DataKeys:
                 f"the data key of session {session_id} is not wrapped under this process's "
                 "master key",
                 suggested_action="Give this process the master key the session's data key is "
-                "wrapped under (see `stepline keys rotate`)",
+                "wrapped under (see `stepline secrets rotate-master`)",
                 session_id=str(session_id),
             )
         key = opened(AESGCM(master), row["nonce"], row["wrapped"], _bound_to(session_id))
@@ -218,7 +218,7 @@ def retire(conn: Connection[Any], keep: bytes) -> int:
     if missing:
         raise ValueError(
             f"{missing} data keys are not wrapped under the current master key yet: run "
-            "`stepline keys rotate` with the old key first"
+            "`stepline secrets rotate-master` with the old key first"
         )
     return conn.execute("DELETE FROM session_key_wraps WHERE kek <> %s", (kek,)).rowcount
 
