@@ -45,7 +45,7 @@ from uuid import uuid4
 import httpx
 import psycopg
 
-from api.cli import EXAMPLES
+from api.cli.main import EXAMPLES
 from bench.appends import bench_database
 
 SERVER_NAME = "stepline-bench-serve"
@@ -108,7 +108,7 @@ def stepline_serve(database_url: str, data_dir: str, profile: str | None = None)
         "STEPLINE_TENANT_MAX_STREAMS": "100000",
         "PGAPPNAME": SERVER_NAME,
     }
-    command = [sys.executable, "-c", "from api.cli import main; main()", "serve"]
+    command = [sys.executable, "-c", "from api.cli.main import main; main()", "serve"]
     if profile is not None:
         command = [sys.executable, "-m", "bench.profiled_serve", profile, "serve"]
     base_url = f"http://127.0.0.1:{port}"

@@ -21,13 +21,13 @@ from uuid import UUID, uuid4
 import psycopg
 
 from domain.session import StepSpec, WorkflowSession
-from engine.app import Stepline
-from engine.database import (
+from engine.store.app import Stepline
+from engine.store.database import (
     embedded_postgres,
     eventsourcing_env,
     temporary_database,
 )
-from engine.schema import prepare_database
+from engine.store.schema import prepare_database
 
 STEPS_PER_SESSION = 20
 STATE = b'{"step_index":0,"reasoning":"' + b"x" * 160 + b'","model":"m"}'

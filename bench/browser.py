@@ -23,24 +23,24 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from playwright.sync_api import sync_playwright
 
-from api.server import serving_in_background
+from api.http.server import serving_in_background
 from bench.appends import bench_database
 from domain.dev_mode import DEV_TENANT
 from domain.session import StepSpec
 from domain.tenant import ANY_HOST
-from engine.app import Stepline
-from engine.artifacts import Artifacts
-from engine.database import eventsourcing_env
-from engine.definitions import builtin
-from engine.egress import EgressPolicy
 from engine.executors import Command
+from engine.executors.artifacts import Artifacts
 from engine.executors.browser import BrowserExecutor, BrowserLimits
 from engine.executors.browser_host import BrowserHost, find_chromium
 from engine.executors.browser_jail import chromium_launch
-from engine.limits import session_config
-from engine.secrets import Secrets
+from engine.loop.definitions import builtin
+from engine.loop.limits import session_config
+from engine.loop.secrets import Secrets
+from engine.loop.task_loop import TaskLoop
 from engine.settings import Settings
-from engine.task_loop import TaskLoop
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env
+from engine.tenancy.egress import EgressPolicy
 
 PAGE = """<!doctype html><title>Counter</title><h1>Counter</h1>
 <p>Clicked <span id="n">0</span> times.</p>

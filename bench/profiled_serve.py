@@ -14,7 +14,7 @@ import sys
 
 import yappi
 
-from api.cli import main
+from api.cli.main import main
 
 
 def serve_profiled(out: str, arguments: list[str]) -> None:

@@ -23,9 +23,9 @@ from psycopg_pool import ConnectionPool
 from bench.appends import bench_database
 from domain.errors import StandardError
 from domain.session import StepSpec, WorkflowSession
-from engine.app import Stepline
-from engine.database import eventsourcing_env
-from engine.projector import Projector
+from engine.live.projector import Projector
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env
 from projections import ALL_VIEWS, tracking
 from projections.view import Recorded
 

@@ -22,15 +22,15 @@ from bench.api import example_target
 from bench.appends import bench_database
 from domain.dev_mode import DEV_TENANT
 from domain.session import SessionStatus, StepSpec
-from engine.ai import AiProvider
-from engine.app import Stepline
-from engine.database import eventsourcing_env
-from engine.definitions import builtin
-from engine.limits import session_config
-from engine.replay import replay_request
-from engine.secrets import Secrets
+from engine.ai.provider import AiProvider
+from engine.loop.definitions import builtin
+from engine.loop.limits import session_config
+from engine.loop.replay import replay_request
+from engine.loop.secrets import Secrets
+from engine.loop.task_loop import TaskLoop
 from engine.settings import Settings
-from engine.task_loop import TaskLoop
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env
 from tests.scripted_model import ScriptedModel
 
 

@@ -15,14 +15,14 @@ from uuid import UUID
 from bench.appends import bench_database
 from bench.step_overhead import noop_executor
 from domain.session import StepSpec
-from engine.app import Stepline, replay
-from engine.database import eventsourcing_env
-from engine.definitions import builtin
 from engine.executors import Command
-from engine.limits import session_config
-from engine.secrets import Secrets
+from engine.loop.definitions import builtin
+from engine.loop.limits import session_config
+from engine.loop.secrets import Secrets
+from engine.loop.task_loop import TaskLoop
 from engine.settings import Settings
-from engine.task_loop import TaskLoop
+from engine.store.app import Stepline, replay
+from engine.store.database import eventsourcing_env
 
 COMMANDS_PER_STEP = 5
 STEPS = 500

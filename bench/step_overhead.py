@@ -31,16 +31,16 @@ from uuid import UUID
 
 from bench.appends import bench_database, raw_inserts
 from domain.session import StepSpec
-from engine.app import Stepline
-from engine.database import eventsourcing_env, temporary_database
-from engine.definitions import builtin
 from engine.executors import Command, Executor, Outcome
 from engine.executors.kinds import ExecutorSetup
-from engine.limits import session_config
-from engine.secret_store import MasterKey
-from engine.secrets import Secrets
+from engine.loop.definitions import builtin
+from engine.loop.limits import session_config
+from engine.loop.secrets import Secrets
+from engine.loop.task_loop import TaskLoop
 from engine.settings import Settings
-from engine.task_loop import TaskLoop
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env, temporary_database
+from engine.tenancy.secret_store import MasterKey
 
 STEPS_PER_SESSION = 20
 

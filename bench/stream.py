@@ -48,7 +48,7 @@ import psycopg
 
 from bench.api import example_target, free_port, percentiles, session_body, wait_until_up
 from bench.appends import bench_database
-from engine.leadership import current_leader
+from engine.live.leadership import current_leader
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")
 ENDINGS = {"Completed", "Failed", "Cancelled", "Expired"}

@@ -21,11 +21,11 @@ import psycopg
 from eventsourcing.persistence import StoredEvent
 
 from bench.appends import bench_database
-from engine.app import Stepline
-from engine.chain_verify import BATCH, verify
-from engine.database import eventsourcing_env
-from engine.event_store import FencedRecorder
-from engine.schema import EVENTS_TABLE
+from engine.audit.chain_verify import BATCH, verify
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env
+from engine.store.event_store import FencedRecorder
+from engine.store.schema import EVENTS_TABLE
 
 EVENTS_PER_SESSION = 20
 TOPICS = [

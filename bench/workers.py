@@ -31,13 +31,13 @@ import httpx
 import psutil
 import psycopg
 
-from api.cli import EXAMPLES
+from api.cli.main import EXAMPLES
 from bench.api import percentiles
 from bench.appends import bench_database, raw_inserts
 from domain.dev_mode import DEV_TENANT
 from domain.session import StepSpec, WorkflowSession
-from engine.app import Stepline
-from engine.database import eventsourcing_env
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")
 IDLE_SAMPLES = 20

@@ -13,32 +13,32 @@ from eventsourcing.persistence import PersistenceError
 from psycopg.errors import InsufficientPrivilege
 from psycopg_pool import ConnectionPool
 
-from engine import schema
-from engine.ai import AiProvider
-from engine.app import Stepline
-from engine.chain import HeadLog
-from engine.database import (
+from engine.ai.provider import AiProvider
+from engine.ai.token_budget import TokenBudget
+from engine.audit.chain import HeadLog
+from engine.live.follower import LogFollower
+from engine.live.leadership import process_identity
+from engine.live.projector import VIEWS_CHANNEL, Projector
+from engine.logs import LOGGER_NAME, configure_logging
+from engine.loop.definitions import builtin
+from engine.loop.secrets import Secrets
+from engine.loop.task_loop import TaskLoop
+from engine.ownership.executor_state import ExecutorStates
+from engine.ownership.leases import RELEASED_CHANNEL, Leases
+from engine.ownership.sweep import Sweep
+from engine.privacy.erasure import Erasure
+from engine.scheduler import Scheduler
+from engine.settings import Settings
+from engine.store import schema
+from engine.store.app import Stepline
+from engine.store.database import (
     DatabaseUnavailable,
     check_reachable,
     embedded_postgres,
     eventsourcing_env,
 )
-from engine.definitions import builtin
-from engine.erasure import Erasure
-from engine.executor_state import ExecutorStates
-from engine.follower import LogFollower
-from engine.leadership import process_identity
-from engine.leases import RELEASED_CHANNEL, Leases
-from engine.logs import LOGGER_NAME, configure_logging
-from engine.policies import Policies
-from engine.projector import VIEWS_CHANNEL, Projector
-from engine.scheduler import Scheduler
-from engine.secret_store import MasterKey, SecretStore
-from engine.secrets import Secrets
-from engine.settings import Settings
-from engine.sweep import Sweep
-from engine.task_loop import TaskLoop
-from engine.token_budget import TokenBudget
+from engine.tenancy.policies import Policies
+from engine.tenancy.secret_store import MasterKey, SecretStore
 from engine.webhooks import WebhookSender
 from engine.worker import SessionWorker
 
@@ -117,7 +117,7 @@ def running_in_background(
     also_wake: Sequence[Callable[[], None]] = (),
 ) -> Iterator[Background]:
     """The process's background duties: its candidacy for the projector's lead (see
-    `engine.leadership`; in reserve without a worker), the follower (its one LISTEN
+    `engine.live.leadership`; in reserve without a worker), the follower (its one LISTEN
     connection: new events wake `also_wake`; the views' positions reach the projector and
     wake the worker and the webhooks' sender), the worker itself (none when `workers` is 0)
     with the schedules' firings and the webhooks' deliveries, the TTL sweep and the log of the

@@ -28,14 +28,14 @@ from pydantic import ValidationError
 from domain.errors import DomainError, InvalidWorkflow, ScheduleNotFound
 from domain.schedule import Schedule, Timing, at_text, firing_session_id
 from domain.session import StepSpec, WorkflowSession
-from engine import locks
-from engine.admission import admitted
-from engine.app import SessionRequest, Stepline
 from engine.executors.kinds import DEFAULT_EXECUTOR
+from engine.live.projector import Projector
 from engine.logs import LOGGER_NAME
-from engine.projector import Projector
-from engine.task_loop import TaskLoop
-from engine.workflow_file import WebhookSpec, WorkflowConfig, session_config
+from engine.loop.task_loop import TaskLoop
+from engine.store import locks
+from engine.store.app import SessionRequest, Stepline
+from engine.workflows.admission import admitted
+from engine.workflows.file import WebhookSpec, WorkflowConfig, session_config
 from projections.schedule_index import due_schedules, next_firing
 
 log = logging.getLogger(LOGGER_NAME)

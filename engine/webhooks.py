@@ -37,8 +37,11 @@ from psycopg_pool import ConnectionPool
 
 from domain.errors import DomainError, StandardError
 from domain.tenant import Policy
-from engine.app import Stepline
-from engine.egress import (
+from engine.executors.http import tls_context
+from engine.live.follower import Running, run_when_woken
+from engine.logs import LOGGER_NAME, on_session
+from engine.store.app import Stepline
+from engine.tenancy.egress import (
     EgressPolicy,
     EgressRefused,
     Refusal,
@@ -47,10 +50,7 @@ from engine.egress import (
     literal_address,
     resolve,
 )
-from engine.executors.http import tls_context
-from engine.follower import Running, run_when_woken
-from engine.logs import LOGGER_NAME, on_session
-from engine.secret_store import WEBHOOK_SECRET_PREFIX, SecretStore
+from engine.tenancy.secret_store import WEBHOOK_SECRET_PREFIX, SecretStore
 
 log = logging.getLogger(LOGGER_NAME)
 

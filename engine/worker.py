@@ -23,11 +23,11 @@ from eventsourcing.persistence import PersistenceError
 
 from domain.errors import DomainError
 from domain.session import SessionStatus, WorkflowSession
-from engine.app import SessionRequest
-from engine.event_store import Fence
-from engine.leases import Claim, Leases, RunningLimit, WorkerCounts, new_worker_id
 from engine.logs import LOGGER_NAME, on_session
-from engine.task_loop import TaskLoop
+from engine.loop.task_loop import TaskLoop
+from engine.ownership.leases import Claim, Leases, RunningLimit, WorkerCounts, new_worker_id
+from engine.store.app import SessionRequest
+from engine.store.event_store import Fence
 
 log = logging.getLogger(LOGGER_NAME)
 

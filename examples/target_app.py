@@ -31,7 +31,7 @@ from fastapi import Cookie, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel
 
-from api.server import serving_in_background
+from api.http.server import serving_in_background
 
 LOGIN_PAGE = """<!doctype html>
 <title>Sign in</title>

@@ -9,7 +9,7 @@ from psycopg import Connection, sql
 
 from projections.view import View
 
-# One row per view (its table is made by the schema's migrations, engine.schema). Locking a
+# One row per view (its table is made by the schema's migrations, engine.store.schema). Locking a
 # view's row serialises every writer of that view, so two runners (two processes) never apply
 # the same event twice.
 

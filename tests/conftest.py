@@ -17,16 +17,16 @@ from typing import Any
 
 import pytest
 
-from engine.app import Stepline
-from engine.database import (
+from engine.settings import Settings
+from engine.store.app import Stepline
+from engine.store.database import (
     embedded_postgres,
     eventsourcing_env,
     temporary_database,
     with_dbname,
 )
-from engine.policies import Policies
-from engine.schema import prepare_database
-from engine.settings import Settings
+from engine.store.schema import prepare_database
+from engine.tenancy.policies import Policies
 from tests.scripted_model import ScriptedModel
 
 

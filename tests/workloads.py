@@ -9,8 +9,8 @@ from uuid import UUID
 from domain.errors import StandardError
 from domain.session import StepSpec
 from domain.waits import WaitKind
-from engine.app import SessionRequest, Stepline
-from engine.replay import fork_request, replay_request
+from engine.loop.replay import fork_request, replay_request
+from engine.store.app import SessionRequest, Stepline
 
 TIMEOUT = StandardError.of("TASK_LOOP_TIMEOUT", "step took too long")
 NOT_FOUND = StandardError.of("VALIDATION_FAILED", "no such page")

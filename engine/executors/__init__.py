@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from domain.errors import DomainError, StandardError
-from engine.secrets import SecretUnusable
+from engine.loop.secrets import SecretUnusable
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z0-9_]+)\s*\}\}")
 """Any `{{namespace.name}}`: `vars` are filled from what earlier steps saved, `secrets` by the

@@ -33,8 +33,6 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from engine.artifacts import Artifacts
-from engine.egress import EgressPolicy, Refusal
 from engine.executors import (
     Command,
     Outcome,
@@ -43,11 +41,13 @@ from engine.executors import (
     truncated,
     with_variables,
 )
+from engine.executors.artifacts import Artifacts
 from engine.executors.browser_host import BrowserHost, BrowserUnavailable, Tab
 from engine.executors.egress_proxy import REFUSED_HEADER
 from engine.executors.page_snapshot import REF_ATTRIBUTE, SNAPSHOT_JS, interactive_elements
 from engine.executors.sandbox import SandboxUnavailable
-from engine.secrets import PLACEHOLDER, Secrets, SecretUnusable, origin_of
+from engine.loop.secrets import PLACEHOLDER, Secrets, SecretUnusable, origin_of
+from engine.tenancy.egress import EgressPolicy, Refusal
 
 NUMBERED = re.compile(r"^\[?#?(\d+)\]?$")
 ROLE_AND_NAME = re.compile(r'^(?P<role>[a-z]+) "(?P<name>.+)"$')

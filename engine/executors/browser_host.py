@@ -32,11 +32,11 @@ from uuid import UUID
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
-from engine.egress import EgressPolicy
 from engine.executors.browser_jail import ChromiumLaunch, chromium_launch
 from engine.executors.egress_proxy import EgressProxy
 from engine.executors.sandbox import SANDBOX_UID, is_root
 from engine.logs import LOGGER_NAME
+from engine.tenancy.egress import EgressPolicy
 
 log = logging.getLogger(LOGGER_NAME)
 

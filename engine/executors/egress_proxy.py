@@ -21,8 +21,8 @@ from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from engine.egress import EgressPolicy, EgressRefused, Refusal
 from engine.logs import LOGGER_NAME
+from engine.tenancy.egress import EgressPolicy, EgressRefused, Refusal
 
 log = logging.getLogger(LOGGER_NAME)
 

@@ -13,7 +13,6 @@ import certifi
 import httpx
 
 from domain.errors import StandardError
-from engine.egress import EgressPolicy, EgressRefused, checked_transport
 from engine.executors import (
     Command,
     Outcome,
@@ -22,7 +21,8 @@ from engine.executors import (
     truncated,
     with_variables,
 )
-from engine.secrets import NO_ORIGIN, SecretOriginRefused, Secrets, SecretUnusable, origin_of
+from engine.loop.secrets import NO_ORIGIN, SecretOriginRefused, Secrets, SecretUnusable, origin_of
+from engine.tenancy.egress import EgressPolicy, EgressRefused, checked_transport
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 HTTP_STATUS_ERROR = "HTTP_STATUS_ERROR"

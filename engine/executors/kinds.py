@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from uuid import UUID
 
 from domain.tenant import Policy
-from engine.artifacts import artifacts_of
-from engine.egress import EgressPolicy
 from engine.executors import Executor
+from engine.executors.artifacts import artifacts_of
 from engine.executors.http import HttpExecutor
 from engine.executors.shell import ShellExecutor, ShellLimits
-from engine.secrets import Secrets
+from engine.loop.secrets import Secrets
 from engine.settings import Settings
+from engine.tenancy.egress import EgressPolicy
 
 if TYPE_CHECKING:
     from engine.executors.browser_host import BrowserHost

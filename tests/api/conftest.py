@@ -11,9 +11,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.auth import digest
-from api.server import create_app, serving_in_background
-from api.services import Services
+from api.http.auth import digest
+from api.http.server import create_app, serving_in_background
+from api.http.services import Services
 from engine.settings import ApiKey, Settings
 from tests.conftest import allow_local_targets
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
-from engine.chain_verify import record, verify
-from engine.schema import EVENTS_TABLE
+from engine.audit.chain_verify import record, verify
+from engine.store.schema import EVENTS_TABLE
 from tests.api.conftest import Api, shell_workflow
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from api.auth import digest
+from api.http.auth import digest
 from tests.api.conftest import KEYS, Api, shell_workflow
 from tests.api.test_errors import assert_problem, log_head
 from tests.api.test_sessions import stream

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from api.server import create_app
+from api.http.server import create_app
 from domain.session import SessionStatus, WorkflowSession
 from engine.settings import Settings
 from projections import step_history

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from domain.session import StepSpec
-from engine.app import SessionRequest
+from engine.store.app import SessionRequest
 from tests.api.conftest import Api, ApiFactory, shell_workflow
 from tests.conftest import MASTER_KEY
 from tests.waiting import eventually

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from domain.session import StepSpec, WorkflowSession
-from engine.app import Stepline
-from engine.database import eventsourcing_env
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env
 from tests.conftest import allow_local_targets
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")

@@ -13,7 +13,7 @@ import pytest
 
 from domain.dev_mode import DEV_TENANT
 from domain.session import SessionStatus, StepSpec, WorkflowSession
-from engine.app import Stepline
+from engine.store.app import Stepline
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import Cluster, events_of, wait_until_ended
 

@@ -17,10 +17,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from api.auth import new_key
-from engine.app import Stepline
-from engine.database import eventsourcing_env
+from api.http.auth import new_key
 from engine.executors.browser_host import find_chromium, launch_arguments
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env
 from tests.conftest import MASTER_KEY, allow_local_targets
 from tests.e2e.conftest import STEPLINE, Cluster
 from tests.integration.conftest import wait_for

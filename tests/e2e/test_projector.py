@@ -9,9 +9,9 @@ import httpx
 import psycopg
 
 from domain.session import SessionStatus
-from engine.app import Stepline
-from engine.leadership import current_leader
-from engine.locks import PROJECTOR
+from engine.live.leadership import current_leader
+from engine.store.app import Stepline
+from engine.store.locks import PROJECTOR
 from projections import session_progress
 from tests.e2e.conftest import Cluster, side_effect_steps, wait_until_ended
 from tests.waiting import eventually

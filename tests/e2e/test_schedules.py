@@ -14,7 +14,7 @@ from uuid import UUID
 import httpx
 
 from domain.schedule import Schedule, firing_session_id
-from engine.app import Stepline
+from engine.store.app import Stepline
 from tests.e2e.conftest import Cluster
 from tests.waiting import eventually
 

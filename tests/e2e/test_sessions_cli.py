@@ -18,9 +18,9 @@ from uuid import UUID
 
 import pytest
 
-from api.auth import new_key
+from api.http.auth import new_key
 from domain.session import StepSpec, WorkflowSession
-from engine.app import Stepline
+from engine.store.app import Stepline
 from tests import workloads
 from tests.e2e.conftest import STEPLINE, Cluster, events_of
 from tests.integration.conftest import wait_for

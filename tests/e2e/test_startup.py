@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from engine.database import temporary_database
+from engine.store.database import temporary_database
 from tests.e2e.conftest import Cluster, free_port
 from tests.waiting import eventually
 

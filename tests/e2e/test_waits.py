@@ -16,9 +16,9 @@ import httpx
 import psycopg
 import pytest
 
-from api.auth import new_key
+from api.http.auth import new_key
 from domain.session import SessionStatus, StepSpec, WorkflowSession
-from engine.app import Stepline
+from engine.store.app import Stepline
 from tests.e2e.conftest import STEPLINE, Cluster, effects_of, events_of
 from tests.waiting import eventually
 

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from domain.session import SessionStatus, WorkflowSession
-from engine.app import Stepline
+from engine.store.app import Stepline
 from tests.e2e.conftest import (
     STEPLINE,
     Cluster,

@@ -15,17 +15,17 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from domain.session import StepSpec, WorkflowSession
-from engine.ai import AiProvider
-from engine.app import Stepline
-from engine.definitions import builtin
-from engine.executor_state import ExecutorStates
-from engine.limits import session_config
-from engine.policies import Policies
-from engine.projector import Projector
-from engine.secret_store import MasterKey, SecretStore
-from engine.secrets import Secrets
+from engine.ai.provider import AiProvider
+from engine.live.projector import Projector
+from engine.loop.definitions import builtin
+from engine.loop.limits import session_config
+from engine.loop.secrets import Secrets
+from engine.loop.task_loop import TaskLoop
+from engine.ownership.executor_state import ExecutorStates
 from engine.settings import Settings
-from engine.task_loop import TaskLoop
+from engine.store.app import Stepline
+from engine.tenancy.policies import Policies
+from engine.tenancy.secret_store import MasterKey, SecretStore
 from tests.conftest import MASTER_KEY, PASSWORD, allow_local_targets
 from tests.scripted_model import ScriptedModel
 

@@ -13,8 +13,8 @@ from eventsourcing.persistence import StoredEvent
 
 from domain.errors import InvalidStateTransition, SessionNotFound, StandardError
 from domain.session import SessionStatus, StepSpec, StepStatus, WorkflowSession
-from engine.app import Stepline
-from engine.database import eventsourcing_env
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env
 
 
 def create(app: Stepline, steps: int = 2, **config: Any) -> UUID:

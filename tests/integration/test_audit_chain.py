@@ -15,13 +15,13 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from domain.session import StepSpec
-from engine.app import Stepline
-from engine.chain import GENESIS, Head, HeadLog, link, read_head
-from engine.chain_verify import KeptHead, Verification, verify
-from engine.database import eventsourcing_env, temporary_database
+from engine.audit.chain import GENESIS, Head, HeadLog, link, read_head
+from engine.audit.chain_verify import KeptHead, Verification, verify
 from engine.logs import LOGGER_NAME
-from engine.schema import EVENTS_TABLE, prepare_database
-from engine.writer import GroupWriter
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env, temporary_database
+from engine.store.schema import EVENTS_TABLE, prepare_database
+from engine.store.writer import GroupWriter
 from tests.integration.test_write_path import write_all_queued
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -14,11 +14,11 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from domain.session import SessionStatus, WorkflowSession
-from engine.app import Stepline
-from engine.executor_state import ExecutorStates
 from engine.logs import configure_logging
-from engine.secrets import Secrets
-from engine.workflow_file import load_workflow
+from engine.loop.secrets import Secrets
+from engine.ownership.executor_state import ExecutorStates
+from engine.store.app import Stepline
+from engine.workflows.file import load_workflow
 from tests.conftest import EXAMPLES, PASSWORD
 from tests.integration.conftest import (
     LoopFactory,

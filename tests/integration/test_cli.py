@@ -14,9 +14,9 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from domain.dev_mode import DEV_TENANT
-from engine.app import Stepline
-from engine.policies import Policies
 from engine.settings import Settings
+from engine.store.app import Stepline
+from engine.tenancy.policies import Policies
 from tests.conftest import EXAMPLES, MASTER_KEY, PASSWORD, TEST_POLICY
 from tests.integration.conftest import kept_states
 from tests.scripted_model import ScriptedModel

@@ -6,10 +6,10 @@ import json
 
 import psycopg
 
-from engine.app import Stepline
-from engine.chain import read_head
-from engine.chain_verify import last_verification
-from engine.schema import EVENTS_TABLE
+from engine.audit.chain import read_head
+from engine.audit.chain_verify import last_verification
+from engine.store.app import Stepline
+from engine.store.schema import EVENTS_TABLE
 from tests.integration.test_audit_chain import sessions_with_events, tamper
 from tests.integration.test_cli import stepline
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from psycopg_pool import ConnectionPool
 
-from engine.app import Stepline
-from engine.database import eventsourcing_env
-from engine.secret_store import MasterKey, SecretStore
 from engine.settings import Settings
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env
+from engine.tenancy.secret_store import MasterKey, SecretStore
 from tests.conftest import MASTER_KEY, allow_local_targets
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")

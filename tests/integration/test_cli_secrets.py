@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from psycopg_pool import ConnectionPool
 
-from engine.secret_store import MasterKey, SecretStore
 from engine.settings import Settings
+from engine.tenancy.secret_store import MasterKey, SecretStore
 from tests.conftest import MASTER_KEY
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.egress import EgressPolicy, checked_transport
+from engine.tenancy.egress import EgressPolicy, checked_transport
 
 
 class TlsServer(ThreadingHTTPServer):

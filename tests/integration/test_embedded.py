@@ -12,9 +12,9 @@ from uuid import UUID
 import pytest
 
 from domain.session import StepSpec
-from engine.app import Stepline
 from engine.bootstrap import open_runtime
 from engine.settings import Settings
+from engine.store.app import Stepline
 
 pytestmark = pytest.mark.embedded
 

@@ -13,17 +13,17 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from api.event_views import event_view
+from api.http.event_views import event_view
 from domain.errors import ScheduleNotFound, SessionErased
 from domain.schedule import Schedule, Timing
 from domain.session import ERASED, SessionStatus, StepSpec
-from engine.app import Stepline
-from engine.chain_verify import verify
-from engine.database import eventsourcing_env
-from engine.erasure import Erasure
-from engine.projector import Projector
-from engine.replay import fork_request, replay_request
-from engine.secret_store import MasterKey
+from engine.audit.chain_verify import verify
+from engine.live.projector import Projector
+from engine.loop.replay import fork_request, replay_request
+from engine.privacy.erasure import Erasure
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env
+from engine.tenancy.secret_store import MasterKey
 from tests.integration.test_projections import dump
 from tests.integration.test_sealing import found
 

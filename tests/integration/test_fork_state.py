@@ -13,14 +13,14 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from domain.session import SessionStatus
-from engine import schema
-from engine.app import Stepline
-from engine.database import eventsourcing_env, temporary_database
-from engine.executor_state import ExecutorStates
-from engine.leases import Leases
-from engine.projector import Projector
-from engine.replay import fork_request
-from engine.sweep import Sweep
+from engine.live.projector import Projector
+from engine.loop.replay import fork_request
+from engine.ownership.executor_state import ExecutorStates
+from engine.ownership.leases import Leases
+from engine.ownership.sweep import Sweep
+from engine.store import schema
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env, temporary_database
 from tests.integration.conftest import (
     LoopFactory,
     drive,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from domain.session import SessionStatus, StepSpec, WorkflowSession
-from engine.replay import replay_request
-from engine.workflow_file import load_workflow
+from engine.loop.replay import replay_request
+from engine.workflows.file import load_workflow
 from tests.integration.conftest import LoopFactory, drive, start_session
 from tests.scripted_model import ScriptedModel
 

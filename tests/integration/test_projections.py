@@ -15,11 +15,11 @@ from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from domain.session import WorkflowSession
-from engine.app import Stepline
-from engine.follower import LogFollower
-from engine.leadership import RESERVE_POLLS, Leadership, current_leader
-from engine.leases import Leases
-from engine.projector import VIEWS_CHANNEL, Projector, UnknownView
+from engine.live.follower import LogFollower
+from engine.live.leadership import RESERVE_POLLS, Leadership, current_leader
+from engine.live.projector import VIEWS_CHANNEL, Projector, UnknownView
+from engine.ownership.leases import Leases
+from engine.store.app import Stepline
 from projections import ALL_VIEWS, session_progress, step_history
 from projections.audit_log import AuditFilter, entries
 from projections.session_index import SessionFilter, SessionIndexView, id_range, list_sessions

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from psycopg_pool import ConnectionPool
 
-from engine.quotas import RequestQuota
+from engine.tenancy.quotas import RequestQuota
 
 
 @pytest.fixture

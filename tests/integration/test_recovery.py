@@ -15,13 +15,13 @@ import pytest
 
 from domain.session import SessionStatus, WorkflowSession
 from domain.waits import WaitKind
-from engine.app import Stepline
-from engine.leases import Leases
-from engine.locks import SWEEP
+from engine.live.projector import Projector
 from engine.logs import LOGGER_NAME
-from engine.projector import Projector
-from engine.sweep import Sweep
-from engine.task_loop import TaskLoop, definition_key
+from engine.loop.task_loop import TaskLoop, definition_key
+from engine.ownership.leases import Leases
+from engine.ownership.sweep import Sweep
+from engine.store.app import Stepline
+from engine.store.locks import SWEEP
 from engine.worker import SessionWorker
 from tests import workloads
 from tests.conftest import PASSWORD

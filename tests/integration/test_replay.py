@@ -11,13 +11,13 @@ import pytest
 
 from domain.errors import InvalidWorkflow
 from domain.session import SessionStatus, StepSpec, WorkflowSession
-from engine.app import Stepline
-from engine.executor_state import ExecutorStates
-from engine.limits import session_config
-from engine.projector import Projector
-from engine.replay import fork_request, replay_request
-from engine.task_loop import TaskLoop, definition_key
-from engine.token_budget import TokenBudget
+from engine.ai.token_budget import TokenBudget
+from engine.live.projector import Projector
+from engine.loop.limits import session_config
+from engine.loop.replay import fork_request, replay_request
+from engine.loop.task_loop import TaskLoop, definition_key
+from engine.ownership.executor_state import ExecutorStates
+from engine.store.app import Stepline
 from projections import ai_usage, session_index
 from tests.conftest import PASSWORD, example_target
 from tests.integration.conftest import (

@@ -13,11 +13,11 @@ import pytest
 from psycopg import errors
 
 from domain.session import StepSpec
+from engine.audit.chain_verify import verify
 from engine.bootstrap import Runtime, open_runtime
-from engine.chain_verify import verify
-from engine.database import DatabaseUnavailable
-from engine.schema import EVENTS_TABLE, application_grants
 from engine.settings import Settings
+from engine.store.database import DatabaseUnavailable
+from engine.store.schema import EVENTS_TABLE, application_grants
 
 
 @pytest.fixture

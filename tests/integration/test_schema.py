@@ -13,10 +13,10 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from domain.session import SessionStatus
-from engine.app import Stepline
-from engine.database import eventsourcing_env, temporary_database
-from engine.projector import Projector
-from engine.schema import MIGRATIONS, SchemaTooNew, prepare_database
+from engine.live.projector import Projector
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env, temporary_database
+from engine.store.schema import MIGRATIONS, SchemaTooNew, prepare_database
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LEGACY_SESSION = UUID("a14dd985-5c25-4c7b-9630-ccb5fa4c6372")
@@ -71,7 +71,7 @@ def test_building_the_application_runs_no_ddl(empty_database_url: str) -> None:
     app = Stepline(eventsourcing_env(empty_database_url))
     app.close()
 
-    assert tables(empty_database_url) == set()  # only engine.schema.prepare makes tables
+    assert tables(empty_database_url) == set()  # only engine.store.schema.prepare makes tables
 
 
 def test_eight_preparers_at_the_same_instant_all_succeed_and_migrate_once(

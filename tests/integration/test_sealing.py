@@ -13,10 +13,10 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from domain.session import StepSpec
-from engine.app import Stepline
-from engine.data_keys import KeyNotAvailable, retire, rotate
-from engine.database import eventsourcing_env
-from engine.secret_store import MasterKey
+from engine.privacy.data_keys import KeyNotAvailable, retire, rotate
+from engine.store.app import Stepline
+from engine.store.database import eventsourcing_env
+from engine.tenancy.secret_store import MasterKey
 
 STEP_TEXT = "Look up the tangerine-walrus-4471 account"
 REASONING = "The page mentions a quokka-ledger-9090 entry"

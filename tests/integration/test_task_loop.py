@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from domain.session import SessionStatus, StepSpec, StepStatus, WorkflowSession
-from engine.app import Stepline
+from engine.store.app import Stepline
 from tests.conftest import PASSWORD
 from tests.integration.conftest import (
     LoopFactory,

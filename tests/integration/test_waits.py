@@ -12,9 +12,9 @@ import psycopg
 import pytest
 
 from domain.session import SessionStatus, StepStatus, WorkflowSession
-from engine.app import Stepline
-from engine.replay import fork_request, lineage_history, replay_request
-from engine.waits import SignalRefused, check_signal
+from engine.loop.replay import fork_request, lineage_history, replay_request
+from engine.loop.waits import SignalRefused, check_signal
+from engine.store.app import Stepline
 from tests.conftest import PASSWORD
 from tests.integration.conftest import LoopFactory, drive, start_session
 from tests.scripted_model import ScriptedModel

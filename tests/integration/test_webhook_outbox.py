@@ -12,8 +12,8 @@ from psycopg_pool import ConnectionPool
 
 from domain.errors import StandardError
 from domain.session import StepSpec
-from engine.app import SessionRequest, Stepline
-from engine.projector import Projector
+from engine.live.projector import Projector
+from engine.store.app import SessionRequest, Stepline
 
 HOOK = "https://hooks.example.com/stepline"
 

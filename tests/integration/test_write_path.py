@@ -12,12 +12,12 @@ from psycopg_pool import ConnectionPool
 
 from domain.errors import InvalidStateTransition
 from domain.session import SessionStatus, StepSpec, WorkflowSession
-from engine.app import Stepline
-from engine.event_store import Fence, LeaseLost
-from engine.held_session import HeldSession
-from engine.leases import Leases
-from engine.snapshots import Snapshotter
-from engine.writer import GroupWriter
+from engine.ownership.leases import Leases
+from engine.store.app import Stepline
+from engine.store.event_store import Fence, LeaseLost
+from engine.store.held_session import HeldSession
+from engine.store.snapshots import Snapshotter
+from engine.store.writer import GroupWriter
 from tests.waiting import eventually
 
 

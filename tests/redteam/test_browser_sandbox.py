@@ -18,18 +18,18 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page
 
-from api.server import serving_in_background
+from api.http.server import serving_in_background
 from domain.session import SessionStatus
-from engine.app import Stepline
-from engine.artifacts import Artifacts
-from engine.definitions import builtin
-from engine.egress import EgressPolicy
 from engine.executors import Command
+from engine.executors.artifacts import Artifacts
 from engine.executors.browser import BrowserExecutor, BrowserLimits
 from engine.executors.browser_host import BrowserHost
-from engine.secrets import Secrets
+from engine.loop.definitions import builtin
+from engine.loop.secrets import Secrets
+from engine.loop.task_loop import TaskLoop
 from engine.settings import Settings
-from engine.task_loop import TaskLoop
+from engine.store.app import Stepline
+from engine.tenancy.egress import EgressPolicy
 from tests.integration.conftest import drive, start_session
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail is for workers running as root")

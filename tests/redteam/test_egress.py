@@ -18,17 +18,17 @@ import pytest
 
 from domain.session import SessionStatus, StepSpec
 from domain.tenant import Policy
-from engine.app import Stepline
-from engine.definitions import builtin
-from engine.egress import EgressPolicy
 from engine.executors import Command, Executor, Outcome
 from engine.executors.egress_proxy import EgressProxy
 from engine.executors.http import MAX_BODY_BYTES
 from engine.executors.kinds import BrowserKind, ExecutorSetup, http_executor
-from engine.limits import session_config
-from engine.secrets import Secrets
+from engine.loop.definitions import builtin
+from engine.loop.limits import session_config
+from engine.loop.secrets import Secrets
+from engine.loop.task_loop import TaskLoop
 from engine.settings import Settings
-from engine.task_loop import TaskLoop
+from engine.store.app import Stepline
+from engine.tenancy.egress import EgressPolicy
 
 
 class Receiver(ThreadingHTTPServer):

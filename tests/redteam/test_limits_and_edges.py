@@ -8,7 +8,7 @@ import sys
 
 import httpx
 
-from api.auth import digest
+from api.http.auth import digest
 from tests.api.conftest import KEYS, OPERATOR_KEY, Api, ApiFactory
 from tests.api.test_errors import assert_problem
 from tests.api.test_sessions import create

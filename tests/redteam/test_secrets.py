@@ -23,15 +23,15 @@ from psycopg_pool import ConnectionPool
 
 from domain.dev_mode import DEV_TENANT
 from domain.session import SessionStatus, StepSpec, WorkflowSession
-from engine.app import Stepline
-from engine.definitions import builtin
 from engine.executors import Command
-from engine.limits import session_config
-from engine.policies import Policies
-from engine.secret_store import MasterKey, SecretStore
-from engine.secrets import Secrets, strings_in
+from engine.loop.definitions import builtin
+from engine.loop.limits import session_config
+from engine.loop.secrets import Secrets, strings_in
+from engine.loop.task_loop import TaskLoop
 from engine.settings import Settings
-from engine.task_loop import TaskLoop
+from engine.store.app import Stepline
+from engine.tenancy.policies import Policies
+from engine.tenancy.secret_store import MasterKey, SecretStore
 from tests.conftest import MASTER_KEY
 
 A_VALUE = "acme-0nly/Pa55+wörd"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from uuid import uuid4
 
-from engine.artifacts import artifacts_of
+from engine.executors.artifacts import artifacts_of
 
 SCREENSHOT = b"\x89PNG the same login page, taken by two sessions"
 

@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperOption
 from typer.testing import CliRunner
 
-from api.cli import cli
+from api.cli.main import cli
 
 Named = tuple[tuple[str, ...], Any]
 

@@ -9,7 +9,7 @@ HEAVY = ("openai", "fastapi", "uvicorn", "eventsourcing", "psycopg", "pydantic_s
 
 
 def test_the_command_line_declares_its_commands_without_importing_the_runtime() -> None:
-    probe = f"import sys, api.cli; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    probe = f"import sys, api.cli.main; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     loaded = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -19,7 +19,7 @@ def test_the_command_line_declares_its_commands_without_importing_the_runtime() 
 
 def test_help_lists_every_command() -> None:
     shown = subprocess.run(
-        [sys.executable, "-c", "from api.cli import main; main()", "--help"],
+        [sys.executable, "-c", "from api.cli.main import main; main()", "--help"],
         capture_output=True,
         text=True,
         check=False,

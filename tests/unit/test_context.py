@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from domain.session import StepSpec, WorkflowSession
-from engine.context import describe_actions
+from engine.ai.prompt import describe_actions
 
 
 def test_the_model_is_told_of_each_command_and_check_with_its_verdict() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.database import DatabaseUrlError, eventsourcing_env, redacted, with_dbname
+from engine.store.database import DatabaseUrlError, eventsourcing_env, redacted, with_dbname
 
 
 def test_a_url_becomes_the_libraries_postgres_settings() -> None:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.definitions import DefinitionError, builtin
 from engine.executors import Command
+from engine.loop.definitions import DefinitionError, builtin
 
 
 @pytest.mark.parametrize(

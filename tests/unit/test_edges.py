@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from api.auth import AuthFailures, digest
-from api.errors import ApiError
-from api.middleware import HostPolicy, host_of_header
+from api.http.auth import AuthFailures, digest
+from api.http.errors import ApiError
+from api.http.middleware import HostPolicy, host_of_header
 from engine.settings import ApiKey, Settings
 
 

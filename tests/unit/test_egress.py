@@ -6,7 +6,7 @@ from ipaddress import ip_address
 
 import pytest
 
-from engine.egress import (
+from engine.tenancy.egress import (
     Allowed,
     AllowEntry,
     EgressPolicy,

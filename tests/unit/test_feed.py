@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from uuid import uuid4
 
-from engine.feed import OVERFLOWED, Live, Subscription
+from engine.live.feed import OVERFLOWED, Live, Subscription
 
 
 def live(version: int) -> Live[bytes]:

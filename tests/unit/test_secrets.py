@@ -8,8 +8,8 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from engine.context import within_budget
-from engine.secrets import (
+from engine.ai.prompt import within_budget
+from engine.loop.secrets import (
     NO_ORIGIN,
     SHELL,
     RedactingFilter,

@@ -8,10 +8,10 @@ import pytest
 
 from domain.session import StepSpec
 from domain.waits import WaitKind
-from engine.definitions import DefinitionError, builtin
 from engine.executors import Command
-from engine.step_plan import plan, unfillable
-from engine.waits import WAIT, WaitRequest
+from engine.loop.definitions import DefinitionError, builtin
+from engine.loop.waits import WAIT, WaitRequest
+from engine.workflows.plan import plan, unfillable
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from domain.errors import InvalidWorkflow
-from engine.workflow_file import load_workflow
+from engine.workflows.file import load_workflow
 
 HOOK = "https://hooks.example.com/stepline"
 

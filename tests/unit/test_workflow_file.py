@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from domain.errors import InvalidWorkflow, StandardError, kind_of
-from engine.workflow_file import load_workflow
+from engine.workflows.file import load_workflow
 
 
 def refusal_of(path: Path) -> StandardError:

@@ -1,0 +1,1 @@
+"""The `stepline` command line: `main` declares the commands, the other modules do them."""

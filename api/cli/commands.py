@@ -1,0 +1,318 @@
+"""What the `stepline` commands do. `api/cli/main.py` declares them and imports this module only
+when a command runs, so `stepline --help` starts without the web and model stacks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import typer
+from eventsourcing.persistence import PersistenceError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from api.cli.check import print_check
+from api.cli.live import (
+    final_report,
+    print_outcome,
+    request_from_file,
+    run_with_progress,
+    succeeded,
+)
+from api.cli.main import EXAMPLES
+from api.cli.session_sources import DatabaseSessions
+from api.cli.sessions import resolved
+from api.cli.support import cli_actor, console, errors, fail, load_settings, runtime_or_exit
+from api.http.auth import new_key
+from api.http.event_views import event_view
+from api.http.server import UnsafeBinding, check_binding, create_app, run_worker
+from api.http.server import serve as serve_app
+from domain.errors import SessionNotFound, StandardError
+from domain.session import WorkflowSession
+from engine.bootstrap import Runtime
+from engine.live.leadership import current_leader, process_identity
+from engine.live.projector import READ_YOUR_WRITES_S, UnknownView
+from engine.loop.replay import fork_request, replay_request
+from engine.store.app import SessionRequest, Stepline
+from engine.store.database import DatabaseUnavailable
+from engine.workflows.check import check_workflow
+from engine.workflows.file import load_workflow
+from projections import session_progress
+from projections.audit_log import describe
+
+
+def _print_history(app: Stepline, session_id: UUID, as_json: bool) -> None:
+    events = app.history(session_id)
+    if as_json:
+        rows = [event_view(e).model_dump(mode="json") for e in events]
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"Session {session_id}")
+    for column in ("v", "time", "event", "actor", "what happened"):
+        table.add_column(column, overflow="fold")
+    for e in events:
+        table.add_row(
+            str(e.originator_version),
+            e.timestamp.strftime("%H:%M:%S.%f")[:-3],
+            type(e).__name__,
+            getattr(e, "actor", ""),
+            describe(e),
+        )
+    console.print(table)
+
+
+def _print_progress(runtime: Runtime, session_id: UUID) -> None:
+    with runtime.projector.pool.connection() as conn:
+        progress = session_progress.find(conn, session_id)
+    if progress is not None:
+        errors.print(
+            f"progress view: {progress.status}, {progress.completed_steps}/"
+            f"{progress.total_steps} steps ({progress.percent:.0f}%)"
+        )
+
+
+def load_example_target() -> Any:
+    """examples/target_app.py, the small web app the demo runs against."""
+    spec = importlib.util.spec_from_file_location(
+        "stepline_example_target", EXAMPLES / "target_app.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_file(
+    runtime: Runtime, workflow: Path, base_url: str | None, as_json: bool, tenant: str
+) -> WorkflowSession:
+    request = request_from_file(load_workflow(workflow), workflow, base_url)
+    return _run_request(runtime, request, as_json, tenant)
+
+
+def _run_request(
+    runtime: Runtime, request: SessionRequest, as_json: bool, tenant: str
+) -> WorkflowSession:
+    # A candidate for the views' lead, so they stay live meanwhile even with no other process.
+    stop_leading = runtime.projector.start_leading(process_identity("run"))
+    try:
+        session = run_with_progress(runtime, request, errors, tenant)
+        runtime.projector.wait_until(runtime.projector.head(), timeout=READ_YOUR_WRITES_S)
+    finally:
+        stop_leading()
+    if as_json:
+        console.print_json(json.dumps(final_report(session), default=str))
+    else:
+        print_outcome(session, errors)
+    return session
+
+
+def run(workflow: Path, base_url: str | None, as_json: bool, tenant: str) -> None:
+    with runtime_or_exit(quiet=True) as runtime:
+        session = _run_file(runtime, workflow, base_url, as_json, tenant)
+    raise typer.Exit(code=0 if succeeded(session) else 1)
+
+
+def check(workflow: Path, base_url: str | None, as_json: bool, tenant: str) -> None:
+    with runtime_or_exit(quiet=True) as runtime:
+        request = request_from_file(load_workflow(workflow), workflow, base_url)
+        report = check_workflow(runtime.loop, request, tenant)
+    if as_json:
+        console.print_json(json.dumps(report.to_dict()))
+    else:
+        print_check(report)
+    raise typer.Exit(code=0 if report.ok else 2)
+
+
+def demo(workflow: Path, as_json: bool, tenant: str) -> None:
+    os.environ.setdefault("STEPLINE_SECRET_DEMO_PASSWORD", "correct-horse")
+    target = load_example_target()
+    with (
+        runtime_or_exit(quiet=True) as runtime,
+        target.serving(password=os.environ["STEPLINE_SECRET_DEMO_PASSWORD"]) as base_url,
+    ):
+        where = "embedded PostgreSQL" if runtime.embedded else "PostgreSQL"
+        errors.print(f"[dim]event store: {where}; example app: {base_url}[/]")
+        session = _run_file(runtime, workflow, base_url, as_json=False, tenant=tenant)
+        _print_history(runtime.app, session.id, as_json)
+        _print_progress(runtime, session.id)
+    raise typer.Exit(code=0 if succeeded(session) else 1)
+
+
+def _source(runtime: Runtime, given: str, tenant: str) -> WorkflowSession:
+    """The tenant's session named by its id or the start of it; another tenant's is not found."""
+    session_id = resolved(DatabaseSessions(runtime, tenant, actor=cli_actor()), given)
+    source = runtime.app.get_session(session_id)
+    if source.tenant != tenant:
+        raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
+    return source
+
+
+def replay(given: str, strict: bool, base_url: str | None, as_json: bool, tenant: str) -> None:
+    with runtime_or_exit(quiet=True) as runtime:
+        source = _source(runtime, given, tenant)
+        request = replay_request(source, strict=strict, base_url=base_url)
+        session = _run_request(runtime, request, as_json, tenant)
+        if not as_json:
+            _print_replay(runtime.app, session)
+    raise typer.Exit(code=0 if succeeded(session) else 1)
+
+
+def _print_replay(app: Stepline, session: WorkflowSession) -> None:
+    history = app.history(session.id)
+    replayed = [e for e in history if isinstance(e, WorkflowSession.StepReplayed)]
+    diverged = [e for e in history if isinstance(e, WorkflowSession.ReplayDiverged)]
+    turns = sum(e.turns_saved for e in replayed)
+    errors.print(
+        f"replay {session.id}: {len(replayed)} steps replayed without the model "
+        f"({turns} model turns saved), {session.tokens_used} tokens used"
+    )
+    for event in diverged:
+        errors.print(
+            f"[yellow]diverged[/] in step {event.step_index} at {event.executor}.{event.name}: "
+            f"expected {event.expected}, got {event.got}"
+        )
+
+
+def fork(given: str, from_step: int, workflow: Path | None, as_json: bool, tenant: str) -> None:
+    with runtime_or_exit(quiet=True) as runtime:
+        source = _source(runtime, given, tenant)
+        steps = None
+        if workflow is not None:
+            steps = load_workflow(workflow).step_specs()[from_step:]
+        request = fork_request(
+            source, runtime.app.history(source.id), from_step=from_step, steps=steps
+        )
+        gone = runtime.executor_states.gone_for_fork(source.id, from_step)
+        if gone is not None:
+            errors.print(f"[yellow]{gone}[/]", highlight=False, soft_wrap=True)
+        session = _run_request(runtime, request, as_json, tenant)
+    raise typer.Exit(code=0 if succeeded(session) else 1)
+
+
+def history(given: str, as_json: bool, tenant: str) -> None:
+    with runtime_or_exit() as runtime:
+        _print_history(runtime.app, _source(runtime, given, tenant).id, as_json)
+
+
+def serve(
+    host: str, port: int, workers: int | None, metrics_at: tuple[str, int] | None = None
+) -> None:
+    settings = load_settings()
+    try:
+        check_binding(settings, host)
+    except UnsafeBinding as error:
+        raise fail(StandardError.of("CONFIGURATION_INVALID", str(error))) from None
+    try:
+        app = create_app(settings, workers=workers)
+        serve_app(app, settings, host, port, metrics_at, announce=_print_addresses)
+    except (PersistenceError, DatabaseUnavailable) as error:
+        raise fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None
+
+
+def _print_addresses(base_url: str) -> None:
+    console.print(
+        f"Stepline is serving on {base_url}\n"
+        f"  dashboard  {base_url}/ui\n"
+        f"  API docs   {base_url}/docs",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def worker(concurrency: int | None) -> None:
+    with runtime_or_exit() as runtime:
+        run_worker(runtime, concurrency or runtime.settings.max_concurrent_sessions)
+
+
+def workers_list(as_json: bool) -> None:
+    with runtime_or_exit() as runtime:
+        live = runtime.leases.live_workers()
+        held = runtime.leases.held()
+    if as_json:
+        rows = [
+            {
+                **asdict(w),
+                "sessions": [asdict(lease) for lease in held if lease.owner == w.worker_id],
+            }
+            for w in live
+        ]
+        console.print_json(json.dumps(rows, default=str))
+        return
+    table = Table(title="Workers")
+    table.add_column("worker", overflow="fold")
+    for column in ("role", "slots", "sessions", "oldest lease", "last seen", "takeovers"):
+        table.add_column(column)
+    for w in live:
+        mine = [lease for lease in held if lease.owner == w.worker_id]
+        oldest = f"{max(lease.age_s for lease in mine):.1f} s" if mine else "-"
+        table.add_row(
+            w.worker_id,
+            w.role,
+            str(w.concurrency),
+            str(w.sessions),
+            oldest,
+            w.seen_at.strftime("%H:%M:%S"),
+            str(w.takeovers),
+        )
+    console.print(table)
+
+
+def keys_new(name: str, tenant: str) -> None:
+    key, sha256 = new_key()
+    console.print(f"key (give it to the client; it is not stored): {key}", soft_wrap=True)
+    entry = json.dumps({name: {"tenant": tenant, "sha256": sha256}})
+    console.print(f"STEPLINE_API_KEYS entry: {entry}", soft_wrap=True)
+
+
+def projections_status() -> None:
+    with runtime_or_exit() as runtime:
+        table = Table(title="Projections")
+        for column in ("view", "position", "log head", "lag"):
+            table.add_column(column, justify="right" if column != "view" else "left")
+        for view in runtime.projector.status():
+            table.add_row(view.name, str(view.position), str(view.head), str(view.lag))
+        console.print(table)
+        with runtime.projector.pool.connection() as conn:
+            leader = current_leader(conn)
+        if leader is None:
+            console.print("leader: none (no serve, worker or run is up: reads catch up themselves)")
+        else:
+            console.print(f"leader: {leader.holder}, since {leader.since:%Y-%m-%d %H:%M:%S %Z}")
+
+
+def projections_rebuild(names: list[str] | None) -> None:
+    with runtime_or_exit() as runtime:
+        projector = runtime.projector
+        try:
+            selected = projector.select(names)
+        except UnknownView as error:
+            advice = "Name views that `stepline projections status` lists"
+            raise fail(
+                StandardError.of("VALIDATION_FAILED", str(error), suggested_action=advice)
+            ) from None
+        with Progress(
+            TextColumn("[bold]rebuild[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=errors,
+        ) as progress:
+            task = progress.add_task(", ".join(selected), total=projector.head())
+            started = time.perf_counter()
+            applied = projector.rebuild(
+                selected,
+                on_progress=lambda at, head: progress.update(task, completed=at, total=head),
+            )
+        elapsed = time.perf_counter() - started
+        rate = applied / elapsed if elapsed else 0.0
+        console.print(
+            f"rebuilt {', '.join(selected)}: {applied} events in {elapsed:.1f} s "
+            f"({rate:,.0f} events/s)"
+        )

@@ -1,0 +1,2 @@
+"""The HTTP API and the dashboard `stepline serve` runs: `server` is its composition root,
+one module per resource."""

@@ -1,0 +1,121 @@
+"""What the HTTP layer works with, built once per process by the composition root."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Depends, Header, Request
+
+from api.http.auth import AuthFailures, Caller, KeyRing, RateLimiter, RequestLimiter
+from api.http.errors import ApiError
+from api.http.stream_slots import StreamSlots
+from engine.bootstrap import Runtime
+from engine.live.feed import EventFeed
+from engine.live.follower import LogFollower
+from engine.live.projector import READ_YOUR_WRITES_S
+from engine.worker import SessionWorker
+
+T = TypeVar("T")
+OPERATOR_SCOPE_KEY = "stepline.operator"
+"""Set in a request's scope by the metrics port's app: its callers are the operator."""
+
+
+class Recent(Generic[T]):
+    """A value computed at most once per `ttl_s`: for figures that may be a little old."""
+
+    def __init__(self, compute: Callable[[], T], ttl_s: float) -> None:
+        self._compute = compute
+        self._ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self._until = 0.0
+
+    def __call__(self) -> T:
+        with self._lock:
+            if time.monotonic() >= self._until:
+                self._value = self._compute()
+                self._until = time.monotonic() + self._ttl_s
+            return self._value  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Services:
+    runtime: Runtime
+    worker: SessionWorker | None
+    """None when this process serves the API only (`serve --workers 0`)."""
+    follower: LogFollower
+    feed: EventFeed[bytes]
+    """New events, each pre-encoded as an SSE frame."""
+    keys: KeyRing
+    limiter: RateLimiter
+    """Each tenant's session creations."""
+    requests: RequestLimiter
+    """Each key's requests, on every route that takes a key."""
+    auth_failures: AuthFailures
+    streams: StreamSlots
+    step_average_ms: Callable[[], float | None]
+    """Recent steps' mean duration, for estimates: a little old is fine (see `Recent`)."""
+
+    def read_your_writes(self) -> None:
+        """Wait until the views have applied everything in the log when the request came in,
+        so a read never shows less than the caller has already written or seen: the leader's
+        notification ends the wait (or, failing one in time, this process catches up).
+        Reads call this; writes answer from the write model and do not wait."""
+        projector = self.runtime.projector
+        projector.wait_until(projector.head(), timeout=READ_YOUR_WRITES_S)
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _caller(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Caller:
+    """The key's caller, once its address has not failed too often and the key has requests
+    left this minute."""
+    services = _services(request)
+    address = request.client.host if request.client else "unknown"
+    services.auth_failures.refuse_if_blocked(address)
+    try:
+        caller = services.keys.caller(authorization, x_api_key)
+    except ApiError:
+        services.auth_failures.record(address)
+        raise
+    services.requests.take(caller)
+    return caller
+
+
+def _is_operator(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> bool:
+    """Whether the request carries the operator's metrics key (or arrived on the metrics port,
+    whose app says so). A key that is neither the operator's nor a tenant's counts as a failed
+    authentication of the client's address, as on every other route."""
+    if request.scope.get(OPERATOR_SCOPE_KEY):
+        return True
+    services = _services(request)
+    address = request.client.host if request.client else "unknown"
+    services.auth_failures.refuse_if_blocked(address)
+    if services.keys.is_operator(authorization, x_api_key):
+        return True
+    if authorization or x_api_key:
+        try:
+            services.keys.caller(authorization, x_api_key)
+        except ApiError:
+            services.auth_failures.record(address)
+    return False
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+CallerDep = Annotated[Caller, Depends(_caller)]
+OperatorDep = Annotated[bool, Depends(_is_operator)]

@@ -1,0 +1,455 @@
+"""/v1/sessions: create, list, read, command and replay workflow sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Path, Query, Response
+from pydantic import JsonValue
+
+from api.http.auth import Caller
+from api.http.errors import ApiError, problem_responses
+from api.http.event_views import event_view
+from api.http.reads import BadCursor, decode_cursor, session_page
+from api.http.schemas import (
+    CommandAccepted,
+    CreateSession,
+    Decision,
+    EraseSession,
+    EventPage,
+    IsoDatetime,
+    Origin,
+    ProgressView,
+    Reason,
+    SessionCreated,
+    SessionErasedView,
+    SessionPage,
+    SessionStatusName,
+    SessionView,
+    SignalAccepted,
+    StepView,
+)
+from api.http.services import CallerDep, Services, ServicesDep
+from domain.errors import SessionNotFound
+from engine.loop.waits import SIGNAL_NAME, check_signal, signal_too_large
+from engine.store.app import SessionRequest
+from engine.workflows.admission import admitted
+from engine.workflows.file import WebhookSpec
+from projections import session_index, session_progress, step_history
+from projections.session_index import MIN_ID_PREFIX, SessionFilter, active_count, id_range
+from projections.view import Recorded
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def owned_session(services: Services, session_id: UUID, tenant: str) -> None:
+    """Go on only if the session is this tenant's; another tenant's is reported as not found.
+    The session index answers; a session it has not caught up with yet, the log."""
+    with services.runtime.projector.pool.connection() as conn:
+        owner = session_index.tenant_of(conn, session_id)
+    if owner is None:
+        owner = services.runtime.app.get_session(session_id).tenant  # 404 if there is none
+    if owner != tenant:
+        raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
+
+
+def progress_as_of(
+    services: Services, session_id: UUID, version: int | None
+) -> session_progress.Progress:
+    """The progress row from the view, or folded from the log (as of `version` if given)."""
+    if version is None:
+        services.read_your_writes()
+        with services.runtime.projector.pool.connection() as conn:
+            row = session_progress.find(conn, session_id)
+        if row is not None:
+            return row
+    app = services.runtime.app
+    events = [
+        e for e in app.history(session_id) if version is None or e.originator_version <= version
+    ]
+    rows: dict[UUID, session_progress.Progress] = {}
+    session_progress.fold(rows, [Recorded(0, e) for e in events])
+    return rows[session_id]
+
+
+def after_cursor(cursor: str | None) -> tuple[datetime, UUID] | None:
+    """Where a page given by `cursor` starts; a cursor not given out here is refused."""
+    try:
+        return decode_cursor(cursor) if cursor else None
+    except BadCursor as error:
+        raise ApiError.of(
+            "VALIDATION_FAILED",
+            str(error),
+            suggested_action="Pass the next_cursor of a page this list gave, or no cursor",
+        ) from None
+
+
+def _estimate_ms(services: Services, steps: int) -> int | None:
+    average = services.step_average_ms()
+    return None if average is None else int(average * steps)
+
+
+def _check_capacity(services: Services, adding: int) -> None:
+    limit = services.runtime.settings.max_active_sessions
+    # From the session index as it is: it trails the log by milliseconds, and waiting for it
+    # here put every creation behind the projector's work.
+    with services.runtime.projector.pool.connection() as conn:
+        active = active_count(conn, services.runtime.app.events_table)
+    if active + adding > limit:
+        raise ApiError.of(
+            "CONCURRENT_LIMIT_EXCEEDED",
+            f"{active} sessions are pending or running; the limit is {limit}",
+            headers={"Retry-After": "5"},
+            active=active,
+            limit=limit,
+        )
+
+
+def session_request(
+    services: Services, body: CreateSession, tenant: str, webhook: WebhookSpec | None = None
+) -> SessionRequest:
+    """The session asked for, within the tenant's policy (422 naming the field if not);
+    `webhook` is the batch's, for a session that names none."""
+    request = SessionRequest(
+        name=body.name,
+        steps=body.step_specs(),
+        config=body.given_config(webhook),
+        labels=body.labels,
+    )
+    return admitted_request(services, request, tenant)
+
+
+def admitted_request(services: Services, request: SessionRequest, tenant: str) -> SessionRequest:
+    """The request as its tenant may create it: within its policy, its definitions module
+    loaded and every secret it uses stored (422 with the reason if not)."""
+    return admitted(services.runtime.loop, request, tenant)
+
+
+def admit(services: Services, tenant: str, count: int) -> None:
+    """Refuse new sessions beyond the server's capacity or the tenant's rate."""
+    _check_capacity(services, count)
+    services.limiter.take(tenant, count)
+
+
+# ---- routes -----------------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    operation_id="createSession",
+    status_code=201,
+    response_model=SessionCreated,
+    responses=problem_responses(400, 401, 413, 422, 429),
+)
+def create_session(
+    body: CreateSession, services: ServicesDep, caller: CallerDep, response: Response
+) -> SessionCreated:
+    """Create a session and start running it."""
+    request = session_request(services, body, caller.tenant)  # refused before it costs a token
+    admit(services, caller.tenant, 1)
+    return created(services, request, caller.tenant, caller.name, response)
+
+
+def created(
+    services: Services, request: SessionRequest, tenant: str, actor: str, response: Response
+) -> SessionCreated:
+    """Save the session and, with a free slot, start driving it here."""
+    if services.worker is not None:
+        session, _ = services.worker.create(request, tenant=tenant, actor=actor)
+    else:
+        session = services.runtime.app.create(request, tenant=tenant, actor=actor)
+    response.headers["Location"] = f"/v1/sessions/{session.id}"
+    return SessionCreated(
+        session_id=session.id,
+        stream_url=f"/v1/sessions/{session.id}/stream",
+        status="pending",
+        version=session.version,
+        estimated_duration_ms=_estimate_ms(services, len(request.steps) - session.current_step),
+        created_at=session.created_on,
+    )
+
+
+@router.get(
+    "",
+    operation_id="listSessions",
+    response_model=SessionPage,
+    responses=problem_responses(401, 422),
+)
+def list_all(
+    services: ServicesDep,
+    caller: CallerDep,
+    status: SessionStatusName | None = None,
+    label: Annotated[
+        list[str] | None, Query(description="key=value; repeat to require several")
+    ] = None,
+    created_after: IsoDatetime | None = None,
+    created_before: IsoDatetime | None = None,
+    origin: Annotated[Origin | None, Query(description="new, replay or fork")] = None,
+    source_id: Annotated[
+        UUID | None, Query(description="replays and forks of this session")
+    ] = None,
+    id_prefix: Annotated[
+        str | None,
+        Query(
+            max_length=36,
+            description=f"sessions whose id starts with this (at least {MIN_ID_PREFIX} "
+            "characters, as printed: `1f0e3c2a`)",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> SessionPage:
+    """List the tenant's sessions, newest first, with keyset paging."""
+    if id_prefix is not None:
+        try:
+            id_range(id_prefix)
+        except ValueError as error:
+            raise ApiError.of("VALIDATION_FAILED", f"id_prefix: {error}") from None
+    labels = {}
+    for item in label or []:
+        key, separator, value = item.partition("=")
+        if not separator or not key or "\x00" in item:
+            raise ApiError.of(
+                "VALIDATION_FAILED",
+                f"label filter {item!r} is not key=value",
+                suggested_action="Write each label filter as key=value (no NUL): label=team=web",
+            )
+        labels[key] = value
+    where = SessionFilter(
+        caller.tenant, status, labels, created_after, created_before, origin, source_id, id_prefix
+    )
+    after = after_cursor(cursor)
+    services.read_your_writes()
+    with services.runtime.projector.pool.connection() as conn:
+        return session_page(conn, where, limit, after)
+
+
+@router.get(
+    "/{session_id}",
+    operation_id="getSession",
+    response_model=SessionView,
+    responses=problem_responses(401, 404, 422),
+)
+def get_session(
+    session_id: UUID,
+    services: ServicesDep,
+    caller: CallerDep,
+    version: Annotated[int | None, Query(ge=1, description="the state as of this version")] = None,
+) -> SessionView:
+    """A session's state, from the progress view or rebuilt from the log as of a version."""
+    owned_session(services, session_id, caller.tenant)
+    if version is not None:
+        services.runtime.app.get_session(session_id, version=version)  # 404 past the latest
+    row = progress_as_of(services, session_id, version)
+    return SessionView.model_validate(row, from_attributes=True)
+
+
+@router.get(
+    "/{session_id}/progress",
+    operation_id="getSessionProgress",
+    response_model=ProgressView,
+    responses=problem_responses(401, 404, 422),
+)
+def get_progress(session_id: UUID, services: ServicesDep, caller: CallerDep) -> ProgressView:
+    """Steps done, percent and estimated time left."""
+    owned_session(services, session_id, caller.tenant)
+    return ProgressView.model_validate(
+        progress_as_of(services, session_id, None), from_attributes=True
+    )
+
+
+@router.get(
+    "/{session_id}/steps",
+    operation_id="getSessionSteps",
+    response_model=list[StepView],
+    responses=problem_responses(401, 404, 422),
+)
+def get_steps(session_id: UUID, services: ServicesDep, caller: CallerDep) -> list[StepView]:
+    """Each step's status, attempts, timing and outcome."""
+    owned_session(services, session_id, caller.tenant)
+    services.read_your_writes()
+    with services.runtime.projector.pool.connection() as conn:
+        rows = step_history.steps_of(conn, session_id)
+    return [StepView.model_validate(row, from_attributes=True) for row in rows]
+
+
+@router.get(
+    "/{session_id}/events",
+    operation_id="getSessionEvents",
+    response_model=EventPage,
+    responses=problem_responses(401, 404, 422),
+)
+def get_events(
+    session_id: UUID,
+    services: ServicesDep,
+    caller: CallerDep,
+    after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
+) -> EventPage:
+    """The session's full history, in order, paged by version."""
+    owned_session(services, session_id, caller.tenant)
+    events = services.runtime.app.history(session_id, after=after, limit=limit + 1)
+    page = events[:limit]
+    next_after = page[-1].originator_version if len(events) > limit else None
+    return EventPage(items=[event_view(e) for e in page], next_after=next_after)
+
+
+def _command(
+    services: Services,
+    session_id: UUID,
+    caller: Caller,
+    body: Reason | None,
+    act: Callable[..., None],
+) -> CommandAccepted:
+    owned_session(services, session_id, caller.tenant)
+    act(session_id, reason=body.reason if body else "", actor=caller.name)
+    session = services.runtime.app.get_session(session_id)
+    return CommandAccepted(
+        session_id=session_id, status=session.status.value, version=session.version
+    )
+
+
+COMMAND_ERRORS = problem_responses(400, 401, 404, 409, 413, 422)
+
+
+@router.post(
+    "/{session_id}/pause",
+    operation_id="pauseSession",
+    response_model=CommandAccepted,
+    responses=COMMAND_ERRORS,
+)
+def pause(
+    session_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None
+) -> CommandAccepted:
+    """Pause at the next safe point (between turns)."""
+    return _command(services, session_id, caller, body, services.runtime.app.pause)
+
+
+@router.post(
+    "/{session_id}/resume",
+    operation_id="resumeSession",
+    response_model=CommandAccepted,
+    responses=COMMAND_ERRORS,
+)
+def resume(
+    session_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None
+) -> CommandAccepted:
+    """Resume a paused session; a worker with a free slot carries on with it."""
+    return _command(services, session_id, caller, body, services.runtime.app.resume)
+
+
+@router.post(
+    "/{session_id}/cancel",
+    operation_id="cancelSession",
+    response_model=CommandAccepted,
+    responses=COMMAND_ERRORS,
+)
+def cancel(
+    session_id: UUID, services: ServicesDep, caller: CallerDep, body: Reason | None = None
+) -> CommandAccepted:
+    """Cancel a session that has not ended."""
+    return _command(services, session_id, caller, body, services.runtime.app.cancel)
+
+
+# ---- waits: approvals and signals --------------------------------------------------------
+
+
+def _decided(
+    services: Services, session_id: UUID, caller: Caller, body: Decision | None, approve: bool
+) -> CommandAccepted:
+    owned_session(services, session_id, caller.tenant)
+    app = services.runtime.app
+    decide = app.approve if approve else app.reject
+    decide(session_id, comment=body.comment if body else "", actor=caller.name)
+    session = app.get_session(session_id)
+    return CommandAccepted(
+        session_id=session_id, status=session.status.value, version=session.version
+    )
+
+
+@router.post(
+    "/{session_id}/approve",
+    operation_id="approveSession",
+    response_model=CommandAccepted,
+    responses=COMMAND_ERRORS,
+)
+def approve(
+    session_id: UUID, services: ServicesDep, caller: CallerDep, body: Decision | None = None
+) -> CommandAccepted:
+    """Approve what a waiting session asks: it goes on with its next step (409 unless it
+    waits for an approval)."""
+    return _decided(services, session_id, caller, body, approve=True)
+
+
+@router.post(
+    "/{session_id}/reject",
+    operation_id="rejectSession",
+    response_model=CommandAccepted,
+    responses=COMMAND_ERRORS,
+)
+def reject(
+    session_id: UUID, services: ServicesDep, caller: CallerDep, body: Decision | None = None
+) -> CommandAccepted:
+    """Reject what a waiting session asks: its step fails with APPROVAL_REJECTED and the
+    comment (409 unless it waits for an approval)."""
+    return _decided(services, session_id, caller, body, approve=False)
+
+
+SignalName = Annotated[
+    str, Path(pattern=f"^{SIGNAL_NAME}$", description="as the step waits for it")
+]
+
+
+@router.post(
+    "/{session_id}/signals/{name}",
+    operation_id="signalSession",
+    response_model=SignalAccepted,
+    responses=COMMAND_ERRORS,
+)
+def signal(
+    session_id: UUID,
+    name: SignalName,
+    services: ServicesDep,
+    caller: CallerDep,
+    body: Annotated[JsonValue, Body(description="any JSON: saved as {{vars.<name>}}")] = None,
+) -> SignalAccepted:
+    """Send the session a signal: a step waiting for it goes on, its body saved as
+    `{{vars.<name>}}` (dots and dashes as `_`); sent early, it is kept until a step waits for
+    it. The body is data: one holding a `{{...}}` placeholder is refused."""
+    too_large = signal_too_large(body, services.runtime.settings.signal_max_bytes)
+    if too_large is not None:
+        raise too_large
+    check_signal(name, body)
+    owned_session(services, session_id, caller.tenant)
+    session = services.runtime.loop.signal(session_id, name, body, actor=caller.name)
+    return SignalAccepted(
+        session_id=session_id,
+        name=name,
+        status=session.status.value,
+        version=session.version,
+        taken=name not in session.mailbox,
+    )
+
+
+@router.delete(
+    "/{session_id}/data",
+    operation_id="eraseSession",
+    response_model=SessionErasedView,
+    responses=COMMAND_ERRORS,
+)
+def erase(
+    session_id: UUID, body: EraseSession, services: ServicesDep, caller: CallerDep
+) -> SessionErasedView:
+    """Erase the session (cancelled first if under way): its data key is destroyed, its views
+    keep a tombstone, its artifacts and executor state are deleted; the erasure is audited."""
+    owned_session(services, session_id, caller.tenant)
+    erased = services.runtime.erasure().erase(session_id, body.reason, caller.name)
+    return SessionErasedView(
+        session_id=session_id, cancelled=erased.cancelled, shredded=erased.shredded
+    )

@@ -1,0 +1,202 @@
+"""What the model sees for one turn: rules, the workflow, the current step, and what was done.
+
+Built from the session and its recorded events, which hold placeholders rather than secret
+values; the finished prompt is redacted once more before it leaves the process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from domain.session import StepStatus, WorkflowSession
+from engine.loop.secrets import Secrets
+
+RULES = """You carry out one step of an automation workflow at a time, using tools.
+Rules:
+- Call exactly one tool in every reply.
+- Use the executor's tools to act and to observe; base every claim on what a tool returned.
+- When the current step is done, call complete_step with a one-sentence summary and evidence.
+- If the step cannot be done, call fail_step with the reason. Do not work on other steps.
+- Secret values appear only as {{secrets.NAME}} placeholders; pass the placeholders as they are.
+"""
+
+
+def overview(session: WorkflowSession) -> str:
+    lines = [f"Workflow: {session.name}"]
+    for index, step in enumerate(session.steps):
+        marker = "->" if index == session.current_step else "  "
+        line = f"{marker} {index}. [{step.status.value}] {step.text}"
+        if step.status is StepStatus.COMPLETED and step.summary:
+            line += f" — done: {step.summary}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def current_step(session: WorkflowSession, index: int) -> str:
+    step = session.steps[index]
+    text = f"Current step {index}: {step.text}"
+    if step.expect:
+        text += f"\nThe step succeeds only if: {step.expect}"
+    return text
+
+
+def _verdict(ok: bool, error: dict[str, Any] | None) -> str:
+    return "ok" if ok else f"FAILED ({(error or {}).get('code', 'error')})"
+
+
+def divergence_note(event: WorkflowSession.ReplayDiverged) -> str:
+    return (
+        f"Replaying the recorded run: {event.executor}.{event.name} {json.dumps(event.args)} "
+        f"returned {json.dumps(event.got)} where the record had {json.dumps(event.expected)}. "
+        "The step goes on live from here."
+    )
+
+
+def wait_note(event: WorkflowSession.WaitEnded) -> str:
+    """How a wait of the step ended, as the model is told it."""
+    said = f": {event.comment}" if event.comment else ""
+    by = "" if event.outcome in ("due", "timed_out") else f" by {event.actor}"
+    return f"Waited for {event.kind}: {event.outcome.replace('_', ' ')}{by}{said}"
+
+
+def describe_actions(events: Sequence[WorkflowSession.Event]) -> list[str]:
+    """One entry per turn, command or check of the current attempt, oldest first."""
+    entries: list[str] = []
+    issued: dict[str, WorkflowSession.CommandIssued] = {}
+    for event in events:
+        match event:
+            case WorkflowSession.TurnRecorded(turn=turn, reasoning=reasoning) if reasoning:
+                entries.append(f"Turn {turn} reasoning: {reasoning}")
+            case WorkflowSession.CommandIssued(command_id=command_id):
+                issued[command_id] = event
+            case WorkflowSession.CommandFinished(command_id=command_id, ok=ok, output=output):
+                command = issued.get(command_id)
+                call = (
+                    f"{command.executor}.{command.name} {json.dumps(command.args)}"
+                    if command
+                    else command_id
+                )
+                entries.append(f"Called {call} -> {_verdict(ok, event.error)}: {output}")
+            case WorkflowSession.Checked(ok=ok, output=output):
+                check = f"{event.executor}.{event.name} {json.dumps(event.args)}"
+                entries.append(f"Checked {check} -> {_verdict(ok, event.error)}: {output}")
+            case WorkflowSession.ReplayDiverged():
+                entries.append(divergence_note(event))
+            case WorkflowSession.WaitEnded():
+                entries.append(wait_note(event))
+    return entries
+
+
+def within_budget(entries: list[str], budget: int) -> list[str]:
+    """The most recent entries whose total length fits the budget."""
+    kept: list[str] = []
+    used = 0
+    for entry in reversed(entries):
+        if used + len(entry) > budget:
+            kept.append(f"[{len(entries) - len(kept)} earlier actions omitted]")
+            break
+        kept.append(entry)
+        used += len(entry)
+    return list(reversed(kept))
+
+
+def build_messages(
+    session: WorkflowSession,
+    index: int,
+    *,
+    attempt_events: Sequence[WorkflowSession.Event],
+    feedback: Sequence[str],
+    secrets: Secrets,
+    char_budget: int = 24_000,
+) -> list[dict[str, Any]]:
+    actions = within_budget(describe_actions(attempt_events), char_budget)
+    done = "\n".join(actions) if actions else "Nothing yet."
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": RULES},
+        {
+            "role": "user",
+            "content": f"{overview(session)}\n\n{current_step(session, index)}\n\n"
+            f"What you have done in this step so far:\n{done}",
+        },
+    ]
+    messages.extend({"role": "user", "content": note} for note in feedback)
+    redacted: list[dict[str, Any]] = secrets.redact_all(messages)
+    return redacted
+
+
+ToolCallOf = Callable[[str, str, dict[str, Any]], tuple[str, dict[str, Any]] | None]
+"""(executor, command name, args) -> the (tool name, arguments) the model called it with."""
+
+
+def build_conversation(
+    session: WorkflowSession,
+    index: int,
+    *,
+    attempt_events: Sequence[WorkflowSession.Event],
+    feedback: Sequence[str],
+    secrets: Secrets,
+    tool_call_of: ToolCallOf,
+    char_budget: int = 24_000,
+) -> list[dict[str, Any]]:
+    """The step's turns as the API's own messages: each decision an assistant message with
+    its tool call, each result a `tool` message (STEPLINE_AI_CONVERSATION=messages)."""
+    exchanges = within_budget_exchanges(_exchanges(attempt_events, tool_call_of), char_budget)
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": RULES},
+        {"role": "user", "content": f"{overview(session)}\n\n{current_step(session, index)}"},
+    ]
+    for exchange in exchanges:
+        messages.extend(exchange)
+    messages.extend({"role": "user", "content": note} for note in feedback)
+    redacted: list[dict[str, Any]] = secrets.redact_all(messages)
+    return redacted
+
+
+def _exchanges(
+    events: Sequence[WorkflowSession.Event], tool_call_of: ToolCallOf
+) -> list[list[dict[str, Any]]]:
+    """One list of messages per turn: what the model said, and what its tool call returned."""
+    exchanges: list[list[dict[str, Any]]] = []
+    for event in events:
+        match event:
+            case WorkflowSession.TurnRecorded(reasoning=reasoning):
+                exchanges.append([{"role": "assistant", "content": reasoning or ""}])
+            case WorkflowSession.ReplayDiverged():
+                exchanges.append([{"role": "user", "content": divergence_note(event)}])
+            case WorkflowSession.WaitEnded():
+                exchanges.append([{"role": "user", "content": wait_note(event)}])
+            case WorkflowSession.CommandIssued(command_id=call_id) if exchanges:
+                called = tool_call_of(event.executor, event.name, event.args)
+                if called is not None:
+                    name, arguments = called
+                    function = {"name": name, "arguments": json.dumps(arguments)}
+                    exchanges[-1][0]["tool_calls"] = [
+                        {"id": call_id, "type": "function", "function": function}
+                    ]
+                    exchanges[-1][0]["content"] = exchanges[-1][0]["content"] or None
+            case WorkflowSession.CommandFinished(command_id=call_id, ok=ok, output=output):
+                if exchanges and exchanges[-1][0].get("tool_calls"):
+                    status = _verdict(ok, event.error)
+                    exchanges[-1].append(
+                        {"role": "tool", "tool_call_id": call_id, "content": f"{status}: {output}"}
+                    )
+    return exchanges
+
+
+def within_budget_exchanges(
+    exchanges: list[list[dict[str, Any]]], budget: int
+) -> list[list[dict[str, Any]]]:
+    """The most recent whole exchanges whose text fits the budget, and a note of the rest."""
+    kept: list[list[dict[str, Any]]] = []
+    used = 0
+    for exchange in reversed(exchanges):
+        size = sum(len(json.dumps(message)) for message in exchange)
+        if used + size > budget:
+            omitted = len(exchanges) - len(kept)
+            kept.append([{"role": "user", "content": f"[{omitted} earlier turns omitted]"}])
+            break
+        kept.append(exchange)
+        used += size
+    return list(reversed(kept))

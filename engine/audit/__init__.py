@@ -1,0 +1,1 @@
+"""The log's tamper evidence: the hash chain over its rows, and its verifier."""

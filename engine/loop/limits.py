@@ -1,0 +1,54 @@
+"""The limits a session runs with: its workflow's config over the settings' defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from domain.session import WorkflowSession
+from domain.tenant import Policy
+from engine.settings import Settings
+from engine.store.app import SessionRequest
+from engine.tenancy.policies import admitted_config, capped_defaults
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_turns_per_step: int
+    step_timeout_ms: int
+    workflow_timeout_ms: int
+    max_consecutive_failures: int
+    max_repeated_commands: int
+    token_budget: int
+    max_attempts: int
+    retry_backoff_ms: int
+    context_char_budget: int
+
+    @classmethod
+    def defaults(cls, settings: Settings) -> dict[str, int]:
+        return {f.name: int(getattr(settings, f.name)) for f in fields(cls)}
+
+    @classmethod
+    def of(cls, session: WorkflowSession, settings: Settings) -> Limits:
+        chosen = {**cls.defaults(settings), **session.config}
+        return cls(**{f.name: int(chosen[f.name]) for f in fields(cls)})
+
+
+def admitted(request: SessionRequest, settings: Settings, policy: Policy) -> SessionRequest:
+    """`request` as its tenant's policy lets it be created (every limit filled in), or
+    PolicyRefused naming the field. Every way of creating a session goes through this: a new
+    one, a batch, a replay or a fork (the policy may have narrowed since its source)."""
+    return replace(request, config=session_config(settings, request.config, policy))
+
+
+def session_config(
+    settings: Settings, given: Mapping[str, Any], policy: Policy | None = None
+) -> dict[str, Any]:
+    """What a new session records: the given config with every limit filled in. Under a
+    tenant's `policy` the config is refused (PolicyRefused) where it asks for more than the
+    policy allows, and the defaults are lowered to the policy's maximums."""
+    defaults = Limits.defaults(settings)
+    if policy is None:
+        return {**defaults, **given}
+    return {**capped_defaults(policy, defaults), **admitted_config(policy, given)}

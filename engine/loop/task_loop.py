@@ -1,0 +1,952 @@
+"""The task loop: drive a session step by step until it ends, pauses or is told to stop.
+
+For the current step: decide (a step definition, else the AI model) -> record the decision ->
+issue the command -> run it on an executor -> record the result -> repeat until the step is
+completed or failed; then the next step; then the session completes or fails. Every decision
+and result is an event, made on the session the run holds in memory and written before the
+next side effect (`HeldSession`): a command is durably issued before it runs, and the write
+proves the lease in the same transaction. A pause, a cancel or a lost lease therefore takes
+effect before the next side effect; a write that loses a race reloads and decides again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import UUID, uuid4
+
+from domain.errors import InvalidStateTransition, InvalidWorkflow, StandardError
+from domain.session import (
+    ENDED,
+    SessionStatus,
+    StepSpec,
+    StepState,
+    StepStatus,
+    WorkflowSession,
+)
+from domain.tenant import Policy
+from domain.waits import variable_of
+from engine.ai.provider import AiProvider
+from engine.ai.token_budget import TokenBudget
+from engine.executors import Command, Executor, Outcome, truncated
+from engine.executors.kinds import EXECUTOR_NAMES, ExecutorKind, ExecutorSetup, builtin_kinds
+from engine.logs import LOGGER_NAME, on_session, on_step
+from engine.loop.ai_attempt import AiStep
+from engine.loop.definitions import DefinitionError, Definitions, DefinitionsCache, NearMiss
+from engine.loop.limits import Limits
+from engine.loop.replay import (
+    INTERRUPTED,
+    RecordedAction,
+    RecordedStep,
+    Replay,
+    interrupted,
+    lineage_history,
+)
+from engine.loop.secrets import IN_USE, Secrets, origin_of
+from engine.loop.step_results import (
+    Interrupted,
+    StepDone,
+    StepFailure,
+    StepOnHold,
+    StepResult,
+    failure,
+)
+from engine.loop.waits import (
+    WAIT,
+    RecordedDecision,
+    WaitRequest,
+    check_signal,
+    outcome_of,
+    variable_value,
+)
+from engine.ownership.executor_state import ExecutorStates
+from engine.settings import Settings
+from engine.store.app import Stepline
+from engine.store.event_store import Fence, LeaseLost
+from engine.store.held_session import HeldSession
+from engine.store.snapshots import Snapshotter
+from engine.store.writer import GroupWriter
+from engine.tenancy.policies import Policies, base_policy, is_dev_tenant
+from engine.tenancy.secret_store import SecretStore
+from engine.workflows.plan import status_judged_after, unset_explained
+
+log = logging.getLogger(LOGGER_NAME)
+
+MAX_REFUSALS = 10
+BACK_OFF_LOOK_EVERY_S = 1.0
+"""A back-off looks at the log at least this often, even if no notification came."""
+BACK_OFF_LOOK_GAP_S = 0.1
+"""...and at most this often, however fast notifications come (a busy log notifies a lot)."""
+CLOCK_SKEW_S = 1.0
+"""How far this process's clock may lag the database's, which says when a wait is due: a
+session claimed as due this much before its due time by this clock is woken once it is."""
+
+
+class Ownership(Protocol):
+    """The lease under which this process drives the session: every write of the run must
+    still hold `fence`, and `lose` is told when one did not. Without one (a single process,
+    tests), the session is always ours."""
+
+    @property
+    def fence(self) -> Fence: ...
+
+    def lose(self) -> None: ...
+
+    def settle(self, version: int) -> None:
+        """The run ended with the session needing no driving (paused, waiting, ended) as of
+        `version`: it is claimable again only after a later change (a resume, an approval)."""
+        ...
+
+    @property
+    def news(self) -> threading.Event:
+        """Set when the log may hold news for the session (someone else may have written),
+        and when the run is told to stop: what a back-off waits on."""
+        ...
+
+
+class TaskLoop:
+    """Everything a session run needs; `drive` runs one session."""
+
+    def __init__(
+        self,
+        app: Stepline,
+        settings: Settings,
+        definitions: Definitions,
+        secrets: Secrets,
+        ai: AiProvider | None = None,
+        *,
+        executor_kinds: Mapping[str, ExecutorKind] | None = None,
+        executor_states: ExecutorStates | None = None,
+        token_budget: TokenBudget | None = None,
+        policies: Policies | None = None,
+        secret_store: SecretStore | None = None,
+    ) -> None:
+        """`secrets` are the environment's, for the dev tenant only; `executor_kinds` adds
+        executors to (or replaces) the registered kinds; `executor_states` keeps what
+        executors need after a takeover (cookies); `token_budget` is each tenant's daily
+        allowance of model tokens; `policies` gives each tenant's policy (without: the
+        operator's defaults); `secret_store` holds each tenant's own secrets."""
+        self.secret_store = secret_store
+        self.token_budget = token_budget
+        self.policies = policies
+        self.executor_kinds = {**builtin_kinds(), **(executor_kinds or {})}
+        self.executor_states = executor_states
+        self.app = app
+        self.writer = GroupWriter(app)
+        self.snapshotter = Snapshotter(app)
+        self.settings = settings
+        self.definitions = DefinitionsCache(definitions)
+        self.secrets = secrets
+        self.ai = ai
+
+    def policy_of(self, tenant: str) -> Policy:
+        if self.policies is None:
+            return base_policy(self.settings, tenant)
+        return self.policies.of(tenant)
+
+    def secrets_of(self, session: WorkflowSession) -> Secrets:
+        """The session's tenant's secrets and no one else's: those it stored (bound, unless
+        stored with origins, to the workflow's base URL), and the environment's for the dev
+        tenant only."""
+        tenant = session.tenant
+        env = self.secrets if is_dev_tenant(self.settings, tenant) else Secrets()
+        if self.secret_store is None:
+            return env
+        base_origin = origin_of(str(session.config.get("base_url") or ""))
+        return env.joined(self.secret_store.secrets_of(tenant, base_origin))
+
+    def signal(self, session_id: UUID, name: str, body: Any, actor: str) -> WorkflowSession:
+        """Send the session a signal, as its log may record it: checked (`check_signal`: a
+        body is data, never a placeholder), its tenant's secret values in it replaced by
+        their placeholders, as in every recorded result."""
+        check_signal(name, body)
+        recorded = self.secrets_of(self.app.get_session(session_id)).redact_all(body)
+        self.app.signal(session_id, name, recorded, actor=actor)
+        return self.app.get_session(session_id)
+
+    def secret_names(self, tenant: str) -> set[str]:
+        """The names of the secrets a session of `tenant` can fill in (see `secrets_of`)."""
+        env = set(self.secrets.names) if is_dev_tenant(self.settings, tenant) else set()
+        if self.secret_store is None:
+            return env
+        return env | {stored.name for stored in self.secret_store.listed(tenant)}
+
+    def close(self) -> None:
+        """Release what the executor kinds hold for the process (the browser)."""
+        for kind in self.executor_kinds.values():
+            close = getattr(kind, "close", None)
+            if callable(close):
+                close()
+
+    def drive(
+        self, session_id: UUID, stop: threading.Event, ownership: Ownership | None = None
+    ) -> SessionStatus:
+        """Run the session until it ends or pauses, until `stop` is set, or until
+        `ownership` can no longer be proven."""
+        try:
+            run = SessionRun(self, session_id, stop, ownership)
+        except InvalidWorkflow as unusable:  # e.g. its definitions module cannot be loaded
+            session = self.app.get_session(session_id)
+            if session.status in (SessionStatus.PENDING, SessionStatus.RUNNING):
+                self.app.fail_session(session_id, unusable.to_standard_error())
+            return self.app.get_session(session_id).status
+        try:
+            return run.to_the_end()
+        finally:
+            run.close()
+
+
+class SessionRun:
+    def __init__(
+        self,
+        loop: TaskLoop,
+        session_id: UUID,
+        stop: threading.Event,
+        ownership: Ownership | None,
+    ) -> None:
+        self.loop = loop
+        self.app = loop.app
+        self.session_id = session_id
+        self.stop = stop
+        self.ownership = ownership
+        fence = ownership.fence if ownership is not None else None
+        self.held = HeldSession(self.app, loop.writer, loop.snapshotter, session_id, fence)
+        session = self.held.session
+        self.config = session.config
+        self.secrets = loop.secrets_of(session)
+        self.policy = loop.policy_of(session.tenant)
+        self.limits = Limits.of(session, loop.settings)
+        self.definitions = loop.definitions.for_module(session.config.get("definitions"))
+        self.replay = Replay.of(self.app, session)
+        self.executors: dict[str, Executor] = {}
+        self._claimed_waiting = session.status is SessionStatus.WAITING
+        """The run was started for a waiting session: the database's clock says it is due."""
+        self._signalled: dict[str, Any] = {}
+        """The bodies of the signals the session's waits took, as `{{vars.NAME}}` gives them."""
+        self._kept_states: dict[str, dict[str, Any]] = {}
+        self._release_secrets = IN_USE.hold(self.secrets)  # redacted from log lines meanwhile
+
+    def close(self) -> None:
+        ended = self.held.session.status in ENDED
+        for executor in self.executors.values():
+            executor.close(ended=ended)
+        self._release_secrets()
+
+    # ---- the session --------------------------------------------------------------------
+
+    def to_the_end(self) -> SessionStatus:
+        try:
+            self._recover()
+            return self._advance_until_settled()
+        except LeaseLost:
+            log.warning("Lost the session's lease; stopping", extra=on_session(self.session_id))
+            if self.ownership is not None:
+                self.ownership.lose()
+            self.stop.set()
+            return self.held.session.status
+
+    def _advance_until_settled(self) -> SessionStatus:
+        refusals = 0
+        while True:
+            session = self.held.session
+            try:
+                if session.status is SessionStatus.WAITING and not self._woken(session):
+                    return self._settled()
+                if session.status.is_terminal or session.status is SessionStatus.PAUSED:
+                    return self._settled()
+                if self.stop.is_set():
+                    self.held.commit()
+                    return session.status
+                self._advance(session)
+                refusals = 0
+            except Interrupted:
+                continue
+            except InvalidStateTransition as refused:
+                refusals += 1
+                if refusals > MAX_REFUSALS:
+                    log.error("Gave up driving: %s", refused, extra=on_session(self.session_id))
+                    return self.held.session.status
+
+    def _settled(self) -> SessionStatus:
+        """Write what is decided; the session needs no driving as of now."""
+        self.held.commit()
+        session = self.held.session
+        if self.ownership is not None:
+            self.ownership.settle(session.version)
+        return session.status
+
+    def _woken(self, session: WorkflowSession) -> bool:
+        """End the session's wait if it is due (a timer's time, an approval's or a signal's
+        timeout): whether it was. A session is claimed as due by the database's clock; this
+        process's may lag it a little, and is waited for up to CLOCK_SKEW_S."""
+        wait = session.waiting
+        if wait is None or wait.due_at is None:
+            return False
+        left_s = (wait.due_at - datetime.now(UTC)).total_seconds()
+        lag_s = CLOCK_SKEW_S if self._claimed_waiting else 0.0
+        if left_s > lag_s or self.stop.wait(max(0.0, left_s)):
+            return False
+        self.held.decide(lambda s: s.wake())
+        self.held.commit()  # the one wake-up, written before the step goes on
+        log.info("Woken: %s", wait.describe(), extra=on_step(self.session_id, wait.step_index))
+        return True
+
+    def _advance(self, session: WorkflowSession) -> None:
+        self._check_still_ours()
+        if self._workflow_timed_out(session):
+            error = StandardError.of(
+                "TASK_LOOP_TIMEOUT",
+                f"the workflow ran longer than {self.limits.workflow_timeout_ms} ms",
+                {"limit": "workflow_timeout_ms"},
+            )
+            self._fail_session(error)
+            return
+        if session.all_steps_completed:
+            self.held.decide(lambda s: s.complete())
+            log.info("Session completed", extra=on_session(self.session_id))
+            return
+        index = session.current_step
+        step = session.steps[index]
+        attempt = step.attempts
+        resuming = step.status is StepStatus.RUNNING  # started before a stop or a takeover
+        if not resuming:
+            if step.status is StepStatus.FAILED and not session.can_start_next_step():
+                self._fail_session(StandardError.from_dict(step.error or {}))
+                return
+            if step.status is StepStatus.FAILED:
+                self.held.commit()
+                self._back_off(step.attempts)
+                self._check_still_ours()
+            attempt = self.held.decide(lambda s: s.start_step(index))
+            if step.status is StepStatus.FAILED:
+                # Written at once: a pause or cancel made during the back-off refuses it now.
+                self.held.commit()
+            log.info(
+                'Step started: "%s" (attempt %d)',
+                step.text,
+                attempt,
+                extra=on_step(self.session_id, index),
+            )
+        self._record(index, StepAttempt(self, index, step, attempt, resuming).run())
+
+    def _fail_session(self, error: StandardError) -> None:
+        self.held.decide(lambda s: s.fail(error.to_dict()))
+        log.error(
+            "Session failed: %s (%s)", error.message, error.code, extra=on_session(self.session_id)
+        )
+
+    def _record(self, index: int, result: StepResult) -> None:
+        if isinstance(result, StepOnHold):
+            reason = self.secrets.redact(f"{result.error.code}: {result.error.message}")
+            self.held.decide(lambda s: s.pause(reason))
+            log.warning(
+                "Step on hold, session paused: %s", reason, extra=on_step(self.session_id, index)
+            )
+            return
+        if isinstance(result, StepDone):
+            summary = self.secrets.redact(result.summary)
+            evidence = self.secrets.redact_all(result.evidence)
+            self.held.decide(lambda s: s.complete_step(index, summary=summary, evidence=evidence))
+            log.info("Step completed", extra=on_step(self.session_id, index))
+        else:
+            error = StandardError.from_dict(self.secrets.redact_all(result.error.to_dict()))
+            self.held.decide(
+                lambda s: s.fail_step(index, error=error.to_dict(), retryable=error.retryable)
+            )
+            log.error(
+                "Step failed: %s (%s)",
+                error.message,
+                error.code,
+                extra=on_step(self.session_id, index),
+            )
+
+    def _workflow_timed_out(self, session: WorkflowSession) -> bool:
+        """Whether the session has run longer than its limit: time spent waiting is not
+        running time."""
+        elapsed = datetime.now(UTC) - session.created_on
+        running_ms = elapsed.total_seconds() * 1000 - session.waited_ms
+        return running_ms > self.limits.workflow_timeout_ms
+
+    def _back_off(self, attempts_so_far: int) -> None:
+        """Wait before the failed step's next attempt, holding the lease. Someone else's
+        change (a pause, a cancel, an expiry) ends the wait at once, however long it was to
+        be, so the session settles and its lease and slot are freed: the owner's `news`
+        wakes it on new events, and it looks at the log every few seconds whatever comes."""
+        delay_s = self.limits.retry_backoff_ms / 1000 * 2 ** (attempts_so_far - 1)
+        due = time.monotonic() + delay_s
+        news = self.ownership.news if self.ownership is not None else threading.Event()
+        while (left := due - time.monotonic()) > 0:
+            news.wait(min(left, BACK_OFF_LOOK_EVERY_S))
+            news.clear()
+            self._check_still_ours()
+            if self._no_longer_running():
+                return
+            self.stop.wait(min(BACK_OFF_LOOK_GAP_S, max(0.0, due - time.monotonic())))
+
+    def _no_longer_running(self) -> bool:
+        """Whether someone else has since stopped the session (paused, cancelled, expired):
+        one indexed read when nothing was written, the session's new events when it was."""
+        held = self.held.session
+        if not self.app.history(self.session_id, after=held.version, limit=1):
+            return False
+        return self.app.get_session(self.session_id).status is not SessionStatus.RUNNING
+
+    def _check_still_ours(self) -> None:
+        """Raise Interrupted once told to stop (a shutdown, a lease the heartbeat could not
+        renew). Ownership itself is proven by every write: see `HeldSession`."""
+        if self.stop.is_set():
+            raise Interrupted
+
+    # ---- recovery -----------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Record commands left without a result as interrupted; rebuild executor state."""
+        session = self.held.session
+        running = session.running_step
+        if running is not None:
+            for command_id in list(session.steps[running].open_commands):
+                self._check_still_ours()
+                self.held.decide(_interrupted(running, command_id))
+                log.warning(
+                    "Command %s was interrupted; deciding again",
+                    command_id,
+                    extra=on_step(self.session_id, running),
+                )
+        self.held.commit()
+        self._restore_executors()
+
+    def _restore_executors(self) -> None:
+        """From the results of the commands that ran (a fork: and those of its source's steps
+        before it), and the state kept outside the log (a fork's own, else its source's)."""
+        issued: dict[str, WorkflowSession.CommandIssued] = {}
+        waits: dict[str, WorkflowSession.WaitStarted] = {}
+        for event in lineage_history(self.app, self.session_id):
+            if isinstance(event, WorkflowSession.CommandIssued):
+                issued[event.command_id] = event
+            elif isinstance(event, WorkflowSession.CommandFinished) and event.ok:
+                command = issued.get(event.command_id)
+                if command is not None and command.executor in self.loop.executor_kinds:
+                    self.executor(command.executor).restore(
+                        Command(command.executor, command.name, command.args), event.output
+                    )
+            elif isinstance(event, WorkflowSession.WaitStarted):
+                waits[event.key] = event
+            elif isinstance(event, WorkflowSession.WaitEnded) and event.key in waits:
+                self._took_signal(waits[event.key], event)
+        for kind, state in self._kept_outside_the_log().items():
+            if kind in self.loop.executor_kinds:
+                self.executor(kind).load_state(state)
+                self._kept_states[kind] = state
+
+    def _kept_outside_the_log(self) -> dict[str, dict[str, Any]]:
+        """The session's kept executor state; a fork's first run takes its source's, and keeps
+        a copy of its own (the source's is forgotten some time after the source ended)."""
+        store = self.loop.executor_states
+        if store is None:
+            return {}
+        kept = store.load(self.session_id)
+        fork = self.held.session.forked_from
+        if kept or fork is None:
+            return kept
+        kept = store.load(UUID(fork["session_id"]))
+        for kind, state in kept.items():
+            store.save(self.session_id, kind, state)
+        return kept
+
+    def _keep_state(self, kind: str, executor: Executor) -> None:
+        """Save the executor's state outside the log when a command changed it."""
+        store = self.loop.executor_states
+        state = executor.state()
+        if store is not None and state is not None and state != self._kept_states.get(kind):
+            store.save(self.session_id, kind, state)
+            self._kept_states[kind] = state
+
+    # ---- what steps use -----------------------------------------------------------------
+
+    def safe_point(self, deadline: float) -> StepFailure | None:
+        """Raise Interrupted unless the session is still ours to run; a timeout fails the step."""
+        self._check_still_ours()
+        if self.held.session.status is not SessionStatus.RUNNING:
+            raise Interrupted
+        if time.monotonic() > deadline:
+            return failure(
+                "TASK_LOOP_TIMEOUT",
+                f"the step ran longer than {self.limits.step_timeout_ms} ms",
+                limit="step_timeout_ms",
+            )
+        return None
+
+    def executor(self, kind: str) -> Executor:
+        if kind not in self.executors:
+            build = self.loop.executor_kinds.get(kind)
+            if build is None:
+                kinds = ", ".join(sorted(self.loop.executor_kinds))
+                raise ValueError(f"no executor named {kind!r}; there are {kinds}")
+            setup = ExecutorSetup(
+                self.session_id, self.config, self.loop.settings, self.secrets, self.policy
+            )
+            self.executors[kind] = build(setup)
+            self._share_signalled(self.executors[kind])
+        return self.executors[kind]
+
+    # ---- waits --------------------------------------------------------------------------
+
+    def wait(
+        self,
+        index: int,
+        request: WaitRequest,
+        key: str,
+        decision: RecordedDecision | None = None,
+    ) -> Outcome:
+        """Wait as `request` asks, under `key`: the wait is written and the run ends with the
+        session waiting (Interrupted), unless it ends at once: a signal already in the
+        mailbox, or a replay's `decision` (its source's approval or signal, used again)."""
+        before = self.held.session.version
+        now = datetime.now(UTC)
+        if decision is not None:
+            decision.before(self.held)
+        self.held.decide(
+            lambda s: s.begin_wait(
+                index,
+                kind=request.kind,
+                key=key,
+                question=request.question,
+                signal=request.signal,
+                due_at=request.due_at(now),
+                now=now,
+            )
+        )
+        if decision is not None:
+            decision.after(self.held)
+        self.held.commit()
+        if self.held.session.status is SessionStatus.WAITING:
+            log.info("Waiting for %s", request.describe(), extra=on_step(self.session_id, index))
+            raise Interrupted
+        started, ended = self.wait_of(key, after=before)
+        self._took_signal(started, ended)
+        return outcome_of(started, ended)
+
+    def wait_of(
+        self, key: str, after: int
+    ) -> tuple[WorkflowSession.WaitStarted, WorkflowSession.WaitEnded]:
+        """The wait recorded under `key` since version `after`, and how it ended."""
+        started = ended = None
+        for event in self.app.history(self.session_id, after=after):
+            if isinstance(event, WorkflowSession.WaitStarted) and event.key == key:
+                started = event
+            elif isinstance(event, WorkflowSession.WaitEnded) and event.key == key:
+                ended = event
+        assert started is not None  # it was just written
+        assert ended is not None  # a wait not waiting has ended
+        return started, ended
+
+    def _took_signal(
+        self, started: WorkflowSession.WaitStarted, ended: WorkflowSession.WaitEnded
+    ) -> None:
+        """A signal's body is `{{vars.<its name>}}` from the wait that took it on."""
+        if started.signal is None or ended.outcome != "signalled":
+            return
+        self._signalled[variable_of(started.signal)] = variable_value(ended.data)
+        for executor in self.executors.values():
+            self._share_signalled(executor)
+
+    def _share_signalled(self, executor: Executor) -> None:
+        """Executors that fill `{{vars.NAME}}` in keep the variables in `variables`."""
+        variables = getattr(executor, "variables", None)
+        if isinstance(variables, dict):
+            variables.update(self._signalled)
+
+    def attempt_started(self, index: int, attempt: int) -> int:
+        """The version of the StepStarted event of one attempt of one step."""
+        self.held.commit()
+        return next(
+            e.originator_version
+            for e in reversed(self.app.history(self.session_id))
+            if isinstance(e, WorkflowSession.StepStarted)
+            and (e.step_index, e.attempt) == (index, attempt)
+        )
+
+    def events_since(self, version: int) -> list[WorkflowSession.Event]:
+        """The session's events from `version` on, everything decided so far written first
+        (this is also what commits a command's result before the model is asked again)."""
+        self.held.commit()
+        return self.app.history(self.session_id, after=version - 1)
+
+    def record_replayed(self, index: int, recorded: RecordedStep) -> None:
+        replay = self.replay
+        assert replay is not None
+        self.held.decide(
+            lambda s: s.record_replayed(
+                index,
+                source_session_id=replay.source_session_id,
+                actions=len(recorded.actions),
+                turns_saved=recorded.turns,
+                tokens_saved=recorded.tokens,
+            )
+        )
+        log.info("Step replayed, no model call", extra=on_step(self.session_id, index))
+
+    def record_divergence(self, index: int, action: RecordedAction, got: dict[str, Any]) -> bool:
+        """Record where the replay diverged; whether the replay is strict (the step fails)."""
+        strict = self.replay is not None and self.replay.strict
+        command = action.command
+        self.held.decide(
+            lambda s: s.record_divergence(
+                index,
+                executor=command.executor,
+                name=command.name,
+                args=command.args,
+                expected=action.expected,
+                got=got,
+                strict=strict,
+            )
+        )
+        log.warning(
+            "Replay diverged at %s.%s: expected %s, got %s",
+            command.executor,
+            command.name,
+            action.expected,
+            got,
+            extra=on_step(self.session_id, index),
+        )
+        return strict
+
+    def model_budget_used_up(self) -> StandardError | None:
+        """Why the session's tenant may not call the model now (its daily budget), or None."""
+        budget = self.loop.token_budget
+        return None if budget is None else budget.used_up(self.held.session.tenant)
+
+    def record_turn(self, index: int, **turn: Any) -> int:
+        number = self.held.decide(lambda s: s.record_turn(index, **turn))
+        log.debug("Turn %d recorded", number, extra=on_step(self.session_id, index))
+        return number
+
+    def execute(self, index: int, command: Command, key: str | None = None) -> Outcome:
+        """Issue, run and record one command. Secrets never reach the recorded args or output.
+        `key` is the idempotency key; a new command gets its command id as its key."""
+        refusal = self._refusal_of(command.executor)
+        if refusal is not None:
+            return refusal
+        try:
+            executor = self.executor(command.executor)
+        except ValueError as error:
+            return Outcome.failed("UNKNOWN_EXECUTOR", str(error))
+        command_id = f"s{index}-{uuid4().hex[:12]}"
+        key = key or command_id
+        args = self.secrets.redact_all(command.args)
+        self.held.decide(
+            lambda s: s.issue_command(
+                index,
+                command_id=command_id,
+                executor=command.executor,
+                name=command.name,
+                args=args,
+                idempotency_key=key,
+            )
+        )
+        self.held.commit()  # durably issued, under the lease, before the side effect starts
+        log.debug(
+            "Command issued: %s.%s",
+            command.executor,
+            command.name,
+            extra=on_step(self.session_id, index),
+        )
+        outcome, result = self._run_on(index, executor, replace(command, idempotency_key=key))
+        self.held.decide(lambda s: s.finish_command(index, command_id=command_id, **result))
+        log.debug("Command finished: ok=%s", outcome.ok, extra=on_step(self.session_id, index))
+        return outcome
+
+    def _refusal_of(self, kind: str) -> Outcome | None:
+        """A step may name any executor (`open /x` is the browser's, in an http workflow):
+        each command is held to the tenant's executors, not only the workflow's own."""
+        if kind in self.policy.executors or kind not in EXECUTOR_NAMES:
+            return None  # a kind the operator's code added (a bench's) is not a tenant's
+        allowed = ", ".join(self.policy.executors) or "none"
+        return Outcome.failed(
+            "POLICY_REFUSED",
+            f"executor {kind!r} is not allowed for this tenant; allowed: {allowed}",
+            executor=kind,
+        )
+
+    def check(self, index: int, command: Command) -> Outcome:
+        """Run a check, which has no side effect, and record it with its verdict as one event,
+        written with whatever the step decides next."""
+        refusal = self._refusal_of(command.executor)
+        if refusal is not None:
+            return refusal
+        executor = self.executor(command.executor)
+        outcome, result = self._run_on(index, executor, command)
+        args = self.secrets.redact_all(command.args)
+        self.held.decide(
+            lambda s: s.record_check(
+                index, executor=command.executor, name=command.name, args=args, **result
+            )
+        )
+        log.debug(
+            "Checked %s: ok=%s", command.name, outcome.ok, extra=on_step(self.session_id, index)
+        )
+        return outcome
+
+    def is_check(self, command: Command) -> bool:
+        """Whether the command only looks (see `Executor.checks`)."""
+        try:
+            return command.name in self.executor(command.executor).checks
+        except ValueError:  # an unknown executor: `execute` reports it
+            return False
+
+    def _run_on(
+        self, index: int, executor: Executor, command: Command
+    ) -> tuple[Outcome, dict[str, Any]]:
+        """Run the command; its outcome, and its result as recorded (secrets redacted)."""
+        started = time.monotonic()
+        outcome = self._explained(index, executor.run(command))
+        self._keep_state(command.executor, executor)
+        result: dict[str, Any] = {
+            "ok": outcome.ok,
+            "output": self.secrets.redact(outcome.output),
+            "duration_ms": int((time.monotonic() - started) * 1000),
+            "error": self.secrets.redact_all(outcome.error.to_dict()) if outcome.error else None,
+            "artifacts": list(outcome.artifacts),
+        }
+        return outcome, result
+
+    def _explained(self, index: int, outcome: Outcome) -> Outcome:
+        """A variable not set, said with the steps that could have saved it."""
+        error = outcome.error
+        if error is None or error.code != "VARIABLE_NOT_SET":
+            return outcome
+        steps = [StepSpec(step.text, step.expect) for step in self.held.session.steps]
+        explained = unset_explained(error, self.definitions, steps, index)
+        return replace(outcome, output=explained.message, error=explained)
+
+    def status_judged_after(self, index: int) -> bool:
+        """Whether an `expect status` judges the answer to step `index`'s last request."""
+        steps = [StepSpec(step.text, step.expect) for step in self.held.session.steps]
+        return status_judged_after(self.definitions, steps, index)
+
+
+def _interrupted(step_index: int, command_id: str) -> Callable[[WorkflowSession], None]:
+    """The decision that a command left without a result will never have one."""
+    error = StandardError.of(
+        INTERRUPTED, "its owner stopped before this command's result"
+    ).to_dict()
+    return lambda session: session.finish_command(
+        step_index, command_id=command_id, ok=False, output="interrupted", error=error
+    )
+
+
+def definition_key(
+    session_id: UUID, step_index: int, attempt: int, position: int, kind: str = "c"
+) -> str:
+    """The idempotency key of a step definition's command (kind "c") or of a replayed one
+    ("r"): the same on every re-send."""
+    return f"{session_id}:s{step_index}:a{attempt}:{kind}{position}"
+
+
+class StepAttempt:
+    """One attempt at one step: its step definition's commands, or the AI model's turns.
+
+    A definition's n-th command of an attempt always carries the same idempotency key, so a
+    step resumed after a stop or a takeover skips the commands that already succeeded and
+    re-sends the interrupted one under the key it was first sent with. Checks only look, so a
+    resumed step makes them again. A replaying session does the same with its source's
+    commands, until one returns something else than it did in the source."""
+
+    def __init__(
+        self, run: SessionRun, index: int, step: StepState, attempt: int, resuming: bool
+    ) -> None:
+        self.run_ = run
+        self.index = index
+        self.step = step
+        self.attempt = attempt
+        self.deadline = time.monotonic() + run.limits.step_timeout_ms / 1000
+        self._diverged = False
+        self._waited: dict[str, Outcome] = {}
+        """How each wait of this attempt ended, by key."""
+        self._recorded = self._finished_by_key() if resuming else {}
+        self._positions = {"c": 0, "r": 0}
+
+    def _finished_by_key(self) -> dict[str, WorkflowSession.CommandFinished]:
+        issued: dict[str, str] = {}
+        finished = {}
+        waits: dict[str, WorkflowSession.WaitStarted] = {}
+        started = self.run_.attempt_started(self.index, self.attempt)
+        for event in self.run_.events_since(started):
+            if isinstance(event, WorkflowSession.CommandIssued):
+                issued[event.command_id] = event.idempotency_key
+            elif isinstance(event, WorkflowSession.CommandFinished):
+                finished[issued[event.command_id]] = event
+            elif isinstance(event, WorkflowSession.ReplayDiverged):
+                self._diverged = True
+            elif isinstance(event, WorkflowSession.WaitStarted):
+                waits[event.key] = event
+            elif isinstance(event, WorkflowSession.WaitEnded):
+                self._waited[event.key] = outcome_of(waits[event.key], event)
+        return finished
+
+    def _wait(self, command: Command, key: str, action: RecordedAction | None = None) -> Outcome:
+        """A wait of the step: as it ended, if it did; else waited now (see SessionRun.wait)."""
+        if key in self._waited:
+            return self._waited[key]
+        decision = None if action is None else action.decision
+        return self.run_.wait(self.index, WaitRequest.of(command), key, decision)
+
+    def run(self) -> StepResult:
+        replay = self.run_.replay
+        recorded = None if replay is None or self._diverged else replay.steps.get(self.index)
+        if recorded is not None:
+            return self._replay(recorded)
+        return self._live()
+
+    def _replay(self, recorded: RecordedStep) -> StepResult:
+        """Do again what the source's step did, comparing each result with the recorded one."""
+        evidence = []
+        judged = self.run_.status_judged_after(self.index)
+        for action in recorded.actions:
+            key = self._key("r")
+            done = self._recorded.get(key)
+            if (
+                done is not None
+                and not interrupted(done)
+                and action.divergence(Outcome(done.ok, done.output)) is None
+            ):
+                evidence.append(truncated(done.output, 300))
+                continue
+            if (timeout := self.run_.safe_point(self.deadline)) is not None:
+                return timeout
+            command = replace(action.command, error_status_expected=judged)
+            if command.executor == WAIT:
+                outcome = self._wait(command, key, action)
+            elif self.run_.is_check(command):
+                outcome = self.run_.check(self.index, command)
+            else:
+                outcome = self.run_.execute(self.index, command, key)
+            got = action.divergence(outcome)
+            if got is not None:
+                return self._diverged_at(action, got)
+            evidence.append(truncated(outcome.output, 300))
+        self.run_.record_replayed(self.index, recorded)
+        return StepDone(recorded.summary, evidence)
+
+    def _diverged_at(self, action: RecordedAction, got: dict[str, Any]) -> StepResult:
+        """Strict: the step fails. Otherwise the step goes on live from here."""
+        command = action.command
+        if self.run_.record_divergence(self.index, action, got):
+            return failure(
+                "REPLAY_DIVERGED",
+                f"the replay diverged at {command.executor}.{command.name} "
+                f"{json.dumps(command.args)}: expected {action.expected}, got {got}",
+                command={"executor": command.executor, "name": command.name, "args": command.args},
+                expected=action.expected,
+                got=got,
+            )
+        self._diverged = True
+        return self._live()
+
+    def _live(self) -> StepResult:
+        """The step as if for the first time: its step definition, else the model."""
+        text, expect = self.step.text, self.step.expect
+        try:
+            commands = self.run_.definitions.match(text)
+        except DefinitionError as error:
+            return _unusable(f"step {self.index}: {error}", error)
+        if commands is None:
+            return self._with_ai(text)
+        result = self._run_commands(self._judged_by_a_check(commands))
+        if isinstance(result, StepFailure):
+            return result
+        done = StepDone(summary=f"{text}: ok", evidence=result)
+        if not expect:
+            return done
+        return self._check_expectation(expect, done)
+
+    def _with_ai(self, unmatched: str) -> StepResult:
+        """The step by the model; without one, why `unmatched` (the step's text or its
+        expect criterion) was not run, and how it may almost be a definition."""
+        ai = self.run_.loop.ai
+        if ai is None:
+            near = self.run_.definitions.near_miss(unmatched)
+            return StepFailure(_no_ai_provider(unmatched, near))
+        return AiStep(self.run_, ai, self.index, self.attempt, self.deadline).run()
+
+    def _judged_by_a_check(self, commands: list[Command]) -> list[Command]:
+        """The commands, the last one's error status left to the `expect status` that judges
+        it (the step's own expect, or the next step) rather than failing it."""
+        if not commands or not self.run_.status_judged_after(self.index):
+            return commands
+        return [*commands[:-1], replace(commands[-1], error_status_expected=True)]
+
+    def _key(self, kind: str = "c") -> str:
+        position = self._positions[kind]
+        self._positions[kind] += 1
+        return definition_key(self.run_.session_id, self.index, self.attempt, position, kind)
+
+    def _run_commands(self, commands: list[Command]) -> list[str] | StepFailure:
+        """Run the commands in order; the evidence of each, or the first failure."""
+        evidence = []
+        for command in commands:
+            key = self._key()
+            recorded = self._recorded.get(key)
+            if recorded is not None and recorded.ok:
+                evidence.append(truncated(recorded.output, 300))
+                continue
+            if (timeout := self.run_.safe_point(self.deadline)) is not None:
+                return timeout
+            if command.executor == WAIT:
+                outcome = self._wait(command, key)
+            elif self.run_.is_check(command):
+                outcome = self.run_.check(self.index, command)
+            else:
+                outcome = self.run_.execute(self.index, command, key)
+            if not outcome.ok:
+                return StepFailure(outcome.error or StandardError.of("COMMAND_FAILED", "failed"))
+            evidence.append(truncated(outcome.output, 300))
+        return evidence
+
+    def _check_expectation(self, expect: str, done: StepDone) -> StepResult:
+        try:
+            checks = self.run_.definitions.match(expect)
+        except DefinitionError as error:
+            return _unusable(f"step {self.index} expect: {error}", error)
+        if checks is None:
+            return self._with_ai(expect)
+        checked = self._run_commands(checks)
+        if isinstance(checked, StepFailure):
+            return checked
+        return StepDone(done.summary, done.evidence + checked)
+
+
+AI_SETUP = (
+    "set STEPLINE_AI_MODEL and STEPLINE_AI_API_KEY (or STEPLINE_AI_BASE_URL for a local "
+    "OpenAI-compatible server)"
+)
+
+
+def _no_ai_provider(unmatched: str, near: NearMiss | None) -> StandardError:
+    """No definition matches and no model is configured: first what the step almost is."""
+    if near is None:
+        return StandardError.of(
+            "NO_AI_PROVIDER",
+            f"no step definition matches {unmatched!r} and no AI provider is configured; "
+            f"{AI_SETUP}, or write the step as a step definition",
+        )
+    return StandardError.of(
+        "NO_AI_PROVIDER",
+        f"no step definition matches {unmatched!r} ({near.hint}) and no AI provider is "
+        "configured to run it as written",
+        {"near_miss": near.hint, "written": near.written},
+        suggested_action=f"{near.advice}; or, for a model to run it as written, {AI_SETUP}",
+    )
+
+
+def _unusable(message: str, error: DefinitionError) -> StepFailure:
+    """A step a definition matched, with arguments it cannot use (a body that is not JSON)."""
+    return StepFailure(
+        StandardError.of("VALIDATION_FAILED", message, suggested_action=error.suggested_action)
+    )

@@ -1,0 +1,324 @@
+"""Session ownership across processes: lease rows in the event store's database.
+
+A session is driven only by the worker holding its lease. Workers claim runnable sessions
+(pending or running in the session index), and waiting ones whose wait is due, with
+`FOR UPDATE SKIP LOCKED`, so no two claim the same one; each new acquisition raises the
+session's fencing token. The owner renews its leases by heartbeat, and each of its writes
+proves the lease in the same transaction (see `engine/store/event_store.py`); a lease that is not
+renewed expires and another worker takes the session over. Time is always the database's
+clock, never a worker's.
+
+A lease released because the session needs no driving (paused, waiting, ended) remembers the
+session's version: the session is claimable again only once the index shows a later status
+change (a resume, an approval) or its wait's due time has come, so a worker never spins on a
+session the index has not caught up with yet. A waiting session holds no lease.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from psycopg import Connection
+from psycopg.rows import class_row
+from psycopg_pool import ConnectionPool
+
+from domain.session import ENDED, RUNNABLE, values
+from engine.store import locks
+
+RELEASED_CHANNEL = "stepline_lease_released"
+"""NOTIFY channel: a lease was handed back and its session wants an owner now."""
+
+_CANDIDATES = """
+SELECT si.session_id, si.tenant, l.owner AS previous_owner
+FROM session_index si LEFT JOIN session_leases l USING (session_id)
+WHERE (si.status = ANY(%(runnable)s)
+       AND (l.session_id IS NULL
+            OR (l.lease_until < now()
+                AND (l.settled_version IS NULL OR si.version > l.settled_version))))
+   OR (si.status = 'waiting' AND si.due_at <= now()
+       AND (l.session_id IS NULL OR l.lease_until < now()))
+ORDER BY si.created_at
+LIMIT %(limit)s
+FOR UPDATE OF si SKIP LOCKED
+"""
+"""Runnable sessions nobody owns, and waiting ones whose wait is due (a timer's time, an
+approval's or a signal's timeout), which the worker that claims one wakes."""
+
+_ACQUIRE = """
+INSERT INTO session_leases AS l
+    (session_id, tenant, owner, fencing_token, lease_until, acquired_at, renewed_at)
+VALUES (%(session_id)s, %(tenant)s, %(owner)s, 1, now() + %(lease)s, now(), now())
+ON CONFLICT (session_id) DO UPDATE SET
+    owner = EXCLUDED.owner,
+    fencing_token = l.fencing_token + 1,
+    lease_until = EXCLUDED.lease_until,
+    acquired_at = now(),
+    renewed_at = now(),
+    settled_version = NULL
+WHERE l.lease_until < now()
+RETURNING fencing_token
+"""
+
+
+RunningLimit = Callable[[str], int | None]
+"""How many sessions a tenant may run at once, all workers together (None: no limit)."""
+
+
+def new_worker_id(role: str) -> str:
+    """host:pid:role:random — unique per process start, readable in `stepline workers`."""
+    return f"{socket.gethostname()}:{os.getpid()}:{role}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    session_id: UUID
+    tenant: str
+    token: int
+    taken_over_from: str | None
+    """The worker whose lease had expired, if the session was taken from one."""
+
+
+@dataclass(frozen=True)
+class WorkerCounts:
+    """What a worker counts, written to its row at every heartbeat (for /metrics)."""
+
+    claimed: int = 0
+    renew_failures: int = 0
+    leases_lost: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    worker_id: str
+    role: str
+    host: str
+    pid: int
+    concurrency: int
+    started_at: datetime
+    seen_at: datetime
+    claimed: int
+    takeovers: int
+    renew_failures: int
+    leases_lost: int
+    sessions: int
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    session_id: UUID
+    tenant: str
+    owner: str
+    fencing_token: int
+    acquired_at: datetime
+    renewed_at: datetime
+    lease_until: datetime
+    age_s: float
+
+
+class Leases:
+    """The SQL of session ownership. Every method is one short transaction."""
+
+    def __init__(self, pool: ConnectionPool, lease_s: float) -> None:
+        self.pool = pool
+        self.lease_s = lease_s
+
+    @property
+    def _interval(self) -> timedelta:
+        return timedelta(seconds=self.lease_s)
+
+    # ---- claiming -----------------------------------------------------------------------
+
+    def claim(
+        self, owner: str, count: int, running_limit: RunningLimit | None = None
+    ) -> list[Claim]:
+        """Take up to `count` runnable sessions that nobody owns, oldest first, leaving out
+        those of tenants already running as many as `running_limit` gives them."""
+        if count <= 0:
+            return []
+        with self.pool.connection() as conn, conn.transaction():
+            if running_limit is not None:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (locks.CLAIM,))
+            fetch = count if running_limit is None else count * 4
+            params = {"runnable": values(RUNNABLE), "limit": fetch}
+            candidates = conn.execute(_CANDIDATES, params).fetchall()
+            if running_limit is not None:
+                candidates = _within_running_limits(conn, candidates, running_limit)
+            claims = []
+            for session_id, tenant, previous_owner in candidates[:count]:
+                token = self._acquire(conn, session_id, tenant, owner)
+                if token is not None:
+                    claims.append(Claim(session_id, tenant, token, previous_owner))
+            takeovers = sum(1 for c in claims if c.taken_over_from is not None)
+            if takeovers:
+                conn.execute(
+                    "UPDATE stepline_workers SET takeovers = takeovers + %s WHERE worker_id = %s",
+                    (takeovers, owner),
+                )
+            return claims
+
+    def acquire(
+        self, session_id: UUID, tenant: str, owner: str, limit: int | None = None
+    ) -> int | None:
+        """Take one session's lease (e.g. before the session is even saved); its fencing
+        token, or None if another worker holds it or its tenant already runs `limit`."""
+        with self.pool.connection() as conn, conn.transaction():
+            if limit is not None:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (locks.CLAIM,))
+                row = conn.execute(
+                    "SELECT count(*) FROM session_leases WHERE tenant = %s AND lease_until > now()",
+                    (tenant,),
+                ).fetchone()
+                if row is not None and row[0] >= limit:
+                    return None
+            return self._acquire(conn, session_id, tenant, owner)
+
+    def _acquire(
+        self, conn: Connection[Any], session_id: UUID, tenant: str, owner: str
+    ) -> int | None:
+        params = {"session_id": session_id, "tenant": tenant, "owner": owner}
+        row = conn.execute(_ACQUIRE, {**params, "lease": self._interval}).fetchone()
+        return None if row is None else int(row[0])
+
+    def next_due_s(self) -> float | None:
+        """Seconds until the earliest wait of a session nobody drives is due (0 if one is
+        already), by the database's clock; None if no such session waits with a due time."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT extract(epoch FROM min(si.due_at) - now())::float "
+                "FROM session_index si LEFT JOIN session_leases l USING (session_id) "
+                "WHERE si.status = 'waiting' AND (l.session_id IS NULL OR l.lease_until < now())"
+            ).fetchone()
+        return None if row is None or row[0] is None else max(0.0, float(row[0]))
+
+    # ---- holding ------------------------------------------------------------------------
+
+    def renew(self, owner: str, held: dict[UUID, int]) -> set[UUID]:
+        """Extend every lease still ours (same owner and fencing token); returns those."""
+        if not held:
+            return set()
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "UPDATE session_leases SET lease_until = now() + %s, renewed_at = now() "
+                "WHERE owner = %s AND session_id = ANY(%s) RETURNING session_id, fencing_token",
+                (self._interval, owner, list(held)),
+            ).fetchall()
+        return {session_id for session_id, token in rows if held.get(session_id) == token}
+
+    def holds(self, session_id: UUID, owner: str, token: int) -> bool:
+        """Whether the lease is still this owner's and unexpired."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT lease_until > now() FROM session_leases "
+                "WHERE session_id = %s AND owner = %s AND fencing_token = %s",
+                (session_id, owner, token),
+            ).fetchone()
+        return bool(row and row[0])
+
+    def release(
+        self, session_id: UUID, owner: str, token: int, settled_version: int | None
+    ) -> None:
+        """Hand the lease back. Unsettled (the session still wants driving): other workers are
+        told at once. Settled: claimable again only after a later status change."""
+        with self.pool.connection() as conn, conn.transaction():
+            released = conn.execute(
+                "UPDATE session_leases SET owner = NULL, lease_until = '-infinity', "
+                "settled_version = %s "
+                "WHERE session_id = %s AND owner = %s AND fencing_token = %s",
+                (settled_version, session_id, owner, token),
+            ).rowcount
+            if released and settled_version is None:
+                conn.execute(f"NOTIFY {RELEASED_CHANNEL}")
+
+    def forget(self, session_id: UUID, owner: str, token: int) -> None:
+        """Drop a lease taken for a session that was never saved."""
+        with self.pool.connection() as conn:
+            conn.execute(
+                "DELETE FROM session_leases "
+                "WHERE session_id = %s AND owner = %s AND fencing_token = %s",
+                (session_id, owner, token),
+            )
+
+    # ---- workers ------------------------------------------------------------------------
+
+    def register(self, worker_id: str, role: str, concurrency: int) -> None:
+        host, pid = socket.gethostname(), os.getpid()
+        with self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO stepline_workers "
+                "(worker_id, role, host, pid, concurrency, started_at, seen_at) "
+                "VALUES (%s, %s, %s, %s, %s, now(), now()) "
+                "ON CONFLICT (worker_id) DO UPDATE SET seen_at = now()",
+                (worker_id, role, host, pid, concurrency),
+            )
+
+    def seen(self, worker_id: str, counts: WorkerCounts) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(
+                "UPDATE stepline_workers SET seen_at = now(), claimed = %s, renew_failures = %s, "
+                "leases_lost = %s WHERE worker_id = %s",
+                (counts.claimed, counts.renew_failures, counts.leases_lost, worker_id),
+            )
+
+    def unregister(self, worker_id: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("DELETE FROM stepline_workers WHERE worker_id = %s", (worker_id,))
+
+    def live_workers(self) -> list[WorkerRow]:
+        """Workers seen within three lease periods, with how many sessions each holds."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=class_row(WorkerRow)) as cur:
+            return cur.execute(
+                "SELECT w.worker_id, role, host, pid, concurrency, started_at, seen_at, claimed, "
+                "takeovers, renew_failures, leases_lost, count(l.session_id)::int AS sessions "
+                "FROM stepline_workers w LEFT JOIN session_leases l "
+                "ON l.owner = w.worker_id AND l.lease_until > now() "
+                "WHERE seen_at > now() - %s GROUP BY w.worker_id ORDER BY started_at",
+                (3 * self._interval,),
+            ).fetchall()
+
+    def held(self) -> list[LeaseRow]:
+        """Every unexpired lease, with its age."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=class_row(LeaseRow)) as cur:
+            return cur.execute(
+                "SELECT session_id, tenant, owner, fencing_token, acquired_at, renewed_at, "
+                "lease_until, extract(epoch FROM now() - acquired_at)::float AS age_s "
+                "FROM session_leases WHERE lease_until > now() ORDER BY acquired_at"
+            ).fetchall()
+
+    def tidy(self) -> None:
+        """Forget ended sessions' leases and workers not seen for a long time."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "DELETE FROM session_leases l USING session_index si "
+                "WHERE si.session_id = l.session_id AND l.lease_until < now() "
+                "AND si.status = ANY(%s)",
+                (values(ENDED),),
+            )
+            conn.execute(
+                "DELETE FROM stepline_workers WHERE seen_at < now() - %s",
+                (30 * self._interval,),
+            )
+
+
+def _within_running_limits(
+    conn: Connection[Any], candidates: list[tuple[Any, ...]], running_limit: RunningLimit
+) -> list[tuple[Any, ...]]:
+    running = dict(
+        conn.execute(
+            "SELECT tenant, count(*) FROM session_leases WHERE lease_until > now() GROUP BY tenant"
+        ).fetchall()
+    )
+    chosen = []
+    for candidate in candidates:
+        tenant = candidate[1]
+        limit = running_limit(tenant)
+        if limit is None or running.get(tenant, 0) < limit:
+            running[tenant] = running.get(tenant, 0) + 1
+            chosen.append(candidate)
+    return chosen

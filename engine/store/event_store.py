@@ -1,0 +1,164 @@
+"""The event store's recorder: the library's PostgreSQL recorder, appending in one round trip,
+with fencing.
+
+The library appends in a client-side transaction of five statements (lock the table, NOTIFY,
+insert, then commit), each waiting for the server. Here the same steps run inside one
+server-side function, `stepline_append_<table>`, called once: the table lock that keeps
+notification ids in commit order, the NOTIFY that wakes followers, the insert. Reading is the
+library's, unchanged.
+
+Fencing: an owner's events are written only while its lease on the session stands. The lease
+is checked (and share-locked, so no claim can take it before the commit) in that same
+transaction. A stale owner's write fails with `LeaseLost` and nothing of it is written, so
+proving ownership before a command costs no query of its own.
+
+The hash chain (engine.audit.chain): under the table lock the function reads the last row's
+position and hash, numbers the new rows after it (no gaps: a missing position is a removed
+row) and chains each to the one before, in the transaction that writes them. It runs as its
+owner (SECURITY DEFINER), so an application role that may not lock, update or delete the
+table can still append through it, and only through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import (
+    InterfaceError,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Identifier
+
+from engine.audit.chain import link_sql
+
+RECORDER_TOPIC = "engine.store.event_store:FencedRecorder"
+APPEND_ARGUMENTS = "uuid[], bigint[], text[], bytea[], uuid[], text[], bigint[]"
+"""The append function's argument types: with its name, what GRANT and REVOKE name it by."""
+LEASE_LOST_SQLSTATE = "SLL01"
+
+_APPEND_FUNCTION = """
+CREATE OR REPLACE FUNCTION {schema}.{function}(
+    ids uuid[], versions bigint[], topics text[], states bytea[],
+    sessions uuid[], owners text[], tokens bigint[])
+RETURNS SETOF bigint LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+DECLARE
+    first_position bigint;
+    previous bytea;
+    topic_bytes bytea;
+    hashes bytea[] := ARRAY[]::bytea[];
+BEGIN
+    IF cardinality(sessions) > 0 THEN  -- (unfenced writers need no session_leases table)
+        IF (SELECT count(*) FROM (
+                SELECT 1 FROM {schema}.session_leases l
+                JOIN unnest(sessions, owners, tokens) AS f(session_id, owner, token)
+                  ON l.session_id = f.session_id AND l.owner = f.owner
+                 AND l.fencing_token = f.token
+                WHERE l.lease_until > now()
+                FOR SHARE OF l) AS held) < cardinality(sessions) THEN
+            RAISE EXCEPTION 'a session''s lease is no longer held by its writer'
+                USING ERRCODE = 'SLL01';
+        END IF;
+    END IF;
+    PERFORM set_config('lock_timeout', {lock_timeout}, true);
+    LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE;
+    SELECT e.notification_id, e.hash INTO first_position, previous
+        FROM {schema}.{table} e ORDER BY e.notification_id DESC LIMIT 1;
+    first_position := coalesce(first_position, 0) + 1;
+    previous := coalesce(previous, {genesis});
+    FOR i IN 1 .. cardinality(ids) LOOP
+        topic_bytes := convert_to(topics[i], 'UTF8');
+        previous := {link_of_row_i};
+        hashes[i] := previous;
+    END LOOP;
+    NOTIFY {channel};
+    RETURN QUERY
+        INSERT INTO {schema}.{table}
+            (notification_id, originator_id, originator_version, topic, state, hash)
+        SELECT first_position + n - 1, e.id, e.version, e.topic, e.state, e.hash
+        FROM unnest(ids, versions, topics, states, hashes)
+            WITH ORDINALITY AS e(id, version, topic, state, hash, n)
+        RETURNING notification_id;
+END $$
+"""
+
+_LINK_OF_ROW_I = link_sql(
+    "previous",
+    "first_position + i - 1",
+    id_="ids[i]",
+    version="versions[i]",
+    topic="topic_bytes",
+    state="states[i]",
+)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The lease a write must still hold: the session, its owner, the fencing token."""
+
+    session_id: UUID
+    owner: str
+    token: int
+
+
+class LeaseLost(Exception):
+    """The writer's lease on the session expired or was taken over: nothing was written."""
+
+
+def lease_lost(error: PersistenceError) -> bool:
+    return getattr(error.__cause__, "sqlstate", None) == LEASE_LOST_SQLSTATE
+
+
+class FencedRecorder(PostgresApplicationRecorder):
+    """Appends in one call of a server-side function; with `fences=[Fence, ...]`, only while
+    every one of them holds."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.append_function = f"stepline_append_{self.events_table_name}".replace(".", "_")
+        statement = SQL(_APPEND_FUNCTION).format(
+            schema=Identifier(self.datastore.schema),
+            function=Identifier(self.append_function),
+            table=Identifier(self.events_table_name),
+            channel=Identifier(self.channel_name),
+            lock_timeout=f"{self.datastore.lock_timeout}s",
+            genesis=SQL("decode(repeat('00', 32), 'hex')"),
+            link_of_row_i=SQL(_LINK_OF_ROW_I),
+        )
+        self.sql_create_statements.append(statement)
+        self.append_statement = SQL(
+            "SELECT * FROM {schema}.{function}(%s, %s, %s, %b, %s, %s, %s)"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            function=Identifier(self.append_function),
+        )
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        fences: Sequence[Fence] = (),
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        if not stored_events:
+            return []
+        params = (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+            [f.session_id for f in fences],
+            [f.owner for f in fences],
+            [f.token for f in fences],
+        )
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.append_statement, params, prepare=True)
+            return [row[self.append_function] for row in curs.fetchall()]

@@ -1,0 +1,2 @@
+"""What a person writes: workflow files, their errors, what each step will do, the check
+before a run, and the admission of a new session."""

@@ -1,0 +1,167 @@
+"""Workflow files: the YAML a person writes to describe a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from domain.errors import InvalidWorkflow
+from domain.session import MAX_STEP_TEXT, MAX_STEPS, StepSpec
+from domain.webhook import DEFAULT_WEBHOOK_EVENTS, WebhookEvent
+from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
+from engine.workflows import errors as workflow_errors
+
+
+class StepEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_STEP_TEXT)
+    expect: str | None = Field(default=None, max_length=MAX_STEP_TEXT)
+
+
+class WorkflowConfig(BaseModel):
+    """Per-workflow overrides of the task loop's limits (unset: the STEPLINE_* defaults)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_turns_per_step: int | None = Field(default=None, ge=1)
+    step_timeout_ms: int | None = Field(default=None, ge=1)
+    workflow_timeout_ms: int | None = Field(default=None, ge=1)
+    max_consecutive_failures: int | None = Field(default=None, ge=1)
+    max_repeated_commands: int | None = Field(default=None, ge=2)
+    token_budget: int | None = Field(default=None, ge=1)
+    max_attempts: int | None = Field(default=None, ge=1)
+    retry_backoff_ms: int | None = Field(default=None, ge=0)
+    context_char_budget: int | None = Field(default=None, ge=1_000)
+    shell_allow: list[str] | None = None
+    screenshots: Literal["failures", "all"] | None = Field(
+        default=None, description="browser screenshots: on failures (default), or of every command"
+    )
+    http_errors: Literal["fail", "record"] | None = Field(
+        default=None,
+        description="an HTTP request answered 4xx/5xx: fails its step unless an `expect status` "
+        "judges it (fail, the default), or is recorded as a result (record)",
+    )
+    approvals: Literal["none", "model"] | None = Field(
+        default=None,
+        description="model: an AI step may ask a person's approval (the request_approval tool) "
+        "and wait for it; none (the default): only `wait for approval` steps wait for one",
+    )
+
+
+class WebhookSpec(BaseModel):
+    """Where to tell, signed with the tenant's webhook secret, that a session reached one of
+    `events` (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    url: str = Field(max_length=2_000, pattern=r"^https?://[^\s/]+[^\s]*$")
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS), min_length=1, max_length=10
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _is_a_url(cls, url: str) -> str:
+        """A URL the sender can parse: a host IDNA refuses is a bad request, not a crash."""
+        try:
+            host = httpx.URL(url).host
+        except httpx.InvalidURL as error:
+            raise ValueError(f"not a URL a webhook can be sent to: {error}") from None
+        if not host:
+            raise ValueError("the URL names no host")
+        return url
+
+
+def session_config(
+    config: WorkflowConfig,
+    executor: str,
+    base_url: str | None,
+    webhook: WebhookSpec | None,
+) -> dict[str, Any]:
+    """What a session records as its config: the limits set, its executor and base URL, and
+    its webhook if it has one (the workflow file's, the API's and a schedule's alike)."""
+    recorded = {
+        **config.model_dump(exclude_none=True),
+        "executor": executor,
+        "base_url": base_url,
+    }
+    if webhook is not None:
+        recorded["webhook"] = webhook.model_dump()
+    return recorded
+
+
+class WorkflowFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    executor: ExecutorName = DEFAULT_EXECUTOR
+    base_url: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    definitions: str | None = Field(
+        default=None, description="a module (dotted name or .py path) with register(definitions)"
+    )
+    steps: list[StepEntry] = Field(min_length=1, max_length=MAX_STEPS)
+    config: WorkflowConfig = Field(default_factory=WorkflowConfig)
+    webhook: WebhookSpec | None = None
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _plain_strings_are_steps(cls, steps: Any) -> Any:
+        if isinstance(steps, list):
+            return [{"text": step} if isinstance(step, str) else step for step in steps]
+        return steps
+
+    def step_specs(self) -> list[StepSpec]:
+        return [StepSpec(step.text, step.expect) for step in self.steps]
+
+    def session_config(self, location: Path | None = None) -> dict[str, Any]:
+        """What the session records: the file's config, its executor and base URL, and its
+        definitions module (a .py path made absolute, so any runner can load it later)."""
+        config = session_config(self.config, self.executor, self.base_url, self.webhook)
+        if self.definitions:
+            module = self.definitions
+            if module.endswith(".py") and location is not None:
+                module = str((location.parent / module).resolve())
+            config["definitions"] = module
+        return config
+
+
+def load_workflow(path: Path) -> WorkflowFile:
+    """Parse and validate a workflow file, with errors that name the file, the line and the
+    field, and say how to write what YAML misread (see `engine.workflows.errors`)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise workflow_errors.unreadable(path, error) from None
+    root, raw = _parsed(path, text)
+    if (trap := workflow_errors.trap_in(path, text, root)) is not None:
+        raise trap
+    if not isinstance(raw, dict):
+        raise InvalidWorkflow(
+            f"{path} must hold a mapping with name and steps",
+            suggested_action="Start the file with name: and steps: at the top level, as "
+            "examples/todo.yaml does",
+            file=str(path),
+        )
+    try:
+        return WorkflowFile.model_validate(raw)
+    except ValidationError as error:
+        raise workflow_errors.invalid_fields(path, root, error, WorkflowFile) from None
+
+
+def _parsed(path: Path, text: str) -> tuple[yaml.Node | None, Any]:
+    """The file's YAML as nodes (which know their lines) and as data, read once."""
+    try:
+        loader = yaml.SafeLoader(text)  # refuses a character YAML does not take (NUL)
+        try:
+            root = loader.get_single_node()
+            return root, None if root is None else loader.construct_document(root)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as error:
+        raise workflow_errors.not_yaml(path, text, error) from None
