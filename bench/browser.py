@@ -33,7 +33,7 @@ from engine.executors.artifacts import Artifacts
 from engine.executors.browser import BrowserExecutor, BrowserLimits
 from engine.executors.browser_host import BrowserHost, find_chromium
 from engine.executors.browser_jail import chromium_launch
-from engine.loop.definitions import builtin
+from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
 from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop

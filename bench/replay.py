@@ -23,7 +23,7 @@ from bench.appends import bench_database
 from domain.dev_mode import DEV_TENANT
 from domain.session import SessionStatus, StepSpec
 from engine.ai.provider import AiProvider
-from engine.loop.definitions import builtin
+from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
 from engine.loop.replay import replay_request
 from engine.loop.secrets import Secrets

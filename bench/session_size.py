@@ -16,7 +16,7 @@ from bench.appends import bench_database
 from bench.step_overhead import noop_executor
 from domain.session import StepSpec
 from engine.executors import Command
-from engine.loop.definitions import builtin
+from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
 from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop

@@ -33,7 +33,7 @@ from bench.appends import bench_database, raw_inserts
 from domain.session import StepSpec
 from engine.executors import Command, Executor, Outcome
 from engine.executors.kinds import ExecutorSetup
-from engine.loop.definitions import builtin
+from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
 from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop

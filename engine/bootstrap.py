@@ -20,7 +20,7 @@ from engine.live.follower import LogFollower
 from engine.live.leadership import process_identity
 from engine.live.projector import VIEWS_CHANNEL, Projector
 from engine.logs import LOGGER_NAME, configure_logging
-from engine.loop.definitions import builtin
+from engine.loop.builtin_steps import builtin
 from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop
 from engine.ownership.executor_state import ExecutorStates

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api.cli.check import print_check
+from api.cli.constants import EXAMPLES
 from api.cli.live import (
     final_report,
     print_outcome,
@@ -25,7 +26,6 @@ from api.cli.live import (
     run_with_progress,
     succeeded,
 )
-from api.cli.main import EXAMPLES
 from api.cli.session_sources import DatabaseSessions
 from api.cli.sessions import resolved
 from api.cli.support import cli_actor, console, errors, fail, load_settings, runtime_or_exit

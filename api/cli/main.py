@@ -13,13 +13,11 @@ from uuid import UUID
 import typer
 
 from api.cli.audit import audit_cli, db_cli
+from api.cli.constants import EXAMPLE
 from api.cli.schedules import schedules_cli
 from api.cli.secrets import secrets_cli
 from api.cli.signals import ended_in_order_by_signals
 from domain.dev_mode import DEV_TENANT
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-EXAMPLE = EXAMPLES / "todo.yaml"
 
 cli = typer.Typer(help="Stepline: event-sourced automation workflows.", no_args_is_help=True)
 keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)

@@ -27,17 +27,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
 from psycopg import Connection, sql
+from psycopg_pool import ConnectionPool
 
 from engine.logs import LOGGER_NAME
 from engine.store import locks
-
-if TYPE_CHECKING:
-    from engine.live.projector import Projector
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -90,13 +88,21 @@ def current_leader(conn: Connection[Any]) -> Leader | None:
     return None if row is None else Leader(row[0], row[1])
 
 
+class Catching(Protocol):
+    """What the leader drives: the projector's catch-up, on the lock's own connection."""
+
+    pool: ConnectionPool
+
+    def catch_up(self, *, conn: Connection[Any] | None = None) -> int: ...
+
+
 class Leadership:
     """This process's candidacy: it leads while it holds the lock, and tries again every
     `poll_s` while another process does."""
 
     def __init__(
         self,
-        projector: Projector,
+        projector: Catching,
         identity: str,
         events_channel: str,
         *,

@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool
 from domain.session import StepSpec, WorkflowSession
 from engine.ai.provider import AiProvider
 from engine.live.projector import Projector
-from engine.loop.definitions import builtin
+from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
 from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop

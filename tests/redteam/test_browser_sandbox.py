@@ -24,7 +24,7 @@ from engine.executors import Command
 from engine.executors.artifacts import Artifacts
 from engine.executors.browser import BrowserExecutor, BrowserLimits
 from engine.executors.browser_host import BrowserHost
-from engine.loop.definitions import builtin
+from engine.loop.builtin_steps import builtin
 from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop
 from engine.settings import Settings

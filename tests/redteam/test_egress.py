@@ -22,7 +22,7 @@ from engine.executors import Command, Executor, Outcome
 from engine.executors.egress_proxy import EgressProxy
 from engine.executors.http import MAX_BODY_BYTES
 from engine.executors.kinds import BrowserKind, ExecutorSetup, http_executor
-from engine.loop.definitions import builtin
+from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
 from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop

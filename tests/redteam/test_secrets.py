@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 from domain.dev_mode import DEV_TENANT
 from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.executors import Command
-from engine.loop.definitions import builtin
+from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
 from engine.loop.secrets import Secrets, strings_in
 from engine.loop.task_loop import TaskLoop

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from engine.executors import Command
-from engine.loop.definitions import DefinitionError, builtin
+from engine.loop.builtin_steps import builtin
+from engine.loop.definitions import DefinitionError
 
 
 @pytest.mark.parametrize(

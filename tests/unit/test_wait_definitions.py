@@ -9,7 +9,8 @@ import pytest
 from domain.session import StepSpec
 from domain.waits import WaitKind
 from engine.executors import Command
-from engine.loop.definitions import DefinitionError, builtin
+from engine.loop.builtin_steps import builtin
+from engine.loop.definitions import DefinitionError
 from engine.loop.waits import WAIT, WaitRequest
 from engine.workflows.plan import plan, unfillable
 
