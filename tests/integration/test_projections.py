@@ -675,8 +675,11 @@ def test_one_candidate_leads_and_another_takes_over_when_it_stops(
 
         stop_first()
 
-        eventually(lambda: leader_of(pool) == "second", "the second candidate took the lead")
-        assert second.leading
+        # The lead is recorded just before the candidate says it leads: wait for both.
+        eventually(
+            lambda: leader_of(pool) == "second" and second.leading,
+            "the second candidate took the lead",
+        )
         assert not first.leading
         session_id = workloads.create(app)
         eventually(lambda: projector.status()[0].lag == 0, "the new leader applied the log")
