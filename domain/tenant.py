@@ -16,20 +16,8 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidPolicy
+from domain.limits import LIMITS
 from domain.session import check_tenant
-
-LIMITS = (
-    "max_turns_per_step",
-    "step_timeout_ms",
-    "workflow_timeout_ms",
-    "max_consecutive_failures",
-    "max_repeated_commands",
-    "token_budget",
-    "max_attempts",
-    "retry_backoff_ms",
-    "context_char_budget",
-)
-"""The task loop's limits a workflow's `config:` may set, each up to the tenant's maximum."""
 
 ANY_HOST = "*"
 """An egress allow-list entry that lets every host and address through (the dev tenant's)."""

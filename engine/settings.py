@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import (
@@ -19,20 +19,17 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from domain.limits import LIMITS
 from engine.executors.shell import DEFAULT_ALLOWED
 
-DEFAULT_LIMIT_MAXIMUMS = {
-    "max_turns_per_step": 50,
-    "step_timeout_ms": 3_600_000,
-    "workflow_timeout_ms": 86_400_000,
-    "max_consecutive_failures": 20,
-    "max_repeated_commands": 20,
-    "token_budget": 2_000_000,
-    "max_attempts": 10,
-    "retry_backoff_ms": 600_000,
-    "context_char_budget": 200_000,
-}
+DEFAULT_LIMIT_MAXIMUMS = {limit.name: limit.maximum for limit in LIMITS.values()}
 """The most a workflow may ask for, unless the operator sets otherwise."""
+
+
+def _limit(name: str) -> Any:
+    """The setting of one of the task loop's limits, as `domain.limits` declares it."""
+    limit = LIMITS[name]
+    return Field(default=limit.default, ge=limit.ge, description=limit.description)
 
 
 class ModelPrice(BaseModel):
@@ -117,23 +114,22 @@ class Settings(BaseSettings):
     )
     lease_ms: int = Field(default=15_000, ge=300, description="session lease; renewed every third")
     session_ttl_ms: int = Field(default=1_800_000, ge=1)
-    checkpoint_interval_ms: int = Field(default=30_000, ge=1)
     streaming_buffer_size: int = Field(default=1_000, ge=1)
-    streaming_history_size: int = Field(default=10_000, ge=1)
 
-    workflow_timeout_ms: int = Field(default=1_800_000, ge=1)
-    step_timeout_ms: int = Field(default=120_000, ge=1)
     connection_timeout_ms: int = Field(default=10_000, ge=1)
     request_timeout_ms: int = Field(default=30_000, ge=1)
 
-    # The task loop's limits; a workflow's `config:` overrides each for its sessions.
-    max_turns_per_step: int = Field(default=10, ge=1)
-    max_consecutive_failures: int = Field(default=3, ge=1)
-    max_repeated_commands: int = Field(default=3, ge=2)
-    token_budget: int = Field(default=200_000, ge=1, description="tokens per session")
-    max_attempts: int = Field(default=1, ge=1, description="tries per step")
-    retry_backoff_ms: int = Field(default=1_000, ge=0, description="doubles per attempt")
-    context_char_budget: int = Field(default=24_000, ge=1_000)
+    # The task loop's limits (`domain.limits`); a workflow's `config:` overrides each.
+    max_turns_per_step: int = _limit("max_turns_per_step")
+    step_timeout_ms: int = _limit("step_timeout_ms")
+    workflow_timeout_ms: int = _limit("workflow_timeout_ms")
+    max_consecutive_failures: int = _limit("max_consecutive_failures")
+    max_repeated_commands: int = _limit("max_repeated_commands")
+    token_budget: int = _limit("token_budget")
+    max_attempts: int = _limit("max_attempts")
+    retry_backoff_ms: int = _limit("retry_backoff_ms")
+    context_char_budget: int = _limit("context_char_budget")
+
     max_output_chars: int = Field(default=4_000, ge=100, description="per recorded output")
     shell_allow: list[str] = Field(
         default_factory=lambda: list(DEFAULT_ALLOWED), description="programs the shell may run"

@@ -12,7 +12,8 @@ from typing import Any
 from rich.table import Table
 
 from api.cli.support import cli_actor, console, errors, runtime_or_exit
-from domain.tenant import LIMITS, Policy
+from domain.limits import LIMITS
+from domain.tenant import Policy
 from engine.live.projector import READ_YOUR_WRITES_S
 from engine.tenancy.policies import tenants_with_policies
 

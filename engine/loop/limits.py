@@ -1,11 +1,13 @@
-"""The limits a session runs with: its workflow's config over the settings' defaults."""
+"""The limits a session runs with: its workflow's config over the settings' defaults (each
+limit, its default and its bounds are declared once, in `domain.limits`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from domain.limits import LIMITS
 from domain.session import WorkflowSession
 from domain.tenant import Policy
 from engine.settings import Settings
@@ -15,6 +17,8 @@ from engine.tenancy.policies import admitted_config, capped_defaults
 
 @dataclass(frozen=True)
 class Limits:
+    """A session's value of each limit `domain.limits` declares (one field each, same name)."""
+
     max_turns_per_step: int
     step_timeout_ms: int
     workflow_timeout_ms: int
@@ -25,14 +29,16 @@ class Limits:
     retry_backoff_ms: int
     context_char_budget: int
 
-    @classmethod
-    def defaults(cls, settings: Settings) -> dict[str, int]:
-        return {f.name: int(getattr(settings, f.name)) for f in fields(cls)}
+    @staticmethod
+    def defaults(settings: Settings) -> dict[str, int]:
+        """The operator's default of each limit (`STEPLINE_<NAME>`)."""
+        return {name: int(getattr(settings, name)) for name in LIMITS}
 
     @classmethod
     def of(cls, session: WorkflowSession, settings: Settings) -> Limits:
+        """The session's config over the operator's defaults."""
         chosen = {**cls.defaults(settings), **session.config}
-        return cls(**{f.name: int(chosen[f.name]) for f in fields(cls)})
+        return cls(**{name: int(chosen[name]) for name in LIMITS})
 
 
 def admitted(request: SessionRequest, settings: Settings, policy: Policy) -> SessionRequest:

@@ -20,8 +20,9 @@ from psycopg_pool import ConnectionPool
 
 from domain.dev_mode import DEV_TENANT
 from domain.errors import InvalidPolicy, PolicyRefused
+from domain.limits import LIMITS
 from domain.session import check_tenant
-from domain.tenant import ANY_HOST, LIMITS, Policy, TenantPolicy
+from domain.tenant import ANY_HOST, Policy, TenantPolicy
 from engine.executors.kinds import EXECUTOR_NAMES
 from engine.settings import Settings
 from engine.store.app import Stepline

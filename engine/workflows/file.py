@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from domain.errors import InvalidWorkflow
+from domain.limits import LIMITS
 from domain.session import MAX_STEP_TEXT, MAX_STEPS, StepSpec
 from domain.webhook import DEFAULT_WEBHOOK_EVENTS, WebhookEvent
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
@@ -23,20 +24,26 @@ class StepEntry(BaseModel):
     expect: str | None = Field(default=None, max_length=MAX_STEP_TEXT)
 
 
+def _override(name: str) -> Any:
+    """A workflow's own value for one of the task loop's limits, bounded as `domain.limits`
+    declares it; unset, the session runs with the operator's default."""
+    return Field(default=None, ge=LIMITS[name].ge)
+
+
 class WorkflowConfig(BaseModel):
     """Per-workflow overrides of the task loop's limits (unset: the STEPLINE_* defaults)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    max_turns_per_step: int | None = Field(default=None, ge=1)
-    step_timeout_ms: int | None = Field(default=None, ge=1)
-    workflow_timeout_ms: int | None = Field(default=None, ge=1)
-    max_consecutive_failures: int | None = Field(default=None, ge=1)
-    max_repeated_commands: int | None = Field(default=None, ge=2)
-    token_budget: int | None = Field(default=None, ge=1)
-    max_attempts: int | None = Field(default=None, ge=1)
-    retry_backoff_ms: int | None = Field(default=None, ge=0)
-    context_char_budget: int | None = Field(default=None, ge=1_000)
+    max_turns_per_step: int | None = _override("max_turns_per_step")
+    step_timeout_ms: int | None = _override("step_timeout_ms")
+    workflow_timeout_ms: int | None = _override("workflow_timeout_ms")
+    max_consecutive_failures: int | None = _override("max_consecutive_failures")
+    max_repeated_commands: int | None = _override("max_repeated_commands")
+    token_budget: int | None = _override("token_budget")
+    max_attempts: int | None = _override("max_attempts")
+    retry_backoff_ms: int | None = _override("retry_backoff_ms")
+    context_char_budget: int | None = _override("context_char_budget")
     shell_allow: list[str] | None = None
     screenshots: Literal["failures", "all"] | None = Field(
         default=None, description="browser screenshots: on failures (default), or of every command"

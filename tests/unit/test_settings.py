@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from domain.tenant import LIMITS
+from domain.limits import LIMITS, Limit
+from engine.loop.limits import Limits
 from engine.settings import DEFAULT_LIMIT_MAXIMUMS, Settings
 
 
@@ -12,8 +16,7 @@ def test_defaults_follow_the_original_design(monkeypatch: pytest.MonkeyPatch) ->
     settings = Settings()
     assert settings.max_concurrent_sessions == 10
     assert settings.session_ttl_ms == 30 * 60 * 1000
-    assert settings.checkpoint_interval_ms == 30_000
-    assert (settings.streaming_buffer_size, settings.streaming_history_size) == (1_000, 10_000)
+    assert settings.streaming_buffer_size == 1_000
     assert settings.snapshot_interval == 100
     assert settings.database_url is None
 
@@ -78,3 +81,23 @@ def test_naming_one_limit_maximum_keeps_the_others() -> None:
 def test_a_limit_maximum_that_names_no_limit_is_refused() -> None:
     with pytest.raises(ValidationError, match="tokenbudget"):
         Settings(database_url=None, limit_maximums={"tokenbudget": 1})
+
+
+@pytest.mark.parametrize("limit", LIMITS.values(), ids=list(LIMITS))
+def test_each_limit_is_a_setting_with_its_declared_default_and_bound(
+    limit: Limit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert getattr(Settings(database_url=None), limit.name) == limit.default
+    monkeypatch.setenv(limit.env, str(limit.ge - 1))
+    with pytest.raises(ValidationError, match=f"greater than or equal to {limit.ge}"):
+        Settings(database_url=None)
+
+
+def test_the_task_loop_has_every_declared_limit_and_no_other() -> None:
+    assert [field.name for field in fields(Limits)] == list(LIMITS)
+
+
+def test_the_readme_lists_each_limit_as_declared() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    for limit in LIMITS.values():
+        assert f"| `{limit.env}` | `{limit.default}` | {limit.description} |" in readme

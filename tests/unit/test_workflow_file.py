@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from domain.errors import InvalidWorkflow, StandardError, kind_of
-from engine.workflows.file import load_workflow
+from domain.limits import LIMITS, Limit
+from engine.workflows.file import WorkflowConfig, load_workflow
 
 
 def refusal_of(path: Path) -> StandardError:
@@ -98,3 +100,18 @@ def test_a_field_with_allowed_values_says_them(tmp_path: Path) -> None:
 
     assert error.suggested_action == "Set executor to one of 'http', 'shell' or 'browser'"
     assert error.suggested_action != kind_of("VALIDATION_FAILED").suggested_action
+
+
+@pytest.mark.parametrize("limit", LIMITS.values(), ids=list(LIMITS))
+def test_a_workflows_config_sets_each_limit_within_its_declared_bound(limit: Limit) -> None:
+    assert WorkflowConfig.model_validate({limit.name: limit.ge}).model_dump(exclude_none=True) == {
+        limit.name: limit.ge
+    }
+    with pytest.raises(ValidationError, match=f"greater than or equal to {limit.ge}"):
+        WorkflowConfig.model_validate({limit.name: limit.ge - 1})
+
+
+def test_a_workflows_config_has_every_declared_limit_unset_by_default() -> None:
+    limits = {name for name in WorkflowConfig.model_fields if name in LIMITS}
+    assert limits == set(LIMITS)
+    assert WorkflowConfig().model_dump(exclude_none=True) == {}

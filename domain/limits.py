@@ -1,0 +1,103 @@
+"""The task loop's limits, declared once.
+
+Each limit here is a `STEPLINE_<NAME>` setting (the operator's default), a field of a
+workflow's `config:` (a session's own value, checked against the same bound) and an entry of
+the limit maximums (the most a workflow may ask for: `STEPLINE_LIMIT_MAXIMUMS`, or the tenant's
+policy). `engine.settings.Settings`, `engine.workflows.file.WorkflowConfig` and
+`engine.loop.limits.Limits` name each limit and take everything else from this table; to add a
+limit, add a row here and a field of the same name to each of those three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    default: int
+    """The operator's default (`STEPLINE_<NAME>` unset) for a session whose config is silent."""
+    ge: int
+    """The least value a setting or a workflow's config may give it."""
+    maximum: int
+    """The most a workflow's config may ask for, unless the operator or the policy lowers it."""
+    description: str
+    """One line, as the README's configuration table says it."""
+
+    @property
+    def env(self) -> str:
+        return f"STEPLINE_{self.name.upper()}"
+
+
+LIMITS: Mapping[str, Limit] = {
+    limit.name: limit
+    for limit in (
+        Limit(
+            "max_turns_per_step",
+            default=10,
+            ge=1,
+            maximum=50,
+            description="AI turns per step",
+        ),
+        Limit(
+            "step_timeout_ms",
+            default=120_000,
+            ge=1,
+            maximum=3_600_000,
+            description="how long one step may run; must be ≥ the connection and request timeouts",
+        ),
+        Limit(
+            "workflow_timeout_ms",
+            default=1_800_000,
+            ge=1,
+            maximum=86_400_000,
+            description="how long a session may run; must be ≥ the step timeout; time spent "
+            "waiting (approvals, timers, signals) does not count",
+        ),
+        Limit(
+            "max_consecutive_failures",
+            default=3,
+            ge=1,
+            maximum=20,
+            description="failed commands in a row before the step fails",
+        ),
+        Limit(
+            "max_repeated_commands",
+            default=3,
+            ge=2,
+            maximum=20,
+            description="the same command this many times in a row is a loop",
+        ),
+        Limit(
+            "token_budget",
+            default=200_000,
+            ge=1,
+            maximum=2_000_000,
+            description="model tokens per session",
+        ),
+        Limit(
+            "max_attempts",
+            default=1,
+            ge=1,
+            maximum=10,
+            description="tries per step",
+        ),
+        Limit(
+            "retry_backoff_ms",
+            default=1_000,
+            ge=0,
+            maximum=600_000,
+            description="wait before a retry, doubled each attempt",
+        ),
+        Limit(
+            "context_char_budget",
+            default=24_000,
+            ge=1_000,
+            maximum=200_000,
+            description="characters of this step's history in a prompt",
+        ),
+    )
+}
+"""By name, in the order the README and a workflow's config list them."""
