@@ -13,7 +13,7 @@ from __future__ import annotations
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -75,6 +75,21 @@ class StepStatus(Enum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+
+
+class StepViewStatus(StrEnum):
+    """A step as the step history view shows it: its own status (`StepStatus`); paused or
+    waiting while its session is, the step under way; or its session's ending (failed,
+    cancelled, expired) when the session ended with the step under way. Rows store the value."""
+
+    PENDING = StepStatus.PENDING.value
+    RUNNING = StepStatus.RUNNING.value
+    COMPLETED = StepStatus.COMPLETED.value
+    FAILED = StepStatus.FAILED.value
+    PAUSED = SessionStatus.PAUSED.value
+    WAITING = SessionStatus.WAITING.value
+    CANCELLED = SessionStatus.CANCELLED.value
+    EXPIRED = SessionStatus.EXPIRED.value
 
 
 @dataclass(frozen=True)
@@ -1244,6 +1259,10 @@ _STATUS_AFTER: dict[type[WorkflowSession.Event], SessionStatus] = {
     WorkflowSession.Cancelled: SessionStatus.CANCELLED,
     WorkflowSession.Expired: SessionStatus.EXPIRED,
 }
+ENDING_EVENTS: tuple[type[WorkflowSession.Event], ...] = tuple(
+    event for event, status in _STATUS_AFTER.items() if status in ENDED
+)
+"""The events that end a session, each in one of the `ENDED` statuses."""
 
 
 def status_after(

@@ -69,7 +69,7 @@ def fold(rows: dict[UUID, IndexedSession], batch: Sequence[Recorded]) -> set[UUI
                     session_id=session_id,
                     tenant=event.tenant,
                     name=event.name,
-                    status="pending",
+                    status=SessionStatus.PENDING.value,
                     labels=event.labels,
                     step_count=len(event.steps),
                     created_at=recorded.at,
@@ -143,8 +143,10 @@ class SessionIndexView:
             """
         )
         conn.execute(
-            "CREATE INDEX IF NOT EXISTS session_index_by_due ON session_index (due_at) "
-            "WHERE status = 'waiting'"
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS session_index_by_due ON session_index (due_at) "
+                "WHERE status = {}"
+            ).format(sql.Literal(SessionStatus.WAITING.value))
         )
         conn.execute(
             "CREATE INDEX IF NOT EXISTS session_index_by_source ON session_index (source_id) "

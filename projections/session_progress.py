@@ -57,7 +57,7 @@ def _created(recorded: Recorded, event: W.Created) -> Progress:
         session_id=recorded.session_id,
         tenant=event.tenant,
         name=event.name,
-        status="pending",
+        status=SessionStatus.PENDING.value,
         version=event.originator_version,
         total_steps=len(texts),
         created_at=recorded.at,
@@ -83,7 +83,7 @@ def _step_ended(row: Progress, at: datetime) -> None:
 
 
 def _estimate(row: Progress) -> int | None:
-    if row.status == "completed":
+    if row.status == SessionStatus.COMPLETED.value:
         return 0
     if row.finished_at is not None or row.finished_step_count == 0:
         return None

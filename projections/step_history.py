@@ -18,19 +18,19 @@ from uuid import UUID
 
 from psycopg import Connection
 
-from domain.session import StepStatus
+from domain.session import StepViewStatus
 from domain.session import WorkflowSession as W
 from domain.waits import described
 from projections.view import Recorded, RowTable, erasures
 
-ENDINGS = {W.Failed: "failed", W.Cancelled: "cancelled", W.Expired: "expired"}
-UNDER_WAY = ("running", "paused", "waiting")
+ENDINGS = {
+    W.Failed: StepViewStatus.FAILED,
+    W.Cancelled: StepViewStatus.CANCELLED,
+    W.Expired: StepViewStatus.EXPIRED,
+}
+"""A step under way when its session ends takes the session's ending as its status."""
+UNDER_WAY = (StepViewStatus.RUNNING, StepViewStatus.PAUSED, StepViewStatus.WAITING)
 FACT_CHARS = 160
-STATUSES = tuple(
-    dict.fromkeys([*(status.value for status in StepStatus), *UNDER_WAY, *ENDINGS.values()])
-)
-"""Every status a step's row can have: the aggregate's, paused or waiting (a step under way in
-a paused or a waiting session), and its session's ending."""
 
 
 @dataclass
@@ -40,7 +40,7 @@ class StepRow:
     text: str
     expect: str | None
     version: int
-    status: str = "pending"
+    status: StepViewStatus = StepViewStatus.PENDING
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -54,6 +54,9 @@ class StepRow:
     did: list[str] = field(default_factory=list)
     """What the latest attempt did: `POST /todos → 201`, `saved todo_id = 7`,
     `expect status 201: passed`, one line per command or check, in order."""
+
+    def __post_init__(self) -> None:
+        self.status = StepViewStatus(self.status)  # read from the table as text
 
 
 Steps = dict[tuple[UUID, int], StepRow]
@@ -128,8 +131,8 @@ def _clock_ms(row: StepRow, at: datetime) -> int | None:
     return int((at - row.started_at).total_seconds() * 1000)
 
 
-def _end(row: StepRow, status: str, at: datetime) -> None:
-    if row.status != "paused":  # a paused step's clock stopped at the pause
+def _end(row: StepRow, status: StepViewStatus, at: datetime) -> None:
+    if row.status is not StepViewStatus.PAUSED:  # a paused step's clock stopped at the pause
         row.duration_ms = _clock_ms(row, at)
     row.status = status
     row.finished_at = at
@@ -138,7 +141,7 @@ def _end(row: StepRow, status: str, at: datetime) -> None:
 def _evolve_step(row: StepRow, event: W.Event, at: datetime) -> None:
     match event:
         case W.StepStarted(attempt=attempt):
-            row.status, row.attempts, row.started_at = "running", attempt, at
+            row.status, row.attempts, row.started_at = StepViewStatus.RUNNING, attempt, at
             row.finished_at = row.duration_ms = row.error_code = row.error_message = None
             row.did = []
         case W.TurnRecorded():
@@ -151,23 +154,23 @@ def _evolve_step(row: StepRow, event: W.Event, at: datetime) -> None:
         case W.Checked(name=name, args=args, ok=ok):
             row.checks += 1
             _noted(row, f"{_action(name, args)}: {'passed' if ok else 'failed'}")
-        case W.Paused() if row.status == "running":
-            row.status, row.duration_ms = "paused", _clock_ms(row, at)
-        case W.Resumed() if row.status == "paused":
-            row.status, row.duration_ms = "running", None
+        case W.Paused() if row.status is StepViewStatus.RUNNING:
+            row.status, row.duration_ms = StepViewStatus.PAUSED, _clock_ms(row, at)
+        case W.Resumed() if row.status is StepViewStatus.PAUSED:
+            row.status, row.duration_ms = StepViewStatus.RUNNING, None
         case W.WaitStarted(kind=kind, question=question, signal=signal, due_at=due_at):
-            row.status = "waiting"
+            row.status = StepViewStatus.WAITING
             until = f" until {due_at:%Y-%m-%d %H:%M:%S}Z" if due_at else ""
             _noted(row, f"wait for {described(kind, question, signal)}{until}")
         case W.WaitEnded(outcome=outcome, actor=actor, comment=comment):
-            row.status = "running"
+            row.status = StepViewStatus.RUNNING
             by = "" if outcome in ("due", "timed_out") else f" by {actor}"
             _noted(row, f"{outcome.replace('_', ' ')}{by}" + (f": {comment}" if comment else ""))
         case W.StepCompleted(summary=summary):
-            _end(row, "completed", at)
+            _end(row, StepViewStatus.COMPLETED, at)
             row.summary = summary
         case W.StepFailed(error=error):
-            _end(row, "failed", at)
+            _end(row, StepViewStatus.FAILED, at)
             row.error_code, row.error_message = error.get("code"), error.get("message")
 
 
@@ -182,7 +185,7 @@ def _carried_over(
         if row is not None and event.originator_version > row.version:
             row.version, row.status, row.summary = (
                 event.originator_version,
-                "completed",
+                StepViewStatus.COMPLETED,
                 carried["summary"],
             )
             changed.add(key)

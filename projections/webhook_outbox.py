@@ -108,7 +108,7 @@ def fold(
                     labels=event.labels,
                     url=subscribed[0],
                     events=subscribed[1],
-                    status="pending",
+                    status=SessionStatus.PENDING.value,
                     started=False,
                     version=event.originator_version,
                 )

@@ -22,8 +22,8 @@ from api.http.event_views import AnyEventView, EventView, event_view
 from api.http.reads import decode_cursor, session_page
 from api.http.schemas import CommandAccepted, SessionPage, SessionView, SignalAccepted, StepView
 from domain.errors import SessionNotFound, StandardError
+from domain.session import ENDING_EVENTS
 from engine.bootstrap import Runtime
-from engine.live.feed import ENDINGS
 from engine.live.projector import READ_YOUR_WRITES_S
 from engine.loop.waits import check_signal, signal_too_large
 from projections import session_index, session_progress, step_history
@@ -31,7 +31,7 @@ from projections.session_index import SessionFilter
 
 Command = Literal["pause", "resume", "cancel"]
 Decision = Literal["approve", "reject"]
-ENDING_TYPES = {cls.__name__ for cls in ENDINGS}
+ENDING_TYPES = {cls.__name__ for cls in ENDING_EVENTS}
 FOLLOW_POLL_S = 0.25
 MAX_RECONNECTS = 10
 

@@ -24,7 +24,7 @@ from api.http.services import CallerDep, Services, ServicesDep
 from api.http.sessions import admit, after_cursor, session_request
 from domain.batch import Batch
 from domain.errors import BatchNotFound
-from domain.session import ENDED, values
+from domain.session import ENDED, SessionStatus, values
 from projections.batch_index import IndexedBatch, list_batches
 from projections.session_index import SessionIndexView
 
@@ -116,8 +116,9 @@ def get_batch(batch_id: UUID, services: ServicesDep, caller: CallerDep) -> Batch
     with services.runtime.projector.pool.connection() as conn:
         rows = SessionIndexView.rows.load_for_sessions(conn, batch.session_ids)
     status = {row.session_id: row.status for row in rows}
+    not_indexed = SessionStatus.PENDING.value
     sessions = [
-        BatchSession.model_validate({"session_id": i, "status": status.get(i, "pending")})
+        BatchSession.model_validate({"session_id": i, "status": status.get(i, not_indexed)})
         for i in batch.session_ids
     ]
     counts = Counter(s.status for s in sessions)

@@ -21,8 +21,9 @@ class NamedEnum:
     values: tuple[str, ...]
 
     @classmethod
-    def of(cls, enum: type[Enum]) -> NamedEnum:
-        return cls(enum.__name__, tuple(str(member.value) for member in enum))
+    def of(cls, enum: type[Enum], name: str | None = None) -> NamedEnum:
+        """The enum's values, published under its name or `name`."""
+        return cls(name or enum.__name__, tuple(str(member.value) for member in enum))
 
     def __get_pydantic_core_schema__(
         self, _source: Any, _handler: GetCoreSchemaHandler

@@ -13,14 +13,20 @@ from api.http.named_schemas import NamedEnum
 from domain.batch import MAX_SESSIONS_PER_BATCH
 from domain.errors import ErrorCategory, ErrorSeverity
 from domain.schedule import CATCH_UPS
-from domain.session import MAX_NAME, MAX_STEP_TEXT, MAX_STEPS, SessionStatus, StepSpec
+from domain.session import (
+    MAX_NAME,
+    MAX_STEP_TEXT,
+    MAX_STEPS,
+    SessionStatus,
+    StepSpec,
+    StepViewStatus,
+)
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
 from engine.workflows.file import WebhookSpec, WorkflowConfig, session_config
-from projections import step_history
 
 SessionStatusName = Annotated[str, NamedEnum.of(SessionStatus)]
-StepStatusName = Annotated[str, NamedEnum("StepStatus", step_history.STATUSES)]
-"""A step's status in the step history: the aggregate's, or the ending of its session."""
+StepStatusName = Annotated[str, NamedEnum.of(StepViewStatus, name="StepStatus")]
+"""A step's status in the step history: its own, or its session's while the step is under way."""
 Origin = Annotated[str, NamedEnum("SessionOrigin", ("new", "replay", "fork"))]
 HealthState = Annotated[str, NamedEnum("HealthState", ("ok", "unhealthy"))]
 

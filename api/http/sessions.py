@@ -34,6 +34,7 @@ from api.http.schemas import (
 )
 from api.http.services import CallerDep, Services, ServicesDep
 from domain.errors import SessionNotFound
+from domain.session import SessionStatus
 from engine.loop.waits import SIGNAL_NAME, check_signal, signal_too_large
 from engine.store.app import SessionRequest
 from engine.workflows.admission import admitted
@@ -168,7 +169,7 @@ def created(
     return SessionCreated(
         session_id=session.id,
         stream_url=f"/v1/sessions/{session.id}/stream",
-        status="pending",
+        status=SessionStatus.PENDING.value,
         version=session.version,
         estimated_duration_ms=_estimate_ms(services, len(request.steps) - session.current_step),
         created_at=session.created_on,

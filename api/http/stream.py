@@ -29,8 +29,8 @@ from api.http.schemas import ArtifactAnnouncement
 from api.http.services import CallerDep, Services, ServicesDep
 from api.http.sessions import owned_session
 from api.http.stream_slots import StreamSlot
-from domain.session import WorkflowSession, stored_artifacts
-from engine.live.feed import ENDINGS, IDLE, OVERFLOWED, Live
+from domain.session import ENDING_EVENTS, WorkflowSession, stored_artifacts
+from engine.live.feed import IDLE, OVERFLOWED, Live
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -112,7 +112,7 @@ async def _events(services: Services, session_id: UUID, after: int) -> AsyncIter
         for event in history:
             yield sse_bytes(event)
             last = event.originator_version
-            if isinstance(event, ENDINGS):
+            if isinstance(event, ENDING_EVENTS):
                 return
         while True:
             frames, last, ended = _unseen(await subscription.take(), last)

@@ -4,18 +4,23 @@ The pages are shells rendered from templates; they hold no data. Their scripts r
 API and the event stream with the key the person entered (kept in the browser's session
 storage), so the dashboard sees exactly what that key may see, and dev mode needs no key at
 all. Nothing is loaded from anywhere but this server: /docs too serves Swagger UI from its own
-copy (ReDoc is off), under the same Content-Security-Policy.
+copy (ReDoc is off), under the same Content-Security-Policy. The statuses the scripts compare
+with come from the domain, in a module this server writes (`/ui/static/statuses.js`).
 """
 
 from __future__ import annotations
 
+import json
+from enum import Enum
 from pathlib import Path
 from uuid import UUID
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+
+from domain.session import ENDED, SessionStatus, StepViewStatus, values
 
 FILES = Path(__file__).resolve().parent / "ui_files"
 templates = Jinja2Templates(directory=FILES / "templates")
@@ -32,6 +37,19 @@ SECURITY_HEADERS = {
 }
 
 
+def _members(enum: type[Enum]) -> str:
+    return json.dumps({member.name: member.value for member in enum})
+
+
+STATUSES_MODULE = f"""\
+// The statuses of sessions and of steps as the API spells them, written by the server from
+// its domain (domain/session.py). StepStatus is the API's: a step as the step history shows it.
+export const SessionStatus = Object.freeze({_members(SessionStatus)});
+export const StepStatus = Object.freeze({_members(StepViewStatus)});
+export const ENDED = Object.freeze({json.dumps(values(ENDED))});
+"""
+
+
 def _page(request: Request, template: str, title: str, **context: object) -> HTMLResponse:
     return templates.TemplateResponse(
         request,
@@ -43,7 +61,8 @@ def _page(request: Request, template: str, title: str, **context: object) -> HTM
 
 @router.get("", response_class=HTMLResponse)
 def sessions_page(request: Request) -> HTMLResponse:
-    return _page(request, "sessions.html", "Sessions")
+    statuses = [status.value for status in SessionStatus]
+    return _page(request, "sessions.html", "Sessions", statuses=statuses)
 
 
 @router.get("/sessions/{session_id}", response_class=HTMLResponse)
@@ -69,6 +88,12 @@ def schedules_page(request: Request) -> HTMLResponse:
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request) -> HTMLResponse:
     return _page(request, "audit.html", "Audit trail")
+
+
+@router.get("/static/statuses.js")
+def statuses_module() -> Response:
+    """The domain's statuses, for the scripts to import (routed before the static files)."""
+    return Response(STATUSES_MODULE, media_type="text/javascript")
 
 
 def docs_page(request: Request) -> HTMLResponse:

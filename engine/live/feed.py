@@ -25,7 +25,7 @@ from uuid import UUID
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from domain.session import WorkflowSession
+from domain.session import ENDING_EVENTS, WorkflowSession
 from engine.live.follower import run_when_woken
 from engine.logs import LOGGER_NAME
 from engine.store.app import Stepline
@@ -48,14 +48,6 @@ class Live(Generic[T]):
     encoded: T
     final: bool
     """The session ended with this event: nothing follows."""
-
-
-ENDINGS = (
-    WorkflowSession.Completed,
-    WorkflowSession.Failed,
-    WorkflowSession.Cancelled,
-    WorkflowSession.Expired,
-)
 
 
 class Subscription(Generic[T]):
@@ -173,7 +165,7 @@ class EventFeed(Generic[T]):
                     continue
                 event = cast(WorkflowSession.Event, self.app.mapper.to_domain_event(notification))
                 live = Live(
-                    event.originator_version, self.encode(event), isinstance(event, ENDINGS)
+                    event.originator_version, self.encode(event), isinstance(event, ENDING_EVENTS)
                 )
                 for subscriber in subscribers:
                     by_loop.setdefault(subscriber.loop, {}).setdefault(subscriber, []).append(live)

@@ -1,5 +1,6 @@
 // What every dashboard page shares: the API key, calls to the JSON API, the event stream and
 // formatting. No library, no build step: this file is served as it is.
+import { SessionStatus } from "./statuses.js";
 
 const KEY = "stepline.apiKey";
 
@@ -207,7 +208,7 @@ export function failure(item) {
 
 // A session's clock stops when it ends, and while it is paused.
 export function sessionDuration(session) {
-  const stopped = session.finished_at ?? (session.status === "paused" ? session.updated_at : null);
+  const stopped = session.finished_at ?? (session.status === SessionStatus.PAUSED ? session.updated_at : null);
   return duration(session.started_at, stopped);
 }
 

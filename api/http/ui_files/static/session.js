@@ -5,12 +5,12 @@ import {
   sessionDuration, showProblem, waitingFor, when,
 } from "./common.js";
 import { watchWebhooks } from "./session_webhooks.js";
+import { ENDED, SessionStatus, StepStatus } from "./statuses.js";
 
 const sessionId = document.body.dataset.sessionId;
 const timeline = document.getElementById("timeline");
 const streamState = document.getElementById("stream-state");
 const controls = document.getElementById("controls");
-const ENDED = new Set(["completed", "failed", "cancelled", "expired"]);
 let stopFollowing = () => {};
 let ticking = null;
 
@@ -31,9 +31,9 @@ function showSession(session) {
   showFailure(session);
   showWaiting(session);
   const allowed = {
-    pause: session.status === "pending" || session.status === "running",
-    resume: session.status === "paused",
-    cancel: !ENDED.has(session.status),
+    pause: session.status === SessionStatus.PENDING || session.status === SessionStatus.RUNNING,
+    resume: session.status === SessionStatus.PAUSED,
+    cancel: !ENDED.includes(session.status),
   };
   for (const button of controls.querySelectorAll("button")) {
     button.disabled = !allowed[button.dataset.command];
@@ -42,7 +42,7 @@ function showSession(session) {
 
 // What a waiting session waits for; Approve and Reject when it waits for an approval.
 function showWaiting(session) {
-  const waiting = session.status === "waiting" && session.waiting_for;
+  const waiting = session.status === SessionStatus.WAITING && session.waiting_for;
   document.getElementById("waiting").hidden = !waiting;
   document.getElementById("decision").hidden = !(waiting && session.waiting_for.startsWith("approval"));
   if (waiting) document.getElementById("waiting-for").textContent = waitingFor(session);
@@ -70,7 +70,7 @@ function whatItDid(step) {
 
 // A running step's clock counts; a paused one's stopped at the pause.
 function stepDuration(step) {
-  const counting = step.status === "running" || step.status === "waiting";
+  const counting = step.status === StepStatus.RUNNING || step.status === StepStatus.WAITING;
   return counting ? duration(step.started_at, null) : milliseconds(step.duration_ms);
 }
 
@@ -93,7 +93,7 @@ async function refresh() {
   ]);
   showSession(session);
   document.querySelector("#steps tbody").replaceChildren(...steps.map(stepRow));
-  if (ENDED.has(session.status)) clearInterval(ticking);  // nothing changes any more
+  if (ENDED.includes(session.status)) clearInterval(ticking);  // nothing changes any more
 }
 
 let pending = null;
