@@ -35,10 +35,10 @@ from api.http.reads import BadCursor, decode_cursor
 from api.http.schemas import SessionPage, SessionSummary, SessionView, StepView
 from domain.dev_mode import DEV_TENANT
 from domain.errors import SessionNotFound, StandardError
-from domain.session import SessionStatus
+from domain.session import ENDED, SessionStatus
 from projections.session_index import MIN_ID_PREFIX, id_range
 
-LIVE_STATUSES = ("running", "pending", "paused", "waiting")
+LIVE_STATUSES = tuple(status.value for status in SessionStatus if status not in ENDED)
 STATUSES = tuple(status.value for status in SessionStatus)
 SHORT_ID = 8
 """Characters of an id the tables print: enough to tell a tenant's sessions apart, and a
