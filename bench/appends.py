@@ -28,6 +28,7 @@ from engine.store.database import (
     temporary_database,
 )
 from engine.store.schema import prepare_database
+from tests import workloads
 
 STEPS_PER_SESSION = 20
 STATE = b'{"step_index":0,"reasoning":"' + b"x" * 160 + b'","model":"m"}'
@@ -91,16 +92,22 @@ def raw_locked_notified_inserts(url: str, count: int) -> float:
 
 
 def new_session(app: Stepline, steps: int = 1) -> UUID:
-    return app.create_session(
-        name="bench", steps=[StepSpec(f"step {i}") for i in range(steps)], tenant="t", actor="a"
+    return workloads.create_session(
+        app,
+        name="bench",
+        steps=[StepSpec(f"step {i}") for i in range(steps)],
+        tenant="t",
+        actor="a",
     )
 
 
 def one_event_per_command(app: Stepline, count: int) -> float:
     """The real path: each command loads the session (snapshot + tail), decides, saves."""
     session_id = new_session(app)
-    app.start_step(session_id, 0)
-    return timed(count, lambda _: app.record_turn(session_id, 0, reasoning="x" * 160, model="m"))
+    workloads.start_step(app, session_id, 0)
+    return timed(
+        count, lambda _: workloads.record_turn(app, session_id, 0, reasoning="x" * 160, model="m")
+    )
 
 
 def one_event_per_save(app: Stepline, count: int) -> float:

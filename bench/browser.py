@@ -41,6 +41,7 @@ from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env
 from engine.tenancy.egress import EgressPolicy
+from tests import workloads
 
 PAGE = """<!doctype html><title>Counter</title><h1>Counter</h1>
 <p>Clicked <span id="n">0</span> times.</p>
@@ -116,12 +117,12 @@ def through_the_task_loop(url: str, clicks: int) -> float:
         try:
             steps = [StepSpec("open /")] + [StepSpec('click "Count"')] * clicks
             config = session_config(settings, {"executor": "browser", "base_url": url})
-            warm = app.create_session(
-                name="warm", steps=steps[:3], tenant=DEV_TENANT, actor="bench", config=config
+            warm = workloads.create_session(
+                app, name="warm", steps=steps[:3], tenant=DEV_TENANT, actor="bench", config=config
             )
             loop.drive(warm, threading.Event())
-            session_id = app.create_session(
-                name="bench", steps=steps, tenant=DEV_TENANT, actor="bench", config=config
+            session_id = workloads.create_session(
+                app, name="bench", steps=steps, tenant=DEV_TENANT, actor="bench", config=config
             )
             label = "a session of click steps, on PostgreSQL"
             result = timed(label, clicks, lambda: loop.drive(session_id, threading.Event()))

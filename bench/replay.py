@@ -31,6 +31,7 @@ from engine.loop.task_loop import TaskLoop
 from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env
+from tests import workloads
 from tests.scripted_model import ScriptedModel
 
 
@@ -70,8 +71,8 @@ def main() -> None:
         script(model, arguments.steps, arguments.model_latency_ms / 1000)
         steps = [StepSpec(f"Check that page {n} answers") for n in range(arguments.steps)]
         config = session_config(settings, {"executor": "http", "base_url": target})
-        source = app.create_session(
-            name="bench", steps=steps, tenant=DEV_TENANT, actor="bench", config=config
+        source = workloads.create_session(
+            app, name="bench", steps=steps, tenant=DEV_TENANT, actor="bench", config=config
         )
         first_s = timed_drive(loop, source)
         first_calls = len(model.requests)

@@ -23,6 +23,7 @@ from engine.loop.task_loop import TaskLoop
 from engine.settings import Settings
 from engine.store.app import Stepline, replay
 from engine.store.database import eventsourcing_env
+from tests import workloads
 
 COMMANDS_PER_STEP = 5
 STEPS = 500
@@ -36,7 +37,8 @@ def loop_of(app: Stepline, commands_per_step: int) -> TaskLoop:
 
 
 def new_session(app: Stepline, loop: TaskLoop, steps: int) -> UUID:
-    return app.create_session(
+    return workloads.create_session(
+        app,
         name="size",
         steps=[StepSpec("noop")] * steps,
         tenant="bench",

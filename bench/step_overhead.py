@@ -41,6 +41,7 @@ from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env, temporary_database
 from engine.tenancy.secret_store import MasterKey
+from tests import workloads
 
 STEPS_PER_SESSION = 20
 
@@ -121,7 +122,8 @@ def noop_loop(app: Stepline, checks_as_events: bool = True) -> TaskLoop:
 
 def noop_sessions(app: Stepline, loop: TaskLoop, steps: int, text: str = "noop") -> list[UUID]:
     return [
-        app.create_session(
+        workloads.create_session(
+            app,
             name="bench",
             steps=[StepSpec(text)] * STEPS_PER_SESSION,
             tenant="bench",

@@ -38,6 +38,7 @@ from domain.dev_mode import DEV_TENANT
 from domain.session import StepSpec, WorkflowSession
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env
+from tests import workloads
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")
 IDLE_SAMPLES = 20
@@ -150,7 +151,8 @@ def run_round(workers: int, sessions: int, concurrency: int, target: str) -> Rou
 
 
 def create(app: Stepline, target: str, n: int) -> UUID:
-    return app.create_session(
+    return workloads.create_session(
+        app,
         name=f"bench {n}",
         steps=[StepSpec(text) for text in STEPS],
         tenant=DEV_TENANT,

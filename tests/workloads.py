@@ -1,9 +1,14 @@
-"""Sessions in every status, produced through the real application's command methods."""
+"""Sessions in every status, and the commands that drive them there.
+
+The product drives sessions through the task loop; tests and benches drive them step by step,
+each command one unit of work over the real application (`Stepline.change`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from domain.errors import StandardError
@@ -16,6 +21,58 @@ TIMEOUT = StandardError.of("TASK_LOOP_TIMEOUT", "step took too long")
 NOT_FOUND = StandardError.of("VALIDATION_FAILED", "no such page")
 
 
+# ---- commands, one unit of work each -----------------------------------------------------
+
+
+def create_session(
+    app: Stepline,
+    *,
+    name: str,
+    steps: list[StepSpec],
+    tenant: str,
+    actor: str,
+    config: dict[str, Any] | None = None,
+    labels: dict[str, str] | None = None,
+) -> UUID:
+    request = SessionRequest(name, steps, config or {}, labels or {})
+    return app.create(request, tenant=tenant, actor=actor).id
+
+
+def start_step(app: Stepline, session_id: UUID, index: int) -> int:
+    """The attempt started: 1, then one more after each retryable failure."""
+    return app.change(session_id, lambda s: s.start_step(index))
+
+
+def record_turn(app: Stepline, session_id: UUID, index: int, **turn: Any) -> int:
+    return app.change(session_id, lambda s: s.record_turn(index, **turn))
+
+
+def issue_command(app: Stepline, session_id: UUID, index: int, **command: Any) -> None:
+    app.change(session_id, lambda s: s.issue_command(index, **command))
+
+
+def finish_command(app: Stepline, session_id: UUID, index: int, **result: Any) -> None:
+    app.change(session_id, lambda s: s.finish_command(index, **result))
+
+
+def complete_step(app: Stepline, session_id: UUID, index: int, **outcome: Any) -> None:
+    app.change(session_id, lambda s: s.complete_step(index, **outcome))
+
+
+def fail_step(app: Stepline, session_id: UUID, index: int, error: StandardError) -> None:
+    app.change(
+        session_id,
+        lambda s: s.fail_step(index, error=error.to_dict(), retryable=error.retryable),
+    )
+
+
+def complete_session(app: Stepline, session_id: UUID, outcome: str = "") -> None:
+    app.change(session_id, lambda s: s.complete(outcome))
+
+
+# ---- sessions in every status ------------------------------------------------------------
+
+
 def create(
     app: Stepline,
     steps: int = 2,
@@ -23,7 +80,8 @@ def create(
     labels: dict[str, str] | None = None,
     **config: int,
 ) -> UUID:
-    return app.create_session(
+    return create_session(
+        app,
         name=f"{steps}-step workflow",
         steps=[StepSpec(f"step {i}") for i in range(steps)],
         tenant=tenant,
@@ -36,14 +94,14 @@ def create(
 def run_step(
     app: Stepline, session_id: UUID, index: int, commands: int = 1, checks: int = 0
 ) -> None:
-    app.start_step(session_id, index)
-    app.record_turn(session_id, index, reasoning="look", model="m", prompt_tokens=3)
+    start_step(app, session_id, index)
+    record_turn(app, session_id, index, reasoning="look", model="m", prompt_tokens=3)
     for n in range(commands):
         command_id = f"s{index}-c{n}-{app.get_session(session_id).version}"
-        app.issue_command(
-            session_id, index, command_id=command_id, executor="http", name="get", args={}
+        issue_command(
+            app, session_id, index, command_id=command_id, executor="http", name="get", args={}
         )
-        app.finish_command(session_id, index, command_id=command_id, ok=True, duration_ms=5)
+        finish_command(app, session_id, index, command_id=command_id, ok=True, duration_ms=5)
     for _ in range(checks):
         app.change(
             session_id,
@@ -51,33 +109,33 @@ def run_step(
                 index, executor="http", name="expect_status", args={"code": 200}, ok=True
             ),
         )
-    app.complete_step(session_id, index, summary=f"did step {index}")
+    complete_step(app, session_id, index, summary=f"did step {index}")
 
 
 def completed(app: Stepline) -> UUID:
     session_id = create(app)
     run_step(app, session_id, 0)
     run_step(app, session_id, 1, commands=2, checks=1)
-    app.complete_session(session_id)
+    complete_session(app, session_id)
     return session_id
 
 
 def failed(app: Stepline) -> UUID:
     session_id = create(app, steps=3)
     run_step(app, session_id, 0)
-    app.start_step(session_id, 1)
-    app.fail_step(session_id, 1, NOT_FOUND)
+    start_step(app, session_id, 1)
+    fail_step(app, session_id, 1, NOT_FOUND)
     app.fail_session(session_id, NOT_FOUND)
     return session_id
 
 
 def retried(app: Stepline) -> UUID:
     session_id = create(app, max_attempts=2)
-    app.start_step(session_id, 0)
-    app.fail_step(session_id, 0, TIMEOUT)
+    start_step(app, session_id, 0)
+    fail_step(app, session_id, 0, TIMEOUT)
     run_step(app, session_id, 0)
     run_step(app, session_id, 1)
-    app.complete_session(session_id)
+    complete_session(app, session_id)
     return session_id
 
 
@@ -91,7 +149,7 @@ def paused_and_resumed(app: Stepline) -> UUID:
 
 def paused(app: Stepline) -> UUID:
     session_id = create(app)
-    app.start_step(session_id, 0)
+    start_step(app, session_id, 0)
     app.pause(session_id, reason="wait", actor="bob")
     return session_id
 
@@ -99,14 +157,14 @@ def paused(app: Stepline) -> UUID:
 def cancelled(app: Stepline) -> UUID:
     session_id = create(app)
     run_step(app, session_id, 0)
-    app.start_step(session_id, 1)
+    start_step(app, session_id, 1)
     app.cancel(session_id, reason="not needed", actor="carol")
     return session_id
 
 
 def expired(app: Stepline) -> UUID:
     session_id = create(app)
-    app.start_step(session_id, 0)
+    start_step(app, session_id, 0)
     app.pause(session_id, actor="bob")
     app.expire(session_id)
     return session_id
@@ -121,7 +179,7 @@ def batch_cancelled(app: Stepline) -> UUID:
     request = SessionRequest(name="batched", steps=[StepSpec("step 0")])
     batch_id, (done, _) = app.create_batch([request, request], tenant="acme", actor="alice")
     run_step(app, done, 0)
-    app.complete_session(done)
+    complete_session(app, done)
     app.cancel_batch(batch_id, reason="enough", actor="bob")
     return batch_id
 
@@ -132,7 +190,7 @@ def forked(app: Stepline) -> UUID:
     request = fork_request(app.get_session(source), app.history(source), from_step=1)
     fork = app.create(request, tenant="acme", actor="carol").id
     run_step(app, fork, 1, checks=1)
-    app.complete_session(fork)
+    complete_session(app, fork)
     return fork
 
 
@@ -143,15 +201,15 @@ def replayed(app: Stepline) -> UUID:
         replay_request(app.get_session(source), strict=False), tenant="acme", actor="carol"
     ).id
     for index in (0, 1):
-        app.start_step(replay, index)
+        start_step(app, replay, index)
         app.change(
             replay,
             lambda s, i=index: s.record_replayed(
                 i, source_session_id=str(source), actions=1, turns_saved=1, tokens_saved=3
             ),
         )
-        app.complete_step(replay, index, summary=f"did step {index} again")
-    app.complete_session(replay)
+        complete_step(app, replay, index, summary=f"did step {index} again")
+    complete_session(app, replay)
     return replay
 
 
@@ -175,7 +233,7 @@ def begin_wait(
 def waiting(app: Stepline) -> UUID:
     """A session waiting for an approval asked in its first step, due in an hour."""
     session_id = create(app)
-    app.start_step(session_id, 0)
+    start_step(app, session_id, 0)
     due = datetime.now(UTC) + timedelta(hours=1)
     begin_wait(app, session_id, 0, WaitKind.APPROVAL, question="Ship it?", due_at=due)
     return session_id
@@ -185,12 +243,12 @@ def waited(app: Stepline) -> UUID:
     """An approval given, then a signal sent before its wait: completed."""
     session_id = waiting(app)
     app.approve(session_id, "fine", actor="bob")
-    app.complete_step(session_id, 0, summary="approved")
+    complete_step(app, session_id, 0, summary="approved")
     app.signal(session_id, "paid", {"ref": "PAY-1"}, actor="psp")
-    app.start_step(session_id, 1)
+    start_step(app, session_id, 1)
     begin_wait(app, session_id, 1, WaitKind.SIGNAL, signal="paid")
-    app.complete_step(session_id, 1, summary="paid")
-    app.complete_session(session_id)
+    complete_step(app, session_id, 1, summary="paid")
+    complete_session(app, session_id)
     return session_id
 
 

@@ -33,7 +33,7 @@ from domain.errors import (
 from domain.schedule import Schedule, Timing
 from domain.session import WORKER, SessionStatus, StepSpec, StepState, StepStatus, WorkflowSession
 from domain.waits import Wait
-from engine.logs import LOGGER_NAME, on_session, on_step
+from engine.logs import LOGGER_NAME, on_session
 from engine.privacy.data_keys import DataKeys
 from engine.privacy.sealing import SealingMapper
 from engine.store.event_store import RECORDER_TOPIC, FencedRecorder
@@ -308,19 +308,6 @@ class Stepline(Application[UUID]):
 
     # ---- commands -----------------------------------------------------------------------
 
-    def create_session(
-        self,
-        *,
-        name: str,
-        steps: list[StepSpec],
-        tenant: str,
-        actor: str,
-        config: dict[str, Any] | None = None,
-        labels: dict[str, str] | None = None,
-    ) -> UUID:
-        request = SessionRequest(name, steps, config or {}, labels or {})
-        return self.create(request, tenant=tenant, actor=actor).id
-
     def create(self, request: SessionRequest, *, tenant: str, actor: str) -> WorkflowSession:
         session = request.build(tenant, actor)
         self.save_new(session)
@@ -333,53 +320,6 @@ class Stepline(Application[UUID]):
             "Workflow session created with %d steps",
             len(session.steps),
             extra=on_session(session.id),
-        )
-
-    def start_step(self, session_id: UUID, step_index: int, actor: str = WORKER) -> int:
-        def start(session: WorkflowSession) -> tuple[int, str]:
-            return session.start_step(step_index, actor), session.steps[step_index].text
-
-        attempt, text = self.change(session_id, start)
-        log.info(
-            'Step started: "%s" (attempt %d)', text, attempt, extra=on_step(session_id, step_index)
-        )
-        return attempt
-
-    def record_turn(self, session_id: UUID, step_index: int, **turn: Any) -> int:
-        number = self.change(session_id, lambda s: s.record_turn(step_index, **turn))
-        log.debug("Turn %d recorded", number, extra=on_step(session_id, step_index))
-        return number
-
-    def issue_command(self, session_id: UUID, step_index: int, **command: Any) -> None:
-        self.change(session_id, lambda s: s.issue_command(step_index, **command))
-        log.debug(
-            "Command issued: %s.%s",
-            command.get("executor"),
-            command.get("name"),
-            extra=on_step(session_id, step_index),
-        )
-
-    def finish_command(self, session_id: UUID, step_index: int, **result: Any) -> None:
-        self.change(session_id, lambda s: s.finish_command(step_index, **result))
-        log.debug(
-            "Command finished: ok=%s", result.get("ok"), extra=on_step(session_id, step_index)
-        )
-
-    def complete_step(self, session_id: UUID, step_index: int, **outcome: Any) -> None:
-        self.change(session_id, lambda s: s.complete_step(step_index, **outcome))
-        log.info("Step completed", extra=on_step(session_id, step_index))
-
-    def fail_step(
-        self, session_id: UUID, step_index: int, error: StandardError, actor: str = WORKER
-    ) -> None:
-        self.change(
-            session_id,
-            lambda s: s.fail_step(
-                step_index, error=error.to_dict(), retryable=error.retryable, actor=actor
-            ),
-        )
-        log.error(
-            "Step failed: %s (%s)", error.message, error.code, extra=on_step(session_id, step_index)
         )
 
     def pause(self, session_id: UUID, reason: str = "", actor: str = WORKER) -> None:
@@ -406,10 +346,6 @@ class Stepline(Application[UUID]):
         """Put a signal in the session's mailbox; a wait for it in progress takes it."""
         self.change(session_id, lambda s: s.receive_signal(name, body, actor))
         log.info("Signal %s received from %s", name, actor, extra=on_session(session_id))
-
-    def complete_session(self, session_id: UUID, outcome: str = "", actor: str = WORKER) -> None:
-        self.change(session_id, lambda s: s.complete(outcome, actor))
-        log.info("Session completed", extra=on_session(session_id))
 
     def fail_session(
         self, session_id: UUID, error: StandardError, outcome: str = "", actor: str = WORKER

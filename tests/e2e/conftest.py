@@ -20,6 +20,7 @@ import pytest
 from domain.session import StepSpec, WorkflowSession
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env
+from tests import workloads
 from tests.conftest import allow_local_targets
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")
@@ -112,7 +113,8 @@ def side_effect_steps(tag: str, slow_ms: int = 150, effects: int = 2) -> list[st
 
 def create_sessions(store: Stepline, target: str, count: int, **kwargs: Any) -> list[UUID]:
     return [
-        store.create_session(
+        workloads.create_session(
+            store,
             name=f"chaos {n}",
             steps=[StepSpec(text) for text in side_effect_steps(f"s{n}", **kwargs)],
             tenant="acme",

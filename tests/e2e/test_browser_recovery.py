@@ -14,6 +14,7 @@ import pytest
 from domain.dev_mode import DEV_TENANT
 from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.store.app import Stepline
+from tests import workloads
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import Cluster, events_of, wait_until_ended
 
@@ -44,7 +45,8 @@ def browser_cluster(fresh_database_url: str, tmp_path: Path) -> Iterator[Cluster
 def test_a_killed_workers_browser_session_reopens_its_page_signed_in_elsewhere(
     browser_cluster: Cluster, store: Stepline, target: str
 ) -> None:
-    session_id = store.create_session(
+    session_id = workloads.create_session(
+        store,
         name="browser chaos",
         steps=[StepSpec(text) for text in STEPS],
         tenant=DEV_TENANT,  # whose secrets are the environment's: no API keys here

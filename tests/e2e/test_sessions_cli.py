@@ -27,7 +27,8 @@ from tests.integration.conftest import wait_for
 
 
 def slow_session(store: Stepline, target: str, name: str, tenant: str, steps: int = 8) -> UUID:
-    return store.create_session(
+    return workloads.create_session(
+        store,
         name=name,
         steps=[StepSpec("GET /slow?ms=400")] * steps,
         tenant=tenant,
@@ -246,7 +247,9 @@ def test_the_list_says_why_a_session_failed_and_shows_every_status_whole_at_120_
     deployment: Keyed, store: Stepline
 ) -> None:
     failed = workloads.failed(store)
-    completed = store.create_session(  # a name, labels and steps that need room, as real ones do
+    # a name, labels and steps that need room, as real ones do
+    completed = workloads.create_session(
+        store,
         name="nightly import of the customer accounts",
         steps=[StepSpec(f"step {n}") for n in range(12)],
         tenant="acme",
@@ -254,9 +257,9 @@ def test_the_list_says_why_a_session_failed_and_shows_every_status_whole_at_120_
         labels={"team": "ops", "suite": "smoke", "run": "nightly"},
     )
     for n in range(12):
-        store.start_step(completed, n)
-        store.complete_step(completed, n, summary="imported")
-    store.complete_session(completed)
+        workloads.start_step(store, completed, n)
+        workloads.complete_step(store, completed, n, summary="imported")
+    workloads.complete_session(store, completed)
     cli = Cli(deployment.cluster.env, "--tenant", "acme", columns=120)
 
     table = cli("list").stdout
@@ -315,7 +318,7 @@ def test_watch_off_a_terminal_prints_a_line_for_each_change(
         session_id = workloads.create(store)
         short = str(session_id)[:8]
         lines.wait_for(short, "pending", "0/2", "2-step workflow")
-        store.start_step(session_id, 0)
+        workloads.start_step(store, session_id, 0)
         lines.wait_for(short, "running")
         store.cancel(session_id, reason="done watching", actor="test")
         lines.wait_for(short, "cancelled")
@@ -333,7 +336,7 @@ def test_watch_on_a_terminal_redraws_a_table_of_the_sessions_not_yet_ended(
     deployment: Keyed, store: Stepline
 ) -> None:
     session_id = workloads.create(store)
-    store.start_step(session_id, 0)
+    workloads.start_step(store, session_id, 0)
     ended = workloads.completed(store)
     terminal, screen = pty.openpty()
     watch = subprocess.Popen(

@@ -19,6 +19,7 @@ import pytest
 from api.http.auth import new_key
 from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.store.app import Stepline
+from tests import workloads
 from tests.e2e.conftest import STEPLINE, Cluster, effects_of, events_of
 from tests.waiting import eventually
 
@@ -66,7 +67,8 @@ def deployment(fresh_database_url: str, tmp_path: Path) -> Iterator[Deployment]:
 
 
 def created(store: Stepline, target: str, *steps: str) -> UUID:
-    return store.create_session(
+    return workloads.create_session(
+        store,
         name="payment",
         steps=[StepSpec(text) for text in steps],
         tenant="acme",

@@ -26,6 +26,7 @@ from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.tenancy.policies import Policies
 from engine.tenancy.secret_store import MasterKey, SecretStore
+from tests import workloads
 from tests.conftest import MASTER_KEY, PASSWORD, allow_local_targets
 from tests.scripted_model import ScriptedModel
 
@@ -120,7 +121,8 @@ def start_session(
     **config: Any,
 ) -> UUID:
     specs = [s if isinstance(s, StepSpec) else StepSpec(s) for s in steps]
-    return loop.app.create_session(
+    return workloads.create_session(
+        loop.app,
         name="task loop test",
         steps=specs,
         tenant=tenant,

@@ -15,10 +15,12 @@ from domain.errors import InvalidStateTransition, SessionNotFound, StandardError
 from domain.session import SessionStatus, StepSpec, StepStatus, WorkflowSession
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env
+from tests import workloads
 
 
 def create(app: Stepline, steps: int = 2, **config: Any) -> UUID:
-    return app.create_session(
+    return workloads.create_session(
+        app,
         name="Login smoke test",
         steps=[StepSpec(f"step {i}", expect="ok" if i == 0 else None) for i in range(steps)],
         tenant="acme",
@@ -29,12 +31,14 @@ def create(app: Stepline, steps: int = 2, **config: Any) -> UUID:
 
 
 def run_first_step(app: Stepline, session_id: UUID) -> None:
-    app.start_step(session_id, 0)
-    app.issue_command(
-        session_id, 0, command_id="c1", executor="http", name="request", args={"path": "/"}
+    workloads.start_step(app, session_id, 0)
+    workloads.issue_command(
+        app, session_id, 0, command_id="c1", executor="http", name="request", args={"path": "/"}
     )
-    app.finish_command(session_id, 0, command_id="c1", ok=True, output="200", duration_ms=12)
-    app.complete_step(session_id, 0, summary="opened", evidence=["status 200"])
+    workloads.finish_command(
+        app, session_id, 0, command_id="c1", ok=True, output="200", duration_ms=12
+    )
+    workloads.complete_step(app, session_id, 0, summary="opened", evidence=["status 200"])
 
 
 def test_a_session_saved_by_one_process_loads_in_another(app: Stepline, database_url: str) -> None:
@@ -71,7 +75,7 @@ def test_an_unknown_session_is_reported_as_not_found(app: Stepline) -> None:
 def test_a_refused_command_writes_nothing(app: Stepline) -> None:
     session_id = create(app)
     with pytest.raises(InvalidStateTransition):
-        app.start_step(session_id, 1)
+        workloads.start_step(app, session_id, 1)
     assert [type(e).__name__ for e in app.history(session_id)] == ["Created"]
 
 
@@ -116,15 +120,15 @@ def test_state_as_of_a_version_is_rebuilt_from_the_log(app: Stepline) -> None:
 
 def test_a_failed_step_records_the_standard_error(app: Stepline) -> None:
     session_id = create(app, max_attempts=2)
-    app.start_step(session_id, 0)
-    app.fail_step(session_id, 0, StandardError.of("TASK_LOOP_TIMEOUT", "took 120 s"))
+    workloads.start_step(app, session_id, 0)
+    workloads.fail_step(app, session_id, 0, StandardError.of("TASK_LOOP_TIMEOUT", "took 120 s"))
 
     failed = app.history(session_id)[-1]
     assert type(failed).__name__ == "StepFailed"
     assert failed.error["code"] == "TASK_LOOP_TIMEOUT"  # type: ignore[attr-defined]
     assert failed.error["category"] == "EXECUTION"  # type: ignore[attr-defined]
     assert failed.retryable is True  # type: ignore[attr-defined]
-    assert app.start_step(session_id, 0) == 2
+    assert workloads.start_step(app, session_id, 0) == 2
 
 
 def _racing(
@@ -170,8 +174,10 @@ def _racing(
 
 def test_a_command_that_loses_a_race_reloads_and_decides_again(app: Stepline) -> None:
     session_id = create(app)
-    app.start_step(session_id, 0)
-    app.issue_command(session_id, 0, command_id="c1", executor="http", name="get", args={})
+    workloads.start_step(app, session_id, 0)
+    workloads.issue_command(
+        app, session_id, 0, command_id="c1", executor="http", name="get", args={}
+    )
 
     loser_calls, error = _racing(
         app,
@@ -273,7 +279,7 @@ def test_a_created_event_of_version_1_still_loads(app: Stepline) -> None:
         ("Open the login page", None),
         ("Sign in", None),
     ]
-    app.start_step(session_id, 0)
+    workloads.start_step(app, session_id, 0)
     assert app.get_session(session_id).status is SessionStatus.RUNNING
 
 
@@ -303,7 +309,7 @@ def test_a_command_issued_event_of_version_1_gets_its_command_id_as_idempotency_
     app: Stepline,
 ) -> None:
     session_id = create(app)
-    app.start_step(session_id, 0)
+    workloads.start_step(app, session_id, 0)
     write_as_version_1(
         app,
         session_id,
@@ -324,9 +330,9 @@ def test_a_command_issued_event_of_version_1_gets_its_command_id_as_idempotency_
 
 def test_a_command_finished_event_of_version_1_has_no_artifacts(app: Stepline) -> None:
     session_id = create(app)
-    app.start_step(session_id, 0)
-    app.issue_command(
-        session_id, 0, command_id="c1", executor="http", name="request", args={"url": "/"}
+    workloads.start_step(app, session_id, 0)
+    workloads.issue_command(
+        app, session_id, 0, command_id="c1", executor="http", name="request", args={"url": "/"}
     )
     write_as_version_1(
         app,

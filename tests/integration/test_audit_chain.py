@@ -22,6 +22,7 @@ from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env, temporary_database
 from engine.store.schema import EVENTS_TABLE, prepare_database
 from engine.store.writer import GroupWriter
+from tests import workloads
 from tests.integration.test_write_path import write_all_queued
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -36,8 +37,8 @@ def pool(fresh_database_url: str) -> Iterator[ConnectionPool]:
 def new_sessions(app: Stepline, count: int) -> list[UUID]:
     """`count` sessions, one event each (Created)."""
     return [
-        app.create_session(
-            name=f"chained {n}", steps=[StepSpec("GET /")], tenant="acme", actor="alice"
+        workloads.create_session(
+            app, name=f"chained {n}", steps=[StepSpec("GET /")], tenant="acme", actor="alice"
         )
         for n in range(count)
     ]
@@ -47,7 +48,7 @@ def sessions_with_events(app: Stepline, count: int = 4) -> list[UUID]:
     """`count` sessions of two events each (Created, StepStarted), one after the other."""
     ids = []
     for session_id in new_sessions(app, count):
-        app.start_step(session_id, 0)
+        workloads.start_step(app, session_id, 0)
         ids.append(session_id)
     return ids
 

@@ -19,6 +19,7 @@ from engine.loop.secrets import Secrets
 from engine.ownership.executor_state import ExecutorStates
 from engine.store.app import Stepline
 from engine.workflows.file import load_workflow
+from tests import workloads
 from tests.conftest import EXAMPLES, PASSWORD
 from tests.integration.conftest import (
     LoopFactory,
@@ -56,7 +57,8 @@ def test_the_browser_demo_completes_and_the_todo_came_from_the_form(
 ) -> None:
     workflow = load_workflow(EXAMPLES / "todo-browser.yaml")
     loop = make_loop(ai=False)
-    session_id = loop.app.create_session(
+    session_id = workloads.create_session(
+        loop.app,
         name=workflow.name,
         steps=workflow.step_specs(),
         tenant="acme",

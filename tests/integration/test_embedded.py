@@ -15,6 +15,7 @@ from domain.session import StepSpec
 from engine.bootstrap import open_runtime
 from engine.settings import Settings
 from engine.store.app import Stepline
+from tests import workloads
 
 pytestmark = pytest.mark.embedded
 
@@ -24,9 +25,12 @@ CLIENT = textwrap.dedent(
     import sys
     from domain.session import StepSpec
     from engine.bootstrap import open_runtime
+    from tests import workloads
 
     def create(app, name):
-        return app.create_session(name=name, steps=[StepSpec("s")], tenant="t", actor="a")
+        return workloads.create_session(
+            app, name=name, steps=[StepSpec("s")], tenant="t", actor="a"
+        )
 
     with open_runtime() as runtime:
         print(create(runtime.app, sys.argv[1] + "-1"), flush=True)
@@ -37,7 +41,7 @@ CLIENT = textwrap.dedent(
 
 
 def _create(app: Stepline, name: str) -> UUID:
-    return app.create_session(name=name, steps=[StepSpec("s")], tenant="t", actor="a")
+    return workloads.create_session(app, name=name, steps=[StepSpec("s")], tenant="t", actor="a")
 
 
 def _client(data_dir: Path, name: str) -> subprocess.Popen[str]:

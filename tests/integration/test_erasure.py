@@ -24,6 +24,7 @@ from engine.privacy.erasure import Erasure
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env
 from engine.tenancy.secret_store import MasterKey
+from tests import workloads
 from tests.integration.test_projections import dump
 from tests.integration.test_sealing import found
 
@@ -65,7 +66,8 @@ def erasure(sealed: Stepline, pool: ConnectionPool, tmp_path: object) -> Erasure
 
 
 def a_session_that_said_things(app: Stepline, *, finish: bool = True) -> UUID:
-    session_id = app.create_session(
+    session_id = workloads.create_session(
+        app,
         name="Membership renewal",
         steps=[StepSpec(STEP_TEXT, expect="the plan is heliotrope-gold")],
         tenant="acme",
@@ -74,8 +76,9 @@ def a_session_that_said_things(app: Stepline, *, finish: bool = True) -> UUID:
         # Its webhook's delivery carries the labels: the erasure must reach the queue too.
         config={"webhook": {"url": "http://127.0.0.1:9/hook", "events": ["session.completed"]}},
     )
-    app.start_step(session_id, 0)
-    app.record_turn(
+    workloads.start_step(app, session_id, 0)
+    workloads.record_turn(
+        app,
         session_id,
         0,
         reasoning=REASONING,
@@ -84,7 +87,8 @@ def a_session_that_said_things(app: Stepline, *, finish: bool = True) -> UUID:
         completion_tokens=9,
         latency_ms=3,
     )
-    app.issue_command(
+    workloads.issue_command(
+        app,
         session_id,
         0,
         command_id="c1",
@@ -92,10 +96,10 @@ def a_session_that_said_things(app: Stepline, *, finish: bool = True) -> UUID:
         name="post",
         args={"url": "http://127.0.0.1:9/renew", "body": REQUEST_BODY},
     )
-    app.finish_command(session_id, 0, command_id="c1", ok=True, output=REQUEST_BODY)
+    workloads.finish_command(app, session_id, 0, command_id="c1", ok=True, output=REQUEST_BODY)
     if finish:
-        app.complete_step(session_id, 0, summary="Renewed heliotrope-gold", evidence=[])
-        app.complete_session(session_id, outcome="Brackenbury-Quince renewed")
+        workloads.complete_step(app, session_id, 0, summary="Renewed heliotrope-gold", evidence=[])
+        workloads.complete_session(app, session_id, outcome="Brackenbury-Quince renewed")
     return session_id
 
 
@@ -209,8 +213,8 @@ def test_erasing_a_tenant_erases_its_sessions_secrets_and_schedules(
     sealed: Stepline, erasure: Erasure, pool: ConnectionPool, projector: Projector
 ) -> None:
     leaving = [a_session_that_said_things(sealed) for _ in range(2)]
-    staying = sealed.create_session(
-        name="Globex", steps=[StepSpec("stay")], tenant="globex", actor="bob"
+    staying = workloads.create_session(
+        sealed, name="Globex", steps=[StepSpec("stay")], tenant="globex", actor="bob"
     )
     schedules = {tenant: a_schedule(sealed, tenant) for tenant in ("acme", "globex")}
     projector.catch_up()

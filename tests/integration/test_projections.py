@@ -108,11 +108,11 @@ def test_progress_estimates_time_left_from_finished_steps(
     app: Stepline, projector: Projector, pool: ConnectionPool
 ) -> None:
     session_id = workloads.create(app, steps=4)
-    app.start_step(session_id, 0)
+    workloads.start_step(app, session_id, 0)
     projector.catch_up()
     assert progress(pool, session_id).estimated_remaining_ms is None  # no step finished yet
 
-    app.complete_step(session_id, 0, summary="done")
+    workloads.complete_step(app, session_id, 0, summary="done")
     projector.catch_up()
     row = progress(pool, session_id)
     step_ms = steps(pool, session_id)[0].duration_ms
@@ -276,7 +276,7 @@ def test_a_step_paused_when_its_session_ends_takes_the_ending_and_keeps_its_cloc
     app: Stepline, projector: Projector, pool: ConnectionPool
 ) -> None:
     session_id = workloads.create(app)
-    app.start_step(session_id, 0)
+    workloads.start_step(app, session_id, 0)
     app.pause(session_id, actor="bob")
     projector.catch_up()
     paused_ms = steps(pool, session_id)[0].duration_ms
@@ -294,19 +294,25 @@ def test_step_history_says_what_each_command_and_check_of_the_last_attempt_did(
     app: Stepline, projector: Projector, pool: ConnectionPool
 ) -> None:
     session_id = workloads.create(app, steps=1, max_attempts=2)
-    app.start_step(session_id, 0)
-    app.issue_command(session_id, 0, command_id="a", executor="http", name="request", args={})
-    app.finish_command(session_id, 0, command_id="a", ok=False, duration_ms=1)
-    app.fail_step(session_id, 0, workloads.TIMEOUT)
-    app.start_step(session_id, 0)
+    workloads.start_step(app, session_id, 0)
+    workloads.issue_command(
+        app, session_id, 0, command_id="a", executor="http", name="request", args={}
+    )
+    workloads.finish_command(app, session_id, 0, command_id="a", ok=False, duration_ms=1)
+    workloads.fail_step(app, session_id, 0, workloads.TIMEOUT)
+    workloads.start_step(app, session_id, 0)
     commands = [
         ("request", {"method": "post", "url": "/todos"}, '{"status": 201, "body": "{}"}'),
         ("save_json", {"path": "id", "name": "todo_id"}, '{"saved": "todo_id", "value": 7}'),
         ("click", {"target": "Sign in"}, '{"url": "/home"}'),
     ]
     for n, (name, args, output) in enumerate(commands):
-        app.issue_command(session_id, 0, command_id=f"c{n}", executor="http", name=name, args=args)
-        app.finish_command(session_id, 0, command_id=f"c{n}", ok=True, output=output, duration_ms=5)
+        workloads.issue_command(
+            app, session_id, 0, command_id=f"c{n}", executor="http", name=name, args=args
+        )
+        workloads.finish_command(
+            app, session_id, 0, command_id=f"c{n}", ok=True, output=output, duration_ms=5
+        )
     app.change(
         session_id,
         lambda s: s.record_check(
@@ -421,8 +427,9 @@ def test_an_event_carrying_nul_does_not_stop_the_views(
     app: Stepline, projector: Projector, pool: ConnectionPool
 ) -> None:
     session_id = workloads.create(app)
-    app.start_step(session_id, 0)
-    app.complete_step(session_id, 0, summary="the output was a\x00b")  # e.g. echoed binary
+    workloads.start_step(app, session_id, 0)
+    # e.g. echoed binary
+    workloads.complete_step(app, session_id, 0, summary="the output was a\x00b")
 
     projector.catch_up()
 
@@ -570,7 +577,7 @@ def test_a_leading_projector_shows_a_write_to_whoever_waits_for_it(
         assert projector.wait_until(written_at, timeout=10)
         assert progress(pool, session_id).status == "pending"
 
-        app.start_step(session_id, 0)
+        workloads.start_step(app, session_id, 0)
         assert projector.wait_until(projector.head(), timeout=10, names=["session_progress"])
         assert progress(pool, session_id).status == "running"
     finally:
@@ -624,7 +631,7 @@ def test_the_others_hear_when_the_views_applied_a_change_of_status(
     with ExitStack() as running:
         running.callback(follower.start())
         running.callback(projector.start_leading("leader"))
-        app.start_step(session_id, 0)  # the driver's own progress: nobody else need look
+        workloads.start_step(app, session_id, 0)  # the driver's own progress: nobody else need look
         assert worker.wait_until(worker.head(), timeout=60)
         assert heard == []
 

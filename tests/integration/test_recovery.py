@@ -116,9 +116,9 @@ def test_a_command_left_without_a_result_is_marked_interrupted_and_decided_again
     loop = make_loop(ai=False)
     session_id = start_session(loop, [LOGIN, "GET /todos", "expect json count == 0"], target)
     # What an owner that died mid-command leaves: the command issued, no result recorded.
-    app.start_step(session_id, 0)
-    app.issue_command(
-        session_id, 0, command_id="lost-1", executor="http", name="request", args={"url": "/"}
+    workloads.start_step(app, session_id, 0)
+    workloads.issue_command(
+        app, session_id, 0, command_id="lost-1", executor="http", name="request", args={"url": "/"}
     )
     projector.catch_up()
 
@@ -146,8 +146,9 @@ def test_an_interrupted_command_is_sent_again_under_the_key_it_was_first_sent_wi
     session_id = start_session(loop, [effect, "expect status 201"], target)
     key = definition_key(session_id, 0, 1, 0)
     # The owner sent the request, then died before recording its result.
-    app.start_step(session_id, 0)
-    app.issue_command(
+    workloads.start_step(app, session_id, 0)
+    workloads.issue_command(
+        app,
         session_id,
         0,
         command_id="lost-1",
@@ -195,9 +196,10 @@ def test_a_resumed_step_skips_the_commands_that_already_succeeded(
     session_id = start_session(loop, ["Record first and second"], target, definitions=str(module))
     first = definition_key(session_id, 0, 1, 0)
     # The owner ran the first command to the end, then died sending the second.
-    app.start_step(session_id, 0)
+    workloads.start_step(app, session_id, 0)
     body = {"method": "POST", "url": "/effects", "body": {"name": "first"}}
-    app.issue_command(
+    workloads.issue_command(
+        app,
         session_id,
         0,
         command_id="c1",
@@ -207,7 +209,7 @@ def test_a_resumed_step_skips_the_commands_that_already_succeeded(
         idempotency_key=first,
     )
     httpx.post(f"{target}/effects", json={"name": "first"}, headers={"Idempotency-Key": first})
-    app.finish_command(session_id, 0, command_id="c1", ok=True, output='{"status": 201}')
+    workloads.finish_command(app, session_id, 0, command_id="c1", ok=True, output='{"status": 201}')
     projector.catch_up()
 
     start_worker(workers, loop, leases)
@@ -433,7 +435,7 @@ def test_a_waiting_session_is_claimed_once_its_wait_is_due_and_not_before(
     assert leases.next_due_s() is None  # nothing waits: the claim loop only polls
     later = workloads.waiting(app)  # due in an hour
     due = workloads.create(app)
-    app.start_step(due, 0)
+    workloads.start_step(app, due, 0)
     past = datetime.now(UTC) - timedelta(seconds=1)
     workloads.begin_wait(app, due, 0, WaitKind.TIMER, due_at=past)
     projector.catch_up()

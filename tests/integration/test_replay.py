@@ -19,6 +19,7 @@ from engine.loop.task_loop import TaskLoop, definition_key
 from engine.ownership.executor_state import ExecutorStates
 from engine.store.app import Stepline
 from projections import ai_usage, session_index
+from tests import workloads
 from tests.conftest import PASSWORD, example_target
 from tests.integration.conftest import (
     LoopFactory,
@@ -71,7 +72,8 @@ def todos(target: str, password: str = PASSWORD) -> list[str]:
 
 
 def of_tenant(loop: TaskLoop, tenant: str, steps: list[StepSpec], target: str) -> UUID:
-    return loop.app.create_session(
+    return workloads.create_session(
+        loop.app,
         name="usage",
         steps=steps,
         tenant=tenant,
@@ -321,9 +323,10 @@ def test_a_replayed_command_its_owner_died_in_is_sent_again_under_the_same_key(
     replayed = replay(loop, source)
     key = definition_key(replayed, 0, 1, 0, kind="r")
     # The replay's owner sent the recorded request, then died before recording its result.
-    app.start_step(replayed, 0)
+    workloads.start_step(app, replayed, 0)
     (_, _, args) = commands(app, source)[0]
-    app.issue_command(
+    workloads.issue_command(
+        app,
         replayed,
         0,
         command_id="lost-1",

@@ -18,6 +18,7 @@ from engine.bootstrap import Runtime, open_runtime
 from engine.settings import Settings
 from engine.store.database import DatabaseUnavailable
 from engine.store.schema import EVENTS_TABLE, application_grants
+from tests import workloads
 
 
 @pytest.fixture
@@ -49,10 +50,10 @@ def runtime(application_url: str, fresh_database_url: str, tmp_path: Path) -> It
 def test_stepline_runs_as_the_application_role_and_appends_to_the_chain(
     runtime: Runtime, application_url: str
 ) -> None:
-    session_id = runtime.app.create_session(
-        name="as the app", steps=[StepSpec("GET /")], tenant="acme", actor="alice"
+    session_id = workloads.create_session(
+        runtime.app, name="as the app", steps=[StepSpec("GET /")], tenant="acme", actor="alice"
     )
-    runtime.app.start_step(session_id, 0)
+    workloads.start_step(runtime.app, session_id, 0)
     runtime.projector.catch_up()
 
     with runtime.projector.pool.connection() as conn:
@@ -81,7 +82,9 @@ def test_stepline_runs_as_the_application_role_and_appends_to_the_chain(
 def test_postgresql_refuses_the_application_role_any_rewrite_of_the_log(
     runtime: Runtime, rewrite: str
 ) -> None:
-    runtime.app.create_session(name="kept", steps=[StepSpec("GET /")], tenant="acme", actor="a")
+    workloads.create_session(
+        runtime.app, name="kept", steps=[StepSpec("GET /")], tenant="acme", actor="a"
+    )
 
     with (
         runtime.projector.pool.connection() as conn,

@@ -17,6 +17,7 @@ from engine.privacy.data_keys import KeyNotAvailable, retire, rotate
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env
 from engine.tenancy.secret_store import MasterKey
+from tests import workloads
 
 STEP_TEXT = "Look up the tangerine-walrus-4471 account"
 REASONING = "The page mentions a quokka-ledger-9090 entry"
@@ -48,11 +49,12 @@ def sealed(fresh_database_url: str, master: bytes) -> Iterator[Stepline]:
 
 
 def a_session_with_a_turn(app: Stepline) -> UUID:
-    session_id = app.create_session(
-        name="Walrus audit", steps=[StepSpec(STEP_TEXT)], tenant="acme", actor="alice"
+    session_id = workloads.create_session(
+        app, name="Walrus audit", steps=[StepSpec(STEP_TEXT)], tenant="acme", actor="alice"
     )
-    app.start_step(session_id, 0)
-    app.record_turn(
+    workloads.start_step(app, session_id, 0)
+    workloads.record_turn(
+        app,
         session_id,
         0,
         reasoning=REASONING,
@@ -116,7 +118,8 @@ def test_rotation_wraps_every_data_key_under_the_new_master_key_with_sessions_ru
 
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
         rotated = rotate(conn, master, new)
-    sealed.complete_step(running, 0, summary="found it", evidence=[])  # the old key still works
+    # the old key still works
+    workloads.complete_step(sealed, running, 0, summary="found it", evidence=[])
     after = sealed_app(fresh_database_url, new)
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
         retired = retire(conn, new)
@@ -139,7 +142,7 @@ def test_without_a_master_key_sessions_are_stored_in_clear_and_still_run(
     keyless = Stepline(eventsourcing_env(fresh_database_url), master_key=MasterKey(None))
     try:
         session_id = a_session_with_a_turn(keyless)
-        keyless.complete_step(session_id, 0, summary="done", evidence=[])
+        workloads.complete_step(keyless, session_id, 0, summary="done", evidence=[])
         loaded = keyless.get_session(session_id)
     finally:
         keyless.close()

@@ -14,6 +14,7 @@ from domain.errors import StandardError
 from domain.session import StepSpec
 from engine.live.projector import Projector
 from engine.store.app import SessionRequest, Stepline
+from tests import workloads
 
 HOOK = "https://hooks.example.com/stepline"
 
@@ -43,7 +44,7 @@ def test_only_the_statuses_its_webhook_names_are_queued(
     fresh_app: Stepline, projector: Projector
 ) -> None:
     session_id = hooked_session(fresh_app, "session.paused", "session.failed")
-    fresh_app.start_step(session_id, 0)
+    workloads.start_step(fresh_app, session_id, 0)
     fresh_app.pause(session_id, actor="alice")
     fresh_app.resume(session_id, actor="alice")
     fresh_app.fail_session(session_id, StandardError.of("STEP_FAILED", "it broke"))
@@ -55,9 +56,9 @@ def test_a_session_without_a_webhook_queues_nothing(
 ) -> None:
     request = SessionRequest("plain", [StepSpec("run `true`")], config={"executor": "shell"})
     session_id = fresh_app.create(request, tenant="acme", actor="alice").id
-    fresh_app.start_step(session_id, 0)
-    fresh_app.complete_step(session_id, 0, summary="ok", evidence=[])
-    fresh_app.complete_session(session_id)
+    workloads.start_step(fresh_app, session_id, 0)
+    workloads.complete_step(fresh_app, session_id, 0, summary="ok", evidence=[])
+    workloads.complete_session(fresh_app, session_id)
     assert queued(projector) == []
 
 
@@ -65,9 +66,9 @@ def test_a_rebuilt_outbox_queues_no_webhook_twice(
     fresh_app: Stepline, projector: Projector
 ) -> None:
     session_id = hooked_session(fresh_app, "session.completed")
-    fresh_app.start_step(session_id, 0)
-    fresh_app.complete_step(session_id, 0, summary="ok", evidence=[])
-    fresh_app.complete_session(session_id)
+    workloads.start_step(fresh_app, session_id, 0)
+    workloads.complete_step(fresh_app, session_id, 0, summary="ok", evidence=[])
+    workloads.complete_session(fresh_app, session_id)
     before = queued(projector)
     with projector.pool.connection() as conn:
         conn.execute("UPDATE webhook_deliveries SET state = 'delivered'")

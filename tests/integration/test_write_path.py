@@ -18,6 +18,7 @@ from engine.store.event_store import Fence, LeaseLost
 from engine.store.held_session import HeldSession
 from engine.store.snapshots import Snapshotter
 from engine.store.writer import GroupWriter
+from tests import workloads
 from tests.waiting import eventually
 
 
@@ -33,7 +34,8 @@ def leases(pool: ConnectionPool) -> Leases:
 
 
 def new_session(app: Stepline, steps: int = 2) -> UUID:
-    return app.create_session(
+    return workloads.create_session(
+        app,
         name="write path",
         steps=[StepSpec(f"step {i}") for i in range(steps)],
         tenant="acme",

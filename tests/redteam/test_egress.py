@@ -29,6 +29,7 @@ from engine.loop.task_loop import TaskLoop
 from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.tenancy.egress import EgressPolicy
+from tests import workloads
 
 
 class Receiver(ThreadingHTTPServer):
@@ -209,7 +210,8 @@ def test_a_session_of_an_ordinary_tenant_fails_its_step_with_egress_refused(
 ) -> None:
     settings = settings_for(tmp_path)
     loop = TaskLoop(app, settings, builtin(), Secrets({}))
-    session_id = app.create_session(
+    session_id = workloads.create_session(
+        app,
         name="reach the API's metrics",
         steps=[StepSpec("GET /metrics")],
         tenant="mallory",

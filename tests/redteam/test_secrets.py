@@ -32,6 +32,7 @@ from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.tenancy.policies import Policies
 from engine.tenancy.secret_store import MasterKey, SecretStore
+from tests import workloads
 from tests.conftest import MASTER_KEY
 
 A_VALUE = "acme-0nly/Pa55+wörd"
@@ -174,7 +175,8 @@ def loop(fresh_app: Stepline, store: SecretStore, tmp_path: Path) -> Iterator[Ta
 def run(
     loop: TaskLoop, tenant: str, base_url: str, *steps: str, executor: str = "http"
 ) -> WorkflowSession:
-    session_id = loop.app.create_session(
+    session_id = workloads.create_session(
+        loop.app,
         name="red team",
         steps=[StepSpec(step) for step in steps],
         tenant=tenant,
