@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
 from domain.errors import StandardError
-from domain.session import StepSpec
+from domain.session import StepSpec, WorkflowSession
 from domain.waits import WaitKind
 from engine.loop.replay import fork_request, replay_request
 from engine.store.app import SessionRequest, Stepline
@@ -194,6 +195,12 @@ def forked(app: Stepline) -> UUID:
     return fork
 
 
+def _replayed_step(session: WorkflowSession, index: int, source: UUID) -> None:
+    session.record_replayed(
+        index, source_session_id=str(source), actions=1, turns_saved=1, tokens_saved=3
+    )
+
+
 def replayed(app: Stepline) -> UUID:
     """A completed session replayed: each step done again without the model."""
     source = completed(app)
@@ -202,12 +209,7 @@ def replayed(app: Stepline) -> UUID:
     ).id
     for index in (0, 1):
         start_step(app, replay, index)
-        app.change(
-            replay,
-            lambda s, i=index: s.record_replayed(
-                i, source_session_id=str(source), actions=1, turns_saved=1, tokens_saved=3
-            ),
-        )
+        app.change(replay, partial(_replayed_step, index=index, source=source))
         complete_step(app, replay, index, summary=f"did step {index} again")
     complete_session(app, replay)
     return replay
