@@ -6,20 +6,18 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from domain.errors import StandardError
 from domain.session import StepState, WorkflowSession
 from engine.executors import Command, Outcome, truncated
-from engine.loop.ai_attempt import AiStep
+from engine.loop.ai_attempt import AiAttempt
 from engine.loop.definitions import DefinitionError, NearMiss
 from engine.loop.replay import RecordedAction, RecordedStep, interrupted
 from engine.loop.step_results import StepDone, StepFailure, StepResult, failure
+from engine.loop.step_run import StepRun
 from engine.loop.waits import WAIT, WaitRequest, outcome_of
-
-if TYPE_CHECKING:
-    from engine.loop.task_loop import SessionRun
 
 
 def definition_key(
@@ -40,7 +38,7 @@ class StepAttempt:
     commands, until one returns something else than it did in the source."""
 
     def __init__(
-        self, run: SessionRun, index: int, step: StepState, attempt: int, resuming: bool
+        self, run: StepRun, index: int, step: StepState, attempt: int, resuming: bool
     ) -> None:
         self.run_ = run
         self.index = index
@@ -72,7 +70,7 @@ class StepAttempt:
         return finished
 
     def _wait(self, command: Command, key: str, action: RecordedAction | None = None) -> Outcome:
-        """A wait of the step: as it ended, if it did; else waited now (see SessionRun.wait)."""
+        """A wait of the step: as it ended, if it did; else waited now (see StepRun.wait)."""
         if key in self._waited:
             return self._waited[key]
         decision = None if action is None else action.decision
@@ -150,11 +148,11 @@ class StepAttempt:
     def _with_ai(self, unmatched: str) -> StepResult:
         """The step by the model; without one, why `unmatched` (the step's text or its
         expect criterion) was not run, and how it may almost be a definition."""
-        ai = self.run_.loop.ai
+        ai = self.run_.ai
         if ai is None:
             near = self.run_.definitions.near_miss(unmatched)
             return StepFailure(_no_ai_provider(unmatched, near))
-        return AiStep(self.run_, ai, self.index, self.attempt, self.deadline).run()
+        return AiAttempt(self.run_, ai, self.index, self.attempt, self.deadline).run()
 
     def _judged_by_a_check(self, commands: list[Command]) -> list[Command]:
         """The commands, the last one's error status left to the `expect status` that judges

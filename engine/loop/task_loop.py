@@ -188,6 +188,9 @@ class TaskLoop:
 
 
 class SessionRun:
+    """One run of one session, from taking it over until it settles or stops; what its step
+    attempts act through (the `StepRun` they take)."""
+
     def __init__(
         self,
         loop: TaskLoop,
@@ -216,6 +219,18 @@ class SessionRun:
         """The bodies of the signals the session's waits took, as `{{vars.NAME}}` gives them."""
         self.recovery = Recovery(self.app, self.held, loop.executor_kinds, loop.executor_states)
         self._release_secrets = IN_USE.hold(self.secrets)  # redacted from log lines meanwhile
+
+    @property
+    def session(self) -> WorkflowSession:
+        return self.held.session
+
+    @property
+    def settings(self) -> Settings:
+        return self.loop.settings
+
+    @property
+    def ai(self) -> AiProvider | None:
+        return self.loop.ai
 
     def close(self) -> None:
         ended = self.held.session.status in ENDED
