@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 from uuid import UUID
 
+from domain.actions import actions_of
 from domain.errors import StandardError
 from domain.session import WorkflowSession
 from engine.executors import Command, Executor
@@ -67,16 +68,15 @@ class Recovery:
     ) -> None:
         """From the results of the commands that ran (a fork: and those of its source's steps
         before it), and the state kept outside the log (a fork's own, else its source's)."""
-        issued: dict[str, WorkflowSession.CommandIssued] = {}
+        history = lineage_history(self.app, self.session_id)
+        actions = actions_of(history)
         waits: dict[str, WorkflowSession.WaitStarted] = {}
-        for event in lineage_history(self.app, self.session_id):
+        for event in history:
             if isinstance(event, WorkflowSession.CommandIssued):
-                issued[event.command_id] = event
-            elif isinstance(event, WorkflowSession.CommandFinished) and event.ok:
-                command = issued.get(event.command_id)
-                if command is not None and command.executor in self.executor_kinds:
-                    executor(command.executor).restore(
-                        Command(command.executor, command.name, command.args), event.output
+                finished = actions[event.command_id].finished
+                if finished is not None and finished.ok and event.executor in self.executor_kinds:
+                    executor(event.executor).restore(
+                        Command(event.executor, event.name, event.args), finished.output
                     )
             elif isinstance(event, WorkflowSession.WaitStarted):
                 waits[event.key] = event

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
+from domain.actions import actions_of
 from domain.errors import StandardError
 from domain.session import StepState, WorkflowSession
 from engine.executors import Command, Outcome, truncated
@@ -52,16 +53,17 @@ class StepAttempt:
         self._positions = {"c": 0, "r": 0}
 
     def _finished_by_key(self) -> dict[str, WorkflowSession.CommandFinished]:
-        issued: dict[str, str] = {}
-        finished = {}
+        """The results the attempt's commands got, by idempotency key (a command sent again
+        under its key: its last); how its waits ended; whether its replay diverged."""
+        events = self.run_.events_since(self.run_.attempt_started(self.index, self.attempt))
+        finished = {
+            action.issued.idempotency_key: action.finished
+            for action in actions_of(events).values()
+            if action.finished is not None
+        }
         waits: dict[str, WorkflowSession.WaitStarted] = {}
-        started = self.run_.attempt_started(self.index, self.attempt)
-        for event in self.run_.events_since(started):
-            if isinstance(event, WorkflowSession.CommandIssued):
-                issued[event.command_id] = event.idempotency_key
-            elif isinstance(event, WorkflowSession.CommandFinished):
-                finished[issued[event.command_id]] = event
-            elif isinstance(event, WorkflowSession.ReplayDiverged):
+        for event in events:
+            if isinstance(event, WorkflowSession.ReplayDiverged):
                 self._diverged = True
             elif isinstance(event, WorkflowSession.WaitStarted):
                 waits[event.key] = event
