@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from domain.actions import actions_of
 from domain.session import StepStatus, WorkflowSession
 from engine.loop.secrets import Secrets
 
@@ -64,21 +65,17 @@ def wait_note(event: WorkflowSession.WaitEnded) -> str:
 def describe_actions(events: Sequence[WorkflowSession.Event]) -> list[str]:
     """One entry per turn, command or check of the current attempt, oldest first."""
     entries: list[str] = []
-    issued: dict[str, WorkflowSession.CommandIssued] = {}
+    actions = actions_of(events)
     for event in events:
         match event:
             case WorkflowSession.TurnRecorded(turn=turn, reasoning=reasoning) if reasoning:
                 entries.append(f"Turn {turn} reasoning: {reasoning}")
             case WorkflowSession.CommandIssued(command_id=command_id):
-                issued[command_id] = event
-            case WorkflowSession.CommandFinished(command_id=command_id, ok=ok, output=output):
-                command = issued.get(command_id)
-                call = (
-                    f"{command.executor}.{command.name} {json.dumps(command.args)}"
-                    if command
-                    else command_id
-                )
-                entries.append(f"Called {call} -> {_verdict(ok, event.error)}: {output}")
+                finished = actions[command_id].finished
+                if finished is not None:
+                    call = f"{event.executor}.{event.name} {json.dumps(event.args)}"
+                    verdict = _verdict(finished.ok, finished.error)
+                    entries.append(f"Called {call} -> {verdict}: {finished.output}")
             case WorkflowSession.Checked(ok=ok, output=output):
                 check = f"{event.executor}.{event.name} {json.dumps(event.args)}"
                 entries.append(f"Checked {check} -> {_verdict(ok, event.error)}: {output}")
@@ -159,6 +156,7 @@ def _exchanges(
 ) -> list[list[dict[str, Any]]]:
     """One list of messages per turn: what the model said, and what its tool call returned."""
     exchanges: list[list[dict[str, Any]]] = []
+    actions = actions_of(events)
     for event in events:
         match event:
             case WorkflowSession.TurnRecorded(reasoning=reasoning):
@@ -176,13 +174,15 @@ def _exchanges(
                         {"id": call_id, "type": "function", "function": function}
                     ]
                     exchanges[-1][0]["content"] = exchanges[-1][0]["content"] or None
-            case WorkflowSession.CommandFinished(command_id=call_id, ok=ok, output=output):
-                if exchanges and exchanges[-1][0].get("tool_calls"):
-                    status = _verdict(ok, event.error)
-                    exchanges[-1].append(
-                        {"role": "tool", "tool_call_id": call_id, "content": f"{status}: {output}"}
-                    )
+                finished = actions[call_id].finished
+                if finished is not None and exchanges[-1][0].get("tool_calls"):
+                    exchanges[-1].append(_tool_message(call_id, finished))
     return exchanges
+
+
+def _tool_message(call_id: str, finished: WorkflowSession.CommandFinished) -> dict[str, Any]:
+    status = _verdict(finished.ok, finished.error)
+    return {"role": "tool", "tool_call_id": call_id, "content": f"{status}: {finished.output}"}
 
 
 def within_budget_exchanges(

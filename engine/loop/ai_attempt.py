@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from domain.errors import StandardError
 from domain.session import WorkflowSession
@@ -25,17 +25,15 @@ from engine.executors import Executor
 from engine.executors.http import HTTP_STATUS_ERROR
 from engine.executors.kinds import DEFAULT_EXECUTOR
 from engine.loop.step_results import StepDone, StepFailure, StepOnHold, StepResult, failure
+from engine.loop.step_run import StepRun
 from engine.loop.waits import WaitRequest, outcome_of
 
-if TYPE_CHECKING:
-    from engine.loop.task_loop import SessionRun
 
-
-class AiStep:
+class AiAttempt:
     """One step decided turn by turn by the model, within the loop's limits."""
 
     def __init__(
-        self, run: SessionRun, ai: AiProvider, index: int, attempt: int, deadline: float
+        self, run: StepRun, ai: AiProvider, index: int, attempt: int, deadline: float
     ) -> None:
         self.run_ = run
         self.ai = ai
@@ -62,7 +60,7 @@ class AiStep:
         while True:
             if (timeout := self.run_.safe_point(self.deadline)) is not None:
                 return timeout
-            session = self.run_.held.session
+            session = self.run_.session
             step = session.steps[self.index]
             if step.turns >= self.limits.max_turns_per_step:
                 return self._out_of_turns()
@@ -109,7 +107,7 @@ class AiStep:
             "secrets": self.run_.secrets,
             "char_budget": self.limits.context_char_budget,
         }
-        if self.run_.loop.settings.ai_conversation == "messages":
+        if self.run_.settings.ai_conversation == "messages":
             return build_conversation(
                 session, self.index, tool_call_of=self._tool_call_of, **context
             )
@@ -160,7 +158,7 @@ class AiStep:
         try:
             decision = self.ai.decide(messages, self._tools(expect, last, error_status))
         except AiProviderError as error:
-            if error.outage and run.loop.settings.ai_pause_on_outage:
+            if error.outage and run.settings.ai_pause_on_outage:
                 return StepOnHold(error.error)
             return StepFailure(error.error)
         run.record_turn(
@@ -172,7 +170,7 @@ class AiStep:
             latency_ms=decision.latency_ms,
         )
         self.feedback = []
-        used = run.held.session.tokens_used
+        used = run.session.tokens_used
         if used > self.limits.token_budget:
             return failure(
                 "TOKEN_BUDGET_EXCEEDED",
@@ -233,9 +231,9 @@ class AiStep:
 
     def _ask_approval(self, question: str) -> StepResult | None:
         """Wait for a person's approval of what the model asks (the run ends meanwhile, the
-        session waiting; see SessionRun.wait). Approved, the model goes on."""
+        session waiting; see StepRun.wait). Approved, the model goes on."""
         run = self.run_
-        turn = run.held.session.steps[self.index].turns
+        turn = run.session.steps[self.index].turns
         key = f"{run.session_id}:s{self.index}:a{self.attempt}:t{turn}"
         request = WaitRequest(WaitKind.APPROVAL, question=run.secrets.redact(question)[:500])
         outcome = run.wait(self.index, request, key)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 from uuid import UUID
 
+from domain.actions import actions_of
 from domain.errors import InvalidWorkflow, SessionErased
 from domain.session import StepSpec, StepState, StepStatus, WorkflowSession
 from domain.session import WorkflowSession as W
@@ -83,7 +84,7 @@ def recorded_steps(history: Sequence[W.Event]) -> dict[int, RecordedStep]:
     owner was interrupted in is left out: it was sent again, or decided again, after. A wait
     is an action too, with the decision that ended it (see RecordedDecision)."""
     attempts: dict[int, RecordedStep] = {}
-    issued: dict[str, W.CommandIssued] = {}
+    actions = actions_of(history)
     waits: dict[str, W.WaitStarted] = {}
     done: dict[int, RecordedStep] = {}
     for event in history:
@@ -93,14 +94,12 @@ def recorded_steps(history: Sequence[W.Event]) -> dict[int, RecordedStep]:
             case W.TurnRecorded(step_index=index):
                 attempts[index].turns += 1
                 attempts[index].tokens += event.prompt_tokens + event.completion_tokens
-            case W.CommandIssued(command_id=command_id):
-                issued[command_id] = event
-            case W.CommandFinished(step_index=index, command_id=command_id):
-                if not interrupted(event):
-                    command = issued[command_id]
+            case W.CommandIssued(step_index=index, command_id=command_id):
+                finished = actions[command_id].finished
+                if finished is not None and not interrupted(finished):
                     attempts[index].actions.append(
                         RecordedAction.of(
-                            command.executor, command.name, command.args, event.ok, event.output
+                            event.executor, event.name, event.args, finished.ok, finished.output
                         )
                     )
             case W.Checked(step_index=index):

@@ -11,44 +11,30 @@ effect before the next side effect; a write that loses a race reloads and decide
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow, StandardError
-from domain.session import (
-    ENDED,
-    SessionStatus,
-    StepSpec,
-    StepState,
-    StepStatus,
-    WorkflowSession,
-)
+from domain.session import ENDED, SessionStatus, StepSpec, StepStatus, WorkflowSession
 from domain.tenant import Policy
 from domain.waits import variable_of
 from engine.ai.provider import AiProvider
 from engine.ai.token_budget import TokenBudget
-from engine.executors import Command, Executor, Outcome, truncated
+from engine.executors import Command, Executor, Outcome
 from engine.executors.kinds import EXECUTOR_NAMES, ExecutorKind, ExecutorSetup, builtin_kinds
 from engine.logs import LOGGER_NAME, on_session, on_step
-from engine.loop.ai_attempt import AiStep
-from engine.loop.definitions import DefinitionError, Definitions, DefinitionsCache, NearMiss
+from engine.loop.definitions import Definitions, DefinitionsCache
 from engine.loop.limits import Limits
-from engine.loop.replay import (
-    INTERRUPTED,
-    RecordedAction,
-    RecordedStep,
-    Replay,
-    interrupted,
-    lineage_history,
-)
+from engine.loop.recovery import Recovery
+from engine.loop.replay import RecordedAction, RecordedStep, Replay
 from engine.loop.secrets import IN_USE, Secrets, origin_of
+from engine.loop.step_attempt import StepAttempt
 from engine.loop.step_results import (
     Interrupted,
     StepDone,
@@ -58,7 +44,6 @@ from engine.loop.step_results import (
     failure,
 )
 from engine.loop.waits import (
-    WAIT,
     RecordedDecision,
     WaitRequest,
     check_signal,
@@ -203,6 +188,9 @@ class TaskLoop:
 
 
 class SessionRun:
+    """One run of one session, from taking it over until it settles or stops; what its step
+    attempts act through (the `StepRun` they take)."""
+
     def __init__(
         self,
         loop: TaskLoop,
@@ -229,8 +217,20 @@ class SessionRun:
         """The run was started for a waiting session: the database's clock says it is due."""
         self._signalled: dict[str, Any] = {}
         """The bodies of the signals the session's waits took, as `{{vars.NAME}}` gives them."""
-        self._kept_states: dict[str, dict[str, Any]] = {}
+        self.recovery = Recovery(self.app, self.held, loop.executor_kinds, loop.executor_states)
         self._release_secrets = IN_USE.hold(self.secrets)  # redacted from log lines meanwhile
+
+    @property
+    def session(self) -> WorkflowSession:
+        return self.held.session
+
+    @property
+    def settings(self) -> Settings:
+        return self.loop.settings
+
+    @property
+    def ai(self) -> AiProvider | None:
+        return self.loop.ai
 
     def close(self) -> None:
         ended = self.held.session.status in ENDED
@@ -242,7 +242,7 @@ class SessionRun:
 
     def to_the_end(self) -> SessionStatus:
         try:
-            self._recover()
+            self.recovery.recover(self._check_still_ours, self.executor, self._took_signal)
             return self._advance_until_settled()
         except LeaseLost:
             log.warning("Lost the session's lease; stopping", extra=on_session(self.session_id))
@@ -402,70 +402,6 @@ class SessionRun:
         renew). Ownership itself is proven by every write: see `HeldSession`."""
         if self.stop.is_set():
             raise Interrupted
-
-    # ---- recovery -----------------------------------------------------------------------
-
-    def _recover(self) -> None:
-        """Record commands left without a result as interrupted; rebuild executor state."""
-        session = self.held.session
-        running = session.running_step
-        if running is not None:
-            for command_id in list(session.steps[running].open_commands):
-                self._check_still_ours()
-                self.held.decide(_interrupted(running, command_id))
-                log.warning(
-                    "Command %s was interrupted; deciding again",
-                    command_id,
-                    extra=on_step(self.session_id, running),
-                )
-        self.held.commit()
-        self._restore_executors()
-
-    def _restore_executors(self) -> None:
-        """From the results of the commands that ran (a fork: and those of its source's steps
-        before it), and the state kept outside the log (a fork's own, else its source's)."""
-        issued: dict[str, WorkflowSession.CommandIssued] = {}
-        waits: dict[str, WorkflowSession.WaitStarted] = {}
-        for event in lineage_history(self.app, self.session_id):
-            if isinstance(event, WorkflowSession.CommandIssued):
-                issued[event.command_id] = event
-            elif isinstance(event, WorkflowSession.CommandFinished) and event.ok:
-                command = issued.get(event.command_id)
-                if command is not None and command.executor in self.loop.executor_kinds:
-                    self.executor(command.executor).restore(
-                        Command(command.executor, command.name, command.args), event.output
-                    )
-            elif isinstance(event, WorkflowSession.WaitStarted):
-                waits[event.key] = event
-            elif isinstance(event, WorkflowSession.WaitEnded) and event.key in waits:
-                self._took_signal(waits[event.key], event)
-        for kind, state in self._kept_outside_the_log().items():
-            if kind in self.loop.executor_kinds:
-                self.executor(kind).load_state(state)
-                self._kept_states[kind] = state
-
-    def _kept_outside_the_log(self) -> dict[str, dict[str, Any]]:
-        """The session's kept executor state; a fork's first run takes its source's, and keeps
-        a copy of its own (the source's is forgotten some time after the source ended)."""
-        store = self.loop.executor_states
-        if store is None:
-            return {}
-        kept = store.load(self.session_id)
-        fork = self.held.session.forked_from
-        if kept or fork is None:
-            return kept
-        kept = store.load(UUID(fork["session_id"]))
-        for kind, state in kept.items():
-            store.save(self.session_id, kind, state)
-        return kept
-
-    def _keep_state(self, kind: str, executor: Executor) -> None:
-        """Save the executor's state outside the log when a command changed it."""
-        store = self.loop.executor_states
-        state = executor.state()
-        if store is not None and state is not None and state != self._kept_states.get(kind):
-            store.save(self.session_id, kind, state)
-            self._kept_states[kind] = state
 
     # ---- what steps use -----------------------------------------------------------------
 
@@ -706,7 +642,7 @@ class SessionRun:
         """Run the command; its outcome, and its result as recorded (secrets redacted)."""
         started = time.monotonic()
         outcome = self._explained(index, executor.run(command))
-        self._keep_state(command.executor, executor)
+        self.recovery.keep_state(command.executor, executor)
         result: dict[str, Any] = {
             "ok": outcome.ok,
             "output": self.secrets.redact(outcome.output),
@@ -729,224 +665,3 @@ class SessionRun:
         """Whether an `expect status` judges the answer to step `index`'s last request."""
         steps = [StepSpec(step.text, step.expect) for step in self.held.session.steps]
         return status_judged_after(self.definitions, steps, index)
-
-
-def _interrupted(step_index: int, command_id: str) -> Callable[[WorkflowSession], None]:
-    """The decision that a command left without a result will never have one."""
-    error = StandardError.of(
-        INTERRUPTED, "its owner stopped before this command's result"
-    ).to_dict()
-    return lambda session: session.finish_command(
-        step_index, command_id=command_id, ok=False, output="interrupted", error=error
-    )
-
-
-def definition_key(
-    session_id: UUID, step_index: int, attempt: int, position: int, kind: str = "c"
-) -> str:
-    """The idempotency key of a step definition's command (kind "c") or of a replayed one
-    ("r"): the same on every re-send."""
-    return f"{session_id}:s{step_index}:a{attempt}:{kind}{position}"
-
-
-class StepAttempt:
-    """One attempt at one step: its step definition's commands, or the AI model's turns.
-
-    A definition's n-th command of an attempt always carries the same idempotency key, so a
-    step resumed after a stop or a takeover skips the commands that already succeeded and
-    re-sends the interrupted one under the key it was first sent with. Checks only look, so a
-    resumed step makes them again. A replaying session does the same with its source's
-    commands, until one returns something else than it did in the source."""
-
-    def __init__(
-        self, run: SessionRun, index: int, step: StepState, attempt: int, resuming: bool
-    ) -> None:
-        self.run_ = run
-        self.index = index
-        self.step = step
-        self.attempt = attempt
-        self.deadline = time.monotonic() + run.limits.step_timeout_ms / 1000
-        self._diverged = False
-        self._waited: dict[str, Outcome] = {}
-        """How each wait of this attempt ended, by key."""
-        self._recorded = self._finished_by_key() if resuming else {}
-        self._positions = {"c": 0, "r": 0}
-
-    def _finished_by_key(self) -> dict[str, WorkflowSession.CommandFinished]:
-        issued: dict[str, str] = {}
-        finished = {}
-        waits: dict[str, WorkflowSession.WaitStarted] = {}
-        started = self.run_.attempt_started(self.index, self.attempt)
-        for event in self.run_.events_since(started):
-            if isinstance(event, WorkflowSession.CommandIssued):
-                issued[event.command_id] = event.idempotency_key
-            elif isinstance(event, WorkflowSession.CommandFinished):
-                finished[issued[event.command_id]] = event
-            elif isinstance(event, WorkflowSession.ReplayDiverged):
-                self._diverged = True
-            elif isinstance(event, WorkflowSession.WaitStarted):
-                waits[event.key] = event
-            elif isinstance(event, WorkflowSession.WaitEnded):
-                self._waited[event.key] = outcome_of(waits[event.key], event)
-        return finished
-
-    def _wait(self, command: Command, key: str, action: RecordedAction | None = None) -> Outcome:
-        """A wait of the step: as it ended, if it did; else waited now (see SessionRun.wait)."""
-        if key in self._waited:
-            return self._waited[key]
-        decision = None if action is None else action.decision
-        return self.run_.wait(self.index, WaitRequest.of(command), key, decision)
-
-    def run(self) -> StepResult:
-        replay = self.run_.replay
-        recorded = None if replay is None or self._diverged else replay.steps.get(self.index)
-        if recorded is not None:
-            return self._replay(recorded)
-        return self._live()
-
-    def _replay(self, recorded: RecordedStep) -> StepResult:
-        """Do again what the source's step did, comparing each result with the recorded one."""
-        evidence = []
-        judged = self.run_.status_judged_after(self.index)
-        for action in recorded.actions:
-            key = self._key("r")
-            done = self._recorded.get(key)
-            if (
-                done is not None
-                and not interrupted(done)
-                and action.divergence(Outcome(done.ok, done.output)) is None
-            ):
-                evidence.append(truncated(done.output, 300))
-                continue
-            if (timeout := self.run_.safe_point(self.deadline)) is not None:
-                return timeout
-            command = replace(action.command, error_status_expected=judged)
-            if command.executor == WAIT:
-                outcome = self._wait(command, key, action)
-            elif self.run_.is_check(command):
-                outcome = self.run_.check(self.index, command)
-            else:
-                outcome = self.run_.execute(self.index, command, key)
-            got = action.divergence(outcome)
-            if got is not None:
-                return self._diverged_at(action, got)
-            evidence.append(truncated(outcome.output, 300))
-        self.run_.record_replayed(self.index, recorded)
-        return StepDone(recorded.summary, evidence)
-
-    def _diverged_at(self, action: RecordedAction, got: dict[str, Any]) -> StepResult:
-        """Strict: the step fails. Otherwise the step goes on live from here."""
-        command = action.command
-        if self.run_.record_divergence(self.index, action, got):
-            return failure(
-                "REPLAY_DIVERGED",
-                f"the replay diverged at {command.executor}.{command.name} "
-                f"{json.dumps(command.args)}: expected {action.expected}, got {got}",
-                command={"executor": command.executor, "name": command.name, "args": command.args},
-                expected=action.expected,
-                got=got,
-            )
-        self._diverged = True
-        return self._live()
-
-    def _live(self) -> StepResult:
-        """The step as if for the first time: its step definition, else the model."""
-        text, expect = self.step.text, self.step.expect
-        try:
-            commands = self.run_.definitions.match(text)
-        except DefinitionError as error:
-            return _unusable(f"step {self.index}: {error}", error)
-        if commands is None:
-            return self._with_ai(text)
-        result = self._run_commands(self._judged_by_a_check(commands))
-        if isinstance(result, StepFailure):
-            return result
-        done = StepDone(summary=f"{text}: ok", evidence=result)
-        if not expect:
-            return done
-        return self._check_expectation(expect, done)
-
-    def _with_ai(self, unmatched: str) -> StepResult:
-        """The step by the model; without one, why `unmatched` (the step's text or its
-        expect criterion) was not run, and how it may almost be a definition."""
-        ai = self.run_.loop.ai
-        if ai is None:
-            near = self.run_.definitions.near_miss(unmatched)
-            return StepFailure(_no_ai_provider(unmatched, near))
-        return AiStep(self.run_, ai, self.index, self.attempt, self.deadline).run()
-
-    def _judged_by_a_check(self, commands: list[Command]) -> list[Command]:
-        """The commands, the last one's error status left to the `expect status` that judges
-        it (the step's own expect, or the next step) rather than failing it."""
-        if not commands or not self.run_.status_judged_after(self.index):
-            return commands
-        return [*commands[:-1], replace(commands[-1], error_status_expected=True)]
-
-    def _key(self, kind: str = "c") -> str:
-        position = self._positions[kind]
-        self._positions[kind] += 1
-        return definition_key(self.run_.session_id, self.index, self.attempt, position, kind)
-
-    def _run_commands(self, commands: list[Command]) -> list[str] | StepFailure:
-        """Run the commands in order; the evidence of each, or the first failure."""
-        evidence = []
-        for command in commands:
-            key = self._key()
-            recorded = self._recorded.get(key)
-            if recorded is not None and recorded.ok:
-                evidence.append(truncated(recorded.output, 300))
-                continue
-            if (timeout := self.run_.safe_point(self.deadline)) is not None:
-                return timeout
-            if command.executor == WAIT:
-                outcome = self._wait(command, key)
-            elif self.run_.is_check(command):
-                outcome = self.run_.check(self.index, command)
-            else:
-                outcome = self.run_.execute(self.index, command, key)
-            if not outcome.ok:
-                return StepFailure(outcome.error or StandardError.of("COMMAND_FAILED", "failed"))
-            evidence.append(truncated(outcome.output, 300))
-        return evidence
-
-    def _check_expectation(self, expect: str, done: StepDone) -> StepResult:
-        try:
-            checks = self.run_.definitions.match(expect)
-        except DefinitionError as error:
-            return _unusable(f"step {self.index} expect: {error}", error)
-        if checks is None:
-            return self._with_ai(expect)
-        checked = self._run_commands(checks)
-        if isinstance(checked, StepFailure):
-            return checked
-        return StepDone(done.summary, done.evidence + checked)
-
-
-AI_SETUP = (
-    "set STEPLINE_AI_MODEL and STEPLINE_AI_API_KEY (or STEPLINE_AI_BASE_URL for a local "
-    "OpenAI-compatible server)"
-)
-
-
-def _no_ai_provider(unmatched: str, near: NearMiss | None) -> StandardError:
-    """No definition matches and no model is configured: first what the step almost is."""
-    if near is None:
-        return StandardError.of(
-            "NO_AI_PROVIDER",
-            f"no step definition matches {unmatched!r} and no AI provider is configured; "
-            f"{AI_SETUP}, or write the step as a step definition",
-        )
-    return StandardError.of(
-        "NO_AI_PROVIDER",
-        f"no step definition matches {unmatched!r} ({near.hint}) and no AI provider is "
-        "configured to run it as written",
-        {"near_miss": near.hint, "written": near.written},
-        suggested_action=f"{near.advice}; or, for a model to run it as written, {AI_SETUP}",
-    )
-
-
-def _unusable(message: str, error: DefinitionError) -> StepFailure:
-    """A step a definition matched, with arguments it cannot use (a body that is not JSON)."""
-    return StepFailure(
-        StandardError.of("VALIDATION_FAILED", message, suggested_action=error.suggested_action)
-    )

@@ -17,7 +17,8 @@ from domain.session import SessionStatus, WorkflowSession
 from domain.waits import WaitKind
 from engine.live.projector import Projector
 from engine.logs import LOGGER_NAME
-from engine.loop.task_loop import TaskLoop, definition_key
+from engine.loop.step_attempt import definition_key
+from engine.loop.task_loop import TaskLoop
 from engine.ownership.leases import Leases
 from engine.ownership.sweep import Sweep
 from engine.store.app import Stepline

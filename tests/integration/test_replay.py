@@ -15,7 +15,8 @@ from engine.ai.token_budget import TokenBudget
 from engine.live.projector import Projector
 from engine.loop.limits import session_config
 from engine.loop.replay import fork_request, replay_request
-from engine.loop.task_loop import TaskLoop, definition_key
+from engine.loop.step_attempt import definition_key
+from engine.loop.task_loop import TaskLoop
 from engine.ownership.executor_state import ExecutorStates
 from engine.store.app import Stepline
 from projections import ai_usage, session_index

@@ -1,0 +1,233 @@
+"""One attempt at one step: its step definition's commands, a replay of its source's, or the
+AI model's turns."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from typing import Any
+from uuid import UUID
+
+from domain.actions import actions_of
+from domain.errors import StandardError
+from domain.session import StepState, WorkflowSession
+from engine.executors import Command, Outcome, truncated
+from engine.loop.ai_attempt import AiAttempt
+from engine.loop.definitions import DefinitionError, NearMiss
+from engine.loop.replay import RecordedAction, RecordedStep, interrupted
+from engine.loop.step_results import StepDone, StepFailure, StepResult, failure
+from engine.loop.step_run import StepRun
+from engine.loop.waits import WAIT, WaitRequest, outcome_of
+
+
+def definition_key(
+    session_id: UUID, step_index: int, attempt: int, position: int, kind: str = "c"
+) -> str:
+    """The idempotency key of a step definition's command (kind "c") or of a replayed one
+    ("r"): the same on every re-send."""
+    return f"{session_id}:s{step_index}:a{attempt}:{kind}{position}"
+
+
+class StepAttempt:
+    """One attempt at one step: its step definition's commands, or the AI model's turns.
+
+    A definition's n-th command of an attempt always carries the same idempotency key, so a
+    step resumed after a stop or a takeover skips the commands that already succeeded and
+    re-sends the interrupted one under the key it was first sent with. Checks only look, so a
+    resumed step makes them again. A replaying session does the same with its source's
+    commands, until one returns something else than it did in the source."""
+
+    def __init__(
+        self, run: StepRun, index: int, step: StepState, attempt: int, resuming: bool
+    ) -> None:
+        self.run_ = run
+        self.index = index
+        self.step = step
+        self.attempt = attempt
+        self.deadline = time.monotonic() + run.limits.step_timeout_ms / 1000
+        self._diverged = False
+        self._waited: dict[str, Outcome] = {}
+        """How each wait of this attempt ended, by key."""
+        self._recorded = self._finished_by_key() if resuming else {}
+        self._positions = {"c": 0, "r": 0}
+
+    def _finished_by_key(self) -> dict[str, WorkflowSession.CommandFinished]:
+        """The results the attempt's commands got, by idempotency key (a command sent again
+        under its key: its last); how its waits ended; whether its replay diverged."""
+        events = self.run_.events_since(self.run_.attempt_started(self.index, self.attempt))
+        finished = {
+            action.issued.idempotency_key: action.finished
+            for action in actions_of(events).values()
+            if action.finished is not None
+        }
+        waits: dict[str, WorkflowSession.WaitStarted] = {}
+        for event in events:
+            if isinstance(event, WorkflowSession.ReplayDiverged):
+                self._diverged = True
+            elif isinstance(event, WorkflowSession.WaitStarted):
+                waits[event.key] = event
+            elif isinstance(event, WorkflowSession.WaitEnded):
+                self._waited[event.key] = outcome_of(waits[event.key], event)
+        return finished
+
+    def _wait(self, command: Command, key: str, action: RecordedAction | None = None) -> Outcome:
+        """A wait of the step: as it ended, if it did; else waited now (see StepRun.wait)."""
+        if key in self._waited:
+            return self._waited[key]
+        decision = None if action is None else action.decision
+        return self.run_.wait(self.index, WaitRequest.of(command), key, decision)
+
+    def run(self) -> StepResult:
+        replay = self.run_.replay
+        recorded = None if replay is None or self._diverged else replay.steps.get(self.index)
+        if recorded is not None:
+            return self._replay(recorded)
+        return self._live()
+
+    def _replay(self, recorded: RecordedStep) -> StepResult:
+        """Do again what the source's step did, comparing each result with the recorded one."""
+        evidence = []
+        judged = self.run_.status_judged_after(self.index)
+        for action in recorded.actions:
+            key = self._key("r")
+            done = self._recorded.get(key)
+            if (
+                done is not None
+                and not interrupted(done)
+                and action.divergence(Outcome(done.ok, done.output)) is None
+            ):
+                evidence.append(truncated(done.output, 300))
+                continue
+            if (timeout := self.run_.safe_point(self.deadline)) is not None:
+                return timeout
+            command = replace(action.command, error_status_expected=judged)
+            if command.executor == WAIT:
+                outcome = self._wait(command, key, action)
+            elif self.run_.is_check(command):
+                outcome = self.run_.check(self.index, command)
+            else:
+                outcome = self.run_.execute(self.index, command, key)
+            got = action.divergence(outcome)
+            if got is not None:
+                return self._diverged_at(action, got)
+            evidence.append(truncated(outcome.output, 300))
+        self.run_.record_replayed(self.index, recorded)
+        return StepDone(recorded.summary, evidence)
+
+    def _diverged_at(self, action: RecordedAction, got: dict[str, Any]) -> StepResult:
+        """Strict: the step fails. Otherwise the step goes on live from here."""
+        command = action.command
+        if self.run_.record_divergence(self.index, action, got):
+            return failure(
+                "REPLAY_DIVERGED",
+                f"the replay diverged at {command.executor}.{command.name} "
+                f"{json.dumps(command.args)}: expected {action.expected}, got {got}",
+                command={"executor": command.executor, "name": command.name, "args": command.args},
+                expected=action.expected,
+                got=got,
+            )
+        self._diverged = True
+        return self._live()
+
+    def _live(self) -> StepResult:
+        """The step as if for the first time: its step definition, else the model."""
+        text, expect = self.step.text, self.step.expect
+        try:
+            commands = self.run_.definitions.match(text)
+        except DefinitionError as error:
+            return _unusable(f"step {self.index}: {error}", error)
+        if commands is None:
+            return self._with_ai(text)
+        result = self._run_commands(self._judged_by_a_check(commands))
+        if isinstance(result, StepFailure):
+            return result
+        done = StepDone(summary=f"{text}: ok", evidence=result)
+        if not expect:
+            return done
+        return self._check_expectation(expect, done)
+
+    def _with_ai(self, unmatched: str) -> StepResult:
+        """The step by the model; without one, why `unmatched` (the step's text or its
+        expect criterion) was not run, and how it may almost be a definition."""
+        ai = self.run_.ai
+        if ai is None:
+            near = self.run_.definitions.near_miss(unmatched)
+            return StepFailure(_no_ai_provider(unmatched, near))
+        return AiAttempt(self.run_, ai, self.index, self.attempt, self.deadline).run()
+
+    def _judged_by_a_check(self, commands: list[Command]) -> list[Command]:
+        """The commands, the last one's error status left to the `expect status` that judges
+        it (the step's own expect, or the next step) rather than failing it."""
+        if not commands or not self.run_.status_judged_after(self.index):
+            return commands
+        return [*commands[:-1], replace(commands[-1], error_status_expected=True)]
+
+    def _key(self, kind: str = "c") -> str:
+        position = self._positions[kind]
+        self._positions[kind] += 1
+        return definition_key(self.run_.session_id, self.index, self.attempt, position, kind)
+
+    def _run_commands(self, commands: list[Command]) -> list[str] | StepFailure:
+        """Run the commands in order; the evidence of each, or the first failure."""
+        evidence = []
+        for command in commands:
+            key = self._key()
+            recorded = self._recorded.get(key)
+            if recorded is not None and recorded.ok:
+                evidence.append(truncated(recorded.output, 300))
+                continue
+            if (timeout := self.run_.safe_point(self.deadline)) is not None:
+                return timeout
+            if command.executor == WAIT:
+                outcome = self._wait(command, key)
+            elif self.run_.is_check(command):
+                outcome = self.run_.check(self.index, command)
+            else:
+                outcome = self.run_.execute(self.index, command, key)
+            if not outcome.ok:
+                return StepFailure(outcome.error or StandardError.of("COMMAND_FAILED", "failed"))
+            evidence.append(truncated(outcome.output, 300))
+        return evidence
+
+    def _check_expectation(self, expect: str, done: StepDone) -> StepResult:
+        try:
+            checks = self.run_.definitions.match(expect)
+        except DefinitionError as error:
+            return _unusable(f"step {self.index} expect: {error}", error)
+        if checks is None:
+            return self._with_ai(expect)
+        checked = self._run_commands(checks)
+        if isinstance(checked, StepFailure):
+            return checked
+        return StepDone(done.summary, done.evidence + checked)
+
+
+AI_SETUP = (
+    "set STEPLINE_AI_MODEL and STEPLINE_AI_API_KEY (or STEPLINE_AI_BASE_URL for a local "
+    "OpenAI-compatible server)"
+)
+
+
+def _no_ai_provider(unmatched: str, near: NearMiss | None) -> StandardError:
+    """No definition matches and no model is configured: first what the step almost is."""
+    if near is None:
+        return StandardError.of(
+            "NO_AI_PROVIDER",
+            f"no step definition matches {unmatched!r} and no AI provider is configured; "
+            f"{AI_SETUP}, or write the step as a step definition",
+        )
+    return StandardError.of(
+        "NO_AI_PROVIDER",
+        f"no step definition matches {unmatched!r} ({near.hint}) and no AI provider is "
+        "configured to run it as written",
+        {"near_miss": near.hint, "written": near.written},
+        suggested_action=f"{near.advice}; or, for a model to run it as written, {AI_SETUP}",
+    )
+
+
+def _unusable(message: str, error: DefinitionError) -> StepFailure:
+    """A step a definition matched, with arguments it cannot use (a body that is not JSON)."""
+    return StepFailure(
+        StandardError.of("VALIDATION_FAILED", message, suggested_action=error.suggested_action)
+    )
