@@ -7,11 +7,14 @@ category, severity, whether it is recoverable or retryable, and what to do about
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 from uuid import uuid4
+
+from domain.payloads import ErrorPayload
 
 MODULE_ID = "step-processor"
 
@@ -452,15 +455,25 @@ class StandardError:
             details=details or {},
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ErrorPayload:
         """Plain JSON-ready fields, as recorded in events and sent in problem responses."""
-        data = asdict(self)
-        data["category"] = self.category.value
-        data["severity"] = self.severity.value
-        return data
+        copied = asdict(self)  # `details` copied all the way down, as it always was
+        return {
+            "code": self.code,
+            "message": self.message,
+            "category": self.category.value,
+            "severity": self.severity.value,
+            "recoverable": self.recoverable,
+            "retryable": self.retryable,
+            "suggested_action": self.suggested_action,
+            "details": copied["details"],
+            "id": self.id,
+            "timestamp": self.timestamp,
+            "module_id": self.module_id,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StandardError:
+    def from_dict(cls, data: Mapping[str, Any]) -> StandardError:
         return cls(
             **{
                 **data,

@@ -24,6 +24,7 @@ from croniter import croniter
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow
+from domain.payloads import ErrorPayload
 from domain.session import MAX_NAME, check_tenant
 
 CatchUp = Literal["none", "one", "all"]
@@ -209,7 +210,7 @@ class Schedule(Aggregate):
         """The firing's session was not admitted (the tenant's policy, a missing secret)."""
 
         fired_at: str
-        error: dict[str, Any]
+        error: ErrorPayload
         actor: str
 
     class FiringsLetGo(Event):
@@ -354,7 +355,7 @@ class Schedule(Aggregate):
         self._require_firing(fired_at)
         self._fired(fired_at=at_text(fired_at), session_id=str(session_id), actor=actor)
 
-    def refuse_firing(self, fired_at: datetime, error: dict[str, Any], actor: str) -> None:
+    def refuse_firing(self, fired_at: datetime, error: ErrorPayload, actor: str) -> None:
         self._require_firing(fired_at)
         self._firing_refused(fired_at=at_text(fired_at), error=error, actor=actor)
 
@@ -406,7 +407,7 @@ class Schedule(Aggregate):
         self.firings += 1
 
     @event(FiringRefused)
-    def _firing_refused(self, *, fired_at: str, error: dict[str, Any], actor: str) -> None:
+    def _firing_refused(self, *, fired_at: str, error: ErrorPayload, actor: str) -> None:
         self.cursor = moment_of(fired_at)
 
     @event(FiringsLetGo)

@@ -20,6 +20,14 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow
+from domain.payloads import (
+    ArtifactRef,
+    CarriedStep,
+    CompletedStep,
+    ErrorPayload,
+    ForkedFrom,
+    ReplayOf,
+)
 from domain.waits import Wait, WaitKind, WaitOutcome
 
 MAX_STEPS = 500
@@ -113,7 +121,7 @@ class StepState:
     open_commands: list[str] = field(default_factory=list)
     summary: str | None = None
     evidence: list[str] = field(default_factory=list)
-    error: dict[str, Any] | None = None
+    error: ErrorPayload | None = None
     retryable: bool = False
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StepState:
@@ -246,9 +254,9 @@ class WorkflowSession(Aggregate):
         class_version = 1
 
     class Created(Event, Aggregate.Created):
-        """v3 records where the session came from: `replay_of` ({"session_id", "strict"}) or
-        `forked_from` ({"session_id", "version", "step"}), both None for a new session; v2
-        holds steps as {"text", "expect"} objects; v1 held them as plain strings."""
+        """v3 records where the session came from: `replay_of` or `forked_from`, both None
+        for a new session; v2 holds steps as {"text", "expect"} objects; v1 held them as plain
+        strings."""
 
         name: str
         steps: list[dict[str, Any]]
@@ -256,8 +264,8 @@ class WorkflowSession(Aggregate):
         tenant: str
         labels: dict[str, str]
         actor: str
-        replay_of: dict[str, Any] | None
-        forked_from: dict[str, Any] | None
+        replay_of: ReplayOf | None
+        forked_from: ForkedFrom | None
 
         class_version = 3
 
@@ -271,10 +279,9 @@ class WorkflowSession(Aggregate):
             state["forked_from"] = None
 
     class StepsCarriedOver(Event):
-        """A fork's first steps, completed in its source: each {"step_index", "summary",
-        "evidence"} as the source recorded it."""
+        """A fork's first steps, completed in its source: each as the source recorded it."""
 
-        steps: list[dict[str, Any]]
+        steps: list[CarriedStep]
         actor: str
 
     class StepStarted(Event):
@@ -317,8 +324,8 @@ class WorkflowSession(Aggregate):
         ok: bool
         output: str
         duration_ms: int
-        error: dict[str, Any] | None
-        artifacts: list[dict[str, Any]]
+        error: ErrorPayload | None
+        artifacts: list[ArtifactRef]
         actor: str
 
         class_version = 2
@@ -338,8 +345,8 @@ class WorkflowSession(Aggregate):
         ok: bool
         output: str
         duration_ms: int
-        error: dict[str, Any] | None
-        artifacts: list[dict[str, Any]]
+        error: ErrorPayload | None
+        artifacts: list[ArtifactRef]
         actor: str
 
     class StepReplayed(Event):
@@ -374,7 +381,7 @@ class WorkflowSession(Aggregate):
 
     class StepFailed(Event):
         step_index: int
-        error: dict[str, Any]
+        error: ErrorPayload
         retryable: bool
         actor: str
 
@@ -432,12 +439,12 @@ class WorkflowSession(Aggregate):
 
     class Failed(Event):
         outcome: str
-        error: dict[str, Any]
+        error: ErrorPayload
         actor: str
 
     class Expired(Event):
         outcome: str
-        error: dict[str, Any]
+        error: ErrorPayload
         actor: str
 
     class WebhookDeliveryFailed(Event):
@@ -448,7 +455,7 @@ class WorkflowSession(Aggregate):
         event_type: str
         url: str
         attempts: int
-        error: dict[str, Any]
+        error: ErrorPayload
         actor: str
 
     class Erased(Event):
@@ -478,9 +485,9 @@ class WorkflowSession(Aggregate):
     commands: dict[str, int]
     tokens_used: int
     outcome: str | None
-    error: dict[str, Any] | None
-    replay_of: dict[str, Any] | None
-    forked_from: dict[str, Any] | None
+    error: ErrorPayload | None
+    replay_of: ReplayOf | None
+    forked_from: ForkedFrom | None
     waiting: Wait | None
     mailbox: dict[str, list[Any]]
     """Signals received and not yet taken by a wait, by name, oldest first."""
@@ -502,8 +509,8 @@ class WorkflowSession(Aggregate):
         actor: str,
         config: dict[str, Any] | None = None,
         labels: dict[str, str] | None = None,
-        replay_of: dict[str, Any] | None = None,
-        forked_from: dict[str, Any] | None = None,
+        replay_of: ReplayOf | None = None,
+        forked_from: ForkedFrom | None = None,
         session_id: UUID | None = None,
     ) -> WorkflowSession:
         """`replay_of` / `forked_from` link a replay or a fork to its source (see Created);
@@ -537,8 +544,8 @@ class WorkflowSession(Aggregate):
         tenant: str,
         labels: dict[str, str],
         actor: str,
-        replay_of: dict[str, Any] | None,
-        forked_from: dict[str, Any] | None,
+        replay_of: ReplayOf | None,
+        forked_from: ForkedFrom | None,
     ) -> None:
         self.name = name
         self.steps = [StepState(text=s["text"], expect=s["expect"]) for s in steps]
@@ -639,7 +646,7 @@ class WorkflowSession(Aggregate):
 
     # ---- commands ----------------------------------------------------------------------
 
-    def carry_over(self, completed: list[dict[str, Any]], actor: str = WORKER) -> None:
+    def carry_over(self, completed: list[CompletedStep], actor: str = WORKER) -> None:
         """Take a fork's first steps as completed, as its source completed them; at least
         one step is left to run."""
         self._require_status("carry steps over", SessionStatus.PENDING)
@@ -649,7 +656,7 @@ class WorkflowSession(Aggregate):
                 f"steps whose next step is {self.current_step}",
                 steps=len(completed),
             )
-        steps = [
+        steps: list[CarriedStep] = [
             {"step_index": index, "summary": step["summary"], "evidence": list(step["evidence"])}
             for index, step in enumerate(completed)
         ]
@@ -724,8 +731,8 @@ class WorkflowSession(Aggregate):
         ok: bool,
         output: str = "",
         duration_ms: int = 0,
-        error: dict[str, Any] | None = None,
-        artifacts: list[dict[str, Any]] | None = None,
+        error: ErrorPayload | None = None,
+        artifacts: list[ArtifactRef] | None = None,
         actor: str = WORKER,
     ) -> None:
         """Record a command's result. Allowed while paused: the command was already running."""
@@ -758,8 +765,8 @@ class WorkflowSession(Aggregate):
         ok: bool,
         output: str = "",
         duration_ms: int = 0,
-        error: dict[str, Any] | None = None,
-        artifacts: list[dict[str, Any]] | None = None,
+        error: ErrorPayload | None = None,
+        artifacts: list[ArtifactRef] | None = None,
         actor: str = WORKER,
     ) -> None:
         """Record a check the step made and what it found."""
@@ -842,7 +849,7 @@ class WorkflowSession(Aggregate):
         self,
         step_index: int,
         *,
-        error: dict[str, Any],
+        error: ErrorPayload,
         retryable: bool,
         actor: str = WORKER,
     ) -> None:
@@ -976,11 +983,11 @@ class WorkflowSession(Aggregate):
             )
         self._completed(outcome=outcome or f"all {len(self.steps)} steps completed", actor=actor)
 
-    def fail(self, error: dict[str, Any], outcome: str = "", actor: str = WORKER) -> None:
+    def fail(self, error: ErrorPayload, outcome: str = "", actor: str = WORKER) -> None:
         self._require_status("fail the session", SessionStatus.PENDING, SessionStatus.RUNNING)
         self._failed(outcome=outcome or str(error.get("message", "")), error=error, actor=actor)
 
-    def expire(self, error: dict[str, Any], outcome: str = "", actor: str = WORKER) -> None:
+    def expire(self, error: ErrorPayload, outcome: str = "", actor: str = WORKER) -> None:
         if self.status.is_terminal:
             raise self._refuse("expire")
         self._expired(outcome=outcome or "session TTL reached", error=error, actor=actor)
@@ -992,7 +999,7 @@ class WorkflowSession(Aggregate):
         event_type: str,
         url: str,
         attempts: int,
-        error: dict[str, Any],
+        error: ErrorPayload,
         actor: str = WORKER,
     ) -> None:
         """Record that a webhook about the session was given up on; in any status (a session
@@ -1020,7 +1027,7 @@ class WorkflowSession(Aggregate):
     # ---- events: the only place state changes ------------------------------------------
 
     @event(StepsCarriedOver)
-    def _steps_carried_over(self, *, steps: list[dict[str, Any]], actor: str) -> None:
+    def _steps_carried_over(self, *, steps: list[CarriedStep], actor: str) -> None:
         for carried in steps:
             step = self.steps[carried["step_index"]]
             step.status = StepStatus.COMPLETED
@@ -1078,8 +1085,8 @@ class WorkflowSession(Aggregate):
         ok: bool,
         output: str,
         duration_ms: int,
-        error: dict[str, Any] | None,
-        artifacts: list[dict[str, Any]],
+        error: ErrorPayload | None,
+        artifacts: list[ArtifactRef],
         actor: str,
     ) -> None:
         self.steps[step_index].open_commands.remove(command_id)
@@ -1095,8 +1102,8 @@ class WorkflowSession(Aggregate):
         ok: bool,
         output: str,
         duration_ms: int,
-        error: dict[str, Any] | None,
-        artifacts: list[dict[str, Any]],
+        error: ErrorPayload | None,
+        artifacts: list[ArtifactRef],
         actor: str,
     ) -> None:
         """A check changes nothing the session decides on; the step's outcome records it."""
@@ -1141,7 +1148,7 @@ class WorkflowSession(Aggregate):
 
     @event(StepFailed)
     def _step_failed(
-        self, *, step_index: int, error: dict[str, Any], retryable: bool, actor: str
+        self, *, step_index: int, error: ErrorPayload, retryable: bool, actor: str
     ) -> None:
         step = self.steps[step_index]
         step.status = StepStatus.FAILED
@@ -1211,13 +1218,13 @@ class WorkflowSession(Aggregate):
         self.outcome = outcome
 
     @event(Failed)
-    def _failed(self, *, outcome: str, error: dict[str, Any], actor: str) -> None:
+    def _failed(self, *, outcome: str, error: ErrorPayload, actor: str) -> None:
         self.status = SessionStatus.FAILED
         self.outcome = outcome
         self.error = error
 
     @event(Expired)
-    def _expired(self, *, outcome: str, error: dict[str, Any], actor: str) -> None:
+    def _expired(self, *, outcome: str, error: ErrorPayload, actor: str) -> None:
         self.status = SessionStatus.EXPIRED
         self.outcome = outcome
         self.error = error
@@ -1230,7 +1237,7 @@ class WorkflowSession(Aggregate):
         event_type: str,
         url: str,
         attempts: int,
-        error: dict[str, Any],
+        error: ErrorPayload,
         actor: str,
     ) -> None:
         """Nothing of the session changes: the event is the record that it was not told."""
@@ -1275,7 +1282,7 @@ def status_after(
     return _STATUS_AFTER.get(type(event), status)
 
 
-def stored_artifacts(event: WorkflowSession.Event) -> list[dict[str, Any]]:
+def stored_artifacts(event: WorkflowSession.Event) -> list[ArtifactRef]:
     """The files (screenshots) a command or a check stored, as recorded in its event."""
     if isinstance(event, WorkflowSession.CommandFinished | WorkflowSession.Checked):
         return event.artifacts

@@ -84,10 +84,10 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per eve
         case W.CommandIssued(step_index=index, command_id=command_id, executor=ex, name=name):
             return f"issued {ex}.{name} ({command_id}) in step {index}"
         case W.CommandFinished(command_id=command_id, ok=ok, duration_ms=ms, error=error):
-            outcome = "ok" if ok else f"failed: {(error or {}).get('code', 'error')}"
+            outcome = "ok" if ok else f"failed: {error['code'] if error else 'error'}"
             return f"command {command_id} {outcome} in {ms} ms"
         case W.Checked(step_index=index, executor=ex, name=name, ok=ok, error=error):
-            verdict = "passed" if ok else f"failed: {(error or {}).get('code', 'error')}"
+            verdict = "passed" if ok else f"failed: {error['code'] if error else 'error'}"
             return f"checked {ex}.{name} in step {index}: {verdict}"
         case W.StepsCarriedOver(steps=steps):
             return f"carried over steps 0 to {len(steps) - 1}, completed in the source"

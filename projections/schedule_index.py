@@ -15,6 +15,7 @@ from uuid import UUID
 from psycopg import Connection, sql
 from psycopg.rows import class_row
 
+from domain.payloads import ErrorPayload
 from domain.schedule import Schedule as Sch
 from domain.schedule import Timing, moment_of
 from projections.view import Recorded, RowTable
@@ -39,7 +40,7 @@ class IndexedSchedule:
     last_session_id: UUID | None
     firings: int
     refused_firings: int
-    last_error: dict[str, Any] | None
+    last_error: ErrorPayload | None
     """Why the last firing created no session, until one does."""
     created_by: str
     created_at: datetime

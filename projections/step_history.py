@@ -95,7 +95,7 @@ def _action(name: str, args: dict[str, Any]) -> str:
 def _result(action: str, event: W.CommandFinished) -> str:
     """The command's action with what came of it: a status, an exit code, a saved value."""
     if not event.ok:
-        return f"{action}: {(event.error or {}).get('code', 'failed')}"
+        return f"{action}: {event.error['code'] if event.error else 'failed'}"
     try:
         output = json.loads(event.output)
     except json.JSONDecodeError:

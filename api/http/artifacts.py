@@ -7,7 +7,7 @@ read another session's screenshot.
 from __future__ import annotations
 
 from pathlib import Path as FilePath
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Path
@@ -18,13 +18,14 @@ from api.http.errors import problem_responses
 from api.http.services import CallerDep, Services, ServicesDep
 from api.http.sessions import owned_session
 from domain.errors import ArtifactNotFound
+from domain.payloads import ArtifactRef
 from domain.session import stored_artifacts
 from engine.executors.artifacts import HASH, artifacts_of
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
-def recorded_artifact(services: Services, session_id: UUID, digest: str) -> dict[str, Any]:
+def recorded_artifact(services: Services, session_id: UUID, digest: str) -> ArtifactRef:
     """The session's record of the artifact; ArtifactNotFound if it recorded none such."""
     for event in services.runtime.app.history(session_id):
         for artifact in stored_artifacts(event):

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from domain.actions import actions_of
+from domain.payloads import ErrorPayload
 from domain.session import StepStatus, WorkflowSession
 from engine.loop.secrets import Secrets
 
@@ -43,8 +44,8 @@ def current_step(session: WorkflowSession, index: int) -> str:
     return text
 
 
-def _verdict(ok: bool, error: dict[str, Any] | None) -> str:
-    return "ok" if ok else f"FAILED ({(error or {}).get('code', 'error')})"
+def _verdict(ok: bool, error: ErrorPayload | None) -> str:
+    return "ok" if ok else f"FAILED ({error['code'] if error else 'error'})"
 
 
 def divergence_note(event: WorkflowSession.ReplayDiverged) -> str:

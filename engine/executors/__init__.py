@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from domain.errors import DomainError, StandardError
+from domain.payloads import ArtifactRef
 from engine.loop.secrets import SecretUnusable
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z0-9_]+)\s*\}\}")
@@ -43,8 +44,8 @@ class Outcome:
     ok: bool
     output: str = ""
     error: StandardError | None = None
-    artifacts: tuple[dict[str, Any], ...] = ()
-    """Files the command stored (screenshots), as `ArtifactRef` dicts: hash, size, type."""
+    artifacts: tuple[ArtifactRef, ...] = ()
+    """Files the command stored (screenshots)."""
 
     @classmethod
     def of(cls, ok: bool, **output: Any) -> Outcome:

@@ -16,26 +16,12 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
+from domain.payloads import ArtifactRef
+
 HASH = re.compile(r"^[0-9a-f]{64}$")
-
-
-@dataclass(frozen=True)
-class ArtifactRef:
-    """What an event records of an artifact."""
-
-    hash: str
-    size: int
-    media_type: str
-    kind: str
-    """What it is: `screenshot`, `failure_screenshot`."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Artifacts:
@@ -49,7 +35,7 @@ class Artifacts:
         target = self.directory / digest
         if not target.exists():
             self._write_atomically(target, content)
-        return ArtifactRef(digest, len(content), media_type, kind)
+        return {"hash": digest, "size": len(content), "media_type": media_type, "kind": kind}
 
     def path(self, digest: str) -> Path | None:
         """The file of an artifact, or None if the hash is malformed or unknown."""

@@ -162,8 +162,10 @@ class BrowserExecutor:
             return Outcome.failed("SANDBOX_UNAVAILABLE", str(error))
         except TimeoutError as error:
             return Outcome.failed("BROWSER_TIMEOUT", str(error))
-        stored = [self.artifacts.put(content, "image/png", kind) for content, kind in self._shots]
-        return replace(outcome, artifacts=tuple(ref.to_dict() for ref in stored))
+        stored = tuple(
+            self.artifacts.put(content, "image/png", kind) for content, kind in self._shots
+        )
+        return replace(outcome, artifacts=stored)
 
     def _arguments(self, command: Command) -> tuple[dict[str, Any], Outcome | None]:
         """The command's arguments with its variables filled in (its secrets once the page is

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from domain.errors import StandardError
@@ -277,7 +278,7 @@ def unjudged_error_status(events: list[WorkflowSession.Event]) -> int | None:
         if isinstance(event, WorkflowSession.Checked):
             return None
         if isinstance(event, WorkflowSession.CommandFinished):
-            error = event.error or {}
+            error: Mapping[str, Any] = event.error or {}
             if error.get("code") != HTTP_STATUS_ERROR:
                 return None
             return int(error.get("details", {}).get("status", 0)) or None

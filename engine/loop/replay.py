@@ -17,6 +17,7 @@ from uuid import UUID
 
 from domain.actions import actions_of
 from domain.errors import InvalidWorkflow, SessionErased
+from domain.payloads import CompletedStep
 from domain.session import StepSpec, StepState, StepStatus, WorkflowSession
 from domain.session import WorkflowSession as W
 from engine.executors import Command, Outcome
@@ -28,7 +29,7 @@ INTERRUPTED = "COMMAND_INTERRUPTED"
 
 def interrupted(finished: W.CommandFinished) -> bool:
     """Whether the result is the one recorded for a command its owner never saw finish."""
-    return (finished.error or {}).get("code") == INTERRUPTED
+    return finished.error is not None and finished.error.get("code") == INTERRUPTED
 
 
 def essentials(command: Command, ok: bool, output: str) -> dict[str, Any]:
@@ -199,7 +200,9 @@ def fork_request(
             field="from_step",
             completed_steps=undone[0],
         )
-    carried = [{"summary": step.summary or "", "evidence": step.evidence} for step in done]
+    carried: list[CompletedStep] = [
+        {"summary": step.summary or "", "evidence": step.evidence} for step in done
+    ]
     tail = _specs(source.steps[from_step:]) if steps is None else steps
     return SessionRequest(
         name=source.name,

@@ -30,6 +30,7 @@ from domain.errors import (
     StandardError,
     VersionConflict,
 )
+from domain.payloads import CompletedStep, ForkedFrom, ReplayOf
 from domain.schedule import Schedule, Timing
 from domain.session import WORKER, SessionStatus, StepSpec, StepState, StepStatus, WorkflowSession
 from domain.waits import Wait
@@ -118,10 +119,10 @@ class SessionRequest:
     steps: list[StepSpec]
     config: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
-    replay_of: dict[str, Any] | None = None
-    forked_from: dict[str, Any] | None = None
-    carried_over: list[dict[str, Any]] = field(default_factory=list)
-    """A fork's first steps, completed in its source (summary and evidence of each)."""
+    replay_of: ReplayOf | None = None
+    forked_from: ForkedFrom | None = None
+    carried_over: list[CompletedStep] = field(default_factory=list)
+    """A fork's first steps, completed in its source."""
     session_id: UUID | None = None
     """Given when the id must be the same whoever creates the session (a schedule's firing)."""
 

@@ -13,8 +13,8 @@ SCREENSHOT = b"\x89PNG the same login page, taken by two sessions"
 
 def test_deleting_one_sessions_artifacts_leaves_anothers_identical_file(tmp_path: Path) -> None:
     first, second = artifacts_of(tmp_path, uuid4()), artifacts_of(tmp_path, uuid4())
-    digest = first.put(SCREENSHOT, "image/png", "screenshot").hash
-    assert second.put(SCREENSHOT, "image/png", "screenshot").hash == digest
+    digest = first.put(SCREENSHOT, "image/png", "screenshot")["hash"]
+    assert second.put(SCREENSHOT, "image/png", "screenshot")["hash"] == digest
 
     first.delete([digest])
 
