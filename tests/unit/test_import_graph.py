@@ -70,3 +70,21 @@ def test_imports_point_from_the_ways_in_down_to_the_domain() -> None:
         if LAYER[imported.split(".")[0]] > LAYER[module.split(".")[0]]
     ]
     assert not upward, "\n".join(sorted(upward))
+
+
+def reachable(start: str, edges: dict[str, set[str]]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(edges[start])
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(edges[module])
+    return seen
+
+
+def test_the_step_attempts_act_through_the_step_run_port_not_the_task_loop() -> None:
+    edges = graph()
+    attempts = ("engine.loop.step_run", "engine.loop.step_attempt", "engine.loop.ai_attempt")
+    reaching = [a for a in attempts if "engine.loop.task_loop" in reachable(a, edges)]
+    assert not reaching, f"these reach the task loop: {reaching}"
