@@ -46,7 +46,7 @@ import psutil
 
 from bench.api import example_target, free_port, percentiles, session_body, wait_until_up
 from bench.appends import bench_database
-from bench.stream import STEPLINE, environment, started
+from bench.stream import STEPLINE, busiest, environment, sampled, started, working_share
 from bench.workers import backend_cpu, cpu_seconds, wait_for_workers
 from engine.store.database import temporary_database
 from engine.store.schema import prepare_database
@@ -188,12 +188,20 @@ class Result:
         return self.database_cpu_s / self.sessions * 1000
 
 
-def measure(shape: str, system: System, api: Api, sessions: int, rounds_of: int) -> Result:
+def measure(
+    shape: str,
+    system: System,
+    api: Api,
+    arguments: argparse.Namespace,
+) -> Result:
+    sessions, rounds_of = arguments.sessions, arguments.rounds_of
+    profile = f"{arguments.profile}.{shape}" if arguments.profile and shape != "dbos" else None
     with httpx.Client(base_url=system.base_url, timeout=60) as client:
         in_rounds(client, api, WARM_UP, rounds_of)  # connections, caches, first-use setup
         cpu_before = processes_cpu(system.pids)
         database_before = backend_cpu(system.database_url)
-        posted, completed = in_rounds(client, api, sessions, rounds_of)
+        with sampled(system.pids[0], profile):
+            posted, completed = in_rounds(client, api, sessions, rounds_of)
         cpu_s = processes_cpu(system.pids) - cpu_before
         database_cpu_s = sum(backend_cpu(system.database_url, since=database_before).values())
     seconds = max(completed.values()) - min(posted.values())
@@ -288,12 +296,41 @@ def report(arguments: argparse.Namespace, results: list[Result]) -> None:
         )
 
 
+PATH_OF_A_SESSION = [
+    ("POST /v1/sessions", "create_session"),
+    ("  admission (policy, definitions, secrets)", "admitted"),
+    ("GET /v1/sessions/{id}", "get_session"),
+    ("the session worker claiming", "SessionWorker._claim_loop"),
+    ("  driving a session", "SessionWorker._drive"),
+    ("  the steps (task loop)", "SessionRun.to_the_end"),
+    ("  group commit", "GroupWriter.write"),
+    ("the views catching up", "Projector.catch_up"),
+    ("the live feed", "EventFeed._deliver"),
+    ("webhook deliveries", "WebhookSender._once_quietly"),
+]
+"""Where a session's cost goes in the serving process: (what, a function on the stack)."""
+
+
+def print_profile(raw: str, shape: str) -> None:
+    """What py-spy saw the serving process do while the sessions ran (`--profile`)."""
+    share = working_share(raw, [name for _, name in PATH_OF_A_SESSION])
+    print(f"\n{DEPLOYMENTS[shape]}: the serving process's working samples (py-spy)")
+    for label, name in PATH_OF_A_SESSION:
+        print(f"  {share[name]:5.1f}%  {label} ({name})")
+    print("  busiest functions: leaf %, on stack %")
+    for function, leaf, on_stack in busiest(raw):
+        print(f"  {leaf:5.1f}% {on_stack:5.1f}%  {function}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=400)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds-of", type=int, default=100)
     parser.add_argument("--shapes", default=",".join(SHAPES), help="of single, split, dbos")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="py-spy the serving process into FILE.<shape>"
+    )
     arguments = parser.parse_args()
     shapes = [shape for shape in arguments.shapes.split(",") if shape]
     if unknown := set(shapes) - set(SHAPES):
@@ -307,8 +344,11 @@ def main() -> None:
         for shape in shapes:
             api = (dbos_api if shape == "dbos" else stepline_api)(target, arguments.steps)
             with deployed(shape, server_url) as system:
-                results.append(measure(shape, system, api, arguments.sessions, arguments.rounds_of))
+                results.append(measure(shape, system, api, arguments))
     report(arguments, results)
+    for result in results:
+        if arguments.profile and result.shape != "dbos":
+            print_profile(f"{arguments.profile}.{result.shape}", result.shape)
 
 
 if __name__ == "__main__":

@@ -297,6 +297,19 @@ def by_duty(raw: str) -> dict[str, float]:
     return {duty: 100 * n / working for duty, n in duties.most_common()}
 
 
+def working_share(raw: str, names: list[str]) -> dict[str, float]:
+    """% of the working samples with each function (`name` or `Class.name`) on the stack."""
+    on_stack: collections.Counter[str] = collections.Counter()
+    working = 0
+    for frames, weight in _working_stacks(raw):
+        working += weight
+        present = {frame.split(" (")[0] for frame in frames}
+        for name in names:
+            if name in present:
+                on_stack[name] += weight
+    return {name: 100 * on_stack[name] / max(working, 1) for name in names}
+
+
 def busiest(raw: str, count: int = 15) -> list[tuple[str, float, float]]:
     """From py-spy's collapsed stacks, the samples of working threads: (function, % of them
     with it as the leaf, % with it on the stack), by the first."""
