@@ -238,7 +238,7 @@ def sampled(pid: int, out: str | None) -> Iterator[None]:
     if out is None:
         yield
         return
-    spy = shutil.which("py-spy") or "py-spy"
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     command = [
         spy,
         "record",
