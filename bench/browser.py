@@ -35,8 +35,8 @@ from engine.executors.browser_host import BrowserHost, find_chromium
 from engine.executors.browser_jail import chromium_launch
 from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
-from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop
+from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env

@@ -48,6 +48,7 @@ from bench.api import example_target, free_port, percentiles, session_body, wait
 from bench.appends import bench_database
 from bench.stream import STEPLINE, busiest, environment, sampled, started, working_share
 from bench.workers import backend_cpu, cpu_seconds, wait_for_workers
+from domain.session import ENDED, SessionStatus, values
 from engine.store.database import temporary_database
 from engine.store.schema import prepare_database
 
@@ -84,8 +85,8 @@ def stepline_api(target: str, steps: int) -> Api:
         session_body(target, job_steps(steps)),
         "session_id",
         "/v1/sessions/{}",
-        "completed",
-        frozenset({"failed", "cancelled", "expired"}),
+        SessionStatus.COMPLETED.value,
+        frozenset(values(ENDED)) - {SessionStatus.COMPLETED.value},
     )
 
 

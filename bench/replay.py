@@ -26,8 +26,8 @@ from engine.ai.provider import AiProvider
 from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
 from engine.loop.replay import replay_request
-from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop
+from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env

@@ -18,8 +18,8 @@ from domain.session import StepSpec
 from engine.executors import Command
 from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
-from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop
+from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.store.app import Stepline, replay
 from engine.store.database import eventsourcing_env

@@ -35,8 +35,8 @@ from engine.executors import Command, Executor, Outcome
 from engine.executors.kinds import ExecutorSetup
 from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
-from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop
+from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env, temporary_database

@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=56.0, help="events/s per session")
     parser.add_argument("--clients", type=int, default=2, help="subscriber processes")
     arguments = parser.parse_args()
+    if arguments.subscribers < arguments.sessions:
+        parser.error("--subscribers must be at least --sessions: each session has one")
     latencies = uvloop.run(run(arguments))
     p50, p99 = percentiles(latencies)
     print(

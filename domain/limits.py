@@ -100,4 +100,4 @@ LIMITS: Mapping[str, Limit] = {
         ),
     )
 }
-"""By name, in the order the README and a workflow's config list them."""
+"""By name, in the order a workflow's config lists them."""

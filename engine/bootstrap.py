@@ -21,13 +21,13 @@ from engine.live.leadership import process_identity
 from engine.live.projector import VIEWS_CHANNEL, Projector
 from engine.logs import LOGGER_NAME, configure_logging
 from engine.loop.builtin_steps import builtin
-from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop
 from engine.ownership.executor_state import ExecutorStates
 from engine.ownership.leases import RELEASED_CHANNEL, Leases
 from engine.ownership.sweep import Sweep
 from engine.privacy.erasure import Erasure
 from engine.scheduler import Scheduler
+from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.store import schema
 from engine.store.app import Stepline

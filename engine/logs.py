@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from engine.loop.secrets import RedactingFilter, Secrets
+from engine.secrets import RedactingFilter, Secrets
 
 PREFIX = "[StepProcessor]"
 LOGGER_NAME = "stepline"

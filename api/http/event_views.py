@@ -10,7 +10,7 @@ import dataclasses
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from api.http.named_schemas import Named
 from domain.session import WorkflowSession
@@ -105,15 +105,19 @@ def _data(event: WorkflowSession.Event, fields: dict[str, Any]) -> dict[str, Any
 
 
 def event_view(event: WorkflowSession.Event) -> EventView:
-    """The event as the API shows it: its actor apart, its own fields as `data`."""
+    """The event as the API shows it: its actor apart, its own fields as `data`. An event whose
+    fields do not fit its type's view (written by a version that recorded a payload otherwise)
+    is shown as it was recorded: reading the log never fails on what the log holds."""
     fields = vars(event)
-    return VIEWS[type(event)].model_validate(
-        {
-            "version": event.originator_version,
-            "type": type(event).__name__,
-            "timestamp": event.timestamp,
-            "actor": fields.get("actor"),
-            "description": describe(event),
-            "data": _data(event, fields),
-        }
-    )
+    view = {
+        "version": event.originator_version,
+        "type": type(event).__name__,
+        "timestamp": event.timestamp,
+        "actor": fields.get("actor"),
+        "description": describe(event),
+        "data": _data(event, fields),
+    }
+    try:
+        return VIEWS[type(event)].model_validate(view)
+    except ValidationError:
+        return AnyEventView.model_validate(view)

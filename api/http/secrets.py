@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.http.errors import problem_responses
 from api.http.services import CallerDep, ServicesDep
-from engine.loop.secrets import MIN_REDACTED_LENGTH, NAME, normalized_origin
+from engine.secrets import MIN_REDACTED_LENGTH, NAME, normalized_origin
 from engine.tenancy.secret_store import MAX_ORIGINS, MAX_VALUE_CHARS, StoredSecret
 
 router = APIRouter(tags=["secrets"])

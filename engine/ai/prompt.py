@@ -13,7 +13,7 @@ from typing import Any
 from domain.actions import actions_of
 from domain.payloads import ErrorPayload
 from domain.session import StepStatus, WorkflowSession
-from engine.loop.secrets import Secrets
+from engine.secrets import Secrets
 
 RULES = """You carry out one step of an automation workflow at a time, using tools.
 Rules:

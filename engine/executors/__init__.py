@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from domain.errors import DomainError, StandardError
 from domain.payloads import ArtifactRef
-from engine.loop.secrets import SecretUnusable
+from engine.secrets import SecretUnusable
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z0-9_]+)\s*\}\}")
 """Any `{{namespace.name}}`: `vars` are filled from what earlier steps saved, `secrets` by the

@@ -46,7 +46,7 @@ from engine.executors.browser_host import BrowserHost, BrowserUnavailable, Tab
 from engine.executors.egress_proxy import REFUSED_HEADER
 from engine.executors.page_snapshot import REF_ATTRIBUTE, SNAPSHOT_JS, interactive_elements
 from engine.executors.sandbox import SandboxUnavailable
-from engine.loop.secrets import PLACEHOLDER, Secrets, SecretUnusable, origin_of
+from engine.secrets import PLACEHOLDER, Secrets, SecretUnusable, origin_of
 from engine.tenancy.egress import EgressPolicy, Refusal
 
 NUMBERED = re.compile(r"^\[?#?(\d+)\]?$")

@@ -21,7 +21,7 @@ from engine.executors import (
     truncated,
     with_variables,
 )
-from engine.loop.secrets import NO_ORIGIN, SecretOriginRefused, Secrets, SecretUnusable, origin_of
+from engine.secrets import NO_ORIGIN, SecretOriginRefused, Secrets, SecretUnusable, origin_of
 from engine.tenancy.egress import EgressPolicy, EgressRefused, checked_transport
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")

@@ -18,7 +18,7 @@ from engine.executors import Executor
 from engine.executors.artifacts import artifacts_of
 from engine.executors.http import HttpExecutor
 from engine.executors.shell import ShellExecutor, ShellLimits
-from engine.loop.secrets import Secrets
+from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.tenancy.egress import EgressPolicy
 

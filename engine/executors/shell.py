@@ -45,7 +45,7 @@ from engine.executors.sandbox import (
     program_started,
 )
 from engine.executors.sandbox_paths import outside_arguments
-from engine.loop.secrets import SHELL, Secrets, SecretUnusable
+from engine.secrets import SHELL, Secrets, SecretUnusable
 
 DEFAULT_ALLOWED = (
     "echo", "printf", "cat", "ls", "pwd", "true", "false", "grep", "wc", "head", "tail",
@@ -167,7 +167,7 @@ class ShellExecutor:
         refusal = self._program_refusal(argv)
         if refusal is not None:
             return Outcome.failed("SANDBOX_VIOLATION", refusal, command=text)
-        try:  # a shell has no network, but what it prints is recorded: see engine.loop.secrets
+        try:  # a shell has no network, but what it prints is recorded: see engine.secrets
             resolved: list[str] = self.secrets.filled(with_variables(argv, {}), SHELL)
         except (SecretUnusable, VariableNotSet) as error:  # a shell keeps no variables
             return refused(error)

@@ -14,9 +14,9 @@ from engine.executors import Command, Executor, Outcome
 from engine.loop.definitions import Definitions
 from engine.loop.limits import Limits
 from engine.loop.replay import RecordedAction, RecordedStep, Replay
-from engine.loop.secrets import Secrets
 from engine.loop.step_results import StepFailure
 from engine.loop.waits import RecordedDecision, WaitRequest
+from engine.secrets import Secrets
 from engine.settings import Settings
 
 

@@ -33,7 +33,6 @@ from engine.loop.definitions import Definitions, DefinitionsCache
 from engine.loop.limits import Limits
 from engine.loop.recovery import Recovery
 from engine.loop.replay import RecordedAction, RecordedStep, Replay
-from engine.loop.secrets import IN_USE, Secrets, origin_of
 from engine.loop.step_attempt import StepAttempt
 from engine.loop.step_results import (
     Interrupted,
@@ -51,6 +50,7 @@ from engine.loop.waits import (
     variable_value,
 )
 from engine.ownership.executor_state import ExecutorStates
+from engine.secrets import IN_USE, Secrets, origin_of
 from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.store.event_store import Fence, LeaseLost

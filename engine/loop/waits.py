@@ -23,7 +23,7 @@ from domain.session import WorkflowSession
 from domain.waits import WaitKind, WaitOutcome, variable_of
 from engine.executors import PLACEHOLDER, Command, Outcome, truncated
 from engine.loop.definitions import DefinitionError, Definitions
-from engine.loop.secrets import strings_in
+from engine.secrets import strings_in
 from engine.store.held_session import HeldSession
 
 WAIT = "wait"

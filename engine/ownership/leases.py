@@ -29,25 +29,35 @@ from psycopg import Connection
 from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool
 
-from domain.session import ENDED, RUNNABLE, values
+from domain.session import ENDED, RUNNABLE, SessionStatus, values
 from engine.store import locks
 
 RELEASED_CHANNEL = "stepline_lease_released"
 """NOTIFY channel: a lease was handed back and its session wants an owner now."""
 
-_CANDIDATES = """
+WAITING = SessionStatus.WAITING.value
+"""Spelled as a literal in the SQL below, not a parameter: the planner matches it to the partial
+index on waiting sessions only so."""
+
+_CANDIDATES = f"""
 SELECT si.session_id, si.tenant, l.owner AS previous_owner
 FROM session_index si LEFT JOIN session_leases l USING (session_id)
 WHERE (si.status = ANY(%(runnable)s)
        AND (l.session_id IS NULL
             OR (l.lease_until < now()
                 AND (l.settled_version IS NULL OR si.version > l.settled_version))))
-   OR (si.status = 'waiting' AND si.due_at <= now()
+   OR (si.status = '{WAITING}' AND si.due_at <= now()
        AND (l.session_id IS NULL OR l.lease_until < now()))
 ORDER BY si.created_at
 LIMIT %(limit)s
 FOR UPDATE OF si SKIP LOCKED
-"""
+"""  # noqa: S608  (a constant of ours, not input)
+
+_NEXT_DUE = f"""
+SELECT extract(epoch FROM min(si.due_at) - now())::float
+FROM session_index si LEFT JOIN session_leases l USING (session_id)
+WHERE si.status = '{WAITING}' AND (l.session_id IS NULL OR l.lease_until < now())
+"""  # noqa: S608
 """Runnable sessions nobody owns, and waiting ones whose wait is due (a timer's time, an
 approval's or a signal's timeout), which the worker that claims one wakes."""
 
@@ -190,11 +200,7 @@ class Leases:
         """Seconds until the earliest wait of a session nobody drives is due (0 if one is
         already), by the database's clock; None if no such session waits with a due time."""
         with self.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT extract(epoch FROM min(si.due_at) - now())::float "
-                "FROM session_index si LEFT JOIN session_leases l USING (session_id) "
-                "WHERE si.status = 'waiting' AND (l.session_id IS NULL OR l.lease_until < now())"
-            ).fetchone()
+            row = conn.execute(_NEXT_DUE).fetchone()
         return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
     # ---- holding ------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from domain.errors import DomainError
 from engine.logs import LOGGER_NAME
-from engine.loop.secrets import (
+from engine.secrets import (
     MIN_REDACTED_LENGTH,
     NAME,
     NO_ORIGIN,

@@ -18,8 +18,8 @@ from domain.tenant import Policy
 from engine.executors import SECRETS, VARIABLES, Command
 from engine.executors.kinds import ExecutorSetup, http_executor
 from engine.loop.limits import admitted as within_policy
-from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop
+from engine.secrets import Secrets
 from engine.store.app import SessionRequest
 from engine.workflows.admission import definitions_of
 from engine.workflows.plan import Placeholder, PlannedStep, plan, saved_by, unfillable

@@ -15,7 +15,7 @@ from domain.errors import StandardError
 from domain.session import StepSpec
 from engine.executors import PLACEHOLDER, SECRETS, VARIABLES, Command
 from engine.loop.definitions import DefinitionError, Definitions
-from engine.loop.secrets import strings_in
+from engine.secrets import strings_in
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from engine.ai.provider import AiProvider
 from engine.live.projector import Projector
 from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
-from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop
 from engine.ownership.executor_state import ExecutorStates
+from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.tenancy.policies import Policies

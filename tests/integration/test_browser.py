@@ -15,8 +15,8 @@ from psycopg_pool import ConnectionPool
 
 from domain.session import SessionStatus, WorkflowSession
 from engine.logs import configure_logging
-from engine.loop.secrets import Secrets
 from engine.ownership.executor_state import ExecutorStates
+from engine.secrets import Secrets
 from engine.store.app import Stepline
 from engine.workflows.file import load_workflow
 from tests import workloads

@@ -9,7 +9,7 @@ import pytest
 from domain.dev_mode import DEV_TENANT
 from domain.session import SessionStatus
 from engine.logs import LOGGER_NAME, configure_logging
-from engine.loop.secrets import Secrets
+from engine.secrets import Secrets
 from tests.conftest import PASSWORD
 from tests.integration.conftest import (
     LoopFactory,

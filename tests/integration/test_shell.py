@@ -19,7 +19,7 @@ import pytest
 import engine
 from engine.executors import Command
 from engine.executors.shell import ShellExecutor, ShellLimits
-from engine.loop.secrets import Secrets
+from engine.secrets import Secrets
 
 PYTHON = "python3"  # the sandbox's, from /usr: the worker's own Python may live elsewhere
 
@@ -290,7 +290,7 @@ import json, sys
 from pathlib import Path
 from engine.executors import Command
 from engine.executors.shell import ShellExecutor, ShellLimits
-from engine.loop.secrets import Secrets
+from engine.secrets import Secrets
 
 allowed = ("id", "touch", "python3")
 executor = ShellExecutor(Path(sys.argv[1]), Secrets({}), ShellLimits(allowed_programs=allowed))

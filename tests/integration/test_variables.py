@@ -11,7 +11,7 @@ import pytest
 from domain.session import SessionStatus
 from engine.executors import Command
 from engine.executors.shell import ShellExecutor, ShellLimits
-from engine.loop.secrets import Secrets
+from engine.secrets import Secrets
 from engine.store.app import Stepline
 from tests.integration.conftest import LoopFactory, drive, start_session
 from tests.redteam.test_egress import Receiver, get, http_for, receiving

@@ -25,8 +25,8 @@ from engine.executors.artifacts import Artifacts
 from engine.executors.browser import BrowserExecutor, BrowserLimits
 from engine.executors.browser_host import BrowserHost
 from engine.loop.builtin_steps import builtin
-from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop
+from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.tenancy.egress import EgressPolicy

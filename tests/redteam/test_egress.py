@@ -24,8 +24,8 @@ from engine.executors.http import MAX_BODY_BYTES
 from engine.executors.kinds import BrowserKind, ExecutorSetup, http_executor
 from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
-from engine.loop.secrets import Secrets
 from engine.loop.task_loop import TaskLoop
+from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.tenancy.egress import EgressPolicy

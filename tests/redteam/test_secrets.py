@@ -26,8 +26,8 @@ from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.executors import Command
 from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
-from engine.loop.secrets import Secrets, strings_in
 from engine.loop.task_loop import TaskLoop
+from engine.secrets import Secrets, strings_in
 from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.tenancy.policies import Policies

@@ -22,7 +22,7 @@ import pytest
 
 from engine.executors import Command, Outcome
 from engine.executors.shell import MAX_KEPT_OUTPUT_BYTES, ShellExecutor, ShellLimits
-from engine.loop.secrets import Secrets
+from engine.secrets import Secrets
 
 WORKER_SECRET = "worker-only-4f9c2e"
 

@@ -29,11 +29,7 @@ def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {name for name in found if name in known and not _is_package(known[name])}
-
-
-def _is_package(path: Path) -> bool:
-    return path.name == "__init__.py"
+    return {name for name in found if name in known}
 
 
 def graph() -> dict[str, set[str]]:

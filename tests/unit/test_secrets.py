@@ -9,7 +9,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from engine.ai.prompt import within_budget
-from engine.loop.secrets import (
+from engine.secrets import (
     NO_ORIGIN,
     SHELL,
     RedactingFilter,
