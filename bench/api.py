@@ -45,7 +45,7 @@ from uuid import uuid4
 import httpx
 import psycopg
 
-from api.cli.constants import EXAMPLES
+from api.cli.examples import EXAMPLES
 from bench.appends import bench_database
 
 SERVER_NAME = "stepline-bench-serve"

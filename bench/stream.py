@@ -162,7 +162,9 @@ def _parsed(samples: list[tuple[bytes, float]]) -> list[tuple[float, float]]:
     return [(datetime.fromisoformat(stamp.decode()).timestamp(), got) for stamp, got in samples]
 
 
-def _client(base_url: str, session_ids: list[str], results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def subscriber_process(
+    base_url: str, session_ids: list[str], results: multiprocessing.Queue
+) -> None:  # type: ignore[type-arg]
     async def run() -> list[tuple[float, float]]:
         parts = urlsplit(base_url)
         samples: list[list[tuple[bytes, float]]] = [[] for _ in session_ids]
@@ -199,7 +201,7 @@ def measure(base_url: str, target: str, arguments: argparse.Namespace, pid: int)
         results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
         clients = [
             multiprocessing.Process(
-                target=_client, args=(base_url, streams[k :: arguments.clients], results)
+                target=subscriber_process, args=(base_url, streams[k :: arguments.clients], results)
             )
             for k in range(arguments.clients)
         ]

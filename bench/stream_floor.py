@@ -25,7 +25,7 @@ from typing import cast
 import uvloop
 
 from bench.api import percentiles
-from bench.stream import _client
+from bench.stream import subscriber_process
 
 HEADER = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
@@ -85,7 +85,7 @@ async def run(arguments: argparse.Namespace) -> list[float]:
     results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     clients = [
         multiprocessing.Process(
-            target=_client, args=(base_url, streams[k :: arguments.clients], results)
+            target=subscriber_process, args=(base_url, streams[k :: arguments.clients], results)
         )
         for k in range(arguments.clients)
     ]

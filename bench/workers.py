@@ -31,7 +31,7 @@ import httpx
 import psutil
 import psycopg
 
-from api.cli.constants import EXAMPLES
+from api.cli.examples import EXAMPLES
 from bench.api import percentiles
 from bench.appends import bench_database, raw_inserts
 from domain.dev_mode import DEV_TENANT

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api.cli.check import print_check
-from api.cli.constants import EXAMPLES
+from api.cli.examples import EXAMPLES
 from api.cli.live import (
     final_report,
     print_outcome,

@@ -13,7 +13,7 @@ from uuid import UUID
 import typer
 
 from api.cli.audit import audit_cli, db_cli
-from api.cli.constants import EXAMPLE
+from api.cli.examples import EXAMPLE
 from api.cli.schedules import schedules_cli
 from api.cli.secrets import secrets_cli
 from api.cli.signals import ended_in_order_by_signals

@@ -88,7 +88,7 @@ def current_leader(conn: Connection[Any]) -> Leader | None:
     return None if row is None else Leader(row[0], row[1])
 
 
-class Catching(Protocol):
+class CatchUp(Protocol):
     """What the leader drives: the projector's catch-up, on the lock's own connection."""
 
     pool: ConnectionPool
@@ -102,7 +102,7 @@ class Leadership:
 
     def __init__(
         self,
-        projector: Catching,
+        projector: CatchUp,
         identity: str,
         events_channel: str,
         *,
