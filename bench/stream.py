@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from multiprocessing.queues import Queue
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -163,8 +164,8 @@ def _parsed(samples: list[tuple[bytes, float]]) -> list[tuple[float, float]]:
 
 
 def subscriber_process(
-    base_url: str, session_ids: list[str], results: multiprocessing.Queue
-) -> None:  # type: ignore[type-arg]
+    base_url: str, session_ids: list[str], results: Queue[list[tuple[float, float]]]
+) -> None:
     async def run() -> list[tuple[float, float]]:
         parts = urlsplit(base_url)
         samples: list[list[tuple[bytes, float]]] = [[] for _ in session_ids]
