@@ -14,6 +14,7 @@ import typer
 
 from api.cli.audit import audit_cli, db_cli
 from api.cli.examples import EXAMPLE
+from api.cli.options import ApiKey, ApiUrl, AsJson
 from api.cli.schedules import schedules_cli
 from api.cli.secrets import secrets_cli
 from api.cli.signals import ended_in_order_by_signals
@@ -41,7 +42,6 @@ cli.add_typer(audit_cli, name="audit")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(schedules_cli, name="schedules")
 
-AsJson = Annotated[bool, typer.Option("--json", help="print as JSON")]
 Tenant = Annotated[
     str,
     typer.Option(
@@ -51,19 +51,7 @@ Tenant = Annotated[
 ]
 
 
-# What every `stepline sessions` command takes: where to look, and as whom.
-ApiUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--api",
-        envvar="STEPLINE_API_URL",
-        help="a Stepline server's URL; without it, the database (STEPLINE_DATABASE_URL)",
-    ),
-]
-ApiKey = Annotated[
-    str | None,
-    typer.Option("--key", envvar="STEPLINE_API_KEY", help="the API key for --api"),
-]
+# Beside --api and --key (api.cli.options), what every `stepline sessions` command takes.
 SessionsTenant = Annotated[
     str | None,
     typer.Option(

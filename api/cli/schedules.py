@@ -12,6 +12,7 @@ from uuid import UUID
 
 import typer
 
+from api.cli.options import ApiKey, ApiUrl, AsJson
 from domain.dev_mode import DEV_TENANT
 
 if TYPE_CHECKING:
@@ -24,17 +25,6 @@ schedules_cli = typer.Typer(
     no_args_is_help=True,
 )
 
-ApiUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--api",
-        envvar="STEPLINE_API_URL",
-        help="a Stepline server's URL; without it, the database (STEPLINE_DATABASE_URL)",
-    ),
-]
-ApiKey = Annotated[
-    str | None, typer.Option("--key", envvar="STEPLINE_API_KEY", help="the API key for --api")
-]
 Tenant = Annotated[
     str | None,
     typer.Option(
@@ -49,7 +39,6 @@ ScheduleId = Annotated[
         help="the schedule's id, or its first characters (4 or more)", show_default=False
     ),
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="print as JSON")]
 
 
 class ScheduleSource(Protocol):
