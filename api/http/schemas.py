@@ -231,18 +231,10 @@ class SessionView(BaseModel):
     finished_at: datetime | None
     estimated_remaining_ms: int | None
     tokens_used: int = Field(description="model tokens spent so far")
-    error_code: str | None = Field(default=None, description="why it failed or expired")
+    error_code: ErrorCode = None
     error_message: str | None = None
-    waiting_for: str | None = Field(
-        default=None,
-        description="what a waiting session waits for: `approval: <question>`, "
-        "`signal <name>`, `timer`",
-    )
-    due_at: datetime | None = Field(
-        default=None,
-        description="when a waiting session's wait is due: a timer's time, or when an "
-        "approval or a signal times out; null: it waits until answered",
-    )
+    waiting_for: WaitingFor = None
+    due_at: DueAt = None
 
 
 class ProgressView(BaseModel):
@@ -280,6 +272,24 @@ class StepView(BaseModel):
     )
 
 
+# What a session's summary and its progress both show of how it ended or what it waits for.
+ErrorCode = Annotated[str | None, Field(description="why it failed or expired")]
+WaitingFor = Annotated[
+    str | None,
+    Field(
+        description="what a waiting session waits for: `approval: <question>`, "
+        "`signal <name>`, `timer`"
+    ),
+]
+DueAt = Annotated[
+    datetime | None,
+    Field(
+        description="when a waiting session's wait is due: a timer's time, or when an "
+        "approval or a signal times out; null: it waits until answered"
+    ),
+]
+
+
 class SessionSummary(BaseModel):
     session_id: UUID
     name: str
@@ -294,18 +304,10 @@ class SessionSummary(BaseModel):
     updated_at: datetime
     origin: Origin = "new"
     source_id: UUID | None = Field(default=None, description="the session replayed or forked")
-    error_code: str | None = Field(default=None, description="why it failed or expired")
+    error_code: ErrorCode = None
     error_message: str | None = None
-    waiting_for: str | None = Field(
-        default=None,
-        description="what a waiting session waits for: `approval: <question>`, "
-        "`signal <name>`, `timer`",
-    )
-    due_at: datetime | None = Field(
-        default=None,
-        description="when a waiting session's wait is due: a timer's time, or when an "
-        "approval or a signal times out; null: it waits until answered",
-    )
+    waiting_for: WaitingFor = None
+    due_at: DueAt = None
 
 
 class SessionPage(BaseModel):
