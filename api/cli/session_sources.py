@@ -21,11 +21,12 @@ import httpx
 from api.http.event_views import AnyEventView, EventView, event_view
 from api.http.reads import decode_cursor, session_page
 from api.http.schemas import CommandAccepted, SessionPage, SessionView, SignalAccepted, StepView
+from api.http.sessions import signal_accepted
 from domain.errors import SessionNotFound, StandardError
 from domain.session import ENDING_EVENTS
 from engine.bootstrap import Runtime
 from engine.live.projector import READ_YOUR_WRITES_S
-from engine.loop.waits import check_signal, signal_too_large
+from engine.loop.waits import check_signal
 from projections import session_index, session_progress, step_history
 from projections.session_index import SessionFilter
 
@@ -160,20 +161,11 @@ class DatabaseSessions:
 
     def signal(self, session_id: UUID, name: str, body: Any) -> SignalAccepted:
         """As the API takes a signal: within STEPLINE_SIGNAL_MAX_BYTES, no placeholders."""
-        too_large = signal_too_large(body, self.runtime.settings.signal_max_bytes)
-        if too_large is not None:
-            raise too_large
-        check_signal(name, body)
+        check_signal(name, body, self.runtime.settings.signal_max_bytes)
         self._fresh_views()
         self._owned(session_id)
         session = self.runtime.loop.signal(session_id, name, body, actor=self.actor)
-        return SignalAccepted(
-            session_id=session_id,
-            name=name,
-            status=session.status.value,
-            version=session.version,
-            taken=name not in session.mailbox,
-        )
+        return signal_accepted(session, name)
 
 
 # ---- a server -----------------------------------------------------------------------------

@@ -34,8 +34,8 @@ from api.http.schemas import (
 )
 from api.http.services import CallerDep, Services, ServicesDep
 from domain.errors import SessionNotFound
-from domain.session import SessionStatus
-from engine.loop.waits import SIGNAL_NAME, check_signal, signal_too_large
+from domain.session import SessionStatus, WorkflowSession
+from engine.loop.waits import SIGNAL_NAME, check_signal
 from engine.store.app import SessionRequest
 from engine.workflows.admission import admitted
 from engine.workflows.file import WebhookSpec
@@ -423,14 +423,16 @@ def signal(
     """Send the session a signal: a step waiting for it goes on, its body saved as
     `{{vars.<name>}}` (dots and dashes as `_`); sent early, it is kept until a step waits for
     it. The body is data: one holding a `{{...}}` placeholder is refused."""
-    too_large = signal_too_large(body, services.runtime.settings.signal_max_bytes)
-    if too_large is not None:
-        raise too_large
-    check_signal(name, body)
+    check_signal(name, body, services.runtime.settings.signal_max_bytes)
     owned_session(services, session_id, caller.tenant)
     session = services.runtime.loop.signal(session_id, name, body, actor=caller.name)
+    return signal_accepted(session, name)
+
+
+def signal_accepted(session: WorkflowSession, name: str) -> SignalAccepted:
+    """What a signal sent to `session` came to: taken by a waiting step, or kept."""
     return SignalAccepted(
-        session_id=session_id,
+        session_id=session.id,
         name=name,
         status=session.status.value,
         version=session.version,

@@ -300,10 +300,14 @@ def signal_too_large(body: Any, limit: int) -> SignalTooLarge | None:
     )
 
 
-def check_signal(name: str, body: Any) -> None:
-    """A signal's name must be one a step can wait for, and its body is data, never code: a
-    placeholder in it (`{{secrets.TOKEN}}`) would be filled in when a later step uses the
-    variable, so a body holding one is refused."""
+def check_signal(name: str, body: Any, max_bytes: int | None = None) -> None:
+    """A signal's name must be one a step can wait for, its body within `max_bytes` as JSON
+    (STEPLINE_SIGNAL_MAX_BYTES) if given, and data, never code: a placeholder in it
+    (`{{secrets.TOKEN}}`) would be filled in when a later step uses the variable, so a body
+    holding one is refused."""
+    too_large = None if max_bytes is None else signal_too_large(body, max_bytes)
+    if too_large is not None:
+        raise too_large
     if re.fullmatch(SIGNAL_NAME, name) is None:
         raise SignalRefused(
             f"{name!r} is not a signal name: 1 to 100 letters, digits and . _ : -",
