@@ -8,7 +8,8 @@ delivery, however many events it brought, and takes them all (so a busy loop sen
 larger writes). A subscriber that falls `buffer_size` events behind is told it overflowed and
 must resume from the log — a stream never silently skips an event. A subscriber given nothing
 for `idle_after_s` is handed `IDLE` (a stream's cue for a heartbeat), so no subscriber needs a
-timer of its own.
+timer of its own. With no subscriber at all the feed reads no events: it only moves its
+position to the log's head, at most every `SKIP_EVERY_S`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ OVERFLOWED = object()
 """Handed to a subscriber that fell too far behind; the stream should end."""
 IDLE = object()
 """Handed to a subscriber that was given nothing for a while."""
+SKIP_EVERY_S = 0.5
+"""With nobody subscribed, how often the feed moves its position to the log's head (between
+times it does nothing: a first subscriber's events are read from the last such position)."""
 
 T = TypeVar("T")
 
@@ -108,6 +112,7 @@ class EventFeed(Generic[T]):
         self._idle_checked_at = time.monotonic()
         self._waiting: dict[asyncio.AbstractEventLoop, Handover[T]] = {}
         """What each loop was handed and has not yet taken."""
+        self._skipped_at = time.monotonic()
 
     def wake(self) -> None:
         self._wake.set()
@@ -148,6 +153,8 @@ class EventFeed(Generic[T]):
             self._hand_over_idle()
 
     def _deliver(self) -> None:
+        if self._skipped_unread():
+            return
         while True:
             notifications = self.app.recorder.select_notifications(
                 start=self._position, limit=500, inclusive_of_start=False
@@ -170,6 +177,25 @@ class EventFeed(Generic[T]):
                 for subscriber in subscribers:
                     by_loop.setdefault(subscriber.loop, {}).setdefault(subscriber, []).append(live)
             self._send(by_loop)
+
+    def _skipped_unread(self) -> bool:
+        """With no subscriber, move to the log's head (or, within `SKIP_EVERY_S` of the last
+        move, stay put) without reading the events; whether it did.
+
+        The head is read before the subscribers are looked at: a subscriber that comes after
+        reads its history after that, so it holds every event up to the head, and the feed
+        hands it every event after."""
+        now = time.monotonic()
+        if now - self._skipped_at < SKIP_EVERY_S:
+            with self._lock:
+                return not self._subscribers
+        head = self.app.recorder.max_notification_id() or 0
+        with self._lock:
+            if self._subscribers:
+                return False
+        self._position = max(self._position, head)
+        self._skipped_at = now
+        return True
 
     def _hand_over_idle(self) -> None:
         """`IDLE` to every subscriber handed nothing for `idle_after_s`."""
