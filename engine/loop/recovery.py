@@ -67,7 +67,10 @@ class Recovery:
         self, executor: Callable[[str], Executor], took_signal: TookSignal
     ) -> None:
         """From the results of the commands that ran (a fork: and those of its source's steps
-        before it), and the state kept outside the log (a fork's own, else its source's)."""
+        before it), and the state kept outside the log (a fork's own, else its source's). A
+        session that never ran has none of them: nothing is read for it."""
+        if self._never_ran():
+            return
         history = lineage_history(self.app, self.session_id)
         actions = actions_of(history)
         waits: dict[str, WorkflowSession.WaitStarted] = {}
@@ -86,6 +89,12 @@ class Recovery:
             if kind in self.executor_kinds:
                 executor(kind).load_state(state)
                 self._kept_states[kind] = state
+
+    def _never_ran(self) -> bool:
+        """Only created (no command, no wait, no kept state can exist) and not a fork (which
+        starts from its source's)."""
+        session = self.held.session
+        return session.version == 1 and session.forked_from is None
 
     def _kept_outside_the_log(self) -> dict[str, dict[str, Any]]:
         """The session's kept executor state; a fork's first run takes its source's, and keeps
