@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from copy import deepcopy
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -47,6 +48,8 @@ class HeldLease:
     stop: threading.Event = field(default_factory=threading.Event)
     news: threading.Event = field(default_factory=threading.Event)
     """Set on new events in the log and when told to stop: wakes a waiting run (a back-off)."""
+    saved: WorkflowSession | None = None
+    """The session as this worker saved it (it created it), for the run to start from."""
     lost: bool = False
     settled_version: int | None = None
     """The version as of which the run left the session needing no driving, if it did."""
@@ -212,13 +215,16 @@ class SessionWorker:
             except BaseException:
                 self.leases.forget(session.id, self.worker_id, token)
                 raise
-            return session, self.drive(claim)
+            return session, self.drive(claim, saved=deepcopy(session))
         finally:
             self._give_back(slot)
 
-    def drive(self, claim: Claim) -> Future[SessionStatus | None]:
-        """Drive a claimed session in one of the worker's threads."""
-        held = HeldLease(claim, self.worker_id, self.leases)
+    def drive(
+        self, claim: Claim, saved: WorkflowSession | None = None
+    ) -> Future[SessionStatus | None]:
+        """Drive a claimed session in one of the worker's threads (from `saved`, the session
+        as this worker has just saved it, if given: the run then need not load it)."""
+        held = HeldLease(claim, self.worker_id, self.leases, saved=saved)
         with self._lock:
             self._held[claim.session_id] = held
         self.metrics.claimed += 1
@@ -241,7 +247,7 @@ class SessionWorker:
     def _drive(self, held: HeldLease) -> SessionStatus | None:
         status = None
         try:
-            status = self.loop.drive(held.session_id, held.stop, held)
+            status = self.loop.drive(held.session_id, held.stop, held, held.saved)
         except (*DATABASE_ERRORS, DomainError):
             # Like a crash: the lease is kept until it expires, then another owner replays.
             log.exception("Stopped driving on an error", extra=on_session(held.session_id))

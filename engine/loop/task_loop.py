@@ -170,12 +170,17 @@ class TaskLoop:
                 close()
 
     def drive(
-        self, session_id: UUID, stop: threading.Event, ownership: Ownership | None = None
+        self,
+        session_id: UUID,
+        stop: threading.Event,
+        ownership: Ownership | None = None,
+        saved: WorkflowSession | None = None,
     ) -> SessionStatus:
         """Run the session until it ends or pauses, until `stop` is set, or until
-        `ownership` can no longer be proven."""
+        `ownership` can no longer be proven. `saved`: the session as the caller has just
+        saved it, which the run then holds instead of loading it (see HeldSession)."""
         try:
-            run = SessionRun(self, session_id, stop, ownership)
+            run = SessionRun(self, session_id, stop, ownership, saved)
         except InvalidWorkflow as unusable:  # e.g. its definitions module cannot be loaded
             session = self.app.get_session(session_id)
             if session.status in (SessionStatus.PENDING, SessionStatus.RUNNING):
@@ -197,6 +202,7 @@ class SessionRun:
         session_id: UUID,
         stop: threading.Event,
         ownership: Ownership | None,
+        saved: WorkflowSession | None = None,
     ) -> None:
         self.loop = loop
         self.app = loop.app
@@ -204,7 +210,9 @@ class SessionRun:
         self.stop = stop
         self.ownership = ownership
         fence = ownership.fence if ownership is not None else None
-        self.held = HeldSession(self.app, loop.writer, loop.snapshotter, session_id, fence)
+        self.held = HeldSession(
+            self.app, loop.writer, loop.snapshotter, session_id, fence, saved=saved
+        )
         session = self.held.session
         self.config = session.config
         self.secrets = loop.secrets_of(session)

@@ -40,12 +40,17 @@ class HeldSession:
         snapshotter: Snapshotter,
         session_id: UUID,
         fence: Fence | None = None,
+        *,
+        saved: WorkflowSession | None = None,
     ) -> None:
+        """`saved`: the session as the caller saved it a moment ago, to hold instead of
+        loading it (held from then on: nobody else may use that object). Had someone written
+        since, the first commit conflicts and loads it, as after any write by someone else."""
         self.app = app
         self.writer = writer
         self.snapshotter = snapshotter
         self.fence = fence
-        self.session = app.get_session(session_id)
+        self.session = saved if saved is not None else app.get_session(session_id)
         self._snapshot_version = self.session.version
         self._waiting: list[Decision] = []
         self._refused: InvalidStateTransition | None = None

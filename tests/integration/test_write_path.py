@@ -87,6 +87,28 @@ def test_a_commit_after_someone_else_wrote_keeps_what_still_holds_and_raises_the
     assert types(fresh_app, session_id)[-1] == "CommandFinished"
 
 
+def test_a_session_held_as_saved_after_someone_else_wrote_is_loaded_and_refused(
+    fresh_app: Stepline,
+) -> None:
+    """A worker that created a session starts from the object it saved, not a load; a cancel
+    that landed in between is found by the first commit, before anything acts."""
+    saved = WorkflowSession.create(
+        name="write path", steps=[StepSpec("step 0")], config={}, tenant="acme", actor="alice"
+    )
+    fresh_app.save(saved)
+    held = HeldSession(
+        fresh_app, GroupWriter(fresh_app), Snapshotter(fresh_app), saved.id, saved=saved
+    )
+    fresh_app.cancel(saved.id, reason="changed my mind", actor="bob")
+    held.decide(lambda s: s.start_step(0))
+
+    with pytest.raises(InvalidStateTransition):
+        held.commit()
+
+    assert types(fresh_app, saved.id) == ["Created", "Cancelled"]
+    assert held.session.status is SessionStatus.CANCELLED
+
+
 def test_a_write_whose_lease_no_longer_holds_writes_nothing(
     fresh_app: Stepline, leases: Leases, pool: ConnectionPool
 ) -> None:
