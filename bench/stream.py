@@ -252,7 +252,8 @@ def sampled(pid: int, out: str | None) -> Iterator[None]:
         "--output",
         out,
         "--rate",
-        "250",
+        "100",
+        "--nonblocking",
     ]
     sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)  # attached
