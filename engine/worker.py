@@ -184,6 +184,8 @@ class SessionWorker:
             if self._stopping.is_set():
                 return
             slots = self._take_slots(self.concurrency)
+            if not slots:  # nothing to claim for: a slot that frees wakes this loop
+                continue
             try:
                 for claim in self.leases.claim(self.worker_id, slots, self.running_limit):
                     self.drive(claim)
