@@ -179,9 +179,8 @@ def test_the_deployment_rides_out_a_database_outage(
 def test_stepline_workers_lists_each_worker_with_its_sessions(
     cluster: Cluster, store: Stepline, target: str
 ) -> None:
-    session_ids = create_sessions(
-        store, target, 2, slow_ms=3_000, effects=3
-    )  # still running when listed, on a busy machine too
+    # Still running when listed, however slow the command line is to start on a busy machine.
+    session_ids = create_sessions(store, target, 2, slow_ms=3_000, effects=3)
     process = cluster.worker(concurrency=4)
     eventually(
         lambda: _lease_owners(cluster.database_url, session_ids) == set(session_ids),
