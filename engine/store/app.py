@@ -20,6 +20,7 @@ from eventsourcing.persistence import (
     RecordConflictError,
     Transcoding,
 )
+from eventsourcing.postgres import PostgresAggregateRecorder
 
 from domain.batch import Batch
 from domain.errors import (
@@ -37,7 +38,7 @@ from domain.waits import Wait
 from engine.logs import LOGGER_NAME, on_session
 from engine.privacy.data_keys import DataKeys
 from engine.privacy.sealing import SealingMapper
-from engine.store.event_store import RECORDER_TOPIC, FencedRecorder
+from engine.store.event_store import RECORDER_TOPIC, FencedRecorder, render_statements
 from engine.tenancy.secret_store import MasterKey
 
 log = logging.getLogger(LOGGER_NAME)
@@ -172,6 +173,8 @@ class Stepline(Application[UUID]):
         super().__init__(
             env={**env, **caching, **recorder, "IS_SNAPSHOTTING_ENABLED": "y", "CREATE_TABLE": "n"}
         )
+        if self.snapshots is not None:
+            render_statements(cast(PostgresAggregateRecorder, self.snapshots.recorder))
         if master_key is not None:
             datastore = cast(FencedRecorder, self.recorder).datastore
             cast(SealingMapper, self.mapper).keys = DataKeys(datastore, master_key)

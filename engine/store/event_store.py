@@ -28,13 +28,14 @@ from uuid import UUID
 
 from eventsourcing.persistence import (
     InterfaceError,
+    Notification,
     OperationalError,
     PersistenceError,
     StoredEvent,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from eventsourcing.utils import retry
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from engine.audit.chain import link_sql
 
@@ -139,6 +140,41 @@ class FencedRecorder(PostgresApplicationRecorder):
             schema=Identifier(self.datastore.schema),
             function=Identifier(self.append_function),
         )
+        self.notifications_after_statement = SQL(
+            "SELECT * FROM {schema}.{table} WHERE notification_id > %s "
+            "ORDER BY notification_id LIMIT %s"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+        render_statements(self)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """As the library's, with the statement the feed and the views read by (the
+        notifications after a position) rendered once, not built on every call."""
+        if start is None or inclusive_of_start or stop is not None or topics:
+            built: Sequence[Notification] = super().select_notifications(
+                start, limit, stop, topics, inclusive_of_start=inclusive_of_start
+            )
+            return built
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.notifications_after_statement, (start, limit), prepare=True)
+            return [
+                Notification(
+                    id=row["notification_id"],
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
@@ -162,3 +198,12 @@ class FencedRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self.append_statement, params, prepare=True)
             return [row[self.append_function] for row in curs.fetchall()]
+
+
+def render_statements(recorder: PostgresAggregateRecorder) -> None:
+    """Render the recorder's statements to text once. psycopg renders a composed statement on
+    every execute, quoting each identifier through libpq: with a few statements per event,
+    that was a large share of a session's CPU."""
+    for name, value in list(vars(recorder).items()):
+        if isinstance(value, Composed):
+            setattr(recorder, name, SQL(value.as_string()))
