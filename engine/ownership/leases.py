@@ -64,7 +64,10 @@ approval's or a signal's timeout), which the worker that claims one wakes."""
 _ACQUIRE = """
 INSERT INTO session_leases AS l
     (session_id, tenant, owner, fencing_token, lease_until, acquired_at, renewed_at)
-VALUES (%(session_id)s, %(tenant)s, %(owner)s, 1, now() + %(lease)s, now(), now())
+SELECT %(session_id)s, %(tenant)s, %(owner)s, 1, now() + %(lease)s, now(), now()
+WHERE %(limit)s::int IS NULL
+   OR (SELECT count(*) FROM session_leases
+       WHERE tenant = %(tenant)s AND lease_until > now()) < %(limit)s::int
 ON CONFLICT (session_id) DO UPDATE SET
     owner = EXCLUDED.owner,
     fencing_token = l.fencing_token + 1,
@@ -75,6 +78,19 @@ ON CONFLICT (session_id) DO UPDATE SET
 WHERE l.lease_until < now()
 RETURNING fencing_token
 """
+"""Take a session's lease if nobody holds it and, given a `limit`, its tenant runs fewer
+sessions than that (counted in the same statement, after the caller took `locks.CLAIM`)."""
+
+_RELEASE = f"""
+WITH released AS (
+    UPDATE session_leases
+    SET owner = NULL, lease_until = '-infinity', settled_version = %(settled)s
+    WHERE session_id = %(session_id)s AND owner = %(owner)s AND fencing_token = %(token)s
+    RETURNING session_id)
+SELECT pg_notify('{RELEASED_CHANNEL}', '') FROM released WHERE %(settled)s::int IS NULL
+"""  # noqa: S608  (a constant of ours, not input)
+"""Hand a lease back, and tell the workers when the session still wants driving: one
+statement, whose NOTIFY is sent with its commit."""
 
 
 RunningLimit = Callable[[str], int | None]
@@ -178,21 +194,22 @@ class Leases:
     ) -> int | None:
         """Take one session's lease (e.g. before the session is even saved); its fencing
         token, or None if another worker holds it or its tenant already runs `limit`."""
+        if limit is None:  # one statement: no transaction
+            with self.pool.connection() as conn:
+                return self._acquire(conn, session_id, tenant, owner)
         with self.pool.connection() as conn, conn.transaction():
-            if limit is not None:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (locks.CLAIM,))
-                row = conn.execute(
-                    "SELECT count(*) FROM session_leases WHERE tenant = %s AND lease_until > now()",
-                    (tenant,),
-                ).fetchone()
-                if row is not None and row[0] >= limit:
-                    return None
-            return self._acquire(conn, session_id, tenant, owner)
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (locks.CLAIM,))
+            return self._acquire(conn, session_id, tenant, owner, limit)
 
     def _acquire(
-        self, conn: Connection[Any], session_id: UUID, tenant: str, owner: str
+        self,
+        conn: Connection[Any],
+        session_id: UUID,
+        tenant: str,
+        owner: str,
+        limit: int | None = None,
     ) -> int | None:
-        params = {"session_id": session_id, "tenant": tenant, "owner": owner}
+        params = {"session_id": session_id, "tenant": tenant, "owner": owner, "limit": limit}
         row = conn.execute(_ACQUIRE, {**params, "lease": self._interval}).fetchone()
         return None if row is None else int(row[0])
 
@@ -232,15 +249,9 @@ class Leases:
     ) -> None:
         """Hand the lease back. Unsettled (the session still wants driving): other workers are
         told at once. Settled: claimable again only after a later status change."""
-        with self.pool.connection() as conn, conn.transaction():
-            released = conn.execute(
-                "UPDATE session_leases SET owner = NULL, lease_until = '-infinity', "
-                "settled_version = %s "
-                "WHERE session_id = %s AND owner = %s AND fencing_token = %s",
-                (settled_version, session_id, owner, token),
-            ).rowcount
-            if released and settled_version is None:
-                conn.execute(f"NOTIFY {RELEASED_CHANNEL}")
+        params = {"session_id": session_id, "owner": owner, "token": token}
+        with self.pool.connection() as conn:
+            conn.execute(_RELEASE, {**params, "settled": settled_version})
 
     def forget(self, session_id: UUID, owner: str, token: int) -> None:
         """Drop a lease taken for a session that was never saved."""
