@@ -78,6 +78,18 @@ def _adapted(value: Any) -> Any:
     return Jsonb(value) if isinstance(value, dict) else value
 
 
+FEW_ROWS = 50
+"""Rows up to which an upsert is one INSERT ... ON CONFLICT per row, pipelined in one round trip
+(a live batch: one commit of a session or a few); more go by COPY into a staging table and one
+merge statement (catch-up and rebuild), which costs three statements whatever the count."""
+
+
+def rendered(query: sql.Composable) -> str:
+    """The statement as plain text, once: psycopg renders a composed statement again (every
+    identifier of it) on each execute, a cost the hot path of the views would pay per batch."""
+    return query.as_string()
+
+
 class RowTable(Generic[R]):
     """A table whose rows are instances of a dataclass, keyed by some of its fields."""
 
@@ -87,70 +99,88 @@ class RowTable(Generic[R]):
         self.key = key
         self.columns = [f.name for f in fields(row_type)]
         names = sql.SQL(", ").join(map(sql.Identifier, self.columns))
-        updates = sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
-            for c in self.columns
-            if c not in key
+        self.names = rendered(names)
+        """The columns, quoted, in the dataclass's order: what a view's own SELECT lists."""
+        self._statements(sql.Identifier(table), names)
+
+    def _statements(self, table: sql.Identifier, names: sql.Composed) -> None:
+        staging = sql.Identifier(f"staging_{self.table}")
+        key = sql.SQL(", ").join(map(sql.Identifier, self.key))
+        replace = sql.SQL("ON CONFLICT ({key}) DO UPDATE SET {updates}").format(
+            key=key,
+            updates=sql.SQL(", ").join(
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+                for c in self.columns
+                if c not in self.key
+            ),
         )
-        staging = sql.Identifier(f"staging_{table}")
-        self._create_staging = sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DELETE ROWS"
-        ).format(staging=staging, table=sql.Identifier(table))
-        self._copy = sql.SQL("COPY {staging} ({names}) FROM STDIN").format(
-            staging=staging, names=names
+        values = sql.SQL(", ").join(sql.Placeholder() * len(self.columns))
+        by_key = sql.SQL(" AND ").join(
+            sql.SQL("{} = %s").format(sql.Identifier(k)) for k in self.key
         )
-        self._merge = sql.SQL(
-            "WITH staged AS (DELETE FROM {staging} RETURNING *) "
-            "INSERT INTO {table} ({names}) SELECT {names} FROM staged "
-            "ON CONFLICT ({key}) DO UPDATE SET {updates}"
-        ).format(
-            table=sql.Identifier(table),
-            names=names,
-            staging=staging,
-            key=sql.SQL(", ").join(map(sql.Identifier, key)),
-            updates=updates,
+        parts = {"table": table, "names": names, "staging": staging, "replace": replace}
+        self._insert = rendered(
+            sql.SQL("INSERT INTO {table} ({names}) VALUES ({values}) {replace}").format(
+                values=values, **parts
+            )
         )
-        self._select_by_session = sql.SQL(
-            "SELECT {names} FROM {table} WHERE session_id = ANY(%s)"
-        ).format(names=names, table=sql.Identifier(table))
+        self._create_staging = rendered(
+            sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DELETE ROWS"
+            ).format(**parts)
+        )
+        self._copy = rendered(sql.SQL("COPY {staging} ({names}) FROM STDIN").format(**parts))
+        self._merge = rendered(
+            sql.SQL(
+                "WITH staged AS (DELETE FROM {staging} RETURNING *) "
+                "INSERT INTO {table} ({names}) SELECT {names} FROM staged {replace}"
+            ).format(**parts)
+        )
+        self._select_by_key = rendered(
+            sql.SQL("SELECT {names} FROM {table} WHERE {by_key}").format(by_key=by_key, **parts)
+        )
+        self._select_by_session = rendered(
+            sql.SQL("SELECT {names} FROM {table} WHERE session_id = ANY(%s)").format(**parts)
+        )
+        self._delete_sessions = rendered(
+            sql.SQL("DELETE FROM {table} WHERE session_id = ANY(%s)").format(**parts)
+        )
 
     def get(self, conn: Connection[Any], *key: Any) -> R | None:
         """The row with this key, if any."""
-        where = sql.SQL(" AND ").join(
-            sql.SQL("{} = %s").format(sql.Identifier(k)) for k in self.key
-        )
-        query = sql.SQL("SELECT {names} FROM {table} WHERE {where}").format(
-            names=sql.SQL(", ").join(map(sql.Identifier, self.columns)),
-            table=sql.Identifier(self.table),
-            where=where,
-        )
         with conn.cursor(row_factory=class_row(self.row_type)) as cursor:
-            return cursor.execute(query, key).fetchone()
+            return cursor.execute(self._select_by_key, key).fetchone()
 
     def delete_sessions(self, conn: Connection[Any], session_ids: Iterable[UUID]) -> None:
-        """Delete every row of these sessions (erased)."""
-        conn.execute(
-            sql.SQL("DELETE FROM {} WHERE session_id = ANY(%s)").format(sql.Identifier(self.table)),
-            (list(session_ids),),
-        )
+        """Delete every row of these sessions (erased); no statement when there are none."""
+        erased = list(session_ids)
+        if erased:
+            conn.execute(self._delete_sessions, (erased,))
 
     def load_for_sessions(self, conn: Connection[Any], session_ids: Iterable[UUID]) -> list[R]:
+        """The rows of these sessions; no statement when there are none."""
+        wanted = list(session_ids)
+        if not wanted:
+            return []
         with conn.cursor(row_factory=class_row(self.row_type)) as cursor:
-            return cursor.execute(self._select_by_session, (list(session_ids),)).fetchall()
+            return cursor.execute(self._select_by_session, (wanted,)).fetchall()
 
     def upsert(self, conn: Connection[Any], rows: Iterable[R]) -> None:
-        """Insert or replace the rows: COPY into a staging table, then one merge statement.
+        """Insert or replace the rows: up to `FEW_ROWS` by pipelined INSERT ... ON CONFLICT,
+        more by COPY into a staging table and one merge statement; none, no statement.
 
         Must run inside the caller's transaction, which also moves the view's position."""
         if conn.info.transaction_status != TransactionStatus.INTRANS:
             raise RuntimeError("views are written inside the transaction that tracks them")
-        columns = self.columns
+        values = [[_adapted(getattr(row, c)) for c in self.columns] for row in rows]
+        if not values:
+            return
         with conn.cursor() as cursor:
+            if len(values) <= FEW_ROWS:
+                cursor.executemany(self._insert, values)
+                return
             cursor.execute(self._create_staging)
             with cursor.copy(self._copy) as copy:
-                written = 0
-                for row in rows:
-                    copy.write_row([_adapted(getattr(row, c)) for c in columns])
-                    written += 1
-            if written:
-                cursor.execute(self._merge)
+                for row_values in values:
+                    copy.write_row(row_values)
+            cursor.execute(self._merge)
