@@ -139,6 +139,8 @@ class Projector:
             applied += count
             if on_progress is not None:
                 on_progress(min(self._reached[n] for n in selected), self.head())
+            if count < self.batch_size:
+                break  # the head of the log when it was read: no transaction to find nothing
         with self._advanced:
             self.applied_here += applied
         return applied
@@ -159,10 +161,9 @@ class Projector:
                 if unseen:
                     self.views[name].apply(used, unseen)
             reached = batch[-1].position
-            tracking.advance(used, names, reached)
             changed = any(isinstance(r.event, STATUS_CHANGES) for r in batch)
             payload = json.dumps({"position": reached, "views": names, "status_changed": changed})
-            used.execute("SELECT pg_notify(%s, %s)", (VIEWS_CHANNEL, payload))
+            tracking.advance_and_notify(used, names, reached, VIEWS_CHANNEL, payload)
         self._remember({name: max(positions[name], reached) for name in names})
         return len(batch)
 
