@@ -79,9 +79,9 @@ def _adapted(value: Any) -> Any:
 
 
 FEW_ROWS = 50
-"""Rows up to which an upsert is one INSERT ... ON CONFLICT per row, pipelined in one round trip
-(a live batch: one commit of a session or a few); more go by COPY into a staging table and one
-merge statement (catch-up and rebuild), which costs three statements whatever the count."""
+"""Rows up to which an upsert is one INSERT ... VALUES (a row), (a row) ... ON CONFLICT (a live
+batch: one commit of a session or a few); more go by COPY into a staging table and one merge
+statement (catch-up and rebuild), which costs three statements whatever the count."""
 
 
 def rendered(query: sql.Composable) -> str:
@@ -101,50 +101,52 @@ class RowTable(Generic[R]):
         names = sql.SQL(", ").join(map(sql.Identifier, self.columns))
         self.names = rendered(names)
         """The columns, quoted, in the dataclass's order: what a view's own SELECT lists."""
-        self._statements(sql.Identifier(table), names)
-
-    def _statements(self, table: sql.Identifier, names: sql.Composed) -> None:
-        staging = sql.Identifier(f"staging_{self.table}")
-        key = sql.SQL(", ").join(map(sql.Identifier, self.key))
-        replace = sql.SQL("ON CONFLICT ({key}) DO UPDATE SET {updates}").format(
-            key=key,
-            updates=sql.SQL(", ").join(
-                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
-                for c in self.columns
-                if c not in self.key
+        parts = {
+            "table": sql.Identifier(table),
+            "names": names,
+            "staging": sql.Identifier(f"staging_{table}"),
+            "replace": sql.SQL("ON CONFLICT ({key}) DO UPDATE SET {updates}").format(
+                key=sql.SQL(", ").join(map(sql.Identifier, key)),
+                updates=sql.SQL(", ").join(
+                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+                    for c in self.columns
+                    if c not in key
+                ),
             ),
+            "by_key": sql.SQL(" AND ").join(
+                sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key
+            ),
+        }
+
+        def statement(text: str) -> str:
+            return rendered(sql.SQL(text).format(**parts))
+
+        self._insert_into = statement("INSERT INTO {table} ({names}) VALUES")
+        self._a_row = "(" + ", ".join(["%s"] * len(self.columns)) + ")"
+        self._replace = statement("{replace}")
+        self._inserts: dict[int, str] = {}
+        """INSERT statements by their number of rows, made when first used."""
+        self._create_staging = statement(
+            "CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DELETE ROWS"
         )
-        values = sql.SQL(", ").join(sql.Placeholder() * len(self.columns))
-        by_key = sql.SQL(" AND ").join(
-            sql.SQL("{} = %s").format(sql.Identifier(k)) for k in self.key
+        self._copy = statement("COPY {staging} ({names}) FROM STDIN")
+        self._merge = statement(
+            "WITH staged AS (DELETE FROM {staging} RETURNING *) "
+            "INSERT INTO {table} ({names}) SELECT {names} FROM staged {replace}"
         )
-        parts = {"table": table, "names": names, "staging": staging, "replace": replace}
-        self._insert = rendered(
-            sql.SQL("INSERT INTO {table} ({names}) VALUES ({values}) {replace}").format(
-                values=values, **parts
-            )
+        self._select_by_key = statement("SELECT {names} FROM {table} WHERE {by_key}")
+        self._select_by_session = statement(
+            "SELECT {names} FROM {table} WHERE session_id = ANY(%s)"
         )
-        self._create_staging = rendered(
-            sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DELETE ROWS"
-            ).format(**parts)
-        )
-        self._copy = rendered(sql.SQL("COPY {staging} ({names}) FROM STDIN").format(**parts))
-        self._merge = rendered(
-            sql.SQL(
-                "WITH staged AS (DELETE FROM {staging} RETURNING *) "
-                "INSERT INTO {table} ({names}) SELECT {names} FROM staged {replace}"
-            ).format(**parts)
-        )
-        self._select_by_key = rendered(
-            sql.SQL("SELECT {names} FROM {table} WHERE {by_key}").format(by_key=by_key, **parts)
-        )
-        self._select_by_session = rendered(
-            sql.SQL("SELECT {names} FROM {table} WHERE session_id = ANY(%s)").format(**parts)
-        )
-        self._delete_sessions = rendered(
-            sql.SQL("DELETE FROM {table} WHERE session_id = ANY(%s)").format(**parts)
-        )
+        self._delete_sessions = statement("DELETE FROM {table} WHERE session_id = ANY(%s)")
+
+    def _insert(self, rows: int) -> str:
+        """INSERT INTO the table VALUES `rows` rows ON CONFLICT DO UPDATE: one statement."""
+        statement = self._inserts.get(rows)
+        if statement is None:
+            values = ", ".join([self._a_row] * rows)
+            statement = self._inserts[rows] = " ".join([self._insert_into, values, self._replace])
+        return statement
 
     def get(self, conn: Connection[Any], *key: Any) -> R | None:
         """The row with this key, if any."""
@@ -166,8 +168,8 @@ class RowTable(Generic[R]):
             return cursor.execute(self._select_by_session, (wanted,)).fetchall()
 
     def upsert(self, conn: Connection[Any], rows: Iterable[R]) -> None:
-        """Insert or replace the rows: up to `FEW_ROWS` by pipelined INSERT ... ON CONFLICT,
-        more by COPY into a staging table and one merge statement; none, no statement.
+        """Insert or replace the rows: up to `FEW_ROWS` by one INSERT ... ON CONFLICT, more
+        by COPY into a staging table and one merge statement; none, no statement.
 
         Must run inside the caller's transaction, which also moves the view's position."""
         if conn.info.transaction_status != TransactionStatus.INTRANS:
@@ -177,7 +179,7 @@ class RowTable(Generic[R]):
             return
         with conn.cursor() as cursor:
             if len(values) <= FEW_ROWS:
-                cursor.executemany(self._insert, values)
+                cursor.execute(self._insert(len(values)), [v for row in values for v in row])
                 return
             cursor.execute(self._create_staging)
             with cursor.copy(self._copy) as copy:
