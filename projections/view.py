@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from uuid import UUID
 
-from psycopg import Connection, sql
+from psycopg import Connection, RawCursor, sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
@@ -122,7 +122,6 @@ class RowTable(Generic[R]):
             return rendered(sql.SQL(text).format(**parts))
 
         self._insert_into = statement("INSERT INTO {table} ({names}) VALUES")
-        self._a_row = "(" + ", ".join(["%s"] * len(self.columns)) + ")"
         self._replace = statement("{replace}")
         self._inserts: dict[int, str] = {}
         """INSERT statements by their number of rows, made when first used."""
@@ -141,10 +140,15 @@ class RowTable(Generic[R]):
         self._delete_sessions = statement("DELETE FROM {table} WHERE session_id = ANY(%s)")
 
     def _insert(self, rows: int) -> str:
-        """INSERT INTO the table VALUES `rows` rows ON CONFLICT DO UPDATE: one statement."""
+        """INSERT INTO the table VALUES `rows` rows ON CONFLICT DO UPDATE: one statement, its
+        parameters numbered ($1, $2 ...) for a `RawCursor`."""
         statement = self._inserts.get(rows)
         if statement is None:
-            values = ", ".join([self._a_row] * rows)
+            width = len(self.columns)
+            values = ", ".join(
+                "(" + ", ".join(f"${row * width + column}" for column in range(1, width + 1)) + ")"
+                for row in range(rows)
+            )
             statement = self._inserts[rows] = " ".join([self._insert_into, values, self._replace])
         return statement
 
@@ -177,10 +181,13 @@ class RowTable(Generic[R]):
         values = [[_adapted(getattr(row, c)) for c in self.columns] for row in rows]
         if not values:
             return
+        if len(values) <= FEW_ROWS:
+            # psycopg parses a query with %s placeholders again on every execute past 50
+            # parameters; one with $n placeholders it sends as it is.
+            with RawCursor(conn) as raw:
+                raw.execute(self._insert(len(values)), [v for row in values for v in row])
+            return
         with conn.cursor() as cursor:
-            if len(values) <= FEW_ROWS:
-                cursor.execute(self._insert(len(values)), [v for row in values for v in row])
-                return
             cursor.execute(self._create_staging)
             with cursor.copy(self._copy) as copy:
                 for row_values in values:
