@@ -10,8 +10,8 @@ connection, as the leader does live on each commit's NOTIFY. Prints, per catch-u
 and round trips on that connection (counted from libpq's trace of `--traced` more sessions,
 so tracing costs nothing to the CPU measured) and, per session, the CPU of the catch-ups in this
 thread and in the PostgreSQL backends of the bench's database (sampled around each catch-up:
-the appends are left out). The events are read on the application's own connection, so one
-statement per batch is not in the traced count.
+the appends are left out). (Before the projector read the log on its own connection, it read
+it on the application's: one statement per batch the trace did not count.)
 
 Uses the server of STEPLINE_DATABASE_URL if set (in a fresh database it drops afterwards), else
 the embedded PostgreSQL. Events are stored in clear (no master key): what is timed is the views.
