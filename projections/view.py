@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from uuid import UUID
 
@@ -74,8 +75,15 @@ def _without_nul(value: Any) -> Any:
 
 
 def _adapted(value: Any) -> Any:
-    value = _without_nul(value)
-    return Jsonb(value) if isinstance(value, dict) else value
+    """A field as the table takes it: without NUL, a dict as jsonb. (Called for every field of
+    every row written: a scalar returns after one check.)"""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return Jsonb(_without_nul(value))
+    if isinstance(value, list):
+        return _without_nul(value)
+    return value
 
 
 FEW_ROWS = 50
@@ -98,6 +106,7 @@ class RowTable(Generic[R]):
         self.row_type = row_type
         self.key = key
         self.columns = [f.name for f in fields(row_type)]
+        self._fields_of = attrgetter(*self.columns)
         names = sql.SQL(", ").join(map(sql.Identifier, self.columns))
         self.names = rendered(names)
         """The columns, quoted, in the dataclass's order: what a view's own SELECT lists."""
@@ -178,7 +187,7 @@ class RowTable(Generic[R]):
         Must run inside the caller's transaction, which also moves the view's position."""
         if conn.info.transaction_status != TransactionStatus.INTRANS:
             raise RuntimeError("views are written inside the transaction that tracks them")
-        values = [[_adapted(getattr(row, c)) for c in self.columns] for row in rows]
+        values = [list(map(_adapted, self._fields_of(row))) for row in rows]
         if not values:
             return
         if len(values) <= FEW_ROWS:
