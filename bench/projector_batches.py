@@ -10,7 +10,9 @@ connection, as the leader does live on each commit's NOTIFY. Prints, per catch-u
 and round trips on that connection (counted from libpq's trace of `--traced` more sessions,
 so tracing costs nothing to the CPU measured) and, per session, the CPU of the catch-ups in this
 thread and in the PostgreSQL backends of the bench's database (sampled around each catch-up:
-the appends are left out). (Before the projector read the log on its own connection, it read
+the appends are left out), next to the same per session when the views are rebuilt from the
+whole log in the projector's large batches, in the same run: the ratio is what small batches
+cost more. (Before the projector read the log on its own connection, it read
 it on the application's: one statement per batch the trace did not count.)
 
 Uses the server of STEPLINE_DATABASE_URL if set (in a fresh database it drops afterwards), else
@@ -125,6 +127,15 @@ def run(app: Stepline, sessions: int, catch_up: Callable[[], int], backends: lis
     return cost
 
 
+def rebuilt(projector: Projector, backends: list[int]) -> Cost:
+    """Rebuild the views from the whole log in the projector's large batches."""
+    database_before = backends_cpu(backends)
+    started = time.thread_time()
+    events = projector.rebuild()
+    cpu_s = time.thread_time() - started
+    return Cost(0, events, cpu_s, backends_cpu(backends) - database_before)
+
+
 def traced(conn: psycopg.Connection[Any], work: Callable[[], T]) -> tuple[T, list[str]]:
     """What `work` returns, and the lines of libpq's trace of the connection's messages while
     it ran."""
@@ -175,24 +186,28 @@ def main() -> None:
             return projector.catch_up(conn=conn)
 
         run(app, WARM_UP, catch_up, [])
-        cost = run(app, arguments.sessions, catch_up, database_backends(url))
+        backends = database_backends(url)
+        live = run(app, arguments.sessions, catch_up, backends)
         sample, trace = traced(conn, lambda: run(app, arguments.traced, catch_up, []))
         statements, round_trips = counted(trace)
+        rebuild = rebuilt(projector, backends)
         app.close()
 
+    sessions = WARM_UP + arguments.sessions + arguments.traced
     print(
         f"{arguments.sessions} sessions of [{', '.join(JOB)}] in 3 commits each, the views "
-        f"caught up after every commit: {cost.catch_ups} catch-ups, "
-        f"{cost.events / cost.catch_ups:.1f} events each"
+        f"caught up after every commit: {live.events / live.catch_ups:.1f} events, "
+        f"{statements / sample.catch_ups:.1f} statements and "
+        f"{round_trips / sample.catch_ups:.1f} round trips per catch-up"
     )
-    figures = [
-        ("statements per catch-up", statements / sample.catch_ups, ""),
-        ("round trips per catch-up", round_trips / sample.catch_ups, ""),
-        ("CPU ms per session", cost.cpu_s / arguments.sessions * 1000, "this thread"),
-        ("db CPU ms per session", cost.database_cpu_s / arguments.sessions * 1000, "backends"),
-    ]
-    for label, value, where in figures:
-        print(f"{label:<26}{value:8.2f}  {where}")
+    print(f"{'per session':<28}{'caught up live':>15}{'rebuilt':>9}{'ratio':>8}")
+    for label, live_s, rebuild_s in (
+        ("CPU ms (this thread)", live.cpu_s, rebuild.cpu_s),
+        ("db CPU ms (backends)", live.database_cpu_s, rebuild.database_cpu_s),
+    ):
+        live_ms = live_s / arguments.sessions * 1000
+        rebuild_ms = rebuild_s / sessions * 1000
+        print(f"{label:<28}{live_ms:>15.2f}{rebuild_ms:>9.2f}{live_ms / rebuild_ms:>7.1f}x")
 
 
 if __name__ == "__main__":
