@@ -66,6 +66,7 @@ bench: $(STAMP) chromium bubblewrap  ## benchmarks, printed as ratios against ra
 	$(BIN)/python -m bench.stream --subscribers 1000
 	$(BIN)/python -m bench.stream_floor --subscribers 1000
 	$(BIN)/python -m bench.rebuild
+	$(BIN)/python -m bench.projector_batches
 	$(BIN)/python -m bench.workers
 	$(BIN)/python -m bench.e2e
 	$(BIN)/python -m bench.session_size

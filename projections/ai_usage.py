@@ -2,8 +2,9 @@
 
 Tokens come from `TurnRecorded` events; a replayed step spends none. Cost is not stored: it is
 tokens times the prices of the model at the time of the query (STEPLINE_AI_PRICES), so a price
-change needs no rebuild. Each session's row in `ai_usage_sessions` holds its tenant and the last
-version applied, so applying an event twice changes nothing.
+change needs no rebuild. Each session's row in `ai_usage_sessions` holds its tenant and the
+version of its last turn applied, so applying an event twice changes nothing. Only sessions
+created and turns concern this view: a batch with neither costs it no statement.
 """
 
 from __future__ import annotations
@@ -57,19 +58,18 @@ def fold(
                 seen_changed.add(session_id)
             continue
         seen = sessions.get(session_id)
-        if seen is None or event.originator_version <= seen.version:
+        if seen is None or not _a_turn(event) or event.originator_version <= seen.version:
             continue
         seen.version = event.originator_version
         seen_changed.add(session_id)
-        if _a_turn(event):
-            # An erased session's turns are Redacted: their counts and model stay in clear.
-            turn: Any = event
-            key = (session_id, turn.step_index, recorded.at.date(), turn.model)
-            row = usage.setdefault(key, Usage(*key, tenant=seen.tenant))
-            row.turns += 1
-            row.prompt_tokens += turn.prompt_tokens
-            row.completion_tokens += turn.completion_tokens
-            usage_changed.add(key)
+        # An erased session's turns are Redacted: their counts and model stay in clear.
+        turn: Any = event
+        key = (session_id, turn.step_index, recorded.at.date(), turn.model)
+        row = usage.setdefault(key, Usage(*key, tenant=seen.tenant))
+        row.turns += 1
+        row.prompt_tokens += turn.prompt_tokens
+        row.completion_tokens += turn.completion_tokens
+        usage_changed.add(key)
     return seen_changed, usage_changed
 
 
@@ -114,14 +114,17 @@ class AiUsageView:
         )
 
     def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
-        session_ids = {r.session_id for r in batch}
+        touched = [r for r in batch if isinstance(r.event, W.Created) or _a_turn(r.event)]
+        if not touched:
+            return
+        session_ids = {r.session_id for r in touched}
         sessions = {s.session_id: s for s in self.sessions.load_for_sessions(conn, session_ids)}
-        turned = {r.session_id for r in batch if isinstance(r.event, W.TurnRecorded)}
+        turned = {r.session_id for r in touched if _a_turn(r.event)}
         usage = {
             (u.session_id, u.step_index, u.day, u.model): u
             for u in self.rows.load_for_sessions(conn, turned)
         }
-        seen_changed, usage_changed = fold(sessions, usage, batch)
+        seen_changed, usage_changed = fold(sessions, usage, touched)
         self.sessions.upsert(conn, (sessions[i] for i in seen_changed))
         self.rows.upsert(conn, (usage[k] for k in usage_changed))
 

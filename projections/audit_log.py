@@ -256,7 +256,7 @@ def entries(
     query = sql.SQL(
         "SELECT {columns} FROM audit_log WHERE {conditions} ORDER BY position {order} LIMIT %s"
     ).format(
-        columns=sql.SQL(", ").join(map(sql.Identifier, AuditLogView.rows.columns)),
+        columns=sql.SQL(AuditLogView.rows.names),
         conditions=sql.SQL(" AND ").join(conditions),
         order=sql.SQL("DESC" if newest_first else "ASC"),
     )

@@ -12,7 +12,7 @@ from psycopg import Connection, sql
 from psycopg.rows import class_row
 
 from domain.batch import Batch
-from projections.view import Recorded, RowTable
+from projections.view import Recorded, RowTable, rendered
 
 
 @dataclass
@@ -83,12 +83,16 @@ class BatchIndexView:
         self.rows.upsert(conn, (rows[i] for i in changed))
 
 
-def _load(conn: Connection[Any], batch_ids: set[UUID]) -> list[IndexedBatch]:
-    query = sql.SQL("SELECT {columns} FROM batch_index WHERE batch_id = ANY(%s)").format(
-        columns=sql.SQL(", ").join(map(sql.Identifier, BatchIndexView.rows.columns))
+_LOAD = rendered(
+    sql.SQL("SELECT {columns} FROM batch_index WHERE batch_id = ANY(%s)").format(
+        columns=sql.SQL(BatchIndexView.rows.names)
     )
+)
+
+
+def _load(conn: Connection[Any], batch_ids: set[UUID]) -> list[IndexedBatch]:
     with conn.cursor(row_factory=class_row(IndexedBatch)) as cursor:
-        return cursor.execute(query, (list(batch_ids),)).fetchall()
+        return cursor.execute(_LOAD, (list(batch_ids),)).fetchall()
 
 
 def list_batches(
@@ -102,7 +106,7 @@ def list_batches(
         "SELECT {columns} FROM batch_index WHERE tenant = %s {after} "
         "ORDER BY created_at DESC, batch_id DESC LIMIT %s"
     ).format(
-        columns=sql.SQL(", ").join(map(sql.Identifier, BatchIndexView.rows.columns)),
+        columns=sql.SQL(BatchIndexView.rows.names),
         after=sql.SQL("AND (created_at, batch_id) < (%s, %s)" if after else ""),
     )
     with conn.cursor(row_factory=class_row(IndexedBatch)) as cursor:

@@ -190,9 +190,8 @@ class ScheduleIndexView:
 
 
 def _select(conn: Connection[Any], where: str, params: list[Any]) -> list[IndexedSchedule]:
-    columns = sql.SQL(", ").join(map(sql.Identifier, ScheduleIndexView.rows.columns))
     query = sql.SQL("SELECT {columns} FROM schedule_index WHERE {where}").format(
-        columns=columns, where=sql.SQL(where)
+        columns=sql.SQL(ScheduleIndexView.rows.names), where=sql.SQL(where)
     )
     with conn.cursor(row_factory=class_row(IndexedSchedule)) as cursor:
         return cursor.execute(query, params).fetchall()

@@ -236,7 +236,7 @@ def list_sessions(
         "SELECT {columns} FROM session_index WHERE {conditions} "
         "ORDER BY created_at DESC, session_id DESC LIMIT %s"
     ).format(
-        columns=sql.SQL(", ").join(map(sql.Identifier, SessionIndexView.rows.columns)),
+        columns=sql.SQL(SessionIndexView.rows.names),
         conditions=sql.SQL(" AND ").join(conditions),
     )
     with conn.cursor(row_factory=class_row(IndexedSession)) as cursor:
@@ -291,7 +291,7 @@ def lineage(conn: Connection[Any], tenant: str, session_id: UUID) -> list[Indexe
         SELECT {columns} FROM session_index WHERE session_id IN (SELECT session_id FROM down)
         ORDER BY created_at, session_id
         """
-    ).format(columns=sql.SQL(", ").join(map(sql.Identifier, SessionIndexView.rows.columns)))
+    ).format(columns=sql.SQL(SessionIndexView.rows.names))
     with conn.cursor(row_factory=class_row(IndexedSession)) as cursor:
         return cursor.execute(query, {"id": session_id, "tenant": tenant}).fetchall()
 

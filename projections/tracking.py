@@ -52,8 +52,21 @@ def positions(conn: Connection[Any]) -> dict[str, int]:
     return dict(conn.execute("SELECT view, position FROM projection_tracking").fetchall())
 
 
-def advance(conn: Connection[Any], names: Iterable[str], position: int) -> None:
+_ADVANCE_AND_NOTIFY = """
+WITH advanced AS (
+    UPDATE projection_tracking SET position = GREATEST(position, %(position)s)
+    WHERE view = ANY(%(views)s)
+)
+SELECT pg_notify(%(channel)s, %(payload)s)
+"""
+
+
+def advance_and_notify(
+    conn: Connection[Any], names: Iterable[str], position: int, channel: str, payload: str
+) -> None:
+    """Move the views' positions and NOTIFY `channel` with `payload`, in one statement (one
+    per batch fewer); both take effect when the batch's transaction commits."""
     conn.execute(
-        "UPDATE projection_tracking SET position = GREATEST(position, %s) WHERE view = ANY(%s)",
-        (position, list(names)),
+        _ADVANCE_AND_NOTIFY,
+        {"position": position, "views": list(names), "channel": channel, "payload": payload},
     )

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from uuid import UUID
 
-from psycopg import Connection, sql
+from psycopg import Connection, RawCursor, sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
@@ -74,8 +75,27 @@ def _without_nul(value: Any) -> Any:
 
 
 def _adapted(value: Any) -> Any:
-    value = _without_nul(value)
-    return Jsonb(value) if isinstance(value, dict) else value
+    """A field as the table takes it: without NUL, a dict as jsonb. (Called for every field of
+    every row written: a scalar returns after one check.)"""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return Jsonb(_without_nul(value))
+    if isinstance(value, list):
+        return _without_nul(value)
+    return value
+
+
+FEW_ROWS = 50
+"""Rows up to which an upsert is one INSERT ... VALUES (a row), (a row) ... ON CONFLICT (a live
+batch: one commit of a session or a few); more go by COPY into a staging table and one merge
+statement (catch-up and rebuild), which costs three statements whatever the count."""
+
+
+def rendered(query: sql.Composable) -> str:
+    """The statement as plain text, once: psycopg renders a composed statement again (every
+    identifier of it) on each execute, a cost the hot path of the views would pay per batch."""
+    return query.as_string()
 
 
 class RowTable(Generic[R]):
@@ -86,71 +106,99 @@ class RowTable(Generic[R]):
         self.row_type = row_type
         self.key = key
         self.columns = [f.name for f in fields(row_type)]
+        self._fields_of = attrgetter(*self.columns)
         names = sql.SQL(", ").join(map(sql.Identifier, self.columns))
-        updates = sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
-            for c in self.columns
-            if c not in key
-        )
-        staging = sql.Identifier(f"staging_{table}")
-        self._create_staging = sql.SQL(
+        self.names = rendered(names)
+        """The columns, quoted, in the dataclass's order: what a view's own SELECT lists."""
+        parts = {
+            "table": sql.Identifier(table),
+            "names": names,
+            "staging": sql.Identifier(f"staging_{table}"),
+            "replace": sql.SQL("ON CONFLICT ({key}) DO UPDATE SET {updates}").format(
+                key=sql.SQL(", ").join(map(sql.Identifier, key)),
+                updates=sql.SQL(", ").join(
+                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+                    for c in self.columns
+                    if c not in key
+                ),
+            ),
+            "by_key": sql.SQL(" AND ").join(
+                sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key
+            ),
+        }
+
+        def statement(text: str) -> str:
+            return rendered(sql.SQL(text).format(**parts))
+
+        self._insert_into = statement("INSERT INTO {table} ({names}) VALUES")
+        self._replace = statement("{replace}")
+        self._inserts: dict[int, str] = {}
+        """INSERT statements by their number of rows, made when first used."""
+        self._create_staging = statement(
             "CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DELETE ROWS"
-        ).format(staging=staging, table=sql.Identifier(table))
-        self._copy = sql.SQL("COPY {staging} ({names}) FROM STDIN").format(
-            staging=staging, names=names
         )
-        self._merge = sql.SQL(
+        self._copy = statement("COPY {staging} ({names}) FROM STDIN")
+        self._merge = statement(
             "WITH staged AS (DELETE FROM {staging} RETURNING *) "
-            "INSERT INTO {table} ({names}) SELECT {names} FROM staged "
-            "ON CONFLICT ({key}) DO UPDATE SET {updates}"
-        ).format(
-            table=sql.Identifier(table),
-            names=names,
-            staging=staging,
-            key=sql.SQL(", ").join(map(sql.Identifier, key)),
-            updates=updates,
+            "INSERT INTO {table} ({names}) SELECT {names} FROM staged {replace}"
         )
-        self._select_by_session = sql.SQL(
+        self._select_by_key = statement("SELECT {names} FROM {table} WHERE {by_key}")
+        self._select_by_session = statement(
             "SELECT {names} FROM {table} WHERE session_id = ANY(%s)"
-        ).format(names=names, table=sql.Identifier(table))
+        )
+        self._delete_sessions = statement("DELETE FROM {table} WHERE session_id = ANY(%s)")
+
+    def _insert(self, rows: int) -> str:
+        """INSERT INTO the table VALUES `rows` rows ON CONFLICT DO UPDATE: one statement, its
+        parameters numbered ($1, $2 ...) for a `RawCursor`."""
+        statement = self._inserts.get(rows)
+        if statement is None:
+            width = len(self.columns)
+            values = ", ".join(
+                "(" + ", ".join(f"${row * width + column}" for column in range(1, width + 1)) + ")"
+                for row in range(rows)
+            )
+            statement = self._inserts[rows] = " ".join([self._insert_into, values, self._replace])
+        return statement
 
     def get(self, conn: Connection[Any], *key: Any) -> R | None:
         """The row with this key, if any."""
-        where = sql.SQL(" AND ").join(
-            sql.SQL("{} = %s").format(sql.Identifier(k)) for k in self.key
-        )
-        query = sql.SQL("SELECT {names} FROM {table} WHERE {where}").format(
-            names=sql.SQL(", ").join(map(sql.Identifier, self.columns)),
-            table=sql.Identifier(self.table),
-            where=where,
-        )
         with conn.cursor(row_factory=class_row(self.row_type)) as cursor:
-            return cursor.execute(query, key).fetchone()
+            return cursor.execute(self._select_by_key, key).fetchone()
 
     def delete_sessions(self, conn: Connection[Any], session_ids: Iterable[UUID]) -> None:
-        """Delete every row of these sessions (erased)."""
-        conn.execute(
-            sql.SQL("DELETE FROM {} WHERE session_id = ANY(%s)").format(sql.Identifier(self.table)),
-            (list(session_ids),),
-        )
+        """Delete every row of these sessions (erased); no statement when there are none."""
+        erased = list(session_ids)
+        if erased:
+            conn.execute(self._delete_sessions, (erased,))
 
     def load_for_sessions(self, conn: Connection[Any], session_ids: Iterable[UUID]) -> list[R]:
+        """The rows of these sessions; no statement when there are none."""
+        wanted = list(session_ids)
+        if not wanted:
+            return []
         with conn.cursor(row_factory=class_row(self.row_type)) as cursor:
-            return cursor.execute(self._select_by_session, (list(session_ids),)).fetchall()
+            return cursor.execute(self._select_by_session, (wanted,)).fetchall()
 
     def upsert(self, conn: Connection[Any], rows: Iterable[R]) -> None:
-        """Insert or replace the rows: COPY into a staging table, then one merge statement.
+        """Insert or replace the rows: up to `FEW_ROWS` by one INSERT ... ON CONFLICT, more
+        by COPY into a staging table and one merge statement; none, no statement.
 
         Must run inside the caller's transaction, which also moves the view's position."""
         if conn.info.transaction_status != TransactionStatus.INTRANS:
             raise RuntimeError("views are written inside the transaction that tracks them")
-        columns = self.columns
+        values = [list(map(_adapted, self._fields_of(row))) for row in rows]
+        if not values:
+            return
+        if len(values) <= FEW_ROWS:
+            # psycopg parses a query with %s placeholders again on every execute past 50
+            # parameters; one with $n placeholders it sends as it is.
+            with RawCursor(conn) as raw:
+                raw.execute(self._insert(len(values)), [v for row in values for v in row])
+            return
         with conn.cursor() as cursor:
             cursor.execute(self._create_staging)
             with cursor.copy(self._copy) as copy:
-                written = 0
-                for row in rows:
-                    copy.write_row([_adapted(getattr(row, c)) for c in columns])
-                    written += 1
-            if written:
-                cursor.execute(self._merge)
+                for row_values in values:
+                    copy.write_row(row_values)
+            cursor.execute(self._merge)

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from eventsourcing.persistence import Notification
 from psycopg import Connection, sql
 from psycopg_pool import ConnectionPool
 
@@ -30,7 +31,7 @@ from engine.logs import LOGGER_NAME
 from engine.store import schema
 from engine.store.app import Stepline
 from projections import ALL_VIEWS, tracking
-from projections.view import Recorded, View
+from projections.view import Recorded, View, rendered
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -63,6 +64,12 @@ Waiting = Callable[[Callable[[], bool], float], bool]
 """Waits until the predicate holds or the timeout passes; whether it holds."""
 
 
+_NEXT_EVENTS = """
+SELECT notification_id, originator_id, originator_version, topic, state FROM {events}
+WHERE notification_id > %s ORDER BY notification_id LIMIT %s
+"""
+
+
 class UnknownView(ValueError):
     pass
 
@@ -90,6 +97,9 @@ class Projector:
         self.pool = pool
         self.views = {view.name: view for view in views}
         self.batch_size = batch_size
+        self._next_events = rendered(
+            sql.SQL(_NEXT_EVENTS).format(events=sql.Identifier(app.events_table))
+        )
         self._reached: dict[str, int] = {}
         self._advanced = threading.Condition()
         self._heard = False
@@ -139,6 +149,8 @@ class Projector:
             applied += count
             if on_progress is not None:
                 on_progress(min(self._reached[n] for n in selected), self.head())
+            if count < self.batch_size:
+                break  # the head of the log when it was read: no transaction to find nothing
         with self._advanced:
             self.applied_here += applied
         return applied
@@ -146,25 +158,40 @@ class Projector:
     def _apply_next_batch(self, names: list[str], conn: Connection[Any] | None) -> int:
         with self._connection(conn) as used, used.transaction():
             positions = tracking.lock_positions(used, names)
-            start = min(positions.values())
-            notifications = self.app.recorder.select_notifications(
-                start=start, limit=self.batch_size, inclusive_of_start=False
-            )
-            if not notifications:
+            batch = self._read_after(used, min(positions.values()))
+            if not batch:
                 self._remember(positions)  # another process may have moved them
                 return 0
-            batch = [Recorded(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]  # type: ignore[arg-type]
             for name in names:
                 unseen = [r for r in batch if r.position > positions[name]]
                 if unseen:
                     self.views[name].apply(used, unseen)
             reached = batch[-1].position
-            tracking.advance(used, names, reached)
             changed = any(isinstance(r.event, STATUS_CHANGES) for r in batch)
             payload = json.dumps({"position": reached, "views": names, "status_changed": changed})
-            used.execute("SELECT pg_notify(%s, %s)", (VIEWS_CHANNEL, payload))
+            tracking.advance_and_notify(used, names, reached, VIEWS_CHANNEL, payload)
         self._remember({name: max(positions[name], reached) for name in names})
         return len(batch)
+
+    def _read_after(self, conn: Connection[Any], position: int) -> list[Recorded]:
+        """The next batch of the log after `position`, read in the batch's transaction (on its
+        connection: no second connection, no statement composed again for each batch)."""
+        rows = conn.execute(self._next_events, (position, self.batch_size)).fetchall()
+        return [
+            Recorded(
+                notification_id,
+                self.app.mapper.to_domain_event(  # type: ignore[arg-type]
+                    Notification(
+                        id=notification_id,
+                        originator_id=originator_id,
+                        originator_version=version,
+                        topic=topic,
+                        state=state,
+                    )
+                ),
+            )
+            for notification_id, originator_id, version, topic, state in rows
+        ]
 
     @contextmanager
     def _connection(self, given: Connection[Any] | None) -> Iterator[Connection[Any]]:

@@ -24,6 +24,7 @@ from engine.privacy.erasure import Erasure
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env
 from engine.tenancy.secret_store import MasterKey
+from projections import ai_usage
 from tests import workloads
 from tests.integration.test_projections import dump
 from tests.integration.test_sealing import found
@@ -194,6 +195,33 @@ def test_a_rebuild_reproduces_the_views_and_the_chain_still_verifies(
 
     assert dump(pool) == live
     assert verification.clean
+
+
+def test_an_erased_sessions_turns_count_the_same_rebuilt_one_event_per_batch(
+    sealed: Stepline,
+    projector: Projector,
+    erasure: Erasure,
+    pool: ConnectionPool,
+    fresh_database_url: str,
+) -> None:
+    erased = a_session_that_said_things(sealed, finish=False)
+    workloads.record_turn(
+        sealed, erased, 0, reasoning=REASONING, model="scripted", prompt_tokens=1, latency_ms=3
+    )
+    erasure.erase(erased, "GDPR request 18", "dpo@acme")
+    projector.catch_up()
+    with pool.connection() as conn:
+        live = ai_usage.of_session(conn, erased)
+
+    Projector(
+        Stepline(eventsourcing_env(fresh_database_url), master_key=sealed.data_keys.master),
+        pool,
+        batch_size=1,  # its two turns, redacted, in batches of their own
+    ).rebuild(["ai_usage"])  # type: ignore[union-attr]
+
+    with pool.connection() as conn:
+        assert ai_usage.of_session(conn, erased) == live
+    assert [(u.turns, u.prompt_tokens) for u in live] == [(2, 41)]
 
 
 def test_a_session_erased_while_running_is_cancelled_first(
