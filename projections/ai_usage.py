@@ -81,7 +81,7 @@ def _a_turn(event: W.Event) -> bool:
 
 class AiUsageView:
     name: ClassVar[str] = "ai_usage"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: its sessions' version moves on turns only
     tables: ClassVar[tuple[str, ...]] = ("ai_usage", "ai_usage_sessions")
     rows = RowTable("ai_usage", Usage, key=("session_id", "step_index", "day", "model"))
     sessions = RowTable("ai_usage_sessions", SessionSeen, key=("session_id",))
