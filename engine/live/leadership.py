@@ -57,6 +57,10 @@ RETURNING since
 _LOCK_KEY = {"high": locks.PROJECTOR >> 32, "low": locks.PROJECTOR & 0xFFFFFFFF}
 RESERVE_POLLS = 3
 """Polls a reserve candidate sees with no leader before it tries the lock itself."""
+GATHER_S = 0.05
+"""The least time between the starts of two catch-ups: under load, the commits of that time
+are applied in one batch, whose fixed cost (its transaction, each view's load and upsert)
+they share; with commits further apart, a catch-up starts as soon as one is notified."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class Leadership:
         *,
         poll_s: float = 1.0,
         idle_check_s: float = 1.0,
+        gather_s: float = GATHER_S,
         reserve: bool = False,
     ) -> None:
         self.projector = projector
@@ -115,6 +120,7 @@ class Leadership:
         self.events_channel = events_channel
         self.poll_s = poll_s
         self.idle_check_s = idle_check_s
+        self.gather_s = gather_s
         self.reserve = reserve
         self._leaderless_polls = 0
         self._leading = threading.Event()
@@ -184,10 +190,12 @@ class Leadership:
         log.info("This process (%s) now projects the views for the deployment", self.identity)
         look_at = time.monotonic() + self.poll_s * RESERVE_POLLS
         while not stop.is_set():
+            started = time.monotonic()
             self.projector.catch_up(conn=conn)
             # Whatever arrived during the catch-up is yielded at once, in one batch.
             for _ in conn.notifies(timeout=self.idle_check_s, stop_after=1):
                 pass
+            stop.wait(started + self.gather_s - time.monotonic())
             if self.reserve and time.monotonic() >= look_at:
                 if _worker_started_since(conn, since):
                     log.info("A worker is up: %s hands the views' lead to it", self.identity)

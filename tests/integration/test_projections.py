@@ -767,3 +767,23 @@ def test_a_view_whose_layout_changed_rebuilds_itself_at_start_up(
             "SELECT layout_version FROM projection_tracking WHERE view = 'session_index'"
         ).fetchone()
     assert layout == (SessionIndexView.version + 1,)
+
+
+def test_under_load_the_leader_applies_what_its_gathering_time_brought_in_one_batch(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    channel = app.recorder.channel_name  # type: ignore[attr-defined]
+    leadership = Leadership(projector, "leader", channel, gather_s=2.0)
+    with pool.connection() as listener:
+        listener.execute(f"LISTEN {VIEWS_CHANNEL}")
+        stop = leadership.start()
+        try:
+            eventually(lambda: leadership.leading, "the only candidate leads")
+            created = [workloads.create(app) for _ in range(6)]  # six commits, well within 2 s
+            assert projector.wait_until(projector.head(), timeout=30)
+            batches = list(listener.notifies(timeout=0.5))
+        finally:
+            stop()
+
+    assert [progress(pool, session_id).status for session_id in created] == ["pending"] * 6
+    assert len(batches) <= 2  # the first commit at once, the rest together
