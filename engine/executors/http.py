@@ -141,7 +141,9 @@ class HttpExecutor:
 
     def _arguments(self, command: Command) -> dict[str, Any]:
         args: dict[str, Any] = with_variables(command.args, self.variables)
-        args = self.secrets.filled(args, self._destination(command.name, args))
+        # With no secret to fill in or to guard, where the command goes changes nothing.
+        destination = self._destination(command.name, args) if self.secrets.names else NO_ORIGIN
+        args = self.secrets.filled(args, destination)
         if command.name == "request" and command.idempotency_key:
             headers = {"Idempotency-Key": command.idempotency_key, **(args.get("headers") or {})}
             args = {**args, "headers": headers}
