@@ -169,12 +169,15 @@ class Leases:
         if count <= 0:
             return []
         with self.pool.connection() as conn, conn.transaction():
-            if running_limit is not None:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (locks.CLAIM,))
             fetch = count if running_limit is None else count * 4
             params = {"runnable": values(RUNNABLE), "limit": fetch}
             candidates = conn.execute(_CANDIDATES, params).fetchall()
+            if not candidates:  # the usual answer: no lock taken, nothing counted
+                return []
             if running_limit is not None:
+                # The candidates are locked (others skip them); the running counts are read
+                # after the claim lock, so no two claims count the same free room.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (locks.CLAIM,))
                 candidates = _within_running_limits(conn, candidates, running_limit)
             claims = []
             for session_id, tenant, previous_owner in candidates[:count]:
