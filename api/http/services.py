@@ -10,7 +10,7 @@ from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Header, Request
 
-from api.http.auth import AuthFailures, Caller, KeyRing, RateLimiter, RequestLimiter
+from api.http.auth import AuthFailures, Caller, CreationLimiter, KeyRing, RequestLimiter
 from api.http.errors import ApiError
 from api.http.stream_slots import StreamSlots
 from engine.bootstrap import Runtime
@@ -51,8 +51,8 @@ class Services:
     feed: EventFeed[bytes]
     """New events, each pre-encoded as an SSE frame."""
     keys: KeyRing
-    limiter: RateLimiter
-    """Each tenant's session creations."""
+    limiter: CreationLimiter
+    """The server's room for sessions and each tenant's rate of creating them."""
     requests: RequestLimiter
     """Each key's requests, on every route that takes a key."""
     auth_failures: AuthFailures

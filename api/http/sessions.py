@@ -40,7 +40,7 @@ from engine.store.app import SessionRequest
 from engine.workflows.admission import admitted
 from engine.workflows.file import WebhookSpec
 from projections import session_index, session_progress, step_history
-from projections.session_index import MIN_ID_PREFIX, SessionFilter, active_count, id_range
+from projections.session_index import MIN_ID_PREFIX, SessionFilter, id_range
 from projections.view import Recorded
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -96,22 +96,6 @@ def _estimate_ms(services: Services, steps: int) -> int | None:
     return None if average is None else int(average * steps)
 
 
-def _check_capacity(services: Services, adding: int) -> None:
-    limit = services.runtime.settings.max_active_sessions
-    # From the session index as it is: it trails the log by milliseconds, and waiting for it
-    # here put every creation behind the projector's work.
-    with services.runtime.projector.pool.connection() as conn:
-        active = active_count(conn, services.runtime.app.events_table)
-    if active + adding > limit:
-        raise ApiError.of(
-            "CONCURRENT_LIMIT_EXCEEDED",
-            f"{active} sessions are pending or running; the limit is {limit}",
-            headers={"Retry-After": "5"},
-            active=active,
-            limit=limit,
-        )
-
-
 def session_request(
     services: Services, body: CreateSession, tenant: str, webhook: WebhookSpec | None = None
 ) -> SessionRequest:
@@ -133,8 +117,9 @@ def admitted_request(services: Services, request: SessionRequest, tenant: str) -
 
 
 def admit(services: Services, tenant: str, count: int) -> None:
-    """Refuse new sessions beyond the server's capacity or the tenant's rate."""
-    _check_capacity(services, count)
+    """Refuse new sessions beyond the server's capacity or the tenant's rate. The count of
+    sessions is not the projector's to wait for: it takes the creations the session index has
+    not applied yet from the log."""
     services.limiter.take(tenant, count)
 
 
