@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Generic, TypeVar
 
@@ -60,13 +60,17 @@ class Services:
     step_average_ms: Callable[[], float | None]
     """Recent steps' mean duration, for estimates: a little old is fine (see `Recent`)."""
 
-    def read_your_writes(self) -> None:
+    def read_your_writes(
+        self, position: int | None = None, views: Sequence[str] | None = None
+    ) -> None:
         """Wait until the views have applied everything in the log when the request came in,
         so a read never shows less than the caller has already written or seen: the leader's
         notification ends the wait (or, failing one in time, this process catches up).
-        Reads call this; writes answer from the write model and do not wait."""
+        Reads call this; writes answer from the write model and do not wait. A read of one
+        session that knows the position of its last event waits for that (in `views` only)."""
         projector = self.runtime.projector
-        projector.wait_until(projector.head(), timeout=READ_YOUR_WRITES_S)
+        target = projector.head() if position is None else position
+        projector.wait_until(target, timeout=READ_YOUR_WRITES_S, names=views)
 
 
 def _services(request: Request) -> Services:

@@ -13,7 +13,7 @@ from pydantic import JsonValue
 from api.http.auth import Caller
 from api.http.errors import ApiError, problem_responses
 from api.http.event_views import event_view
-from api.http.reads import BadCursor, decode_cursor, session_page
+from api.http.reads import BadCursor, decode_cursor, progress_beside_log, session_page
 from api.http.schemas import (
     CommandAccepted,
     CreateSession,
@@ -41,6 +41,7 @@ from engine.workflows.admission import admitted
 from engine.workflows.file import WebhookSpec
 from projections import session_index, session_progress, step_history
 from projections.session_index import MIN_ID_PREFIX, SessionFilter, id_range
+from projections.session_progress import SessionProgressView
 from projections.view import Recorded
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -60,16 +61,34 @@ def owned_session(services: Services, session_id: UUID, tenant: str) -> None:
         raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
 
 
-def progress_as_of(
+def current_progress(
+    services: Services, session_id: UUID, tenant: str
+) -> session_progress.Progress:
+    """The session's progress with at least every event the log had of it when asked, if it
+    is `tenant`'s (another tenant's is not found). One statement reads the row and the log's
+    last event of the session: a row that has applied it is the answer. Otherwise the log says
+    whose session it is, and the view is waited for up to that event (else folded from the
+    log)."""
+    runtime = services.runtime
+    with runtime.projector.pool.connection() as conn:
+        read = progress_beside_log(conn, session_id, runtime.app.events_table)
+    row = read.row
+    # Without a row yet, the log says whose session it is (SessionNotFound if no one's).
+    owner = row.tenant if row is not None else runtime.app.get_session(session_id).tenant
+    if owner != tenant:
+        raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
+    if row is not None and read.caught_up:
+        return row
+    services.read_your_writes(read.last_position, views=[SessionProgressView.name])
+    with runtime.projector.pool.connection() as conn:
+        row = session_progress.find(conn, session_id)
+    return row if row is not None else folded_progress(services, session_id, None)
+
+
+def folded_progress(
     services: Services, session_id: UUID, version: int | None
 ) -> session_progress.Progress:
-    """The progress row from the view, or folded from the log (as of `version` if given)."""
-    if version is None:
-        services.read_your_writes()
-        with services.runtime.projector.pool.connection() as conn:
-            row = session_progress.find(conn, session_id)
-        if row is not None:
-            return row
+    """The session's progress folded from the log, as of `version` if given."""
     app = services.runtime.app
     events = [
         e for e in app.history(session_id) if version is None or e.originator_version <= version
@@ -229,10 +248,12 @@ def get_session(
     version: Annotated[int | None, Query(ge=1, description="the state as of this version")] = None,
 ) -> SessionView:
     """A session's state, from the progress view or rebuilt from the log as of a version."""
-    owned_session(services, session_id, caller.tenant)
-    if version is not None:
+    if version is None:
+        row = current_progress(services, session_id, caller.tenant)
+    else:
+        owned_session(services, session_id, caller.tenant)
         services.runtime.app.get_session(session_id, version=version)  # 404 past the latest
-    row = progress_as_of(services, session_id, version)
+        row = folded_progress(services, session_id, version)
     return SessionView.model_validate(row, from_attributes=True)
 
 
@@ -244,9 +265,8 @@ def get_session(
 )
 def get_progress(session_id: UUID, services: ServicesDep, caller: CallerDep) -> ProgressView:
     """Steps done, percent and estimated time left."""
-    owned_session(services, session_id, caller.tenant)
     return ProgressView.model_validate(
-        progress_as_of(services, session_id, None), from_attributes=True
+        current_progress(services, session_id, caller.tenant), from_attributes=True
     )
 
 
