@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg import sql
+from psycopg import Connection, sql
 from psycopg_pool import ConnectionPool
 
 from projections.session_index import active_count_sql
@@ -54,8 +54,13 @@ class TokenBuckets:
     def __init__(self, pool: ConnectionPool, table: str, key: str) -> None:
         self.pool = pool
         self._names = {"table": sql.Identifier(table), "key": sql.Identifier(key)}
-        self._take = sql.SQL(_TAKE).format(**self._names)
-        self._new = sql.SQL(_NEW_BUCKET).format(**self._names)
+        self._take = self.statement(_TAKE)
+        self._new = self.statement(_NEW_BUCKET)
+
+    def statement(self, template: str, **more: sql.Composable) -> bytes:
+        """`template` on this table, rendered once: composed on every call, it costs more CPU
+        than the round trip it saves."""
+        return sql.SQL(template).format(**self._names, **more).as_bytes()
 
     def take(self, name: str, per_minute: float, count: int = 1) -> float | None:
         """Take `count` tokens from `name`'s bucket: None if granted, else the seconds until
@@ -69,24 +74,9 @@ class TokenBuckets:
         assert row is not None
         return _wait_s(count, per_minute, *row)
 
-    def take_if_room(
-        self, name: str, per_minute: float, count: int, capacity: Capacity
-    ) -> Creations:
-        """Count the sessions and take `count` tokens only if `count` more fit under
-        `capacity`. One statement, except for a bucket's first take."""
-        params = {**capacity.params, **_params(name, per_minute, count), "limit": capacity.limit}
-        query = sql.SQL(_TAKE_IF_ROOM).format(**self._names, active=capacity.count)
-        with self.pool.connection() as conn:
-            row = conn.execute(query, params).fetchone()
-            assert row is not None
-            if row[1] is None and row[0] + count <= capacity.limit:  # the bucket's first take
-                conn.execute(self._new, params)
-                row = conn.execute(query, params).fetchone()
-        assert row is not None
-        active, granted, tokens = row
-        if active + count > capacity.limit:
-            return Creations(active, full=True, wait_s=None)
-        return Creations(active, full=False, wait_s=_wait_s(count, per_minute, granted, tokens))
+    def fill(self, conn: Connection[Any], name: str, per_minute: float) -> None:
+        """Make `name`'s bucket, full, if it has none (its first take)."""
+        conn.execute(self._new, _params(name, per_minute, 0))
 
 
 def _params(name: str, per_minute: float, count: int) -> dict[str, Any]:
@@ -106,10 +96,32 @@ class CreationQuota:
         self.per_minute = float(per_minute)
         self.capacity = capacity
         self._buckets = TokenBuckets(pool, "tenant_quotas", "tenant")
+        self._take_if_room = self._buckets.statement(_TAKE_IF_ROOM, active=capacity.count)
 
     def take(self, tenant: str, count: int = 1) -> Creations:
-        """Count the sessions and, if `count` more fit, take `count` tokens."""
-        return self._buckets.take_if_room(tenant, self.per_minute, count, self.capacity)
+        """Count the sessions and take `count` tokens only if `count` more fit. One statement,
+        except for a tenant's first take."""
+        limit = self.capacity.limit
+        params = {**self.capacity.params, **_params(tenant, self.per_minute, count), "limit": limit}
+        with self.pool.connection() as conn:
+            active, granted, tokens = self._counted_and_taken(conn, params)
+            if granted is None and active + count <= limit:  # room, but no bucket yet
+                self._buckets.fill(conn, tenant, self.per_minute)
+                active, granted, tokens = self._counted_and_taken(conn, params)
+        if active + count > limit:
+            return Creations(active, full=True, wait_s=None)
+        assert granted is not None  # room, and the bucket is there
+        assert tokens is not None
+        return Creations(
+            active, full=False, wait_s=_wait_s(count, self.per_minute, granted, tokens)
+        )
+
+    def _counted_and_taken(
+        self, conn: Connection[Any], params: dict[str, Any]
+    ) -> tuple[int, bool | None, float | None]:
+        row = conn.execute(self._take_if_room, params).fetchone()
+        assert row is not None  # one row, whatever the count
+        return row[0], row[1], row[2]
 
 
 class RequestQuota:
