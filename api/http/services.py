@@ -73,9 +73,15 @@ class Services:
         projector.wait_until(target, timeout=READ_YOUR_WRITES_S, names=views)
 
 
-def _services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+async def _services(request: Request) -> Services:
+    """A coroutine, so FastAPI calls it on the event loop: a plain def dependency costs every
+    request a trip to a worker thread and back."""
+    return services_of(request)
 
 
 def _caller(
@@ -85,7 +91,7 @@ def _caller(
 ) -> Caller:
     """The key's caller, once its address has not failed too often and the key has requests
     left this minute."""
-    services = _services(request)
+    services = services_of(request)
     address = request.client.host if request.client else "unknown"
     services.auth_failures.refuse_if_blocked(address)
     try:
@@ -107,7 +113,7 @@ def _is_operator(
     authentication of the client's address, as on every other route."""
     if request.scope.get(OPERATOR_SCOPE_KEY):
         return True
-    services = _services(request)
+    services = services_of(request)
     address = request.client.host if request.client else "unknown"
     services.auth_failures.refuse_if_blocked(address)
     if services.keys.is_operator(authorization, x_api_key):
