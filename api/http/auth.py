@@ -19,7 +19,6 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
@@ -27,6 +26,7 @@ from psycopg_pool import ConnectionPool
 from api.http.errors import ApiError
 from domain.dev_mode import DEV_ACTOR, DEV_TENANT
 from engine.settings import ApiKey
+from engine.tenancy.policies import Policies
 from engine.tenancy.quotas import Capacity, CreationQuota, RequestQuota
 
 
@@ -113,14 +113,23 @@ class CreationLimiter:
 
 class RequestLimiter:
     """Each key's requests a minute, at its tenant's `requests_per_minute` (None: no cap),
-    shared by every API process: one statement per request."""
+    shared by every API process (see `RequestQuota`: most requests make no round trip)."""
 
-    def __init__(self, pool: ConnectionPool, per_minute_of: Callable[[str], int | None]) -> None:
+    def __init__(self, pool: ConnectionPool, policies: Policies) -> None:
         self.quota = RequestQuota(pool)
-        self.per_minute_of = per_minute_of
+        self.policies = policies
+
+    def take_held(self, caller: Caller) -> bool:
+        """Let the request through without a query if this process can: its tenant's policy
+        read lately, and no cap or a token of the key held here (spent). False: only `take`
+        can decide, and it may query."""
+        policy = self.policies.cached(caller.tenant)
+        if policy is None:
+            return False
+        return policy.requests_per_minute is None or self.quota.take_held(caller.name)
 
     def take(self, caller: Caller) -> None:
-        per_minute = self.per_minute_of(caller.tenant)
+        per_minute = self.policies.of(caller.tenant).requests_per_minute
         if per_minute is None:
             return
         wait_s = self.quota.take(caller.name, per_minute)

@@ -133,7 +133,7 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
                     settings.create_rate_per_minute,
                     Capacity.of(settings.max_active_sessions, runtime.app.events_table),
                 ),
-                requests=RequestLimiter(pool, partial(requests_per_minute, runtime)),
+                requests=RequestLimiter(pool, runtime.policies),
                 auth_failures=AuthFailures(settings.auth_failures_per_minute),
                 streams=StreamSlots(),
                 step_average_ms=Recent(partial(step_averages, runtime), ttl_s=10.0),
@@ -160,10 +160,6 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
     app.add_middleware(TrustedHosts, policy=host_policy(settings))
     app.add_middleware(Measure, metrics=app.state.http)
     return app
-
-
-def requests_per_minute(runtime: Runtime, tenant: str) -> int | None:
-    return runtime.policies.of(tenant).requests_per_minute
 
 
 def host_policy(settings: Settings) -> HostPolicy:

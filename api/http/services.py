@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Generic, TypeVar
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from api.http.auth import AuthFailures, Caller, CreationLimiter, KeyRing, RequestLimiter
 from api.http.errors import ApiError
@@ -84,35 +85,36 @@ async def _services(request: Request) -> Services:
     return services_of(request)
 
 
-def _caller(
-    request: Request,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Caller:
+def sent_keys(request: Request) -> tuple[str | None, str | None]:
+    """The request's Authorization and X-API-Key headers. Read here, not declared as header
+    parameters: FastAPI would validate both on every request, and neither is in the OpenAPI."""
+    return request.headers.get("authorization"), request.headers.get("x-api-key")
+
+
+async def _caller(request: Request) -> Caller:
     """The key's caller, once its address has not failed too often and the key has requests
-    left this minute."""
+    left this minute. A coroutine: checking the key and spending a token this process holds
+    take no query, and only a query goes to a worker thread (see `RequestLimiter.take_held`)."""
     services = services_of(request)
     address = request.client.host if request.client else "unknown"
     services.auth_failures.refuse_if_blocked(address)
     try:
-        caller = services.keys.caller(authorization, x_api_key)
+        caller = services.keys.caller(*sent_keys(request))
     except ApiError:
         services.auth_failures.record(address)
         raise
-    services.requests.take(caller)
+    if not services.requests.take_held(caller):
+        await run_in_threadpool(services.requests.take, caller)
     return caller
 
 
-def _is_operator(
-    request: Request,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> bool:
+async def _is_operator(request: Request) -> bool:
     """Whether the request carries the operator's metrics key (or arrived on the metrics port,
     whose app says so). A key that is neither the operator's nor a tenant's counts as a failed
-    authentication of the client's address, as on every other route."""
+    authentication of the client's address, as on every other route. A coroutine: no query."""
     if request.scope.get(OPERATOR_SCOPE_KEY):
         return True
+    authorization, x_api_key = sent_keys(request)
     services = services_of(request)
     address = request.client.host if request.client else "unknown"
     services.auth_failures.refuse_if_blocked(address)

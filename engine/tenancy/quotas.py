@@ -142,7 +142,7 @@ class RequestQuota:
 
     def take(self, key_name: str, per_minute: int) -> float | None:
         """Take one token; None if granted, else the seconds until one would be there."""
-        if self._spend_held(key_name):
+        if self.take_held(key_name):
             return None
         batch = max(1, per_minute // self.SHARE)
         wait_s = self._buckets.take(key_name, per_minute, batch)
@@ -154,7 +154,8 @@ class RequestQuota:
             return self._buckets.take(key_name, per_minute)
         return wait_s
 
-    def _spend_held(self, key_name: str) -> bool:
+    def take_held(self, key_name: str) -> bool:
+        """Spend one of the key's tokens this process holds, if it holds one: no query."""
         with self._lock:
             tokens, lapses_at = self._held.get(key_name, (0, 0.0))
             if tokens <= 0 or time.monotonic() >= lapses_at:
