@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,18 +21,16 @@ from projections.session_index import active_count_sql
 
 @dataclass(frozen=True)
 class Capacity:
-    """How many sessions of every tenant may be pending or running at once, and how to count
-    them: an SQL expression and its named parameters."""
+    """How many sessions of every tenant may be pending or running at once, and the SQL
+    expression that counts them."""
 
     limit: int
     count: sql.Composable
-    params: Mapping[str, Any]
 
     @classmethod
     def of(cls, limit: int, events_table: str) -> Capacity:
         """Counted as the session index does, with the creations it has not applied yet."""
-        count, params = active_count_sql(events_table)
-        return cls(limit, count, params)
+        return cls(limit, active_count_sql(events_table))
 
 
 @dataclass(frozen=True)
@@ -102,7 +99,7 @@ class CreationQuota:
         """Count the sessions and take `count` tokens only if `count` more fit. One statement,
         except for a tenant's first take."""
         limit = self.capacity.limit
-        params = {**self.capacity.params, **_params(tenant, self.per_minute, count), "limit": limit}
+        params = {**_params(tenant, self.per_minute, count), "limit": limit}
         with self.pool.connection() as conn:
             active, granted, tokens = self._counted_and_taken(conn, params)
             if granted is None and active + count <= limit:  # room, but no bucket yet
