@@ -9,6 +9,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import JsonValue
+from starlette.concurrency import run_in_threadpool
 
 from api.http.auth import Caller
 from api.http.errors import ApiError, problem_responses
@@ -152,10 +153,19 @@ def admit(services: Services, tenant: str, count: int) -> None:
     response_model=SessionCreated,
     responses=problem_responses(400, 401, 413, 422, 429),
 )
-def create_session(
+async def create_session(
     body: CreateSession, services: ServicesDep, caller: CallerDep, response: Response
 ) -> SessionCreated:
     """Create a session and start running it."""
+    return await run_in_threadpool(new_session, services, body, caller, response)
+
+
+def new_session(
+    services: Services, body: CreateSession, caller: Caller, response: Response
+) -> SessionCreated:
+    """The session asked for, admitted and saved. Run in a worker thread by its route, a
+    coroutine: FastAPI would make a plain def route's answer take a second trip to a worker
+    thread, to be checked against the response model there."""
     request = session_request(services, body, caller.tenant)  # refused before it costs a token
     admit(services, caller.tenant, 1)
     return created(services, request, caller.tenant, caller.name, response)
@@ -241,17 +251,25 @@ def list_all(
     response_model=SessionView,
     responses=problem_responses(401, 404, 422),
 )
-def get_session(
+async def get_session(
     session_id: UUID,
     services: ServicesDep,
     caller: CallerDep,
     version: Annotated[int | None, Query(ge=1, description="the state as of this version")] = None,
 ) -> SessionView:
     """A session's state, from the progress view or rebuilt from the log as of a version."""
+    return await run_in_threadpool(session_state, services, session_id, caller.tenant, version)
+
+
+def session_state(
+    services: Services, session_id: UUID, tenant: str, version: int | None
+) -> SessionView:
+    """The session's state, if it is `tenant`'s: run in a worker thread by its route, a
+    coroutine, for the reason `new_session` gives."""
     if version is None:
-        row = current_progress(services, session_id, caller.tenant)
+        row = current_progress(services, session_id, tenant)
     else:
-        owned_session(services, session_id, caller.tenant)
+        owned_session(services, session_id, tenant)
         services.runtime.app.get_session(session_id, version=version)  # 404 past the latest
         row = folded_progress(services, session_id, version)
     return SessionView.model_validate(row, from_attributes=True)
