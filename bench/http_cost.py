@@ -1,7 +1,7 @@
 """What the HTTP side of a session costs the serving process: SQL statements and CPU per
 `POST /v1/sessions` and per `GET /v1/sessions/{id}`, made as bench.e2e's client makes them.
 
-    python -m bench.http_cost [--sessions 300] [--rounds-of 100]
+    python -m bench.http_cost [--sessions 300] [--rounds-of 100] [--each]
 
 The API runs in this process (uvicorn in a thread, as the API tests start it) with its
 default session slots, in dev mode, over a fresh database of STEPLINE_DATABASE_URL's server
@@ -14,6 +14,8 @@ client's — while the client makes one kind of request:
 - statements: what psycopg sends (each execute, and BEGIN, COMMIT, ROLLBACK), per request;
 - CPU: those threads' user and system time per request (from /proc, through psutil).
 
+With `--each`, also each statement's count per request (its first words), which costs the
+serving threads the rendering of every statement: read the CPU figures of a run without it.
 Counts, not wall time: the machine may be busy with other things without changing them.
 """
 
@@ -33,6 +35,7 @@ from typing import Any
 import httpx
 import psutil
 import psycopg
+from psycopg import sql
 from psycopg._connection_base import BaseConnection
 
 from api.http.server import create_app, serving_in_background
@@ -50,18 +53,26 @@ def serving() -> bool:
     return threading.current_thread().name.startswith(SERVING_THREADS)
 
 
+STATEMENT_HEAD = 72
+"""Characters of a statement that name it in `--each`."""
+
+
 @contextmanager
-def statements_counted() -> Iterator[Counter[str]]:
-    """Counts what psycopg sends from the serving threads while inside: `sent`."""
+def statements_counted(each: bool) -> Iterator[Counter[str]]:
+    """Counts what psycopg sends from the serving threads while inside: under "" all of it,
+    and with `each`, under its first words too."""
     counts: Counter[str] = Counter()
     lock = threading.Lock()
 
     def counting(original: Callable[..., Any]) -> Callable[..., Any]:
-        def counted(*args: Any, **kwargs: Any) -> Any:
+        def counted(owner: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
             if serving():
+                head = statement_head(owner, query) if each else None
                 with lock:
-                    counts["sent"] += 1
-            return original(*args, **kwargs)
+                    counts[""] += 1
+                    if head is not None:
+                        counts[head] += 1
+            return original(owner, query, *args, **kwargs)
 
         return counted
 
@@ -80,6 +91,14 @@ def statements_counted() -> Iterator[Counter[str]]:
             setattr(owner, name, original)
 
 
+def statement_head(owner: Any, query: Any) -> str:
+    if isinstance(query, sql.Composable):
+        query = query.as_string(getattr(owner, "connection", owner))
+    if isinstance(query, bytes):
+        query = query.decode()
+    return " ".join(str(query).split())[:STATEMENT_HEAD]
+
+
 def serving_cpu_s() -> float:
     """CPU seconds the serving threads have used so far."""
     names = {thread.native_id: thread.name for thread in threading.enumerate()}
@@ -95,14 +114,19 @@ class Tally:
     """One kind of request: how many, the statements they sent, the CPU they took."""
 
     requests: int = 0
-    statements: int = 0
+    statements: Counter[str] = field(default_factory=Counter)
+    """All of them under "", and each under its first words (with `--each`)."""
     cpu_s: float = 0.0
 
-    def line(self, what: str) -> str:
-        return (
-            f"{what:<24} {self.requests:>8} {self.statements / self.requests:>14.2f} "
-            f"{self.cpu_s / self.requests * 1000:>12.2f}"
-        )
+    def lines(self, what: str) -> list[str]:
+        per_request = f"{self.statements[''] / self.requests:>14.2f}"
+        cpu_ms = f"{self.cpu_s / self.requests * 1000:>12.2f}"
+        each = [
+            f"    {count / self.requests:5.2f}  {head}"
+            for head, count in self.statements.most_common()
+            if head
+        ]
+        return [f"{what:<24} {self.requests:>8} {per_request} {cpu_ms}", *each]
 
 
 @dataclass
@@ -115,10 +139,10 @@ class Client:
 
     @contextmanager
     def tallied(self, tally: Tally, requests: int) -> Iterator[None]:
-        statements, cpu_s = self.sent["sent"], serving_cpu_s()
+        statements, cpu_s = self.sent.copy(), serving_cpu_s()
         yield
         tally.requests += requests
-        tally.statements += self.sent["sent"] - statements
+        tally.statements.update(self.sent - statements)
         tally.cpu_s += serving_cpu_s() - cpu_s
 
     def round(self, sessions: int) -> None:
@@ -170,6 +194,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=300)
     parser.add_argument("--rounds-of", type=int, default=100)
+    parser.add_argument("--each", action="store_true", help="each statement's count too")
     arguments = parser.parse_args()
     with (
         bench_database() as url,
@@ -177,7 +202,7 @@ def main() -> None:
         tempfile.TemporaryDirectory() as data_dir,
         serving_in_background(create_app(settings(url, data_dir))) as base_url,
         httpx.Client(base_url=base_url, timeout=60) as http,
-        statements_counted() as sent,
+        statements_counted(arguments.each) as sent,
     ):
         client = Client(http, sent, session_body(target, job_steps(3)))
         client.round(WARM_UP)  # connections, caches, first-use setup
@@ -189,8 +214,8 @@ def main() -> None:
         "in the threads serving requests:"
     )
     print(f"{'request':<24} {'count':>8} {'statements':>14} {'CPU ms':>12}")
-    print(client.posts.line("POST /v1/sessions"))
-    print(client.gets.line("GET /v1/sessions/{id}"))
+    print("\n".join(client.posts.lines("POST /v1/sessions")))
+    print("\n".join(client.gets.lines("GET /v1/sessions/{id}")))
 
 
 if __name__ == "__main__":
