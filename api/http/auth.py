@@ -7,8 +7,8 @@ request causes. With no keys configured the server runs in dev mode — every re
 
 Rates: each key's requests a minute (its tenant's policy) and each tenant's session creations
 (within the server's room for sessions) are token buckets in PostgreSQL, shared by every API
-process; failed authentications are
-counted per client address in each process, so a guesser is stopped after a few tries.
+process; failed authentications are counted per client address in each process, so a guesser
+is stopped after a few tries.
 """
 
 from __future__ import annotations
