@@ -137,9 +137,9 @@ def admitted_request(services: Services, request: SessionRequest, tenant: str) -
 
 
 def admit(services: Services, tenant: str, count: int) -> None:
-    """Refuse new sessions beyond the server's capacity or the tenant's rate. The count of
-    sessions is not the projector's to wait for: it takes the creations the session index has
-    not applied yet from the log."""
+    """Refuse new sessions beyond the server's capacity or the tenant's rate, in one statement.
+    The count does not wait for the projector: it adds, from the log, the creations the
+    session index has not applied yet."""
     services.limiter.take(tenant, count)
 
 
