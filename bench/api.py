@@ -331,7 +331,7 @@ def profile_post(arguments: argparse.Namespace) -> None:
     print(f"n {len(posts)}, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     stats = pstats.Stats(arguments.profile)
     stats.sort_stats("cumulative")
-    handlers = ("[(]create_session[)]", "[(]admit[)]", "_check_capacity", "CreationQuota.take")
+    handlers = ("[(]new_session[)]", "[(]admit[)]", "CreationQuota.take")
     for handler in (*handlers, "SessionWorker.create", "Stepline.save_new"):
         stats.print_callees(handler, 14)
 

@@ -243,19 +243,23 @@ def list_sessions(
         return cursor.execute(query, [*params, limit]).fetchall()
 
 
-def active_count(conn: Connection[Any], events_table: str) -> int:
-    """Sessions of every tenant that are pending or running: those in the index, and those
-    created by events in `events_table` the index has not applied yet. So a count taken right
-    after a creation includes it, without waiting for the projector."""
-    row = conn.execute(
-        sql.SQL(
-            "SELECT (SELECT count(*) FROM session_index WHERE status = ANY(%s)) + "
-            "(SELECT count(*) FROM {events} WHERE topic = %s AND notification_id > "
-            "(SELECT coalesce(max(position), 0) FROM projection_tracking WHERE view = %s))"
-        ).format(events=sql.Identifier(events_table)),
-        (values(RUNNABLE), get_topic(W.Created), SessionIndexView.name),
-    ).fetchone()
-    return int(row[0]) if row else 0
+def active_count_sql(events_table: str) -> sql.Composed:
+    """How many sessions of every tenant are pending or running, as an SQL expression (its
+    constants written in) for a statement that decides on it in the same round trip: the
+    tenant's creation rate is taken only if the count leaves room (`engine.tenancy.quotas`).
+    Those in the index, and those created by events in `events_table` the index has not
+    applied yet: a count taken right after a creation includes it, without waiting for the
+    projector."""
+    return sql.SQL(
+        "((SELECT count(*) FROM session_index WHERE status = ANY({runnable})) + "
+        "(SELECT count(*) FROM {events} WHERE topic = {created} AND notification_id > "
+        "(SELECT coalesce(max(position), 0) FROM projection_tracking WHERE view = {index})))"
+    ).format(
+        runnable=sql.Literal(values(RUNNABLE)),
+        events=sql.Identifier(events_table),
+        created=sql.Literal(get_topic(W.Created)),
+        index=sql.Literal(SessionIndexView.name),
+    )
 
 
 def overdue_sessions(conn: Connection[Any], created_before: datetime) -> list[UUID]:

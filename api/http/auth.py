@@ -6,8 +6,9 @@ request causes. With no keys configured the server runs in dev mode — every re
 `dev` in tenant `default` — which `stepline serve` allows only on a loopback address.
 
 Rates: each key's requests a minute (its tenant's policy) and each tenant's session creations
-are token buckets in PostgreSQL, shared by every API process; failed authentications are
-counted per client address in each process, so a guesser is stopped after a few tries.
+(within the server's room for sessions) are token buckets in PostgreSQL, shared by every API
+process; failed authentications are counted per client address in each process, so a guesser
+is stopped after a few tries.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
@@ -26,7 +26,8 @@ from psycopg_pool import ConnectionPool
 from api.http.errors import ApiError
 from domain.dev_mode import DEV_ACTOR, DEV_TENANT
 from engine.settings import ApiKey
-from engine.tenancy.quotas import CreationQuota, RequestQuota
+from engine.tenancy.policies import Policies
+from engine.tenancy.quotas import Capacity, CreationQuota, RequestQuota
 
 
 @dataclass(frozen=True)
@@ -83,32 +84,52 @@ class KeyRing:
         return found
 
 
-class RateLimiter:
-    """Each tenant's rate of creating sessions, shared by every API process."""
+class CreationLimiter:
+    """The server's room for sessions and each tenant's rate of creating them, shared by every
+    API process and decided in one statement: a creation refused for room costs no token."""
 
-    def __init__(self, pool: ConnectionPool, per_minute: int) -> None:
-        self.quota = CreationQuota(pool, per_minute)
+    def __init__(self, pool: ConnectionPool, per_minute: int, capacity: Capacity) -> None:
+        self.quota = CreationQuota(pool, per_minute, capacity)
 
     def take(self, tenant: str, count: int = 1) -> None:
-        wait_s = self.quota.take(tenant, count)
-        if wait_s is not None:
+        """Go on only if `count` more sessions fit and the tenant has the tokens for them."""
+        creations = self.quota.take(tenant, count)
+        if creations.full:
+            limit = self.quota.capacity.limit
+            raise ApiError.of(
+                "CONCURRENT_LIMIT_EXCEEDED",
+                f"{creations.active} sessions are pending or running; the limit is {limit}",
+                headers={"Retry-After": "5"},
+                active=creations.active,
+                limit=limit,
+            )
+        if creations.wait_s is not None:
             raise ApiError.of(
                 "RATE_LIMITED",
-                f"tenant {tenant} may create {int(self.quota.capacity)} sessions a minute",
-                headers={"Retry-After": str(max(1, int(wait_s) + 1))},
+                f"tenant {tenant} may create {int(self.quota.per_minute)} sessions a minute",
+                headers={"Retry-After": str(max(1, int(creations.wait_s) + 1))},
             )
 
 
 class RequestLimiter:
     """Each key's requests a minute, at its tenant's `requests_per_minute` (None: no cap),
-    shared by every API process: one statement per request."""
+    shared by every API process (see `RequestQuota`: most requests make no round trip)."""
 
-    def __init__(self, pool: ConnectionPool, per_minute_of: Callable[[str], int | None]) -> None:
+    def __init__(self, pool: ConnectionPool, policies: Policies) -> None:
         self.quota = RequestQuota(pool)
-        self.per_minute_of = per_minute_of
+        self.policies = policies
+
+    def take_held(self, caller: Caller) -> bool:
+        """Let the request through without a query if this process can: its tenant's policy
+        read lately, and no cap or a token of the key held here (spent). False: only `take`
+        can decide, and it may query."""
+        policy = self.policies.cached(caller.tenant)
+        if policy is None:
+            return False
+        return policy.requests_per_minute is None or self.quota.take_held(caller.name)
 
     def take(self, caller: Caller) -> None:
-        per_minute = self.per_minute_of(caller.tenant)
+        per_minute = self.policies.of(caller.tenant).requests_per_minute
         if per_minute is None:
             return
         wait_s = self.quota.take(caller.name, per_minute)

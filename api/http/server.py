@@ -33,7 +33,7 @@ from api.http import (
     usage,
     webhooks,
 )
-from api.http.auth import AuthFailures, KeyRing, RateLimiter, RequestLimiter
+from api.http.auth import AuthFailures, CreationLimiter, KeyRing, RequestLimiter
 from api.http.errors import problem_responses
 from api.http.middleware import (
     BodyLimit,
@@ -49,6 +49,7 @@ from engine.bootstrap import Runtime, open_runtime, running_in_background
 from engine.live.feed import EventFeed
 from engine.logs import LOGGER_NAME
 from engine.settings import Settings
+from engine.tenancy.quotas import Capacity
 from projections import step_history
 
 log = logging.getLogger(LOGGER_NAME)
@@ -127,8 +128,12 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
                 follower=background.follower,
                 feed=feed,
                 keys=KeyRing(settings.api_keys, settings.metrics_key_sha256),
-                limiter=RateLimiter(pool, settings.create_rate_per_minute),
-                requests=RequestLimiter(pool, partial(requests_per_minute, runtime)),
+                limiter=CreationLimiter(
+                    pool,
+                    settings.create_rate_per_minute,
+                    Capacity.of(settings.max_active_sessions, runtime.app.events_table),
+                ),
+                requests=RequestLimiter(pool, runtime.policies),
                 auth_failures=AuthFailures(settings.auth_failures_per_minute),
                 streams=StreamSlots(),
                 step_average_ms=Recent(partial(step_averages, runtime), ttl_s=10.0),
@@ -155,10 +160,6 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
     app.add_middleware(TrustedHosts, policy=host_policy(settings))
     app.add_middleware(Measure, metrics=app.state.http)
     return app
-
-
-def requests_per_minute(runtime: Runtime, tenant: str) -> int | None:
-    return runtime.policies.of(tenant).requests_per_minute
 
 
 def host_policy(settings: Settings) -> HostPolicy:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Generic, TypeVar
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
-from api.http.auth import AuthFailures, Caller, KeyRing, RateLimiter, RequestLimiter
+from api.http.auth import AuthFailures, Caller, CreationLimiter, KeyRing, RequestLimiter
 from api.http.errors import ApiError
 from api.http.stream_slots import StreamSlots
 from engine.bootstrap import Runtime
@@ -51,8 +52,8 @@ class Services:
     feed: EventFeed[bytes]
     """New events, each pre-encoded as an SSE frame."""
     keys: KeyRing
-    limiter: RateLimiter
-    """Each tenant's session creations."""
+    limiter: CreationLimiter
+    """The server's room for sessions and each tenant's rate of creating them."""
     requests: RequestLimiter
     """Each key's requests, on every route that takes a key."""
     auth_failures: AuthFailures
@@ -60,50 +61,61 @@ class Services:
     step_average_ms: Callable[[], float | None]
     """Recent steps' mean duration, for estimates: a little old is fine (see `Recent`)."""
 
-    def read_your_writes(self) -> None:
+    def read_your_writes(
+        self, position: int | None = None, views: Sequence[str] | None = None
+    ) -> None:
         """Wait until the views have applied everything in the log when the request came in,
         so a read never shows less than the caller has already written or seen: the leader's
         notification ends the wait (or, failing one in time, this process catches up).
-        Reads call this; writes answer from the write model and do not wait."""
+        Reads call this; writes answer from the write model and do not wait. A read of one
+        session that knows the position of its last event waits for that (in `views` only)."""
         projector = self.runtime.projector
-        projector.wait_until(projector.head(), timeout=READ_YOUR_WRITES_S)
+        target = projector.head() if position is None else position
+        projector.wait_until(target, timeout=READ_YOUR_WRITES_S, names=views)
 
 
-def _services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def _caller(
-    request: Request,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Caller:
+async def _services(request: Request) -> Services:
+    """A coroutine, so FastAPI calls it on the event loop: a plain def dependency costs every
+    request a trip to a worker thread and back."""
+    return services_of(request)
+
+
+def sent_keys(request: Request) -> tuple[str | None, str | None]:
+    """The request's Authorization and X-API-Key headers. Read here, not declared as header
+    parameters: FastAPI would validate both on every request, and neither is in the OpenAPI."""
+    return request.headers.get("authorization"), request.headers.get("x-api-key")
+
+
+async def _caller(request: Request) -> Caller:
     """The key's caller, once its address has not failed too often and the key has requests
-    left this minute."""
-    services = _services(request)
+    left this minute. A coroutine: checking the key and spending a token this process holds
+    take no query, and only a query goes to a worker thread (see `RequestLimiter.take_held`)."""
+    services = services_of(request)
     address = request.client.host if request.client else "unknown"
     services.auth_failures.refuse_if_blocked(address)
     try:
-        caller = services.keys.caller(authorization, x_api_key)
+        caller = services.keys.caller(*sent_keys(request))
     except ApiError:
         services.auth_failures.record(address)
         raise
-    services.requests.take(caller)
+    if not services.requests.take_held(caller):
+        await run_in_threadpool(services.requests.take, caller)
     return caller
 
 
-def _is_operator(
-    request: Request,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> bool:
+async def _is_operator(request: Request) -> bool:
     """Whether the request carries the operator's metrics key (or arrived on the metrics port,
     whose app says so). A key that is neither the operator's nor a tenant's counts as a failed
-    authentication of the client's address, as on every other route."""
+    authentication of the client's address, as on every other route. A coroutine: no query."""
     if request.scope.get(OPERATOR_SCOPE_KEY):
         return True
-    services = _services(request)
+    authorization, x_api_key = sent_keys(request)
+    services = services_of(request)
     address = request.client.host if request.client else "unknown"
     services.auth_failures.refuse_if_blocked(address)
     if services.keys.is_operator(authorization, x_api_key):

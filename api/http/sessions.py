@@ -9,11 +9,12 @@ from uuid import UUID
 
 from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import JsonValue
+from starlette.concurrency import run_in_threadpool
 
 from api.http.auth import Caller
 from api.http.errors import ApiError, problem_responses
 from api.http.event_views import event_view
-from api.http.reads import BadCursor, decode_cursor, session_page
+from api.http.reads import BadCursor, decode_cursor, progress_beside_log, session_page
 from api.http.schemas import (
     CommandAccepted,
     CreateSession,
@@ -40,7 +41,8 @@ from engine.store.app import SessionRequest
 from engine.workflows.admission import admitted
 from engine.workflows.file import WebhookSpec
 from projections import session_index, session_progress, step_history
-from projections.session_index import MIN_ID_PREFIX, SessionFilter, active_count, id_range
+from projections.session_index import MIN_ID_PREFIX, SessionFilter, id_range
+from projections.session_progress import SessionProgressView
 from projections.view import Recorded
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -60,16 +62,34 @@ def owned_session(services: Services, session_id: UUID, tenant: str) -> None:
         raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
 
 
-def progress_as_of(
+def current_progress(
+    services: Services, session_id: UUID, tenant: str
+) -> session_progress.Progress:
+    """The session's progress with at least every event the log had of it when asked, if it
+    is `tenant`'s (another tenant's is not found). One statement reads the row and the log's
+    last event of the session: a row that has applied it is the answer. Otherwise the log says
+    whose session it is, and the view is waited for up to that event (else folded from the
+    log)."""
+    runtime = services.runtime
+    with runtime.projector.pool.connection() as conn:
+        read = progress_beside_log(conn, session_id, runtime.app.events_table)
+    row = read.row
+    # Without a row yet, the log says whose session it is (SessionNotFound if no one's).
+    owner = row.tenant if row is not None else runtime.app.get_session(session_id).tenant
+    if owner != tenant:
+        raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
+    if row is not None and read.caught_up:
+        return row
+    services.read_your_writes(read.last_position, views=[SessionProgressView.name])
+    with runtime.projector.pool.connection() as conn:
+        row = session_progress.find(conn, session_id)
+    return row if row is not None else folded_progress(services, session_id, None)
+
+
+def folded_progress(
     services: Services, session_id: UUID, version: int | None
 ) -> session_progress.Progress:
-    """The progress row from the view, or folded from the log (as of `version` if given)."""
-    if version is None:
-        services.read_your_writes()
-        with services.runtime.projector.pool.connection() as conn:
-            row = session_progress.find(conn, session_id)
-        if row is not None:
-            return row
+    """The session's progress folded from the log, as of `version` if given."""
     app = services.runtime.app
     events = [
         e for e in app.history(session_id) if version is None or e.originator_version <= version
@@ -96,22 +116,6 @@ def _estimate_ms(services: Services, steps: int) -> int | None:
     return None if average is None else int(average * steps)
 
 
-def _check_capacity(services: Services, adding: int) -> None:
-    limit = services.runtime.settings.max_active_sessions
-    # From the session index as it is: it trails the log by milliseconds, and waiting for it
-    # here put every creation behind the projector's work.
-    with services.runtime.projector.pool.connection() as conn:
-        active = active_count(conn, services.runtime.app.events_table)
-    if active + adding > limit:
-        raise ApiError.of(
-            "CONCURRENT_LIMIT_EXCEEDED",
-            f"{active} sessions are pending or running; the limit is {limit}",
-            headers={"Retry-After": "5"},
-            active=active,
-            limit=limit,
-        )
-
-
 def session_request(
     services: Services, body: CreateSession, tenant: str, webhook: WebhookSpec | None = None
 ) -> SessionRequest:
@@ -133,8 +137,9 @@ def admitted_request(services: Services, request: SessionRequest, tenant: str) -
 
 
 def admit(services: Services, tenant: str, count: int) -> None:
-    """Refuse new sessions beyond the server's capacity or the tenant's rate."""
-    _check_capacity(services, count)
+    """Refuse new sessions beyond the server's capacity or the tenant's rate, in one statement.
+    The count does not wait for the projector: it adds, from the log, the creations the
+    session index has not applied yet."""
     services.limiter.take(tenant, count)
 
 
@@ -148,10 +153,19 @@ def admit(services: Services, tenant: str, count: int) -> None:
     response_model=SessionCreated,
     responses=problem_responses(400, 401, 413, 422, 429),
 )
-def create_session(
+async def create_session(
     body: CreateSession, services: ServicesDep, caller: CallerDep, response: Response
 ) -> SessionCreated:
     """Create a session and start running it."""
+    return await run_in_threadpool(new_session, services, body, caller, response)
+
+
+def new_session(
+    services: Services, body: CreateSession, caller: Caller, response: Response
+) -> SessionCreated:
+    """The session asked for, admitted and saved. Run in a worker thread by its route, a
+    coroutine: FastAPI would make a plain def route's answer take a second trip to a worker
+    thread, to be checked against the response model there."""
     request = session_request(services, body, caller.tenant)  # refused before it costs a token
     admit(services, caller.tenant, 1)
     return created(services, request, caller.tenant, caller.name, response)
@@ -237,17 +251,27 @@ def list_all(
     response_model=SessionView,
     responses=problem_responses(401, 404, 422),
 )
-def get_session(
+async def get_session(
     session_id: UUID,
     services: ServicesDep,
     caller: CallerDep,
     version: Annotated[int | None, Query(ge=1, description="the state as of this version")] = None,
 ) -> SessionView:
     """A session's state, from the progress view or rebuilt from the log as of a version."""
-    owned_session(services, session_id, caller.tenant)
-    if version is not None:
+    return await run_in_threadpool(session_state, services, session_id, caller.tenant, version)
+
+
+def session_state(
+    services: Services, session_id: UUID, tenant: str, version: int | None
+) -> SessionView:
+    """The session's state, if it is `tenant`'s: run in a worker thread by its route, a
+    coroutine, for the reason `new_session` gives."""
+    if version is None:
+        row = current_progress(services, session_id, tenant)
+    else:
+        owned_session(services, session_id, tenant)
         services.runtime.app.get_session(session_id, version=version)  # 404 past the latest
-    row = progress_as_of(services, session_id, version)
+        row = folded_progress(services, session_id, version)
     return SessionView.model_validate(row, from_attributes=True)
 
 
@@ -259,9 +283,8 @@ def get_session(
 )
 def get_progress(session_id: UUID, services: ServicesDep, caller: CallerDep) -> ProgressView:
     """Steps done, percent and estimated time left."""
-    owned_session(services, session_id, caller.tenant)
     return ProgressView.model_validate(
-        progress_as_of(services, session_id, None), from_attributes=True
+        current_progress(services, session_id, caller.tenant), from_attributes=True
     )
 
 

@@ -75,6 +75,15 @@ class Policies:
             self._cache[tenant] = (now + self.ttl_s, policy)
         return policy
 
+    def cached(self, tenant: str) -> Policy | None:
+        """The tenant's policy as `of` read it less than `ttl_s` ago, else None: never a query,
+        for callers that must not wait for one (the event loop)."""
+        with self._lock:
+            cached = self._cache.get(tenant)
+        if cached is None or cached[0] <= time.monotonic():
+            return None
+        return cached[1]
+
     def set(self, tenant: str, changes: Mapping[str, Any], actor: str) -> Policy:
         """Record the operator's changes to a tenant's policy; the policy as it now is."""
         unknown = sorted(set(changes.get("executors") or ()) - set(EXECUTOR_NAMES))

@@ -77,9 +77,13 @@ def definitions_of(loop: TaskLoop, request: SessionRequest) -> Definitions:
 def missing_secrets(
     loop: TaskLoop, request: SessionRequest, definitions: Definitions, tenant: str
 ) -> dict[str, list[int]]:
-    """Each secret the session will use that its tenant does not have, and the steps using it."""
-    stored = loop.secret_names(tenant)
+    """Each secret the session will use that its tenant does not have, and the steps using it.
+    The tenant's secrets are looked up only for a session that uses some, and then afresh: a
+    secret stored a moment ago is there."""
     needed = secrets_needed(loop.app, request, definitions)
+    if not needed:
+        return {}
+    stored = loop.secret_names(tenant)
     return {name: steps for name, steps in sorted(needed.items()) if name not in stored}
 
 

@@ -7,7 +7,9 @@ import json
 from typing import Any
 
 import httpx
+import psycopg
 
+from engine.store import locks
 from tests.api.conftest import Api, ApiFactory, shell_workflow
 
 PROBLEM = "application/problem+json"
@@ -115,6 +117,23 @@ def test_a_session_as_of_a_version_is_rebuilt_from_the_log(api: Api) -> None:
         beyond = alice.get(f"/v1/sessions/{session_id}", params={"version": 99})
         assert beyond.status_code == 404
         assert "the latest is" in beyond.json()["message"]
+
+
+def test_a_read_shows_what_was_just_written_while_the_views_lag(
+    start_api: ApiFactory, fresh_database_url: str
+) -> None:
+    with psycopg.connect(fresh_database_url, autocommit=True) as idle_leader:
+        idle_leader.execute("SELECT pg_advisory_lock(%s)", (locks.PROJECTOR,))  # projects nothing
+        api = start_api(workers=0)
+        with api.client("alice") as alice, api.client("eve") as eve:
+            session_id = create(alice, shell_workflow("true"))
+            assert eve.get(f"/v1/sessions/{session_id}").status_code == 404
+            created = alice.get(f"/v1/sessions/{session_id}").json()
+            paused = alice.post(f"/v1/sessions/{session_id}/pause").json()
+            shown = alice.get(f"/v1/sessions/{session_id}").json()
+
+    assert (created["status"], created["version"]) == ("pending", 1)
+    assert (shown["status"], shown["version"]) == ("paused", paused["version"])
 
 
 def test_sessions_are_listed_filtered_and_paged(api: Api) -> None:

@@ -1,5 +1,6 @@
 """The per-key request bucket shared by API processes: batches taken into a process never let
-the processes together spend more than the bucket granted."""
+the processes together spend more than the bucket granted. The tenant's creation bucket is
+spent only while the server has room for the sessions."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 from psycopg_pool import ConnectionPool
 
-from engine.tenancy.quotas import RequestQuota
+from engine.store.app import Stepline
+from engine.tenancy.quotas import Capacity, CreationQuota, RequestQuota
 
 
 @pytest.fixture
@@ -41,3 +43,16 @@ def test_a_refused_take_says_how_long_until_a_token(pool: ConnectionPool) -> Non
     wait_s = quota.take("eve", 3)
     assert wait_s is not None
     assert 0 < wait_s <= 20  # a token every 20 s at 3 a minute
+
+
+def test_a_creation_refused_for_want_of_room_costs_the_tenant_no_token(
+    pool: ConnectionPool, fresh_app: Stepline
+) -> None:
+    no_room = CreationQuota(pool, 1, Capacity.of(0, fresh_app.events_table))
+    room = CreationQuota(pool, 1, Capacity.of(10, fresh_app.events_table))
+
+    refused = no_room.take("acme")
+
+    assert (refused.full, refused.active) == (True, 0)
+    assert room.take("acme").wait_s is None  # the minute's one token was still there
+    assert room.take("acme").wait_s is not None
