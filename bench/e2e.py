@@ -298,9 +298,9 @@ def report(arguments: argparse.Namespace, results: list[Result]) -> None:
 
 
 PATH_OF_A_SESSION = [
-    ("POST /v1/sessions", "create_session"),
+    ("POST /v1/sessions", "new_session"),
     ("  admission (policy, definitions, secrets)", "admitted"),
-    ("GET /v1/sessions/{id}", "get_session"),
+    ("GET /v1/sessions/{id}", "session_state"),
     ("the session worker claiming", "SessionWorker._claim_loop"),
     ("  driving a session", "SessionWorker._drive"),
     ("  the steps (task loop)", "SessionRun.to_the_end"),
