@@ -2,13 +2,16 @@
 same job as a DBOS Transact workflow started from a FastAPI endpoint, in one run.
 
     python -m bench.e2e [--sessions 400] [--steps 3] [--rounds-of 100]
-                        [--shapes single,split,dbos]
+                        [--shapes single,in-process,split,dbos]
 
 The job: `GET /slow?ms=0`, `expect status 200`, `expect body contains "slept_ms"` (the example
 app, examples/target_app.py, has no /ping: /slow?ms=0 answers 200 with {"slept_ms": 0} at once);
 with `--steps 10`, the same three repeated in order to ten steps. The systems:
 
-- `single`: one `stepline serve`, driving the sessions in its own slots (the default 10);
+- `single`: one `stepline serve` as it starts by default: the API, and its slots (the default
+  10) in the worker process it starts;
+- `in-process`: one `stepline serve --worker-processes 0`, driving the sessions in its own
+  process;
 - `split`: `stepline serve --workers 0` for the API, two `stepline worker`s (10 slots each);
 - `dbos`: bench/dbos_e2e_app.py under uvicorn, whose POST starts a workflow of one
   checkpointed `@DBOS.step` per step of the job and whose GET answers its status.
@@ -55,7 +58,7 @@ from engine.store.schema import prepare_database
 PATH = "/slow?ms=0"
 TEXT = "slept_ms"
 JOB = [f"GET {PATH}", "expect status 200", f'expect body contains "{TEXT}"']
-SHAPES = ("single", "split", "dbos")
+SHAPES = ("single", "in-process", "split", "dbos")
 SPLIT_WORKERS = 2
 WARM_UP = 10
 POLL_S = 0.02
@@ -124,6 +127,8 @@ def stepline(shape: str, server_url: str) -> Iterator[System]:
         serve = [STEPLINE, "serve", "--port", str(port)]
         if shape == "split":
             serve += ["--workers", "0"]
+        if shape == "in-process":
+            serve += ["--worker-processes", "0"]
         processes = [stack.enter_context(started(serve, env))]
         if shape == "split":
             for _ in range(SPLIT_WORKERS):
@@ -147,6 +152,7 @@ def dbos(server_url: str) -> Iterator[System]:
 
 DEPLOYMENTS = {
     "single": "stepline serve",
+    "in-process": "stepline serve --worker-processes 0",
     "split": f"stepline serve --workers 0 + {SPLIT_WORKERS} workers",
     "dbos": "DBOS + FastAPI",
 }
@@ -328,7 +334,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=400)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds-of", type=int, default=100)
-    parser.add_argument("--shapes", default=",".join(SHAPES), help="of single, split, dbos")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")
     parser.add_argument(
         "--profile", metavar="FILE", help="py-spy the serving process into FILE.<shape>"
     )

@@ -80,6 +80,7 @@ def deployment(shape: str, database_url: str, sessions: int) -> Iterator[tuple[s
         base_url = f"http://127.0.0.1:{port}"
         slots = "0" if shape == "split" else str(sessions)
         serve = [STEPLINE, "serve", "--port", str(port), "--workers", slots]
+        serve += ["--worker-processes", "0"]  # single: the sessions in the API's process
         server = stack.enter_context(started(serve, env))
         if shape == "split":
             stack.enter_context(started([STEPLINE, "worker", "--concurrency", str(sessions)], env))

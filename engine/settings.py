@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     max_concurrent_sessions: int = Field(
         default=10, ge=1, description="sessions one worker process drives at once"
     )
+    worker_processes: int = Field(
+        default=1,
+        ge=0,
+        description="worker processes `stepline serve` drives its sessions in (its slots "
+        "shared out among them); 0 drives them in the serving process itself",
+    )
     max_active_sessions: int = Field(
         default=1_000, ge=1, description="pending + running sessions before creation is refused"
     )

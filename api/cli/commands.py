@@ -202,15 +202,21 @@ def history(given: str, as_json: bool, tenant: str) -> None:
 
 
 def serve(
-    host: str, port: int, workers: int | None, metrics_at: tuple[str, int] | None = None
+    host: str,
+    port: int,
+    workers: int | None,
+    worker_processes: int | None,
+    metrics_at: tuple[str, int] | None = None,
 ) -> None:
     settings = load_settings()
+    if worker_processes is None:
+        worker_processes = settings.worker_processes
     try:
         check_binding(settings, host)
     except UnsafeBinding as error:
         raise fail(StandardError.of("CONFIGURATION_INVALID", str(error))) from None
     try:
-        app = create_app(settings, workers=workers)
+        app = create_app(settings, workers=workers, worker_processes=worker_processes)
         serve_app(app, settings, host, port, metrics_at, announce=_print_addresses)
     except (PersistenceError, DatabaseUnavailable) as error:
         raise fail(StandardError.of("DATABASE_UNAVAILABLE", str(error))) from None

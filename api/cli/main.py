@@ -173,6 +173,14 @@ def serve(
             min=0, help="sessions driven here at once; 0 = API only (default: the setting)"
         ),
     ] = None,
+    worker_processes: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="processes those sessions are driven in, the slots shared out among them; "
+            "0 = in this process (default: the setting)",
+        ),
+    ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -186,11 +194,12 @@ def serve(
         str, typer.Option(help="address the metrics port listens on")
     ] = "127.0.0.1",
 ) -> None:
-    """Serve the HTTP API, the projections and a session worker in one process."""
+    """Serve the HTTP API and the projections, and drive sessions in a worker process of its
+    own (see --worker-processes)."""
     from api.cli import commands as cli_commands  # noqa: PLC0415
 
     metrics_at = None if metrics_port is None else (metrics_host, metrics_port)
-    cli_commands.serve(host, port, workers, metrics_at)
+    cli_commands.serve(host, port, workers, worker_processes, metrics_at)
 
 
 @cli.command()

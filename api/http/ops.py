@@ -44,7 +44,8 @@ def _sees_details(services: Services, operator: bool) -> bool:
 )
 def health(services: ServicesDep, operator: OperatorDep) -> JSONResponse:
     """Healthy or not (503). With the operator's metrics key: database reachable, projections
-    live and their lag, this process's worker alive, and every live worker with its sessions."""
+    live and their lag, this server's worker (or worker processes) alive, and every live
+    worker with its sessions."""
     database = True
     lag: int | None = None
     workers: list[WorkerHealth] = []
@@ -55,7 +56,7 @@ def health(services: ServicesDep, operator: OperatorDep) -> JSONResponse:
         workers = _workers(services)
     except (PsycopgError, PersistenceError):
         database = False
-    worker = None if services.worker is None else services.worker.alive
+    worker = services.worker_alive
     live = services.runtime.projector.following
     healthy = database and live and worker is not False
     body = Health(

@@ -575,7 +575,10 @@ class WorkerHealth(BaseModel):
 class Health(BaseModel):
     status: HealthState
     database: bool
-    worker: bool | None = Field(description="this process's worker is alive; null: API only")
+    worker: bool | None = Field(
+        description="what drives this server's sessions (its own worker, or the worker "
+        "processes `serve` started) is alive; null: API only"
+    )
     projections_live: bool
     projection_lag: int | None
     workers: list[WorkerHealth] = Field(description="live workers of the whole deployment")

@@ -45,6 +45,7 @@ from api.http.middleware import (
 )
 from api.http.services import OPERATOR_SCOPE_KEY, Recent, Services
 from api.http.stream_slots import StreamSlots
+from api.http.worker_processes import WorkerProcesses, supervisor_gone
 from engine.bootstrap import Runtime, open_runtime, running_in_background
 from engine.live.feed import EventFeed
 from engine.logs import LOGGER_NAME
@@ -102,10 +103,14 @@ RATE_LIMITED = problem_responses(429)
 and /metrics, where a key that is not the operator's counts as a failed one)."""
 
 
-def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
-    """The API; with `workers` slots (default STEPLINE_MAX_CONCURRENT_SESSIONS; 0: none) the
-    process also drives sessions."""
+def create_app(
+    settings: Settings, workers: int | None = None, worker_processes: int = 0
+) -> FastAPI:
+    """The API; with `workers` slots (default STEPLINE_MAX_CONCURRENT_SESSIONS; 0: none) it
+    also drives sessions: in this process, or shared out among `worker_processes` of its own
+    (see `api.http.worker_processes`)."""
     slots = settings.max_concurrent_sessions if workers is None else workers
+    processes = WorkerProcesses(slots, worker_processes) if slots and worker_processes else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -119,12 +124,20 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
             )
             stack.callback(feed.start())
             background = stack.enter_context(
-                running_in_background(runtime, workers=slots, role="serve", also_wake=[feed.wake])
+                running_in_background(
+                    runtime,
+                    workers=0 if processes else slots,
+                    role="serve",
+                    also_wake=[feed.wake],
+                )
             )
+            if processes is not None:  # once the schema is ready and the feed listens
+                stack.enter_context(processes.running())
             pool = runtime.projector.pool
             app.state.services = Services(
                 runtime=runtime,
                 worker=background.worker,
+                worker_processes=processes,
                 follower=background.follower,
                 feed=feed,
                 keys=KeyRing(settings.api_keys, settings.metrics_key_sha256),
@@ -138,7 +151,8 @@ def create_app(settings: Settings, workers: int | None = None) -> FastAPI:
                 streams=StreamSlots(),
                 step_average_ms=Recent(partial(step_averages, runtime), ttl_s=10.0),
             )
-            log.info("Stepline API ready (%d session slots)", slots)
+            where = f" in worker processes: {worker_processes}" if processes else ""
+            log.info("Stepline API ready (%d session slots%s)", slots, where)
             yield
 
     app = FastAPI(
@@ -271,5 +285,7 @@ def run_worker(runtime: Runtime, concurrency: int) -> None:
     with running_in_background(runtime, workers=concurrency, role="worker"):
         log.info("Worker ready (%d session slots)", concurrency)
         while not stop.wait(1.0):
-            pass
+            if supervisor_gone():
+                log.warning("The `serve` that started this worker is gone: stopping")
+                break
         log.info("Stopping: every session stops at its next safe point and is handed back")

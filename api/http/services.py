@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api.http.auth import AuthFailures, Caller, CreationLimiter, KeyRing, RequestLimiter
 from api.http.errors import ApiError
 from api.http.stream_slots import StreamSlots
+from api.http.worker_processes import WorkerProcesses
 from engine.bootstrap import Runtime
 from engine.live.feed import EventFeed
 from engine.live.follower import LogFollower
@@ -47,7 +48,10 @@ class Recent(Generic[T]):
 class Services:
     runtime: Runtime
     worker: SessionWorker | None
-    """None when this process serves the API only (`serve --workers 0`)."""
+    """None when this process drives no session itself (`serve --workers 0`, or its worker
+    processes do)."""
+    worker_processes: WorkerProcesses | None
+    """The worker processes `serve` started to drive its sessions, if any."""
     follower: LogFollower
     feed: EventFeed[bytes]
     """New events, each pre-encoded as an SSE frame."""
@@ -60,6 +64,15 @@ class Services:
     streams: StreamSlots
     step_average_ms: Callable[[], float | None]
     """Recent steps' mean duration, for estimates: a little old is fine (see `Recent`)."""
+
+    @property
+    def worker_alive(self) -> bool | None:
+        """Whether what drives this server's sessions runs (None: nothing does)."""
+        if self.worker is not None:
+            return self.worker.alive
+        if self.worker_processes is not None:
+            return self.worker_processes.alive
+        return None
 
     def read_your_writes(
         self, position: int | None = None, views: Sequence[str] | None = None

@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+import psutil
 import psycopg
 from psycopg import sql
 
@@ -149,6 +150,81 @@ def test_sigterm_hands_sessions_to_another_worker_without_waiting_for_expiry(
     assert interrupted_keys(store, session_ids) == set()  # stopped at safe points, cleanly
     assert_every_step_ran_once(store, session_ids)
     assert _takeovers(cluster.database_url) == 0  # handed back, never taken from a dead owner
+
+
+def test_serve_drives_sessions_in_a_worker_process_it_restarts_after_kill_9(
+    cluster: Cluster, store: Stepline, target: str
+) -> None:
+    api = cluster.api(workers=3)  # its slots in the worker process `serve` starts by default
+    serve = psutil.Process(cluster.processes[0].pid)
+    session_ids = _posted(api, target, 6)
+    eventually(
+        lambda: _pids_holding_leases(cluster.database_url) & _children(serve),
+        "serve's worker process drives sessions",
+        within_s=60,
+    )
+    (first,) = _children(serve)
+    assert serve.pid not in _pids_holding_leases(cluster.database_url)
+
+    psutil.Process(first).kill()
+    eventually(lambda: _children(serve) - {first}, "serve starts another worker", within_s=30)
+    wait_until_ended(store, session_ids)
+
+    assert {store.get_session(i).status for i in session_ids} == {SessionStatus.COMPLETED}
+    assert _takeovers(cluster.database_url) > 0  # the kill did hit sessions being driven
+    assert_every_step_ran_once(store, session_ids)
+    applied = effects_of(target)["applied"]
+    assert sorted(a["name"] for a in applied) == sorted(
+        f"s{n}-{e}" for n in range(6) for e in range(3)
+    )  # each effect applied once, the ones in flight at the kill included
+    assert httpx.get(f"{api}/health").json()["worker"] is True
+
+
+def test_a_worker_process_whose_serve_is_killed_hands_its_sessions_back_and_stops(
+    cluster: Cluster, store: Stepline, target: str
+) -> None:
+    # A lease far longer than the test: a session another worker finishes can only have been
+    # handed back by the orphaned worker, never left to expire.
+    cluster.env["STEPLINE_LEASE_MS"] = "600000"
+    api = cluster.api(workers=4)
+    serve = psutil.Process(cluster.processes[0].pid)
+    session_ids = _posted(api, target, 4)
+    eventually(
+        lambda: _lease_owners(cluster.database_url, session_ids) == set(session_ids),
+        "serve's worker process holds all four sessions",
+        within_s=60,
+    )
+    (orphan,) = (psutil.Process(pid) for pid in _children(serve))
+
+    serve.kill()
+    orphan.wait(timeout=30)  # it sees its serve gone and stops (psutil raises on a timeout)
+    cluster.worker(concurrency=4)
+    wait_until_ended(store, session_ids, timeout_s=120)
+
+    assert {store.get_session(i).status for i in session_ids} == {SessionStatus.COMPLETED}
+    assert interrupted_keys(store, session_ids) == set()  # stopped at safe points, cleanly
+    assert_every_step_ran_once(store, session_ids)
+    assert _takeovers(cluster.database_url) == 0  # handed back, never taken from a dead owner
+
+
+def _posted(api: str, target: str, count: int) -> list[UUID]:
+    session_ids = []
+    with httpx.Client(base_url=api, timeout=30) as client:
+        for n in range(count):
+            body = {
+                "name": f"through serve {n}",
+                "executor": "http",
+                "base_url": target,
+                "steps": side_effect_steps(f"s{n}", slow_ms=300, effects=3),
+            }
+            response = client.post("/v1/sessions", json=body)
+            assert response.status_code == 201, response.text
+            session_ids.append(UUID(response.json()["session_id"]))
+    return session_ids
+
+
+def _children(process: psutil.Process) -> set[int]:
+    return {child.pid for child in process.children() if child.is_running()}
 
 
 def test_the_deployment_rides_out_a_database_outage(
