@@ -288,6 +288,14 @@ CATALOGUE: dict[str, ErrorKind] = {
     "POLICY_INVALID": ErrorKind(
         _V, _LOW, False, False, "Fix the option named in the message (stepline tenants set --help)"
     ),
+    "INPUT_INVALID": ErrorKind(
+        _V,
+        _MEDIUM,
+        False,
+        False,
+        "Give the input the message names (details.input) a value of the type the workflow "
+        "declares",
+    ),
     "POLICY_REFUSED": ErrorKind(
         _V,
         _MEDIUM,
@@ -503,6 +511,15 @@ class DomainError(Exception):
 
 class InvalidWorkflow(DomainError):
     code = "VALIDATION_FAILED"
+
+
+class InvalidInput(InvalidWorkflow):
+    """A run's input values do not fit what its workflow declares; the error names the input."""
+
+    code = "INPUT_INVALID"
+
+    def __init__(self, name: str, message: str, *, suggested_action: str | None = None) -> None:
+        super().__init__(message, suggested_action=suggested_action, input=name)
 
 
 class InvalidPolicy(DomainError):

@@ -36,6 +36,7 @@ from engine.store import locks
 from engine.store.app import SessionRequest, Stepline
 from engine.workflows.admission import admitted
 from engine.workflows.file import WebhookSpec, WorkflowConfig, session_config
+from engine.workflows.inputs import InputSpec, with_inputs
 from projections.schedule_index import due_schedules, next_firing
 
 log = logging.getLogger(LOGGER_NAME)
@@ -61,13 +62,15 @@ def request_of_body(body: dict[str, Any], webhook: dict[str, Any] | None = None)
         config = WorkflowConfig.model_validate(body.get("config") or {})
         given = body.get("webhook") or webhook
         hook = None if given is None else WebhookSpec.model_validate(given)
+        inputs = body.get("inputs") or {}
+        declared = {name: InputSpec.model_validate(spec) for name, spec in inputs.items()}
     except ValidationError as error:
         raise InvalidWorkflow(f"the schedule's workflow is no longer valid: {error}") from None
     steps = [
         StepSpec(step) if isinstance(step, str) else StepSpec(step["text"], step.get("expect"))
         for step in body["steps"]
     ]
-    return SessionRequest(
+    request = SessionRequest(
         name=body["name"],
         steps=steps,
         config=session_config(
@@ -75,6 +78,7 @@ def request_of_body(body: dict[str, Any], webhook: dict[str, Any] | None = None)
         ),
         labels=dict(body.get("labels") or {}),
     )
+    return with_inputs(request, declared, body.get("with") or {})
 
 
 def firing_request(schedule: Schedule, fired_at: datetime) -> SessionRequest:

@@ -7,7 +7,7 @@ import importlib.util
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -20,6 +20,7 @@ from rich.table import Table
 from api.cli.check import print_check
 from api.cli.examples import EXAMPLES
 from api.cli.live import (
+    as_written,
     final_report,
     print_outcome,
     request_from_file,
@@ -33,7 +34,7 @@ from api.http.auth import new_key
 from api.http.event_views import event_view
 from api.http.server import UnsafeBinding, check_binding, create_app, run_worker
 from api.http.server import serve as serve_app
-from domain.errors import SessionNotFound, StandardError
+from domain.errors import InvalidInput, SessionNotFound, StandardError
 from domain.session import WorkflowSession
 from engine.bootstrap import Runtime
 from engine.live.leadership import current_leader, process_identity
@@ -43,6 +44,7 @@ from engine.store.app import SessionRequest, Stepline
 from engine.store.database import DatabaseUnavailable
 from engine.workflows.check import check_workflow
 from engine.workflows.file import load_workflow
+from engine.workflows.inputs import parsed_value, with_inputs
 from projections import session_progress
 from projections.audit_log import describe
 
@@ -90,9 +92,14 @@ def load_example_target() -> Any:
 
 
 def _run_file(
-    runtime: Runtime, workflow: Path, base_url: str | None, as_json: bool, tenant: str
+    runtime: Runtime,
+    workflow: Path,
+    base_url: str | None,
+    as_json: bool,
+    tenant: str,
+    inputs: dict[str, Any] | None = None,
 ) -> WorkflowSession:
-    request = request_from_file(load_workflow(workflow), workflow, base_url)
+    request = request_from_file(load_workflow(workflow), workflow, base_url, inputs)
     return _run_request(runtime, request, as_json, tenant)
 
 
@@ -113,16 +120,39 @@ def _run_request(
     return session
 
 
-def run(workflow: Path, base_url: str | None, as_json: bool, tenant: str) -> None:
+def input_values(given: list[str]) -> dict[str, Any]:
+    """`--input NAME=VALUE`s as values (see `parsed_value`); a malformed one ends with code 2."""
+    values: dict[str, Any] = {}
+    for item in given:
+        name, equals, text = item.partition("=")
+        if not equals or not name:
+            message = f"--input {item!r}: write NAME=VALUE"
+            raise fail(StandardError.of("INPUT_INVALID", message, {"input": name}))
+        values[name] = parsed_value(text)
+    return values
+
+
+def run(
+    workflow: Path, base_url: str | None, as_json: bool, tenant: str, inputs: dict[str, Any]
+) -> None:
     with runtime_or_exit(quiet=True) as runtime:
-        session = _run_file(runtime, workflow, base_url, as_json, tenant)
+        session = _run_file(runtime, workflow, base_url, as_json, tenant, inputs)
     raise typer.Exit(code=0 if succeeded(session) else 1)
 
 
-def check(workflow: Path, base_url: str | None, as_json: bool, tenant: str) -> None:
+def check(
+    workflow: Path, base_url: str | None, as_json: bool, tenant: str, inputs: dict[str, Any]
+) -> None:
     with runtime_or_exit(quiet=True) as runtime:
-        request = request_from_file(load_workflow(workflow), workflow, base_url)
+        spec = load_workflow(workflow)
+        request = as_written(spec, workflow, base_url)
+        try:
+            request = with_inputs(request, spec.inputs, inputs)
+            refused = []
+        except InvalidInput as error:  # reported with the rest; its steps checked as written
+            refused = [f"{error.code}: {error.message}"]
         report = check_workflow(runtime.loop, request, tenant)
+        report = replace(report, problems=[*refused, *report.problems])
     if as_json:
         console.print_json(json.dumps(report.to_dict()))
     else:

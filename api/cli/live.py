@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +21,7 @@ from engine.logs import LOGGER_NAME
 from engine.store.app import SessionRequest
 from engine.workflows.admission import admitted
 from engine.workflows.file import WorkflowFile
+from engine.workflows.inputs import with_inputs
 
 ICONS = {
     StepStatus.PENDING: "[dim]·[/]",
@@ -31,9 +32,18 @@ ICONS = {
 
 
 def request_from_file(
-    spec: WorkflowFile, location: Path, base_url: str | None = None
+    spec: WorkflowFile,
+    location: Path,
+    base_url: str | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> SessionRequest:
-    """The file's session as asked for (`run_with_progress` holds it to the tenant's policy)."""
+    """The file's session as asked for, its `inputs` written in (`run_with_progress` holds it
+    to the tenant's policy)."""
+    return with_inputs(as_written(spec, location, base_url), spec.inputs, inputs or {})
+
+
+def as_written(spec: WorkflowFile, location: Path, base_url: str | None = None) -> SessionRequest:
+    """The file's session with its `{{inputs.NAME}}` as written."""
     given = spec.session_config(location)
     if base_url is not None:
         given["base_url"] = base_url

@@ -73,6 +73,14 @@ def run(
         bool, typer.Option("--json", help="print the final session (or the check) as JSON")
     ] = False,
     tenant: Tenant = DEV_TENANT,
+    given: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            help="NAME=VALUE: a value for one of the workflow's inputs (repeat); JSON if it "
+            "reads as JSON (3, true, [1, 2]), else text",
+        ),
+    ] = None,
     check: Annotated[
         bool,
         typer.Option(
@@ -87,10 +95,11 @@ def run(
     2 if it could not start (a missing secret, say: nothing was run)."""
     from api.cli import commands as cli_commands  # noqa: PLC0415
 
+    inputs = cli_commands.input_values(given or [])
     if check:
-        cli_commands.check(workflow, base_url, as_json, tenant)
+        cli_commands.check(workflow, base_url, as_json, tenant, inputs)
     else:
-        cli_commands.run(workflow, base_url, as_json, tenant)
+        cli_commands.run(workflow, base_url, as_json, tenant, inputs)
 
 
 @cli.command()

@@ -22,7 +22,8 @@ from domain.session import (
     StepViewStatus,
 )
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
-from engine.workflows.file import WebhookSpec, WorkflowConfig, session_config
+from engine.workflows.file import InputName, WebhookSpec, WorkflowConfig, session_config
+from engine.workflows.inputs import MAX_INPUTS, InputSpec
 
 SessionStatusName = Annotated[str, NamedEnum.of(SessionStatus)]
 StepStatusName = Annotated[str, NamedEnum.of(StepViewStatus, name="StepStatus")]
@@ -77,6 +78,9 @@ def step_specs(steps: list[StepIn | StepText]) -> list[StepSpec]:
 class CreateSession(Strict):
     """A workflow to run: ordered steps, each plain text or {text, expect}."""
 
+    # Saved as it came (a schedule keeps its body): `with`, never the attribute's `with_`.
+    model_config = ConfigDict(**Strict.model_config, serialize_by_alias=True)
+
     name: str = Field(min_length=1, max_length=MAX_NAME, pattern=r"\S")
     steps: list[StepIn | StepText] = Field(min_length=1, max_length=MAX_STEPS)
     executor: ExecutorName = DEFAULT_EXECUTOR
@@ -87,6 +91,19 @@ class CreateSession(Strict):
         default=None,
         description="where to POST, signed with the tenant's webhook secret, when the session "
         "reaches one of the events",
+    )
+    inputs: dict[InputName, InputSpec] = Field(
+        default_factory=dict,
+        max_length=MAX_INPUTS,
+        description="the inputs the workflow takes, each a JSON Schema with a `type` (and a "
+        "`default` if optional); its steps and base URL use them as {{inputs.NAME}}",
+    )
+    with_: dict[str, Any] = Field(
+        default_factory=dict,
+        alias="with",
+        max_length=MAX_INPUTS,
+        description="this run's input values, checked against `inputs` and written into the "
+        "steps when the session is created (422 INPUT_INVALID naming the input if not)",
     )
 
     def step_specs(self) -> list[StepSpec]:

@@ -40,6 +40,7 @@ from engine.loop.waits import SIGNAL_NAME, check_signal
 from engine.store.app import SessionRequest
 from engine.workflows.admission import admitted
 from engine.workflows.file import WebhookSpec
+from engine.workflows.inputs import with_inputs
 from projections import session_index, session_progress, step_history
 from projections.session_index import MIN_ID_PREFIX, SessionFilter, id_range
 from projections.session_progress import SessionProgressView
@@ -127,7 +128,7 @@ def session_request(
         config=body.given_config(webhook),
         labels=body.labels,
     )
-    return admitted_request(services, request, tenant)
+    return admitted_request(services, with_inputs(request, body.inputs, body.with_), tenant)
 
 
 def admitted_request(services: Services, request: SessionRequest, tenant: str) -> SessionRequest:

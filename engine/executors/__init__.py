@@ -118,10 +118,14 @@ def _why_unset(namespace: str, name: str, saved: list[str]) -> str:
     if namespace == VARIABLES:
         known = f"saved so far: {', '.join(saved)}" if saved else "nothing is saved yet"
         return f"no earlier step saved {name} ({known})"
-    unsupported = "workflows take no inputs yet; " if namespace == "inputs" else ""
+    if namespace == "inputs":
+        return (
+            f"the workflow declares no input {name}: inputs are written into the steps when the "
+            "session is created, from the workflow's `inputs`"
+        )
     return (
-        f"{unsupported}there is no {namespace!r} namespace: a step may use {{{{vars.NAME}}}} "
-        "(saved by an earlier step) and {{secrets.NAME}}"
+        f"there is no {namespace!r} namespace: a step may use {{{{vars.NAME}}}} (saved by an "
+        "earlier step), {{inputs.NAME}} (declared by the workflow) and {{secrets.NAME}}"
     )
 
 

@@ -108,10 +108,12 @@ def _step_checks(loop: TaskLoop, planned: list[PlannedStep], tenant: str) -> lis
 def _unfillable_said(
     planned: list[PlannedStep], step: PlannedStep, placeholder: Placeholder
 ) -> str:
+    if placeholder.namespace == "inputs":  # left as written: the inputs did not fit
+        return f"{placeholder}: no value to write in (see the workflow's problems)"
     if placeholder.namespace != VARIABLES:
         return (
-            f"{placeholder}: there is no {placeholder.namespace!r} namespace (only vars and "
-            "secrets; workflows take no inputs yet)"
+            f"{placeholder}: there is no {placeholder.namespace!r} namespace (only vars, "
+            "inputs and secrets)"
         )
     later = [i for i in saved_by(planned, placeholder.name) if i >= step.index]
     if later:

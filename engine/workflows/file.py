@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 import yaml
@@ -15,6 +15,7 @@ from domain.session import MAX_STEP_TEXT, MAX_STEPS, StepSpec
 from domain.webhook import DEFAULT_WEBHOOK_EVENTS, WebhookEvent
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
 from engine.workflows import errors as workflow_errors
+from engine.workflows.inputs import MAX_INPUTS, NAME, InputSpec
 
 
 class StepEntry(BaseModel):
@@ -102,6 +103,10 @@ def session_config(
     return recorded
 
 
+InputName = Annotated[str, Field(pattern=NAME)]
+"""How `{{inputs.NAME}}` names an input: a letter or `_`, then letters, digits, `_`."""
+
+
 class WorkflowFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -112,6 +117,7 @@ class WorkflowFile(BaseModel):
     definitions: str | None = Field(
         default=None, description="a module (dotted name or .py path) with register(definitions)"
     )
+    inputs: dict[InputName, InputSpec] = Field(default_factory=dict, max_length=MAX_INPUTS)
     steps: list[StepEntry] = Field(min_length=1, max_length=MAX_STEPS)
     config: WorkflowConfig = Field(default_factory=WorkflowConfig)
     webhook: WebhookSpec | None = None

@@ -44,7 +44,7 @@ def test_run_with_a_secret_not_stored_exits_2_creating_nothing_and_sending_nothi
     fresh_database_url: str, tmp_path: Path
 ) -> None:
     workflow = tmp_path / "unready.yaml"
-    workflow.write_text(UNREADY)
+    workflow.write_text(UNREADY.replace("  - GET /people/{{inputs.who}}\n", ""))
     receiver: Receiver
     with receiving() as receiver:
         url = f"http://127.0.0.1:{receiver.port}"
@@ -90,7 +90,8 @@ def test_check_reports_each_steps_problems_and_creates_no_session(
     assert problems[1] == ["{{secrets.NOT_STORED}} is not stored for tenant default"]
     assert problems[2] == ["{{vars.todo_id}} is used before step 3 saves it"]
     assert problems[3] == []
-    assert problems[4][0].startswith("{{inputs.who}}: there is no 'inputs' namespace")
+    assert problems[4] == ["{{inputs.who}}: no value to write in (see the workflow's problems)"]
+    assert report["problems"][0].startswith("INPUT_INVALID: step 5 uses {{inputs.who}}")
     assert report["steps"][0]["runs_as"] == "http.request GET /login"
     assert report["base_url"]["answered"]
     assert events_recorded(fresh_database_url) == 0

@@ -1,0 +1,181 @@
+"""A workflow's inputs: what it declares it takes, the values a run gives, and the steps with
+those values written in.
+
+A workflow declares each input as a JSON Schema (`inputs: {user: {type: string, default:
+demo}}`); a run gives values (`stepline run FILE --input user=ada`, or the API's `with`).
+At creation the values are checked against the declarations — every error names the input —
+the defaults filled in, and each `{{inputs.NAME}}` in the steps (text and `expect`) and the
+base URL replaced by its value. The session records the steps so written and the values
+(`config.inputs`), so replay and fork run the very same steps, and nothing later has an
+`{{inputs.…}}` left to fill.
+
+A value may not hold `{{`: whoever gives the values would otherwise write placeholders
+(`{{secrets.TOKEN}}`) into steps whose author chose where each secret goes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from domain.errors import InvalidInput
+from domain.session import StepSpec
+from engine.store.app import SessionRequest
+
+NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+MAX_INPUTS = 50
+INPUT = re.compile(r"\{\{\s*inputs\.([A-Za-z0-9_]+)\s*\}\}")
+TYPES = ("string", "integer", "number", "boolean", "array", "object")
+
+
+class InputSpec(BaseModel):
+    """One declared input: a JSON Schema with a `type`, and a `default` that makes it
+    optional. Other JSON Schema keywords (`enum`, `minimum`, `pattern`, `items`, …) apply."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description=f"one of {', '.join(TYPES)}")
+    description: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _a_schema_with_a_valid_default(self) -> InputSpec:
+        if self.type not in TYPES:
+            raise ValueError(f"type must be one of {', '.join(TYPES)}, not {self.type!r}")
+        schema = self.schema_of()
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as error:
+            raise ValueError(f"not a valid JSON Schema: {error.message}") from None
+        if "default" in schema:
+            problem = _first_error(schema, schema["default"])
+            if problem is not None:
+                raise ValueError(f"the default does not fit: {problem}")
+        return self
+
+    def schema_of(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+    @property
+    def required(self) -> bool:
+        return "default" not in self.schema_of()
+
+
+Inputs = dict[str, InputSpec]
+
+
+def with_inputs(
+    request: SessionRequest, declared: Mapping[str, InputSpec], given: Mapping[str, Any]
+) -> SessionRequest:
+    """`request` with the run's input values written into its steps and base URL, and recorded
+    in its config (`inputs`); InvalidInput, before anything is saved, names the first input
+    that is unknown, missing or does not fit, or that a step uses but is not declared."""
+    base_url = request.config.get("base_url")
+    if not declared and not given and not used(request.steps, base_url):
+        return request
+    values = resolved(declared, given)
+    config = {**request.config, "base_url": filled(base_url, values, "the base URL")}
+    if values:
+        config["inputs"] = values
+    return replace(request, steps=written_in(request.steps, values), config=config)
+
+
+def resolved(declared: Mapping[str, InputSpec], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's values: `given` checked against `declared`, the defaults filled in.
+    InvalidInput names the first input that is unknown, missing or does not fit."""
+    for name in given:
+        if name not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise InvalidInput(name, f"the workflow declares no input {name} (it takes: {known})")
+    values: dict[str, Any] = {}
+    for name, spec in declared.items():
+        if name not in given:
+            if spec.required:
+                raise InvalidInput(name, f"input {name} is required ({_described(spec)})")
+            values[name] = spec.schema_of()["default"]
+            continue
+        problem = _first_error(spec.schema_of(), given[name])
+        if problem is not None:
+            raise InvalidInput(name, f"input {name}: {problem}")
+        if _holds_placeholder_start(given[name]):
+            raise InvalidInput(name, f"input {name} may not hold '{{{{' (no placeholders)")
+        values[name] = given[name]
+    return values
+
+
+def written_in(steps: list[StepSpec], values: Mapping[str, Any]) -> list[StepSpec]:
+    """`steps` with each `{{inputs.NAME}}` replaced by its value; InvalidInput names an input
+    a step uses that the workflow does not declare."""
+    return [
+        StepSpec(
+            _filled(step.text, values, index),
+            None if step.expect is None else _filled(step.expect, values, index),
+        )
+        for index, step in enumerate(steps)
+    ]
+
+
+def filled(text: str | None, values: Mapping[str, Any], where: str) -> str | None:
+    """`text` (the base URL, say) with its inputs written in."""
+    if text is None:
+        return None
+    return INPUT.sub(lambda match: _value(match, values, where), text)
+
+
+def used(steps: list[StepSpec], base_url: str | None = None) -> set[str]:
+    """The inputs the steps and the base URL name."""
+    texts = [base_url or ""] + [t for s in steps for t in (s.text, s.expect or "")]
+    return {name for text in texts for name in INPUT.findall(text)}
+
+
+def parsed_value(text: str) -> Any:
+    """A value given on the command line (`--input n=3`): JSON if it reads as JSON (a number,
+    true, a list), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _filled(text: str, values: Mapping[str, Any], index: int) -> str:
+    return INPUT.sub(lambda match: _value(match, values, f"step {index + 1}"), text)
+
+
+def _value(match: re.Match[str], values: Mapping[str, Any], where: str) -> str:
+    name = match.group(1)
+    if name not in values:
+        declared = ", ".join(sorted(values)) or "none"
+        raise InvalidInput(
+            name,
+            f"{where} uses {match.group(0)}, but the workflow declares no input {name} "
+            f"(it declares: {declared})",
+            suggested_action=f"Declare it under the workflow's inputs (`inputs: {{{name}: "
+            "{type: string}}`), or correct the name",
+        )
+    value = values[name]
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _first_error(schema: dict[str, Any], value: Any) -> str | None:
+    errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: e.path)
+    return errors[0].message if errors else None
+
+
+def _described(spec: InputSpec) -> str:
+    return spec.type + (f": {spec.description}" if spec.description else "")
+
+
+def _holds_placeholder_start(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value
+    if isinstance(value, dict):
+        return any(_holds_placeholder_start(v) for v in (*value.keys(), *value.values()))
+    if isinstance(value, list):
+        return any(_holds_placeholder_start(v) for v in value)
+    return False
