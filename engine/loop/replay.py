@@ -23,6 +23,7 @@ from domain.session import WorkflowSession as W
 from engine.executors import Command, Outcome
 from engine.loop.waits import RecordedDecision, recorded_wait
 from engine.store.app import SessionRequest, Stepline
+from engine.workflows.inputs import written_in
 
 INTERRUPTED = "COMMAND_INTERRUPTED"
 
@@ -182,7 +183,8 @@ def fork_request(
     steps: list[StepSpec] | None = None,
 ) -> SessionRequest:
     """A new session whose steps before `from_step` are the source's, completed as the source
-    completed them, and which runs from `from_step` on: the source's steps, or `steps`."""
+    completed them, and which runs from `from_step` on: the source's steps, or `steps` (with
+    the source's input values written in)."""
     refuse_erased(source)
     if not 0 <= from_step < len(source.steps):
         raise InvalidWorkflow(
@@ -203,7 +205,9 @@ def fork_request(
     carried: list[CompletedStep] = [
         {"summary": step.summary or "", "evidence": step.evidence} for step in done
     ]
-    tail = _specs(source.steps[from_step:]) if steps is None else steps
+    # New steps may use the source's inputs: written in with the values it recorded.
+    recorded_inputs = source.config.get("inputs") or {}
+    tail = _specs(source.steps[from_step:]) if steps is None else written_in(steps, recorded_inputs)
     return SessionRequest(
         name=source.name,
         steps=_specs(done) + tail,

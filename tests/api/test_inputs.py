@@ -143,3 +143,34 @@ def test_a_schedule_keeps_its_input_values_and_each_firing_runs_with_them(
     assert schedule["workflow"]["with"] == {"effect": "tick"}
     applied = httpx.get(f"{target}/effects").json()["applied"]
     assert {effect["name"] for effect in applied} == {"tick x1"}
+
+
+def test_a_fork_with_new_steps_writes_in_the_sources_input_values(
+    start_api: ApiFactory, target: str
+) -> None:
+    api: Api = start_api(workers=2)
+    with api.client("alice") as alice:
+        body = effect_workflow(target, **{"with": {"effect": "ada", "copies": 2}})
+        source = alice.post("/v1/sessions", json=body).json()["session_id"]
+        status = eventually(
+            lambda: ended(alice.get(f"/v1/sessions/{source}").json()["status"]), "source ends", 60
+        )
+        assert status == "completed"
+        new_steps = ["expect status 201", 'POST /effects with {"name": "again {{inputs.effect}}"}']
+        forked = alice.post(
+            f"/v1/sessions/{source}/fork", json={"from_step": 1, "steps": new_steps}
+        )
+        assert forked.status_code == 201, forked.text
+        undeclared = alice.post(
+            f"/v1/sessions/{source}/fork", json={"from_step": 1, "steps": ["GET /{{inputs.who}}"]}
+        )
+        fork_id = forked.json()["session_id"]
+        eventually(
+            lambda: ended(alice.get(f"/v1/sessions/{fork_id}").json()["status"]), "fork ends", 60
+        )
+        created = alice.get(f"/v1/sessions/{fork_id}/events").json()["items"][0]["data"]
+
+    assert created["steps"][2]["text"] == 'POST /effects with {"name": "again ada"}'
+    assert_problem(undeclared, 422, "INPUT_INVALID")
+    applied = httpx.get(f"{target}/effects").json()["applied"]
+    assert [effect["name"] for effect in applied] == ["ada x2", "again ada"]
