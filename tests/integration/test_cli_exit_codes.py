@@ -150,7 +150,7 @@ def test_run_of_an_invalid_file_exits_2_before_it_needs_a_database(tmp_path: Pat
     )
 
     assert result.returncode == 2
-    assert f"VALIDATION_FAILED: {workflow}:4:5:" in result.stderr
+    assert f'VALIDATION_FAILED: {workflow}:4:5: step 1 holds ": "' in result.stderr
     assert "DATABASE_UNAVAILABLE" not in result.stderr
 
 
