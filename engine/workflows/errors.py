@@ -67,11 +67,16 @@ def not_yaml(path: Path, text: str, error: yaml.YAMLError) -> InvalidWorkflow:
     began = ""
     if context is not None:
         began = f" ({error.context} at line {context.line + 1}, column {context.column + 1})"
+    index = None
+    if mark.line < len(lines):
+        index = _step_on_line(lines, mark.line, new_item=lines[mark.line].lstrip().startswith("-"))
+    in_step = "" if index is None else f" in step {index}"
     return InvalidWorkflow(
-        f"{_where(path, mark)}: not valid YAML: {error.problem}{began}",
+        f"{_where(path, mark)}: not valid YAML{in_step}: {error.problem}{began}",
         suggested_action="Fix the YAML there: indent with spaces, and quote a step that holds "
         "': ' or ' #' or starts with { [ ` or @",
         **_position(path, mark),
+        **({} if index is None else {"step": index}),
     )
 
 

@@ -158,14 +158,24 @@ def test_a_comment_after_a_whole_step_is_only_a_comment(tmp_path: Path) -> None:
     ]
 
 
-def test_bad_yaml_names_the_file_line_and_column(tmp_path: Path) -> None:
+def test_bad_yaml_names_the_file_line_column_and_step(tmp_path: Path) -> None:
     path = workflow(tmp_path, "  - GET /", "\t- GET /todos")
 
     error = refusal_of(path)
 
-    assert error.message.startswith(f"{path}:4:1: not valid YAML: found character '\\t'")
+    assert error.message.startswith(f"{path}:4:1: not valid YAML in step 1: found character '\\t'")
     assert "<unicode string>" not in error.message
-    assert (error.details["line"], error.details["column"]) == (4, 1)
+    assert (error.details["line"], error.details["column"], error.details["step"]) == (4, 1, 1)
+
+
+def test_bad_yaml_outside_the_steps_names_no_step(tmp_path: Path) -> None:
+    path = tmp_path / "smoke.yaml"
+    path.write_text("name: Smoke\nlabels: {suite: smoke\nsteps:\n  - GET /\n")
+
+    error = refusal_of(path)
+
+    assert error.message.startswith(f"{path}:3:6: not valid YAML: ")
+    assert "step" not in error.details
 
 
 def test_a_missing_file_says_where_the_path_was_looked_for(tmp_path: Path) -> None:
