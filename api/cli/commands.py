@@ -7,6 +7,8 @@ import importlib.util
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -19,22 +21,32 @@ from rich.table import Table
 
 from api.cli.check import print_check
 from api.cli.examples import EXAMPLES
+from api.cli.junit import write_junit
 from api.cli.live import (
+    INTERRUPTIONS,
+    Run,
     as_written,
     final_report,
     print_outcome,
     request_from_file,
     run_with_progress,
-    succeeded,
 )
 from api.cli.session_sources import DatabaseSessions
 from api.cli.sessions import resolved
-from api.cli.support import cli_actor, console, errors, fail, load_settings, runtime_or_exit
+from api.cli.support import (
+    ExitCode,
+    cli_actor,
+    console,
+    errors,
+    fail,
+    load_settings,
+    runtime_or_exit,
+)
 from api.http.auth import new_key
 from api.http.event_views import event_view
 from api.http.server import UnsafeBinding, check_binding, create_app, run_worker
 from api.http.server import serve as serve_app
-from domain.errors import InvalidInput, SessionNotFound, StandardError
+from domain.errors import DomainError, InvalidInput, SessionNotFound, StandardError
 from domain.session import WorkflowSession
 from engine.bootstrap import Runtime
 from engine.live.leadership import current_leader, process_identity
@@ -43,7 +55,7 @@ from engine.loop.replay import fork_request, replay_request
 from engine.store.app import SessionRequest, Stepline
 from engine.store.database import DatabaseUnavailable
 from engine.workflows.check import check_workflow
-from engine.workflows.file import load_workflow
+from engine.workflows.file import WorkflowFile, load_workflow
 from engine.workflows.inputs import parsed_value, with_inputs
 from projections import session_progress
 from projections.audit_log import describe
@@ -98,26 +110,24 @@ def _run_file(
     as_json: bool,
     tenant: str,
     inputs: dict[str, Any] | None = None,
-) -> WorkflowSession:
+) -> Run:
     request = request_from_file(load_workflow(workflow), workflow, base_url, inputs)
     return _run_request(runtime, request, as_json, tenant)
 
 
-def _run_request(
-    runtime: Runtime, request: SessionRequest, as_json: bool, tenant: str
-) -> WorkflowSession:
+def _run_request(runtime: Runtime, request: SessionRequest, as_json: bool, tenant: str) -> Run:
     # A candidate for the views' lead, so they stay live meanwhile even with no other process.
     stop_leading = runtime.projector.start_leading(process_identity("run"))
     try:
-        session = run_with_progress(runtime, request, errors, tenant)
+        ran = run_with_progress(runtime, request, errors, tenant)
         runtime.projector.wait_until(runtime.projector.head(), timeout=READ_YOUR_WRITES_S)
     finally:
         stop_leading()
     if as_json:
-        console.print_json(json.dumps(final_report(session), default=str))
+        console.print_json(json.dumps(final_report(ran.session), default=str))
     else:
-        print_outcome(session, errors)
-    return session
+        print_outcome(ran, errors)
+    return ran
 
 
 def input_values(given: list[str]) -> dict[str, Any]:
@@ -133,18 +143,79 @@ def input_values(given: list[str]) -> dict[str, Any]:
 
 
 def run(
-    workflow: Path, base_url: str | None, as_json: bool, tenant: str, inputs: dict[str, Any]
+    workflow: Path,
+    base_url: str | None,
+    as_json: bool,
+    tenant: str,
+    inputs: dict[str, Any],
+    junit: Path | None,
 ) -> None:
-    with runtime_or_exit(quiet=True) as runtime:
-        session = _run_file(runtime, workflow, base_url, as_json, tenant, inputs)
-    raise typer.Exit(code=0 if succeeded(session) else 1)
+    spec = _workflow_or_exit(workflow)  # before the database: a file's mistakes need none
+    if junit is not None:
+        _check_writable(junit)
+    with _interruptible(), runtime_or_exit(quiet=True) as runtime:
+        request = request_from_file(spec, workflow, base_url, inputs)
+        ran = _run_request(runtime, request, as_json, tenant)
+        if junit is not None:
+            _write_report(runtime, ran, junit)
+    raise typer.Exit(code=ran.exit_code)
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C or SIGTERM before the session exists: nothing ran, and the command ends as an
+    interrupted run does (once it exists, `run_with_progress` hands it back and says so)."""
+    try:
+        yield
+    except INTERRUPTIONS:
+        raise typer.Exit(code=ExitCode.INTERRUPTED) from None
+
+
+def _workflow_or_exit(path: Path) -> WorkflowFile:
+    try:
+        return load_workflow(path)
+    except DomainError as error:
+        raise fail(error.to_standard_error()) from None
+
+
+def _check_writable(report: Path) -> None:
+    """Refuse, before anything runs, a report path the run could not write at its end."""
+    folder = report.parent
+    problem = None
+    if not folder.is_dir():
+        problem = f"{folder} is not a directory"
+    elif report.is_dir():
+        problem = f"{report} is a directory"
+    elif not os.access(report if report.exists() else folder, os.W_OK):
+        problem = f"{report if report.exists() else folder} is not writable by this user"
+    if problem is not None:
+        raise fail(
+            StandardError.of(
+                "VALIDATION_FAILED",
+                f"cannot write the JUnit report to {report}: {problem}",
+                suggested_action="Give --junit a file in a directory that exists and that "
+                "this user can write",
+                details={"field": "--junit"},
+            )
+        )
+
+
+def _write_report(runtime: Runtime, ran: Run, report: Path) -> None:
+    """The session's JUnit report, from its events up to where the run left it."""
+    events = runtime.app.history(ran.session.id, limit=ran.session.version)
+    try:
+        write_junit(report, events)
+    except OSError as error:
+        errors.print(f"[red]the JUnit report was not written to {report}: {error.strerror}[/]")
+        return
+    errors.print(f"[dim]JUnit report: {report}[/]", highlight=False)
 
 
 def check(
     workflow: Path, base_url: str | None, as_json: bool, tenant: str, inputs: dict[str, Any]
 ) -> None:
+    spec = _workflow_or_exit(workflow)
     with runtime_or_exit(quiet=True) as runtime:
-        spec = load_workflow(workflow)
         request = as_written(spec, workflow, base_url)
         try:
             request = with_inputs(request, spec.inputs, inputs)
@@ -157,22 +228,23 @@ def check(
         console.print_json(json.dumps(report.to_dict()))
     else:
         print_check(report)
-    raise typer.Exit(code=0 if report.ok else 2)
+    raise typer.Exit(code=ExitCode.COMPLETED if report.ok else ExitCode.BAD_INPUT)
 
 
 def demo(workflow: Path, as_json: bool, tenant: str) -> None:
     os.environ.setdefault("STEPLINE_SECRET_DEMO_PASSWORD", "correct-horse")
     target = load_example_target()
     with (
+        _interruptible(),
         runtime_or_exit(quiet=True) as runtime,
         target.serving(password=os.environ["STEPLINE_SECRET_DEMO_PASSWORD"]) as base_url,
     ):
         where = "embedded PostgreSQL" if runtime.embedded else "PostgreSQL"
         errors.print(f"[dim]event store: {where}; example app: {base_url}[/]")
-        session = _run_file(runtime, workflow, base_url, as_json=False, tenant=tenant)
-        _print_history(runtime.app, session.id, as_json)
-        _print_progress(runtime, session.id)
-    raise typer.Exit(code=0 if succeeded(session) else 1)
+        ran = _run_file(runtime, workflow, base_url, as_json=False, tenant=tenant)
+        _print_history(runtime.app, ran.session.id, as_json)
+        _print_progress(runtime, ran.session.id)
+    raise typer.Exit(code=ran.exit_code)
 
 
 def _source(runtime: Runtime, given: str, tenant: str) -> WorkflowSession:
@@ -185,13 +257,13 @@ def _source(runtime: Runtime, given: str, tenant: str) -> WorkflowSession:
 
 
 def replay(given: str, strict: bool, base_url: str | None, as_json: bool, tenant: str) -> None:
-    with runtime_or_exit(quiet=True) as runtime:
+    with _interruptible(), runtime_or_exit(quiet=True) as runtime:
         source = _source(runtime, given, tenant)
         request = replay_request(source, strict=strict, base_url=base_url)
-        session = _run_request(runtime, request, as_json, tenant)
+        ran = _run_request(runtime, request, as_json, tenant)
         if not as_json:
-            _print_replay(runtime.app, session)
-    raise typer.Exit(code=0 if succeeded(session) else 1)
+            _print_replay(runtime.app, ran.session)
+    raise typer.Exit(code=ran.exit_code)
 
 
 def _print_replay(app: Stepline, session: WorkflowSession) -> None:
@@ -211,7 +283,7 @@ def _print_replay(app: Stepline, session: WorkflowSession) -> None:
 
 
 def fork(given: str, from_step: int, workflow: Path | None, as_json: bool, tenant: str) -> None:
-    with runtime_or_exit(quiet=True) as runtime:
+    with _interruptible(), runtime_or_exit(quiet=True) as runtime:
         source = _source(runtime, given, tenant)
         steps = None
         if workflow is not None:
@@ -222,8 +294,8 @@ def fork(given: str, from_step: int, workflow: Path | None, as_json: bool, tenan
         gone = runtime.executor_states.gone_for_fork(source.id, from_step)
         if gone is not None:
             errors.print(f"[yellow]{gone}[/]", highlight=False, soft_wrap=True)
-        session = _run_request(runtime, request, as_json, tenant)
-    raise typer.Exit(code=0 if succeeded(session) else 1)
+        ran = _run_request(runtime, request, as_json, tenant)
+    raise typer.Exit(code=ran.exit_code)
 
 
 def history(given: str, as_json: bool, tenant: str) -> None:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from api.cli.support import cli_actor
+from api.cli.signals import EndedBySignal
+from api.cli.support import ExitCode, cli_actor
 from domain.session import SessionStatus, StepStatus, WorkflowSession
 from engine.bootstrap import Runtime
 from engine.logs import LOGGER_NAME
@@ -29,6 +31,29 @@ ICONS = {
     StepStatus.COMPLETED: "[green]✓[/]",
     StepStatus.FAILED: "[red]✗[/]",
 }
+INTERRUPTIONS = (KeyboardInterrupt, EndedBySignal)
+"""Ctrl-C, SIGTERM and SIGHUP (see `api.cli.signals`): the run stops, the session goes on."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """How a run ended: its session as the run left it, and whether it was interrupted."""
+
+    session: WorkflowSession
+    interrupted: bool = False
+
+    @property
+    def handed_back(self) -> bool:
+        """Interrupted with the session still to be driven: a worker carries on with it."""
+        return self.interrupted and self.session.status.is_runnable
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.session.status is SessionStatus.COMPLETED:
+            return ExitCode.COMPLETED
+        if self.handed_back:
+            return ExitCode.INTERRUPTED
+        return ExitCode.NOT_COMPLETED
 
 
 def request_from_file(
@@ -67,22 +92,29 @@ def _describe(step_index: int, session: WorkflowSession) -> str:
 
 def run_with_progress(
     runtime: Runtime, request: SessionRequest, console: Console, tenant: str
-) -> WorkflowSession:
+) -> Run:
     """Create the session (if admitted: see `engine.workflows.admission`) and drive it here,
-    under its lease, while showing each step's state. Ctrl-C stops at the next safe point and
-    hands the lease back: a worker carries on."""
+    under its lease, while showing each step's state. Ctrl-C (or SIGTERM) stops it at the next
+    safe point and hands the lease back: a worker carries on."""
     request = admitted(runtime.loop, request, tenant)  # before anything is recorded or sent
     worker = runtime.worker(concurrency=1, role="run")
     worker.start(claiming=False)
+    session: WorkflowSession | None = None
     try:
         # From before the session exists: its first step may fail before the display starts.
         with _shown_live():
             session, future = worker.create(request, tenant=tenant, actor=cli_actor(), here=True)
             console.print(f"session [bold]{session.id}[/]: {session.name}")
             assert future is not None  # a worker just started has a free slot
-            return _show_until_done(runtime, session, future, console)
+            return Run(_show_until_done(runtime, session, future, console))
+    except INTERRUPTIONS:
+        if session is None:
+            raise
+        console.print("[yellow]stopping at the next safe point; a worker can carry on[/]")
+        stopped = session.id
     finally:
         worker.stop(wait=True)
+    return Run(runtime.app.get_session(stopped), interrupted=True)
 
 
 def _show_until_done(
@@ -93,22 +125,18 @@ def _show_until_done(
 ) -> WorkflowSession:
     session_id = session.id
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    try:
-        with Progress(*columns, console=console) as progress:
-            tasks = [
-                progress.add_task(_describe(i, session), total=1, start=False)
-                for i in range(len(session.steps))
-            ]
-            while not future.done():
-                session = runtime.app.get_session(session_id)
-                _show(progress, tasks, session)
-                time.sleep(0.1)
+    with Progress(*columns, console=console) as progress:
+        tasks = [
+            progress.add_task(_describe(i, session), total=1, start=False)
+            for i in range(len(session.steps))
+        ]
+        while not future.done():
             session = runtime.app.get_session(session_id)
             _show(progress, tasks, session)
-        future.result()
-    except KeyboardInterrupt:
-        console.print("[yellow]stopping at the next safe point; a worker can carry on[/]")
-        raise
+            time.sleep(0.1)
+        session = runtime.app.get_session(session_id)
+        _show(progress, tasks, session)
+    future.result()
     return session
 
 
@@ -141,11 +169,18 @@ def _shown_live() -> Iterator[None]:
         logger.removeFilter(not_about_a_session)
 
 
-def print_outcome(session: WorkflowSession, console: Console) -> None:
+def print_outcome(ran: Run, console: Console) -> None:
     """How the session ended; a failure's code, message and what to do, said once."""
+    session = ran.session
     colour = "green" if succeeded(session) else "red"
     error = session.error
     wait = session.waiting
+    if ran.handed_back:
+        console.print(
+            f"[yellow]interrupted[/]: the session was handed back {session.status.value}; a "
+            "worker (`stepline serve` or `stepline worker`) carries on with it"
+        )
+        return
     if session.status is SessionStatus.WAITING and wait is not None:
         until = f" until {wait.due_at:%Y-%m-%d %H:%M:%S}Z" if wait.due_at else ""
         console.print(

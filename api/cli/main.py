@@ -90,16 +90,26 @@ def run(
             "URL. Exit code 0 only if all is well, else 2",
         ),
     ] = False,
+    junit: Annotated[
+        Path | None,
+        typer.Option(
+            help="write a JUnit XML report there when the run ends, whatever its outcome: one "
+            "test case a step, for a CI system to read",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run a workflow file to the end, showing each step live. Exit code 0 only if it completed;
-    2 if it could not start (a missing secret, say: nothing was run)."""
+    """Run a workflow file to the end, showing each step live. Exit code 0: it completed; 1: it
+    failed, was cancelled or expired (or stopped at a pause or a wait); 2: bad input, nothing
+    was run (an invalid file, a missing secret); 3: interrupted (Ctrl-C, SIGTERM), the session
+    handed back unfinished."""
     from api.cli import commands as cli_commands  # noqa: PLC0415
 
     inputs = cli_commands.input_values(given or [])
     if check:
         cli_commands.check(workflow, base_url, as_json, tenant, inputs)
     else:
-        cli_commands.run(workflow, base_url, as_json, tenant, inputs)
+        cli_commands.run(workflow, base_url, as_json, tenant, inputs, junit)
 
 
 @cli.command()

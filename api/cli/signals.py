@@ -6,7 +6,9 @@ the spot, leaving its sessions' leases to expire and the embedded PostgreSQL run
 user that will never leave. Here they raise `EndedBySignal` in the main thread instead: sessions
 stop at their next safe point and are handed back, and the embedded server is released (and
 stopped, by its last user), as on any other exit. Then the process ends by the signal after
-all, so its parent (a shell, systemd, `timeout`) sees what it would have seen.
+all, so its parent (a shell, systemd, `timeout`) sees what it would have seen. The commands
+that run a session here (`run`, `replay`, `fork`, `demo`) are the exception: they take
+`EndedBySignal` as they take Ctrl-C, and end with their exit code for an interrupted run (3).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import IntEnum
 
 import typer
 from eventsourcing.persistence import PersistenceError
@@ -23,10 +24,23 @@ console = Console()
 errors = Console(stderr=True)
 
 
+class ExitCode(IntEnum):
+    """How a `stepline` command ends; `run`, `replay` and `fork` use all four."""
+
+    COMPLETED = 0
+    NOT_COMPLETED = 1
+    """The session failed, was cancelled or expired, or stopped at a pause or a wait."""
+    BAD_INPUT = 2
+    """Nothing was run: an invalid file, a missing secret, a configuration or a database
+    that is not there."""
+    INTERRUPTED = 3
+    """Ctrl-C, SIGTERM or SIGHUP: the run stopped and handed its session back unfinished."""
+
+
 def fail(error: StandardError) -> typer.Exit:
     errors.print(f"[bold red]{error.code}[/]: {escape(error.message)}")  # may quote a [name]
     errors.print(f"[dim]{escape(error.suggested_action)}[/]")
-    return typer.Exit(code=2)
+    return typer.Exit(code=ExitCode.BAD_INPUT)
 
 
 def load_settings() -> Settings:

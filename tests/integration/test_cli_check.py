@@ -131,3 +131,26 @@ def test_check_of_a_workflow_ready_to_run_exits_0(
     assert report["ok"]
     assert report["base_url"] == {"url": target, "answered": True, "said": "answered 404"}
     assert events_recorded(fresh_database_url) == 0
+
+
+def test_check_of_a_step_yaml_reads_as_a_mapping_names_it_and_how_to_quote_it(
+    tmp_path: Path,
+) -> None:
+    workflow = tmp_path / "saved.yaml"
+    workflow.write_text(
+        "name: Saved\nexecutor: browser\nsteps:\n  - open /app\n"
+        '  - expect page contains "Saved: Ada"\n'
+    )
+
+    # No database answers: the file is read first, and refused before one is needed.
+    result = stepline(
+        "run", "--check", str(workflow), STEPLINE_DATABASE_URL="postgresql://nobody@127.0.0.1:1/x"
+    )
+
+    said = " ".join(result.stderr.split())  # as printed, folded to the terminal's width
+    assert result.returncode == 2
+    assert (
+        f'{workflow}:5:5: step 1 holds ": " so YAML reads it as a mapping; quote it: '
+        "- 'expect page contains \"Saved: Ada\"'"
+    ) in said
+    assert "Extra inputs" not in said

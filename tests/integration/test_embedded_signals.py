@@ -140,7 +140,6 @@ def command_line(command: str, tmp_path: Path) -> list[str]:
     ("command", "signum"),
     [
         ("sessions watch", signal.SIGTERM),
-        ("run", signal.SIGTERM),
         ("serve", signal.SIGTERM),
         ("sessions watch", signal.SIGHUP),
         ("serve", signal.SIGHUP),
@@ -159,16 +158,18 @@ def test_a_command_ended_by_a_signal_leaves_no_embedded_server(
     assert recorded_users(data_dir) == []
 
 
-def test_ctrl_c_of_run_still_releases_the_embedded_server(
-    start: Start, data_dir: Path, tmp_path: Path
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_run_releases_the_embedded_server_and_exits_3(
+    start: Start, data_dir: Path, tmp_path: Path, signum: signal.Signals
 ) -> None:
     process = start(*command_line("run", tmp_path))
     wait_until_it_holds_the_server(process, data_dir, tmp_path)
 
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
 
-    assert process.wait(timeout=DEADLINE_S) != 0
+    assert process.wait(timeout=DEADLINE_S) == 3  # `run`'s own code for "interrupted"
     wait_for(lambda: not servers_of(data_dir), "the embedded server to stop")
+    assert recorded_users(data_dir) == []
 
 
 def test_the_next_process_stops_the_server_a_killed_one_left_running(
