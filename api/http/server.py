@@ -151,7 +151,7 @@ def create_app(
                 streams=StreamSlots(),
                 step_average_ms=Recent(partial(step_averages, runtime), ttl_s=10.0),
             )
-            where = f" in worker processes: {worker_processes}" if processes else ""
+            where = f" in worker processes: {len(processes.shares)}" if processes else ""
             log.info("Stepline API ready (%d session slots%s)", slots, where)
             yield
 

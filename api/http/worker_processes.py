@@ -72,13 +72,18 @@ class WorkerProcesses:
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
+    def shares(self) -> list[int]:
+        """The slots of each worker process."""
+        return shares(self.slots, self.processes)
+
+    @property
     def alive(self) -> bool:
         """Every worker running (one being restarted is not)."""
         return all(c.process is not None and c.process.poll() is None for c in self._children)
 
     @contextmanager
     def running(self) -> Iterator[WorkerProcesses]:
-        self._children = [_Child(share) for share in shares(self.slots, self.processes)]
+        self._children = [_Child(share) for share in self.shares]
         for child in self._children:
             self._start(child)
         thread = threading.Thread(target=self._watch, name="worker-processes", daemon=True)
