@@ -94,8 +94,8 @@ def test_create_records_the_workflow_and_who_created_it() -> None:
     (created,) = session.collect_events()
     assert type(created).__name__ == "Created"
     assert created.steps == [
-        {"text": "step 0", "expect": None},
-        {"text": "step 1", "expect": None},
+        {"text": "step 0", "expect": None, "policy": {}},
+        {"text": "step 1", "expect": None, "policy": {}},
     ]
     assert (created.tenant, created.actor, created.labels) == ("acme", "alice", {"suite": "smoke"})
     assert created.config == {"max_attempts": 3}
@@ -212,7 +212,7 @@ def test_a_completed_step_is_not_started_again() -> None:
 
 def test_no_step_starts_after_every_step_completed() -> None:
     session = given(start(0), complete(0), start(1), complete(1))
-    with pytest.raises(InvalidStateTransition, match="every step is completed"):
+    with pytest.raises(InvalidStateTransition, match="every step is done"):
         session.start_step(2)
 
 
