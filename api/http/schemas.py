@@ -235,8 +235,9 @@ class SessionView(BaseModel):
     completed_steps: int
     failed_steps: int
     continued_steps: int = Field(
+        default=0,
         description="steps that failed and that the session went on past (on_failure: "
-        "continue); done, as completed steps are, in the percent"
+        "continue); done, as completed steps are, in the percent",
     )
     current_step_index: int | None
     current_step_text: str | None
@@ -260,8 +261,9 @@ class ProgressView(BaseModel):
     completed_steps: int
     failed_steps: int
     continued_steps: int = Field(
+        default=0,
         description="steps that failed and that the session went on past (on_failure: "
-        "continue); done, as completed steps are, in the percent"
+        "continue); done, as completed steps are, in the percent",
     )
     current_step_index: int | None
     percent: float

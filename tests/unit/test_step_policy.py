@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from api.http.schemas import CreateSession
 from domain.errors import InvalidWorkflow
 from domain.limits import LIMITS, STEP_LIMITS, StepLimit
 from domain.step_policy import OnFailure, StepPolicy
 from engine.loop.limits import Limits
+from engine.scheduler import request_of_body
 from engine.settings import Settings
 from engine.workflows.file import StepEntry, load_workflow
 
@@ -102,3 +104,20 @@ def test_a_limit_names_the_setting_it_comes_from_for_a_step() -> None:
     policy = StepPolicy(timeout_ms=700)
     assert policy.setting_of("step_timeout_ms") == "timeout_ms"
     assert policy.setting_of("max_turns_per_step") == "max_turns_per_step"
+
+
+def test_a_schedules_recorded_workflow_gives_its_sessions_the_steps_policies() -> None:
+    body = CreateSession.model_validate(
+        {
+            "name": "nightly",
+            "steps": ["GET /login", {"text": "GET /flaky", "retries": 2, "on_failure": "continue"}],
+        }
+    )
+
+    fired = request_of_body(body.model_dump(mode="json"))  # as a schedule records it
+
+    assert [step.policy for step in fired.steps] == [
+        StepPolicy(),
+        StepPolicy(retries=2, on_failure=OnFailure.CONTINUE),
+    ]
+    assert fired.steps == body.step_specs()
