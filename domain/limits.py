@@ -6,6 +6,9 @@ the limit maximums (the most a workflow may ask for: `STEPLINE_LIMIT_MAXIMUMS`, 
 policy). `engine.settings.Settings`, `engine.workflows.file.WorkflowConfig` and
 `engine.loop.limits.Limits` name each limit and take everything else from this table; to add a
 limit, add a row here and a field of the same name to each of those three.
+
+A step may set four of them for itself (`STEP_LIMITS`: `retries`, `retry_backoff_ms`,
+`timeout_ms`, `max_turns`), bounded as the limit each stands for; see `domain.step_policy`.
 """
 
 from __future__ import annotations
@@ -137,7 +140,9 @@ STEP_LIMITS: Mapping[str, StepLimit] = {
             offset=1,
         ),
         StepLimit(
-            "retry_backoff_ms", "retry_backoff_ms", "wait before this step's retry, doubled each"
+            "retry_backoff_ms",
+            "retry_backoff_ms",
+            "wait before this step's next try, doubled after each",
         ),
         StepLimit("timeout_ms", "step_timeout_ms", "how long this step may run"),
         StepLimit("max_turns", "max_turns_per_step", "AI turns this step may take"),
