@@ -566,8 +566,10 @@ class WorkflowSession(Aggregate):
         forked_from: ForkedFrom | None,
     ) -> None:
         self.name = name
-        self.steps = [
-            StepState(text=s["text"], expect=s["expect"], policy=StepPolicy.from_dict(s["policy"]))
+        self.steps = [  # a step made without a policy (a test's, another writer's) has none
+            StepState(
+                text=s["text"], expect=s["expect"], policy=StepPolicy.from_dict(s.get("policy"))
+            )
             for s in steps
         ]
         self.config = config

@@ -74,7 +74,7 @@ def _created(recorded: Recorded, event: W.Created) -> list[StepRow]:
             text=step["text"],
             expect=step["expect"],
             version=event.originator_version,
-            policy=step["policy"],
+            policy=step.get("policy") or {},
         )
         for index, step in enumerate(event.steps)
     ]

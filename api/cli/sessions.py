@@ -166,10 +166,13 @@ def _bar(percent: float, width: int = 12) -> str:
     return "█" * filled + "░" * (width - filled) + f" {percent:.0f}%"
 
 
-def _failed(failed_steps: int) -> str:
-    """The steps that failed, after the steps completed: a completed session's are those it
-    went on past (on_failure: continue)."""
-    return f", {failed_steps} failed" if failed_steps else ""
+def _gone_past(session: SessionSummary) -> str:
+    """The steps that failed in a session that did not fail with them: those it went on past
+    (on_failure: continue), or one failing now that may be tried again. (A failed session's
+    failure has a column of its own.)"""
+    if not session.failed_steps or session.status == SessionStatus.FAILED.value:
+        return ""
+    return f", {session.failed_steps} failed"
 
 
 def _why(error_code: str | None, error_message: str | None) -> str:
@@ -195,7 +198,7 @@ def sessions_table(items: list[SessionSummary], title: str) -> Table:
             str(s.session_id)[:SHORT_ID],
             Text(s.name),  # as written: a name or a label may hold [brackets]
             s.status,
-            f"{s.completed_steps}/{s.step_count} {s.percent:.0f}%" + _failed(s.failed_steps),
+            f"{s.completed_steps}/{s.step_count} {s.percent:.0f}%" + _gone_past(s),
             _since(s.started_at),
             _took(s.started_at, s.finished_at),
             Text(" ".join(f"{k}={v}" for k, v in s.labels.items())),
