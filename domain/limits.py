@@ -6,6 +6,9 @@ the limit maximums (the most a workflow may ask for: `STEPLINE_LIMIT_MAXIMUMS`, 
 policy). `engine.settings.Settings`, `engine.workflows.file.WorkflowConfig` and
 `engine.loop.limits.Limits` name each limit and take everything else from this table; to add a
 limit, add a row here and a field of the same name to each of those three.
+
+A step may set four of them for itself (`STEP_LIMITS`: `retries`, `retry_backoff_ms`,
+`timeout_ms`, `max_turns`), bounded as the limit each stands for; see `domain.step_policy`.
 """
 
 from __future__ import annotations
@@ -101,3 +104,48 @@ LIMITS: Mapping[str, Limit] = {
     )
 }
 """By name, in the order a workflow's config lists them."""
+
+
+@dataclass(frozen=True)
+class StepLimit:
+    """A step's own value of one of `LIMITS`, over its workflow's config for that step only:
+    bounded as that limit is (its least value, the tenant's maximum), less `offset`."""
+
+    name: str
+    limit: str
+    """The name in `LIMITS` it stands for."""
+    description: str
+    offset: int = 0
+    """The limit's value is this one's plus `offset`: `retries` 2 is `max_attempts` 3."""
+
+    def as_limit(self, value: int) -> int:
+        return value + self.offset
+
+    @property
+    def ge(self) -> int:
+        return LIMITS[self.limit].ge - self.offset
+
+    def most(self, limit_maximum: int) -> int:
+        """The most a step may ask for, when a workflow may set its limit to `limit_maximum`."""
+        return limit_maximum - self.offset
+
+
+STEP_LIMITS: Mapping[str, StepLimit] = {
+    step_limit.name: step_limit
+    for step_limit in (
+        StepLimit(
+            "retries",
+            "max_attempts",
+            "tries of this step after its first, when it fails retryably",
+            offset=1,
+        ),
+        StepLimit(
+            "retry_backoff_ms",
+            "retry_backoff_ms",
+            "wait before this step's next try, doubled after each",
+        ),
+        StepLimit("timeout_ms", "step_timeout_ms", "how long this step may run"),
+        StepLimit("max_turns", "max_turns_per_step", "AI turns this step may take"),
+    )
+}
+"""A step's policy fields that override a limit, by name, as a workflow file writes them."""

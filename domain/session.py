@@ -28,6 +28,7 @@ from domain.payloads import (
     ForkedFrom,
     ReplayOf,
 )
+from domain.step_policy import StepPolicy
 from domain.waits import Wait, WaitKind, WaitOutcome
 
 MAX_STEPS = 500
@@ -102,19 +103,23 @@ class StepViewStatus(StrEnum):
 
 @dataclass(frozen=True)
 class StepSpec:
-    """A step as the user wrote it: the instruction and an optional success criterion."""
+    """A step as the user wrote it: the instruction, an optional success criterion, and its
+    own policy (retries, timeout, turns, on_failure) over the workflow's config."""
 
     text: str
     expect: str | None = None
+    policy: StepPolicy = field(default_factory=StepPolicy)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "expect": self.expect}
+        return {"text": self.text, "expect": self.expect, "policy": self.policy.to_dict()}
 
 
 @dataclass
 class StepState:
     text: str
     expect: str | None = None
+    policy: StepPolicy = field(default_factory=StepPolicy)
+    """Its own limits and on_failure; a default, so snapshots taken before it load."""
     status: StepStatus = StepStatus.PENDING
     attempts: int = 0
     turns: int = 0
@@ -186,7 +191,7 @@ def _validated_steps(steps: list[StepSpec]) -> list[StepSpec]:
                 field=f"steps[{index}].expect",
                 limit=MAX_STEP_TEXT,
             )
-        validated.append(StepSpec(text, expect or None))
+        validated.append(StepSpec(text, expect or None, step.policy.validated(index)))
     return validated
 
 
@@ -254,9 +259,10 @@ class WorkflowSession(Aggregate):
         class_version = 1
 
     class Created(Event, Aggregate.Created):
-        """v3 records where the session came from: `replay_of` or `forked_from`, both None
-        for a new session; v2 holds steps as {"text", "expect"} objects; v1 held them as plain
-        strings."""
+        """v4 holds each step's own policy (`{"text", "expect", "policy"}`, the policy `{}`
+        for a step with none); v3 records where the session came from: `replay_of` or
+        `forked_from`, both None for a new session; v2 holds steps as {"text", "expect"}
+        objects; v1 held them as plain strings."""
 
         name: str
         steps: list[dict[str, Any]]
@@ -267,7 +273,7 @@ class WorkflowSession(Aggregate):
         replay_of: ReplayOf | None
         forked_from: ForkedFrom | None
 
-        class_version = 3
+        class_version = 4
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -277,6 +283,10 @@ class WorkflowSession(Aggregate):
         def upcast_v2_v3(state: dict[str, Any]) -> None:
             state["replay_of"] = None
             state["forked_from"] = None
+
+        @staticmethod
+        def upcast_v3_v4(state: dict[str, Any]) -> None:
+            state["steps"] = [{**step, "policy": {}} for step in state["steps"]]
 
     class StepsCarriedOver(Event):
         """A fork's first steps, completed in its source: each as the source recorded it."""
@@ -383,6 +393,14 @@ class WorkflowSession(Aggregate):
         step_index: int
         error: ErrorPayload
         retryable: bool
+        actor: str
+
+    class ContinuedAfterFailure(Event):
+        """Step `step_index` failed for good (no attempt left, or not retryable) and its
+        policy says `on_failure: continue`: the session goes on to the next step, the step's
+        failure kept on the record."""
+
+        step_index: int
         actor: str
 
     class WaitStarted(Event):
@@ -548,7 +566,12 @@ class WorkflowSession(Aggregate):
         forked_from: ForkedFrom | None,
     ) -> None:
         self.name = name
-        self.steps = [StepState(text=s["text"], expect=s["expect"]) for s in steps]
+        self.steps = [  # a step made without a policy (a test's, another writer's) has none
+            StepState(
+                text=s["text"], expect=s["expect"], policy=StepPolicy.from_dict(s.get("policy"))
+            )
+            for s in steps
+        ]
         self.config = config
         self.tenant = tenant
         self.labels = labels
@@ -572,6 +595,11 @@ class WorkflowSession(Aggregate):
     def max_attempts(self) -> int:
         return int(self.config.get("max_attempts", 1))
 
+    def attempts_allowed(self, step_index: int) -> int:
+        """Tries of the step: its own `retries` and the first, else the config's."""
+        retries = self.steps[step_index].policy.retries
+        return self.max_attempts if retries is None else retries + 1
+
     @property
     def running_step(self) -> int | None:
         """The index of the step in progress, if any."""
@@ -581,8 +609,18 @@ class WorkflowSession(Aggregate):
         return None
 
     @property
-    def all_steps_completed(self) -> bool:
+    def all_steps_done(self) -> bool:
+        """No step is left to run: each completed, or failed with `on_failure: continue`."""
         return self.current_step == len(self.steps)
+
+    @property
+    def continued_steps(self) -> list[int]:
+        """The steps that failed and that the session went on past (`on_failure: continue`)."""
+        return [
+            index
+            for index, step in enumerate(self.steps[: self.current_step])
+            if step.status is StepStatus.FAILED
+        ]
 
     def can_start_next_step(self) -> bool:
         """Whether `start_step(self.current_step)` would be accepted now."""
@@ -625,8 +663,8 @@ class WorkflowSession(Aggregate):
                 step_index=step_index,
                 next_step=self.current_step,
             )
-        if self.all_steps_completed:
-            raise InvalidStateTransition("cannot start a step: every step is completed")
+        if self.all_steps_done:
+            raise InvalidStateTransition("cannot start a step: every step is done")
         step = self.steps[step_index]
         if step.status is StepStatus.RUNNING:
             raise InvalidStateTransition(
@@ -637,11 +675,12 @@ class WorkflowSession(Aggregate):
                 f"cannot start step {step_index}: it failed and is not retryable",
                 step_index=step_index,
             )
-        if step.attempts >= self.max_attempts:
+        allowed = self.attempts_allowed(step_index)
+        if step.attempts >= allowed:
             raise InvalidStateTransition(
-                f"cannot start step {step_index}: all {self.max_attempts} attempts are used",
+                f"cannot start step {step_index}: all {allowed} attempts are used",
                 step_index=step_index,
-                max_attempts=self.max_attempts,
+                max_attempts=allowed,
             )
 
     # ---- commands ----------------------------------------------------------------------
@@ -858,6 +897,30 @@ class WorkflowSession(Aggregate):
         )
         self._step_failed(step_index=step_index, error=error, retryable=retryable, actor=actor)
 
+    def continue_after_failure(self, step_index: int, actor: str = WORKER) -> None:
+        """Go on past the current step, which failed for good, as its `on_failure: continue`
+        says: the next step is the one after it (or the session may complete)."""
+        self._require_status("continue after a failed step", SessionStatus.RUNNING)
+        step = self.steps[step_index] if step_index == self.current_step else None
+        if step is None or step.status is not StepStatus.FAILED:
+            raise InvalidStateTransition(
+                f"cannot continue after step {step_index}: it is not the failed current step",
+                step_index=step_index,
+                next_step=self.current_step,
+            )
+        if not step.policy.continues:
+            raise InvalidStateTransition(
+                f"cannot continue after step {step_index}: its on_failure is "
+                f"{step.policy.on_failure.value}",
+                step_index=step_index,
+            )
+        if step.retryable and step.attempts < self.attempts_allowed(step_index):
+            raise InvalidStateTransition(
+                f"cannot continue after step {step_index}: it has attempts left",
+                step_index=step_index,
+            )
+        self._continued_after_failure(step_index=step_index, actor=actor)
+
     def _require_no_open_commands(self, verb: str, step: StepState) -> None:
         if step.open_commands:
             raise InvalidStateTransition(
@@ -975,13 +1038,27 @@ class WorkflowSession(Aggregate):
         self._cancelled(reason=reason, actor=actor)
 
     def complete(self, outcome: str = "", actor: str = WORKER) -> None:
+        """Complete the session once no step is left to run. Steps that failed under
+        `on_failure: continue` do not stop it completing; its outcome names them."""
         self._require_status("complete the session", SessionStatus.RUNNING)
-        if not self.all_steps_completed:
+        if not self.all_steps_done:
             raise InvalidStateTransition(
                 f"cannot complete the session: step {self.current_step} is not completed",
                 next_step=self.current_step,
             )
-        self._completed(outcome=outcome or f"all {len(self.steps)} steps completed", actor=actor)
+        self._completed(outcome=outcome or self._completed_outcome(), actor=actor)
+
+    def _completed_outcome(self) -> str:
+        continued = self.continued_steps
+        if not continued:
+            return f"all {len(self.steps)} steps completed"
+        completed = len(self.steps) - len(continued)
+        named = ", ".join(map(str, continued))
+        failed = f"step {named} failed" if len(continued) == 1 else f"steps {named} failed"
+        return (
+            f"{completed} of {len(self.steps)} steps completed; {failed} and the session "
+            "went on (on_failure: continue)"
+        )
 
     def fail(self, error: ErrorPayload, outcome: str = "", actor: str = WORKER) -> None:
         self._require_status("fail the session", SessionStatus.PENDING, SessionStatus.RUNNING)
@@ -1154,6 +1231,10 @@ class WorkflowSession(Aggregate):
         step.status = StepStatus.FAILED
         step.error = error
         step.retryable = retryable
+
+    @event(ContinuedAfterFailure)
+    def _continued_after_failure(self, *, step_index: int, actor: str) -> None:
+        self.current_step = step_index + 1
 
     @event(WaitStarted)
     def _wait_started(

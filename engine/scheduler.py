@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from domain.errors import DomainError, InvalidWorkflow, ScheduleNotFound
 from domain.schedule import Schedule, Timing, at_text, firing_session_id
 from domain.session import StepSpec, WorkflowSession
+from domain.step_policy import StepPolicy
 from engine.executors.kinds import DEFAULT_EXECUTOR
 from engine.live.projector import Projector
 from engine.logs import LOGGER_NAME
@@ -67,7 +68,9 @@ def request_of_body(body: dict[str, Any], webhook: dict[str, Any] | None = None)
     except ValidationError as error:
         raise InvalidWorkflow(f"the schedule's workflow is no longer valid: {error}") from None
     steps = [
-        StepSpec(step) if isinstance(step, str) else StepSpec(step["text"], step.get("expect"))
+        StepSpec(step)
+        if isinstance(step, str)
+        else StepSpec(step["text"], step.get("expect"), StepPolicy.from_dict(step))
         for step in body["steps"]
     ]
     request = SessionRequest(

@@ -10,7 +10,9 @@ whether it came `via` the API or a form.
 Its writes honour `Idempotency-Key`: a request repeated with the same key (a command re-sent
 after a crash) gets the first answer again and changes nothing. `POST /effects` and
 `GET /slow` need no login: they are what the worker and chaos tests count and wait on, and
-`GET /effects` lists every delivery and every effect applied.
+`GET /effects` lists every delivery and every effect applied. `GET /flaky/{name}?failures=N`
+answers 503 to its first N requests for `name`, then 200: a target that fails and recovers,
+for retries.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from urllib.parse import parse_qs
 
 import uvicorn
 from fastapi import Cookie, FastAPI, Header, HTTPException, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel
 
 from api.http.server import serving_in_background
@@ -181,6 +183,16 @@ def create_app(password: str | None = None) -> FastAPI:
     async def slow(ms: int = 100) -> dict[str, int]:
         await asyncio.sleep(min(ms, 10_000) / 1000)
         return {"slept_ms": ms}
+
+    asked: dict[str, int] = {}
+    asked_lock = threading.Lock()
+
+    @app.get("/flaky/{name}")
+    def flaky(name: str, failures: int = 2) -> JSONResponse:
+        with asked_lock:
+            asked[name] = count = asked.get(name, 0) + 1
+        status = 503 if count <= failures else 200
+        return JSONResponse({"name": name, "request": count}, status_code=status)
 
     @app.get("/todos/{todo_id}")
     def get_todo(todo_id: int, session: Annotated[str | None, Cookie()] = None) -> dict[str, Any]:

@@ -100,6 +100,8 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per eve
         case W.StepFailed(step_index=index, error=error, retryable=retryable):
             again = ", retryable" if retryable else ""
             return f"step {index} failed: {error.get('code')}{again}"
+        case W.ContinuedAfterFailure(step_index=index):
+            return f"went on past failed step {index} (on_failure: continue)"
         case W.WaitStarted(step_index=index, kind=kind, question=question, signal=signal):
             until = f" until {event.due_at.isoformat()}" if event.due_at else ""
             return f"step {index} waits for {described(kind, question, signal)}{until}"

@@ -29,6 +29,9 @@ class Progress:
     step_texts: list[str]
     completed_steps: int = 0
     failed_steps: int = 0
+    continued_steps: int = 0
+    """Steps that failed and that the session went on past (`on_failure: continue`): done,
+    as completed ones are, for the percent and the time left."""
     current_step_index: int | None = 0
     current_step_text: str | None = None
     percent: float = 0.0
@@ -88,7 +91,11 @@ def _estimate(row: Progress) -> int | None:
     if row.finished_at is not None or row.finished_step_count == 0:
         return None
     average = row.finished_step_ms / row.finished_step_count
-    return round(average * (row.total_steps - row.completed_steps))
+    return round(average * (row.total_steps - _steps_done(row)))
+
+
+def _steps_done(row: Progress) -> int:
+    return row.completed_steps + row.continued_steps
 
 
 def tombstone(row: Progress, recorded: Recorded, event: W.Erased) -> Progress:
@@ -136,6 +143,9 @@ def evolve(row: Progress, recorded: Recorded) -> None:
             row.failed_steps += 1
             row.failed_step_indexes.append(index)
             _step_ended(row, at)
+        case W.ContinuedAfterFailure(step_index=index):
+            row.continued_steps += 1
+            _point_at(row, index + 1)
         case W.Failed(error=error) | W.Expired(error=error):
             row.finished_at = at
             row.error_code, row.error_message = error.get("code"), error.get("message")
@@ -145,7 +155,7 @@ def evolve(row: Progress, recorded: Recorded) -> None:
             row.waiting_for, row.due_at = described(kind, question, signal), due_at
     if row.status != SessionStatus.WAITING.value:
         row.waiting_for, row.due_at = None, None
-    row.percent = round(100 * row.completed_steps / row.total_steps, 2)
+    row.percent = round(100 * _steps_done(row) / row.total_steps, 2)
     row.estimated_remaining_ms = _estimate(row)
 
 
@@ -170,8 +180,9 @@ def fold(rows: dict[UUID, Progress], batch: Sequence[Recorded]) -> set[UUID]:
 
 class SessionProgressView:
     name: ClassVar[str] = "session_progress"
-    version: ClassVar[int] = 5  # 2: tokens used; a fork's carried-over steps. 3: why it
-    # failed. 4: what a waiting session waits for, and until when. 5: erased_at
+    version: ClassVar[int] = 6  # 2: tokens used; a fork's carried-over steps. 3: why it
+    # failed. 4: what a waiting session waits for, and until when. 5: erased_at.
+    # 6: steps continued past (on_failure: continue)
     tables: ClassVar[tuple[str, ...]] = ("session_progress",)
     rows = RowTable("session_progress", Progress, key=("session_id",))
 
@@ -190,6 +201,7 @@ class SessionProgressView:
                 step_texts text[] NOT NULL,
                 completed_steps integer NOT NULL,
                 failed_steps integer NOT NULL,
+                continued_steps integer NOT NULL,
                 current_step_index integer,
                 current_step_text text,
                 percent double precision NOT NULL,

@@ -54,6 +54,10 @@ class StepRow:
     did: list[str] = field(default_factory=list)
     """What the latest attempt did: `POST /todos → 201`, `saved todo_id = 7`,
     `expect status 201: passed`, one line per command or check, in order."""
+    policy: dict[str, Any] = field(default_factory=dict)
+    """The step's own policy as written (`{"retries": 3, "on_failure": "continue"}`)."""
+    continued: bool = False
+    """It failed and its session went on past it (`on_failure: continue`)."""
 
     def __post_init__(self) -> None:
         self.status = StepViewStatus(self.status)  # read from the table as text
@@ -70,6 +74,7 @@ def _created(recorded: Recorded, event: W.Created) -> list[StepRow]:
             text=step["text"],
             expect=step["expect"],
             version=event.originator_version,
+            policy=step.get("policy") or {},
         )
         for index, step in enumerate(event.steps)
     ]
@@ -172,6 +177,8 @@ def _evolve_step(row: StepRow, event: W.Event, at: datetime) -> None:
         case W.StepFailed(error=error):
             _end(row, StepViewStatus.FAILED, at)
             row.error_code, row.error_message = error.get("code"), error.get("message")
+        case W.ContinuedAfterFailure():
+            row.continued = True
 
 
 def _carried_over(
@@ -237,8 +244,8 @@ def fold(
 
 class StepHistoryView:
     name: ClassVar[str] = "step_history"
-    version: ClassVar[int] = 4  # 2: checks counted apart from commands. 3: paused, did.
-    # 4: waiting
+    version: ClassVar[int] = 5  # 2: checks counted apart from commands. 3: paused, did.
+    # 4: waiting. 5: the step's policy; continued past its failure
     tables: ClassVar[tuple[str, ...]] = ("step_history",)
     rows = RowTable("step_history", StepRow, key=("session_id", "step_index"))
 
@@ -263,6 +270,8 @@ class StepHistoryView:
                 error_code text,
                 error_message text,
                 did text[] NOT NULL,
+                policy jsonb NOT NULL,
+                continued boolean NOT NULL,
                 PRIMARY KEY (session_id, step_index)
             )
             """

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from domain.errors import StandardError
 from domain.session import StepSpec, WorkflowSession
+from domain.step_policy import OnFailure, StepPolicy
 from domain.waits import WaitKind
 from engine.loop.replay import fork_request, replay_request
 from engine.store.app import SessionRequest, Stepline
@@ -140,6 +141,32 @@ def retried(app: Stepline) -> UUID:
     return session_id
 
 
+def continued(app: Stepline) -> UUID:
+    """Steps with policies of their own: the first retried under its own retries, the second
+    failed and gone on past (on_failure: continue); completed."""
+    session_id = create_session(
+        app,
+        name="per-step policies",
+        steps=[
+            StepSpec("step 0", policy=StepPolicy(retries=2, retry_backoff_ms=0, timeout_ms=500)),
+            StepSpec("step 1", policy=StepPolicy(max_turns=2, on_failure=OnFailure.CONTINUE)),
+            StepSpec("step 2"),
+        ],
+        tenant="acme",
+        actor="alice",
+        config={"max_attempts": 1},
+    )
+    start_step(app, session_id, 0)
+    fail_step(app, session_id, 0, TIMEOUT)
+    run_step(app, session_id, 0)
+    start_step(app, session_id, 1)
+    fail_step(app, session_id, 1, NOT_FOUND)
+    app.change(session_id, lambda s: s.continue_after_failure(1))
+    run_step(app, session_id, 2)
+    complete_session(app, session_id)
+    return session_id
+
+
 def paused_and_resumed(app: Stepline) -> UUID:
     session_id = create(app)
     run_step(app, session_id, 0)
@@ -258,6 +285,7 @@ EVERY_KIND: dict[str, Callable[[Stepline], UUID]] = {
     "completed": completed,
     "failed": failed,
     "retried": retried,
+    "continued": continued,
     "paused_and_resumed": paused_and_resumed,
     "paused": paused,
     "cancelled": cancelled,

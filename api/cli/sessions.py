@@ -36,6 +36,7 @@ from api.http.schemas import SessionPage, SessionSummary, SessionView, StepView
 from domain.dev_mode import DEV_TENANT
 from domain.errors import SessionNotFound, StandardError
 from domain.session import ENDED, SessionStatus
+from domain.step_policy import StepPolicy
 from projections.session_index import MIN_ID_PREFIX, id_range
 
 LIVE_STATUSES = tuple(status.value for status in SessionStatus if status not in ENDED)
@@ -165,6 +166,15 @@ def _bar(percent: float, width: int = 12) -> str:
     return "█" * filled + "░" * (width - filled) + f" {percent:.0f}%"
 
 
+def _gone_past(session: SessionSummary) -> str:
+    """The steps that failed in a session that did not fail with them: those it went on past
+    (on_failure: continue), or one failing now that may be tried again. (A failed session's
+    failure has a column of its own.)"""
+    if not session.failed_steps or session.status == SessionStatus.FAILED.value:
+        return ""
+    return f", {session.failed_steps} failed"
+
+
 def _why(error_code: str | None, error_message: str | None) -> str:
     return f"{error_code}: {error_message}" if error_code else ""
 
@@ -188,7 +198,7 @@ def sessions_table(items: list[SessionSummary], title: str) -> Table:
             str(s.session_id)[:SHORT_ID],
             Text(s.name),  # as written: a name or a label may hold [brackets]
             s.status,
-            f"{s.completed_steps}/{s.step_count} {s.percent:.0f}%",
+            f"{s.completed_steps}/{s.step_count} {s.percent:.0f}%" + _gone_past(s),
             _since(s.started_at),
             _took(s.started_at, s.finished_at),
             Text(" ".join(f"{k}={v}" for k, v in s.labels.items())),
@@ -215,11 +225,23 @@ def what_it_did(step: StepView) -> str:
     return "\n".join(lines)
 
 
+def _step_text(step: StepView) -> Text:
+    """The step as written, and under it its own policy, if it has one."""
+    text = Text(step.text)
+    policy = StepPolicy.from_dict(step.policy).described()
+    if policy:
+        text.append(f"\n{policy}", style="dim")
+    return text
+
+
 def print_session(session: SessionView, steps: list[StepView]) -> None:
     console.print(f"[bold]{escape(session.name)}[/]  {session.session_id}", highlight=False)
+    continued = (
+        f", {session.continued_steps} failed and went on past" if session.continued_steps else ""
+    )
     console.print(
         f"{session.status}  {_bar(session.percent)}  {session.completed_steps}/"
-        f"{session.total_steps} steps  started {_clock(session.started_at)}  "
+        f"{session.total_steps} steps{continued}  started {_clock(session.started_at)}  "
         f"took {_took(session.started_at, session.finished_at)}"
     )
     if session.waiting_for:
@@ -237,8 +259,8 @@ def print_session(session: SessionView, steps: list[StepView]) -> None:
     for step in steps:
         table.add_row(
             str(step.step_index),
-            Text(step.text),
-            step.status,
+            _step_text(step),
+            f"{step.status}, continued" if step.continued else step.status,
             str(step.attempts),
             "-" if step.duration_ms is None else str(step.duration_ms),
             Text(what_it_did(step)),

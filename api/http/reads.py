@@ -67,6 +67,7 @@ def _summary(row: IndexedSession, progress: session_progress.Progress | None) ->
         labels=row.labels,
         step_count=row.step_count,
         completed_steps=progress.completed_steps if progress else 0,
+        failed_steps=progress.failed_steps if progress else 0,
         percent=progress.percent if progress else 0.0,
         created_at=row.created_at,
         started_at=progress.started_at if progress else None,

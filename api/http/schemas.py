@@ -22,7 +22,13 @@ from domain.session import (
     StepViewStatus,
 )
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
-from engine.workflows.file import InputName, WebhookSpec, WorkflowConfig, session_config
+from engine.workflows.file import (
+    InputName,
+    StepPolicyFields,
+    WebhookSpec,
+    WorkflowConfig,
+    session_config,
+)
 from engine.workflows.inputs import MAX_INPUTS, InputSpec
 
 SessionStatusName = Annotated[str, NamedEnum.of(SessionStatus)]
@@ -65,14 +71,21 @@ StepText = Annotated[str, Field(min_length=1, max_length=MAX_STEP_TEXT, pattern=
 BaseUrl = Annotated[str, Field(max_length=2_000, pattern=r"^https?://[^\s/]+")]
 
 
-class StepIn(Strict):
+class StepIn(Strict, StepPolicyFields):
+    """A step with its success criterion, its own policy (retries, retry_backoff_ms,
+    timeout_ms, max_turns over the config for this step only; on_failure), or both."""
+
     text: StepText
     expect: str | None = Field(default=None, max_length=MAX_STEP_TEXT)
 
 
 def step_specs(steps: list[StepIn | StepText]) -> list[StepSpec]:
-    """Steps as the domain takes them: plain text, or text with its success criterion."""
-    return [StepSpec(s) if isinstance(s, str) else StepSpec(s.text, s.expect) for s in steps]
+    """Steps as the domain takes them: plain text, or text with its success criterion and
+    its own policy."""
+    return [
+        StepSpec(s) if isinstance(s, str) else StepSpec(s.text, s.expect, s.step_policy())
+        for s in steps
+    ]
 
 
 class CreateSession(Strict):
@@ -239,6 +252,11 @@ class SessionView(BaseModel):
     total_steps: int
     completed_steps: int
     failed_steps: int
+    continued_steps: int = Field(
+        default=0,
+        description="steps that failed and that the session went on past (on_failure: "
+        "continue); done, as completed steps are, in the percent",
+    )
     current_step_index: int | None
     current_step_text: str | None
     percent: float
@@ -260,6 +278,11 @@ class ProgressView(BaseModel):
     total_steps: int
     completed_steps: int
     failed_steps: int
+    continued_steps: int = Field(
+        default=0,
+        description="steps that failed and that the session went on past (on_failure: "
+        "continue); done, as completed steps are, in the percent",
+    )
     current_step_index: int | None
     percent: float
     estimated_remaining_ms: int | None
@@ -286,6 +309,15 @@ class StepView(BaseModel):
         default_factory=list,
         description="what the latest attempt did, a line per command or check: "
         "`POST /todos → 201`, `saved todo_id = 7`, `expect status 201: passed`",
+    )
+    policy: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the step's own policy as written: retries, retry_backoff_ms, timeout_ms, "
+        "max_turns, on_failure; only those it sets",
+    )
+    continued: bool = Field(
+        default=False,
+        description="it failed and the session went on past it (on_failure: continue)",
     )
 
 
@@ -314,6 +346,11 @@ class SessionSummary(BaseModel):
     labels: dict[str, str]
     step_count: int
     completed_steps: int = Field(description="0 until the progress view has the session")
+    failed_steps: int = Field(
+        default=0,
+        description="steps failed: the one that failed the session, or those it went on past "
+        "(on_failure: continue)",
+    )
     percent: float
     created_at: datetime
     started_at: datetime | None

@@ -25,7 +25,15 @@ from engine.ai.provider import (
 from engine.executors import Executor
 from engine.executors.http import HTTP_STATUS_ERROR
 from engine.executors.kinds import DEFAULT_EXECUTOR
-from engine.loop.step_results import StepDone, StepFailure, StepOnHold, StepResult, failure
+from engine.loop.limits import Limits
+from engine.loop.step_results import (
+    Deadline,
+    StepDone,
+    StepFailure,
+    StepOnHold,
+    StepResult,
+    failure,
+)
 from engine.loop.step_run import StepRun
 from engine.loop.waits import WaitRequest, outcome_of
 
@@ -34,14 +42,22 @@ class AiAttempt:
     """One step decided turn by turn by the model, within the loop's limits."""
 
     def __init__(
-        self, run: StepRun, ai: AiProvider, index: int, attempt: int, deadline: float
+        self,
+        run: StepRun,
+        ai: AiProvider,
+        index: int,
+        attempt: int,
+        *,
+        deadline: Deadline,
+        limits: Limits,
     ) -> None:
+        """`limits`: the step's own (its policy over the session's)."""
         self.run_ = run
         self.ai = ai
         self.index = index
         self.attempt = attempt
         self.deadline = deadline
-        self.limits = run.limits
+        self.limits = limits
         self.feedback: list[str] = []
         self.last_mistake: Mistake | None = None
         self.consecutive_failures = 0
@@ -87,6 +103,7 @@ class AiAttempt:
 
     def _out_of_turns(self) -> StepFailure:
         used = f"step {self.index} used all {self.limits.max_turns_per_step} turns"
+        setting = self.run_.session.steps[self.index].policy.setting_of("max_turns_per_step")
         mistake = self.last_mistake
         if mistake is not None:  # say what went wrong, not only that time ran out
             return failure(
@@ -94,9 +111,9 @@ class AiAttempt:
                 f"{used}; the model's last reply was unusable: {mistake.reason}",
                 reason=mistake.reason,
                 tool=mistake.tool,
-                limit="max_turns_per_step",
+                limit=setting,
             )
-        return failure("MAX_TURNS_EXCEEDED", used, limit="max_turns_per_step")
+        return failure("MAX_TURNS_EXCEEDED", f"{used} ({setting})", limit=setting)
 
     def _messages(
         self, session: WorkflowSession, events: list[WorkflowSession.Event]

@@ -4,15 +4,16 @@ limit, its default and its bounds are declared once, in `domain.limits`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from domain.limits import LIMITS
 from domain.session import WorkflowSession
+from domain.step_policy import StepPolicy
 from domain.tenant import Policy
 from engine.settings import Settings
 from engine.store.app import SessionRequest
-from engine.tenancy.policies import admitted_config, capped_defaults
+from engine.tenancy.policies import admitted_config, admitted_steps, capped_defaults
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,17 @@ class Limits:
         chosen = {**cls.defaults(settings), **session.config}
         return cls(**{name: int(chosen[name]) for name in LIMITS})
 
+    def for_step(self, policy: StepPolicy) -> Limits:
+        """The limits one step runs with: its own policy's values over the session's."""
+        return Limits(**policy.over(asdict(self)))
+
 
 def admitted(request: SessionRequest, settings: Settings, policy: Policy) -> SessionRequest:
     """`request` as its tenant's policy lets it be created (every limit filled in), or
-    PolicyRefused naming the field. Every way of creating a session goes through this: a new
-    one, a batch, a replay or a fork (the policy may have narrowed since its source)."""
+    PolicyRefused naming the field (a step's own policy's too). Every way of creating a
+    session goes through this: a new one, a batch, a replay or a fork (the policy may have
+    narrowed since its source)."""
+    admitted_steps(policy, request.steps)
     return replace(request, config=session_config(settings, request.config, policy))
 
 

@@ -242,4 +242,4 @@ def _fork_version(history: Sequence[W.Event], from_step: int) -> int:
 
 
 def _specs(steps: Sequence[StepState]) -> list[StepSpec]:
-    return [StepSpec(step.text, step.expect) for step in steps]
+    return [StepSpec(step.text, step.expect, step.policy) for step in steps]

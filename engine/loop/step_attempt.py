@@ -4,7 +4,6 @@ AI model's turns."""
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 from typing import Any
 from uuid import UUID
@@ -16,7 +15,7 @@ from engine.executors import Command, Outcome, truncated
 from engine.loop.ai_attempt import AiAttempt
 from engine.loop.definitions import DefinitionError, NearMiss
 from engine.loop.replay import RecordedAction, RecordedStep, interrupted
-from engine.loop.step_results import StepDone, StepFailure, StepResult, failure
+from engine.loop.step_results import Deadline, StepDone, StepFailure, StepResult, failure
 from engine.loop.step_run import StepRun
 from engine.loop.waits import WAIT, WaitRequest, outcome_of
 
@@ -45,7 +44,10 @@ class StepAttempt:
         self.index = index
         self.step = step
         self.attempt = attempt
-        self.deadline = time.monotonic() + run.limits.step_timeout_ms / 1000
+        self.limits = run.limits.for_step(step.policy)
+        self.deadline = Deadline.after(
+            self.limits.step_timeout_ms, step.policy.setting_of("step_timeout_ms")
+        )
         self._diverged = False
         self._waited: dict[str, Outcome] = {}
         """How each wait of this attempt ended, by key."""
@@ -154,7 +156,10 @@ class StepAttempt:
         if ai is None:
             near = self.run_.definitions.near_miss(unmatched)
             return StepFailure(_no_ai_provider(unmatched, near))
-        return AiAttempt(self.run_, ai, self.index, self.attempt, self.deadline).run()
+        attempt = AiAttempt(
+            self.run_, ai, self.index, self.attempt, deadline=self.deadline, limits=self.limits
+        )
+        return attempt.run()
 
     def _judged_by_a_check(self, commands: list[Command]) -> list[Command]:
         """The commands, the last one's error status left to the `expect status` that judges

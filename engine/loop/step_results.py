@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,3 +37,28 @@ class Interrupted(Exception):
 
 def failure(code: str, message: str, **details: Any) -> StepFailure:
     return StepFailure(StandardError.of(code, message, details))
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a step's attempt must be done by, and the setting that says how long it may run:
+    the config's `step_timeout_ms`, or the step's own `timeout_ms`."""
+
+    at: float
+    """On the `time.monotonic()` clock."""
+    timeout_ms: int
+    setting: str
+
+    @classmethod
+    def after(cls, timeout_ms: int, setting: str) -> Deadline:
+        return cls(time.monotonic() + timeout_ms / 1000, timeout_ms, setting)
+
+    def passed(self) -> StepFailure | None:
+        """The step's timeout, once the deadline has passed; None before."""
+        if time.monotonic() <= self.at:
+            return None
+        return failure(
+            "TASK_LOOP_TIMEOUT",
+            f"the step ran longer than its {self.setting}, {self.timeout_ms} ms",
+            limit=self.setting,
+        )

@@ -14,7 +14,7 @@ from engine.executors import Command, Executor, Outcome
 from engine.loop.definitions import Definitions
 from engine.loop.limits import Limits
 from engine.loop.replay import RecordedAction, RecordedStep, Replay
-from engine.loop.step_results import StepFailure
+from engine.loop.step_results import Deadline, StepFailure
 from engine.loop.waits import RecordedDecision, WaitRequest
 from engine.secrets import Secrets
 from engine.settings import Settings
@@ -43,7 +43,9 @@ class StepRun(Protocol):
         ...
 
     @property
-    def limits(self) -> Limits: ...
+    def limits(self) -> Limits:
+        """The session's; a step runs with `limits.for_step(its policy)`."""
+        ...
 
     @property
     def definitions(self) -> Definitions: ...
@@ -56,7 +58,7 @@ class StepRun(Protocol):
     @property
     def ai(self) -> AiProvider | None: ...
 
-    def safe_point(self, deadline: float) -> StepFailure | None:
+    def safe_point(self, deadline: Deadline) -> StepFailure | None:
         """Raise Interrupted unless the session is still ours to run; a timeout fails the
         step."""
         ...

@@ -21,7 +21,14 @@ from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow, StandardError
-from domain.session import ENDED, SessionStatus, StepSpec, StepStatus, WorkflowSession
+from domain.session import (
+    ENDED,
+    SessionStatus,
+    StepSpec,
+    StepState,
+    StepStatus,
+    WorkflowSession,
+)
 from domain.tenant import Policy
 from domain.waits import variable_of
 from engine.ai.provider import AiProvider
@@ -35,12 +42,12 @@ from engine.loop.recovery import Recovery
 from engine.loop.replay import RecordedAction, RecordedStep, Replay
 from engine.loop.step_attempt import StepAttempt
 from engine.loop.step_results import (
+    Deadline,
     Interrupted,
     StepDone,
     StepFailure,
     StepOnHold,
     StepResult,
-    failure,
 )
 from engine.loop.waits import (
     RecordedDecision,
@@ -315,7 +322,7 @@ class SessionRun:
             )
             self._fail_session(error)
             return
-        if session.all_steps_completed:
+        if session.all_steps_done:
             self.held.decide(lambda s: s.complete())
             log.info("Session completed", extra=on_session(self.session_id))
             return
@@ -325,11 +332,12 @@ class SessionRun:
         resuming = step.status is StepStatus.RUNNING  # started before a stop or a takeover
         if not resuming:
             if step.status is StepStatus.FAILED and not session.can_start_next_step():
-                self._fail_session(StandardError.from_dict(step.error or {}))
+                self._after_failure(index, step)
                 return
             if step.status is StepStatus.FAILED:
                 self.held.commit()
-                self._back_off(step.attempts)
+                backoff_ms = self.limits.for_step(step.policy).retry_backoff_ms
+                self._back_off(step.attempts, backoff_ms)
                 self._check_still_ours()
             attempt = self.held.decide(lambda s: s.start_step(index))
             if step.status is StepStatus.FAILED:
@@ -342,6 +350,18 @@ class SessionRun:
                 extra=on_step(self.session_id, index),
             )
         self._record(index, StepAttempt(self, index, step, attempt, resuming).run())
+
+    def _after_failure(self, index: int, step: StepState) -> None:
+        """The step failed for good: the session fails, or goes on past it if the step's
+        policy says `on_failure: continue`."""
+        if not step.policy.continues:
+            self._fail_session(StandardError.from_dict(step.error or {}))
+            return
+        self.held.decide(lambda s: s.continue_after_failure(index))
+        log.warning(
+            "Step failed; the session goes on (on_failure: continue)",
+            extra=on_step(self.session_id, index),
+        )
 
     def _fail_session(self, error: StandardError) -> None:
         self.held.decide(lambda s: s.fail(error.to_dict()))
@@ -381,12 +401,13 @@ class SessionRun:
         running_ms = elapsed.total_seconds() * 1000 - session.waited_ms
         return running_ms > self.limits.workflow_timeout_ms
 
-    def _back_off(self, attempts_so_far: int) -> None:
-        """Wait before the failed step's next attempt, holding the lease. Someone else's
+    def _back_off(self, attempts_so_far: int, backoff_ms: int) -> None:
+        """Wait before the failed step's next attempt (`backoff_ms`, doubled after each
+        attempt but the first), holding the lease. Someone else's
         change (a pause, a cancel, an expiry) ends the wait at once, however long it was to
         be, so the session settles and its lease and slot are freed: the owner's `news`
         wakes it on new events, and it looks at the log every few seconds whatever comes."""
-        delay_s = self.limits.retry_backoff_ms / 1000 * 2 ** (attempts_so_far - 1)
+        delay_s = backoff_ms / 1000 * 2 ** (attempts_so_far - 1)
         due = time.monotonic() + delay_s
         news = self.ownership.news if self.ownership is not None else threading.Event()
         while (left := due - time.monotonic()) > 0:
@@ -413,18 +434,12 @@ class SessionRun:
 
     # ---- what steps use -----------------------------------------------------------------
 
-    def safe_point(self, deadline: float) -> StepFailure | None:
+    def safe_point(self, deadline: Deadline) -> StepFailure | None:
         """Raise Interrupted unless the session is still ours to run; a timeout fails the step."""
         self._check_still_ours()
         if self.held.session.status is not SessionStatus.RUNNING:
             raise Interrupted
-        if time.monotonic() > deadline:
-            return failure(
-                "TASK_LOOP_TIMEOUT",
-                f"the step ran longer than {self.limits.step_timeout_ms} ms",
-                limit="step_timeout_ms",
-            )
-        return None
+        return deadline.passed()
 
     def executor(self, kind: str) -> Executor:
         if kind not in self.executors:

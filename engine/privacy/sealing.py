@@ -84,7 +84,7 @@ CLEAR_EVENTS = frozenset({get_topic(WorkflowSession.Erased)})
 _CREATED_TOPIC = get_topic(WorkflowSession.Created)
 _ERASED_CREATED = {
     "name": ERASED,
-    "steps": [{"text": ERASED, "expect": None}],
+    "steps": [{"text": ERASED, "expect": None, "policy": {}}],
     "config": {},
     "labels": {},
 }

@@ -34,6 +34,7 @@ from domain.errors import (
 from domain.payloads import CompletedStep, ForkedFrom, ReplayOf
 from domain.schedule import Schedule, Timing
 from domain.session import WORKER, SessionStatus, StepSpec, StepState, StepStatus, WorkflowSession
+from domain.step_policy import StepPolicy
 from domain.waits import Wait
 from engine.logs import LOGGER_NAME, on_session
 from engine.privacy.data_keys import DataKeys
@@ -78,6 +79,17 @@ class _StepStateAsDict(Transcoding):
 
     def decode(self, data: dict[str, Any]) -> StepState:
         return StepState(**data)
+
+
+class _StepPolicyAsDict(Transcoding):
+    type = StepPolicy
+    name = "step_policy"
+
+    def encode(self, obj: StepPolicy) -> dict[str, Any]:
+        return obj.to_dict()
+
+    def decode(self, data: dict[str, Any]) -> StepPolicy:
+        return StepPolicy.from_dict(data)
 
 
 class _TimingAsDict(Transcoding):
@@ -192,6 +204,7 @@ class Stepline(Application[UUID]):
         transcoder.register(_SessionStatusAsValue())
         transcoder.register(_StepStatusAsValue())
         transcoder.register(_StepStateAsDict())
+        transcoder.register(_StepPolicyAsDict())
         transcoder.register(_TimingAsDict())
         transcoder.register(_WaitAsDict())
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -20,8 +20,8 @@ from psycopg_pool import ConnectionPool
 
 from domain.dev_mode import DEV_TENANT
 from domain.errors import InvalidPolicy, PolicyRefused
-from domain.limits import LIMITS
-from domain.session import check_tenant
+from domain.limits import LIMITS, STEP_LIMITS
+from domain.session import StepSpec, check_tenant
 from domain.tenant import ANY_HOST, Policy, TenantPolicy
 from engine.executors.kinds import EXECUTOR_NAMES
 from engine.settings import Settings
@@ -151,6 +151,25 @@ def admitted_config(policy: Policy, config: Mapping[str, Any]) -> dict[str, Any]
                 maximum=most,
             )
     return dict(config)
+
+
+def admitted_steps(policy: Policy, steps: Sequence[StepSpec]) -> None:
+    """PolicyRefused naming the step and the field where a step's own policy asks for more
+    than the tenant's maximum of the limit it stands for (`retries` for `max_attempts`)."""
+    for index, step in enumerate(steps):
+        for name, value in step.policy.limits_set().items():
+            step_limit = STEP_LIMITS[name]
+            limit_most = policy.maximums.get(step_limit.limit)
+            if limit_most is None or value <= step_limit.most(limit_most):
+                continue
+            most = step_limit.most(limit_most)
+            raise PolicyRefused(
+                f"step {index}: {name} is {value}; this tenant's maximum is {most}"
+                + (f" ({step_limit.limit} {limit_most})" if step_limit.offset else ""),
+                field=f"steps[{index}].{name}",
+                step_index=index,
+                maximum=most,
+            )
 
 
 def capped_defaults(policy: Policy, defaults: Mapping[str, int]) -> dict[str, int]:

@@ -21,8 +21,12 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from domain.errors import InvalidWorkflow
+from domain.step_policy import POLICY_FIELDS
 
 STEP_FIELDS = frozenset({"text", "expect"})
+"""A step's texts, which YAML may misread."""
+STEP_KEYS = STEP_FIELDS | set(POLICY_FIELDS)
+"""Every key of a step written as a mapping: its texts and its own policy."""
 CANNOT_START = "`@%&*!|>"
 """Characters YAML reserves at the start of a plain (unquoted) value."""
 QUOTES = ("'", '"')
@@ -136,8 +140,8 @@ def _step_values(root: yaml.Node | None) -> list[tuple[int, yaml.Node]]:
         return []
     values: list[tuple[int, yaml.Node]] = []
     for index, item in enumerate(steps.value):
-        if isinstance(item, yaml.MappingNode) and _keys(item) <= STEP_FIELDS:
-            values += [(index, value) for _, value in item.value]
+        if isinstance(item, yaml.MappingNode) and _keys(item) <= STEP_KEYS:
+            values += [(index, value) for key, value in item.value if str(key.value) in STEP_FIELDS]
         else:
             values.append((index, item))
     return values

@@ -10,15 +10,41 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from domain.errors import InvalidWorkflow
-from domain.limits import LIMITS
+from domain.limits import LIMITS, STEP_LIMITS
 from domain.session import MAX_STEP_TEXT, MAX_STEPS, StepSpec
+from domain.step_policy import POLICY_FIELDS, StepPolicy
 from domain.webhook import DEFAULT_WEBHOOK_EVENTS, WebhookEvent
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
 from engine.workflows import errors as workflow_errors
 from engine.workflows.inputs import MAX_INPUTS, NAME, InputSpec
 
 
-class StepEntry(BaseModel):
+def _step_override(name: str) -> Any:
+    """A step's own value of one of the limits (`domain.limits.STEP_LIMITS`), bounded below as
+    the limit it stands for is; unset, the step runs with the workflow's config."""
+    step_limit = STEP_LIMITS[name]
+    return Field(default=None, ge=step_limit.ge, strict=True, description=step_limit.description)
+
+
+class StepPolicyFields(BaseModel):
+    """A step's own policy, written beside its text: over the workflow's config for this step
+    only (the tenant's maximums bound it as they bound the config)."""
+
+    retries: int | None = _step_override("retries")
+    retry_backoff_ms: int | None = _step_override("retry_backoff_ms")
+    timeout_ms: int | None = _step_override("timeout_ms")
+    max_turns: int | None = _step_override("max_turns")
+    on_failure: Literal["fail", "continue"] | None = Field(
+        default=None,
+        description="what the step's failure does: fails the session (fail, the default), or "
+        "is recorded and the session goes on to the next step (continue)",
+    )
+
+    def step_policy(self) -> StepPolicy:
+        return StepPolicy.from_dict(self.model_dump(include=set(POLICY_FIELDS)))
+
+
+class StepEntry(StepPolicyFields):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1, max_length=MAX_STEP_TEXT)
@@ -130,7 +156,7 @@ class WorkflowFile(BaseModel):
         return steps
 
     def step_specs(self) -> list[StepSpec]:
-        return [StepSpec(step.text, step.expect) for step in self.steps]
+        return [StepSpec(step.text, step.expect, step.step_policy()) for step in self.steps]
 
     def session_config(self, location: Path | None = None) -> dict[str, Any]:
         """What the session records: the file's config, its executor and base URL, and its

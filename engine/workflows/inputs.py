@@ -113,9 +113,10 @@ def written_in(steps: list[StepSpec], values: Mapping[str, Any]) -> list[StepSpe
     """`steps` with each `{{inputs.NAME}}` replaced by its value; InvalidInput names an input
     a step uses that the workflow does not declare."""
     return [
-        StepSpec(
-            _filled(step.text, values, index),
-            None if step.expect is None else _filled(step.expect, values, index),
+        replace(
+            step,
+            text=_filled(step.text, values, index),
+            expect=None if step.expect is None else _filled(step.expect, values, index),
         )
         for index, step in enumerate(steps)
     ]

@@ -341,6 +341,38 @@ def test_a_failed_session_says_why_in_the_list_and_at_the_top_of_its_page(
     page.screenshot(path=shots / "session-failed.png", full_page=True)
 
 
+def test_a_session_gone_on_past_a_failed_step_shows_it_and_each_steps_own_policy(
+    serve: Serve, target: str, page: Page, shots: Path
+) -> None:
+    api = serve(1)
+    body = {
+        "name": "goes on",
+        "executor": "http",
+        "base_url": target,
+        "steps": [
+            {"text": "GET /todos", "on_failure": "continue"},  # 401: not signed in
+            {"text": "GET /login", "retries": 2, "timeout_ms": 5000},
+        ],
+        "config": {"max_attempts": 1},
+    }
+    created = httpx.post(f"{api}/v1/sessions", json=body, timeout=10)
+    assert created.status_code == 201, created.text
+    session_id = created.json()["session_id"]
+
+    page.goto(f"{api}/ui/sessions/{session_id}")
+    expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
+    expect(page.locator("#progress-text")).to_have_text(
+        "1/2 steps (100%), 1 failed and went on past"
+    )
+    steps = page.get_by_role("table", name="Steps")
+    failed, completed = (steps.locator(f'tr[data-step-index="{i}"]') for i in (0, 1))
+    expect(failed).to_contain_text("on_failure continue")
+    expect(failed).to_contain_text("failed continued")
+    expect(failed).to_contain_text("HTTP_STATUS_ERROR")
+    expect(completed).to_contain_text("retries 2, timeout_ms 5000")
+    page.screenshot(path=shots / "session-continued.png", full_page=True)
+
+
 def test_a_browser_sessions_screenshots_are_thumbnails_beside_their_command_opened_on_click(
     serve: Serve, target: str, page: Page, shots: Path
 ) -> None:

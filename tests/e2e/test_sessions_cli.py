@@ -278,6 +278,24 @@ def test_the_list_says_why_a_session_failed_and_shows_every_status_whole_at_120_
     assert "failed because VALIDATION_FAILED: no such page" in cli("show", str(failed)).stdout
 
 
+def test_a_session_gone_on_past_a_failed_step_is_listed_completed_with_the_failure_shown(
+    deployment: Keyed, store: Stepline
+) -> None:
+    session_id = workloads.continued(store)  # step 1 failed, on_failure: continue
+    cli = Cli(deployment.cluster.env, "--tenant", "acme", columns=160)
+
+    listed = cli("list").stdout
+    shown = cli("show", str(session_id)).stdout
+
+    row = next(line for line in listed.splitlines() if str(session_id)[:8] in line)
+    assert " completed " in row
+    assert "2/3 100%, 1 failed" in row
+    assert "2/3 steps, 1 failed and went on past" in shown
+    assert "failed, continued" in shown
+    assert "max_turns 2, on_failure continue" in shown  # step 1's own policy, under its text
+    assert "retries 2, retry_backoff_ms 0, timeout_ms 500" in shown
+
+
 class Lines:
     """A process's stdout, read line by line as it comes, without blocking the test."""
 

@@ -59,6 +59,52 @@ def test_limits_above_the_tenants_maximum_are_refused(api: Api, limit: str, valu
     assert problem["details"]["maximum"] < value
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("retries", 1_000),
+        ("retry_backoff_ms", 10**12),
+        ("timeout_ms", 10**12),
+        ("max_turns", 1_000),
+    ],
+)
+def test_a_steps_own_limits_above_the_tenants_maximum_are_refused_naming_the_step(
+    api: Api, field: str, value: int
+) -> None:
+    body = {"name": "greedy", "steps": ["GET /", {"text": "GET /again", field: value}]}
+
+    problem = refused(api, "mallory", body, f"steps[1].{field}")
+
+    assert problem["message"].startswith(f"step 1: {field} is {value}; this tenant's maximum")
+    assert problem["details"]["maximum"] < value
+
+
+def test_a_steps_retries_are_held_to_the_maximum_the_operator_set_for_attempts(api: Api) -> None:
+    runtime = api.services.runtime
+    runtime.policies.set("acme", {"maximums": {"max_attempts": 3}}, actor="operator")
+    one_try_too_many = {"name": "flaky", "steps": [{"text": "GET /", "retries": 3}]}
+
+    problem = refused(api, "alice", one_try_too_many, "steps[0].retries")
+    with api.client("alice") as alice:
+        session_id = create(alice, {"name": "flaky", "steps": [{"text": "GET /", "retries": 2}]})
+
+    assert problem["message"] == (
+        "step 0: retries is 3; this tenant's maximum is 2 (max_attempts 3)"
+    )
+    assert runtime.app.get_session(session_id).steps[0].policy.retries == 2
+
+
+def test_a_steps_own_limit_below_its_least_value_is_refused_naming_the_step(api: Api) -> None:
+    before = log_head(api)
+    body = {"name": "x", "steps": ["GET /", {"text": "GET /again", "timeout_ms": 0}]}
+    with api.client("alice") as alice:
+        problem = assert_problem(alice.post("/v1/sessions", json=body), 422, "VALIDATION_FAILED")
+
+    said = {e["field"]: e["message"] for e in problem["details"]["errors"]}
+    assert said["body.steps.1.StepIn.timeout_ms"] == "Input should be greater than or equal to 1"
+    assert log_head(api) == before
+
+
 def test_a_batch_and_a_replay_are_held_to_the_policy_too(api: Api) -> None:
     greedy = {"name": "greedy", "steps": ["GET /"], "config": {"token_budget": 10**15}}
     with api.client("mallory") as mallory:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from domain.session import (
     WorkflowSession,
     status_after,
 )
+from domain.step_policy import OnFailure, StepPolicy
 
 Command = Callable[[WorkflowSession], Any]
 ERROR = {"code": "TASK_LOOP_TIMEOUT", "message": "step took too long"}
@@ -94,8 +96,8 @@ def test_create_records_the_workflow_and_who_created_it() -> None:
     (created,) = session.collect_events()
     assert type(created).__name__ == "Created"
     assert created.steps == [
-        {"text": "step 0", "expect": None},
-        {"text": "step 1", "expect": None},
+        {"text": "step 0", "expect": None, "policy": {}},
+        {"text": "step 1", "expect": None, "policy": {}},
     ]
     assert (created.tenant, created.actor, created.labels) == ("acme", "alice", {"suite": "smoke"})
     assert created.config == {"max_attempts": 3}
@@ -212,7 +214,7 @@ def test_a_completed_step_is_not_started_again() -> None:
 
 def test_no_step_starts_after_every_step_completed() -> None:
     session = given(start(0), complete(0), start(1), complete(1))
-    with pytest.raises(InvalidStateTransition, match="every step is completed"):
+    with pytest.raises(InvalidStateTransition, match="every step is done"):
         session.start_step(2)
 
 
@@ -443,6 +445,133 @@ def test_cancel_from_any_live_state(history: tuple[Command, ...]) -> None:
     cancel(session)
     assert then_events(session) == ["Cancelled"]
     assert session.status is SessionStatus.CANCELLED
+
+
+# ---- per-step policies ----------------------------------------------------------------------
+
+
+def with_policies(*commands: Command, policies: list[StepPolicy], **config: Any) -> WorkflowSession:
+    """A session of one step per policy, rebuilt from the events these commands recorded."""
+    session = WorkflowSession.create(
+        name="policies",
+        steps=[StepSpec(f"step {i}", policy=policy) for i, policy in enumerate(policies)],
+        tenant="acme",
+        actor="alice",
+        config=config,
+    )
+    for command in commands:
+        command(session)
+    rebuilt: WorkflowSession | None = None
+    for recorded in session.collect_events():
+        rebuilt = recorded.mutate(rebuilt)  # type: ignore[arg-type]
+    assert rebuilt is not None
+    return rebuilt
+
+
+def continue_after(i: int) -> Command:
+    return lambda s: s.continue_after_failure(i)
+
+
+CONTINUES = StepPolicy(on_failure=OnFailure.CONTINUE)
+
+
+def test_a_steps_policy_is_recorded_with_it_and_only_what_it_sets() -> None:
+    session = with_policies(policies=[StepPolicy(retries=2, timeout_ms=500), CONTINUES])
+    created = WorkflowSession.create(
+        name="n", steps=[StepSpec("s", policy=StepPolicy(max_turns=3))], tenant="t", actor="a"
+    ).collect_events()[0]
+
+    assert created.steps == [{"text": "s", "expect": None, "policy": {"max_turns": 3}}]
+    assert [step.policy for step in session.steps] == [
+        StepPolicy(retries=2, timeout_ms=500),
+        CONTINUES,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        (StepPolicy(retries=-1), "steps[1].retries"),
+        (StepPolicy(retry_backoff_ms=-5), "steps[1].retry_backoff_ms"),
+        (StepPolicy(timeout_ms=0), "steps[1].timeout_ms"),
+        (StepPolicy(max_turns=0), "steps[1].max_turns"),
+        (StepPolicy(max_turns="3"), "steps[1].max_turns"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_step_policy_below_its_limits_least_value_is_refused_naming_the_step(
+    policy: StepPolicy, field: str
+) -> None:
+    steps = [StepSpec("fine"), StepSpec("greedy", policy=policy)]
+    with pytest.raises(InvalidWorkflow, match=r"^step 1: ") as refused:
+        WorkflowSession.create(name="n", steps=steps, tenant="acme", actor="alice")
+    assert refused.value.to_standard_error().details["field"] == field
+
+
+def test_a_steps_own_retries_allow_it_more_attempts_than_the_config() -> None:
+    session = with_policies(
+        start(0),
+        fail(0, retryable=True),
+        start(0),
+        fail(0, retryable=True),
+        policies=[StepPolicy(retries=2), StepPolicy()],
+        max_attempts=1,
+    )
+    assert session.start_step(0) == 3
+    assert session.attempts_allowed(1) == 1
+
+
+def test_a_steps_own_retries_of_zero_allow_it_one_attempt_whatever_the_config() -> None:
+    session = with_policies(
+        start(0), fail(0, retryable=True), policies=[StepPolicy(retries=0)], max_attempts=5
+    )
+    with pytest.raises(InvalidStateTransition, match="all 1 attempts are used"):
+        session.start_step(0)
+
+
+def test_a_step_failed_for_good_with_on_failure_continue_lets_the_next_step_start() -> None:
+    session = with_policies(
+        start(0), fail(0, retryable=True), policies=[CONTINUES, StepPolicy()], max_attempts=1
+    )
+    session.continue_after_failure(0)
+    assert then_events(session) == ["ContinuedAfterFailure"]
+    assert session.start_step(1) == 1
+    assert session.steps[0].status is StepStatus.FAILED
+
+
+@pytest.mark.parametrize(
+    ("history", "policies", "message"),
+    [
+        ((start(0), fail(0, retryable=False)), [StepPolicy()], "its on_failure is fail"),
+        ((start(0), fail(0, retryable=True)), [replace(CONTINUES, retries=1)], "attempts left"),
+        ((start(0),), [CONTINUES], "not the failed current step"),
+        ((start(0), complete(0)), [CONTINUES, CONTINUES], "not the failed current step"),
+    ],
+)
+def test_a_session_goes_on_past_a_step_only_once_it_failed_for_good_and_may(
+    history: tuple[Command, ...], policies: list[StepPolicy], message: str
+) -> None:
+    session = with_policies(*history, policies=policies)
+    with pytest.raises(InvalidStateTransition, match=message):
+        session.continue_after_failure(session.current_step)
+
+
+def test_a_session_that_went_on_past_failed_steps_completes_naming_them() -> None:
+    session = with_policies(
+        start(0),
+        fail(0, retryable=False),
+        continue_after(0),
+        start(1),
+        complete(1),
+        start(2),
+        fail(2, retryable=False),
+        continue_after(2),
+        policies=[CONTINUES, StepPolicy(), CONTINUES],
+    )
+    session.complete()
+    assert session.status is SessionStatus.COMPLETED
+    assert session.outcome == (
+        "1 of 3 steps completed; steps 0, 2 failed and the session went on (on_failure: continue)"
+    )
 
 
 # ---- the end of a session ---------------------------------------------------------------

@@ -23,8 +23,9 @@ function showSession(session) {
     Object.assign(badge(session.status), { id: "status" }),
   );
   document.getElementById("progress").value = session.percent;
+  const continued = session.continued_steps ? `, ${session.continued_steps} failed and went on past` : "";
   document.getElementById("progress-text").textContent =
-    `${session.completed_steps}/${session.total_steps} steps (${Math.round(session.percent)}%)`;
+    `${session.completed_steps}/${session.total_steps} steps (${Math.round(session.percent)}%)${continued}`;
   document.getElementById("current").textContent = session.current_step_text ?? "–";
   document.getElementById("started").textContent = when(session.started_at);
   document.getElementById("duration").textContent = sessionDuration(session);
@@ -74,12 +75,19 @@ function stepDuration(step) {
   return counting ? duration(step.started_at, null) : milliseconds(step.duration_ms);
 }
 
+// The step's own policy, as its workflow wrote it: `retries 3, on_failure continue`.
+function stepPolicy(step) {
+  const set = Object.entries(step.policy ?? {});
+  if (!set.length) return null;
+  return el("small", { class: "policy" }, set.map(([name, value]) => `${name} ${value}`).join(", "));
+}
+
 function stepRow(step) {
   return el(
     "tr", { "data-step-index": String(step.step_index) },
     el("td", {}, String(step.step_index)),
-    el("th", { scope: "row" }, step.text),
-    el("td", {}, badge(step.status)),
+    el("th", { scope: "row" }, step.text, stepPolicy(step)),
+    el("td", {}, badge(step.status), step.continued ? " continued" : ""),
     el("td", {}, String(step.attempts)),
     el("td", {}, stepDuration(step)),
     el("td", {}, whatItDid(step)),
@@ -163,6 +171,8 @@ function details(event) {
     case "StepFailed":
       return el("p", {}, `step ${d.step_index}: ${d.error.code}: ${d.error.message}` +
         (d.retryable ? " (will retry)" : ""));
+    case "ContinuedAfterFailure":
+      return el("p", {}, `step ${d.step_index} failed; the session went on (on_failure: continue)`);
     case "WaitStarted":
       return el("p", {}, `step ${d.step_index} waits for ${d.kind}` +
         (d.question ? `: ${d.question}` : "") + (d.signal ? ` ${d.signal}` : "") +
