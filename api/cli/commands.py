@@ -20,16 +20,15 @@ from rich.table import Table
 from api.cli.check import print_check
 from api.cli.examples import EXAMPLES
 from api.cli.live import (
-    as_written,
     final_report,
     print_outcome,
-    request_from_file,
     run_with_progress,
     succeeded,
 )
 from api.cli.session_sources import DatabaseSessions
 from api.cli.sessions import resolved
 from api.cli.support import cli_actor, console, errors, fail, load_settings, runtime_or_exit
+from api.cli.workflows import chosen_workflow
 from api.http.auth import new_key
 from api.http.event_views import event_view
 from api.http.server import UnsafeBinding, check_binding, create_app, run_worker
@@ -99,7 +98,7 @@ def _run_file(
     tenant: str,
     inputs: dict[str, Any] | None = None,
 ) -> WorkflowSession:
-    request = request_from_file(load_workflow(workflow), workflow, base_url, inputs)
+    request = chosen_workflow(runtime, workflow, tenant).request(base_url, inputs or {})
     return _run_request(runtime, request, as_json, tenant)
 
 
@@ -144,10 +143,10 @@ def check(
     workflow: Path, base_url: str | None, as_json: bool, tenant: str, inputs: dict[str, Any]
 ) -> None:
     with runtime_or_exit(quiet=True) as runtime:
-        spec = load_workflow(workflow)
-        request = as_written(spec, workflow, base_url)
+        chosen = chosen_workflow(runtime, workflow, tenant)
+        request = chosen.as_written(base_url)
         try:
-            request = with_inputs(request, spec.inputs, inputs)
+            request = with_inputs(request, chosen.spec.inputs, inputs)
             refused = []
         except InvalidInput as error:  # reported with the rest; its steps checked as written
             refused = [f"{error.code}: {error.message}"]

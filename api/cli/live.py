@@ -42,7 +42,9 @@ def request_from_file(
     return with_inputs(as_written(spec, location, base_url), spec.inputs, inputs or {})
 
 
-def as_written(spec: WorkflowFile, location: Path, base_url: str | None = None) -> SessionRequest:
+def as_written(
+    spec: WorkflowFile, location: Path | None, base_url: str | None = None
+) -> SessionRequest:
     """The file's session with its `{{inputs.NAME}}` as written."""
     given = spec.session_config(location)
     if base_url is not None:

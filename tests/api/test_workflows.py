@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.api.conftest import Api, ApiFactory
+from tests.api.conftest import KEYS, Api, ApiFactory
 from tests.api.test_admission import sessions_created
 from tests.api.test_errors import assert_problem
+from tests.api.test_schedules import stepline
 from tests.waiting import eventually
 
 
@@ -259,3 +261,26 @@ def test_a_schedule_takes_its_workflow_inline_only(
         assert "a schedule runs a workflow given inline" in problem["message"]
     else:
         assert answer.status_code == 201, answer.text
+
+
+def test_stepline_workflows_works_through_a_server_with_a_key(api: Api, tmp_path: Path) -> None:
+    workflow = tmp_path / "heartbeat.yaml"
+    workflow.write_text("name: heartbeat\nexecutor: shell\nsteps:\n  - run `true`\n")
+    server = ["--api", api.base_url, "--key", KEYS["alice"][1]]
+
+    first = stepline("workflows", "push", str(workflow), *server)
+    again = stepline("workflows", "push", str(workflow), *server)
+    workflow.write_text("name: heartbeat\nexecutor: shell\nsteps:\n  - run `echo alive`\n")
+    second = stepline("workflows", "push", str(workflow), *server)
+    diff = stepline("workflows", "diff", "heartbeat", "1", "2", *server)
+    rolled = stepline("workflows", "rollback", "heartbeat", "--to", "1", "--json", *server)
+    as_eve = stepline("workflows", "show", "heartbeat", "--api", api.base_url, "--key",
+                      KEYS["eve"][1])  # fmt: skip
+
+    assert first.stdout.startswith("pushed heartbeat@1"), first.stderr
+    assert again.stdout.startswith("unchanged: the current version is heartbeat@1")
+    assert second.stdout.startswith("pushed heartbeat@2"), second.stderr
+    assert "-- run `true`\n+- run `echo alive`\n" in diff.stdout
+    assert json.loads(rolled.stdout)["current_version"] == 1, rolled.stderr
+    assert as_eve.returncode == 2
+    assert "WORKFLOW_NOT_FOUND" in as_eve.stderr
