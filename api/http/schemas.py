@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails
@@ -85,6 +86,11 @@ def step_specs(steps: list[StepIn | StepText]) -> list[StepSpec]:
     return [StepSpec(s) if isinstance(s, str) else StepSpec(s.text, s.expect) for s in steps]
 
 
+WorkflowReference = Annotated[
+    str,
+    # checked by CreateSession._a_reference, which says why
+    Field(max_length=MAX_NAME + 10, json_schema_extra={"pattern": REFERENCE}),
+]
 REGISTERED_ALONGSIDE = frozenset({"workflow", "with_", "labels", "webhook"})
 """What a body naming a registered `workflow` may give besides: the rest is the workflow's."""
 
@@ -109,10 +115,8 @@ class CreateSession(Strict):
         max_length=MAX_STEPS,
         description="required unless `workflow` names a registered one",
     )
-    workflow: str | None = Field(
+    workflow: WorkflowReference | None = Field(
         default=None,
-        max_length=MAX_NAME + 10,
-        pattern=REFERENCE,
         description="a workflow of the tenant's registry: `name` (its current version) or "
         "`name@3`; the session records the version it runs (404 WORKFLOW_NOT_FOUND if there is "
         "none). With it, give only `with`, `labels` and `webhook`",
@@ -139,6 +143,13 @@ class CreateSession(Strict):
         description="this run's input values, checked against `inputs` and written into the "
         "steps when the session is created (422 INPUT_INVALID naming the input if not)",
     )
+
+    @field_validator("workflow")
+    @classmethod
+    def _a_reference(cls, workflow: str | None) -> str | None:
+        if workflow is not None and Reference.parse(workflow) is None:
+            raise ValueError("name a registered workflow as name, or name@3 for a version")
+        return workflow
 
     @model_validator(mode="after")
     def _inline_or_registered(self) -> CreateSession:

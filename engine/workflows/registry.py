@@ -36,7 +36,7 @@ class WorkflowDocument(WorkflowFile):
     name: str = Field(
         min_length=1,
         max_length=MAX_NAME,
-        pattern=NAME,
+        json_schema_extra={"pattern": NAME},  # checked by _a_registered_name, which says why
         description="what it is registered as: letters, digits and _, with spaces and "
         ". , : ( ) - inside (no @ or /)",
     )
@@ -44,6 +44,16 @@ class WorkflowDocument(WorkflowFile):
         default=None,
         description="not taken: a registered workflow runs with the built-in step definitions",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _a_registered_name(cls, name: str) -> str:
+        if not is_name(name):
+            raise ValueError(
+                "a registered workflow's name is letters, digits and _, with spaces and "
+                ". , : ( ) - inside (no @, no /, nothing around it)"
+            )
+        return name
 
     @field_validator("definitions", mode="before")
     @classmethod
