@@ -223,17 +223,28 @@ class ChosenWorkflow:
         return with_inputs(self.as_written(base_url), self.spec.inputs, inputs)
 
 
+def names_a_file(argument: Path) -> bool:
+    """Whether `stepline run`'s argument is a workflow file's path: one that exists, or that
+    cannot be `NAME[@N]` (it holds a `/`, or ends in `.yaml` or `.yml`)."""
+    from domain.workflow import Reference  # noqa: PLC0415
+
+    return (
+        argument.exists()
+        or argument.suffix in (".yaml", ".yml")
+        or Reference.parse(str(argument)) is None
+    )
+
+
 def chosen_workflow(runtime: Runtime, argument: Path, tenant: str) -> ChosenWorkflow:
-    """The file `argument` names; or, when there is no such file and it reads as `NAME[@N]`
-    (not as a file's name: no `/`, no `.yaml`), that version of the tenant's registered
-    workflow (its current one without `@N`)."""
+    """The file `argument` names (see `names_a_file`); or else that version of the tenant's
+    registered workflow, `NAME[@N]` (its current one without `@N`)."""
     from domain.errors import WorkflowNotFound  # noqa: PLC0415
     from domain.workflow import Reference  # noqa: PLC0415
     from engine.workflows.file import load_workflow  # noqa: PLC0415
     from engine.workflows.registry import resolved, validated  # noqa: PLC0415
 
     reference = Reference.parse(str(argument))
-    if argument.exists() or reference is None or argument.suffix in (".yaml", ".yml"):
+    if names_a_file(argument) or reference is None:
         return ChosenWorkflow(load_workflow(argument), location=argument)
     try:
         version = resolved(runtime.app, tenant, reference)
