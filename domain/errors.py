@@ -79,6 +79,17 @@ CATALOGUE: dict[str, ErrorKind] = {
     "SCHEDULE_NOT_FOUND": ErrorKind(
         _V, _LOW, False, False, "Check the schedule id: `stepline schedules list` shows them"
     ),
+    "WORKFLOW_NOT_FOUND": ErrorKind(
+        _V,
+        _LOW,
+        False,
+        False,
+        "Check the name and version: `stepline workflows list` (or GET /v1/workflows) shows the "
+        "tenant's registered workflows",
+    ),
+    "UNSUPPORTED_MEDIA_TYPE": ErrorKind(
+        _V, _LOW, False, False, "Send the body as application/json or application/yaml"
+    ),
     "ARTIFACT_NOT_FOUND": ErrorKind(
         _V,
         _LOW,
@@ -552,6 +563,12 @@ class BatchNotFound(DomainError):
 
 class ScheduleNotFound(DomainError):
     code = "SCHEDULE_NOT_FOUND"
+
+
+class WorkflowNotFound(DomainError):
+    """No workflow of that name (or no such version of it) in the tenant's registry."""
+
+    code = "WORKFLOW_NOT_FOUND"
 
 
 class WebhookSecretMissing(DomainError):

@@ -17,6 +17,7 @@ from domain.session import ERASED
 from domain.session import WorkflowSession as W
 from domain.tenant import TenantPolicy
 from domain.waits import described
+from domain.workflow import Workflow
 from projections.view import Recorded, RowTable, erasures
 
 
@@ -32,8 +33,8 @@ class AuditEntry:
 
 
 def event_type(event: object) -> str:
-    """The event's name; a batch's, a schedule's and a tenant policy's are prefixed, so
-    `Created` stays a session's."""
+    """The event's name; a batch's, a schedule's, a tenant policy's and a workflow's are
+    prefixed, so `Created` stays a session's."""
     name = type(event).__name__
     if isinstance(event, W.Redacted):
         return event.event_type
@@ -43,6 +44,8 @@ def event_type(event: object) -> str:
         return f"Schedule.{name}"
     if isinstance(event, TenantPolicy.Event):
         return f"TenantPolicy.{name}"
+    if isinstance(event, Workflow.Event):
+        return f"Workflow.{name}"
     return name
 
 
@@ -71,6 +74,12 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per eve
             return "set the tenant's policy: " + ", ".join(
                 f"{name}={value}" for name, value in sorted(changes.items())
             )
+        case Workflow.Created(name=name):
+            return f'registered the workflow "{name}"'
+        case Workflow.Pushed(version=version, sha256=sha256):
+            return f"pushed version {version} ({sha256[:12]})"
+        case Workflow.RolledBack(to_version=to_version, from_version=from_version):
+            return f"rolled back to version {to_version} (from {from_version})"
         case W.Created(name=name, replay_of=dict(replay_of)):
             return f'created "{name}", a replay of {replay_of["session_id"]}'
         case W.Created(name=name, forked_from=dict(fork)):
@@ -157,9 +166,15 @@ class AuditLogView:
         tenants = {
             r.session_id: r.event.tenant
             for r in batch
-            # A batch's, a schedule's and a policy's events are filed under their tenant.
+            # A batch's, a schedule's, a policy's and a workflow's events are filed under
+            # their tenant.
             if isinstance(
-                r.event, W.Created | Batch.Created | Schedule.Created | TenantPolicy.Created
+                r.event,
+                W.Created
+                | Batch.Created
+                | Schedule.Created
+                | TenantPolicy.Created
+                | Workflow.Created,
             )
         }
         unknown = list({r.session_id for r in batch} - tenants.keys())

@@ -16,8 +16,16 @@ from domain.errors import StandardError
 from domain.session import StepSpec, WorkflowSession
 from domain.step_policy import OnFailure, StepPolicy
 from domain.waits import WaitKind
+from domain.workflow import Reference
 from engine.loop.replay import fork_request, replay_request
 from engine.store.app import SessionRequest, Stepline
+from engine.workflows.registry import (
+    RegisteredRun,
+    WorkflowDocument,
+    push,
+    registered_request,
+    roll_back,
+)
 
 TIMEOUT = StandardError.of("TASK_LOOP_TIMEOUT", "step took too long")
 NOT_FOUND = StandardError.of("VALIDATION_FAILED", "no such page")
@@ -281,6 +289,19 @@ def waited(app: Stepline) -> UUID:
     return session_id
 
 
+def registered(app: Stepline) -> UUID:
+    """A workflow pushed twice, rolled back to its first version, and a session of that;
+    again, a version pushed anew (the first pushed again changes nothing)."""
+    first = {"name": "registered", "steps": ["GET /{{inputs.page}}"], "inputs": {"page":
+             {"type": "string", "default": "login"}}}  # fmt: skip
+    for document in (first, {**first, "labels": {"v": "2"}}):
+        push(app, WorkflowDocument.model_validate(document), tenant="acme", actor="alice")
+    workflow = roll_back(app, tenant="acme", name="registered", to_version=1, actor="bob")
+    run = RegisteredRun(Reference("registered"), {"page": "todos"})
+    app.create(registered_request(app, "acme", run), tenant="acme", actor="carol")
+    return workflow.id
+
+
 EVERY_KIND: dict[str, Callable[[Stepline], UUID]] = {
     "completed": completed,
     "failed": failed,
@@ -296,4 +317,5 @@ EVERY_KIND: dict[str, Callable[[Stepline], UUID]] = {
     "replayed": replayed,
     "waiting": waiting,
     "waited": waited,
+    "registered": registered,
 }

@@ -25,10 +25,8 @@ from api.cli.junit import write_junit
 from api.cli.live import (
     INTERRUPTIONS,
     Run,
-    as_written,
     final_report,
     print_outcome,
-    request_from_file,
     run_with_progress,
 )
 from api.cli.session_sources import DatabaseSessions
@@ -42,6 +40,7 @@ from api.cli.support import (
     load_settings,
     runtime_or_exit,
 )
+from api.cli.workflows import chosen_workflow, names_a_file
 from api.http.auth import new_key
 from api.http.event_views import event_view
 from api.http.server import UnsafeBinding, check_binding, create_app, run_worker
@@ -111,7 +110,7 @@ def _run_file(
     tenant: str,
     inputs: dict[str, Any] | None = None,
 ) -> Run:
-    request = request_from_file(load_workflow(workflow), workflow, base_url, inputs)
+    request = chosen_workflow(runtime, workflow, tenant).request(base_url, inputs or {})
     return _run_request(runtime, request, as_json, tenant)
 
 
@@ -150,11 +149,12 @@ def run(
     inputs: dict[str, Any],
     junit: Path | None,
 ) -> None:
-    spec = _workflow_or_exit(workflow)  # before the database: a file's mistakes need none
+    if names_a_file(workflow):
+        _workflow_or_exit(workflow)  # before the database: a file's mistakes need none
     if junit is not None:
         _check_writable(junit)
     with _interruptible(), runtime_or_exit(quiet=True) as runtime:
-        request = request_from_file(spec, workflow, base_url, inputs)
+        request = chosen_workflow(runtime, workflow, tenant).request(base_url, inputs)
         ran = _run_request(runtime, request, as_json, tenant)
         if junit is not None:
             _write_report(runtime, ran, junit)
@@ -214,11 +214,13 @@ def _write_report(runtime: Runtime, ran: Run, report: Path) -> None:
 def check(
     workflow: Path, base_url: str | None, as_json: bool, tenant: str, inputs: dict[str, Any]
 ) -> None:
-    spec = _workflow_or_exit(workflow)
+    if names_a_file(workflow):
+        _workflow_or_exit(workflow)  # before the database: a file's mistakes need none
     with runtime_or_exit(quiet=True) as runtime:
-        request = as_written(spec, workflow, base_url)
+        chosen = chosen_workflow(runtime, workflow, tenant)
+        request = chosen.as_written(base_url)
         try:
-            request = with_inputs(request, spec.inputs, inputs)
+            request = with_inputs(request, chosen.spec.inputs, inputs)
             refused = []
         except InvalidInput as error:  # reported with the rest; its steps checked as written
             refused = [f"{error.code}: {error.message}"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +23,6 @@ from engine.logs import LOGGER_NAME
 from engine.store.app import SessionRequest
 from engine.workflows.admission import admitted
 from engine.workflows.file import WorkflowFile
-from engine.workflows.inputs import with_inputs
 
 ICONS = {
     StepStatus.PENDING: "[dim]·[/]",
@@ -56,18 +55,9 @@ class Run:
         return ExitCode.NOT_COMPLETED
 
 
-def request_from_file(
-    spec: WorkflowFile,
-    location: Path,
-    base_url: str | None = None,
-    inputs: Mapping[str, Any] | None = None,
+def as_written(
+    spec: WorkflowFile, location: Path | None, base_url: str | None = None
 ) -> SessionRequest:
-    """The file's session as asked for, its `inputs` written in (`run_with_progress` holds it
-    to the tenant's policy)."""
-    return with_inputs(as_written(spec, location, base_url), spec.inputs, inputs or {})
-
-
-def as_written(spec: WorkflowFile, location: Path, base_url: str | None = None) -> SessionRequest:
     """The file's session with its `{{inputs.NAME}}` as written."""
     given = spec.session_config(location)
     if base_url is not None:

@@ -18,6 +18,7 @@ from api.cli.options import ApiKey, ApiUrl, AsJson
 from api.cli.schedules import schedules_cli
 from api.cli.secrets import secrets_cli
 from api.cli.signals import ended_in_order_by_signals
+from api.cli.workflows import workflows_cli
 from domain.dev_mode import DEV_TENANT
 
 cli = typer.Typer(help="Stepline: event-sourced automation workflows.", no_args_is_help=True)
@@ -41,6 +42,7 @@ cli.add_typer(secrets_cli, name="secrets")
 cli.add_typer(audit_cli, name="audit")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(schedules_cli, name="schedules")
+cli.add_typer(workflows_cli, name="workflows")
 
 Tenant = Annotated[
     str,
@@ -67,7 +69,14 @@ ReasonOption = Annotated[str, typer.Option(help="why: recorded on the event, sho
 
 @cli.command()
 def run(
-    workflow: Annotated[Path, typer.Argument(help="the workflow file (YAML)")],
+    workflow: Annotated[
+        Path,
+        typer.Argument(
+            help="the workflow file (YAML); or, when no file has that path, NAME[@N]: a "
+            "workflow the tenant registered (`stepline workflows`), its current version "
+            "without @N"
+        ),
+    ],
     base_url: Annotated[str | None, typer.Option(help="override the file's base_url")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="print the final session (or the check) as JSON")

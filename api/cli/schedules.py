@@ -266,6 +266,7 @@ def create(
     if catch_up not in ("none", "one", "all"):
         raise bad_option("--catch-up", f"{catch_up!r} is not none, one or all")
     body = body_of_file(workflow, None)
+    assert body.name is not None  # a file's workflow is given inline
     asked = CreateSchedule(
         name=name or body.name,
         workflow=body,

@@ -190,13 +190,18 @@ class ApiSessions:
         self.http.close()
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._answer(method, path, **kwargs)
+        return response.json() if response.content else None  # 204: no body
+
+    def _answer(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The server's answer, if it is not a problem (ServerProblem if it is, or if none)."""
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as error:
             raise ServerProblem(_unreachable(str(self.http.base_url), error)) from None
         if response.is_error:
             raise ServerProblem(_problem(response))
-        return response.json() if response.content else None  # 204: no body
+        return response
 
     def page(self, query: Query) -> SessionPage:
         params: dict[str, Any] = {"limit": query.limit}

@@ -44,7 +44,7 @@ def owned_batch(services: Services, batch_id: UUID, tenant: str) -> Batch:
     operation_id="createBatch",
     status_code=201,
     response_model=BatchCreated,
-    responses=problem_responses(400, 401, 413, 422, 429),
+    responses=problem_responses(400, 401, 404, 413, 422, 429),
 )
 def create_batch(
     body: CreateBatch, services: ServicesDep, caller: CallerDep, response: Response

@@ -6,7 +6,17 @@ from datetime import date, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
 from api.http.event_views import SessionEvent
 from api.http.named_schemas import NamedEnum
@@ -21,6 +31,7 @@ from domain.session import (
     StepSpec,
     StepViewStatus,
 )
+from domain.workflow import REFERENCE, Reference
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
 from engine.workflows.file import (
     InputName,
@@ -88,14 +99,41 @@ def step_specs(steps: list[StepIn | StepText]) -> list[StepSpec]:
     ]
 
 
+WorkflowReference = Annotated[
+    str,
+    # checked by CreateSession._a_reference, which says why
+    Field(max_length=MAX_NAME + 10, json_schema_extra={"pattern": REFERENCE}),
+]
+REGISTERED_ALONGSIDE = frozenset({"workflow", "with_", "labels", "webhook"})
+"""What a body naming a registered `workflow` may give besides: the rest is the workflow's."""
+
+
 class CreateSession(Strict):
-    """A workflow to run: ordered steps, each plain text or {text, expect}."""
+    """A workflow to run: ordered steps, each plain text or {text, expect}; or a registered
+    workflow (`workflow`: its name, or `name@3`), with `with`, `labels` and `webhook` only."""
 
     # Saved as it came (a schedule keeps its body): `with`, never the attribute's `with_`.
     model_config = ConfigDict(**Strict.model_config, serialize_by_alias=True)
 
-    name: str = Field(min_length=1, max_length=MAX_NAME, pattern=r"\S")
-    steps: list[StepIn | StepText] = Field(min_length=1, max_length=MAX_STEPS)
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=r"\S",
+        description="required unless `workflow` names a registered one",
+    )
+    steps: list[StepIn | StepText] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_STEPS,
+        description="required unless `workflow` names a registered one",
+    )
+    workflow: WorkflowReference | None = Field(
+        default=None,
+        description="a workflow of the tenant's registry: `name` (its current version) or "
+        "`name@3`; the session records the version it runs (404 WORKFLOW_NOT_FOUND if there is "
+        "none). With it, give only `with`, `labels` and `webhook`",
+    )
     executor: ExecutorName = DEFAULT_EXECUTOR
     base_url: BaseUrl | None = None
     config: WorkflowConfig = Field(default_factory=WorkflowConfig)
@@ -119,8 +157,38 @@ class CreateSession(Strict):
         "steps when the session is created (422 INPUT_INVALID naming the input if not)",
     )
 
+    @field_validator("workflow")
+    @classmethod
+    def _a_reference(cls, workflow: str | None) -> str | None:
+        if workflow is not None and Reference.parse(workflow) is None:
+            raise ValueError("name a registered workflow as name, or name@3 for a version")
+        return workflow
+
+    @model_validator(mode="after")
+    def _inline_or_registered(self) -> CreateSession:
+        if self.workflow is None:
+            missing = [name for name in ("name", "steps") if getattr(self, name) is None]
+            if missing:
+                raise ValidationError.from_exception_data(
+                    "CreateSession",
+                    [InitErrorDetails(type="missing", loc=(name,), input={}) for name in missing],
+                )
+            return self
+        inline = sorted(self.model_fields_set - REGISTERED_ALONGSIDE)
+        if inline:
+            raise ValueError(
+                f"workflow names a registered workflow, so {', '.join(inline)} cannot be given "
+                "with it: they are the workflow's own (give with, labels and webhook only)"
+            )
+        return self
+
+    @property
+    def reference(self) -> Reference | None:
+        """The registered workflow the body names, if it names one."""
+        return None if self.workflow is None else Reference.parse(self.workflow)
+
     def step_specs(self) -> list[StepSpec]:
-        return step_specs(self.steps)
+        return step_specs(self.steps or [])
 
     def given_config(self, webhook: WebhookSpec | None = None) -> dict[str, Any]:
         """The config the session records; `webhook` if the body names none (a batch's, a
@@ -484,12 +552,23 @@ TimeZone = Annotated[
 ]
 
 
+def _given_inline(workflow: CreateSession) -> CreateSession:
+    if workflow.workflow is not None:
+        raise ValueError(
+            "a schedule runs a workflow given inline (name and steps), not a registered one"
+        )
+    return workflow
+
+
+InlineWorkflow = Annotated[CreateSession, AfterValidator(_given_inline)]
+
+
 class CreateSchedule(Strict):
     """A workflow run at given times: `cron` (in `timezone`) or `every`, not both. Each firing
     creates one session of `workflow`, admitted as POST /v1/sessions would be."""
 
     name: str = Field(min_length=1, max_length=MAX_NAME, pattern=r"\S")
-    workflow: CreateSession
+    workflow: InlineWorkflow
     cron: Cron | None = None
     every: Every | None = None
     timezone: TimeZone = "UTC"
@@ -507,7 +586,7 @@ class UpdateSchedule(Strict):
     it. `paused` pauses or resumes (firings missed while paused are not caught up)."""
 
     name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME, pattern=r"\S")
-    workflow: CreateSession | None = None
+    workflow: InlineWorkflow | None = None
     cron: Cron | None = None
     every: Every | None = None
     timezone: TimeZone | None = None
@@ -658,3 +737,54 @@ class Problem(BaseModel):
     recoverable: bool
     retryable: bool
     suggested_action: str
+
+
+SHA256_HELP = "the SHA-256 (hex) of its document's canonical JSON: keys sorted, no spaces"
+
+
+class WorkflowVersionSummary(BaseModel):
+    version: int
+    sha256: str = Field(description=SHA256_HELP)
+    pushed_at: datetime
+    actor: str = Field(description="who pushed it")
+    current: bool = Field(description="the version a session of the workflow's name runs")
+
+
+class WorkflowVersionView(WorkflowVersionSummary):
+    """A version of a registered workflow: immutable, its document as pushed."""
+
+    name: str
+    document: dict[str, Any] = Field(
+        description="the workflow document as pushed, normalised: the fields left at their "
+        "defaults are left out and a step with no expect is its text (a WorkflowDocument)"
+    )
+
+
+class WorkflowView(BaseModel):
+    """A registered workflow and its versions."""
+
+    name: str
+    current_version: int
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    versions: list[WorkflowVersionSummary] = Field(description="oldest first")
+
+
+class WorkflowSummary(BaseModel):
+    name: str
+    current_version: int
+    version_count: int = Field(description="how many versions it has")
+    created_at: datetime
+    updated_at: datetime = Field(description="its last push or rollback")
+
+
+class WorkflowPage(BaseModel):
+    items: list[WorkflowSummary]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class RollbackWorkflow(Strict):
+    to_version: int = Field(
+        ge=1, le=2**31 - 1, description="the version to make current again (recorded as an event)"
+    )

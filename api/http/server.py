@@ -32,6 +32,7 @@ from api.http import (
     ui,
     usage,
     webhooks,
+    workflows,
 )
 from api.http.auth import AuthFailures, CreationLimiter, KeyRing, RequestLimiter
 from api.http.errors import problem_responses
@@ -166,7 +167,18 @@ def create_app(
     app.state.http = HttpMetrics()
     errors.install(app)
     openapi.install(app)
-    routers = (sessions, replays, usage, stream, artifacts, batches, schedules, audit, ops)
+    routers = (
+        sessions,
+        replays,
+        usage,
+        stream,
+        artifacts,
+        batches,
+        schedules,
+        workflows,
+        audit,
+        ops,
+    )
     for module in (*routers, secrets, webhooks):
         app.include_router(module.router, responses=RATE_LIMITED)
     ui.install(app)

@@ -41,6 +41,7 @@ from engine.store.app import SessionRequest
 from engine.workflows.admission import admitted
 from engine.workflows.file import WebhookSpec
 from engine.workflows.inputs import with_inputs
+from engine.workflows.registry import RegisteredRun, registered_request
 from projections import session_index, session_progress, step_history
 from projections.session_index import MIN_ID_PREFIX, SessionFilter, id_range
 from projections.session_progress import SessionProgressView
@@ -121,14 +122,20 @@ def session_request(
     services: Services, body: CreateSession, tenant: str, webhook: WebhookSpec | None = None
 ) -> SessionRequest:
     """The session asked for, within the tenant's policy (422 naming the field if not);
-    `webhook` is the batch's, for a session that names none."""
-    request = SessionRequest(
-        name=body.name,
-        steps=body.step_specs(),
-        config=body.given_config(webhook),
-        labels=body.labels,
-    )
-    return admitted_request(services, with_inputs(request, body.inputs, body.with_), tenant)
+    `webhook` is the batch's, for a session that names none. A registered workflow's is made
+    from the version named (404 WORKFLOW_NOT_FOUND if there is none)."""
+    if body.reference is not None:
+        run = RegisteredRun(body.reference, body.with_, body.labels, body.webhook, webhook)
+        request = registered_request(services.runtime.app, tenant, run)
+    else:
+        inline = SessionRequest(
+            name=body.name or "",  # given: CreateSession requires it of an inline workflow
+            steps=body.step_specs(),
+            config=body.given_config(webhook),
+            labels=body.labels,
+        )
+        request = with_inputs(inline, body.inputs, body.with_)
+    return admitted_request(services, request, tenant)
 
 
 def admitted_request(services: Services, request: SessionRequest, tenant: str) -> SessionRequest:
@@ -152,7 +159,7 @@ def admit(services: Services, tenant: str, count: int) -> None:
     operation_id="createSession",
     status_code=201,
     response_model=SessionCreated,
-    responses=problem_responses(400, 401, 413, 422, 429),
+    responses=problem_responses(400, 401, 404, 413, 422, 429),
 )
 async def create_session(
     body: CreateSession, services: ServicesDep, caller: CallerDep, response: Response

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import httpx
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from domain.errors import InvalidWorkflow
 from domain.limits import LIMITS, STEP_LIMITS
@@ -49,6 +56,20 @@ class StepEntry(StepPolicyFields):
 
     text: str = Field(min_length=1, max_length=MAX_STEP_TEXT)
     expect: str | None = Field(default=None, max_length=MAX_STEP_TEXT)
+
+
+Step = Annotated[
+    StepEntry,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": MAX_STEP_TEXT},
+                StepEntry.model_json_schema(),
+            ]
+        }
+    ),
+]
+"""A step as written: its text, or {text, expect} (text alone is read as {text})."""
 
 
 def _override(name: str) -> Any:
@@ -144,7 +165,7 @@ class WorkflowFile(BaseModel):
         default=None, description="a module (dotted name or .py path) with register(definitions)"
     )
     inputs: dict[InputName, InputSpec] = Field(default_factory=dict, max_length=MAX_INPUTS)
-    steps: list[StepEntry] = Field(min_length=1, max_length=MAX_STEPS)
+    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
     config: WorkflowConfig = Field(default_factory=WorkflowConfig)
     webhook: WebhookSpec | None = None
 
@@ -177,7 +198,23 @@ def load_workflow(path: Path) -> WorkflowFile:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise workflow_errors.unreadable(path, error) from None
+    return parsed_workflow(path, text, WorkflowFile)
+
+
+W = TypeVar("W", bound=WorkflowFile)
+
+
+def parsed_workflow(path: Path, text: str, model: type[W]) -> W:
+    """`text`, read from `path` (a file, or a request's body), as a `model`, with the errors
+    `load_workflow` gives."""
     root, raw = _parsed(path, text)
+    if _too_large(raw):
+        raise InvalidWorkflow(
+            f"{path} holds more than {MAX_VALUES:,} values once its YAML aliases are expanded",
+            suggested_action="Write the workflow out without aliases (*name) that repeat large "
+            "parts of it",
+            file=str(path),
+        )
     if (trap := workflow_errors.trap_in(path, text, root)) is not None:
         raise trap
     if not isinstance(raw, dict):
@@ -188,9 +225,31 @@ def load_workflow(path: Path) -> WorkflowFile:
             file=str(path),
         )
     try:
-        return WorkflowFile.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as error:
-        raise workflow_errors.invalid_fields(path, root, error, WorkflowFile) from None
+        raise workflow_errors.invalid_fields(path, root, error, model) from None
+
+
+MAX_VALUES = 100_000
+"""The most values (mappings, lists, keys, scalars) a workflow may hold: a few lines of YAML
+aliases can stand for billions ("billion laughs"), and a request's body is YAML too."""
+
+
+def _too_large(data: Any) -> bool:
+    """Whether `data`, its aliases expanded (a recursive one for ever), holds more than
+    MAX_VALUES values; it stops counting there."""
+    pending, counted = [data], 0
+    while pending:
+        value = pending.pop()
+        counted += 1
+        if counted > MAX_VALUES:
+            return True
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def _parsed(path: Path, text: str) -> tuple[yaml.Node | None, Any]:

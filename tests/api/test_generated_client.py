@@ -123,3 +123,17 @@ def test_a_generated_client_reads_a_422_as_a_problem_with_its_code(client: Any) 
     assert isinstance(problem, models.Problem)
     assert (problem.status, problem.code) == (422, "VALIDATION_FAILED")
     assert problem.details["errors"][0]["field"] == "body.steps"
+
+
+def test_a_generated_client_pushes_a_workflow_document_and_reads_its_version(
+    client: Any,
+) -> None:
+    models, push = part("models"), part("api.workflows.push_workflow")
+    document = models.WorkflowDocument.from_dict({"name": "typed", "steps": ["GET /"]})
+
+    first = push.sync_detailed(client=client, body=document)
+    again = push.sync_detailed(client=client, body=document)
+
+    assert (first.status_code, first.parsed.version) == (201, 1)
+    assert (again.status_code, again.parsed.version) == (200, 1)
+    assert first.parsed.document.to_dict() == {"name": "typed", "steps": ["GET /"]}

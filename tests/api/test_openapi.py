@@ -106,6 +106,11 @@ def test_operation_ids_are_short_camel_case_and_unique(document: dict[str, Any])
         "getSchedule",
         "updateSchedule",
         "deleteSchedule",
+        "pushWorkflow",
+        "listWorkflows",
+        "getWorkflow",
+        "getWorkflowVersion",
+        "rollbackWorkflow",
         "createWebhookSecret",
         "listSessionWebhooks",
         "listAuditEntries",
@@ -169,3 +174,18 @@ def test_the_screenshot_and_the_event_stream_are_described(document: dict[str, A
         {"$ref": "#/components/schemas/ArtifactAnnouncement"},
     ]
     assert "ArtifactAnnouncement" in document["components"]["schemas"]
+
+
+def test_a_pushed_workflow_is_a_workflow_document(
+    document: dict[str, Any],
+) -> None:
+    body = document["paths"]["/v1/workflows"]["post"]["requestBody"]
+    assert body["content"] == {
+        "application/json": {"schema": {"$ref": "#/components/schemas/WorkflowDocument"}}
+    }
+    assert "application/yaml" in body["description"]
+    pushed = component(document, "WorkflowDocument")
+    assert pushed["required"] == ["name", "steps"]
+    assert {"type": "string", "minLength": 1, "maxLength": 2000} in (
+        pushed["properties"]["steps"]["items"]["anyOf"]
+    )

@@ -315,6 +315,7 @@ def test_projections_can_be_rebuilt_and_their_lag_read(database_url: str) -> Non
         "ai_usage",
         "schedule_index",
         "webhook_outbox",
+        "workflow_registry",
     }
     assert lags["audit_log"] == "0"
     assert unknown.returncode == 2

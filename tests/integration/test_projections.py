@@ -60,6 +60,8 @@ def dump(pool: ConnectionPool) -> dict[str, list[tuple[Any, ...]]]:
         "batch_index": "batch_id",
         "ai_usage": "session_id, step_index, day, model",
         "ai_usage_sessions": "session_id",
+        "workflow_index": "workflow_id",
+        "workflow_versions": "workflow_id, number",
     }
     with pool.connection() as conn:
         return {
@@ -536,6 +538,7 @@ def test_a_rebuilt_view_equals_the_incrementally_built_one(
     incremental.catch_up()
     built_live = dump(pool)
     assert len(built_live["audit_log"]) == app.recorder.max_notification_id()
+    assert len(built_live["workflow_versions"]) == 4  # 2, then the second again each round
 
     replayed = Projector(app, pool).rebuild()
 

@@ -1,0 +1,231 @@
+"""The workflow registry: each tenant's workflows by name, a new immutable version for each push
+that changes one, and the sessions made from a version.
+
+A document is the workflow file's shape (`WorkflowDocument`), normalised before it is pushed
+(`normalised`: a field left at its default is left out, a step with no `expect` is its text),
+so two pushes that mean the same are the same document, with the same content address (see
+`domain.workflow`). A session made from a version records which (`config.workflow`: its name,
+version and sha256) beside the steps as they were written in then, so a later push or rollback
+never changes it, and its replays and forks, which copy its steps and config, keep it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import RecordConflictError
+from pydantic import Field, ValidationError, field_validator
+
+from domain.errors import InvalidInput, InvalidWorkflow, VersionConflict, WorkflowNotFound
+from domain.session import MAX_NAME
+from domain.workflow import NAME, Reference, Version, Workflow, is_name
+from engine.store.app import MAX_CONFLICT_RETRIES, SessionRequest, Stepline
+from engine.workflows.file import WebhookSpec, WorkflowFile, parsed_workflow
+from engine.workflows.inputs import used, with_inputs
+
+
+class WorkflowDocument(WorkflowFile):
+    """A workflow as the registry keeps it: the workflow file's shape, under a name a reference
+    can name, and run with the built-in step definitions only."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_NAME,
+        json_schema_extra={"pattern": NAME},  # checked by _a_registered_name, which says why
+        description="what it is registered as: letters, digits and _, with spaces and "
+        ". , : ( ) - inside (no @ or /)",
+    )
+    definitions: None = Field(
+        default=None,
+        description="not taken: a registered workflow runs with the built-in step definitions",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _a_registered_name(cls, name: str) -> str:
+        if not is_name(name):
+            raise ValueError(
+                "a registered workflow's name is letters, digits and _, with spaces and "
+                ". , : ( ) - inside (no @, no /, nothing around it)"
+            )
+        return name
+
+    @field_validator("definitions", mode="before")
+    @classmethod
+    def _no_module(cls, module: Any) -> None:
+        if module is not None:
+            raise ValueError(
+                "a registered workflow runs with the built-in step definitions: a module would "
+                "be code run by whoever runs the workflow (a server, too); remove definitions"
+            )
+
+
+def normalised(document: WorkflowDocument) -> dict[str, Any]:
+    """The document as it is pushed and addressed: the fields left at their defaults left
+    out, each step with no `expect` as its text."""
+    data = document.model_dump(mode="json", exclude_defaults=True)
+    data["steps"] = [step["text"] if step.keys() == {"text"} else step for step in data["steps"]]
+    return data
+
+
+def validated(document: Mapping[str, Any]) -> WorkflowDocument:
+    """A recorded document, read again; one that this version of Stepline no longer takes is
+    refused with the reason."""
+    try:
+        return WorkflowDocument.model_validate(document)
+    except ValidationError as error:
+        raise InvalidWorkflow(
+            f"the registered workflow {document.get('name')!r} is no longer valid: {error}"
+        ) from None
+
+
+def document_of_yaml(text: str) -> WorkflowDocument:
+    """A document sent as YAML, with the errors of a workflow file (line, column, field), the
+    request's body standing for the file."""
+    return parsed_workflow(Path("body"), text, WorkflowDocument)
+
+
+# ---- the registry's commands --------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def registered(app: Stepline, tenant: str, name: str) -> Workflow:
+    """The tenant's workflow of that name; WorkflowNotFound if it has none. The id is derived
+    from the tenant and the name, so another tenant's workflow is never found."""
+    workflow: object = None
+    if is_name(name):
+        with contextlib.suppress(AggregateNotFoundError):
+            workflow = app.repository.get(Workflow.create_id(tenant, name))
+    if not isinstance(workflow, Workflow) or workflow.tenant != tenant:
+        raise WorkflowNotFound(f"no workflow named {name!r} is registered", workflow=name)
+    return workflow
+
+
+def push(
+    app: Stepline, document: WorkflowDocument, *, tenant: str, actor: str
+) -> tuple[Version, bool]:
+    """Record the document as its workflow's next version (the workflow created with its
+    first); the version current afterwards, and whether it is new (False: the document is
+    the current version's, and nothing was recorded)."""
+    check_runnable(document, tenant, actor)
+    pushed = normalised(document)
+
+    def load() -> Workflow:
+        try:
+            return registered(app, tenant, document.name)
+        except WorkflowNotFound:
+            return Workflow.create(tenant=tenant, name=document.name, actor=actor)
+
+    return _decided(app, load, lambda workflow: workflow.push(pushed, actor))
+
+
+def check_runnable(document: WorkflowDocument, tenant: str, actor: str) -> None:
+    """Refuse at its push, not at its first run, a document no session could be made of: what
+    a session refuses (a step empty once trimmed, a label too long: checked on one built here
+    and dropped), and a step or base URL using an input the document does not declare."""
+    request = _request_of(document)
+    request.build(tenant, actor)
+    undeclared = sorted(
+        used(request.steps, request.config.get("base_url")) - document.inputs.keys()
+    )
+    if undeclared:
+        name = undeclared[0]
+        raise InvalidInput(
+            name,
+            f"the workflow uses {{{{inputs.{name}}}}} but declares no input {name} (it "
+            f"declares: {', '.join(sorted(document.inputs)) or 'none'})",
+            suggested_action=f"Declare it under inputs (`inputs: {{{name}: {{type: string}}}}`), "
+            "or correct the name",
+        )
+
+
+def roll_back(app: Stepline, *, tenant: str, name: str, to_version: int, actor: str) -> Workflow:
+    """Make version `to_version` of the workflow current again (nothing if it is already)."""
+
+    def decide(workflow: Workflow) -> Workflow:
+        workflow.roll_back(to_version, actor)
+        return workflow
+
+    workflow, _ = _decided(app, lambda: registered(app, tenant, name), decide)
+    return workflow
+
+
+def _decided(
+    app: Stepline, load: Callable[[], Workflow], decide: Callable[[Workflow], T]
+) -> tuple[T, bool]:
+    """Load, decide, save what was decided; on a lost race, again. Whether anything was."""
+    for _ in range(MAX_CONFLICT_RETRIES):
+        workflow = load()
+        result = decide(workflow)
+        changed = bool(workflow.pending_events)
+        try:
+            app.save(workflow)
+        except RecordConflictError:
+            continue
+        return result, changed
+    raise VersionConflict(f"the workflow kept changing; gave up after {MAX_CONFLICT_RETRIES} tries")
+
+
+# ---- sessions of a registered version ---------------------------------------------------
+
+
+def resolved(app: Stepline, tenant: str, reference: Reference) -> Version:
+    """The version `reference` names (the current one without a number); WorkflowNotFound if
+    there is no such workflow or version."""
+    return registered(app, tenant, reference.name).version_numbered(reference.version)
+
+
+def as_written(
+    version: Version, base_url: str | None = None
+) -> tuple[WorkflowDocument, SessionRequest]:
+    """The version's document, and its session with its `{{inputs.NAME}}` as written and the
+    version recorded in its config (`workflow`: name, version, sha256)."""
+    spec = validated(version.document)
+    request = _request_of(spec)
+    config = dict(request.config)
+    if base_url is not None:
+        config["base_url"] = base_url
+    config["workflow"] = {"name": spec.name, "version": version.number, "sha256": version.sha256}
+    return spec, replace(request, config=config)
+
+
+def _request_of(spec: WorkflowDocument) -> SessionRequest:
+    return SessionRequest(
+        name=spec.name,
+        steps=spec.step_specs(),
+        config=spec.session_config(),
+        labels=dict(spec.labels),
+    )
+
+
+@dataclass(frozen=True)
+class RegisteredRun:
+    """A session of a registered version, as POST /v1/sessions asks for one."""
+
+    reference: Reference
+    values: Mapping[str, Any] = field(default_factory=dict)
+    """The run's input values (`with`)."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Over the document's labels."""
+    webhook: WebhookSpec | None = None
+    """Over the document's webhook."""
+    default_webhook: WebhookSpec | None = None
+    """For a document that names none (a batch's)."""
+
+
+def registered_request(app: Stepline, tenant: str, run: RegisteredRun) -> SessionRequest:
+    """The session `run` asks for: the version's, its inputs written in (InvalidInput naming
+    one that does not fit), its labels and webhook as given."""
+    spec, request = as_written(resolved(app, tenant, run.reference))
+    config = dict(request.config)
+    hook = run.webhook or spec.webhook or run.default_webhook
+    if hook is not None:
+        config["webhook"] = hook.model_dump()
+    labels = {**request.labels, **run.labels}
+    return with_inputs(replace(request, config=config, labels=labels), spec.inputs, run.values)
