@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import typer
@@ -34,9 +34,10 @@ from api.http.event_views import EventView
 from api.http.reads import BadCursor, decode_cursor
 from api.http.schemas import SessionPage, SessionSummary, SessionView, StepView
 from domain.dev_mode import DEV_TENANT
-from domain.errors import SessionNotFound, StandardError
+from domain.errors import DomainError, SessionNotFound, StandardError
 from domain.session import ENDED, SessionStatus
 from domain.step_policy import StepPolicy
+from engine.bootstrap import Runtime
 from projections.session_index import MIN_ID_PREFIX, id_range
 
 LIVE_STATUSES = tuple(status.value for status in SessionStatus if status not in ENDED)
@@ -66,6 +67,36 @@ def opened(api_url: str | None, key: str | None, tenant: str | None) -> Iterator
         return
     with runtime_or_exit(quiet=True) as runtime:
         yield DatabaseSessions(runtime, tenant or DEV_TENANT, actor=cli_actor())
+
+
+Source = TypeVar("Source")
+
+
+@contextmanager
+def opened_either(
+    api_url: str | None,
+    key: str | None,
+    tenant: str | None,
+    server: Callable[[str, str | None], Source],
+    database: Callable[[Runtime, str, str], Source],
+) -> Iterator[Source]:
+    """`server(api_url, key)`, or else `database(runtime, tenant, actor)`; a problem either
+    way ends the command with its code, message and advice (exit code 2)."""
+    if api_url:
+        if tenant is not None:
+            raise bad_option(
+                "--tenant", "cannot be used with --api: the key decides the tenant", "Drop --tenant"
+            )
+        try:
+            yield server(api_url, key)
+        except ServerProblem as problem:
+            raise fail(problem.error) from None
+        return
+    with runtime_or_exit(quiet=True) as runtime:
+        try:
+            yield database(runtime, tenant or DEV_TENANT, cli_actor())
+        except DomainError as error:
+            raise fail(error.to_standard_error()) from None
 
 
 def query_of(status: str | None, labels: list[str] | None, limit: int, cursor: str | None) -> Query:

@@ -129,26 +129,12 @@ def _server(api_url: str, key: str | None) -> WorkflowSource:
 
 @contextmanager
 def opened(api_url: str | None, key: str | None, tenant: str | None) -> Iterator[WorkflowSource]:
-    """The server at `api_url` with `key`, or else the database as `tenant`; a problem ends
-    the command with its code, message and advice (exit code 2)."""
-    from api.cli.session_sources import ServerProblem  # noqa: PLC0415
-    from api.cli.sessions import bad_option  # noqa: PLC0415
-    from api.cli.support import cli_actor, fail, runtime_or_exit  # noqa: PLC0415
-    from domain.errors import DomainError  # noqa: PLC0415
+    """The server at `api_url` with `key`, or else the database as `tenant` (see
+    `opened_either`)."""
+    from api.cli.sessions import opened_either  # noqa: PLC0415
 
-    if api_url:
-        if tenant is not None:
-            raise bad_option("--tenant", "cannot be used with --api: the key decides the tenant")
-        try:
-            yield _server(api_url, key)
-        except ServerProblem as problem:
-            raise fail(problem.error) from None
-        return
-    with runtime_or_exit(quiet=True) as runtime:
-        try:
-            yield DatabaseWorkflows(runtime, tenant or DEV_TENANT, cli_actor())
-        except DomainError as error:
-            raise fail(error.to_standard_error()) from None
+    with opened_either(api_url, key, tenant, _server, DatabaseWorkflows) as source:
+        yield source
 
 
 def reference_of(text: str) -> Reference:
