@@ -23,6 +23,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidWorkflow, WorkflowNotFound
+from domain.json_values import unstorable
 from domain.session import MAX_NAME, check_tenant
 
 _NAME_TEXT = r"\w(?:[\w .,:()-]*[\w.,:()-])?"
@@ -79,17 +80,6 @@ def check_name(name: str) -> str:
             field="name",
         )
     return name
-
-
-def _holds_nul(value: Any) -> bool:
-    """NUL cannot be stored as text in PostgreSQL (the views would drop it)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(v) for v in value)
-    return False
 
 
 @dataclass(frozen=True)
@@ -174,10 +164,10 @@ class Workflow(Aggregate):
                 f"the document is named {document.get('name')!r}, not {self.name!r}",
                 field="name",
             )
-        if _holds_nul(document):
+        if (problem := unstorable(document)) is not None:
             raise InvalidWorkflow(
-                "the document holds a NUL character",
-                suggested_action="Remove the NUL character (\\u0000) from the document",
+                f"the document cannot be kept: {problem}",
+                suggested_action="Remove what the message names from the document",
             )
         sha256 = content_address(document)
         if self.current and self.version_numbered().sha256 == sha256:

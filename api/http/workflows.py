@@ -71,6 +71,8 @@ def document_of_body(body: bytes, content_type: str | None) -> WorkflowDocument:
         data = json.loads(body)
     except ValueError as error:
         raise ApiError.of("VALIDATION_FAILED", f"the body is not JSON: {error}") from None
+    except RecursionError:
+        raise ApiError.of("VALIDATION_FAILED", "the body is nested too deeply") from None
     try:
         return WorkflowDocument.model_validate(data)
     except ValidationError as error:

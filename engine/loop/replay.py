@@ -208,10 +208,13 @@ def fork_request(
     # New steps may use the source's inputs: written in with the values it recorded.
     recorded_inputs = source.config.get("inputs") or {}
     tail = _specs(source.steps[from_step:]) if steps is None else written_in(steps, recorded_inputs)
+    config = dict(source.config)
+    if steps is not None:  # no longer the registered version's steps (see engine.workflows)
+        config.pop("workflow", None)
     return SessionRequest(
         name=source.name,
         steps=_specs(done) + tail,
-        config=dict(source.config),
+        config=config,
         labels=dict(source.labels),
         forked_from={
             "session_id": str(source.id),

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.errors import DomainError
+from domain.json_values import unstorable
 from domain.session import WorkflowSession
 from domain.waits import WaitKind, WaitOutcome, variable_of
 from engine.executors import PLACEHOLDER, Command, Outcome, truncated
@@ -313,6 +314,12 @@ def check_signal(name: str, body: Any, max_bytes: int | None = None) -> None:
             f"{name!r} is not a signal name: 1 to 100 letters, digits and . _ : -",
             suggested_action='Send the name the step waits for: wait for signal "<name>"',
             field="name",
+        )
+    if (problem := unstorable(body)) is not None:
+        raise SignalRefused(
+            f"the signal's body cannot be kept: {problem}",
+            suggested_action="Send the body without what the message names",
+            field="body",
         )
     if any(PLACEHOLDER.search(text) for text in strings_in(body)):
         raise SignalRefused(

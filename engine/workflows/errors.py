@@ -371,6 +371,8 @@ def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseMo
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    if typing.get_origin(annotation) is typing.Annotated:  # a step's schema, shown otherwise
+        return _model_in(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) in (list, typing.Union, types.UnionType):
         for argument in typing.get_args(annotation):
             if (found := _model_in(argument)) is not None:

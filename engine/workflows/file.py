@@ -210,7 +210,8 @@ def parsed_workflow(path: Path, text: str, model: type[W]) -> W:
     root, raw = _parsed(path, text)
     if _too_large(raw):
         raise InvalidWorkflow(
-            f"{path} holds more than {MAX_VALUES:,} values once its YAML aliases are expanded",
+            f"{path} holds more than {MAX_VALUES:,} values or {MAX_CHARACTERS:,} characters once "
+            "its YAML aliases are expanded",
             suggested_action="Write the workflow out without aliases (*name) that repeat large "
             "parts of it",
             file=str(path),
@@ -235,16 +236,25 @@ MAX_VALUES = 100_000
 aliases can stand for billions ("billion laughs"), and a request's body is YAML too."""
 
 
+MAX_CHARACTERS = 2_000_000
+"""The most characters its strings may hold together, its aliases expanded: one long string
+repeated by aliases would be written out in full wherever the workflow is kept."""
+
+
 def _too_large(data: Any) -> bool:
     """Whether `data`, its aliases expanded (a recursive one for ever), holds more than
-    MAX_VALUES values; it stops counting there."""
-    pending, counted = [data], 0
+    MAX_VALUES values or MAX_CHARACTERS characters; it stops counting there."""
+    pending, counted, characters = [data], 0, 0
     while pending:
         value = pending.pop()
         counted += 1
         if counted > MAX_VALUES:
             return True
-        if isinstance(value, dict):
+        if isinstance(value, str):
+            characters += len(value)
+            if characters > MAX_CHARACTERS:
+                return True
+        elif isinstance(value, dict):
             pending.extend(value.keys())
             pending.extend(value.values())
         elif isinstance(value, list):
@@ -263,3 +273,10 @@ def _parsed(path: Path, text: str) -> tuple[yaml.Node | None, Any]:
             loader.dispose()
     except yaml.YAMLError as error:
         raise workflow_errors.not_yaml(path, text, error) from None
+    except RecursionError:
+        raise InvalidWorkflow(
+            f"{path} is nested too deeply to read",
+            suggested_action="Write the workflow with its steps, config and inputs a few "
+            "levels deep, as examples/todo.yaml is",
+            file=str(path),
+        ) from None

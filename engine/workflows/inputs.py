@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -26,13 +27,34 @@ from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from domain.errors import InvalidInput
+from domain.json_values import unstorable
 from domain.session import StepSpec
+from engine.executors import PLACEHOLDER
 from engine.store.app import SessionRequest
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 MAX_INPUTS = 50
 INPUT = re.compile(r"\{\{\s*inputs\.([A-Za-z0-9_]+)\s*\}\}")
 TYPES = ("string", "integer", "number", "boolean", "array", "object")
+REFUSED_KEYWORDS = frozenset(
+    {
+        "pattern",
+        "patternProperties",
+        "$ref",
+        "$dynamicRef",
+        "$recursiveRef",
+        "$defs",
+        "definitions",
+        "$id",
+        "$anchor",
+        "$dynamicAnchor",
+        "$recursiveAnchor",
+        "$schema",
+    }
+)
+"""JSON Schema keywords an input's declaration may not use: a `pattern` is a regular
+expression run on a value some other caller sends (one written to backtrack takes the
+process for hours), and a reference may point nowhere or far away."""
 
 
 class InputSpec(BaseModel):
@@ -49,6 +71,13 @@ class InputSpec(BaseModel):
         if self.type not in TYPES:
             raise ValueError(f"type must be one of {', '.join(TYPES)}, not {self.type!r}")
         schema = self.schema_of()
+        if (problem := unstorable(schema)) is not None:
+            raise ValueError(f"the declaration cannot be kept: {problem}")
+        if refused := REFUSED_KEYWORDS & _keys_in(schema):
+            raise ValueError(
+                f"{', '.join(sorted(refused))} cannot be used: a pattern could take a request "
+                "hours to check, and a reference leads outside the declaration"
+            )
         try:
             Draft202012Validator.check_schema(schema)
         except SchemaError as error:
@@ -100,10 +129,12 @@ def resolved(declared: Mapping[str, InputSpec], given: Mapping[str, Any]) -> dic
                 raise InvalidInput(name, f"input {name} is required ({_described(spec)})")
             values[name] = spec.schema_of()["default"]
             continue
+        if (unkept := unstorable(given[name])) is not None:
+            raise InvalidInput(name, f"input {name} cannot be kept: {unkept}")
         problem = _first_error(spec.schema_of(), given[name])
         if problem is not None:
             raise InvalidInput(name, f"input {name}: {problem}")
-        if _holds_placeholder_start(given[name]):
+        if any("{{" in text or "}}" in text for text in _texts_in(given[name])):
             raise InvalidInput(name, f"input {name} may not hold '{{{{' (no placeholders)")
         values[name] = given[name]
     return values
@@ -126,7 +157,16 @@ def filled(text: str | None, values: Mapping[str, Any], where: str) -> str | Non
     """`text` (the base URL, say) with its inputs written in."""
     if text is None:
         return None
-    return INPUT.sub(lambda match: _value(match, values, where), text)
+    written = INPUT.sub(lambda match: _value(match, values, where), text)
+    # Values side by side, or next to a brace the text holds, may still make a placeholder
+    # its author did not write: the text may hold its own, and no other.
+    own = Counter(PLACEHOLDER.findall(INPUT.sub("\x00", text)))
+    if Counter(PLACEHOLDER.findall(written)) != own:
+        name = INPUT.findall(text)[0]
+        raise InvalidInput(
+            name, f"the inputs written into {where} make a placeholder its text does not hold"
+        )
+    return written
 
 
 def used(steps: list[StepSpec], base_url: str | None = None) -> set[str]:
@@ -145,7 +185,9 @@ def parsed_value(text: str) -> Any:
 
 
 def _filled(text: str, values: Mapping[str, Any], index: int) -> str:
-    return INPUT.sub(lambda match: _value(match, values, f"step {index + 1}"), text)
+    written = filled(text, values, f"step {index + 1}")
+    assert written is not None  # text in, text out
+    return written
 
 
 def _value(match: re.Match[str], values: Mapping[str, Any], where: str) -> str:
@@ -172,11 +214,21 @@ def _described(spec: InputSpec) -> str:
     return spec.type + (f": {spec.description}" if spec.description else "")
 
 
-def _holds_placeholder_start(value: Any) -> bool:
+def _texts_in(value: Any) -> list[str]:
+    """Every string in `value`: its own, and its members' and keys' at any depth."""
     if isinstance(value, str):
-        return "{{" in value
+        return [value]
     if isinstance(value, dict):
-        return any(_holds_placeholder_start(v) for v in (*value.keys(), *value.values()))
+        return [t for k, v in value.items() for t in (*_texts_in(k), *_texts_in(v))]
     if isinstance(value, list):
-        return any(_holds_placeholder_start(v) for v in value)
-    return False
+        return [t for member in value for t in _texts_in(member)]
+    return []
+
+
+def _keys_in(schema: Any) -> set[str]:
+    """Every key of `schema`'s mappings, at any depth."""
+    if isinstance(schema, dict):
+        return set(schema) | {k for member in schema.values() for k in _keys_in(member)}
+    if isinstance(schema, list):
+        return {k for member in schema for k in _keys_in(member)}
+    return set()

@@ -104,7 +104,7 @@ def test_a_document_pushed_as_yaml_is_read_as_a_workflow_file_is(api: Api) -> No
                                        "steps": ["run `true`"]}  # fmt: skip
     assert made.headers["location"] == "/v1/workflows/yaml%20pushed/versions/1"
     trapped = assert_problem(misread, 422, "VALIDATION_FAILED")
-    assert trapped["message"].startswith("body:4:5: this step holds")
+    assert trapped["message"].startswith("body:4:5: step 1 holds")
     assert "body:1:" in assert_problem(not_yaml, 422, "VALIDATION_FAILED")["message"]
     assert_problem(as_text, 415, "UNSUPPORTED_MEDIA_TYPE")
     refused = assert_problem(with_module, 422, "VALIDATION_FAILED")
