@@ -284,3 +284,21 @@ def test_stepline_workflows_works_through_a_server_with_a_key(api: Api, tmp_path
     assert json.loads(rolled.stdout)["current_version"] == 1, rolled.stderr
     assert as_eve.returncode == 2
     assert "WORKFLOW_NOT_FOUND" in as_eve.stderr
+
+
+def test_a_fork_keeps_the_version_it_runs_and_drops_it_with_steps_of_its_own(
+    start_api: ApiFactory, target: str
+) -> None:
+    api: Api = start_api(workers=0)  # nothing runs: a fork from step 0 needs no step done
+    with api.client("alice") as alice:
+        pushed(alice, effect_workflow(target, "v1"))
+        source = alice.post("/v1/sessions", json={"workflow": "record effect"}).json()
+        path = f"/v1/sessions/{source['session_id']}/fork"
+        same = alice.post(path, json={"from_step": 0}).json()
+        own = alice.post(path, json={"from_step": 0, "steps": ["GET /elsewhere"]}).json()
+        kept = created_event(alice, same["session_id"])["config"]
+        dropped = created_event(alice, own["session_id"])["config"]
+
+    assert kept["workflow"]["name"] == "record effect"
+    assert "workflow" not in dropped
+    assert dropped["inputs"] == {"copies": 1}
