@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -193,16 +193,21 @@ def _filled(text: str, values: Mapping[str, Any], index: int) -> str:
 def _value(match: re.Match[str], values: Mapping[str, Any], where: str) -> str:
     name = match.group(1)
     if name not in values:
-        declared = ", ".join(sorted(values)) or "none"
-        raise InvalidInput(
-            name,
-            f"{where} uses {match.group(0)}, but the workflow declares no input {name} "
-            f"(it declares: {declared})",
-            suggested_action=f"Declare it under the workflow's inputs (`inputs: {{{name}: "
-            "{type: string}}`), or correct the name",
-        )
+        raise not_declared(name, values, where)
     value = values[name]
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def not_declared(name: str, declared: Iterable[str], where: str) -> InvalidInput:
+    """The error of `where` (a step, the base URL, the workflow) using `{{inputs.NAME}}` that
+    the workflow does not declare."""
+    return InvalidInput(
+        name,
+        f"{where} uses {{{{inputs.{name}}}}}, but the workflow declares no input {name} "
+        f"(it declares: {', '.join(sorted(declared)) or 'none'})",
+        suggested_action=f"Declare it under the workflow's inputs (`inputs: {{{name}: "
+        "{type: string}}`), or correct the name",
+    )
 
 
 def _first_error(schema: dict[str, Any], value: Any) -> str | None:

@@ -21,12 +21,12 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import RecordConflictError
 from pydantic import Field, ValidationError, field_validator
 
-from domain.errors import InvalidInput, InvalidWorkflow, VersionConflict, WorkflowNotFound
+from domain.errors import InvalidWorkflow, VersionConflict, WorkflowNotFound
 from domain.session import MAX_NAME
 from domain.workflow import NAME, Reference, Version, Workflow, is_name
 from engine.store.app import MAX_CONFLICT_RETRIES, SessionRequest, Stepline
 from engine.workflows.file import WebhookSpec, WorkflowFile, parsed_workflow
-from engine.workflows.inputs import used, with_inputs
+from engine.workflows.inputs import not_declared, used, with_inputs
 
 
 class WorkflowDocument(WorkflowFile):
@@ -135,14 +135,7 @@ def check_runnable(document: WorkflowDocument, tenant: str, actor: str) -> None:
         used(request.steps, request.config.get("base_url")) - document.inputs.keys()
     )
     if undeclared:
-        name = undeclared[0]
-        raise InvalidInput(
-            name,
-            f"the workflow uses {{{{inputs.{name}}}}} but declares no input {name} (it "
-            f"declares: {', '.join(sorted(document.inputs)) or 'none'})",
-            suggested_action=f"Declare it under inputs (`inputs: {{{name}: {{type: string}}}}`), "
-            "or correct the name",
-        )
+        raise not_declared(undeclared[0], document.inputs, "the workflow")
 
 
 def roll_back(app: Stepline, *, tenant: str, name: str, to_version: int, actor: str) -> Workflow:
