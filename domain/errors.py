@@ -332,6 +332,29 @@ CATALOGUE: dict[str, ErrorKind] = {
         "Ask the operator to add the host (or its address) to the tenant's egress allow-list: "
         "`stepline tenants set T --egress-allow host`",
     ),
+    # Conditions and loops (`if:`, `for each`), evaluated as their step comes up.
+    "EXPRESSION_FAILED": ErrorKind(
+        _V,
+        _MEDIUM,
+        False,
+        False,
+        "Fix the expression the message quotes: a path that is there (vars.NAME saved by an "
+        "earlier step), values of one type compared, a condition that gives true or false",
+    ),
+    "LOOP_LIMIT_EXCEEDED": ErrorKind(
+        _V,
+        _MEDIUM,
+        False,
+        False,
+        "Loop over fewer items, or raise the loop's max_iterations (default 100)",
+    ),
+    "LOOP_ITEM_INVALID": ErrorKind(
+        _V,
+        _MEDIUM,
+        False,
+        False,
+        "Loop over items that hold every path the loop's steps use, with no {{ or }} in them",
+    ),
     "VARIABLE_NOT_SET": ErrorKind(
         _V,
         _MEDIUM,

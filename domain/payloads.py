@@ -10,7 +10,7 @@ that module's TypedDict.)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired
 
 from typing_extensions import TypedDict
 
@@ -64,15 +64,19 @@ class ArtifactRef(TypedDict):
 
 
 class CompletedStep(TypedDict):
-    """A step as its session completed it: what a fork takes over from its source."""
+    """A step as its session completed it (or skipped it): what a fork takes over from its
+    source."""
 
     summary: str
     evidence: list[str]
+    skipped: NotRequired[bool]
+    """Its `if:` was false in the source (only written then: the one key not always there)."""
 
 
 class CarriedStep(TypedDict):
-    """A fork's step completed in its source, as the fork records it."""
+    """A fork's step completed (or skipped) in its source, as the fork records it."""
 
     step_index: int
     summary: str
     evidence: list[str]
+    skipped: NotRequired[bool]

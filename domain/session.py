@@ -10,6 +10,7 @@ body that rebuilds the session when its events are replayed.
 
 from __future__ import annotations
 
+import re
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow
+from domain.expressions import ROOTS, Expression, ExpressionError
+from domain.loops import MAX_EXPANDED_STEPS, MAX_ITERATIONS, VARIABLE, Loop, LoopRefused
 from domain.payloads import (
     ArtifactRef,
     CarriedStep,
@@ -84,6 +87,8 @@ class StepStatus(Enum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    SKIPPED = "skipped"
+    """Its `if:` was false when it came up: done, without running."""
 
 
 class StepViewStatus(StrEnum):
@@ -95,6 +100,7 @@ class StepViewStatus(StrEnum):
     RUNNING = StepStatus.RUNNING.value
     COMPLETED = StepStatus.COMPLETED.value
     FAILED = StepStatus.FAILED.value
+    SKIPPED = StepStatus.SKIPPED.value
     PAUSED = SessionStatus.PAUSED.value
     WAITING = SessionStatus.WAITING.value
     CANCELLED = SessionStatus.CANCELLED.value
@@ -104,14 +110,48 @@ class StepViewStatus(StrEnum):
 @dataclass(frozen=True)
 class StepSpec:
     """A step as the user wrote it: the instruction, an optional success criterion, and its
-    own policy (retries, timeout, turns, on_failure) over the workflow's config."""
+    own policy (retries, timeout, turns, on_failure) over the workflow's config; the
+    condition it runs under (`if:`), or the loop it is (`for each`, its text the header);
+    and where it came from (a loop's iteration, a template)."""
 
     text: str
     expect: str | None = None
     policy: StepPolicy = field(default_factory=StepPolicy)
+    condition: str | None = None
+    loop: Loop | None = None
+    origin: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "expect": self.expect, "policy": self.policy.to_dict()}
+        """As `Created` records it: the keys a step sets beyond text, expect and policy only
+        when it sets them, so a step with none is recorded as steps always were."""
+        recorded: dict[str, Any] = {
+            "text": self.text,
+            "expect": self.expect,
+            "policy": self.policy.to_dict(),
+        }
+        if self.condition is not None:
+            recorded["if"] = self.condition
+        if self.loop is not None:
+            recorded["loop"] = self.loop.to_dict()
+        if self.origin is not None:
+            recorded["origin"] = self.origin
+        return recorded
+
+    def bound_names(self) -> list[str]:
+        """The loop variables its iteration binds, for its condition and its own loop."""
+        return list(((self.origin or {}).get("bind") or {}).keys())
+
+    @classmethod
+    def from_dict(cls, recorded: dict[str, Any]) -> StepSpec:
+        loop = recorded.get("loop")
+        return cls(
+            text=recorded["text"],
+            expect=recorded.get("expect"),
+            policy=StepPolicy.from_dict(recorded.get("policy")),
+            condition=recorded.get("if"),
+            loop=Loop.from_dict(loop) if loop else None,
+            origin=recorded.get("origin"),
+        )
 
 
 @dataclass
@@ -128,6 +168,47 @@ class StepState:
     evidence: list[str] = field(default_factory=list)
     error: ErrorPayload | None = None
     retryable: bool = False
+    condition: str | None = None
+    """Its `if:`, evaluated when it comes up; defaults, so snapshots taken before load."""
+    loop: dict[str, Any] | None = None
+    """The loop it is (`Loop.to_dict`), expanded into its iterations when it comes up."""
+    origin: dict[str, Any] | None = None
+    """The loop iteration (and its bound variables) or the template it came from."""
+    expanded: int | None = None
+    """A loop that came up: how many steps its iterations put right after it."""
+
+    @classmethod
+    def of(cls, recorded: dict[str, Any]) -> StepState:
+        """A pending step as `Created` or `LoopExpanded` records it (one made without a
+        policy, by a test or another writer, has none)."""
+        return cls(
+            text=recorded["text"],
+            expect=recorded.get("expect"),
+            policy=StepPolicy.from_dict(recorded.get("policy")),
+            condition=recorded.get("if"),
+            loop=recorded.get("loop"),
+            origin=recorded.get("origin"),
+        )
+
+    def spec(self) -> StepSpec:
+        """The step as written (its iteration's origin kept), without what its runs did."""
+        return StepSpec(
+            self.text,
+            self.expect,
+            self.policy,
+            self.condition,
+            Loop.from_dict(self.loop) if self.loop else None,
+            self.origin,
+        )
+
+    @property
+    def bound(self) -> dict[str, Any]:
+        """The loop variables its iteration binds (empty outside a loop)."""
+        return dict((self.origin or {}).get("bind") or {})
+
+    @property
+    def done(self) -> bool:
+        return self.status in (StepStatus.COMPLETED, StepStatus.SKIPPED)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StepState:
         # Sessions are copied on every load from the cache; the generic deepcopy of each
@@ -157,42 +238,104 @@ def _validated_steps(steps: list[StepSpec]) -> list[StepSpec]:
             suggested_action="Give steps a list of at least one step",
             field="steps",
         )
-    if len(steps) > MAX_STEPS:
+    written = [step for step in steps if "iteration" not in (step.origin or {})]
+    if len(written) > MAX_STEPS or len(steps) > MAX_EXPANDED_STEPS:
         raise InvalidWorkflow(
-            f"a workflow has at most {MAX_STEPS} steps, got {len(steps)}",
+            f"a workflow has at most {MAX_STEPS} steps, got {len(written)}",
             suggested_action="Split the workflow in two, or join steps a definition can do in one",
             field="steps",
             limit=MAX_STEPS,
         )
-    validated = []
-    for index, step in enumerate(steps):
-        text = step.text.strip()
-        if not text:
-            raise InvalidWorkflow(
-                f"step {index} is empty",
-                suggested_action=f"Write step {index}, or remove it",
-                field=f"steps[{index}]",
-            )
-        if len(text) > MAX_STEP_TEXT:
-            raise InvalidWorkflow(
-                f"step {index} has {len(text)} characters; the limit is {MAX_STEP_TEXT}",
-                suggested_action=f"Shorten step {index}, or split it into several steps",
-                field=f"steps[{index}]",
-                limit=MAX_STEP_TEXT,
-            )
-        _refuse_nul(text, f"steps[{index}]")
-        expect = step.expect.strip() if step.expect else None
-        if expect:
-            _refuse_nul(expect, f"steps[{index}].expect")
-        if expect is not None and len(expect) > MAX_STEP_TEXT:
-            raise InvalidWorkflow(
-                f"the expect criterion of step {index} is longer than {MAX_STEP_TEXT} characters",
-                suggested_action=f"Shorten the expect of step {index}",
-                field=f"steps[{index}].expect",
-                limit=MAX_STEP_TEXT,
-            )
-        validated.append(StepSpec(text, expect or None, step.policy.validated(index)))
-    return validated
+    return [
+        _validated_step(step, index, f"step {index}", f"steps[{index}]", set(step.bound_names()))
+        for index, step in enumerate(steps)
+    ]
+
+
+def _validated_step(step: StepSpec, index: int, label: str, at: str, names: set[str]) -> StepSpec:
+    """The step stripped and checked: its text, expect and policy; its condition and its
+    loop (and the loop's steps) read with the loop variables in scope, `names`."""
+    text = step.text.strip()
+    if not text:
+        raise InvalidWorkflow(
+            f"{label} is empty", suggested_action=f"Write {label}, or remove it", field=at
+        )
+    if len(text) > MAX_STEP_TEXT:
+        raise InvalidWorkflow(
+            f"{label} has {len(text)} characters; the limit is {MAX_STEP_TEXT}",
+            suggested_action=f"Shorten {label}, or split it into several steps",
+            field=at,
+            limit=MAX_STEP_TEXT,
+        )
+    _refuse_nul(text, at)
+    expect = step.expect.strip() if step.expect else None
+    if expect:
+        _refuse_nul(expect, f"{at}.expect")
+    if expect is not None and len(expect) > MAX_STEP_TEXT:
+        raise InvalidWorkflow(
+            f"the expect criterion of {label} is longer than {MAX_STEP_TEXT} characters",
+            suggested_action=f"Shorten the expect of {label}",
+            field=f"{at}.expect",
+            limit=MAX_STEP_TEXT,
+        )
+    condition = _readable(step.condition, f"{at}.if", names)
+    loop = _validated_loop(step.loop, index, label, at, names) if step.loop else None
+    return replace(
+        step,
+        text=text,
+        expect=expect or None,
+        policy=step.policy.validated(index),
+        condition=condition,
+        loop=loop,
+    )
+
+
+def _readable(expression: str | None, at: str, names: set[str]) -> str | None:
+    """The expression, stripped, if it parses with `names` in scope; else InvalidWorkflow."""
+    if expression is None:
+        return None
+    try:
+        return Expression.parse(expression, names).text
+    except ExpressionError as error:
+        raise InvalidWorkflow(
+            f"{at}: {error.described()}",
+            suggested_action="Write the expression with comparisons, and, or, not, in, len() "
+            f"and paths from {', '.join(sorted({*ROOTS, *names}))}",
+            field=at,
+            expression=error.expression,
+        ) from None
+
+
+def _validated_loop(loop: Loop, index: int, label: str, at: str, names: set[str]) -> Loop:
+    if not re.fullmatch(VARIABLE, loop.var) or loop.var in (*ROOTS, *names):
+        raise InvalidWorkflow(
+            f"{label}: a loop variable is a name (letters, digits, _) not already in use "
+            f"({', '.join(sorted({*ROOTS, *names}))}); got {loop.var!r}",
+            suggested_action="Name the loop's variable something else, e.g. `for each item in`",
+            field=f"{at}.for_each",
+        )
+    over = _readable(loop.over, f"{at}.for_each", names)
+    bound = loop.max_iterations
+    if not isinstance(bound, int) or isinstance(bound, bool) or not 1 <= bound <= MAX_ITERATIONS:
+        raise InvalidWorkflow(
+            f"{label}: max_iterations must be an integer from 1 to {MAX_ITERATIONS}",
+            suggested_action=f"Set max_iterations of {label} to 1 to {MAX_ITERATIONS}",
+            field=f"{at}.max_iterations",
+        )
+    if not loop.steps:
+        raise InvalidWorkflow(
+            f"{label}: a loop needs at least one step",
+            suggested_action="Give the loop a list of steps",
+            field=f"{at}.steps",
+        )
+    inner = {*names, loop.var}
+    body = [
+        _validated_step(
+            StepSpec.from_dict(step), index, f"{label}.{n}", f"{at}.steps[{n}]", inner
+        ).to_dict()
+        for n, step in enumerate(loop.steps)
+    ]
+    return replace(loop, over=over or loop.over, steps=tuple(body))
 
 
 def check_tenant(tenant: str) -> None:
@@ -395,6 +538,24 @@ class WorkflowSession(Aggregate):
         retryable: bool
         actor: str
 
+    class StepSkipped(Event):
+        """Step `step_index`'s `if:` was false when it came up (`reason` says so): it is done
+        without running, and the session goes on to the next step."""
+
+        step_index: int
+        reason: str
+        actor: str
+
+    class LoopExpanded(Event):
+        """Step `step_index`, a loop, came up over `items` items: `steps` are its iterations'
+        steps (as `Created` records steps, each with its origin), put right after it. The
+        loop step is done; the next step is the first iteration's first."""
+
+        step_index: int
+        items: int
+        steps: list[dict[str, Any]]
+        actor: str
+
     class ContinuedAfterFailure(Event):
         """Step `step_index` failed for good (no attempt left, or not retryable) and its
         policy says `on_failure: continue`: the session goes on to the next step, the step's
@@ -566,12 +727,7 @@ class WorkflowSession(Aggregate):
         forked_from: ForkedFrom | None,
     ) -> None:
         self.name = name
-        self.steps = [  # a step made without a policy (a test's, another writer's) has none
-            StepState(
-                text=s["text"], expect=s["expect"], policy=StepPolicy.from_dict(s.get("policy"))
-            )
-            for s in steps
-        ]
+        self.steps = [StepState.of(recorded) for recorded in steps]
         self.config = config
         self.tenant = tenant
         self.labels = labels
@@ -695,10 +851,16 @@ class WorkflowSession(Aggregate):
                 f"steps whose next step is {self.current_step}",
                 steps=len(completed),
             )
-        steps: list[CarriedStep] = [
-            {"step_index": index, "summary": step["summary"], "evidence": list(step["evidence"])}
-            for index, step in enumerate(completed)
-        ]
+        steps: list[CarriedStep] = []
+        for index, step in enumerate(completed):
+            carried: CarriedStep = {
+                "step_index": index,
+                "summary": step["summary"],
+                "evidence": list(step["evidence"]),
+            }
+            if step.get("skipped"):
+                carried["skipped"] = True
+            steps.append(carried)
         self._steps_carried_over(steps=steps, actor=actor)
 
     def start_step(self, step_index: int, actor: str = WORKER) -> int:
@@ -921,6 +1083,42 @@ class WorkflowSession(Aggregate):
             )
         self._continued_after_failure(step_index=step_index, actor=actor)
 
+    def skip_step(self, step_index: int, reason: str, actor: str = WORKER) -> None:
+        """Pass over the next step, whose `if:` was false: it never started."""
+        self._check_step_can_start(step_index)
+        step = self.steps[step_index]
+        if step.condition is None or step.attempts:
+            raise InvalidStateTransition(
+                f"cannot skip step {step_index}: only a step with an if: that has not started "
+                "is skipped",
+                step_index=step_index,
+            )
+        self._step_skipped(step_index=step_index, reason=reason, actor=actor)
+
+    def expand_loop(self, step_index: int, items: list[Any], actor: str = WORKER) -> None:
+        """The loop under way goes over `items`: its iterations' steps are put after it, and
+        it is done. LoopRefused (with the code its step fails with) for items it cannot take."""
+        step = self._require_running_step("expand a loop", step_index)
+        if step.loop is None:
+            raise InvalidStateTransition(
+                f"cannot expand step {step_index}: it is not a loop", step_index=step_index
+            )
+        expanded = Loop.from_dict(step.loop).iterations(items, step.bound)
+        if len(self.steps) + len(expanded) > MAX_EXPANDED_STEPS:
+            raise LoopRefused(
+                "LOOP_LIMIT_EXCEEDED",
+                f"{step.text}: {len(expanded)} more steps would make the session's "
+                f"{len(self.steps) + len(expanded)}, more than its limit ({MAX_EXPANDED_STEPS})",
+            )
+        for number, recorded in enumerate(expanded):
+            if len(recorded["text"]) > MAX_STEP_TEXT:
+                raise LoopRefused(
+                    "LOOP_ITEM_INVALID",
+                    f"{step.text}: step {number} of its iterations would be "
+                    f"{len(recorded['text'])} characters, more than {MAX_STEP_TEXT}",
+                )
+        self._loop_expanded(step_index=step_index, items=len(items), steps=expanded, actor=actor)
+
     def _require_no_open_commands(self, verb: str, step: StepState) -> None:
         if step.open_commands:
             raise InvalidStateTransition(
@@ -1050,14 +1248,19 @@ class WorkflowSession(Aggregate):
 
     def _completed_outcome(self) -> str:
         continued = self.continued_steps
+        skipped = sum(step.status is StepStatus.SKIPPED for step in self.steps)
+        passed_over = f", {skipped} skipped (if: false)" if skipped else ""
         if not continued:
-            return f"all {len(self.steps)} steps completed"
-        completed = len(self.steps) - len(continued)
+            if not skipped:
+                return f"all {len(self.steps)} steps completed"
+            completed = len(self.steps) - skipped
+            return f"{completed} of {len(self.steps)} steps completed{passed_over}"
+        completed = len(self.steps) - len(continued) - skipped
         named = ", ".join(map(str, continued))
         failed = f"step {named} failed" if len(continued) == 1 else f"steps {named} failed"
         return (
-            f"{completed} of {len(self.steps)} steps completed; {failed} and the session "
-            "went on (on_failure: continue)"
+            f"{completed} of {len(self.steps)} steps completed{passed_over}; {failed} and the "
+            "session went on (on_failure: continue)"
         )
 
     def fail(self, error: ErrorPayload, outcome: str = "", actor: str = WORKER) -> None:
@@ -1107,7 +1310,7 @@ class WorkflowSession(Aggregate):
     def _steps_carried_over(self, *, steps: list[CarriedStep], actor: str) -> None:
         for carried in steps:
             step = self.steps[carried["step_index"]]
-            step.status = StepStatus.COMPLETED
+            step.status = StepStatus.SKIPPED if carried.get("skipped") else StepStatus.COMPLETED
             step.summary = carried["summary"]
             step.evidence = list(carried["evidence"])
         self.current_step = len(steps)
@@ -1232,6 +1435,25 @@ class WorkflowSession(Aggregate):
         step.error = error
         step.retryable = retryable
 
+    @event(StepSkipped)
+    def _step_skipped(self, *, step_index: int, reason: str, actor: str) -> None:
+        step = self.steps[step_index]
+        step.status = StepStatus.SKIPPED
+        step.summary = reason
+        self.current_step = step_index + 1
+        self.status = SessionStatus.RUNNING
+
+    @event(LoopExpanded)
+    def _loop_expanded(
+        self, *, step_index: int, items: int, steps: list[dict[str, Any]], actor: str
+    ) -> None:
+        loop = self.steps[step_index]
+        loop.status = StepStatus.COMPLETED
+        loop.summary = f"{items} iteration{'' if items == 1 else 's'}"
+        loop.expanded = len(steps)
+        self.steps[step_index + 1 : step_index + 1] = [StepState.of(s) for s in steps]
+        self.current_step = step_index + 1
+
     @event(ContinuedAfterFailure)
     def _continued_after_failure(self, *, step_index: int, actor: str) -> None:
         self.current_step = step_index + 1
@@ -1339,6 +1561,7 @@ class WorkflowSession(Aggregate):
 
 _STATUS_AFTER: dict[type[WorkflowSession.Event], SessionStatus] = {
     WorkflowSession.StepStarted: SessionStatus.RUNNING,
+    WorkflowSession.StepSkipped: SessionStatus.RUNNING,
     WorkflowSession.Paused: SessionStatus.PAUSED,
     WorkflowSession.WaitStarted: SessionStatus.WAITING,
     WorkflowSession.WaitEnded: SessionStatus.RUNNING,

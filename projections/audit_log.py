@@ -109,6 +109,10 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per eve
         case W.StepFailed(step_index=index, error=error, retryable=retryable):
             again = ", retryable" if retryable else ""
             return f"step {index} failed: {error.get('code')}{again}"
+        case W.StepSkipped(step_index=index, reason=reason):
+            return f"step {index} {reason}"
+        case W.LoopExpanded(step_index=index, items=items, steps=steps):
+            return f"loop step {index} came up over {items} items: {len(steps)} steps put after it"
         case W.ContinuedAfterFailure(step_index=index):
             return f"went on past failed step {index} (on_failure: continue)"
         case W.WaitStarted(step_index=index, kind=kind, question=question, signal=signal):

@@ -85,6 +85,11 @@ def fold(rows: dict[UUID, IndexedSession], batch: Sequence[Recorded]) -> set[UUI
             _tombstone(row, recorded, event)
             changed.add(session_id)
             continue
+        if isinstance(event, W.LoopExpanded):  # its iterations' steps are the session's now
+            row.step_count += len(event.steps)
+            row.version = event.originator_version
+            changed.add(session_id)
+            continue
         status = status_after(event, SessionStatus(row.status), row.started).value
         row.started = row.started or isinstance(event, W.StepStarted)
         if status != row.status:

@@ -1,4 +1,10 @@
-"""session_progress: where each session stands — status, steps done, percent, time left."""
+"""session_progress: where each session stands — status, steps done, percent, time left.
+
+Steps done are those completed, skipped (`if:` false) and failed and gone on past. A loop's
+iterations are steps only once the loop comes up, so while a session has loops ahead of it
+(`loops_ahead`), its total, percent and time left count the steps known so far, and the
+API says so (`steps_may_grow`).
+"""
 
 from __future__ import annotations
 
@@ -52,6 +58,14 @@ class Progress:
     """When its wait is due: a timer's time, an approval's or a signal's timeout."""
     erased_at: datetime | None = None
     """When the session was erased: the row is its tombstone."""
+    skipped_steps: int = 0
+    """Steps whose `if:` was false: done, without running."""
+    loops_ahead: int = 0
+    """Loops that have not come up yet: each will put its iterations' steps in."""
+
+    @property
+    def steps_may_grow(self) -> bool:
+        return self.loops_ahead > 0
 
 
 def _created(recorded: Recorded, event: W.Created) -> Progress:
@@ -67,7 +81,24 @@ def _created(recorded: Recorded, event: W.Created) -> Progress:
         updated_at=recorded.at,
         step_texts=texts,
         current_step_text=texts[0],
+        loops_ahead=_loops_in(event.steps),
     )
+
+
+def _loops_in(steps: list[dict[str, Any]]) -> int:
+    return sum(1 for step in steps if step.get("loop"))
+
+
+def _expanded(row: Progress, event: W.LoopExpanded) -> None:
+    """The loop is done (its own time not counted: it only made its iterations), and its
+    iterations' steps are in the total after it."""
+    index = event.step_index
+    row.step_texts[index + 1 : index + 1] = [step["text"] for step in event.steps]
+    row.total_steps += len(event.steps)
+    row.completed_steps += 1
+    row.step_started_at = None
+    row.loops_ahead += _loops_in(event.steps) - 1
+    _point_at(row, index + 1)
 
 
 def _point_at(row: Progress, step_index: int | None) -> None:
@@ -95,7 +126,7 @@ def _estimate(row: Progress) -> int | None:
 
 
 def _steps_done(row: Progress) -> int:
-    return row.completed_steps + row.continued_steps
+    return row.completed_steps + row.continued_steps + row.skipped_steps
 
 
 def tombstone(row: Progress, recorded: Recorded, event: W.Erased) -> Progress:
@@ -130,9 +161,6 @@ def evolve(row: Progress, recorded: Recorded) -> None:
             if index in row.failed_step_indexes:
                 row.failed_step_indexes.remove(index)
                 row.failed_steps -= 1
-        case W.StepsCarriedOver(steps=carried):
-            row.completed_steps += len(carried)
-            _point_at(row, len(carried))
         case W.TurnRecorded(prompt_tokens=prompt, completion_tokens=completion):
             row.tokens_used += prompt + completion
         case W.StepCompleted(step_index=index):
@@ -153,10 +181,29 @@ def evolve(row: Progress, recorded: Recorded) -> None:
             row.finished_at = at
         case W.WaitStarted(kind=kind, question=question, signal=signal, due_at=due_at):
             row.waiting_for, row.due_at = described(kind, question, signal), due_at
+        case _:
+            _passed(row, event, at)
     if row.status != SessionStatus.WAITING.value:
         row.waiting_for, row.due_at = None, None
     row.percent = round(100 * _steps_done(row) / row.total_steps, 2)
     row.estimated_remaining_ms = _estimate(row)
+
+
+def _passed(row: Progress, event: W.Event, at: datetime) -> None:
+    """Steps done without running here: carried over from a fork's source, skipped, or a
+    loop that made its iterations."""
+    match event:
+        case W.StepsCarriedOver(steps=carried):
+            skipped = sum(1 for step in carried if step.get("skipped"))
+            row.completed_steps += len(carried) - skipped
+            row.skipped_steps += skipped
+            _point_at(row, len(carried))
+        case W.StepSkipped(step_index=index):
+            row.started_at = row.started_at or at
+            row.skipped_steps += 1
+            _point_at(row, index + 1)
+        case W.LoopExpanded():
+            _expanded(row, event)
 
 
 def fold(rows: dict[UUID, Progress], batch: Sequence[Recorded]) -> set[UUID]:
@@ -180,9 +227,9 @@ def fold(rows: dict[UUID, Progress], batch: Sequence[Recorded]) -> set[UUID]:
 
 class SessionProgressView:
     name: ClassVar[str] = "session_progress"
-    version: ClassVar[int] = 6  # 2: tokens used; a fork's carried-over steps. 3: why it
+    version: ClassVar[int] = 7  # 2: tokens used; a fork's carried-over steps. 3: why it
     # failed. 4: what a waiting session waits for, and until when. 5: erased_at.
-    # 6: steps continued past (on_failure: continue)
+    # 6: steps continued past (on_failure: continue). 7: skipped steps, loops ahead
     tables: ClassVar[tuple[str, ...]] = ("session_progress",)
     rows = RowTable("session_progress", Progress, key=("session_id",))
 
@@ -217,7 +264,9 @@ class SessionProgressView:
                 error_message text,
                 waiting_for text,
                 due_at timestamptz,
-                erased_at timestamptz
+                erased_at timestamptz,
+                skipped_steps integer NOT NULL,
+                loops_ahead integer NOT NULL
             )
             """
         )

@@ -1,6 +1,11 @@
 """step_history: one row per step — status, attempts, timing, turns, commands, checks, outcome,
 and what its latest attempt did (each command and check in a few words).
 
+A step whose `if:` was false reads skipped, the reason as its summary. A loop's row reads
+completed once it came up, and its iterations' rows follow it, each with its origin; the rows
+after the loop move down, so the step index of a step not yet run can change while a session
+runs (as its total count can: see `session_progress`).
+
 Times and duration are those of the step's latest attempt; turns, commands and checks count
 every attempt. A step running when its session is paused reads paused, its clock stopped at the
 pause; one whose session waits (an approval, a timer, a signal) reads waiting; one still
@@ -58,6 +63,11 @@ class StepRow:
     """The step's own policy as written (`{"retries": 3, "on_failure": "continue"}`)."""
     continued: bool = False
     """It failed and its session went on past it (`on_failure: continue`)."""
+    condition: str | None = None
+    """Its `if:`, as written."""
+    origin: dict[str, Any] | None = None
+    """The loop iteration it came from (`{"loop": "for each todo in vars.todos",
+    "iteration": 0, "of": 3, "bind": {...}}`), or None for a step as written."""
 
     def __post_init__(self) -> None:
         self.status = StepViewStatus(self.status)  # read from the table as text
@@ -66,18 +76,47 @@ class StepRow:
 Steps = dict[tuple[UUID, int], StepRow]
 
 
-def _created(recorded: Recorded, event: W.Created) -> list[StepRow]:
+def _rows(
+    session_id: UUID, version: int, steps: list[dict[str, Any]], first: int = 0
+) -> list[StepRow]:
+    """Pending rows for steps as `Created` and `LoopExpanded` record them."""
     return [
         StepRow(
-            session_id=recorded.session_id,
-            step_index=index,
+            session_id=session_id,
+            step_index=first + number,
             text=step["text"],
             expect=step["expect"],
-            version=event.originator_version,
+            version=version,
             policy=step.get("policy") or {},
+            condition=step.get("if"),
+            origin=step.get("origin"),
         )
-        for index, step in enumerate(event.steps)
+        for number, step in enumerate(steps)
     ]
+
+
+def _expanded(steps: Steps, recorded: Recorded, event: W.LoopExpanded) -> set[tuple[UUID, int]]:
+    """The loop's row done; its iterations' rows put right after it, the rows after it moved
+    down (all pending: steps run in order). Every row from the loop's on is rewritten."""
+    session_id, header = recorded.session_id, event.step_index
+    loop = steps.get((session_id, header))
+    if loop is None or event.originator_version <= loop.version:
+        return set()
+    loop.version = event.originator_version
+    _end(loop, StepViewStatus.COMPLETED, recorded.at)
+    loop.summary = f"{event.items} iteration{'' if event.items == 1 else 's'}"
+    later = sorted(
+        (row for key, row in steps.items() if key[0] == session_id and key[1] > header),
+        key=lambda row: row.step_index,
+    )
+    for row in later:
+        del steps[(session_id, row.step_index)]
+        row.step_index += len(event.steps)
+    for row in [*_rows(session_id, event.originator_version, event.steps, header + 1), *later]:
+        steps[(session_id, row.step_index)] = row
+    return {
+        (session_id, index) for index in range(header, header + len(event.steps) + len(later) + 1)
+    }
 
 
 # ---- what a step did, in a few words ----------------------------------------------------
@@ -171,6 +210,13 @@ def _evolve_step(row: StepRow, event: W.Event, at: datetime) -> None:
             row.status = StepViewStatus.RUNNING
             by = "" if outcome in ("due", "timed_out") else f" by {actor}"
             _noted(row, f"{outcome.replace('_', ' ')}{by}" + (f": {comment}" if comment else ""))
+        case _:
+            _evolve_outcome(row, event, at)
+
+
+def _evolve_outcome(row: StepRow, event: W.Event, at: datetime) -> None:
+    """How the step ended: completed, failed (and gone on past), or skipped (never started)."""
+    match event:
         case W.StepCompleted(summary=summary):
             _end(row, StepViewStatus.COMPLETED, at)
             row.summary = summary
@@ -179,6 +225,8 @@ def _evolve_step(row: StepRow, event: W.Event, at: datetime) -> None:
             row.error_code, row.error_message = error.get("code"), error.get("message")
         case W.ContinuedAfterFailure():
             row.continued = True
+        case W.StepSkipped(reason=reason):
+            row.status, row.summary, row.finished_at = StepViewStatus.SKIPPED, reason, at
 
 
 def _carried_over(
@@ -190,9 +238,10 @@ def _carried_over(
         key = (recorded.session_id, carried["step_index"])
         row = steps.get(key)
         if row is not None and event.originator_version > row.version:
+            skipped = carried.get("skipped", False)
             row.version, row.status, row.summary = (
                 event.originator_version,
-                StepViewStatus.COMPLETED,
+                StepViewStatus.SKIPPED if skipped else StepViewStatus.COMPLETED,
                 carried["summary"],
             )
             changed.add(key)
@@ -215,7 +264,7 @@ def fold(
     for recorded in batch:
         event = recorded.event
         if isinstance(event, W.Created):
-            for new in _created(recorded, event):
+            for new in _rows(recorded.session_id, event.originator_version, event.steps):
                 key = (recorded.session_id, new.step_index)
                 if key not in steps:
                     steps[key] = new
@@ -223,6 +272,9 @@ def fold(
             continue
         if isinstance(event, W.StepsCarriedOver):
             changed |= _carried_over(steps, recorded, event)
+            continue
+        if isinstance(event, W.LoopExpanded):
+            changed |= _expanded(steps, recorded, event)
             continue
         key_or_none = _target(steps, running, recorded)
         if key_or_none is None or event.originator_version <= steps[key_or_none].version:
@@ -244,8 +296,9 @@ def fold(
 
 class StepHistoryView:
     name: ClassVar[str] = "step_history"
-    version: ClassVar[int] = 5  # 2: checks counted apart from commands. 3: paused, did.
-    # 4: waiting. 5: the step's policy; continued past its failure
+    version: ClassVar[int] = 6  # 2: checks counted apart from commands. 3: paused, did.
+    # 4: waiting. 5: the step's policy; continued past its failure. 6: skipped steps, a
+    # step's condition, the loop iteration it came from (loops put rows in)
     tables: ClassVar[tuple[str, ...]] = ("step_history",)
     rows = RowTable("step_history", StepRow, key=("session_id", "step_index"))
 
@@ -272,6 +325,8 @@ class StepHistoryView:
                 did text[] NOT NULL,
                 policy jsonb NOT NULL,
                 continued boolean NOT NULL,
+                condition text,
+                origin jsonb,
                 PRIMARY KEY (session_id, step_index)
             )
             """

@@ -8,7 +8,8 @@ a `<failure>` with its error's code and message; one still under way when its se
 expired or was cancelled takes the session's ending as its failure (the first step not done,
 when none was under way). One under way when the run stopped with the session not ended
 (interrupted, paused, waiting) is an `<error>`: it neither passed nor failed. Steps never
-reached are `<skipped>`. The counts and times of each element add up from the elements within.
+reached are `<skipped>`, and so are steps whose `if:` was false (the reason as the message).
+A loop is a passing case once it came up, its iterations' steps the cases after it. The counts and times of each element add up from the elements within.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Verdict(Enum):
     FAILED = "failure"
     UNFINISHED = "error"
     NOT_REACHED = "skipped"
+    CONDITION_FALSE = "condition-false"
+    """Its `if:` was false: a `<skipped>` too, saying so."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,15 @@ def _evolve(cases: SessionCases, event: W.Event) -> None:
     match event:
         case W.StepsCarriedOver(steps=carried):  # a fork's first steps: done in its source
             for done in carried:
-                _passed(cases.steps[done["step_index"]], started_at=at, at=at)
+                if done.get("skipped"):
+                    _skipped(cases.steps[done["step_index"]], done["summary"], at)
+                else:
+                    _passed(cases.steps[done["step_index"]], started_at=at, at=at)
+        case W.StepSkipped(step_index=index, reason=reason):
+            _skipped(cases.steps[index], reason, at)
+        case W.LoopExpanded(step_index=index, steps=steps):
+            _passed(cases.steps[index], started_at=cases.steps[index].started_at, at=at)
+            cases.steps[index + 1 : index + 1] = [StepCase(step["text"]) for step in steps]
         case W.StepStarted(step_index=index):
             started = cases.steps[index]
             started.verdict, started.ended_at, started.problem = Verdict.UNFINISHED, None, None
@@ -140,6 +151,11 @@ def _evolve(cases: SessionCases, event: W.Event) -> None:
             cases.ending = None
 
 
+def _skipped(step: StepCase, reason: str, at: datetime) -> None:
+    step.verdict, step.problem = Verdict.CONDITION_FALSE, Problem("SKIPPED", reason, "")
+    step.started_at = step.ended_at = at
+
+
 def _passed(step: StepCase, started_at: datetime | None, at: datetime) -> None:
     step.verdict, step.problem = Verdict.PASSED, None
     step.started_at, step.ended_at = started_at, at
@@ -154,7 +170,9 @@ def _close(cases: SessionCases) -> None:
     or unfinished when the session did not end (the run stopped; the session paused, waits)."""
     if cases.status is SessionStatus.COMPLETED or cases.count(Verdict.FAILED):
         return
-    stopped_at = next((s for s in cases.steps if s.verdict is not Verdict.PASSED), None)
+    stopped_at = next(
+        (s for s in cases.steps if s.verdict not in (Verdict.PASSED, Verdict.CONDITION_FALSE)), None
+    )
     if stopped_at is None:
         return
     if stopped_at.started_at is not None:
@@ -192,7 +210,8 @@ def _totals(cases: SessionCases, with_skipped: bool) -> dict[str, str]:
         "errors": str(cases.count(Verdict.UNFINISHED)),
     }
     if with_skipped:  # the suites' root has no such attribute in the schemas CI tools follow
-        totals["skipped"] = str(cases.count(Verdict.NOT_REACHED))
+        skipped = cases.count(Verdict.NOT_REACHED) + cases.count(Verdict.CONDITION_FALSE)
+        totals["skipped"] = str(skipped)
     totals["time"] = _seconds(cases.time_ms)
     return totals
 
@@ -221,6 +240,8 @@ def _testcase(step: StepCase, workflow: str) -> ElementTree.Element:
     )
     if step.verdict is Verdict.NOT_REACHED:
         ElementTree.SubElement(case, "skipped", {"message": NOT_REACHED})
+    elif step.verdict is Verdict.CONDITION_FALSE and step.problem is not None:
+        ElementTree.SubElement(case, "skipped", {"message": _text(step.problem.message)})
     elif step.verdict is not Verdict.PASSED and step.problem is not None:
         problem = step.problem
         element = ElementTree.SubElement(

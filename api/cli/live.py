@@ -29,6 +29,7 @@ ICONS = {
     StepStatus.RUNNING: "[yellow]▶[/]",
     StepStatus.COMPLETED: "[green]✓[/]",
     StepStatus.FAILED: "[red]✗[/]",
+    StepStatus.SKIPPED: "[dim]↷[/]",
 }
 INTERRUPTIONS = (KeyboardInterrupt, EndedBySignal)
 """Ctrl-C, SIGTERM and SIGHUP (see `api.cli.signals`): the run stops, the session goes on."""
@@ -131,11 +132,15 @@ def _show_until_done(
 
 
 def _show(progress: Progress, tasks: list[TaskID], session: WorkflowSession) -> None:
+    """Each step on its line; a loop that came up has put its iterations' steps after it,
+    so there are more lines, each showing the step now at its index."""
+    for index in range(len(tasks), len(session.steps)):
+        tasks.append(progress.add_task(_describe(index, session), total=1, start=False))
     for index, task in enumerate(tasks):
         status = session.steps[index].status
         if status is not StepStatus.PENDING:
             progress.start_task(task)
-        done = 1 if status in (StepStatus.COMPLETED, StepStatus.FAILED) else 0
+        done = 0 if status in (StepStatus.PENDING, StepStatus.RUNNING) else 1
         progress.update(task, description=_describe(index, session), completed=done)
 
 

@@ -175,7 +175,7 @@ def body_of_file(path: Path, name: str | None) -> CreateSession:
     return CreateSession.model_validate(
         {
             "name": name or spec.name,
-            "steps": [{"text": step.text, "expect": step.expect} for step in spec.steps],
+            "steps": [step.model_dump(by_alias=True, exclude_none=True) for step in spec.steps],
             "executor": spec.executor,
             "base_url": spec.base_url,
             "config": spec.config,

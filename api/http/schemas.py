@@ -34,10 +34,13 @@ from domain.session import (
 from domain.workflow import REFERENCE, Reference
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
 from engine.workflows.file import (
+    Conditional,
     InputName,
+    LoopEntry,
     StepPolicyFields,
     WebhookSpec,
     WorkflowConfig,
+    loops_as_entries,
     session_config,
 )
 from engine.workflows.inputs import MAX_INPUTS, InputSpec
@@ -82,21 +85,29 @@ StepText = Annotated[str, Field(min_length=1, max_length=MAX_STEP_TEXT, pattern=
 BaseUrl = Annotated[str, Field(max_length=2_000, pattern=r"^https?://[^\s/]+")]
 
 
-class StepIn(Strict, StepPolicyFields):
+class StepIn(Strict, StepPolicyFields, Conditional):
     """A step with its success criterion, its own policy (retries, retry_backoff_ms,
-    timeout_ms, max_turns over the config for this step only; on_failure), or both."""
+    timeout_ms, max_turns over the config for this step only; on_failure), the condition it
+    runs under (`if`), or any of them."""
+
+    model_config = ConfigDict(**Strict.model_config, populate_by_name=True)
 
     text: StepText
     expect: str | None = Field(default=None, max_length=MAX_STEP_TEXT)
 
+    def spec(self) -> StepSpec:
+        return StepSpec(self.text, self.expect, self.step_policy(), self.if_)
 
-def step_specs(steps: list[StepIn | StepText]) -> list[StepSpec]:
-    """Steps as the domain takes them: plain text, or text with its success criterion and
-    its own policy."""
-    return [
-        StepSpec(s) if isinstance(s, str) else StepSpec(s.text, s.expect, s.step_policy())
-        for s in steps
-    ]
+
+AnyStep = StepIn | LoopEntry | StepText
+"""A step as a body gives it: text; {text, expect, if, policy...}; or a loop, written
+`{"for each NAME in EXPRESSION": [steps], "max_iterations": 10}` or
+`{"for_each": "NAME in EXPRESSION", "steps": [...]}`."""
+
+
+def step_specs(steps: list[AnyStep]) -> list[StepSpec]:
+    """Steps as the domain takes them."""
+    return [StepSpec(s) if isinstance(s, str) else s.spec() for s in steps]
 
 
 WorkflowReference = Annotated[
@@ -122,7 +133,7 @@ class CreateSession(Strict):
         pattern=r"\S",
         description="required unless `workflow` names a registered one",
     )
-    steps: list[StepIn | StepText] | None = Field(
+    steps: list[AnyStep] | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_STEPS,
@@ -156,6 +167,11 @@ class CreateSession(Strict):
         description="this run's input values, checked against `inputs` and written into the "
         "steps when the session is created (422 INPUT_INVALID naming the input if not)",
     )
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _loops_as_written(cls, steps: Any) -> Any:
+        return loops_as_entries(steps)
 
     @field_validator("workflow")
     @classmethod
@@ -213,12 +229,17 @@ class ForkSession(Strict):
     """A new session that takes the source's first steps as done and runs from `from_step`."""
 
     from_step: int = Field(ge=0, lt=MAX_STEPS)
-    steps: list[StepIn | StepText] | None = Field(
+    steps: list[AnyStep] | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_STEPS,
         description="replace the source's steps from `from_step` on",
     )
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _loops_as_written(cls, steps: Any) -> Any:
+        return loops_as_entries(steps)
 
     def step_specs(self) -> list[StepSpec] | None:
         return None if self.steps is None else step_specs(self.steps)
@@ -325,6 +346,16 @@ class SessionView(BaseModel):
         description="steps that failed and that the session went on past (on_failure: "
         "continue); done, as completed steps are, in the percent",
     )
+    skipped_steps: int = Field(
+        default=0,
+        description="steps whose `if` was false when they came up: done, without running",
+    )
+    steps_may_grow: bool = Field(
+        default=False,
+        description="the session has loops that have not come up yet: each will add its "
+        "iterations' steps, so total_steps, percent and estimated_remaining_ms count the "
+        "steps known so far",
+    )
     current_step_index: int | None
     current_step_text: str | None
     percent: float
@@ -350,6 +381,16 @@ class ProgressView(BaseModel):
         default=0,
         description="steps that failed and that the session went on past (on_failure: "
         "continue); done, as completed steps are, in the percent",
+    )
+    skipped_steps: int = Field(
+        default=0,
+        description="steps whose `if` was false when they came up: done, without running",
+    )
+    steps_may_grow: bool = Field(
+        default=False,
+        description="the session has loops that have not come up yet: each will add its "
+        "iterations' steps, so total_steps, percent and estimated_remaining_ms count the "
+        "steps known so far",
     )
     current_step_index: int | None
     percent: float
@@ -386,6 +427,14 @@ class StepView(BaseModel):
     continued: bool = Field(
         default=False,
         description="it failed and the session went on past it (on_failure: continue)",
+    )
+    condition: str | None = Field(
+        default=None, description="its `if`, as written: it ran only if this was true"
+    )
+    origin: dict[str, Any] | None = Field(
+        default=None,
+        description="the loop iteration it came from: {loop, iteration, of, bind} (bind: the "
+        "loop variables' values); null for a step as written",
     )
 
 

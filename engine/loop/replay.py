@@ -168,7 +168,7 @@ def replay_request(
         config["base_url"] = base_url
     return SessionRequest(
         name=source.name,
-        steps=_specs(source.steps),
+        steps=_specs(_unexpanded(source.steps)),
         config=config,
         labels=dict(source.labels),
         replay_of={"session_id": str(source.id), "strict": strict},
@@ -193,7 +193,7 @@ def fork_request(
             field="from_step",
         )
     done = source.steps[:from_step]
-    undone = [i for i, step in enumerate(done) if step.status is not StepStatus.COMPLETED]
+    undone = [i for i, step in enumerate(done) if not step.done]
     if undone:
         raise InvalidWorkflow(
             f"step {undone[0]} of the source is not completed; fork from step {undone[0]} or "
@@ -202,12 +202,14 @@ def fork_request(
             field="from_step",
             completed_steps=undone[0],
         )
-    carried: list[CompletedStep] = [
-        {"summary": step.summary or "", "evidence": step.evidence} for step in done
-    ]
+    carried: list[CompletedStep] = [_carried(step) for step in done]
     # New steps may use the source's inputs: written in with the values it recorded.
     recorded_inputs = source.config.get("inputs") or {}
-    tail = _specs(source.steps[from_step:]) if steps is None else written_in(steps, recorded_inputs)
+    tail = (
+        _specs(_unexpanded(source.steps[from_step:]))
+        if steps is None
+        else written_in(steps, recorded_inputs)
+    )
     config = dict(source.config)
     if steps is not None:  # no longer the registered version's steps (see engine.workflows)
         config.pop("workflow", None)
@@ -245,4 +247,34 @@ def _fork_version(history: Sequence[W.Event], from_step: int) -> int:
 
 
 def _specs(steps: Sequence[StepState]) -> list[StepSpec]:
-    return [StepSpec(step.text, step.expect, step.policy) for step in steps]
+    """The steps as written, each loop's iterations among them as the source expanded it
+    (a fork's loops that came up before it are done, and are not expanded again)."""
+    return [step.spec() for step in steps]
+
+
+def _unexpanded(steps: Sequence[StepState]) -> list[StepState]:
+    """The steps with each loop among them as it was before it came up: the steps its
+    iterations put after it (and theirs, for a loop inside) left out, as the loop will put
+    them in again when it comes up in the new session."""
+    kept, index = [], 0
+    while index < len(steps):
+        kept.append(steps[index])
+        index += 1 + _span(steps, index)
+    return kept
+
+
+def _span(steps: Sequence[StepState], header: int) -> int:
+    """How many steps follow loop `header` that its expansion put there, a loop's inside
+    it and theirs counted in (0 for a step that is not a loop that came up)."""
+    span = 0
+    for _ in range(steps[header].expanded or 0):
+        child = header + 1 + span
+        span += 1 + _span(steps, child)
+    return span
+
+
+def _carried(step: StepState) -> CompletedStep:
+    carried: CompletedStep = {"summary": step.summary or "", "evidence": step.evidence}
+    if step.status is StepStatus.SKIPPED:
+        carried["skipped"] = True
+    return carried

@@ -41,6 +41,7 @@ from engine.loop.limits import Limits
 from engine.loop.recovery import Recovery
 from engine.loop.replay import RecordedAction, RecordedStep, Replay
 from engine.loop.step_attempt import StepAttempt
+from engine.loop.step_flow import StepFlow, values_for
 from engine.loop.step_results import (
     Deadline,
     Interrupted,
@@ -233,6 +234,7 @@ class SessionRun:
         self._signalled: dict[str, Any] = {}
         """The bodies of the signals the session's waits took, as `{{vars.NAME}}` gives them."""
         self.recovery = Recovery(self.app, self.held, loop.executor_kinds, loop.executor_states)
+        self.flow = StepFlow(self.held, session_id, self.secrets)
         self._release_secrets = IN_USE.hold(self.secrets)  # redacted from log lines meanwhile
 
     @property
@@ -328,6 +330,10 @@ class SessionRun:
             return
         index = session.current_step
         step = session.steps[index]
+        if (step.condition or step.loop) and self.flow.passed_over(
+            index, step, values_for(session, index, self._variables())
+        ):
+            return
         attempt = step.attempts
         resuming = step.status is StepStatus.RUNNING  # started before a stop or a takeover
         if not resuming:
@@ -514,6 +520,14 @@ class SessionRun:
         self._signalled[variable_of(started.signal)] = variable_value(ended.data)
         for executor in self.executors.values():
             self._share_signalled(executor)
+
+    def _variables(self) -> dict[str, Any]:
+        """`{{vars.NAME}}` as the session's executors fill it in: what its steps saved, and
+        the bodies of the signals its waits took."""
+        variables: dict[str, Any] = {}
+        for executor in self.executors.values():
+            variables.update(getattr(executor, "variables", None) or {})
+        return variables | self._signalled
 
     def _share_signalled(self, executor: Executor) -> None:
         """Executors that fill `{{vars.NAME}}` in keep the variables in `variables`."""

@@ -17,7 +17,9 @@ from pydantic import (
 )
 
 from domain.errors import InvalidWorkflow
+from domain.expressions import MAX_EXPRESSION
 from domain.limits import LIMITS, STEP_LIMITS
+from domain.loops import DEFAULT_MAX_ITERATIONS, MAX_ITERATIONS, VARIABLE, Loop, header_of
 from domain.session import MAX_STEP_TEXT, MAX_STEPS, StepSpec
 from domain.step_policy import POLICY_FIELDS, StepPolicy
 from domain.webhook import DEFAULT_WEBHOOK_EVENTS, WebhookEvent
@@ -51,25 +53,103 @@ class StepPolicyFields(BaseModel):
         return StepPolicy.from_dict(self.model_dump(include=set(POLICY_FIELDS)))
 
 
-class StepEntry(StepPolicyFields):
-    model_config = ConfigDict(extra="forbid")
+class Conditional(BaseModel):
+    """`if:` on a step or a loop: it runs only if the expression is true when it comes up
+    (see `domain.expressions`); otherwise it is skipped, and recorded so."""
+
+    if_: str | None = Field(
+        default=None,
+        alias="if",
+        max_length=MAX_EXPRESSION,
+        description="run the step only if this is true when it comes up, e.g. "
+        '`vars.count > 0 and inputs.env == "prod"`; else it is skipped',
+    )
+
+
+class StepEntry(StepPolicyFields, Conditional):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     text: str = Field(min_length=1, max_length=MAX_STEP_TEXT)
     expect: str | None = Field(default=None, max_length=MAX_STEP_TEXT)
 
+    def spec(self) -> StepSpec:
+        return StepSpec(self.text, self.expect, self.step_policy(), self.if_)
+
+
+class LoopEntry(StepPolicyFields, Conditional):
+    """`for each NAME in EXPRESSION:` with its steps, run once per item of the list the
+    expression gives when the loop comes up (`{{NAME}}`, `{{NAME.field}}` in its steps)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    for_each: str = Field(
+        max_length=MAX_EXPRESSION,
+        pattern=rf"^\s*{VARIABLE}\s+in\s+\S",
+        description="`NAME in EXPRESSION`: the loop variable and the list it goes over",
+    )
+    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
+    max_iterations: int = Field(
+        default=DEFAULT_MAX_ITERATIONS, ge=1, le=MAX_ITERATIONS, strict=True
+    )
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _plain_strings_are_steps(cls, steps: Any) -> Any:
+        return steps_as_entries(steps)
+
+    def spec(self) -> StepSpec:
+        var, over = self.for_each.strip().split(None, 1)
+        over = over.removeprefix("in").strip()
+        loop = Loop(
+            var, over, tuple(step.spec().to_dict() for step in self.steps), self.max_iterations
+        )
+        return StepSpec(loop.header, None, self.step_policy(), self.if_, loop)
+
 
 Step = Annotated[
-    StepEntry,
+    StepEntry | LoopEntry,
     WithJsonSchema(
         {
             "anyOf": [
                 {"type": "string", "minLength": 1, "maxLength": MAX_STEP_TEXT},
-                StepEntry.model_json_schema(),
+                StepEntry.model_json_schema(by_alias=True),
+                {
+                    "type": "object",
+                    "description": 'a loop: {"for each NAME in EXPRESSION": '
+                    '[steps], max_iterations?, if?} (or for_each: "NAME in EXPRESSION" with steps)',
+                },
             ]
         }
     ),
 ]
-"""A step as written: its text, or {text, expect} (text alone is read as {text})."""
+"""A step as written: its text, or {text, expect, if, policy...}, or a loop (text alone is
+read as {text}; `for each X in Y: [...]` as {for_each: "X in Y", steps: [...]})."""
+
+
+def steps_as_entries(steps: Any) -> Any:
+    """Steps as the models take them: a plain string is {text}; a loop written with its
+    header as the key, {for_each, steps} (see `loops_as_entries`)."""
+    if not isinstance(steps, list):
+        return steps
+    return [{"text": step} if isinstance(step, str) else step for step in loops_as_entries(steps)]
+
+
+def loops_as_entries(steps: Any) -> Any:
+    """Steps with each loop written as YAML writes it most easily, its header as the key
+    (`for each todo in vars.todos: [...]`, beside `max_iterations:`, `if:`), made
+    {for_each: "todo in vars.todos", steps: [...]}; the rest as given."""
+    if not isinstance(steps, list):
+        return steps
+    return [_loop_entry(step) if isinstance(step, dict) else step for step in steps]
+
+
+def _loop_entry(step: dict[Any, Any]) -> dict[Any, Any]:
+    headers = [key for key in step if isinstance(key, str) and header_of(key) is not None]
+    if len(headers) != 1 or "for_each" in step or "steps" in step:
+        return step
+    var, over = header_of(headers[0]) or ("", "")
+    rest = {key: value for key, value in step.items() if key != headers[0]}
+    return {"for_each": f"{var} in {over}", "steps": step[headers[0]], **rest}
 
 
 def _override(name: str) -> Any:
@@ -154,6 +234,9 @@ InputName = Annotated[str, Field(pattern=NAME)]
 """How `{{inputs.NAME}}` names an input: a letter or `_`, then letters, digits, `_`."""
 
 
+LoopEntry.model_rebuild()
+
+
 class WorkflowFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -172,12 +255,10 @@ class WorkflowFile(BaseModel):
     @field_validator("steps", mode="before")
     @classmethod
     def _plain_strings_are_steps(cls, steps: Any) -> Any:
-        if isinstance(steps, list):
-            return [{"text": step} if isinstance(step, str) else step for step in steps]
-        return steps
+        return steps_as_entries(steps)
 
     def step_specs(self) -> list[StepSpec]:
-        return [StepSpec(step.text, step.expect, step.step_policy()) for step in self.steps]
+        return [step.spec() for step in self.steps]
 
     def session_config(self, location: Path | None = None) -> dict[str, Any]:
         """What the session records: the file's config, its executor and base URL, and its

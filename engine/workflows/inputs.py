@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -141,16 +141,22 @@ def resolved(declared: Mapping[str, InputSpec], given: Mapping[str, Any]) -> dic
 
 
 def written_in(steps: list[StepSpec], values: Mapping[str, Any]) -> list[StepSpec]:
-    """`steps` with each `{{inputs.NAME}}` replaced by its value; InvalidInput names an input
-    a step uses that the workflow does not declare."""
-    return [
-        replace(
-            step,
-            text=_filled(step.text, values, index),
-            expect=None if step.expect is None else _filled(step.expect, values, index),
-        )
-        for index, step in enumerate(steps)
-    ]
+    """`steps` with each `{{inputs.NAME}}` replaced by its value (in a loop's own steps too);
+    InvalidInput names an input a step uses that the workflow does not declare."""
+    return [_written(step, values, index) for index, step in enumerate(steps)]
+
+
+def _written(step: StepSpec, values: Mapping[str, Any], index: int) -> StepSpec:
+    loop = step.loop
+    if loop is not None:
+        body = [_written(StepSpec.from_dict(s), values, index).to_dict() for s in loop.steps]
+        loop = replace(loop, steps=tuple(body))
+    return replace(
+        step,
+        text=_filled(step.text, values, index),
+        expect=None if step.expect is None else _filled(step.expect, values, index),
+        loop=loop,
+    )
 
 
 def filled(text: str | None, values: Mapping[str, Any], where: str) -> str | None:
@@ -171,8 +177,17 @@ def filled(text: str | None, values: Mapping[str, Any], where: str) -> str | Non
 
 def used(steps: list[StepSpec], base_url: str | None = None) -> set[str]:
     """The inputs the steps and the base URL name."""
-    texts = [base_url or ""] + [t for s in steps for t in (s.text, s.expect or "")]
+    texts = [base_url or ""] + [
+        t for s in _with_loop_steps(steps) for t in (s.text, s.expect or "")
+    ]
     return {name for text in texts for name in INPUT.findall(text)}
+
+
+def _with_loop_steps(steps: list[StepSpec]) -> Iterator[StepSpec]:
+    for step in steps:
+        yield step
+        if step.loop is not None:
+            yield from _with_loop_steps([StepSpec.from_dict(s) for s in step.loop.steps])
 
 
 def parsed_value(text: str) -> Any:

@@ -9,7 +9,7 @@ request's error status is judged by the check after it).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from domain.errors import StandardError
 from domain.session import StepSpec
@@ -37,6 +37,9 @@ class PlannedStep:
     """The commands of the step's `expect`, when a definition matches it."""
     problem: str | None = None
     """Why a definition that matches cannot be used (its JSON, say)."""
+    bound: frozenset[str] = frozenset()
+    """The loop variables in scope (a loop's own step: `{{todo.title}}` is written in from
+    its item when the loop comes up)."""
 
     @property
     def decided_by_ai(self) -> bool:
@@ -86,7 +89,24 @@ def planned_step(definitions: Definitions, index: int, spec: StepSpec) -> Planne
 
 
 def plan(definitions: Definitions, steps: Sequence[StepSpec]) -> list[PlannedStep]:
-    return [planned_step(definitions, index, spec) for index, spec in enumerate(steps)]
+    """Each step planned; a loop as a step with no command (it only makes its iterations),
+    followed by its own steps, planned once, under its index."""
+    planned: list[PlannedStep] = []
+    for index, spec in enumerate(steps):
+        planned += _planned(definitions, index, spec, frozenset(spec.bound_names()))
+    return planned
+
+
+def _planned(
+    definitions: Definitions, index: int, spec: StepSpec, bound: frozenset[str]
+) -> list[PlannedStep]:
+    if spec.loop is None:
+        return [replace(planned_step(definitions, index, spec), bound=bound)]
+    inner = bound | {spec.loop.var}
+    body = [StepSpec.from_dict(step) for step in spec.loop.steps]
+    return [PlannedStep(index, spec, (), bound=bound)] + [
+        planned for step in body for planned in _planned(definitions, index, step, inner)
+    ]
 
 
 def used(planned: Sequence[PlannedStep], namespace: str) -> dict[str, list[int]]:
@@ -114,7 +134,7 @@ def unfillable(planned: Sequence[PlannedStep]) -> Iterator[tuple[PlannedStep, Pl
     saved: set[str] = set()
     for step in planned:
         for placeholder in step.placeholders():
-            if placeholder.namespace == SECRETS:
+            if placeholder.namespace == SECRETS or placeholder.namespace in step.bound:
                 continue
             if placeholder.namespace != VARIABLES or placeholder.name not in saved:
                 yield step, placeholder
