@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.errors import StandardError
+from domain.loops import Loop
 from domain.session import StepSpec, WorkflowSession
 from domain.step_policy import OnFailure, StepPolicy
 from domain.waits import WaitKind
@@ -175,6 +176,46 @@ def continued(app: Stepline) -> UUID:
     return session_id
 
 
+def looped(app: Stepline) -> UUID:
+    """A step skipped (its if: false), a loop over two items whose iterations' steps came in
+    after it (one skipped by its own if:), the step after the loop moved down; and a fork of
+    it from inside the loop, which carries the skipped step and the loop over. Completed."""
+    loop = Loop("item", "inputs.items", ({"text": "step for {{item}}", "expect": None,
+                "policy": {}, "if": "item != \"b\""}, {"text": "after", "expect": None,
+                "policy": {}}))  # fmt: skip
+    session_id = create_session(
+        app,
+        name="conditions and loops",
+        steps=[
+            StepSpec("step 0", condition="inputs.items == []"),
+            StepSpec(loop.header, loop=loop),
+            StepSpec("last step"),
+        ],
+        tenant="acme",
+        actor="alice",
+        config={"inputs": {"items": ["a", "b"]}},
+    )
+    app.change(session_id, lambda s: s.skip_step(0, "skipped: if inputs.items == [] was false"))
+    start_step(app, session_id, 1)
+    app.change(session_id, lambda s: s.expand_loop(1, ["a", "b"]))
+    run_step(app, session_id, 2)
+    run_step(app, session_id, 3)
+    app.change(session_id, lambda s: s.skip_step(4, 'skipped: if item != "b" was false'))
+    run_step(app, session_id, 5)
+    run_step(app, session_id, 6)
+    complete_session(app, session_id)
+    source = app.get_session(session_id)
+    fork = app.create(
+        fork_request(source, app.history(session_id), from_step=3), tenant="acme", actor="bob"
+    )
+    run_step(app, fork.id, 3)
+    app.change(fork.id, lambda s: s.skip_step(4, 'skipped: if item != "b" was false'))
+    run_step(app, fork.id, 5)
+    run_step(app, fork.id, 6)
+    complete_session(app, fork.id)
+    return session_id
+
+
 def paused_and_resumed(app: Stepline) -> UUID:
     session_id = create(app)
     run_step(app, session_id, 0)
@@ -307,6 +348,7 @@ EVERY_KIND: dict[str, Callable[[Stepline], UUID]] = {
     "failed": failed,
     "retried": retried,
     "continued": continued,
+    "looped": looped,
     "paused_and_resumed": paused_and_resumed,
     "paused": paused,
     "cancelled": cancelled,

@@ -9,7 +9,8 @@ expired or was cancelled takes the session's ending as its failure (the first st
 when none was under way). One under way when the run stopped with the session not ended
 (interrupted, paused, waiting) is an `<error>`: it neither passed nor failed. Steps never
 reached are `<skipped>`, and so are steps whose `if:` was false (the reason as the message).
-A loop is a passing case once it came up, its iterations' steps the cases after it. The counts and times of each element add up from the elements within.
+A loop is a passing case once it came up, its iterations' steps the cases after it. The
+counts and times of each element add up from the elements within.
 """
 
 from __future__ import annotations
@@ -119,17 +120,6 @@ def session_cases(events: Sequence[W.Event]) -> SessionCases:
 def _evolve(cases: SessionCases, event: W.Event) -> None:
     at = event.timestamp
     match event:
-        case W.StepsCarriedOver(steps=carried):  # a fork's first steps: done in its source
-            for done in carried:
-                if done.get("skipped"):
-                    _skipped(cases.steps[done["step_index"]], done["summary"], at)
-                else:
-                    _passed(cases.steps[done["step_index"]], started_at=at, at=at)
-        case W.StepSkipped(step_index=index, reason=reason):
-            _skipped(cases.steps[index], reason, at)
-        case W.LoopExpanded(step_index=index, steps=steps):
-            _passed(cases.steps[index], started_at=cases.steps[index].started_at, at=at)
-            cases.steps[index + 1 : index + 1] = [StepCase(step["text"]) for step in steps]
         case W.StepStarted(step_index=index):
             started = cases.steps[index]
             started.verdict, started.ended_at, started.problem = Verdict.UNFINISHED, None, None
@@ -149,6 +139,25 @@ def _evolve(cases: SessionCases, event: W.Event) -> None:
             cases.ending = Problem("WAITING", f"waiting for {described(kind, question, signal)}")
         case W.Resumed() | W.WaitEnded():
             cases.ending = None
+        case _:
+            _passed_over(cases, event, at)
+
+
+def _passed_over(cases: SessionCases, event: W.Event, at: datetime) -> None:
+    """Steps done without running in this session: a fork's first ones, done in its source;
+    one whose `if:` was false; a loop, which made its iterations' steps."""
+    match event:
+        case W.StepsCarriedOver(steps=carried):
+            for done in carried:
+                if done.get("skipped"):
+                    _skipped(cases.steps[done["step_index"]], done["summary"], at)
+                else:
+                    _passed(cases.steps[done["step_index"]], started_at=at, at=at)
+        case W.StepSkipped(step_index=index, reason=reason):
+            _skipped(cases.steps[index], reason, at)
+        case W.LoopExpanded(step_index=index, steps=steps):
+            _passed(cases.steps[index], started_at=cases.steps[index].started_at, at=at)
+            cases.steps[index + 1 : index + 1] = [StepCase(step["text"]) for step in steps]
 
 
 def _skipped(step: StepCase, reason: str, at: datetime) -> None:

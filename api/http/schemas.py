@@ -36,11 +36,12 @@ from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
 from engine.workflows.file import (
     Conditional,
     InputName,
-    LoopEntry,
+    LoopFields,
     StepPolicyFields,
     WebhookSpec,
     WorkflowConfig,
     loops_as_entries,
+    one_or_the_other,
     session_config,
 )
 from engine.workflows.inputs import MAX_INPUTS, InputSpec
@@ -85,24 +86,29 @@ StepText = Annotated[str, Field(min_length=1, max_length=MAX_STEP_TEXT, pattern=
 BaseUrl = Annotated[str, Field(max_length=2_000, pattern=r"^https?://[^\s/]+")]
 
 
-class StepIn(Strict, StepPolicyFields, Conditional):
+class StepIn(Strict, StepPolicyFields, Conditional, LoopFields):
     """A step with its success criterion, its own policy (retries, retry_backoff_ms,
     timeout_ms, max_turns over the config for this step only; on_failure), the condition it
-    runs under (`if`), or any of them."""
+    runs under (`if`), or any of them; or a loop: `for_each` with its `steps`."""
 
     model_config = ConfigDict(**Strict.model_config, populate_by_name=True)
 
-    text: StepText
+    text: StepText | None = None
     expect: str | None = Field(default=None, max_length=MAX_STEP_TEXT)
 
+    @model_validator(mode="after")
+    def _text_or_loop(self) -> StepIn:
+        one_or_the_other(self.text, self.expect, self)
+        return self
+
     def spec(self) -> StepSpec:
-        return StepSpec(self.text, self.expect, self.step_policy(), self.if_)
+        return self.step_spec(self.text, self.expect, self.step_policy(), self.if_)
 
 
-AnyStep = StepIn | LoopEntry | StepText
+AnyStep = StepIn | StepText
 """A step as a body gives it: text; {text, expect, if, policy...}; or a loop, written
-`{"for each NAME in EXPRESSION": [steps], "max_iterations": 10}` or
-`{"for_each": "NAME in EXPRESSION", "steps": [...]}`."""
+`{"for_each": "NAME in EXPRESSION", "steps": [...], "max_iterations": 10}` (or, as a file
+writes it, `{"for each NAME in EXPRESSION": [steps]}`)."""
 
 
 def step_specs(steps: list[AnyStep]) -> list[StepSpec]:

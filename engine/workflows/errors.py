@@ -21,12 +21,14 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from domain.errors import InvalidWorkflow
+from domain.loops import header_of
 from domain.step_policy import POLICY_FIELDS
 
 STEP_FIELDS = frozenset({"text", "expect"})
 """A step's texts, which YAML may misread."""
-STEP_KEYS = STEP_FIELDS | set(POLICY_FIELDS)
-"""Every key of a step written as a mapping: its texts and its own policy."""
+STEP_KEYS = STEP_FIELDS | set(POLICY_FIELDS) | {"if", "for_each", "steps", "max_iterations"}
+"""Every key of a step written as a mapping: its texts, its own policy, its condition, and
+a loop's."""
 CANNOT_START = "`@%&*!|>"
 """Characters YAML reserves at the start of a plain (unquoted) value."""
 QUOTES = ("'", '"')
@@ -140,11 +142,19 @@ def _step_values(root: yaml.Node | None) -> list[tuple[int, yaml.Node]]:
         return []
     values: list[tuple[int, yaml.Node]] = []
     for index, item in enumerate(steps.value):
+        if isinstance(item, yaml.MappingNode) and _is_loop(item):
+            continue  # its steps are a list of their own
         if isinstance(item, yaml.MappingNode) and _keys(item) <= STEP_KEYS:
             values += [(index, value) for key, value in item.value if str(key.value) in STEP_FIELDS]
         else:
             values.append((index, item))
     return values
+
+
+def _is_loop(node: yaml.MappingNode) -> bool:
+    """`for each NAME in EXPRESSION: [steps]` beside the loop's own keys."""
+    headers = [key for key in _keys(node) if header_of(key) is not None]
+    return len(headers) == 1 and _keys(node) - set(headers) <= STEP_KEYS
 
 
 def _misread(node: yaml.Node, lines: list[str]) -> bool:

@@ -14,6 +14,7 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from domain.errors import InvalidWorkflow
@@ -66,30 +67,28 @@ class Conditional(BaseModel):
     )
 
 
-class StepEntry(StepPolicyFields, Conditional):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class LoopFields(BaseModel):
+    """A loop, `for each NAME in EXPRESSION:` with its steps: run once per item of the list
+    the expression gives when the loop comes up (`{{NAME}}`, `{{NAME.field}}` in its
+    steps). A step is either text or a loop (see `one_or_the_other`)."""
 
-    text: str = Field(min_length=1, max_length=MAX_STEP_TEXT)
-    expect: str | None = Field(default=None, max_length=MAX_STEP_TEXT)
-
-    def spec(self) -> StepSpec:
-        return StepSpec(self.text, self.expect, self.step_policy(), self.if_)
-
-
-class LoopEntry(StepPolicyFields, Conditional):
-    """`for each NAME in EXPRESSION:` with its steps, run once per item of the list the
-    expression gives when the loop comes up (`{{NAME}}`, `{{NAME.field}}` in its steps)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    for_each: str = Field(
+    for_each: str | None = Field(
+        default=None,
         max_length=MAX_EXPRESSION,
         pattern=rf"^\s*{VARIABLE}\s+in\s+\S",
-        description="`NAME in EXPRESSION`: the loop variable and the list it goes over",
+        description="a loop: `NAME in EXPRESSION`, the loop variable and the list it goes over "
+        "(a file may write the step as `for each NAME in EXPRESSION: [steps]`)",
     )
-    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
-    max_iterations: int = Field(
-        default=DEFAULT_MAX_ITERATIONS, ge=1, le=MAX_ITERATIONS, strict=True
+    steps: list[StepEntry] | None = Field(
+        default=None, min_length=1, max_length=MAX_STEPS, description="a loop's steps"
+    )
+    max_iterations: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ITERATIONS,
+        strict=True,
+        description=f"a loop's bound on its items (default {DEFAULT_MAX_ITERATIONS}): past it "
+        "the loop fails with LOOP_LIMIT_EXCEEDED",
     )
 
     @field_validator("steps", mode="before")
@@ -97,26 +96,68 @@ class LoopEntry(StepPolicyFields, Conditional):
     def _plain_strings_are_steps(cls, steps: Any) -> Any:
         return steps_as_entries(steps)
 
-    def spec(self) -> StepSpec:
+    def loop(self) -> Loop | None:
+        if self.for_each is None or self.steps is None:
+            return None
         var, over = self.for_each.strip().split(None, 1)
-        over = over.removeprefix("in").strip()
-        loop = Loop(
-            var, over, tuple(step.spec().to_dict() for step in self.steps), self.max_iterations
-        )
-        return StepSpec(loop.header, None, self.step_policy(), self.if_, loop)
+        body = tuple(step.spec().to_dict() for step in self.steps)
+        bound = self.max_iterations or DEFAULT_MAX_ITERATIONS
+        return Loop(var, over.removeprefix("in").strip(), body, bound)
+
+    def step_spec(
+        self, text: str | None, expect: str | None, policy: StepPolicy, condition: str | None
+    ) -> StepSpec:
+        """The step: the loop it is, else its text (`one_or_the_other` said which)."""
+        loop = self.loop()
+        if loop is not None:
+            return StepSpec(loop.header, None, policy, condition, loop)
+        assert text is not None
+        return StepSpec(text, expect, policy, condition)
+
+
+def one_or_the_other(text: str | None, expect: str | None, loop: LoopFields) -> None:
+    """A step is its text (with its expect), or a loop (with its steps), never both."""
+    if loop.for_each is not None and expect is not None:
+        raise ValueError("a loop has no expect: give its steps theirs")
+    if text is None and loop.for_each is None:
+        raise ValueError("a step needs text, or for_each with steps (a loop)")
+    if text is not None and (loop.for_each, loop.steps, loop.max_iterations) != (None,) * 3:
+        raise ValueError("a step is text or a loop (for_each with steps), not both")
+    if loop.for_each is not None and loop.steps is None:
+        raise ValueError("a loop (for_each) needs its steps")
+    if loop.for_each is None and (loop.steps is not None or loop.max_iterations is not None):
+        raise ValueError("steps and max_iterations belong to a loop: give for_each too")
+
+
+class StepEntry(StepPolicyFields, Conditional, LoopFields):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    text: str | None = Field(default=None, min_length=1, max_length=MAX_STEP_TEXT)
+    expect: str | None = Field(default=None, max_length=MAX_STEP_TEXT)
+
+    @model_validator(mode="after")
+    def _text_or_loop(self) -> StepEntry:
+        one_or_the_other(self.text, self.expect, self)
+        return self
+
+    def spec(self) -> StepSpec:
+        return self.step_spec(self.text, self.expect, self.step_policy(), self.if_)
+
+
+StepEntry.model_rebuild()
 
 
 Step = Annotated[
-    StepEntry | LoopEntry,
+    StepEntry,
     WithJsonSchema(
         {
             "anyOf": [
                 {"type": "string", "minLength": 1, "maxLength": MAX_STEP_TEXT},
-                StepEntry.model_json_schema(by_alias=True),
                 {
                     "type": "object",
-                    "description": 'a loop: {"for each NAME in EXPRESSION": '
-                    '[steps], max_iterations?, if?} (or for_each: "NAME in EXPRESSION" with steps)',
+                    "description": "{text, expect, if, retries, ...}; or a loop: "
+                    '{for_each: "NAME in EXPRESSION", steps: [...], max_iterations, if}, which '
+                    "a file may write as `for each NAME in EXPRESSION: [steps]`",
                 },
             ]
         }
@@ -232,9 +273,6 @@ def session_config(
 
 InputName = Annotated[str, Field(pattern=NAME)]
 """How `{{inputs.NAME}}` names an input: a letter or `_`, then letters, digits, `_`."""
-
-
-LoopEntry.model_rebuild()
 
 
 class WorkflowFile(BaseModel):
