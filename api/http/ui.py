@@ -85,6 +85,18 @@ def schedules_page(request: Request) -> HTMLResponse:
     return _page(request, "schedules.html", "Schedules")
 
 
+@router.get("/workflows", response_class=HTMLResponse)
+def workflows_page(request: Request) -> HTMLResponse:
+    return _page(request, "workflows.html", "Workflows")
+
+
+@router.get("/workflows/{name}", response_class=HTMLResponse)
+def workflow_page(request: Request, name: str) -> HTMLResponse:
+    """A registered workflow's versions, documents, diffs, rollback and run; the name is only
+    handed to the script (escaped), which asks the API for it with the person's key."""
+    return _page(request, "workflow.html", "Workflow", workflow_name=name)
+
+
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request) -> HTMLResponse:
     return _page(request, "audit.html", "Audit trail")

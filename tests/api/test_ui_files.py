@@ -1,5 +1,6 @@
 """What the dashboard's pages fetch besides the API: the icon every browser asks for, and the
-statuses its scripts compare with."""
+statuses its scripts compare with; and that neither the pages nor their scripts make markup of
+what a tenant wrote."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import re
 from typing import Any
 
+from api.http.ui import FILES
 from domain.session import ENDED, SessionStatus, StepViewStatus
 from tests.api.conftest import Api
 
@@ -51,3 +53,33 @@ def test_the_sessions_page_filters_by_every_session_status(api: Api) -> None:
     assert select is not None
     offered = re.findall(r'<option value="([^"]*)">', select[1])
     assert offered == ["", *(status.value for status in SessionStatus)]
+
+
+STATIC = FILES / "static"
+MARKUP_WRITERS = re.compile(
+    r"\b(innerHTML|outerHTML|insertAdjacentHTML|document\.write|createContextualFragment|"
+    r"DOMParser)\b"
+)
+
+
+def test_no_dashboard_script_turns_text_into_markup() -> None:
+    """Sessions, workflows and their documents are tenants' data: the scripts build elements
+    and set text, so nothing a tenant wrote becomes an element (Swagger UI's bundle aside)."""
+    scripts = [path for path in STATIC.glob("*.js") if not path.name.startswith("swagger-ui")]
+    assert {"workflows.js", "workflow.js", "diff.js"} <= {path.name for path in scripts}
+    writers = {path.name: MARKUP_WRITERS.findall(path.read_text()) for path in scripts}
+    assert {name: found for name, found in writers.items() if found} == {}
+
+
+def test_the_workflow_pages_are_linked_from_the_nav_and_escape_the_name_in_the_address(
+    api: Api,
+) -> None:
+    with api.client(None) as anyone:
+        listed = anyone.get("/ui/workflows")
+        shown = anyone.get("/ui/workflows/%3Cimg%20src%3Dx%20onerror%3D%22alert(1)%22%3E")
+    for page in (listed, shown):
+        assert page.status_code == 200
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+        assert '<a href="/ui/workflows" aria-current="page">Workflows</a>' in page.text
+    assert 'data-workflow-name="&lt;img src=x onerror=&#34;alert(1)&#34;&gt;"' in shown.text
+    assert "<img" not in shown.text

@@ -542,3 +542,185 @@ def test_an_approver_sees_what_sessions_wait_for_and_approves_or_rejects_them(
     expect(page.locator("#failure")).to_contain_text("not this month")
     page.screenshot(path=shots / "session-rejected.png", full_page=True)
     assert timeline_versions(page) == event_versions(api, keys.alice, refund)
+
+
+# ---- the workflow registry's pages --------------------------------------------------------
+
+XSS = '<img src=x onerror="window.pwned = true">'
+
+
+def registered_workflow(target: str, step: str = "GET /slow?ms={{inputs.delay}}") -> dict[str, Any]:
+    """A workflow document with an input of each kind the run form makes a control for."""
+    return {
+        "name": "nightly export",
+        "base_url": target,
+        "inputs": {
+            "delay": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 10,
+                "description": "how long the page waits, in ms",
+            },
+            "verbose": {"type": "boolean", "default": False},
+            "headers": {"type": "object", "default": {}},
+        },
+        "steps": ["GET /slow?ms=5", step, "expect status 200"],
+    }
+
+
+def push(api: str, key: str | None, document: dict[str, Any]) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    answer = httpx.post(f"{api}/v1/workflows", json=document, headers=headers)
+    assert answer.status_code == 201, answer.text
+    version: dict[str, Any] = answer.json()
+    return version
+
+
+def test_the_workflows_page_lists_the_tenants_workflows_and_none_of_another_tenants(
+    serve: Serve, target: str, page: Page, shots: Path
+) -> None:
+    keys = Keys()
+    api = serve(0, STEPLINE_API_KEYS=keys.setting)
+    push(api, keys.alice, registered_workflow(target))
+    push(api, keys.alice, registered_workflow(target, "GET /slow?ms=20"))
+    push(api, keys.bob, {**registered_workflow(target), "name": "globex report"})
+
+    page.goto(f"{api}/ui")
+    sign_in(page, keys.alice)
+    page.get_by_role("link", name="Workflows").click()
+    listed = page.get_by_role("table", name=re.compile("Registered workflows"))
+    row = listed.get_by_role("row").filter(has_text="nightly export")
+    expect(row.get_by_role("cell").nth(0)).to_have_text("2")  # the current version
+    expect(row.get_by_role("cell").nth(1)).to_have_text("2")  # versions
+    expect(listed).not_to_contain_text("globex report")
+    expect(page.get_by_role("link", name="Workflows")).to_have_attribute("aria-current", "page")
+    page.screenshot(path=shots / "workflows.png", full_page=True)
+    row.get_by_role("link", name="nightly export").click()
+    expect(page.get_by_role("heading", name="nightly export", level=1)).to_be_visible()
+    assert page.url == f"{api}/ui/workflows/nightly%20export"
+
+    page.goto(f"{api}/ui/workflows/globex report")
+    expect(page.get_by_role("heading", name="Workflow not found")).to_be_visible()
+    expect(page.locator("#problem")).to_contain_text("WORKFLOW_NOT_FOUND")
+    expect(page.get_by_role("table", name="Versions, oldest first")).to_be_hidden()
+
+
+def test_a_workflows_page_shows_its_versions_and_diffs_them_and_rolls_one_back(
+    serve: Serve, target: str, page: Page, shots: Path
+) -> None:
+    api = serve(0)  # dev mode: no key to enter
+    one = push(api, None, registered_workflow(target))
+    two = push(api, None, registered_workflow(target, "GET /slow?ms=20"))
+
+    page.goto(f"{api}/ui/workflows/nightly export")
+    versions = page.get_by_role("table", name="Versions, oldest first")
+    expect(versions.locator("tbody tr")).to_have_count(2)
+    first, second = (versions.locator(f'tr[data-version="{n}"]') for n in (1, 2))
+    expect(first).to_contain_text(one["sha256"][:12])
+    expect(second).to_contain_text(two["sha256"][:12])
+    expect(second.locator(".badge.current")).to_have_text("current")
+    expect(first.locator(".badge.current")).to_have_count(0)
+    expect(page.get_by_role("heading", name="Version 2 (current)")).to_be_visible()
+    expect(page.locator("#document")).to_contain_text('"GET /slow?ms=20"')
+
+    diff = page.locator("#diff")
+    expect(diff.locator(".removed")).to_have_text(['-    "GET /slow?ms={{inputs.delay}}",'])
+    expect(diff.locator(".added")).to_have_text(['+    "GET /slow?ms=20",'])
+    expect(diff.locator(".file")).to_have_text(["--- nightly export@1", "+++ nightly export@2"])
+    expect(diff.locator(".context").first).to_be_visible()
+    page.screenshot(path=shots / "workflow-diff.png", full_page=True)
+    compare = page.get_by_role("form", name="Choose the versions to compare")
+    compare.get_by_label("From").select_option("Version 2")
+    compare.get_by_label("To").select_option("Version 1")
+    compare.get_by_role("button", name="Show the diff").click()
+    expect(diff.locator(".added")).to_have_text(['+    "GET /slow?ms={{inputs.delay}}",'])
+    assert "from=2&to=1" in page.url  # a diff can be shared
+
+    versions.get_by_role("link", name="Version 1").click()
+    expect(page.get_by_role("heading", name="Version 1", exact=True)).to_be_visible()
+    expect(page.locator("#document")).to_contain_text('"GET /slow?ms={{inputs.delay}}"')
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Roll back to this version").click()
+    expect(first.locator(".badge.current")).to_have_text("current")
+    expect(second.locator(".badge.current")).to_have_count(0)
+    expect(page.get_by_role("button", name="Roll back to this version")).to_be_disabled()
+    page.screenshot(path=shots / "workflow-rolled-back.png", full_page=True)
+    assert httpx.get(f"{api}/v1/workflows/nightly export").json()["current_version"] == 1
+
+
+def test_a_workflow_version_runs_from_its_page_with_typed_inputs_and_refusals_are_shown(
+    serve: Serve, target: str, page: Page, shots: Path
+) -> None:
+    api = serve(1)  # dev mode: no key to enter
+    one = push(api, None, registered_workflow(target))
+    push(api, None, registered_workflow(target, "GET /slow?ms=20"))
+
+    page.goto(f"{api}/ui/workflows/nightly export?version=1")
+    run = page.get_by_role("form", name="Run version 1")
+    expect(run.get_by_label("delay")).to_have_value("10")
+    expect(run.get_by_label("delay")).to_have_accessible_description(
+        "integer, default 10: how long the page waits, in ms"
+    )
+    refused = run.get_by_role("alert")
+    run.get_by_label("delay").fill("0")
+    run.get_by_role("button", name="Run").click()
+    expect(refused).to_contain_text("INPUT_INVALID: input delay: 0 is less than the minimum of 1")
+    expect(run.get_by_label("delay")).to_have_attribute("aria-invalid", "true")
+    page.screenshot(path=shots / "workflow-run-refused.png", full_page=True)
+
+    run.get_by_label("delay").fill("soon")
+    run.get_by_role("button", name="Run").click()
+    expect(refused).to_have_text('Not sent: input delay: "soon" is not a number')
+    run.get_by_label("delay").fill("25")
+    run.get_by_label("headers").fill('{"x": 1')
+    run.get_by_role("button", name="Run").click()
+    expect(refused).to_contain_text("Not sent: input headers is not JSON")
+    assert httpx.get(f"{api}/v1/sessions").json()["items"] == []
+
+    run.get_by_label("headers").fill('{"x": 1}')
+    run.get_by_label("verbose").check()
+    run.get_by_role("button", name="Run").click()
+    page.wait_for_url(re.compile(r"/ui/sessions/[0-9a-f-]{36}$"))
+    session_id = page.url.rsplit("/", 1)[1]
+    expect(page.get_by_role("heading", name="nightly export", level=1)).to_be_visible()
+    expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
+    page.screenshot(path=shots / "workflow-run-session.png", full_page=True)
+    created = httpx.get(f"{api}/v1/sessions/{session_id}/events").json()["items"][0]["data"]
+    assert created["config"]["workflow"] == {
+        "name": "nightly export",
+        "version": 1,
+        "sha256": one["sha256"],
+    }
+    assert created["config"]["inputs"] == {"delay": 25, "verbose": True, "headers": {"x": 1}}
+    assert created["steps"][1]["text"] == "GET /slow?ms=25"
+
+
+def test_markup_in_a_workflow_document_or_its_address_is_shown_as_text(
+    serve: Serve, target: str, page: Page, shots: Path
+) -> None:
+    api = serve(0)  # dev mode: no key to enter
+    marked = registered_workflow(target)
+    marked["labels"] = {"team": XSS}
+    marked["inputs"]["delay"]["description"] = XSS
+    marked["inputs"]["mode"] = {"type": "string", "enum": [XSS, "plain"], "default": XSS}
+    push(api, None, registered_workflow(target))
+    push(api, None, marked)
+
+    page.goto(f"{api}/ui/workflows/nightly export")
+    as_json = f'"team": {json.dumps(XSS)}'
+    expect(page.locator("#document")).to_contain_text(as_json)
+    expect(page.locator("#diff .added").filter(has_text=as_json)).to_have_count(1)
+    run = page.get_by_role("form", name="Run version 2")
+    expect(run.get_by_label("delay")).to_have_accessible_description(re.compile(re.escape(XSS)))
+    expect(run.get_by_label("mode")).to_have_value("0")  # the default, XSS, chosen
+    expect(run.get_by_label("mode").locator("option").nth(1)).to_have_text(XSS)
+    page.screenshot(path=shots / "workflow-markup.png", full_page=True)
+    assert page.locator("img").count() == 0
+    assert page.evaluate("window.pwned") is None
+
+    page.goto(f"{api}/ui/workflows/{XSS}")
+    expect(page.get_by_role("heading", name="Workflow not found")).to_be_visible()
+    expect(page.locator("#problem")).to_contain_text("WORKFLOW_NOT_FOUND")
+    expect(page.locator("#problem")).to_contain_text(XSS)
+    assert page.locator("img").count() == 0
+    assert page.evaluate("window.pwned") is None

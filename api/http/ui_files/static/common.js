@@ -69,8 +69,9 @@ export async function artifactUrl(path) {
   return URL.createObjectURL(await response.blob());
 }
 
-export function showProblem(error) {
-  const box = document.getElementById("problem");
+// The API's error (its code, message and advice) in the page's alert, or in `box`: beside the
+// form that caused it.
+export function showProblem(error, box = document.getElementById("problem")) {
   box.replaceChildren();
   if (!error) return;
   const body = error.body || {};
