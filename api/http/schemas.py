@@ -11,7 +11,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -105,7 +107,13 @@ class StepIn(Strict, StepPolicyFields, Conditional, LoopFields):
         return self.step_spec(self.text, self.expect, self.step_policy(), self.if_)
 
 
-AnyStep = StepIn | StepText
+def _step_form(given: Any) -> str:
+    return "text" if isinstance(given, str) else "step"
+
+
+AnyStep = Annotated[
+    Annotated[StepIn, Tag("step")] | Annotated[StepText, Tag("text")], Discriminator(_step_form)
+]
 """A step as a body gives it: text; {text, expect, if, policy...}; or a loop, written
 `{"for_each": "NAME in EXPRESSION", "steps": [...], "max_iterations": 10}` (or, as a file
 writes it, `{"for each NAME in EXPRESSION": [steps]}`)."""

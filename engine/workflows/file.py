@@ -144,6 +144,7 @@ class StepEntry(StepPolicyFields, Conditional, LoopFields):
         return self.step_spec(self.text, self.expect, self.step_policy(), self.if_)
 
 
+LoopFields.model_rebuild()  # its steps are StepEntry, defined after it
 StepEntry.model_rebuild()
 
 

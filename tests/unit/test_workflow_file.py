@@ -123,10 +123,7 @@ def test_a_misspelt_text_field_is_advised_as_a_misspelling_not_a_missing_field(
 
     error = refusal_of(path)
 
-    assert error.message == (
-        f"{path}:3:5: step 0: text: Field required; "
-        f"{path}:3:10: step 0: txt: Extra inputs are not permitted"
-    )
+    assert error.message == f"{path}:3:10: step 0: txt: Extra inputs are not permitted"
     assert error.suggested_action.startswith("Remove or rename txt (did you mean text?")
 
 
