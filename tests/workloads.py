@@ -176,21 +176,23 @@ def continued(app: Stepline) -> UUID:
     return session_id
 
 
+def looping_steps() -> list[StepSpec]:
+    """A loop over `inputs.items` of two steps, the first only for an item other than "b";
+    then a last step."""
+    loop = Loop("item", "inputs.items", ({"text": "step for {{item}}", "expect": None,
+                "policy": {}, "if": "item != \"b\""}, {"text": "after", "expect": None,
+                "policy": {}}))  # fmt: skip
+    return [StepSpec(loop.header, loop=loop), StepSpec("last step")]
+
+
 def looped(app: Stepline) -> UUID:
     """A step skipped (its if: false), a loop over two items whose iterations' steps came in
     after it (one skipped by its own if:), the step after the loop moved down; and a fork of
     it from inside the loop, which carries the skipped step and the loop over. Completed."""
-    loop = Loop("item", "inputs.items", ({"text": "step for {{item}}", "expect": None,
-                "policy": {}, "if": "item != \"b\""}, {"text": "after", "expect": None,
-                "policy": {}}))  # fmt: skip
     session_id = create_session(
         app,
         name="conditions and loops",
-        steps=[
-            StepSpec("step 0", condition="inputs.items == []"),
-            StepSpec(loop.header, loop=loop),
-            StepSpec("last step"),
-        ],
+        steps=[StepSpec("step 0", condition="inputs.items == []"), *looping_steps()],
         tenant="acme",
         actor="alice",
         config={"inputs": {"items": ["a", "b"]}},

@@ -14,7 +14,7 @@ import pytest
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-from domain.session import WorkflowSession
+from domain.session import StepSpec, WorkflowSession
 from engine.live.follower import LogFollower
 from engine.live.leadership import RESERVE_POLLS, Leadership, current_leader
 from engine.live.projector import VIEWS_CHANNEL, Projector, UnknownView
@@ -177,6 +177,57 @@ def test_step_history_counts_turns_commands_checks_and_times(
     assert second.duration_ms == int(
         (second.finished_at - second.started_at) / timedelta(milliseconds=1)
     )
+
+
+def test_skipped_steps_and_a_loops_iterations_show_in_every_view(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    pending = workloads.create_session(
+        app,
+        name="a loop ahead",
+        steps=[StepSpec("first"), *workloads.looping_steps()],
+        tenant="acme",
+        actor="alice",
+        config={"inputs": {"items": ["a", "b"]}},
+    )
+    session_id = workloads.looped(app)
+    projector.catch_up()
+
+    ahead = progress(pool, pending)
+    assert (ahead.total_steps, ahead.loops_ahead, ahead.steps_may_grow) == (3, 1, True)
+    row = progress(pool, session_id)
+    assert (row.status, row.total_steps, row.completed_steps, row.skipped_steps) == (
+        "completed", 7, 5, 2
+    )  # fmt: skip
+    assert (row.percent, row.loops_ahead, row.steps_may_grow) == (100.0, 0, False)
+    rows = steps(pool, session_id)
+    assert [(r.step_index, r.text, r.status.value) for r in rows] == [
+        (0, "step 0", "skipped"),
+        (1, "for each item in inputs.items", "completed"),
+        (2, "step for a", "completed"),
+        (3, "after", "completed"),
+        (4, "step for b", "skipped"),
+        (5, "after", "completed"),
+        (6, "last step", "completed"),
+    ]
+    assert rows[0].summary == "skipped: if inputs.items == [] was false"
+    assert rows[0].condition == "inputs.items == []"
+    assert rows[1].summary == "2 iterations"
+    assert [(r.origin or {}).get("iteration") for r in rows] == [None, None, 0, 0, 1, 1, None]
+    assert rows[4].origin is not None
+    assert rows[4].origin["bind"] == {"item": "b"}
+    with pool.connection() as conn:
+        indexed = conn.execute(
+            "SELECT step_count FROM session_index WHERE session_id = %s", (session_id,)
+        ).fetchone()
+    assert indexed == (7,)
+    with pool.connection() as conn:
+        (fork,) = list_sessions(conn, SessionFilter(tenant="acme", source_id=session_id))
+    forked = steps(pool, fork.session_id)
+    assert [r.status.value for r in forked] == [
+        "skipped", "completed", "completed", "completed", "skipped", "completed", "completed"
+    ]  # fmt: skip
+    assert progress(pool, fork.session_id).skipped_steps == 2
 
 
 def test_pause_and_resume_show_in_progress_and_index(
