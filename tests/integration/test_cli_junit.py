@@ -134,3 +134,52 @@ def test_a_failing_run_reports_the_failed_step_with_its_error_and_the_rest_as_no
         len(not_reached),
     )
     assert_consistent(suite)
+
+
+LOOPING = """\
+name: Greet each name
+inputs:
+  names: {type: array, default: [ada, bob]}
+steps:
+  - text: GET /login
+    if: len(inputs.names) == 0
+  - for each name in inputs.names:
+      - text: 'POST /effects with {"name": "junit {{name}}"}'
+        if: name != "bob"
+  - GET /login
+"""
+
+
+def test_a_skipped_step_is_skipped_saying_why_and_a_loop_reports_its_iterations(
+    database_url: str, target: str, app: Stepline, tmp_path: Path
+) -> None:
+    workflow, report = tmp_path / "greet.yaml", tmp_path / "report.xml"
+    workflow.write_text(LOOPING)
+    result = stepline(
+        "run", str(workflow), "--base-url", target, "--json", "--junit", str(report),
+        STEPLINE_DATABASE_URL=database_url,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    session = app.get_session(UUID(json.loads(result.stdout)["session_id"]))
+    suite = suite_of(report)
+    cases = cases_of(suite)
+    assert (
+        [case.name for case in cases]
+        == [step.text for step in session.steps]
+        == [
+            "GET /login",
+            "for each name in inputs.names",
+            'POST /effects with {"name": "junit ada"}',
+            'POST /effects with {"name": "junit bob"}',
+            "GET /login",
+        ]
+    )
+    skipped = [(i, r.message) for i, case in enumerate(cases) for r in case.result]
+    assert skipped == [
+        (0, "skipped: if len(inputs.names) == 0 was false"),
+        (3, 'skipped: if name != "bob" was false'),
+    ]
+    assert [type(r) for case in cases for r in case.result] == [Skipped, Skipped]
+    assert (suite.tests, suite.failures, suite.errors, suite.skipped) == (5, 0, 0, 2)
+    assert_consistent(suite)
