@@ -26,6 +26,9 @@ MAX_EXPANDED_STEPS = 5_000
 """The most steps a session may have, its loops' iterations included."""
 MAX_ITEM_CHARS = 10_000
 """An item as the iterations' steps record it (bound for their conditions), as JSON."""
+MAX_EXPANSION_CHARS = 1_000_000
+"""The iterations' steps as one `LoopExpanded` records them, as JSON: an event is read back
+whole whenever its session is."""
 VARIABLE = r"[A-Za-z_][A-Za-z0-9_]*"
 HEADER = re.compile(rf"^for each\s+({VARIABLE})\s+in\s+(\S.*)$", re.DOTALL)
 """A loop as a workflow writes it: `for each todo in vars.todos`."""
@@ -88,14 +91,22 @@ class Loop:
     def iterations(self, items: list[Any], bound: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The steps of every iteration, in order, as `LoopExpanded` records them; `bound`:
         the loop variables of the loops this one is inside."""
-        expanded = []
+        expanded, size = [], 0
         for number, item in enumerate(items):
             _refuse_item(self, number, item)
             binding = {**bound, self.var: item}
             origin = {"loop": self.header, "iteration": number, "of": len(items), "bind": binding}
             for step in self.steps:
                 own = step.get("origin") or {}  # a template's, say
-                expanded.append(_written(step, self.var, item, number) | {"origin": own | origin})
+                written = _written(step, self.var, item, number) | {"origin": own | origin}
+                size += len(json.dumps(written, ensure_ascii=False))
+                if size > MAX_EXPANSION_CHARS:
+                    raise LoopRefused(
+                        "LOOP_LIMIT_EXCEEDED",
+                        f"{self.header}: its iterations' steps would be more than "
+                        f"{MAX_EXPANSION_CHARS:,} characters (at item {number})",
+                    )
+                expanded.append(written)
         return expanded
 
 
