@@ -373,6 +373,37 @@ def test_a_session_gone_on_past_a_failed_step_shows_it_and_each_steps_own_policy
     page.screenshot(path=shots / "session-continued.png", full_page=True)
 
 
+def test_a_session_with_a_loop_shows_its_skipped_steps_and_each_iterations_origin(
+    serve: Serve, target: str, page: Page, shots: Path
+) -> None:
+    api = serve(1)
+    body = {
+        "name": "loops",
+        "executor": "http",
+        "base_url": target,
+        "inputs": {"names": {"type": "array", "default": ["ada", "bob"]}},
+        "steps": [
+            {"text": "GET /login", "if": "len(inputs.names) == 0"},
+            {"for_each": "name in inputs.names", "steps": ["GET /login?name={{name}}"]},
+        ],
+    }
+    created = httpx.post(f"{api}/v1/sessions", json=body, timeout=10)
+    assert created.status_code == 201, created.text
+    session_id = created.json()["session_id"]
+
+    page.goto(f"{api}/ui/sessions/{session_id}")
+    expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
+    expect(page.locator("#progress-text")).to_have_text("3/4 steps (100%), 1 skipped")
+    steps = page.get_by_role("table", name="Steps")
+    skipped = steps.locator('tr[data-step-index="0"]')
+    expect(skipped).to_contain_text("if len(inputs.names) == 0")
+    expect(skipped.locator(".badge")).to_have_text("skipped")
+    expect(steps.locator('tr[data-step-index="3"]')).to_contain_text(
+        "GET /login?name=bobfor each name in inputs.names: 2 of 2"
+    )
+    page.screenshot(path=shots / "session-loop.png", full_page=True)
+
+
 def test_a_browser_sessions_screenshots_are_thumbnails_beside_their_command_opened_on_click(
     serve: Serve, target: str, page: Page, shots: Path
 ) -> None:

@@ -24,8 +24,11 @@ function showSession(session) {
   );
   document.getElementById("progress").value = session.percent;
   const continued = session.continued_steps ? `, ${session.continued_steps} failed and went on past` : "";
+  const skipped = session.skipped_steps ? `, ${session.skipped_steps} skipped` : "";
+  // A loop not yet come up adds its iterations' steps: the total so far is a floor.
+  const total = session.steps_may_grow ? `${session.total_steps}+` : String(session.total_steps);
   document.getElementById("progress-text").textContent =
-    `${session.completed_steps}/${session.total_steps} steps (${Math.round(session.percent)}%)${continued}`;
+    `${session.completed_steps}/${total} steps (${Math.round(session.percent)}%)${continued}${skipped}`;
   document.getElementById("current").textContent = session.current_step_text ?? "–";
   document.getElementById("started").textContent = when(session.started_at);
   document.getElementById("duration").textContent = sessionDuration(session);
@@ -82,11 +85,21 @@ function stepPolicy(step) {
   return el("small", { class: "policy" }, set.map(([name, value]) => `${name} ${value}`).join(", "));
 }
 
+// Where the step came from and when it runs: `if vars.n > 0`, `for each name in …: 2 of 3`.
+function stepFlow(step) {
+  const said = [];
+  if (step.condition) said.push(`if ${step.condition}`);
+  const origin = step.origin ?? {};
+  if (origin.loop) said.push(`${origin.loop}: ${origin.iteration + 1} of ${origin.of}`);
+  if (!said.length) return null;
+  return el("small", { class: "flow" }, said.join("; "));
+}
+
 function stepRow(step) {
   return el(
     "tr", { "data-step-index": String(step.step_index) },
     el("td", {}, String(step.step_index)),
-    el("th", { scope: "row" }, step.text, stepPolicy(step)),
+    el("th", { scope: "row" }, step.text, stepFlow(step), stepPolicy(step)),
     el("td", {}, badge(step.status), step.continued ? " continued" : ""),
     el("td", {}, String(step.attempts)),
     el("td", {}, stepDuration(step)),
