@@ -101,7 +101,7 @@ def test_a_steps_own_limit_below_its_least_value_is_refused_naming_the_step(api:
         problem = assert_problem(alice.post("/v1/sessions", json=body), 422, "VALIDATION_FAILED")
 
     said = {e["field"]: e["message"] for e in problem["details"]["errors"]}
-    assert said["body.steps.1.StepIn.timeout_ms"] == "Input should be greater than or equal to 1"
+    assert said["body.steps.1.step.timeout_ms"] == "Input should be greater than or equal to 1"
     assert log_head(api) == before
 
 
