@@ -275,6 +275,7 @@ def fold(
             continue
         if isinstance(event, W.LoopExpanded):
             changed |= _expanded(steps, recorded, event)
+            running.pop(recorded.session_id, None)  # the loop is done; nothing runs
             continue
         key_or_none = _target(steps, running, recorded)
         if key_or_none is None or event.originator_version <= steps[key_or_none].version:

@@ -257,8 +257,14 @@ def what_it_did(step: StepView) -> str:
 
 
 def _step_text(step: StepView) -> Text:
-    """The step as written, and under it its own policy, if it has one."""
+    """The step as written, and under it its condition, the loop iteration it came from and
+    its own policy, if it has them."""
     text = Text(step.text)
+    origin = step.origin or {}
+    if step.condition:
+        text.append(f"\nif {step.condition}", style="dim")
+    if "loop" in origin:
+        text.append(f"\n{origin['loop']}: {origin['iteration'] + 1} of {origin['of']}", style="dim")
     policy = StepPolicy.from_dict(step.policy).described()
     if policy:
         text.append(f"\n{policy}", style="dim")
@@ -270,9 +276,11 @@ def print_session(session: SessionView, steps: list[StepView]) -> None:
     continued = (
         f", {session.continued_steps} failed and went on past" if session.continued_steps else ""
     )
+    skipped = f", {session.skipped_steps} skipped" if session.skipped_steps else ""
+    total = f"{session.total_steps}{'+' if session.steps_may_grow else ''}"  # loops ahead
     console.print(
         f"{session.status}  {_bar(session.percent)}  {session.completed_steps}/"
-        f"{session.total_steps} steps{continued}  started {_clock(session.started_at)}  "
+        f"{total} steps{continued}{skipped}  started {_clock(session.started_at)}  "
         f"took {_took(session.started_at, session.finished_at)}"
     )
     if session.waiting_for:
