@@ -274,7 +274,11 @@ class _Evaluator:
             if not isinstance(item, str):
                 raise self.fail(f"a string holds strings, not {_kind(item)}", node)
             return item in container
-        if isinstance(container, list | dict):
+        if isinstance(container, dict):
+            if not isinstance(item, str):
+                raise self.fail(f"an object's keys are strings, not {_kind(item)}", node)
+            return item in container
+        if isinstance(container, list):
             return item in container
         raise self.fail(
             f"`in` looks inside a list, a string or an object, not {_kind(container)}", node
