@@ -347,6 +347,23 @@ class ForkCreated(SessionCreated):
     )
 
 
+CONTINUED_STEPS = Field(
+    default=0,
+    description="steps that failed and that the session went on past (on_failure: continue); "
+    "done, as completed steps are, in the percent",
+)
+SKIPPED_STEPS = Field(
+    default=0, description="steps whose `if` was false when they came up: done, without running"
+)
+STEPS_MAY_GROW = Field(
+    default=False,
+    description="the session has loops that have not come up yet: each will add its "
+    "iterations' steps, so total_steps, percent and estimated_remaining_ms count the steps "
+    "known so far",
+)
+"""Of a session's steps, as its view and its progress both say them."""
+
+
 class SessionView(BaseModel):
     session_id: UUID
     name: str
@@ -355,21 +372,9 @@ class SessionView(BaseModel):
     total_steps: int
     completed_steps: int
     failed_steps: int
-    continued_steps: int = Field(
-        default=0,
-        description="steps that failed and that the session went on past (on_failure: "
-        "continue); done, as completed steps are, in the percent",
-    )
-    skipped_steps: int = Field(
-        default=0,
-        description="steps whose `if` was false when they came up: done, without running",
-    )
-    steps_may_grow: bool = Field(
-        default=False,
-        description="the session has loops that have not come up yet: each will add its "
-        "iterations' steps, so total_steps, percent and estimated_remaining_ms count the "
-        "steps known so far",
-    )
+    continued_steps: int = CONTINUED_STEPS
+    skipped_steps: int = SKIPPED_STEPS
+    steps_may_grow: bool = STEPS_MAY_GROW
     current_step_index: int | None
     current_step_text: str | None
     percent: float
@@ -391,21 +396,9 @@ class ProgressView(BaseModel):
     total_steps: int
     completed_steps: int
     failed_steps: int
-    continued_steps: int = Field(
-        default=0,
-        description="steps that failed and that the session went on past (on_failure: "
-        "continue); done, as completed steps are, in the percent",
-    )
-    skipped_steps: int = Field(
-        default=0,
-        description="steps whose `if` was false when they came up: done, without running",
-    )
-    steps_may_grow: bool = Field(
-        default=False,
-        description="the session has loops that have not come up yet: each will add its "
-        "iterations' steps, so total_steps, percent and estimated_remaining_ms count the "
-        "steps known so far",
-    )
+    continued_steps: int = CONTINUED_STEPS
+    skipped_steps: int = SKIPPED_STEPS
+    steps_may_grow: bool = STEPS_MAY_GROW
     current_step_index: int | None
     percent: float
     estimated_remaining_ms: int | None

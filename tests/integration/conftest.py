@@ -164,16 +164,21 @@ def drive(loop: TaskLoop, session_id: UUID) -> WorkflowSession:
 def assert_secret_recorded_nowhere(database_url: str, logs: str, model: ScriptedModel) -> None:
     """PASSWORD is in no stored event or snapshot, no log line and no prompt (whose
     placeholder is)."""
+    assert_stored_nowhere(database_url, PASSWORD)
+    assert PASSWORD not in logs
+    prompts = json.dumps(model.requests)
+    assert "{{secrets.DEMO_PASSWORD}}" in prompts
+    assert PASSWORD not in prompts
+
+
+def assert_stored_nowhere(database_url: str, value: str) -> None:
+    """`value` is in no stored event or snapshot (and some are stored)."""
     with psycopg.connect(database_url) as conn:
         stored = conn.execute(
             "SELECT state FROM stepline_events UNION ALL SELECT state FROM stepline_snapshots"
         ).fetchall()
     assert stored
-    assert not [row for row in stored if PASSWORD.encode() in bytes(row[0])]
-    assert PASSWORD not in logs
-    prompts = json.dumps(model.requests)
-    assert "{{secrets.DEMO_PASSWORD}}" in prompts
-    assert PASSWORD not in prompts
+    assert not [row for row in stored if value.encode() in bytes(row[0])]
 
 
 def event_types(app: Stepline, session_id: UUID) -> list[str]:
