@@ -13,6 +13,7 @@ that gives anything but true or false is an error that points at the expression.
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -81,8 +82,13 @@ class Expression:
         return cls(stripped, tree)
 
     def evaluate(self, values: Mapping[str, Any]) -> Any:
-        """The expression's value over `values` (`vars`, `inputs`, `result`, loop variables)."""
-        return _Evaluator(self.text, values).value(self.tree)
+        """The expression's value over `values` (`vars`, `inputs`, `result`, loop variables).
+        A value nested too deep to compare (a target's answer can be) is an ExpressionError
+        like any other."""
+        try:
+            return _Evaluator(self.text, values).value(self.tree)
+        except RecursionError:
+            raise ExpressionError(self.text, "a value is nested too deep to compare") from None
 
     def condition(self, values: Mapping[str, Any]) -> bool:
         """The value, which must be true or false (see the module's note)."""
@@ -126,9 +132,7 @@ class _Checker:
                 pass
             case ast.UnaryOp(op=ast.Not() | ast.USub()):
                 pass
-            case ast.Constant(value=value) if value is None or isinstance(
-                value, bool | int | float | str
-            ):
+            case ast.Constant(value=value) if _is_literal(value):
                 pass
             case ast.Name(id=name):
                 self._check_name(name, node)
@@ -217,8 +221,7 @@ class _Evaluator:
         path = ast.unparse(node)
         if isinstance(container, dict):
             if not isinstance(key, str) or key not in container:
-                known = ", ".join(sorted(map(str, container))[:10]) or "nothing"
-                raise self.fail(f"{path} is not there (there is {known})", node)
+                raise self.fail(f"{path} is not there{self._known(container, node)}", node)
             return container[key]
         if isinstance(container, list):
             if not isinstance(key, int) or isinstance(key, bool):
@@ -227,6 +230,15 @@ class _Evaluator:
                 raise self.fail(f"{path} is past the end of a list of {len(container)}", node)
             return container[key]
         raise self.fail(f"{path}: {_kind(container)} has no parts", node)
+
+    def _known(self, container: dict[str, Any], node: ast.expr) -> str:
+        """The names there are, for a path from a root (`vars.NAME`: names the workflow's
+        author chose); never the keys of a value, which a target's answer may have made of
+        anything (a token)."""
+        inner = node.value if isinstance(node, ast.Attribute | ast.Subscript) else None
+        if not isinstance(inner, ast.Name) or inner.id not in ROOTS:
+            return ""
+        return f" (there is {', '.join(sorted(container)[:10]) or 'nothing'})"
 
     def _boolean(self, node: ast.expr, word: str) -> bool:
         value = self.value(node)
@@ -289,6 +301,13 @@ class _Evaluator:
         if not isinstance(value, str | list | dict):
             raise self.fail(f"len() of {_kind(value)}", node)
         return len(value)
+
+
+def _is_literal(value: Any) -> bool:
+    """A JSON value written in the expression: not bytes, `...`, `1j`, nor `1e999`."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, bool | int | str)
 
 
 def _is_number(value: Any) -> bool:

@@ -4,12 +4,14 @@ declarations, a registered workflow's document, a signal's body.
 The event store reads back a mapping of exactly `_type_` and `_data_` as a stored Python
 type: such a value, kept, would come back as something else or not at all, and every reader
 of the log (the views' projector first) would stumble on it. PostgreSQL cannot keep NUL in
-text, nor a lone surrogate in UTF-8; and a value nested past any sensible depth is a way to
-exhaust a reader's stack. So these are refused when the value comes in, with the reason.
+text, nor a lone surrogate in UTF-8, nor jsonb an infinite number or NaN (which Python's
+JSON reader takes); and a value nested past any sensible depth is a way to exhaust a reader's
+stack. So these are refused when the value comes in, with the reason.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 MARKER_KEYS = frozenset({"_type_", "_data_"})
@@ -36,6 +38,8 @@ def unstorable(value: Any) -> str | None:
             pending.extend((member, depth + 1) for member in item.values())
         elif isinstance(item, list):
             pending.extend((member, depth + 1) for member in item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "it holds a number JSON cannot write (Infinity or NaN)"
     return None
 
 

@@ -18,12 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain.expressions import Expression, ExpressionError
+from domain.json_values import unstorable
 
 DEFAULT_MAX_ITERATIONS = 100
 MAX_ITERATIONS = 10_000
 """The most a loop may set `max_iterations` to."""
-MAX_EXPANDED_STEPS = 5_000
+MAX_EXPANDED_STEPS = 2_000
 """The most steps a session may have, its loops' iterations included."""
+MAX_SESSION_EXPANSION_CHARS = 4_000_000
+"""All its loops' iterations' steps, as their `LoopExpanded` events record them: the most a
+session's loops may add to what is read back whenever it is."""
 MAX_ITEM_CHARS = 10_000
 """An item as the iterations' steps record it (bound for their conditions), as JSON."""
 MAX_EXPANSION_CHARS = 1_000_000
@@ -111,8 +115,13 @@ class Loop:
 
 
 def _refuse_item(loop: Loop, number: int, item: Any) -> None:
-    """An item's text may not hold a placeholder of its own: written into a step, a value an
-    answer gave would otherwise ask for a secret or another variable."""
+    """An item is recorded (bound for the iteration's conditions), so it must be a value the
+    log can keep (`unstorable`: not too deep, no NUL, no Infinity...); and its text may not
+    hold a placeholder of its own: written into a step, a value an answer gave would
+    otherwise ask for a secret or another variable."""
+    problem = unstorable(item)
+    if problem is not None:
+        raise LoopRefused("LOOP_ITEM_INVALID", f"{loop.header}: item {number}: {problem}")
     text = json.dumps(item, ensure_ascii=False)
     if "{{" in text or "}}" in text or "\\u0000" in text:
         raise LoopRefused(

@@ -70,7 +70,10 @@ class CompletedStep(TypedDict):
     summary: str
     evidence: list[str]
     skipped: NotRequired[bool]
-    """Its `if:` was false in the source (only written then: the one key not always there)."""
+    """Its `if:` was false in the source (only written then: these two are the keys not
+    always there)."""
+    expanded: NotRequired[int]
+    """A loop in the source: how many steps its iterations put after it."""
 
 
 class CarriedStep(TypedDict):
@@ -80,3 +83,4 @@ class CarriedStep(TypedDict):
     summary: str
     evidence: list[str]
     skipped: NotRequired[bool]
+    expanded: NotRequired[int]

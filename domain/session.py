@@ -10,6 +10,7 @@ body that rebuilds the session when its events are replayed.
 
 from __future__ import annotations
 
+import json
 import re
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,14 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow
 from domain.expressions import ROOTS, Expression, ExpressionError
-from domain.loops import MAX_EXPANDED_STEPS, MAX_ITERATIONS, VARIABLE, Loop, LoopRefused
+from domain.loops import (
+    MAX_EXPANDED_STEPS,
+    MAX_ITERATIONS,
+    MAX_SESSION_EXPANSION_CHARS,
+    VARIABLE,
+    Loop,
+    LoopRefused,
+)
 from domain.payloads import (
     ArtifactRef,
     CarriedStep,
@@ -288,6 +296,19 @@ def _validated_step(step: StepSpec, index: int, label: str, at: str, names: set[
         condition=condition,
         loop=loop,
     )
+
+
+def _refuse_long_texts(loop: str, expanded: list[dict[str, Any]]) -> None:
+    """An iteration's step is held to the length of a step as written, its expect too."""
+    for number, recorded in enumerate(expanded):
+        for key in ("text", "expect"):
+            written = recorded.get(key) or ""
+            if len(written) > MAX_STEP_TEXT:
+                raise LoopRefused(
+                    "LOOP_ITEM_INVALID",
+                    f"{loop}: the {key} of step {number} of its iterations would be "
+                    f"{len(written)} characters, more than {MAX_STEP_TEXT}",
+                )
 
 
 def _readable(expression: str | None, at: str, names: set[str]) -> str | None:
@@ -860,6 +881,8 @@ class WorkflowSession(Aggregate):
             }
             if step.get("skipped"):
                 carried["skipped"] = True
+            if "expanded" in step:
+                carried["expanded"] = step["expanded"]
             steps.append(carried)
         self._steps_carried_over(steps=steps, actor=actor)
 
@@ -1110,14 +1133,20 @@ class WorkflowSession(Aggregate):
                 f"{step.text}: {len(expanded)} more steps would make the session's "
                 f"{len(self.steps) + len(expanded)}, more than its limit ({MAX_EXPANDED_STEPS})",
             )
-        for number, recorded in enumerate(expanded):
-            if len(recorded["text"]) > MAX_STEP_TEXT:
-                raise LoopRefused(
-                    "LOOP_ITEM_INVALID",
-                    f"{step.text}: step {number} of its iterations would be "
-                    f"{len(recorded['text'])} characters, more than {MAX_STEP_TEXT}",
-                )
+        _refuse_long_texts(step.text, expanded)
+        added = len(json.dumps(expanded, ensure_ascii=False))
+        if self._expanded_chars() + added > MAX_SESSION_EXPANSION_CHARS:
+            raise LoopRefused(
+                "LOOP_LIMIT_EXCEEDED",
+                f"{step.text}: its iterations' steps would take the session's loops past "
+                f"{MAX_SESSION_EXPANSION_CHARS:,} characters of steps",
+            )
         self._loop_expanded(step_index=step_index, items=len(items), steps=expanded, actor=actor)
+
+    def _expanded_chars(self) -> int:
+        """What the session's loops have added so far, as their events recorded it."""
+        added = [step.spec().to_dict() for step in self.steps if "iteration" in (step.origin or {})]
+        return len(json.dumps(added, ensure_ascii=False)) if added else 0
 
     def _require_no_open_commands(self, verb: str, step: StepState) -> None:
         if step.open_commands:
@@ -1311,6 +1340,7 @@ class WorkflowSession(Aggregate):
         for carried in steps:
             step = self.steps[carried["step_index"]]
             step.status = StepStatus.SKIPPED if carried.get("skipped") else StepStatus.COMPLETED
+            step.expanded = carried.get("expanded")
             step.summary = carried["summary"]
             step.evidence = list(carried["evidence"])
         self.current_step = len(steps)

@@ -276,10 +276,12 @@ class Secrets:
         return next(s.name for s, pattern in self._exposed.items() if pattern.fullmatch(matched))
 
     def redact_all(self, data: Any) -> Any:
+        """`data` with every secret value in its strings replaced by its placeholder: in an
+        object's keys too (an answer may key anything by a token)."""
         if isinstance(data, str):
             return self.redact(data)
         if isinstance(data, dict):
-            return {k: self.redact_all(v) for k, v in data.items()}
+            return {self.redact_all(k): self.redact_all(v) for k, v in data.items()}
         if isinstance(data, list):
             return [self.redact_all(v) for v in data]
         return data

@@ -8,6 +8,7 @@ event that a view already holds changes nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -63,14 +64,17 @@ R = TypeVar("R", bound=Row)
 
 
 def _without_nul(value: Any) -> Any:
-    """PostgreSQL text and jsonb cannot hold NUL; an event carrying one (say, a command's
-    output echoed into a summary) must not stop a view, so NUL is dropped on the way in."""
+    """PostgreSQL text and jsonb cannot hold NUL, nor jsonb an infinite number or NaN; an
+    event carrying one (say, a command's output echoed into a summary) must not stop a view,
+    so NUL is dropped on the way in, and such a number is null."""
     if isinstance(value, str):
         return value.replace("\x00", "") if "\x00" in value else value
     if isinstance(value, dict):
         return {_without_nul(k): _without_nul(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_without_nul(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 

@@ -236,13 +236,15 @@ def refuse_erased(source: WorkflowSession) -> None:
 
 
 def _fork_version(history: Sequence[W.Event], from_step: int) -> int:
-    """The source's version once the step before `from_step` completed (its creation for 0)."""
+    """The source's version once the step before `from_step` was done (its creation for 0):
+    completed, skipped, or a loop that made its iterations."""
     if from_step == 0:
         return 1
+    done = W.StepCompleted | W.StepSkipped | W.LoopExpanded
     return max(
         e.originator_version
         for e in history
-        if isinstance(e, W.StepCompleted) and e.step_index == from_step - 1
+        if isinstance(e, done) and e.step_index == from_step - 1
     )
 
 
@@ -277,4 +279,6 @@ def _carried(step: StepState) -> CompletedStep:
     carried: CompletedStep = {"summary": step.summary or "", "evidence": step.evidence}
     if step.status is StepStatus.SKIPPED:
         carried["skipped"] = True
+    if step.expanded is not None:  # its iterations are carried over after it
+        carried["expanded"] = step.expanded
     return carried

@@ -61,10 +61,19 @@ class StepFlow:
         self.session_id = session_id
         self.secrets = secrets
 
-    def passed_over(self, index: int, step: StepState, values: Mapping[str, Any]) -> bool:
+    def passed_over(self, index: int, step: StepState, variables: Mapping[str, Any]) -> bool:
         """Whether step `index`, about to start, was decided here: skipped (its `if:` is
         false), failed (its `if:` could not be evaluated), or a loop made its iterations.
-        False: it runs as any step does."""
+        False: it runs as any step does.
+
+        Expressions read the variables as the log records them: a secret's value an answer
+        held is its placeholder, so a condition cannot test it (nor a loop go over it), and a
+        run that took the session over (its variables restored from the log) decides alike."""
+        try:
+            values = values_for(self.held.session, index, self.secrets.redact_all(variables))
+        except RecursionError:  # a value nested too deep to read: the step cannot go on
+            self._fail(index, "EXPRESSION_FAILED", "a saved variable is nested too deep to read")
+            return True
         if step.status is StepStatus.FAILED:
             return False  # its failure is decided on as any step's is
         if step.status is StepStatus.PENDING and step.condition is not None:
@@ -95,8 +104,7 @@ class StepFlow:
 
     def _expand(self, index: int, loop: Loop, values: Mapping[str, Any]) -> None:
         try:
-            # As every recorded value is: a secret's value an answer held, by its placeholder.
-            items = self.secrets.redact_all(loop.items_of(values))
+            items = loop.items_of(values)
             self.held.decide(lambda s: s.expand_loop(index, items))
         except LoopRefused as refused:
             self._fail(index, refused.code, str(refused))
@@ -107,9 +115,11 @@ class StepFlow:
 
     def _fail(self, index: int, code: str, message: str) -> None:
         """The step fails with `code` (none of which is retryable): started first if it was
-        not, so its failure is an attempt's, as every step failure is."""
+        not, so its failure is an attempt's, as every step failure is. Its message redacted,
+        as every recorded error is."""
         if self.held.session.steps[index].status is not StepStatus.RUNNING:
             self.held.decide(lambda s: s.start_step(index))
+        message = self.secrets.redact(message)
         error = StandardError.of(code, message).to_dict()
         self.held.decide(lambda s: s.fail_step(index, error=error, retryable=False))
         log.error("Step failed: %s (%s)", message, code, extra=on_step(self.session_id, index))

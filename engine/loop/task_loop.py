@@ -41,7 +41,7 @@ from engine.loop.limits import Limits
 from engine.loop.recovery import Recovery
 from engine.loop.replay import RecordedAction, RecordedStep, Replay
 from engine.loop.step_attempt import StepAttempt
-from engine.loop.step_flow import StepFlow, values_for
+from engine.loop.step_flow import StepFlow
 from engine.loop.step_results import (
     Deadline,
     Interrupted,
@@ -330,9 +330,7 @@ class SessionRun:
             return
         index = session.current_step
         step = session.steps[index]
-        if (step.condition or step.loop) and self.flow.passed_over(
-            index, step, values_for(session, index, self._variables())
-        ):
+        if (step.condition or step.loop) and self.flow.passed_over(index, step, self._variables()):
             return
         attempt = step.attempts
         resuming = step.status is StepStatus.RUNNING  # started before a stop or a takeover

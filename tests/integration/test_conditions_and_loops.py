@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from domain.errors import InvalidWorkflow
-from domain.session import SessionStatus, StepSpec, StepStatus, WorkflowSession
+from domain.session import SessionStatus, StepSpec, StepState, StepStatus, WorkflowSession
 from engine.loop.replay import fork_request, replay_request
 from engine.store.app import Stepline
 from engine.workflows.file import WorkflowFile
@@ -282,7 +282,11 @@ def test_a_secret_an_answer_echoed_never_reaches_the_log_through_a_loop(
 
 
 def path_of(session: WorkflowSession) -> list[tuple[str, str]]:
-    return [(step.text, step.status.value) for step in session.steps]
+    return path_of_steps(session.steps)
+
+
+def path_of_steps(steps: list[StepState]) -> list[tuple[str, str]]:
+    return [(step.text, step.status.value) for step in steps]
 
 
 def test_a_replay_takes_the_same_path_through_skips_and_loop_iterations(
@@ -356,3 +360,80 @@ def test_a_fork_carries_over_a_skipped_step_as_skipped(
     forked = drive(loop, fork.id)
 
     assert statuses(forked) == ["skipped", "completed", "completed"]
+
+
+def test_a_condition_cannot_test_a_secrets_value_nor_say_it_in_an_error(
+    make_loop: LoopFactory, fresh_target: str, fresh_database_url: str
+) -> None:
+    """Variables are read as the log records them: the echoed secret is its placeholder, so
+    a condition learns nothing of its value, and an error quoting the variables has none."""
+    loop = make_loop(ai=False)
+    steps = steps_of(
+        f"""
+  - 'POST /effects with {{"name": "{{{{secrets.DEMO_PASSWORD}}}}"}}'
+  - GET /effects
+  - save json applied as applied
+  - text: 'POST /effects with {{"name": "oracle said yes"}}'
+    if: '"{PASSWORD[:6]}" in vars.applied[0].name'
+  - text: GET /effects
+    if: vars.applied[0].nope == 1
+"""
+    )
+    session = drive(loop, start_session(loop, steps, fresh_target))
+
+    assert statuses(session)[3:] == ["skipped", "failed"]
+    assert session.error is not None
+    assert session.error["code"] == "EXPRESSION_FAILED"
+    assert effects(fresh_target) == [PASSWORD]
+    assert_stored_nowhere(fresh_database_url, PASSWORD)
+
+
+def test_a_replay_of_a_fork_from_inside_a_loop_runs_each_iteration_once(
+    make_loop: LoopFactory, fresh_target: str
+) -> None:
+    loop = make_loop(ai=False)
+    source = drive(
+        loop, start_session(loop, steps_of(THREE_SAVED + LOOP_OVER_APPLIED), fresh_target)
+    )
+    fork = loop.app.create(
+        fork_request(source, loop.app.history(source.id), from_step=8), tenant="acme", actor="bob"
+    )
+    forked = drive(loop, fork.id)
+
+    with example_target().serving(password=PASSWORD) as again:
+        replay = loop.app.create(
+            replay_request(forked, strict=True, base_url=again), tenant="acme", actor="bob"
+        )
+        replayed = drive(loop, replay.id)
+        assert effects(again) == ["a", "b", "c", "again-a", "again-b", "again-c"]
+
+    assert replayed.status is SessionStatus.COMPLETED
+    assert path_of(replayed) == path_of(source)
+
+
+@pytest.mark.parametrize("from_step", [1, 7])
+def test_a_fork_from_right_after_a_skipped_step_or_a_loop(
+    make_loop: LoopFactory, fresh_target: str, from_step: int
+) -> None:
+    loop = make_loop(ai=False)
+    steps = steps_of(
+        """
+  - text: GET /effects
+    if: 1 == 2
+"""
+        + THREE_SAVED
+        + LOOP_OVER_APPLIED
+    )
+    source = drive(loop, start_session(loop, steps, fresh_target))
+    assert source.steps[from_step - 1].status in (StepStatus.SKIPPED, StepStatus.COMPLETED)
+
+    fork = loop.app.create(
+        fork_request(source, loop.app.history(source.id), from_step=from_step),
+        tenant="acme",
+        actor="bob",
+    )
+
+    carried = loop.app.get_session(fork.id).steps[:from_step]
+    assert path_of_steps(carried) == path_of(source)[:from_step]
+    if from_step == 7:  # from the loop's first iteration: the same path to the end
+        assert path_of(drive(loop, fork.id)) == path_of(source)
