@@ -447,7 +447,8 @@ class StepView(BaseModel):
     origin: dict[str, Any] | None = Field(
         default=None,
         description="the loop iteration it came from: {loop, iteration, of, bind} (bind: the "
-        "loop variables' values); null for a step as written",
+        "loop variables' values); the template it came from: {template: name@version, via: "
+        "[outer templates]}; both for a template's step in a loop; null for a step as written",
     )
 
 
