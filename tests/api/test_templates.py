@@ -117,7 +117,7 @@ def test_a_registered_workflow_resolves_its_templates_when_a_session_is_made(
         ).json()
         steps = [created_event(alice, s["session_id"])["steps"] for s in (first, second, fork)]
 
-    assert [[(s["text"], s["origin"]) for s in made][0] for made in steps] == [
+    assert [(made[0]["text"], made[0]["origin"]) for made in steps] == [
         ('POST /effects with {"name": "v1 cy x1"}', {"template": "login@1"}),
         ('POST /effects with {"name": "v2 cy x1"}', {"template": "login@2"}),
         ('POST /effects with {"name": "v1 di x1"}', {"template": "login@1"}),
@@ -200,3 +200,15 @@ def test_a_templates_values_are_checked_against_its_inputs_naming_the_input(
         in assert_problem(with_condition, 422, "VALIDATION_FAILED")["message"]
     )
     assert sessions_created(fresh_database_url) == 0
+
+
+def test_a_schedules_workflow_using_a_template_is_refused_clearly(api: Api, target: str) -> None:
+    with api.client("alice") as alice:
+        pushed(alice, login())
+        workflow = using(target, {"use": "login", "with": {"user": "a"}})
+        answer = alice.post(
+            "/v1/schedules", json={"name": "s", "workflow": workflow, "every": "1h", "paused": True}
+        )
+
+    problem = assert_problem(answer, 422, "VALIDATION_FAILED")
+    assert "a schedule's workflow cannot use templates yet" in problem["message"]

@@ -194,7 +194,8 @@ def test_a_template_inside_a_template_records_the_chain_and_inside_a_loop_keeps_
         {"template": "checkout.yaml"},
     ]
     loop = steps[4].loop
-    assert loop is not None and steps[4].origin is None
+    assert loop is not None
+    assert steps[4].origin is None
     assert [s["origin"] for s in loop.steps] == [{"template": "login.yaml"}] * 2
     [first, _] = loop.iterations(["only"], {})[:2]
     assert first["origin"]["template"] == "login.yaml"  # the iteration's keys beside it
