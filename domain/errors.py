@@ -87,6 +87,21 @@ CATALOGUE: dict[str, ErrorKind] = {
         "Check the name and version: `stepline workflows list` (or GET /v1/workflows) shows the "
         "tenant's registered workflows",
     ),
+    "TEMPLATE_NOT_FOUND": ErrorKind(
+        _V,
+        _LOW,
+        False,
+        False,
+        "Push the template first (`stepline workflows push`), or correct the name `use:` gives; "
+        "a file template is found beside the workflow file, by `stepline run` only",
+    ),
+    "TEMPLATE_CYCLE": ErrorKind(
+        _V,
+        _LOW,
+        False,
+        False,
+        "Remove the `use:` that leads back to a workflow it is used by",
+    ),
     "UNSUPPORTED_MEDIA_TYPE": ErrorKind(
         _V, _LOW, False, False, "Send the body as application/json or application/yaml"
     ),
@@ -592,6 +607,18 @@ class WorkflowNotFound(DomainError):
     """No workflow of that name (or no such version of it) in the tenant's registry."""
 
     code = "WORKFLOW_NOT_FOUND"
+
+
+class TemplateNotFound(InvalidWorkflow):
+    """A step's `use:` names no workflow its creator's tenant has (or no file beside it)."""
+
+    code = "TEMPLATE_NOT_FOUND"
+
+
+class TemplateCycle(InvalidWorkflow):
+    """Templates that use each other: expanded, they would never end."""
+
+    code = "TEMPLATE_CYCLE"
 
 
 class WebhookSecretMissing(DomainError):

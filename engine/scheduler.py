@@ -67,6 +67,7 @@ def request_of_body(body: dict[str, Any], webhook: dict[str, Any] | None = None)
         declared = {name: InputSpec.model_validate(spec) for name, spec in inputs.items()}
     except ValidationError as error:
         raise InvalidWorkflow(f"the schedule's workflow is no longer valid: {error}") from None
+    _refuse_templates(body["steps"])
     steps = [
         StepSpec(step)
         if isinstance(step, str)
@@ -82,6 +83,19 @@ def request_of_body(body: dict[str, Any], webhook: dict[str, Any] | None = None)
         labels=dict(body.get("labels") or {}),
     )
     return with_inputs(request, declared, body.get("with") or {})
+
+
+def _refuse_templates(steps: list[Any]) -> None:
+    """A schedule's workflow is its steps as given: a template (`use:`) would be expanded
+    at each firing, against the registry as it is then, which is not done yet."""
+    for index, step in enumerate(steps):
+        if isinstance(step, dict) and step.get("use") is not None:
+            raise InvalidWorkflow(
+                f"step {index} uses a template ({step['use']}): a schedule's workflow cannot "
+                "use templates yet",
+                suggested_action="Give the template's steps themselves in the schedule's workflow",
+                field=f"steps[{index}]",
+            )
 
 
 def firing_request(schedule: Schedule, fired_at: datetime) -> SessionRequest:

@@ -46,7 +46,7 @@ from api.http.event_views import event_view
 from api.http.server import UnsafeBinding, check_binding, create_app, run_worker
 from api.http.server import serve as serve_app
 from domain.errors import DomainError, InvalidInput, SessionNotFound, StandardError
-from domain.session import WorkflowSession
+from domain.session import StepSpec, WorkflowSession
 from engine.bootstrap import Runtime
 from engine.live.leadership import current_leader, process_identity
 from engine.live.projector import READ_YOUR_WRITES_S, UnknownView
@@ -55,7 +55,9 @@ from engine.store.app import SessionRequest, Stepline
 from engine.store.database import DatabaseUnavailable
 from engine.workflows.check import check_workflow
 from engine.workflows.file import WorkflowFile, load_workflow
-from engine.workflows.inputs import parsed_value, with_inputs
+from engine.workflows.inputs import parsed_value
+from engine.workflows.registry import RegisteredTemplates
+from engine.workflows.templates import FileTemplates, Root, expanded, file_key
 from projections import session_progress
 from projections.audit_log import describe
 
@@ -218,11 +220,11 @@ def check(
         _workflow_or_exit(workflow)  # before the database: a file's mistakes need none
     with runtime_or_exit(quiet=True) as runtime:
         chosen = chosen_workflow(runtime, workflow, tenant)
-        request = chosen.as_written(base_url)
         try:
-            request = with_inputs(request, chosen.spec.inputs, inputs)
+            request = chosen.request(base_url, inputs)
             refused = []
         except InvalidInput as error:  # reported with the rest; its steps checked as written
+            request = chosen.as_written(base_url)
             refused = [f"{error.code}: {error.message}"]
         report = check_workflow(runtime.loop, request, tenant)
         report = replace(report, problems=[*refused, *report.problems])
@@ -289,7 +291,7 @@ def fork(given: str, from_step: int, workflow: Path | None, as_json: bool, tenan
         source = _source(runtime, given, tenant)
         steps = None
         if workflow is not None:
-            steps = load_workflow(workflow).step_specs()[from_step:]
+            steps = _fork_steps(runtime, source, workflow, tenant)[from_step:]
         request = fork_request(
             source, runtime.app.history(source.id), from_step=from_step, steps=steps
         )
@@ -298,6 +300,17 @@ def fork(given: str, from_step: int, workflow: Path | None, as_json: bool, tenan
             errors.print(f"[yellow]{gone}[/]", highlight=False, soft_wrap=True)
         ran = _run_request(runtime, request, as_json, tenant)
     raise typer.Exit(code=ran.exit_code)
+
+
+def _fork_steps(
+    runtime: Runtime, source: WorkflowSession, workflow: Path, tenant: str
+) -> list[StepSpec]:
+    """The file's steps, its templates expanded with the source's input values (they are
+    written into the new steps too)."""
+    spec = load_workflow(workflow)
+    templates = FileTemplates(workflow.parent, RegisteredTemplates(runtime.app, tenant))
+    values = source.config.get("inputs") or {}
+    return expanded(spec.steps, templates, values, Root(workflow.name, file_key(workflow)))
 
 
 def history(given: str, as_json: bool, tenant: str) -> None:

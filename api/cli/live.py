@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +23,13 @@ from engine.logs import LOGGER_NAME
 from engine.store.app import SessionRequest
 from engine.workflows.admission import admitted
 from engine.workflows.file import WorkflowFile
+from engine.workflows.templates import (
+    Root,
+    TemplateSource,
+    expanded,
+    file_key,
+    unknown_values,
+)
 
 ICONS = {
     StepStatus.PENDING: "[dim]·[/]",
@@ -57,15 +64,22 @@ class Run:
 
 
 def as_written(
-    spec: WorkflowFile, location: Path | None, base_url: str | None = None
+    spec: WorkflowFile,
+    location: Path | None,
+    templates: TemplateSource,
+    values: Mapping[str, Any] | None = None,
+    base_url: str | None = None,
 ) -> SessionRequest:
-    """The file's session with its `{{inputs.NAME}}` as written."""
+    """The file's session with its `{{inputs.NAME}}` as written, its templates expanded with
+    the run's input `values` (not given: not known yet, see `engine.workflows.templates`)."""
     given = spec.session_config(location)
     if base_url is not None:
         given["base_url"] = base_url
+    root = Root(spec.name) if location is None else Root(location.name, file_key(location))
+    known = unknown_values(spec.inputs) if values is None else values
     return SessionRequest(
         name=spec.name,
-        steps=spec.step_specs(),
+        steps=expanded(spec.steps, templates, known, root),
         config=given,
         labels=spec.labels,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from engine.bootstrap import Runtime
     from engine.store.app import SessionRequest
     from engine.workflows.file import WorkflowFile
+    from engine.workflows.templates import TemplateSource
 
 workflows_cli = typer.Typer(
     help="The tenant's workflow registry: each push of a changed workflow file a new, "
@@ -188,25 +189,31 @@ class ChosenWorkflow:
     """What `stepline run` runs: a workflow file, or a registered version."""
 
     spec: WorkflowFile
+    templates: TemplateSource
+    """Where its `use:` are found: beside the file, then the tenant's registry."""
     location: Path | None = None
     """The file's (its definitions module is found beside it)."""
     version: Version | None = None
     """The registered version's."""
 
-    def as_written(self, base_url: str | None) -> SessionRequest:
-        """Its session with `{{inputs.NAME}}` as written (a version's recorded in its config)."""
+    def as_written(
+        self, base_url: str | None, values: Mapping[str, Any] | None = None
+    ) -> SessionRequest:
+        """Its session with `{{inputs.NAME}}` as written (a version's recorded in its config),
+        its templates expanded with the input `values` (none: checked, not expanded)."""
         from api.cli.live import as_written  # noqa: PLC0415
         from engine.workflows.registry import as_written as registered  # noqa: PLC0415
 
         if self.version is not None:
-            return registered(self.version, base_url)[1]
-        return as_written(self.spec, self.location, base_url)
+            return registered(self.version, self.templates, values, base_url)[1]
+        return as_written(self.spec, self.location, self.templates, values, base_url)
 
     def request(self, base_url: str | None, inputs: dict[str, Any]) -> SessionRequest:
-        """Its session, with the input values written in."""
-        from engine.workflows.inputs import with_inputs  # noqa: PLC0415
+        """Its session, with the input values written in (its templates' `with` first)."""
+        from engine.workflows.inputs import resolved, with_inputs  # noqa: PLC0415
 
-        return with_inputs(self.as_written(base_url), self.spec.inputs, inputs)
+        values = resolved(self.spec.inputs, inputs)
+        return with_inputs(self.as_written(base_url, values), self.spec.inputs, inputs)
 
 
 def names_a_file(argument: Path) -> bool:
@@ -227,11 +234,14 @@ def chosen_workflow(runtime: Runtime, argument: Path, tenant: str) -> ChosenWork
     from domain.errors import WorkflowNotFound  # noqa: PLC0415
     from domain.workflow import Reference  # noqa: PLC0415
     from engine.workflows.file import load_workflow  # noqa: PLC0415
-    from engine.workflows.registry import resolved, validated  # noqa: PLC0415
+    from engine.workflows.registry import RegisteredTemplates, resolved, validated  # noqa: PLC0415
+    from engine.workflows.templates import FileTemplates  # noqa: PLC0415
 
+    registered = RegisteredTemplates(runtime.app, tenant)
     reference = Reference.parse(str(argument))
     if names_a_file(argument) or reference is None:
-        return ChosenWorkflow(load_workflow(argument), location=argument)
+        beside = FileTemplates(argument.parent, registered)
+        return ChosenWorkflow(load_workflow(argument), beside, location=argument)
     try:
         version = resolved(runtime.app, tenant, reference)
     except WorkflowNotFound as error:
@@ -241,7 +251,7 @@ def chosen_workflow(runtime: Runtime, argument: Path, tenant: str) -> ChosenWork
             f"{tenant} registered (`stepline workflows list --tenant {tenant}`)",
             **error.details,
         ) from None
-    return ChosenWorkflow(validated(version.document), version=version)
+    return ChosenWorkflow(validated(version.document), registered, version=version)
 
 
 # ---- printing -----------------------------------------------------------------------------

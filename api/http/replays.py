@@ -25,6 +25,8 @@ from api.http.sessions import admit, admitted_request, created, owned_session
 from domain.errors import SessionNotFound
 from engine.loop.replay import fork_request, replay_request
 from engine.store.app import SessionRequest
+from engine.workflows.registry import RegisteredTemplates
+from engine.workflows.templates import expanded
 from projections import session_index
 from projections.session_index import IndexedSession
 
@@ -84,8 +86,12 @@ def fork(
     owned_session(services, session_id, caller.tenant)
     runtime = services.runtime
     source = runtime.app.get_session(session_id)
+    steps = None
+    if body.steps is not None:  # its templates the tenant's, given the source's input values
+        templates = RegisteredTemplates(runtime.app, caller.tenant)
+        steps = expanded(body.steps, templates, source.config.get("inputs") or {})
     request = fork_request(
-        source, runtime.app.history(session_id), from_step=body.from_step, steps=body.step_specs()
+        source, runtime.app.history(session_id), from_step=body.from_step, steps=steps
     )
     started = _start(services, request, caller.tenant, caller.name, response)
     notice = runtime.executor_states.gone_for_fork(session_id, body.from_step)

@@ -36,10 +36,8 @@ from domain.session import (
 from domain.workflow import REFERENCE, Reference
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
 from engine.workflows.file import (
-    Conditional,
     InputName,
-    LoopFields,
-    StepPolicyFields,
+    StepForms,
     WebhookSpec,
     WorkflowConfig,
     loops_as_entries,
@@ -88,10 +86,11 @@ StepText = Annotated[str, Field(min_length=1, max_length=MAX_STEP_TEXT, pattern=
 BaseUrl = Annotated[str, Field(max_length=2_000, pattern=r"^https?://[^\s/]+")]
 
 
-class StepIn(Strict, StepPolicyFields, Conditional, LoopFields):
+class StepIn(Strict, StepForms):
     """A step with its success criterion, its own policy (retries, retry_backoff_ms,
     timeout_ms, max_turns over the config for this step only; on_failure), the condition it
-    runs under (`if`), or any of them; or a loop: `for_each` with its `steps`."""
+    runs under (`if`), or any of them; or a loop: `for_each` with its `steps`; or a template:
+    `use`, a workflow of the tenant's registry, with its input values in `with`."""
 
     model_config = ConfigDict(**Strict.model_config, populate_by_name=True)
 
@@ -441,7 +440,8 @@ class StepView(BaseModel):
     origin: dict[str, Any] | None = Field(
         default=None,
         description="the loop iteration it came from: {loop, iteration, of, bind} (bind: the "
-        "loop variables' values); null for a step as written",
+        "loop variables' values); the template it came from: {template: name@version, via: "
+        "[outer templates]}; both for a template's step in a loop; null for a step as written",
     )
 
 

@@ -40,8 +40,10 @@ from engine.loop.waits import SIGNAL_NAME, check_signal
 from engine.store.app import SessionRequest
 from engine.workflows.admission import admitted
 from engine.workflows.file import WebhookSpec
+from engine.workflows.inputs import resolved as input_values
 from engine.workflows.inputs import with_inputs
-from engine.workflows.registry import RegisteredRun, registered_request
+from engine.workflows.registry import RegisteredRun, RegisteredTemplates, registered_request
+from engine.workflows.templates import expanded
 from projections import session_index, session_progress, step_history
 from projections.session_index import MIN_ID_PREFIX, SessionFilter, id_range
 from projections.session_progress import SessionProgressView
@@ -123,14 +125,17 @@ def session_request(
 ) -> SessionRequest:
     """The session asked for, within the tenant's policy (422 naming the field if not);
     `webhook` is the batch's, for a session that names none. A registered workflow's is made
-    from the version named (404 WORKFLOW_NOT_FOUND if there is none)."""
+    from the version named (404 WORKFLOW_NOT_FOUND if there is none). Templates (`use:`) are
+    the tenant's registered workflows, never files (422 TEMPLATE_NOT_FOUND if not there)."""
+    app = services.runtime.app
     if body.reference is not None:
         run = RegisteredRun(body.reference, body.with_, body.labels, body.webhook, webhook)
-        request = registered_request(services.runtime.app, tenant, run)
+        request = registered_request(app, tenant, run)
     else:
+        values = input_values(body.inputs, body.with_)
         inline = SessionRequest(
             name=body.name or "",  # given: CreateSession requires it of an inline workflow
-            steps=body.step_specs(),
+            steps=expanded(body.steps or [], RegisteredTemplates(app, tenant), values),
             config=body.given_config(webhook),
             labels=body.labels,
         )

@@ -27,8 +27,9 @@ from domain.step_policy import POLICY_FIELDS
 STEP_FIELDS = frozenset({"text", "expect"})
 """A step's texts, which YAML may misread."""
 STEP_KEYS = STEP_FIELDS | set(POLICY_FIELDS) | {"if", "for_each", "steps", "max_iterations"}
-"""Every key of a step written as a mapping: its texts, its own policy, its condition, and
-a loop's."""
+STEP_KEYS |= {"use", "with"}
+"""Every key of a step written as a mapping: its texts, its own policy, its condition, a
+loop's, and a template's (`use: login` is a template, not a misread step)."""
 CANNOT_START = "`@%&*!|>"
 """Characters YAML reserves at the start of a plain (unquoted) value."""
 QUOTES = ("'", '"')

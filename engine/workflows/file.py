@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -96,18 +97,64 @@ class LoopFields(BaseModel):
     def _plain_strings_are_steps(cls, steps: Any) -> Any:
         return steps_as_entries(steps)
 
-    def loop(self) -> Loop | None:
+    def loop(self, body: Sequence[StepSpec] | None = None) -> Loop | None:
+        """The loop it is, with its own steps, or `body` (its steps with their templates
+        expanded: see `engine.workflows.templates`)."""
         if self.for_each is None or self.steps is None:
             return None
         var, over = self.for_each.strip().split(None, 1)
-        body = tuple(step.spec().to_dict() for step in self.steps)
+        written = [step.spec() for step in self.steps] if body is None else body
         bound = self.max_iterations or DEFAULT_MAX_ITERATIONS
-        return Loop(var, over.removeprefix("in").strip(), body, bound)
+        steps = tuple(step.to_dict() for step in written)
+        return Loop(var, over.removeprefix("in").strip(), steps, bound)
+
+
+MAX_USE = 500
+"""A template's name or path, as `use:` writes it."""
+
+
+class UseFields(BaseModel):
+    """A template: `use: login` with `with: {user: ada}` stands for another workflow's steps,
+    its inputs given by `with`, put in its place when a session is created (see
+    `engine.workflows.templates`)."""
+
+    use: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_USE,
+        pattern=r"^\S(?:.*\S)?$",
+        description="a template: a registered workflow of the tenant's (`login`, `login@2`), or "
+        "for `stepline run FILE` a workflow file beside it (`login` for login.yaml, or a "
+        "relative path); its steps are put here when the session is created",
+    )
+    with_: dict[str, Any] | None = Field(
+        default=None,
+        alias="with",
+        max_length=MAX_INPUTS,
+        description="a template's input values, checked against the inputs it declares; they "
+        "may use this workflow's own, `{{inputs.NAME}}`",
+    )
+
+
+class StepForms(StepPolicyFields, Conditional, LoopFields, UseFields):
+    """What a step may be besides its text: its policy and condition, a loop, a template."""
+
+    def spec(self) -> StepSpec:
+        """The step as the domain takes it (each step model knows its text and expect)."""
+        raise NotImplementedError
 
     def step_spec(
         self, text: str | None, expect: str | None, policy: StepPolicy, condition: str | None
     ) -> StepSpec:
-        """The step: the loop it is, else its text (`one_or_the_other` said which)."""
+        """The step: the loop it is, else its text (`one_or_the_other` said which). A
+        template has no step of its own until it is expanded, where a session is made."""
+        if self.use is not None:
+            raise InvalidWorkflow(
+                f"use: {self.use} is a template, expanded only where a session is created",
+                suggested_action="Give the steps themselves here, or create a session of the "
+                "workflow (stepline run, POST /v1/sessions), which expands its templates",
+                field="use",
+            )
         loop = self.loop()
         if loop is not None:
             return StepSpec(loop.header, None, policy, condition, loop)
@@ -115,21 +162,50 @@ class LoopFields(BaseModel):
         return StepSpec(text, expect, policy, condition)
 
 
-def one_or_the_other(text: str | None, expect: str | None, loop: LoopFields) -> None:
-    """A step is its text (with its expect), or a loop (with its steps), never both."""
-    if loop.for_each is not None and expect is not None:
+def one_or_the_other(text: str | None, expect: str | None, step: StepForms) -> None:
+    """A step is its text (with its expect), a loop (with its steps), or a template (with
+    its values), never two of them."""
+    if step.use is not None or step.with_ is not None:
+        a_template_alone(text, expect, step)
+        return
+    if step.for_each is not None and expect is not None:
         raise ValueError("a loop has no expect: give its steps theirs")
-    if text is None and loop.for_each is None:
-        raise ValueError("a step needs text, or for_each with steps (a loop)")
-    if text is not None and (loop.for_each, loop.steps, loop.max_iterations) != (None,) * 3:
+    if text is None and step.for_each is None:
+        raise ValueError("a step needs text, for_each with steps (a loop), or use (a template)")
+    if text is not None and (step.for_each, step.steps, step.max_iterations) != (None,) * 3:
         raise ValueError("a step is text or a loop (for_each with steps), not both")
-    if loop.for_each is not None and loop.steps is None:
+    if step.for_each is not None and step.steps is None:
         raise ValueError("a loop (for_each) needs its steps")
-    if loop.for_each is None and (loop.steps is not None or loop.max_iterations is not None):
+    if step.for_each is None and (step.steps is not None or step.max_iterations is not None):
         raise ValueError("steps and max_iterations belong to a loop: give for_each too")
 
 
-class StepEntry(StepPolicyFields, Conditional, LoopFields):
+def a_template_alone(text: str | None, expect: str | None, step: StepForms) -> None:
+    """A template is `use` and its `with`, nothing else: its steps carry their own expect,
+    condition and policy, and one given here would be unclear (the first step's, or each?)."""
+    if step.use is None:
+        raise ValueError("with gives a template its values: give use too")
+    given = [
+        name
+        for name, value in (
+            ("text", text),
+            ("expect", expect),
+            ("if", step.if_),
+            ("for_each", step.for_each),
+            ("steps", step.steps),
+            ("max_iterations", step.max_iterations),
+            *((name, getattr(step, name)) for name in POLICY_FIELDS),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ValueError(
+            f"a template step (use) takes only with, not {', '.join(given)}: give the "
+            "template's own steps their text, expect, if and policy"
+        )
+
+
+class StepEntry(StepForms):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     text: str | None = Field(default=None, min_length=1, max_length=MAX_STEP_TEXT)
@@ -145,6 +221,7 @@ class StepEntry(StepPolicyFields, Conditional, LoopFields):
 
 
 LoopFields.model_rebuild()  # its steps are StepEntry, defined after it
+StepForms.model_rebuild()
 StepEntry.model_rebuild()
 
 
@@ -158,14 +235,16 @@ Step = Annotated[
                     "type": "object",
                     "description": "{text, expect, if, retries, ...}; or a loop: "
                     '{for_each: "NAME in EXPRESSION", steps: [...], max_iterations, if}, which '
-                    "a file may write as `for each NAME in EXPRESSION: [steps]`",
+                    "a file may write as `for each NAME in EXPRESSION: [steps]`; or a "
+                    "template: {use: NAME, with: {...}}",
                 },
             ]
         }
     ),
 ]
-"""A step as written: its text, or {text, expect, if, policy...}, or a loop (text alone is
-read as {text}; `for each X in Y: [...]` as {for_each: "X in Y", steps: [...]})."""
+"""A step as written: its text, or {text, expect, if, policy...}, or a loop, or a template
+({use, with}) (text alone is read as {text}; `for each X in Y: [...]` as {for_each: "X in Y",
+steps: [...]})."""
 
 
 def steps_as_entries(steps: Any) -> Any:

@@ -21,12 +21,21 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import RecordConflictError
 from pydantic import Field, ValidationError, field_validator
 
-from domain.errors import InvalidWorkflow, VersionConflict, WorkflowNotFound
+from domain.errors import InvalidWorkflow, TemplateNotFound, VersionConflict, WorkflowNotFound
 from domain.session import MAX_NAME
 from domain.workflow import NAME, Reference, Version, Workflow, is_name
 from engine.store.app import MAX_CONFLICT_RETRIES, SessionRequest, Stepline
 from engine.workflows.file import WebhookSpec, WorkflowFile, parsed_workflow
 from engine.workflows.inputs import not_declared, used, with_inputs
+from engine.workflows.inputs import resolved as input_values
+from engine.workflows.templates import (
+    Root,
+    Template,
+    TemplateSource,
+    expanded,
+    registered_key,
+    unknown_values,
+)
 
 
 class WorkflowDocument(WorkflowFile):
@@ -67,8 +76,9 @@ class WorkflowDocument(WorkflowFile):
 
 def normalised(document: WorkflowDocument) -> dict[str, Any]:
     """The document as it is pushed and addressed: the fields left at their defaults left
-    out, each step with no `expect` as its text."""
-    data = document.model_dump(mode="json", exclude_defaults=True)
+    out, each step with no `expect` as its text, its fields named as a file writes them
+    (`if`, `with`)."""
+    data = document.model_dump(mode="json", exclude_defaults=True, by_alias=True)
     data["steps"] = [step["text"] if step.keys() == {"text"} else step for step in data["steps"]]
     return data
 
@@ -113,7 +123,7 @@ def push(
     """Record the document as its workflow's next version (the workflow created with its
     first); the version current afterwards, and whether it is new (False: the document is
     the current version's, and nothing was recorded)."""
-    check_runnable(document, tenant, actor)
+    check_runnable(app, document, tenant, actor)
     pushed = normalised(document)
 
     def load() -> Workflow:
@@ -125,11 +135,14 @@ def push(
     return _decided(app, load, lambda workflow: workflow.push(pushed, actor))
 
 
-def check_runnable(document: WorkflowDocument, tenant: str, actor: str) -> None:
+def check_runnable(app: Stepline, document: WorkflowDocument, tenant: str, actor: str) -> None:
     """Refuse at its push, not at its first run, a document no session could be made of: what
     a session refuses (a step empty once trimmed, a label too long: checked on one built here
-    and dropped), and a step or base URL using an input the document does not declare."""
-    request = _request_of(document)
+    and dropped), a step or base URL using an input the document does not declare, and a
+    template (`use:`) that is not the tenant's, uses itself, or is given values it does not
+    take. The document keeps its `use:` as written: each session expands them afresh."""
+    templates = RegisteredTemplates(app, tenant)
+    request = _request_of(document, templates, unknown_values(document.inputs))
     request.build(tenant, actor)
     undeclared = sorted(
         used(request.steps, request.config.get("base_url")) - document.inputs.keys()
@@ -175,12 +188,18 @@ def resolved(app: Stepline, tenant: str, reference: Reference) -> Version:
 
 
 def as_written(
-    version: Version, base_url: str | None = None
+    version: Version,
+    templates: TemplateSource,
+    values: Mapping[str, Any] | None = None,
+    base_url: str | None = None,
 ) -> tuple[WorkflowDocument, SessionRequest]:
-    """The version's document, and its session with its `{{inputs.NAME}}` as written and the
-    version recorded in its config (`workflow`: name, version, sha256)."""
+    """The version's document, and its session with its `{{inputs.NAME}}` as written, its
+    templates expanded with the run's input `values` (not given: not known yet, see
+    `engine.workflows.templates`), and the version recorded in its config (`workflow`: name,
+    version, sha256)."""
     spec = validated(version.document)
-    request = _request_of(spec)
+    known = unknown_values(spec.inputs) if values is None else values
+    request = _request_of(spec, templates, known)
     config = dict(request.config)
     if base_url is not None:
         config["base_url"] = base_url
@@ -188,10 +207,12 @@ def as_written(
     return spec, replace(request, config=config)
 
 
-def _request_of(spec: WorkflowDocument) -> SessionRequest:
+def _request_of(
+    spec: WorkflowDocument, templates: TemplateSource, values: Mapping[str, Any]
+) -> SessionRequest:
     return SessionRequest(
         name=spec.name,
-        steps=spec.step_specs(),
+        steps=expanded(spec.steps, templates, values, Root(spec.name, registered_key(spec.name))),
         config=spec.session_config(),
         labels=dict(spec.labels),
     )
@@ -215,10 +236,43 @@ class RegisteredRun:
 def registered_request(app: Stepline, tenant: str, run: RegisteredRun) -> SessionRequest:
     """The session `run` asks for: the version's, its inputs written in (InvalidInput naming
     one that does not fit), its labels and webhook as given."""
-    spec, request = as_written(resolved(app, tenant, run.reference))
+    version = resolved(app, tenant, run.reference)
+    values = input_values(validated(version.document).inputs, run.values)
+    spec, request = as_written(version, RegisteredTemplates(app, tenant), values)
     config = dict(request.config)
     hook = run.webhook or spec.webhook or run.default_webhook
     if hook is not None:
         config["webhook"] = hook.model_dump()
     labels = {**request.labels, **run.labels}
     return with_inputs(replace(request, config=config, labels=labels), spec.inputs, run.values)
+
+
+class RegisteredTemplates:
+    """Templates from the registry of the tenant creating the session, and from no other: a
+    workflow of that name in another tenant's is not found. Each `use:` is looked up once per
+    session made, and its steps' origin records the version used (`login@2`)."""
+
+    def __init__(self, app: Stepline, tenant: str) -> None:
+        self.app = app
+        self.tenant = tenant
+        self.found: dict[str, Template] = {}
+
+    def template(self, use: str) -> Template:
+        if use not in self.found:
+            self.found[use] = self._looked_up(use)
+        return self.found[use]
+
+    def _looked_up(self, use: str) -> Template:
+        reference = Reference.parse(use)
+        if reference is None:
+            reason = "a registered workflow is named as name, or name@3 for a version"
+        else:
+            try:
+                version = resolved(self.app, self.tenant, reference)
+            except WorkflowNotFound as error:
+                reason = error.message
+            else:
+                label = f"{reference.name}@{version.number}"
+                document = validated(version.document)
+                return Template(registered_key(reference.name), label, document, self)
+        raise TemplateNotFound(f"use: {use}: {reason}", field="use", template=use, reason=reason)
