@@ -27,8 +27,7 @@ from pydantic import ValidationError
 
 from domain.errors import DomainError, InvalidWorkflow, ScheduleNotFound
 from domain.schedule import Schedule, Timing, at_text, firing_session_id
-from domain.session import StepSpec, WorkflowSession
-from domain.step_policy import StepPolicy
+from domain.session import WorkflowSession
 from engine.executors.kinds import DEFAULT_EXECUTOR
 from engine.live.projector import Projector
 from engine.logs import LOGGER_NAME
@@ -36,7 +35,13 @@ from engine.loop.task_loop import TaskLoop
 from engine.store import locks
 from engine.store.app import SessionRequest, Stepline
 from engine.workflows.admission import admitted
-from engine.workflows.file import WebhookSpec, WorkflowConfig, session_config
+from engine.workflows.file import (
+    StepEntry,
+    WebhookSpec,
+    WorkflowConfig,
+    session_config,
+    steps_as_entries,
+)
 from engine.workflows.inputs import InputSpec, with_inputs
 from projections.schedule_index import due_schedules, next_firing
 
@@ -68,12 +73,10 @@ def request_of_body(body: dict[str, Any], webhook: dict[str, Any] | None = None)
     except ValidationError as error:
         raise InvalidWorkflow(f"the schedule's workflow is no longer valid: {error}") from None
     _refuse_templates(body["steps"])
-    steps = [
-        StepSpec(step)
-        if isinstance(step, str)
-        else StepSpec(step["text"], step.get("expect"), StepPolicy.from_dict(step))
-        for step in body["steps"]
-    ]
+    try:  # as a file's steps: text, {text, expect, if, policy...}, loops
+        steps = [StepEntry.model_validate(s).spec() for s in steps_as_entries(body["steps"])]
+    except ValidationError as error:
+        raise InvalidWorkflow(f"the schedule's workflow is no longer valid: {error}") from None
     request = SessionRequest(
         name=body["name"],
         steps=steps,

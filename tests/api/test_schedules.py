@@ -135,3 +135,29 @@ def stepline(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+def test_a_schedules_workflow_keeps_its_conditions_and_loops(api: Api) -> None:
+    workflow = shell_workflow("true")
+    workflow["steps"] = [
+        {"text": "run `true`", "if": "1 == 2"},
+        {"for_each": "word in inputs.words", "steps": ["run `echo {{word}}`"]},
+    ]
+    workflow["inputs"] = {"words": {"type": "array", "default": ["a", "b"]}}
+    with api.client("alice") as alice:
+        schedule_id = created(alice, schedule_body(workflow=workflow))["schedule_id"]
+        first = eventually(lambda: (sessions_of(alice, schedule_id) or [None])[-1], "a firing")
+        session_id = first["session_id"]
+        eventually(
+            lambda: alice.get(f"/v1/sessions/{session_id}").json()["status"] == "completed" or None,
+            "the fired session completes",
+        )
+        steps = alice.get(f"/v1/sessions/{session_id}/steps").json()
+        alice.patch(f"/v1/schedules/{schedule_id}", json={"paused": True})
+
+    assert [(s["text"], s["status"]) for s in steps] == [
+        ("run `true`", "skipped"),
+        ("for each word in inputs.words", "completed"),
+        ("run `echo a`", "completed"),
+        ("run `echo b`", "completed"),
+    ]
