@@ -18,8 +18,9 @@ What spans carry is what the log records, redacted: step texts (the tenant's own
 executor and command, a request's method and URL as recorded (placeholders, not secrets),
 outcomes and error codes. Never a secret's value, a prompt, a reply or a response body.
 
-Off, each span is the API's invalid span, whose setters do nothing: a branch per call, no SDK
-imported. On, spans are batched and exported in the background and flushed when the process's
+Off, every span is `NO_SPAN`, whose setters do nothing, and OpenTelemetry is not even imported
+(its API alone takes tens of milliseconds to import, on every `stepline` command): a branch per
+span. On, spans are batched and exported in the background, and flushed when the process's
 runtime closes (`stepline serve`, `worker`, `run`).
 """
 
@@ -30,28 +31,15 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
-
-from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace import (
-    INVALID_SPAN,
-    Link,
-    Span,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-)
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from domain.errors import StandardError
 from engine.logs import LOGGER_NAME
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Link, Span, Tracer
 
     from domain.session import WorkflowSession
     from engine.executors import Command
@@ -64,9 +52,32 @@ TRACES_PATH = "/v1/traces"
 SPAN_NAME_CHARS = 120
 """Of a step's text in its span's name: enough to tell steps apart in a trace view."""
 
-_PROPAGATOR = TraceContextTextMapPropagator()
 _SESSION_TRACE_ID: ContextVar[int | None] = ContextVar("stepline_session_trace_id", default=None)
-_OFF: AbstractContextManager[Span] = nullcontext(INVALID_SPAN)
+_REQUEST_SPAN: ContextVar[Span | None] = ContextVar("stepline_request_span", default=None)
+"""The API request being served: what a session's creation links from. Kept apart from the
+current span, which a framework's own spans (FastAPI's, non-recording) may stand in for."""
+
+
+class TracedSpan(Protocol):
+    """What Stepline does with a span: an OpenTelemetry span when tracing, else `NO_SPAN`."""
+
+    def set_attribute(self, key: str, value: str | int) -> None: ...
+
+    def is_recording(self) -> bool: ...
+
+
+class NoSpan:
+    """The span of every block when tracing is off: it records nothing."""
+
+    def set_attribute(self, key: str, value: str | int) -> None:
+        pass
+
+    def is_recording(self) -> bool:
+        return False
+
+
+NO_SPAN = NoSpan()
+_OFF: AbstractContextManager[TracedSpan] = nullcontext(NO_SPAN)
 
 
 def trace_id_of(session_id: UUID) -> str:
@@ -75,9 +86,11 @@ def trace_id_of(session_id: UUID) -> str:
 
 
 def session_link(session_id: UUID) -> Link:
-    """A link to the session's trace (from the API request that created it, say). A link names
-    a span, and a session's runs get their span ids only when they start: it names the trace
+    """A link to the session's trace (from the API request that created it). A link names a
+    span, and a session's runs get their span ids only when they start: it names the trace
     and, as its span, the session id's low 64 bits, the same for every link to the session."""
+    from opentelemetry.trace import Link, SpanContext, TraceFlags  # noqa: PLC0415
+
     span_id = session_id.int & 0xFFFF_FFFF_FFFF_FFFF or 1
     context = SpanContext(
         session_id.int, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)
@@ -105,7 +118,9 @@ class Tracing:
 
     def __init__(self, provider: TracerProvider | None = None) -> None:
         self._provider = provider
-        self._tracer = provider.get_tracer("stepline") if provider is not None else None
+        self._tracer: Tracer | None = None
+        if provider is not None:
+            self._tracer = provider.get_tracer("stepline", service_version())
 
     @classmethod
     def of(cls, settings: Settings) -> Tracing:
@@ -128,9 +143,9 @@ class Tracing:
         if self._provider is not None:
             self._provider.shutdown()
 
-    # ---- spans --------------------------------------------------------------------------
+    # ---- a session's spans --------------------------------------------------------------
 
-    def session_run(self, session: WorkflowSession) -> AbstractContextManager[Span]:
+    def session_run(self, session: WorkflowSession) -> AbstractContextManager[TracedSpan]:
         """A run of the session: a root span of the session's trace."""
         if self._tracer is None:
             return _OFF
@@ -139,7 +154,7 @@ class Tracing:
 
     def step(
         self, session: WorkflowSession, index: int, text: str, attempt: int
-    ) -> AbstractContextManager[Span]:
+    ) -> AbstractContextManager[TracedSpan]:
         """One attempt at one step, inside the run's span."""
         if self._tracer is None:
             return _OFF
@@ -157,8 +172,9 @@ class Tracing:
         index: int,
         command: Command,
         recorded_args: Mapping[str, Any],
-    ) -> AbstractContextManager[Span]:
-        """A command or a check, as recorded: `recorded_args` are redacted of secrets."""
+    ) -> AbstractContextManager[TracedSpan]:
+        """A command or a check, as recorded: `recorded_args` are redacted of secrets. A
+        request reaches a target: a client span, whose child the target's server span is."""
         if self._tracer is None:
             return _OFF
         attributes: dict[str, str | int] = {
@@ -173,9 +189,10 @@ class Tracing:
         if command.executor == "http" and command.name == "request":
             attributes["http.request.method"] = str(recorded_args.get("method", "")).upper()
             attributes["stepline.http.url"] = str(recorded_args.get("url", ""))
-        return self._span(f"{command.executor}.{command.name}", attributes, kind=_kind_of(command))
+        name = f"{command.executor}.{command.name}"
+        return self._span(name, attributes, client=command.name == "request")
 
-    def chat(self, model: str) -> AbstractContextManager[Span]:
+    def chat(self, model: str) -> AbstractContextManager[TracedSpan]:
         """A call of the model, named and described as the GenAI semantic conventions say;
         `used` adds what it answered with."""
         if self._tracer is None:
@@ -185,7 +202,7 @@ class Tracing:
             "gen_ai.operation.name": "chat",
             "gen_ai.request.model": model,
         }
-        return self._span(f"chat {model}", attributes, kind=SpanKind.CLIENT)
+        return self._span(f"chat {model}", attributes, client=True)
 
     @contextmanager
     def _span(
@@ -193,14 +210,18 @@ class Tracing:
         name: str,
         attributes: Mapping[str, str | int],
         *,
-        kind: SpanKind = SpanKind.INTERNAL,
+        client: bool = False,
         trace_id: int | None = None,
-    ) -> Iterator[Span]:
+    ) -> Iterator[TracedSpan]:
         """A span, current while the block runs. A root (given `trace_id`) starts from an
         empty context, so no caller's span (an API request's) becomes its parent. The run's
         own ways of stopping (an interruption, a lost lease) are not errors: the span records
         which one ended it, and its status is set by what the step or command came to."""
+        from opentelemetry import trace  # noqa: PLC0415 - imported once tracing is on
+        from opentelemetry.context import Context  # noqa: PLC0415
+
         assert self._tracer is not None
+        kind = trace.SpanKind.CLIENT if client else trace.SpanKind.INTERNAL
         context = None
         token = None
         if trace_id is not None:
@@ -220,51 +241,80 @@ class Tracing:
                 span.set_attribute("stepline.stopped_by", type(stopped).__name__)
                 raise
 
-    # ---- the API and the HTTP executor --------------------------------------------------
+    # ---- the API ------------------------------------------------------------------------
 
-    def request_span(self, method: str, path: str, headers: Mapping[str, str]) -> Span:
-        """An API request's span (SERVER), its parent the caller's `traceparent`, if sent;
-        started, not current: the caller makes it so and ends it."""
+    @contextmanager
+    def serving(self, method: str, path: str, headers: Mapping[str, str]) -> Iterator[TracedSpan]:
+        """An API request's span (SERVER), current while it is served, its parent the caller's
+        `traceparent` if one was sent; `served` names it for its route."""
+        from opentelemetry import trace  # noqa: PLC0415 - imported once tracing is on
+        from opentelemetry.trace.propagation.tracecontext import (  # noqa: PLC0415
+            TraceContextTextMapPropagator,
+        )
+
         assert self._tracer is not None
-        parent = _PROPAGATOR.extract(headers)
+        parent = TraceContextTextMapPropagator().extract(headers)
         attributes = {"http.request.method": method, "url.path": path}
-        return self._tracer.start_span(method, parent, SpanKind.SERVER, attributes)
+        span = self._tracer.start_span(method, parent, trace.SpanKind.SERVER, attributes)
+        token = _REQUEST_SPAN.set(span)
+        try:
+            with trace.use_span(span, end_on_exit=True):
+                yield span
+        finally:
+            _REQUEST_SPAN.reset(token)
+
+    def link_to_session(self, session_id: UUID) -> None:
+        """Link the span of the request being served (it created the session) to the
+        session's trace."""
+        span = _REQUEST_SPAN.get() if self._tracer is not None else None
+        if span is not None:
+            link = session_link(session_id)
+            span.add_link(link.context, link.attributes)
 
 
-def link_to_session(session_id: UUID) -> None:
-    """Link the current span (an API request's) to the session's trace; nothing when off."""
-    span = trace.get_current_span()
-    if span.is_recording():
-        link = session_link(session_id)
-        span.add_link(link.context, link.attributes)
+def served(span: TracedSpan, method: str, route: str | None, status: int) -> None:
+    """Name an API request's span for its route, and say how it was answered."""
+    from opentelemetry.trace import Span, StatusCode  # noqa: PLC0415
+
+    if not isinstance(span, Span):
+        return
+    if route is not None:
+        span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(StatusCode.ERROR)
 
 
 def inject_trace_context(headers: MutableMapping[str, str]) -> None:
     """Add `traceparent` (and `tracestate`) for the current span to outgoing headers, unless
-    the request already carries its own."""
+    the request already carries its own; nothing without a current span."""
+    from opentelemetry.trace.propagation.tracecontext import (  # noqa: PLC0415
+        TraceContextTextMapPropagator,
+    )
+
     if "traceparent" not in headers:
-        _PROPAGATOR.inject(headers)
+        TraceContextTextMapPropagator().inject(headers)
 
 
-def ended(span: Span, status: str, error: StandardError | None = None) -> None:
+def ended(span: TracedSpan, status: str, error: StandardError | None = None) -> None:
     """Say how a step or a command came out: its status, and an error's code (its message may
     quote what a target answered, so it stays in the log)."""
+    if not span.is_recording():
+        return
+    from opentelemetry.trace import Span, Status, StatusCode  # noqa: PLC0415
+
     span.set_attribute("stepline.status", status)
-    if error is not None:
+    if error is not None and isinstance(span, Span):
         span.set_attribute("error.type", error.code)
         span.set_status(Status(StatusCode.ERROR, error.code))
 
 
-def used(span: Span, model: str, input_tokens: int, output_tokens: int) -> None:
+def used(span: TracedSpan, model: str, input_tokens: int, output_tokens: int) -> None:
     """What a model call answered with: the model that answered and the tokens spent."""
     span.set_attribute("gen_ai.response.model", model)
     span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
     span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
-
-
-def _kind_of(command: Command) -> SpanKind:
-    """A request reaches a target: a client span, as the target's server span is its child."""
-    return SpanKind.CLIENT if command.name == "request" else SpanKind.INTERNAL
 
 
 def _exporting_provider(endpoint: str) -> TracerProvider:
@@ -296,4 +346,4 @@ def _exporting_provider(endpoint: str) -> TracerProvider:
 
 
 OFF = Tracing()
-"""No tracing: every span is the API's invalid span."""
+"""No tracing: every span is `NO_SPAN`."""

@@ -10,14 +10,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.trace import StatusCode
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.http.errors import problem
 from domain.errors import StandardError
-from engine.tracing import OFF, Tracing
+from engine.tracing import OFF, Tracing, served
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ANY_HOST = "*"
@@ -206,7 +204,6 @@ class Traced:
             return
         method = scope["method"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        span = tracing.request_span(method, scope["path"], headers)
         status = 500
 
         async def recording_send(message: Message) -> None:
@@ -215,14 +212,8 @@ class Traced:
                 status = message["status"]
             await send(message)
 
-        with trace.use_span(span, end_on_exit=True):
+        with tracing.serving(method, scope["path"], headers) as span:
             try:
                 await self.app(scope, receive, recording_send)
             finally:
-                route = getattr(scope.get("route"), "path", None)
-                if route is not None:
-                    span.update_name(f"{method} {route}")
-                    span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(StatusCode.ERROR)
+                served(span, method, getattr(scope.get("route"), "path", None), status)

@@ -39,7 +39,7 @@ from domain.session import SessionStatus, WorkflowSession
 from engine.loop.waits import SIGNAL_NAME, check_signal
 from engine.settings import Settings
 from engine.store.app import SessionRequest
-from engine.tracing import link_to_session, trace_id_of
+from engine.tracing import trace_id_of
 from engine.workflows.admission import admitted
 from engine.workflows.file import WebhookSpec
 from engine.workflows.inputs import with_inputs
@@ -190,7 +190,7 @@ def created(
     else:
         session = services.runtime.app.create(request, tenant=tenant, actor=actor)
     response.headers["Location"] = f"/v1/sessions/{session.id}"
-    link_to_session(session.id)
+    services.runtime.tracing.link_to_session(session.id)
     return SessionCreated(
         session_id=session.id,
         stream_url=f"/v1/sessions/{session.id}/stream",
