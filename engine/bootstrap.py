@@ -39,6 +39,7 @@ from engine.store.database import (
 )
 from engine.tenancy.policies import Policies
 from engine.tenancy.secret_store import MasterKey, SecretStore
+from engine.tracing import Tracing
 from engine.webhooks import WebhookSender
 from engine.worker import SessionWorker
 
@@ -57,6 +58,7 @@ class Runtime:
     loop: TaskLoop
     database_url: str
     embedded: bool
+    tracing: Tracing
 
     def erasure(self) -> Erasure:
         return Erasure(self.app, self.projector.pool, self.settings.data_dir)
@@ -204,6 +206,8 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
     for name in secrets.too_short_to_redact:
         log.warning("Secret %s is shorter than 4 characters: it cannot be redacted safely", name)
     with ExitStack() as stack:
+        tracing = Tracing.of(settings)
+        stack.callback(tracing.shutdown)  # last: after the sessions' runs have stopped
         url = settings.database_url
         embedded = url is None
         if url is None:
@@ -252,6 +256,7 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             token_budget=budget,
             policies=policies,
             secret_store=secret_store,
+            tracing=tracing,
         )
         stack.callback(loop.close)
         yield Runtime(
@@ -265,4 +270,5 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             loop=loop,
             database_url=url,
             embedded=embedded,
+            tracing=tracing,
         )

@@ -274,6 +274,18 @@ class Settings(BaseSettings):
         "of the deployment, for the operator to keep elsewhere",
     )
 
+    otel_endpoint: str | None = Field(
+        default=None,
+        description="an OpenTelemetry collector's OTLP/HTTP base URL (http://collector:4318): "
+        "set, each session is a trace exported there (to /v1/traces); unset: no tracing",
+    )
+    otel_trace_url: str | None = Field(
+        default=None,
+        pattern=r"\{trace_id\}",
+        description="where a trace is viewed, `{trace_id}` in it replaced by the session's "
+        "trace id (http://jaeger:16686/trace/{trace_id}): the dashboard links there",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -290,6 +302,8 @@ class Settings(BaseSettings):
         "master_key",
         "key_max_streams",
         "metrics_key_sha256",
+        "otel_endpoint",
+        "otel_trace_url",
         mode="before",
     )
     @classmethod
@@ -372,6 +386,16 @@ class Settings(BaseSettings):
             return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
         except binascii.Error:
             return None
+
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _otel_endpoint_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                "STEPLINE_OTEL_ENDPOINT must be an http:// or https:// URL (the collector's "
+                "OTLP/HTTP port, 4318 by default)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _database_urls_are_postgres(self) -> Settings:

@@ -12,7 +12,8 @@ after a crash) gets the first answer again and changes nothing. `POST /effects` 
 `GET /slow` need no login: they are what the worker and chaos tests count and wait on, and
 `GET /effects` lists every delivery and every effect applied. `GET /flaky/{name}?failures=N`
 answers 503 to its first N requests for `name`, then 200: a target that fails and recovers,
-for retries.
+for retries. `GET /trace-echo` answers with the `traceparent` header it was sent (null if
+none): what a traced target would continue the caller's trace from.
 """
 
 from __future__ import annotations
@@ -193,6 +194,10 @@ def create_app(password: str | None = None) -> FastAPI:
             asked[name] = count = asked.get(name, 0) + 1
         status = 503 if count <= failures else 200
         return JSONResponse({"name": name, "request": count}, status_code=status)
+
+    @app.get("/trace-echo")
+    def trace_echo(traceparent: Annotated[str | None, Header()] = None) -> dict[str, str | None]:
+        return {"traceparent": traceparent}
 
     @app.get("/todos/{todo_id}")
     def get_todo(todo_id: int, session: Annotated[str | None, Cookie()] = None) -> dict[str, Any]:

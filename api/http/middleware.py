@@ -1,5 +1,5 @@
-"""ASGI middleware: trusted Host headers, a request body size limit, and HTTP request counts
-and latency."""
+"""ASGI middleware: trusted Host headers, a request body size limit, HTTP request counts
+and latency, and a span per request when tracing is on."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.http.errors import problem
 from domain.errors import StandardError
+from engine.tracing import OFF, Tracing, served
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ANY_HOST = "*"
@@ -184,3 +186,34 @@ class Measure:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.metrics.observe(scope["method"], path, status, time.perf_counter() - started)
+
+
+class Traced:
+    """A span per request when tracing is on (`engine.tracing`): named for its route, the
+    caller's `traceparent` its parent; a request that creates a session links its span to the
+    session's trace. The process's tracing is in the app's state once its lifespan began."""
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tracing: Tracing = getattr(self.state, "tracing", OFF)
+        if scope["type"] != "http" or not tracing.on:
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with tracing.serving(method, scope["path"], headers) as span:
+            try:
+                await self.app(scope, receive, recording_send)
+            finally:
+                served(span, method, getattr(scope.get("route"), "path", None), status)

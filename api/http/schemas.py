@@ -387,6 +387,15 @@ class SessionView(BaseModel):
     error_message: str | None = None
     waiting_for: WaitingFor = None
     due_at: DueAt = None
+    trace_id: str | None = Field(
+        default=None,
+        description="the session's OpenTelemetry trace id (its id's 32 hex digits) when "
+        "sessions are traced (STEPLINE_OTEL_ENDPOINT); null otherwise",
+    )
+    trace_url: str | None = Field(
+        default=None,
+        description="where the trace is viewed (STEPLINE_OTEL_TRACE_URL), if that is set",
+    )
 
 
 class ProgressView(BaseModel):

@@ -41,6 +41,7 @@ from api.http.middleware import (
     HostPolicy,
     HttpMetrics,
     Measure,
+    Traced,
     TrustedHosts,
     is_loopback_name,
 )
@@ -117,6 +118,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with ExitStack() as stack:
             runtime = stack.enter_context(open_runtime(settings))
+            app.state.tracing = runtime.tracing
             feed = EventFeed(
                 runtime.app,
                 stream.sse_bytes,
@@ -185,6 +187,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(TrustedHosts, policy=host_policy(settings))
     app.add_middleware(Measure, metrics=app.state.http)
+    app.add_middleware(Traced, state=app.state)
     return app
 
 

@@ -37,7 +37,9 @@ from api.http.services import CallerDep, Services, ServicesDep
 from domain.errors import SessionNotFound
 from domain.session import SessionStatus, WorkflowSession
 from engine.loop.waits import SIGNAL_NAME, check_signal
+from engine.settings import Settings
 from engine.store.app import SessionRequest
+from engine.tracing import trace_id_of
 from engine.workflows.admission import admitted
 from engine.workflows.file import WebhookSpec
 from engine.workflows.inputs import resolved as input_values
@@ -193,6 +195,7 @@ def created(
     else:
         session = services.runtime.app.create(request, tenant=tenant, actor=actor)
     response.headers["Location"] = f"/v1/sessions/{session.id}"
+    services.runtime.tracing.link_to_session(session.id)
     return SessionCreated(
         session_id=session.id,
         stream_url=f"/v1/sessions/{session.id}/stream",
@@ -285,7 +288,19 @@ def session_state(
         owned_session(services, session_id, tenant)
         services.runtime.app.get_session(session_id, version=version)  # 404 past the latest
         row = folded_progress(services, session_id, version)
-    return SessionView.model_validate(row, from_attributes=True)
+    view = SessionView.model_validate(row, from_attributes=True)
+    return with_trace(view, services.runtime.settings)
+
+
+def with_trace(view: SessionView, settings: Settings) -> SessionView:
+    """The session's trace, when sessions are traced: its id, derived from the session's (see
+    `engine.tracing`), and where it is viewed."""
+    if settings.otel_endpoint is None:
+        return view
+    trace_id = trace_id_of(view.session_id)
+    template = settings.otel_trace_url
+    url = template.replace("{trace_id}", trace_id) if template is not None else None
+    return view.model_copy(update={"trace_id": trace_id, "trace_url": url})
 
 
 @router.get(

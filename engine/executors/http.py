@@ -23,6 +23,7 @@ from engine.executors import (
 )
 from engine.secrets import NO_ORIGIN, SecretOriginRefused, Secrets, SecretUnusable, origin_of
 from engine.tenancy.egress import EgressPolicy, EgressRefused, checked_transport
+from engine.tracing import inject_trace_context
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 HTTP_STATUS_ERROR = "HTTP_STATUS_ERROR"
@@ -78,11 +79,14 @@ class HttpExecutor:
         connect_timeout_s: float = 10.0,
         max_output_chars: int = 4_000,
         fail_on_error_status: bool = True,
+        traced: bool = False,
     ) -> None:
         """`fail_on_error_status`: a 4xx/5xx answer fails the request (HTTP_STATUS_ERROR)
         unless the task loop says a check will judge it; False records it as a result
-        (`config.http_errors: record`, the behaviour before)."""
+        (`config.http_errors: record`, the behaviour before). `traced`: requests carry the
+        command's span as `traceparent`, so the target's own spans join the session's trace."""
         self.secrets = secrets
+        self.traced = traced
         self.fail_on_error_status = fail_on_error_status
         self.max_output_chars = max_output_chars
         self.variables: dict[str, Any] = {}
@@ -170,6 +174,8 @@ class HttpExecutor:
         if method not in METHODS:
             return Outcome.failed("INVALID_COMMAND", f"unknown HTTP method {method}")
         request = self.client.build_request(method, url, json=body, headers=headers)
+        if self.traced:
+            inject_trace_context(request.headers)
         if request.url.userinfo:  # httpx would send it as Basic auth: encoded, so unredactable
             return Outcome.failed(
                 "INVALID_COMMAND",

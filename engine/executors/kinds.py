@@ -48,6 +48,7 @@ def http_executor(setup: ExecutorSetup) -> Executor:
         connect_timeout_s=settings.connection_timeout_ms / 1000,
         max_output_chars=settings.max_output_chars,
         fail_on_error_status=setup.config.get("http_errors", "fail") == "fail",
+        traced=settings.otel_endpoint is not None,
     )
 
 

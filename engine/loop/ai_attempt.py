@@ -36,6 +36,7 @@ from engine.loop.step_results import (
 )
 from engine.loop.step_run import StepRun
 from engine.loop.waits import WaitRequest, outcome_of
+from engine.tracing import ended, used
 
 
 class AiAttempt:
@@ -174,7 +175,7 @@ class AiAttempt:
         messages = self._messages(session, events)
         error_status = unjudged_error_status(events)
         try:
-            decision = self.ai.decide(messages, self._tools(expect, last, error_status))
+            decision = self._asked(messages, self._tools(expect, last, error_status))
         except AiProviderError as error:
             if error.outage and run.settings.ai_pause_on_outage:
                 return StepOnHold(error.error)
@@ -200,6 +201,17 @@ class AiAttempt:
         assert decision.call is not None  # a reply is a tool call or a mistake
         self.last_mistake = None
         return self._act_on(decision.call, expect, error_status)
+
+    def _asked(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Decision:
+        """The model's decision; the call is a span of the step's (see `engine.tracing`)."""
+        with self.run_.tracing.chat(self.ai.model) as span:
+            try:
+                decision = self.ai.decide(messages, tools)
+            except AiProviderError as error:
+                ended(span, "failed", error.error)
+                raise
+            used(span, decision.model, decision.prompt_tokens, decision.completion_tokens)
+            return decision
 
     def _mistaken(self, mistake: Mistake) -> StepResult | None:
         """A reply that was no usable tool call counts as a failed turn; the model is told

@@ -18,6 +18,7 @@ from engine.loop.step_results import Deadline, StepFailure
 from engine.loop.waits import RecordedDecision, WaitRequest
 from engine.secrets import Secrets
 from engine.settings import Settings
+from engine.tracing import Tracing
 
 
 class StepRun(Protocol):
@@ -57,6 +58,11 @@ class StepRun(Protocol):
 
     @property
     def ai(self) -> AiProvider | None: ...
+
+    @property
+    def tracing(self) -> Tracing:
+        """Where the attempt's model calls are traced (see `engine.tracing`)."""
+        ...
 
     def safe_point(self, deadline: Deadline) -> StepFailure | None:
         """Raise Interrupted unless the session is still ours to run; a timeout fails the

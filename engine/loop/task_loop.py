@@ -67,6 +67,7 @@ from engine.store.snapshots import Snapshotter
 from engine.store.writer import GroupWriter
 from engine.tenancy.policies import Policies, base_policy, is_dev_tenant
 from engine.tenancy.secret_store import SecretStore
+from engine.tracing import OFF, Tracing, ended
 from engine.workflows.plan import status_judged_after, unset_explained
 
 log = logging.getLogger(LOGGER_NAME)
@@ -119,12 +120,15 @@ class TaskLoop:
         token_budget: TokenBudget | None = None,
         policies: Policies | None = None,
         secret_store: SecretStore | None = None,
+        tracing: Tracing = OFF,
     ) -> None:
         """`secrets` are the environment's, for the dev tenant only; `executor_kinds` adds
         executors to (or replaces) the registered kinds; `executor_states` keeps what
         executors need after a takeover (cookies); `token_budget` is each tenant's daily
         allowance of model tokens; `policies` gives each tenant's policy (without: the
-        operator's defaults); `secret_store` holds each tenant's own secrets."""
+        operator's defaults); `secret_store` holds each tenant's own secrets; `tracing`
+        makes each run of a session a span of the session's trace."""
+        self.tracing = tracing
         self.secret_store = secret_store
         self.token_budget = token_budget
         self.policies = policies
@@ -229,6 +233,7 @@ class SessionRun:
         self.definitions = loop.definitions.for_module(session.config.get("definitions"))
         self.replay = Replay.of(self.app, session)
         self.executors: dict[str, Executor] = {}
+        self.tracing = loop.tracing
         self._claimed_waiting = session.status is SessionStatus.WAITING
         """The run was started for a waiting session: the database's clock says it is due."""
         self._signalled: dict[str, Any] = {}
@@ -258,6 +263,12 @@ class SessionRun:
     # ---- the session --------------------------------------------------------------------
 
     def to_the_end(self) -> SessionStatus:
+        with self.tracing.session_run(self.session) as span:
+            status = self._recovered_and_advanced()
+            span.set_attribute("stepline.status", status.value)
+            return status
+
+    def _recovered_and_advanced(self) -> SessionStatus:
         try:
             self.recovery.recover(self._check_still_ours, self.executor, self._took_signal)
             return self._advance_until_settled()
@@ -353,7 +364,10 @@ class SessionRun:
                 attempt,
                 extra=on_step(self.session_id, index),
             )
-        self._record(index, StepAttempt(self, index, step, attempt, resuming).run())
+        with self.tracing.step(session, index, step.text, attempt) as span:
+            result = StepAttempt(self, index, step, attempt, resuming).run()
+            ended(span, *_outcome_of(result))
+            self._record(index, result)
 
     def _after_failure(self, index: int, step: StepState) -> None:
         """The step failed for good: the session fails, or goes on past it if the step's
@@ -628,7 +642,7 @@ class SessionRun:
             command.name,
             extra=on_step(self.session_id, index),
         )
-        outcome, result = self._run_on(index, executor, replace(command, idempotency_key=key))
+        outcome, result = self._run_on(index, executor, replace(command, idempotency_key=key), args)
         self.held.decide(lambda s: s.finish_command(index, command_id=command_id, **result))
         log.debug("Command finished: ok=%s", outcome.ok, extra=on_step(self.session_id, index))
         return outcome
@@ -652,8 +666,8 @@ class SessionRun:
         if refusal is not None:
             return refusal
         executor = self.executor(command.executor)
-        outcome, result = self._run_on(index, executor, command)
         args = self.secrets.redact_all(command.args)
+        outcome, result = self._run_on(index, executor, command, args)
         self.held.decide(
             lambda s: s.record_check(
                 index, executor=command.executor, name=command.name, args=args, **result
@@ -672,11 +686,14 @@ class SessionRun:
             return False
 
     def _run_on(
-        self, index: int, executor: Executor, command: Command
+        self, index: int, executor: Executor, command: Command, recorded_args: dict[str, Any]
     ) -> tuple[Outcome, dict[str, Any]]:
-        """Run the command; its outcome, and its result as recorded (secrets redacted)."""
+        """Run the command; its outcome, and its result as recorded (secrets redacted, as in
+        `recorded_args`, the command's own as recorded)."""
         started = time.monotonic()
-        outcome = self._explained(index, executor.run(command))
+        with self.tracing.command(self.session, index, command, recorded_args) as span:
+            outcome = self._explained(index, executor.run(command))
+            ended(span, "ok" if outcome.ok else "failed", outcome.error)
         self.recovery.keep_state(command.executor, executor)
         result: dict[str, Any] = {
             "ok": outcome.ok,
@@ -700,3 +717,10 @@ class SessionRun:
         """Whether an `expect status` judges the answer to step `index`'s last request."""
         steps = [StepSpec(step.text, step.expect) for step in self.held.session.steps]
         return status_judged_after(self.definitions, steps, index)
+
+
+def _outcome_of(result: StepResult) -> tuple[str, StandardError | None]:
+    """How a step attempt came out, as its span says: its status and error."""
+    if isinstance(result, StepDone):
+        return "completed", None
+    return ("on_hold" if isinstance(result, StepOnHold) else "failed"), result.error

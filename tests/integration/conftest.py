@@ -26,6 +26,7 @@ from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.tenancy.policies import Policies
 from engine.tenancy.secret_store import MasterKey, SecretStore
+from engine.tracing import Tracing
 from tests import workloads
 from tests.conftest import MASTER_KEY, PASSWORD, allow_local_targets
 from tests.scripted_model import ScriptedModel
@@ -101,6 +102,7 @@ def make_loop(
             executor_states=states,
             policies=Policies(app, loop_settings),
             secret_store=secret_store,
+            tracing=Tracing.of(loop_settings),  # off unless `otel_endpoint` is given
         )
         loops.append(loop)
         return loop
@@ -108,6 +110,7 @@ def make_loop(
     yield build
     for loop in loops:
         loop.close()
+        loop.tracing.shutdown()
     for provider in providers:
         provider.close()
 

@@ -34,6 +34,7 @@ function showSession(session) {
   document.getElementById("duration").textContent = sessionDuration(session);
   showFailure(session);
   showWaiting(session);
+  showTrace(session);
   const allowed = {
     pause: session.status === SessionStatus.PENDING || session.status === SessionStatus.RUNNING,
     resume: session.status === SessionStatus.PAUSED,
@@ -42,6 +43,15 @@ function showSession(session) {
   for (const button of controls.querySelectorAll("button")) {
     button.disabled = !allowed[button.dataset.command];
   }
+}
+
+// The session's trace id when sessions are traced; a link to it where the operator views traces.
+function showTrace(session) {
+  if (!session.trace_id) return;
+  const id = el("code", {}, session.trace_id);
+  const shown = session.trace_url ? el("a", { href: session.trace_url, rel: "noopener" }, id) : id;
+  document.getElementById("trace").replaceChildren(shown);
+  document.getElementById("trace-fact").hidden = false;
 }
 
 // What a waiting session waits for; Approve and Reject when it waits for an approval.
