@@ -81,7 +81,7 @@ class FromTheLog:
     events: int = 0
 
 
-class _Budget:
+class Budget:
     """The bytes of screenshots the report may still take."""
 
     def __init__(self, limit: int) -> None:
@@ -119,7 +119,7 @@ def read_log(history: Iterable[W.Event], artifacts: Artifacts) -> FromTheLog:
     logged = FromTheLog()
     attempts: dict[int, int] = {}
     issued: dict[str, str] = {}
-    budget = _Budget(MAX_SHOTS_BYTES)
+    budget = Budget(MAX_SHOTS_BYTES)
     for event in history:
         logged.events += 1
         if len(logged.trail) < MAX_TRAIL:
@@ -128,7 +128,7 @@ def read_log(history: Iterable[W.Event], artifacts: Artifacts) -> FromTheLog:
         for ref in stored_artifacts(event):
             index = getattr(event, "step_index", -1)
             alt = _alt(event, index, attempts.get(index, 1), issued, ref)
-            logged.shots.setdefault(index, []).append(_shot(ref, alt, artifacts, budget))
+            logged.shots.setdefault(index, []).append(inlined(ref, alt, artifacts, budget))
     return logged
 
 
@@ -166,7 +166,7 @@ def _alt(event: W.Event, index: int, attempt: int, issued: dict[str, str], ref: 
     return f"Screenshot of step {index}, attempt {attempt}: {what} ({kind})"
 
 
-def _shot(ref: ArtifactRef, alt: str, artifacts: Artifacts, budget: _Budget) -> Shot:
+def inlined(ref: ArtifactRef, alt: str, artifacts: Artifacts, budget: Budget) -> Shot:
     """The screenshot as a data: URI, if it is an image, its file is here and it fits."""
     media_type = ref.get("media_type", "")
     if media_type not in INLINED_TYPES:
