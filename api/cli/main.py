@@ -438,6 +438,31 @@ def sessions_events(
         cli_sessions.events(source, session_id, follow, as_json)
 
 
+@sessions_cli.command("report")
+def sessions_report(
+    session_id: SessionId,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="the file to write; - for stdout (default: stepline-<first 8 of the id>.html "
+            "here)",
+            show_default=False,
+        ),
+    ] = None,
+    api: ApiUrl = None,
+    key: ApiKey = None,
+    tenant: SessionsTenant = None,
+) -> None:
+    """A session as one self-contained HTML file (steps, outcomes, durations, screenshots
+    inlined, the audit trail), to attach to a ticket or a CI run."""
+    from api.cli import sessions as cli_sessions  # noqa: PLC0415
+
+    with cli_sessions.opened(api, key, tenant) as source:
+        cli_sessions.report(source, session_id, output)
+
+
 def _control_command(verb: Literal["pause", "resume", "cancel"], summary: str) -> None:
     """Declare `stepline sessions <verb> ID [--reason]`: one command each, the same options."""
 

@@ -21,6 +21,7 @@ import httpx
 from api.http.event_views import AnyEventView, EventView, event_view
 from api.http.reads import decode_cursor, session_page
 from api.http.schemas import CommandAccepted, SessionPage, SessionView, SignalAccepted, StepView
+from api.http.session_report import report
 from api.http.sessions import signal_accepted
 from domain.errors import SessionNotFound, StandardError
 from domain.session import ENDING_EVENTS
@@ -68,6 +69,10 @@ class SessionSource(Protocol):
         ...
 
     def signal(self, session_id: UUID, name: str, body: Any) -> SignalAccepted: ...
+
+    def report(self, session_id: UUID) -> str:
+        """The session's report: one self-contained HTML file."""
+        ...
 
 
 # ---- the database -------------------------------------------------------------------------
@@ -166,6 +171,9 @@ class DatabaseSessions:
         self._owned(session_id)
         session = self.runtime.loop.signal(session_id, name, body, actor=self.actor)
         return signal_accepted(session, name)
+
+    def report(self, session_id: UUID) -> str:
+        return report(self.runtime, self.session(session_id), self.steps(session_id))
 
 
 # ---- a server -----------------------------------------------------------------------------
@@ -272,6 +280,9 @@ class ApiSessions:
     def signal(self, session_id: UUID, name: str, body: Any) -> SignalAccepted:
         path = f"/v1/sessions/{session_id}/signals/{quote(name, safe='')}"
         return SignalAccepted.model_validate(self._json("POST", path, json=body))
+
+    def report(self, session_id: UUID) -> str:
+        return self._answer("GET", f"/v1/sessions/{session_id}/report").text
 
 
 def sse_frames(lines: Iterator[str]) -> Iterator[dict[str, str]]:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -33,6 +34,7 @@ from api.cli.support import cli_actor, console, errors, fail, runtime_or_exit
 from api.http.event_views import EventView
 from api.http.reads import BadCursor, decode_cursor
 from api.http.schemas import SessionPage, SessionSummary, SessionView, StepView
+from api.http.session_report import report_filename
 from domain.dev_mode import DEV_TENANT
 from domain.errors import DomainError, SessionNotFound, StandardError
 from domain.session import ENDED, SessionStatus
@@ -346,6 +348,27 @@ def events(source: SessionSource, given: str, follow: bool, as_json: bool) -> No
             emit_json(view, indent=None)
         else:
             print_event(view)
+
+
+def report(source: SessionSource, given: str, output: str | None) -> None:
+    """Write the session's report to `output` (`-`: stdout; none: `stepline-<id8>.html`
+    here), saying where."""
+    session_id = resolved(source, given)
+    html = source.report(session_id)
+    if output == "-":
+        sys.stdout.write(html)
+        sys.stdout.flush()
+        return
+    path = Path(output or report_filename(session_id))
+    try:
+        path.write_text(html, encoding="utf-8")
+    except OSError as error:
+        raise bad_option(
+            "--output", f"{path}: {error.strerror}", "Give a file you can write"
+        ) from None
+    console.print(
+        f"Wrote the report of session {session_id} to {path}", markup=False, highlight=False
+    )
 
 
 def command(source: SessionSource, given: str, verb: Command, reason: str, as_json: bool) -> None:

@@ -85,6 +85,7 @@ def test_operation_ids_are_short_camel_case_and_unique(document: dict[str, Any])
         "getSessionEvents",
         "streamSessionEvents",
         "getSessionArtifact",
+        "getSessionReport",
         "pauseSession",
         "resumeSession",
         "cancelSession",
@@ -163,10 +164,15 @@ def test_every_domain_event_has_a_typed_schema_in_the_event_union(
     assert page == {"$ref": "#/components/schemas/SessionEvent"}
 
 
-def test_the_screenshot_and_the_event_stream_are_described(document: dict[str, Any]) -> None:
+def test_the_screenshot_the_report_and_the_event_stream_are_described(
+    document: dict[str, Any],
+) -> None:
     paths = document["paths"]
     artifact = paths["/v1/sessions/{session_id}/artifacts/{digest}"]["get"]["responses"]["200"]
     assert artifact["content"] == {"image/png": {"schema": {"type": "string", "format": "binary"}}}
+    report = paths["/v1/sessions/{session_id}/report"]["get"]["responses"]["200"]
+    assert report["content"] == {"text/html": {"schema": {"type": "string"}}}
+    assert "Content-Security-Policy" in report["headers"]
     stream = paths["/v1/sessions/{session_id}/stream"]["get"]["responses"]["200"]["content"]
     frame = stream["text/event-stream"]["itemSchema"]
     assert frame["properties"]["data"]["contentSchema"]["oneOf"] == [
