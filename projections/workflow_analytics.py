@@ -22,13 +22,13 @@ at query time. An erased session's rows are deleted (its step texts were sealed)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from psycopg import Connection
+from psycopg import Connection, sql
 
 from domain.session import WorkflowSession as W
 from projections.view import Recorded, RowTable, erasures
@@ -332,14 +332,25 @@ class Counts:
         return self.passed_on_retry or (self.completed > 0 and self.failed > 0)
 
 
+def _grouped(
+    text: str, by: str, table: Callable[[str], str] | None = None, after_runs: bool = True
+) -> bytes:
+    """The statement (after the `_RUNS` it reads, unless not `after_runs`) with `{columns}`
+    the grouping's columns (of table `table(column)`, if given)."""
+    names = [
+        sql.Identifier(column) if table is None else sql.Identifier(table(column), column)
+        for column in GROUPINGS[by]
+    ]
+    statement = sql.SQL(text).format(columns=sql.SQL(", ").join(names))
+    return (sql.SQL(_RUNS) + statement if after_runs else statement).as_bytes()
+
+
 def counts(conn: Connection[Any], selection: Selection, by: str) -> list[Counts]:
     """The runs of the selection grouped `by` one of GROUPINGS, in its order. Percentiles
     are `percentile_disc`: the least duration with at least 50 (95) % of the attempts at or
     below it, an attempt's own duration, exact."""
-    columns = ", ".join(GROUPINGS[by])
-    statement = (
-        _RUNS
-        + f"""
+    statement = _grouped(
+        """
         , counted AS (
             SELECT {columns}, min(text) AS text, count(DISTINCT session_id) AS sessions,
                 count(*) AS runs, count(*) FILTER (WHERE outcome = 'completed') AS completed,
@@ -356,37 +367,44 @@ def counts(conn: Connection[Any], selection: Selection, by: str) -> list[Counts]
         SELECT {columns}, text, sessions, runs, completed, failed, retries, passed_on_retry,
             p50_ms, p95_ms
         FROM counted LEFT JOIN durations USING ({columns}) ORDER BY {columns}
-        """
+        """,
+        by,
     )
     width = len(GROUPINGS[by])
-    rows = conn.execute(statement.encode(), selection.params()).fetchall()
-    return [
-        Counts(
-            tuple(row[:width]),
-            row[width],
-            *(int(v) for v in row[width + 1 : width + 6]),
-            bool(row[width + 6]),
-            *(None if v is None else int(v) for v in row[width + 7 :]),
-        )
-        for row in rows
-    ]
+    rows = conn.execute(statement, selection.params()).fetchall()
+    return [_counts(tuple(row[:width]), *row[width:]) for row in rows]
+
+
+def _counts(group: tuple[Any, ...], text: str, *numbers: Any) -> Counts:
+    sessions, runs, completed, failed, retries, passed_on_retry, p50, p95 = numbers
+    return Counts(
+        group=group,
+        text=text,
+        sessions=int(sessions),
+        runs=int(runs),
+        completed=int(completed),
+        failed=int(failed),
+        retries=int(retries),
+        passed_on_retry=bool(passed_on_retry),
+        p50_ms=None if p50 is None else int(p50),
+        p95_ms=None if p95 is None else int(p95),
+    )
 
 
 def failures(
     conn: Connection[Any], selection: Selection, by: str
 ) -> dict[tuple[Any, ...], dict[str, int]]:
     """Runs that failed for good, by their last attempt's error code, grouped `by`."""
-    columns = ", ".join(GROUPINGS[by])
-    statement = (
-        _RUNS
-        + f"""
-        SELECT {columns}, coalesce(error_code, 'UNKNOWN'), count(*) FROM runs
-        WHERE outcome = 'failed' GROUP BY {columns}, 2 ORDER BY {columns}, 2
+    statement = _grouped(
         """
+        SELECT {columns}, coalesce(error_code, 'UNKNOWN') AS code, count(*) FROM runs
+        WHERE outcome = 'failed' GROUP BY {columns}, code ORDER BY {columns}, code
+        """,
+        by,
     )
     width = len(GROUPINGS[by])
     found: dict[tuple[Any, ...], dict[str, int]] = {}
-    for row in conn.execute(statement.encode(), selection.params()).fetchall():
+    for row in conn.execute(statement, selection.params()).fetchall():
         found.setdefault(tuple(row[:width]), {})[row[width]] = int(row[width + 1])
     return found
 
@@ -402,8 +420,8 @@ class Tokens:
 def tokens(conn: Connection[Any], selection: Selection, by: str) -> list[Tokens]:
     """The model's tokens on the selection's steps (the `ai_usage` view's, counted on the day
     of their turn), grouped `by` and by model."""
-    columns = ", ".join(f"{'u' if c == 'day' else 'r'}.{c}" for c in GROUPINGS[by])
-    statement = f"""
+    statement = _grouped(
+        """
         SELECT {columns}, u.model, sum(u.prompt_tokens), sum(u.completion_tokens)
         FROM ai_usage u JOIN (
             SELECT DISTINCT session_id, step_index, workflow, workflow_version, place
@@ -414,11 +432,15 @@ def tokens(conn: Connection[Any], selection: Selection, by: str) -> list[Tokens]
             AND (%(since)s::date IS NULL OR u.day >= %(since)s::date)
             AND (%(until)s::date IS NULL OR u.day <= %(until)s::date)
         GROUP BY {columns}, u.model ORDER BY {columns}, u.model
-        """
+        """,
+        by,
+        lambda column: "u" if column == "day" else "r",
+        after_runs=False,
+    )
     width = len(GROUPINGS[by])
     return [
         Tokens(tuple(row[:width]), row[width], int(row[width + 1]), int(row[width + 2]))
-        for row in conn.execute(statement.encode(), selection.params()).fetchall()
+        for row in conn.execute(statement, selection.params()).fetchall()
     ]
 
 
