@@ -9,6 +9,7 @@ from projections.session_progress import SessionProgressView
 from projections.step_history import StepHistoryView
 from projections.view import View
 from projections.webhook_outbox import WebhookOutboxView
+from projections.workflow_analytics import WorkflowAnalyticsView
 from projections.workflow_registry import WorkflowRegistryView
 
 ALL_VIEWS: tuple[View, ...] = (
@@ -21,4 +22,5 @@ ALL_VIEWS: tuple[View, ...] = (
     ScheduleIndexView(),
     WebhookOutboxView(),
     WorkflowRegistryView(),
+    WorkflowAnalyticsView(),
 )

@@ -6,6 +6,7 @@ is imported when a command runs, so `stepline --help` answers at once.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 from uuid import UUID
@@ -567,6 +568,39 @@ def sessions_watch(
 
     with cli_sessions.opened(api, key, tenant) as source:
         cli_sessions.watch(source, interval)
+
+
+@cli.command("analytics")
+def analytics(
+    workflow: Annotated[
+        str | None, typer.Option(help="one workflow: its versions and steps, flaky first")
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="the first day (UTC) of runs counted"),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="the last day (UTC) of runs counted"),
+    ] = None,
+    api: ApiUrl = None,
+    key: ApiKey = None,
+    tenant: SessionsTenant = None,
+    as_json: AsJson = False,
+) -> None:
+    """How the tenant's workflows run, as GET /v1/analytics: runs, failures by error code,
+    retries, p50/p95 duration, tokens and cost per workflow version (or, with --workflow, per
+    step, flaky first), and by day."""
+    from api.cli import analytics as cli_analytics  # noqa: PLC0415
+
+    with cli_analytics.opened(api, key, tenant) as source:
+        cli_analytics.show(
+            source,
+            workflow,
+            since.date() if since else None,
+            until.date() if until else None,
+            as_json,
+        )
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.http import (
+    analytics,
     artifacts,
     audit,
     batches,
@@ -180,6 +181,7 @@ def create_app(
         batches,
         schedules,
         workflows,
+        analytics,
         audit,
         ops,
     )

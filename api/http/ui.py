@@ -97,6 +97,17 @@ def workflow_page(request: Request, name: str) -> HTMLResponse:
     return _page(request, "workflow.html", "Workflow", workflow_name=name)
 
 
+@router.get("/analytics", response_class=HTMLResponse)
+def analytics_page(request: Request) -> HTMLResponse:
+    return _page(request, "analytics.html", "Analytics")
+
+
+@router.get("/analytics/{name}", response_class=HTMLResponse)
+def workflow_analytics_page(request: Request, name: str) -> HTMLResponse:
+    """One workflow's analytics; the name is only handed to the script (escaped)."""
+    return _page(request, "analytics_workflow.html", "Workflow analytics", workflow_name=name)
+
+
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request) -> HTMLResponse:
     return _page(request, "audit.html", "Audit trail")

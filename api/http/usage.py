@@ -9,7 +9,7 @@ tokens), null for a model without a price.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import MAXYEAR, UTC, date, datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -20,6 +20,7 @@ from api.http.errors import problem_responses
 from api.http.schemas import DayUsage, IsoDatetime, IsoDay, SessionUsage, StepUsage, TenantUsage
 from api.http.services import CallerDep, Services, ServicesDep
 from api.http.sessions import owned_session
+from engine.settings import ModelPrice
 from projections import ai_usage
 
 router = APIRouter(tags=["usage"])
@@ -28,15 +29,23 @@ router = APIRouter(tags=["usage"])
 Priced = TypeVar("Priced", StepUsage, DayUsage)
 
 
+def cost_of(
+    prices: Mapping[str, ModelPrice], model: str, prompt_tokens: int, completion_tokens: int
+) -> float | None:
+    """The tokens' cost at the model's price; None for a model without one."""
+    price = prices.get(model)
+    return None if price is None else price.cost(prompt_tokens, completion_tokens)
+
+
 def _priced(services: Services, view: type[Priced], row: Any) -> Priced:
     """The row as `view`, with its cost at the model's price (None without one)."""
-    price = services.runtime.settings.ai_prices.get(row.model)
-    cost = None if price is None else price.cost(row.prompt_tokens, row.completion_tokens)
+    prices = services.runtime.settings.ai_prices
+    cost = cost_of(prices, row.model, row.prompt_tokens, row.completion_tokens)
     fields = {name: getattr(row, name) for name in view.model_fields if name != "cost"}
     return view(**fields, cost=cost)
 
 
-def _utc_day(moment: datetime | date | None) -> date | None:
+def utc_day(moment: datetime | date | None) -> date | None:
     """The day, in UTC, the view counts `moment` in (a datetime without a zone is UTC)."""
     if not isinstance(moment, datetime):
         return moment
@@ -48,7 +57,8 @@ def _utc_day(moment: datetime | date | None) -> date | None:
         return date.max if moment.year == MAXYEAR else date.min
 
 
-def _total(costs: Sequence[float | None]) -> float | None:
+def total_cost(costs: Sequence[float | None]) -> float | None:
+    """The costs' sum; None if one of them is unknown (a model without a price)."""
     return None if any(c is None for c in costs) else round(sum(c or 0 for c in costs), 6)
 
 
@@ -69,7 +79,7 @@ def session_usage(session_id: UUID, services: ServicesDep, caller: CallerDep) ->
         session_id=session_id,
         prompt_tokens=sum(s.prompt_tokens for s in steps),
         completion_tokens=sum(s.completion_tokens for s in steps),
-        cost=_total([s.cost for s in steps]),
+        cost=total_cost([s.cost for s in steps]),
         steps=steps,
     )
 
@@ -90,12 +100,12 @@ def tenant_usage(
     `since` to the day of `until`, both included."""
     services.read_your_writes()
     with services.runtime.projector.pool.connection() as conn:
-        rows = ai_usage.of_tenant(conn, caller.tenant, _utc_day(since), _utc_day(until))
+        rows = ai_usage.of_tenant(conn, caller.tenant, utc_day(since), utc_day(until))
     days = [_priced(services, DayUsage, row) for row in rows]
     return TenantUsage(
         tenant=caller.tenant,
         prompt_tokens=sum(d.prompt_tokens for d in days),
         completion_tokens=sum(d.completion_tokens for d in days),
-        cost=_total([d.cost for d in days]),
+        cost=total_cost([d.cost for d in days]),
         days=days,
     )

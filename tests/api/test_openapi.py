@@ -112,6 +112,8 @@ def test_operation_ids_are_short_camel_case_and_unique(document: dict[str, Any])
         "getWorkflow",
         "getWorkflowVersion",
         "rollbackWorkflow",
+        "listWorkflowAnalytics",
+        "getWorkflowAnalytics",
         "createWebhookSecret",
         "listSessionWebhooks",
         "listAuditEntries",

@@ -62,6 +62,8 @@ def dump(pool: ConnectionPool) -> dict[str, list[tuple[Any, ...]]]:
         "ai_usage_sessions": "session_id",
         "workflow_index": "workflow_id",
         "workflow_versions": "workflow_id, number",
+        "analytics_sessions": "session_id",
+        "analytics_step_attempts": "session_id, step_index, attempt",
     }
     with pool.connection() as conn:
         return {
