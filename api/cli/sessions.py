@@ -265,6 +265,8 @@ def _step_text(step: StepView) -> Text:
     origin = step.origin or {}
     if step.condition:
         text.append(f"\nif {step.condition}", style="dim")
+    if "template" in origin:
+        text.append(f"\nfrom template {origin['template']}", style="dim")
     if "loop" in origin:
         text.append(f"\n{origin['loop']}: {origin['iteration'] + 1} of {origin['of']}", style="dim")
     policy = StepPolicy.from_dict(step.policy).described()

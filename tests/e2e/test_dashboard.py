@@ -373,10 +373,13 @@ def test_a_session_gone_on_past_a_failed_step_shows_it_and_each_steps_own_policy
     page.screenshot(path=shots / "session-continued.png", full_page=True)
 
 
-def test_a_session_with_a_loop_shows_its_skipped_steps_and_each_iterations_origin(
+def test_a_session_shows_its_skipped_steps_and_where_each_step_came_from(
     serve: Serve, target: str, page: Page, shots: Path
 ) -> None:
     api = serve(1)
+    template = {"name": "look", "steps": ["GET /login?look=1"]}
+    pushed = httpx.post(f"{api}/v1/workflows", json=template, timeout=10)
+    assert pushed.status_code in (200, 201), pushed.text
     body = {
         "name": "loops",
         "executor": "http",
@@ -385,6 +388,7 @@ def test_a_session_with_a_loop_shows_its_skipped_steps_and_each_iterations_origi
         "steps": [
             {"text": "GET /login", "if": "len(inputs.names) == 0"},
             {"for_each": "name in inputs.names", "steps": ["GET /login?name={{name}}"]},
+            {"use": "look"},
         ],
     }
     created = httpx.post(f"{api}/v1/sessions", json=body, timeout=10)
@@ -393,7 +397,7 @@ def test_a_session_with_a_loop_shows_its_skipped_steps_and_each_iterations_origi
 
     page.goto(f"{api}/ui/sessions/{session_id}")
     expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
-    expect(page.locator("#progress-text")).to_have_text("3/4 steps (100%), 1 skipped")
+    expect(page.locator("#progress-text")).to_have_text("4/5 steps (100%), 1 skipped")
     steps = page.get_by_role("table", name="Steps")
     skipped = steps.locator('tr[data-step-index="0"]')
     expect(skipped).to_contain_text("if len(inputs.names) == 0")
@@ -401,6 +405,7 @@ def test_a_session_with_a_loop_shows_its_skipped_steps_and_each_iterations_origi
     expect(steps.locator('tr[data-step-index="3"]')).to_contain_text(
         "GET /login?name=bobfor each name in inputs.names: 2 of 2"
     )
+    expect(steps.locator('tr[data-step-index="4"]')).to_contain_text("from template look@1")
     page.screenshot(path=shots / "session-loop.png", full_page=True)
 
 

@@ -95,11 +95,13 @@ function stepPolicy(step) {
   return el("small", { class: "policy" }, set.map(([name, value]) => `${name} ${value}`).join(", "));
 }
 
-// Where the step came from and when it runs: `if vars.n > 0`, `for each name in …: 2 of 3`.
+// Where the step came from and when it runs: `if vars.n > 0`, `for each name in …: 2 of 3`,
+// `from template login@2`.
 function stepFlow(step) {
   const said = [];
   if (step.condition) said.push(`if ${step.condition}`);
   const origin = step.origin ?? {};
+  if (origin.template) said.push(`from template ${origin.template}`);
   if (origin.loop) said.push(`${origin.loop}: ${origin.iteration + 1} of ${origin.of}`);
   if (!said.length) return null;
   return el("small", { class: "flow" }, said.join("; "));
