@@ -259,3 +259,46 @@ def test_the_yaml_pane_reads_back_exactly_what_it_writes_and_fills_the_form(
     pane.fill('{"name": "as json", "steps": ["GET /login"]}')
     expect(name).to_have_value("as json")
     expect(pane).not_to_have_attribute("aria-invalid", "true")
+
+
+TRICKY = {
+    "name": "tricky: yes",
+    "labels": {"on": "yes", "team": "a: b", "x y": "Off", "note": "ends with a colon:"},
+    "inputs": {
+        "delay": {"type": "integer", "default": 10, "description": "how long # in ms"},
+        "tags": {"type": "array", "default": ["a", 1.5, None, -3, True, {}]},
+    },
+    "steps": [
+        "GET /slow?ms={{inputs.delay}}",
+        {"text": 'POST /effects with {"name": "x"}', "if": 'inputs.env == "prod"'},
+        "click the 'Sign in' button",
+        "https://example.com/a#b",
+        "multi\nline\ttab",
+        "",
+        "007",
+        "1e3",
+        "- a dash",
+        "null",
+        "\u00fcn\u00efcode \u2028 \x7f",
+        [["nested"]],
+        [],
+    ],
+}
+
+
+def test_the_yaml_the_editor_writes_is_read_by_pyyaml_as_the_same_document(
+    serve: Serve, page: Page
+) -> None:
+    api = serve(0)
+    page.goto(f"{api}/ui/workflows/new")
+    written = page.evaluate(
+        """async (document) => {
+          const yaml = await import("/ui/static/yaml.js");
+          const text = yaml.emit(document);
+          return { text, again: yaml.emit(yaml.parse(text)), back: yaml.parse(text) };
+        }""",
+        TRICKY,
+    )
+    assert yaml.safe_load(written["text"]) == TRICKY
+    assert written["back"] == TRICKY
+    assert written["again"] == written["text"]
