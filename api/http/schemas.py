@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -35,6 +35,7 @@ from domain.session import (
 )
 from domain.workflow import REFERENCE, Reference
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
+from engine.workflows.check import RunsAs
 from engine.workflows.file import (
     InputName,
     StepForms,
@@ -823,6 +824,22 @@ class WorkflowVersionView(WorkflowVersionSummary):
         description="the workflow document as pushed, normalised: the fields left at their "
         "defaults are left out and a step with no expect is its text (a WorkflowDocument)"
     )
+
+
+class StepRunsAs(BaseModel):
+    index: int = Field(description="the step's position in the document's steps, from 0")
+    kind: RunsAs = Field(
+        description="definition: a step definition matches its text; ai: the AI decides; "
+        "unusable: a definition matches but cannot be used; loop; template (`use`)"
+    )
+    runs_as: str = Field(description="the commands its definition builds, or who decides them")
+
+
+class WorkflowCheckView(BaseModel):
+    """A workflow document the registry would take, and how each of its steps will run."""
+
+    ok: Literal[True] = True
+    steps: list[StepRunsAs]
 
 
 class WorkflowView(BaseModel):

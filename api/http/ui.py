@@ -90,6 +90,19 @@ def workflows_page(request: Request) -> HTMLResponse:
     return _page(request, "workflows.html", "Workflows")
 
 
+@router.get("/workflows/new", response_class=HTMLResponse)
+def new_workflow_page(request: Request) -> HTMLResponse:
+    """The workflow editor, empty (routed before a workflow named "new")."""
+    return _page(request, "editor.html", "New workflow", workflow_name="")
+
+
+@router.get("/workflows/{name}/edit", response_class=HTMLResponse)
+def edit_workflow_page(request: Request, name: str) -> HTMLResponse:
+    """The workflow editor on the workflow's current version; the name is only handed to the
+    script (escaped), which loads the version with the person's key."""
+    return _page(request, "editor.html", "Edit workflow", workflow_name=name)
+
+
 @router.get("/workflows/{name}", response_class=HTMLResponse)
 def workflow_page(request: Request, name: str) -> HTMLResponse:
     """A registered workflow's versions, documents, diffs, rollback and run; the name is only

@@ -25,6 +25,8 @@ from api.http.errors import ApiError, problem_responses
 from api.http.reads import encode_cursor
 from api.http.schemas import (
     RollbackWorkflow,
+    StepRunsAs,
+    WorkflowCheckView,
     WorkflowPage,
     WorkflowSummary,
     WorkflowVersionSummary,
@@ -38,6 +40,7 @@ from domain.session import MAX_NAME
 from domain.workflow import Workflow, is_name
 from engine.bootstrap import Runtime
 from engine.workflows import registry
+from engine.workflows.check import labelled_steps
 from engine.workflows.registry import WorkflowDocument, document_of_yaml
 from projections import workflow_registry
 from projections.workflow_registry import IndexedWorkflow, RegisteredVersion
@@ -86,6 +89,17 @@ def pushed(
     """Push the document; its version, and whether it is new."""
     version, new = registry.push(runtime.app, document, tenant=tenant, actor=actor)
     return version_view(runtime, tenant, document.name, version.number, catch_up), new
+
+
+def checked(
+    runtime: Runtime, document: WorkflowDocument, tenant: str, actor: str
+) -> WorkflowCheckView:
+    """What a push of the document would refuse, refused the same way; nothing recorded."""
+    registry.check_runnable(runtime.app, document, tenant, actor)
+    labels = labelled_steps(runtime.loop, document.steps)
+    return WorkflowCheckView(
+        steps=[StepRunsAs(index=s.index, kind=s.kind, runs_as=s.runs_as) for s in labels]
+    )
 
 
 def rolled_back(
@@ -234,6 +248,27 @@ def _push(
         response.status_code = 200
     response.headers["Location"] = f"/v1/workflows/{quote(version.name)}/versions/{version.version}"
     return version
+
+
+@router.post(
+    "/check",
+    operation_id="checkWorkflow",
+    response_model=WorkflowCheckView,
+    responses=problem_responses(400, 401, 413, 415, 422),
+    openapi_extra=PUSHED_AS,
+)
+async def check(request: Request, services: ServicesDep, caller: CallerDep) -> WorkflowCheckView:
+    """Check a workflow document as a push would (the same refusals, 422), recording nothing;
+    how each step will run: the step definition that matches it, or the AI (the editor's
+    labels)."""
+    body = await request.body()
+    content_type = request.headers.get("content-type")
+
+    def check_body() -> WorkflowCheckView:
+        document = document_of_body(body, content_type)
+        return checked(services.runtime, document, caller.tenant, caller.name)
+
+    return await run_in_threadpool(check_body)
 
 
 @router.get(

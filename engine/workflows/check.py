@@ -9,8 +9,9 @@ session is created and nothing is written to the event store.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 from uuid import uuid4
 
 from domain.errors import InvalidWorkflow
@@ -22,7 +23,15 @@ from engine.loop.task_loop import TaskLoop
 from engine.secrets import Secrets
 from engine.store.app import SessionRequest
 from engine.workflows.admission import definitions_of
-from engine.workflows.plan import Placeholder, PlannedStep, plan, saved_by, unfillable
+from engine.workflows.file import StepEntry
+from engine.workflows.plan import (
+    Placeholder,
+    PlannedStep,
+    plan,
+    planned_step,
+    saved_by,
+    unfillable,
+)
 
 
 @dataclass(frozen=True)
@@ -100,7 +109,7 @@ def _step_checks(loop: TaskLoop, planned: list[PlannedStep], tenant: str) -> lis
             if placeholder.namespace == SECRETS and placeholder.name not in stored
         ]
     return [
-        StepCheck(step.index, step.spec.text, _runs_as(step, loop), problems[step.index])
+        StepCheck(step.index, step.spec.text, runs_as(step, loop), problems[step.index])
         for step in planned
     ]
 
@@ -121,12 +130,50 @@ def _unfillable_said(
     return f"{placeholder} is used, but no step saves {placeholder.name}"
 
 
-def _runs_as(step: PlannedStep, loop: TaskLoop) -> str:
+def runs_as(step: PlannedStep, loop: TaskLoop) -> str:
+    """How a planned step will run, as a person reads it: its commands, or who decides them
+    (also the workflow editor's label of each step)."""
     if step.problem is not None:
         return "a definition (unusable)"
     if step.commands is None:
         return "the AI decides" if loop.ai is not None else "the AI decides (none is set)"
     return "; ".join(_described(command) for command in step.all_commands())
+
+
+RunsAs = Literal["definition", "ai", "unusable", "loop", "template"]
+"""A step definition matches it, the AI decides, a definition matches but cannot be used, a
+loop, a template (`use`)."""
+
+
+@dataclass(frozen=True)
+class StepLabel:
+    """How one step of a workflow document will run: the workflow editor's label of it."""
+
+    index: int
+    kind: RunsAs
+    runs_as: str
+
+
+def labelled_steps(loop: TaskLoop, steps: Sequence[StepEntry]) -> list[StepLabel]:
+    """Each step as `stepline run --check` labels it, planned with the built-in definitions
+    (a registered workflow has no module of its own); a loop and a template are labelled as
+    such, their own steps being planned where a session is made."""
+    return [_labelled(loop, index, step) for index, step in enumerate(steps)]
+
+
+def _labelled(loop: TaskLoop, index: int, step: StepEntry) -> StepLabel:
+    if step.use is not None:
+        return StepLabel(index, "template", f"the steps of the template {step.use}")
+    spec = step.spec()
+    if spec.loop is not None:
+        return StepLabel(index, "loop", f"a loop: {spec.loop.header}")
+    planned = planned_step(loop.definitions.base, index, spec)
+    kind: RunsAs = "definition"
+    if planned.problem is not None:
+        kind = "unusable"
+    elif planned.decided_by_ai:
+        kind = "ai"
+    return StepLabel(index, kind, runs_as(planned, loop))
 
 
 def _described(command: Command) -> str:

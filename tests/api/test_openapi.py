@@ -108,6 +108,7 @@ def test_operation_ids_are_short_camel_case_and_unique(document: dict[str, Any])
         "updateSchedule",
         "deleteSchedule",
         "pushWorkflow",
+        "checkWorkflow",
         "listWorkflows",
         "getWorkflow",
         "getWorkflowVersion",

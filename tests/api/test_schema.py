@@ -129,6 +129,7 @@ def test_a_registered_workflow_and_its_answers_keep_to_the_schema(fuzzed: Api) -
     named = {"path_parameters": {"name": "smoke"}}
     first = {"name": "smoke", "executor": "shell", "steps": ["run `true`"]}
     cases: list[tuple[str, dict[str, Any], int]] = [
+        ("checkWorkflow", {"body": first}, 200),
         ("pushWorkflow", {"body": first}, 201),
         ("pushWorkflow", {"body": first}, 200),
         ("pushWorkflow", {"body": {**first, "steps": ["run `echo hi`"]}}, 201),

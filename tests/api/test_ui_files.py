@@ -66,7 +66,9 @@ def test_no_dashboard_script_turns_text_into_markup() -> None:
     """Sessions, workflows and their documents are tenants' data: the scripts build elements
     and set text, so nothing a tenant wrote becomes an element (Swagger UI's bundle aside)."""
     scripts = [path for path in STATIC.glob("*.js") if not path.name.startswith("swagger-ui")]
-    assert {"workflows.js", "workflow.js", "diff.js"} <= {path.name for path in scripts}
+    assert {"workflows.js", "workflow.js", "diff.js", "editor.js", "yaml.js"} <= {
+        path.name for path in scripts
+    }
     writers = {path.name: MARKUP_WRITERS.findall(path.read_text()) for path in scripts}
     assert {name: found for name, found in writers.items() if found} == {}
 
@@ -83,3 +85,23 @@ def test_the_workflow_pages_are_linked_from_the_nav_and_escape_the_name_in_the_a
         assert '<a href="/ui/workflows" aria-current="page">Workflows</a>' in page.text
     assert 'data-workflow-name="&lt;img src=x onerror=&#34;alert(1)&#34;&gt;"' in shown.text
     assert "<img" not in shown.text
+
+
+def test_the_editor_pages_are_served_with_the_csp_and_escape_the_name_in_the_address(
+    api: Api,
+) -> None:
+    with api.client(None) as anyone:
+        new = anyone.get("/ui/workflows/new")
+        edit = anyone.get("/ui/workflows/%3Cimg%20src%3Dx%3E/edit")
+        listed = anyone.get("/ui/workflows").text
+        shown = anyone.get("/ui/workflows/nightly%20export").text
+    for page in (new, edit):
+        assert page.status_code == 200
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+        assert '<script type="module" src="/ui/static/editor.js"></script>' in page.text
+        assert '<a href="/ui/workflows" aria-current="page">Workflows</a>' in page.text
+    assert 'data-workflow-name=""' in new.text
+    assert 'data-workflow-name="&lt;img src=x&gt;"' in edit.text
+    assert "<img" not in edit.text
+    assert '<a href="/ui/workflows/new">New workflow</a>' in listed
+    assert 'href="/ui/workflows/nightly%20export/edit">Edit this workflow</a>' in shown

@@ -302,3 +302,80 @@ def test_a_fork_keeps_the_version_it_runs_and_drops_it_with_steps_of_its_own(
     assert kept["workflow"]["name"] == "record effect"
     assert "workflow" not in dropped
     assert dropped["inputs"] == {"copies": 1}
+
+
+# ---- POST /v1/workflows/check: what the editor asks as a person types ----------------------
+
+
+def labelled(target: str, *steps: Any) -> dict[str, Any]:
+    return {"name": "labelled", "base_url": target, "steps": list(steps)}
+
+
+def test_a_checked_document_says_how_each_step_runs_and_nothing_is_recorded(
+    api: Api, target: str
+) -> None:
+    steps = [
+        "GET /login",
+        {"text": "POST /effects with {}", "expect": "expect status 201", "retries": 2},
+        "tick the box that says you are not a robot",
+        {"for_each": "item in vars.items", "steps": ["GET /slow?ms=1"]},
+        {"use": "login"},
+    ]
+    with api.client("alice") as alice:
+        pushed(alice, {"name": "login", "base_url": target, "steps": ["GET /login"]})
+        before = alice.get("/v1/workflows").json()["items"]
+        answer = alice.post("/v1/workflows/check", json=labelled(target, *steps))
+        after = alice.get("/v1/workflows").json()["items"]
+
+    assert answer.status_code == 200, answer.text
+    assert [(s["index"], s["kind"]) for s in answer.json()["steps"]] == [
+        (0, "definition"),
+        (1, "definition"),
+        (2, "ai"),
+        (3, "loop"),
+        (4, "template"),
+    ]
+    said = [s["runs_as"] for s in answer.json()["steps"]]
+    assert said[0] == "http.request GET /login"
+    assert said[1].endswith("http.expect_status 201")
+    assert said[2].startswith("the AI decides")
+    assert said[3] == "a loop: for each item in vars.items"
+    assert after == before  # labelled was checked, not pushed
+
+
+def without_instance(problem: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in problem.items() if k not in ("id", "timestamp", "instance")}
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"text": "GET /login", "if": "__import__('os').system('true')"},
+        {"text": "GET /login", "retries": "two"},
+        {"text": "GET /{{inputs.missing}}"},
+    ],
+    ids=["condition", "field", "undeclared input"],
+)
+def test_a_check_refuses_what_a_push_refuses_with_the_same_problem(
+    api: Api, target: str, step: dict[str, Any]
+) -> None:
+    document = labelled(target, "GET /login", step)
+    with api.client("alice") as alice:
+        checked = alice.post("/v1/workflows/check", json=document)
+        refused = alice.post("/v1/workflows", json=document)
+        listed = alice.get("/v1/workflows").json()["items"]
+
+    problem = assert_problem(checked, 422, refused.json()["code"])
+    assert without_instance(problem) == without_instance(refused.json())
+    assert listed == []
+
+
+def test_a_check_uses_only_the_callers_tenants_templates(api: Api, target: str) -> None:
+    with api.client("alice") as alice, api.client("eve") as eve:
+        pushed(alice, {"name": "login", "base_url": target, "steps": ["GET /login"]})
+        alices = alice.post("/v1/workflows/check", json=labelled(target, {"use": "login"}))
+        eves = eve.post("/v1/workflows/check", json=labelled(target, {"use": "login"}))
+
+    assert alices.status_code == 200, alices.text
+    problem = assert_problem(eves, 422, "TEMPLATE_NOT_FOUND")
+    assert "no workflow named 'login'" in problem["message"]
