@@ -23,10 +23,11 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from api.http.errors import ApiError, problem_responses
-from api.http.schemas import IsoDatetime, IsoDay
+from api.http.schemas import NO_NUL, IsoDatetime, IsoDay
 from api.http.services import CallerDep, ServicesDep
 from api.http.usage import cost_of, total_cost, utc_day
 from domain.errors import WorkflowNotFound
+from domain.session import MAX_NAME
 from engine.bootstrap import Runtime
 from engine.settings import ModelPrice
 from projections import workflow_analytics as view
@@ -305,7 +306,7 @@ def list_workflow_analytics(
 def get_workflow_analytics(
     services: ServicesDep,
     caller: CallerDep,
-    name: Annotated[str, Path(min_length=1)],
+    name: Annotated[str, Path(min_length=1, max_length=MAX_NAME, pattern=NO_NUL)],
     since: Since = None,
     until: Until = None,
 ) -> WorkflowAnalyticsDetail:

@@ -164,9 +164,11 @@ def labelled_steps(loop: TaskLoop, steps: Sequence[StepEntry]) -> list[StepLabel
 def _labelled(loop: TaskLoop, index: int, step: StepEntry) -> StepLabel:
     if step.use is not None:
         return StepLabel(index, "template", f"the steps of the template {step.use}")
+    if step.for_each is not None:  # its steps may use templates, which only a session expands
+        var, over = step.for_each.strip().split(None, 1)
+        header = f"for each {var} {over}"
+        return StepLabel(index, "loop", f"a loop: {header}")
     spec = step.spec()
-    if spec.loop is not None:
-        return StepLabel(index, "loop", f"a loop: {spec.loop.header}")
     planned = planned_step(loop.definitions.base, index, spec)
     kind: RunsAs = "definition"
     if planned.problem is not None:

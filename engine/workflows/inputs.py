@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from domain.errors import InvalidInput
 from domain.json_values import unstorable
-from domain.session import StepSpec
+from domain.session import MAX_STEP_TEXT, StepSpec
 from engine.executors import PLACEHOLDER
 from engine.store.app import SessionRequest
 
@@ -160,9 +160,11 @@ def _written(step: StepSpec, values: Mapping[str, Any], index: int) -> StepSpec:
 
 
 def filled(text: str | None, values: Mapping[str, Any], where: str) -> str | None:
-    """`text` (the base URL, say) with its inputs written in."""
+    """`text` (the base URL, say) with its inputs written in: no longer than a step may be
+    (InvalidInput before anything is written, however large the values or often used)."""
     if text is None:
         return None
+    _refuse_too_long(text, values, where)
     written = INPUT.sub(lambda match: _value(match, values, where), text)
     # Values side by side, or next to a brace the text holds, may still make a placeholder
     # its author did not write: the text may hold its own, and no other.
@@ -203,6 +205,44 @@ def _filled(text: str, values: Mapping[str, Any], index: int) -> str:
     written = filled(text, values, f"step {index + 1}")
     assert written is not None  # text in, text out
     return written
+
+
+MAX_WRITTEN = MAX_STEP_TEXT
+"""A text with its inputs written in: a step's (or an expect's, a base URL's) limit."""
+
+
+def _refuse_too_long(text: str, values: Mapping[str, Any], where: str) -> None:
+    left = MAX_WRITTEN - len(text)
+    for name in INPUT.findall(text):
+        if name in values:
+            left -= json_length(values[name], left + 1)
+            if left < 0:
+                raise InvalidInput(
+                    name,
+                    f"written into {where}, the inputs would make it longer than "
+                    f"{MAX_WRITTEN:,} characters",
+                )
+
+
+def json_length(value: Any, limit: int) -> int:
+    """About how many characters `value` takes written into a text (a string as it is,
+    anything else as JSON), counted no further than `limit`: a value made of one object
+    referenced many times is not written out to be measured."""
+    total, pending = 0, [value]
+    while pending and total < limit:
+        item = pending.pop()
+        if isinstance(item, str):
+            total += len(item) + (2 if item is not value else 0)
+        elif isinstance(item, dict):
+            total += 2 + 4 * len(item)
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            total += 2 + 2 * len(item)
+            pending.extend(item)
+        else:
+            total += len(str(item))
+    return min(total, limit)
 
 
 def _value(match: re.Match[str], values: Mapping[str, Any], where: str) -> str:

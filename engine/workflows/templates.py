@@ -36,7 +36,15 @@ from typing import Any, Protocol
 from domain.errors import InvalidInput, InvalidWorkflow, TemplateCycle, TemplateNotFound
 from domain.session import MAX_STEPS, StepSpec
 from engine.workflows.file import StepForms, WorkflowFile, load_workflow
-from engine.workflows.inputs import INPUT, filled, not_declared, resolved, used, written_in
+from engine.workflows.inputs import (
+    INPUT,
+    filled,
+    json_length,
+    not_declared,
+    resolved,
+    used,
+    written_in,
+)
 
 MAX_DEPTH = 10
 """How deep templates may nest: a template used by a template … used by the workflow."""
@@ -265,6 +273,7 @@ def template_values(
     }
     unknown = {name for name, value in passed.items() if value is UNKNOWN}
     try:
+        _refuse_large(passed)
         known = resolved(
             {name: spec for name, spec in declared.items() if name not in unknown},
             {name: value for name, value in passed.items() if name not in unknown},
@@ -273,6 +282,17 @@ def template_values(
     except InvalidInput as error:
         raise _in_template(error, template) from None
     return known | unknown_values(unknown)
+
+
+MAX_WITH_CHARS = 100_000
+"""A `with` value once the using workflow's inputs are in it, about, as JSON: templates that
+pass a value on many times, nested, would otherwise make one of untold size to check."""
+
+
+def _refuse_large(passed: Mapping[str, Any]) -> None:
+    for name, value in passed.items():
+        if value is not UNKNOWN and json_length(value, MAX_WITH_CHARS + 1) > MAX_WITH_CHARS:
+            raise InvalidInput(name, f"the value is larger than {MAX_WITH_CHARS:,} characters")
 
 
 def _refuse_undeclared(names: set[str], declared: Iterable[str]) -> None:

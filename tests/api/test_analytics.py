@@ -119,6 +119,12 @@ def test_another_tenant_sees_none_of_the_workflows_and_gets_404_for_one(api: Api
     assert missing.json()["code"] == "WORKFLOW_NOT_FOUND"
 
 
+def test_a_name_postgresql_cannot_hold_is_a_bad_request(api: Api) -> None:
+    with api.client("alice") as alice:
+        nul = alice.get("/v1/analytics/workflows/a%00b")
+    assert nul.status_code == 422, nul.text
+
+
 def test_days_outside_since_and_until_count_nothing(api: Api) -> None:
     app = api.services.runtime.app
     seed(app)

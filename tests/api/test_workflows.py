@@ -318,7 +318,7 @@ def test_a_checked_document_says_how_each_step_runs_and_nothing_is_recorded(
         "GET /login",
         {"text": "POST /effects with {}", "expect": "expect status 201", "retries": 2},
         "tick the box that says you are not a robot",
-        {"for_each": "item in vars.items", "steps": ["GET /slow?ms=1"]},
+        {"for_each": "item in vars.items", "steps": ["GET /slow?ms=1", {"use": "login"}]},
         {"use": "login"},
     ]
     with api.client("alice") as alice:

@@ -150,3 +150,49 @@ def _nested(depth: int) -> dict[str, Any]:
     for _ in range(depth):
         value = {"n": value}
     return value
+
+
+def passing_on(level: int, depth: int, times: int) -> dict[str, Any]:
+    """Template `t<level>`: its one input written `times` times into the value it passes to
+    the next, and the last writes it into its step."""
+    steps: list[Any] = (
+        [{"use": f"t{level + 1}", "with": {"a": "{{inputs.a}}" * times}}]
+        if level < depth
+        else ["GET /{{inputs.a}}"]
+    )
+    return {"name": f"t{level}", "inputs": {"a": {"type": "string"}}, "steps": steps}
+
+
+def test_templates_passing_a_value_on_many_times_cannot_make_a_huge_step(
+    api: Api, fresh_database_url: str
+) -> None:
+    """Each level would write the value 50 times into the next: at 8 levels a few bytes stand
+    for terabytes. Refused as soon as a value would not fit a step, nothing built or kept."""
+    with api.client("alice") as alice:
+        for level in reversed(range(1, 9)):  # each uses the next: the last first
+            pushed = alice.post("/v1/workflows", json=passing_on(level, 8, 50))
+            assert pushed.status_code == 201, pushed.text
+        bomb = {"name": "t0", "base_url": "http://127.0.0.1:9", "steps": [
+            {"use": "t1", "with": {"a": "xxxxxxxx"}}]}  # fmt: skip
+        by_session = alice.post("/v1/sessions", json=bomb)
+        by_push = alice.post("/v1/workflows", json=bomb)
+        by_check = alice.post("/v1/workflows/check", json=bomb)
+
+    for refused in (by_session, by_push, by_check):
+        problem = assert_problem(refused, 422, "INPUT_INVALID")
+        assert "would make it longer than 2,000 characters" in problem["message"]
+    assert sessions_created(fresh_database_url) == 0
+
+
+def test_a_value_written_into_a_step_many_times_is_refused_before_it_is_written(
+    api: Api, fresh_database_url: str
+) -> None:
+    workflow = with_object_input({"k": "v" * 200_000})
+    workflow["steps"] = ["GET /" + "{{inputs.o}}" * 100]
+    with api.client("alice") as alice:
+        refused = alice.post("/v1/sessions", json=workflow)
+
+    assert (
+        "longer than 2,000 characters" in assert_problem(refused, 422, "INPUT_INVALID")["message"]
+    )
+    assert sessions_created(fresh_database_url) == 0
