@@ -69,13 +69,13 @@ class StepFlow:
         Expressions read the variables as the log records them: a secret's value an answer
         held is its placeholder, so a condition cannot test it (nor a loop go over it), and a
         run that took the session over (its variables restored from the log) decides alike."""
+        if step.status is StepStatus.FAILED:
+            return False  # its failure is decided on as any step's is
         try:
             values = values_for(self.held.session, index, self.secrets.redact_all(variables))
         except RecursionError:  # a value nested too deep to read: the step cannot go on
             self._fail(index, "EXPRESSION_FAILED", "a saved variable is nested too deep to read")
             return True
-        if step.status is StepStatus.FAILED:
-            return False  # its failure is decided on as any step's is
         if step.status is StepStatus.PENDING and step.condition is not None:
             held = self._condition_holds(index, step.condition, values)
             if held is not True:
