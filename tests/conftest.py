@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from engine.settings import Settings
@@ -110,6 +111,11 @@ def example_target() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def effects(base_url: str) -> list[str]:
+    """The names of the effects the example app at `base_url` applied, in order."""
+    return [e["name"] for e in httpx.get(f"{base_url}/effects").json()["applied"]]
 
 
 @pytest.fixture

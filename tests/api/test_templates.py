@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from tests.api.conftest import Api, ApiFactory
 from tests.api.test_admission import sessions_created
 from tests.api.test_errors import assert_problem
 from tests.api.test_workflows import created_event, ended, pushed
+from tests.conftest import effects
 from tests.waiting import eventually
 
 
@@ -33,10 +32,6 @@ def login(effect: str = "login") -> dict[str, Any]:
 
 def using(target: str, *steps: Any, **extra: Any) -> dict[str, Any]:
     return {"name": "checkout", "base_url": target, "steps": list(steps), **extra}
-
-
-def effects(target: str) -> list[str]:
-    return [e["name"] for e in httpx.get(f"{target}/effects").json()["applied"]]
 
 
 def test_an_inline_session_expands_a_registered_template_with_the_version_used(

@@ -5,9 +5,6 @@ the same path."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import httpx
 import pytest
 import yaml
 
@@ -16,7 +13,7 @@ from domain.session import SessionStatus, StepSpec, StepState, StepStatus, Workf
 from engine.loop.replay import fork_request, replay_request
 from engine.store.app import Stepline
 from engine.workflows.file import WorkflowFile
-from tests.conftest import PASSWORD, example_target
+from tests.conftest import PASSWORD, effects, example_target
 from tests.integration.conftest import (
     LoopFactory,
     assert_stored_nowhere,
@@ -31,22 +28,10 @@ def app(fresh_app: Stepline) -> Stepline:
     return fresh_app
 
 
-@pytest.fixture
-def fresh_target() -> Iterator[str]:
-    """The example app of this test alone: its effects are this test's only."""
-    with example_target().serving(password=PASSWORD) as base_url:
-        yield base_url
-
-
 def steps_of(written: str) -> list[StepSpec]:
     """The steps of a workflow file's `steps:` as a person writes them."""
     document = yaml.safe_load(f"name: test\nsteps:\n{written}")
     return WorkflowFile.model_validate(document).step_specs()
-
-
-def effects(base_url: str) -> list[str]:
-    """The names of the effects the app applied, in order."""
-    return [e["name"] for e in httpx.get(f"{base_url}/effects").json()["applied"]]
 
 
 THREE_SAVED = """
@@ -66,7 +51,7 @@ def statuses(session: WorkflowSession) -> list[str]:
 
 
 def test_a_false_condition_skips_its_step_and_a_true_one_runs_it(
-    make_loop: LoopFactory, fresh_target: str
+    make_loop: LoopFactory, target: str
 ) -> None:
     loop = make_loop(ai=False)
     steps = steps_of(
@@ -80,19 +65,19 @@ def test_a_false_condition_skips_its_step_and_a_true_one_runs_it(
     if: result.status == "completed" and vars.applied[0].name == "a"
 """
     )
-    session = drive(loop, start_session(loop, steps, fresh_target))
+    session = drive(loop, start_session(loop, steps, target))
 
     assert session.status is SessionStatus.COMPLETED
     assert statuses(session)[5:] == ["completed", "skipped", "completed"]
     assert session.steps[6].summary == "skipped: if len(vars.applied) == 0 was false"
     assert session.steps[6].attempts == 0  # never started
-    assert effects(fresh_target) == ["a", "b", "c", "more-than-two", "after-skip"]
+    assert effects(target) == ["a", "b", "c", "more-than-two", "after-skip"]
     assert event_types(loop.app, session.id).count("StepSkipped") == 1
     assert session.outcome == "7 of 8 steps completed, 1 skipped (if: false)"
 
 
 def test_a_condition_reads_the_inputs_the_session_was_given(
-    make_loop: LoopFactory, fresh_target: str
+    make_loop: LoopFactory, target: str
 ) -> None:
     loop = make_loop(ai=False)
     steps = steps_of(
@@ -102,11 +87,11 @@ def test_a_condition_reads_the_inputs_the_session_was_given(
   - text: 'POST /effects with {"name": "always"}'
 """
     )
-    staging = start_session(loop, steps, fresh_target, inputs={"env": "staging"})
+    staging = start_session(loop, steps, target, inputs={"env": "staging"})
     assert statuses(drive(loop, staging)) == ["skipped", "completed"]
-    prod = start_session(loop, steps, fresh_target, inputs={"env": "prod"})
+    prod = start_session(loop, steps, target, inputs={"env": "prod"})
     assert statuses(drive(loop, prod)) == ["completed", "completed"]
-    assert effects(fresh_target) == ["always", "prod-only", "always"]
+    assert effects(target) == ["always", "prod-only", "always"]
 
 
 @pytest.mark.parametrize(
@@ -118,11 +103,11 @@ def test_a_condition_reads_the_inputs_the_session_was_given(
     ],
 )
 def test_a_condition_that_cannot_be_evaluated_fails_its_step_naming_it(
-    make_loop: LoopFactory, fresh_target: str, condition: str, says: str
+    make_loop: LoopFactory, target: str, condition: str, says: str
 ) -> None:
     loop = make_loop(ai=False)
     steps = steps_of(THREE_SAVED + f"  - text: 'GET /effects'\n    if: '{condition}'\n")
-    session = drive(loop, start_session(loop, steps, fresh_target))
+    session = drive(loop, start_session(loop, steps, target))
 
     assert session.status is SessionStatus.FAILED
     failed = session.steps[5]
@@ -161,15 +146,13 @@ LOOP_OVER_APPLIED = """
 
 
 def test_a_loop_runs_its_steps_once_per_item_of_a_saved_list(
-    make_loop: LoopFactory, fresh_target: str
+    make_loop: LoopFactory, target: str
 ) -> None:
     loop = make_loop(ai=False)
-    session = drive(
-        loop, start_session(loop, steps_of(THREE_SAVED + LOOP_OVER_APPLIED), fresh_target)
-    )
+    session = drive(loop, start_session(loop, steps_of(THREE_SAVED + LOOP_OVER_APPLIED), target))
 
     assert session.status is SessionStatus.COMPLETED
-    assert effects(fresh_target) == ["a", "b", "c", "again-a", "again-b", "again-c"]
+    assert effects(target) == ["a", "b", "c", "again-a", "again-b", "again-c"]
     header = session.steps[5]
     assert (header.text, header.status, header.summary) == (
         "for each effect in vars.applied",
@@ -192,22 +175,22 @@ def test_a_loop_runs_its_steps_once_per_item_of_a_saved_list(
 
 
 def test_a_loop_over_more_items_than_its_bound_fails_with_a_named_code(
-    make_loop: LoopFactory, fresh_target: str
+    make_loop: LoopFactory, target: str
 ) -> None:
     loop = make_loop(ai=False)
     bounded = LOOP_OVER_APPLIED.replace("max_iterations: 5", "max_iterations: 2")
-    session = drive(loop, start_session(loop, steps_of(THREE_SAVED + bounded), fresh_target))
+    session = drive(loop, start_session(loop, steps_of(THREE_SAVED + bounded), target))
 
     assert session.status is SessionStatus.FAILED
     assert session.error is not None
     assert session.error["code"] == "LOOP_LIMIT_EXCEEDED"
     assert "3 items, more than its max_iterations (2)" in session.error["message"]
-    assert effects(fresh_target) == ["a", "b", "c"]  # not one iteration ran
+    assert effects(target) == ["a", "b", "c"]  # not one iteration ran
     assert len(session.steps) == 7  # nothing was expanded
 
 
 def test_a_loop_item_that_holds_a_placeholder_is_refused(
-    make_loop: LoopFactory, fresh_target: str
+    make_loop: LoopFactory, target: str
 ) -> None:
     """A value an answer gave, written into a step, must not ask for a variable or a secret."""
     loop = make_loop(ai=False)
@@ -219,27 +202,27 @@ def test_a_loop_item_that_holds_a_placeholder_is_refused(
 """
         + LOOP_OVER_APPLIED
     )
-    session = drive(loop, start_session(loop, steps, fresh_target))
+    session = drive(loop, start_session(loop, steps, target))
 
     assert session.status is SessionStatus.FAILED
     assert session.error is not None
     assert session.error["code"] == "LOOP_ITEM_INVALID"
-    assert [name for name in effects(fresh_target) if name.startswith("again")] == []
+    assert [name for name in effects(target) if name.startswith("again")] == []
 
 
 def test_a_loop_over_what_is_not_a_list_fails_naming_the_expression(
-    make_loop: LoopFactory, fresh_target: str
+    make_loop: LoopFactory, target: str
 ) -> None:
     loop = make_loop(ai=False)
     steps = steps_of(THREE_SAVED + LOOP_OVER_APPLIED.replace("vars.applied:", "vars.applied[0]:"))
-    session = drive(loop, start_session(loop, steps, fresh_target))
+    session = drive(loop, start_session(loop, steps, target))
 
     assert session.error is not None
     assert session.error["code"] == "EXPRESSION_FAILED"
     assert "vars.applied[0]: a loop goes over a list" in session.error["message"]
 
 
-def test_nested_loops_bind_both_variables(make_loop: LoopFactory, fresh_target: str) -> None:
+def test_nested_loops_bind_both_variables(make_loop: LoopFactory, target: str) -> None:
     loop = make_loop(ai=False)
     steps = steps_of(
         THREE_SAVED
@@ -250,14 +233,14 @@ def test_nested_loops_bind_both_variables(make_loop: LoopFactory, fresh_target: 
             if: outer.name != inner.name
 """
     )
-    session = drive(loop, start_session(loop, steps, fresh_target))
+    session = drive(loop, start_session(loop, steps, target))
 
     assert session.status is SessionStatus.COMPLETED
-    assert effects(fresh_target)[3:] == ["ab", "ac", "ba", "bc", "ca", "cb"]
+    assert effects(target)[3:] == ["ab", "ac", "ba", "bc", "ca", "cb"]
 
 
 def test_a_secret_an_answer_echoed_never_reaches_the_log_through_a_loop(
-    make_loop: LoopFactory, fresh_target: str, fresh_database_url: str
+    make_loop: LoopFactory, target: str, fresh_database_url: str
 ) -> None:
     """The tenant's secret, sent in a body the app echoes back, is in the saved list: the
     loop refuses the item rather than record the value in its iterations' steps."""
@@ -270,9 +253,9 @@ def test_a_secret_an_answer_echoed_never_reaches_the_log_through_a_loop(
 """
         + LOOP_OVER_APPLIED
     )
-    session = drive(loop, start_session(loop, steps, fresh_target))
+    session = drive(loop, start_session(loop, steps, target))
 
-    assert effects(fresh_target) == [PASSWORD]  # it was sent, and echoed
+    assert effects(target) == [PASSWORD]  # it was sent, and echoed
     assert session.error is not None
     assert session.error["code"] == "LOOP_ITEM_INVALID"
     assert_stored_nowhere(fresh_database_url, PASSWORD)
@@ -290,17 +273,17 @@ def path_of_steps(steps: list[StepState]) -> list[tuple[str, str]]:
 
 
 def test_a_replay_takes_the_same_path_through_skips_and_loop_iterations(
-    make_loop: LoopFactory, fresh_target: str
+    make_loop: LoopFactory, target: str
 ) -> None:
     loop = make_loop(ai=False)
     steps = steps_of(THREE_SAVED + LOOP_OVER_APPLIED)
-    source = drive(loop, start_session(loop, steps, fresh_target))
+    source = drive(loop, start_session(loop, steps, target))
     with example_target().serving(password=PASSWORD) as again:
         replay = loop.app.create(
             replay_request(source, strict=True, base_url=again), tenant="acme", actor="alice"
         )
         replayed = drive(loop, replay.id)
-        assert effects(again) == effects(fresh_target)
+        assert effects(again) == effects(target)
 
     assert replayed.status is SessionStatus.COMPLETED
     assert path_of(replayed) == path_of(source)
@@ -308,12 +291,10 @@ def test_a_replay_takes_the_same_path_through_skips_and_loop_iterations(
 
 
 def test_a_fork_from_inside_a_loop_keeps_the_iterations_it_had(
-    make_loop: LoopFactory, fresh_target: str
+    make_loop: LoopFactory, target: str
 ) -> None:
     loop = make_loop(ai=False)
-    source = drive(
-        loop, start_session(loop, steps_of(THREE_SAVED + LOOP_OVER_APPLIED), fresh_target)
-    )
+    source = drive(loop, start_session(loop, steps_of(THREE_SAVED + LOOP_OVER_APPLIED), target))
     history = loop.app.history(source.id)
 
     fork = loop.app.create(fork_request(source, history, from_step=8), tenant="acme", actor="alice")
@@ -322,14 +303,12 @@ def test_a_fork_from_inside_a_loop_keeps_the_iterations_it_had(
     assert forked.status is SessionStatus.COMPLETED
     assert path_of(forked) == path_of(source)
     assert event_types(loop.app, fork.id).count("LoopExpanded") == 0  # carried over, not again
-    assert effects(fresh_target)[6:] == ["again-b", "again-c"]  # from iteration 1 on
+    assert effects(target)[6:] == ["again-b", "again-c"]  # from iteration 1 on
 
 
-def test_a_fork_from_before_a_loop_runs_it_again(make_loop: LoopFactory, fresh_target: str) -> None:
+def test_a_fork_from_before_a_loop_runs_it_again(make_loop: LoopFactory, target: str) -> None:
     loop = make_loop(ai=False)
-    source = drive(
-        loop, start_session(loop, steps_of(THREE_SAVED + LOOP_OVER_APPLIED), fresh_target)
-    )
+    source = drive(loop, start_session(loop, steps_of(THREE_SAVED + LOOP_OVER_APPLIED), target))
 
     fork = loop.app.create(
         fork_request(source, loop.app.history(source.id), from_step=5), tenant="acme", actor="alice"
@@ -338,12 +317,10 @@ def test_a_fork_from_before_a_loop_runs_it_again(make_loop: LoopFactory, fresh_t
 
     assert forked.status is SessionStatus.COMPLETED
     assert path_of(forked) == path_of(source)
-    assert effects(fresh_target)[6:] == ["again-a", "again-b", "again-c"]
+    assert effects(target)[6:] == ["again-a", "again-b", "again-c"]
 
 
-def test_a_fork_carries_over_a_skipped_step_as_skipped(
-    make_loop: LoopFactory, fresh_target: str
-) -> None:
+def test_a_fork_carries_over_a_skipped_step_as_skipped(make_loop: LoopFactory, target: str) -> None:
     loop = make_loop(ai=False)
     steps = steps_of(
         """
@@ -353,7 +330,7 @@ def test_a_fork_carries_over_a_skipped_step_as_skipped(
   - GET /effects
 """
     )
-    source = drive(loop, start_session(loop, steps, fresh_target))
+    source = drive(loop, start_session(loop, steps, target))
     fork = loop.app.create(
         fork_request(source, loop.app.history(source.id), from_step=2), tenant="acme", actor="alice"
     )
@@ -363,7 +340,7 @@ def test_a_fork_carries_over_a_skipped_step_as_skipped(
 
 
 def test_a_condition_cannot_test_a_secrets_value_nor_say_it_in_an_error(
-    make_loop: LoopFactory, fresh_target: str, fresh_database_url: str
+    make_loop: LoopFactory, target: str, fresh_database_url: str
 ) -> None:
     """Variables are read as the log records them: the echoed secret is its placeholder, so
     a condition learns nothing of its value, and an error quoting the variables has none."""
@@ -379,22 +356,20 @@ def test_a_condition_cannot_test_a_secrets_value_nor_say_it_in_an_error(
     if: vars.applied[0].nope == 1
 """
     )
-    session = drive(loop, start_session(loop, steps, fresh_target))
+    session = drive(loop, start_session(loop, steps, target))
 
     assert statuses(session)[3:] == ["skipped", "failed"]
     assert session.error is not None
     assert session.error["code"] == "EXPRESSION_FAILED"
-    assert effects(fresh_target) == [PASSWORD]
+    assert effects(target) == [PASSWORD]
     assert_stored_nowhere(fresh_database_url, PASSWORD)
 
 
 def test_a_replay_of_a_fork_from_inside_a_loop_runs_each_iteration_once(
-    make_loop: LoopFactory, fresh_target: str
+    make_loop: LoopFactory, target: str
 ) -> None:
     loop = make_loop(ai=False)
-    source = drive(
-        loop, start_session(loop, steps_of(THREE_SAVED + LOOP_OVER_APPLIED), fresh_target)
-    )
+    source = drive(loop, start_session(loop, steps_of(THREE_SAVED + LOOP_OVER_APPLIED), target))
     fork = loop.app.create(
         fork_request(source, loop.app.history(source.id), from_step=8), tenant="acme", actor="bob"
     )
@@ -413,7 +388,7 @@ def test_a_replay_of_a_fork_from_inside_a_loop_runs_each_iteration_once(
 
 @pytest.mark.parametrize("from_step", [1, 7])
 def test_a_fork_from_right_after_a_skipped_step_or_a_loop(
-    make_loop: LoopFactory, fresh_target: str, from_step: int
+    make_loop: LoopFactory, target: str, from_step: int
 ) -> None:
     loop = make_loop(ai=False)
     steps = steps_of(
@@ -424,7 +399,7 @@ def test_a_fork_from_right_after_a_skipped_step_or_a_loop(
         + THREE_SAVED
         + LOOP_OVER_APPLIED
     )
-    source = drive(loop, start_session(loop, steps, fresh_target))
+    source = drive(loop, start_session(loop, steps, target))
     assert source.steps[from_step - 1].status in (StepStatus.SKIPPED, StepStatus.COMPLETED)
 
     fork = loop.app.create(

@@ -6,10 +6,8 @@ replays and forks of a session made with templates that run the very same steps.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from domain.errors import InvalidInput, InvalidWorkflow, TemplateCycle
@@ -20,7 +18,7 @@ from engine.store.database import eventsourcing_env
 from engine.workflows.file import load_workflow
 from engine.workflows.inputs import resolved
 from engine.workflows.templates import MAX_DEPTH, FileTemplates, Root, expanded, file_key
-from tests.conftest import PASSWORD, allow_local_targets, example_target
+from tests.conftest import PASSWORD, allow_local_targets, effects, example_target
 from tests.integration.conftest import LoopFactory, drive, start_session
 from tests.integration.test_cli_schedules import stepline
 
@@ -52,13 +50,6 @@ def app(fresh_app: Stepline) -> Stepline:
 
 
 @pytest.fixture
-def fresh_target() -> Iterator[str]:
-    """The example app of this test alone: its effects are this test's only."""
-    with example_target().serving(password=PASSWORD) as base_url:
-        yield base_url
-
-
-@pytest.fixture
 def database(fresh_database_url: str) -> str:
     app = Stepline(eventsourcing_env(fresh_database_url), cache_size=0)
     allow_local_targets(app)  # acme may reach the target on loopback
@@ -80,17 +71,13 @@ def expanded_file(path: Path, given: dict[str, object] | None = None) -> list[St
     return expanded(spec.steps, FileTemplates(path.parent), values, Root(path.name, file_key(path)))
 
 
-def effects(base_url: str) -> list[str]:
-    return [e["name"] for e in httpx.get(f"{base_url}/effects").json()["applied"]]
-
-
 # ---- stepline run FILE ----------------------------------------------------------------------
 
 
 def test_run_expands_a_file_beside_the_workflow_with_its_origin_and_runs_it(
-    database: str, tmp_path: Path, fresh_target: str
+    database: str, tmp_path: Path, target: str
 ) -> None:
-    folder = files(tmp_path, login=LOGIN, checkout=f"base_url: {fresh_target}\n{CHECKOUT}")
+    folder = files(tmp_path, login=LOGIN, checkout=f"base_url: {target}\n{CHECKOUT}")
 
     ran = stepline(database, "run", str(folder / "checkout.yaml"), "--input", "copies=3",
                    "--tenant", "acme", "--json")  # fmt: skip
@@ -107,7 +94,7 @@ def test_run_expands_a_file_beside_the_workflow_with_its_origin_and_runs_it(
         ('POST /effects with {"name": "paid"}', None),
     ]
     assert created["config"]["inputs"] == {"who": "ada", "copies": 3}
-    assert effects(fresh_target) == ["login ada (checkout) x3", "paid"]
+    assert effects(target) == ["login ada (checkout) x3", "paid"]
 
 
 def test_run_refuses_files_that_use_each_other_naming_the_cycle(
@@ -147,7 +134,7 @@ def test_run_refuses_a_template_neither_beside_it_nor_registered(
 
 
 def test_run_falls_back_on_the_tenants_registry_and_records_the_version(
-    database: str, tmp_path: Path, fresh_target: str
+    database: str, tmp_path: Path, target: str
 ) -> None:
     registered = tmp_path / "registered"
     registered.mkdir()
@@ -156,7 +143,7 @@ def test_run_falls_back_on_the_tenants_registry_and_records_the_version(
                       "--tenant", "acme")  # fmt: skip
     folder = tmp_path / "work"
     folder.mkdir()
-    files(folder, checkout=f"base_url: {fresh_target}\n{CHECKOUT}")
+    files(folder, checkout=f"base_url: {target}\n{CHECKOUT}")
 
     ran = stepline(database, "run", str(folder / "checkout.yaml"), "--tenant", "acme", "--json")
     elsewhere = stepline(database, "run", str(folder / "checkout.yaml"), "--tenant", "globex")
@@ -273,18 +260,18 @@ def ran_steps(session: WorkflowSession) -> list[tuple[str, str, object]]:
 
 
 def test_a_replay_and_a_fork_run_the_same_steps_with_their_origin(
-    make_loop: LoopFactory, tmp_path: Path, fresh_target: str
+    make_loop: LoopFactory, tmp_path: Path, target: str
 ) -> None:
     loop = make_loop(ai=False)
     folder = files(tmp_path, login=LOGIN, checkout=CHECKOUT)
     steps = expanded_file(folder / "checkout.yaml", {"who": "bo"})
-    source = drive(loop, start_session(loop, steps, fresh_target))
+    source = drive(loop, start_session(loop, steps, target))
     with example_target().serving(password=PASSWORD) as again:
         replay = loop.app.create(
             replay_request(source, strict=True, base_url=again), tenant="acme", actor="alice"
         )
         replayed = drive(loop, replay.id)
-        assert effects(again) == effects(fresh_target)
+        assert effects(again) == effects(target)
     fork = loop.app.create(
         fork_request(source, loop.app.history(source.id), from_step=2), tenant="acme", actor="a"
     )
@@ -294,4 +281,4 @@ def test_a_replay_and_a_fork_run_the_same_steps_with_their_origin(
     assert source.steps[1].origin == {"template": "login.yaml"}
     assert replayed.status is forked.status is SessionStatus.COMPLETED
     assert ran_steps(replayed) == ran_steps(forked) == ran_steps(source)
-    assert effects(fresh_target) == ["login bo (checkout) x2", "paid", "paid"]
+    assert effects(target) == ["login bo (checkout) x2", "paid", "paid"]
