@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
-from starlette.concurrency import run_in_threadpool
 
 from api.http.errors import problem_responses
 from api.http.schemas import StepView
@@ -18,6 +18,11 @@ from api.http.sessions import session_state
 from projections import step_history
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+REPORTS_AT_ONCE = CapacityLimiter(2)
+"""Reports made at the same time, per process; the others wait their turn. A report holds
+its screenshots in memory (tens of MB for a long browser session), so many asked at once
+would hold that many times as much."""
 
 REPORT_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -65,7 +70,9 @@ async def get_report(
 ) -> HTMLResponse:
     """The session as one self-contained HTML file to attach to a ticket or a CI run: its
     header, each step's outcome, duration and screenshots (inlined), and its audit trail."""
-    html = await run_in_threadpool(session_report, services, session_id, caller.tenant)
+    html = await to_thread.run_sync(
+        session_report, services, session_id, caller.tenant, limiter=REPORTS_AT_ONCE
+    )
     headers = dict(REPORT_HEADERS)
     if download:
         headers["Content-Disposition"] = f'attachment; filename="{report_filename(session_id)}"'
