@@ -247,12 +247,20 @@ def _validated_steps(steps: list[StepSpec]) -> list[StepSpec]:
             field="steps",
         )
     written = [step for step in steps if "iteration" not in (step.origin or {})]
-    if len(written) > MAX_STEPS or len(steps) > MAX_EXPANDED_STEPS:
+    if len(written) > MAX_STEPS:
         raise InvalidWorkflow(
             f"a workflow has at most {MAX_STEPS} steps, got {len(written)}",
             suggested_action="Split the workflow in two, or join steps a definition can do in one",
             field="steps",
             limit=MAX_STEPS,
+        )
+    if len(steps) > MAX_EXPANDED_STEPS:  # a fork of a session whose loops ran
+        raise InvalidWorkflow(
+            f"a session has at most {MAX_EXPANDED_STEPS} steps with its loops' iterations, "
+            f"got {len(steps)}",
+            suggested_action="Fork from a later step, or split the loop's list",
+            field="steps",
+            limit=MAX_EXPANDED_STEPS,
         )
     return [
         _validated_step(step, index, f"step {index}", f"steps[{index}]", set(step.bound_names()))

@@ -10,6 +10,7 @@ import pytest
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow
 from domain.session import (
+    MAX_EXPANDED_STEPS,
     MAX_STEP_TEXT,
     MAX_STEPS,
     SessionStatus,
@@ -123,6 +124,10 @@ def test_create_keeps_the_expect_criterion_and_strips_whitespace() -> None:
         ([StepSpec("x" * (MAX_STEP_TEXT + 1))], f"the limit is {MAX_STEP_TEXT}"),
         ([StepSpec("ok", expect="x" * (MAX_STEP_TEXT + 1))], "expect criterion of step 0"),
         ([StepSpec("s")] * (MAX_STEPS + 1), f"at most {MAX_STEPS} steps"),
+        (
+            [StepSpec("s")] + [StepSpec("i", origin={"iteration": 0})] * MAX_EXPANDED_STEPS,
+            f"at most {MAX_EXPANDED_STEPS} steps with its loops' iterations, got 2001",
+        ),
     ],
 )
 def test_create_refuses_bad_steps(steps: list[StepSpec], message: str) -> None:
