@@ -340,17 +340,23 @@ def _in_template(error: InvalidInput, template: Template) -> InvalidInput:
 class FileTemplates:
     """The templates of a workflow file run from the command line: `use: login` is login.yaml
     (or login.yml) beside the file that uses it, `use: parts/login.yaml` that path from it;
-    a name with no such file is looked up in `registered`, the tenant's registry."""
+    a name with no such file is looked up in `registered`, the tenant's registry.
+
+    A file used is the top workflow's folder's or below it (`root`, its folder when not
+    given): a workflow from someone else's repository cannot have `stepline run` read
+    `../../etc/...` or a link out of its folder into the log of a CI run."""
 
     directory: Path
     registered: TemplateSource | None = None
+    root: Path | None = None
 
     def template(self, use: str) -> Template:
         found = self._file(use)
         if found is not None:
             path, label = found
+            self._refuse_outside(use, path)
             document = load_workflow(path)
-            within = FileTemplates(path.parent, self.registered)
+            within = FileTemplates(path.parent, self.registered, self.root or self.directory)
             return Template(file_key(path), label, document, within)
         if self.registered is None or _a_path(use):
             raise TemplateNotFound(
@@ -367,6 +373,17 @@ class FileTemplates:
                 field="use",
                 template=use,
             ) from None
+
+    def _refuse_outside(self, use: str, path: Path) -> None:
+        root = (self.root or self.directory).resolve()
+        if not path.resolve().is_relative_to(root):
+            raise TemplateNotFound(
+                f"use: {use}: a template file must be in {root} or a folder below it",
+                suggested_action="Copy the template into the workflow's folder, or push it to "
+                "the registry and use it by name",
+                field="use",
+                template=use,
+            )
 
     def _file(self, use: str) -> tuple[Path, str] | None:
         """The file `use` names, and its path as the origin records it."""

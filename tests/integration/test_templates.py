@@ -119,6 +119,27 @@ def test_run_refuses_files_that_use_each_other_naming_the_cycle(
     assert "TEMPLATE_CYCLE" in checked.stderr
 
 
+@pytest.mark.parametrize("reach", ["../outside.yaml", "parts/link.yaml"])
+def test_run_refuses_a_template_outside_the_workflows_folder_and_reads_nothing_of_it(
+    database: str, tmp_path: Path, reach: str
+) -> None:
+    """Someone else's workflow run in CI names a file out of its folder, by `..` or through
+    a link: the file is not read, so nothing of it reaches the run's output."""
+    files(tmp_path, outside="name: outside\nsteps:\n  - GET /only-outside-knows\n")
+    folder = tmp_path / "repo"
+    (folder / "parts").mkdir(parents=True)
+    (folder / "parts" / "link.yaml").symlink_to(tmp_path / "outside.yaml")
+    files(folder, main=f"name: main\nsteps:\n  - use: {reach}\n")
+
+    refused = stepline(database, "run", str(folder / "main.yaml"), "--check", "--tenant", "acme")
+
+    assert refused.returncode == 2
+    said = " ".join(refused.stderr.split())
+    assert "TEMPLATE_NOT_FOUND" in said
+    assert f"use: {reach}: a template file must be in {folder.resolve()}" in said
+    assert "only-outside-knows" not in refused.stdout + refused.stderr
+
+
 def test_run_refuses_a_template_neither_beside_it_nor_registered(
     database: str, tmp_path: Path
 ) -> None:
