@@ -302,3 +302,36 @@ def test_the_yaml_the_editor_writes_is_read_by_pyyaml_as_the_same_document(
     assert yaml.safe_load(written["text"]) == TRICKY
     assert written["back"] == TRICKY
     assert written["again"] == written["text"]
+
+
+def test_a_diff_of_documents_of_hundreds_of_thousands_of_lines_is_shown_whole(
+    serve: Serve, page: Page
+) -> None:
+    """Past the cells the shortest diff may take, a changed middle is all removed then all
+    added: more lines than a call takes arguments, so the diff is built and shown line by
+    line (a spread into one call threw a RangeError and showed nothing)."""
+    api = serve(0)
+    page.goto(f"{api}/ui/workflows/new")
+    shown = page.evaluate(
+        """async (count) => {
+          const diff = await import("/ui/static/diff.js");
+          const before = Array.from({ length: count }, (_, i) => `before ${i}`);
+          const after = Array.from({ length: count }, (_, i) => `after ${i}`);
+          const lines = diff.unifiedDiff(["same", ...before], ["same", ...after]);
+          const node = document.createElement("pre");
+          diff.showUnified(node, lines);
+          return {
+            lines: lines.length,
+            removed: node.querySelectorAll(".removed").length,
+            added: node.querySelectorAll(".added").length,
+            hunk: lines[2].text,
+          };
+        }""",
+        200_000,
+    )
+    assert shown == {
+        "lines": 4 + 400_000,
+        "removed": 200_000,
+        "added": 200_000,
+        "hunk": "@@ -1,200001 +1,200001 @@",
+    }

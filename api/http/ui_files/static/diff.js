@@ -53,8 +53,8 @@ function changed(a, b) {
 function removalsFirst(edits) {
   const ordered = [];
   let run = [];
-  const flush = () => {
-    ordered.push(...run.filter((e) => e.op === "-"), ...run.filter((e) => e.op === "+"));
+  const flush = () => { // a loop, not push(...run): a run may be longer than a call's arguments
+    for (const op of ["-", "+"]) for (const edit of run) if (edit.op === op) ordered.push(edit);
     run = [];
   };
   for (const edit of edits) {
@@ -120,4 +120,17 @@ function hunkHeader(hunk) {
 function range(start, count) {
   if (count === 1) return String(start + 1);
   return `${count ? start + 1 : start},${count}`;
+}
+
+// `lines` (as unifiedDiff gives them) shown in `node`, a span of its kind's class each: one by
+// one, not spread into one call, as a long diff has more lines than a call takes arguments.
+export function showUnified(node, lines) {
+  const spans = document.createDocumentFragment();
+  for (const line of lines) {
+    const span = document.createElement("span");
+    span.className = line.kind;
+    span.textContent = line.text;
+    spans.append(span, "\n");
+  }
+  node.replaceChildren(spans);
 }

@@ -8,7 +8,7 @@
 // the form has no control for (labels, config, a loop's steps, a template's values) stay in
 // `doc` untouched, so the form never drops what the YAML says.
 import { api, el, showProblem } from "./common.js";
-import { unifiedDiff } from "./diff.js";
+import { showUnified, unifiedDiff } from "./diff.js";
 import { emit, parse, YamlError } from "./yaml.js";
 
 const editing = document.body.dataset.workflowName; // "" on /ui/workflows/new
@@ -442,7 +442,7 @@ function showDiff(before, after) {
     from: current ? `${current.document.name}@${current.version}` : "(nothing)", to: "this form",
   });
   const shown = document.getElementById("save-diff");
-  shown.replaceChildren(...lines.flatMap((line) => [el("span", { class: line.kind }, line.text), "\n"]));
+  showUnified(shown, lines);
   shown.hidden = lines.length === 0;
   return lines.length;
 }

@@ -1,7 +1,7 @@
 // One registered workflow: its versions, the chosen version's document, a diff between any two
 // versions, rollback, and a form made from the version's declared inputs that runs it.
 import { api, el, Problem, showProblem, when } from "./common.js";
-import { unifiedDiff } from "./diff.js";
+import { showUnified, unifiedDiff } from "./diff.js";
 
 const name = document.body.dataset.workflowName;
 const path = `/v1/workflows/${encodeURIComponent(name)}`;
@@ -201,7 +201,7 @@ async function showDiff(from, to) {
   });
   const shown = document.getElementById("diff");
   shown.setAttribute("aria-label", `Diff from version ${from} to version ${to}`);
-  shown.replaceChildren(...lines.flatMap((line) => [el("span", { class: line.kind }, line.text), "\n"]));
+  showUnified(shown, lines);
   shown.hidden = lines.length === 0;
   document.getElementById("diff-same").hidden = lines.length > 0;
 }
