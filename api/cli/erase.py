@@ -12,6 +12,7 @@ import typer
 
 from api.cli.support import cli_actor, console, errors, runtime_or_exit
 from engine.privacy.data_keys import retire, rotate
+from engine.tenancy import secret_rotation
 from engine.tenancy.secret_store import KEY_BYTES
 
 
@@ -51,9 +52,13 @@ def rotate_master(new_key_file: Path) -> None:
             raise typer.BadParameter("STEPLINE_MASTER_KEY (the current key) is not set")
         with psycopg.connect(runtime.database_url, autocommit=True) as conn, conn.transaction():
             rotation = rotate(conn, old, new)
+            secrets_sealed, secrets_not_opened = secret_rotation.rotate(conn, old, new)
     console.print(f"Wrapped {rotation.wrapped} data keys under the new master key")
+    console.print(f"Sealed {secrets_sealed} tenant secrets under the new master key too")
     if rotation.left_under_other_keys:
         errors.print(f"{rotation.left_under_other_keys} data keys are under another key")
+    if secrets_not_opened:
+        errors.print(f"{secrets_not_opened} tenant secrets open under neither key")
 
 
 def retire_master() -> None:
@@ -64,6 +69,8 @@ def retire_master() -> None:
         with psycopg.connect(runtime.database_url, autocommit=True) as conn, conn.transaction():
             try:
                 deleted = retire(conn, current)
+                resealed = secret_rotation.retire(conn, current)
             except ValueError as error:
                 raise typer.BadParameter(str(error)) from None
     console.print(f"Deleted {deleted} wraps under older master keys")
+    console.print(f"Kept {resealed} tenant secrets under the current master key alone")

@@ -88,8 +88,9 @@ def secrets_key() -> None:
 def secrets_rotate_master(
     new_key_file: Annotated[Path, typer.Argument(help="a file holding the new master key")],
 ) -> None:
-    """Wrap every session's data key under a new master key too (STEPLINE_MASTER_KEY is the
-    current one); events are not touched. Safe with sessions running, and to run again."""
+    """Wrap every session's data key, and seal every tenant's secrets, under a new master key
+    too (STEPLINE_MASTER_KEY is the current one); events are not touched. Safe with sessions
+    running, and to run again."""
     from api.cli import erase as cli_erase  # noqa: PLC0415
 
     cli_erase.rotate_master(new_key_file)
@@ -98,7 +99,8 @@ def secrets_rotate_master(
 @secrets_cli.command("retire-master")
 def secrets_retire_master() -> None:
     """Once every process runs with the new STEPLINE_MASTER_KEY: delete the data keys' wraps
-    under older master keys (refused while a data key is not wrapped under the new one)."""
+    and the secrets' seals under older master keys (refused while a data key or a secret is
+    not under the new one)."""
     from api.cli import erase as cli_erase  # noqa: PLC0415
 
     cli_erase.retire_master()

@@ -278,6 +278,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        7,
+        "secrets sealed under the next master key too, while a rotation rolls out",
+        (
+            # Written by `stepline secrets rotate-master`, kept alone by `retire-master`
+            # (engine.tenancy.secret_rotation).
+            """
+            ALTER TABLE tenant_secrets
+                ADD COLUMN IF NOT EXISTS next_nonce bytea,
+                ADD COLUMN IF NOT EXISTS next_ciphertext bytea
+            """,
+            """
+            ALTER TABLE tenant_webhook_secrets
+                ADD COLUMN IF NOT EXISTS next_nonce bytea,
+                ADD COLUMN IF NOT EXISTS next_ciphertext bytea
+            """,
+        ),
+    ),
 )
 """In order, never edited once released: a change to the schema is a new migration."""
 

@@ -19,7 +19,7 @@ import base64
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -124,7 +124,7 @@ WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, no secret
 WEBHOOK_SECRET_BYTES = 32
 
 
-def _associated_data(tenant: str, name: str) -> bytes:
+def secret_bound_to(tenant: str, name: str) -> bytes:
     """What a sealed value is bound to: opened as another tenant's, or another name's, it fails."""
     return json.dumps(["stepline.secret.v1", tenant, name]).encode()
 
@@ -169,13 +169,14 @@ class SecretStore:
         """Store (or replace) a tenant's secret, sealed under a fresh nonce."""
         name, bound, value = checked_name(name), checked_origins(origins), checked_value(value)
         cipher = self._cipher_to_seal()
-        nonce, ciphertext = sealed(cipher, value.encode(), _associated_data(tenant, name))
+        nonce, ciphertext = sealed(cipher, value.encode(), secret_bound_to(tenant, name))
         with self.pool.connection() as conn:
             row = conn.execute(
                 "INSERT INTO tenant_secrets "
                 "(tenant, name, nonce, ciphertext, origins, created_at, updated_at) "
                 "VALUES (%s, %s, %s, %s, %s, now(), now()) ON CONFLICT (tenant, name) DO UPDATE "
                 "SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext, "
+                "next_nonce = NULL, next_ciphertext = NULL, "
                 "origins = EXCLUDED.origins, updated_at = now() "
                 "RETURNING name, origins, created_at, updated_at",
                 (tenant, name, nonce, ciphertext, list(bound)),
@@ -206,7 +207,8 @@ class SecretStore:
         `default_origin` (the origin of the workflow's base URL)."""
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT name, nonce, ciphertext, origins FROM tenant_secrets WHERE tenant = %s",
+                "SELECT name, origins, nonce, ciphertext, next_nonce, next_ciphertext "
+                "FROM tenant_secrets WHERE tenant = %s",
                 (tenant,),
             ).fetchall()
         if not rows:
@@ -215,8 +217,8 @@ class SecretStore:
         if cipher is None:
             log.warning("Tenant %s has stored secrets but no master key is set", tenant)
         found = []
-        for name, nonce, ciphertext, origins in rows:
-            value = None if cipher is None else _opened(cipher, tenant, name, nonce, ciphertext)
+        for name, origins, *seals in rows:
+            value = None if cipher is None else _opened(cipher, tenant, name, seals)
             if value is not None:
                 found.append(Secret(name, value, tuple(origins) or (default_origin,)))
         return found
@@ -228,12 +230,13 @@ class SecretStore:
         in base64 as the Standard Webhooks specification writes it; returned this once."""
         cipher = self._cipher_to_seal()
         secret = WEBHOOK_SECRET_PREFIX + base64.b64encode(os.urandom(WEBHOOK_SECRET_BYTES)).decode()
-        nonce, ciphertext = sealed(cipher, secret.encode(), _webhook_bound_to(tenant))
+        nonce, ciphertext = sealed(cipher, secret.encode(), webhook_bound_to(tenant))
         with self.pool.connection() as conn:
             conn.execute(
                 "INSERT INTO tenant_webhook_secrets (tenant, nonce, ciphertext, created_at) "
                 "VALUES (%s, %s, %s, now()) ON CONFLICT (tenant) DO UPDATE SET "
-                "nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext, created_at = now()",
+                "nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext, created_at = now(), "
+                "next_nonce = NULL, next_ciphertext = NULL",
                 (tenant, nonce, ciphertext),
             )
         return secret
@@ -250,13 +253,14 @@ class SecretStore:
         open with the master key)."""
         with self.pool.connection() as conn:
             row = conn.execute(
-                "SELECT nonce, ciphertext FROM tenant_webhook_secrets WHERE tenant = %s",
+                "SELECT nonce, ciphertext, next_nonce, next_ciphertext "
+                "FROM tenant_webhook_secrets WHERE tenant = %s",
                 (tenant,),
             ).fetchone()
         cipher = self.key.cipher(create=False)
         if row is None or cipher is None:
             return None
-        value = opened(cipher, row[0], row[1], _webhook_bound_to(tenant))
+        value = opened_either(cipher, row, webhook_bound_to(tenant))
         return None if value is None else value.decode()
 
     def _cipher_to_seal(self) -> AESGCM:
@@ -269,7 +273,7 @@ class SecretStore:
         return cipher
 
 
-def _webhook_bound_to(tenant: str) -> bytes:
+def webhook_bound_to(tenant: str) -> bytes:
     return json.dumps(["stepline.webhook-secret.v1", tenant]).encode()
 
 
@@ -287,8 +291,21 @@ def opened(cipher: AESGCM, nonce: bytes, ciphertext: bytes, bound_to: bytes) -> 
         return None
 
 
-def _opened(cipher: AESGCM, tenant: str, name: str, nonce: bytes, ciphertext: bytes) -> str | None:
-    value = opened(cipher, nonce, ciphertext, _associated_data(tenant, name))
+def opened_either(cipher: AESGCM, seals: Sequence[bytes | None], bound_to: bytes) -> bytes | None:
+    """What the seal (nonce, ciphertext) or, during a rotation, the next seal (next_nonce,
+    next_ciphertext) holds, whichever opens with `cipher`: a process still on the old master
+    key opens the first, one on the new key the second (see engine.tenancy.secret_rotation)."""
+    pairs = zip(seals[0::2], seals[1::2], strict=True)
+    for nonce, ciphertext in pairs:
+        if nonce is not None and ciphertext is not None:
+            value = opened(cipher, nonce, ciphertext, bound_to)
+            if value is not None:
+                return value
+    return None
+
+
+def _opened(cipher: AESGCM, tenant: str, name: str, seals: Sequence[bytes | None]) -> str | None:
+    value = opened_either(cipher, seals, secret_bound_to(tenant, name))
     if value is None:  # another key, or a row that is not this tenant's or this name's
         log.warning("Secret %s of tenant %s does not open with the master key", name, tenant)
         return None

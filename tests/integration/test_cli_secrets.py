@@ -13,7 +13,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from engine.settings import Settings
-from engine.tenancy.secret_store import MasterKey, SecretStore
+from engine.tenancy.secret_store import MasterKey, SecretStore, new_master_key
 from tests.conftest import MASTER_KEY
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")
@@ -102,3 +102,43 @@ def test_key_prints_a_new_32_byte_master_key() -> None:
 
     assert printed.returncode == 0, printed.stderr
     assert Settings(master_key=printed.stdout.strip()).master_key_bytes() is not None
+
+
+def test_a_master_key_rotation_keeps_every_tenants_secrets_and_webhook_secret(
+    fresh_database_url: str, store: SecretStore, tmp_path: Path
+) -> None:
+    """Rotate on the old key, restart on the new, retire: the secrets stored before open
+    under the new key alone (before, they were lost: only sessions' data keys were rotated),
+    and processes still on the old key open them until the retirement."""
+    store.put("acme", "API_TOKEN", VALUE, ())
+    store.put("globex", "DB_PASSWORD", "globex-db-Pa55", ())
+    signing = store.new_webhook_secret("acme")
+    new_key = new_master_key()
+    (tmp_path / "new.key").write_text(new_key + "\n")
+    old_env = {"STEPLINE_DATABASE_URL": fresh_database_url, "STEPLINE_MASTER_KEY": MASTER_KEY}
+    new_env = {**old_env, "STEPLINE_MASTER_KEY": new_key}
+    with ConnectionPool(
+        fresh_database_url, min_size=1, max_size=2, kwargs={"autocommit": True}
+    ) as pool:
+        on_new_key = SecretStore(pool, MasterKey(Settings(master_key=new_key).master_key_bytes()))
+
+        retired_too_soon = stepline("retire-master", **new_env)
+        rotated = stepline("rotate-master", str(tmp_path / "new.key"), **old_env)
+        both_during = [
+            [(s.name, s.value) for s in each.secrets_of(tenant)]
+            for each in (store, on_new_key)
+            for tenant in ("acme", "globex")
+        ]
+        retired = stepline("retire-master", **new_env)
+
+        assert retired_too_soon.returncode == 2
+        assert "does not open under the current master key" in retired_too_soon.stderr
+        assert rotated.returncode == 0, rotated.stderr
+        assert "Sealed 3 tenant secrets under the new master key too" in rotated.stdout
+        assert both_during == 2 * [[("API_TOKEN", VALUE)], [("DB_PASSWORD", "globex-db-Pa55")]]
+        assert retired.returncode == 0, retired.stderr
+        assert "Kept 3 tenant secrets under the current master key alone" in retired.stdout
+        assert [(s.name, s.value) for s in on_new_key.secrets_of("acme")] == [("API_TOKEN", VALUE)]
+        assert on_new_key.webhook_secret("acme") == signing
+        assert store.secrets_of("acme") == []  # the old key opens nothing any more
+        assert store.webhook_secret("acme") is None
