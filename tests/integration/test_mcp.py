@@ -8,9 +8,11 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
+from mcp.types import Tool
 
 from domain.dev_mode import DEV_TENANT
 from domain.session import SessionStatus, WorkflowSession
+from engine.executors.mcp_tools import offered
 from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.tenancy.policies import Policies
@@ -57,9 +59,7 @@ def processes_marked(marker: str) -> list[int]:
 
 
 def finished(app: Stepline, session_id: UUID) -> list[WorkflowSession.CommandFinished]:
-    return [
-        e for e in app.history(session_id) if isinstance(e, WorkflowSession.CommandFinished)
-    ]
+    return [e for e in app.history(session_id) if isinstance(e, WorkflowSession.CommandFinished)]
 
 
 def test_call_steps_run_the_tools_of_a_server_the_run_starts_and_stops(
@@ -132,10 +132,6 @@ def test_an_ai_step_is_offered_the_servers_tools_and_its_calls_are_recorded(
 
 
 def test_a_server_tool_named_like_a_step_tool_is_offered_under_another_name() -> None:
-    from mcp.types import Tool
-
-    from engine.executors.mcp_tools import offered
-
     tools = [
         Tool(name=name, inputSchema={"type": "object"})
         for name in ("complete_step", "files.read", "add")
