@@ -2,12 +2,15 @@
 
 It speaks MCP over stdio (the official SDK's FastMCP) and keeps its to-do list in memory, so
 each process has its own: Stepline starts one per session run (see the README's "MCP tool
-servers"). Run it jailed by a workflow with `config.mcp.command: [python, mcp_server.py]`.
+servers"). Run it jailed by a workflow with `config.mcp.command: [python, mcp_server.py]`, or
+serve it over streamable HTTP on loopback with `python mcp_server.py --http 8766` (then
+`config.mcp.url: http://127.0.0.1:8766/mcp`, for a tenant whose egress allows loopback).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 
@@ -58,4 +61,8 @@ def server_id() -> str:
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    if sys.argv[1:2] == ["--http"]:
+        server.settings.port = int(sys.argv[2])
+        server.run("streamable-http")
+    else:
+        server.run("stdio")

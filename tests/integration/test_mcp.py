@@ -4,6 +4,10 @@ session's run, called by `call` steps and by an AI step's tool calls, stopped wi
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -17,11 +21,13 @@ from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.tenancy.policies import Policies
 from tests.conftest import EXAMPLES, PASSWORD
+from tests.e2e.conftest import free_port
 from tests.integration.conftest import (
     LoopFactory,
     assert_stored_nowhere,
     drive,
     start_session,
+    wait_for,
 )
 from tests.scripted_model import ScriptedModel
 
@@ -174,3 +180,55 @@ def test_the_servers_environment_is_only_what_the_workflow_gives(
     names = json.loads(finished(loop.app, session_id)[0].output)["result"].split(" | ")[1]
     # PWD and LC_CTYPE are set by bwrap and Python themselves
     assert set(names.split()) <= {"GREETING", "MARKER", "HOME", "PATH", "PWD", "LC_CTYPE"}
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    """The example server over streamable HTTP on loopback; its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, SERVER, "--http", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _answers(port), what="the HTTP MCP server")
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_server_reached_over_streamable_http_serves_call_steps(
+    make_loop: LoopFactory, http_server: str
+) -> None:
+    loop = make_loop(ai=False)
+    allow_mcp(loop.app)  # its egress allow-list names 127.0.0.1
+    session_id = start_session(
+        loop,
+        ['call todo_add with {"title": "over http"}', "call todo_list"],
+        executor="mcp",
+        mcp={"url": http_server, "headers": {"X-Token": "{{secrets.MISSING}}"}},
+    )
+
+    session = drive(loop, session_id)
+
+    # a header's secret the tenant lacks: the server is not reached with a placeholder
+    assert session.status is SessionStatus.FAILED
+    assert finished(loop.app, session_id)[0].error["code"] == "SECRET_NOT_FOUND"
+
+    session_id = start_session(
+        loop,
+        ['call todo_add with {"title": "over http"}', "call todo_list"],
+        executor="mcp",
+        mcp={"url": http_server},
+    )
+
+    assert drive(loop, session_id).status is SessionStatus.COMPLETED
+    listed = json.loads(finished(loop.app, session_id)[1].output)
+    assert listed["structured"] == {"result": ["over http"]}
