@@ -17,6 +17,9 @@ from domain.tenant import Policy
 from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.tenancy.policies import Policies, admitted_config
+from tests.api.conftest import Api
+from tests.api.test_errors import assert_problem
+from tests.api.test_sessions import create
 from tests.conftest import EXAMPLES
 from tests.integration.conftest import (
     LoopFactory,
@@ -24,7 +27,8 @@ from tests.integration.conftest import (
     secret_store,
     start_session,
 )
-from tests.integration.test_mcp import SERVER, processes_marked
+from tests.integration.test_mcp import MCP_POLICY, SERVER, processes_marked
+from tests.redteam.test_tenant_policy import refused
 
 __all__ = ["secret_store"]  # a fixture make_loop takes
 
@@ -181,3 +185,36 @@ def test_a_tenant_without_the_mcp_executor_runs_no_call(
     failed = [e for e in loop.app.history(session_id) if isinstance(e, WorkflowSession.StepFailed)]
     assert failed[0].error["code"] == "POLICY_REFUSED"
     assert listener.connections == 0
+
+
+def test_an_api_body_naming_a_server_program_the_tenant_lacks_is_refused(api: Api) -> None:
+    api.services.runtime.policies.set(
+        "acme", {"executors": ["http", "mcp"], "shell_allow": ["echo"]}, actor="operator"
+    )
+    body = {
+        "name": "mcp",
+        "executor": "mcp",
+        "steps": ["call add"],
+        "config": {"mcp": {"command": ["python", SERVER]}},
+    }
+
+    problem = refused(api, "alice", body, "config.mcp.command")
+
+    assert "'python' is not one of this tenant's shell programs" in problem["message"]
+
+
+def test_an_api_body_may_name_a_server_its_tenant_may_start(api: Api) -> None:
+    runtime = api.services.runtime
+    runtime.policies.set("acme", MCP_POLICY, actor="operator")
+    server = {"command": ["python", SERVER], "env": {"TOKEN": "{{secrets.TOKEN}}"}}
+    body = {"name": "mcp", "executor": "mcp", "steps": ["call add"], "config": {"mcp": server}}
+    with api.client("alice") as alice:
+        session_id = create(alice, body)
+        both = {
+            "name": "mcp",
+            "steps": ["call add"],
+            "config": {"mcp": {**server, "url": "https://x.test/mcp"}},
+        }
+        assert_problem(alice.post("/v1/sessions", json=both), 422, "VALIDATION_FAILED")
+
+    assert runtime.app.get_session(UUID(session_id)).config["mcp"]["command"] == server["command"]
