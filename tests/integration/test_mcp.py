@@ -106,10 +106,11 @@ def test_call_steps_run_the_tools_of_a_server_the_run_starts_and_stops(
     assert processes_marked(marker) == []  # the run's end stopped the server and its jail
 
 
+@pytest.mark.parametrize("conversation", ["summary", "messages"])
 def test_an_ai_step_is_offered_the_servers_tools_and_its_calls_are_recorded(
-    make_loop: LoopFactory, model: ScriptedModel
+    make_loop: LoopFactory, model: ScriptedModel, conversation: str
 ) -> None:
-    loop = make_loop(mcp_paths=[EXAMPLES])
+    loop = make_loop(mcp_paths=[EXAMPLES], ai_conversation=conversation)
     allow_mcp(loop.app)
     model.calls("todo_add", reasoning="add it", title="bread")
     model.calls("todo_list", reasoning="check it")
@@ -134,6 +135,13 @@ def test_an_ai_step_is_offered_the_servers_tools_and_its_calls_are_recorded(
     outputs = [json.loads(e.output) for e in finished(loop.app, session_id)]
     assert [o["tool"] for o in outputs] == ["todo_add", "todo_list"]
     assert outputs[1]["structured"] == {"result": ["bread"]}
+    if conversation == "messages":  # the recorded calls are shown back as the tools' own
+        called = [
+            call["function"]["name"]
+            for message in model.requests[2]["messages"]
+            for call in message.get("tool_calls") or []
+        ]
+        assert called == ["todo_add", "todo_list"]
     assert processes_marked(marker) == []
 
 
