@@ -8,10 +8,12 @@ the server is started or reached.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_ARGUMENTS = 50
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")]
 
 
 class McpServer(BaseModel):
@@ -26,11 +28,11 @@ class McpServer(BaseModel):
         description="a program and its arguments, started jailed like a shell command; the "
         "program must be one of the tenant's shell programs",
     )
-    env: dict[str, str] = Field(
+    env: dict[EnvName, str] = Field(
         default_factory=dict,
         max_length=50,
-        description="the server's whole environment (besides PATH and HOME); values may hold "
-        "{{secrets.NAME}}",
+        description="the server's whole environment (besides PATH and HOME), set once the jail "
+        "has dropped its privileges; values may hold {{secrets.NAME}}",
     )
     url: str | None = Field(
         default=None,
@@ -52,8 +54,9 @@ class McpServer(BaseModel):
             raise ValueError("headers go with a url; a command's server takes env")
         if self.url is not None and self.env:
             raise ValueError("env goes with a command; a url's server takes headers")
-        if self.command is not None and any("\0" in part for part in self.command):
-            raise ValueError("a command argument holds a NUL character")
+        parts = [*(self.command or []), *self.env.values()]
+        if any("\0" in part for part in parts):
+            raise ValueError("a command argument or an env value holds a NUL character")
         return self
 
     def beside(self, location: Path) -> McpServer:

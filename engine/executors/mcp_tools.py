@@ -193,16 +193,22 @@ class McpExecutor:
         env = self.secrets.filled(with_variables(server.env, {}), SHELL)
         jail = self._jail()
         limit = ["/usr/bin/prlimit", f"--as={self.limits.memory_mb * 1024 * 1024}", "--"]
-        jailed = jail.argv([*limit, *argv], self._environment(env), status_fd=2)
-        # bwrap's own environment is cleared for the server (--clearenv); the SDK adds a few
-        # of the worker's variables to bwrap's alone.
+        # The workflow's env is set by `env`, once the jail has dropped to the sandbox uid:
+        # what runs before the drop (as root, when the worker is) never sees a tenant's
+        # LD_PRELOAD. bwrap clears its own environment for the jail (--clearenv); the SDK adds
+        # a few of the worker's variables to bwrap's alone.
+        assignments = [f"{name}={value}" for name, value in env.items()]
+        program = [*limit, "/usr/bin/env", "--", *assignments, *argv]
+        jailed = jail.argv(program, self._environment(), status_fd=2)
         params = StdioServerParameters(command=jailed[0], args=jailed[1:], env={})
         errlog = self._errlog = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
         return lambda: stdio_client(params, errlog=errlog)
 
-    def _environment(self, env: dict[str, str]) -> dict[str, str]:
+    def _environment(self) -> dict[str, str]:
+        """What a server's environment always holds: only /usr and Stepline's Python are in
+        the jail, so the worker's PATH would name directories it lacks."""
         path = ":".join([*(str(p / "bin") for p in python_paths()), SANDBOX_PATH])
-        return {**env, "PATH": path, "HOME": str(self.workdir.resolve())}
+        return {"PATH": path, "HOME": str(self.workdir.resolve())}
 
     def _jail(self) -> Jail:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -61,3 +61,9 @@ def test_only_a_tenant_shell_program_named_without_a_path_may_start_a_server(
 ) -> None:
     assert program_refusal([program, "x"], ["python", "echo"]) is not None
     assert program_refusal(["python", "x"], ["python", "echo"]) is None
+
+
+@pytest.mark.parametrize("name", ["A=B", "1X", "WITH SPACE", ""])
+def test_an_env_name_a_program_could_misread_is_refused(name: str) -> None:
+    with pytest.raises(ValidationError):
+        McpServer.model_validate({"command": ["python"], "env": {name: "x"}})
