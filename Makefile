@@ -12,9 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP) chromium bubblewrap  ## the example workflows (HTTP, then browser) on the embedded PostgreSQL
+demo: $(STAMP) chromium bubblewrap  ## the example workflows (HTTP, browser, MCP) on the embedded PostgreSQL
 	$(BIN)/stepline demo
 	$(BIN)/stepline demo --workflow examples/todo-browser.yaml
+	STEPLINE_SHELL_ALLOW='["python"]' STEPLINE_MCP_PATHS='["$(CURDIR)/examples"]' \
+	  $(BIN)/stepline demo --workflow examples/todo-mcp.yaml
 
 test: $(STAMP) chromium bubblewrap  ## the whole test suite on a real PostgreSQL
 	$(BIN)/python -m pytest

@@ -146,6 +146,11 @@ class Settings(BaseSettings):
         description="bubblewrap, the sandbox of shell commands and (as root) of Chromium; "
         "default: bwrap on PATH",
     )
+    mcp_paths: list[Path] = Field(
+        default_factory=list,
+        description="what a stdio MCP server's jail may read besides its work directory and "
+        "Stepline's own Python (e.g. the directory of the servers' scripts); read-only",
+    )
 
     browser_path: Path | None = Field(
         default=None, description="Chromium for the browser executor; default: found on PATH"

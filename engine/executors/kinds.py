@@ -69,6 +69,34 @@ def shell_executor(setup: ExecutorSetup) -> Executor:
     )
 
 
+def mcp_executor(setup: ExecutorSetup) -> Executor:
+    """The session's MCP server's tools. The SDK is imported here: a process whose sessions
+    use no MCP server does without it."""
+    from engine.executors.mcp_config import McpServer  # noqa: PLC0415
+    from engine.executors.mcp_tools import McpExecutor, McpLimits, python_paths  # noqa: PLC0415
+
+    settings = setup.settings
+    given = setup.config.get("mcp")
+    narrowed = setup.config.get("shell_allow")
+    allowed = [p for p in setup.policy.shell_allow if narrowed is None or p in narrowed]
+    limits = McpLimits(
+        timeout_s=settings.request_timeout_ms / 1000,
+        max_output_chars=settings.max_output_chars,
+        allowed_programs=tuple(allowed),
+        bwrap_path=settings.bwrap_path,
+        read_only=tuple(
+            dict.fromkeys([*python_paths(), *(p.resolve() for p in settings.mcp_paths)])
+        ),
+    )
+    return McpExecutor(
+        None if given is None else McpServer.model_validate(given),
+        setup.secrets,
+        Path(settings.data_dir) / "work" / str(setup.session_id),
+        limits,
+        EgressPolicy.of(setup.policy.egress_allow),
+    )
+
+
 class BrowserKind:
     """Browser executors, all on the one Chromium of this process. Playwright is imported on
     first use: a process that never opens a page does without it."""
@@ -114,7 +142,7 @@ class BrowserKind:
 
 
 ExecutorKind = Callable[[ExecutorSetup], Executor]
-ExecutorName = Literal["http", "shell", "browser"]
+ExecutorName = Literal["http", "shell", "browser", "mcp"]
 """The kinds a workflow may name; the schemas of workflow files and of the API use this."""
 
 EXECUTOR_NAMES: tuple[ExecutorName, ...] = get_args(ExecutorName)
@@ -126,6 +154,7 @@ def builtin_kinds() -> dict[str, ExecutorKind]:
         "http": http_executor,
         "shell": shell_executor,
         "browser": BrowserKind(),
+        "mcp": mcp_executor,
     }
     assert set(get_args(ExecutorName)) == set(kinds), "name every kind once, here"
     return kinds

@@ -112,6 +112,8 @@ class Jail:
     """Resolved: it is mounted at this same path, so paths inside it mean the same there."""
     tmp_mb: int = 64
     processes: int = 64
+    read_only: tuple[Path, ...] = ()
+    """More to see, read-only, each at its own path (an MCP server's Python and its files)."""
 
     def argv(
         self, program_argv: Sequence[str], env: Mapping[str, str], status_fd: int
@@ -222,7 +224,15 @@ class Jail:
         mounts += ["--proc", "/proc", "--dev", "/dev"]
         tmp_bytes = str(self.tmp_mb * 1024 * 1024)
         mounts += ["--perms", "1777", "--size", tmp_bytes, "--tmpfs", "/tmp"]  # noqa: S108 - the jail's own
-        for parent in reversed(self.workdir.parents[:-1]):
-            # bwrap would make them 0700, root's: the program could not name its own directory.
-            mounts += ["--perms", "0755", "--dir", str(parent)]
-        return [*mounts, "--bind", workdir, workdir]
+        for readable in self.read_only:
+            mounts += [*_parents(readable), "--ro-bind", str(readable), str(readable)]
+        return [*mounts, *_parents(self.workdir), "--bind", workdir, workdir]
+
+
+def _parents(path: Path) -> list[str]:
+    """The directories above `path`, made traversable: bwrap would make them 0700, root's, and
+    the program could not name what is mounted below them."""
+    made: list[str] = []
+    for parent in reversed(path.parents[:-1]):
+        made += ["--perms", "0755", "--dir", str(parent)]
+    return made

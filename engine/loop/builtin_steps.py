@@ -7,6 +7,8 @@ For HTTP: `GET /path`, `POST /path with {"json": true}` (also PUT, PATCH, DELETE
 `click "Sign in"`, `fill "Password" with "{{secrets.PASSWORD}}"`, `press Enter`,
 `select "Red" in "Colour"`, `expect page contains "Welcome"`, `expect title contains "Todos"`,
 `expect url contains "/todos"`, `save text of "Total" as total`, `take a screenshot`, `go back`;
+for an MCP server's tools: `call add with {"a": 1, "b": 2}`, `call todo_list`,
+`expect result contains "milk"`;
 to wait (engine/loop/waits.py): `wait for approval: <question>`, `wait 10 minutes`,
 `wait until 2026-12-01T09:00Z`, `wait for signal "payment.received" within 1h`.
 """
@@ -53,6 +55,17 @@ def _expect_status(match: re.Match[str]) -> list[Command]:
     return [Command("http", "expect_status", {"code": code if code.endswith("xx") else int(code)})]
 
 
+def _call(match: re.Match[str]) -> list[Command]:
+    """`call <tool> with {...}`: one call of the MCP server's tool, its arguments an object."""
+    arguments = _json_literal(match["arguments"]) if match["arguments"] else {}
+    if not isinstance(arguments, dict):
+        raise DefinitionError(
+            f"the arguments of {match['tool']} must be a JSON object, not {match['arguments']}",
+            'Write them as an object of the tool\'s parameters: call add with {"a": 1, "b": 2}',
+        )
+    return [Command("mcp", match["tool"], arguments)]
+
+
 def builtin() -> Definitions:
     definitions = Definitions()
     add = definitions.add
@@ -93,6 +106,16 @@ def builtin() -> Definitions:
         r'expect output contains "(?P<text>.*)"',
         lambda m: [Command("shell", "expect_output_contains", {"text": m["text"]})],
         'expect output contains "passed"',
+    )
+    add(
+        r"call (?P<tool>[A-Za-z0-9_.:/-]+)(?: with (?P<arguments>.+))?",
+        _call,
+        'call add with {"a": 1, "b": 2}',
+    )
+    add(
+        r'expect result contains "(?P<text>.*)"',
+        lambda m: [Command("mcp", "expect_result_contains", {"text": m["text"]})],
+        'expect result contains "milk"',
     )
     _add_browser(definitions)
     add_waits(definitions)

@@ -24,6 +24,7 @@ from domain.limits import LIMITS, STEP_LIMITS
 from domain.session import StepSpec, check_tenant
 from domain.tenant import ANY_HOST, Policy, TenantPolicy
 from engine.executors.kinds import EXECUTOR_NAMES
+from engine.executors.mcp_config import program_refusal
 from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.tenancy.egress import EgressPolicy, InvalidEgressEntry
@@ -142,6 +143,12 @@ def admitted_config(policy: Policy, config: Mapping[str, Any]) -> dict[str, Any]
                 f"{', '.join(wider)}",
                 field="config.shell_allow",
             )
+    server = config.get("mcp") or {}
+    if server.get("command"):
+        allowed = [p for p in policy.shell_allow if narrowed is None or p in narrowed]
+        refusal = program_refusal(server["command"], allowed)
+        if refusal is not None:
+            raise PolicyRefused(refusal, field="config.mcp.command")
     for name in LIMITS:
         value, most = config.get(name), policy.maximums.get(name)
         if value is not None and most is not None and value > most:

@@ -26,6 +26,7 @@ from domain.session import MAX_STEP_TEXT, MAX_STEPS, StepSpec
 from domain.step_policy import POLICY_FIELDS, StepPolicy
 from domain.webhook import DEFAULT_WEBHOOK_EVENTS, WebhookEvent
 from engine.executors.kinds import DEFAULT_EXECUTOR, ExecutorName
+from engine.executors.mcp_config import McpServer
 from engine.workflows import errors as workflow_errors
 from engine.workflows.inputs import MAX_INPUTS, NAME, InputSpec
 
@@ -307,6 +308,9 @@ class WorkflowConfig(BaseModel):
         description="model: an AI step may ask a person's approval (the request_approval tool) "
         "and wait for it; none (the default): only `wait for approval` steps wait for one",
     )
+    mcp: McpServer | None = Field(
+        default=None, description="the MCP tool server of `executor: mcp` and of `call` steps"
+    )
 
 
 class WebhookSpec(BaseModel):
@@ -382,6 +386,8 @@ class WorkflowFile(BaseModel):
         """What the session records: the file's config, its executor and base URL, and its
         definitions module (a .py path made absolute, so any runner can load it later)."""
         config = session_config(self.config, self.executor, self.base_url, self.webhook)
+        if self.config.mcp is not None and location is not None:
+            config["mcp"] = self.config.mcp.beside(location).model_dump(exclude_defaults=True)
         if self.definitions:
             module = self.definitions
             if module.endswith(".py") and location is not None:

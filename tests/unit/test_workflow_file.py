@@ -198,7 +198,7 @@ def test_a_field_with_allowed_values_says_them(tmp_path: Path) -> None:
 
     error = refusal_of(path)
 
-    assert error.suggested_action == "Set executor to one of 'http', 'shell' or 'browser'"
+    assert error.suggested_action == "Set executor to one of 'http', 'shell', 'browser' or 'mcp'"
     assert error.suggested_action != kind_of("VALIDATION_FAILED").suggested_action
 
 
