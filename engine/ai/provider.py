@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from domain.errors import StandardError
+from engine.ai.coercion import coerced
 
 if TYPE_CHECKING:
     import openai
@@ -43,6 +44,8 @@ class AiProviderError(Exception):
 class ToolCall:
     name: str
     arguments: dict[str, Any]
+    coercions: tuple[str, ...] = ()
+    """How arguments that did not fit were read to fit (see `engine.ai.coercion`)."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,10 @@ def _checked(name: str, raw_arguments: str, tools: list[dict[str, Any]]) -> Tool
             tool=name,
         )
     problem = schema_problem(arguments, schemas[name])
+    if problem is not None and isinstance(arguments, dict):
+        forgiven = coerced(arguments, schemas[name])
+        if forgiven.notes and schema_problem(forgiven.arguments, schemas[name]) is None:
+            return ToolCall(name, forgiven.arguments, forgiven.notes)
     if problem is not None:
         return Mistake(
             "MODEL_BAD_ARGUMENTS",

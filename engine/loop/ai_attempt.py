@@ -315,8 +315,11 @@ def unjudged_error_status(events: list[WorkflowSession.Event]) -> int | None:
 
 
 def _turn_note(decision: Decision) -> str:
-    """What the turn records: the model's reasoning, and what was wrong with the reply."""
+    """What the turn records: the model's reasoning, and what was wrong with the reply or
+    how its arguments were read to fit."""
     mistake = decision.mistake
     if mistake is None:
-        return decision.reasoning
+        coercions = decision.call.coercions if decision.call is not None else ()
+        notes = "".join(f"\n[ARGUMENTS_COERCED] {note}" for note in coercions)
+        return f"{decision.reasoning}{notes}".strip() if notes else decision.reasoning
     return f"{decision.reasoning}\n[{mistake.code}] {mistake.reason}".strip()
