@@ -68,9 +68,12 @@ class Decision:
     latency_ms: int
 
 
-def finishing_tools(expect: str | None, error_status: int | None = None) -> list[dict[str, Any]]:
+def finishing_tools(
+    expect: str | None, error_status: int | None = None, data: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """complete_step and fail_step; with an expect criterion, completing must confirm it; after
-    a request that failed on its `error_status`, completing must name it as expected."""
+    a request that failed on its `error_status`, completing must name it as expected; for a
+    step that extracts, completing must give the `data` (of that JSON Schema)."""
     complete_properties: dict[str, Any] = {
         "summary": {"type": "string", "description": "what was done, in one sentence"},
         "evidence": {
@@ -92,6 +95,12 @@ def finishing_tools(expect: str | None, error_status: int | None = None) -> list
             "description": f"{error_status}, only if the last request's {error_status} answer "
             "is what this step is meant to show",
         }
+    if data is not None:
+        complete_properties["data"] = {
+            "description": "the data this step asks for, read from what the tools showed",
+            **data,
+        }
+        required.append("data")
     return [
         {
             "type": "function",
