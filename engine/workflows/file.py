@@ -208,6 +208,8 @@ def one_or_the_other(text: str | None, expect: str | None, step: StepForms) -> N
         raise ValueError("a loop has no expect: give its steps theirs")
     if step.for_each is not None and (step.extract, step.save_as) != (None, None):
         raise ValueError("a loop extracts nothing: give extract and save_as to its steps")
+    if step.save_as is not None and step.extract is None:
+        raise ValueError("save_as but no extract: only extracted data is saved")
     if text is None and step.for_each is None:
         raise ValueError("a step needs text, for_each with steps (a loop), or use (a template)")
     if text is not None and (step.for_each, step.steps, step.max_iterations) != (None,) * 3:
