@@ -549,10 +549,16 @@ READ_ROWS_JS = """([rows, fields, limit]) => Array.from(document.querySelectorAl
   .slice(0, limit)
   .map((row) => Object.fromEntries(Object.entries(fields).map(([name, selector]) => {
     const found = row.querySelector(selector);
-    return [name, found ? (found.innerText ?? found.textContent ?? "").trim() : null];
+    if (!found) return [name, null];
+    if (found.matches("input[type=checkbox], input[type=radio]")) {
+      return [name, String(found.checked)];
+    }
+    if (["INPUT", "SELECT", "TEXTAREA"].includes(found.tagName)) return [name, found.value];
+    return [name, (found.innerText ?? found.textContent ?? "").trim()];
   })))
   .filter((row) => Object.values(row).some((value) => value !== null))"""
-"""A step's extraction by selectors (see `engine.loop.extraction`)."""
+"""A step's extraction by selectors (see `engine.loop.extraction`): a field is its element's
+text; a checkbox's or radio's, whether it is checked; a form field's, its value."""
 
 
 TOOLS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
