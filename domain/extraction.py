@@ -20,18 +20,22 @@ backtrack, run on what a page says, takes the worker for hours) or references.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
+from domain.errors import InvalidWorkflow
 from domain.json_values import unstorable
 
 MAX_SCHEMA_CHARS = 10_000
 """The most a step's schema may take, written as JSON."""
 MAX_DATA_CHARS = 100_000
 """The most a step's data may take, written as JSON (it is recorded in the step's event)."""
+VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+"""What `save_as` may name: a variable `{{vars.NAME}}` can fill in."""
 MAX_SELECTOR = 500
 MAX_FIELDS = 50
 TYPES = ("string", "number", "integer", "boolean", "array", "object")
@@ -185,3 +189,35 @@ def _selected(given: dict[str, Any]) -> Extraction:
 
 def _a_selector(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value.strip()) <= MAX_SELECTOR and "\x00" not in value
+
+
+def check_extraction(
+    extract: Extraction | None, save_as: str | None, is_loop: bool, label: str, at: str
+) -> None:
+    """A step's `extract`, a schema it may declare (on a step, not a loop); its `save_as`, a
+    variable name, and only with `extract`. InvalidWorkflow names the field."""
+    if save_as is not None and extract is None:
+        raise InvalidWorkflow(
+            f"{label} has save_as but no extract: only extracted data is saved",
+            suggested_action=f"Give {label} an extract (the shape of its data), or remove save_as",
+            field=f"{at}.save_as",
+        )
+    if save_as is not None and not VARIABLE_NAME.fullmatch(save_as):
+        raise InvalidWorkflow(
+            f"save_as of {label} must be a name (letters, digits, _; at most 64)",
+            suggested_action="Name the variable as {{vars.NAME}} will use it, e.g. todos",
+            field=f"{at}.save_as",
+        )
+    if extract is None:
+        return
+    if is_loop:
+        raise InvalidWorkflow(
+            f"{label} is a loop and cannot extract: give its steps the extract",
+            field=f"{at}.extract",
+        )
+    try:
+        checked_schema(extract.schema)
+    except ExtractionRefused as refused:
+        raise InvalidWorkflow(
+            f"{label}: {refused}", suggested_action="Fix the step's extract", field=f"{at}.extract"
+        ) from None

@@ -23,7 +23,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow
 from domain.expressions import ROOTS, Expression, ExpressionError
-from domain.extraction import Extraction, ExtractionRefused, checked_schema
+from domain.extraction import Extraction, check_extraction
 from domain.loops import (
     MAX_EXPANDED_STEPS,
     MAX_ITERATIONS,
@@ -45,7 +45,6 @@ from domain.waits import Wait, WaitKind, WaitOutcome
 
 MAX_STEPS = 500
 MAX_STEP_TEXT = 2_000
-VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 MAX_NAME = 200
 MAX_LABELS = 50
 MAX_LABEL_TEXT = 100
@@ -311,7 +310,7 @@ def _validated_step(step: StepSpec, index: int, label: str, at: str, names: set[
         )
     condition = _readable(step.condition, f"{at}.if", names)
     loop = _validated_loop(step.loop, index, label, at, names) if step.loop else None
-    _validated_extraction(step, label, at)
+    check_extraction(step.extract, step.save_as, step.loop is not None, label, at)
     return replace(
         step,
         text=text,
@@ -320,36 +319,6 @@ def _validated_step(step: StepSpec, index: int, label: str, at: str, names: set[
         condition=condition,
         loop=loop,
     )
-
-
-def _validated_extraction(step: StepSpec, label: str, at: str) -> None:
-    """`extract` a schema a step may declare (on a step, not a loop); `save_as` a variable
-    name, and only with `extract`."""
-    if step.save_as is not None and step.extract is None:
-        raise InvalidWorkflow(
-            f"{label} has save_as but no extract: only extracted data is saved",
-            suggested_action=f"Give {label} an extract (the shape of its data), or remove save_as",
-            field=f"{at}.save_as",
-        )
-    if step.save_as is not None and not VARIABLE_NAME.fullmatch(step.save_as):
-        raise InvalidWorkflow(
-            f"save_as of {label} must be a name (letters, digits, _; at most 64)",
-            suggested_action="Name the variable as {{vars.NAME}} will use it, e.g. todos",
-            field=f"{at}.save_as",
-        )
-    if step.extract is None:
-        return
-    if step.loop is not None:
-        raise InvalidWorkflow(
-            f"{label} is a loop and cannot extract: give its steps the extract",
-            field=f"{at}.extract",
-        )
-    try:
-        checked_schema(step.extract.schema)
-    except ExtractionRefused as refused:
-        raise InvalidWorkflow(
-            f"{label}: {refused}", suggested_action="Fix the step's extract", field=f"{at}.extract"
-        ) from None
 
 
 def _refuse_long_texts(loop: str, expanded: list[dict[str, Any]]) -> None:

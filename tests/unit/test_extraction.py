@@ -11,7 +11,9 @@ import pytest
 from domain.errors import InvalidStateTransition, InvalidWorkflow
 from domain.extraction import MAX_SCHEMA_CHARS, Extraction, ExtractionRefused
 from domain.session import StepSpec, StepState, WorkflowSession
+from engine.loop.builtin_steps import builtin
 from engine.workflows.file import load_workflow
+from engine.workflows.plan import plan, unfillable
 
 
 def test_the_shorthand_is_an_object_of_required_typed_fields() -> None:
@@ -195,3 +197,16 @@ def test_a_step_completes_only_with_the_data_it_declares() -> None:
         session.complete_step(1, summary="ok", data={"title": "milk"})
 
     assert session.steps[0].data == {"title": "milk"}
+
+
+def test_a_check_of_the_workflow_knows_the_variable_an_extracting_step_saves() -> None:
+    steps = [
+        StepSpec("GET /todos?first={{vars.first}}"),
+        StepSpec("GET /todos", extract=Extraction.written({"title": "string"}), save_as="first"),
+        StepSpec("GET /todos?first={{vars.first}}"),
+    ]
+
+    planned = plan(builtin(), steps)
+
+    assert planned[1].decided_by_ai  # data comes from the model, never from a definition
+    assert [(step.index, str(p)) for step, p in unfillable(planned)] == [(0, "{{vars.first}}")]
