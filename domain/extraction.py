@@ -159,12 +159,22 @@ def checked_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+NAMED_SCHEMAS = frozenset({"properties", "$defs", "definitions", "dependentSchemas"})
+"""Keywords whose mapping's keys are names (a field called `pattern`), not keywords."""
+
+
 def _keys_in(value: Any) -> set[str]:
-    if isinstance(value, dict):
-        return set(value) | {key for member in value.values() for key in _keys_in(member)}
+    """The keywords a schema uses, at any depth."""
     if isinstance(value, list):
         return {key for member in value for key in _keys_in(member)}
-    return set()
+    if not isinstance(value, dict):
+        return set()
+    found = set(value)
+    for key, member in value.items():
+        named = key in NAMED_SCHEMAS and isinstance(member, dict)
+        for schema in member.values() if named else [member]:
+            found |= _keys_in(schema)
+    return found
 
 
 def _is_selector_form(given: dict[str, Any]) -> bool:

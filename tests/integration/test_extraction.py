@@ -196,3 +196,23 @@ def test_a_fork_after_an_extracting_step_has_its_variable(
     assert session.status is SessionStatus.COMPLETED
     assert session.steps[0].data == {"title": "milk", "count": 2}
     assert effects(target) == [json.dumps({"title": "milk", "count": 2})] * 2
+
+
+def test_a_run_that_takes_the_session_over_has_the_variable_from_the_log(
+    make_loop: LoopFactory, target: str, model: ScriptedModel
+) -> None:
+    model.calls("complete_step", summary="read", data={"title": "milk", "count": 2})
+    first = make_loop()
+    steps = [
+        extracting(),
+        StepSpec('wait for signal "go"'),
+        StepSpec('POST /effects with {"name": "{{vars.first}}"}'),
+    ]
+    session_id = start_session(first, steps, target)
+    assert drive(first, session_id).status is SessionStatus.WAITING
+    first.signal(session_id, "go", {}, actor="alice")
+
+    session = drive(make_loop(), session_id)  # a new run: nothing held in memory
+
+    assert session.status is SessionStatus.COMPLETED
+    assert effects(target) == [json.dumps({"title": "milk", "count": 2})]

@@ -43,6 +43,12 @@ def test_a_json_schema_is_taken_as_it_is() -> None:
     assert Extraction.written(schema).schema == schema
 
 
+def test_a_field_may_be_named_as_a_refused_keyword() -> None:
+    extraction = Extraction.written({"pattern": "string", "$ref": "string"})
+
+    assert extraction.problem({"pattern": "a+", "$ref": "x"}) is None
+
+
 def test_selectors_read_rows_of_the_row_schema() -> None:
     extraction = Extraction.written(
         {"rows": "table tr", "fields": {"title": "td.title", "done": "td.done"}}
@@ -63,6 +69,7 @@ def test_selectors_read_rows_of_the_row_schema() -> None:
         ({"type": "strung"}, "not a valid JSON Schema"),
         ({"type": "object", "properties": {"a": {"pattern": "(a+)+$"}}}, "pattern"),
         ({"type": "object", "properties": {"a": {"$ref": "https://example.com/s"}}}, "$ref"),
+        ({"type": "array", "items": {"properties": {"p": {"pattern": "(a+)+$"}}}}, "pattern"),
         ({"type": "string", "description": "x" * MAX_SCHEMA_CHARS}, "longer than"),
         ({"type": "string", "description": "nul \x00"}, "NUL"),
         ({"rows": "", "fields": {"a": "td"}}, "rows must be a CSS selector"),
