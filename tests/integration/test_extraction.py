@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from domain.extraction import Extraction
+from domain.loops import Loop
 from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.loop.replay import fork_request, replay_request
 from engine.store.app import Stepline
@@ -216,3 +217,24 @@ def test_a_run_that_takes_the_session_over_has_the_variable_from_the_log(
 
     assert session.status is SessionStatus.COMPLETED
     assert effects(target) == [json.dumps({"title": "milk", "count": 2})]
+
+
+def test_a_loop_goes_over_the_list_a_step_extracted(
+    make_loop: LoopFactory, target: str, model: ScriptedModel
+) -> None:
+    model.calls("complete_step", summary="read", data=["milk", "eggs"])
+    loop = make_loop()
+    names = Extraction.written({"type": "array", "items": {"type": "string"}})
+    each = Loop(
+        "name", "vars.names", (StepSpec('POST /effects with {"name": "{{name}}"}').to_dict(),)
+    )
+    steps = [
+        StepSpec("Read the todo titles", extract=names, save_as="names"),
+        StepSpec(each.header, loop=each),
+    ]
+    session_id = start_session(loop, steps, target)
+
+    session = drive(loop, session_id)
+
+    assert session.status is SessionStatus.COMPLETED
+    assert effects(target) == ["milk", "eggs"]
