@@ -74,6 +74,8 @@ class CompletedStep(TypedDict):
     always there)."""
     expanded: NotRequired[int]
     """A loop in the source: how many steps its iterations put after it."""
+    data: NotRequired[Any]
+    """The data it extracted in the source (only written for a step that did)."""
 
 
 class CarriedStep(TypedDict):
@@ -84,3 +86,4 @@ class CarriedStep(TypedDict):
     evidence: list[str]
     skipped: NotRequired[bool]
     expanded: NotRequired[int]
+    data: NotRequired[Any]

@@ -23,6 +23,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow
 from domain.expressions import ROOTS, Expression, ExpressionError
+from domain.extraction import Extraction, check_extraction
 from domain.loops import (
     MAX_EXPANDED_STEPS,
     MAX_ITERATIONS,
@@ -128,6 +129,10 @@ class StepSpec:
     condition: str | None = None
     loop: Loop | None = None
     origin: dict[str, Any] | None = None
+    extract: Extraction | None = None
+    """The data it completes with, in a declared shape (see `domain.extraction`)."""
+    save_as: str | None = None
+    """The variable its data is saved as, `{{vars.NAME}}` to the steps after it."""
 
     def to_dict(self) -> dict[str, Any]:
         """As `Created` records it: the keys a step sets beyond text, expect and policy only
@@ -143,6 +148,10 @@ class StepSpec:
             recorded["loop"] = self.loop.to_dict()
         if self.origin is not None:
             recorded["origin"] = self.origin
+        if self.extract is not None:
+            recorded["extract"] = self.extract.to_dict()
+        if self.save_as is not None:
+            recorded["save_as"] = self.save_as
         return recorded
 
     def bound_names(self) -> list[str]:
@@ -152,6 +161,7 @@ class StepSpec:
     @classmethod
     def from_dict(cls, recorded: dict[str, Any]) -> StepSpec:
         loop = recorded.get("loop")
+        extract = recorded.get("extract")
         return cls(
             text=recorded["text"],
             expect=recorded.get("expect"),
@@ -159,6 +169,8 @@ class StepSpec:
             condition=recorded.get("if"),
             loop=Loop.from_dict(loop) if loop else None,
             origin=recorded.get("origin"),
+            extract=Extraction.from_dict(extract) if extract else None,
+            save_as=recorded.get("save_as"),
         )
 
 
@@ -184,6 +196,11 @@ class StepState:
     """The loop iteration (and its bound variables) or the template it came from."""
     expanded: int | None = None
     """A loop that came up: how many steps its iterations put right after it."""
+    extract: dict[str, Any] | None = None
+    """What its data must be (`Extraction.to_dict`); defaults, so snapshots taken before load."""
+    save_as: str | None = None
+    data: Any = None
+    """The data it completed with, if it declares `extract`."""
 
     @classmethod
     def of(cls, recorded: dict[str, Any]) -> StepState:
@@ -196,6 +213,8 @@ class StepState:
             condition=recorded.get("if"),
             loop=recorded.get("loop"),
             origin=recorded.get("origin"),
+            extract=recorded.get("extract"),
+            save_as=recorded.get("save_as"),
         )
 
     def spec(self) -> StepSpec:
@@ -207,6 +226,8 @@ class StepState:
             self.condition,
             Loop.from_dict(self.loop) if self.loop else None,
             self.origin,
+            Extraction.from_dict(self.extract) if self.extract else None,
+            self.save_as,
         )
 
     @property
@@ -226,6 +247,7 @@ class StepState:
             open_commands=list(self.open_commands),
             evidence=list(self.evidence),
             error=deepcopy(self.error, memo),
+            data=deepcopy(self.data, memo),
         )
 
 
@@ -296,6 +318,7 @@ def _validated_step(step: StepSpec, index: int, label: str, at: str, names: set[
         )
     condition = _readable(step.condition, f"{at}.if", names)
     loop = _validated_loop(step.loop, index, label, at, names) if step.loop else None
+    check_extraction(step.extract, step.save_as, step.loop is not None, label, at)
     return replace(
         step,
         text=text,
@@ -556,10 +579,18 @@ class WorkflowSession(Aggregate):
         actor: str
 
     class StepCompleted(Event):
+        """v2 holds the step's extracted `data` (None for a step that extracts nothing)."""
+
         step_index: int
         summary: str
         evidence: list[str]
         actor: str
+        data: Any = None
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["data"] = None
 
     class StepFailed(Event):
         step_index: int
@@ -891,6 +922,8 @@ class WorkflowSession(Aggregate):
                 carried["skipped"] = True
             if "expanded" in step:
                 carried["expanded"] = step["expanded"]
+            if step.get("data") is not None:
+                carried["data"] = step["data"]
             steps.append(carried)
         self._steps_carried_over(steps=steps, actor=actor)
 
@@ -1069,13 +1102,31 @@ class WorkflowSession(Aggregate):
         summary: str,
         evidence: list[str] | None = None,
         actor: str = WORKER,
+        data: Any = None,
     ) -> None:
-        self._require_no_open_commands(
-            "complete", self._require_running_step("complete a step", step_index)
-        )
+        """`data`: what a step that declares `extract` completes with, checked against it."""
+        step = self._require_running_step("complete a step", step_index)
+        self._require_no_open_commands("complete", step)
+        self._require_declared_data(step_index, step, data)
         self._step_completed(
-            step_index=step_index, summary=summary, evidence=evidence or [], actor=actor
+            step_index=step_index, summary=summary, evidence=evidence or [], actor=actor, data=data
         )
+
+    def _require_declared_data(self, step_index: int, step: StepState, data: Any) -> None:
+        if step.extract is None:
+            if data is not None:
+                raise InvalidStateTransition(
+                    f"step {step_index} declares no extract: it completes without data",
+                    step_index=step_index,
+                )
+            return
+        problem = Extraction.from_dict(step.extract).problem(data)
+        if problem is not None:
+            raise InvalidStateTransition(
+                f"step {step_index} cannot complete with data that is not what it declares: "
+                f"{problem}",
+                step_index=step_index,
+            )
 
     def fail_step(
         self,
@@ -1351,6 +1402,7 @@ class WorkflowSession(Aggregate):
             step.expanded = carried.get("expanded")
             step.summary = carried["summary"]
             step.evidence = list(carried["evidence"])
+            step.data = carried.get("data")
         self.current_step = len(steps)
 
     @event(StepStarted)
@@ -1456,12 +1508,13 @@ class WorkflowSession(Aggregate):
 
     @event(StepCompleted)
     def _step_completed(
-        self, *, step_index: int, summary: str, evidence: list[str], actor: str
+        self, *, step_index: int, summary: str, evidence: list[str], actor: str, data: Any = None
     ) -> None:
         step = self.steps[step_index]
         step.status = StepStatus.COMPLETED
         step.summary = summary
         step.evidence = evidence
+        step.data = data
         self.current_step = step_index + 1
 
     @event(StepFailed)

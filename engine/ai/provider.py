@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from domain.errors import StandardError
+from engine.ai.coercion import coerced
 
 if TYPE_CHECKING:
     import openai
@@ -43,6 +44,8 @@ class AiProviderError(Exception):
 class ToolCall:
     name: str
     arguments: dict[str, Any]
+    coercions: tuple[str, ...] = ()
+    """How arguments that did not fit were read to fit (see `engine.ai.coercion`)."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,12 @@ class Decision:
     latency_ms: int
 
 
-def finishing_tools(expect: str | None, error_status: int | None = None) -> list[dict[str, Any]]:
+def finishing_tools(
+    expect: str | None, error_status: int | None = None, data: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """complete_step and fail_step; with an expect criterion, completing must confirm it; after
-    a request that failed on its `error_status`, completing must name it as expected."""
+    a request that failed on its `error_status`, completing must name it as expected; for a
+    step that extracts, completing must give the `data` (of that JSON Schema)."""
     complete_properties: dict[str, Any] = {
         "summary": {"type": "string", "description": "what was done, in one sentence"},
         "evidence": {
@@ -89,6 +95,12 @@ def finishing_tools(expect: str | None, error_status: int | None = None) -> list
             "description": f"{error_status}, only if the last request's {error_status} answer "
             "is what this step is meant to show",
         }
+    if data is not None:
+        complete_properties["data"] = {
+            "description": "the data this step asks for, read from what the tools showed",
+            **data,
+        }
+        required.append("data")
     return [
         {
             "type": "function",
@@ -199,6 +211,10 @@ def _checked(name: str, raw_arguments: str, tools: list[dict[str, Any]]) -> Tool
             tool=name,
         )
     problem = schema_problem(arguments, schemas[name])
+    if problem is not None and isinstance(arguments, dict):
+        forgiven = coerced(arguments, schemas[name])
+        if forgiven.notes and schema_problem(forgiven.arguments, schemas[name]) is None:
+            return ToolCall(name, forgiven.arguments, forgiven.notes)
     if problem is not None:
         return Mistake(
             "MODEL_BAD_ARGUMENTS",

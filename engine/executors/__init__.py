@@ -131,10 +131,10 @@ def _why_unset(namespace: str, name: str, saved: list[str]) -> str:
 
 def with_variables(data: Any, variables: dict[str, Any]) -> Any:
     """`data` with `{{vars.name}}` filled in (strings, and the strings inside dicts and
-    lists); `{{secrets.NAME}}` is left for the executor to fill for the destination. Raises
-    VariableNotSet for a variable not saved or a namespace there is none of, so nothing is
-    sent with a placeholder in it (a 404 for `/todos/%7B%7Bvars.id%7D%7D` would pass for a
-    result)."""
+    lists; a saved object or list as JSON); `{{secrets.NAME}}` is left for the executor to
+    fill for the destination. Raises VariableNotSet for a variable not saved or a namespace
+    there is none of, so nothing is sent with a placeholder in it (a 404 for
+    `/todos/%7B%7Bvars.id%7D%7D` would pass for a result)."""
     if isinstance(data, str):
 
         def value(match: re.Match[str]) -> str:
@@ -143,7 +143,8 @@ def with_variables(data: Any, variables: dict[str, Any]) -> Any:
                 return match.group(0)
             if namespace != VARIABLES or name not in variables:
                 raise VariableNotSet(namespace, name, sorted(variables))
-            return str(variables[name])
+            saved = variables[name]
+            return json.dumps(saved) if isinstance(saved, dict | list) else str(saved)
 
         return PLACEHOLDER.sub(value, data)
     if isinstance(data, dict):

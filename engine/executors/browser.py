@@ -135,6 +135,7 @@ class BrowserExecutor:
             "expect_title_contains": self._expect_title_contains,
             "expect_url_contains": self._expect_url_contains,
             "save_text": self._save_text,
+            "read_rows": self._read_rows,
         }
         self._shots: list[tuple[bytes, str]] = []
         self._typing_secret = False
@@ -396,6 +397,12 @@ class BrowserExecutor:
         self.variables[name] = text.strip()
         return Done({"saved": name, "value": text.strip()})
 
+    async def _read_rows(self, page: Page, rows: str, fields: dict[str, str]) -> Done:
+        """Each element `rows` selects, as its fields' text (null where a field's selector
+        finds nothing in it); rows with none of the fields (a table's header) left out."""
+        found = await page.evaluate(READ_ROWS_JS, [rows, fields, MAX_ROWS])
+        return Done({"rows": found})
+
     # ---- finding elements ---------------------------------------------------------------
 
     async def _resolve(self, page: Page, target: str, roles: tuple[str, ...]) -> Locator:
@@ -535,6 +542,23 @@ async def _settle(page: Page) -> None:
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+MAX_ROWS = 1_000
+READ_ROWS_JS = """([rows, fields, limit]) => Array.from(document.querySelectorAll(rows))
+  .slice(0, limit)
+  .map((row) => Object.fromEntries(Object.entries(fields).map(([name, selector]) => {
+    const found = row.querySelector(selector);
+    if (!found) return [name, null];
+    if (found.matches("input[type=checkbox], input[type=radio]")) {
+      return [name, String(found.checked)];
+    }
+    if (["INPUT", "SELECT", "TEXTAREA"].includes(found.tagName)) return [name, found.value];
+    return [name, (found.innerText ?? found.textContent ?? "").trim()];
+  })))
+  .filter((row) => Object.values(row).some((value) => value !== null))"""
+"""A step's extraction by selectors (see `engine.loop.extraction`): a field is its element's
+text; a checkbox's or radio's, whether it is checked; a form field's, its value."""
 
 
 TOOLS: dict[str, tuple[str, dict[str, Any], list[str]]] = {

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from domain.errors import StandardError
+from domain.extraction import Extraction
 from domain.session import WorkflowSession
 from domain.waits import WaitKind
 from engine.ai.prompt import build_conversation, build_messages
@@ -22,7 +24,7 @@ from engine.ai.provider import (
     approval_tool,
     finishing_tools,
 )
-from engine.executors import Executor
+from engine.executors import PLACEHOLDER, Executor
 from engine.executors.http import HTTP_STATUS_ERROR
 from engine.executors.kinds import DEFAULT_EXECUTOR
 from engine.loop.limits import Limits
@@ -36,6 +38,7 @@ from engine.loop.step_results import (
 )
 from engine.loop.step_run import StepRun
 from engine.loop.waits import WaitRequest, outcome_of
+from engine.secrets import strings_in
 from engine.tracing import ended, used
 
 
@@ -161,7 +164,7 @@ class AiAttempt:
     def _tools(
         self, expect: str | None, last: bool, error_status: int | None
     ) -> list[dict[str, Any]]:
-        finishing = finishing_tools(expect, error_status)
+        finishing = finishing_tools(expect, error_status, self._extraction_schema())
         if last:
             return finishing
         asking = [approval_tool()] if self.run_.config.get("approvals") == "model" else []
@@ -180,6 +183,7 @@ class AiAttempt:
             if error.outage and run.settings.ai_pause_on_outage:
                 return StepOnHold(error.error)
             return StepFailure(error.error)
+        decision = self._with_data_checked(decision)
         run.record_turn(
             self.index,
             reasoning=run.secrets.redact(_turn_note(decision)),
@@ -252,12 +256,43 @@ class AiAttempt:
                 ]
                 return None
             evidence = call.arguments.get("evidence") or []
-            return StepDone(str(call.arguments.get("summary", "")), [str(e) for e in evidence])
+            summary = str(call.arguments.get("summary", ""))
+            return StepDone(summary, [str(e) for e in evidence], call.arguments.get("data"))
         if call.name == FAIL_STEP:
             return failure("STEP_FAILED", str(call.arguments.get("reason", "the model gave up")))
         if call.name == REQUEST_APPROVAL:
             return self._ask_approval(str(call.arguments.get("question", "")))
         return self._command(call)
+
+    def _extraction(self) -> Extraction | None:
+        recorded = self.run_.session.steps[self.index].extract
+        return Extraction.from_dict(recorded) if recorded else None
+
+    def _extraction_schema(self) -> dict[str, Any] | None:
+        extraction = self._extraction()
+        return None if extraction is None else extraction.schema
+
+    def _with_data_checked(self, decision: Decision) -> Decision:
+        """A completion whose data (secrets redacted, as it would be recorded) is not what
+        the step's `extract` declares is a mistake, told to the model with what is wrong.
+        So is data holding a placeholder: data is never filled in, and a page could have
+        the model write `{{secrets.NAME}}` into a variable a later step sends."""
+        call, extraction = decision.call, self._extraction()
+        if call is None or call.name != COMPLETE_STEP or extraction is None:
+            return decision
+        given = call.arguments.get("data")
+        data = self.run_.secrets.redact_all(given)
+        problem = extraction.problem(data)
+        if any(PLACEHOLDER.search(text) for text in strings_in(given)):
+            problem = "it holds a {{namespace.name}} placeholder; write the values themselves"
+        if problem is None:
+            return replace(decision, call=replace(call, arguments={**call.arguments, "data": data}))
+        mistake = Mistake(
+            "MODEL_BAD_DATA",
+            f"the data of {COMPLETE_STEP} does not fit the step's extract schema: {problem}",
+            tool=COMPLETE_STEP,
+        )
+        return replace(decision, call=None, mistake=mistake)
 
     def _ask_approval(self, question: str) -> StepResult | None:
         """Wait for a person's approval of what the model asks (the run ends meanwhile, the
@@ -315,8 +350,11 @@ def unjudged_error_status(events: list[WorkflowSession.Event]) -> int | None:
 
 
 def _turn_note(decision: Decision) -> str:
-    """What the turn records: the model's reasoning, and what was wrong with the reply."""
+    """What the turn records: the model's reasoning, and what was wrong with the reply or
+    how its arguments were read to fit."""
     mistake = decision.mistake
     if mistake is None:
-        return decision.reasoning
+        coercions = decision.call.coercions if decision.call is not None else ()
+        notes = "".join(f"\n[ARGUMENTS_COERCED] {note}" for note in coercions)
+        return f"{decision.reasoning}{notes}".strip() if notes else decision.reasoning
     return f"{decision.reasoning}\n[{mistake.code}] {mistake.reason}".strip()

@@ -79,6 +79,8 @@ class RecordedStep:
     summary: str = ""
     turns: int = 0
     tokens: int = 0
+    data: Any = None
+    """What the step extracted, used again: a replay does not ask the model for it."""
 
 
 def recorded_steps(history: Sequence[W.Event]) -> dict[int, RecordedStep]:
@@ -124,6 +126,7 @@ def recorded_steps(history: Sequence[W.Event]) -> dict[int, RecordedStep]:
             case W.StepCompleted(step_index=index):
                 step = attempts.pop(index)
                 step.summary = event.summary
+                step.data = event.data
                 done[index] = step
     return done
 
@@ -281,4 +284,6 @@ def _carried(step: StepState) -> CompletedStep:
         carried["skipped"] = True
     if step.expanded is not None:  # its iterations are carried over after it
         carried["expanded"] = step.expanded
+    if step.data is not None:
+        carried["data"] = step.data
     return carried

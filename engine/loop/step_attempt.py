@@ -10,10 +10,12 @@ from uuid import UUID
 
 from domain.actions import actions_of
 from domain.errors import StandardError
+from domain.extraction import Extraction
 from domain.session import StepState, WorkflowSession
 from engine.executors import Command, Outcome, truncated
 from engine.loop.ai_attempt import AiAttempt
 from engine.loop.definitions import DefinitionError, NearMiss
+from engine.loop.extraction import read_by_selectors
 from engine.loop.replay import RecordedAction, RecordedStep, interrupted
 from engine.loop.step_results import Deadline, StepDone, StepFailure, StepResult, failure
 from engine.loop.step_run import StepRun
@@ -115,7 +117,7 @@ class StepAttempt:
                 return self._diverged_at(action, got)
             evidence.append(truncated(outcome.output, 300))
         self.run_.record_replayed(self.index, recorded)
-        return StepDone(recorded.summary, evidence)
+        return StepDone(recorded.summary, evidence, recorded.data)
 
     def _diverged_at(self, action: RecordedAction, got: dict[str, Any]) -> StepResult:
         """Strict: the step fails. Otherwise the step goes on live from here."""
@@ -135,6 +137,8 @@ class StepAttempt:
     def _live(self) -> StepResult:
         """The step as if for the first time: its step definition, else the model."""
         text, expect = self.step.text, self.step.expect
+        if self.step.extract is not None:  # only a model (or selectors) give data
+            return self._extracted(text)
         try:
             commands = self.run_.definitions.match(text)
         except DefinitionError as error:
@@ -146,6 +150,18 @@ class StepAttempt:
             return result
         done = StepDone(summary=f"{text}: ok", evidence=result)
         if not expect:
+            return done
+        return self._check_expectation(expect, done)
+
+    def _extracted(self, text: str) -> StepResult:
+        """A step that extracts: read by its selectors (the browser, no model), else by the
+        model, whose completion must carry the data."""
+        extraction = Extraction.from_dict(self.step.extract or {})
+        if not extraction.by_selectors:
+            return self._with_ai(text)
+        done = read_by_selectors(self.run_, self.index, extraction, self._key())
+        expect = self.step.expect
+        if not isinstance(done, StepDone) or not expect:
             return done
         return self._check_expectation(expect, done)
 
@@ -205,7 +221,7 @@ class StepAttempt:
         checked = self._run_commands(checks)
         if isinstance(checked, StepFailure):
             return checked
-        return StepDone(done.summary, done.evidence + checked)
+        return StepDone(done.summary, done.evidence + checked, done.data)
 
 
 AI_SETUP = (

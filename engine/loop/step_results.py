@@ -13,6 +13,8 @@ from domain.errors import StandardError
 class StepDone:
     summary: str
     evidence: list[str] = field(default_factory=list)
+    data: Any = None
+    """What a step that declares `extract` completes with (see `domain.extraction`)."""
 
 
 @dataclass(frozen=True)

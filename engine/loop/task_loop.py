@@ -398,7 +398,11 @@ class SessionRun:
         if isinstance(result, StepDone):
             summary = self.secrets.redact(result.summary)
             evidence = self.secrets.redact_all(result.evidence)
-            self.held.decide(lambda s: s.complete_step(index, summary=summary, evidence=evidence))
+            data = self.secrets.redact_all(result.data)
+            self.held.decide(
+                lambda s: s.complete_step(index, summary=summary, evidence=evidence, data=data)
+            )
+            self._share_signalled_all()
             log.info("Step completed", extra=on_step(self.session_id, index))
         else:
             error = StandardError.from_dict(self.secrets.redact_all(result.error.to_dict()))
@@ -539,13 +543,27 @@ class SessionRun:
         variables: dict[str, Any] = {}
         for executor in self.executors.values():
             variables.update(getattr(executor, "variables", None) or {})
-        return variables | self._signalled
+        return variables | self._saved()
+
+    def _saved(self) -> dict[str, Any]:
+        """What the session saved beside its commands: the data its steps extracted (their
+        `save_as`, as the log records it) and the bodies of the signals its waits took."""
+        extracted = {
+            step.save_as: step.data
+            for step in self.held.session.steps
+            if step.save_as and step.status is StepStatus.COMPLETED and step.data is not None
+        }
+        return extracted | self._signalled
 
     def _share_signalled(self, executor: Executor) -> None:
         """Executors that fill `{{vars.NAME}}` in keep the variables in `variables`."""
         variables = getattr(executor, "variables", None)
         if isinstance(variables, dict):
-            variables.update(self._signalled)
+            variables.update(self._saved())
+
+    def _share_signalled_all(self) -> None:
+        for executor in self.executors.values():
+            self._share_signalled(executor)
 
     def attempt_started(self, index: int, attempt: int) -> int:
         """The version of the StepStarted event of one attempt of one step."""

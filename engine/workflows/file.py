@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -20,6 +21,7 @@ from pydantic import (
 
 from domain.errors import InvalidWorkflow
 from domain.expressions import MAX_EXPRESSION
+from domain.extraction import Extraction, ExtractionRefused
 from domain.limits import LIMITS, STEP_LIMITS
 from domain.loops import DEFAULT_MAX_ITERATIONS, MAX_ITERATIONS, VARIABLE, Loop, header_of
 from domain.session import MAX_STEP_TEXT, MAX_STEPS, StepSpec
@@ -137,8 +139,42 @@ class UseFields(BaseModel):
     )
 
 
-class StepForms(StepPolicyFields, Conditional, LoopFields, UseFields):
-    """What a step may be besides its text: its policy and condition, a loop, a template."""
+class ExtractFields(BaseModel):
+    """`extract:` the data a step completes with, in a declared shape, and `save_as:` the
+    variable it is saved as (see `domain.extraction`)."""
+
+    extract: dict[str, Any] | None = Field(
+        default=None,
+        description="the data the step completes with: a JSON Schema, or {field: type, ...} "
+        "(string, number, integer, boolean, array, object, [type]); for the browser, "
+        "{rows: CSS, fields: {name: CSS}, schema: {...}} reads a table with no model",
+    )
+    save_as: str | None = Field(
+        default=None,
+        pattern=NAME,
+        description="the variable the extracted data is saved as: {{vars.NAME}} after it",
+    )
+
+    @field_validator("extract")
+    @classmethod
+    def _a_usable_extract(cls, given: dict[str, Any] | None) -> dict[str, Any] | None:
+        if given is not None:
+            try:
+                Extraction.written(given)
+            except ExtractionRefused as refused:
+                raise ValueError(str(refused)) from None
+        return given
+
+    def extracting(self, step: StepSpec) -> StepSpec:
+        if self.extract is None and self.save_as is None:
+            return step
+        extraction = None if self.extract is None else Extraction.written(self.extract)
+        return replace(step, extract=extraction, save_as=self.save_as)
+
+
+class StepForms(StepPolicyFields, Conditional, LoopFields, UseFields, ExtractFields):
+    """What a step may be besides its text: its policy and condition, a loop, a template, the
+    data it extracts."""
 
     def spec(self) -> StepSpec:
         """The step as the domain takes it (each step model knows its text and expect)."""
@@ -160,7 +196,7 @@ class StepForms(StepPolicyFields, Conditional, LoopFields, UseFields):
         if loop is not None:
             return StepSpec(loop.header, None, policy, condition, loop)
         assert text is not None
-        return StepSpec(text, expect, policy, condition)
+        return self.extracting(StepSpec(text, expect, policy, condition))
 
 
 def one_or_the_other(text: str | None, expect: str | None, step: StepForms) -> None:
@@ -171,6 +207,10 @@ def one_or_the_other(text: str | None, expect: str | None, step: StepForms) -> N
         return
     if step.for_each is not None and expect is not None:
         raise ValueError("a loop has no expect: give its steps theirs")
+    if step.for_each is not None and (step.extract, step.save_as) != (None, None):
+        raise ValueError("a loop extracts nothing: give extract and save_as to its steps")
+    if step.save_as is not None and step.extract is None:
+        raise ValueError("save_as but no extract: only extracted data is saved")
     if text is None and step.for_each is None:
         raise ValueError("a step needs text, for_each with steps (a loop), or use (a template)")
     if text is not None and (step.for_each, step.steps, step.max_iterations) != (None,) * 3:
@@ -195,6 +235,8 @@ def a_template_alone(text: str | None, expect: str | None, step: StepForms) -> N
             ("for_each", step.for_each),
             ("steps", step.steps),
             ("max_iterations", step.max_iterations),
+            ("extract", step.extract),
+            ("save_as", step.save_as),
             *((name, getattr(step, name)) for name in POLICY_FIELDS),
         )
         if value is not None

@@ -60,7 +60,9 @@ class PlannedStep:
         return list(dict.fromkeys(found))
 
     def saves(self) -> set[str]:
-        return {name for command in self.all_commands() if (name := command.saves)}
+        """The variables its commands save, and its extracted data's (`save_as`)."""
+        saved = {name for command in self.all_commands() if (name := command.saves)}
+        return saved | ({self.spec.save_as} if self.spec.save_as else set())
 
     @property
     def checks_status(self) -> bool:
@@ -75,6 +77,8 @@ class PlannedStep:
 
 
 def planned_step(definitions: Definitions, index: int, spec: StepSpec) -> PlannedStep:
+    if spec.extract is not None:  # its data comes from the model or its selectors
+        return PlannedStep(index, spec, None)
     try:
         commands = definitions.match(spec.text)
         checks = definitions.match(spec.expect) if spec.expect and commands else None

@@ -13,7 +13,8 @@ import httpx
 import pytest
 from psycopg_pool import ConnectionPool
 
-from domain.session import SessionStatus, WorkflowSession
+from domain.extraction import Extraction
+from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.logs import configure_logging
 from engine.ownership.executor_state import ExecutorStates
 from engine.secrets import Secrets
@@ -293,3 +294,58 @@ def test_a_session_resumed_by_another_browser_reopens_its_page_signed_in(
     slow_click = page_of(finished(second_loop.app, session_id)[-1])
     assert slow_click["url"] == f"{target}/app/todos?delay_ms=1500"
     assert "Signed in as demo" in slow_click["page"]
+
+
+def test_a_step_with_selectors_reads_the_list_into_its_schema_with_no_model(
+    make_loop: LoopFactory, target: str, model: ScriptedModel
+) -> None:
+    loop = make_loop()
+    adding = [
+        step
+        for title in ("milk", "eggs")
+        for step in (f'fill "New todo" with "{title}"', 'click "Add"')
+    ]
+    read = StepSpec(
+        "Read the todo list",
+        extract=Extraction.written(
+            {
+                "rows": "main li",
+                "fields": {"title": "label", "done": "input"},
+                "schema": {"title": "string", "done": "boolean"},
+            }
+        ),
+        save_as="todos",
+    )
+    counted = StepSpec(
+        'POST /effects with {"name": "{{vars.todos}}"}', condition="len(vars.todos) == 2"
+    )
+    session_id = start_session(loop, [*SIGN_IN, *adding, read, counted], target, executor="browser")
+
+    session = drive(loop, session_id)
+
+    assert session.status is SessionStatus.COMPLETED, session.error
+    rows = [{"title": "milk", "done": False}, {"title": "eggs", "done": False}]
+    assert session.steps[len(SIGN_IN) + 4].data == rows
+    assert model.requests == []
+    applied = httpx.get(f"{target}/effects").json()["applied"]
+    assert [json.loads(effect["name"]) for effect in applied] == [rows]
+
+
+def test_rows_that_do_not_fit_the_schema_fail_the_step_with_the_reason(
+    make_loop: LoopFactory, target: str
+) -> None:
+    loop = make_loop(ai=False)
+    read = StepSpec(
+        "Read the todo list",
+        extract=Extraction.written(
+            {"rows": "main p", "fields": {"count": "a"}, "schema": {"count": "integer"}}
+        ),
+    )
+    session_id = start_session(loop, [*SIGN_IN, read], target, executor="browser")
+
+    session = drive(loop, session_id)
+
+    error = session.steps[len(SIGN_IN)].error
+    assert error is not None
+    assert error["code"] == "EXTRACTION_INVALID"
+    assert "is not of type 'integer'" in error["message"]
