@@ -21,7 +21,8 @@ Rules:
 - Use the executor's tools to act and to observe; base every claim on what a tool returned.
 - When the current step is done, call complete_step with a one-sentence summary and evidence.
 - If the step cannot be done, call fail_step with the reason. Do not work on other steps.
-- Secret values appear only as {{secrets.NAME}} placeholders; pass the placeholders as they are.
+- Secret values appear only as {{secrets.NAME}} placeholders, one-time codes as {{totp.NAME}};
+  pass the placeholders as they are.
 """
 
 

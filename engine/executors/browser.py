@@ -46,7 +46,7 @@ from engine.executors.browser_host import BrowserHost, BrowserUnavailable, Tab
 from engine.executors.egress_proxy import REFUSED_HEADER
 from engine.executors.page_snapshot import REF_ATTRIBUTE, SNAPSHOT_JS, interactive_elements
 from engine.executors.sandbox import SandboxUnavailable
-from engine.secrets import PLACEHOLDER, Secrets, SecretUnusable, origin_of
+from engine.secrets import FILLED, Secrets, SecretUnusable, origin_of
 from engine.tenancy.egress import EgressPolicy, Refusal
 
 NUMBERED = re.compile(r"^\[?#?(\d+)\]?$")
@@ -151,7 +151,7 @@ class BrowserExecutor:
         args, refusal = self._arguments(command)
         if refusal is not None:
             return refusal
-        self._typing_secret = bool(PLACEHOLDER.search(str(command.args.get("value", ""))))
+        self._typing_secret = bool(FILLED.search(str(command.args.get("value", ""))))
         self._shots = []
         timeout_s = (self.limits.navigation_timeout_ms + self.limits.action_timeout_ms) / 1000 + 10
         try:

@@ -16,10 +16,11 @@ from engine.loop.definitions import Definitions
 from engine.loop.limits import admitted as within_policy
 from engine.loop.replay import lineage_history, recorded_steps
 from engine.loop.task_loop import TaskLoop
+from engine.secrets import TOTP
 from engine.store.app import SessionRequest, Stepline
 from engine.tenancy.egress import EgressPolicy
 from engine.webhooks import check_webhook_reachable
-from engine.workflows.plan import PlannedStep, plan, secrets_used
+from engine.workflows.plan import PlannedStep, plan, secrets_used, used
 
 
 class SecretMissing(DomainError):
@@ -27,9 +28,12 @@ class SecretMissing(DomainError):
 
     code = "SECRET_MISSING"
 
-    def __init__(self, tenant: str, missing: dict[str, list[int]]) -> None:
+    def __init__(
+        self, tenant: str, missing: dict[str, list[int]], seeds: frozenset[str] = frozenset()
+    ) -> None:
         named = "; ".join(
-            f"{{{{secrets.{name}}}}} (step{'s' if len(steps) > 1 else ''} "
+            f"{{{{{'totp' if name in seeds else 'secrets'}.{name}}}}} "
+            f"(step{'s' if len(steps) > 1 else ''} "
             f"{', '.join(map(str, steps))})"
             for name, steps in missing.items()
         )
@@ -50,7 +54,7 @@ def admitted(loop: TaskLoop, request: SessionRequest, tenant: str) -> SessionReq
     definitions = definitions_of(loop, request)
     missing = missing_secrets(loop, request, definitions, tenant)
     if missing:
-        raise SecretMissing(tenant, missing)
+        raise SecretMissing(tenant, missing, seeds_used(request, definitions))
     check_webhook(loop, request, tenant)
     return request
 
@@ -85,6 +89,11 @@ def missing_secrets(
         return {}
     stored = loop.secret_names(tenant)
     return {name: steps for name, steps in sorted(needed.items()) if name not in stored}
+
+
+def seeds_used(request: SessionRequest, definitions: Definitions) -> frozenset[str]:
+    """The names the steps use as TOTP seeds (`{{totp.NAME}}`)."""
+    return frozenset(used(plan(definitions, request.steps), TOTP))
 
 
 def secrets_needed(
