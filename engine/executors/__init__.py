@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from domain.errors import DomainError, StandardError
 from domain.payloads import ArtifactRef
@@ -96,6 +96,26 @@ class Executor(Protocol):
 
     def close(self, *, ended: bool = True) -> None:
         """The run is over; `ended` is False when the session may carry on later (a pause)."""
+        ...
+
+
+@dataclass(frozen=True)
+class View:
+    """What a model that can see is shown of where an executor is (the browser: its page),
+    as an image already stored as an artifact."""
+
+    content: bytes = field(repr=False)
+    media_type: str
+    artifact: ArtifactRef
+
+
+@runtime_checkable
+class Showing(Protocol):
+    """An executor with something to show a model that can see (`config.vision`)."""
+
+    def view(self) -> View | None:
+        """An image of where it is now, stored as an artifact; None when there is nothing to
+        show (no page open) or it could not be taken within its bounds."""
         ...
 
 
