@@ -17,6 +17,7 @@ none): what a traced target would continue the caller's trace from. `POST /totp-
 `{"code": "123456"}` answers 200 only for the current one-time code (the one before or after
 too, for clock drift) of the TOTP seed $DEMO_TOTP_SEED (default `DEMO_TOTP_SEED` below), else
 401; like a careless app it echoes the code it accepted, which Stepline must not record.
+`/app/totp` is the same as a page: a code field and a Verify button.
 """
 
 from __future__ import annotations
@@ -105,6 +106,18 @@ class TotpCode(BaseModel):
 
 DEMO_TOTP_SEED = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 """The demo's TOTP seed (base32; a demo value, not a secret)."""
+
+APP_TOTP_PAGE = """<!doctype html>
+<html lang="en"><title>One-time code</title>
+<main>
+<h1>Enter your one-time code</h1>
+{result}
+<form method="post" action="/app/totp">
+  <label>Code <input name="code" autocomplete="one-time-code" inputmode="numeric"></label>
+  <button>Verify</button>
+</form>
+</main></html>
+"""
 
 T = TypeVar("T")
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
@@ -217,6 +230,18 @@ def create_app(password: str | None = None) -> FastAPI:
         if not totp.verify(body.code, valid_window=1):
             raise HTTPException(status_code=401, detail="wrong or expired one-time code")
         return {"verified": True, "accepted": body.code}
+
+    @app.get("/app/totp", response_class=HTMLResponse)
+    def app_totp_page() -> str:
+        return APP_TOTP_PAGE.format(result="")
+
+    @app.post("/app/totp", response_class=HTMLResponse)
+    async def app_totp(request: Request) -> HTMLResponse:
+        code = (await form_fields(request)).get("code", "")
+        if not totp.verify(code, valid_window=1):
+            result = '<p role="alert">Wrong or expired code.</p>'
+            return HTMLResponse(APP_TOTP_PAGE.format(result=result), status_code=401)
+        return HTMLResponse(APP_TOTP_PAGE.format(result=f"<p>Verified with {escape(code)}.</p>"))
 
     @app.get("/todos/{todo_id}")
     def get_todo(todo_id: int, session: Annotated[str | None, Cookie()] = None) -> dict[str, Any]:

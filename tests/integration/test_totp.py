@@ -135,3 +135,29 @@ def test_a_seed_is_not_sent_as_a_value(
 
     error = drive(loop, session_id).steps[0].error or {}
     assert error.get("code") == "SECRET_KIND_MISMATCH"
+
+
+def test_a_code_typed_into_a_page_passes_and_is_in_no_event(
+    make_loop: LoopFactory, target: str, seed_stored: None
+) -> None:
+    loop = make_loop(ai=False)
+    session_id = start_session(
+        loop,
+        [
+            "open /app/totp",
+            'fill "Code" with "{{totp.DEMO}}"',
+            'click "Verify"',
+            'expect page contains "Verified with"',
+        ],
+        target,
+        executor="browser",
+    )
+    started = time.time()
+
+    session = drive(loop, session_id)
+
+    assert session.status is SessionStatus.COMPLETED, session.error
+    events = recorded(loop.app.history(session_id))
+    assert "Verified with {{totp.DEMO}}." in events  # the page's echo, redacted
+    assert SEED not in events
+    assert standing_alone(codes_between(started, time.time()), events) == []
