@@ -174,6 +174,12 @@ class TaskLoop:
             return env
         return env | {stored.name for stored in self.secret_store.listed(tenant)}
 
+    def seed_names(self, tenant: str) -> set[str]:
+        """The names of the TOTP seeds `tenant` stored (`{{totp.NAME}}`)."""
+        if self.secret_store is None:
+            return set()
+        return {stored.name for stored in self.secret_store.listed(tenant) if stored.totp}
+
     def close(self) -> None:
         """Release what the executor kinds hold for the process (the browser)."""
         for kind in self.executor_kinds.values():

@@ -71,6 +71,10 @@ class StoredSecret:
     updated_at: datetime
     kind: str = VALUE
 
+    @property
+    def totp(self) -> bool:
+        return self.kind == TOTP_SEED
+
 
 def new_master_key() -> str:
     """32 random bytes in URL-safe base64: a value for STEPLINE_MASTER_KEY."""

@@ -58,3 +58,23 @@ def test_another_tenants_seed_is_refused_at_creation_as_an_unknown_one(
     assert "{{totp.MFA}} (step 0)" in borrowed["message"]
     assert borrowed["message"] == unknown["message"].replace("NOPE", "MFA")
     assert own.status_code == 201, own.text
+
+
+def test_a_seed_used_as_a_value_or_a_value_as_a_seed_is_refused_at_creation(
+    start_api: ApiFactory,
+) -> None:
+    api: Api = start_api(workers=0, master_key=MASTER_KEY)
+    value_as_seed = uses("TOKEN")
+    seed_as_value = {**uses("MFA"), "steps": ["GET /login?token={{secrets.MFA}}"]}
+    with api.client("alice") as alice:
+        assert alice.put("/v1/secrets/MFA", json={"value": SEED, "kind": "totp"}).is_success
+        assert alice.put("/v1/secrets/TOKEN", json={"value": "tok-abcdef"}).is_success
+        refusals = [alice.post("/v1/sessions", json=w) for w in (value_as_seed, seed_as_value)]
+        listed = alice.get("/v1/sessions").json()
+
+    not_a_seed = assert_problem(refusals[0], 422, "SECRET_KIND_MISMATCH")
+    a_seed = assert_problem(refusals[1], 422, "SECRET_KIND_MISMATCH")
+    assert "TOKEN is not a TOTP seed" in not_a_seed["message"]
+    assert "write {{totp.MFA}}" in a_seed["message"]
+    assert SEED not in a_seed["message"]
+    assert listed["items"] == []
