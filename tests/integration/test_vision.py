@@ -120,3 +120,16 @@ def test_an_executor_with_nothing_to_show_sends_no_image(
 
     assert drive(loop, session_id).status is SessionStatus.COMPLETED
     assert images_sent(model, 0) == []
+
+
+def test_in_the_messages_shape_the_image_follows_the_last_tool_result(
+    make_loop: LoopFactory, target: str, model: ScriptedModel
+) -> None:
+    script_a_look(model)
+    loop = make_loop(ai_conversation="messages")
+    session_id = start_session(loop, STEPS, target, executor="browser", vision=True)
+
+    assert drive(loop, session_id).status is SessionStatus.COMPLETED
+    roles = [message["role"] for message in model.requests[1]["messages"]]
+    assert roles[-3:] == ["assistant", "tool", "user"]
+    assert len(images_sent(model, 1)) == 1
