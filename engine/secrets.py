@@ -4,7 +4,8 @@ too) from everything recorded, logged or prompted.
 
 A session's secrets are its tenant's stored ones (`engine.tenancy.secret_store`), each bound to the
 origins it may be sent to, and, for the dev-mode tenant only, the `STEPLINE_SECRET_NAME`
-variables, which may go anywhere (the local convenience they always were).
+variables (and `STEPLINE_TOTP_NAME` seeds), which may go anywhere (the local convenience they
+always were).
 
 A secret may instead be a TOTP seed (stored with kind `totp`): `{{totp.NAME}}` is then its
 current one-time code (RFC 6238, computed with pyotp the moment the command is filled in),
@@ -38,6 +39,7 @@ import pyotp
 from domain.errors import DomainError
 
 PREFIX = "STEPLINE_SECRET_"
+TOTP_PREFIX = "STEPLINE_TOTP_"
 NAME = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 PLACEHOLDER = re.compile(r"\{\{\s*secrets\.([A-Za-z0-9_]+)\s*\}\}")
 TOTP = "totp"
@@ -120,7 +122,7 @@ class SecretNotFound(SecretUnusable):
     def __init__(self, name: str, *, totp: bool = False) -> None:
         how = (
             f"store its seed with `stepline secrets set {name} --totp` or PUT "
-            f'/v1/secrets/{name} with "kind": "totp"'
+            f'/v1/secrets/{name} with "kind": "totp" (dev mode: or set {TOTP_PREFIX}{name})'
             if totp
             else f"store it with `stepline secrets set {name}` or PUT /v1/secrets/{name} (dev "
             f"mode: or set {PREFIX}{name})"
@@ -142,6 +144,17 @@ class SecretKindMismatch(SecretUnusable):
             f"seed with `stepline secrets set {name} --totp`"
         )
         super().__init__(message, name=name)
+
+
+class UnreadableSeed(DomainError):
+    code = "CONFIGURATION_INVALID"
+
+
+def _seed_of(variable: str, text: str) -> str:
+    try:
+        return normalized_seed(text)
+    except ValueError as error:
+        raise UnreadableSeed(f"{variable}: {error}") from None
 
 
 class SecretOriginRefused(SecretUnusable):
@@ -256,9 +269,15 @@ class Secrets:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Secrets:
-        return cls(
-            {k.removeprefix(PREFIX): v for k, v in environ.items() if k.startswith(PREFIX) and v}
-        )
+        """`STEPLINE_SECRET_NAME` values and `STEPLINE_TOTP_NAME` seeds; UnreadableSeed for a
+        seed that is not base32."""
+        values = {k.removeprefix(PREFIX): v for k, v in environ.items() if k.startswith(PREFIX)}
+        seeds = [
+            Secret(variable.removeprefix(TOTP_PREFIX), _seed_of(variable, text), totp=True)
+            for variable, text in environ.items()
+            if variable.startswith(TOTP_PREFIX) and text
+        ]
+        return cls({name: value for name, value in values.items() if value}, bound=seeds)
 
     def joined(self, bound: Iterable[Secret]) -> Secrets:
         """These secrets and `bound`, which win on a shared name."""
@@ -271,6 +290,10 @@ class Secrets:
     @property
     def names(self) -> list[str]:
         return sorted(self._by_name)
+
+    @property
+    def seed_names(self) -> list[str]:
+        return sorted(name for name, secret in self._by_name.items() if secret.totp)
 
     # ---- filling in, for one destination --------------------------------------------------
 

@@ -13,6 +13,7 @@ from engine.secrets import (
     SecretNotFound,
     SecretOriginRefused,
     Secrets,
+    UnreadableSeed,
     normalized_seed,
 )
 
@@ -85,3 +86,17 @@ def test_anything_but_a_base32_seed_is_refused_without_repeating_it(value: str) 
     with pytest.raises(ValueError, match="base32") as raised:
         normalized_seed(value)
     assert value not in str(raised.value)
+
+
+def test_the_dev_tenants_environment_may_hold_seeds() -> None:
+    secrets = Secrets.from_environment({"STEPLINE_TOTP_MFA": SEED.lower(), "STEPLINE_TOTP_X": ""})
+
+    assert (secrets.names, secrets.seed_names) == (["MFA"], ["MFA"])
+    assert pyotp.TOTP(SEED).verify(secrets.resolve("{{totp.MFA}}", SITE), valid_window=1)
+
+
+def test_a_seed_in_the_environment_that_is_not_base32_stops_the_start_naming_the_variable() -> None:
+    with pytest.raises(UnreadableSeed, match="STEPLINE_TOTP_MFA: a TOTP seed is base32") as raised:
+        Secrets.from_environment({"STEPLINE_TOTP_MFA": "hunter2!"})
+    assert raised.value.code == "CONFIGURATION_INVALID"
+    assert "hunter2" not in raised.value.message
