@@ -388,6 +388,14 @@ CATALOGUE: dict[str, ErrorKind] = {
         "Store the secret for this tenant: `stepline secrets set NAME --tenant T` (value on "
         "stdin) or PUT /v1/secrets/NAME; `stepline secrets list` shows the names stored",
     ),
+    "SECRET_KIND_MISMATCH": ErrorKind(
+        _V,
+        _HIGH,
+        False,
+        False,
+        "Write {{totp.NAME}} for a stored TOTP seed's current code and {{secrets.NAME}} for a "
+        "value; store a seed with `stepline secrets set NAME --totp`",
+    ),
     "SECRET_ORIGIN_REFUSED": ErrorKind(
         _V,
         _HIGH,

@@ -60,7 +60,7 @@ class ArtifactRef(TypedDict):
     """In bytes."""
     media_type: str
     kind: str
-    """What it is: `screenshot`, `failure_screenshot`."""
+    """What it is: `screenshot`, `failure_screenshot`, `model_view` (what a model was shown)."""
 
 
 class CompletedStep(TypedDict):

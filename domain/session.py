@@ -495,6 +495,8 @@ class WorkflowSession(Aggregate):
         actor: str
 
     class TurnRecorded(Event):
+        """v2 lists the artifacts the model was shown (vision: the page's screenshot)."""
+
         step_index: int
         turn: int
         reasoning: str
@@ -503,6 +505,13 @@ class WorkflowSession(Aggregate):
         completion_tokens: int
         latency_ms: int
         actor: str
+        artifacts: list[ArtifactRef]
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["artifacts"] = []
 
     class CommandIssued(Event):
         """v2 carries the idempotency key sent with the command (v1: the command id)."""
@@ -944,8 +953,10 @@ class WorkflowSession(Aggregate):
         completion_tokens: int = 0,
         latency_ms: int = 0,
         actor: str = WORKER,
+        artifacts: list[ArtifactRef] | None = None,
     ) -> int:
-        """Record one decision of the AI model. Returns the turn number within the step."""
+        """Record one decision of the AI model, and what it was shown besides text (`artifacts`).
+        Returns the turn number within the step."""
         step = self._require_running_step("record a turn", step_index)
         turn = step.turns + 1
         self._turn_recorded(
@@ -957,6 +968,7 @@ class WorkflowSession(Aggregate):
             completion_tokens=completion_tokens,
             latency_ms=latency_ms,
             actor=actor,
+            artifacts=artifacts or [],
         )
         return turn
 
@@ -1427,6 +1439,7 @@ class WorkflowSession(Aggregate):
         completion_tokens: int,
         latency_ms: int,
         actor: str,
+        artifacts: list[ArtifactRef],
     ) -> None:
         self.steps[step_index].turns = turn
         self.tokens_used += prompt_tokens + completion_tokens
@@ -1678,7 +1691,11 @@ def status_after(
 
 
 def stored_artifacts(event: WorkflowSession.Event) -> list[ArtifactRef]:
-    """The files (screenshots) a command or a check stored, as recorded in its event."""
-    if isinstance(event, WorkflowSession.CommandFinished | WorkflowSession.Checked):
+    """The files (screenshots) a command or a check stored, or a turn's model was shown, as
+    recorded in its event."""
+    if isinstance(
+        event,
+        WorkflowSession.CommandFinished | WorkflowSession.Checked | WorkflowSession.TurnRecorded,
+    ):
         return event.artifacts
     return []

@@ -4,7 +4,16 @@ too) from everything recorded, logged or prompted.
 
 A session's secrets are its tenant's stored ones (`engine.tenancy.secret_store`), each bound to the
 origins it may be sent to, and, for the dev-mode tenant only, the `STEPLINE_SECRET_NAME`
-variables, which may go anywhere (the local convenience they always were).
+variables (and `STEPLINE_TOTP_NAME` seeds), which may go anywhere (the local convenience they
+always were).
+
+A secret may instead be a TOTP seed (stored with kind `totp`): `{{totp.NAME}}` is then its
+current one-time code (RFC 6238, computed with pyotp the moment the command is filled in),
+and the seed itself is never sent (`{{secrets.NAME}}` of a seed is refused). The seed is
+redacted like any value; each code filled in is redacted too, for the rest of the run, but
+only where it stands as a number of its own (not inside a longer run of digits), and not in
+its encodings: a six-digit code expires within a minute, while redacting every encoding of six
+digits would rewrite unrelated numbers all over recorded outputs.
 
 A destination is an origin (`https://api.example.com`, `http://127.0.0.1:8080`), or `shell`
 for a shell command: it has no network, but its output is recorded, so a stored secret reaches
@@ -14,6 +23,7 @@ a shell only when `shell` is among its origins.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 import os
@@ -24,11 +34,19 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 from urllib.parse import quote, quote_plus, urlsplit
 
+import pyotp
+
 from domain.errors import DomainError
 
 PREFIX = "STEPLINE_SECRET_"
+TOTP_PREFIX = "STEPLINE_TOTP_"
 NAME = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 PLACEHOLDER = re.compile(r"\{\{\s*secrets\.([A-Za-z0-9_]+)\s*\}\}")
+TOTP = "totp"
+"""The namespace of one-time codes: `{{totp.NAME}}` is the current code of seed NAME."""
+FILLED = re.compile(r"\{\{\s*(secrets|totp)\.([A-Za-z0-9_]+)\s*\}\}")
+"""Every placeholder an executor fills in: a secret's value or a seed's current code."""
+MIN_SEED_CHARS = 16  # 80 bits, the shortest seed authenticator apps are commonly given
 MIN_REDACTED_LENGTH = 4  # shorter values would redact ordinary text everywhere
 ANY_ORIGIN = "*"
 """Only the dev tenant's environment secrets carry it; a stored secret never does."""
@@ -40,6 +58,26 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def placeholder(name: str) -> str:
     return f"{{{{secrets.{name}}}}}"
+
+
+def totp_placeholder(name: str) -> str:
+    return f"{{{{totp.{name}}}}}"
+
+
+def normalized_seed(text: str) -> str:
+    """A TOTP seed as pyotp reads it: base32, upper case, without the spaces and dashes
+    sites print it with; ValueError (never repeating the seed) for anything else."""
+    seed = re.sub(r"[\s-]", "", text).upper().rstrip("=")
+    try:
+        decoded = base64.b32decode(seed + "=" * (-len(seed) % 8))
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if not decoded or len(seed) < MIN_SEED_CHARS:
+        raise ValueError(
+            f"a TOTP seed is base32 (letters A-Z and digits 2-7, at least {MIN_SEED_CHARS} "
+            "of them), as a site shows it under its QR code; this value is not one"
+        )
+    return seed
 
 
 def origin_of(url: str) -> str:
@@ -81,12 +119,42 @@ class SecretUnusable(DomainError):
 class SecretNotFound(SecretUnusable):
     code = "SECRET_NOT_FOUND"
 
-    def __init__(self, name: str) -> None:
-        super().__init__(
-            f"secret {name} is not set for this tenant; store it with `stepline secrets set "
-            f"{name}` or PUT /v1/secrets/{name} (dev mode: or set {PREFIX}{name})",
-            name=name,
+    def __init__(self, name: str, *, totp: bool = False) -> None:
+        how = (
+            f"store its seed with `stepline secrets set {name} --totp` or PUT "
+            f'/v1/secrets/{name} with "kind": "totp" (dev mode: or set {TOTP_PREFIX}{name})'
+            if totp
+            else f"store it with `stepline secrets set {name}` or PUT /v1/secrets/{name} (dev "
+            f"mode: or set {PREFIX}{name})"
         )
+        super().__init__(f"secret {name} is not set for this tenant; {how}", name=name)
+
+
+class SecretKindMismatch(SecretUnusable):
+    """A seed used as a value (which would send the seed itself), or a value used as a seed."""
+
+    code = "SECRET_KIND_MISMATCH"
+
+    def __init__(self, name: str, *, seed: bool) -> None:
+        message = (
+            f"secret {name} is a TOTP seed: write {{{{totp.{name}}}}} for its current code "
+            "(the seed itself is never sent)"
+            if seed
+            else f"secret {name} is not a TOTP seed: write {{{{secrets.{name}}}}}, or store the "
+            f"seed with `stepline secrets set {name} --totp`"
+        )
+        super().__init__(message, name=name)
+
+
+class UnreadableSeed(DomainError):
+    code = "CONFIGURATION_INVALID"
+
+
+def _seed_of(variable: str, text: str) -> str:
+    try:
+        return normalized_seed(text)
+    except ValueError as error:
+        raise UnreadableSeed(f"{variable}: {error}") from None
 
 
 class SecretOriginRefused(SecretUnusable):
@@ -117,6 +185,8 @@ class Secret:
     name: str
     value: str = field(repr=False)
     origins: tuple[str, ...] = (ANY_ORIGIN,)
+    totp: bool = False
+    """The value is a TOTP seed: only its current code is ever sent."""
 
     def may_go_to(self, destination: str) -> bool:
         """Never to a destination with no origin (about:blank, a relative URL with no base):
@@ -157,6 +227,11 @@ def _any_of(forms: Iterable[str]) -> re.Pattern[str]:
     return re.compile("|".join(map(re.escape, alternatives)), re.IGNORECASE)
 
 
+def _standalone(codes: Iterable[str]) -> re.Pattern[str]:
+    """A pattern matching any of `codes` where no digit is next to it."""
+    return re.compile(r"(?<!\d)(?:" + "|".join(map(re.escape, codes)) + r")(?!\d)")
+
+
 def strings_in(data: Any) -> Iterator[str]:
     """Every string in `data`, dict keys included."""
     if isinstance(data, str):
@@ -187,12 +262,22 @@ class Secrets:
         }
         self._forms = {form: secret for secret in self._exposed for form in exposures(secret.value)}
         self._pattern = _any_of(self._forms) if self._forms else None
+        self._codes: dict[str, str] = {}
+        """Each one-time code filled in, and the seed it came from."""
+        self._codes_pattern: re.Pattern[str] | None = None
+        self._codes_lock = threading.Lock()
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Secrets:
-        return cls(
-            {k.removeprefix(PREFIX): v for k, v in environ.items() if k.startswith(PREFIX) and v}
-        )
+        """`STEPLINE_SECRET_NAME` values and `STEPLINE_TOTP_NAME` seeds; UnreadableSeed for a
+        seed that is not base32."""
+        values = {k.removeprefix(PREFIX): v for k, v in environ.items() if k.startswith(PREFIX)}
+        seeds = [
+            Secret(variable.removeprefix(TOTP_PREFIX), _seed_of(variable, text), totp=True)
+            for variable, text in environ.items()
+            if variable.startswith(TOTP_PREFIX) and text
+        ]
+        return cls({name: value for name, value in values.items() if value}, bound=seeds)
 
     def joined(self, bound: Iterable[Secret]) -> Secrets:
         """These secrets and `bound`, which win on a shared name."""
@@ -206,6 +291,10 @@ class Secrets:
     def names(self) -> list[str]:
         return sorted(self._by_name)
 
+    @property
+    def seed_names(self) -> list[str]:
+        return sorted(name for name, secret in self._by_name.items() if secret.totp)
+
     # ---- filling in, for one destination --------------------------------------------------
 
     def resolve(self, text: str, destination: str) -> str:
@@ -213,15 +302,26 @@ class Secrets:
         executors call this, just before running. Raises SecretUnusable."""
 
         def value(match: re.Match[str]) -> str:
-            name = match.group(1)
+            wants_code, name = match.group(1) == TOTP, match.group(2)
             secret = self._by_name.get(name)
             if secret is None:
-                raise SecretNotFound(name)
+                raise SecretNotFound(name, totp=wants_code)
+            if secret.totp != wants_code:
+                raise SecretKindMismatch(name, seed=secret.totp)
             if not secret.may_go_to(destination):
                 raise SecretOriginRefused.sending(name, destination, secret.origins)
-            return secret.value
+            return self._code_of(secret) if wants_code else secret.value
 
-        return PLACEHOLDER.sub(value, text)
+        return FILLED.sub(value, text)
+
+    def _code_of(self, seed: Secret) -> str:
+        """The seed's code now, remembered so that it is redacted from now on."""
+        code = pyotp.TOTP(seed.value).now()
+        with self._codes_lock:
+            if self._codes.get(code) != seed.name:
+                self._codes[code] = seed.name
+                self._codes_pattern = _standalone(self._codes)
+        return code
 
     def resolve_all(self, data: Any, destination: str) -> Any:
         if isinstance(data, str):
@@ -263,10 +363,14 @@ class Secrets:
     # ---- redaction ----------------------------------------------------------------------
 
     def redact(self, text: str) -> str:
-        """Replace every secret value, in each of its exposures, by its placeholder."""
-        if self._pattern is None:
-            return text
-        return self._pattern.sub(lambda m: placeholder(self._name_of(m.group(0))), text)
+        """Replace every secret value, in each of its exposures, by its placeholder, and each
+        one-time code filled in so far, standing alone, by its `{{totp.NAME}}`."""
+        if self._pattern is not None:
+            text = self._pattern.sub(lambda m: placeholder(self._name_of(m.group(0))), text)
+        codes = self._codes_pattern
+        if codes is not None:
+            text = codes.sub(lambda m: totp_placeholder(self._codes[m.group(0)]), text)
+        return text
 
     def _name_of(self, matched: str) -> str:
         """The secret a redacted match is a form of (in another letter case, maybe)."""

@@ -182,6 +182,11 @@ class Settings(BaseSettings):
         description="summary: the step's history restated in one user message; messages: "
         "the API's own assistant tool calls and tool results",
     )
+    ai_vision: bool = Field(
+        default=False,
+        description="show the model the browser's screenshot with each turn (image parts; only "
+        "for models that accept images); a workflow's config.vision wins",
+    )
     ai_pause_on_outage: bool = Field(
         default=True, description="pause, not fail, on a 429/5xx/timeout/unreachable provider"
     )

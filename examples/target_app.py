@@ -13,7 +13,11 @@ after a crash) gets the first answer again and changes nothing. `POST /effects` 
 `GET /effects` lists every delivery and every effect applied. `GET /flaky/{name}?failures=N`
 answers 503 to its first N requests for `name`, then 200: a target that fails and recovers,
 for retries. `GET /trace-echo` answers with the `traceparent` header it was sent (null if
-none): what a traced target would continue the caller's trace from.
+none): what a traced target would continue the caller's trace from. `POST /totp-login` with
+`{"code": "123456"}` answers 200 only for the current one-time code (the one before or after
+too, for clock drift) of the TOTP seed $DEMO_TOTP_SEED (default `DEMO_TOTP_SEED` below), else
+401; like a careless app it echoes the code it accepted, which Stepline must not record.
+`/app/totp` is the same as a page: a code field and a Verify button.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from html import escape
 from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs
 
+import pyotp
 import uvicorn
 from fastapi import Cookie, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
@@ -94,6 +99,25 @@ class NewTodo(BaseModel):
 class Effect(BaseModel):
     name: str
 
+
+class TotpCode(BaseModel):
+    code: str
+
+
+DEMO_TOTP_SEED = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+"""The demo's TOTP seed (base32; a demo value, not a secret)."""
+
+APP_TOTP_PAGE = """<!doctype html>
+<html lang="en"><title>One-time code</title>
+<main>
+<h1>Enter your one-time code</h1>
+{result}
+<form method="post" action="/app/totp">
+  <label>Code <input name="code" autocomplete="one-time-code" inputmode="numeric"></label>
+  <button>Verify</button>
+</form>
+</main></html>
+"""
 
 T = TypeVar("T")
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
@@ -198,6 +222,26 @@ def create_app(password: str | None = None) -> FastAPI:
     @app.get("/trace-echo")
     def trace_echo(traceparent: Annotated[str | None, Header()] = None) -> dict[str, str | None]:
         return {"traceparent": traceparent}
+
+    totp = pyotp.TOTP(os.environ.get("DEMO_TOTP_SEED", DEMO_TOTP_SEED))
+
+    @app.post("/totp-login")
+    def totp_login(body: TotpCode) -> dict[str, Any]:
+        if not totp.verify(body.code, valid_window=1):
+            raise HTTPException(status_code=401, detail="wrong or expired one-time code")
+        return {"verified": True, "accepted": body.code}
+
+    @app.get("/app/totp", response_class=HTMLResponse)
+    def app_totp_page() -> str:
+        return APP_TOTP_PAGE.format(result="")
+
+    @app.post("/app/totp", response_class=HTMLResponse)
+    async def app_totp(request: Request) -> HTMLResponse:
+        code = (await form_fields(request)).get("code", "")
+        if not totp.verify(code, valid_window=1):
+            result = '<p role="alert">Wrong or expired code.</p>'
+            return HTMLResponse(APP_TOTP_PAGE.format(result=result), status_code=401)
+        return HTMLResponse(APP_TOTP_PAGE.format(result=f"<p>Verified with {escape(code)}.</p>"))
 
     @app.get("/todos/{todo_id}")
     def get_todo(todo_id: int, session: Annotated[str | None, Cookie()] = None) -> dict[str, Any]:

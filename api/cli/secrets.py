@@ -17,7 +17,16 @@ secrets_cli = typer.Typer(
     no_args_is_help=True,
 )
 
-SecretName = Annotated[str, typer.Argument(help="used in workflows as {{secrets.NAME}}")]
+SecretName = Annotated[
+    str, typer.Argument(help="used in workflows as {{secrets.NAME}} ({{totp.NAME}} for a seed)")
+]
+TotpOption = Annotated[
+    bool,
+    typer.Option(
+        "--totp",
+        help="the value is a base32 TOTP seed: workflows send its current code, {{totp.NAME}}",
+    ),
+]
 TenantOption = Annotated[str, typer.Option(help="the tenant the secret belongs to")]
 Origins = Annotated[
     list[str] | None,
@@ -38,14 +47,19 @@ def _value_from_stdin() -> str:
 
 @secrets_cli.command("set")
 def secrets_set(
-    name: SecretName, tenant: TenantOption = DEV_TENANT, origin: Origins = None
+    name: SecretName,
+    tenant: TenantOption = DEV_TENANT,
+    origin: Origins = None,
+    totp: TotpOption = False,
 ) -> None:
-    """Store (or replace) a secret; its value is read from stdin."""
+    """Store (or replace) a secret, or with --totp a TOTP seed; its value is read from stdin."""
     from api.cli.support import console, runtime_or_exit  # noqa: PLC0415
+    from engine.tenancy.secret_store import TOTP_SEED, VALUE  # noqa: PLC0415
 
     value = _value_from_stdin()
     with runtime_or_exit(quiet=True) as runtime:
-        stored = runtime.secret_store.put(tenant, name, value, origin or [])
+        kind = TOTP_SEED if totp else VALUE
+        stored = runtime.secret_store.put(tenant, name, value, origin or [], kind)
     where = ", ".join(stored.origins) or "the origin of the workflow's base_url"
     console.print(f"Stored secret {stored.name} for tenant {tenant}; it may be sent to {where}")
 
@@ -59,10 +73,11 @@ def secrets_list(tenant: TenantOption = DEV_TENANT) -> None:
 
     with runtime_or_exit(quiet=True) as runtime:
         stored = runtime.secret_store.listed(tenant)
-    table = Table("name", "origins", "updated")
+    table = Table("name", "kind", "origins", "updated")
     for secret in stored:
         origins = ", ".join(secret.origins) or "(the workflow's base_url)"
-        table.add_row(secret.name, origins, secret.updated_at.isoformat(timespec="seconds"))
+        updated = secret.updated_at.isoformat(timespec="seconds")
+        table.add_row(secret.name, secret.kind, origins, updated)
     console.print(table)
 
 

@@ -43,6 +43,7 @@ STATUS_OF_CODE = {
     # Secrets
     "SECRET_NOT_FOUND": 404,
     "SECRET_MISSING": 422,
+    "SECRET_KIND_MISMATCH": 422,
     "MASTER_KEY_MISSING": 503,
     # Completion webhooks
     "WEBHOOK_SECRET_MISSING": 422,

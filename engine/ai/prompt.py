@@ -6,6 +6,7 @@ values; the finished prompt is redacted once more before it leaves the process.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,7 +22,8 @@ Rules:
 - Use the executor's tools to act and to observe; base every claim on what a tool returned.
 - When the current step is done, call complete_step with a one-sentence summary and evidence.
 - If the step cannot be done, call fail_step with the reason. Do not work on other steps.
-- Secret values appear only as {{secrets.NAME}} placeholders; pass the placeholders as they are.
+- Secret values appear only as {{secrets.NAME}} placeholders, one-time codes as {{totp.NAME}};
+  pass the placeholders as they are.
 """
 
 
@@ -122,6 +124,19 @@ def build_messages(
     messages.extend({"role": "user", "content": note} for note in feedback)
     redacted: list[dict[str, Any]] = secrets.redact_all(messages)
     return redacted
+
+
+VIEW_NOTE = "The page as it looks now (a screenshot of the browser's viewport):"
+
+
+def with_view(
+    messages: list[dict[str, Any]], image: bytes, media_type: str
+) -> list[dict[str, Any]]:
+    """`messages` and, last, a user message showing `image` (vision) as an OpenAI-compatible
+    image part, a data URL. Added after redaction: the image's base64 is no text to redact."""
+    url = f"data:{media_type};base64,{base64.b64encode(image).decode()}"
+    parts = [{"type": "text", "text": VIEW_NOTE}, {"type": "image_url", "image_url": {"url": url}}]
+    return [*messages, {"role": "user", "content": parts}]
 
 
 ToolCallOf = Callable[[str, str, dict[str, Any]], tuple[str, dict[str, Any]] | None]

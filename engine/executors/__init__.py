@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from domain.errors import DomainError, StandardError
 from domain.payloads import ArtifactRef
-from engine.secrets import SecretUnusable
+from engine.secrets import TOTP, SecretUnusable
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z0-9_]+)\s*\}\}")
-"""Any `{{namespace.name}}`: `vars` are filled from what earlier steps saved, `secrets` by the
-executor for the command's destination, and any other namespace is never sent as written."""
+"""Any `{{namespace.name}}`: `vars` are filled from what earlier steps saved, `secrets` and
+`totp` (a seed's current code) by the executor for the command's destination, and any other
+namespace is never sent as written."""
 VARIABLES = "vars"
 SECRETS = "secrets"
+FILLED_BY_EXECUTORS = frozenset({SECRETS, TOTP})
 SAVING_COMMANDS = frozenset({"save_json", "save_text", "signal"})
 """Commands that save a variable under their `name` argument, for a later `{{vars.name}}`
 (`signal`: a wait for a signal, which saves the signal's body)."""
@@ -97,6 +99,26 @@ class Executor(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class View:
+    """What a model that can see is shown of where an executor is (the browser: its page),
+    as an image already stored as an artifact."""
+
+    content: bytes = field(repr=False)
+    media_type: str
+    artifact: ArtifactRef
+
+
+@runtime_checkable
+class Showing(Protocol):
+    """An executor with something to show a model that can see (`config.vision`)."""
+
+    def view(self) -> View | None:
+        """An image of where it is now, stored as an artifact; None when there is nothing to
+        show (no page open) or it could not be taken within its bounds."""
+        ...
+
+
 class VariableNotSet(DomainError):
     """A placeholder nothing can fill: a `{{vars.name}}` no earlier command saved, or one of a
     namespace there is none of (`{{inputs.name}}`). The command is not run with it unfilled."""
@@ -125,21 +147,22 @@ def _why_unset(namespace: str, name: str, saved: list[str]) -> str:
         )
     return (
         f"there is no {namespace!r} namespace: a step may use {{{{vars.NAME}}}} (saved by an "
-        "earlier step), {{inputs.NAME}} (declared by the workflow) and {{secrets.NAME}}"
+        "earlier step), {{inputs.NAME}} (declared by the workflow), {{secrets.NAME}} and "
+        "{{totp.NAME}} (the current code of a stored TOTP seed)"
     )
 
 
 def with_variables(data: Any, variables: dict[str, Any]) -> Any:
     """`data` with `{{vars.name}}` filled in (strings, and the strings inside dicts and
-    lists; a saved object or list as JSON); `{{secrets.NAME}}` is left for the executor to
-    fill for the destination. Raises VariableNotSet for a variable not saved or a namespace
-    there is none of, so nothing is sent with a placeholder in it (a 404 for
-    `/todos/%7B%7Bvars.id%7D%7D` would pass for a result)."""
+    lists; a saved object or list as JSON); `{{secrets.NAME}}` and `{{totp.NAME}}` are left
+    for the executor to fill for the destination. Raises VariableNotSet for a variable not
+    saved or a namespace there is none of, so nothing is sent with a placeholder in it (a 404
+    for `/todos/%7B%7Bvars.id%7D%7D` would pass for a result)."""
     if isinstance(data, str):
 
         def value(match: re.Match[str]) -> str:
             namespace, name = match.group(1), match.group(2)
-            if namespace == SECRETS:
+            if namespace in FILLED_BY_EXECUTORS:
                 return match.group(0)
             if namespace != VARIABLES or name not in variables:
                 raise VariableNotSet(namespace, name, sorted(variables))

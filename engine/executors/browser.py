@@ -37,6 +37,7 @@ from engine.executors import (
     Command,
     Outcome,
     VariableNotSet,
+    View,
     refused,
     truncated,
     with_variables,
@@ -46,7 +47,7 @@ from engine.executors.browser_host import BrowserHost, BrowserUnavailable, Tab
 from engine.executors.egress_proxy import REFUSED_HEADER
 from engine.executors.page_snapshot import REF_ATTRIBUTE, SNAPSHOT_JS, interactive_elements
 from engine.executors.sandbox import SandboxUnavailable
-from engine.secrets import PLACEHOLDER, Secrets, SecretUnusable, origin_of
+from engine.secrets import FILLED, Secrets, SecretUnusable, origin_of
 from engine.tenancy.egress import EgressPolicy, Refusal
 
 NUMBERED = re.compile(r"^\[?#?(\d+)\]?$")
@@ -62,6 +63,9 @@ BLANK = "about:blank"
 SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 TABS_AND_NEWLINES = re.compile(r"[\t\n\r]")
 C0_AND_SPACE = "".join(map(chr, range(0x21)))
+VIEW_MAX_BYTES = 1_000_000
+"""The largest image a model is shown (vision): the viewport as PNG, else as JPEG, else none."""
+VIEW_JPEG_QUALITY = 60
 TUNNEL_FAILED = "net::ERR_TUNNEL_CONNECTION_FAILED"
 """Chromium's error when the proxy refuses a CONNECT (https, wss)."""
 
@@ -152,7 +156,7 @@ class BrowserExecutor:
         args, refusal = self._arguments(command)
         if refusal is not None:
             return refusal
-        self._typing_secret = bool(PLACEHOLDER.search(str(command.args.get("value", ""))))
+        self._typing_secret = bool(FILLED.search(str(command.args.get("value", ""))))
         self._shots = []
         timeout_s = (self.limits.navigation_timeout_ms + self.limits.action_timeout_ms) / 1000 + 10
         try:
@@ -464,6 +468,33 @@ class BrowserExecutor:
             )
             self.restarted_at = None
         return f"{note}The page now ({state['url']}, title {state['title']!r}):\n{state['page']}"
+
+    def view(self) -> View | None:
+        """The page as a model that can see is shown it (vision): the viewport only (the
+        context's, 1280x720 CSS pixels), at one image pixel per CSS pixel, fields holding a
+        secret masked, as PNG, or JPEG when the PNG is over VIEW_MAX_BYTES; none when that is
+        over too, or no page is open. Stored as a `model_view` artifact."""
+        if self._tab is None and self.last_url is None:
+            return None
+        try:
+            shot = self.host.call(self._view_shot(), self.limits.navigation_timeout_ms / 1000)
+        except (BrowserUnavailable, SandboxUnavailable, TimeoutError, PlaywrightError):
+            return None
+        if shot is None:
+            return None
+        content, media_type = shot
+        return View(content, media_type, self.artifacts.put(content, media_type, "model_view"))
+
+    async def _view_shot(self) -> tuple[bytes, str] | None:
+        page = await self._page(reopen=True)
+        masked = [page.locator(f"[{SECRET_MARK}]")]
+        png = await page.screenshot(type="png", scale="css", mask=masked, timeout=5_000)
+        if len(png) <= VIEW_MAX_BYTES:
+            return png, "image/png"
+        jpeg = await page.screenshot(
+            type="jpeg", quality=VIEW_JPEG_QUALITY, scale="css", mask=masked, timeout=5_000
+        )
+        return (jpeg, "image/jpeg") if len(jpeg) <= VIEW_MAX_BYTES else None
 
     async def _briefing_state(self) -> dict[str, Any]:
         page = await self._page(reopen=True)

@@ -11,7 +11,7 @@ from domain.errors import StandardError
 from domain.extraction import Extraction
 from domain.session import WorkflowSession
 from domain.waits import WaitKind
-from engine.ai.prompt import build_conversation, build_messages
+from engine.ai.prompt import build_conversation, build_messages, with_view
 from engine.ai.provider import (
     COMPLETE_STEP,
     FAIL_STEP,
@@ -24,7 +24,7 @@ from engine.ai.provider import (
     approval_tool,
     finishing_tools,
 )
-from engine.executors import PLACEHOLDER, Executor
+from engine.executors import PLACEHOLDER, Executor, Showing, View
 from engine.executors.http import HTTP_STATUS_ERROR
 from engine.executors.kinds import DEFAULT_EXECUTOR
 from engine.loop.limits import Limits
@@ -143,6 +143,15 @@ class AiAttempt:
         briefing = self._executor().briefing()
         return [briefing] if briefing else []
 
+    def _view(self) -> View | None:
+        """With vision on (config.vision, else STEPLINE_AI_VISION), what the executor shows
+        of where it is (the browser's screenshot); None otherwise."""
+        vision = self.run_.config.get("vision")
+        if not (self.run_.settings.ai_vision if vision is None else vision):
+            return None
+        executor = self._executor()
+        return executor.view() if isinstance(executor, Showing) else None
+
     def _executor(self) -> Executor:
         return self.run_.executor(str(self.run_.config.get("executor", DEFAULT_EXECUTOR)))
 
@@ -176,6 +185,9 @@ class AiAttempt:
             return StepOnHold(used_up)
         events = self._attempt_events()
         messages = self._messages(session, events)
+        view = self._view()
+        if view is not None:
+            messages = with_view(messages, view.content, view.media_type)
         error_status = unjudged_error_status(events)
         try:
             decision = self._asked(messages, self._tools(expect, last, error_status))
@@ -191,6 +203,7 @@ class AiAttempt:
             prompt_tokens=decision.prompt_tokens,
             completion_tokens=decision.completion_tokens,
             latency_ms=decision.latency_ms,
+            artifacts=[view.artifact] if view is not None else [],
         )
         self.feedback = []
         used = run.session.tokens_used

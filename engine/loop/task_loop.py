@@ -174,6 +174,14 @@ class TaskLoop:
             return env
         return env | {stored.name for stored in self.secret_store.listed(tenant)}
 
+    def seed_names(self, tenant: str) -> set[str]:
+        """The names of the TOTP seeds a session of `tenant` can fill in (`{{totp.NAME}}`):
+        those it stored, and the environment's for the dev tenant only."""
+        env = set(self.secrets.seed_names) if is_dev_tenant(self.settings, tenant) else set()
+        if self.secret_store is None:
+            return env
+        return env | {stored.name for stored in self.secret_store.listed(tenant) if stored.totp}
+
     def close(self) -> None:
         """Release what the executor kinds hold for the process (the browser)."""
         for kind in self.executor_kinds.values():

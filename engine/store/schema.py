@@ -296,6 +296,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        8,
+        "a tenant's secret may be a TOTP seed (engine.tenancy.secret_store)",
+        ("ALTER TABLE tenant_secrets ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'value'",),
+    ),
 )
 """In order, never edited once released: a change to the schema is a new migration."""
 

@@ -11,6 +11,9 @@ first write (to keep those secrets once API keys are configured, set STEPLINE_MA
 the file's content). Make a key with `stepline secrets key`, or:
     python -c "import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())"
 A key cannot be changed in place: secrets stored under one key open only with that key.
+
+A secret's kind is `value` (sent as `{{secrets.NAME}}`) or `totp` (a base32 TOTP seed, checked
+and normalised when stored, whose current code `{{totp.NAME}}` is sent; see engine.secrets).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from engine.secrets import (
     Secret,
     SecretNotFound,
     normalized_origin,
+    normalized_seed,
 )
 from engine.settings import Settings
 
@@ -47,6 +51,9 @@ MAX_VALUE_CHARS = 65_536
 MAX_ORIGINS = 50
 NONCE_BYTES = 12
 KEY_BYTES = 32
+VALUE = "value"
+TOTP_SEED = "totp"
+KINDS = (VALUE, TOTP_SEED)
 
 
 class MasterKeyMissing(DomainError):
@@ -62,6 +69,11 @@ class StoredSecret:
     """Empty: the origin of the base URL of the workflow that uses it."""
     created_at: datetime
     updated_at: datetime
+    kind: str = VALUE
+
+    @property
+    def totp(self) -> bool:
+        return self.kind == TOTP_SEED
 
 
 def new_master_key() -> str:
@@ -160,26 +172,43 @@ def checked_value(value: str) -> str:
     return value
 
 
+def checked_kind_value(kind: str, value: str) -> str:
+    """The value as it is stored for its kind: a seed checked as base32 and normalised."""
+    if kind not in KINDS:
+        raise DomainError(f"{kind!r} is not a kind of secret: {' or '.join(KINDS)}", field="kind")
+    if kind == TOTP_SEED:
+        try:
+            value = normalized_seed(value)
+        except ValueError as error:
+            raise DomainError(str(error), field="value") from None
+    return checked_value(value)
+
+
 class SecretStore:
     def __init__(self, pool: ConnectionPool, key: MasterKey) -> None:
         self.pool = pool
         self.key = key
 
-    def put(self, tenant: str, name: str, value: str, origins: Iterable[str]) -> StoredSecret:
-        """Store (or replace) a tenant's secret, sealed under a fresh nonce."""
-        name, bound, value = checked_name(name), checked_origins(origins), checked_value(value)
+    def put(
+        self, tenant: str, name: str, value: str, origins: Iterable[str], kind: str = VALUE
+    ) -> StoredSecret:
+        """Store (or replace) a tenant's secret, sealed under a fresh nonce; a `totp` one
+        must be a base32 seed."""
+        name, bound = checked_name(name), checked_origins(origins)
+        value = checked_kind_value(kind, value)
         cipher = self._cipher_to_seal()
         nonce, ciphertext = sealed(cipher, value.encode(), secret_bound_to(tenant, name))
         with self.pool.connection() as conn:
             row = conn.execute(
                 "INSERT INTO tenant_secrets "
-                "(tenant, name, nonce, ciphertext, origins, created_at, updated_at) "
-                "VALUES (%s, %s, %s, %s, %s, now(), now()) ON CONFLICT (tenant, name) DO UPDATE "
+                "(tenant, name, nonce, ciphertext, origins, created_at, updated_at, kind) "
+                "VALUES (%s, %s, %s, %s, %s, now(), now(), %s) "
+                "ON CONFLICT (tenant, name) DO UPDATE "
                 "SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext, "
                 "next_nonce = NULL, next_ciphertext = NULL, "
-                "origins = EXCLUDED.origins, updated_at = now() "
-                "RETURNING name, origins, created_at, updated_at",
-                (tenant, name, nonce, ciphertext, list(bound)),
+                "origins = EXCLUDED.origins, kind = EXCLUDED.kind, updated_at = now() "
+                "RETURNING name, origins, created_at, updated_at, kind",
+                (tenant, name, nonce, ciphertext, list(bound), kind),
             ).fetchone()
         assert row is not None
         return _stored(row)
@@ -187,7 +216,7 @@ class SecretStore:
     def listed(self, tenant: str) -> list[StoredSecret]:
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT name, origins, created_at, updated_at FROM tenant_secrets "
+                "SELECT name, origins, created_at, updated_at, kind FROM tenant_secrets "
                 "WHERE tenant = %s ORDER BY name",
                 (tenant,),
             ).fetchall()
@@ -207,7 +236,7 @@ class SecretStore:
         `default_origin` (the origin of the workflow's base URL)."""
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT name, origins, nonce, ciphertext, next_nonce, next_ciphertext "
+                "SELECT name, origins, kind, nonce, ciphertext, next_nonce, next_ciphertext "
                 "FROM tenant_secrets WHERE tenant = %s",
                 (tenant,),
             ).fetchall()
@@ -217,10 +246,11 @@ class SecretStore:
         if cipher is None:
             log.warning("Tenant %s has stored secrets but no master key is set", tenant)
         found = []
-        for name, origins, *seals in rows:
+        for name, origins, kind, *seals in rows:
             value = None if cipher is None else _opened(cipher, tenant, name, seals)
             if value is not None:
-                found.append(Secret(name, value, tuple(origins) or (default_origin,)))
+                bound = tuple(origins) or (default_origin,)
+                found.append(Secret(name, value, bound, totp=kind == TOTP_SEED))
         return found
 
     # ---- the tenant's webhook signing secret ------------------------------------------
@@ -312,6 +342,6 @@ def _opened(cipher: AESGCM, tenant: str, name: str, seals: Sequence[bytes | None
     return value.decode()
 
 
-def _stored(row: tuple[str, list[str], datetime, datetime]) -> StoredSecret:
-    name, origins, created_at, updated_at = row
-    return StoredSecret(name, tuple(origins), created_at, updated_at)
+def _stored(row: tuple[str, list[str], datetime, datetime, str]) -> StoredSecret:
+    name, origins, created_at, updated_at, kind = row
+    return StoredSecret(name, tuple(origins), created_at, updated_at, kind)

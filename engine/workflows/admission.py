@@ -12,14 +12,16 @@ from __future__ import annotations
 from uuid import UUID
 
 from domain.errors import DomainError, WebhookSecretMissing
+from engine.executors import SECRETS
 from engine.loop.definitions import Definitions
 from engine.loop.limits import admitted as within_policy
 from engine.loop.replay import lineage_history, recorded_steps
 from engine.loop.task_loop import TaskLoop
+from engine.secrets import TOTP, SecretKindMismatch
 from engine.store.app import SessionRequest, Stepline
 from engine.tenancy.egress import EgressPolicy
 from engine.webhooks import check_webhook_reachable
-from engine.workflows.plan import PlannedStep, plan, secrets_used
+from engine.workflows.plan import PlannedStep, plan, secrets_used, used
 
 
 class SecretMissing(DomainError):
@@ -27,9 +29,12 @@ class SecretMissing(DomainError):
 
     code = "SECRET_MISSING"
 
-    def __init__(self, tenant: str, missing: dict[str, list[int]]) -> None:
+    def __init__(
+        self, tenant: str, missing: dict[str, list[int]], seeds: frozenset[str] = frozenset()
+    ) -> None:
         named = "; ".join(
-            f"{{{{secrets.{name}}}}} (step{'s' if len(steps) > 1 else ''} "
+            f"{{{{{'totp' if name in seeds else 'secrets'}.{name}}}}} "
+            f"(step{'s' if len(steps) > 1 else ''} "
             f"{', '.join(map(str, steps))})"
             for name, steps in missing.items()
         )
@@ -44,13 +49,15 @@ class SecretMissing(DomainError):
 def admitted(loop: TaskLoop, request: SessionRequest, tenant: str) -> SessionRequest:
     """`request` as its tenant may create it (every limit filled in), or the first reason it
     may not: PolicyRefused, InvalidWorkflow (a definitions module that does not load),
-    SecretMissing, or for its webhook WebhookRefused (a host the tenant may not reach) and
+    SecretMissing, SecretKindMismatch (a seed used as a value, or a value as a seed), or for its
+    webhook WebhookRefused (a host the tenant may not reach) and
     WebhookSecretMissing."""
     request = within_policy(request, loop.settings, loop.policy_of(tenant))
     definitions = definitions_of(loop, request)
     missing = missing_secrets(loop, request, definitions, tenant)
     if missing:
-        raise SecretMissing(tenant, missing)
+        raise SecretMissing(tenant, missing, seeds_used(request, definitions))
+    check_kinds(loop, request, definitions, tenant)
     check_webhook(loop, request, tenant)
     return request
 
@@ -85,6 +92,29 @@ def missing_secrets(
         return {}
     stored = loop.secret_names(tenant)
     return {name: steps for name, steps in sorted(needed.items()) if name not in stored}
+
+
+def check_kinds(
+    loop: TaskLoop, request: SessionRequest, definitions: Definitions, tenant: str
+) -> None:
+    """SecretKindMismatch for a stored seed written `{{secrets.NAME}}` or a stored value
+    written `{{totp.NAME}}`: the step using it would fail, after the steps before had acted."""
+    planned = plan(definitions, request.steps)
+    as_codes, as_values = used(planned, TOTP), used(planned, SECRETS)
+    if not as_codes and not as_values:
+        return
+    seeds = loop.seed_names(tenant)
+    for name in sorted(as_codes):
+        if name not in seeds:
+            raise SecretKindMismatch(name, seed=False)
+    for name in sorted(as_values):
+        if name in seeds:
+            raise SecretKindMismatch(name, seed=True)
+
+
+def seeds_used(request: SessionRequest, definitions: Definitions) -> frozenset[str]:
+    """The names the steps use as TOTP seeds (`{{totp.NAME}}`)."""
+    return frozenset(used(plan(definitions, request.steps), TOTP))
 
 
 def secrets_needed(

@@ -16,7 +16,7 @@ from uuid import uuid4
 
 from domain.errors import InvalidWorkflow
 from domain.tenant import Policy
-from engine.executors import SECRETS, VARIABLES, Command
+from engine.executors import FILLED_BY_EXECUTORS, VARIABLES, Command
 from engine.executors.kinds import ExecutorSetup, http_executor
 from engine.loop.limits import admitted as within_policy
 from engine.loop.task_loop import TaskLoop
@@ -106,7 +106,7 @@ def _step_checks(loop: TaskLoop, planned: list[PlannedStep], tenant: str) -> lis
         problems[step.index] += [
             f"{placeholder} is not stored for tenant {tenant}"
             for placeholder in step.placeholders()
-            if placeholder.namespace == SECRETS and placeholder.name not in stored
+            if placeholder.namespace in FILLED_BY_EXECUTORS and placeholder.name not in stored
         ]
     return [
         StepCheck(step.index, step.spec.text, runs_as(step, loop), problems[step.index])
@@ -122,7 +122,7 @@ def _unfillable_said(
     if placeholder.namespace != VARIABLES:
         return (
             f"{placeholder}: there is no {placeholder.namespace!r} namespace (only vars, "
-            "inputs and secrets)"
+            "inputs, secrets and totp)"
         )
     later = [i for i in saved_by(planned, placeholder.name) if i >= step.index]
     if later:

@@ -345,6 +345,11 @@ class WorkflowConfig(BaseModel):
         description="an HTTP request answered 4xx/5xx: fails its step unless an `expect status` "
         "judges it (fail, the default), or is recorded as a result (record)",
     )
+    vision: bool | None = Field(
+        default=None,
+        description="an AI step on the browser is shown the page's screenshot with each turn "
+        "(only for models that accept images); unset: STEPLINE_AI_VISION (default off)",
+    )
     approvals: Literal["none", "model"] | None = Field(
         default=None,
         description="model: an AI step may ask a person's approval (the request_approval tool) "

@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 
 from domain.errors import StandardError
 from domain.session import StepSpec
-from engine.executors import PLACEHOLDER, SECRETS, VARIABLES, Command
+from engine.executors import FILLED_BY_EXECUTORS, PLACEHOLDER, SECRETS, VARIABLES, Command
 from engine.loop.definitions import DefinitionError, Definitions
-from engine.secrets import strings_in
+from engine.secrets import TOTP, strings_in
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,12 @@ def used(planned: Sequence[PlannedStep], namespace: str) -> dict[str, list[int]]
 
 
 def secrets_used(planned: Sequence[PlannedStep]) -> dict[str, list[int]]:
-    return used(planned, SECRETS)
+    """Each stored secret the steps use, as a value (`{{secrets.NAME}}`) or as a TOTP seed
+    (`{{totp.NAME}}`), and the steps using it."""
+    users = used(planned, SECRETS)
+    for name, steps in used(planned, TOTP).items():
+        users.setdefault(name, []).extend(steps)
+    return users
 
 
 def saved_by(planned: Sequence[PlannedStep], name: str) -> list[int]:
@@ -138,7 +143,7 @@ def unfillable(planned: Sequence[PlannedStep]) -> Iterator[tuple[PlannedStep, Pl
     saved: set[str] = set()
     for step in planned:
         for placeholder in step.placeholders():
-            if placeholder.namespace == SECRETS or placeholder.namespace in step.bound:
+            if placeholder.namespace in FILLED_BY_EXECUTORS or placeholder.namespace in step.bound:
                 continue
             if placeholder.namespace != VARIABLES or placeholder.name not in saved:
                 yield step, placeholder

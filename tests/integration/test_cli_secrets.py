@@ -142,3 +142,23 @@ def test_a_master_key_rotation_keeps_every_tenants_secrets_and_webhook_secret(
         assert on_new_key.webhook_secret("acme") == signing
         assert store.secrets_of("acme") == []  # the old key opens nothing any more
         assert store.webhook_secret("acme") is None
+
+
+def test_set_totp_stores_a_base32_seed_and_refuses_anything_else(
+    fresh_database_url: str, store: SecretStore
+) -> None:
+    env = {"STEPLINE_DATABASE_URL": fresh_database_url, "STEPLINE_MASTER_KEY": MASTER_KEY}
+    seed = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+    stored = stepline("set", "MFA", "--tenant", "acme", "--totp", stdin=seed.lower() + "\n", **env)
+    not_base32 = "one-time 0189!"
+    refused = stepline("set", "BAD", "--tenant", "acme", "--totp", stdin=not_base32, **env)
+    listed = stepline("list", "--tenant", "acme", **env)
+
+    assert stored.returncode == 0, stored.stderr
+    assert [(s.name, s.value, s.totp) for s in store.secrets_of("acme")] == [("MFA", seed, True)]
+    assert refused.returncode != 0
+    assert "base32" in refused.stdout + refused.stderr
+    assert not_base32 not in refused.stdout + refused.stderr
+    assert "totp" in listed.stdout
+    assert seed not in listed.stdout.upper()
