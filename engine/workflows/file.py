@@ -302,6 +302,11 @@ class WorkflowConfig(BaseModel):
         description="an HTTP request answered 4xx/5xx: fails its step unless an `expect status` "
         "judges it (fail, the default), or is recorded as a result (record)",
     )
+    learn: bool | None = Field(
+        default=None,
+        description="false: AI steps neither use nor teach learned actions (the action cache); "
+        "by default a step an earlier run's model completed is done again without the model",
+    )
     approvals: Literal["none", "model"] | None = Field(
         default=None,
         description="model: an AI step may ask a person's approval (the request_approval tool) "
