@@ -110,13 +110,14 @@ def run(
             dir_okay=False,
         ),
     ] = None,
-    learn: Annotated[
+    no_learn: Annotated[
         bool,
         typer.Option(
-            help="--no-learn: AI steps neither use nor teach learned actions in this run "
-            "(the workflow's config.learn: false does so for every run)"
+            "--no-learn",
+            help="AI steps neither use nor teach learned actions (the action cache) in this "
+            "run; the workflow's config.learn: false does so for every run",
         ),
-    ] = True,
+    ] = False,
 ) -> None:
     """Run a workflow file to the end, showing each step live. Exit code 0: it completed; 1: it
     failed, was cancelled or expired (or stopped at a pause or a wait); 2: bad input, nothing
@@ -128,7 +129,7 @@ def run(
     if check:
         cli_commands.check(workflow, base_url, as_json, tenant, inputs)
     else:
-        cli_commands.run(workflow, base_url, as_json, tenant, inputs, junit, learn=learn)
+        cli_commands.run(workflow, base_url, as_json, tenant, inputs, junit, learn=not no_learn)
 
 
 @cli.command()
