@@ -80,6 +80,8 @@ class LearningAttempt:
 class LearnedAction:
     action_id: UUID
     version: int
+    """The log position of the completion that taught it: a later version is a greater
+    number (a rebuild gives the same, whatever sessions were erased meanwhile)."""
     tenant: str
     workflow: str
     step_text: str
@@ -114,10 +116,11 @@ APPLIED = (
     W.StepReplayed,
     W.StepCompleted,
     W.Erased,
+    W.Redacted,
     LearnedActions.Forgotten,
 )
 ActionKey = tuple[UUID, int]
-Latest = Callable[[UUID], LearnedAction | None]
+Versions = Callable[[UUID], list[LearnedAction]]
 
 
 def _created(recorded: Recorded, event: W.Created) -> LearningSession:
@@ -136,37 +139,41 @@ def _created(recorded: Recorded, event: W.Created) -> LearningSession:
 
 
 class Learned:
-    """The actions a batch touches: loaded when first needed, changed in memory."""
+    """The actions a batch touches, every version of each: loaded when first needed,
+    changed in memory."""
 
-    def __init__(self, latest: Latest) -> None:
-        self._latest_of = latest
+    def __init__(self, versions_of: Versions) -> None:
+        self._versions_of = versions_of
         self.rows: dict[ActionKey, LearnedAction] = {}
-        self.latest: dict[UUID, LearnedAction | None] = {}
+        self._loaded: set[UUID] = set()
         self.changed: set[ActionKey] = set()
 
+    def versions(self, action_id: UUID) -> list[LearnedAction]:
+        if action_id not in self._loaded:
+            self._loaded.add(action_id)
+            for row in self._versions_of(action_id):
+                self.rows[(row.action_id, row.version)] = row
+        return [row for key, row in self.rows.items() if key[0] == action_id]
+
     def current(self, action_id: UUID) -> LearnedAction | None:
-        if action_id not in self.latest:
-            found = self._latest_of(action_id)
-            self.latest[action_id] = found
-            if found is not None:
-                self.rows[(found.action_id, found.version)] = found
-        return self.latest[action_id]
+        return max(self.versions(action_id), key=lambda row: row.version, default=None)
 
     def learn(self, action: LearnedAction) -> None:
-        """Add `action` as its key's next version, the one before superseded."""
+        """Add `action` as its key's latest version, the one before it superseded."""
         before = self.current(action.action_id)
         if before is not None:
             before.superseded = True
             self.changed.add((before.action_id, before.version))
-            action.version = before.version + 1
-        self.latest[action.action_id] = action
         self.rows[(action.action_id, action.version)] = action
         self.changed.add((action.action_id, action.version))
 
     def count_use(self, action_id: UUID, version: int, hit: bool) -> None:
-        action = self.current(action_id)
-        if action is None or action.version != version:
-            return  # a use of an older version than the latest counts on no row kept live
+        action = self.rows.get((action_id, version))
+        if action is None and action_id not in self._loaded:
+            self.versions(action_id)
+            action = self.rows.get((action_id, version))
+        if action is None:
+            return  # a use of a version since deleted (its session erased)
         if hit:
             action.hits += 1
         else:
@@ -214,7 +221,7 @@ def _completed(
     learned.learn(
         LearnedAction(
             action_id=key.action_id,
-            version=1,
+            version=recorded.position,
             tenant=key.tenant,
             workflow=key.workflow,
             step_text=key.step_text,
@@ -263,10 +270,7 @@ def _evolve(
             _finished(attempt, event)
         case W.Checked() if attempt is not None:
             _checked(attempt, event)
-        case W.LearnedActionUsed(action_id=action_id, action_version=version, hit=hit):
-            learned.count_use(UUID(action_id), version, hit)
-            if attempt is None:
-                return None
+        case W.LearnedActionUsed(hit=hit) if attempt is not None:
             attempt.used = HIT if hit else MISS
         case W.StepReplayed() if attempt is not None:
             attempt.replayed = True
@@ -278,13 +282,22 @@ def _evolve(
 
 
 def _forgotten(learned: Learned, event: LearnedActions.Forgotten, at: datetime) -> None:
-    """The action's live version, if its tenant learned it until now, is forgotten (the
-    versions before it are superseded: no run uses them either)."""
-    latest = learned.current(UUID(event.action_id))
-    if latest is None or latest.tenant != event.tenant or latest.learned_at > at:
-        return
-    latest.forgotten = True
-    learned.changed.add((latest.action_id, latest.version))
+    """Every version of the action its tenant learned until now is forgotten."""
+    for row in learned.versions(UUID(event.action_id)):
+        if row.tenant == event.tenant and row.learned_at <= at and not row.forgotten:
+            row.forgotten = True
+            learned.changed.add((row.action_id, row.version))
+
+
+def _used(event: W.Event) -> tuple[UUID, int, bool] | None:
+    """Which action and version a `LearnedActionUsed` used and whether it held; also when
+    its session was erased (those fields stay clear), so a rebuild counts it again."""
+    if isinstance(event, W.Redacted) and event.event_type != W.LearnedActionUsed.__name__:
+        return None
+    if not isinstance(event, W.LearnedActionUsed | W.Redacted):
+        return None
+    used: Any = event
+    return UUID(used.action_id), int(used.action_version), bool(used.hit)
 
 
 def fold(
@@ -302,6 +315,8 @@ def fold(
         if isinstance(event, LearnedActions.Forgotten):
             _forgotten(learned, event, recorded.at)
             continue
+        if (use := _used(event)) is not None:
+            learned.count_use(*use)
         if isinstance(event, W.Created):
             if session_id not in sessions:
                 sessions[session_id] = _created(recorded, event)
@@ -403,7 +418,7 @@ class LearnedActionsView:
             (a.session_id, a.step_index): a
             for a in self.attempts.load_for_sessions(conn, session_ids)
         }
-        learned = Learned(lambda action_id: _latest(conn, action_id))
+        learned = Learned(lambda action_id: _versions(conn, action_id))
         sessions_changed, attempts_changed = fold(sessions, attempts, learned, touched)
         self.sessions.upsert(conn, (sessions[i] for i in sessions_changed))
         self.attempts.upsert(conn, (attempts[k] for k in attempts_changed))
@@ -412,16 +427,35 @@ class LearnedActionsView:
         if erased:
             self.sessions.delete_sessions(conn, erased)
             self.attempts.delete_sessions(conn, erased)
-            conn.execute("DELETE FROM learned_actions WHERE source_session_id = ANY(%s)", (erased,))
+            _forget_erased(conn, erased)
 
 
-def _latest(conn: Connection[Any], action_id: UUID) -> LearnedAction | None:
+_UNSUPERSEDED = """
+UPDATE learned_actions l SET superseded = false
+FROM (SELECT action_id, max(version) AS version FROM learned_actions
+      WHERE action_id = ANY(%s) GROUP BY action_id) latest
+WHERE l.action_id = latest.action_id AND l.version = latest.version
+"""
+
+
+def _forget_erased(conn: Connection[Any], erased: list[UUID]) -> None:
+    """Delete the actions the erased sessions taught; where one was its key's latest, the
+    version before it is the latest again (as a rebuild, which never sees it, finds)."""
+    deleted = conn.execute(
+        "DELETE FROM learned_actions WHERE source_session_id = ANY(%s) RETURNING action_id",
+        (erased,),
+    ).fetchall()
+    if deleted:
+        conn.execute(_UNSUPERSEDED, (list({row[0] for row in deleted}),))
+
+
+def _versions(conn: Connection[Any], action_id: UUID) -> list[LearnedAction]:
     with conn.cursor(row_factory=class_row(LearnedAction)) as cursor:
         return cursor.execute(
             f"SELECT {LearnedActionsView.actions.names} FROM learned_actions "  # noqa: S608
-            "WHERE action_id = %s ORDER BY version DESC LIMIT 1",
+            "WHERE action_id = %s",
             (action_id,),
-        ).fetchone()
+        ).fetchall()
 
 
 # ---- queries: always one tenant's ---------------------------------------------------------
