@@ -240,3 +240,39 @@ def test_the_rebuilt_view_equals_the_one_built_as_the_log_grew(
     projector.rebuild(["learned_actions"])
 
     assert view_rows(projector) == before
+
+
+def test_a_learned_step_whose_expect_is_a_step_definition_is_checked_without_the_model(
+    loop: TaskLoop, projector: Projector, model: ScriptedModel, pages: Pages
+) -> None:
+    step = StepSpec(STEPS[0], expect='expect body contains "/catalogue"')
+    model.calls("http_request", method="GET", url=PATHS[0])
+    model.calls("complete_step", summary="opened", evidence=["200"], expect_met=True)
+    run(loop, projector, pages.base_url, steps=[step])
+
+    second = run(loop, projector, pages.base_url, steps=[step])
+
+    assert second.status is SessionStatus.COMPLETED
+    assert len(model.requests) == 2
+    checked = [e for e in loop.app.history(second.id) if isinstance(e, WorkflowSession.Checked)]
+    assert [(c.name, c.ok) for c in checked] == [("expect_body_contains", True)]
+    assert [u.hit for u in used(loop.app, second.id)] == [True]
+
+
+def test_a_learned_step_whose_expect_only_a_model_can_judge_asks_only_that(
+    loop: TaskLoop, projector: Projector, model: ScriptedModel, pages: Pages
+) -> None:
+    step = StepSpec(STEPS[0], expect="the catalogue lists products")
+    model.calls("http_request", method="GET", url=PATHS[0])
+    model.calls("complete_step", summary="opened", evidence=["200"], expect_met=True)
+    model.calls("complete_step", summary="it does", evidence=["200"], expect_met=True)
+    run(loop, projector, pages.base_url, steps=[step])
+
+    second = run(loop, projector, pages.base_url, steps=[step])
+
+    assert second.status is SessionStatus.COMPLETED
+    assert len(model.requests) == 3  # one question: does the expectation hold
+    assert "Judge only whether the step's expectation holds" in json.dumps(model.requests[2])
+    assert [u.hit for u in used(loop.app, second.id)] == [True]
+    assert pages.asked == [PATHS[0], PATHS[0]]
+    assert len(actions(projector, "acme", with_old=True)) == 1  # a judged hit teaches nothing
