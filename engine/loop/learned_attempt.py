@@ -9,7 +9,6 @@ the step then holds is for its caller to judge (its `expect`), before a hit is r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -34,21 +33,11 @@ class Held:
 
 @dataclass(frozen=True)
 class Missed:
-    """A command gave another result: what the model is told, and what the log records."""
+    """A command gave another result: how many held before it, and what the log records of
+    it (what the model is then told: `engine.ai.prompt.learned_miss_note`)."""
 
     done: int
     miss: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def feedback(self) -> str:
-        miss = self.miss
-        return (
-            f"An earlier run of this step learned how to do it; its {self.done} first "
-            f"command(s) were done again and gave the results they gave then. The next, "
-            f"{miss['executor']}.{miss['name']} {json.dumps(miss['args'])}, returned "
-            f"{json.dumps(miss['got'])} where the earlier run got {json.dumps(miss['expected'])}: "
-            "the target changed there. Carry on from here to complete the step."
-        )
 
 
 class LearnedAttempt:

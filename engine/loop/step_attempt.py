@@ -178,9 +178,9 @@ class StepAttempt:
             self.run_, self.index, action, self.deadline, recorded=self._recorded, key=self._key
         )
         tried = learned.run()
-        if isinstance(tried, Missed):
+        if isinstance(tried, Missed):  # the model is told where, from the log (the miss)
             learned.record_miss(tried)
-            return self._with_ai(text, [tried.feedback])
+            return self._with_ai(text)
         if not isinstance(tried, Held):
             return tried
         return self._judged_as_learned(learned, tried)
@@ -205,7 +205,7 @@ class StepAttempt:
         if isinstance(checked, StepFailure):
             missed = Missed(len(held.evidence), _failed_check(expect, checked))
             learned.record_miss(missed)
-            return self._with_ai(self.step.text, [missed.feedback])
+            return self._with_ai(self.step.text)
         learned.record_hit()
         return StepDone(done.summary, done.evidence + checked)
 

@@ -109,9 +109,15 @@ def test_a_second_run_of_an_ai_workflow_makes_no_model_request(
     assert [a.hits for a in actions(projector, "acme")] == [1] * 5
 
 
+@pytest.mark.parametrize("conversation", ["summary", "messages"])
 def test_a_changed_target_makes_only_the_changed_step_ask_the_model_and_relearn(
-    loop: TaskLoop, projector: Projector, model: ScriptedModel, pages: Pages
+    make_loop: LoopFactory,
+    projector: Projector,
+    model: ScriptedModel,
+    pages: Pages,
+    conversation: str,
 ) -> None:
+    loop = make_loop(learned=LearnedActionSource(projector.pool), ai_conversation=conversation)
     script_pages(model, PATHS)
     run(loop, projector, pages.base_url)
     pages.move("/orders", "/orders-v2")
@@ -121,9 +127,10 @@ def test_a_changed_target_makes_only_the_changed_step_ask_the_model_and_relearn(
 
     assert second.status is SessionStatus.COMPLETED
     assert len(model.requests) == 12  # the changed step's two turns, no other
-    told = json.dumps(model.requests[10]["messages"])
-    assert "An earlier run of this step learned" in told
-    assert "/orders" in told
+    for request in model.requests[10:12]:  # on every turn of the step: it is on the log
+        told = json.dumps(request["messages"])
+        assert "An earlier run of this step learned" in told
+        assert '\\"/orders\\"' in told
     results = [(u.step_index, u.hit) for u in used(loop.app, second.id)]
     assert results == [(0, True), (1, True), (2, False), (3, True), (4, True)]
     miss = used(loop.app, second.id)[2].miss
