@@ -283,3 +283,26 @@ def test_a_learned_step_whose_expect_only_a_model_can_judge_asks_only_that(
     assert [u.hit for u in used(loop.app, second.id)] == [True]
     assert pages.asked == [PATHS[0], PATHS[0]]
     assert len(actions(projector, "acme", with_old=True)) == 1  # a judged hit teaches nothing
+
+
+def test_a_browser_step_is_learned_from_the_page_it_started_on_and_done_again_without_the_model(
+    loop: TaskLoop, projector: Projector, model: ScriptedModel, target: str
+) -> None:
+    model.calls("browser_fill", target="1", value="demo")
+    model.calls("browser_fill", target="2", value="{{secrets.DEMO_PASSWORD}}")
+    model.calls("browser_click", target='button "Sign in"')
+    model.calls("complete_step", summary="signed in", evidence=["the Todos page shows"])
+    steps: list[str | StepSpec] = ["open /app/login", "Sign in as demo with the password"]
+    first = run(loop, projector, target, steps=steps, executor="browser")
+    assert first.status is SessionStatus.COMPLETED, first.error
+
+    second = run(loop, projector, target, steps=steps, executor="browser")
+
+    assert second.status is SessionStatus.COMPLETED, second.error
+    assert len(model.requests) == 4
+    (learned,) = actions(projector, "acme")
+    assert learned.start == f"browser {target} /app/login"
+    assert [c["name"] for c in learned.commands] == ["fill", "fill", "click"]
+    results = loop.app.history(second.id)
+    last = [e for e in results if isinstance(e, WorkflowSession.CommandFinished)][-1]
+    assert json.loads(last.output)["url"] == f"{target}/app/todos"  # signed in, as learned
