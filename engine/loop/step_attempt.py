@@ -188,7 +188,7 @@ class StepAttempt:
     def _judged_as_learned(self, learned: LearnedAttempt, held: Held) -> StepResult:
         """A learned action that held completes the step if its `expect` holds: checked by
         its step definition when it has one (no model call); else the model is asked only
-        whether it holds. A definition's check that fails makes it a miss."""
+        whether it holds. A check that fails makes it a miss."""
         done = StepDone(f"{self.step.text}: done as learned", held.evidence)
         expect = self.step.expect
         if not expect:
@@ -199,15 +199,23 @@ class StepAttempt:
         except DefinitionError as error:
             return _unusable(f"step {self.index} expect: {error}", error)
         if checks is None:
-            learned.record_hit()
-            return self._with_ai(expect, [JUDGE_ONLY])
+            return self._judged_by_the_model(learned, held, expect)
         checked = self._run_commands(checks)
         if isinstance(checked, StepFailure):
-            missed = Missed(len(held.evidence), _failed_check(expect, checked))
-            learned.record_miss(missed)
+            learned.record_miss(Missed(len(held.evidence), _failed_check(expect, checked)))
             return self._with_ai(self.step.text)
         learned.record_hit()
         return StepDone(done.summary, done.evidence + checked)
+
+    def _judged_by_the_model(self, learned: LearnedAttempt, held: Held, expect: str) -> StepResult:
+        """The model is asked only whether `expect` holds: it does, a hit; it does not (the
+        model fails the step), a miss; on hold, neither yet."""
+        judged = self._with_ai(expect, [JUDGE_ONLY])
+        if isinstance(judged, StepDone):
+            learned.record_hit()
+        elif isinstance(judged, StepFailure):
+            learned.record_miss(Missed(len(held.evidence), _failed_check(expect, judged)))
+        return judged
 
     def _judged_by_a_check(self, commands: list[Command]) -> list[Command]:
         """The commands, the last one's error status left to the `expect status` that judges

@@ -306,3 +306,21 @@ def test_a_browser_step_is_learned_from_the_page_it_started_on_and_done_again_wi
     results = loop.app.history(second.id)
     last = [e for e in results if isinstance(e, WorkflowSession.CommandFinished)][-1]
     assert json.loads(last.output)["url"] == f"{target}/app/todos"  # signed in, as learned
+
+
+def test_a_learned_step_the_model_judges_not_holding_is_a_miss(
+    loop: TaskLoop, projector: Projector, model: ScriptedModel, pages: Pages
+) -> None:
+    step = StepSpec(STEPS[0], expect="the catalogue lists products")
+    model.calls("http_request", method="GET", url=PATHS[0])
+    model.calls("complete_step", summary="opened", evidence=["200"], expect_met=True)
+    model.calls("fail_step", reason="the catalogue is empty")
+    run(loop, projector, pages.base_url, steps=[step])
+
+    second = run(loop, projector, pages.base_url, steps=[step])
+
+    assert second.status is SessionStatus.FAILED
+    (missed,) = used(loop.app, second.id)
+    assert missed.hit is False
+    assert missed.miss is not None
+    assert missed.miss["got"]["code"] == "STEP_FAILED"
