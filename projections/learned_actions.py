@@ -13,8 +13,9 @@ A tenant's `LearnedActions.Forgotten` marks the versions learned until then forg
 rebuild forgets them again. An erased session's state is deleted, and so are the actions it
 taught (they hold its step text and commands).
 
-Per session it keeps what it needs to fold: the session's key parts, the last path it went
-to (`domain.learning.starting_point`) and its steps' latest attempts in progress.
+Per session under way it keeps what it needs to fold: the session's key parts, the last page
+it went to (`domain.learning.starting_point`) and its steps' latest attempts; an ended
+session's are dropped.
 """
 
 from __future__ import annotations
@@ -118,7 +119,12 @@ APPLIED = (
     W.Erased,
     W.Redacted,
     LearnedActions.Forgotten,
+    W.Completed,
+    W.Failed,
+    W.Cancelled,
+    W.Expired,
 )
+ENDS = (W.Completed, W.Failed, W.Cancelled, W.Expired, W.Erased)
 ActionKey = tuple[UUID, int]
 Versions = Callable[[UUID], list[LearnedAction]]
 
@@ -423,10 +429,12 @@ class LearnedActionsView:
         self.sessions.upsert(conn, (sessions[i] for i in sessions_changed))
         self.attempts.upsert(conn, (attempts[k] for k in attempts_changed))
         self.actions.upsert(conn, (learned.rows[k] for k in learned.changed))
+        # An ended session teaches nothing more: what the fold kept of it is dropped.
+        ended = [r.session_id for r in touched if isinstance(r.event, ENDS)]
+        self.sessions.delete_sessions(conn, ended)
+        self.attempts.delete_sessions(conn, ended)
         erased = [r.session_id for r in erasures(touched)]
         if erased:
-            self.sessions.delete_sessions(conn, erased)
-            self.attempts.delete_sessions(conn, erased)
             _forget_erased(conn, erased)
 
 

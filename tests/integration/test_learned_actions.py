@@ -107,6 +107,8 @@ def test_a_second_run_of_an_ai_workflow_makes_no_model_request(
         e for e in loop.app.history(second.id) if isinstance(e, WorkflowSession.TurnRecorded)
     ]
     assert [a.hits for a in actions(projector, "acme")] == [1] * 5
+    ended = view_rows(projector)
+    assert ended["learning_sessions"] == ended["learning_attempts"] == []  # nothing left to fold
 
 
 @pytest.mark.parametrize("conversation", ["summary", "messages"])
