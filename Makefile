@@ -74,6 +74,7 @@ bench: $(STAMP) chromium bubblewrap  ## benchmarks, printed as ratios against ra
 	$(BIN)/python -m bench.session_size
 	$(BIN)/python -m bench.browser
 	$(BIN)/python -m bench.replay
+	$(BIN)/python -m bench.learned
 	$(BIN)/python -m bench.verify
 
 up:  ## PostgreSQL in Docker, for those who prefer it to the embedded server

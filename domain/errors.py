@@ -79,6 +79,9 @@ CATALOGUE: dict[str, ErrorKind] = {
     "SCHEDULE_NOT_FOUND": ErrorKind(
         _V, _LOW, False, False, "Check the schedule id: `stepline schedules list` shows them"
     ),
+    "LEARNED_ACTION_NOT_FOUND": ErrorKind(
+        _V, _LOW, False, False, "Check the id: `stepline learned list` shows the tenant's"
+    ),
     "WORKFLOW_NOT_FOUND": ErrorKind(
         _V,
         _LOW,
@@ -609,6 +612,12 @@ class BatchNotFound(DomainError):
 
 class ScheduleNotFound(DomainError):
     code = "SCHEDULE_NOT_FOUND"
+
+
+class LearnedActionNotFound(DomainError):
+    """No learned action of that id among the tenant's (another tenant's is not found)."""
+
+    code = "LEARNED_ACTION_NOT_FOUND"
 
 
 class WorkflowNotFound(DomainError):

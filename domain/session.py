@@ -587,6 +587,22 @@ class WorkflowSession(Aggregate):
         strict: bool
         actor: str
 
+    class LearnedActionUsed(Event):
+        """The step tried what an earlier session's step learned (`action_id` at
+        `action_version`), without the model. A hit did all `commands` as recorded, saving
+        about `tokens_saved` tokens and `seconds_saved` seconds; a miss (`hit` false) names in
+        `miss` the command whose result differed, and the model takes over from there."""
+
+        step_index: int
+        action_id: str
+        action_version: int
+        hit: bool
+        commands: int
+        tokens_saved: int
+        seconds_saved: float
+        miss: dict[str, Any] | None
+        actor: str
+
     class StepCompleted(Event):
         """v2 holds the step's extracted `data` (None for a step that extracts nothing)."""
 
@@ -1107,6 +1123,33 @@ class WorkflowSession(Aggregate):
             actor=actor,
         )
 
+    def record_learned_action_used(
+        self,
+        step_index: int,
+        *,
+        action_id: str,
+        action_version: int,
+        hit: bool,
+        commands: int,
+        tokens_saved: int = 0,
+        seconds_saved: float = 0.0,
+        miss: dict[str, Any] | None = None,
+        actor: str = WORKER,
+    ) -> None:
+        """Record that the step tried a learned action, and whether it held."""
+        self._require_running_step("record a learned action used", step_index)
+        self._learned_action_used(
+            step_index=step_index,
+            action_id=action_id,
+            action_version=action_version,
+            hit=hit,
+            commands=commands,
+            tokens_saved=tokens_saved if hit else 0,
+            seconds_saved=seconds_saved if hit else 0.0,
+            miss=None if hit else miss,
+            actor=actor,
+        )
+
     def complete_step(
         self,
         step_index: int,
@@ -1518,6 +1561,22 @@ class WorkflowSession(Aggregate):
         actor: str,
     ) -> None:
         """Nothing the session decides on changes: the step fails, or goes on live."""
+
+    @event(LearnedActionUsed)
+    def _learned_action_used(
+        self,
+        *,
+        step_index: int,
+        action_id: str,
+        action_version: int,
+        hit: bool,
+        commands: int,
+        tokens_saved: int,
+        seconds_saved: float,
+        miss: dict[str, Any] | None,
+        actor: str,
+    ) -> None:
+        """Nothing the session decides on changes: the step completes, or the model goes on."""
 
     @event(StepCompleted)
     def _step_completed(

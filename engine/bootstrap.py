@@ -21,6 +21,7 @@ from engine.live.leadership import process_identity
 from engine.live.projector import VIEWS_CHANNEL, Projector
 from engine.logs import LOGGER_NAME, configure_logging
 from engine.loop.builtin_steps import builtin
+from engine.loop.learned import LearnedActionSource
 from engine.loop.task_loop import TaskLoop
 from engine.ownership.executor_state import ExecutorStates
 from engine.ownership.leases import RELEASED_CHANNEL, Leases
@@ -257,6 +258,7 @@ def open_runtime(settings: Settings | None = None) -> Iterator[Runtime]:
             policies=policies,
             secret_store=secret_store,
             tracing=tracing,
+            learned=LearnedActionSource(pool),
         )
         stack.callback(loop.close)
         yield Runtime(

@@ -3,6 +3,7 @@
 from projections.ai_usage import AiUsageView
 from projections.audit_log import AuditLogView
 from projections.batch_index import BatchIndexView
+from projections.learned_actions import LearnedActionsView
 from projections.schedule_index import ScheduleIndexView
 from projections.session_index import SessionIndexView
 from projections.session_progress import SessionProgressView
@@ -23,4 +24,5 @@ ALL_VIEWS: tuple[View, ...] = (
     WebhookOutboxView(),
     WorkflowRegistryView(),
     WorkflowAnalyticsView(),
+    LearnedActionsView(),
 )

@@ -12,6 +12,7 @@ from psycopg import Connection, sql
 from psycopg.rows import class_row, tuple_row
 
 from domain.batch import Batch
+from domain.learning import LearnedActions
 from domain.schedule import Schedule
 from domain.session import ERASED
 from domain.session import WorkflowSession as W
@@ -32,7 +33,7 @@ class AuditEntry:
     description: str
 
 
-def event_type(event: object) -> str:
+def event_type(event: object) -> str:  # noqa: PLR0911 - one prefix per aggregate
     """The event's name; a batch's, a schedule's, a tenant policy's and a workflow's are
     prefixed, so `Created` stays a session's."""
     name = type(event).__name__
@@ -46,10 +47,12 @@ def event_type(event: object) -> str:
         return f"TenantPolicy.{name}"
     if isinstance(event, Workflow.Event):
         return f"Workflow.{name}"
+    if isinstance(event, LearnedActions.Event):
+        return f"LearnedActions.{name}"
     return name
 
 
-def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per event type
+def describe(event: object) -> str:  # noqa: PLR0911, PLR0912, PLR0915 - one case per event type
     """A short sentence for a person reading the trail."""
     match event:
         case Batch.Created(session_ids=session_ids):
@@ -104,6 +107,15 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912 - one case per eve
             return f"replayed step {index} without the model ({turns} model turns saved)"
         case W.ReplayDiverged(step_index=index, executor=ex, name=name, got=got):
             return f"replay diverged in step {index} at {ex}.{name}: got {got}"
+        case W.LearnedActionUsed(step_index=index, hit=True, tokens_saved=tokens):
+            return f"did step {index} as learned, without the model ({tokens} tokens saved)"
+        case W.LearnedActionUsed(step_index=index, miss=miss):
+            where = f" at {miss.get('executor')}.{miss.get('name')}" if miss else ""
+            return f"learned action of step {index} missed{where}: the model takes over"
+        case LearnedActions.Created(tenant=tenant):
+            return f"started the learned actions of tenant {tenant}"
+        case LearnedActions.Forgotten(action_id=action_id):
+            return f"forgot learned action {action_id}"
         case W.StepCompleted(step_index=index):
             return f"completed step {index}"
         case W.StepFailed(step_index=index, error=error, retryable=retryable):
@@ -178,7 +190,8 @@ class AuditLogView:
                 | Batch.Created
                 | Schedule.Created
                 | TenantPolicy.Created
-                | Workflow.Created,
+                | Workflow.Created
+                | LearnedActions.Created,
             )
         }
         unknown = list({r.session_id for r in batch} - tenants.keys())

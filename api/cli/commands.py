@@ -150,6 +150,8 @@ def run(
     tenant: str,
     inputs: dict[str, Any],
     junit: Path | None,
+    *,
+    learn: bool = True,
 ) -> None:
     if names_a_file(workflow):
         _workflow_or_exit(workflow)  # before the database: a file's mistakes need none
@@ -157,6 +159,8 @@ def run(
         _check_writable(junit)
     with _interruptible(), runtime_or_exit(quiet=True) as runtime:
         request = chosen_workflow(runtime, workflow, tenant).request(base_url, inputs)
+        if not learn:
+            request = replace(request, config={**request.config, "learn": False})
         ran = _run_request(runtime, request, as_json, tenant)
         if junit is not None:
             _write_report(runtime, ran, junit)

@@ -15,6 +15,7 @@ import typer
 
 from api.cli.audit import audit_cli, db_cli
 from api.cli.examples import EXAMPLE
+from api.cli.learned import learned_cli
 from api.cli.options import ApiKey, ApiUrl, AsJson
 from api.cli.schedules import schedules_cli
 from api.cli.secrets import secrets_cli
@@ -43,6 +44,7 @@ cli.add_typer(secrets_cli, name="secrets")
 cli.add_typer(audit_cli, name="audit")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(schedules_cli, name="schedules")
+cli.add_typer(learned_cli, name="learned")
 cli.add_typer(workflows_cli, name="workflows")
 
 Tenant = Annotated[
@@ -108,6 +110,14 @@ def run(
             dir_okay=False,
         ),
     ] = None,
+    no_learn: Annotated[
+        bool,
+        typer.Option(
+            "--no-learn",
+            help="AI steps neither use nor teach learned actions (the action cache) in this "
+            "run; the workflow's config.learn: false does so for every run",
+        ),
+    ] = False,
 ) -> None:
     """Run a workflow file to the end, showing each step live. Exit code 0: it completed; 1: it
     failed, was cancelled or expired (or stopped at a pause or a wait); 2: bad input, nothing
@@ -119,7 +129,7 @@ def run(
     if check:
         cli_commands.check(workflow, base_url, as_json, tenant, inputs)
     else:
-        cli_commands.run(workflow, base_url, as_json, tenant, inputs, junit)
+        cli_commands.run(workflow, base_url, as_json, tenant, inputs, junit, learn=not no_learn)
 
 
 @cli.command()

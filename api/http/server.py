@@ -23,6 +23,7 @@ from api.http import (
     audit,
     batches,
     errors,
+    learned,
     openapi,
     ops,
     replays,
@@ -182,6 +183,7 @@ def create_app(
         schedules,
         workflows,
         analytics,
+        learned,
         audit,
         ops,
     )

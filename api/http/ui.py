@@ -121,6 +121,12 @@ def workflow_analytics_page(request: Request, name: str) -> HTMLResponse:
     return _page(request, "analytics_workflow.html", "Workflow analytics", workflow_name=name)
 
 
+@router.get("/learned", response_class=HTMLResponse)
+def learned_page(request: Request) -> HTMLResponse:
+    """The tenant's learned actions (the action cache): their commands, hits, forgetting."""
+    return _page(request, "learned.html", "Learned actions")
+
+
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request) -> HTMLResponse:
     return _page(request, "audit.html", "Audit trail")

@@ -58,6 +58,19 @@ def divergence_note(event: WorkflowSession.ReplayDiverged) -> str:
     )
 
 
+def learned_miss_note(event: WorkflowSession.LearnedActionUsed) -> str:
+    """What the model is told when a learned action missed (see `engine.loop.learned_attempt`)."""
+    miss = event.miss or {}
+    return (
+        f"An earlier run of this step learned how to do it; its {event.commands} first "
+        "command(s) were done again and gave the results they gave then. The next, "
+        f"{miss.get('executor')}.{miss.get('name')} {json.dumps(miss.get('args'))}, returned "
+        f"{json.dumps(miss.get('got'))} where the earlier run got "
+        f"{json.dumps(miss.get('expected'))}: the target changed there. Carry on from here to "
+        "complete the step."
+    )
+
+
 def wait_note(event: WorkflowSession.WaitEnded) -> str:
     """How a wait of the step ended, as the model is told it."""
     said = f": {event.comment}" if event.comment else ""
@@ -84,6 +97,8 @@ def describe_actions(events: Sequence[WorkflowSession.Event]) -> list[str]:
                 entries.append(f"Checked {check} -> {_verdict(ok, event.error)}: {output}")
             case WorkflowSession.ReplayDiverged():
                 entries.append(divergence_note(event))
+            case WorkflowSession.LearnedActionUsed(hit=False):
+                entries.append(learned_miss_note(event))
             case WorkflowSession.WaitEnded():
                 entries.append(wait_note(event))
     return entries
@@ -179,6 +194,8 @@ def _exchanges(
                 exchanges.append([{"role": "assistant", "content": reasoning or ""}])
             case WorkflowSession.ReplayDiverged():
                 exchanges.append([{"role": "user", "content": divergence_note(event)}])
+            case WorkflowSession.LearnedActionUsed(hit=False):
+                exchanges.append([{"role": "user", "content": learned_miss_note(event)}])
             case WorkflowSession.WaitEnded():
                 exchanges.append([{"role": "user", "content": wait_note(event)}])
             case WorkflowSession.CommandIssued(command_id=call_id) if exchanges:

@@ -12,10 +12,11 @@ from uuid import UUID
 
 from domain.actions import actions_of
 from domain.errors import StandardError
+from domain.learning import INTERRUPTED
 from domain.session import WorkflowSession
 from engine.executors import Command, Executor
 from engine.logs import LOGGER_NAME, on_step
-from engine.loop.replay import INTERRUPTED, lineage_history
+from engine.loop.replay import lineage_history
 from engine.ownership.executor_state import ExecutorStates
 from engine.store.app import Stepline
 from engine.store.held_session import HeldSession

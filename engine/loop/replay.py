@@ -9,7 +9,6 @@ its checks are made again, on the new results.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -17,6 +16,8 @@ from uuid import UUID
 
 from domain.actions import actions_of
 from domain.errors import InvalidWorkflow, SessionErased
+from domain.learning import INTERRUPTED
+from domain.learning import essentials as result_essentials
 from domain.payloads import CompletedStep
 from domain.session import StepSpec, StepState, StepStatus, WorkflowSession
 from domain.session import WorkflowSession as W
@@ -25,8 +26,6 @@ from engine.loop.waits import RecordedDecision, recorded_wait
 from engine.store.app import SessionRequest, Stepline
 from engine.workflows.inputs import written_in
 
-INTERRUPTED = "COMMAND_INTERRUPTED"
-
 
 def interrupted(finished: W.CommandFinished) -> bool:
     """Whether the result is the one recorded for a command its owner never saw finish."""
@@ -34,20 +33,8 @@ def interrupted(finished: W.CommandFinished) -> bool:
 
 
 def essentials(command: Command, ok: bool, output: str) -> dict[str, Any]:
-    """The part of a result a replay must reproduce: whether it succeeded, and the status or
-    exit code it came with (a request failed on its 4xx still has its status)."""
-    found: dict[str, Any] = {"ok": ok}
-    key = {("http", "request"): "status", ("shell", "run"): "exit_code"}.get(
-        (command.executor, command.name)
-    )
-    if key is not None:
-        try:
-            recorded = json.loads(output)
-        except json.JSONDecodeError:
-            return found
-        if isinstance(recorded, dict) and key in recorded:
-            found[key] = recorded[key]
-    return found
+    """The part of a result a replay must reproduce (see `domain.learning.essentials`)."""
+    return result_essentials(command.executor, command.name, ok, output)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from engine.executors import Command, Outcome, truncated
 from engine.loop.ai_attempt import AiAttempt
 from engine.loop.definitions import DefinitionError, NearMiss
 from engine.loop.extraction import read_by_selectors
+from engine.loop.learned_attempt import Held, LearnedAttempt, Missed
 from engine.loop.replay import RecordedAction, RecordedStep, interrupted
 from engine.loop.step_results import Deadline, StepDone, StepFailure, StepResult, failure
 from engine.loop.step_run import StepRun
@@ -51,10 +52,12 @@ class StepAttempt:
             self.limits.step_timeout_ms, step.policy.setting_of("step_timeout_ms")
         )
         self._diverged = False
+        self._tried_learned = False
+        """The attempt already tried its learned action (a resumed one asks the model)."""
         self._waited: dict[str, Outcome] = {}
         """How each wait of this attempt ended, by key."""
         self._recorded = self._finished_by_key() if resuming else {}
-        self._positions = {"c": 0, "r": 0}
+        self._positions = {"c": 0, "r": 0, "l": 0}
 
     def _finished_by_key(self) -> dict[str, WorkflowSession.CommandFinished]:
         """The results the attempt's commands got, by idempotency key (a command sent again
@@ -69,6 +72,8 @@ class StepAttempt:
         for event in events:
             if isinstance(event, WorkflowSession.ReplayDiverged):
                 self._diverged = True
+            elif isinstance(event, WorkflowSession.LearnedActionUsed):
+                self._tried_learned = True
             elif isinstance(event, WorkflowSession.WaitStarted):
                 waits[event.key] = event
             elif isinstance(event, WorkflowSession.WaitEnded):
@@ -144,7 +149,7 @@ class StepAttempt:
         except DefinitionError as error:
             return _unusable(f"step {self.index}: {error}", error)
         if commands is None:
-            return self._with_ai(text)
+            return self._learned_or_ai(text)
         result = self._run_commands(self._judged_by_a_check(commands))
         if isinstance(result, StepFailure):
             return result
@@ -165,9 +170,10 @@ class StepAttempt:
             return done
         return self._check_expectation(expect, done)
 
-    def _with_ai(self, unmatched: str) -> StepResult:
+    def _with_ai(self, unmatched: str, feedback: list[str] | None = None) -> StepResult:
         """The step by the model; without one, why `unmatched` (the step's text or its
-        expect criterion) was not run, and how it may almost be a definition."""
+        expect criterion) was not run, and how it may almost be a definition. `feedback`:
+        what the model is told first (what a learned action did)."""
         ai = self.run_.ai
         if ai is None:
             near = self.run_.definitions.near_miss(unmatched)
@@ -175,7 +181,57 @@ class StepAttempt:
         attempt = AiAttempt(
             self.run_, ai, self.index, self.attempt, deadline=self.deadline, limits=self.limits
         )
+        attempt.feedback = list(feedback or [])
         return attempt.run()
+
+    def _learned_or_ai(self, text: str) -> StepResult:
+        """The step as an earlier session's learned it, if one did and it holds; else (or
+        from where it missed) by the model."""
+        action = None if self._tried_learned else self.run_.learned_action(self.index, self.attempt)
+        if action is None:
+            return self._with_ai(text)
+        learned = LearnedAttempt(
+            self.run_, self.index, action, self.deadline, recorded=self._recorded, key=self._key
+        )
+        tried = learned.run()
+        if isinstance(tried, Missed):  # the model is told where, from the log (the miss)
+            learned.record_miss(tried)
+            return self._with_ai(text)
+        if not isinstance(tried, Held):
+            return tried
+        return self._judged_as_learned(learned, tried)
+
+    def _judged_as_learned(self, learned: LearnedAttempt, held: Held) -> StepResult:
+        """A learned action that held completes the step if its `expect` holds: checked by
+        its step definition when it has one (no model call); else the model is asked only
+        whether it holds. A check that fails makes it a miss."""
+        done = StepDone(f"{self.step.text}: done as learned", held.evidence)
+        expect = self.step.expect
+        if not expect:
+            learned.record_hit()
+            return done
+        try:
+            checks = self.run_.definitions.match(expect)
+        except DefinitionError as error:
+            return _unusable(f"step {self.index} expect: {error}", error)
+        if checks is None:
+            return self._judged_by_the_model(learned, held, expect)
+        checked = self._run_commands(checks)
+        if isinstance(checked, StepFailure):
+            learned.record_miss(Missed(len(held.evidence), _failed_check(expect, checked)))
+            return self._with_ai(self.step.text)
+        learned.record_hit()
+        return StepDone(done.summary, done.evidence + checked)
+
+    def _judged_by_the_model(self, learned: LearnedAttempt, held: Held, expect: str) -> StepResult:
+        """The model is asked only whether `expect` holds: it does, a hit; it does not (the
+        model fails the step), a miss; on hold, neither yet."""
+        judged = self._with_ai(expect, [JUDGE_ONLY])
+        if isinstance(judged, StepDone):
+            learned.record_hit()
+        elif isinstance(judged, StepFailure):
+            learned.record_miss(Missed(len(held.evidence), _failed_check(expect, judged)))
+        return judged
 
     def _judged_by_a_check(self, commands: list[Command]) -> list[Command]:
         """The commands, the last one's error status left to the `expect status` that judges
@@ -222,6 +278,26 @@ class StepAttempt:
         if isinstance(checked, StepFailure):
             return checked
         return StepDone(done.summary, done.evidence + checked, done.data)
+
+
+JUDGE_ONLY = (
+    "An earlier run of this step learned how to do it, and its commands were done again, "
+    "each giving the result it gave then. Judge only whether the step's expectation holds "
+    "now: call complete_step with expect_met=true if it does (check it first if you must), "
+    "else fail_step."
+)
+
+
+def _failed_check(expect: str, checked: StepFailure) -> dict[str, Any]:
+    """A miss at the step's own check: what the model is told the check found."""
+    error = checked.error
+    return {
+        "executor": "expect",
+        "name": "check",
+        "args": {"expect": expect},
+        "expected": {"ok": True},
+        "got": {"ok": False, "code": error.code, "message": error.message[:300]},
+    }
 
 
 AI_SETUP = (

@@ -19,6 +19,7 @@ from engine.loop.waits import RecordedDecision, WaitRequest
 from engine.secrets import Secrets
 from engine.settings import Settings
 from engine.tracing import Tracing
+from projections.learned_actions import LearnedAction
 
 
 class StepRun(Protocol):
@@ -112,3 +113,10 @@ class StepRun(Protocol):
         ...
 
     def model_budget_used_up(self) -> StandardError | None: ...
+
+    def learned_action(self, index: int, attempt: int) -> LearnedAction | None:
+        """What an earlier session of the tenant learned for this attempt's step, unless
+        learning is off for the session (`config.learn: false`, a replay) or none is."""
+        ...
+
+    def record_learned_action_used(self, index: int, **used: Any) -> None: ...

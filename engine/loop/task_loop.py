@@ -37,6 +37,7 @@ from engine.executors import Command, Executor, Outcome
 from engine.executors.kinds import EXECUTOR_NAMES, ExecutorKind, ExecutorSetup, builtin_kinds
 from engine.logs import LOGGER_NAME, on_session, on_step
 from engine.loop.definitions import Definitions, DefinitionsCache
+from engine.loop.learned import LearnedActionSource, key_of
 from engine.loop.limits import Limits
 from engine.loop.recovery import Recovery
 from engine.loop.replay import RecordedAction, RecordedStep, Replay
@@ -69,6 +70,7 @@ from engine.tenancy.policies import Policies, base_policy, is_dev_tenant
 from engine.tenancy.secret_store import SecretStore
 from engine.tracing import OFF, Tracing, ended
 from engine.workflows.plan import status_judged_after, unset_explained
+from projections.learned_actions import LearnedAction
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -121,14 +123,17 @@ class TaskLoop:
         policies: Policies | None = None,
         secret_store: SecretStore | None = None,
         tracing: Tracing = OFF,
+        learned: LearnedActionSource | None = None,
     ) -> None:
         """`secrets` are the environment's, for the dev tenant only; `executor_kinds` adds
         executors to (or replaces) the registered kinds; `executor_states` keeps what
         executors need after a takeover (cookies); `token_budget` is each tenant's daily
         allowance of model tokens; `policies` gives each tenant's policy (without: the
         operator's defaults); `secret_store` holds each tenant's own secrets; `tracing`
-        makes each run of a session a span of the session's trace."""
+        makes each run of a session a span of the session's trace; `learned` finds what
+        earlier AI steps learned (without: every AI step asks the model)."""
         self.tracing = tracing
+        self.learned = learned
         self.secret_store = secret_store
         self.token_budget = token_budget
         self.policies = policies
@@ -632,6 +637,19 @@ class SessionRun:
         """Why the session's tenant may not call the model now (its daily budget), or None."""
         budget = self.loop.token_budget
         return None if budget is None else budget.used_up(self.held.session.tenant)
+
+    def learned_action(self, index: int, attempt: int) -> LearnedAction | None:
+        source = self.loop.learned
+        if source is None or self.config.get("learn") is False or self.replay is not None:
+            return None
+        self.held.commit()
+        history = self.app.history(self.session_id)
+        return source.current(key_of(history, index, self.session.steps[index].text, attempt))
+
+    def record_learned_action_used(self, index: int, **used: Any) -> None:
+        self.held.decide(lambda s: s.record_learned_action_used(index, **used))
+        said = "held, no model call" if used["hit"] else "missed; the model takes over"
+        log.info("Learned action %s", said, extra=on_step(self.session_id, index))
 
     def record_turn(self, index: int, **turn: Any) -> int:
         number = self.held.decide(lambda s: s.record_turn(index, **turn))

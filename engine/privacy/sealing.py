@@ -74,6 +74,10 @@ CLEAR_FIELDS = frozenset(
         "turns_saved",
         "tokens_saved",
         "model",
+        # which learned action a step used, and whether it held (see projections.learned_actions)
+        "action_id",
+        "action_version",
+        "hit",
     }
 )
 """Fields kept in clear in every session event; all others are sealed."""

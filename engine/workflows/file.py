@@ -350,6 +350,11 @@ class WorkflowConfig(BaseModel):
         description="an AI step on the browser is shown the page's screenshot with each turn "
         "(only for models that accept images); unset: STEPLINE_AI_VISION (default off)",
     )
+    learn: bool | None = Field(
+        default=None,
+        description="false: AI steps neither use nor teach learned actions (the action cache); "
+        "by default a step an earlier run's model completed is done again without the model",
+    )
     approvals: Literal["none", "model"] | None = Field(
         default=None,
         description="model: an AI step may ask a person's approval (the request_approval tool) "

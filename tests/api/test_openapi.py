@@ -122,6 +122,9 @@ def test_operation_ids_are_short_camel_case_and_unique(document: dict[str, Any])
         "putSecret",
         "listSecrets",
         "deleteSecret",
+        "listLearnedActions",
+        "getLearnedAction",
+        "forgetLearnedAction",
         "getHealth",
         "getMetrics",
     }

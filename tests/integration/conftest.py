@@ -18,6 +18,7 @@ from domain.session import StepSpec, WorkflowSession
 from engine.ai.provider import AiProvider
 from engine.live.projector import Projector
 from engine.loop.builtin_steps import builtin
+from engine.loop.learned import LearnedActionSource
 from engine.loop.limits import session_config
 from engine.loop.task_loop import TaskLoop
 from engine.ownership.executor_state import ExecutorStates
@@ -77,6 +78,7 @@ def make_loop(
         states: ExecutorStates | None = None,
         ai_base_url: str | None = None,
         ai_timeout_s: float = 60.0,
+        learned: LearnedActionSource | None = None,
         **settings: Any,
     ) -> TaskLoop:
         provider = None
@@ -103,6 +105,7 @@ def make_loop(
             policies=Policies(app, loop_settings),
             secret_store=secret_store,
             tracing=Tracing.of(loop_settings),  # off unless `otel_endpoint` is given
+            learned=learned,
         )
         loops.append(loop)
         return loop

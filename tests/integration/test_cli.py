@@ -317,6 +317,7 @@ def test_projections_can_be_rebuilt_and_their_lag_read(database_url: str) -> Non
         "webhook_outbox",
         "workflow_registry",
         "workflow_analytics",
+        "learned_actions",
     }
     assert lags["audit_log"] == "0"
     assert unknown.returncode == 2

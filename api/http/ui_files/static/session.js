@@ -169,6 +169,13 @@ function details(event) {
           `${JSON.stringify(d.got)}, recorded ${JSON.stringify(d.expected)}` +
           (d.strict ? " (strict: the step fails)" : " (the step goes on live)")),
         el("details", {}, el("summary", {}, "arguments"), json(d.args)));
+    case "LearnedActionUsed":
+      return d.hit
+        ? el("p", {}, `step ${d.step_index}: ${d.commands} learned commands done again without ` +
+          `the model (${d.tokens_saved} tokens, ${d.seconds_saved} s saved)`)
+        : el("p", {}, `step ${d.step_index}: the learned action missed at ` +
+          `${d.miss?.executor}.${d.miss?.name}: got ${JSON.stringify(d.miss?.got)}, learned ` +
+          `${JSON.stringify(d.miss?.expected)} (the model takes over)`);
     case "StepStarted":
       return el("p", {}, `step ${d.step_index}, attempt ${d.attempt}`);
     case "TurnRecorded":
