@@ -215,6 +215,8 @@ def _completed(
     """The attempt completed: if the model decided it, what it did is the key's next version."""
     if not session.learns or attempt.turns == 0 or attempt.used == HIT or attempt.replayed:
         return
+    if getattr(recorded.event, "data", None) is not None:  # extracted: the model's reading
+        return  # of the page is the result, which doing the commands again would not give
     if not attempt.recipe["commands"]:
         return
     key = LearnedKey(

@@ -12,6 +12,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from domain.extraction import Extraction
 from domain.learning import LearnedActions
 from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.live.projector import Projector
@@ -326,3 +327,24 @@ def test_a_learned_step_the_model_judges_not_holding_is_a_miss(
     assert missed.hit is False
     assert missed.miss is not None
     assert missed.miss["got"]["code"] == "STEP_FAILED"
+
+
+def test_a_step_that_extracts_data_is_not_learned_and_asks_the_model_each_run(
+    loop: TaskLoop, projector: Projector, model: ScriptedModel, pages: Pages
+) -> None:
+    """Its result is the data the model read off the page: doing its commands again gives
+    no data, so it is never learned (an extracting step always goes to the model)."""
+    step = StepSpec(
+        "Read the help page", extract=Extraction.written({"topic": "string"}), save_as="help"
+    )
+    for _ in range(2):
+        model.calls("http_request", method="GET", url="/help")
+        model.calls("complete_step", summary="read it", evidence=["200"], data={"topic": "x"})
+
+    first = run(loop, projector, pages.base_url, steps=[step])
+    second = run(loop, projector, pages.base_url, steps=[step])
+
+    assert (first.status, second.status) == (SessionStatus.COMPLETED, SessionStatus.COMPLETED)
+    assert len(model.requests) == 4
+    assert actions(projector, "acme") == []
+    assert used(loop.app, second.id) == []
