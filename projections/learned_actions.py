@@ -75,6 +75,9 @@ class LearningAttempt:
     used: str = ""
     """HIT or MISS if the attempt tried a learned action."""
     replayed: bool = False
+    waited: bool = False
+    """The model asked a person's approval in it: never learned, so a later run cannot do
+    what a person approved here without asking again."""
 
 
 @dataclass
@@ -115,6 +118,7 @@ APPLIED = (
     W.Checked,
     W.LearnedActionUsed,
     W.StepReplayed,
+    W.WaitStarted,
     W.StepCompleted,
     W.Erased,
     W.Redacted,
@@ -215,6 +219,8 @@ def _completed(
     """The attempt completed: if the model decided it, what it did is the key's next version."""
     if not session.learns or attempt.turns == 0 or attempt.used == HIT or attempt.replayed:
         return
+    if attempt.waited:
+        return
     if getattr(recorded.event, "data", None) is not None:  # extracted: the model's reading
         return  # of the page is the result, which doing the commands again would not give
     if not attempt.recipe["commands"]:
@@ -282,6 +288,8 @@ def _evolve(
             attempt.used = HIT if hit else MISS
         case W.StepReplayed() if attempt is not None:
             attempt.replayed = True
+        case W.WaitStarted() if attempt is not None:
+            attempt.waited = True
         case W.StepCompleted() if attempt is not None:
             _completed(session, attempt, recorded, learned)
         case _:
@@ -289,10 +297,11 @@ def _evolve(
     return key
 
 
-def _forgotten(learned: Learned, event: LearnedActions.Forgotten, at: datetime) -> None:
-    """Every version of the action its tenant learned until now is forgotten."""
+def _forgotten(learned: Learned, event: LearnedActions.Forgotten, position: int) -> None:
+    """Every version of the action its tenant learned before the forgetting, in the log's
+    order (a version is the position that taught it; clocks of processes may disagree)."""
     for row in learned.versions(UUID(event.action_id)):
-        if row.tenant == event.tenant and row.learned_at <= at and not row.forgotten:
+        if row.tenant == event.tenant and row.version < position and not row.forgotten:
             row.forgotten = True
             learned.changed.add((row.action_id, row.version))
 
@@ -321,7 +330,7 @@ def fold(
     for recorded in batch:
         event, session_id = recorded.event, recorded.session_id
         if isinstance(event, LearnedActions.Forgotten):
-            _forgotten(learned, event, recorded.at)
+            _forgotten(learned, event, recorded.position)
             continue
         if (use := _used(event)) is not None:
             learned.count_use(*use)
@@ -358,7 +367,7 @@ class LearnedActionsView:
             """
             CREATE TABLE IF NOT EXISTS learned_actions (
                 action_id uuid NOT NULL,
-                version integer NOT NULL,
+                version bigint NOT NULL,
                 tenant text NOT NULL,
                 workflow text NOT NULL,
                 step_text text NOT NULL,
@@ -411,6 +420,7 @@ class LearnedActionsView:
                 pending jsonb NOT NULL,
                 used text NOT NULL,
                 replayed boolean NOT NULL,
+                waited boolean NOT NULL,
                 PRIMARY KEY (session_id, step_index)
             )
             """

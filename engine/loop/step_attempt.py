@@ -225,12 +225,15 @@ class StepAttempt:
 
     def _judged_by_the_model(self, learned: LearnedAttempt, held: Held, expect: str) -> StepResult:
         """The model is asked only whether `expect` holds: it does, a hit; it does not (the
-        model fails the step), a miss; on hold, neither yet."""
+        model fails the step), a miss, and the model takes the step over from there, as after
+        any miss (its completion is the next version); on hold, neither yet."""
         judged = self._with_ai(expect, [JUDGE_ONLY])
         if isinstance(judged, StepDone):
             learned.record_hit()
         elif isinstance(judged, StepFailure):
             learned.record_miss(Missed(len(held.evidence), _failed_check(expect, judged)))
+            if judged.error.code == JUDGED_NOT_HOLDING:
+                return self._with_ai(self.step.text)
         return judged
 
     def _judged_by_a_check(self, commands: list[Command]) -> list[Command]:
@@ -279,6 +282,10 @@ class StepAttempt:
             return checked
         return StepDone(done.summary, done.evidence + checked, done.data)
 
+
+JUDGED_NOT_HOLDING = "STEP_FAILED"
+"""The judge's fail_step: the expectation does not hold (any other failure, a limit's or the
+provider's, ends the step as it would any step)."""
 
 JUDGE_ONLY = (
     "An earlier run of this step learned how to do it, and its commands were done again, "

@@ -311,22 +311,31 @@ def test_a_browser_step_is_learned_from_the_page_it_started_on_and_done_again_wi
     assert json.loads(last.output)["url"] == f"{target}/app/todos"  # signed in, as learned
 
 
-def test_a_learned_step_the_model_judges_not_holding_is_a_miss(
+def test_a_learned_step_the_model_judges_not_holding_is_a_miss_the_model_takes_over(
     loop: TaskLoop, projector: Projector, model: ScriptedModel, pages: Pages
 ) -> None:
+    """The judge says the expectation does not hold: a miss, and the model does the step
+    (before, the step failed, and every later run failed at it until someone forgot it)."""
     step = StepSpec(STEPS[0], expect="the catalogue lists products")
     model.calls("http_request", method="GET", url=PATHS[0])
     model.calls("complete_step", summary="opened", evidence=["200"], expect_met=True)
-    model.calls("fail_step", reason="the catalogue is empty")
-    run(loop, projector, pages.base_url, steps=[step])
+    first = run(loop, projector, pages.base_url, steps=[step])
+    model.calls("fail_step", reason="the catalogue is empty")  # the judge
+    model.calls("http_request", method="GET", url="/help")
+    model.calls("complete_step", summary="listed all", evidence=["200"], expect_met=True)
 
     second = run(loop, projector, pages.base_url, steps=[step])
 
-    assert second.status is SessionStatus.FAILED
+    assert second.status is SessionStatus.COMPLETED
     (missed,) = used(loop.app, second.id)
     assert missed.hit is False
     assert missed.miss is not None
     assert missed.miss["got"]["code"] == "STEP_FAILED"
+    (relearned,) = actions(projector, "acme")
+    assert relearned.source_session_id == second.id
+    # what the attempt did: the learned command, then the model's
+    assert [c["args"]["url"] for c in relearned.commands] == ["/catalogue", "/help"]
+    assert first.status is SessionStatus.COMPLETED
 
 
 def test_a_step_that_extracts_data_is_not_learned_and_asks_the_model_each_run(
@@ -348,3 +357,25 @@ def test_a_step_that_extracts_data_is_not_learned_and_asks_the_model_each_run(
     assert len(model.requests) == 4
     assert actions(projector, "acme") == []
     assert used(loop.app, second.id) == []
+
+
+def test_a_step_whose_model_asked_a_persons_approval_is_never_learned(
+    loop: TaskLoop, projector: Projector, model: ScriptedModel, pages: Pages
+) -> None:
+    """A person approved what the model did here: a later run must ask again, not do it
+    as learned with nobody asked."""
+    model.calls("request_approval", question="Open the catalogue?")
+    session_id = start_session(loop, STEPS[:1], pages.base_url, approvals="model")
+    assert drive(loop, session_id).status is SessionStatus.WAITING
+    loop.app.approve(session_id, "yes", actor="bob")
+    model.calls("http_request", method="GET", url=PATHS[0])
+    model.calls("complete_step", summary="opened", evidence=["200"])
+    assert drive(loop, session_id).status is SessionStatus.COMPLETED
+    projector.catch_up()
+
+    model.calls("request_approval", question="Open the catalogue?")
+    again = start_session(loop, STEPS[:1], pages.base_url, approvals="model")
+
+    assert actions(projector, "acme") == []
+    assert drive(loop, again).status is SessionStatus.WAITING  # asked again
+    assert used(loop.app, again) == []
