@@ -148,7 +148,7 @@ class StepAttempt:
             commands = self.run_.definitions.match(text)
         except DefinitionError as error:
             return _unusable(f"step {self.index}: {error}", error)
-        if commands is None:
+        if commands is None or self._no_server_for(commands):
             return self._learned_or_ai(text)
         result = self._run_commands(self._judged_by_a_check(commands))
         if isinstance(result, StepFailure):
@@ -157,6 +157,12 @@ class StepAttempt:
         if not expect:
             return done
         return self._check_expectation(expect, done)
+
+    def _no_server_for(self, commands: list[Command]) -> bool:
+        """`call support` in a workflow with no MCP server is an instruction for the model
+        (telephone someone), not a tool of a server there is none of."""
+        mcp = any(command.executor == "mcp" for command in commands)
+        return mcp and not self.run_.config.get("mcp")
 
     def _extracted(self, text: str) -> StepResult:
         """A step that extracts: read by its selectors (the browser, no model), else by the

@@ -240,3 +240,17 @@ def test_a_server_reached_over_streamable_http_serves_call_steps(
     assert drive(loop, session_id).status is SessionStatus.COMPLETED
     listed = json.loads(finished(loop.app, session_id)[1].output)
     assert listed["structured"] == {"result": ["over http"]}
+
+
+def test_call_in_a_workflow_with_no_server_is_an_instruction_for_the_model(
+    make_loop: LoopFactory, target: str, model: ScriptedModel
+) -> None:
+    """`Call support` in an HTTP workflow means telephone someone: the model decides it (it
+    used to be taken for a tool `support` of a server the workflow has none of, and fail)."""
+    loop = make_loop()
+    model.calls("complete_step", summary="support was called")
+
+    session = drive(loop, start_session(loop, ["Call support"], target))
+
+    assert session.status is SessionStatus.COMPLETED
+    assert len(model.requests) == 1
