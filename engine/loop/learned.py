@@ -22,7 +22,7 @@ from domain.learning import (
     workflow_identity,
 )
 from domain.session import WorkflowSession
-from engine.store.app import Stepline
+from engine.store.app import Stepline, decided
 from projections.learned_actions import LearnedAction, current
 
 
@@ -69,9 +69,12 @@ def forget(app: Stepline, tenant: str, action_id: str, actor: str) -> None:
     """Record that the tenant forgot the action: its live version is no longer used, and a
     rebuild of the view forgets it again. An id of another tenant's action forgets nothing
     (the view forgets only the tenant's own)."""
-    try:
-        recorded: LearnedActions = app.repository.get(LearnedActions.create_id(tenant))
-    except AggregateNotFoundError:
-        recorded = LearnedActions.create(tenant)
-    recorded.forget(action_id, actor)
-    app.save(recorded)
+
+    def load() -> LearnedActions:
+        try:
+            found: LearnedActions = app.repository.get(LearnedActions.create_id(tenant))
+        except AggregateNotFoundError:
+            return LearnedActions.create(tenant)
+        return found
+
+    decided(app, load, lambda learned: learned.forget(action_id, actor), "the learned actions")

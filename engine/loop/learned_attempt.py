@@ -51,15 +51,19 @@ class LearnedAttempt:
         deadline: Deadline,
         *,
         recorded: dict[str, WorkflowSession.CommandFinished],
+        issued: dict[str, tuple[str, str, dict[str, Any]]],
         key: Callable[[str], str],
     ) -> None:
-        """`recorded`: the attempt's results so far by idempotency key (a resumed attempt
-        skips what already held); `key(kind)`: the next idempotency key of that kind."""
+        """`recorded`: the attempt's results so far by idempotency key, and `issued`, what
+        each command was (a resumed attempt skips what already held, if it was this very
+        command: another version may have been learned since); `key(kind)`: the next
+        idempotency key of that kind."""
         self.run_ = run
         self.index = index
         self.action = action
         self.deadline = deadline
         self.recorded = recorded
+        self.issued = issued
         self.key = key
 
     def run(self) -> Held | Missed | StepFailure:
@@ -69,7 +73,8 @@ class LearnedAttempt:
             command = Command(learned["executor"], learned["name"], dict(learned["args"]))
             key = self.key(LEARNED)
             before = self.recorded.get(key)
-            if before is not None:
+            same = self.issued.get(key) == (command.executor, command.name, command.args)
+            if before is not None and same:
                 got = essentials(command.executor, command.name, before.ok, before.output)
                 if got == learned["expected"]:
                     evidence.append(truncated(before.output, 300))

@@ -54,6 +54,10 @@ class StepAttempt:
         self._diverged = False
         self._tried_learned = False
         """The attempt already tried its learned action (a resumed one asks the model)."""
+        self._learned_held = False
+        """...and it held: the step is done, though the run ended before it was recorded."""
+        self._issued: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        """What each of the attempt's commands was (executor, name, args), by its key."""
         self._waited: dict[str, Outcome] = {}
         """How each wait of this attempt ended, by key."""
         self._recorded = self._finished_by_key() if resuming else {}
@@ -63,17 +67,18 @@ class StepAttempt:
         """The results the attempt's commands got, by idempotency key (a command sent again
         under its key: its last); how its waits ended; whether its replay diverged."""
         events = self.run_.events_since(self.run_.attempt_started(self.index, self.attempt))
-        finished = {
-            action.issued.idempotency_key: action.finished
-            for action in actions_of(events).values()
-            if action.finished is not None
+        actions = actions_of(events).values()
+        finished = {a.issued.idempotency_key: a.finished for a in actions if a.finished}
+        self._issued = {
+            a.issued.idempotency_key: (a.issued.executor, a.issued.name, a.issued.args)
+            for a in actions
         }
         waits: dict[str, WorkflowSession.WaitStarted] = {}
         for event in events:
             if isinstance(event, WorkflowSession.ReplayDiverged):
                 self._diverged = True
             elif isinstance(event, WorkflowSession.LearnedActionUsed):
-                self._tried_learned = True
+                self._tried_learned, self._learned_held = True, event.hit
             elif isinstance(event, WorkflowSession.WaitStarted):
                 waits[event.key] = event
             elif isinstance(event, WorkflowSession.WaitEnded):
@@ -193,11 +198,19 @@ class StepAttempt:
     def _learned_or_ai(self, text: str) -> StepResult:
         """The step as an earlier session's learned it, if one did and it holds; else (or
         from where it missed) by the model."""
+        if self._learned_held:  # held, its expect judged, before the run ended
+            return StepDone(f"{text}: done as learned", [])
         action = None if self._tried_learned else self.run_.learned_action(self.index, self.attempt)
         if action is None:
             return self._with_ai(text)
         learned = LearnedAttempt(
-            self.run_, self.index, action, self.deadline, recorded=self._recorded, key=self._key
+            self.run_,
+            self.index,
+            action,
+            self.deadline,
+            recorded=self._recorded,
+            issued=self._issued,
+            key=self._key,
         )
         tried = learned.run()
         if isinstance(tried, Missed):  # the model is told where, from the log (the miss)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     JSONTranscoder,
     Mapper,
@@ -45,6 +46,7 @@ from engine.tenancy.secret_store import MasterKey
 log = logging.getLogger(LOGGER_NAME)
 
 T = TypeVar("T")
+A = TypeVar("A", bound=Aggregate)
 MAX_CONFLICT_RETRIES = 20
 
 
@@ -385,3 +387,20 @@ class Stepline(Application[UUID]):
         log.warning(
             "Webhook %s given up on", failure.get("webhook_id"), extra=on_session(session_id)
         )
+
+
+def decided(
+    app: Application[UUID], load: Callable[[], A], decide: Callable[[A], T], what: str
+) -> tuple[T, bool]:
+    """Load an aggregate, let `decide` call its commands, save what was decided; on a lost
+    race, again. Whether anything was decided. `what` names it in the error of the last try."""
+    for _ in range(MAX_CONFLICT_RETRIES):
+        aggregate = load()
+        result = decide(aggregate)
+        changed = bool(aggregate.pending_events)
+        try:
+            app.save(aggregate)
+        except RecordConflictError:
+            continue
+        return result, changed
+    raise VersionConflict(f"{what} kept changing; gave up after {MAX_CONFLICT_RETRIES} tries")

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import RecordConflictError
 from pydantic import Field, ValidationError, field_validator
 
-from domain.errors import InvalidWorkflow, TemplateNotFound, VersionConflict, WorkflowNotFound
+from domain.errors import InvalidWorkflow, TemplateNotFound, WorkflowNotFound
 from domain.session import MAX_NAME
 from domain.workflow import NAME, Reference, Version, Workflow, is_name
-from engine.store.app import MAX_CONFLICT_RETRIES, SessionRequest, Stepline
+from engine.store.app import SessionRequest, Stepline, decided
 from engine.workflows.file import WebhookSpec, WorkflowFile, parsed_workflow
 from engine.workflows.inputs import not_declared, used, with_inputs
 from engine.workflows.inputs import resolved as input_values
@@ -165,17 +164,7 @@ def roll_back(app: Stepline, *, tenant: str, name: str, to_version: int, actor: 
 def _decided(
     app: Stepline, load: Callable[[], Workflow], decide: Callable[[Workflow], T]
 ) -> tuple[T, bool]:
-    """Load, decide, save what was decided; on a lost race, again. Whether anything was."""
-    for _ in range(MAX_CONFLICT_RETRIES):
-        workflow = load()
-        result = decide(workflow)
-        changed = bool(workflow.pending_events)
-        try:
-            app.save(workflow)
-        except RecordConflictError:
-            continue
-        return result, changed
-    raise VersionConflict(f"the workflow kept changing; gave up after {MAX_CONFLICT_RETRIES} tries")
+    return decided(app, load, decide, "the workflow")
 
 
 # ---- sessions of a registered version ---------------------------------------------------

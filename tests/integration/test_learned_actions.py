@@ -5,9 +5,11 @@ learned anew."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
@@ -17,10 +19,12 @@ from domain.learning import LearnedActions
 from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.live.projector import Projector
 from engine.loop.learned import LearnedActionSource, forget
+from engine.loop.step_attempt import definition_key
 from engine.loop.task_loop import TaskLoop
 from engine.store.app import Stepline
 from projections import learned_actions
 from projections.learned_actions import LearnedAction
+from tests import workloads
 from tests.conftest import PASSWORD
 from tests.integration.conftest import LoopFactory, drive, script_sign_in, start_session
 from tests.pages_target import Pages
@@ -379,3 +383,89 @@ def test_a_step_whose_model_asked_a_persons_approval_is_never_learned(
     assert actions(projector, "acme") == []
     assert drive(loop, again).status is SessionStatus.WAITING  # asked again
     assert used(loop.app, again) == []
+
+
+def learned_key(session_id: UUID, position: int) -> str:
+    return definition_key(session_id, 0, 1, position, "l")
+
+
+def ran_learned_command(app: Stepline, session_id: UUID, url: str) -> None:
+    """The first learned command of step 0 issued and finished, as a run that then died."""
+    key = learned_key(session_id, 0)
+    args = {"method": "GET", "url": url}
+    workloads.issue_command(
+        app,
+        session_id,
+        0,
+        command_id="c1",
+        executor="http",
+        name="request",
+        args=args,
+        idempotency_key=key,
+    )
+    workloads.finish_command(app, session_id, 0, command_id="c1", ok=True, output='{"status": 200}')
+
+
+def test_a_run_that_died_after_a_learned_action_held_completes_the_step_without_the_model(
+    loop: TaskLoop, projector: Projector, model: ScriptedModel, pages: Pages
+) -> None:
+    script_pages(model, PATHS[:1])
+    run(loop, projector, pages.base_url, steps=list(STEPS[:1]))
+    (action,) = actions(projector, "acme")
+    session_id = start_session(loop, STEPS[:1], pages.base_url)
+    workloads.start_step(loop.app, session_id, 0)
+    ran_learned_command(loop.app, session_id, PATHS[0])
+    loop.app.change(
+        session_id,
+        lambda s: s.record_learned_action_used(
+            0,
+            action_id=str(action.action_id),
+            action_version=action.version,
+            hit=True,
+            commands=1,
+            tokens_saved=action.tokens,
+            seconds_saved=action.seconds,
+        ),
+    )
+
+    resumed = drive(loop, session_id)
+
+    assert resumed.status is SessionStatus.COMPLETED
+    assert len(model.requests) == 2  # the first run's; the resumed run asked nothing
+    assert pages.asked == [PATHS[0]]  # the first run's: the resumed run sent nothing
+
+
+def test_a_resumed_learned_action_skips_only_the_very_commands_that_ran(
+    loop: TaskLoop, projector: Projector, model: ScriptedModel, pages: Pages
+) -> None:
+    """The run died after the first command of the version it used; a newer version was
+    learned meanwhile: the command of the newer one is sent, not taken for the one that ran
+    because both answered 200."""
+    script_pages(model, PATHS[:1])
+    run(loop, projector, pages.base_url, steps=list(STEPS[:1]))
+    session_id = start_session(loop, STEPS[:1], pages.base_url)
+    workloads.start_step(loop.app, session_id, 0)
+    ran_learned_command(loop.app, session_id, PATHS[1])  # an older version's command
+
+    resumed = drive(loop, session_id)
+
+    assert resumed.status is SessionStatus.COMPLETED
+    assert pages.asked == [PATHS[0], PATHS[0]]  # the current version's command was sent
+    assert [u.hit for u in used(loop.app, session_id)] == [True]
+
+
+def test_forgets_at_the_same_moment_are_all_recorded(app: Stepline) -> None:
+    """Two people forget at once (the tenant's first forgets, so both would create its
+    record): each is recorded, none is a conflict."""
+    ids = [str(uuid4()) for _ in range(6)]
+    barrier = threading.Barrier(len(ids))
+
+    def forget_one(action_id: str) -> None:
+        barrier.wait()
+        forget(app, "acme", action_id, "alice")
+
+    with ThreadPoolExecutor(len(ids)) as pool:
+        list(pool.map(forget_one, ids))
+
+    recorded: LearnedActions = app.repository.get(LearnedActions.create_id("acme"))
+    assert sorted(recorded.forgotten) == sorted(ids)
