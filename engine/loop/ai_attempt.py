@@ -63,6 +63,9 @@ class AiAttempt:
         self.deadline = deadline
         self.limits = limits
         self.feedback: list[str] = []
+        """What the model is told on its next turn only (what was wrong with its last)."""
+        self.standing: list[str] = []
+        """What it is told on every turn of the attempt (a judge's brief)."""
         self.last_mistake: Mistake | None = None
         self.consecutive_failures = 0
         self.recent_commands: list[str] = []
@@ -125,7 +128,7 @@ class AiAttempt:
         """The prompt, in the configured conversation shape (STEPLINE_AI_CONVERSATION)."""
         context: dict[str, Any] = {
             "attempt_events": events,
-            "feedback": self._briefed(events) + self.feedback,
+            "feedback": self._briefed(events) + self.standing + self.feedback,
             "secrets": self.run_.secrets,
             "char_budget": self.limits.context_char_budget,
         }

@@ -181,10 +181,10 @@ class StepAttempt:
             return done
         return self._check_expectation(expect, done)
 
-    def _with_ai(self, unmatched: str, feedback: list[str] | None = None) -> StepResult:
+    def _with_ai(self, unmatched: str, standing: list[str] | None = None) -> StepResult:
         """The step by the model; without one, why `unmatched` (the step's text or its
-        expect criterion) was not run, and how it may almost be a definition. `feedback`:
-        what the model is told first (what a learned action did)."""
+        expect criterion) was not run, and how it may almost be a definition. `standing`:
+        what the model is told on every turn (that it only judges a learned action)."""
         ai = self.run_.ai
         if ai is None:
             near = self.run_.definitions.near_miss(unmatched)
@@ -192,7 +192,7 @@ class StepAttempt:
         attempt = AiAttempt(
             self.run_, ai, self.index, self.attempt, deadline=self.deadline, limits=self.limits
         )
-        attempt.feedback = list(feedback or [])
+        attempt.standing = list(standing or [])
         return attempt.run()
 
     def _learned_or_ai(self, text: str) -> StepResult:

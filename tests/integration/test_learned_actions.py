@@ -469,3 +469,20 @@ def test_forgets_at_the_same_moment_are_all_recorded(app: Stepline) -> None:
 
     recorded: LearnedActions = app.repository.get(LearnedActions.create_id("acme"))
     assert sorted(recorded.forgotten) == sorted(ids)
+
+
+def test_a_judge_that_checks_before_it_judges_is_told_on_every_turn_that_it_only_judges(
+    loop: TaskLoop, projector: Projector, model: ScriptedModel, pages: Pages
+) -> None:
+    step = StepSpec(STEPS[0], expect="the catalogue lists products")
+    model.calls("http_request", method="GET", url=PATHS[0])
+    model.calls("complete_step", summary="opened", evidence=["200"], expect_met=True)
+    run(loop, projector, pages.base_url, steps=[step])
+    model.calls("http_request", method="GET", url=PATHS[0])  # the judge looks first
+    model.calls("complete_step", summary="it lists them", evidence=["200"], expect_met=True)
+
+    second = run(loop, projector, pages.base_url, steps=[step])
+
+    assert second.status is SessionStatus.COMPLETED
+    assert [u.hit for u in used(loop.app, second.id)] == [True]
+    assert all("Judge only whether" in model.prompt(n) for n in (2, 3))
