@@ -13,8 +13,16 @@ must be one of the tenant's shell programs (narrowed by `config.shell_allow`), e
 naming a path must stay inside the session's work directory or the read-only paths the
 operator lets servers see (`STEPLINE_MCP_PATHS`, and Stepline's own Python, so that `python`
 and the `mcp` package are there), it has no network, and its environment is only the
-workflow's `env` (secrets filled in as it starts) with PATH and HOME. A URL is reached under
-the tenant's egress policy, checked before anything is sent and again by every connection.
+workflow's `env` (secrets filled in as it starts) with PATH and HOME. `env` may not name what
+chooses or preloads a program (`mcp_config.DENIED_ENV`), and the program is started by the
+path the jail's PATH finds it at. prlimit limits its memory, its CPU time (the workflow's
+timeout: a server serves the whole run) and the files it writes, as a shell command's; what it
+writes to stderr goes to a pipe of which the worker keeps the last 2,000 characters.
+
+A URL is reached under the tenant's egress policy, checked before anything is sent and again
+by every connection. Which secrets its headers and tool arguments may carry is decided by the
+URL's origin as httpx reads it, which is where it connects (a URL browsers read otherwise, with
+a backslash or a user name, is refused: `mcp_config.url_refusal`).
 
 A tool's name is offered as the server spells it, unless it clashes with the step's own tools
 (`complete_step`, ...) or is not a name the model's API takes: then `mcp_<name>`, its
