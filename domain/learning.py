@@ -13,7 +13,8 @@ out: ids and times vary there). An HTTP request does not depend on the path aske
 (only on cookies), so for `http` the base URL is the starting point: a step that had to go
 elsewhere does not make the steps after it new. The browser's page *structure* is not part of
 it: the log does not hold it, and each command done again checks the page's targets instead
-(a target not found is a miss).
+(a target not found is a miss). A workflow naming an MCP server starts at that server too
+(`start_base`).
 """
 
 from __future__ import annotations
@@ -53,8 +54,22 @@ def target_of(executor: str, name: str, args: Mapping[str, Any]) -> str | None:
     return urlsplit(str(args[argument])).path or "/"
 
 
+def start_base(config: Mapping[str, Any]) -> str | None:
+    """What a workflow's starting points are relative to: its base URL and, when it names an
+    MCP server, which server (a digest of its command or URL; not its env or headers, which
+    hold secrets): tool calls learned against one server are not done again against another."""
+    base_url = config.get("base_url")
+    server = config.get("mcp")
+    if not isinstance(server, Mapping):
+        return base_url if isinstance(base_url, str) else None
+    which = json.dumps([server.get("command"), server.get("url")], ensure_ascii=False)
+    digest = hashlib.sha256(which.encode()).hexdigest()[:16]
+    return f"{base_url or ''} mcp:{digest}".lstrip()
+
+
 def starting_point(executor: str, base_url: str | None, last_target: str | None) -> str:
-    """Where a step starts: its executor, the base URL, and the last path gone to."""
+    """Where a step starts: its executor, the base URL (`start_base`), and the last path
+    gone to."""
     return f"{executor} {base_url or ''} {last_target or '/'}"
 
 

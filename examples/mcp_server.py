@@ -10,6 +10,7 @@ serve it over streamable HTTP on loopback with `python mcp_server.py --http 8766
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import time
 import uuid
@@ -58,6 +59,19 @@ def pause(ms: int) -> str:
 def server_id() -> str:
     """Which server process this is."""
     return STARTED
+
+
+@server.tool()
+def own_process() -> dict[str, object]:
+    """For tests: the program this process was started as, and its CPU and file-size limits."""
+    with open("/proc/self/cmdline", "rb") as cmdline:
+        program = cmdline.read().split(b"\0")[0].decode()
+    cpu, fsize = resource.RLIMIT_CPU, resource.RLIMIT_FSIZE
+    return {
+        "program": program,
+        "cpu": resource.getrlimit(cpu)[1],
+        "fsize": resource.getrlimit(fsize)[1],
+    }
 
 
 if __name__ == "__main__":

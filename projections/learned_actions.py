@@ -34,6 +34,7 @@ from domain.learning import (
     LearnedActions,
     LearnedKey,
     essentials,
+    start_base,
     starting_point,
     target_of,
     workflow_identity,
@@ -51,6 +52,7 @@ class LearningSession:
     workflow: str
     executor: str
     base_url: str | None
+    """What its starting points are relative to (`domain.learning.start_base`)."""
     learns: bool
     version: int
     texts: list[str] = field(default_factory=list)
@@ -141,7 +143,7 @@ def _created(recorded: Recorded, event: W.Created) -> LearningSession:
         tenant=event.tenant,
         workflow=workflow_identity(event.name, config, texts),
         executor=str(config.get("executor") or "http"),
-        base_url=config.get("base_url"),
+        base_url=start_base(config),
         learns=config.get("learn") is not False and event.replay_of is None,
         version=event.originator_version,
         texts=texts,

@@ -29,7 +29,9 @@ class Coerced:
 def coerced(arguments: dict[str, Any], schema: dict[str, Any]) -> Coerced:
     """The arguments with each top-level property that has one unambiguous reading in its
     declared type converted to it; the other properties untouched."""
-    properties = schema.get("properties", {})
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):  # a tool server's schema may be malformed
+        return Coerced(dict(arguments), ())
     result = dict(arguments)
     notes: list[str] = []
     for key, value in arguments.items():

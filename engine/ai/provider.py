@@ -239,17 +239,23 @@ def schema_problem(arguments: Any, schema: dict[str, Any]) -> str | None:
     an object, every required property present, each property of its type and enum."""
     if not isinstance(arguments, dict):
         return "they must be a JSON object"
-    missing = [key for key in schema.get("required", []) if key not in arguments]
+    required, properties = schema.get("required"), schema.get("properties")
+    required = required if isinstance(required, list) else []  # a server's schema may be odd
+    properties = properties if isinstance(properties, dict) else {}
+    missing = [key for key in required if isinstance(key, str) and key not in arguments]
     if missing:
         return f"missing required {missing}"
     for key, value in arguments.items():
-        spec = schema.get("properties", {}).get(key, {})
-        expected = _JSON_TYPES.get(spec.get("type", ""))
-        wrong_bool = isinstance(value, bool) and spec.get("type") in ("integer", "number")
+        spec = properties.get(key)
+        if not isinstance(spec, dict):
+            continue
+        kind, enum = spec.get("type"), spec.get("enum")
+        expected = _JSON_TYPES.get(kind) if isinstance(kind, str) else None
+        wrong_bool = isinstance(value, bool) and kind in ("integer", "number")
         if expected is not None and (not isinstance(value, expected) or wrong_bool):
-            return f"{key} must be of type {spec['type']}"
-        if "enum" in spec and value not in spec["enum"]:
-            return f"{key} must be one of {spec['enum']}"
+            return f"{key} must be of type {kind}"
+        if isinstance(enum, list) and value not in enum:
+            return f"{key} must be one of {enum}"
     return None
 
 

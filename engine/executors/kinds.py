@@ -79,8 +79,11 @@ def mcp_executor(setup: ExecutorSetup) -> Executor:
     given = setup.config.get("mcp")
     narrowed = setup.config.get("shell_allow")
     allowed = [p for p in setup.policy.shell_allow if narrowed is None or p in narrowed]
+    # A server lives as long as the session's run: its CPU time is the workflow's timeout.
+    workflow_ms = setup.config.get("workflow_timeout_ms") or settings.workflow_timeout_ms
     limits = McpLimits(
         timeout_s=settings.request_timeout_ms / 1000,
+        cpu_s=max(1, -(-int(workflow_ms) // 1000)),
         max_output_chars=settings.max_output_chars,
         allowed_programs=tuple(allowed),
         bwrap_path=settings.bwrap_path,

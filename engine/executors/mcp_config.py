@@ -3,17 +3,80 @@
 Written in a workflow as `config.mcp: {command: [...], env: {...}}` or `config.mcp: {url: ...,
 headers: {...}}`; `env` and `headers` values may hold `{{secrets.NAME}}`, filled in only when
 the server is started or reached.
+
+What the model refuses, so that a workflow cannot get past the other controls through it:
+- an `env` name that changes which program runs or what it loads (`DENIED_ENV`: PATH,
+  LD_PRELOAD, PYTHONPATH, NODE_OPTIONS, ...); the server's program is one of the tenant's shell
+  programs, and such a name would make it another (`env: {PATH: <workdir>}` runs the work
+  directory's `python`);
+- a URL holding a backslash or a user name (`https://allowed.example\\@evil.example/`):
+  browsers and `origin_of` read such a URL's host one way and httpx, which connects, another,
+  so a secret bound to one host would be sent to the other.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.secrets import origin_of
 
 MAX_ARGUMENTS = 50
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")]
+DENIED_ENV = frozenset(
+    {
+        "PATH", "HOME", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "IFS", "CDPATH", "PS4",
+        "GLOBIGNORE", "PERL5LIB", "PERL5OPT", "PERLLIB", "PERL5DB", "RUBYOPT", "RUBYLIB",
+        "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF", "GLIBC_TUNABLES",
+        "TCLLIBPATH", "LUA_PATH", "LUA_CPATH", "CLASSPATH", "GEM_PATH", "GEM_HOME",
+    }
+)  # fmt: skip
+"""`env` names that choose what the server's program is, loads or runs first."""
+DENIED_ENV_PREFIXES = (
+    "LD_", "DYLD_", "PYTHON", "NODE_", "NPM_CONFIG_", "GIT_", "BASH_FUNC_", "PERL", "RUBY",
+    "JAVA_", "JDK_", "MALLOC_",
+)  # fmt: skip
+DENIED_ENV_SUFFIXES = ("_OPTIONS", "_OPTS", "_PRELOAD")
+
+
+def env_refusal(names: Iterable[str]) -> str | None:
+    """Why a server may not be given these `env` names, or None (see `DENIED_ENV`)."""
+    denied = sorted(name for name in names if _denied(name.upper()))
+    if not denied:
+        return None
+    return (
+        f"env may not set {denied}: they would choose what the server's program is, loads or "
+        "runs (PATH is the sandbox's own; LD_*, PYTHON*, NODE_*, *_OPTIONS and the like load "
+        "code)"
+    )
+
+
+def _denied(name: str) -> bool:
+    return (
+        name in DENIED_ENV
+        or name.startswith(DENIED_ENV_PREFIXES)
+        or name.endswith(DENIED_ENV_SUFFIXES)
+    )
+
+
+def url_refusal(url: str) -> str | None:
+    """Why a server's URL is refused, or None: it must read the same to `origin_of` (which
+    secrets may go there) as to httpx (where they go)."""
+    if "\\" in url:
+        return "the url holds a backslash, which browsers and HTTP clients read differently"
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        return f"the url is not one: {error}"
+    if parsed.userinfo or "@" in url.split("/", 3)[2]:
+        return "the url names a user (user@host): give credentials in headers instead"
+    if origin_of(url) != origin_of(str(parsed)):
+        return "the url's host reads differently to browsers and to HTTP clients"
+    return None
 
 
 class McpServer(BaseModel):
@@ -45,6 +108,22 @@ class McpServer(BaseModel):
         max_length=50,
         description="sent with every request to `url`; values may hold {{secrets.NAME}}",
     )
+
+    @field_validator("env")
+    @classmethod
+    def _no_loader(cls, env: dict[str, str]) -> dict[str, str]:
+        refusal = env_refusal(env)
+        if refusal is not None:
+            raise ValueError(refusal)
+        return env
+
+    @field_validator("url")
+    @classmethod
+    def _read_alike(cls, url: str | None) -> str | None:
+        refusal = None if url is None else url_refusal(url)
+        if refusal is not None:
+            raise ValueError(refusal)
+        return url
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServer:

@@ -13,8 +13,16 @@ must be one of the tenant's shell programs (narrowed by `config.shell_allow`), e
 naming a path must stay inside the session's work directory or the read-only paths the
 operator lets servers see (`STEPLINE_MCP_PATHS`, and Stepline's own Python, so that `python`
 and the `mcp` package are there), it has no network, and its environment is only the
-workflow's `env` (secrets filled in as it starts) with PATH and HOME. A URL is reached under
-the tenant's egress policy, checked before anything is sent and again by every connection.
+workflow's `env` (secrets filled in as it starts) with PATH and HOME. `env` may not name what
+chooses or preloads a program (`mcp_config.DENIED_ENV`), and the program is started by the
+path the jail's PATH finds it at. prlimit limits its memory, its CPU time (the workflow's
+timeout: a server serves the whole run) and the files it writes, as a shell command's; what it
+writes to stderr goes to a pipe of which the worker keeps the last 2,000 characters.
+
+A URL is reached under the tenant's egress policy, checked before anything is sent and again
+by every connection. Which secrets its headers and tool arguments may carry is decided by the
+URL's origin as httpx reads it, which is where it connects (a URL browsers read otherwise, with
+a backslash or a user name, is refused: `mcp_config.url_refusal`).
 
 A tool's name is offered as the server spells it, unless it clashes with the step's own tools
 (`complete_step`, ...) or is not a name the model's API takes: then `mcp_<name>`, its
@@ -27,14 +35,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
+import shutil
 import sys
-import tempfile
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import httpx
@@ -61,7 +71,7 @@ from engine.executors import (
 )
 from engine.executors.http import tls_context
 from engine.executors.mcp_client import McpConnection, McpUnavailable, Streams, Transport
-from engine.executors.mcp_config import McpServer, program_refusal
+from engine.executors.mcp_config import McpServer, env_refusal, program_refusal, url_refusal
 from engine.executors.sandbox import (
     SANDBOX_PATH,
     Jail,
@@ -70,10 +80,12 @@ from engine.executors.sandbox import (
     own_work_directory,
 )
 from engine.executors.sandbox_paths import path_candidates
+from engine.logs import LOGGER_NAME
 from engine.secrets import SHELL, Secrets, SecretUnusable, origin_of
 from engine.tenancy.egress import EgressPolicy, EgressRefused
 from engine.tenancy.egress_async import checked_async_transport
 
+log = logging.getLogger(LOGGER_NAME)
 EXPECT_RESULT_CONTAINS = "expect_result_contains"
 RESERVED = frozenset({"complete_step", "fail_step", "request_approval", EXPECT_RESULT_CONTAINS})
 """Names a server's tool is not offered under: the step's own tools, and this executor's check."""
@@ -81,6 +93,8 @@ OFFERED_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PREFIX = "mcp_"
 MAX_DESCRIPTION = 1_000
 MAX_ERRLOG_CHARS = 2_000
+GRACE_S = 1.0
+"""How long a failed server's last words are waited for."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,11 @@ class McpLimits:
     read_only: tuple[Path, ...] = ()
     """Besides the work directory, what a stdio server may read (and name in its arguments)."""
     memory_mb: int = 1024
+    cpu_s: int = 3_600
+    """CPU time of the server's whole life (one session run): generous, since it serves every
+    step of the run; `mcp_executor` makes it the workflow's timeout."""
+    file_mb: int = 64
+    """The largest file the server may write."""
     processes: int = 64
 
 
@@ -125,7 +144,7 @@ class McpExecutor:
         self._tools: dict[str, Tool] = {}
         """The server's tools by the name they are offered under."""
         self._unavailable: Outcome | None = None
-        self._errlog: IO[str] | None = None
+        self._errlog: Tail | None = None
 
     # ---- the server -----------------------------------------------------------------------
 
@@ -190,19 +209,48 @@ class McpExecutor:
                     arguments=outside,
                 )
             )
+        refusal = env_refusal(server.env)  # a config stored before the model refused it
+        if refusal is not None:
+            raise McpRefused(Outcome.failed("SANDBOX_VIOLATION", refusal, command=argv))
+        program = self._program(argv[0])
         env = self.secrets.filled(with_variables(server.env, {}), SHELL)
         jail = self._jail()
-        limit = ["/usr/bin/prlimit", f"--as={self.limits.memory_mb * 1024 * 1024}", "--"]
         # The workflow's env is set by `env`, once the jail has dropped to the sandbox uid:
         # what runs before the drop (as root, when the worker is) never sees a tenant's
-        # LD_PRELOAD. bwrap clears its own environment for the jail (--clearenv); the SDK adds
-        # a few of the worker's variables to bwrap's alone.
+        # variables. bwrap clears its own environment for the jail (--clearenv); the SDK adds
+        # a few of the worker's variables to bwrap's alone. The program is named by its path,
+        # found here, so that nothing in `env` chooses it.
         assignments = [f"{name}={value}" for name, value in env.items()]
-        program = [*limit, "/usr/bin/env", "--", *assignments, *argv]
-        jailed = jail.argv(program, self._environment(), status_fd=2)
+        started = [*self._limits(), "/usr/bin/env", "--", *assignments, program, *argv[1:]]
+        jailed = jail.argv(started, self._environment(), status_fd=2)
         params = StdioServerParameters(command=jailed[0], args=jailed[1:], env={})
-        errlog = self._errlog = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
-        return lambda: stdio_client(params, errlog=errlog)
+        errlog = self._errlog = Tail(MAX_ERRLOG_CHARS)
+        return lambda: stdio_client(params, errlog=errlog.writer)
+
+    def _program(self, name: str) -> str:
+        """The absolute path of the server's program, as the jail's PATH finds it."""
+        found = shutil.which(name, path=self._environment()["PATH"])
+        if found is None:
+            raise McpRefused(
+                Outcome.failed(
+                    "COMMAND_FAILED",
+                    f"cannot start {name}: not found in the sandbox's "
+                    f"{self._environment()['PATH']}",
+                )
+            )
+        return found
+
+    def _limits(self) -> list[str]:
+        """prlimit's limits for the server, as a shell command has them: memory, CPU time (a
+        long-lived server's own, `McpLimits.cpu_s`) and the size of a file it writes."""
+        limits = self.limits
+        return [
+            "/usr/bin/prlimit",
+            f"--as={limits.memory_mb * 1024 * 1024}",
+            f"--cpu={limits.cpu_s}",
+            f"--fsize={limits.file_mb * 1024 * 1024}",
+            "--",
+        ]
 
     def _environment(self) -> dict[str, str]:
         """What a server's environment always holds: only /usr and Stepline's Python are in
@@ -235,21 +283,24 @@ class McpExecutor:
         ]
 
     def _http(self, server: McpServer) -> Transport:
-        url = server.url or ""
+        refusal = url_refusal(server.url or "")
+        if refusal is not None:  # a config stored before the model refused it
+            raise McpRefused(Outcome.failed("EGRESS_REFUSED", f"config.mcp.url: {refusal}"))
+        url = self._url()
         parts = httpx.URL(url)
         try:
             self.egress.addresses(
                 parts.host, parts.port or (443 if parts.scheme == "https" else 80)
             )
-        except EgressRefused as refusal:
+        except EgressRefused as refusal_:
             raise McpRefused(
-                Outcome.failed("EGRESS_REFUSED", str(refusal), **refusal.refusal.details())
+                Outcome.failed("EGRESS_REFUSED", str(refusal_), **refusal_.refusal.details())
             ) from None
         except OSError as error:
             raise McpRefused(
                 Outcome.failed("MCP_SERVER_UNAVAILABLE", f"{parts.host} does not resolve: {error}")
             ) from None
-        headers = self.secrets.filled(with_variables(server.headers, {}), origin_of(url))
+        headers = self.secrets.filled(with_variables(server.headers, {}), self._destination())
         timeout = httpx.Timeout(self.limits.timeout_s, read=300.0)
         egress = self.egress
 
@@ -266,17 +317,22 @@ class McpExecutor:
 
         return opened
 
+    def _url(self) -> str:
+        """The server's URL as httpx reads it, which is where it connects: the one spelling
+        the egress check, the secrets' destination and the connection all use."""
+        server = self.server
+        url = server.url if server is not None else None
+        assert url is not None
+        return str(httpx.URL(url))
+
     def _server_said(self) -> str:
-        """What a stdio server wrote to stderr before it failed, if anything."""
+        """What a stdio server wrote to stderr before it failed (its last words), if anything."""
         if self._errlog is None:
             return ""
-        with contextlib.suppress(OSError, ValueError):
-            self._errlog.seek(0)
-            said = self.secrets.redact(self._errlog.read()).strip()
-            lines = [line for line in said.splitlines() if not line.startswith('{"child-pid"')]
-            said = "\n".join(lines)[-MAX_ERRLOG_CHARS:]
-            return f"; it said: {said}" if said else ""
-        return ""
+        said = self.secrets.redact(self._errlog.finished()).strip()
+        lines = [line for line in said.splitlines() if not line.startswith('{"child-pid"')]
+        said = "\n".join(lines)[-MAX_ERRLOG_CHARS:]
+        return f"; it said: {said}" if said else ""
 
     def close(self, *, ended: bool = True) -> None:
         """Stop the server: a paused or waiting session holds none (see the module's note)."""
@@ -284,8 +340,7 @@ class McpExecutor:
         if connection is not None:
             connection.close()
         if self._errlog is not None:
-            self._errlog.close()
-            self._errlog = None
+            self._errlog.close()  # its last words stay readable, for `_server_said`
 
     # ---- commands -------------------------------------------------------------------------
 
@@ -324,7 +379,7 @@ class McpExecutor:
         """Where a call's arguments go: a stdio server is a jailed program, as a shell
         command is; a URL's server is its origin."""
         server = self.server
-        return origin_of(server.url) if server is not None and server.url else SHELL
+        return origin_of(self._url()) if server is not None and server.url else SHELL
 
     def _finished(self, name: str, result: CallToolResult) -> Outcome:
         text = rendered(result)
@@ -389,16 +444,77 @@ class McpRefused(Exception):
         self.outcome = outcome
 
 
+class Tail:
+    """Where a stdio server's stderr goes: a pipe whose reader keeps only the last `keep`
+    characters, so a server writing without end grows nothing on the worker's host."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._kept = ""
+        self._lock = threading.Lock()
+        read, write = os.pipe()
+        self.writer: TextIO = open(write, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self._reader = threading.Thread(target=self._read, args=(read,), daemon=True)
+        self._reader.start()
+
+    def _read(self, read: int) -> None:
+        with open(read, "rb") as stream:
+            while chunk := stream.read1(65_536):
+                with self._lock:
+                    text = self._kept + chunk.decode("utf-8", errors="replace")
+                    self._kept = text[-self.keep :]
+
+    def text(self) -> str:
+        with self._lock:
+            return self._kept
+
+    def finished(self) -> str:
+        """What was kept once the server (which failed) has closed its end too, or after a
+        moment if it has not."""
+        self.close()
+        self._reader.join(timeout=GRACE_S)
+        return self.text()
+
+    def close(self) -> None:
+        """Close the worker's end; the reader ends once the server's end is closed too."""
+        with contextlib.suppress(OSError):
+            self.writer.close()
+
+
 def offered(tools: list[Tool]) -> dict[str, Tool]:
     """The tools by the names the model is offered (see the module's note); a second tool
-    offered under a name already taken is left out."""
+    offered under a name already taken is left out, and so is a tool whose schema is not one
+    the step's checks can read (`schema_refusal`), logged as the server is started."""
     by_name: dict[str, Tool] = {}
     for tool in tools:
+        refusal = schema_refusal(tool.inputSchema)
+        if refusal is not None:
+            log.warning("MCP tool %r is not offered: its inputSchema %s", tool.name, refusal)
+            continue
         name = tool.name
         if name in RESERVED or not OFFERED_NAME.match(name):
             name = PREFIX + re.sub(r"[^A-Za-z0-9_-]", "_", name)[: 64 - len(PREFIX)]
         by_name.setdefault(name, tool)
     return by_name
+
+
+def schema_refusal(schema: object) -> str | None:
+    """Why a tool's input schema is left out, or None: it must be an object whose
+    `properties` (if any) map names to schemas (objects) and whose `required` (if any) is a
+    list of names."""
+    if not isinstance(schema, dict):
+        return "is not an object"
+    if schema.get("type", "object") != "object":
+        return "is not of type object"
+    properties = schema.get("properties", {})
+    if not isinstance(properties, dict) or not all(
+        isinstance(spec, dict) for spec in properties.values()
+    ):
+        return "has properties that are not an object of schemas"
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(name, str) for name in required):
+        return "has a required that is not a list of names"
+    return None
 
 
 def rendered(result: CallToolResult) -> str:

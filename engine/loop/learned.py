@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 from domain.learning import (
     LearnedActions,
     LearnedKey,
+    start_base,
     starting_point,
     target_of,
     workflow_identity,
@@ -61,7 +62,7 @@ def key_of(
         workflow=workflow_identity(created.name, config, texts),
         step_text=step_text,
         executor=executor,
-        start=starting_point(executor, config.get("base_url"), last_target),
+        start=starting_point(executor, start_base(config), last_target),
     )
 
 

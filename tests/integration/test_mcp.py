@@ -4,6 +4,7 @@ session's run, called by `call` steps and by an AI step's tool calls, stopped wi
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from mcp.types import Tool
 
 from domain.dev_mode import DEV_TENANT
 from domain.session import SessionStatus, WorkflowSession
-from engine.executors.mcp_tools import offered
+from engine.executors.mcp_tools import offered, python_paths
+from engine.executors.sandbox import SANDBOX_PATH
 from engine.settings import Settings
 from engine.store.app import Stepline
 from engine.tenancy.policies import Policies
@@ -254,3 +256,22 @@ def test_call_in_a_workflow_with_no_server_is_an_instruction_for_the_model(
 
     assert session.status is SessionStatus.COMPLETED
     assert len(model.requests) == 1
+
+
+def test_the_server_runs_as_its_programs_path_under_cpu_and_file_size_limits(
+    make_loop: LoopFactory,
+) -> None:
+    loop = make_loop(ai=False, mcp_paths=[EXAMPLES], workflow_timeout_ms=120_500)
+    allow_mcp(loop.app)
+    session_id = start_session(
+        loop, ["call own_process"], executor="mcp", mcp=mcp_config(uuid4().hex)
+    )
+
+    assert drive(loop, session_id).status is SessionStatus.COMPLETED
+
+    started = json.loads(finished(loop.app, session_id)[0].output)["structured"]
+    jail_path = ":".join([*(str(p / "bin") for p in python_paths()), SANDBOX_PATH])
+    assert started["program"] == shutil.which("python", path=jail_path)  # not found by env
+    assert started["program"].startswith("/")
+    assert started["cpu"] == 121  # the workflow's timeout, in whole seconds
+    assert started["fsize"] == 64 * 1024 * 1024

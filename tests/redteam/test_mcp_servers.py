@@ -4,18 +4,33 @@ Each is refused before anything starts or a byte is sent. Loopback targets only.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from pydantic import ValidationError
 
 from domain.errors import PolicyRefused
 from domain.session import SessionStatus, WorkflowSession
 from domain.tenant import Policy
+from engine.executors import Command
+from engine.executors.mcp_config import McpServer
+from engine.executors.mcp_tools import (
+    MAX_ERRLOG_CHARS,
+    McpExecutor,
+    McpLimits,
+    Tail,
+    python_paths,
+)
+from engine.secrets import Secret, Secrets
 from engine.settings import Settings
 from engine.store.app import Stepline
+from engine.tenancy.egress import EgressPolicy
 from engine.tenancy.policies import Policies, admitted_config
 from tests.api.conftest import Api
 from tests.api.test_errors import assert_problem
@@ -218,3 +233,117 @@ def test_an_api_body_may_name_a_server_its_tenant_may_start(api: Api) -> None:
         assert_problem(alice.post("/v1/sessions", json=both), 422, "VALIDATION_FAILED")
 
     assert runtime.app.get_session(UUID(session_id)).config["mcp"]["command"] == server["command"]
+
+
+KEY = "k3y-only-for-allowed-test"
+
+
+def executor_of(server: McpServer, workdir: Path) -> McpExecutor:
+    """The worker's MCP executor for `server` (as built by `mcp_executor`), for a tenant that
+    may start `python` and reach loopback, holding KEY bound to http://allowed.test only."""
+    secrets = Secrets(bound=[Secret("KEY", KEY, origins=("http://allowed.test",))])
+    limits = McpLimits(
+        allowed_programs=("python",), read_only=(*python_paths(), EXAMPLES.resolve())
+    )
+    return McpExecutor(server, secrets, workdir, limits, EgressPolicy.of(["127.0.0.1"]))
+
+
+def stored(**config: Any) -> McpServer:
+    """A server as a config stored before the model refused it holds it (not validated)."""
+    return McpServer.model_construct(
+        **{"command": None, "env": {}, "url": None, "headers": {}, **config}
+    )
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes `pid` started."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize(
+    "trick",
+    [
+        "http://allowed.test\\@127.0.0.1:{port}/mcp",  # a browser's host: allowed.test
+        "http://allowed.test@127.0.0.1:{port}/mcp",
+        "http://allowed.test:x@127.0.0.1:{port}/mcp",
+    ],
+)
+def test_a_url_whose_host_reads_two_ways_gets_no_secret_and_no_connection(
+    listener: Listener, tmp_path: Path, api: Api, trick: str
+) -> None:
+    url = trick.format(port=listener.port)
+    headers = {"X-Api-Key": "{{secrets.KEY}}"}
+    with pytest.raises(ValidationError, match=r"backslash|names a user"):
+        McpServer.model_validate({"url": url, "headers": headers})
+    api.services.runtime.policies.set(
+        "acme", {**MCP_POLICY, "egress_allow": ["127.0.0.1"]}, actor="operator"
+    )
+    body = {"name": "mcp", "executor": "mcp", "steps": ["call add"],
+            "config": {"mcp": {"url": url, "headers": headers}}}  # fmt: skip
+    with api.client("alice") as alice:
+        assert_problem(alice.post("/v1/sessions", json=body), 422, "VALIDATION_FAILED")
+
+    executor = executor_of(stored(url=url, headers=headers), tmp_path)
+    try:
+        outcome = executor.run(Command("mcp", "add", {"a": 1, "b": 2}))
+    finally:
+        executor.close()
+
+    assert not outcome.ok
+    assert listener.connections == 0  # neither the secret nor anything else was sent
+
+
+@pytest.mark.parametrize("name", ["PATH", "LD_PRELOAD", "PYTHONPATH"])
+def test_env_cannot_choose_or_preload_the_servers_program(tmp_path: Path, name: str) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    impostor = workdir / "python"  # what `env: {PATH: <workdir>}` would make `python` run
+    impostor.write_text("#!/usr/bin/sh\necho ran > ran.txt\n")
+    impostor.chmod(0o755)
+    env = {name: str(workdir), "MARKER": uuid4().hex}
+    with pytest.raises(ValidationError, match=f"env may not set \\['{name}'\\]"):
+        McpServer.model_validate({"command": ["python", SERVER], "env": env})
+
+    executor = executor_of(stored(command=["python", SERVER], env=env), workdir)
+    try:
+        outcome = executor.run(Command("mcp", "add", {"a": 1, "b": 2}))
+    finally:
+        executor.close()
+
+    assert outcome.error is not None
+    assert outcome.error.code == "SANDBOX_VIOLATION"
+    assert f"env may not set ['{name}']" in outcome.error.message
+    assert not (workdir / "ran.txt").exists()
+    assert processes_marked(env["MARKER"]) == []
+
+
+def test_a_server_writing_to_stderr_without_end_grows_nothing_on_the_host(
+    tmp_path: Path,
+) -> None:
+    marker = uuid4().hex
+    executor = executor_of(stored(command=["python", SERVER], env={"MARKER": marker}), tmp_path)
+    try:
+        assert executor.run(Command("mcp", "server_id", {})).ok
+        (jail,) = children_of(os.getpid())  # bwrap: the server's stderr is its
+        assert os.readlink(f"/proc/{jail}/fd/2").startswith("pipe:")  # not a file that grows
+    finally:
+        executor.close()
+    assert processes_marked(marker) == []
+
+    tail = Tail(MAX_ERRLOG_CHARS)  # what reads that pipe
+    for _ in range(4096):  # 4 MiB
+        tail.writer.write("x" * 1023 + "\n")
+    tail.writer.write("the end\n")
+
+    kept = tail.finished()
+
+    assert len(kept) == MAX_ERRLOG_CHARS
+    assert kept.endswith("x\nthe end\n")

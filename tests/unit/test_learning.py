@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from domain.errors import InvalidStateTransition, InvalidWorkflow
-from domain.learning import LearnedActions, LearnedKey, starting_point, target_of, workflow_identity
+from domain.learning import (
+    LearnedActions,
+    LearnedKey,
+    start_base,
+    starting_point,
+    target_of,
+    workflow_identity,
+)
 from domain.session import StepSpec, WorkflowSession
 
 
@@ -74,3 +81,18 @@ def test_forgetting_records_the_tenant_and_refuses_what_is_not_an_id() -> None:
     assert (forgotten.tenant, forgotten.actor) == ("acme", "alice")
     with pytest.raises(InvalidWorkflow):
         learned.forget("'; DROP TABLE learned_actions; --", "mallory")
+
+
+def test_tool_calls_learned_against_one_mcp_server_are_not_done_against_another() -> None:
+    one = {"executor": "mcp", "mcp": {"command": ["python", "/srv/a.py"], "env": {"T": "1"}}}
+    same = {"executor": "mcp", "mcp": {"command": ["python", "/srv/a.py"], "env": {"T": "2"}}}
+    other = {"executor": "mcp", "mcp": {"command": ["python", "/srv/b.py"]}}
+    remote = {"executor": "mcp", "mcp": {"url": "https://mcp.example.com/mcp"}}
+
+    def key(config: dict[str, object]) -> LearnedKey:
+        start = starting_point("mcp", start_base(config), None)
+        return LearnedKey("acme", workflow_identity("w", config, ["a"]), "a", "mcp", start)
+
+    assert key(one).action_id == key(same).action_id  # env values (secrets) are not the key
+    assert len({key(c).action_id for c in (one, other, remote)}) == 3
+    assert start_base({"base_url": "http://h"}) == "http://h"
