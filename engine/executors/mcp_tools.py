@@ -222,7 +222,7 @@ class McpExecutor:
         # found here, so that nothing in `env` chooses it.
         assignments = [f"{name}={value}" for name, value in env.items()]
         started = [*self._limits(), "/usr/bin/env", "--", *assignments, program, *argv[1:]]
-        jailed = jail.argv(started, self._environment(), status_fd=2)
+        jailed = jail.argv(started, self._environment(), status_fd=None)  # its stderr kept
         params = StdioServerParameters(command=jailed[0], args=jailed[1:], env={})
         errlog = self._errlog = Tail(MAX_ERRLOG_CHARS)
         return lambda: stdio_client(params, errlog=errlog.writer)

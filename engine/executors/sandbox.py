@@ -116,15 +116,16 @@ class Jail:
     """More to see, read-only, each at its own path (an MCP server's Python and its files)."""
 
     def argv(
-        self, program_argv: Sequence[str], env: Mapping[str, str], status_fd: int
+        self, program_argv: Sequence[str], env: Mapping[str, str], status_fd: int | None
     ) -> list[str]:
         """What to run so that `program_argv` runs jailed with exactly `env`. bwrap writes
         `{"exit-code": N}` to `status_fd` only if the jail was built and the program started:
-        see `started`."""
+        see `started`. None: no status (the program keeps every descriptor it is given; bwrap
+        closes its status descriptor in the jail)."""
+        status = [] if status_fd is None else ["--json-status-fd", str(status_fd)]
         return [
             self.bwrap,
-            "--json-status-fd",
-            str(status_fd),
+            *status,
             *self._namespaces(),
             "--die-with-parent",
             "--new-session",

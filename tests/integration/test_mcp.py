@@ -275,3 +275,22 @@ def test_the_server_runs_as_its_programs_path_under_cpu_and_file_size_limits(
     assert started["program"].startswith("/")
     assert started["cpu"] == 121  # the workflow's timeout, in whole seconds
     assert started["fsize"] == 64 * 1024 * 1024
+
+
+def test_what_a_server_writes_to_stderr_is_in_the_error_when_it_cannot_start(
+    make_loop: LoopFactory,
+) -> None:
+    """The server's own stderr reaches the worker (bwrap's status descriptor is not 2, which
+    the jail would close), so a failed start says why."""
+    loop = make_loop(ai=False, mcp_paths=[EXAMPLES])
+    allow_mcp(loop.app)
+    crash = "import sys; sys.stderr.write('no-database-configured-for-server'); sys.exit(3)"
+    session_id = start_session(
+        loop, ["call todo_list"], executor="mcp", mcp={"command": ["python", "-c", crash]}
+    )
+
+    session = drive(loop, session_id)
+
+    assert session.status is SessionStatus.FAILED
+    assert session.error is not None
+    assert "no-database-configured-for-server" in json.dumps(session.error)
