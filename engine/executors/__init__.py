@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from domain.errors import DomainError, StandardError
 from domain.payloads import ArtifactRef
-from engine.secrets import TOTP, SecretUnusable
+from engine.secrets import TOTP, SecretUnusable, strings_in
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z0-9_]+)\s*\}\}")
 """Any `{{namespace.name}}`: `vars` are filled from what earlier steps saved, `secrets` and
@@ -175,6 +175,14 @@ def with_variables(data: Any, variables: dict[str, Any]) -> Any:
     if isinstance(data, list):
         return [with_variables(value, variables) for value in data]
     return data
+
+
+def holds_placeholder(data: Any) -> bool:
+    """Whether any string in `data` holds a `{{namespace.name}}`. Data read from outside (a
+    page, a model's reading of one, a signal's body) holding one is refused where it would be
+    saved as a variable: the executor would fill a `{{secrets.NAME}}` in when a later step
+    sends the variable, so a page could have a secret posted wherever that step posts."""
+    return any(PLACEHOLDER.search(text) for text in strings_in(data))
 
 
 def refused(error: SecretUnusable | VariableNotSet) -> Outcome:

@@ -403,8 +403,21 @@ class BrowserExecutor:
 
     async def _read_rows(self, page: Page, rows: str, fields: dict[str, str]) -> Done:
         """Each element `rows` selects, as its fields' text (null where a field's selector
-        finds nothing in it); rows with none of the fields (a table's header) left out."""
-        found = await page.evaluate(READ_ROWS_JS, [rows, fields, MAX_ROWS])
+        finds nothing in it, cut at MAX_FIELD_CHARS); rows with none of the fields (a table's
+        header) left out. More than a recorded result may hold is a failure, not cut short:
+        the step's data would be wrong without saying so."""
+        found = await page.evaluate(READ_ROWS_JS, [rows, fields, MAX_ROWS, MAX_FIELD_CHARS])
+        size, limit = len(json.dumps(found, ensure_ascii=False)), self.limits.max_output_chars
+        if size > limit:
+            raise Problem(
+                "EXTRACTION_INVALID",
+                f"the {len(found)} rows read come to {size} characters, over the {limit} a "
+                "command's result may record (STEPLINE_MAX_OUTPUT_CHARS): select fewer rows or "
+                "fields",
+                rows=len(found),
+                chars=size,
+                limit=limit,
+            )
         return Done({"rows": found})
 
     # ---- finding elements ---------------------------------------------------------------
@@ -576,18 +589,23 @@ def _first_line(error: Exception) -> str:
 
 
 MAX_ROWS = 1_000
-READ_ROWS_JS = """([rows, fields, limit]) => Array.from(document.querySelectorAll(rows))
-  .slice(0, limit)
-  .map((row) => Object.fromEntries(Object.entries(fields).map(([name, selector]) => {
-    const found = row.querySelector(selector);
-    if (!found) return [name, null];
-    if (found.matches("input[type=checkbox], input[type=radio]")) {
-      return [name, String(found.checked)];
-    }
-    if (["INPUT", "SELECT", "TEXTAREA"].includes(found.tagName)) return [name, found.value];
-    return [name, (found.innerText ?? found.textContent ?? "").trim()];
-  })))
-  .filter((row) => Object.values(row).some((value) => value !== null))"""
+MAX_FIELD_CHARS = 2_000
+READ_ROWS_JS = """([rows, fields, limit, fieldChars]) => {
+  const cut = (text) => text.length <= fieldChars ? text
+    : `${text.slice(0, fieldChars)}… [${text.length - fieldChars} more characters]`;
+  const read = (found) => {
+    if (found.matches("input[type=checkbox], input[type=radio]")) return String(found.checked);
+    if (["INPUT", "SELECT", "TEXTAREA"].includes(found.tagName)) return cut(found.value);
+    return cut((found.innerText ?? found.textContent ?? "").trim());
+  };
+  return Array.from(document.querySelectorAll(rows))
+    .slice(0, limit)
+    .map((row) => Object.fromEntries(Object.entries(fields).map(([name, selector]) => {
+      const found = row.querySelector(selector);
+      return [name, found ? read(found) : null];
+    })))
+    .filter((row) => Object.values(row).some((value) => value !== null));
+}"""
 """A step's extraction by selectors (see `engine.loop.extraction`): a field is its element's
 text; a checkbox's or radio's, whether it is checked; a form field's, its value."""
 

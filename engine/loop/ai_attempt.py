@@ -24,7 +24,7 @@ from engine.ai.provider import (
     approval_tool,
     finishing_tools,
 )
-from engine.executors import PLACEHOLDER, Executor, Showing, View
+from engine.executors import Executor, Showing, View, holds_placeholder
 from engine.executors.http import HTTP_STATUS_ERROR
 from engine.executors.kinds import DEFAULT_EXECUTOR
 from engine.loop.limits import Limits
@@ -38,7 +38,6 @@ from engine.loop.step_results import (
 )
 from engine.loop.step_run import StepRun
 from engine.loop.waits import WaitRequest, outcome_of
-from engine.secrets import strings_in
 from engine.tracing import ended, used
 
 
@@ -296,7 +295,7 @@ class AiAttempt:
         given = call.arguments.get("data")
         data = self.run_.secrets.redact_all(given)
         problem = extraction.problem(data)
-        if any(PLACEHOLDER.search(text) for text in strings_in(given)):
+        if holds_placeholder(given):
             problem = "it holds a {{namespace.name}} placeholder; write the values themselves"
         if problem is None:
             return replace(decision, call=replace(call, arguments={**call.arguments, "data": data}))

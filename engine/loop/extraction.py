@@ -3,7 +3,9 @@ shape with no model (see `domain.extraction`).
 
 The browser's `read_rows` gives each row's fields as the page shows them, as text; each is
 read as its field's declared type (`"3"` an integer, `"yes"` / `"✓"` true, `""` / `"no"`
-false), and the rows checked against the schema like a model's data would be.
+false), and the rows checked against the schema like a model's data would be. Rows holding a
+`{{namespace.name}}` placeholder are refused, as a model's data holding one is: a page cell
+reading `{{secrets.TOKEN}}`, saved and sent by a later step, would have the secret filled in.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 from typing import Any
 
 from domain.extraction import Extraction
-from engine.executors import Command, truncated
+from engine.executors import Command, holds_placeholder, truncated
 from engine.loop.step_results import StepDone, StepFailure, StepResult, failure
 from engine.loop.step_run import StepRun
 
@@ -32,6 +34,8 @@ def read_by_selectors(run: StepRun, index: int, extraction: Extraction, key: str
     found = json.loads(outcome.output).get("rows", [])
     data = [_typed(row, extraction.schema.get("items", {})) for row in found]
     problem = extraction.problem(data)
+    if holds_placeholder(data):
+        problem = "a field holds a {{namespace.name}} placeholder, which data never may"
     if problem is not None:
         return failure(
             "EXTRACTION_INVALID",
