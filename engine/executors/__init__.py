@@ -191,6 +191,12 @@ def with_variables(data: Any, variables: dict[str, Any]) -> Any:
     return data
 
 
+SAVED_PLACEHOLDER = (
+    "it holds a {{namespace.name}} placeholder, which data read from outside never may: a "
+    "later step sending it would have the placeholder filled in"
+)
+
+
 def holds_placeholder(data: Any) -> bool:
     """Whether any string in `data` holds a `{{namespace.name}}`. Data read from outside (a
     page, a model's reading of one, a signal's body) holding one is refused where it would be

@@ -35,10 +35,12 @@ from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from engine.executors import (
+    SAVED_PLACEHOLDER,
     Command,
     Outcome,
     VariableNotSet,
     View,
+    holds_placeholder,
     refused,
     truncated,
     with_variables,
@@ -417,6 +419,8 @@ class BrowserExecutor:
         element = await self._resolve(page, target, FIELD_ROLES)
         editable = await element.evaluate("(el) => 'value' in el && el.tagName !== 'BUTTON'")
         text = await element.input_value() if editable else await element.inner_text()
+        if holds_placeholder(text):
+            raise Problem("EXTRACTION_INVALID", f"{target!r} cannot be saved: {SAVED_PLACEHOLDER}")
         self.variables[name] = text.strip()
         return Done({"saved": name, "value": text.strip()})
 

@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from domain.extraction import Extraction
-from engine.executors import Command, holds_placeholder, truncated
+from engine.executors import SAVED_PLACEHOLDER, Command, holds_placeholder, truncated
 from engine.loop.step_results import StepDone, StepFailure, StepResult, failure
 from engine.loop.step_run import StepRun
 
@@ -33,9 +33,13 @@ def read_by_selectors(run: StepRun, index: int, extraction: Extraction, key: str
         return StepFailure(outcome.error) if outcome.error else failure("COMMAND_FAILED", "")
     found = json.loads(outcome.output).get("rows", [])
     data = [_typed(row, extraction.schema.get("items", {})) for row in found]
-    problem = extraction.problem(data)
     if holds_placeholder(data):
-        problem = "a field holds a {{namespace.name}} placeholder, which data never may"
+        return failure(
+            "EXTRACTION_INVALID",
+            f"the rows read from the page cannot be saved: {SAVED_PLACEHOLDER}",
+            rows=len(data),
+        )
+    problem = extraction.problem(data)
     if problem is not None:
         return failure(
             "EXTRACTION_INVALID",

@@ -419,3 +419,24 @@ def test_rows_over_what_a_result_may_record_fail_the_step_before_anything_is_rec
     assert "over the 4000 a command's result may record" in error["message"]
     results = json.dumps([e.output for e in finished(loop.app, session_id)])
     assert "y" * 1_900 not in results
+
+
+def test_saved_text_holding_a_placeholder_is_refused_so_a_page_cannot_have_a_secret_sent(
+    make_loop: LoopFactory, target: str
+) -> None:
+    add_todo_by_api(target, "{{secrets.DEMO_PASSWORD}}")
+    loop = make_loop(ai=False)
+    steps = [
+        *SIGN_IN,
+        'save text of "main li label" as title',
+        'POST /effects with {"name": "{{vars.title}}"}',
+    ]
+    session_id = start_session(loop, steps, target, executor="browser")
+
+    session = drive(loop, session_id)
+
+    error = session.steps[len(SIGN_IN)].error
+    assert error is not None
+    assert error["code"] == "EXTRACTION_INVALID"
+    assert "placeholder" in error["message"]
+    assert PASSWORD not in json.dumps(httpx.get(f"{target}/effects").json())
