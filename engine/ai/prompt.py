@@ -145,10 +145,13 @@ VIEW_NOTE = "The page as it looks now (a screenshot of the browser's viewport):"
 
 
 def with_view(
-    messages: list[dict[str, Any]], image: bytes, media_type: str
+    messages: list[dict[str, Any]], image: bytes, media_type: str, *, withheld: str | None = None
 ) -> list[dict[str, Any]]:
     """`messages` and, last, a user message showing `image` (vision) as an OpenAI-compatible
-    image part, a data URL. Added after redaction: the image's base64 is no text to redact."""
+    image part, a data URL. Added after redaction: the image's base64 is no text to redact.
+    A screenshot `withheld` is said instead, with why."""
+    if withheld is not None:
+        return [*messages, {"role": "user", "content": f"No screenshot this turn: {withheld}."}]
     url = f"data:{media_type};base64,{base64.b64encode(image).decode()}"
     parts = [{"type": "text", "text": VIEW_NOTE}, {"type": "image_url", "image_url": {"url": url}}]
     return [*messages, {"role": "user", "content": parts}]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from domain.errors import DomainError, StandardError
 from domain.payloads import ArtifactRef
-from engine.secrets import TOTP, SecretUnusable
+from engine.secrets import TOTP, SecretUnusable, strings_in
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z0-9_]+)\s*\}\}")
 """Any `{{namespace.name}}`: `vars` are filled from what earlier steps saved, `secrets` and
@@ -101,12 +102,24 @@ class Executor(Protocol):
 
 @dataclass(frozen=True)
 class View:
-    """What a model that can see is shown of where an executor is (the browser: its page),
-    as an image already stored as an artifact."""
+    """What a model that can see is shown of where an executor is (the browser: its page):
+    an image, held in memory until the turn that showed it is recorded (`kept`), so that a
+    model call that fails leaves no stored file that no event refers to (erasure deletes the
+    files events refer to); or no image, and why (`withheld`: it would show a secret)."""
 
     content: bytes = field(repr=False)
     media_type: str
-    artifact: ArtifactRef
+    keep: Callable[[], ArtifactRef] | None = field(default=None, repr=False)
+    """Stores the image as an artifact and gives its reference."""
+    withheld: str | None = None
+
+    @classmethod
+    def withheld_because(cls, reason: str) -> View:
+        return cls(b"", "", withheld=reason)
+
+    def kept(self) -> list[ArtifactRef]:
+        """The image stored, for the turn that showed it; nothing when none was shown."""
+        return [self.keep()] if self.keep is not None and self.withheld is None else []
 
 
 @runtime_checkable
@@ -114,8 +127,9 @@ class Showing(Protocol):
     """An executor with something to show a model that can see (`config.vision`)."""
 
     def view(self) -> View | None:
-        """An image of where it is now, stored as an artifact; None when there is nothing to
-        show (no page open) or it could not be taken within its bounds."""
+        """An image of where it is now, to be stored once shown (`View.kept`), or why none is
+        shown; None when there is nothing to show (no page open) or it could not be taken
+        within its bounds."""
         ...
 
 
@@ -175,6 +189,20 @@ def with_variables(data: Any, variables: dict[str, Any]) -> Any:
     if isinstance(data, list):
         return [with_variables(value, variables) for value in data]
     return data
+
+
+SAVED_PLACEHOLDER = (
+    "it holds a {{namespace.name}} placeholder, which data read from outside never may: a "
+    "later step sending it would have the placeholder filled in"
+)
+
+
+def holds_placeholder(data: Any) -> bool:
+    """Whether any string in `data` holds a `{{namespace.name}}`. Data read from outside (a
+    page, a model's reading of one, a signal's body) holding one is refused where it would be
+    saved as a variable: the executor would fill a `{{secrets.NAME}}` in when a later step
+    sends the variable, so a page could have a secret posted wherever that step posts."""
+    return any(PLACEHOLDER.search(text) for text in strings_in(data))
 
 
 def refused(error: SecretUnusable | VariableNotSet) -> Outcome:

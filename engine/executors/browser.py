@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 from uuid import UUID
@@ -34,10 +35,12 @@ from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from engine.executors import (
+    SAVED_PLACEHOLDER,
     Command,
     Outcome,
     VariableNotSet,
     View,
+    holds_placeholder,
     refused,
     truncated,
     with_variables,
@@ -66,6 +69,24 @@ C0_AND_SPACE = "".join(map(chr, range(0x21)))
 VIEW_MAX_BYTES = 1_000_000
 """The largest image a model is shown (vision): the viewport as PNG, else as JPEG, else none."""
 VIEW_JPEG_QUALITY = 60
+SECRET_SHOWN = "the page shows a secret's value, so no screenshot is sent this turn"  # noqa: S105
+SHOWN_TEXT_JS = """(mark) => {
+  const texts = [document.body ? document.body.innerText : ""];
+  const visit = (root) => {
+    for (const el of root.querySelectorAll("*")) {
+      if (el.shadowRoot) {
+        texts.push(el.shadowRoot.textContent ?? "");
+        visit(el.shadowRoot);
+      }
+      const field = ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName);
+      if (field && !el.hasAttribute(mark) && el.type !== "password") texts.push(el.value ?? "");
+    }
+  };
+  visit(document);
+  return texts;
+}"""
+"""What a frame shows a person as text: its text, its shadow roots' and its fields' values
+(not those masked, nor a password field's, drawn as dots)."""
 TUNNEL_FAILED = "net::ERR_TUNNEL_CONNECTION_FAILED"
 """Chromium's error when the proxy refuses a CONNECT (https, wss)."""
 
@@ -398,13 +419,28 @@ class BrowserExecutor:
         element = await self._resolve(page, target, FIELD_ROLES)
         editable = await element.evaluate("(el) => 'value' in el && el.tagName !== 'BUTTON'")
         text = await element.input_value() if editable else await element.inner_text()
+        if holds_placeholder(text):
+            raise Problem("EXTRACTION_INVALID", f"{target!r} cannot be saved: {SAVED_PLACEHOLDER}")
         self.variables[name] = text.strip()
         return Done({"saved": name, "value": text.strip()})
 
     async def _read_rows(self, page: Page, rows: str, fields: dict[str, str]) -> Done:
         """Each element `rows` selects, as its fields' text (null where a field's selector
-        finds nothing in it); rows with none of the fields (a table's header) left out."""
-        found = await page.evaluate(READ_ROWS_JS, [rows, fields, MAX_ROWS])
+        finds nothing in it, cut at MAX_FIELD_CHARS); rows with none of the fields (a table's
+        header) left out. More than a recorded result may hold is a failure, not cut short:
+        the step's data would be wrong without saying so."""
+        found = await page.evaluate(READ_ROWS_JS, [rows, fields, MAX_ROWS, MAX_FIELD_CHARS])
+        size, limit = len(json.dumps(found, ensure_ascii=False)), self.limits.max_output_chars
+        if size > limit:
+            raise Problem(
+                "EXTRACTION_INVALID",
+                f"the {len(found)} rows read come to {size} characters, over the {limit} a "
+                "command's result may record (STEPLINE_MAX_OUTPUT_CHARS): select fewer rows or "
+                "fields",
+                rows=len(found),
+                chars=size,
+                limit=limit,
+            )
         return Done({"rows": found})
 
     # ---- finding elements ---------------------------------------------------------------
@@ -473,28 +509,47 @@ class BrowserExecutor:
         """The page as a model that can see is shown it (vision): the viewport only (the
         context's, 1280x720 CSS pixels), at one image pixel per CSS pixel, fields holding a
         secret masked, as PNG, or JPEG when the PNG is over VIEW_MAX_BYTES; none when that is
-        over too, or no page is open. Stored as a `model_view` artifact."""
+        over too, or no page is open. Stored as a `model_view` artifact once the turn that
+        showed it is recorded. Withheld when the page shows a secret's value anywhere else
+        (its text, a field's value): only fields a secret was typed into are masked."""
         if self._tab is None and self.last_url is None:
             return None
         try:
-            shot = self.host.call(self._view_shot(), self.limits.navigation_timeout_ms / 1000)
+            return self.host.call(self._view_shot(), self.limits.navigation_timeout_ms / 1000)
         except (BrowserUnavailable, SandboxUnavailable, TimeoutError, PlaywrightError):
             return None
-        if shot is None:
-            return None
-        content, media_type = shot
-        return View(content, media_type, self.artifacts.put(content, media_type, "model_view"))
 
-    async def _view_shot(self) -> tuple[bytes, str] | None:
+    async def _view_shot(self) -> View | None:
         page = await self._page(reopen=True)
+        if await self._shows_a_secret(page):
+            return View.withheld_because(SECRET_SHOWN)
         masked = [page.locator(f"[{SECRET_MARK}]")]
-        png = await page.screenshot(type="png", scale="css", mask=masked, timeout=5_000)
-        if len(png) <= VIEW_MAX_BYTES:
-            return png, "image/png"
-        jpeg = await page.screenshot(
-            type="jpeg", quality=VIEW_JPEG_QUALITY, scale="css", mask=masked, timeout=5_000
-        )
-        return (jpeg, "image/jpeg") if len(jpeg) <= VIEW_MAX_BYTES else None
+        shot = await page.screenshot(type="png", scale="css", mask=masked, timeout=5_000)
+        media_type = "image/png"
+        if len(shot) > VIEW_MAX_BYTES:
+            shot = await page.screenshot(
+                type="jpeg", quality=VIEW_JPEG_QUALITY, scale="css", mask=masked, timeout=5_000
+            )
+            media_type = "image/jpeg"
+        if len(shot) > VIEW_MAX_BYTES:
+            return None
+        if await self._shows_a_secret(page):  # shown while the screenshot was taken
+            return View.withheld_because(SECRET_SHOWN)
+        keep = partial(self.artifacts.put, shot, media_type, "model_view")
+        return View(shot, media_type, keep)
+
+    async def _shows_a_secret(self, page: Page) -> bool:
+        """Whether any frame's text, or a field's value not masked or hidden as a password,
+        holds a secret's value (in any of its encodings) or a one-time code filled in; a
+        frame that cannot be read counts as showing one."""
+        texts: list[str] = []
+        for frame in page.frames:
+            try:
+                texts.extend(await frame.evaluate(SHOWN_TEXT_JS, SECRET_MARK))
+            except PlaywrightError:
+                return True
+        shown = "\n".join(texts)
+        return self.secrets.redact(shown) != shown
 
     async def _briefing_state(self) -> dict[str, Any]:
         page = await self._page(reopen=True)
@@ -576,18 +631,23 @@ def _first_line(error: Exception) -> str:
 
 
 MAX_ROWS = 1_000
-READ_ROWS_JS = """([rows, fields, limit]) => Array.from(document.querySelectorAll(rows))
-  .slice(0, limit)
-  .map((row) => Object.fromEntries(Object.entries(fields).map(([name, selector]) => {
-    const found = row.querySelector(selector);
-    if (!found) return [name, null];
-    if (found.matches("input[type=checkbox], input[type=radio]")) {
-      return [name, String(found.checked)];
-    }
-    if (["INPUT", "SELECT", "TEXTAREA"].includes(found.tagName)) return [name, found.value];
-    return [name, (found.innerText ?? found.textContent ?? "").trim()];
-  })))
-  .filter((row) => Object.values(row).some((value) => value !== null))"""
+MAX_FIELD_CHARS = 2_000
+READ_ROWS_JS = """([rows, fields, limit, fieldChars]) => {
+  const cut = (text) => text.length <= fieldChars ? text
+    : `${text.slice(0, fieldChars)}… [${text.length - fieldChars} more characters]`;
+  const read = (found) => {
+    if (found.matches("input[type=checkbox], input[type=radio]")) return String(found.checked);
+    if (["INPUT", "SELECT", "TEXTAREA"].includes(found.tagName)) return cut(found.value);
+    return cut((found.innerText ?? found.textContent ?? "").trim());
+  };
+  return Array.from(document.querySelectorAll(rows))
+    .slice(0, limit)
+    .map((row) => Object.fromEntries(Object.entries(fields).map(([name, selector]) => {
+      const found = row.querySelector(selector);
+      return [name, found ? read(found) : null];
+    })))
+    .filter((row) => Object.values(row).some((value) => value !== null));
+}"""
 """A step's extraction by selectors (see `engine.loop.extraction`): a field is its element's
 text; a checkbox's or radio's, whether it is checked; a form field's, its value."""
 

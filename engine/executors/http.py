@@ -14,9 +14,11 @@ import httpx
 
 from domain.errors import StandardError
 from engine.executors import (
+    SAVED_PLACEHOLDER,
     Command,
     Outcome,
     VariableNotSet,
+    holds_placeholder,
     refused,
     truncated,
     with_variables,
@@ -265,6 +267,10 @@ class HttpExecutor:
         value, problem = self._json_at(path)
         if problem is not None:
             return problem
+        if holds_placeholder(value):
+            return Outcome.failed(
+                "EXTRACTION_INVALID", f"{path} cannot be saved: {SAVED_PLACEHOLDER}"
+            )
         self.variables[name] = value
         return Outcome.of(True, saved=name, value=value)
 

@@ -24,7 +24,7 @@ from engine.ai.provider import (
     approval_tool,
     finishing_tools,
 )
-from engine.executors import PLACEHOLDER, Executor, Showing, View
+from engine.executors import Executor, Showing, View, holds_placeholder
 from engine.executors.http import HTTP_STATUS_ERROR
 from engine.executors.kinds import DEFAULT_EXECUTOR
 from engine.loop.limits import Limits
@@ -38,7 +38,6 @@ from engine.loop.step_results import (
 )
 from engine.loop.step_run import StepRun
 from engine.loop.waits import WaitRequest, outcome_of
-from engine.secrets import strings_in
 from engine.tracing import ended, used
 
 
@@ -190,7 +189,7 @@ class AiAttempt:
         messages = self._messages(session, events)
         view = self._view()
         if view is not None:
-            messages = with_view(messages, view.content, view.media_type)
+            messages = with_view(messages, view.content, view.media_type, withheld=view.withheld)
         error_status = unjudged_error_status(events)
         try:
             decision = self._asked(messages, self._tools(expect, last, error_status))
@@ -201,12 +200,12 @@ class AiAttempt:
         decision = self._with_data_checked(decision)
         run.record_turn(
             self.index,
-            reasoning=run.secrets.redact(_turn_note(decision)),
+            reasoning=run.secrets.redact(_turn_note(decision, view)),
             model=decision.model,
             prompt_tokens=decision.prompt_tokens,
             completion_tokens=decision.completion_tokens,
             latency_ms=decision.latency_ms,
-            artifacts=[view.artifact] if view is not None else [],
+            artifacts=view.kept() if view is not None else [],
         )
         self.feedback = []
         used = run.session.tokens_used
@@ -299,7 +298,7 @@ class AiAttempt:
         given = call.arguments.get("data")
         data = self.run_.secrets.redact_all(given)
         problem = extraction.problem(data)
-        if any(PLACEHOLDER.search(text) for text in strings_in(given)):
+        if holds_placeholder(given):
             problem = "it holds a {{namespace.name}} placeholder; write the values themselves"
         if problem is None:
             return replace(decision, call=replace(call, arguments={**call.arguments, "data": data}))
@@ -365,12 +364,13 @@ def unjudged_error_status(events: list[WorkflowSession.Event]) -> int | None:
     return None
 
 
-def _turn_note(decision: Decision) -> str:
-    """What the turn records: the model's reasoning, and what was wrong with the reply or
-    how its arguments were read to fit."""
+def _turn_note(decision: Decision, view: View | None = None) -> str:
+    """What the turn records: the model's reasoning, what was wrong with the reply or how
+    its arguments were read to fit, and why no screenshot was shown, if one was withheld."""
     mistake = decision.mistake
+    withheld = f"\n[SCREENSHOT_WITHHELD] {view.withheld}" if view and view.withheld else ""
     if mistake is None:
         coercions = decision.call.coercions if decision.call is not None else ()
-        notes = "".join(f"\n[ARGUMENTS_COERCED] {note}" for note in coercions)
+        notes = "".join(f"\n[ARGUMENTS_COERCED] {note}" for note in coercions) + withheld
         return f"{decision.reasoning}{notes}".strip() if notes else decision.reasoning
-    return f"{decision.reasoning}\n[{mistake.code}] {mistake.reason}".strip()
+    return f"{decision.reasoning}\n[{mistake.code}] {mistake.reason}{withheld}".strip()

@@ -3,7 +3,9 @@ shape with no model (see `domain.extraction`).
 
 The browser's `read_rows` gives each row's fields as the page shows them, as text; each is
 read as its field's declared type (`"3"` an integer, `"yes"` / `"✓"` true, `""` / `"no"`
-false), and the rows checked against the schema like a model's data would be.
+false), and the rows checked against the schema like a model's data would be. Rows holding a
+`{{namespace.name}}` placeholder are refused, as a model's data holding one is: a page cell
+reading `{{secrets.TOKEN}}`, saved and sent by a later step, would have the secret filled in.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 from typing import Any
 
 from domain.extraction import Extraction
-from engine.executors import Command, truncated
+from engine.executors import SAVED_PLACEHOLDER, Command, holds_placeholder, truncated
 from engine.loop.step_results import StepDone, StepFailure, StepResult, failure
 from engine.loop.step_run import StepRun
 
@@ -31,6 +33,12 @@ def read_by_selectors(run: StepRun, index: int, extraction: Extraction, key: str
         return StepFailure(outcome.error) if outcome.error else failure("COMMAND_FAILED", "")
     found = json.loads(outcome.output).get("rows", [])
     data = [_typed(row, extraction.schema.get("items", {})) for row in found]
+    if holds_placeholder(data):
+        return failure(
+            "EXTRACTION_INVALID",
+            f"the rows read from the page cannot be saved: {SAVED_PLACEHOLDER}",
+            rows=len(data),
+        )
     problem = extraction.problem(data)
     if problem is not None:
         return failure(

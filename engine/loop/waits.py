@@ -22,9 +22,8 @@ from domain.errors import DomainError
 from domain.json_values import unstorable
 from domain.session import WorkflowSession
 from domain.waits import WaitKind, WaitOutcome, variable_of
-from engine.executors import PLACEHOLDER, Command, Outcome, truncated
+from engine.executors import Command, Outcome, holds_placeholder, truncated
 from engine.loop.definitions import DefinitionError, Definitions
-from engine.secrets import strings_in
 from engine.store.held_session import HeldSession
 
 WAIT = "wait"
@@ -321,7 +320,7 @@ def check_signal(name: str, body: Any, max_bytes: int | None = None) -> None:
             suggested_action="Send the body without what the message names",
             field="body",
         )
-    if any(PLACEHOLDER.search(text) for text in strings_in(body)):
+    if holds_placeholder(body):
         raise SignalRefused(
             "the signal's body holds a {{namespace.name}} placeholder; a body is data and is "
             "never filled in",

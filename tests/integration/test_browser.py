@@ -349,3 +349,94 @@ def test_rows_that_do_not_fit_the_schema_fail_the_step_with_the_reason(
     assert error is not None
     assert error["code"] == "EXTRACTION_INVALID"
     assert "is not of type 'integer'" in error["message"]
+
+
+def add_todo_by_api(target: str, title: str) -> None:
+    """A todo of the demo user's whose title is exactly `title`: nothing fills it in."""
+    with httpx.Client(base_url=target) as client:
+        client.post("/login", json={"user": "demo", "password": PASSWORD}).raise_for_status()
+        client.post("/todos", json={"title": title}).raise_for_status()
+
+
+def reading_the_todos(save_as: str | None = None) -> StepSpec:
+    return StepSpec(
+        "Read the todo list",
+        extract=Extraction.written(
+            {"rows": "main li", "fields": {"title": "label"}, "schema": {"title": "string"}}
+        ),
+        save_as=save_as,
+    )
+
+
+def test_rows_holding_a_placeholder_are_refused_so_a_page_cannot_have_a_secret_sent(
+    make_loop: LoopFactory, target: str
+) -> None:
+    add_todo_by_api(target, "{{secrets.DEMO_PASSWORD}}")
+    loop = make_loop(ai=False)
+    posted = StepSpec('POST /effects with {"name": "{{vars.todos}}"}')
+    steps = [*SIGN_IN, reading_the_todos(save_as="todos"), posted]
+    session_id = start_session(loop, steps, target, executor="browser")
+
+    session = drive(loop, session_id)
+
+    error = session.steps[len(SIGN_IN)].error
+    assert error is not None
+    assert error["code"] == "EXTRACTION_INVALID"
+    assert "placeholder" in error["message"]
+    assert PASSWORD not in json.dumps(httpx.get(f"{target}/effects").json())
+
+
+def test_each_field_read_is_cut_so_a_huge_cell_is_not_recorded_whole(
+    make_loop: LoopFactory, target: str
+) -> None:
+    add_todo_by_api(target, "x" * 3_000)
+    loop = make_loop(ai=False)
+    session_id = start_session(loop, [*SIGN_IN, reading_the_todos()], target, executor="browser")
+
+    session = drive(loop, session_id)
+
+    assert session.status is SessionStatus.COMPLETED, session.error
+    (row,) = session.steps[len(SIGN_IN)].data
+    assert row["title"] == "x" * 2_000 + "… [1000 more characters]"
+    read = next(e for e in issued(loop.app, session_id) if e.name == "read_rows")
+    (result,) = [e for e in finished(loop.app, session_id) if e.command_id == read.command_id]
+    assert "x" * 2_001 not in result.output
+
+
+def test_rows_over_what_a_result_may_record_fail_the_step_before_anything_is_recorded(
+    make_loop: LoopFactory, target: str
+) -> None:
+    for _ in range(3):
+        add_todo_by_api(target, "y" * 1_900)
+    loop = make_loop(ai=False)
+    session_id = start_session(loop, [*SIGN_IN, reading_the_todos()], target, executor="browser")
+
+    session = drive(loop, session_id)
+
+    error = session.steps[len(SIGN_IN)].error
+    assert error is not None
+    assert error["code"] == "EXTRACTION_INVALID"
+    assert "over the 4000 a command's result may record" in error["message"]
+    results = json.dumps([e.output for e in finished(loop.app, session_id)])
+    assert "y" * 1_900 not in results
+
+
+def test_saved_text_holding_a_placeholder_is_refused_so_a_page_cannot_have_a_secret_sent(
+    make_loop: LoopFactory, target: str
+) -> None:
+    add_todo_by_api(target, "{{secrets.DEMO_PASSWORD}}")
+    loop = make_loop(ai=False)
+    steps = [
+        *SIGN_IN,
+        'save text of "main li label" as title',
+        'POST /effects with {"name": "{{vars.title}}"}',
+    ]
+    session_id = start_session(loop, steps, target, executor="browser")
+
+    session = drive(loop, session_id)
+
+    error = session.steps[len(SIGN_IN)].error
+    assert error is not None
+    assert error["code"] == "EXTRACTION_INVALID"
+    assert "placeholder" in error["message"]
+    assert PASSWORD not in json.dumps(httpx.get(f"{target}/effects").json())

@@ -4,8 +4,10 @@ instead of going out as `%7B%7Bvars.name%7D%7D`; the error names the steps that 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from domain.session import SessionStatus
@@ -13,6 +15,7 @@ from engine.executors import Command
 from engine.executors.shell import ShellExecutor, ShellLimits
 from engine.secrets import Secrets
 from engine.store.app import Stepline
+from tests.conftest import PASSWORD
 from tests.integration.conftest import LoopFactory, drive, start_session
 from tests.redteam.test_egress import Receiver, get, http_for, receiving
 
@@ -110,3 +113,26 @@ def test_a_shell_command_with_a_placeholder_nothing_fills_is_not_run(tmp_path: P
     assert outcome.error is not None
     assert outcome.error.code == "VARIABLE_NOT_SET"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_saved_value_holding_a_placeholder_is_refused_so_a_response_cannot_have_a_secret_sent(
+    make_loop: LoopFactory, target: str
+) -> None:
+    with httpx.Client(base_url=target) as client:  # a todo titled with a placeholder, as is
+        client.post("/login", json={"user": "demo", "password": PASSWORD}).raise_for_status()
+        client.post("/todos", json={"title": "{{secrets.DEMO_PASSWORD}}"}).raise_for_status()
+    loop = make_loop(ai=False)
+    steps = [
+        'POST /login with {"user": "demo", "password": "{{secrets.DEMO_PASSWORD}}"}',
+        "GET /todos/1",
+        "save json title as title",
+        'POST /effects with {"name": "{{vars.title}}"}',
+    ]
+
+    session = drive(loop, start_session(loop, steps, target))
+
+    assert session.status is SessionStatus.FAILED
+    error = session.steps[2].error or {}
+    assert error.get("code") == "EXTRACTION_INVALID"
+    assert "placeholder" in error["message"]
+    assert PASSWORD not in json.dumps(httpx.get(f"{target}/effects").json())

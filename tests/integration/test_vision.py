@@ -13,9 +13,14 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
+from psycopg_pool import ConnectionPool
+
 from domain.session import SessionStatus, WorkflowSession, stored_artifacts
 from engine.executors.artifacts import artifacts_of
+from engine.privacy.erasure import Erasure
 from engine.store.app import Stepline
+from tests.conftest import PASSWORD
 from tests.integration.conftest import LoopFactory, drive, start_session
 from tests.scripted_model import ScriptedModel
 
@@ -133,3 +138,52 @@ def test_in_the_messages_shape_the_image_follows_the_last_tool_result(
     roles = [message["role"] for message in model.requests[1]["messages"]]
     assert roles[-3:] == ["assistant", "tool", "user"]
     assert len(images_sent(model, 1)) == 1
+
+
+def files_under(directory: Path) -> list[Path]:
+    return [path for path in directory.rglob("*") if path.is_file()]
+
+
+def test_a_screenshot_shown_to_a_model_call_that_failed_is_not_left_behind_by_erasure(
+    make_loop: LoopFactory,
+    target: str,
+    model: ScriptedModel,
+    tmp_path: Path,
+    database_url: str,
+) -> None:
+    model.fails(400, "this model does not take images")
+    loop = make_loop()
+    session_id = start_session(loop, STEPS, target, executor="browser", vision=True)
+
+    assert drive(loop, session_id).status is SessionStatus.FAILED
+    assert len(images_sent(model, 0)) == 1  # the screenshot was taken and sent
+    with ConnectionPool(database_url, kwargs={"autocommit": True}) as pool:
+        Erasure(loop.app, pool, tmp_path).erase(session_id, "GDPR request 17", "dpo@acme")
+
+    assert files_under(tmp_path / "artifacts") == []
+
+
+def test_no_screenshot_is_sent_while_the_page_shows_a_secret_and_the_model_is_told_why(
+    make_loop: LoopFactory, target: str, model: ScriptedModel, tmp_path: Path
+) -> None:
+    with httpx.Client(base_url=target) as client:  # a todo whose title is the password
+        client.post("/login", json={"user": "demo", "password": PASSWORD}).raise_for_status()
+        client.post("/todos", json={"title": PASSWORD}).raise_for_status()
+    model.calls("complete_step", summary="the list is shown", evidence=["a todo"])
+    loop = make_loop()
+    steps = [
+        "open /app/login",
+        'fill "User" with "demo"',
+        'fill "Password" with "{{secrets.DEMO_PASSWORD}}"',
+        'click "Sign in"',
+        "Check that the todo list is shown",
+    ]
+    session_id = start_session(loop, steps, target, executor="browser", vision=True)
+
+    assert drive(loop, session_id).status is SessionStatus.COMPLETED
+    assert images_sent(model, 0) == []
+    assert "No screenshot this turn: the page shows a secret" in model.prompt(0)
+    (turn,) = turns(loop.app, session_id)
+    assert "[SCREENSHOT_WITHHELD]" in turn.reasoning
+    assert turn.artifacts == []
+    assert files_under(tmp_path / "artifacts") == []
