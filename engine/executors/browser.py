@@ -34,6 +34,7 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+from domain.extraction import MAX_DATA_CHARS
 from engine.executors import (
     SAVED_PLACEHOLDER,
     Command,
@@ -430,13 +431,12 @@ class BrowserExecutor:
         header) left out. More than a recorded result may hold is a failure, not cut short:
         the step's data would be wrong without saying so."""
         found = await page.evaluate(READ_ROWS_JS, [rows, fields, MAX_ROWS, MAX_FIELD_CHARS])
-        size, limit = len(json.dumps(found, ensure_ascii=False)), self.limits.max_output_chars
+        size, limit = len(json.dumps(found, ensure_ascii=False)), MAX_DATA_CHARS
         if size > limit:
             raise Problem(
                 "EXTRACTION_INVALID",
                 f"the {len(found)} rows read come to {size} characters, over the {limit} a "
-                "command's result may record (STEPLINE_MAX_OUTPUT_CHARS): select fewer rows or "
-                "fields",
+                "step's data may hold: select fewer rows or fields",
                 rows=len(found),
                 chars=size,
                 limit=limit,

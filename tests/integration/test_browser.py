@@ -406,8 +406,8 @@ def test_each_field_read_is_cut_so_a_huge_cell_is_not_recorded_whole(
 def test_rows_over_what_a_result_may_record_fail_the_step_before_anything_is_recorded(
     make_loop: LoopFactory, target: str
 ) -> None:
-    for _ in range(3):
-        add_todo_by_api(target, "y" * 1_900)
+    for _ in range(55):  # each cut at 2,000 characters: 55 come to more than 100,000
+        add_todo_by_api(target, "y" * 1_990)
     loop = make_loop(ai=False)
     session_id = start_session(loop, [*SIGN_IN, reading_the_todos()], target, executor="browser")
 
@@ -416,9 +416,9 @@ def test_rows_over_what_a_result_may_record_fail_the_step_before_anything_is_rec
     error = session.steps[len(SIGN_IN)].error
     assert error is not None
     assert error["code"] == "EXTRACTION_INVALID"
-    assert "over the 4000 a command's result may record" in error["message"]
+    assert "over the 100000 a step's data may hold" in error["message"]
     results = json.dumps([e.output for e in finished(loop.app, session_id)])
-    assert "y" * 1_900 not in results
+    assert "y" * 1_990 not in results
 
 
 def test_saved_text_holding_a_placeholder_is_refused_so_a_page_cannot_have_a_secret_sent(
