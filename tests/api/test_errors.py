@@ -122,7 +122,7 @@ def test_a_bad_body_field_is_named_in_the_advice_with_its_allowed_values(api: Ap
 
     problem = assert_problem(response, 422, "VALIDATION_FAILED")
     assert problem["suggested_action"].startswith(
-        "Fix the body field 'executor' (one of 'http', 'shell' or 'browser'):"
+        "Fix the body field 'executor' (one of 'http', 'shell', 'browser' or 'mcp'):"
     )
 
 
