@@ -167,7 +167,8 @@ def test_an_interrupted_run_releases_the_embedded_server_and_exits_3(
 
     process.send_signal(signum)
 
-    assert process.wait(timeout=DEADLINE_S) == 3  # `run`'s own code for "interrupted"
+    code = process.wait(timeout=DEADLINE_S)
+    assert code == 3, output_file(tmp_path).read_text()  # `run`'s own code for "interrupted"
     wait_for(lambda: not servers_of(data_dir), "the embedded server to stop")
     assert recorded_users(data_dir) == []
 
