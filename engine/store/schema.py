@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
@@ -388,8 +389,13 @@ def held(conn: Connection[Any]) -> Iterator[None]:
     conn.execute("SELECT pg_advisory_lock(%s)", (locks.SCHEMA,))
     try:
         yield
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (locks.SCHEMA,))
+    except BaseException:
+        # Cut short, by a signal mid-query say, the connection may be unusable: its closing
+        # releases the lock, and what cut the block short is what the caller must see.
+        with suppress(psycopg.Error):
+            conn.execute("SELECT pg_advisory_unlock(%s)", (locks.SCHEMA,))
+        raise
+    conn.execute("SELECT pg_advisory_unlock(%s)", (locks.SCHEMA,))
 
 
 def migrate(conn: Connection[Any], key: MasterKey | None = None) -> int:
