@@ -24,7 +24,7 @@ from engine.loop.builtin_steps import builtin
 from engine.loop.learned import LearnedActionSource
 from engine.loop.task_loop import TaskLoop
 from engine.ownership.executor_state import ExecutorStates
-from engine.ownership.leases import RELEASED_CHANNEL, Leases
+from engine.ownership.leases import CREATED_CHANNEL, RELEASED_CHANNEL, Leases
 from engine.ownership.sweep import Sweep
 from engine.privacy.erasure import Erasure
 from engine.scheduler import Scheduler
@@ -125,20 +125,23 @@ def running_in_background(
     wake the worker and the webhooks' sender), the worker itself (none when `workers` is 0)
     with the schedules' firings and the webhooks' deliveries, the TTL sweep and the log of the
     chain's head. On exit every session stops at its next safe point, its lease handed back."""
-    follower = _follower(runtime, events=bool(also_wake))
+    worker = runtime.worker(workers, role) if workers > 0 else None
+    follower = _follower(runtime, events=bool(also_wake), offers=worker is not None)
     events = runtime.app.recorder.channel_name  # type: ignore[attr-defined]
     for callback in also_wake:
         follower.subscribe(callback, channel=events)
-    worker = runtime.worker(workers, role) if workers > 0 else None
     deliveries_queued = threading.Event()
-    # A new (or resumed) session is claimable once the session index shows it: the worker
-    # looks when the views' leader says it applied a change of status, and at once when a
-    # lease is released; a cancel reaches the sessions it drives the same way. A change of
-    # status is also when the views queue webhooks: the sender looks then too.
+    # A new (or resumed) session is claimable once the session index shows it (a new one is
+    # also offered as soon as it is saved, see `SessionWorker.offer`): the worker looks
+    # when the views' leader says it applied a change of status, and at once when a lease
+    # is released; a cancel reaches the sessions it drives the same way. A change of status
+    # is also when the views queue webhooks: the sender looks then too.
     wake = [] if worker is None else [worker.wake]
     runtime.projector.hear(follower, on_status_change=[*wake, deliveries_queued.set])
     for callback in wake:
         follower.subscribe(callback, channel=RELEASED_CHANNEL)
+    if worker is not None:  # a session just created is taken at once, before the index has it
+        follower.receive(worker.offer, channel=CREATED_CHANNEL)
     with ExitStack() as stack:
         stack.callback(follower.start())
         # A process that drives no session (the API only) leads only when no worker does.
@@ -154,10 +157,13 @@ def running_in_background(
         yield Background(follower, worker)
 
 
-def _follower(runtime: Runtime, events: bool) -> LogFollower:
-    """The channels this process listens to: the views' positions and released leases, and
-    new events only where something streams them (the API's feed)."""
+def _follower(runtime: Runtime, events: bool, offers: bool) -> LogFollower:
+    """The channels this process listens to: the views' positions and released leases, new
+    events only where something streams them (the API's feed), and sessions just created
+    only where a worker may take them."""
     channels = [VIEWS_CHANNEL, RELEASED_CHANNEL]
+    if offers:
+        channels.append(CREATED_CHANNEL)
     if events:
         channels.append(runtime.app.recorder.channel_name)  # type: ignore[attr-defined]
     return LogFollower(runtime.projector.pool, channels)

@@ -10,9 +10,11 @@ every lease back at once, so another worker carries on without waiting for expir
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from copy import deepcopy
@@ -36,6 +38,8 @@ DATABASE_ERRORS = (psycopg.Error, PersistenceError)
 DUE_GAP_S = 0.1
 """The least a claim loop waits for a due session: the session index may still show one just
 claimed (by this worker or another) as due for a moment."""
+OFFERS_KEPT = 1_000
+"""Offers of sessions just created kept for the claim loop; older ones are left to the index."""
 
 
 @dataclass
@@ -111,6 +115,11 @@ class SessionWorker:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._wake = threading.Event()
+        self._look_at_index = threading.Event()
+        """Set when the session index may show something to claim (a change of status, a
+        released lease, a freed slot); offers alone do not need the index."""
+        self._offered: deque[tuple[UUID, str]] = deque(maxlen=OFFERS_KEPT)
+        """Sessions just created elsewhere, newest last (`offer`)."""
         self._background: list[threading.Thread] = []
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -152,10 +161,23 @@ class SessionWorker:
         """Claim now rather than at the next poll (e.g. the log grew, a lease was freed); and
         tell the sessions held here that the log may have news for them (a cancel ends a
         back-off at once)."""
+        self._look_at_index.set()
         self._wake.set()
         with self._lock:
             for held in self._held.values():
                 held.news.set()
+
+    def offer(self, payload: str) -> None:
+        """A session was just created elsewhere (`Leases.announce`): take it at once if a slot
+        is free, without waiting for the session index to show it. Called in the follower's
+        thread: only queued here."""
+        try:
+            session_id, tenant = json.loads(payload)
+            self._offered.append((UUID(session_id), str(tenant)))
+        except (ValueError, TypeError):
+            log.warning("Ignored a malformed offer of a session: %r", payload[:200])
+            return
+        self._wake.set()
 
     def _take_slots(self, wanted: int) -> int:
         """Promise up to `wanted` free slots (give them back with `_give_back`)."""
@@ -179,22 +201,54 @@ class SessionWorker:
         next_due_s: float | None = None
         while not self._stopping.is_set():
             due_s = self.poll_s if next_due_s is None else max(DUE_GAP_S, next_due_s)
-            self._wake.wait(min(self.poll_s, due_s))
+            if not self._wake.wait(min(self.poll_s, due_s)):
+                self._look_at_index.set()  # the poll, or a wait that is due
             self._wake.clear()
             if self._stopping.is_set():
                 return
-            slots = self._take_slots(self.concurrency)
-            if not slots:  # nothing to claim for: a slot that frees wakes this loop
-                continue
             try:
-                for claim in self.leases.claim(self.worker_id, slots, self.running_limit):
-                    self.drive(claim)
-                next_due_s = self.leases.next_due_s()
+                self._take_offered()
+                if self._look_at_index.is_set():
+                    next_due_s = self._claim_from_index(next_due_s)
             except DATABASE_ERRORS:
                 log.warning("Could not claim sessions (database unavailable); retrying")
+                self._look_at_index.set()
                 self._stopping.wait(self.poll_s)
+
+    def _take_offered(self) -> None:
+        """Drive the sessions just created elsewhere while slots are free; those left over
+        (no slot, another worker was first) wait for a claim through the session index."""
+        while self._offered:
+            if not self._take_slots(1):
+                self._offered.clear()
+                self._look_at_index.set()  # once a slot frees
+                return
+            try:
+                session_id, tenant = self._offered.popleft()
+                limit = None if self.running_limit is None else self.running_limit(tenant)
+                token = self.leases.acquire(session_id, tenant, self.worker_id, limit, first=True)
+                if token is not None:
+                    self.drive(Claim(session_id, tenant, token, None))
             finally:
-                self._give_back(slots)
+                self._give_back(1)
+
+    def _claim_from_index(self, next_due_s: float | None) -> float | None:
+        """Claim what the session index shows runnable, for every free slot; seconds until
+        the earliest wait known is due (as known before, with no slot free). With no slot
+        free, or every slot filled, the index is looked at again when one frees."""
+        slots = self._take_slots(self.concurrency)
+        if not slots:  # nothing to claim for: a slot that frees wakes this loop
+            return next_due_s
+        try:
+            self._look_at_index.clear()
+            claims = self.leases.claim(self.worker_id, slots, self.running_limit)
+            if len(claims) == slots:
+                self._look_at_index.set()  # there may be more
+            for claim in claims:
+                self.drive(claim)
+            return self.leases.next_due_s()
+        finally:
+            self._give_back(slots)
 
     def create(
         self, request: SessionRequest, *, tenant: str, actor: str, here: bool = False
@@ -210,6 +264,9 @@ class SessionWorker:
             token = self.leases.acquire(session.id, tenant, self.worker_id, limit) if slot else None
             if token is None:  # nobody else can know a session not yet saved: over the limit
                 self.loop.app.save_new(session)
+                if not slot:  # another worker may have one, or this one once a slot frees
+                    self.leases.announce(session.id, tenant)
+                    self._look_at_index.set()
                 return session, None
             claim = Claim(session.id, tenant, token, None)
             try:
@@ -285,7 +342,7 @@ class SessionWorker:
         with self._lock:
             if self._held.get(held.session_id) is held:
                 del self._held[held.session_id]
-        self._wake.set()
+        self._wake.set()  # a slot is free: for what waited for one (`_look_at_index`)
 
     # ---- heartbeat ----------------------------------------------------------------------
 

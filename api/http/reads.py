@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.persistence import Notification
 from psycopg import Connection, sql
 
 from api.http.schemas import SessionPage, SessionSummary
 from projections import session_progress
 from projections.session_index import IndexedSession, SessionFilter, list_sessions
 from projections.session_progress import SessionProgressView
+from projections.view import Recorded
 
 
 class BadCursor(ValueError):
@@ -82,46 +85,92 @@ def _summary(row: IndexedSession, progress: session_progress.Progress | None) ->
     )
 
 
+GAP_LIMIT = 64
+"""The most events of one session a read folds onto its progress row itself (a view that
+far behind is waited for instead)."""
+
+
 @dataclass(frozen=True)
 class ProgressBesideLog:
-    """A session's progress row (None while the view has not got it) and the session's last
-    event in the log, read in one snapshot (None: the log has no such session)."""
+    """A session's progress row (None while the view has not got it), the session's last
+    event in the log (None: the log has no such session) and the events the row has not
+    applied yet (up to `GAP_LIMIT`), read in one snapshot."""
 
     row: session_progress.Progress | None
     last_version: int | None
     last_position: int | None
     """The last event's notification id: how far the view must get to show it."""
+    gap: list[Notification]
 
     @property
     def caught_up(self) -> bool:
         """Whether the row has applied every event the log had of the session."""
         return self.row is not None and self.row.version >= (self.last_version or 0)
 
+    def current(self, decode: Decode) -> session_progress.Progress | None:
+        """The row with the events it lacks folded in by the view's own fold, as the view
+        will hold it once it applies them; None when the gap is more than was read."""
+        if self.caught_up or self.last_version is None:
+            return self.row
+        if not self.gap or self.gap[-1].originator_version != self.last_version:
+            return None
+        rows = {} if self.row is None else {self.row.session_id: self.row}
+        session_progress.fold(rows, [Recorded(n.id, decode(n)) for n in self.gap])
+        return next(iter(rows.values()), None)
 
+
+Decode = Callable[[Notification], Any]
+"""Turns a stored event into the domain event (the application's mapper)."""
 PROGRESS_COLUMNS = SessionProgressView.rows.columns
 _PROGRESS_BESIDE_LOG = """
-SELECT last.originator_version, last.notification_id, {columns}
+SELECT last.originator_version, last.notification_id,
+       gap.positions, gap.versions, gap.topics, gap.states, {columns}
 FROM (SELECT %(id)s::uuid AS session_id) AS asked
 LEFT JOIN session_progress AS p ON p.session_id = asked.session_id
 LEFT JOIN LATERAL (
     SELECT originator_version, notification_id FROM {events}
     WHERE originator_id = asked.session_id ORDER BY originator_version DESC LIMIT 1
 ) AS last ON true
+LEFT JOIN LATERAL (
+    SELECT array_agg(e.notification_id ORDER BY e.originator_version) AS positions,
+           array_agg(e.originator_version ORDER BY e.originator_version) AS versions,
+           array_agg(e.topic ORDER BY e.originator_version) AS topics,
+           array_agg(e.state ORDER BY e.originator_version) AS states
+    FROM (
+        SELECT notification_id, originator_version, topic, state FROM {events}
+        WHERE originator_id = asked.session_id
+          AND originator_version > coalesce(p.version, 0)
+        ORDER BY originator_version LIMIT %(gap)s
+    ) AS e
+) AS gap ON last.originator_version > coalesce(p.version, 0)
 """
 
 
 def progress_beside_log(
     conn: Connection[Any], session_id: UUID, events_table: str
 ) -> ProgressBesideLog:
-    """The session's progress row and its last event in the log, in one round trip: whose
-    session it is and whether the row is up to date, without waiting for the views."""
-    found = conn.execute(_progress_beside_log(events_table), {"id": session_id}).fetchone()
+    """The session's progress row, its last event in the log and the events between, in one
+    round trip: whose session it is and its state now, without waiting for the views."""
+    statement = _progress_beside_log(events_table)
+    found = conn.execute(statement, {"id": session_id, "gap": GAP_LIMIT}).fetchone()
     assert found is not None  # one row, whatever there is
-    last_version, last_position, *values = found
+    last_version, last_position, positions, versions, topics, states, *values = found
     row = None
     if values[0] is not None:  # the row's session_id: the view has the session
         row = session_progress.Progress(**dict(zip(PROGRESS_COLUMNS, values, strict=True)))
-    return ProgressBesideLog(row, last_version, last_position)
+    gap = [
+        Notification(
+            id=position,
+            originator_id=session_id,
+            originator_version=version,
+            topic=topic,
+            state=bytes(state),
+        )
+        for position, version, topic, state in zip(
+            positions or [], versions or [], topics or [], states or [], strict=True
+        )
+    ]
+    return ProgressBesideLog(row, last_version, last_position, gap)
 
 
 @cache

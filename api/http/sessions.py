@@ -72,19 +72,19 @@ def current_progress(
     services: Services, session_id: UUID, tenant: str
 ) -> session_progress.Progress:
     """The session's progress with at least every event the log had of it when asked, if it
-    is `tenant`'s (another tenant's is not found). One statement reads the row and the log's
-    last event of the session: a row that has applied it is the answer. Otherwise the log says
-    whose session it is, and the view is waited for up to that event (else folded from the
-    log)."""
+    is `tenant`'s (another tenant's is not found). One statement reads the row, the log's
+    last event of the session and the events the row has not applied yet, which are folded
+    in here by the view's own fold: a read never waits for the views to catch up, unless
+    they are further behind than `GAP_LIMIT` events of the session."""
     runtime = services.runtime
     with runtime.projector.pool.connection() as conn:
         read = progress_beside_log(conn, session_id, runtime.app.events_table)
-    row = read.row
-    # Without a row yet, the log says whose session it is (SessionNotFound if no one's).
+    row = read.current(runtime.app.mapper.to_domain_event)
+    # Without a row, the log says whose session it is (SessionNotFound if no one's).
     owner = row.tenant if row is not None else runtime.app.get_session(session_id).tenant
     if owner != tenant:
         raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
-    if row is not None and read.caught_up:
+    if row is not None and row.version >= (read.last_version or 0):
         return row
     services.read_your_writes(read.last_position, views=[SessionProgressView.name])
     with runtime.projector.pool.connection() as conn:
@@ -194,6 +194,7 @@ def created(
         session, _ = services.worker.create(request, tenant=tenant, actor=actor)
     else:
         session = services.runtime.app.create(request, tenant=tenant, actor=actor)
+        services.runtime.leases.announce(session.id, tenant)
     response.headers["Location"] = f"/v1/sessions/{session.id}"
     services.runtime.tracing.link_to_session(session.id)
     return SessionCreated(

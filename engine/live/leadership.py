@@ -57,10 +57,14 @@ RETURNING since
 _LOCK_KEY = {"high": locks.PROJECTOR >> 32, "low": locks.PROJECTOR & 0xFFFFFFFF}
 RESERVE_POLLS = 3
 """Polls a reserve candidate sees with no leader before it tries the lock itself."""
-GATHER_S = 0.05
+GATHER_S = 0.2
 """The least time between the starts of two catch-ups: under load, the commits of that time
 are applied in one batch, whose fixed cost (its transaction, each view's load and upsert)
-they share; with commits further apart, a catch-up starts as soon as one is notified."""
+they share; with commits further apart, a catch-up starts as soon as one is notified. A read
+that waits for the views (`want_views`) ends the gathering at once: nobody waits for it."""
+WANTED_CHANNEL = "stepline_views_wanted"
+"""NOTIFY channel: a read waits for the views (read-your-writes); the leader catches up now."""
+_WANT_VIEWS = f"NOTIFY {WANTED_CHANNEL}"
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,8 @@ class Leadership:
     def _lead(self, conn: Connection[Any], stop: threading.Event) -> None:
         recorded = conn.execute(_RECORD, (self.identity,)).fetchone()
         since = recorded[0] if recorded else datetime.now(UTC)
-        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.events_channel)))
+        for channel in (self.events_channel, WANTED_CHANNEL):
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         self._leading.set()
         log.info("This process (%s) now projects the views for the deployment", self.identity)
         look_at = time.monotonic() + self.poll_s * RESERVE_POLLS
@@ -193,14 +198,32 @@ class Leadership:
             started = time.monotonic()
             self.projector.catch_up(conn=conn)
             # Whatever arrived during the catch-up is yielded at once, in one batch.
-            for _ in conn.notifies(timeout=self.idle_check_s, stop_after=1):
-                pass
-            stop.wait(started + self.gather_s - time.monotonic())
+            wanted = _notified(conn, self.idle_check_s)
+            while not (wanted or stop.is_set()):
+                left = started + self.gather_s - time.monotonic()
+                if left <= 0:
+                    break
+                wanted = _notified(conn, left)
             if self.reserve and time.monotonic() >= look_at:
                 if _worker_started_since(conn, since):
                     log.info("A worker is up: %s hands the views' lead to it", self.identity)
                     return
                 look_at = time.monotonic() + self.poll_s * RESERVE_POLLS
+
+
+def _notified(conn: Connection[Any], timeout: float) -> bool:
+    """Wait up to `timeout` for a notification; whether a reader asked for the views
+    (`WANTED_CHANNEL`), which ends the gathering at once."""
+    return any(
+        notification.channel == WANTED_CHANNEL
+        for notification in conn.notifies(timeout=timeout, stop_after=1)
+    )
+
+
+def want_views(conn: Connection[Any]) -> None:
+    """Ask the leader to catch the views up now rather than at the end of its gathering: a
+    read is waiting for them."""
+    conn.execute(_WANT_VIEWS)
 
 
 def _worker_started_since(conn: Connection[Any], since: datetime) -> bool:

@@ -26,7 +26,7 @@ from psycopg_pool import ConnectionPool
 
 from domain.session import WorkflowSession
 from engine.live.follower import LogFollower
-from engine.live.leadership import Leadership, someone_leads
+from engine.live.leadership import Leadership, someone_leads, want_views
 from engine.logs import LOGGER_NAME
 from engine.store import schema
 from engine.store.app import Stepline
@@ -259,6 +259,8 @@ class Projector:
             with self.pool.connection() as conn:
                 self._learn(tracking.positions(conn))
                 leader = someone_leads(conn)
+                if leader and not reached():
+                    want_views(conn)
             if reached() or (leader and wait(reached, timeout)):
                 return True
         if leader:

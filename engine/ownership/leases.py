@@ -16,6 +16,7 @@ session the index has not caught up with yet. A waiting session holds no lease.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
@@ -34,6 +35,10 @@ from engine.store import locks
 
 RELEASED_CHANNEL = "stepline_lease_released"
 """NOTIFY channel: a lease was handed back and its session wants an owner now."""
+CREATED_CHANNEL = "stepline_session_created"
+"""NOTIFY channel: a session was saved that no worker drives yet; the payload is
+`["<session id>", "<tenant>"]`."""
+_ANNOUNCE = "SELECT pg_notify(%s, %s)"
 
 WAITING = SessionStatus.WAITING.value
 """Spelled as a literal in the SQL below, not a parameter: the planner matches it to the partial
@@ -61,14 +66,17 @@ WHERE si.status = '{WAITING}' AND (l.session_id IS NULL OR l.lease_until < now()
 """Runnable sessions nobody owns, and waiting ones whose wait is due (a timer's time, an
 approval's or a signal's timeout), which the worker that claims one wakes."""
 
-_ACQUIRE = """
+_INSERT_LEASE = """
 INSERT INTO session_leases AS l
     (session_id, tenant, owner, fencing_token, lease_until, acquired_at, renewed_at)
 SELECT %(session_id)s, %(tenant)s, %(owner)s, 1, now() + %(lease)s, now(), now()
 WHERE %(limit)s::int IS NULL
    OR (SELECT count(*) FROM session_leases
        WHERE tenant = %(tenant)s AND lease_until > now()) < %(limit)s::int
-ON CONFLICT (session_id) DO UPDATE SET
+"""
+_ACQUIRE = (
+    _INSERT_LEASE
+    + """ON CONFLICT (session_id) DO UPDATE SET
     owner = EXCLUDED.owner,
     fencing_token = l.fencing_token + 1,
     lease_until = EXCLUDED.lease_until,
@@ -78,8 +86,12 @@ ON CONFLICT (session_id) DO UPDATE SET
 WHERE l.lease_until < now()
 RETURNING fencing_token
 """
+)
 """Take a session's lease if nobody holds it and, given a `limit`, its tenant runs fewer
 sessions than that (counted in the same statement, after the caller took `locks.CLAIM`)."""
+_ACQUIRE_FIRST = _INSERT_LEASE + "ON CONFLICT (session_id) DO NOTHING RETURNING fencing_token"
+"""Take the lease of a session nobody has ever held: a session just created. Once it has a
+lease row (taken, released, expired), the session index decides when it is claimable."""
 
 _RELEASE = f"""
 WITH released AS (
@@ -181,7 +193,7 @@ class Leases:
                 candidates = _within_running_limits(conn, candidates, running_limit)
             claims = []
             for session_id, tenant, previous_owner in candidates[:count]:
-                token = self._acquire(conn, session_id, tenant, owner)
+                token = self._acquire(conn, _ACQUIRE, session_id, tenant, owner)
                 if token is not None:
                     claims.append(Claim(session_id, tenant, token, previous_owner))
             takeovers = sum(1 for c in claims if c.taken_over_from is not None)
@@ -193,28 +205,43 @@ class Leases:
             return claims
 
     def acquire(
-        self, session_id: UUID, tenant: str, owner: str, limit: int | None = None
+        self,
+        session_id: UUID,
+        tenant: str,
+        owner: str,
+        limit: int | None = None,
+        *,
+        first: bool = False,
     ) -> int | None:
-        """Take one session's lease (e.g. before the session is even saved); its fencing
-        token, or None if another worker holds it or its tenant already runs `limit`."""
+        """Take one session's lease (e.g. before the session is even saved; `first`: only if
+        it never had one); its fencing token, or None if another worker holds it (or held
+        it, `first`) or its tenant already runs `limit`."""
+        statement = _ACQUIRE_FIRST if first else _ACQUIRE
         if limit is None:  # one statement: no transaction
             with self.pool.connection() as conn:
-                return self._acquire(conn, session_id, tenant, owner)
+                return self._acquire(conn, statement, session_id, tenant, owner)
         with self.pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (locks.CLAIM,))
-            return self._acquire(conn, session_id, tenant, owner, limit)
+            return self._acquire(conn, statement, session_id, tenant, owner, limit)
 
-    def _acquire(
+    def _acquire(  # noqa: PLR0917  (the statement's parameters, in its order)
         self,
         conn: Connection[Any],
+        statement: str,
         session_id: UUID,
         tenant: str,
         owner: str,
         limit: int | None = None,
     ) -> int | None:
         params = {"session_id": session_id, "tenant": tenant, "owner": owner, "limit": limit}
-        row = conn.execute(_ACQUIRE, {**params, "lease": self._interval}).fetchone()
+        row = conn.execute(statement, {**params, "lease": self._interval}).fetchone()
         return None if row is None else int(row[0])
+
+    def announce(self, session_id: UUID, tenant: str) -> None:
+        """Tell the workers a session was just saved (after its commit): one with a free
+        slot takes it at once (`acquire(first=True)`), before the session index shows it."""
+        with self.pool.connection() as conn:
+            conn.execute(_ANNOUNCE, (CREATED_CHANNEL, json.dumps([str(session_id), tenant])))
 
     def next_due_s(self) -> float | None:
         """Seconds until the earliest wait of a session nobody drives is due (0 if one is

@@ -18,6 +18,8 @@ import psycopg
 from psycopg import sql
 
 from domain.session import SessionStatus, WorkflowSession
+from engine.ownership.leases import CREATED_CHANNEL
+from engine.store import locks
 from engine.store.app import Stepline
 from tests.e2e.conftest import (
     STEPLINE,
@@ -86,6 +88,46 @@ def test_two_workers_and_an_api_run_every_command_exactly_once(
     assert len(seen["applied"]) == 60
     assert interrupted_keys(store, session_ids) == set()  # nothing was taken from anybody
     assert_every_step_ran_once(store, session_ids)
+
+
+def test_a_new_session_runs_and_reads_as_ended_before_any_view_shows_it(
+    cluster: Cluster, store: Stepline, target: str, fresh_database_url: str
+) -> None:
+    """The API announces a session it saved, and a worker with a free slot takes it at once;
+    a read of the session folds in what the views have not applied. Here no process can
+    lead the views (the test holds their lock): the session index never shows the session,
+    and still it runs to the end, and the API reads it completed without a view caught up."""
+    with psycopg.connect(fresh_database_url, autocommit=True) as views_lock:
+        views_lock.execute("SELECT pg_advisory_lock(%s)", (locks.PROJECTOR,))
+        api = cluster.api(workers=0)
+        cluster.worker(concurrency=2)
+        eventually(lambda: _listening_for_new_sessions(views_lock), "a worker listening", 60)
+        body = {
+            "name": "announced",
+            "executor": "http",
+            "base_url": target,
+            "steps": ["GET /slow?ms=0", "expect status 200"],
+        }
+        with httpx.Client(base_url=api, timeout=30) as client:
+            response = client.post("/v1/sessions", json=body)
+            assert response.status_code == 201, response.text
+            session_id = UUID(response.json()["session_id"])
+            wait_until_ended(store, [session_id], timeout_s=60)
+            read = client.get(f"/v1/sessions/{session_id}").json()
+        assert (read["status"], read["completed_steps"]) == ("completed", 2)
+        positions = dict(views_lock.execute("SELECT view, position FROM projection_tracking"))
+        assert positions.get("session_index", 0) == positions.get("session_progress", 0) == 0
+        indexed = views_lock.execute("SELECT count(*) FROM session_index").fetchone()
+        assert indexed == (0,)
+
+
+def _listening_for_new_sessions(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a worker listens for new sessions (the last channel its follower LISTENs to)."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = %s",
+        (f'LISTEN "{CREATED_CHANNEL}"',),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def test_workers_killed_at_random_lose_nothing_and_repeat_only_what_was_in_flight(
