@@ -53,11 +53,11 @@ def admitted(loop: TaskLoop, request: SessionRequest, tenant: str) -> SessionReq
     webhook WebhookRefused (a host the tenant may not reach) and
     WebhookSecretMissing."""
     request = within_policy(request, loop.settings, loop.policy_of(tenant))
-    definitions = definitions_of(loop, request)
-    missing = missing_secrets(loop, request, definitions, tenant)
+    planned = plan(definitions_of(loop, request), request.steps)  # once: matching costs
+    missing = missing_secrets(loop, request, planned, tenant)
     if missing:
-        raise SecretMissing(tenant, missing, seeds_used(request, definitions))
-    check_kinds(loop, request, definitions, tenant)
+        raise SecretMissing(tenant, missing, frozenset(used(planned, TOTP)))
+    check_kinds(loop, planned, tenant)
     check_webhook(loop, request, tenant)
     return request
 
@@ -82,24 +82,21 @@ def definitions_of(loop: TaskLoop, request: SessionRequest) -> Definitions:
 
 
 def missing_secrets(
-    loop: TaskLoop, request: SessionRequest, definitions: Definitions, tenant: str
+    loop: TaskLoop, request: SessionRequest, planned: list[PlannedStep], tenant: str
 ) -> dict[str, list[int]]:
     """Each secret the session will use that its tenant does not have, and the steps using it.
     The tenant's secrets are looked up only for a session that uses some, and then afresh: a
     secret stored a moment ago is there."""
-    needed = secrets_needed(loop.app, request, definitions)
+    needed = secrets_needed(loop.app, request, planned)
     if not needed:
         return {}
     stored = loop.secret_names(tenant)
     return {name: steps for name, steps in sorted(needed.items()) if name not in stored}
 
 
-def check_kinds(
-    loop: TaskLoop, request: SessionRequest, definitions: Definitions, tenant: str
-) -> None:
+def check_kinds(loop: TaskLoop, planned: list[PlannedStep], tenant: str) -> None:
     """SecretKindMismatch for a stored seed written `{{secrets.NAME}}` or a stored value
     written `{{totp.NAME}}`: the step using it would fail, after the steps before had acted."""
-    planned = plan(definitions, request.steps)
     as_codes, as_values = used(planned, TOTP), used(planned, SECRETS)
     if not as_codes and not as_values:
         return
@@ -112,18 +109,13 @@ def check_kinds(
             raise SecretKindMismatch(name, seed=True)
 
 
-def seeds_used(request: SessionRequest, definitions: Definitions) -> frozenset[str]:
-    """The names the steps use as TOTP seeds (`{{totp.NAME}}`)."""
-    return frozenset(used(plan(definitions, request.steps), TOTP))
-
-
 def secrets_needed(
-    app: Stepline, request: SessionRequest, definitions: Definitions
+    app: Stepline, request: SessionRequest, planned: list[PlannedStep]
 ) -> dict[str, list[int]]:
-    """The secrets the steps still to run will use, and the steps using each: those in the
-    step texts and expects, those in the commands their definitions build, and, for a
-    replay, those in the commands its source recorded."""
-    to_run = plan(definitions, request.steps)[len(request.carried_over) :]
+    """The secrets the steps still to run will use (`planned`: the request's steps), and the
+    steps using each: those in the step texts and expects, those in the commands their
+    definitions build, and, for a replay, those in the commands its source recorded."""
+    to_run = planned[len(request.carried_over) :]
     needed = secrets_used([*to_run, *_replayed(app, request)])
     return {name: sorted(set(steps)) for name, steps in needed.items()}
 
