@@ -66,17 +66,11 @@ WHERE si.status = '{WAITING}' AND (l.session_id IS NULL OR l.lease_until < now()
 """Runnable sessions nobody owns, and waiting ones whose wait is due (a timer's time, an
 approval's or a signal's timeout), which the worker that claims one wakes."""
 
-_INSERT_LEASE = """
+_ACQUIRE = """
 INSERT INTO session_leases AS l
     (session_id, tenant, owner, fencing_token, lease_until, acquired_at, renewed_at)
 SELECT %(session_id)s, %(tenant)s, %(owner)s, 1, now() + %(lease)s, now(), now()
-WHERE %(limit)s::int IS NULL
-   OR (SELECT count(*) FROM session_leases
-       WHERE tenant = %(tenant)s AND lease_until > now()) < %(limit)s::int
-"""
-_ACQUIRE = (
-    _INSERT_LEASE
-    + """ON CONFLICT (session_id) DO UPDATE SET
+ON CONFLICT (session_id) DO UPDATE SET
     owner = EXCLUDED.owner,
     fencing_token = l.fencing_token + 1,
     lease_until = EXCLUDED.lease_until,
@@ -86,12 +80,45 @@ _ACQUIRE = (
 WHERE l.lease_until < now()
 RETURNING fencing_token
 """
+"""Take a claimed session's lease if nobody holds it (the claim counted the running limits)."""
+
+TAKE_LEASE = f"""
+CREATE OR REPLACE FUNCTION stepline_take_lease(
+    the_session uuid, the_tenant text, the_owner text, lease interval, running_limit integer,
+    only_first boolean)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    token bigint;
+BEGIN
+    IF running_limit IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock({locks.CLAIM});
+    END IF;
+    -- A statement of a function takes its snapshot when it starts: after the lock, so the
+    -- count sees every lease committed before the lock was granted.
+    INSERT INTO session_leases AS l
+        (session_id, tenant, owner, fencing_token, lease_until, acquired_at, renewed_at)
+    SELECT the_session, the_tenant, the_owner, 1, now() + lease, now(), now()
+    WHERE running_limit IS NULL
+       OR (SELECT count(*) FROM session_leases
+           WHERE tenant = the_tenant AND lease_until > now()) < running_limit
+    ON CONFLICT (session_id) DO UPDATE SET
+        owner = EXCLUDED.owner,
+        fencing_token = l.fencing_token + 1,
+        lease_until = EXCLUDED.lease_until,
+        acquired_at = now(),
+        renewed_at = now(),
+        settled_version = NULL
+    WHERE l.lease_until < now() AND NOT only_first
+    RETURNING l.fencing_token INTO token;
+    RETURN token;
+END $$
+"""  # noqa: S608  (a constant of ours, not input)
+"""`Leases.acquire` in one round trip, under `locks.CLAIM` when a running limit applies (as
+one statement the count would see only what committed before its wait for the lock)."""
+_TAKE = (
+    "SELECT stepline_take_lease("
+    "%(session_id)s, %(tenant)s, %(owner)s, %(lease)s, %(limit)s, %(first)s)"
 )
-"""Take a session's lease if nobody holds it and, given a `limit`, its tenant runs fewer
-sessions than that (counted in the same statement, after the caller took `locks.CLAIM`)."""
-_ACQUIRE_FIRST = _INSERT_LEASE + "ON CONFLICT (session_id) DO NOTHING RETURNING fencing_token"
-"""Take the lease of a session nobody has ever held: a session just created. Once it has a
-lease row (taken, released, expired), the session index decides when it is claimable."""
 
 _RELEASE = f"""
 WITH released AS (
@@ -193,7 +220,7 @@ class Leases:
                 candidates = _within_running_limits(conn, candidates, running_limit)
             claims = []
             for session_id, tenant, previous_owner in candidates[:count]:
-                token = self._acquire(conn, _ACQUIRE, session_id, tenant, owner)
+                token = self._acquire(conn, session_id, tenant, owner)
                 if token is not None:
                     claims.append(Claim(session_id, tenant, token, previous_owner))
             takeovers = sum(1 for c in claims if c.taken_over_from is not None)
@@ -216,25 +243,17 @@ class Leases:
         """Take one session's lease (e.g. before the session is even saved; `first`: only if
         it never had one); its fencing token, or None if another worker holds it (or held
         it, `first`) or its tenant already runs `limit`."""
-        statement = _ACQUIRE_FIRST if first else _ACQUIRE
-        if limit is None:  # one statement: no transaction
-            with self.pool.connection() as conn:
-                return self._acquire(conn, statement, session_id, tenant, owner)
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (locks.CLAIM,))
-            return self._acquire(conn, statement, session_id, tenant, owner, limit)
-
-    def _acquire(  # noqa: PLR0917  (the statement's parameters, in its order)
-        self,
-        conn: Connection[Any],
-        statement: str,
-        session_id: UUID,
-        tenant: str,
-        owner: str,
-        limit: int | None = None,
-    ) -> int | None:
         params = {"session_id": session_id, "tenant": tenant, "owner": owner, "limit": limit}
-        row = conn.execute(statement, {**params, "lease": self._interval}).fetchone()
+        with self.pool.connection() as conn:
+            row = conn.execute(_TAKE, {**params, "lease": self._interval, "first": first})
+            token = row.fetchone()
+        return None if token is None or token[0] is None else int(token[0])
+
+    def _acquire(
+        self, conn: Connection[Any], session_id: UUID, tenant: str, owner: str
+    ) -> int | None:
+        params = {"session_id": session_id, "tenant": tenant, "owner": owner}
+        row = conn.execute(_ACQUIRE, {**params, "lease": self._interval}).fetchone()
         return None if row is None else int(row[0])
 
     def announce(self, session_id: UUID, tenant: str) -> None:

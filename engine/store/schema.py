@@ -33,6 +33,7 @@ from psycopg_pool import ConnectionPool
 from domain.errors import DomainError
 from engine.logs import LOGGER_NAME
 from engine.ownership.executor_state import seal_clear_state
+from engine.ownership.leases import TAKE_LEASE
 from engine.store import locks
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env
@@ -301,6 +302,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         8,
         "a tenant's secret may be a TOTP seed (engine.tenancy.secret_store)",
         ("ALTER TABLE tenant_secrets ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'value'",),
+    ),
+    Migration(
+        9, "a session's lease taken in one round trip, within its tenant's limit", (TAKE_LEASE,)
     ),
 )
 """In order, never edited once released: a change to the schema is a new migration."""

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -406,6 +406,32 @@ def test_claims_keep_each_tenant_under_its_running_limit(
 
     assert len(first) == 2
     assert second == []
+
+
+def test_leases_taken_at_once_keep_a_tenant_under_its_running_limit(leases: Leases) -> None:
+    """Twelve workers take the first lease of twelve new sessions of one tenant at the same
+    moment, with a running limit of 3: three get one. A session that had a lease is never
+    taken as a first one again, even once it is released."""
+    sessions = [uuid4() for _ in range(12)]
+    start = threading.Barrier(len(sessions))
+    tokens: dict[UUID, int | None] = {}
+
+    def take(session_id: UUID) -> None:
+        start.wait()
+        tokens[session_id] = leases.acquire(session_id, "acme", f"w-{session_id}", 3, first=True)
+
+    threads = [threading.Thread(target=take, args=(session_id,)) for session_id in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    taken = {session_id: token for session_id, token in tokens.items() if token is not None}
+
+    assert sorted(taken.values()) == [1, 1, 1]
+    released, token = next(iter(taken.items()))
+    leases.release(released, f"w-{released}", token, settled_version=None)
+    assert leases.acquire(released, "acme", "w-again", None, first=True) is None
+    assert leases.acquire(released, "acme", "w-again", None) == 2  # the claim's way takes it
 
 
 def test_sessions_past_their_ttl_expire_and_ended_ones_stay(
