@@ -54,6 +54,8 @@ class HeldLease:
     """Set on new events in the log and when told to stop: wakes a waiting run (a back-off)."""
     saved: WorkflowSession | None = None
     """The session as this worker saved it (it created it), for the run to start from."""
+    fresh: bool = False
+    """Taken as just created (an offer): it has no snapshot to look for."""
     lost: bool = False
     settled_version: int | None = None
     """The version as of which the run left the session needing no driving, if it did."""
@@ -228,7 +230,7 @@ class SessionWorker:
                 limit = None if self.running_limit is None else self.running_limit(tenant)
                 token = self.leases.acquire(session_id, tenant, self.worker_id, limit, first=True)
                 if token is not None:
-                    self.drive(Claim(session_id, tenant, token, None))
+                    self.drive(Claim(session_id, tenant, token, None), fresh=True)
             finally:
                 self._give_back(1)
 
@@ -279,11 +281,12 @@ class SessionWorker:
             self._give_back(slot)
 
     def drive(
-        self, claim: Claim, saved: WorkflowSession | None = None
+        self, claim: Claim, saved: WorkflowSession | None = None, *, fresh: bool = False
     ) -> Future[SessionStatus | None]:
         """Drive a claimed session in one of the worker's threads (from `saved`, the session
-        as this worker has just saved it, if given: the run then need not load it)."""
-        held = HeldLease(claim, self.worker_id, self.leases, saved=saved)
+        as this worker has just saved it, if given: the run then need not load it; `fresh`:
+        one just created elsewhere, loaded without looking for a snapshot)."""
+        held = HeldLease(claim, self.worker_id, self.leases, saved=saved, fresh=fresh)
         with self._lock:
             self._held[claim.session_id] = held
         self.metrics.claimed += 1
@@ -306,7 +309,10 @@ class SessionWorker:
     def _drive(self, held: HeldLease) -> SessionStatus | None:
         status = None
         try:
-            status = self.loop.drive(held.session_id, held.stop, held, held.saved)
+            saved = held.saved
+            if saved is None and held.fresh:
+                saved = self.loop.app.session_from_log(held.session_id)
+            status = self.loop.drive(held.session_id, held.stop, held, saved)
         except (*DATABASE_ERRORS, DomainError):
             # Like a crash: the lease is kept until it expires, then another owner replays.
             log.exception("Stopped driving on an error", extra=on_session(held.session_id))

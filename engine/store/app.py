@@ -235,6 +235,15 @@ class Stepline(Application[UUID]):
             )
         return session
 
+    def session_from_log(self, session_id: UUID) -> WorkflowSession:
+        """The session rebuilt from all its events, without looking for a snapshot first: for
+        a session just created, which has none (one read of the log instead of two)."""
+        events = cast("Iterable[WorkflowSession.Event]", self.events.get(session_id))
+        session = replay(None, events)
+        if not isinstance(session, WorkflowSession):  # none, or another aggregate's id
+            raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
+        return session
+
     def history(
         self, session_id: UUID, after: int = 0, limit: int | None = None
     ) -> list[WorkflowSession.Event]:
