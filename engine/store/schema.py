@@ -27,10 +27,12 @@ from typing import Any
 
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.utils import get_topic
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from domain.errors import DomainError
+from domain.session import WorkflowSession
 from engine.logs import LOGGER_NAME
 from engine.ownership.executor_state import seal_clear_state
 from engine.ownership.leases import TAKE_LEASE
@@ -305,6 +307,16 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         9, "a session's lease taken in one round trip, within its tenant's limit", (TAKE_LEASE,)
+    ),
+    Migration(
+        10,
+        "the log's session creations indexed, which the capacity count reads on every creation",
+        (
+            # Creations the session index has not applied yet (projections.session_index
+            # .active_count_sql): without it, a scan of every event the views are behind by.
+            f"CREATE INDEX IF NOT EXISTS {EVENTS_TABLE}_creations ON {EVENTS_TABLE} "
+            f"(notification_id) WHERE topic = '{get_topic(WorkflowSession.Created)}'",
+        ),
     ),
 )
 """In order, never edited once released: a change to the schema is a new migration."""
