@@ -78,15 +78,39 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
+def _element(value: Any) -> str | None:
+    """An element of an array literal: text quoted (without NUL), a whole number or an id as
+    it is; None for anything else."""
+    if isinstance(value, str):
+        text = value.replace("\x00", "") if "\x00" in value else value
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if type(value) is int or isinstance(value, UUID):  # not a bool, nor an enum's member
+        return str(value)
+    return None
+
+
+def _array(values: list[Any]) -> Any:
+    """A list of text, whole numbers or ids as PostgreSQL's array literal, which the column's
+    type reads: psycopg works out a list's element type anew for each list it sends, in Python
+    (the costliest column a view writes). Any other list goes as psycopg sends it."""
+    elements = []
+    for value in values:
+        element = _element(value)
+        if element is None:
+            return _without_nul(values)
+        elements.append(element)
+    return "{" + ",".join(elements) + "}"
+
+
 def _adapted(value: Any) -> Any:
-    """A field as the table takes it: without NUL, a dict as jsonb. (Called for every field of
-    every row written: a scalar returns after one check.)"""
+    """A field as the table takes it: without NUL, a dict as jsonb, a list as an array literal.
+    (Called for every field that may hold text, a dict or a list.)"""
     if isinstance(value, str):
         return value.replace("\x00", "") if "\x00" in value else value
     if isinstance(value, dict):
         return Jsonb(_without_nul(value))
     if isinstance(value, list):
-        return _without_nul(value)
+        return _array(value)
     return value
 
 
