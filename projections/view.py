@@ -18,7 +18,7 @@ from uuid import UUID
 
 from psycopg import Connection, RawCursor, sql
 from psycopg.pq import TransactionStatus
-from psycopg.rows import class_row
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from domain.session import WorkflowSession
@@ -212,10 +212,16 @@ class RowTable(Generic[R]):
             values[column] = _adapted(values[column])
         return values
 
+    def _rows(self, conn: Connection[Any], query: str, params: Sequence[Any]) -> list[R]:
+        """The rows the query selects, its columns the dataclass's fields in their order (made
+        from a tuple each: psycopg's `class_row` makes a dict of each row first)."""
+        with conn.cursor(row_factory=tuple_row) as cursor:
+            return [self.row_type(*values) for values in cursor.execute(query, params)]
+
     def get(self, conn: Connection[Any], *key: Any) -> R | None:
         """The row with this key, if any."""
-        with conn.cursor(row_factory=class_row(self.row_type)) as cursor:
-            return cursor.execute(self._select_by_key, key).fetchone()
+        rows = self._rows(conn, self._select_by_key, key)
+        return rows[0] if rows else None
 
     def delete_sessions(self, conn: Connection[Any], session_ids: Iterable[UUID]) -> None:
         """Delete every row of these sessions (erased); no statement when there are none."""
@@ -228,8 +234,7 @@ class RowTable(Generic[R]):
         wanted = list(session_ids)
         if not wanted:
             return []
-        with conn.cursor(row_factory=class_row(self.row_type)) as cursor:
-            return cursor.execute(self._select_by_session, (wanted,)).fetchall()
+        return self._rows(conn, self._select_by_session, (wanted,))
 
     def upsert(self, conn: Connection[Any], rows: Iterable[R]) -> None:
         """Insert or replace the rows: up to `FEW_ROWS` by one INSERT ... ON CONFLICT, more
