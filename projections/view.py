@@ -8,6 +8,7 @@ event that a view already holds changes nothing.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
@@ -19,7 +20,6 @@ from uuid import UUID
 from psycopg import Connection, RawCursor, sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
-from psycopg.types.json import Jsonb
 
 from domain.session import WorkflowSession
 
@@ -103,12 +103,13 @@ def _array(values: list[Any]) -> Any:
 
 
 def _adapted(value: Any) -> Any:
-    """A field as the table takes it: without NUL, a dict as jsonb, a list as an array literal.
-    (Called for every field that may hold text, a dict or a list.)"""
+    """A field as the table takes it: without NUL, a dict as JSON text and a list as an array
+    literal, which the column's type reads (as `Jsonb` would send it, without its dumper's
+    Python on the way). (Called for every field that may hold text, a dict or a list.)"""
     if isinstance(value, str):
         return value.replace("\x00", "") if "\x00" in value else value
     if isinstance(value, dict):
-        return Jsonb(_without_nul(value))
+        return json.dumps(_without_nul(value)) if value else "{}"
     if isinstance(value, list):
         return _array(value)
     return value
