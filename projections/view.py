@@ -117,7 +117,7 @@ def _adapted(value: Any) -> Any:
 
 PLAIN = frozenset(
     f"{kind}{none}"
-    for kind in ("int", "bool", "float", "UUID", "datetime")
+    for kind in ("int", "bool", "float", "UUID", "datetime", "date")
     for none in ("", " | None")
 )
 """Annotations of fields that go to the table as they are (`_adapted` leaves them alone)."""
