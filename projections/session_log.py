@@ -73,8 +73,12 @@ def register_log(database: str, events_table: str, mapper: Mapper[UUID]) -> None
 
 
 def log_of(conn: Connection[Any]) -> SessionLog:
-    """The log of the database `conn` is on."""
+    """The log of the database `conn` is on; the only one registered if none is by its name
+    (a process has one application, whose settings may name its database otherwise than the
+    server does: by default, or by an alias)."""
     log = _LOGS.get(conn.info.dbname)
+    if log is None and len(_LOGS) == 1:
+        [log] = _LOGS.values()
     if log is None:
         raise LookupError(f"no application registered the log of database {conn.info.dbname}")
     return log
