@@ -54,45 +54,11 @@ def event_type(event: object) -> str:  # noqa: PLR0911 - one prefix per aggregat
 
 def describe(event: object) -> str:  # noqa: PLR0911, PLR0912, PLR0915 - one case per event type
     """A short sentence for a person reading the trail."""
+    # The session's most frequent events first: a case is an isinstance check, and this runs
+    # for every event of the log.
     match event:
-        case Batch.Created(session_ids=session_ids):
-            return f"created a batch of {len(session_ids)} sessions"
-        case Batch.Cancelled(reason=reason):
-            return f"cancelled the batch: {reason}" if reason else "cancelled the batch"
-        case Schedule.Created(name=name, timing=timing):
-            return f'created the schedule "{name}" ({timing["cron"] or "every " + timing["every"]})'
-        case Schedule.Changed(changes=changes):
-            return "changed the schedule: " + ", ".join(sorted(changes))
-        case Schedule.Fired(fired_at=fired_at, session_id=session_id):
-            return f"fired for {fired_at}: session {session_id}"
-        case Schedule.FiringRefused(fired_at=fired_at, error=error):
-            return f"refused the firing for {fired_at}: {error.get('code')}"
-        case Schedule.FiringsLetGo(through=through):
-            return f"let go of the firings missed up to {through} (catch_up: none)"
-        case Schedule.Paused() | Schedule.Resumed() | Schedule.Deleted():
-            return f"{type(event).__name__.lower()} the schedule"
-        case TenantPolicy.Created(tenant=tenant):
-            return f"created the policy of tenant {tenant}"
-        case TenantPolicy.PolicySet(changes=changes):
-            return "set the tenant's policy: " + ", ".join(
-                f"{name}={value}" for name, value in sorted(changes.items())
-            )
-        case Workflow.Created(name=name):
-            return f'registered the workflow "{name}"'
-        case Workflow.Pushed(version=version, sha256=sha256):
-            return f"pushed version {version} ({sha256[:12]})"
-        case Workflow.RolledBack(to_version=to_version, from_version=from_version):
-            return f"rolled back to version {to_version} (from {from_version})"
-        case W.Created(name=name, replay_of=dict(replay_of)):
-            return f'created "{name}", a replay of {replay_of["session_id"]}'
-        case W.Created(name=name, forked_from=dict(fork)):
-            return f'created "{name}", a fork of {fork["session_id"]} from step {fork["step"]}'
-        case W.Created(name=name, steps=steps):
-            return f'created "{name}" with {len(steps)} steps'
         case W.StepStarted(step_index=index, attempt=attempt):
             return f"started step {index} (attempt {attempt})"
-        case W.TurnRecorded(step_index=index, turn=turn, model=model):
-            return f"recorded turn {turn} of step {index} ({model})"
         case W.CommandIssued(step_index=index, command_id=command_id, executor=ex, name=name):
             return f"issued {ex}.{name} ({command_id}) in step {index}"
         case W.CommandFinished(command_id=command_id, ok=ok, duration_ms=ms, error=error):
@@ -101,6 +67,16 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912, PLR0915 - one cas
         case W.Checked(step_index=index, executor=ex, name=name, ok=ok, error=error):
             verdict = "passed" if ok else f"failed: {error['code'] if error else 'error'}"
             return f"checked {ex}.{name} in step {index}: {verdict}"
+        case W.StepCompleted(step_index=index):
+            return f"completed step {index}"
+        case W.TurnRecorded(step_index=index, turn=turn, model=model):
+            return f"recorded turn {turn} of step {index} ({model})"
+        case W.Created(name=name, replay_of=dict(replay_of)):
+            return f'created "{name}", a replay of {replay_of["session_id"]}'
+        case W.Created(name=name, forked_from=dict(fork)):
+            return f'created "{name}", a fork of {fork["session_id"]} from step {fork["step"]}'
+        case W.Created(name=name, steps=steps):
+            return f'created "{name}" with {len(steps)} steps'
         case W.StepsCarriedOver(steps=steps):
             return f"carried over steps 0 to {len(steps) - 1}, completed in the source"
         case W.StepReplayed(step_index=index, turns_saved=turns):
@@ -112,12 +88,6 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912, PLR0915 - one cas
         case W.LearnedActionUsed(step_index=index, miss=miss):
             where = f" at {miss.get('executor')}.{miss.get('name')}" if miss else ""
             return f"learned action of step {index} missed{where}: the model takes over"
-        case LearnedActions.Created(tenant=tenant):
-            return f"started the learned actions of tenant {tenant}"
-        case LearnedActions.Forgotten(action_id=action_id):
-            return f"forgot learned action {action_id}"
-        case W.StepCompleted(step_index=index):
-            return f"completed step {index}"
         case W.StepFailed(step_index=index, error=error, retryable=retryable):
             again = ", retryable" if retryable else ""
             return f"step {index} failed: {error.get('code')}{again}"
@@ -148,6 +118,38 @@ def describe(event: object) -> str:  # noqa: PLR0911, PLR0912, PLR0915 - one cas
             return f"erased: {reason}" if reason else "erased"
         case W.Redacted():
             return ERASED
+        case Batch.Created(session_ids=session_ids):
+            return f"created a batch of {len(session_ids)} sessions"
+        case Batch.Cancelled(reason=reason):
+            return f"cancelled the batch: {reason}" if reason else "cancelled the batch"
+        case Schedule.Created(name=name, timing=timing):
+            return f'created the schedule "{name}" ({timing["cron"] or "every " + timing["every"]})'
+        case Schedule.Changed(changes=changes):
+            return "changed the schedule: " + ", ".join(sorted(changes))
+        case Schedule.Fired(fired_at=fired_at, session_id=session_id):
+            return f"fired for {fired_at}: session {session_id}"
+        case Schedule.FiringRefused(fired_at=fired_at, error=error):
+            return f"refused the firing for {fired_at}: {error.get('code')}"
+        case Schedule.FiringsLetGo(through=through):
+            return f"let go of the firings missed up to {through} (catch_up: none)"
+        case Schedule.Paused() | Schedule.Resumed() | Schedule.Deleted():
+            return f"{type(event).__name__.lower()} the schedule"
+        case TenantPolicy.Created(tenant=tenant):
+            return f"created the policy of tenant {tenant}"
+        case TenantPolicy.PolicySet(changes=changes):
+            return "set the tenant's policy: " + ", ".join(
+                f"{name}={value}" for name, value in sorted(changes.items())
+            )
+        case Workflow.Created(name=name):
+            return f'registered the workflow "{name}"'
+        case Workflow.Pushed(version=version, sha256=sha256):
+            return f"pushed version {version} ({sha256[:12]})"
+        case Workflow.RolledBack(to_version=to_version, from_version=from_version):
+            return f"rolled back to version {to_version} (from {from_version})"
+        case LearnedActions.Created(tenant=tenant):
+            return f"started the learned actions of tenant {tenant}"
+        case LearnedActions.Forgotten(action_id=action_id):
+            return f"forgot learned action {action_id}"
     return event_type(event)
 
 

@@ -13,9 +13,13 @@ A tenant's `LearnedActions.Forgotten` marks the versions learned until then forg
 rebuild forgets them again. An erased session's state is deleted, and so are the actions it
 taught (they hold its step text and commands).
 
-Per session under way it keeps what it needs to fold: the session's key parts, the last page
-it went to (`domain.learning.starting_point`) and its steps' latest attempts; an ended
-session's are dropped.
+Per session under way that can teach or count something — one where the model took a turn or a
+learned action was tried (`TRIGGERS`) — it keeps what it needs to fold: the session's key
+parts, the last page it went to (`domain.learning.starting_point`) and its steps' latest
+attempts; an ended session's are dropped. Most sessions never get there (no AI step), and the
+view skips their events without a row: at a session's first turn it reads the session's events
+before it back from the log (`projections.session_log`) and folds them then, as it would have
+as they went by. Read by position, that is the same live and in a rebuild.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from domain.learning import (
     workflow_identity,
 )
 from domain.session import WorkflowSession as W
+from projections.session_log import log_of
 from projections.view import Recorded, RowTable, erasures
 
 HIT, MISS = "hit", "miss"
@@ -111,7 +116,6 @@ class LearnedAction:
 
 
 APPLIED = (
-    W.Created,
     W.LoopExpanded,
     W.StepStarted,
     W.TurnRecorded,
@@ -131,8 +135,14 @@ APPLIED = (
     W.Expired,
 )
 ENDS = (W.Completed, W.Failed, W.Cancelled, W.Expired, W.Erased)
+TRIGGERS = (W.TurnRecorded, W.LearnedActionUsed)
+"""Only an attempt with a turn of the model can teach, only one that tried a learned action
+can count: a session gets rows at its first of these (an erased session's come back
+`Redacted`, and start nothing)."""
 ActionKey = tuple[UUID, int]
 Versions = Callable[[UUID], list[LearnedAction]]
+Earlier = Callable[[UUID, int], list[Recorded]]
+"""A session's events before a position, from the log."""
 
 
 def _created(recorded: Recorded, event: W.Created) -> LearningSession:
@@ -319,14 +329,34 @@ def _used(event: W.Event) -> tuple[UUID, int, bool] | None:
     return UUID(used.action_id), int(used.action_version), bool(used.hit)
 
 
+def _caught_up(
+    sessions: dict[UUID, LearningSession],
+    attempts: dict[tuple[UUID, int], LearningAttempt],
+    learned: Learned,
+    earlier: list[Recorded],
+) -> LearningSession | None:
+    """The session as its events before its first turn left it, folded now from the log as they
+    would have been as they went by (none of them can teach: no attempt had a turn yet)."""
+    first = earlier[0] if earlier else None
+    if first is None or not isinstance(first.event, W.Created):
+        return None
+    session = sessions[first.session_id] = _created(first, first.event)
+    for recorded in earlier[1:]:
+        session.version = recorded.event.originator_version
+        _evolve(session, attempts, recorded, learned)
+    return session
+
+
 def fold(
     sessions: dict[UUID, LearningSession],
     attempts: dict[tuple[UUID, int], LearningAttempt],
     learned: Learned,
     batch: Sequence[Recorded],
+    earlier: Earlier,
 ) -> tuple[set[UUID], set[tuple[UUID, int]]]:
     """Apply a batch; returns the sessions and the attempts that changed (the actions that
-    changed are `learned.changed`)."""
+    changed are `learned.changed`). `sessions` holds the rows of the batch's sessions that
+    have them; a session without one gets one at its first of `TRIGGERS`."""
     sessions_changed: set[UUID] = set()
     attempts_changed: set[tuple[UUID, int]] = set()
     for recorded in batch:
@@ -336,13 +366,16 @@ def fold(
             continue
         if (use := _used(event)) is not None:
             learned.count_use(*use)
-        if isinstance(event, W.Created):
-            if session_id not in sessions:
-                sessions[session_id] = _created(recorded, event)
-                sessions_changed.add(session_id)
-            continue
         session = sessions.get(session_id)
-        if session is None or event.originator_version <= session.version:
+        if session is None:
+            if not isinstance(event, TRIGGERS):
+                continue
+            before = earlier(session_id, recorded.position)
+            session = _caught_up(sessions, attempts, learned, before)
+            if session is None:
+                continue
+            attempts_changed.update(key for key in attempts if key[0] == session_id)
+        if event.originator_version <= session.version:
             continue
         session.version = event.originator_version
         sessions_changed.add(session_id)
@@ -432,21 +465,28 @@ class LearnedActionsView:
         touched = [r for r in batch if isinstance(r.event, APPLIED)]
         if not touched:
             return
-        session_ids = {r.session_id for r in touched}
-        sessions = {s.session_id: s for s in self.sessions.load_for_sessions(conn, session_ids)}
+        sessions = {
+            s.session_id: s
+            for s in self.sessions.load_for_sessions(conn, {r.session_id for r in touched})
+        }
+        held = set(sessions)
+        """The sessions that had rows before the batch: the only ones with rows to delete."""
         attempts = {
-            (a.session_id, a.step_index): a
-            for a in self.attempts.load_for_sessions(conn, session_ids)
+            (a.session_id, a.step_index): a for a in self.attempts.load_for_sessions(conn, held)
         }
         learned = Learned(lambda action_id: _versions(conn, action_id))
-        sessions_changed, attempts_changed = fold(sessions, attempts, learned, touched)
-        self.sessions.upsert(conn, (sessions[i] for i in sessions_changed))
-        self.attempts.upsert(conn, (attempts[k] for k in attempts_changed))
-        self.actions.upsert(conn, (learned.rows[k] for k in learned.changed))
+
+        def earlier(session_id: UUID, position: int) -> list[Recorded]:
+            return log_of(conn).before(conn, session_id, position)
+
+        sessions_changed, attempts_changed = fold(sessions, attempts, learned, touched, earlier)
         # An ended session teaches nothing more: what the fold kept of it is dropped.
-        ended = [r.session_id for r in touched if isinstance(r.event, ENDS)]
-        self.sessions.delete_sessions(conn, ended)
-        self.attempts.delete_sessions(conn, ended)
+        ended = {r.session_id for r in touched if isinstance(r.event, ENDS)}
+        self.sessions.upsert(conn, (sessions[i] for i in sessions_changed - ended))
+        self.attempts.upsert(conn, (attempts[k] for k in attempts_changed if k[0] not in ended))
+        self.actions.upsert(conn, (learned.rows[k] for k in learned.changed))
+        self.sessions.delete_sessions(conn, ended & held)
+        self.attempts.delete_sessions(conn, ended & held)
         erased = [r.session_id for r in erasures(touched)]
         if erased:
             _forget_erased(conn, erased)

@@ -50,6 +50,10 @@ class IndexedSession:
     """When the session was erased: the row is its tombstone."""
 
 
+STATUSES = {status.value: status for status in SessionStatus}
+"""Each status by its value (as a row holds it): faster than the enum's own call."""
+
+
 def _origin(event: W.Created) -> dict[str, Any]:
     if event.replay_of is not None:
         return {"origin": "replay", "source_id": UUID(event.replay_of["session_id"])}
@@ -90,7 +94,7 @@ def fold(rows: dict[UUID, IndexedSession], batch: Sequence[Recorded]) -> set[UUI
             row.version = event.originator_version
             changed.add(session_id)
             continue
-        status = status_after(event, SessionStatus(row.status), row.started).value
+        status = status_after(event, STATUSES[row.status], row.started).value
         row.started = row.started or isinstance(event, W.StepStarted)
         if status != row.status:
             row.status, row.updated_at, row.version = status, recorded.at, event.originator_version

@@ -68,6 +68,12 @@ class Progress:
         return self.loops_ahead > 0
 
 
+STATUSES = {status.value: status for status in SessionStatus}
+"""Each status by its value (as a row holds it): looked up once an event, faster than the
+enum's own call; so are the values below, read without the enum's descriptor."""
+COMPLETED, WAITING = SessionStatus.COMPLETED.value, SessionStatus.WAITING.value
+
+
 def _created(recorded: Recorded, event: W.Created) -> Progress:
     texts = [step["text"] for step in event.steps]
     return Progress(
@@ -117,7 +123,7 @@ def _step_ended(row: Progress, at: datetime) -> None:
 
 
 def _estimate(row: Progress) -> int | None:
-    if row.status == SessionStatus.COMPLETED.value:
+    if row.status == COMPLETED:
         return 0
     if row.finished_at is not None or row.finished_step_count == 0:
         return None
@@ -151,7 +157,7 @@ def evolve(row: Progress, recorded: Recorded) -> None:
     """Fold one later event of the session into its row."""
     event, at = recorded.event, recorded.at
     row.version, row.updated_at = event.originator_version, at
-    before = SessionStatus(row.status)
+    before = STATUSES[row.status]
     row.status = status_after(event, before, started=row.started_at is not None).value
     match event:
         case W.StepStarted(step_index=index):
@@ -183,7 +189,7 @@ def evolve(row: Progress, recorded: Recorded) -> None:
             row.waiting_for, row.due_at = described(kind, question, signal), due_at
         case _:
             _passed(row, event, at)
-    if row.status != SessionStatus.WAITING.value:
+    if row.status != WAITING:
         row.waiting_for, row.due_at = None, None
     row.percent = round(100 * _steps_done(row) / row.total_steps, 2)
     row.estimated_remaining_ms = _estimate(row)

@@ -248,12 +248,15 @@ def _carried_over(
     return changed
 
 
-def _target(steps: Steps, running: dict[UUID, int], recorded: Recorded) -> tuple[UUID, int] | None:
+_NO_STEP = object()
+
+
+def _target(steps: Steps, running: dict[UUID, int], recorded: Recorded) -> StepRow | None:
     """The step row an event changes: its own step, or the running one for session events."""
-    index: int | None = getattr(recorded.event, "step_index", running.get(recorded.session_id))
-    if index is None or (recorded.session_id, index) not in steps:
-        return None
-    return (recorded.session_id, index)
+    index: Any = getattr(recorded.event, "step_index", _NO_STEP)
+    if index is _NO_STEP:
+        index = running.get(recorded.session_id)
+    return None if index is None else steps.get((recorded.session_id, index))
 
 
 def fold(
@@ -277,10 +280,9 @@ def fold(
             changed |= _expanded(steps, recorded, event)
             running.pop(recorded.session_id, None)  # the loop is done; nothing runs
             continue
-        key_or_none = _target(steps, running, recorded)
-        if key_or_none is None or event.originator_version <= steps[key_or_none].version:
+        row = _target(steps, running, recorded)
+        if row is None or event.originator_version <= row.version:
             continue
-        row = steps[key_or_none]
         row.version = event.originator_version
         if type(event) in ENDINGS:
             if row.status in UNDER_WAY:
@@ -291,7 +293,7 @@ def fold(
             running[recorded.session_id] = row.step_index
         else:
             running.pop(recorded.session_id, None)
-        changed.add(key_or_none)
+        changed.add((recorded.session_id, row.step_index))
     return changed
 
 

@@ -42,7 +42,9 @@ def every_kind(number: int, edition: str) -> EveryKind:
         number=number,
         text=None if number % 7 == 0 else f"{edition} row {number}: naïve \x00 quoted 'text'",
         labels={"edition": edition, "nested": {"n": number, "nul": "a\x00b"}, "list": [1, None]},
-        words=[] if number % 5 == 0 else [edition, "two words", 'a "quote"', "back\\slash"],
+        words=[]
+        if number % 5 == 0
+        else [edition, "two {words}", 'a "quote"', "back\\slash", "a\x00b"],
         counts=[number, -number, 2**40] if number % 3 else [],
         ids=[uuid5(IDS, f"{edition}{number}")],
         at=None if number % 4 == 0 else started + timedelta(microseconds=number * 1_001),
@@ -92,3 +94,8 @@ def test_a_few_rows_at_a_time_are_upserted_as_many_at_once_are(conn: Connection[
     assert replaced is not None
     assert replaced.text == "second row 2: naïve  quoted 'text'"  # NUL dropped on the way in
     assert replaced.labels["nested"] == {"n": 2, "nul": "ab"}
+    assert (replaced.words, replaced.counts, replaced.ids) == (
+        ["second", "two {words}", 'a "quote"', "back\\slash", "ab"],
+        [2, -2, 2**40],
+        [uuid5(IDS, "second2")],
+    )
