@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
@@ -27,7 +27,7 @@ from engine.live.projector import Projector
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env
 from projections import ALL_VIEWS, tracking
-from projections.view import Recorded
+from projections.view import Recorded, SessionLog
 
 ERROR = StandardError.of("TASK_LOOP_TIMEOUT", "too slow").to_dict()
 
@@ -72,10 +72,14 @@ def build_log(app: Stepline, sessions: int) -> int:
 class TrackedViews(PostgresTrackingRecorder):
     """Every view plus the library's tracking row, one transaction per event."""
 
+    log: ClassVar[SessionLog | None] = None
+    """The log the views read back (the library builds this recorder itself: set by main)."""
+
     def apply(self, recorded: Recorded, position: Tracking) -> None:
+        assert self.log is not None
         with self.datastore.transaction(commit=True) as cursor:
             for view in ALL_VIEWS:
-                view.apply(cursor.connection, [recorded])
+                view.apply(cursor.connection, [recorded], self.log)
             self._insert_tracking(cursor, position)
 
 
@@ -157,6 +161,7 @@ def main() -> None:
             for view in ALL_VIEWS:
                 tracking.truncate_tables(conn, view)
         sample = arguments.views_sample or head
+        TrackedViews.log = projector.log
         with_views = library_rate(env, ViewsProjection, TrackedViews, min(sample, head))
         same = dump(pool) == ours_rows if sample >= head else None
         app.close()

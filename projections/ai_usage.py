@@ -19,7 +19,7 @@ from psycopg import Connection
 from psycopg.rows import class_row
 
 from domain.session import WorkflowSession as W
-from projections.view import Recorded, RowTable
+from projections.view import Recorded, RowTable, SessionLog
 
 
 @dataclass
@@ -113,7 +113,7 @@ class AiUsageView:
             """
         )
 
-    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded], log: SessionLog) -> None:
         touched = [r for r in batch if isinstance(r.event, W.Created) or _a_turn(r.event)]
         if not touched:
             return

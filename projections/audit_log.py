@@ -19,7 +19,7 @@ from domain.session import WorkflowSession as W
 from domain.tenant import TenantPolicy
 from domain.waits import described
 from domain.workflow import Workflow
-from projections.view import Recorded, RowTable, erasures
+from projections.view import Recorded, RowTable, SessionLog, erasures
 
 
 @dataclass
@@ -180,7 +180,7 @@ class AuditLogView:
             "CREATE INDEX IF NOT EXISTS audit_log_by_tenant ON audit_log (tenant, position)"
         )
 
-    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded], log: SessionLog) -> None:
         tenants = {
             r.session_id: r.event.tenant
             for r in batch

@@ -12,7 +12,7 @@ from psycopg import Connection, sql
 from psycopg.rows import class_row
 
 from domain.batch import Batch
-from projections.view import Recorded, RowTable, rendered
+from projections.view import Recorded, RowTable, SessionLog, rendered
 
 
 @dataclass
@@ -74,7 +74,7 @@ class BatchIndexView:
             "ON batch_index (tenant, created_at DESC, batch_id DESC)"
         )
 
-    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded], log: SessionLog) -> None:
         touched = [r for r in batch if isinstance(r.event, Batch.Event)]
         if not touched:
             return

@@ -44,8 +44,7 @@ from domain.learning import (
     workflow_identity,
 )
 from domain.session import WorkflowSession as W
-from projections.session_log import log_of
-from projections.view import Recorded, RowTable, erasures
+from projections.view import Recorded, RowTable, SessionLog, erasures
 
 HIT, MISS = "hit", "miss"
 
@@ -461,7 +460,7 @@ class LearnedActionsView:
             """
         )
 
-    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded], log: SessionLog) -> None:
         touched = [r for r in batch if isinstance(r.event, APPLIED)]
         if not touched:
             return
@@ -477,7 +476,7 @@ class LearnedActionsView:
         learned = Learned(lambda action_id: _versions(conn, action_id))
 
         def earlier(session_id: UUID, position: int) -> list[Recorded]:
-            return log_of(conn).before(conn, session_id, position)
+            return log.before(conn, session_id, position)
 
         sessions_changed, attempts_changed = fold(sessions, attempts, learned, touched, earlier)
         # An ended session teaches nothing more: what the fold kept of it is dropped.

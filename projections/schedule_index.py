@@ -18,7 +18,7 @@ from psycopg.rows import class_row
 from domain.payloads import ErrorPayload
 from domain.schedule import Schedule as Sch
 from domain.schedule import Timing, moment_of
-from projections.view import Recorded, RowTable
+from projections.view import Recorded, RowTable, SessionLog
 
 
 @dataclass
@@ -175,7 +175,7 @@ class ScheduleIndexView:
             "ON schedule_index (tenant, created_at DESC, schedule_id DESC) WHERE NOT deleted"
         )
 
-    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded], log: SessionLog) -> None:
         touched = [r for r in batch if isinstance(r.event, Sch.Event)]
         if not touched:
             return

@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 from domain.session import ENDED, ERASED, RUNNABLE, SessionStatus, status_after, values
 from domain.session import WorkflowSession as W
 from domain.waits import described
-from projections.view import Recorded, RowTable
+from projections.view import Recorded, RowTable, SessionLog
 
 MIN_ID_PREFIX = 4
 """Characters of an id a prefix must give: fewer would match half a tenant's sessions."""
@@ -174,7 +174,7 @@ class SessionIndexView:
             "ON session_index USING gin (labels jsonb_path_ops)"
         )
 
-    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded], log: SessionLog) -> None:
         session_ids = {r.session_id for r in batch}
         rows = {row.session_id: row for row in self.rows.load_for_sessions(conn, session_ids)}
         changed = fold(rows, batch)

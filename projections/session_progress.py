@@ -19,7 +19,7 @@ from psycopg import Connection
 from domain.session import ERASED, SessionStatus, status_after
 from domain.session import WorkflowSession as W
 from domain.waits import described
-from projections.view import Recorded, RowTable
+from projections.view import Recorded, RowTable, SessionLog
 
 
 @dataclass
@@ -277,7 +277,7 @@ class SessionProgressView:
             """
         )
 
-    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded], log: SessionLog) -> None:
         session_ids = {r.session_id for r in batch}
         rows = {row.session_id: row for row in self.rows.load_for_sessions(conn, session_ids)}
         changed = fold(rows, batch)

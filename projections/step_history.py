@@ -26,7 +26,7 @@ from psycopg import Connection
 from domain.session import StepViewStatus
 from domain.session import WorkflowSession as W
 from domain.waits import described
-from projections.view import Recorded, RowTable, erasures
+from projections.view import Recorded, RowTable, SessionLog, erasures
 
 ENDINGS = {
     W.Failed: StepViewStatus.FAILED,
@@ -335,7 +335,7 @@ class StepHistoryView:
             """
         )
 
-    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded], log: SessionLog) -> None:
         loaded = self.rows.load_for_sessions(conn, {r.session_id for r in batch})
         steps = {(row.session_id, row.step_index): row for row in loaded}
         running = {row.session_id: row.step_index for row in loaded if row.status in UNDER_WAY}

@@ -17,6 +17,7 @@ from operator import attrgetter
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from uuid import UUID
 
+from eventsourcing.persistence import Mapper, Notification
 from psycopg import Connection, RawCursor, sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
@@ -53,7 +54,9 @@ class View(Protocol):
 
     def create(self, conn: Connection[Any]) -> None: ...
 
-    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None: ...
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded], log: SessionLog) -> None:
+        """Fold `batch` into the rows, in `conn`'s transaction; `log` reads a session's
+        earlier events back, for a view that skipped them."""
 
 
 class Row(Protocol):
@@ -140,6 +143,51 @@ def rendered(query: sql.Composable) -> str:
     """The statement as plain text, once: psycopg renders a composed statement again (every
     identifier of it) on each execute, a cost the hot path of the views would pay per batch."""
     return query.as_string()
+
+
+# ---- a session's earlier events, read back ------------------------------------------------
+# A view that keeps state only for the few sessions that need it (`learned_actions`: those
+# where the model took a turn) skips every other session's events as they go by; when one of
+# them turns out to need state after all, the view reads that session's events before the one
+# at hand from the log, on the batch's own connection, and folds them first. Reading by
+# position makes the result the same live and in a rebuild. The projector gives every view
+# the log it applies, decoded with its application's mapper (a session's events are sealed
+# under the session's data key).
+
+_EARLIER_EVENTS = """
+SELECT notification_id, originator_version, topic, state FROM {events}
+WHERE originator_id = %s AND notification_id < %s ORDER BY notification_id
+"""
+
+
+class SessionLog:
+    """The log of one database, read a session at a time."""
+
+    def __init__(self, events_table: str, mapper: Mapper[UUID]) -> None:
+        self._earlier = rendered(
+            sql.SQL(_EARLIER_EVENTS).format(events=sql.Identifier(events_table))
+        )
+        self._mapper = mapper
+
+    def before(self, conn: Connection[Any], session_id: UUID, position: int) -> list[Recorded]:
+        """The session's events before `position`, in the log's order."""
+        with conn.cursor(row_factory=tuple_row) as cursor:  # whatever the connection's default
+            rows = cursor.execute(self._earlier, (session_id, position)).fetchall()
+        return [
+            Recorded(
+                notification_id,
+                self._mapper.to_domain_event(  # type: ignore[arg-type]
+                    Notification(
+                        id=notification_id,
+                        originator_id=session_id,
+                        originator_version=version,
+                        topic=topic,
+                        state=bytes(state),
+                    )
+                ),
+            )
+            for notification_id, version, topic, state in rows
+        ]
 
 
 class RowTable(Generic[R]):

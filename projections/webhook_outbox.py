@@ -22,7 +22,7 @@ from psycopg import Connection
 from domain.session import SessionStatus, status_after
 from domain.session import WorkflowSession as W
 from domain.webhook import WEBHOOK_EVENTS, event_name
-from projections.view import Recorded, RowTable, erasures
+from projections.view import Recorded, RowTable, SessionLog, erasures
 
 _WEBHOOK_IDS = uuid.UUID("0d7c4a55-2b9e-4b8e-9a53-6f2f1c3e7d10")
 
@@ -161,7 +161,7 @@ class WebhookOutboxView:
             """
         )
 
-    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded], log: SessionLog) -> None:
         touched = [r for r in batch if isinstance(r.event, W.Event)]
         if not touched:
             return

@@ -31,7 +31,7 @@ from uuid import UUID
 from psycopg import Connection, sql
 
 from domain.session import WorkflowSession as W
-from projections.view import Recorded, RowTable, erasures
+from projections.view import Recorded, RowTable, SessionLog, erasures
 
 INLINE_VERSION = 0
 """The version of a session sent inline: it ran no registered version."""
@@ -244,7 +244,7 @@ class WorkflowAnalyticsView:
             "ON analytics_step_attempts (tenant, workflow, workflow_version, day)"
         )
 
-    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded], log: SessionLog) -> None:
         touched = [r for r in batch if isinstance(r.event, APPLIED)]
         if not touched:
             return

@@ -16,7 +16,7 @@ from psycopg import Connection, sql
 from psycopg.rows import class_row
 
 from domain.workflow import Workflow as Wf
-from projections.view import Recorded, RowTable
+from projections.view import Recorded, RowTable, SessionLog
 
 
 @dataclass
@@ -142,7 +142,7 @@ class WorkflowRegistryView:
             """
         )
 
-    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded], log: SessionLog) -> None:
         touched = [r for r in batch if isinstance(r.event, Wf.Event)]
         if not touched:
             return

@@ -31,7 +31,7 @@ from engine.logs import LOGGER_NAME
 from engine.store import schema
 from engine.store.app import Stepline
 from projections import ALL_VIEWS, tracking
-from projections.view import Recorded, View, rendered
+from projections.view import Recorded, SessionLog, View, rendered
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -100,6 +100,8 @@ class Projector:
         self._next_events = rendered(
             sql.SQL(_NEXT_EVENTS).format(events=sql.Identifier(app.events_table))
         )
+        self.log = SessionLog(app.events_table, app.mapper)
+        """The log as the views read a session's earlier events back."""
         self._reached: dict[str, int] = {}
         self._advanced = threading.Condition()
         self._heard = False
@@ -165,7 +167,7 @@ class Projector:
             for name in names:
                 unseen = [r for r in batch if r.position > positions[name]]
                 if unseen:
-                    self.views[name].apply(used, unseen)
+                    self.views[name].apply(used, unseen, self.log)
             reached = batch[-1].position
             changed = any(isinstance(r.event, STATUS_CHANGES) for r in batch)
             payload = json.dumps({"position": reached, "views": names, "status_changed": changed})

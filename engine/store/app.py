@@ -42,7 +42,6 @@ from engine.privacy.data_keys import DataKeys
 from engine.privacy.sealing import SealingMapper
 from engine.store.event_store import RECORDER_TOPIC, FencedRecorder, render_statements
 from engine.tenancy.secret_store import MasterKey
-from projections.session_log import register_log
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -193,8 +192,6 @@ class Stepline(Application[UUID]):
         if master_key is not None:
             datastore = cast(FencedRecorder, self.recorder).datastore
             cast(SealingMapper, self.mapper).keys = DataKeys(datastore, master_key)
-        # A view that reads a session's earlier events back decodes them with this mapper.
-        register_log(self.env.get("POSTGRES_DBNAME", ""), self.events_table, self.mapper)
 
     def construct_mapper(self) -> Mapper[UUID]:
         return SealingMapper(self.construct_transcoder())

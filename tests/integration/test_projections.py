@@ -24,7 +24,7 @@ from projections import ALL_VIEWS, session_progress, step_history
 from projections.audit_log import AuditFilter, entries
 from projections.session_index import SessionFilter, SessionIndexView, id_range, list_sessions
 from projections.session_progress import SessionProgressView
-from projections.view import Recorded
+from projections.view import Recorded, SessionLog
 from tests import workloads
 from tests.waiting import eventually
 
@@ -508,7 +508,7 @@ class CrashingView:
     def create(self, conn: Connection[Any]) -> None:
         pass
 
-    def apply(self, conn: Connection[Any], batch: Sequence[Recorded]) -> None:
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded], log: SessionLog) -> None:
         if any(r.position == self.crash_at_position for r in batch):
             raise RuntimeError("crash between the view write and the tracking write")
 
@@ -549,8 +549,8 @@ def test_applying_the_same_events_twice_changes_nothing(
     ]
     with pool.connection() as conn, conn.transaction():
         for view in ALL_VIEWS:
-            view.apply(conn, batch)
-            view.apply(conn, batch[len(batch) // 2 :])
+            view.apply(conn, batch, projector.log)
+            view.apply(conn, batch[len(batch) // 2 :], projector.log)
 
     assert dump(pool) == once
 
