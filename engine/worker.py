@@ -39,7 +39,7 @@ DUE_GAP_S = 0.1
 """The least a claim loop waits for a due session: the session index may still show one just
 claimed (by this worker or another) as due for a moment."""
 OFFERS_KEPT = 1_000
-"""Offers of sessions just created kept for the claim loop; older ones are left to the index."""
+"""Offers of sessions just created kept until a slot frees; older ones are left to the index."""
 
 
 @dataclass
@@ -175,10 +175,13 @@ class SessionWorker:
         thread: only queued here."""
         try:
             session_id, tenant = json.loads(payload)
-            self._offered.append((UUID(session_id), str(tenant)))
+            offer = (UUID(session_id), str(tenant))
         except (ValueError, TypeError):
             log.warning("Ignored a malformed offer of a session: %r", payload[:200])
             return
+        if len(self._offered) == self._offered.maxlen:  # the oldest is dropped: left to the
+            self._look_at_index.set()  # session index
+        self._offered.append(offer)
         self._wake.set()
 
     def _take_slots(self, wanted: int) -> int:
@@ -218,12 +221,11 @@ class SessionWorker:
                 self._stopping.wait(self.poll_s)
 
     def _take_offered(self) -> None:
-        """Drive the sessions just created elsewhere while slots are free; those left over
-        (no slot, another worker was first) wait for a claim through the session index."""
+        """Drive the sessions just created elsewhere while slots are free, oldest first; the
+        rest wait here for a slot (a slot that frees wakes this loop). One another worker
+        took first, or one over its tenant's running limit, is left to the session index."""
         while self._offered:
             if not self._take_slots(1):
-                self._offered.clear()
-                self._look_at_index.set()  # once a slot frees
                 return
             try:
                 session_id, tenant = self._offered.popleft()

@@ -4,7 +4,7 @@ limit, its default and its bounds are declared once, in `domain.limits`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from domain.limits import LIMITS
@@ -42,8 +42,9 @@ class Limits:
         return cls(**{name: int(chosen[name]) for name in LIMITS})
 
     def for_step(self, policy: StepPolicy) -> Limits:
-        """The limits one step runs with: its own policy's values over the session's."""
-        return Limits(**policy.over(asdict(self)))
+        """The limits one step runs with: its own policy's values over the session's (its
+        fields are numbers: a shallow copy, not `asdict`'s deep one, called for every step)."""
+        return Limits(**policy.over(vars(self)))
 
 
 def admitted(request: SessionRequest, settings: Settings, policy: Policy) -> SessionRequest:
