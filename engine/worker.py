@@ -24,8 +24,8 @@ from uuid import UUID
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from domain.errors import DomainError
-from domain.session import SessionStatus, WorkflowSession
+from domain.errors import DomainError, SessionNotFound
+from domain.session import SessionStatus, WorkflowSession, check_tenant
 from engine.logs import LOGGER_NAME, on_session
 from engine.loop.task_loop import TaskLoop
 from engine.ownership.leases import Claim, Leases, RunningLimit, WorkerCounts, new_worker_id
@@ -37,9 +37,13 @@ log = logging.getLogger(LOGGER_NAME)
 DATABASE_ERRORS = (psycopg.Error, PersistenceError)
 DUE_GAP_S = 0.1
 """The least a claim loop waits for a due session: the session index may still show one just
-claimed (by this worker or another) as due for a moment."""
+claimed (by this worker or another) as due for a moment (until the views' leader next catches
+up: within its gathering, 0.2 s)."""
 OFFERS_KEPT = 1_000
 """Offers of sessions just created kept until a slot frees; older ones are left to the index."""
+OFFER_TTL_S = 2.0
+"""How long an offer waits for a slot: by then the session index shows the session (the views'
+leader gathers 0.2 s), and claims from it keep the order of creation."""
 
 
 @dataclass
@@ -120,8 +124,8 @@ class SessionWorker:
         self._look_at_index = threading.Event()
         """Set when the session index may show something to claim (a change of status, a
         released lease, a freed slot); offers alone do not need the index."""
-        self._offered: deque[tuple[UUID, str]] = deque(maxlen=OFFERS_KEPT)
-        """Sessions just created elsewhere, newest last (`offer`)."""
+        self._offered: deque[tuple[UUID, str, float]] = deque(maxlen=OFFERS_KEPT)
+        """Sessions just created elsewhere, with when they were offered, newest last."""
         self._background: list[threading.Thread] = []
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -170,18 +174,17 @@ class SessionWorker:
                 held.news.set()
 
     def offer(self, payload: str) -> None:
-        """A session was just created elsewhere (`Leases.announce`): take it at once if a slot
+        """A session was just created elsewhere (`Leases.announce`): take it soon if a slot
         is free, without waiting for the session index to show it. Called in the follower's
-        thread: only queued here."""
-        try:
-            session_id, tenant = json.loads(payload)
-            offer = (UUID(session_id), str(tenant))
-        except (ValueError, TypeError):
+        thread: only queued here. The payload is checked, never trusted: the run drives the
+        session only if the log says it is the named tenant's (`_drive`)."""
+        offer = _offer_in(payload)
+        if offer is None:
             log.warning("Ignored a malformed offer of a session: %r", payload[:200])
             return
         if len(self._offered) == self._offered.maxlen:  # the oldest is dropped: left to the
             self._look_at_index.set()  # session index
-        self._offered.append(offer)
+        self._offered.append((*offer, time.monotonic()))
         self._wake.set()
 
     def _take_slots(self, wanted: int) -> int:
@@ -212,9 +215,11 @@ class SessionWorker:
             if self._stopping.is_set():
                 return
             try:
-                self._take_offered()
+                # The index first: what waits there (resumed, signalled, due, taken over) is
+                # older than any offer, which the index shows too once it is old enough.
                 if self._look_at_index.is_set():
                     next_due_s = self._claim_from_index(next_due_s)
+                self._take_offered()
             except DATABASE_ERRORS:
                 log.warning("Could not claim sessions (database unavailable); retrying")
                 self._look_at_index.set()
@@ -222,19 +227,28 @@ class SessionWorker:
 
     def _take_offered(self) -> None:
         """Drive the sessions just created elsewhere while slots are free, oldest first; the
-        rest wait here for a slot (a slot that frees wakes this loop). One another worker
-        took first, or one over its tenant's running limit, is left to the session index."""
+        rest wait here for a slot (a slot that frees wakes this loop) for up to `OFFER_TTL_S`,
+        after which the session index has them. One another worker took first, or one over
+        its tenant's running limit, is left to the session index."""
         while self._offered:
             if not self._take_slots(1):
                 return
             try:
-                session_id, tenant = self._offered.popleft()
-                limit = None if self.running_limit is None else self.running_limit(tenant)
-                token = self.leases.acquire(session_id, tenant, self.worker_id, limit, first=True)
-                if token is not None:
-                    self.drive(Claim(session_id, tenant, token, None), fresh=True)
+                session_id, tenant, offered_at = self._offered.popleft()
+                if time.monotonic() - offered_at <= OFFER_TTL_S:
+                    self._take_offer(session_id, tenant)
             finally:
                 self._give_back(1)
+
+    def _take_offer(self, session_id: UUID, tenant: str) -> None:
+        try:
+            limit = None if self.running_limit is None else self.running_limit(tenant)
+        except DomainError:  # no tenant that could be
+            log.warning("Ignored an offer naming no valid tenant", extra=on_session(session_id))
+            return
+        token = self.leases.acquire(session_id, tenant, self.worker_id, limit, first=True)
+        if token is not None:
+            self.drive(Claim(session_id, tenant, token, None), fresh=True)
 
     def _claim_from_index(self, next_due_s: float | None) -> float | None:
         """Claim what the session index shows runnable, for every free slot; seconds until
@@ -246,8 +260,8 @@ class SessionWorker:
         try:
             self._look_at_index.clear()
             claims = self.leases.claim(self.worker_id, slots, self.running_limit)
-            if len(claims) == slots:
-                self._look_at_index.set()  # there may be more
+            if claims:
+                self._look_at_index.set()  # there may be more, past those lost to others
             for claim in claims:
                 self.drive(claim)
             return self.leases.next_due_s()
@@ -313,7 +327,9 @@ class SessionWorker:
         try:
             saved = held.saved
             if saved is None and held.fresh:
-                saved = self.loop.app.session_from_log(held.session_id)
+                saved = self._offered_session(held)
+                if saved is None:
+                    return None
             status = self.loop.drive(held.session_id, held.stop, held, saved)
         except (*DATABASE_ERRORS, DomainError):
             # Like a crash: the lease is kept until it expires, then another owner replays.
@@ -326,6 +342,22 @@ class SessionWorker:
             raise
         self._hand_back(held, status)
         return status
+
+    def _offered_session(self, held: HeldLease) -> WorkflowSession | None:
+        """The session an offer named, from the log; None (its lease dropped, the index left
+        to claim it) unless it is there and its tenant's, as the offer said."""
+        try:
+            session = self.loop.app.session_from_log(held.session_id)
+        except SessionNotFound:
+            session = None
+        if session is None or session.tenant != held.claim.tenant:  # not an announcement
+            log.warning(
+                "Dropped an offer the log does not bear out", extra=on_session(held.session_id)
+            )
+            self._forget(held)
+            self.leases.forget(held.session_id, self.worker_id, held.claim.token)
+            return None
+        return session
 
     def _hand_back(self, held: HeldLease, status: SessionStatus) -> None:
         """Release the lease: settled when the session needs no driving (paused, ended)."""
@@ -383,3 +415,19 @@ class SessionWorker:
                     extra=on_session(held.session_id),
                 )
                 held.lose()
+
+
+def _offer_in(payload: str) -> tuple[UUID, str] | None:
+    """The session id and tenant an announcement names (`Leases.announce`), if it is one."""
+    try:
+        named = json.loads(payload)
+    except ValueError:
+        return None
+    if not (isinstance(named, list) and len(named) == 2 and all(isinstance(n, str) for n in named)):
+        return None
+    try:
+        session_id = UUID(named[0])
+        check_tenant(named[1])
+    except (ValueError, DomainError):
+        return None
+    return session_id, named[1]

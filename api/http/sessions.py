@@ -80,8 +80,9 @@ def current_progress(
     with runtime.projector.pool.connection() as conn:
         read = progress_beside_log(conn, session_id, runtime.app.events_table)
     row = read.current(runtime.app.mapper.to_domain_event)
+    known = row or read.row
     # Without a row, the log says whose session it is (SessionNotFound if no one's).
-    owner = row.tenant if row is not None else runtime.app.get_session(session_id).tenant
+    owner = known.tenant if known is not None else runtime.app.get_session(session_id).tenant
     if owner != tenant:
         raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
     if row is not None and row.version >= (read.last_version or 0):

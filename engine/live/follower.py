@@ -90,8 +90,12 @@ class LogFollower:
 
     def _hand_over(self, channel: str, payload: str) -> None:
         for callback, wanted in self._receivers:
-            if wanted == channel:
+            if wanted != channel:
+                continue
+            try:
                 callback(payload)
+            except Exception:  # one receiver's bug must not stop every other's wake-ups
+                log.exception("A receiver of %s failed on a notification", channel)
         self._wake(channel)
 
     def _wake(self, channel: str | None) -> None:

@@ -17,6 +17,7 @@ session the index has not caught up with yet. A waiting session holds no lease.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import uuid
@@ -26,12 +27,16 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg import Connection
 from psycopg.rows import class_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from domain.session import ENDED, RUNNABLE, SessionStatus, values
+from engine.logs import LOGGER_NAME
 from engine.store import locks
+
+log = logging.getLogger(LOGGER_NAME)
 
 RELEASED_CHANNEL = "stepline_lease_released"
 """NOTIFY channel: a lease was handed back and its session wants an owner now."""
@@ -82,40 +87,7 @@ RETURNING fencing_token
 """
 """Take a claimed session's lease if nobody holds it (the claim counted the running limits)."""
 
-TAKE_LEASE = f"""
-CREATE OR REPLACE FUNCTION stepline_take_lease(
-    the_session uuid, the_tenant text, the_owner text, lease interval, running_limit integer,
-    only_first boolean)
-RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE
-    token bigint;
-BEGIN
-    IF running_limit IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock({locks.CLAIM});
-    END IF;
-    -- A statement of a function takes its snapshot when it starts: after the lock, so the
-    -- count sees every lease committed before the lock was granted.
-    INSERT INTO session_leases AS l
-        (session_id, tenant, owner, fencing_token, lease_until, acquired_at, renewed_at)
-    SELECT the_session, the_tenant, the_owner, 1, now() + lease, now(), now()
-    WHERE running_limit IS NULL
-       OR (SELECT count(*) FROM session_leases
-           WHERE tenant = the_tenant AND lease_until > now()) < running_limit
-    ON CONFLICT (session_id) DO UPDATE SET
-        owner = EXCLUDED.owner,
-        fencing_token = l.fencing_token + 1,
-        lease_until = EXCLUDED.lease_until,
-        acquired_at = now(),
-        renewed_at = now(),
-        settled_version = NULL
-    WHERE l.lease_until < now() AND NOT only_first
-    RETURNING l.fencing_token INTO token;
-    RETURN token;
-END $$
-"""  # noqa: S608  (a constant of ours, not input)
-"""`Leases.acquire` in one round trip, under `locks.CLAIM` when a running limit applies (as
-one statement the count would see only what committed before its wait for the lock)."""
-_TAKE = (
+_TAKE = (  # engine.store.schema's stepline_take_lease (migration 9)
     "SELECT stepline_take_lease("
     "%(session_id)s, %(tenant)s, %(owner)s, %(lease)s, %(limit)s, %(first)s)"
 )
@@ -258,9 +230,15 @@ class Leases:
 
     def announce(self, session_id: UUID, tenant: str) -> None:
         """Tell the workers a session was just saved (after its commit): one with a free
-        slot takes it at once (`acquire(first=True)`), before the session index shows it."""
-        with self.pool.connection() as conn:
-            conn.execute(_ANNOUNCE, (CREATED_CHANNEL, json.dumps([str(session_id), tenant])))
+        slot takes it at once (`acquire(first=True)`), before the session index shows it.
+        Best effort: a session not announced is claimed through the index, so a failure is
+        logged, never raised to the caller whose session was saved."""
+        payload = json.dumps([str(session_id), tenant])
+        try:
+            with self.pool.connection() as conn:
+                conn.execute(_ANNOUNCE, (CREATED_CHANNEL, payload))
+        except (psycopg.Error, PoolTimeout):
+            log.warning("Could not announce a new session; the workers will claim it")
 
     def next_due_s(self) -> float | None:
         """Seconds until the earliest wait of a session nobody drives is due (0 if one is

@@ -35,7 +35,6 @@ from domain.errors import DomainError
 from domain.session import WorkflowSession
 from engine.logs import LOGGER_NAME
 from engine.ownership.executor_state import seal_clear_state
-from engine.ownership.leases import TAKE_LEASE
 from engine.store import locks
 from engine.store.app import Stepline
 from engine.store.database import eventsourcing_env
@@ -242,6 +241,46 @@ _KEYS = (
     """,
 )
 
+_TAKE_LEASE = f"""
+CREATE OR REPLACE FUNCTION stepline_take_lease(
+    the_session uuid, the_tenant text, the_owner text, lease interval, running_limit integer,
+    only_first boolean)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    token bigint;
+BEGIN
+    -- A session that ever had a lease is not taken as a first one: answered before the lock
+    -- (every worker that hears of a new session asks; one of them wins).
+    IF only_first AND EXISTS (SELECT FROM session_leases WHERE session_id = the_session) THEN
+        RETURN NULL;
+    END IF;
+    IF running_limit IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock({locks.CLAIM});
+    END IF;
+    -- A statement of a function takes its snapshot when it starts: after the lock, so the
+    -- count sees every lease committed before the lock was granted.
+    INSERT INTO session_leases AS l
+        (session_id, tenant, owner, fencing_token, lease_until, acquired_at, renewed_at)
+    SELECT the_session, the_tenant, the_owner, 1, now() + lease, now(), now()
+    WHERE running_limit IS NULL
+       OR (SELECT count(*) FROM session_leases
+           WHERE tenant = the_tenant AND lease_until > now()) < running_limit
+    ON CONFLICT (session_id) DO UPDATE SET
+        owner = EXCLUDED.owner,
+        fencing_token = l.fencing_token + 1,
+        lease_until = EXCLUDED.lease_until,
+        acquired_at = now(),
+        renewed_at = now(),
+        settled_version = NULL
+    WHERE l.lease_until < now() AND NOT only_first
+    RETURNING l.fencing_token INTO token;
+    RETURN token;
+END $$
+"""  # noqa: S608  (a constant of ours, not input)
+"""`engine.ownership.leases.Leases.acquire` in one round trip, under `locks.CLAIM` when a
+running limit applies (as one statement the count would see only what committed before its
+wait for the lock)."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     # Every statement is IF NOT EXISTS: a database prepared before there was a schema version
     # (each module then ran its own DDL) already has these tables, and takes version 1 as is.
@@ -306,7 +345,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ("ALTER TABLE tenant_secrets ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'value'",),
     ),
     Migration(
-        9, "a session's lease taken in one round trip, within its tenant's limit", (TAKE_LEASE,)
+        9, "a session's lease taken in one round trip, within its tenant's limit", (_TAKE_LEASE,)
     ),
     Migration(
         10,

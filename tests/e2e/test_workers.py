@@ -121,6 +121,43 @@ def test_a_new_session_runs_and_reads_as_ended_before_any_view_shows_it(
         assert indexed == (0,)
 
 
+def test_forged_or_malformed_offers_neither_stop_a_worker_nor_drive_a_session(
+    cluster: Cluster, store: Stepline, target: str, fresh_database_url: str
+) -> None:
+    """Anything that can NOTIFY may send the workers a bad offer: garbage, a non-text id, a
+    blank tenant, an id of no session, or a real session named as another tenant's. None stops
+    the worker's follower or claim loop, and none gets a session driven: only an offer the log
+    bears out (the session is there, and the named tenant's) is taken. The views are held
+    still (the test holds their lock), so offers are the only way a session starts here."""
+    with psycopg.connect(fresh_database_url, autocommit=True) as views_lock:
+        views_lock.execute("SELECT pg_advisory_lock(%s)", (locks.PROJECTOR,))
+        cluster.worker(concurrency=2)
+        eventually(lambda: _listening_for_new_sessions(views_lock), "a worker listening", 60)
+        [session_id] = create_sessions(store, target, 1, slow_ms=0, effects=1)  # acme's
+        forged = [
+            "not json",
+            json.dumps([1, "acme"]),
+            json.dumps([["x"], "acme"]),
+            json.dumps([str(session_id), ""]),
+            json.dumps([str(session_id), None]),
+            json.dumps([str(UUID(int=7)), "acme"]),
+            json.dumps([str(session_id), "globex"]),
+        ]
+        for payload in forged:
+            views_lock.execute("SELECT pg_notify(%s, %s)", (CREATED_CHANNEL, payload))
+        log = cluster.logs / "worker-0.log"
+        eventually(lambda: log.read_text().count("an offer the log does not bear out") >= 2, "")
+        assert store.get_session(session_id).status is SessionStatus.PENDING
+        leases = views_lock.execute("SELECT count(*) FROM session_leases").fetchone()
+        assert leases == (0,)  # the leases the forged offers took were dropped
+
+        views_lock.execute(
+            "SELECT pg_notify(%s, %s)", (CREATED_CHANNEL, json.dumps([str(session_id), "acme"]))
+        )
+        wait_until_ended(store, [session_id], timeout_s=60)
+    assert store.get_session(session_id).status is SessionStatus.COMPLETED
+
+
 def _listening_for_new_sessions(conn: psycopg.Connection[Any]) -> bool:
     """Whether a worker listens for new sessions (the last channel its follower LISTENs to)."""
     row = conn.execute(
