@@ -71,22 +71,6 @@ WHERE si.status = '{WAITING}' AND (l.session_id IS NULL OR l.lease_until < now()
 """Runnable sessions nobody owns, and waiting ones whose wait is due (a timer's time, an
 approval's or a signal's timeout), which the worker that claims one wakes."""
 
-_ACQUIRE = """
-INSERT INTO session_leases AS l
-    (session_id, tenant, owner, fencing_token, lease_until, acquired_at, renewed_at)
-SELECT %(session_id)s, %(tenant)s, %(owner)s, 1, now() + %(lease)s, now(), now()
-ON CONFLICT (session_id) DO UPDATE SET
-    owner = EXCLUDED.owner,
-    fencing_token = l.fencing_token + 1,
-    lease_until = EXCLUDED.lease_until,
-    acquired_at = now(),
-    renewed_at = now(),
-    settled_version = NULL
-WHERE l.lease_until < now()
-RETURNING fencing_token
-"""
-"""Take a claimed session's lease if nobody holds it (the claim counted the running limits)."""
-
 _TAKE = (  # engine.store.schema's stepline_take_lease (migration 9)
     "SELECT stepline_take_lease("
     "%(session_id)s, %(tenant)s, %(owner)s, %(lease)s, %(limit)s, %(first)s)"
@@ -217,16 +201,20 @@ class Leases:
         it, `first`) or its tenant already runs `limit`."""
         params = {"session_id": session_id, "tenant": tenant, "owner": owner, "limit": limit}
         with self.pool.connection() as conn:
-            row = conn.execute(_TAKE, {**params, "lease": self._interval, "first": first})
-            token = row.fetchone()
-        return None if token is None or token[0] is None else int(token[0])
+            return self._taken(conn, {**params, "first": first})
+
+    def _taken(self, conn: Connection[Any], params: dict[str, Any]) -> int | None:
+        """The fencing token `stepline_take_lease` gave, or None."""
+        row = conn.execute(_TAKE, {**params, "lease": self._interval}).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def _acquire(
         self, conn: Connection[Any], session_id: UUID, tenant: str, owner: str
     ) -> int | None:
+        """Take a claimed session's lease if nobody holds it (the claim counted the running
+        limits, under the claim lock)."""
         params = {"session_id": session_id, "tenant": tenant, "owner": owner}
-        row = conn.execute(_ACQUIRE, {**params, "lease": self._interval}).fetchone()
-        return None if row is None else int(row[0])
+        return self._taken(conn, {**params, "limit": None, "first": False})
 
     def announce(self, session_id: UUID, tenant: str) -> None:
         """Tell the workers a session was just saved (after its commit): one with a free
