@@ -253,7 +253,7 @@ class SessionWorker:
     def _claim_from_index(self, next_due_s: float | None) -> float | None:
         """Claim what the session index shows runnable, for every free slot; seconds until
         the earliest wait known is due (as known before, with no slot free). With no slot
-        free, or every slot filled, the index is looked at again when one frees."""
+        free, or after a claim that took any, the index is looked at again when one frees."""
         slots = self._take_slots(self.concurrency)
         if not slots:  # nothing to claim for: a slot that frees wakes this loop
             return next_due_s
