@@ -18,8 +18,9 @@ learned action was tried (`TRIGGERS`) — it keeps what it needs to fold: the se
 parts, the last page it went to (`domain.learning.starting_point`) and its steps' latest
 attempts; an ended session's are dropped. Most sessions never get there (no AI step), and the
 view skips their events without a row: at a session's first turn it reads the session's events
-before it back from the log (`projections.session_log`) and folds them then, as it would have
-as they went by. Read by position, that is the same live and in a rebuild.
+before it back from the log (the `SessionLog` the projector gives every view) and folds them
+then, as it would have as they went by. Read by position, that is the same live and in a
+rebuild.
 """
 
 from __future__ import annotations
