@@ -12,6 +12,11 @@ A lease released because the session needs no driving (paused, waiting, ended) r
 session's version: the session is claimable again only once the index shows a later status
 change (a resume, an approval) or its wait's due time has come, so a worker never spins on a
 session the index has not caught up with yet. A waiting session holds no lease.
+
+A session just created need not wait for the index: the API announces it (`announce`, a
+NOTIFY after its commit), and a worker with a free slot takes its first lease (`acquire` with
+`first`: only a session that never had a lease), checking against the log that the session is
+the announced tenant's before it drives it.
 """
 
 from __future__ import annotations
