@@ -154,8 +154,32 @@ def rendered(query: sql.Composable) -> str:
 # the log it applies, decoded with its application's mapper (a session's events are sealed
 # under the session's data key).
 
+StoredRow = tuple[int, UUID, int, str, bytes]
+"""A stored event as read from the log: its position, session, version, topic and state."""
+
+
+def decoded(mapper: Mapper[UUID], rows: Iterable[StoredRow]) -> list[Recorded]:
+    """Stored events as the views are fed them, each decoded with `mapper` (a session's are
+    sealed under its data key) and kept with its position."""
+    return [
+        Recorded(
+            position,
+            mapper.to_domain_event(  # type: ignore[arg-type]
+                Notification(
+                    id=position,
+                    originator_id=session_id,
+                    originator_version=version,
+                    topic=topic,
+                    state=bytes(state),
+                )
+            ),
+        )
+        for position, session_id, version, topic, state in rows
+    ]
+
+
 _EARLIER_EVENTS = """
-SELECT notification_id, originator_version, topic, state FROM {events}
+SELECT notification_id, originator_id, originator_version, topic, state FROM {events}
 WHERE originator_id = %s AND notification_id < %s ORDER BY notification_id
 """
 
@@ -173,21 +197,7 @@ class SessionLog:
         """The session's events before `position`, in the log's order."""
         with conn.cursor(row_factory=tuple_row) as cursor:  # whatever the connection's default
             rows = cursor.execute(self._earlier, (session_id, position)).fetchall()
-        return [
-            Recorded(
-                notification_id,
-                self._mapper.to_domain_event(  # type: ignore[arg-type]
-                    Notification(
-                        id=notification_id,
-                        originator_id=session_id,
-                        originator_version=version,
-                        topic=topic,
-                        state=bytes(state),
-                    )
-                ),
-            )
-            for notification_id, version, topic, state in rows
-        ]
+        return decoded(self._mapper, rows)
 
 
 class RowTable(Generic[R]):

@@ -6,21 +6,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import Mapper
 from psycopg import Connection, sql
 
 from api.http.schemas import SessionPage, SessionSummary
 from projections import session_progress
 from projections.session_index import IndexedSession, SessionFilter, list_sessions
 from projections.session_progress import SessionProgressView
-from projections.view import Recorded
+from projections.view import StoredRow, decoded
 
 
 class BadCursor(ValueError):
@@ -100,27 +100,29 @@ class ProgressBesideLog:
     last_version: int | None
     last_position: int | None
     """The last event's notification id: how far the view must get to show it."""
-    gap: list[Notification]
+    gap: list[StoredRow]
+    """The session's events after the row's version (up to `GAP_LIMIT`), as stored."""
 
     @property
     def caught_up(self) -> bool:
         """Whether the row has applied every event the log had of the session."""
         return self.row is not None and self.row.version >= (self.last_version or 0)
 
-    def current(self, decode: Decode) -> session_progress.Progress | None:
+    def current(self, mapper: Mapper[UUID]) -> session_progress.Progress | None:
         """The row with the events it lacks folded in by the view's own fold, as the view
         will hold it once it applies them; None when the gap is more than was read."""
         if self.caught_up or self.last_version is None:
             return self.row
-        if not self.gap or self.gap[-1].originator_version != self.last_version:
+        if not self.gap:
             return None
-        rows = {} if self.row is None else {self.row.session_id: self.row}
-        session_progress.fold(rows, [Recorded(n.id, decode(n)) for n in self.gap])
+        _, _, last_read, _, _ = self.gap[-1]
+        if last_read != self.last_version:  # the gap is longer than was read
+            return None
+        rows = {} if self.row is None else {self.row.session_id: deepcopy(self.row)}
+        session_progress.fold(rows, decoded(mapper, self.gap))  # (it changes the rows given)
         return next(iter(rows.values()), None)
 
 
-Decode = Callable[[Notification], Any]
-"""Turns a stored event into the domain event (the application's mapper)."""
 PROGRESS_COLUMNS = SessionProgressView.rows.columns
 _PROGRESS_BESIDE_LOG = """
 SELECT last.originator_version, last.notification_id,
@@ -159,13 +161,7 @@ def progress_beside_log(
     if values[0] is not None:  # the row's session_id: the view has the session
         row = session_progress.Progress(**dict(zip(PROGRESS_COLUMNS, values, strict=True)))
     gap = [
-        Notification(
-            id=position,
-            originator_id=session_id,
-            originator_version=version,
-            topic=topic,
-            state=bytes(state),
-        )
+        (position, session_id, version, topic, state)
         for position, version, topic, state in zip(
             positions or [], versions or [], topics or [], states or [], strict=True
         )

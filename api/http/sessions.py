@@ -79,7 +79,7 @@ def current_progress(
     runtime = services.runtime
     with runtime.projector.pool.connection() as conn:
         read = progress_beside_log(conn, session_id, runtime.app.events_table)
-    row = read.current(runtime.app.mapper.to_domain_event)
+    row = read.current(runtime.app.mapper)
     known = row or read.row
     # Without a row, the log says whose session it is (SessionNotFound if no one's).
     owner = known.tenant if known is not None else runtime.app.get_session(session_id).tenant

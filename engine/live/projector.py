@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from eventsourcing.persistence import Notification
 from psycopg import Connection, sql
 from psycopg_pool import ConnectionPool
 
@@ -31,7 +30,7 @@ from engine.logs import LOGGER_NAME
 from engine.store import schema
 from engine.store.app import Stepline
 from projections import ALL_VIEWS, tracking
-from projections.view import Recorded, SessionLog, View, rendered
+from projections.view import Recorded, SessionLog, View, decoded, rendered
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -179,21 +178,7 @@ class Projector:
         """The next batch of the log after `position`, read in the batch's transaction (on its
         connection: no second connection, no statement composed again for each batch)."""
         rows = conn.execute(self._next_events, (position, self.batch_size)).fetchall()
-        return [
-            Recorded(
-                notification_id,
-                self.app.mapper.to_domain_event(  # type: ignore[arg-type]
-                    Notification(
-                        id=notification_id,
-                        originator_id=originator_id,
-                        originator_version=version,
-                        topic=topic,
-                        state=state,
-                    )
-                ),
-            )
-            for notification_id, originator_id, version, topic, state in rows
-        ]
+        return decoded(self.app.mapper, rows)
 
     @contextmanager
     def _connection(self, given: Connection[Any] | None) -> Iterator[Connection[Any]]:

@@ -238,9 +238,8 @@ class Stepline(Application[UUID]):
     def session_from_log(self, session_id: UUID) -> WorkflowSession:
         """The session rebuilt from all its events, without looking for a snapshot first: for
         a session just created, which has none (one read of the log instead of two)."""
-        events = cast("Iterable[WorkflowSession.Event]", self.events.get(session_id))
-        session = replay(None, events)
-        if not isinstance(session, WorkflowSession):  # none, or another aggregate's id
+        session = replay(None, self.history(session_id))  # SessionNotFound if it has none
+        if not isinstance(session, WorkflowSession):  # another aggregate's id
             raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
         return session
 

@@ -14,6 +14,7 @@ import pytest
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
+from api.http.reads import progress_beside_log
 from domain.session import StepSpec, WorkflowSession
 from engine.live.follower import LogFollower
 from engine.live.leadership import RESERVE_POLLS, Leadership, current_leader
@@ -106,6 +107,33 @@ def test_progress_of_a_completed_session(
     assert row.finished_at is not None
     assert row.created_at <= row.started_at <= row.finished_at == row.updated_at
     assert row.estimated_remaining_ms == 0
+
+
+def test_a_read_folds_in_what_the_progress_view_lacks_as_the_view_then_holds_it(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    """`GET /v1/sessions/{id}` reads the progress row beside the events it has not applied and
+    folds them in: with no row yet, and with a row some events behind, the answer is the row
+    the view holds once it has caught up."""
+    behind = workloads.create(app)
+    workloads.run_step(app, behind, 0)
+    projector.catch_up()
+    unseen = workloads.create(app)
+    workloads.run_step(app, unseen, 0)
+    workloads.run_step(app, behind, 1, commands=2, checks=1)
+    workloads.complete_session(app, behind)
+
+    with pool.connection() as conn:
+        reads = {i: progress_beside_log(conn, i, app.events_table) for i in (unseen, behind)}
+    folded = {i: read.current(app.mapper) for i, read in reads.items()}
+
+    assert reads[behind].row is not None
+    assert not reads[behind].caught_up
+    assert reads[unseen].row is None  # created after the views caught up
+    projector.catch_up()
+    assert folded == {i: progress(pool, i) for i in (unseen, behind)}
+    assert folded[behind] is not None
+    assert folded[behind].status == "completed"
 
 
 def test_progress_estimates_time_left_from_finished_steps(
