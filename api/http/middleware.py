@@ -8,6 +8,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from starlette.datastructures import State
@@ -29,7 +30,10 @@ def host_of_header(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
+@lru_cache(maxsize=256)
 def is_loopback_name(name: str) -> bool:
+    """Remembered, as every request's Host header in dev mode is asked about: parsing the
+    address each time costs the event loop."""
     if name == "localhost":
         return True
     try:
@@ -64,10 +68,10 @@ class TrustedHosts:
         self.policy = policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self.policy.any_host:
             await self.app(scope, receive, send)
             return
-        header = dict(scope.get("headers", [])).get(b"host")
+        header = header_value(scope, b"host")
         host = header.decode("latin-1") if header is not None else None
         if self.policy.admits(host):
             await self.app(scope, receive, send)
@@ -78,11 +82,22 @@ class TrustedHosts:
         await problem(error)(scope, receive, send)
 
 
+def header_value(scope: Scope, name: bytes) -> bytes | None:
+    """The request's header `name` (lower case), the last if it came more than once."""
+    found = None
+    for key, value in scope["headers"]:
+        if key == name:
+            found = value
+    return found
+
+
 class BodyLimit:
     """Refuse bodies over `limit` bytes with 413, whether or not they declare a length.
 
-    The body is read here (at most `limit` + 1 bytes) and handed on whole, so an oversized
-    chunked upload is refused before the app sees any of it."""
+    A body that declares its length (or a request without one) is refused by that length
+    alone: the server (uvicorn) never hands on more than a declared length, so such a request
+    goes on untouched. A chunked body is read here (at most `limit` + 1 bytes) and handed on
+    whole, so an oversized chunked upload is refused before the app sees any of it."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -92,9 +107,12 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        declared = header_value(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await self._refuse(scope, receive, send)
+            return
+        if header_value(scope, b"transfer-encoding") is None:
+            await self.app(scope, receive, send)
             return
         body, disconnected = await self._read(receive)
         if disconnected:

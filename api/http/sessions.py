@@ -8,7 +8,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Path, Query, Response
-from pydantic import JsonValue
+from pydantic import BaseModel, JsonValue
 from starlette.concurrency import run_in_threadpool
 
 from api.http.auth import Caller
@@ -33,7 +33,7 @@ from api.http.schemas import (
     SignalAccepted,
     StepView,
 )
-from api.http.services import CallerDep, Services, ServicesDep
+from api.http.services import AuthorizedDep, CallerDep, Services, ServicesDep
 from domain.errors import SessionNotFound
 from domain.session import SessionStatus, WorkflowSession
 from engine.loop.waits import SIGNAL_NAME, check_signal
@@ -52,6 +52,7 @@ from projections.session_progress import SessionProgressView
 from projections.view import Recorded
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+JSON = "application/json"
 
 
 # ---- helpers ----------------------------------------------------------------------------
@@ -104,6 +105,20 @@ def folded_progress(
     rows: dict[UUID, session_progress.Progress] = {}
     session_progress.fold(rows, [Recorded(0, e) for e in events])
     return rows[session_id]
+
+
+def rendered(
+    answer: BaseModel, status_code: int = 200, headers: Response | None = None
+) -> Response:
+    """`answer` as FastAPI would render it for a route's response model — the model's JSON by
+    alias, as application/json — then the headers set on `headers` (the route's own), as
+    FastAPI adds those of the `Response` it gives a route."""
+    response = Response(answer.model_dump_json(by_alias=True), status_code, media_type=JSON)
+    if headers is not None:
+        response.headers.raw.extend(
+            (name, value) for name, value in headers.headers.raw if name != b"content-length"
+        )
+    return response
 
 
 def after_cursor(cursor: str | None) -> tuple[datetime, UUID] | None:
@@ -169,22 +184,21 @@ def admit(services: Services, tenant: str, count: int) -> None:
     response_model=SessionCreated,
     responses=problem_responses(400, 401, 404, 413, 422, 429),
 )
-async def create_session(
-    body: CreateSession, services: ServicesDep, caller: CallerDep, response: Response
-) -> SessionCreated:
+async def create_session(body: CreateSession, call: AuthorizedDep) -> Response:
     """Create a session and start running it."""
-    return await run_in_threadpool(new_session, services, body, caller, response)
+    return await run_in_threadpool(new_session, call.services, body, call.caller)
 
 
-def new_session(
-    services: Services, body: CreateSession, caller: Caller, response: Response
-) -> SessionCreated:
-    """The session asked for, admitted and saved. Run in a worker thread by its route, a
-    coroutine: FastAPI would make a plain def route's answer take a second trip to a worker
-    thread, to be checked against the response model there."""
+def new_session(services: Services, body: CreateSession, caller: Caller) -> Response:
+    """The session asked for, admitted and saved, its answer rendered. Run in a worker thread
+    by its route, a coroutine: FastAPI would make a plain def route's answer take a second
+    trip to a worker thread, to be checked against the response model there; and the answer
+    is rendered here, not by FastAPI on the event loop."""
     request = session_request(services, body, caller.tenant)  # refused before it costs a token
     admit(services, caller.tenant, 1)
-    return created(services, request, caller.tenant, caller.name, response)
+    headers = Response()  # `created` sets Location on it
+    answer = created(services, request, caller.tenant, caller.name, headers)
+    return rendered(answer, 201, headers)
 
 
 def created(
@@ -271,19 +285,26 @@ def list_all(
 )
 async def get_session(
     session_id: UUID,
-    services: ServicesDep,
-    caller: CallerDep,
+    call: AuthorizedDep,
     version: Annotated[int | None, Query(ge=1, description="the state as of this version")] = None,
-) -> SessionView:
+) -> Response:
     """A session's state, from the progress view or rebuilt from the log as of a version."""
-    return await run_in_threadpool(session_state, services, session_id, caller.tenant, version)
+    return await run_in_threadpool(
+        rendered_state, call.services, session_id, call.caller.tenant, version
+    )
+
+
+def rendered_state(
+    services: Services, session_id: UUID, tenant: str, version: int | None
+) -> Response:
+    """`session_state` rendered in the worker thread, for the reason `new_session` gives."""
+    return rendered(session_state(services, session_id, tenant, version))
 
 
 def session_state(
     services: Services, session_id: UUID, tenant: str, version: int | None
 ) -> SessionView:
-    """The session's state, if it is `tenant`'s: run in a worker thread by its route, a
-    coroutine, for the reason `new_session` gives."""
+    """The session's state, if it is `tenant`'s."""
     if version is None:
         row = current_progress(services, session_id, tenant)
     else:

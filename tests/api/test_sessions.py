@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from api.http.schemas import SessionCreated, SessionView
 from engine.store import locks
 from tests.api.conftest import Api, ApiFactory, shell_workflow
 
@@ -210,3 +211,32 @@ def test_a_tenant_never_runs_more_sessions_at_once_than_its_limit(
     for (_, ended), (started, _) in itertools.pairwise(spans):
         assert ended <= started  # acme's sessions ran one after another
     assert other[1]["timestamp"] < spans[-1][0]  # globex did not wait behind acme
+
+
+def test_a_created_and_a_read_session_answer_every_field_of_their_model_in_its_order(
+    api: Api,
+) -> None:
+    """The hot routes render their answers themselves: as FastAPI would, every field (nulls
+    too) by alias, in the model's order, as application/json."""
+    with api.client("alice") as alice:
+        response = alice.post("/v1/sessions", json=shell_workflow("true"))
+        read = alice.get(f"/v1/sessions/{response.json()['session_id']}")
+    for answer, model in ((response, SessionCreated), (read, SessionView)):
+        assert answer.headers["content-type"] == "application/json"
+        fields = [field.alias or name for name, field in model.model_fields.items()]
+        assert list(answer.json()) == fields
+        assert (
+            answer.content
+            == model.model_validate_json(answer.content).model_dump_json(by_alias=True).encode()
+        )
+
+
+def test_a_chunked_body_within_the_limit_creates_a_session(api: Api) -> None:
+    body = json.dumps(shell_workflow("true")).encode()
+    with api.client("alice") as alice:
+        response = alice.post(
+            "/v1/sessions",
+            content=(body[i : i + 16] for i in range(0, len(body), 16)),
+            headers={"content-type": "application/json"},
+        )
+    assert response.status_code == 201, response.text
