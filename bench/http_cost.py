@@ -8,8 +8,8 @@ default session slots, in dev mode, over a fresh database of STEPLINE_DATABASE_U
 (else the embedded PostgreSQL); the sessions are bench.e2e's job against the example target
 app. The client is bench.e2e's too: rounds of POSTs, each round then polled with GETs until
 every session of it completed. Counted only in the threads that serve requests — the event
-loop's and AnyIO's workers, not the sessions', the views', the group commit's or the
-client's — while the client makes one kind of request:
+loop's, AnyIO's workers and the hot routes' request threads, not the sessions', the views',
+the group commit's or the client's — while the client makes one kind of request:
 
 - statements: what psycopg sends (each execute, and BEGIN, COMMIT, ROLLBACK), per request;
 - CPU: those threads' user and system time per request (from /proc, through psutil).
@@ -39,14 +39,16 @@ from psycopg import sql
 from psycopg._connection_base import BaseConnection
 
 from api.http.server import create_app, serving_in_background
+from api.http.services import REQUEST_THREAD_NAME
 from bench.api import example_target, session_body
 from bench.appends import bench_database
 from bench.e2e import POLL_S, WARM_UP, job_steps
 from domain.session import SessionStatus
 from engine.settings import Settings
 
-SERVING_THREADS = ("api", "AnyIO worker thread")
-"""The uvicorn thread `serving_in_background` names, and the threads sync handlers run in."""
+SERVING_THREADS = ("api", "AnyIO worker thread", REQUEST_THREAD_NAME)
+"""The uvicorn thread `serving_in_background` names, the threads sync handlers run in, and
+those the hot routes hand their work to (`Services.in_thread`)."""
 
 
 def serving() -> bool:

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any
@@ -48,7 +49,13 @@ from api.http.middleware import (
     TrustedHosts,
     is_loopback_name,
 )
-from api.http.services import OPERATOR_SCOPE_KEY, Recent, Services
+from api.http.services import (
+    OPERATOR_SCOPE_KEY,
+    REQUEST_THREAD_NAME,
+    REQUEST_THREADS,
+    Recent,
+    Services,
+)
 from api.http.stream_slots import StreamSlots
 from api.http.worker_processes import WorkerProcesses, supervisor_gone
 from engine.bootstrap import Runtime, open_runtime, running_in_background
@@ -140,6 +147,9 @@ def create_app(
             if processes is not None:  # once the schema is ready and the feed listens
                 stack.enter_context(processes.running())
             pool = runtime.projector.pool
+            threads = stack.enter_context(  # shut down (its calls done) before the runtime
+                ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix=REQUEST_THREAD_NAME)
+            )
             app.state.services = Services(
                 runtime=runtime,
                 worker=background.worker,
@@ -156,6 +166,7 @@ def create_app(
                 auth_failures=AuthFailures(settings.auth_failures_per_minute),
                 streams=StreamSlots(),
                 step_average_ms=Recent(partial(step_averages, runtime), ttl_s=10.0),
+                threads=threads,
             )
             where = f" in worker processes: {len(processes.shares)}" if processes else ""
             log.info("Stepline API ready (%d session slots%s)", slots, where)

@@ -9,7 +9,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import BaseModel, JsonValue
-from starlette.concurrency import run_in_threadpool
 
 from api.http.auth import Caller
 from api.http.errors import ApiError, problem_responses
@@ -186,14 +185,14 @@ def admit(services: Services, tenant: str, count: int) -> None:
 )
 async def create_session(body: CreateSession, call: AuthorizedDep) -> Response:
     """Create a session and start running it."""
-    return await run_in_threadpool(new_session, call.services, body, call.caller)
+    return await call.services.in_thread(new_session, call.services, body, call.caller)
 
 
 def new_session(services: Services, body: CreateSession, caller: Caller) -> Response:
-    """The session asked for, admitted and saved, its answer rendered. Run in a worker thread
-    by its route, a coroutine: FastAPI would make a plain def route's answer take a second
-    trip to a worker thread, to be checked against the response model there; and the answer
-    is rendered here, not by FastAPI on the event loop."""
+    """The session asked for, admitted and saved, its answer rendered. Run in a request thread
+    by its route, a coroutine (see `Services.in_thread`): FastAPI would make a plain def
+    route's answer take a second trip to a worker thread, to be checked against the response
+    model there; and the answer is rendered here, not by FastAPI on the event loop."""
     request = session_request(services, body, caller.tenant)  # refused before it costs a token
     admit(services, caller.tenant, 1)
     headers = Response()  # `created` sets Location on it
@@ -289,8 +288,9 @@ async def get_session(
     version: Annotated[int | None, Query(ge=1, description="the state as of this version")] = None,
 ) -> Response:
     """A session's state, from the progress view or rebuilt from the log as of a version."""
-    return await run_in_threadpool(
-        rendered_state, call.services, session_id, call.caller.tenant, version
+    services = call.services
+    return await services.in_thread(
+        rendered_state, services, session_id, call.caller.tenant, version
     )
 
 
