@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.http import (
@@ -110,6 +111,11 @@ UVICORN: dict[str, Any] = {"log_level": "warning", "proxy_headers": False}
 """uvicorn trusts X-Forwarded-For from loopback by default: any local client could name its
 own address, and so walk past the lockout of failed keys. The peer's address is the client's."""
 
+NO_FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+"""FastAPI's own OpenTelemetry spans, metrics and logs: off, as the request spans are `Traced`'s
+(through the process's own provider, never the global one FastAPI looks for). Otherwise
+FastAPI asks OpenTelemetry for the global providers on every request, to find none."""
+
 RATE_LIMITED = problem_responses(429)
 """Any route may answer 429: the key's rate, or its address's failed keys (also on /health
 and /metrics, where a key that is not the operator's counts as a failed one)."""
@@ -179,6 +185,7 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # served by `ui` from its own copy, under the dashboard's CSP
         redoc_url=None,
+        telemetry=NO_FASTAPI_TELEMETRY,
     )
     app.state.http = HttpMetrics()
     errors.install(app)
@@ -202,7 +209,9 @@ def create_app(
         app.include_router(module.router, responses=RATE_LIMITED)
     ui.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(TrustedHosts, policy=host_policy(settings))
+    hosts = host_policy(settings)
+    if not hosts.any_host:  # with any host admitted, a layer less for every request
+        app.add_middleware(TrustedHosts, policy=hosts)
     app.add_middleware(Measure, metrics=app.state.http)
     app.add_middleware(Traced, state=app.state)
     return app
