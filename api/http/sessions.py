@@ -297,7 +297,7 @@ async def get_session(
 def rendered_state(
     services: Services, session_id: UUID, tenant: str, version: int | None
 ) -> Response:
-    """`session_state` rendered in the worker thread, for the reason `new_session` gives."""
+    """`session_state` rendered in a request thread, for the reason `new_session` gives."""
     return rendered(session_state(services, session_id, tenant, version))
 
 
