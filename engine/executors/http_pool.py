@@ -62,6 +62,8 @@ class LeasedTransport(httpx.BaseTransport):
 
 
 class ConnectionPools:
+    """A task loop's kept pools, one per tenant and egress allow-list (see the module)."""
+
     def __init__(
         self,
         *,
