@@ -51,6 +51,13 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
+@functools.lru_cache(maxsize=1024)
+def base_url_of(text: str) -> httpx.URL:
+    """A workflow's base URL, parsed once for all its sessions (a client copies it)."""
+    url = httpx.URL(text)
+    return url if url.raw_path.endswith(b"/") else url.copy_with(raw_path=url.raw_path + b"/")
+
+
 def lookup(document: Any, dotted_path: str) -> Any:
     """`items.0.name` in {"items": [{"name": "x"}]} is "x". Raises KeyError if absent."""
     current = document
@@ -82,11 +89,15 @@ class HttpExecutor:
         max_output_chars: int = 4_000,
         fail_on_error_status: bool = True,
         traced: bool = False,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         """`fail_on_error_status`: a 4xx/5xx answer fails the request (HTTP_STATUS_ERROR)
         unless the task loop says a check will judge it; False records it as a result
         (`config.http_errors: record`, the behaviour before). `traced`: requests carry the
-        command's span as `traceparent`, so the target's own spans join the session's trace."""
+        command's span as `traceparent`, so the target's own spans join the session's trace.
+        `transport`: where requests go, checked under `egress` (a lease of the worker's pool
+        for the tenant and `egress`, see http_pool), closed with the executor; without, a
+        pool of the executor's own."""
         self.secrets = secrets
         self.traced = traced
         self.fail_on_error_status = fail_on_error_status
@@ -94,10 +105,10 @@ class HttpExecutor:
         self.variables: dict[str, Any] = {}
         self.last: LastResponse | None = None
         self.client = httpx.Client(
-            base_url=base_url or "",
+            base_url=base_url_of(base_url or ""),
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             follow_redirects=True,
-            transport=checked_transport(egress, tls_context()),
+            transport=transport or checked_transport(egress, tls_context()),
             trust_env=False,
         )
 

@@ -1,7 +1,8 @@
 """The executor kinds: one registry read by workflow files, the API, the task loop, recovery.
 
 `builtin_kinds()` gives a task loop its own set: the browser kind holds the process's Chromium
-(launched on first use), which the task loop closes with the process.
+(launched on first use), the HTTP kind the connections its sessions keep alive; the task loop
+closes them with the process.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from domain.tenant import Policy
 from engine.executors import Executor
 from engine.executors.artifacts import artifacts_of
 from engine.executors.http import HttpExecutor
+from engine.executors.http_pool import ConnectionPools
 from engine.executors.shell import ShellExecutor, ShellLimits
 from engine.secrets import Secrets
 from engine.settings import Settings
@@ -36,20 +38,44 @@ class ExecutorSetup:
     secrets: Secrets
     policy: Policy = field(default_factory=Policy)
     """The session's tenant's policy: its shell programs and egress allow-list."""
+    tenant: str | None = None
+    """The session's tenant: executors keep what they share between sessions per tenant."""
 
 
-def http_executor(setup: ExecutorSetup) -> Executor:
+def http_executor(setup: ExecutorSetup, pools: ConnectionPools | None = None) -> Executor:
+    """An HTTP executor sending on the connections `pools` keeps for the session's tenant
+    and egress policy; without `pools` (or a tenant), on connections of its own."""
     settings = setup.settings
+    allow = tuple(setup.policy.egress_allow)
+    transport = None
+    if pools is not None and setup.tenant is not None:
+        transport = pools.lease(setup.tenant, allow)
+    egress = EgressPolicy.of(allow) if transport is None else transport.policy
     return HttpExecutor(
         setup.config.get("base_url"),
         setup.secrets,
-        egress=EgressPolicy.of(setup.policy.egress_allow),
+        egress=egress,
+        transport=transport,
         timeout_s=settings.request_timeout_ms / 1000,
         connect_timeout_s=settings.connection_timeout_ms / 1000,
         max_output_chars=settings.max_output_chars,
         fail_on_error_status=setup.config.get("http_errors", "fail") == "fail",
         traced=settings.otel_endpoint is not None,
     )
+
+
+class HttpKind:
+    """HTTP executors whose sessions of one tenant and egress policy share kept-alive
+    connections (http_pool), closed with the task loop."""
+
+    def __init__(self) -> None:
+        self.pools = ConnectionPools()
+
+    def __call__(self, setup: ExecutorSetup) -> Executor:
+        return http_executor(setup, self.pools)
+
+    def close(self) -> None:
+        self.pools.close()
 
 
 def shell_executor(setup: ExecutorSetup) -> Executor:
@@ -154,7 +180,7 @@ DEFAULT_EXECUTOR: ExecutorName = "http"
 
 def builtin_kinds() -> dict[str, ExecutorKind]:
     kinds: dict[str, ExecutorKind] = {
-        "http": http_executor,
+        "http": HttpKind(),
         "shell": shell_executor,
         "browser": BrowserKind(),
         "mcp": mcp_executor,

@@ -188,7 +188,8 @@ class TaskLoop:
         return env | {stored.name for stored in self.secret_store.listed(tenant) if stored.totp}
 
     def close(self) -> None:
-        """Release what the executor kinds hold for the process (the browser)."""
+        """Release what the executor kinds hold for the process (the browser, kept HTTP
+        connections)."""
         for kind in self.executor_kinds.values():
             close = getattr(kind, "close", None)
             if callable(close):
@@ -483,7 +484,12 @@ class SessionRun:
                 kinds = ", ".join(sorted(self.loop.executor_kinds))
                 raise ValueError(f"no executor named {kind!r}; there are {kinds}")
             setup = ExecutorSetup(
-                self.session_id, self.config, self.loop.settings, self.secrets, self.policy
+                self.session_id,
+                self.config,
+                self.loop.settings,
+                self.secrets,
+                self.policy,
+                self.session.tenant,
             )
             self.executors[kind] = build(setup)
             self._share_signalled(self.executors[kind])

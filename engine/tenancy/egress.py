@@ -280,11 +280,15 @@ class CheckedBackend(httpcore.SyncBackend):
         raise failure
 
 
-def checked_transport(policy: EgressPolicy, ssl_context: ssl.SSLContext) -> httpx.HTTPTransport:
+HTTPX_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own
+
+
+def checked_transport(
+    policy: EgressPolicy, ssl_context: ssl.SSLContext, limits: httpx.Limits = HTTPX_LIMITS
+) -> httpx.HTTPTransport:
     """An httpx transport whose every connection (each redirect hop too) passes `policy`.
     It never uses a proxy from the environment: one would connect on the tenant's behalf."""
     transport = httpx.HTTPTransport(verify=ssl_context, trust_env=False)
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own
     transport._pool = httpcore.ConnectionPool(  # the only way to give httpx a network backend
         ssl_context=ssl_context,
         max_connections=limits.max_connections,
