@@ -69,11 +69,12 @@ class ConnectionPools:
         *,
         most_pools: int = 32,
         keepalive_per_pool: int = 8,
-        keepalive_expiry_s: float = 4.0,
+        keepalive_expiry_s: float = 1.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`keepalive_expiry_s`: under the 5 s after which common servers (uvicorn, Node)
-        drop an idle connection, so that a session seldom sends on one being closed."""
+        """`keepalive_expiry_s`: under the 2 s after which the shortest-lived of common servers
+        (gunicorn; uvicorn and Node wait 5 s) drop an idle connection, so that a session
+        seldom sends on one being closed."""
         self.most_pools = most_pools
         self.keepalive_expiry_s = keepalive_expiry_s
         # No cap on connections in use: a session never waits for another's, as with a
