@@ -174,10 +174,10 @@ class SessionWorker:
                 held.news.set()
 
     def offer(self, payload: str) -> None:
-        """A session was just created elsewhere (`Leases.announce`): take it soon if a slot
-        is free, without waiting for the session index to show it. Called in the follower's
-        thread: only queued here. The payload is checked, never trusted: the run drives the
-        session only if the log says it is the named tenant's (`_drive`)."""
+        """A session was just created elsewhere (announced: `Stepline.save_new`): take it soon
+        if a slot is free, without waiting for the session index to show it. Called in the
+        follower's thread: only queued here. The payload is checked, never trusted: the run
+        drives the session only if the log says it is the named tenant's (`_drive`)."""
         offer = _offer_in(payload)
         if offer is None:
             log.warning("Ignored a malformed offer of a session: %r", payload[:200])
@@ -281,9 +281,10 @@ class SessionWorker:
             limit = None if here or self.running_limit is None else self.running_limit(tenant)
             token = self.leases.acquire(session.id, tenant, self.worker_id, limit) if slot else None
             if token is None:  # nobody else can know a session not yet saved: over the limit
-                self.loop.app.save_new(session)
-                if not slot:  # another worker may have one, or this one once a slot frees
-                    self.leases.announce(session.id, tenant)
+                # Without a slot here, another worker may have one (or this one, once a slot
+                # frees): announced with its commit.
+                self.loop.app.save_new(session, announced=not slot)
+                if not slot:
                     self._look_at_index.set()
                 return session, None
             claim = Claim(session.id, tenant, token, None)
@@ -418,7 +419,7 @@ class SessionWorker:
 
 
 def _offer_in(payload: str) -> tuple[UUID, str] | None:
-    """The session id and tenant an announcement names (`Leases.announce`), if it is one."""
+    """The session id and tenant an announcement names (`announcement`), if it is one."""
     try:
         named = json.loads(payload)
     except ValueError:

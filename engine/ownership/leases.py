@@ -13,15 +13,15 @@ session's version: the session is claimable again only once the index shows a la
 change (a resume, an approval) or its wait's due time has come, so a worker never spins on a
 session the index has not caught up with yet. A waiting session holds no lease.
 
-A session just created need not wait for the index: the API announces it (`announce`, a
-NOTIFY after its commit), and a worker with a free slot takes its first lease (`acquire` with
+A session just created need not wait for the index: the API announces it (a NOTIFY on
+`engine.store.event_store.CREATED_CHANNEL`, sent with the commit of its `Created` event: see
+`Stepline.save_new`), and a worker with a free slot takes its first lease (`acquire` with
 `first`: only a session that never had a lease), checking against the log that the session is
 the announced tenant's before it drives it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -32,10 +32,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from psycopg import Connection
 from psycopg.rows import class_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from domain.session import ENDED, RUNNABLE, SessionStatus, values
 from engine.logs import LOGGER_NAME
@@ -45,10 +44,6 @@ log = logging.getLogger(LOGGER_NAME)
 
 RELEASED_CHANNEL = "stepline_lease_released"
 """NOTIFY channel: a lease was handed back and its session wants an owner now."""
-CREATED_CHANNEL = "stepline_session_created"
-"""NOTIFY channel: a session was saved that no worker drives yet; the payload is
-`["<session id>", "<tenant>"]`."""
-_ANNOUNCE = "SELECT pg_notify(%s, %s)"
 
 WAITING = SessionStatus.WAITING.value
 """Spelled as a literal in the SQL below, not a parameter: the planner matches it to the partial
@@ -220,18 +215,6 @@ class Leases:
         limits, under the claim lock)."""
         params = {"session_id": session_id, "tenant": tenant, "owner": owner}
         return self._taken(conn, {**params, "limit": None, "first": False})
-
-    def announce(self, session_id: UUID, tenant: str) -> None:
-        """Tell the workers a session was just saved (after its commit): one with a free
-        slot takes it at once (`acquire(first=True)`), before the session index shows it.
-        Best effort: a session not announced is claimed through the index, so a failure is
-        logged, never raised to the caller whose session was saved."""
-        payload = json.dumps([str(session_id), tenant])
-        try:
-            with self.pool.connection() as conn:
-                conn.execute(_ANNOUNCE, (CREATED_CHANNEL, payload))
-        except (psycopg.Error, PoolTimeout):
-            log.warning("Could not announce a new session; the workers will claim it")
 
     def next_due_s(self) -> float | None:
         """Seconds until the earliest wait of a session nobody drives is due (0 if one is

@@ -40,7 +40,12 @@ from domain.waits import Wait
 from engine.logs import LOGGER_NAME, on_session
 from engine.privacy.data_keys import DataKeys
 from engine.privacy.sealing import SealingMapper
-from engine.store.event_store import RECORDER_TOPIC, FencedRecorder, render_statements
+from engine.store.event_store import (
+    RECORDER_TOPIC,
+    FencedRecorder,
+    announcement,
+    render_statements,
+)
 from engine.tenancy.secret_store import MasterKey
 
 log = logging.getLogger(LOGGER_NAME)
@@ -335,14 +340,18 @@ class Stepline(Application[UUID]):
 
     # ---- commands -----------------------------------------------------------------------
 
-    def create(self, request: SessionRequest, *, tenant: str, actor: str) -> WorkflowSession:
+    def create(
+        self, request: SessionRequest, *, tenant: str, actor: str, announced: bool = False
+    ) -> WorkflowSession:
         session = request.build(tenant, actor)
-        self.save_new(session)
+        self.save_new(session, announced=announced)
         return session
 
-    def save_new(self, session: WorkflowSession) -> None:
-        """Save a session just built (its `Created` event)."""
-        self.save(session)
+    def save_new(self, session: WorkflowSession, *, announced: bool = False) -> None:
+        """Save a session just built (its `Created` event); `announced`: tell the workers
+        with the commit (`announcement`), so one with a free slot takes it at once."""
+        announce = announcement(session.id, session.tenant) if announced else None
+        self.save(session, announce=announce)
         log.info(
             "Workflow session created with %d steps",
             len(session.steps),

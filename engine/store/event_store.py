@@ -17,10 +17,16 @@ position and hash, numbers the new rows after it (no gaps: a missing position is
 row) and chains each to the one before, in the transaction that writes them. It runs as its
 owner (SECURITY DEFINER), so an application role that may not lock, update or delete the
 table can still append through it, and only through it.
+
+An announcement (`Announcement`: a new session that no worker drives yet) is a NOTIFY in the
+same statement, so it is sent with the commit of the events it announces, and never without
+it, at no round trip of its own. It adds no way for the write to fail: its payload is bounded
+(`announcement`), and the function's own NOTIFY already needs the queue it goes to.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +49,11 @@ RECORDER_TOPIC = "engine.store.event_store:FencedRecorder"
 APPEND_ARGUMENTS = "uuid[], bigint[], text[], bytea[], uuid[], text[], bigint[]"
 """The append function's argument types: with its name, what GRANT and REVOKE name it by."""
 LEASE_LOST_SQLSTATE = "SLL01"
+CREATED_CHANNEL = "stepline_session_created"
+"""NOTIFY channel: a session was saved that no worker drives yet; the payload is
+`["<session id>", "<tenant>"]`."""
+MAX_PAYLOAD_BYTES = 7_999
+"""PostgreSQL refuses a NOTIFY payload of 8000 bytes or more."""
 
 _APPEND_FUNCTION = """
 CREATE OR REPLACE FUNCTION {schema}.{function}(
@@ -109,6 +120,24 @@ class Fence:
     token: int
 
 
+@dataclass(frozen=True)
+class Announcement:
+    """A NOTIFY sent with the commit of the events it is written with."""
+
+    channel: str
+    payload: str
+
+
+def announcement(session_id: UUID, tenant: str) -> Announcement | None:
+    """The announcement of a session just created, for the workers (see
+    `engine.ownership.leases`); None if its payload is too long to NOTIFY (an outlandish
+    tenant name): the session is then claimed through the session index, as any other."""
+    payload = json.dumps([str(session_id), tenant])
+    if len(payload.encode()) > MAX_PAYLOAD_BYTES:
+        return None
+    return Announcement(CREATED_CHANNEL, payload)
+
+
 class LeaseLost(Exception):
     """The writer's lease on the session expired or was taken over: nothing was written."""
 
@@ -136,6 +165,14 @@ class FencedRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.append(statement)
         self.append_statement = SQL(
             "SELECT * FROM {schema}.{function}(%s, %s, %s, %b, %s, %s, %s)"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            function=Identifier(self.append_function),
+        )
+        # One NOTIFY per row asked, folded into one by PostgreSQL (same channel and payload in
+        # one transaction): sent with the commit, and only if the append succeeded.
+        self.append_and_announce_statement = SQL(
+            "SELECT *, pg_notify(%s, %s) FROM {schema}.{function}(%s, %s, %s, %b, %s, %s, %s)"
         ).format(
             schema=Identifier(self.datastore.schema),
             function=Identifier(self.append_function),
@@ -182,11 +219,13 @@ class FencedRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         fences: Sequence[Fence] = (),
+        announce: Announcement | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
+        """Append, only while every one of `fences` holds; `announce` is sent with the commit."""
         if not stored_events:
             return []
-        params = (
+        params: tuple[Any, ...] = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
             [e.topic for e in stored_events],
@@ -195,8 +234,12 @@ class FencedRecorder(PostgresApplicationRecorder):
             [f.owner for f in fences],
             [f.token for f in fences],
         )
+        statement = self.append_statement
+        if announce is not None:
+            statement = self.append_and_announce_statement
+            params = (announce.channel, announce.payload, *params)
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self.append_statement, params, prepare=True)
+            curs.execute(statement, params, prepare=True)
             return [row[self.append_function] for row in curs.fetchall()]
 
 

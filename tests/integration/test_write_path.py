@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
 from eventsourcing.persistence import RecordConflictError
 from psycopg_pool import ConnectionPool
@@ -13,8 +17,8 @@ from psycopg_pool import ConnectionPool
 from domain.errors import InvalidStateTransition
 from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.ownership.leases import Leases
-from engine.store.app import Stepline
-from engine.store.event_store import Fence, LeaseLost
+from engine.store.app import SessionRequest, Stepline
+from engine.store.event_store import CREATED_CHANNEL, Fence, LeaseLost
 from engine.store.held_session import HeldSession
 from engine.store.snapshots import Snapshotter
 from engine.store.writer import GroupWriter
@@ -218,3 +222,30 @@ def test_the_owner_snapshots_what_it_holds_at_gaps_that_grow_with_the_session(
     loaded = fresh_app.get_session(session_id)  # from the latest snapshot and what followed
     assert loaded.version == held.session.version == 2_602
     assert loaded.commands == held.session.commands
+
+
+def announcements(listening: psycopg.Connection[Any]) -> list[str]:
+    """The payloads of the new sessions' announcements that reached `listening` by now."""
+    return [n.payload for n in listening.notifies(timeout=0.5, stop_after=None)]
+
+
+def test_a_new_session_is_announced_with_the_commit_of_its_created_event_and_only_then(
+    fresh_app: Stepline, fresh_database_url: str
+) -> None:
+    """The announcement is sent in the transaction that saves the session: it arrives once the
+    session is in the log, a save that fails announces nothing, and a session whose
+    announcement could not be sent (a tenant too long to NOTIFY) is saved all the same."""
+    with psycopg.connect(fresh_database_url, autocommit=True) as listening:
+        listening.execute(f'LISTEN "{CREATED_CHANNEL}"')
+        request = SessionRequest("announced", [StepSpec("step 0")])
+        session = fresh_app.create(request, tenant="acme", actor="alice", announced=True)
+        assert announcements(listening) == [json.dumps([str(session.id), "acme"])]
+        assert types(fresh_app, session.id) == ["Created"]
+
+        same_id = replace(request, session_id=session.id)  # the save conflicts, writes nothing
+        with pytest.raises(RecordConflictError):
+            fresh_app.create(same_id, tenant="acme", actor="alice", announced=True)
+        unannounced = fresh_app.create(request, tenant="acme", actor="alice")
+        long_named = fresh_app.create(request, tenant="t" * 8_000, actor="alice", announced=True)
+        assert announcements(listening) == []
+    assert types(fresh_app, unannounced.id) == types(fresh_app, long_named.id) == ["Created"]
