@@ -58,8 +58,8 @@ class HeldLease:
     """Set on new events in the log and when told to stop: wakes a waiting run (a back-off)."""
     saved: WorkflowSession | None = None
     """The session as this worker saved it (it created it), for the run to start from."""
-    fresh: bool = False
-    """Taken as just created (an offer): it has no snapshot to look for."""
+    offered: list[tuple[int, str, bytes]] | None = None
+    """Taken as just created (an offer): its events, read with its first lease."""
     lost: bool = False
     settled_version: int | None = None
     """The version as of which the run left the session needing no driving, if it did."""
@@ -246,9 +246,13 @@ class SessionWorker:
         except DomainError:  # no tenant that could be
             log.warning("Ignored an offer naming no valid tenant", extra=on_session(session_id))
             return
-        token = self.leases.acquire(session_id, tenant, self.worker_id, limit, first=True)
-        if token is not None:
-            self.drive(Claim(session_id, tenant, token, None), fresh=True)
+        events = self.loop.app.events_relation
+        taken = self.leases.acquire_first_and_read(
+            session_id, tenant, self.worker_id, limit, events
+        )
+        if taken is not None:
+            token, records = taken
+            self.drive(Claim(session_id, tenant, token, None), offered=records)
 
     def _claim_from_index(self, next_due_s: float | None) -> float | None:
         """Claim what the session index shows runnable, for every free slot; seconds until
@@ -298,12 +302,16 @@ class SessionWorker:
             self._give_back(slot)
 
     def drive(
-        self, claim: Claim, saved: WorkflowSession | None = None, *, fresh: bool = False
+        self,
+        claim: Claim,
+        saved: WorkflowSession | None = None,
+        *,
+        offered: list[tuple[int, str, bytes]] | None = None,
     ) -> Future[SessionStatus | None]:
         """Drive a claimed session in one of the worker's threads (from `saved`, the session
-        as this worker has just saved it, if given: the run then need not load it; `fresh`:
-        one just created elsewhere, loaded without looking for a snapshot)."""
-        held = HeldLease(claim, self.worker_id, self.leases, saved=saved, fresh=fresh)
+        as this worker has just saved it, if given: the run then need not load it; `offered`:
+        the events of one just created elsewhere, read with its lease, to build it from)."""
+        held = HeldLease(claim, self.worker_id, self.leases, saved=saved, offered=offered)
         with self._lock:
             self._held[claim.session_id] = held
         self.metrics.claimed += 1
@@ -327,7 +335,7 @@ class SessionWorker:
         status = None
         try:
             saved = held.saved
-            if saved is None and held.fresh:
+            if saved is None and held.offered is not None:
                 saved = self._offered_session(held)
                 if saved is None:
                     return None
@@ -345,10 +353,11 @@ class SessionWorker:
         return status
 
     def _offered_session(self, held: HeldLease) -> WorkflowSession | None:
-        """The session an offer named, from the log; None (its lease dropped, the index left
-        to claim it) unless it is there and its tenant's, as the offer said."""
+        """The session an offer named, from its events as read with its lease; None (its
+        lease dropped, the index left to claim it) unless it is there and its tenant's, as the
+        offer said."""
         try:
-            session = self.loop.app.session_from_log(held.session_id)
+            session = self.loop.app.session_of_records(held.session_id, held.offered or [])
         except SessionNotFound:
             session = None
         if session is None or session.tenant != held.claim.tenant:  # not an announcement

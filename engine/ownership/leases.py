@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from psycopg import Connection
+from psycopg import Connection, sql
 from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool
 
@@ -75,6 +75,17 @@ _TAKE = (  # engine.store.schema's stepline_take_lease (migration 9)
     "SELECT stepline_take_lease("
     "%(session_id)s, %(tenant)s, %(owner)s, %(lease)s, %(limit)s, %(first)s)"
 )
+
+_TAKE_FIRST_AND_READ = """
+SELECT t.token, e.originator_version, e.topic, e.state
+FROM stepline_take_lease(
+    %(session_id)s, %(tenant)s, %(owner)s, %(lease)s, %(limit)s, true) AS t(token)
+LEFT JOIN {events} e ON t.token IS NOT NULL AND e.originator_id = %(session_id)s
+ORDER BY e.originator_version
+"""
+"""A new session's first lease and, if taken, its events, in one round trip: the read's
+snapshot is taken when the statement starts, and the session was announced with the commit of
+its events, so they are all there."""
 
 _RELEASE = f"""
 WITH released AS (
@@ -149,6 +160,8 @@ class Leases:
     def __init__(self, pool: ConnectionPool, lease_s: float) -> None:
         self.pool = pool
         self.lease_s = lease_s
+        self._take_first_and_read: dict[str, sql.SQL] = {}
+        """`_TAKE_FIRST_AND_READ` rendered, by the events table it reads."""
 
     @property
     def _interval(self) -> timedelta:
@@ -202,6 +215,26 @@ class Leases:
         params = {"session_id": session_id, "tenant": tenant, "owner": owner, "limit": limit}
         with self.pool.connection() as conn:
             return self._taken(conn, {**params, "first": first})
+
+    def acquire_first_and_read(
+        self, session_id: UUID, tenant: str, owner: str, limit: int | None, events: str
+    ) -> tuple[int, list[tuple[int, str, bytes]]] | None:
+        """`acquire(..., first=True)`, and with the lease the session's events (version,
+        topic, state) as the table `events` (its name quoted for SQL) holds them, in one
+        statement; None if the lease was not taken."""
+        statement = self._take_first_and_read.get(events)
+        if statement is None:
+            statement = sql.SQL(_TAKE_FIRST_AND_READ.format(events=events))  # ours, not input
+            self._take_first_and_read[events] = statement
+        params = {"session_id": session_id, "tenant": tenant, "owner": owner, "limit": limit}
+        with self.pool.connection() as conn:
+            rows = conn.execute(statement, {**params, "lease": self._interval}).fetchall()
+        if not rows or rows[0][0] is None:
+            return None
+        token = int(rows[0][0])
+        return token, [
+            (version, topic, bytes(state)) for _, version, topic, state in rows if version
+        ]
 
     def _taken(self, conn: Connection[Any], params: dict[str, Any]) -> int | None:
         """The fencing token `stepline_take_lease` gave, or None."""

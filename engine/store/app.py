@@ -19,9 +19,11 @@ from eventsourcing.persistence import (
     JSONTranscoder,
     Mapper,
     RecordConflictError,
+    StoredEvent,
     Transcoding,
 )
 from eventsourcing.postgres import PostgresAggregateRecorder
+from psycopg.sql import Identifier
 
 from domain.batch import Batch
 from domain.errors import (
@@ -192,6 +194,11 @@ class Stepline(Application[UUID]):
         super().__init__(
             env={**env, **caching, **recorder, "IS_SNAPSHOTTING_ENABLED": "y", "CREATE_TABLE": "n"}
         )
+        log_table = cast(FencedRecorder, self.recorder)
+        self.events_relation = Identifier(
+            log_table.datastore.schema, log_table.events_table_name
+        ).as_string()
+        """The table of the log, its name quoted for SQL."""
         if self.snapshots is not None:
             render_statements(cast(PostgresAggregateRecorder, self.snapshots.recorder))
         if master_key is not None:
@@ -245,6 +252,18 @@ class Stepline(Application[UUID]):
         a session just created, which has none (one read of the log instead of two)."""
         session = replay(None, self.history(session_id))  # SessionNotFound if it has none
         if not isinstance(session, WorkflowSession):  # another aggregate's id
+            raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
+        return session
+
+    def session_of_records(
+        self, session_id: UUID, records: Iterable[tuple[int, str, bytes]]
+    ) -> WorkflowSession:
+        """The session rebuilt from all its events, read from `events_relation` by the caller
+        (version, topic, state, in order), as `session_from_log` would have read them."""
+        stored = (StoredEvent(session_id, v, topic, state) for v, topic, state in records)
+        events = cast(Iterable[WorkflowSession.Event], map(self.mapper.to_domain_event, stored))
+        session = replay(None, events)
+        if not isinstance(session, WorkflowSession):  # no events, or another aggregate's id
             raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
         return session
 

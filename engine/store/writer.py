@@ -105,10 +105,13 @@ class GroupWriter:
                 batch.done = True
 
     def _put(self, group: list[_Batch]) -> None:
-        events = [event for batch in group for event in batch.events]
+        # Straight to the recorder: the event store's `put` would also wrap each event in
+        # a recording of it, which nobody here reads.
+        to_stored = self.app.mapper.to_stored_event
+        stored = [to_stored(event) for batch in group for event in batch.events]
         fences = [batch.fence for batch in group if batch.fence is not None]
         try:
-            self.app.events.put(events, fences=fences)
+            self.app.recorder.insert_events(stored, fences=fences)
         except RecordConflictError:  # (a PersistenceError too: let it through as it is)
             raise
         except PersistenceError as error:

@@ -14,7 +14,7 @@ import pytest
 from eventsourcing.persistence import RecordConflictError
 from psycopg_pool import ConnectionPool
 
-from domain.errors import InvalidStateTransition
+from domain.errors import InvalidStateTransition, SessionNotFound
 from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.ownership.leases import Leases
 from engine.store.app import SessionRequest, Stepline
@@ -249,3 +249,27 @@ def test_a_new_session_is_announced_with_the_commit_of_its_created_event_and_onl
         long_named = fresh_app.create(request, tenant="t" * 8_000, actor="alice", announced=True)
         assert announcements(listening) == []
     assert types(fresh_app, unannounced.id) == types(fresh_app, long_named.id) == ["Created"]
+
+
+def test_a_new_sessions_first_lease_comes_with_its_events_in_one_statement(
+    fresh_app: Stepline, leases: Leases
+) -> None:
+    """An offered session is taken and read at once: its first lease and its events, which
+    rebuild it as the log does; a session that had a lease is not taken so, and an id of no
+    session takes a lease that comes with no events (the worker then drops it)."""
+    session_id = new_session(fresh_app, steps=3)
+    events = fresh_app.events_relation
+    taken = leases.acquire_first_and_read(session_id, "acme", "w1", None, events)
+    assert taken is not None
+    token, records = taken
+    assert leases.holds(session_id, "w1", token)
+    session = fresh_app.session_of_records(session_id, records)
+    assert vars(session) == vars(fresh_app.get_session(session_id))
+    assert leases.acquire_first_and_read(session_id, "acme", "w2", None, events) is None
+
+    nobody = UUID(int=7)
+    taken = leases.acquire_first_and_read(nobody, "acme", "w1", None, events)
+    assert taken is not None
+    assert taken[1] == []
+    with pytest.raises(SessionNotFound):
+        fresh_app.session_of_records(nobody, taken[1])
