@@ -63,6 +63,8 @@ class HeldLease:
     lost: bool = False
     settled_version: int | None = None
     """The version as of which the run left the session needing no driving, if it did."""
+    handed_back: bool = False
+    """The run's last write released the lease (settled): nothing is left to release."""
 
     @property
     def session_id(self) -> UUID:
@@ -76,8 +78,9 @@ class HeldLease:
         self.lost = True
         self.halt()
 
-    def settle(self, version: int) -> None:
+    def settle(self, version: int, *, handed_back: bool = False) -> None:
         self.settled_version = version
+        self.handed_back = handed_back
 
     def halt(self) -> None:
         self.stop.set()
@@ -370,10 +373,13 @@ class SessionWorker:
         return session
 
     def _hand_back(self, held: HeldLease, status: SessionStatus) -> None:
-        """Release the lease: settled when the session needs no driving (paused, ended)."""
+        """Release the lease: settled when the session needs no driving (paused, ended); an
+        ended session's went with the run's last write (`HeldSession.commit`)."""
         self._forget(held)
         if held.lost:
             self.metrics.lost += 1
+            return
+        if held.handed_back:  # released with the run's last write
             return
         settled = None
         if not held.stop.is_set():
@@ -419,7 +425,7 @@ class SessionWorker:
         for held in candidates:
             with self._lock:
                 current = self._held.get(held.session_id) is held
-            if current and not held.lost:
+            if current and not held.lost and not held.handed_back:
                 log.warning(
                     "Lease lost; stopping at the next safe point",
                     extra=on_session(held.session_id),

@@ -94,9 +94,10 @@ class Ownership(Protocol):
 
     def lose(self) -> None: ...
 
-    def settle(self, version: int) -> None:
+    def settle(self, version: int, *, handed_back: bool = False) -> None:
         """The run ended with the session needing no driving (paused, waiting, ended) as of
-        `version`: it is claimable again only after a later change (a resume, an approval)."""
+        `version`: it is claimable again only after a later change (a resume, an approval).
+        `handed_back`: its last write released the lease so (`HeldSession.commit`)."""
         ...
 
     @property
@@ -315,11 +316,15 @@ class SessionRun:
                     return self.held.session.status
 
     def _settled(self) -> SessionStatus:
-        """Write what is decided; the session needs no driving as of now."""
-        self.held.commit()
+        """Write what is decided; the session needs no driving as of now. An ended one's
+        lease is handed back with that write (nothing can want it driven again); a paused or
+        waiting one's once the run has closed (its executors may keep what a resumed run
+        picks up)."""
+        ended = self.held.session.status in ENDED and self.ownership is not None
+        handed_back = self.held.commit(hand_back=ended)
         session = self.held.session
         if self.ownership is not None:
-            self.ownership.settle(session.version)
+            self.ownership.settle(session.version, handed_back=handed_back)
         return session.status
 
     def _woken(self, session: WorkflowSession) -> bool:

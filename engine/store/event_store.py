@@ -18,6 +18,12 @@ row) and chains each to the one before, in the transaction that writes them. It 
 owner (SECURITY DEFINER), so an application role that may not lock, update or delete the
 table can still append through it, and only through it.
 
+A write may also hand leases back (`releases`: an owner's last write of a session that has
+ended), in the same statement: the append runs first (the release waits for its rows), and a
+write that fails releases nothing. The release is `Leases.release`'s, settled as of the
+session's last event, so the session is claimable again only after a later change (none comes
+to an ended session).
+
 An announcement (`Announcement`: a new session that no worker drives yet) is a NOTIFY in the
 same statement, so it is sent with the commit of the events it announces, and never without
 it, at no round trip of its own. It adds no way for the write to fail: its payload is bounded
@@ -111,6 +117,22 @@ _LINK_OF_ROW_I = link_sql(
 )
 
 
+_APPEND_AND_RELEASE = """
+WITH appended AS MATERIALIZED (
+    SELECT * FROM {schema}.{function}(%s, %s, %s, %b, %s, %s, %s)),
+released AS (
+    UPDATE {schema}.session_leases l
+    SET owner = NULL, lease_until = '-infinity', settled_version = r.settled
+    FROM unnest(%s::uuid[], %s::text[], %s::bigint[], %s::int[])
+        AS r(session_id, owner, token, settled)
+    WHERE l.session_id = r.session_id AND l.owner = r.owner AND l.fencing_token = r.token
+      AND EXISTS (SELECT FROM appended))
+SELECT * FROM appended
+"""
+"""Append, then hand the given leases back: `released` reads `appended`, so the append has
+run (and succeeded: a failure fails the whole statement) before any lease is touched."""
+
+
 @dataclass(frozen=True)
 class Fence:
     """The lease a write must still hold: the session, its owner, the fencing token."""
@@ -177,6 +199,10 @@ class FencedRecorder(PostgresApplicationRecorder):
             schema=Identifier(self.datastore.schema),
             function=Identifier(self.append_function),
         )
+        self.append_and_release_statement = SQL(_APPEND_AND_RELEASE).format(
+            schema=Identifier(self.datastore.schema),
+            function=Identifier(self.append_function),
+        )
         self.notifications_after_statement = SQL(
             "SELECT * FROM {schema}.{table} WHERE notification_id > %s "
             "ORDER BY notification_id LIMIT %s"
@@ -220,9 +246,12 @@ class FencedRecorder(PostgresApplicationRecorder):
         *,
         fences: Sequence[Fence] = (),
         announce: Announcement | None = None,
+        releases: Sequence[tuple[Fence, int]] = (),
         **kwargs: Any,
     ) -> Sequence[int] | None:
-        """Append, only while every one of `fences` holds; `announce` is sent with the commit."""
+        """Append, only while every one of `fences` holds; `announce` is sent with the commit;
+        each of `releases` (a fence among `fences`, and the version its session is settled
+        as of) is handed back in the same statement."""
         if not stored_events:
             return []
         params: tuple[Any, ...] = (
@@ -238,6 +267,14 @@ class FencedRecorder(PostgresApplicationRecorder):
         if announce is not None:
             statement = self.append_and_announce_statement
             params = (announce.channel, announce.payload, *params)
+        elif releases:
+            statement = self.append_and_release_statement
+            params += (
+                [fence.session_id for fence, _ in releases],
+                [fence.owner for fence, _ in releases],
+                [fence.token for fence, _ in releases],
+                [settled for _, settled in releases],
+            )
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, params, prepare=True)
             return [row[self.append_function] for row in curs.fetchall()]

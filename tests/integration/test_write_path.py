@@ -273,3 +273,62 @@ def test_a_new_sessions_first_lease_comes_with_its_events_in_one_statement(
     assert taken[1] == []
     with pytest.raises(SessionNotFound):
         fresh_app.session_of_records(nobody, taken[1])
+
+
+def lease_row(pool: ConnectionPool, session_id: UUID) -> tuple[Any, ...] | None:
+    """Owner, whether live, and settled version of the session's lease."""
+    with pool.connection() as conn:
+        return conn.execute(
+            "SELECT owner, lease_until > now(), settled_version FROM session_leases "
+            "WHERE session_id = %s",
+            (session_id,),
+        ).fetchone()
+
+
+def held_under_lease(app: Stepline, leases: Leases, owner: str) -> HeldSession:
+    session_id = new_session(app, steps=1)
+    token = leases.acquire(session_id, "acme", owner)
+    assert token is not None
+    fence = Fence(session_id, owner, token)
+    return HeldSession(app, GroupWriter(app), Snapshotter(app), session_id, fence)
+
+
+def test_a_last_write_hands_the_lease_back_with_it_only_when_it_is_written(
+    fresh_app: Stepline, leases: Leases, pool: ConnectionPool
+) -> None:
+    """A run's last write can release its lease in the same statement, settled as of the
+    session's last event; a write refused (a lease no longer held, a conflict) releases
+    nothing, and neither does one that does not ask."""
+    ended = held_under_lease(fresh_app, leases, "owner-a")
+    ended.decide(lambda s: s.start_step(0))
+    ended.decide(lambda s: s.complete_step(0, summary="done"))
+    ended.decide(lambda s: s.complete())
+    assert ended.commit(hand_back=True)
+    assert types(fresh_app, ended.id) == ["Created", "StepStarted", "StepCompleted", "Completed"]
+    assert lease_row(pool, ended.id) == (None, False, 4)  # settled as of the last event
+
+    kept = held_under_lease(fresh_app, leases, "owner-a")
+    kept.decide(lambda s: s.start_step(0))
+    assert not kept.commit()
+    assert lease_row(pool, kept.id) == ("owner-a", True, None)
+
+    conflicted = held_under_lease(fresh_app, leases, "owner-a")
+    fresh_app.pause(conflicted.id, reason="by someone else", actor="bob")
+    conflicted.decide(lambda s: s.start_step(0))
+    with pytest.raises(InvalidStateTransition):
+        conflicted.commit(hand_back=True)  # decided again on the paused session: refused
+    assert lease_row(pool, conflicted.id) == ("owner-a", True, None)
+
+    taken = held_under_lease(fresh_app, leases, "owner-a")
+    with pool.connection() as conn:
+        conn.execute(
+            "UPDATE session_leases SET lease_until = now() - interval '1 second' "
+            "WHERE session_id = %s",
+            (taken.id,),
+        )
+    assert leases.acquire(taken.id, "acme", "owner-b") is not None
+    taken.decide(lambda s: s.start_step(0))
+    with pytest.raises(LeaseLost):
+        taken.commit(hand_back=True)
+    assert lease_row(pool, taken.id) == ("owner-b", True, None)
+    assert types(fresh_app, taken.id) == ["Created"]
