@@ -376,10 +376,10 @@ class SessionWorker:
         """Release the lease: settled when the session needs no driving (paused, ended); an
         ended session's went with the run's last write (`HeldSession.commit`)."""
         self._forget(held)
+        if held.handed_back:  # released with the run's last write (a heartbeat that ran in
+            return  # between found no lease: not a loss)
         if held.lost:
             self.metrics.lost += 1
-            return
-        if held.handed_back:  # released with the run's last write
             return
         settled = None
         if not held.stop.is_set():
