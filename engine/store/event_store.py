@@ -119,7 +119,7 @@ _LINK_OF_ROW_I = link_sql(
 
 _APPEND_AND_RELEASE = """
 WITH appended AS MATERIALIZED (
-    SELECT * FROM {schema}.{function}(%s, %s, %s, %b, %s, %s, %s)),
+    SELECT * FROM {schema}.{function}(%b, %b, %b, %b, %b, %b, %b)),
 released AS (
     UPDATE {schema}.session_leases l
     SET owner = NULL, lease_until = '-infinity', settled_version = r.settled
@@ -185,8 +185,10 @@ class FencedRecorder(PostgresApplicationRecorder):
             link_of_row_i=SQL(_LINK_OF_ROW_I),
         )
         self.sql_create_statements.append(statement)
+        # Every argument in binary: psycopg dumps arrays so in about half the time it takes
+        # to write them as text.
         self.append_statement = SQL(
-            "SELECT * FROM {schema}.{function}(%s, %s, %s, %b, %s, %s, %s)"
+            "SELECT * FROM {schema}.{function}(%b, %b, %b, %b, %b, %b, %b)"
         ).format(
             schema=Identifier(self.datastore.schema),
             function=Identifier(self.append_function),
@@ -194,7 +196,7 @@ class FencedRecorder(PostgresApplicationRecorder):
         # One NOTIFY per row asked, folded into one by PostgreSQL (same channel and payload in
         # one transaction): sent with the commit, and only if the append succeeded.
         self.append_and_announce_statement = SQL(
-            "SELECT *, pg_notify(%s, %s) FROM {schema}.{function}(%s, %s, %s, %b, %s, %s, %s)"
+            "SELECT *, pg_notify(%s, %s) FROM {schema}.{function}(%b, %b, %b, %b, %b, %b, %b)"
         ).format(
             schema=Identifier(self.datastore.schema),
             function=Identifier(self.append_function),
