@@ -24,7 +24,7 @@ from engine.loop.builtin_steps import builtin
 from engine.loop.learned import LearnedActionSource
 from engine.loop.task_loop import TaskLoop
 from engine.ownership.executor_state import ExecutorStates
-from engine.ownership.leases import CREATED_CHANNEL, RELEASED_CHANNEL, Leases
+from engine.ownership.leases import RELEASED_CHANNEL, Leases
 from engine.ownership.sweep import Sweep
 from engine.privacy.erasure import Erasure
 from engine.scheduler import Scheduler
@@ -38,6 +38,7 @@ from engine.store.database import (
     embedded_postgres,
     eventsourcing_env,
 )
+from engine.store.event_store import CREATED_CHANNEL
 from engine.tenancy.policies import Policies
 from engine.tenancy.secret_store import MasterKey, SecretStore
 from engine.tracing import Tracing

@@ -58,11 +58,13 @@ class HeldLease:
     """Set on new events in the log and when told to stop: wakes a waiting run (a back-off)."""
     saved: WorkflowSession | None = None
     """The session as this worker saved it (it created it), for the run to start from."""
-    fresh: bool = False
-    """Taken as just created (an offer): it has no snapshot to look for."""
+    offered: list[tuple[int, str, bytes]] | None = None
+    """Taken as just created (an offer): its events, read with its first lease."""
     lost: bool = False
     settled_version: int | None = None
     """The version as of which the run left the session needing no driving, if it did."""
+    handed_back: bool = False
+    """The run's last write released the lease (settled): nothing is left to release."""
 
     @property
     def session_id(self) -> UUID:
@@ -76,8 +78,9 @@ class HeldLease:
         self.lost = True
         self.halt()
 
-    def settle(self, version: int) -> None:
+    def settle(self, version: int, *, handed_back: bool = False) -> None:
         self.settled_version = version
+        self.handed_back = handed_back
 
     def halt(self) -> None:
         self.stop.set()
@@ -174,10 +177,10 @@ class SessionWorker:
                 held.news.set()
 
     def offer(self, payload: str) -> None:
-        """A session was just created elsewhere (`Leases.announce`): take it soon if a slot
-        is free, without waiting for the session index to show it. Called in the follower's
-        thread: only queued here. The payload is checked, never trusted: the run drives the
-        session only if the log says it is the named tenant's (`_drive`)."""
+        """A session was just created elsewhere (announced: `Stepline.save_new`): take it soon
+        if a slot is free, without waiting for the session index to show it. Called in the
+        follower's thread: only queued here. The payload is checked, never trusted: the run
+        drives the session only if the log says it is the named tenant's (`_drive`)."""
         offer = _offer_in(payload)
         if offer is None:
             log.warning("Ignored a malformed offer of a session: %r", payload[:200])
@@ -246,9 +249,13 @@ class SessionWorker:
         except DomainError:  # no tenant that could be
             log.warning("Ignored an offer naming no valid tenant", extra=on_session(session_id))
             return
-        token = self.leases.acquire(session_id, tenant, self.worker_id, limit, first=True)
-        if token is not None:
-            self.drive(Claim(session_id, tenant, token, None), fresh=True)
+        events = self.loop.app.events_relation
+        taken = self.leases.acquire_first_and_read(
+            session_id, tenant, self.worker_id, limit, events
+        )
+        if taken is not None:
+            token, records = taken
+            self.drive(Claim(session_id, tenant, token, None), offered=records)
 
     def _claim_from_index(self, next_due_s: float | None) -> float | None:
         """Claim what the session index shows runnable, for every free slot; seconds until
@@ -281,9 +288,10 @@ class SessionWorker:
             limit = None if here or self.running_limit is None else self.running_limit(tenant)
             token = self.leases.acquire(session.id, tenant, self.worker_id, limit) if slot else None
             if token is None:  # nobody else can know a session not yet saved: over the limit
-                self.loop.app.save_new(session)
-                if not slot:  # another worker may have one, or this one once a slot frees
-                    self.leases.announce(session.id, tenant)
+                # Without a slot here, another worker may have one (or this one, once a slot
+                # frees): announced with its commit.
+                self.loop.app.save_new(session, announced=not slot)
+                if not slot:
                     self._look_at_index.set()
                 return session, None
             claim = Claim(session.id, tenant, token, None)
@@ -297,12 +305,16 @@ class SessionWorker:
             self._give_back(slot)
 
     def drive(
-        self, claim: Claim, saved: WorkflowSession | None = None, *, fresh: bool = False
+        self,
+        claim: Claim,
+        saved: WorkflowSession | None = None,
+        *,
+        offered: list[tuple[int, str, bytes]] | None = None,
     ) -> Future[SessionStatus | None]:
         """Drive a claimed session in one of the worker's threads (from `saved`, the session
-        as this worker has just saved it, if given: the run then need not load it; `fresh`:
-        one just created elsewhere, loaded without looking for a snapshot)."""
-        held = HeldLease(claim, self.worker_id, self.leases, saved=saved, fresh=fresh)
+        as this worker has just saved it, if given: the run then need not load it; `offered`:
+        the events of one just created elsewhere, read with its lease, to build it from)."""
+        held = HeldLease(claim, self.worker_id, self.leases, saved=saved, offered=offered)
         with self._lock:
             self._held[claim.session_id] = held
         self.metrics.claimed += 1
@@ -326,7 +338,7 @@ class SessionWorker:
         status = None
         try:
             saved = held.saved
-            if saved is None and held.fresh:
+            if saved is None and held.offered is not None:
                 saved = self._offered_session(held)
                 if saved is None:
                     return None
@@ -344,10 +356,11 @@ class SessionWorker:
         return status
 
     def _offered_session(self, held: HeldLease) -> WorkflowSession | None:
-        """The session an offer named, from the log; None (its lease dropped, the index left
-        to claim it) unless it is there and its tenant's, as the offer said."""
+        """The session an offer named, from its events as read with its lease; None (its
+        lease dropped, the index left to claim it) unless it is there and its tenant's, as the
+        offer said."""
         try:
-            session = self.loop.app.session_from_log(held.session_id)
+            session = self.loop.app.session_of_records(held.session_id, held.offered or [])
         except SessionNotFound:
             session = None
         if session is None or session.tenant != held.claim.tenant:  # not an announcement
@@ -360,8 +373,11 @@ class SessionWorker:
         return session
 
     def _hand_back(self, held: HeldLease, status: SessionStatus) -> None:
-        """Release the lease: settled when the session needs no driving (paused, ended)."""
+        """Release the lease: settled when the session needs no driving (paused, ended); an
+        ended session's went with the run's last write (`HeldSession.commit`)."""
         self._forget(held)
+        if held.handed_back:  # released with the run's last write (a heartbeat that ran in
+            return  # between found no lease: not a loss)
         if held.lost:
             self.metrics.lost += 1
             return
@@ -409,7 +425,7 @@ class SessionWorker:
         for held in candidates:
             with self._lock:
                 current = self._held.get(held.session_id) is held
-            if current and not held.lost:
+            if current and not held.lost and not held.handed_back:
                 log.warning(
                     "Lease lost; stopping at the next safe point",
                     extra=on_session(held.session_id),
@@ -418,7 +434,7 @@ class SessionWorker:
 
 
 def _offer_in(payload: str) -> tuple[UUID, str] | None:
-    """The session id and tenant an announcement names (`Leases.announce`), if it is one."""
+    """The session id and tenant an announcement names (`announcement`), if it is one."""
     try:
         named = json.loads(payload)
     except ValueError:

@@ -207,8 +207,7 @@ def created(
     if services.worker is not None:
         session, _ = services.worker.create(request, tenant=tenant, actor=actor)
     else:
-        session = services.runtime.app.create(request, tenant=tenant, actor=actor)
-        services.runtime.leases.announce(session.id, tenant)
+        session = services.runtime.app.create(request, tenant=tenant, actor=actor, announced=True)
     response.headers["Location"] = f"/v1/sessions/{session.id}"
     services.runtime.tracing.link_to_session(session.id)
     return SessionCreated(

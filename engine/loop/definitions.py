@@ -92,8 +92,9 @@ class Definitions:
 
     def match(self, text: str) -> list[Command] | None:
         """The commands for a step, or None if no definition matches it."""
+        step = text.strip()
         for definition in self._definitions:
-            found = definition.pattern.fullmatch(text.strip())
+            found = definition.pattern.fullmatch(step)
             if found:
                 return definition.build(found)
         return None

@@ -69,7 +69,7 @@ from engine.store.writer import GroupWriter
 from engine.tenancy.policies import Policies, base_policy, is_dev_tenant
 from engine.tenancy.secret_store import SecretStore
 from engine.tracing import OFF, Tracing, ended
-from engine.workflows.plan import status_judged_after, unset_explained
+from engine.workflows.plan import PlannedStep, planned_step, unset_explained
 from projections.learned_actions import LearnedAction
 
 log = logging.getLogger(LOGGER_NAME)
@@ -94,9 +94,10 @@ class Ownership(Protocol):
 
     def lose(self) -> None: ...
 
-    def settle(self, version: int) -> None:
+    def settle(self, version: int, *, handed_back: bool = False) -> None:
         """The run ended with the session needing no driving (paused, waiting, ended) as of
-        `version`: it is claimable again only after a later change (a resume, an approval)."""
+        `version`: it is claimable again only after a later change (a resume, an approval).
+        `handed_back`: its last write released the lease so (`HeldSession.commit`)."""
         ...
 
     @property
@@ -250,6 +251,8 @@ class SessionRun:
         self.tracing = loop.tracing
         self._claimed_waiting = session.status is SessionStatus.WAITING
         """The run was started for a waiting session: the database's clock says it is due."""
+        self._plans: dict[tuple[int, str, str | None], PlannedStep] = {}
+        """What the definitions make of each step (`status_judged_after`), by its text."""
         self._signalled: dict[str, Any] = {}
         """The bodies of the signals the session's waits took, as `{{vars.NAME}}` gives them."""
         self.recovery = Recovery(self.app, self.held, loop.executor_kinds, loop.executor_states)
@@ -316,11 +319,15 @@ class SessionRun:
                     return self.held.session.status
 
     def _settled(self) -> SessionStatus:
-        """Write what is decided; the session needs no driving as of now."""
-        self.held.commit()
+        """Write what is decided; the session needs no driving as of now. An ended one's
+        lease is handed back with that write (nothing can want it driven again); a paused or
+        waiting one's once the run has closed (its executors may keep what a resumed run
+        picks up)."""
+        ended = self.held.session.status in ENDED and self.ownership is not None
+        handed_back = self.held.commit(hand_back=ended)
         session = self.held.session
         if self.ownership is not None:
-            self.ownership.settle(session.version)
+            self.ownership.settle(session.version, handed_back=handed_back)
         return session.status
 
     def _woken(self, session: WorkflowSession) -> bool:
@@ -764,9 +771,22 @@ class SessionRun:
         return replace(outcome, output=explained.message, error=explained)
 
     def status_judged_after(self, index: int) -> bool:
-        """Whether an `expect status` judges the answer to step `index`'s last request."""
-        steps = [StepSpec(step.text, step.expect) for step in self.held.session.steps]
-        return status_judged_after(self.definitions, steps, index)
+        """Whether an error status answering step `index`'s last request is judged by a check:
+        its own expect, or the next step, is an `expect status`. Each step is planned once a
+        run: the next step's plan is its own when it comes up."""
+        steps = self.held.session.steps
+        if self._planned(index, steps[index]).checks_status:
+            return True
+        following = index + 1
+        return following < len(steps) and self._planned(following, steps[following]).is_status_check
+
+    def _planned(self, index: int, step: StepState) -> PlannedStep:
+        key = (index, step.text, step.expect)
+        planned = self._plans.get(key)
+        if planned is None:
+            spec = StepSpec(step.text, step.expect)
+            planned = self._plans[key] = planned_step(self.definitions, index, spec)
+        return planned
 
 
 def _outcome_of(result: StepResult) -> tuple[str, StandardError | None]:

@@ -13,15 +13,15 @@ session's version: the session is claimable again only once the index shows a la
 change (a resume, an approval) or its wait's due time has come, so a worker never spins on a
 session the index has not caught up with yet. A waiting session holds no lease.
 
-A session just created need not wait for the index: the API announces it (`announce`, a
-NOTIFY after its commit), and a worker with a free slot takes its first lease (`acquire` with
+A session just created need not wait for the index: the API announces it (a NOTIFY on
+`engine.store.event_store.CREATED_CHANNEL`, sent with the commit of its `Created` event: see
+`Stepline.save_new`), and a worker with a free slot takes its first lease (`acquire` with
 `first`: only a session that never had a lease), checking against the log that the session is
 the announced tenant's before it drives it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -32,10 +32,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import psycopg
-from psycopg import Connection
+from psycopg import Connection, sql
 from psycopg.rows import class_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from domain.session import ENDED, RUNNABLE, SessionStatus, values
 from engine.logs import LOGGER_NAME
@@ -45,10 +44,6 @@ log = logging.getLogger(LOGGER_NAME)
 
 RELEASED_CHANNEL = "stepline_lease_released"
 """NOTIFY channel: a lease was handed back and its session wants an owner now."""
-CREATED_CHANNEL = "stepline_session_created"
-"""NOTIFY channel: a session was saved that no worker drives yet; the payload is
-`["<session id>", "<tenant>"]`."""
-_ANNOUNCE = "SELECT pg_notify(%s, %s)"
 
 WAITING = SessionStatus.WAITING.value
 """Spelled as a literal in the SQL below, not a parameter: the planner matches it to the partial
@@ -80,6 +75,17 @@ _TAKE = (  # engine.store.schema's stepline_take_lease (migration 9)
     "SELECT stepline_take_lease("
     "%(session_id)s, %(tenant)s, %(owner)s, %(lease)s, %(limit)s, %(first)s)"
 )
+
+_TAKE_FIRST_AND_READ = """
+SELECT t.token, e.originator_version, e.topic, e.state
+FROM stepline_take_lease(
+    %(session_id)s, %(tenant)s, %(owner)s, %(lease)s, %(limit)s, true) AS t(token)
+LEFT JOIN {events} e ON t.token IS NOT NULL AND e.originator_id = %(session_id)s
+ORDER BY e.originator_version
+"""
+"""A new session's first lease and, if taken, its events, in one round trip: the read's
+snapshot is taken when the statement starts, and the session was announced with the commit of
+its events, so they are all there."""
 
 _RELEASE = f"""
 WITH released AS (
@@ -154,6 +160,8 @@ class Leases:
     def __init__(self, pool: ConnectionPool, lease_s: float) -> None:
         self.pool = pool
         self.lease_s = lease_s
+        self._take_first_and_read: dict[str, sql.SQL] = {}
+        """`_TAKE_FIRST_AND_READ` rendered, by the events table it reads."""
 
     @property
     def _interval(self) -> timedelta:
@@ -208,6 +216,26 @@ class Leases:
         with self.pool.connection() as conn:
             return self._taken(conn, {**params, "first": first})
 
+    def acquire_first_and_read(
+        self, session_id: UUID, tenant: str, owner: str, limit: int | None, events: str
+    ) -> tuple[int, list[tuple[int, str, bytes]]] | None:
+        """`acquire(..., first=True)`, and with the lease the session's events (version,
+        topic, state) as the table `events` (its name quoted for SQL) holds them, in one
+        statement; None if the lease was not taken."""
+        statement = self._take_first_and_read.get(events)
+        if statement is None:
+            statement = sql.SQL(_TAKE_FIRST_AND_READ.format(events=events))  # ours, not input
+            self._take_first_and_read[events] = statement
+        params = {"session_id": session_id, "tenant": tenant, "owner": owner, "limit": limit}
+        with self.pool.connection() as conn:
+            rows = conn.execute(statement, {**params, "lease": self._interval}).fetchall()
+        if not rows or rows[0][0] is None:
+            return None
+        token = int(rows[0][0])
+        return token, [
+            (version, topic, bytes(state)) for _, version, topic, state in rows if version
+        ]
+
     def _taken(self, conn: Connection[Any], params: dict[str, Any]) -> int | None:
         """The fencing token `stepline_take_lease` gave, or None."""
         row = conn.execute(_TAKE, {**params, "lease": self._interval}).fetchone()
@@ -220,18 +248,6 @@ class Leases:
         limits, under the claim lock)."""
         params = {"session_id": session_id, "tenant": tenant, "owner": owner}
         return self._taken(conn, {**params, "limit": None, "first": False})
-
-    def announce(self, session_id: UUID, tenant: str) -> None:
-        """Tell the workers a session was just saved (after its commit): one with a free
-        slot takes it at once (`acquire(first=True)`), before the session index shows it.
-        Best effort: a session not announced is claimed through the index, so a failure is
-        logged, never raised to the caller whose session was saved."""
-        payload = json.dumps([str(session_id), tenant])
-        try:
-            with self.pool.connection() as conn:
-                conn.execute(_ANNOUNCE, (CREATED_CHANNEL, payload))
-        except (psycopg.Error, PoolTimeout):
-            log.warning("Could not announce a new session; the workers will claim it")
 
     def next_due_s(self) -> float | None:
         """Seconds until the earliest wait of a session nobody drives is due (0 if one is

@@ -19,9 +19,11 @@ from eventsourcing.persistence import (
     JSONTranscoder,
     Mapper,
     RecordConflictError,
+    StoredEvent,
     Transcoding,
 )
 from eventsourcing.postgres import PostgresAggregateRecorder
+from psycopg.sql import Identifier
 
 from domain.batch import Batch
 from domain.errors import (
@@ -40,7 +42,12 @@ from domain.waits import Wait
 from engine.logs import LOGGER_NAME, on_session
 from engine.privacy.data_keys import DataKeys
 from engine.privacy.sealing import SealingMapper
-from engine.store.event_store import RECORDER_TOPIC, FencedRecorder, render_statements
+from engine.store.event_store import (
+    RECORDER_TOPIC,
+    FencedRecorder,
+    announcement,
+    render_statements,
+)
 from engine.tenancy.secret_store import MasterKey
 
 log = logging.getLogger(LOGGER_NAME)
@@ -187,6 +194,11 @@ class Stepline(Application[UUID]):
         super().__init__(
             env={**env, **caching, **recorder, "IS_SNAPSHOTTING_ENABLED": "y", "CREATE_TABLE": "n"}
         )
+        log_table = cast(FencedRecorder, self.recorder)
+        self.events_relation = Identifier(
+            log_table.datastore.schema, log_table.events_table_name
+        ).as_string()
+        """The table of the log, its name quoted for SQL."""
         if self.snapshots is not None:
             render_statements(cast(PostgresAggregateRecorder, self.snapshots.recorder))
         if master_key is not None:
@@ -240,6 +252,18 @@ class Stepline(Application[UUID]):
         a session just created, which has none (one read of the log instead of two)."""
         session = replay(None, self.history(session_id))  # SessionNotFound if it has none
         if not isinstance(session, WorkflowSession):  # another aggregate's id
+            raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
+        return session
+
+    def session_of_records(
+        self, session_id: UUID, records: Iterable[tuple[int, str, bytes]]
+    ) -> WorkflowSession:
+        """The session rebuilt from all its events, read from `events_relation` by the caller
+        (version, topic, state, in order), as `session_from_log` would have read them."""
+        stored = (StoredEvent(session_id, v, topic, state) for v, topic, state in records)
+        events = cast(Iterable[WorkflowSession.Event], map(self.mapper.to_domain_event, stored))
+        session = replay(None, events)
+        if not isinstance(session, WorkflowSession):  # no events, or another aggregate's id
             raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
         return session
 
@@ -335,14 +359,18 @@ class Stepline(Application[UUID]):
 
     # ---- commands -----------------------------------------------------------------------
 
-    def create(self, request: SessionRequest, *, tenant: str, actor: str) -> WorkflowSession:
+    def create(
+        self, request: SessionRequest, *, tenant: str, actor: str, announced: bool = False
+    ) -> WorkflowSession:
         session = request.build(tenant, actor)
-        self.save_new(session)
+        self.save_new(session, announced=announced)
         return session
 
-    def save_new(self, session: WorkflowSession) -> None:
-        """Save a session just built (its `Created` event)."""
-        self.save(session)
+    def save_new(self, session: WorkflowSession, *, announced: bool = False) -> None:
+        """Save a session just built (its `Created` event); `announced`: tell the workers
+        with the commit (`announcement`), so one with a free slot takes it at once."""
+        announce = announcement(session.id, session.tenant) if announced else None
+        self.save(session, announce=announce)
         log.info(
             "Workflow session created with %d steps",
             len(session.steps),

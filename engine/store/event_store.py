@@ -17,10 +17,22 @@ position and hash, numbers the new rows after it (no gaps: a missing position is
 row) and chains each to the one before, in the transaction that writes them. It runs as its
 owner (SECURITY DEFINER), so an application role that may not lock, update or delete the
 table can still append through it, and only through it.
+
+A write may also hand leases back (`releases`: an owner's last write of a session that has
+ended), in the same statement: the append runs first (the release waits for its rows), and a
+write that fails releases nothing. The release is `Leases.release`'s, settled as of the
+session's last event, so the session is claimable again only after a later change (none comes
+to an ended session).
+
+An announcement (`Announcement`: a new session that no worker drives yet) is a NOTIFY in the
+same statement, so it is sent with the commit of the events it announces, and never without
+it, at no round trip of its own. It adds no way for the write to fail: its payload is bounded
+(`announcement`), and the function's own NOTIFY already needs the queue it goes to.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +55,11 @@ RECORDER_TOPIC = "engine.store.event_store:FencedRecorder"
 APPEND_ARGUMENTS = "uuid[], bigint[], text[], bytea[], uuid[], text[], bigint[]"
 """The append function's argument types: with its name, what GRANT and REVOKE name it by."""
 LEASE_LOST_SQLSTATE = "SLL01"
+CREATED_CHANNEL = "stepline_session_created"
+"""NOTIFY channel: a session was saved that no worker drives yet; the payload is
+`["<session id>", "<tenant>"]`."""
+MAX_PAYLOAD_BYTES = 7_999
+"""PostgreSQL refuses a NOTIFY payload of 8000 bytes or more."""
 
 _APPEND_FUNCTION = """
 CREATE OR REPLACE FUNCTION {schema}.{function}(
@@ -100,6 +117,22 @@ _LINK_OF_ROW_I = link_sql(
 )
 
 
+_APPEND_AND_RELEASE = """
+WITH appended AS MATERIALIZED (
+    SELECT * FROM {schema}.{function}(%b, %b, %b, %b, %b, %b, %b)),
+released AS (
+    UPDATE {schema}.session_leases l
+    SET owner = NULL, lease_until = '-infinity', settled_version = r.settled
+    FROM unnest(%s::uuid[], %s::text[], %s::bigint[], %s::int[])
+        AS r(session_id, owner, token, settled)
+    WHERE l.session_id = r.session_id AND l.owner = r.owner AND l.fencing_token = r.token
+      AND EXISTS (SELECT FROM appended))
+SELECT * FROM appended
+"""
+"""Append, then hand the given leases back: `released` reads `appended`, so the append has
+run (and succeeded: a failure fails the whole statement) before any lease is touched."""
+
+
 @dataclass(frozen=True)
 class Fence:
     """The lease a write must still hold: the session, its owner, the fencing token."""
@@ -107,6 +140,24 @@ class Fence:
     session_id: UUID
     owner: str
     token: int
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """A NOTIFY sent with the commit of the events it is written with."""
+
+    channel: str
+    payload: str
+
+
+def announcement(session_id: UUID, tenant: str) -> Announcement | None:
+    """The announcement of a session just created, for the workers (see
+    `engine.ownership.leases`); None if its payload is too long to NOTIFY (an outlandish
+    tenant name): the session is then claimed through the session index, as any other."""
+    payload = json.dumps([str(session_id), tenant])
+    if len(payload.encode()) > MAX_PAYLOAD_BYTES:
+        return None
+    return Announcement(CREATED_CHANNEL, payload)
 
 
 class LeaseLost(Exception):
@@ -134,9 +185,23 @@ class FencedRecorder(PostgresApplicationRecorder):
             link_of_row_i=SQL(_LINK_OF_ROW_I),
         )
         self.sql_create_statements.append(statement)
+        # Every argument in binary: psycopg dumps arrays so in about half the time it takes
+        # to write them as text.
         self.append_statement = SQL(
-            "SELECT * FROM {schema}.{function}(%s, %s, %s, %b, %s, %s, %s)"
+            "SELECT * FROM {schema}.{function}(%b, %b, %b, %b, %b, %b, %b)"
         ).format(
+            schema=Identifier(self.datastore.schema),
+            function=Identifier(self.append_function),
+        )
+        # One NOTIFY per row asked, folded into one by PostgreSQL (same channel and payload in
+        # one transaction): sent with the commit, and only if the append succeeded.
+        self.append_and_announce_statement = SQL(
+            "SELECT *, pg_notify(%s, %s) FROM {schema}.{function}(%b, %b, %b, %b, %b, %b, %b)"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            function=Identifier(self.append_function),
+        )
+        self.append_and_release_statement = SQL(_APPEND_AND_RELEASE).format(
             schema=Identifier(self.datastore.schema),
             function=Identifier(self.append_function),
         )
@@ -182,11 +247,16 @@ class FencedRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         fences: Sequence[Fence] = (),
+        announce: Announcement | None = None,
+        releases: Sequence[tuple[Fence, int]] = (),
         **kwargs: Any,
     ) -> Sequence[int] | None:
+        """Append, only while every one of `fences` holds; `announce` is sent with the commit;
+        each of `releases` (a fence among `fences`, and the version its session is settled
+        as of) is handed back in the same statement."""
         if not stored_events:
             return []
-        params = (
+        params: tuple[Any, ...] = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
             [e.topic for e in stored_events],
@@ -195,8 +265,20 @@ class FencedRecorder(PostgresApplicationRecorder):
             [f.owner for f in fences],
             [f.token for f in fences],
         )
+        statement = self.append_statement
+        if announce is not None:
+            statement = self.append_and_announce_statement
+            params = (announce.channel, announce.payload, *params)
+        elif releases:
+            statement = self.append_and_release_statement
+            params += (
+                [fence.session_id for fence, _ in releases],
+                [fence.owner for fence, _ in releases],
+                [fence.token for fence, _ in releases],
+                [settled for _, settled in releases],
+            )
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self.append_statement, params, prepare=True)
+            curs.execute(statement, params, prepare=True)
             return [row[self.append_function] for row in curs.fetchall()]
 
 

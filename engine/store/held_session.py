@@ -65,11 +65,17 @@ class HeldSession:
         self._waiting.append(decision)
         return result
 
-    def commit(self) -> None:
+    def commit(self, *, hand_back: bool = False) -> bool:
         """Write the waiting decisions' events (durable on return). Raises LeaseLost if the
         lease no longer holds, InvalidStateTransition if a change by someone else made a
-        waiting decision impossible (its predecessors are written)."""
+        waiting decision impossible (its predecessors are written).
+
+        `hand_back` (the run is over): release the lease with the write, settled as of the
+        session's last event; whether it was. Only a first try does: after a change by
+        someone else, the session may want driving again, and the caller releases the lease
+        as it finds it."""
         tries = 0
+        handed_back = False
         while self._waiting:
             if tries == MAX_CONFLICT_RETRIES:
                 raise VersionConflict(
@@ -78,16 +84,19 @@ class HeldSession:
                 )
             tries += 1
             events: list[WorkflowSession.Event] = self.session.collect_events()  # type: ignore[assignment]
+            releasing = hand_back and tries == 1 and self.fence is not None
             try:
-                self.writer.write(events, self.fence)
+                self.writer.write(events, self.fence, hand_back=releasing)
             except RecordConflictError:
                 self._decide_again()
                 continue
+            handed_back = releasing
             self._waiting = []
             self._snapshot_if_due()
         refused, self._refused = self._refused, None
         if refused is not None:
             raise refused
+        return handed_back
 
     def _decide_again(self) -> None:
         """Read the session as the log has it and make the waiting decisions again on it."""

@@ -26,6 +26,7 @@ from engine.store.event_store import Fence, LeaseLost, lease_lost
 class _Batch:
     events: Sequence[WorkflowSession.Event]
     fence: Fence | None
+    hand_back: bool = False
     done: bool = False
     error: Exception | None = field(default=None)
 
@@ -48,12 +49,20 @@ class GroupWriter:
         with self._lock:
             return len(self._waiting)
 
-    def write(self, events: Sequence[WorkflowSession.Event], fence: Fence | None = None) -> None:
+    def write(
+        self,
+        events: Sequence[WorkflowSession.Event],
+        fence: Fence | None = None,
+        *,
+        hand_back: bool = False,
+    ) -> None:
         """Return once `events` are durable. Raises RecordConflictError if another writer
-        saved the session first, LeaseLost if `fence` no longer holds; nothing is written."""
+        saved the session first, LeaseLost if `fence` no longer holds; nothing is written.
+        `hand_back`: the lease of `fence` is released with the write, settled as of the last
+        of `events` (see `FencedRecorder`)."""
         if not events:
             return
-        batch = _Batch(events, fence)
+        batch = _Batch(events, fence, hand_back)
         with self._lock:
             self._waiting.append(batch)
         while True:
@@ -105,10 +114,18 @@ class GroupWriter:
                 batch.done = True
 
     def _put(self, group: list[_Batch]) -> None:
-        events = [event for batch in group for event in batch.events]
+        # Straight to the recorder: the event store's `put` would also wrap each event in
+        # a recording of it, which nobody here reads.
+        to_stored = self.app.mapper.to_stored_event
+        stored = [to_stored(event) for batch in group for event in batch.events]
         fences = [batch.fence for batch in group if batch.fence is not None]
+        releases = [
+            (batch.fence, batch.events[-1].originator_version)
+            for batch in group
+            if batch.hand_back and batch.fence is not None
+        ]
         try:
-            self.app.events.put(events, fences=fences)
+            self.app.recorder.insert_events(stored, fences=fences, releases=releases)
         except RecordConflictError:  # (a PersistenceError too: let it through as it is)
             raise
         except PersistenceError as error:

@@ -150,17 +150,6 @@ def unfillable(planned: Sequence[PlannedStep]) -> Iterator[tuple[PlannedStep, Pl
         saved |= step.saves()
 
 
-def status_judged_after(definitions: Definitions, steps: Sequence[StepSpec], index: int) -> bool:
-    """Whether an error status answering step `index` is judged by a check: its own expect,
-    or the next step, is an `expect status`."""
-    if planned_step(definitions, index, steps[index]).checks_status:
-        return True
-    following = index + 1
-    return following < len(steps) and (
-        planned_step(definitions, following, steps[following]).is_status_check
-    )
-
-
 def unset_explained(
     error: StandardError, definitions: Definitions, steps: Sequence[StepSpec], index: int
 ) -> StandardError:

@@ -18,9 +18,9 @@ import psycopg
 from psycopg import sql
 
 from domain.session import SessionStatus, WorkflowSession
-from engine.ownership.leases import CREATED_CHANNEL
 from engine.store import locks
 from engine.store.app import Stepline
+from engine.store.event_store import CREATED_CHANNEL
 from tests.e2e.conftest import (
     STEPLINE,
     Cluster,

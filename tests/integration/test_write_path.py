@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
 from eventsourcing.persistence import RecordConflictError
 from psycopg_pool import ConnectionPool
 
-from domain.errors import InvalidStateTransition
+from domain.errors import InvalidStateTransition, SessionNotFound
 from domain.session import SessionStatus, StepSpec, WorkflowSession
 from engine.ownership.leases import Leases
-from engine.store.app import Stepline
-from engine.store.event_store import Fence, LeaseLost
+from engine.store.app import SessionRequest, Stepline
+from engine.store.event_store import CREATED_CHANNEL, Fence, LeaseLost
 from engine.store.held_session import HeldSession
 from engine.store.snapshots import Snapshotter
 from engine.store.writer import GroupWriter
@@ -218,3 +222,113 @@ def test_the_owner_snapshots_what_it_holds_at_gaps_that_grow_with_the_session(
     loaded = fresh_app.get_session(session_id)  # from the latest snapshot and what followed
     assert loaded.version == held.session.version == 2_602
     assert loaded.commands == held.session.commands
+
+
+def announcements(listening: psycopg.Connection[Any]) -> list[str]:
+    """The payloads of the new sessions' announcements that reached `listening` by now."""
+    return [n.payload for n in listening.notifies(timeout=0.5, stop_after=None)]
+
+
+def test_a_new_session_is_announced_with_the_commit_of_its_created_event_and_only_then(
+    fresh_app: Stepline, fresh_database_url: str
+) -> None:
+    """The announcement is sent in the transaction that saves the session: it arrives once the
+    session is in the log, a save that fails announces nothing, and a session whose
+    announcement could not be sent (a tenant too long to NOTIFY) is saved all the same."""
+    with psycopg.connect(fresh_database_url, autocommit=True) as listening:
+        listening.execute(f'LISTEN "{CREATED_CHANNEL}"')
+        request = SessionRequest("announced", [StepSpec("step 0")])
+        session = fresh_app.create(request, tenant="acme", actor="alice", announced=True)
+        assert announcements(listening) == [json.dumps([str(session.id), "acme"])]
+        assert types(fresh_app, session.id) == ["Created"]
+
+        same_id = replace(request, session_id=session.id)  # the save conflicts, writes nothing
+        with pytest.raises(RecordConflictError):
+            fresh_app.create(same_id, tenant="acme", actor="alice", announced=True)
+        unannounced = fresh_app.create(request, tenant="acme", actor="alice")
+        long_named = fresh_app.create(request, tenant="t" * 8_000, actor="alice", announced=True)
+        assert announcements(listening) == []
+    assert types(fresh_app, unannounced.id) == types(fresh_app, long_named.id) == ["Created"]
+
+
+def test_a_new_sessions_first_lease_comes_with_its_events_in_one_statement(
+    fresh_app: Stepline, leases: Leases
+) -> None:
+    """An offered session is taken and read at once: its first lease and its events, which
+    rebuild it as the log does; a session that had a lease is not taken so, and an id of no
+    session takes a lease that comes with no events (the worker then drops it)."""
+    session_id = new_session(fresh_app, steps=3)
+    events = fresh_app.events_relation
+    taken = leases.acquire_first_and_read(session_id, "acme", "w1", None, events)
+    assert taken is not None
+    token, records = taken
+    assert leases.holds(session_id, "w1", token)
+    session = fresh_app.session_of_records(session_id, records)
+    assert vars(session) == vars(fresh_app.get_session(session_id))
+    assert leases.acquire_first_and_read(session_id, "acme", "w2", None, events) is None
+
+    nobody = UUID(int=7)
+    taken = leases.acquire_first_and_read(nobody, "acme", "w1", None, events)
+    assert taken is not None
+    assert taken[1] == []
+    with pytest.raises(SessionNotFound):
+        fresh_app.session_of_records(nobody, taken[1])
+
+
+def lease_row(pool: ConnectionPool, session_id: UUID) -> tuple[Any, ...] | None:
+    """Owner, whether live, and settled version of the session's lease."""
+    with pool.connection() as conn:
+        return conn.execute(
+            "SELECT owner, lease_until > now(), settled_version FROM session_leases "
+            "WHERE session_id = %s",
+            (session_id,),
+        ).fetchone()
+
+
+def held_under_lease(app: Stepline, leases: Leases, owner: str) -> HeldSession:
+    session_id = new_session(app, steps=1)
+    token = leases.acquire(session_id, "acme", owner)
+    assert token is not None
+    fence = Fence(session_id, owner, token)
+    return HeldSession(app, GroupWriter(app), Snapshotter(app), session_id, fence)
+
+
+def test_a_last_write_hands_the_lease_back_with_it_only_when_it_is_written(
+    fresh_app: Stepline, leases: Leases, pool: ConnectionPool
+) -> None:
+    """A run's last write can release its lease in the same statement, settled as of the
+    session's last event; a write refused (a lease no longer held, a conflict) releases
+    nothing, and neither does one that does not ask."""
+    ended = held_under_lease(fresh_app, leases, "owner-a")
+    ended.decide(lambda s: s.start_step(0))
+    ended.decide(lambda s: s.complete_step(0, summary="done"))
+    ended.decide(lambda s: s.complete())
+    assert ended.commit(hand_back=True)
+    assert types(fresh_app, ended.id) == ["Created", "StepStarted", "StepCompleted", "Completed"]
+    assert lease_row(pool, ended.id) == (None, False, 4)  # settled as of the last event
+
+    kept = held_under_lease(fresh_app, leases, "owner-a")
+    kept.decide(lambda s: s.start_step(0))
+    assert not kept.commit()
+    assert lease_row(pool, kept.id) == ("owner-a", True, None)
+
+    conflicted = held_under_lease(fresh_app, leases, "owner-a")
+    fresh_app.pause(conflicted.id, reason="by someone else", actor="bob")
+    conflicted.decide(lambda s: s.start_step(0))
+    with pytest.raises(InvalidStateTransition):
+        conflicted.commit(hand_back=True)  # decided again on the paused session: refused
+    assert lease_row(pool, conflicted.id) == ("owner-a", True, None)
+
+    taken = held_under_lease(fresh_app, leases, "owner-a")
+    with pool.connection() as conn:
+        conn.execute(
+            "UPDATE session_leases SET lease_until = now() - interval '1 second' "
+            "WHERE session_id = %s",
+            (taken.id,),
+        )
+    assert leases.acquire(taken.id, "acme", "owner-b") is not None
+    taken.decide(lambda s: s.start_step(0))
+    with pytest.raises(LeaseLost):
+        taken.commit(hand_back=True)
+    assert lease_row(pool, taken.id) == ("owner-b", True, None)
+    assert types(fresh_app, taken.id) == ["Created"]
