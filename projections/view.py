@@ -222,7 +222,8 @@ class SessionLog:
 # sessions two or three times running: a table that carries its rows (`RowTable(carried=True)`)
 # keeps, from a batch its projector committed, the rows of the sessions that batch touched as
 # they were written, and the next batch takes them from there instead of reading them back
-# (a statement, and rows made again from what the database sends). They are good only while
+# (a statement, and rows made again from what the database sends); a session the batch
+# created has no row before it, so none is read for it either. They are good only while
 # nothing else wrote the views: the next batch uses them only if it finds every view where the
 # last one left it (its tracking rows locked), else it drops them. A batch that fails drops
 # them (its views changed rows it did not write). A carried table's view must touch its rows
@@ -245,15 +246,21 @@ class Carried:
         self._dropped: dict[RowTable[Any], set[int]] = {}
         self._new: set[int] = set()
         """The sessions the batch at hand creates: none of them has a row yet."""
+        self._tables: list[RowTable[Any]] = []
+        """The carried tables of the views the batch at hand is applied to."""
 
     @contextmanager
-    def applying(self, positions: dict[str, int], batch: Sequence[Recorded]) -> Iterator[None]:
-        """While `batch` is applied from the views' `positions` (their tracking rows locked):
-        the carried tables read the rows kept, if they are good from there, and know that a
-        session created in the batch has no row yet."""
+    def applying(
+        self, views: Sequence[View], positions: dict[str, int], batch: Sequence[Recorded]
+    ) -> Iterator[None]:
+        """While `batch` is applied to `views` from their `positions` (their tracking rows
+        locked): the carried tables read the rows kept, if they are good from there, and know
+        that a session created in the batch has no row yet."""
         if positions != self._at:
             self._kept = {}
         self._at = None
+        names = {table for view in views for table in view.tables}
+        self._tables = [table for table in CARRIED_TABLES if table.table in names]
         seen = max(positions.values())
         self._new = {
             r.session_id.int
@@ -274,7 +281,8 @@ class Carried:
         """The batch committed, leaving the views at `positions`: keep the rows of each session
         it read (see `RowTable.carried`)."""
         kept: dict[RowTable[Any], dict[int, list[Any]]] = {}
-        for table, loaded in self._loaded.items():
+        for table in self._tables:
+            loaded = self._loaded.get(table, {})
             written = self._written.get(table, [])
             if table.one_row_a_session:
                 # As written, or none when it read none and wrote none; a row it read and did
@@ -285,6 +293,8 @@ class Carried:
                         rows.setdefault(number, [])
             else:
                 rows = self._merged(table, loaded, written)
+            for number in self._new:  # none before the batch: what it wrote, if anything
+                rows.setdefault(number, [])
             dropped = self._dropped.get(table)
             if dropped:
                 rows = {number: each for number, each in rows.items() if number not in dropped}
@@ -292,16 +302,18 @@ class Carried:
         self._kept, self._at = kept, positions
         self._loaded, self._written, self._dropped = {}, {}, {}
 
-    @staticmethod
     def _merged(
-        table: RowTable[Any], loaded: dict[int, list[Any]], written: list[Any]
+        self, table: RowTable[Any], loaded: dict[int, list[Any]], written: list[Any]
     ) -> dict[int, list[Any]]:
-        """Each session's rows read, as they are now, with those written in their place."""
+        """Each session's rows read, as they are now, with those written in their place (a
+        session the batch created: those written)."""
         within = table.key_within_session
         by_key = {
             number: {within(row): row for row in session_rows}
             for number, session_rows in loaded.items()
         }
+        for number in self._new:
+            by_key.setdefault(number, {})
         for row in written:
             of_session = by_key.get(row.session_id.int)
             if of_session is not None:
@@ -338,6 +350,8 @@ class Carried:
         self._dropped.setdefault(table, set()).update(i.int for i in session_ids)
 
 
+CARRIED_TABLES: list[RowTable[Any]] = []
+"""Every table that carries its rows (`RowTable(carried=True)`)."""
 _CARRYING: ContextVar[Carried | None] = ContextVar("carrying", default=None)
 """The projector's rows carried over, while it applies a batch (in its thread)."""
 
@@ -357,6 +371,8 @@ class RowTable(Generic[R]):
         Where a session has several rows, those it read and did not write are carried as
         they are then: its view must change only rows it writes."""
         self.one_row_a_session = key == ("session_id",)
+        if carried:
+            CARRIED_TABLES.append(self)
         self.key_within_session = attrgetter(*[k for k in key if k != "session_id"] or key)
         """A row's key among its session's rows (for `Carried`)."""
         self.columns = [f.name for f in fields(row_type)]

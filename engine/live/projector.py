@@ -178,7 +178,10 @@ class Projector:
             if not batch:
                 self._remember(positions)  # another process may have moved them
                 return 0
-            with carried.applying(positions, batch) if carried is not None else nullcontext():
+            views = [self.views[name] for name in names]
+            with (
+                carried.applying(views, positions, batch) if carried is not None else nullcontext()
+            ):
                 self._apply_views(used, names, positions, batch)
             reached = batch[-1].position
             changed = any(isinstance(r.event, STATUS_CHANGES) for r in batch)

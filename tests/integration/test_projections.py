@@ -630,7 +630,17 @@ def reads_of(table: str, statements: list[str]) -> list[str]:
     return [s for s in statements if f'FROM "{table}" WHERE session_id = ANY' in s]
 
 
-CARRIED = ("session_progress", "step_history", "session_index")
+CARRIED = (
+    "session_progress",
+    "step_history",
+    "session_index",
+    "analytics_sessions",
+    "analytics_step_attempts",
+    "ai_usage_sessions",
+    "webhook_subscriptions",
+    "learning_sessions",
+)
+"""The tables whose rows a projector carries from a batch to the next."""
 
 
 def test_a_batch_takes_the_rows_its_last_batch_wrote_without_reading_them_back(
