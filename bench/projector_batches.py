@@ -1,7 +1,7 @@
 """The live projector's cost per small batch: what catching the views up after every commit
 costs, counted in one process.
 
-    python -m bench.projector_batches [--sessions 300] [--traced 30]
+    python -m bench.projector_batches [--sessions 300] [--traced 30] [--gathered 27]
 
 Appends sessions of the end-to-end job's shape (bench.e2e.JOB: a GET, then two checks on its
 answer), each in the three commits the task loop writes it in (its creation; the first step's
@@ -45,6 +45,8 @@ from engine.store.app import SessionRequest, Stepline
 from engine.store.database import eventsourcing_env
 
 WARM_UP = 10
+DONE = object()
+"""What a session's commits give once all three are written."""
 T = TypeVar("T")
 BODY = '{"status": 200, "content_type": "application/json", "body": "{\\"slept_ms\\":0}"}'
 
@@ -127,6 +129,32 @@ def run(app: Stepline, sessions: int, catch_up: Callable[[], int], backends: lis
     return cost
 
 
+def run_gathered(
+    app: Stepline, sessions: int, gathered: int, catch_up: Callable[[], int], backends: list[int]
+) -> Cost:
+    """Write `sessions` sessions as the live leader sees them: before each catch-up, the first
+    commit of `gathered` new sessions and the next commit of each one under way (so a session
+    spans three catch-ups, as its commits span the leader's gathering time)."""
+    cost = Cost()
+    under_way: list[Iterator[None]] = []
+    started_sessions = 0
+    while started_sessions < sessions or under_way:
+        under_way = [commits for commits in under_way if next(commits, DONE) is not DONE]
+        for _ in range(min(gathered, sessions - started_sessions)):
+            commits = commits_of_a_session(app)
+            next(commits)
+            under_way.append(commits)
+            started_sessions += 1
+        database_before = backends_cpu(backends)
+        started = time.thread_time()
+        applied = catch_up()
+        cost.cpu_s += time.thread_time() - started
+        cost.database_cpu_s += backends_cpu(backends) - database_before
+        cost.catch_ups += 1
+        cost.events += applied
+    return cost
+
+
 def rebuilt(projector: Projector, backends: list[int]) -> Cost:
     """Rebuild the views from the whole log in the projector's large batches."""
     database_before = backends_cpu(backends)
@@ -171,6 +199,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=300)
     parser.add_argument("--traced", type=int, default=30, help="sessions whose SQL is counted")
+    parser.add_argument(
+        "--gathered",
+        type=int,
+        default=0,
+        help="catch up once per this many new sessions, each commit in the next catch-up "
+        "(the live leader's batches: ~27 sessions under bench.e2e), not after every commit",
+    )
     arguments = parser.parse_args()
 
     with (
@@ -185,18 +220,28 @@ def main() -> None:
         def catch_up() -> int:
             return projector.catch_up(conn=conn)
 
-        run(app, WARM_UP, catch_up, [])
+        def sessions_of(count: int, backends: list[int]) -> Cost:
+            if arguments.gathered:
+                return run_gathered(app, count, arguments.gathered, catch_up, backends)
+            return run(app, count, catch_up, backends)
+
+        sessions_of(WARM_UP, [])
         backends = database_backends(url)
-        live = run(app, arguments.sessions, catch_up, backends)
-        sample, trace = traced(conn, lambda: run(app, arguments.traced, catch_up, []))
+        live = sessions_of(arguments.sessions, backends)
+        sample, trace = traced(conn, lambda: sessions_of(arguments.traced, []))
         statements, round_trips = counted(trace)
         rebuild = rebuilt(projector, backends)
         app.close()
 
     sessions = WARM_UP + arguments.sessions + arguments.traced
+    when = (
+        f"once per {arguments.gathered} new sessions"
+        if arguments.gathered
+        else "after every commit"
+    )
     print(
         f"{arguments.sessions} sessions of [{', '.join(JOB)}] in 3 commits each, the views "
-        f"caught up after every commit: {live.events / live.catch_ups:.1f} events, "
+        f"caught up {when}: {live.events / live.catch_ups:.1f} events, "
         f"{statements / sample.catch_ups:.1f} statements and "
         f"{round_trips / sample.catch_ups:.1f} round trips per catch-up"
     )

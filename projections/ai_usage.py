@@ -84,7 +84,7 @@ class AiUsageView:
     version: ClassVar[int] = 2  # 2: its sessions' version moves on turns only
     tables: ClassVar[tuple[str, ...]] = ("ai_usage", "ai_usage_sessions")
     rows = RowTable("ai_usage", Usage, key=("session_id", "step_index", "day", "model"))
-    sessions = RowTable("ai_usage_sessions", SessionSeen, key=("session_id",))
+    sessions = RowTable("ai_usage_sessions", SessionSeen, key=("session_id",), carried=True)
 
     def create(self, conn: Connection[Any]) -> None:
         conn.execute(

@@ -33,12 +33,24 @@ class AuditEntry:
     description: str
 
 
-def event_type(event: object) -> str:  # noqa: PLR0911 - one prefix per aggregate
+def event_type(event: object) -> str:
     """The event's name; a batch's, a schedule's, a tenant policy's and a workflow's are
     prefixed, so `Created` stays a session's."""
-    name = type(event).__name__
     if isinstance(event, W.Redacted):
         return event.event_type
+    kind = type(event)
+    name = _TYPE_NAMES.get(kind)
+    if name is None:
+        name = _TYPE_NAMES[kind] = _type_name(event)
+    return name
+
+
+_TYPE_NAMES: dict[type, str] = {}
+"""Each class's `event_type`, worked out once (every event of the log has one)."""
+
+
+def _type_name(event: object) -> str:
+    name = type(event).__name__
     if isinstance(event, Batch.Event):
         return f"Batch.{name}"
     if isinstance(event, Schedule.Event):

@@ -394,7 +394,7 @@ class LearnedActionsView:
         "learning_attempts",
     )
     actions = RowTable("learned_actions", LearnedAction, key=("action_id", "version"))
-    sessions = RowTable("learning_sessions", LearningSession, key=("session_id",))
+    sessions = RowTable("learning_sessions", LearningSession, key=("session_id",), carried=True)
     attempts = RowTable("learning_attempts", LearningAttempt, key=("session_id", "step_index"))
 
     def create(self, conn: Connection[Any]) -> None:

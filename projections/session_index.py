@@ -126,7 +126,7 @@ class SessionIndexView:
     name: ClassVar[str] = "session_index"
     version: ClassVar[int] = 4  # 2: origin and source (replays, forks). 3: waits. 4: erased_at
     tables: ClassVar[tuple[str, ...]] = ("session_index",)
-    rows = RowTable("session_index", IndexedSession, key=("session_id",))
+    rows = RowTable("session_index", IndexedSession, key=("session_id",), carried=True)
 
     def create(self, conn: Connection[Any]) -> None:
         conn.execute(

@@ -237,7 +237,7 @@ class SessionProgressView:
     # failed. 4: what a waiting session waits for, and until when. 5: erased_at.
     # 6: steps continued past (on_failure: continue). 7: skipped steps, loops ahead
     tables: ClassVar[tuple[str, ...]] = ("session_progress",)
-    rows = RowTable("session_progress", Progress, key=("session_id",))
+    rows = RowTable("session_progress", Progress, key=("session_id",), carried=True)
 
     def create(self, conn: Connection[Any]) -> None:
         conn.execute(

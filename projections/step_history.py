@@ -303,7 +303,12 @@ class StepHistoryView:
     # 4: waiting. 5: the step's policy; continued past its failure. 6: skipped steps, a
     # step's condition, the loop iteration it came from (loops put rows in)
     tables: ClassVar[tuple[str, ...]] = ("step_history",)
-    rows = RowTable("step_history", StepRow, key=("session_id", "step_index"))
+    rows = RowTable(
+        "step_history",
+        StepRow,
+        key=("session_id", "step_index"),
+        carried=True,  # the fold changes a step's row only to write it
+    )
 
     def create(self, conn: Connection[Any]) -> None:
         conn.execute(

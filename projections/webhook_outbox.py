@@ -142,7 +142,7 @@ class WebhookOutboxView:
     name: ClassVar[str] = "webhook_outbox"
     version: ClassVar[int] = 1
     tables: ClassVar[tuple[str, ...]] = ("webhook_subscriptions",)
-    rows = RowTable("webhook_subscriptions", Subscription, key=("session_id",))
+    rows = RowTable("webhook_subscriptions", Subscription, key=("session_id",), carried=True)
 
     def create(self, conn: Connection[Any]) -> None:
         conn.execute(

@@ -195,9 +195,12 @@ class WorkflowAnalyticsView:
     name: ClassVar[str] = "workflow_analytics"
     version: ClassVar[int] = 1
     tables: ClassVar[tuple[str, ...]] = ("analytics_sessions", "analytics_step_attempts")
-    sessions = RowTable("analytics_sessions", AnalyzedSession, key=("session_id",))
+    sessions = RowTable("analytics_sessions", AnalyzedSession, key=("session_id",), carried=True)
     attempts = RowTable(
-        "analytics_step_attempts", StepAttempt, key=("session_id", "step_index", "attempt")
+        "analytics_step_attempts",
+        StepAttempt,
+        key=("session_id", "step_index", "attempt"),
+        carried=True,  # the fold changes an attempt only to write it
     )
 
     def create(self, conn: Connection[Any]) -> None:

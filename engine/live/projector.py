@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from engine.logs import LOGGER_NAME
 from engine.store import schema
 from engine.store.app import Stepline
 from projections import ALL_VIEWS, tracking
-from projections.view import Recorded, SessionLog, View, decoded, rendered
+from projections.view import Carried, Recorded, SessionLog, View, decoded, rendered
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -108,6 +108,9 @@ class Projector:
         self._leadership: Leadership | None = None
         self.applied_here = 0
         """Events this process has applied to the views (the leader's work, or a fallback)."""
+        self._carried = Carried()
+        """The rows this projector's last batch wrote, for its next (`projections.view`)."""
+        self._carrying = threading.Lock()
 
     @property
     def following(self) -> bool:
@@ -157,22 +160,53 @@ class Projector:
         return applied
 
     def _apply_next_batch(self, names: list[str], conn: Connection[Any] | None) -> int:
+        # The rows carried from batch to batch are this thread's while it applies one: a
+        # batch on another thread meanwhile (a read catching up) goes without.
+        carrying = self._carrying.acquire(blocking=False)
+        try:
+            return self._apply_batch(names, conn, self._carried if carrying else None)
+        finally:
+            if carrying:
+                self._carrying.release()
+
+    def _apply_batch(
+        self, names: list[str], conn: Connection[Any] | None, carried: Carried | None
+    ) -> int:
         with self._connection(conn) as used, used.transaction():
             positions = tracking.lock_positions(used, names)
             batch = self._read_after(used, min(positions.values()))
             if not batch:
                 self._remember(positions)  # another process may have moved them
                 return 0
-            for name in names:
-                unseen = [r for r in batch if r.position > positions[name]]
-                if unseen:
-                    self.views[name].apply(used, unseen, self.log)
+            views = [self.views[name] for name in names]
+            with (
+                carried.applying(views, positions, batch) if carried is not None else nullcontext()
+            ):
+                self._apply_views(used, names, positions, batch)
             reached = batch[-1].position
             changed = any(isinstance(r.event, STATUS_CHANGES) for r in batch)
             payload = json.dumps({"position": reached, "views": names, "status_changed": changed})
             tracking.advance_and_notify(used, names, reached, VIEWS_CHANNEL, payload)
-        self._remember({name: max(positions[name], reached) for name in names})
+        now = {name: max(positions[name], reached) for name in names}
+        if carried is not None:
+            carried.committed(now)
+        self._remember(now)
         return len(batch)
+
+    def _apply_views(
+        self,
+        conn: Connection[Any],
+        names: list[str],
+        positions: dict[str, int],
+        batch: list[Recorded],
+    ) -> None:
+        first = batch[0].position
+        for name in names:
+            seen = positions[name]
+            # Usually every view is where the batch starts: it gets the batch as it is.
+            unseen = batch if seen < first else [r for r in batch if r.position > seen]
+            if unseen:
+                self.views[name].apply(conn, unseen, self.log)
 
     def _read_after(self, conn: Connection[Any], position: int) -> list[Recorded]:
         """The next batch of the log after `position`, read in the batch's transaction (on its

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 from uuid import UUID
 
+import psycopg
 import pytest
-from psycopg import Connection
+from psycopg import Connection, pq
 from psycopg_pool import ConnectionPool
 
 from api.http.reads import progress_beside_log
@@ -25,6 +28,7 @@ from projections import ALL_VIEWS, session_progress, step_history
 from projections.audit_log import AuditFilter, entries
 from projections.session_index import SessionFilter, SessionIndexView, id_range, list_sessions
 from projections.session_progress import SessionProgressView
+from projections.step_history import StepHistoryView
 from projections.view import Recorded, SessionLog
 from tests import workloads
 from tests.waiting import eventually
@@ -601,6 +605,112 @@ def test_two_runners_on_one_database_apply_each_event_once(
     assert [row[0] for row in rows["audit_log"]] == [
         n.id for n in app.recorder.select_notifications(start=None, limit=10_000)
     ]
+
+
+# ---- rows carried from one batch to the next ---------------------------------------------
+
+
+def statements_of(conn: Connection[Any], work: Callable[[], object]) -> list[str]:
+    """The text of each statement `work` sends on `conn` (none prepared), from libpq's trace."""
+    conn.prepare_threshold = None
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "trace"
+        with path.open("w") as file:
+            conn.pgconn.trace(file.fileno())
+            conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+            try:
+                work()
+            finally:
+                conn.pgconn.untrace()
+        messages = [line.split("\t") for line in path.read_text().splitlines()]
+    return [m[3] for m in messages if m[0] == "F" and m[2] in ("Parse", "Query")]
+
+
+def reads_of(table: str, statements: list[str]) -> list[str]:
+    return [s for s in statements if f'FROM "{table}" WHERE session_id = ANY' in s]
+
+
+CARRIED = (
+    "session_progress",
+    "step_history",
+    "session_index",
+    "analytics_sessions",
+    "analytics_step_attempts",
+    "ai_usage_sessions",
+    "webhook_subscriptions",
+    "learning_sessions",
+)
+"""The tables whose rows a projector carries from a batch to the next."""
+
+
+def test_a_batch_takes_the_rows_its_last_batch_wrote_without_reading_them_back(
+    app: Stepline, projector: Projector, fresh_database_url: str, pool: ConnectionPool
+) -> None:
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+        session_id = workloads.create(app)
+        created = statements_of(conn, lambda: projector.catch_up(conn=conn))
+        workloads.run_step(app, session_id, 0)
+        ran = statements_of(conn, lambda: projector.catch_up(conn=conn))
+
+    assert created
+    assert ran
+    for table in CARRIED:
+        # Created in its batch: no row to read; then written by the batch before: carried.
+        assert not reads_of(table, created + ran), table
+    assert progress(pool, session_id).completed_steps == 1
+    assert [row.status for row in steps(pool, session_id)] == ["completed", "pending"]
+
+
+def test_rows_are_read_again_once_another_runner_moved_the_views(
+    app: Stepline, projector: Projector, pool: ConnectionPool, fresh_database_url: str
+) -> None:
+    other = Projector(app, pool)
+    session_id = workloads.create(app)
+    projector.catch_up()
+    workloads.run_step(app, session_id, 0)
+    other.catch_up()  # the rows `projector` carries are behind the table now
+    workloads.run_step(app, session_id, 1)
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+        after = statements_of(conn, lambda: projector.catch_up(conn=conn))
+
+    assert all(reads_of(table, after) for table in CARRIED)
+    live = dump(pool)
+    projector.rebuild()
+    assert dump(pool) == live
+    assert progress(pool, session_id).completed_steps == 2
+
+
+class CrashingOnce(CrashingView):
+    """Fails the first batch holding its position, after the views before it changed rows."""
+
+    def apply(self, conn: Connection[Any], batch: Sequence[Recorded], log: SessionLog) -> None:
+        if self.crash_at_position:
+            crashing, self.crash_at_position = self.crash_at_position, 0
+            if any(r.position == crashing for r in batch):
+                raise RuntimeError("crash between the view write and the tracking write")
+
+
+def test_a_batch_that_failed_leaves_no_row_it_changed_to_the_next(
+    app: Stepline, pool: ConnectionPool
+) -> None:
+    session_id = workloads.create(app)
+    views = [SessionProgressView(), StepHistoryView(), SessionIndexView()]
+    runner = Projector(app, pool, views=[*views, CrashingOnce(0)])
+    runner.prepare()
+    runner.catch_up()  # the session's rows carried
+    workloads.run_step(app, session_id, 0)
+    runner.views["crashing"] = CrashingOnce(app.recorder.max_notification_id() or 0)
+
+    with pytest.raises(RuntimeError, match="crash"):
+        runner.catch_up()  # the views folded step 0 into the rows they carried, then it failed
+    workloads.run_step(app, session_id, 1)
+    runner.catch_up()
+
+    live = dump(pool)
+    Projector(app, pool, views=views).rebuild()
+    assert dump(pool) == live
+    assert progress(pool, session_id).completed_steps == 2
+    assert [row.attempts for row in steps(pool, session_id)] == [1, 1]
 
 
 # ---- rebuild ----------------------------------------------------------------------------
