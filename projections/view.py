@@ -321,8 +321,11 @@ class Carried:
         return {number: list(each.values()) for number, each in by_key.items()}
 
     def load(self, table: RowTable[R], conn: Connection[Any], wanted: list[UUID]) -> list[R]:
-        kept = self._kept.get(table, {})
-        new = self._new
+        # A second look at a table within one batch finds what the batch has written since
+        # the first: the table as it is now, read in the batch's transaction.
+        second_look = table in self._loaded
+        kept = {} if second_look else self._kept.get(table, {})
+        new = set() if second_look else self._new
         loaded = self._loaded.setdefault(table, {})
         rows: list[R] = []
         missing = []

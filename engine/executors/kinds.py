@@ -51,17 +51,22 @@ def http_executor(setup: ExecutorSetup, pools: ConnectionPools | None = None) ->
     if pools is not None and setup.tenant is not None:
         transport = pools.lease(setup.tenant, allow)
     egress = EgressPolicy.of(allow) if transport is None else transport.policy
-    return HttpExecutor(
-        setup.config.get("base_url"),
-        setup.secrets,
-        egress=egress,
-        transport=transport,
-        timeout_s=settings.request_timeout_ms / 1000,
-        connect_timeout_s=settings.connection_timeout_ms / 1000,
-        max_output_chars=settings.max_output_chars,
-        fail_on_error_status=setup.config.get("http_errors", "fail") == "fail",
-        traced=settings.otel_endpoint is not None,
-    )
+    try:
+        return HttpExecutor(
+            setup.config.get("base_url"),
+            setup.secrets,
+            egress=egress,
+            transport=transport,
+            timeout_s=settings.request_timeout_ms / 1000,
+            connect_timeout_s=settings.connection_timeout_ms / 1000,
+            max_output_chars=settings.max_output_chars,
+            fail_on_error_status=setup.config.get("http_errors", "fail") == "fail",
+            traced=settings.otel_endpoint is not None,
+        )
+    except BaseException:
+        if transport is not None:  # an executor never built gives its pool back at once
+            transport.close()
+        raise
 
 
 class HttpKind:

@@ -85,7 +85,9 @@ ORDER BY e.originator_version
 """
 """A new session's first lease and, if taken, its events, in one round trip: the read's
 snapshot is taken when the statement starts, and the session was announced with the commit of
-its events, so they are all there."""
+its events, so they are all there. A change written after the snapshot (while the lease waits
+for the claim lock under a running limit, say) is not read: the run's first commit meets it as
+a conflict and decides again on the log as it is, before any side effect."""
 
 _RELEASE = f"""
 WITH released AS (
@@ -160,8 +162,8 @@ class Leases:
     def __init__(self, pool: ConnectionPool, lease_s: float) -> None:
         self.pool = pool
         self.lease_s = lease_s
-        self._take_first_and_read: dict[str, sql.SQL] = {}
-        """`_TAKE_FIRST_AND_READ` rendered, by the events table it reads."""
+        self._take_first_and_read: tuple[sql.Identifier, sql.Composed] | None = None
+        """`_TAKE_FIRST_AND_READ` rendered for the events table it reads."""
 
     @property
     def _interval(self) -> timedelta:
@@ -217,15 +219,21 @@ class Leases:
             return self._taken(conn, {**params, "first": first})
 
     def acquire_first_and_read(
-        self, session_id: UUID, tenant: str, owner: str, limit: int | None, events: str
+        self,
+        session_id: UUID,
+        tenant: str,
+        owner: str,
+        limit: int | None,
+        events: sql.Identifier,
     ) -> tuple[int, list[tuple[int, str, bytes]]] | None:
         """`acquire(..., first=True)`, and with the lease the session's events (version,
-        topic, state) as the table `events` (its name quoted for SQL) holds them, in one
-        statement; None if the lease was not taken."""
-        statement = self._take_first_and_read.get(events)
-        if statement is None:
-            statement = sql.SQL(_TAKE_FIRST_AND_READ.format(events=events))  # ours, not input
-            self._take_first_and_read[events] = statement
+        topic, state) as the table `events` holds them, in one statement; None if the lease
+        was not taken."""
+        rendered = self._take_first_and_read
+        if rendered is None or rendered[0] != events:
+            rendered = events, sql.SQL(_TAKE_FIRST_AND_READ).format(events=events)
+            self._take_first_and_read = rendered
+        statement = rendered[1]
         params = {"session_id": session_id, "tenant": tenant, "owner": owner, "limit": limit}
         with self.pool.connection() as conn:
             rows = conn.execute(statement, {**params, "lease": self._interval}).fetchall()

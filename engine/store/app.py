@@ -195,10 +195,8 @@ class Stepline(Application[UUID]):
             env={**env, **caching, **recorder, "IS_SNAPSHOTTING_ENABLED": "y", "CREATE_TABLE": "n"}
         )
         log_table = cast(FencedRecorder, self.recorder)
-        self.events_relation = Identifier(
-            log_table.datastore.schema, log_table.events_table_name
-        ).as_string()
-        """The table of the log, its name quoted for SQL."""
+        self.events_relation = Identifier(log_table.datastore.schema, log_table.events_table_name)
+        """The table of the log, as SQL names it."""
         if self.snapshots is not None:
             render_statements(cast(PostgresAggregateRecorder, self.snapshots.recorder))
         if master_key is not None:

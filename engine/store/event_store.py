@@ -256,6 +256,8 @@ class FencedRecorder(PostgresApplicationRecorder):
         as of) is handed back in the same statement."""
         if not stored_events:
             return []
+        if announce is not None and releases:
+            raise ValueError("a write either announces a new session or hands leases back")
         params: tuple[Any, ...] = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],

@@ -302,6 +302,33 @@ def test_a_pool_let_go_while_in_use_serves_its_session_to_the_end(
         kind.close()
 
 
+def test_an_executor_that_cannot_be_built_gives_its_pool_back(
+    target: Target, tmp_path: Path
+) -> None:
+    """A base URL httpx cannot parse fails the executor's making after it leased its pool:
+    the lease goes back, so the pool, once let go, is closed (not kept open for good)."""
+    kind = HttpKind()
+    kind.pools = ConnectionPools(most_pools=1)
+    allowed = f"127.0.0.1:{target.port}"
+    settings = Settings(database_url=None, data_dir=tmp_path)
+    unparsable = ExecutorSetup(
+        uuid4(),
+        {"base_url": "::::"},
+        settings,
+        Secrets({}),
+        Policy(egress_allow=(allowed,)),
+        "acme",
+    )
+    try:
+        one_request(kind, tmp_path, target, "acme", allowed)  # acme's pool keeps a connection
+        with pytest.raises(Exception):  # noqa: B017  (whatever httpx raises for it)
+            kind(unparsable)
+        one_request(kind, tmp_path, target, "globex", allowed)  # acme's pool is let go
+        assert wait_for(lambda: len(target.closed) == 1)  # and closed: nobody holds it
+    finally:
+        kind.close()
+
+
 def wait_for(condition: Any, timeout_s: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while not condition():

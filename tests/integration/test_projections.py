@@ -7,6 +7,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,7 +30,7 @@ from projections.audit_log import AuditFilter, entries
 from projections.session_index import SessionFilter, SessionIndexView, id_range, list_sessions
 from projections.session_progress import SessionProgressView
 from projections.step_history import StepHistoryView
-from projections.view import Recorded, SessionLog
+from projections.view import Carried, Recorded, SessionLog
 from tests import workloads
 from tests.waiting import eventually
 
@@ -678,6 +679,31 @@ def test_rows_are_read_again_once_another_runner_moved_the_views(
     projector.rebuild()
     assert dump(pool) == live
     assert progress(pool, session_id).completed_steps == 2
+
+
+def test_a_second_look_at_a_carried_table_within_a_batch_finds_what_the_batch_wrote(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    """A view that reads a carried table twice in one batch gets, the second time, the rows
+    as the batch has written them since, not as the last batch left them."""
+    session_id = workloads.create(app)
+    projector.catch_up()
+    table = SessionProgressView.rows
+    views = [SessionProgressView()]
+    positions = {"session_progress": 1}  # as the last batch left them: the rows are good
+    carried = Carried()
+    with pool.connection() as conn, conn.transaction(force_rollback=True):
+        with carried.applying(views, positions, []):
+            [row] = table.load_for_sessions(conn, [session_id])
+            table.upsert(conn, [replace(row, completed_steps=1)])
+        carried.committed(positions)
+        with carried.applying(views, positions, []):
+            [first] = table.load_for_sessions(conn, [session_id])  # carried over
+            table.upsert(conn, [replace(first, completed_steps=2)])
+            [second] = table.load_for_sessions(conn, [session_id])
+
+    assert first.completed_steps == 1
+    assert second.completed_steps == 2
 
 
 class CrashingOnce(CrashingView):
