@@ -119,14 +119,19 @@ def run(app: Stepline, sessions: int, catch_up: Callable[[], int], backends: lis
     cost = Cost()
     for _ in range(sessions):
         for _ in commits_of_a_session(app):
-            database_before = backends_cpu(backends)
-            started = time.thread_time()
-            applied = catch_up()
-            cost.cpu_s += time.thread_time() - started
-            cost.database_cpu_s += backends_cpu(backends) - database_before
-            cost.catch_ups += 1
-            cost.events += applied
+            measured(cost, catch_up, backends)
     return cost
+
+
+def measured(cost: Cost, catch_up: Callable[[], int], backends: list[int]) -> None:
+    """One catch-up, its CPU and the database's added to `cost`."""
+    database_before = backends_cpu(backends)
+    started = time.thread_time()
+    applied = catch_up()
+    cost.cpu_s += time.thread_time() - started
+    cost.database_cpu_s += backends_cpu(backends) - database_before
+    cost.catch_ups += 1
+    cost.events += applied
 
 
 def run_gathered(
@@ -145,13 +150,7 @@ def run_gathered(
             next(commits)
             under_way.append(commits)
             started_sessions += 1
-        database_before = backends_cpu(backends)
-        started = time.thread_time()
-        applied = catch_up()
-        cost.cpu_s += time.thread_time() - started
-        cost.database_cpu_s += backends_cpu(backends) - database_before
-        cost.catch_ups += 1
-        cost.events += applied
+        measured(cost, catch_up, backends)
     return cost
 
 
