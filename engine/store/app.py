@@ -245,19 +245,12 @@ class Stepline(Application[UUID]):
             )
         return session
 
-    def session_from_log(self, session_id: UUID) -> WorkflowSession:
-        """The session rebuilt from all its events, without looking for a snapshot first: for
-        a session just created, which has none (one read of the log instead of two)."""
-        session = replay(None, self.history(session_id))  # SessionNotFound if it has none
-        if not isinstance(session, WorkflowSession):  # another aggregate's id
-            raise SessionNotFound(f"no session {session_id}", session_id=str(session_id))
-        return session
-
     def session_of_records(
         self, session_id: UUID, records: Iterable[tuple[int, str, bytes]]
     ) -> WorkflowSession:
         """The session rebuilt from all its events, read from `events_relation` by the caller
-        (version, topic, state, in order), as `session_from_log` would have read them."""
+        (version, topic, state, in order), without looking for a snapshot: for a session just
+        created, which has none."""
         stored = (StoredEvent(session_id, v, topic, state) for v, topic, state in records)
         events = cast(Iterable[WorkflowSession.Event], map(self.mapper.to_domain_event, stored))
         session = replay(None, events)
