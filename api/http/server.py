@@ -41,6 +41,7 @@ from api.http import (
 )
 from api.http.auth import AuthFailures, CreationLimiter, KeyRing, RequestLimiter
 from api.http.errors import problem_responses
+from api.http.hot_routes import HotRoutes
 from api.http.middleware import (
     BodyLimit,
     HostPolicy,
@@ -208,6 +209,7 @@ def create_app(
     for module in (*routers, secrets, webhooks):
         app.include_router(module.router, responses=RATE_LIMITED)
     ui.install(app)
+    app.add_middleware(HotRoutes, main=app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     hosts = host_policy(settings)
     if not hosts.any_host:  # with any host admitted, a layer less for every request

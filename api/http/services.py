@@ -13,6 +13,7 @@ from functools import partial
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Request
+from starlette.types import Scope
 
 from api.http.auth import AuthFailures, Caller, CreationLimiter, KeyRing, RequestLimiter
 from api.http.errors import ApiError
@@ -119,18 +120,40 @@ def sent_keys(request: Request) -> tuple[str | None, str | None]:
     return request.headers.get("authorization"), request.headers.get("x-api-key")
 
 
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+def checked_caller(
+    services: Services, address: str, authorization: str | None, x_api_key: str | None
+) -> Caller:
+    """The key's caller, once its address has not failed too often; a key that is refused
+    counts as a failed authentication of the address. No query: the event loop may call it."""
+    services.auth_failures.refuse_if_blocked(address)
+    try:
+        return services.keys.caller(authorization, x_api_key)
+    except ApiError:
+        services.auth_failures.record(address)
+        raise
+
+
+def caller_in_thread(
+    services: Services, address: str, authorization: str | None, x_api_key: str | None
+) -> Caller:
+    """`_caller`, for a request already in a request thread (see `api.http.hot_routes`)."""
+    caller = checked_caller(services, address, authorization, x_api_key)
+    if not services.requests.take_held(caller):
+        services.requests.take(caller)
+    return caller
+
+
 async def _caller(request: Request) -> Caller:
     """The key's caller, once its address has not failed too often and the key has requests
     left this minute. A coroutine: checking the key and spending a token this process holds
     take no query, and only a query goes to a thread (see `RequestLimiter.take_held`)."""
     services = services_of(request)
-    address = request.client.host if request.client else "unknown"
-    services.auth_failures.refuse_if_blocked(address)
-    try:
-        caller = services.keys.caller(*sent_keys(request))
-    except ApiError:
-        services.auth_failures.record(address)
-        raise
+    caller = checked_caller(services, client_address(request.scope), *sent_keys(request))
     if not services.requests.take_held(caller):
         await services.in_thread(services.requests.take, caller)
     return caller
@@ -157,7 +180,7 @@ async def _is_operator(request: Request) -> bool:
         return True
     authorization, x_api_key = sent_keys(request)
     services = services_of(request)
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request.scope)
     services.auth_failures.refuse_if_blocked(address)
     if services.keys.is_operator(authorization, x_api_key):
         return True

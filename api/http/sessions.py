@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
@@ -32,7 +33,7 @@ from api.http.schemas import (
     SignalAccepted,
     StepView,
 )
-from api.http.services import AuthorizedDep, CallerDep, Services, ServicesDep
+from api.http.services import AuthorizedDep, CallerDep, Services, ServicesDep, caller_in_thread
 from domain.errors import SessionNotFound
 from domain.session import SessionStatus, WorkflowSession
 from engine.loop.waits import SIGNAL_NAME, check_signal
@@ -200,6 +201,24 @@ def new_session(services: Services, body: CreateSession, caller: Caller) -> Resp
     return rendered(answer, 201, headers)
 
 
+def created_if_plain(
+    services: Services,
+    body: bytes,
+    address: str,
+    authorization: str | None,
+    x_api_key: str | None,
+) -> Response | None:
+    """`create_session` for `body` as FastAPI would take it, in a request thread (see
+    `api.http.hot_routes`). None, having done nothing: a body that is not valid JSON for the
+    route, left to FastAPI to judge (it judges a body before the key, and so does this)."""
+    try:
+        body_model = CreateSession.model_validate(json.loads(body))
+    except (ValueError, RecursionError):  # JSON's errors, a ValidationError, too deep
+        return None
+    caller = caller_in_thread(services, address, authorization, x_api_key)
+    return new_session(services, body_model, caller)
+
+
 def created(
     services: Services, request: SessionRequest, tenant: str, actor: str, response: Response
 ) -> SessionCreated:
@@ -298,6 +317,18 @@ def rendered_state(
 ) -> Response:
     """`session_state` rendered in a request thread, for the reason `new_session` gives."""
     return rendered(session_state(services, session_id, tenant, version))
+
+
+def state_of(
+    services: Services,
+    session_id: UUID,
+    address: str,
+    authorization: str | None,
+    x_api_key: str | None,
+) -> Response:
+    """`get_session` without a version, in a request thread (see `api.http.hot_routes`)."""
+    caller = caller_in_thread(services, address, authorization, x_api_key)
+    return rendered_state(services, session_id, caller.tenant, None)
 
 
 def session_state(
