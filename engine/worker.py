@@ -31,6 +31,7 @@ from engine.loop.task_loop import TaskLoop
 from engine.ownership.leases import Claim, Leases, RunningLimit, WorkerCounts, new_worker_id
 from engine.store.app import SessionRequest
 from engine.store.event_store import Fence
+from engine.tenancy.secret_store import SealedSecrets
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -60,6 +61,8 @@ class HeldLease:
     """The session as this worker saved it (it created it), for the run to start from."""
     offered: list[tuple[int, str, bytes]] | None = None
     """Taken as just created (an offer): its events, read with its first lease."""
+    secrets: SealedSecrets | None = None
+    """...and its tenant's stored secrets, read in the same statement."""
     lost: bool = False
     settled_version: int | None = None
     """The version as of which the run left the session needing no driving, if it did."""
@@ -254,8 +257,8 @@ class SessionWorker:
             session_id, tenant, self.worker_id, limit, events
         )
         if taken is not None:
-            token, records = taken
-            self.drive(Claim(session_id, tenant, token, None), offered=records)
+            claim = Claim(session_id, tenant, taken.token, None)
+            self.drive(claim, offered=taken.records, secrets=taken.secrets)
 
     def _claim_from_index(self, next_due_s: float | None) -> float | None:
         """Claim what the session index shows runnable, for every free slot; seconds until
@@ -310,11 +313,15 @@ class SessionWorker:
         saved: WorkflowSession | None = None,
         *,
         offered: list[tuple[int, str, bytes]] | None = None,
+        secrets: SealedSecrets | None = None,
     ) -> Future[SessionStatus | None]:
         """Drive a claimed session in one of the worker's threads (from `saved`, the session
         as this worker has just saved it, if given: the run then need not load it; `offered`:
-        the events of one just created elsewhere, read with its lease, to build it from)."""
-        held = HeldLease(claim, self.worker_id, self.leases, saved=saved, offered=offered)
+        the events of one just created elsewhere, read with its lease, to build it from, and
+        `secrets`, its tenant's as read then, for the run not to read them again)."""
+        held = HeldLease(
+            claim, self.worker_id, self.leases, saved=saved, offered=offered, secrets=secrets
+        )
         with self._lock:
             self._held[claim.session_id] = held
         self.metrics.claimed += 1
@@ -342,7 +349,7 @@ class SessionWorker:
                 saved = self._offered_session(held)
                 if saved is None:
                     return None
-            status = self.loop.drive(held.session_id, held.stop, held, saved)
+            status = self.loop.drive(held.session_id, held.stop, held, saved, secrets=held.secrets)
         except (*DATABASE_ERRORS, DomainError):
             # Like a crash: the lease is kept until it expires, then another owner replays.
             log.exception("Stopped driving on an error", extra=on_session(held.session_id))

@@ -111,6 +111,7 @@ class HttpExecutor:
             transport=transport or checked_transport(egress, tls_context()),
             trust_env=False,
         )
+        _read_only_cookie_setting_answers(self.client.cookies)
 
     def close(self, *, ended: bool = True) -> None:
         self.client.close()
@@ -354,6 +355,21 @@ def status_matches(expected: int | str, status: int) -> bool:
     if text.endswith("xx"):
         return str(status)[0] == text[0]
     return status == int(text)
+
+
+def _read_only_cookie_setting_answers(cookies: httpx.Cookies) -> None:
+    """The client gives every answer to the cookie jar, which wraps it and its request for
+    the standard library's jar and reads its headers; an answer that sets no cookie
+    (`Set-Cookie`, or the obsolete `Set-Cookie2`, the only headers that jar reads) changes
+    nothing, and is now not handed over at all."""
+    extract = cookies.extract_cookies
+
+    def extract_set_cookies(response: httpx.Response) -> None:
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:
+            extract(response)
+
+    cookies.extract_cookies = extract_set_cookies  # type: ignore[method-assign]
 
 
 def _read_at_most(response: httpx.Response, limit: int) -> tuple[bytes, bool]:

@@ -67,7 +67,7 @@ from engine.store.held_session import HeldSession
 from engine.store.snapshots import Snapshotter
 from engine.store.writer import GroupWriter
 from engine.tenancy.policies import Policies, base_policy, is_dev_tenant
-from engine.tenancy.secret_store import SecretStore
+from engine.tenancy.secret_store import SealedSecrets, SecretStore
 from engine.tracing import OFF, Tracing, ended
 from engine.workflows.plan import PlannedStep, planned_step, unset_explained
 from projections.learned_actions import LearnedAction
@@ -153,16 +153,17 @@ class TaskLoop:
             return base_policy(self.settings, tenant)
         return self.policies.of(tenant)
 
-    def secrets_of(self, session: WorkflowSession) -> Secrets:
+    def secrets_of(self, session: WorkflowSession, read: SealedSecrets | None = None) -> Secrets:
         """The session's tenant's secrets and no one else's: those it stored (bound, unless
         stored with origins, to the workflow's base URL), and the environment's for the dev
-        tenant only."""
+        tenant only. `read`: the stored ones as the run's first statement read them (used
+        only if read for the session's tenant)."""
         tenant = session.tenant
         env = self.secrets if is_dev_tenant(self.settings, tenant) else Secrets()
         if self.secret_store is None:
             return env
         base_origin = origin_of(str(session.config.get("base_url") or ""))
-        return env.joined(self.secret_store.secrets_of(tenant, base_origin))
+        return env.joined(self.secret_store.secrets_of(tenant, base_origin, read))
 
     def signal(self, session_id: UUID, name: str, body: Any, actor: str) -> WorkflowSession:
         """Send the session a signal, as its log may record it: checked (`check_signal`: a
@@ -202,12 +203,15 @@ class TaskLoop:
         stop: threading.Event,
         ownership: Ownership | None = None,
         saved: WorkflowSession | None = None,
+        *,
+        secrets: SealedSecrets | None = None,
     ) -> SessionStatus:
         """Run the session until it ends or pauses, until `stop` is set, or until
         `ownership` can no longer be proven. `saved`: the session as the caller has just
-        saved it, which the run then holds instead of loading it (see HeldSession)."""
+        saved it, which the run then holds instead of loading it (see HeldSession);
+        `secrets`: its tenant's stored secrets as read with its lease (see `secrets_of`)."""
         try:
-            run = SessionRun(self, session_id, stop, ownership, saved)
+            run = SessionRun(self, session_id, stop, ownership, saved, secrets=secrets)
         except InvalidWorkflow as unusable:  # e.g. its definitions module cannot be loaded
             session = self.app.get_session(session_id)
             if session.status in (SessionStatus.PENDING, SessionStatus.RUNNING):
@@ -230,6 +234,8 @@ class SessionRun:
         stop: threading.Event,
         ownership: Ownership | None,
         saved: WorkflowSession | None = None,
+        *,
+        secrets: SealedSecrets | None = None,
     ) -> None:
         self.loop = loop
         self.app = loop.app
@@ -242,7 +248,7 @@ class SessionRun:
         )
         session = self.held.session
         self.config = session.config
-        self.secrets = loop.secrets_of(session)
+        self.secrets = loop.secrets_of(session, secrets)
         self.policy = loop.policy_of(session.tenant)
         self.limits = Limits.of(session, loop.settings)
         self.definitions = loop.definitions.for_module(session.config.get("definitions"))

@@ -39,6 +39,7 @@ from psycopg_pool import ConnectionPool
 from domain.session import ENDED, RUNNABLE, SessionStatus, values
 from engine.logs import LOGGER_NAME
 from engine.store import locks
+from engine.tenancy.secret_store import SEALED_COLUMNS, SealedRow, SealedSecrets
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -76,18 +77,27 @@ _TAKE = (  # engine.store.schema's stepline_take_lease (migration 9)
     "%(session_id)s, %(tenant)s, %(owner)s, %(lease)s, %(limit)s, %(first)s)"
 )
 
-_TAKE_FIRST_AND_READ = """
-SELECT t.token, e.originator_version, e.topic, e.state
-FROM stepline_take_lease(
-    %(session_id)s, %(tenant)s, %(owner)s, %(lease)s, %(limit)s, true) AS t(token)
-LEFT JOIN {events} e ON t.token IS NOT NULL AND e.originator_id = %(session_id)s
-ORDER BY e.originator_version
-"""
-"""A new session's first lease and, if taken, its events, in one round trip: the read's
-snapshot is taken when the statement starts, and the session was announced with the commit of
-its events, so they are all there. A change written after the snapshot (while the lease waits
-for the claim lock under a running limit, say) is not read: the run's first commit meets it as
-a conflict and decides again on the log as it is, before any side effect."""
+_TAKE_FIRST_AND_READ = f"""
+WITH taken AS MATERIALIZED (
+    SELECT t.token FROM stepline_take_lease(
+        %(session_id)s, %(tenant)s, %(owner)s, %(lease)s, %(limit)s, true) AS t(token))
+SELECT t.token, e.originator_version, e.topic, e.state,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM taken t
+LEFT JOIN {{events}} e ON t.token IS NOT NULL AND e.originator_id = %(session_id)s
+UNION ALL
+SELECT t.token, NULL, NULL, NULL, {SEALED_COLUMNS}
+FROM taken t JOIN tenant_secrets s ON t.token IS NOT NULL AND s.tenant = %(tenant)s
+ORDER BY 2
+"""  # noqa: S608  (constants of ours, not input)
+"""A new session's first lease and, if taken, its events and its tenant's stored secrets
+(still sealed, `SecretStore.secrets_of` opens them), in one round trip: the read's snapshot is
+taken when the statement starts, and the session was announced with the commit of its events,
+so they are all there. A change written after the snapshot (while the lease waits for the
+claim lock under a running limit, say) is not read: the run's first commit meets a change of
+the session as a conflict and decides again on the log as it is, before any side effect; a
+secret set or deleted since is, as for any run, one the run does not see (it reads them as of
+its start: this statement is that start)."""
 
 _RELEASE = f"""
 WITH released AS (
@@ -117,6 +127,17 @@ class Claim:
     token: int
     taken_over_from: str | None
     """The worker whose lease had expired, if the session was taken from one."""
+
+
+@dataclass(frozen=True)
+class FirstLease:
+    """A new session's first lease as `Leases.acquire_first_and_read` took it."""
+
+    token: int
+    records: list[tuple[int, str, bytes]]
+    """The session's events (version, topic, state), in order."""
+    secrets: SealedSecrets
+    """Its tenant's stored secrets, as the same statement read them."""
 
 
 @dataclass(frozen=True)
@@ -225,10 +246,10 @@ class Leases:
         owner: str,
         limit: int | None,
         events: sql.Identifier,
-    ) -> tuple[int, list[tuple[int, str, bytes]]] | None:
-        """`acquire(..., first=True)`, and with the lease the session's events (version,
-        topic, state) as the table `events` holds them, in one statement; None if the lease
-        was not taken."""
+    ) -> FirstLease | None:
+        """`acquire(..., first=True)`, and with the lease the session's events as the table
+        `events` holds them and `tenant`'s stored secrets, in one statement; None if the
+        lease was not taken."""
         rendered = self._take_first_and_read
         if rendered is None or rendered[0] != events:
             rendered = events, sql.SQL(_TAKE_FIRST_AND_READ).format(events=events)
@@ -239,10 +260,11 @@ class Leases:
             rows = conn.execute(statement, {**params, "lease": self._interval}).fetchall()
         if not rows or rows[0][0] is None:
             return None
-        token = int(rows[0][0])
-        return token, [
-            (version, topic, bytes(state)) for _, version, topic, state in rows if version
+        records = [
+            (version, topic, bytes(state)) for _, version, topic, state, *_ in rows if version
         ]
+        sealed: list[SealedRow] = [row[4:] for row in rows if row[4] is not None]
+        return FirstLease(int(rows[0][0]), records, SealedSecrets(tenant, tuple(sealed)))
 
     def _taken(self, conn: Connection[Any], params: dict[str, Any]) -> int | None:
         """The fencing token `stepline_take_lease` gave, or None."""

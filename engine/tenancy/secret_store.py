@@ -184,6 +184,21 @@ def checked_kind_value(kind: str, value: str) -> str:
     return checked_value(value)
 
 
+SEALED_COLUMNS = "name, origins, kind, nonce, ciphertext, next_nonce, next_ciphertext"
+"""What `secrets_of` reads of each of a tenant's secrets, still sealed."""
+
+SealedRow = tuple[str, list[str], str, bytes, bytes, bytes | None, bytes | None]
+
+
+@dataclass(frozen=True)
+class SealedSecrets:
+    """A tenant's stored secrets (`SEALED_COLUMNS`) as one statement read them, still
+    sealed: what `secrets_of` opens for that tenant, and for no other."""
+
+    tenant: str
+    rows: tuple[SealedRow, ...]
+
+
 class SecretStore:
     def __init__(self, pool: ConnectionPool, key: MasterKey) -> None:
         self.pool = pool
@@ -231,15 +246,22 @@ class SecretStore:
         if not deleted:
             raise SecretNotFound(name)
 
-    def secrets_of(self, tenant: str, default_origin: str = NO_ORIGIN) -> list[Secret]:
+    def secrets_of(
+        self, tenant: str, default_origin: str = NO_ORIGIN, read: SealedSecrets | None = None
+    ) -> list[Secret]:
         """The tenant's secrets, opened; one stored without origins is bound to
-        `default_origin` (the origin of the workflow's base URL)."""
-        with self.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT name, origins, kind, nonce, ciphertext, next_nonce, next_ciphertext "
-                "FROM tenant_secrets WHERE tenant = %s",
-                (tenant,),
-            ).fetchall()
+        `default_origin` (the origin of the workflow's base URL). `read`: the tenant's rows as
+        a statement of the run has just read them (the first lease's, see
+        `Leases.acquire_first_and_read`), instead of reading them again; rows read for another
+        tenant are never used."""
+        if read is not None and read.tenant == tenant:
+            rows = list(read.rows)
+        else:
+            with self.pool.connection() as conn:
+                rows = conn.execute(
+                    f"SELECT {SEALED_COLUMNS} FROM tenant_secrets WHERE tenant = %s",  # noqa: S608
+                    (tenant,),
+                ).fetchall()
         if not rows:
             return []
         cipher = self.key.cipher(create=False)

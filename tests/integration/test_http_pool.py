@@ -201,6 +201,24 @@ def test_a_session_never_sends_the_cookies_of_another_session_of_its_tenant(
     assert len(target.connections) == 1  # one connection, taken in turn: shared, cookies not
 
 
+def test_a_session_keeps_its_cookies_across_answers_that_set_none_and_takes_each_new_one(
+    kind: HttpKind, target: Target, tmp_path: Path
+) -> None:
+    """Only an answer with a `Set-Cookie` is read for cookies (the HTTP executor skips the
+    jar for the others): the cookie stays through answers that set none, and a new one
+    replaces it."""
+    alice = session_of(kind, tmp_path, "acme", f"127.0.0.1:{target.port}")
+    try:
+        for path in ("/login?who=alice", "/me", "/me", "/login?who=carol", "/me"):
+            assert get(alice, target, path).ok
+        state = alice.state()
+    finally:
+        alice.close()
+    assert target.cookies == [None, "sid=alice", "sid=alice", "sid=alice", "sid=carol"]
+    assert state is not None
+    assert [(c["name"], c["value"]) for c in state["cookies"]] == [("sid", "carol")]
+
+
 def test_a_refused_target_stays_refused_while_a_wider_policy_keeps_a_connection_to_it(
     kind: HttpKind, target: Target, tmp_path: Path
 ) -> None:

@@ -261,18 +261,18 @@ def test_a_new_sessions_first_lease_comes_with_its_events_in_one_statement(
     events = fresh_app.events_relation
     taken = leases.acquire_first_and_read(session_id, "acme", "w1", None, events)
     assert taken is not None
-    token, records = taken
-    assert leases.holds(session_id, "w1", token)
-    session = fresh_app.session_of_records(session_id, records)
+    assert leases.holds(session_id, "w1", taken.token)
+    session = fresh_app.session_of_records(session_id, taken.records)
     assert vars(session) == vars(fresh_app.get_session(session_id))
+    assert (taken.secrets.tenant, taken.secrets.rows) == ("acme", ())  # it stored none
     assert leases.acquire_first_and_read(session_id, "acme", "w2", None, events) is None
 
     nobody = UUID(int=7)
     taken = leases.acquire_first_and_read(nobody, "acme", "w1", None, events)
     assert taken is not None
-    assert taken[1] == []
+    assert taken.records == []
     with pytest.raises(SessionNotFound):
-        fresh_app.session_of_records(nobody, taken[1])
+        fresh_app.session_of_records(nobody, taken.records)
 
 
 def lease_row(pool: ConnectionPool, session_id: UUID) -> tuple[Any, ...] | None:

@@ -27,6 +27,7 @@ from engine.executors import Command
 from engine.loop.builtin_steps import builtin
 from engine.loop.limits import session_config
 from engine.loop.task_loop import TaskLoop
+from engine.ownership.leases import FirstLease, Leases
 from engine.secrets import Secrets, strings_in
 from engine.settings import Settings
 from engine.store.app import Stepline
@@ -211,6 +212,50 @@ def test_another_tenants_secret_is_not_found_and_nothing_is_sent(
 
     assert failure_code(session) == "SECRET_NOT_FOUND"
     assert target.log == []
+
+
+def test_the_secrets_read_with_a_first_lease_are_its_tenants_and_fill_in_no_other_tenants(
+    loop: TaskLoop, store: SecretStore, receivers: tuple[Receiver, Receiver]
+) -> None:
+    """A new session's first lease reads the offer's tenant's secrets in the same statement
+    (`Leases.acquire_first_and_read`), for the run not to read them again. An offer naming
+    another tenant (forged: anything can NOTIFY) reads that tenant's, which a run of the
+    session never uses: it reads its own tenant's instead, and nothing is sent."""
+    target, _ = receivers
+    store.put("acme", "A_ONLY", A_VALUE, origins=[target.url])
+    store.put("globex", "G_ONLY", "globex-0nly-value", origins=[target.url])
+    leases = Leases(store.pool, lease_s=5)
+    events = loop.app.events_relation
+
+    def taken(tenant: str, named: str, step: str) -> tuple[UUID, FirstLease]:
+        config = session_config(loop.settings, {"executor": "http", "base_url": target.url})
+        session_id = workloads.create_session(
+            loop.app,
+            name="red team",
+            steps=[StepSpec(step)],
+            tenant=tenant,
+            actor="mallory",
+            config=config,
+        )
+        first = leases.acquire_first_and_read(session_id, named, "w1", None, events)
+        assert first is not None
+        return session_id, first
+
+    forged, first = taken("globex", "acme", "GET /leak?s={{secrets.A_ONLY}}")
+    assert first.secrets.tenant == "acme"
+    assert [s.name for s in store.secrets_of("acme", read=first.secrets)] == ["A_ONLY"]
+    assert [s.name for s in store.secrets_of("globex", read=first.secrets)] == ["G_ONLY"]
+    saved = loop.app.session_of_records(forged, first.records)
+    loop.drive(forged, threading.Event(), saved=saved, secrets=first.secrets)
+    assert failure_code(loop.app.get_session(forged)) == "SECRET_NOT_FOUND"
+    assert target.log == []
+
+    own, first = taken("acme", "acme", "GET /use?s={{secrets.A_ONLY}}")
+    saved = loop.app.session_of_records(own, first.records)
+    loop.drive(own, threading.Event(), saved=saved, secrets=first.secrets)
+    assert loop.app.get_session(own).status is SessionStatus.COMPLETED
+    assert len(target.log) == 1
+    assert A_VALUE in unquote(target.log[0]["path"])
 
 
 def test_an_environment_secret_is_not_usable_by_a_tenant_other_than_the_dev_one(
