@@ -1019,6 +1019,30 @@ def test_a_view_whose_layout_changed_rebuilds_itself_at_start_up(
     assert layout == (SessionIndexView.version + 1,)
 
 
+def test_what_is_committed_while_the_leader_gathers_is_applied_after_it_unasked(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    """The leader does not listen to new events while it gathers, yet the commits of that
+    time are applied when it ends, and those after it wake it as before: nobody asks."""
+    channel = app.recorder.channel_name  # type: ignore[attr-defined]
+    # No idle check within the wait: only a notification can wake the leader.
+    leadership = Leadership(projector, "leader", channel, gather_s=0.5, idle_check_s=5)
+    stop = leadership.start()
+    try:
+        eventually(lambda: leadership.leading, "the only candidate leads")
+        for _ in range(3):  # the first wakes it; the others fall within its gathering
+            created = [workloads.create(app) for _ in range(3)]
+            eventually(
+                lambda: {s.lag for s in projector.status()} == {0},
+                "the views applied every commit, none of them asked for",
+                within_s=3,
+            )
+    finally:
+        stop()
+
+    assert progress(pool, created[-1]).status == "pending"
+
+
 def test_under_load_the_leader_applies_what_its_gathering_time_brought_in_one_batch(
     app: Stepline, projector: Projector, pool: ConnectionPool
 ) -> None:
