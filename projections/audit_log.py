@@ -36,12 +36,13 @@ class AuditEntry:
 def event_type(event: object) -> str:
     """The event's name; a batch's, a schedule's, a tenant policy's and a workflow's are
     prefixed, so `Created` stays a session's."""
-    if isinstance(event, W.Redacted):
-        return event.event_type
     kind = type(event)
     name = _TYPE_NAMES.get(kind)
-    if name is None:
-        name = _TYPE_NAMES[kind] = _type_name(event)
+    if name is not None:
+        return name
+    if isinstance(event, W.Redacted):  # its own name, never one of its class
+        return event.event_type
+    name = _TYPE_NAMES[kind] = _type_name(event)
     return name
 
 

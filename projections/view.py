@@ -43,8 +43,23 @@ class Recorded:
         object.__setattr__(self, "at", self.event.timestamp)
 
 
+class Batch(list[Recorded]):
+    """Events of the log as the projector feeds them to every view: what several views ask
+    of the whole batch (`erasures`) is worked out once, not once a view."""
+
+    _erasures: list[Recorded] | None = None
+
+
 def erasures(batch: Sequence[Recorded]) -> list[Recorded]:
     """The batch's `Erased` events: each purges its session down to a tombstone."""
+    if isinstance(batch, Batch):
+        if batch._erasures is None:
+            batch._erasures = _erasures(batch)
+        return list(batch._erasures)
+    return _erasures(batch)
+
+
+def _erasures(batch: Sequence[Recorded]) -> list[Recorded]:
     return [r for r in batch if isinstance(r.event, WorkflowSession.Erased)]
 
 
@@ -114,10 +129,22 @@ def _adapted(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace("\x00", "") if "\x00" in value else value
     if isinstance(value, dict):
-        return json.dumps(_without_nul(value)) if value else "{}"
+        return _json(value) if value else "{}"
     if isinstance(value, list):
         return _array(value)
     return value
+
+
+def _json(value: dict[Any, Any]) -> str:
+    """A dict as JSON text for a jsonb column. Nearly always it holds no NUL and no infinite
+    number or NaN: encoded as it is, in C, and looked at once; only a dict that does hold one
+    is walked in Python (`_without_nul`) first. (JSON writes NUL as the escape the check looks
+    for; text that merely looks like the escape is walked too, and comes out the same.)"""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except ValueError:  # an infinite number or NaN
+        return json.dumps(_without_nul(value))
+    return json.dumps(_without_nul(value)) if "\\u0000" in text else text
 
 
 PLAIN = frozenset(
@@ -306,19 +333,28 @@ class Carried:
         self, table: RowTable[Any], loaded: dict[int, list[Any]], written: list[Any]
     ) -> dict[int, list[Any]]:
         """Each session's rows read, as they are now, with those written in their place (a
-        session the batch created: those written)."""
-        within = table.key_within_session
-        by_key = {
-            number: {within(row): row for row in session_rows}
-            for number, session_rows in loaded.items()
-        }
+        session the batch created: those written). A view mostly changes the rows it read
+        where they lie, so a row written that was read is there already: only another row
+        is looked up by its key."""
+        merged = loaded
         for number in self._new:
-            by_key.setdefault(number, {})
+            merged.setdefault(number, [])
+        read = {id(row) for session_rows in loaded.values() for row in session_rows}
+        within = table.key_within_session
         for row in written:
-            of_session = by_key.get(row.session_id.int)
-            if of_session is not None:
-                of_session[within(row)] = row
-        return {number: list(each.values()) for number, each in by_key.items()}
+            if id(row) in read:
+                continue
+            session_rows = merged.get(row.session_id.int)
+            if session_rows is None:
+                continue
+            key = within(row)
+            for index, other in enumerate(session_rows):
+                if within(other) == key:
+                    session_rows[index] = row
+                    break
+            else:
+                session_rows.append(row)
+        return merged
 
     def load(self, table: RowTable[R], conn: Connection[Any], wanted: list[UUID]) -> list[R]:
         # A second look at a table within one batch finds what the batch has written since
@@ -440,10 +476,15 @@ class RowTable(Generic[R]):
         return statement
 
     def _values(self, row: R) -> list[Any]:
-        """The row's fields as the table takes them (numbers, ids and times as they are)."""
+        """The row's fields as the table takes them (numbers, ids and times as they are).
+        Plain text without NUL and None, the most of what may need adapting, are let be
+        here: a call of `_adapted` for each would cost the most of a row's writing."""
         values = list(self._fields_of(row))
         for column in self._adapting:
-            values[column] = _adapted(values[column])
+            value = values[column]
+            if value is None or (value.__class__ is str and "\x00" not in value):
+                continue
+            values[column] = _adapted(value)
         return values
 
     def _rows(self, conn: Connection[Any], query: str, params: Sequence[Any]) -> list[R]:

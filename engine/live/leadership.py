@@ -189,8 +189,12 @@ class Leadership:
     def _lead(self, conn: Connection[Any], stop: threading.Event) -> None:
         recorded = conn.execute(_RECORD, (self.identity,)).fetchone()
         since = recorded[0] if recorded else datetime.now(UTC)
-        for channel in (self.events_channel, WANTED_CHANNEL):
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        listen, unlisten = (
+            sql.SQL(command).format(sql.Identifier(self.events_channel)).as_string()
+            for command in ("LISTEN {}", "UNLISTEN {}")
+        )
+        conn.execute(listen)
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(WANTED_CHANNEL)))
         self._leading.set()
         log.info("This process (%s) now projects the views for the deployment", self.identity)
         look_at = time.monotonic() + self.poll_s * RESERVE_POLLS
@@ -199,16 +203,31 @@ class Leadership:
             self.projector.catch_up(conn=conn)
             # Whatever arrived during the catch-up is yielded at once, in one batch.
             wanted = _notified(conn, self.idle_check_s)
-            while not (wanted or stop.is_set()):
-                left = started + self.gather_s - time.monotonic()
-                if left <= 0:
-                    break
-                wanted = _notified(conn, left)
+            if not (wanted or stop.is_set()) and started + self.gather_s > time.monotonic():
+                self._gather(conn, stop, started + self.gather_s, listen, unlisten)
             if self.reserve and time.monotonic() >= look_at:
                 if _worker_started_since(conn, since):
                     log.info("A worker is up: %s hands the views' lead to it", self.identity)
                     return
                 look_at = time.monotonic() + self.poll_s * RESERVE_POLLS
+
+    def _gather(
+        self, conn: Connection[Any], stop: threading.Event, until: float, listen: str, unlisten: str
+    ) -> None:
+        """Let commits gather until `until`, or a read asks for the views. New events are not
+        listened to meanwhile: under load, each commit's notification would wake this thread
+        for nothing, and the catch-up that follows reads them all anyway. They are listened to
+        again before it reads the log, so none committed after it read is missed."""
+        conn.execute(unlisten)
+        try:
+            wanted = False
+            while not (wanted or stop.is_set()):
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                wanted = _notified(conn, left)
+        finally:
+            conn.execute(listen)
 
 
 def _notified(conn: Connection[Any], timeout: float) -> bool:

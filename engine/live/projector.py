@@ -30,7 +30,7 @@ from engine.logs import LOGGER_NAME
 from engine.store import schema
 from engine.store.app import Stepline
 from projections import ALL_VIEWS, tracking
-from projections.view import Carried, Recorded, SessionLog, View, decoded, rendered
+from projections.view import Batch, Carried, Recorded, SessionLog, View, decoded, rendered
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -201,10 +201,11 @@ class Projector:
         batch: list[Recorded],
     ) -> None:
         first = batch[0].position
+        whole = Batch(batch)
         for name in names:
             seen = positions[name]
             # Usually every view is where the batch starts: it gets the batch as it is.
-            unseen = batch if seen < first else [r for r in batch if r.position > seen]
+            unseen = whole if seen < first else Batch(r for r in batch if r.position > seen)
             if unseen:
                 self.views[name].apply(conn, unseen, self.log)
 

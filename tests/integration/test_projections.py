@@ -706,6 +706,36 @@ def test_a_second_look_at_a_carried_table_within_a_batch_finds_what_the_batch_wr
     assert second.completed_steps == 2
 
 
+def test_rows_carried_over_hold_a_row_written_in_place_of_one_read_and_a_new_one_once(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    """Of a table with several rows a session, the next batch is given the rows as the last
+    one wrote them: a row it read and changed in place, one it replaced with another
+    object, one it added, and one it did not touch, each once, as the table holds them."""
+    session_id = workloads.create(app, steps=3)
+    projector.catch_up()
+    table = StepHistoryView.rows
+    views = [StepHistoryView()]
+    positions = {"step_history": 1}
+    carried = Carried()
+    with pool.connection() as conn, conn.transaction(force_rollback=True):
+        with carried.applying(views, positions, []):
+            first, second, *others = table.load_for_sessions(conn, [session_id])
+            first.turns = 7  # changed where it lies
+            table.upsert(conn, [first, replace(second, summary="replaced")])
+            table.upsert(conn, [replace(second, step_index=9, summary="added")])
+        carried.committed(positions)
+        with carried.applying(views, positions, []):
+            kept = table.load_for_sessions(conn, [session_id])
+        stored = table.read_sessions(conn, [session_id])
+
+    assert others  # a row not written, carried as it was read
+    assert sorted(kept, key=lambda r: r.step_index) == sorted(stored, key=lambda r: r.step_index)
+    assert [r.step_index for r in kept].count(second.step_index) == 1
+    assert {r.step_index: r.summary for r in kept}[9] == "added"
+    assert {r.step_index: r.turns for r in kept}[first.step_index] == 7
+
+
 class CrashingOnce(CrashingView):
     """Fails the first batch holding its position, after the views before it changed rows."""
 
@@ -987,6 +1017,30 @@ def test_a_view_whose_layout_changed_rebuilds_itself_at_start_up(
             "SELECT layout_version FROM projection_tracking WHERE view = 'session_index'"
         ).fetchone()
     assert layout == (SessionIndexView.version + 1,)
+
+
+def test_what_is_committed_while_the_leader_gathers_is_applied_after_it_unasked(
+    app: Stepline, projector: Projector, pool: ConnectionPool
+) -> None:
+    """The leader does not listen to new events while it gathers, yet the commits of that
+    time are applied when it ends, and those after it wake it as before: nobody asks."""
+    channel = app.recorder.channel_name  # type: ignore[attr-defined]
+    # No idle check within the wait: only a notification can wake the leader.
+    leadership = Leadership(projector, "leader", channel, gather_s=0.5, idle_check_s=5)
+    stop = leadership.start()
+    try:
+        eventually(lambda: leadership.leading, "the only candidate leads")
+        for _ in range(3):  # the first wakes it; the others fall within its gathering
+            created = [workloads.create(app) for _ in range(3)]
+            eventually(
+                lambda: {s.lag for s in projector.status()} == {0},
+                "the views applied every commit, none of them asked for",
+                within_s=3,
+            )
+    finally:
+        stop()
+
+    assert progress(pool, created[-1]).status == "pending"
 
 
 def test_under_load_the_leader_applies_what_its_gathering_time_brought_in_one_batch(
