@@ -8,8 +8,9 @@ delivery, however many events it brought, and takes them all (so a busy loop sen
 larger writes). A subscriber that falls `buffer_size` events behind is told it overflowed and
 must resume from the log — a stream never silently skips an event. A subscriber given nothing
 for `idle_after_s` is handed `IDLE` (a stream's cue for a heartbeat), so no subscriber needs a
-timer of its own. With no subscriber at all the feed reads no events: it only moves its
-position to the log's head, at most every `SKIP_EVERY_S`.
+timer of its own. With no subscriber at all the feed reads no events and is not woken by
+them: it only moves its position to the log's head, at its idle checks and at most every
+`SKIP_EVERY_S`.
 """
 
 from __future__ import annotations
@@ -115,7 +116,13 @@ class EventFeed(Generic[T]):
         self._skipped_at = time.monotonic()
 
     def wake(self) -> None:
-        self._wake.set()
+        """New events are in the log: deliver them, if anyone is subscribed. With nobody
+        subscribed the feed's thread is not woken for them (a wake per commit, for nothing):
+        it moves to the log's head on its own at its idle checks. A subscriber reads its
+        history after subscribing, so an event committed after that read is announced while
+        it is subscribed, and wakes the feed."""
+        if self._subscribers:
+            self._wake.set()
 
     @property
     def _idle_check_s(self) -> float:

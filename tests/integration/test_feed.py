@@ -68,3 +68,17 @@ def test_between_skips_a_first_subscriber_is_read_from_the_last_position(
         return [item.encoded for item in taken if isinstance(item, Live)]
 
     assert asyncio.run(subscribed_then_taken()) == ["Created"]
+
+
+def test_with_nobody_subscribed_a_new_event_does_not_wake_the_feed(app: Stepline) -> None:
+    feed = EventFeed[str](app, encoded)
+    feed.wake()
+    assert not feed._wake.is_set()
+
+    async def woken_once_subscribed() -> bool:
+        subscription = feed.subscribe(create(app))
+        feed.wake()
+        feed.unsubscribe(subscription)
+        return feed._wake.is_set()
+
+    assert asyncio.run(woken_once_subscribed())
