@@ -119,10 +119,12 @@ def running_in_background(
     workers: int,
     role: str,
     also_wake: Sequence[Callable[[], None]] = (),
+    wanted: Callable[[], bool] | None = None,
 ) -> Iterator[Background]:
     """The process's background duties: its candidacy for the projector's lead (see
     `engine.live.leadership`; in reserve without a worker), the follower (its one LISTEN
-    connection: new events wake `also_wake`; the views' positions reach the projector and
+    connection: new events wake `also_wake`, and are listened to only while `wanted()` if
+    given — see `LogFollower.listen_while`; the views' positions reach the projector and
     wake the worker and the webhooks' sender), the worker itself (none when `workers` is 0)
     with the schedules' firings and the webhooks' deliveries, the TTL sweep and the log of the
     chain's head. On exit every session stops at its next safe point, its lease handed back."""
@@ -131,6 +133,8 @@ def running_in_background(
     events = runtime.app.recorder.channel_name  # type: ignore[attr-defined]
     for callback in also_wake:
         follower.subscribe(callback, channel=events)
+    if also_wake and wanted is not None:
+        follower.listen_while(events, wanted)
     deliveries_queued = threading.Event()
     # A new (or resumed) session is claimable once the session index shows it (a new one is
     # also offered as soon as it is saved, see `SessionWorker.offer`): the worker looks

@@ -149,6 +149,7 @@ def create_app(
                     workers=0 if processes else slots,
                     role="serve",
                     also_wake=[feed.wake],
+                    wanted=feed.has_subscribers,
                 )
             )
             if processes is not None:  # once the schema is ready and the feed listens

@@ -107,7 +107,7 @@ async def _events(services: Services, session_id: UUID, after: int) -> AsyncIter
     # that goes away ends the response: Starlette cancels it on the disconnect.)
     subscription = services.feed.subscribe(session_id)
     try:
-        history = await run_in_threadpool(services.runtime.app.history, session_id, after)
+        history = await run_in_threadpool(_history, services, session_id, after)
         last = after
         for event in history:
             yield sse_bytes(event)
@@ -121,6 +121,14 @@ async def _events(services: Services, session_id: UUID, after: int) -> AsyncIter
                 return
     finally:
         services.feed.unsubscribe(subscription)
+
+
+def _history(services: Services, session_id: UUID, after: int) -> list[WorkflowSession.Event]:
+    """The session's events after version `after`, the process's follower told first that
+    the feed has a subscriber now: new events are listened to only while someone streams
+    them. What is committed before it listens again, the feed reads from the log on its wake."""
+    services.follower.look_again()
+    return services.runtime.app.history(session_id, after)
 
 
 def _unseen(items: list[Live[bytes] | object], last: int) -> tuple[list[bytes], int, bool]:

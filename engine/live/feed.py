@@ -146,6 +146,11 @@ class EventFeed(Generic[T]):
             if not subscribers:
                 self._subscribers.pop(subscription.session_id, None)
 
+    def has_subscribers(self) -> bool:
+        """Whether anyone is subscribed: while nobody is, the process need not hear of new
+        events at all (see `LogFollower.listen_while`)."""
+        return bool(self._subscribers)
+
     def subscriber_count(self) -> int:
         with self._lock:
             return sum(len(s) for s in self._subscribers.values())

@@ -6,6 +6,10 @@ worker) are called in the follower's thread on every notification, and at least 
 `idle_check_s` as a fallback for a lost notification or a reconnect; receivers (the
 projector, learning positions) are given each notification's payload. Both must return at
 once (set an event for their own thread): a slow one would delay every other's wake.
+
+A channel may be listened to only while it is wanted (`listen_while`: new events, while
+someone streams them): every notification wakes this thread, and one nobody wants costs it
+for nothing, on every commit.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
@@ -23,6 +28,9 @@ from psycopg_pool import ConnectionPool
 from engine.logs import LOGGER_NAME
 
 log = logging.getLogger(LOGGER_NAME)
+
+LOOK_AGAIN_CHANNEL = "stepline_follower_look_again"
+"""NOTIFY channel: a channel listened to only while wanted may be wanted now (`look_again`)."""
 
 
 class LogFollower:
@@ -34,6 +42,9 @@ class LogFollower:
         self.idle_check_s = idle_check_s
         self._subscribers: list[tuple[Callable[[], None], str | None]] = []
         self._receivers: list[tuple[Callable[[str], None], str]] = []
+        self._while: dict[str, Callable[[], bool]] = {}
+        self._listening: set[str] = set()
+        """The channels of `_while` the connection listens to now."""
         self._thread: threading.Thread | None = None
 
     @property
@@ -49,6 +60,20 @@ class LogFollower:
         """Call `callback` with the payload of every notification on `channel` (not on idle
         checks). Subscribe before `start`."""
         self._receivers.append((callback, channel))
+
+    def listen_while(self, channel: str, wanted: Callable[[], bool]) -> None:
+        """Listen to `channel` only while `wanted()`, looked at on every wake; when it may
+        have become wanted, `look_again` says so at once. On listening again its subscribers
+        are woken: whatever was committed while nobody listened. Call before `start`."""
+        self._while[channel] = wanted
+
+    def look_again(self) -> None:
+        """Have the follower look at once whether a `listen_while` channel is wanted now (a
+        NOTIFY to itself; a round trip, so only when it does not listen to one yet)."""
+        if set(self._while) <= self._listening:
+            return
+        with self.pool.connection() as conn:
+            conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(LOOK_AGAIN_CHANNEL)))
 
     def start(self) -> Callable[[], None]:
         """Follow in a background thread; returns the function that stops it."""
@@ -73,9 +98,11 @@ class LogFollower:
 
     def _listen(self, stop: threading.Event) -> None:
         with self.pool.connection() as conn:
-            for channel in self.channels:
-                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            self._listening.clear()
+            for channel in self._static_channels():
+                _listen_to(conn, channel)
             try:
+                self._listen_as_wanted(conn)
                 self._wake(None)  # whatever happened while this connection was not listening
                 while not stop.is_set():
                     notified = False
@@ -84,9 +111,29 @@ class LogFollower:
                         notified = True
                     if not notified:
                         self._wake(None)
+                    self._listen_as_wanted(conn)
             finally:
+                self._listening.clear()
                 if not (conn.closed or conn.broken):
                     conn.execute("UNLISTEN *")
+
+    def _static_channels(self) -> list[str]:
+        channels = [c for c in self.channels if c not in self._while]
+        return [*channels, LOOK_AGAIN_CHANNEL] if self._while else channels
+
+    def _listen_as_wanted(self, conn: psycopg.Connection[Any]) -> None:
+        """Listen to each `listen_while` channel that is wanted and stop listening to each
+        that is not; a channel listened to again wakes its subscribers."""
+        for channel, wanted in self._while.items():
+            if channel in self._listening and not wanted():
+                conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+                self._listening.discard(channel)
+            # Asked again after an UNLISTEN: wanted meanwhile, `look_again` may have seen the
+            # channel listened to and sent nothing.
+            if channel not in self._listening and wanted():
+                _listen_to(conn, channel)
+                self._listening.add(channel)
+                self._wake(channel)
 
     def _hand_over(self, channel: str, payload: str) -> None:
         for callback, wanted in self._receivers:
@@ -103,6 +150,10 @@ class LogFollower:
         for callback, wanted in self._subscribers:
             if channel is None or wanted is None or wanted == channel:
                 callback()
+
+
+def _listen_to(conn: psycopg.Connection[Any], channel: str) -> None:
+    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
 
 
 @dataclass(frozen=True)
