@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -92,3 +93,29 @@ def test_a_creation_refused_in_the_statement_that_would_save_it_saves_and_spends
         assert (rate.value.creations.wait_s or 0) > 0  # as long as a token takes to come
         assert fresh_app.recorder.max_notification_id() == 1  # only the one admitted
         assert not list(listener.notifies(timeout=0.3))
+
+
+def test_creations_racing_in_one_statement_each_spend_no_more_than_the_tenant_s_bucket(
+    pool: ConnectionPool, fresh_app: Stepline
+) -> None:
+    quota = CreationQuota(pool, 5, Capacity.of(100, fresh_app.events_table))
+    request = SessionRequest("t", [StepSpec("run `true`")], config={"executor": "shell"})
+
+    def create(_: int) -> bool:
+        try:
+            quota.admitted(
+                "acme",
+                1,
+                lambda admission: fresh_app.create(
+                    request, tenant="acme", actor="alice", admission=admission
+                ),
+            )
+        except Refused:
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as threads:
+        admitted = sum(threads.map(create, range(24)))
+
+    assert admitted == 5  # the bucket full at the first take; one more token only in 12 s
+    assert fresh_app.recorder.max_notification_id() == 5  # and only theirs appended
