@@ -19,7 +19,9 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from psycopg_pool import ConnectionPool
 
@@ -27,7 +29,16 @@ from api.http.errors import ApiError
 from domain.dev_mode import DEV_ACTOR, DEV_TENANT
 from engine.settings import ApiKey
 from engine.tenancy.policies import Policies
-from engine.tenancy.quotas import Capacity, CreationQuota, RequestQuota
+from engine.tenancy.quotas import (
+    Admission,
+    Capacity,
+    CreationQuota,
+    Creations,
+    Refused,
+    RequestQuota,
+)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -94,21 +105,34 @@ class CreationLimiter:
     def take(self, tenant: str, count: int = 1) -> None:
         """Go on only if `count` more sessions fit and the tenant has the tokens for them."""
         creations = self.quota.take(tenant, count)
+        if creations.full or creations.wait_s is not None:
+            raise self.refusal(tenant, creations)
+
+    def created(self, tenant: str, count: int, save: Callable[[Admission], T]) -> T:
+        """What `save` gives, having saved `count` new sessions only if they fit and the
+        tenant has the tokens for them: decided in the statement that saves them (the
+        admission `save` is handed), refused as `take` refuses, nothing saved."""
+        try:
+            return self.quota.admitted(tenant, count, save)
+        except Refused as refused:
+            raise self.refusal(tenant, refused.creations) from None
+
+    def refusal(self, tenant: str, creations: Creations) -> ApiError:
+        """429: no room for the sessions (no token taken), or the tenant's rate spent."""
         if creations.full:
             limit = self.quota.capacity.limit
-            raise ApiError.of(
+            return ApiError.of(
                 "CONCURRENT_LIMIT_EXCEEDED",
                 f"{creations.active} sessions are pending or running; the limit is {limit}",
                 headers={"Retry-After": "5"},
                 active=creations.active,
                 limit=limit,
             )
-        if creations.wait_s is not None:
-            raise ApiError.of(
-                "RATE_LIMITED",
-                f"tenant {tenant} may create {int(self.quota.per_minute)} sessions a minute",
-                headers={"Retry-After": str(max(1, int(creations.wait_s) + 1))},
-            )
+        return ApiError.of(
+            "RATE_LIMITED",
+            f"tenant {tenant} may create {int(self.quota.per_minute)} sessions a minute",
+            headers={"Retry-After": str(max(1, int(creations.wait_s or 0) + 1))},
+        )
 
 
 class RequestLimiter:

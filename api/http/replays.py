@@ -21,7 +21,7 @@ from api.http.schemas import (
     SessionCreated,
 )
 from api.http.services import CallerDep, Services, ServicesDep
-from api.http.sessions import admit, admitted_request, created, owned_session
+from api.http.sessions import admitted_request, created, owned_session
 from domain.errors import SessionNotFound
 from engine.loop.replay import fork_request, replay_request
 from engine.store.app import SessionRequest
@@ -37,7 +37,6 @@ def _start(
     services: Services, request: SessionRequest, tenant: str, actor: str, response: Response
 ) -> SessionCreated:
     request = admitted_request(services, request, tenant)  # it may have narrowed since the source
-    admit(services, tenant, 1)
     return created(services, request, tenant, actor, response)
 
 

@@ -39,6 +39,7 @@ from domain.session import SessionStatus, WorkflowSession
 from engine.loop.waits import SIGNAL_NAME, check_signal
 from engine.settings import Settings
 from engine.store.app import SessionRequest
+from engine.tenancy.quotas import Admission
 from engine.tracing import trace_id_of
 from engine.workflows.admission import admitted
 from engine.workflows.file import WebhookSpec
@@ -195,7 +196,6 @@ def new_session(services: Services, body: CreateSession, caller: Caller) -> Resp
     route's answer take a second trip to a worker thread, to be checked against the response
     model there; and the answer is rendered here, not by FastAPI on the event loop."""
     request = session_request(services, body, caller.tenant)  # refused before it costs a token
-    admit(services, caller.tenant, 1)
     headers = Response()  # `created` sets Location on it
     answer = created(services, request, caller.tenant, caller.name, headers)
     return rendered(answer, 201, headers)
@@ -222,11 +222,11 @@ def created_if_plain(
 def created(
     services: Services, request: SessionRequest, tenant: str, actor: str, response: Response
 ) -> SessionCreated:
-    """Save the session and, with a free slot, start driving it here."""
-    if services.worker is not None:
-        session, _ = services.worker.create(request, tenant=tenant, actor=actor)
-    else:
-        session = services.runtime.app.create(request, tenant=tenant, actor=actor, announced=True)
+    """Save the session if admitted (as `admit` decides), in the statement that decides it, and,
+    with a free slot, start driving it here: one round trip and one commit."""
+    session = services.limiter.created(
+        tenant, 1, lambda admission: saved(services, request, tenant, actor, admission)
+    )
     response.headers["Location"] = f"/v1/sessions/{session.id}"
     services.runtime.tracing.link_to_session(session.id)
     return SessionCreated(
@@ -237,6 +237,20 @@ def created(
         estimated_duration_ms=_estimate_ms(services, len(request.steps) - session.current_step),
         created_at=session.created_on,
     )
+
+
+def saved(
+    services: Services, request: SessionRequest, tenant: str, actor: str, admission: Admission
+) -> WorkflowSession:
+    """The session, saved only if `admission` lets it in: by this process's worker, which
+    drives it here with a free slot, or announced to the workers."""
+    if services.worker is not None:
+        session, _ = services.worker.create(
+            request, tenant=tenant, actor=actor, admission=admission
+        )
+        return session
+    app = services.runtime.app
+    return app.create(request, tenant=tenant, actor=actor, announced=True, admission=admission)
 
 
 @router.get(

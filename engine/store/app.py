@@ -44,6 +44,7 @@ from engine.privacy.data_keys import DataKeys
 from engine.privacy.sealing import SealingMapper
 from engine.store.event_store import (
     RECORDER_TOPIC,
+    Admission,
     FencedRecorder,
     announcement,
     render_statements,
@@ -351,17 +352,31 @@ class Stepline(Application[UUID]):
     # ---- commands -----------------------------------------------------------------------
 
     def create(
-        self, request: SessionRequest, *, tenant: str, actor: str, announced: bool = False
+        self,
+        request: SessionRequest,
+        *,
+        tenant: str,
+        actor: str,
+        announced: bool = False,
+        admission: Admission | None = None,
     ) -> WorkflowSession:
         session = request.build(tenant, actor)
-        self.save_new(session, announced=announced)
+        self.save_new(session, announced=announced, admission=admission)
         return session
 
-    def save_new(self, session: WorkflowSession, *, announced: bool = False) -> None:
+    def save_new(
+        self,
+        session: WorkflowSession,
+        *,
+        announced: bool = False,
+        admission: Admission | None = None,
+    ) -> None:
         """Save a session just built (its `Created` event); `announced`: tell the workers
-        with the commit (`announcement`), so one with a free slot takes it at once."""
+        with the commit (`announcement`), so one with a free slot takes it at once;
+        `admission`: only if it admits the session, in the same statement (else it raises,
+        nothing saved)."""
         announce = announcement(session.id, session.tenant) if announced else None
-        self.save(session, announce=announce)
+        self.save(session, announce=announce, admission=admission)
         log.info(
             "Workflow session created with %d steps",
             len(session.steps),

@@ -28,6 +28,12 @@ An announcement (`Announcement`: a new session that no worker drives yet) is a N
 same statement, so it is sent with the commit of the events it announces, and never without
 it, at no round trip of its own. It adds no way for the write to fail: its payload is bounded
 (`announcement`), and the function's own NOTIFY already needs the queue it goes to.
+
+A write may also be admitted (`Admission`: new sessions within their tenant's limits) in the
+same statement: the admission's decision runs first, and the append function (with its lock
+and NOTIFY) and the announcement run only if it admits them; if not, nothing is written and
+the admission says why (`Admission.refuse`, which raises). One round trip and one commit for
+a creation, where an admission of its own would cost a second.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn, Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import (
@@ -133,6 +139,38 @@ SELECT * FROM appended
 run (and succeeded: a failure fails the whole statement) before any lease is touched."""
 
 
+_ADMIT_AND_APPEND = """
+WITH {admission},
+appended AS MATERIALIZED (
+    SELECT n FROM {schema}.{function}(%(ids)b, %(versions)b, %(topics)b, %(states)b,
+        %(fenced)b, %(owners)b, %(fence_tokens)b) AS n
+    WHERE (SELECT admitted FROM admission))
+SELECT a.active, a.granted, a.tokens, a.admitted,
+    ARRAY(SELECT n FROM appended) AS positions,
+    CASE WHEN a.admitted AND %(channel)s::text IS NOT NULL
+        THEN pg_notify(%(channel)s::text, %(payload)s::text) END AS announced
+FROM admission a
+"""
+"""Decide the admission, then append only if it admits: the condition on `appended` is a
+constant of the statement, so PostgreSQL checks it before it calls the function at all (no
+lock taken, no row, no NOTIFY when refused). The announcement, too, only if admitted."""
+
+
+class Admission(Protocol):
+    """New sessions to admit in the statement that appends their `Created` events (owned by
+    `engine.tenancy.quotas`): the WITH-list items that define `admission(active, granted,
+    tokens, admitted)`, one row, and their named parameters."""
+
+    @property
+    def ctes(self) -> str: ...
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    def refuse(self, active: int, granted: bool | None, tokens: float | None) -> NoReturn:
+        """Raise the reason the sessions were not admitted (nothing was appended)."""
+
+
 @dataclass(frozen=True)
 class Fence:
     """The lease a write must still hold: the session, its owner, the fencing token."""
@@ -210,6 +248,21 @@ class FencedRecorder(PostgresApplicationRecorder):
             "ORDER BY notification_id LIMIT %s"
         ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
         render_statements(self)
+        self._admitted_statements: dict[str, SQL] = {}
+
+    def admit_and_append_statement(self, admission: Admission) -> SQL:
+        """The statement that appends only what `admission` admits, rendered once per kind of
+        admission (its SQL is a constant of the quota that makes it)."""
+        statement = self._admitted_statements.get(admission.ctes)
+        if statement is None:
+            composed = SQL(_ADMIT_AND_APPEND).format(
+                admission=SQL(admission.ctes),
+                schema=Identifier(self.datastore.schema),
+                function=Identifier(self.append_function),
+            )
+            statement = SQL(composed.as_string())
+            self._admitted_statements[admission.ctes] = statement
+        return statement
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_notifications(
@@ -249,15 +302,21 @@ class FencedRecorder(PostgresApplicationRecorder):
         fences: Sequence[Fence] = (),
         announce: Announcement | None = None,
         releases: Sequence[tuple[Fence, int]] = (),
+        admission: Admission | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         """Append, only while every one of `fences` holds; `announce` is sent with the commit;
         each of `releases` (a fence among `fences`, and the version its session is settled
-        as of) is handed back in the same statement."""
+        as of) is handed back in the same statement. With `admission`, only if it admits the
+        write (else it raises, nothing written)."""
         if not stored_events:
             return []
         if announce is not None and releases:
             raise ValueError("a write either announces a new session or hands leases back")
+        if admission is not None:
+            if releases:
+                raise ValueError("a write either admits new sessions or hands leases back")
+            return self._admitted_and_appended(stored_events, fences, announce, admission)
         params: tuple[Any, ...] = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
@@ -282,6 +341,34 @@ class FencedRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, params, prepare=True)
             return [row[self.append_function] for row in curs.fetchall()]
+
+    def _admitted_and_appended(
+        self,
+        stored_events: Sequence[StoredEvent],
+        fences: Sequence[Fence],
+        announce: Announcement | None,
+        admission: Admission,
+    ) -> Sequence[int]:
+        params = {
+            **admission.params,
+            "ids": [e.originator_id for e in stored_events],
+            "versions": [e.originator_version for e in stored_events],
+            "topics": [e.topic for e in stored_events],
+            "states": [e.state for e in stored_events],
+            "fenced": [f.session_id for f in fences],
+            "owners": [f.owner for f in fences],
+            "fence_tokens": [f.token for f in fences],
+            "channel": None if announce is None else announce.channel,
+            "payload": None if announce is None else announce.payload,
+        }
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.admit_and_append_statement(admission), params, prepare=True)
+            row = curs.fetchone()
+        assert row is not None  # one row, admitted or not
+        if not row["admitted"]:
+            admission.refuse(row["active"], row["granted"], row["tokens"])
+        positions: list[int] = row["positions"]
+        return positions
 
 
 def render_statements(recorder: PostgresAggregateRecorder) -> None:

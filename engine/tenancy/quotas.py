@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from psycopg import Connection, sql
 from psycopg_pool import ConnectionPool
 
 from projections.session_index import active_count_sql
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,41 @@ class Creations:
     """No room for the new ones under the capacity: no token was taken."""
     wait_s: float | None
     """With room: None if the tokens were taken, else the seconds until they would be there."""
+
+
+class Refused(Exception):
+    """New sessions were not admitted (`creations` says why): nothing was written."""
+
+    def __init__(self, creations: Creations) -> None:
+        super().__init__(creations)
+        self.creations = creations
+
+
+class FirstTake(Exception):
+    """The tenant has no bucket yet: nothing was written; fill it, then admit again."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """`count` new sessions of a tenant, admitted by the statement that appends them (see
+    `engine.store.event_store.Admission`): the same decision as `CreationQuota.take`, so a
+    creation costs one round trip and one commit, and nothing is written if it is refused."""
+
+    ctes: str
+    """The WITH-list items defining `admission(active, granted, tokens, admitted)`."""
+    params: dict[str, Any]
+    limit: int
+    per_minute: float
+
+    def refuse(self, active: int, granted: bool | None, tokens: float | None) -> NoReturn:
+        count: int = self.params["count"]
+        if active + count > self.limit:
+            raise Refused(Creations(active, full=True, wait_s=None))
+        if granted is None or tokens is None:  # room, but no bucket yet
+            raise FirstTake
+        raise Refused(
+            Creations(active, full=False, wait_s=_wait_s(count, self.per_minute, granted, tokens))
+        )
 
 
 class TokenBuckets:
@@ -94,6 +132,20 @@ class CreationQuota:
         self.capacity = capacity
         self._buckets = TokenBuckets(pool, "tenant_quotas", "tenant")
         self._take_if_room = self._buckets.statement(_TAKE_IF_ROOM, active=capacity.count)
+        self._admission = self._buckets.statement(_ADMISSION, active=capacity.count).decode()
+
+    def admitted(self, tenant: str, count: int, save: Callable[[Admission], T]) -> T:
+        """What `save` gives, having written new sessions only if the admission it is handed
+        lets them in (else `Refused`). A tenant's first creation fills its bucket first, in
+        statements of their own, and saves again."""
+        params = {**_params(tenant, self.per_minute, count), "limit": self.capacity.limit}
+        admission = Admission(self._admission, params, self.capacity.limit, self.per_minute)
+        try:
+            return save(admission)
+        except FirstTake:
+            with self.pool.connection() as conn:
+                self._buckets.fill(conn, tenant, self.per_minute)
+        return save(admission)
 
     def take(self, tenant: str, count: int = 1) -> Creations:
         """Count the sessions and take `count` tokens only if `count` more fit. One statement,
@@ -184,6 +236,18 @@ taken AS (
 )
 SELECT active, granted, tokens FROM counted LEFT JOIN taken ON true
 """  # noqa: S608 - as _TAKE
+# As _TAKE_IF_ROOM, as the start of a statement that then appends only if `admitted`.
+_ADMISSION = f"""
+counted AS MATERIALIZED (SELECT {{active}} AS active),
+taken AS (
+    UPDATE {{table}} SET {_SPEND}
+    WHERE {{key}} = %(name)s AND (SELECT active FROM counted) + %(count)s <= %(limit)s
+    RETURNING granted, tokens
+),
+admission AS MATERIALIZED (
+    SELECT active, granted, tokens, coalesce(granted, false) AS admitted
+    FROM counted LEFT JOIN taken ON true
+)"""  # noqa: S608 - as _TAKE
 _NEW_BUCKET = """
 INSERT INTO {table} ({key}, tokens, refilled_at, granted)
 VALUES (%(name)s, %(cap)s, now(), true) ON CONFLICT ({key}) DO NOTHING
