@@ -30,7 +30,7 @@ from engine.logs import LOGGER_NAME, on_session
 from engine.loop.task_loop import TaskLoop
 from engine.ownership.leases import Claim, Leases, RunningLimit, WorkerCounts, new_worker_id
 from engine.store.app import SessionRequest
-from engine.store.event_store import Admission, Fence
+from engine.store.event_store import Fence
 from engine.tenancy.secret_store import SealedSecrets
 
 log = logging.getLogger(LOGGER_NAME)
@@ -279,20 +279,12 @@ class SessionWorker:
             self._give_back(slots)
 
     def create(
-        self,
-        request: SessionRequest,
-        *,
-        tenant: str,
-        actor: str,
-        here: bool = False,
-        admission: Admission | None = None,
+        self, request: SessionRequest, *, tenant: str, actor: str, here: bool = False
     ) -> tuple[WorkflowSession, Future[SessionStatus | None] | None]:
         """Create a session and, with a free slot, drive it here at once: its lease is taken
         before it is saved, so no other worker can claim it first. Otherwise the session is
         only saved, and whichever worker has room claims it. A tenant already running as many
-        sessions as its running limit allows waits for a claim too, unless `here` insists.
-        With `admission`, saved only if it admits the session (else it raises, and a lease
-        taken for it is given back)."""
+        sessions as its running limit allows waits for a claim too, unless `here` insists."""
         session = request.build(tenant, actor)
         slot = self._take_slots(1) if not self._stopping.is_set() else 0
         try:
@@ -301,13 +293,13 @@ class SessionWorker:
             if token is None:  # nobody else can know a session not yet saved: over the limit
                 # Without a slot here, another worker may have one (or this one, once a slot
                 # frees): announced with its commit.
-                self.loop.app.save_new(session, announced=not slot, admission=admission)
+                self.loop.app.save_new(session, announced=not slot)
                 if not slot:
                     self._look_at_index.set()
                 return session, None
             claim = Claim(session.id, tenant, token, None)
             try:
-                self.loop.app.save_new(session, admission=admission)
+                self.loop.app.save_new(session)
             except BaseException:
                 self.leases.forget(session.id, self.worker_id, token)
                 raise

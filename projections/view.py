@@ -333,28 +333,19 @@ class Carried:
         self, table: RowTable[Any], loaded: dict[int, list[Any]], written: list[Any]
     ) -> dict[int, list[Any]]:
         """Each session's rows read, as they are now, with those written in their place (a
-        session the batch created: those written). A view mostly changes the rows it read
-        where they lie, so a row written that was read is there already: only another row
-        is looked up by its key."""
-        merged = loaded
-        for number in self._new:
-            merged.setdefault(number, [])
-        read = {id(row) for session_rows in loaded.values() for row in session_rows}
+        session the batch created: those written)."""
         within = table.key_within_session
+        by_key = {
+            number: {within(row): row for row in session_rows}
+            for number, session_rows in loaded.items()
+        }
+        for number in self._new:
+            by_key.setdefault(number, {})
         for row in written:
-            if id(row) in read:
-                continue
-            session_rows = merged.get(row.session_id.int)
-            if session_rows is None:
-                continue
-            key = within(row)
-            for index, other in enumerate(session_rows):
-                if within(other) == key:
-                    session_rows[index] = row
-                    break
-            else:
-                session_rows.append(row)
-        return merged
+            of_session = by_key.get(row.session_id.int)
+            if of_session is not None:
+                of_session[within(row)] = row
+        return {number: list(each.values()) for number, each in by_key.items()}
 
     def load(self, table: RowTable[R], conn: Connection[Any], wanted: list[UUID]) -> list[R]:
         # A second look at a table within one batch finds what the batch has written since

@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.http import sessions
+from api.http.middleware import replaying
 from api.http.services import Services, client_address
 from api.http.sessions import created_if_plain, state_of
 
@@ -62,10 +63,11 @@ class HotRoutes:
         await self._answer(scope, receive, send, services, state_of, session_id)
 
     async def _create(self, scope: Scope, receive: Receive, send: Send, services: Services) -> None:
-        body, disconnected = await whole_body(receive)
-        if disconnected:
-            return
         scope["route"] = self.create_route
+        body, disconnected = await whole_body(receive)
+        if disconnected:  # FastAPI answers (and counts) a client gone mid-body its own way
+            await self.app(scope, client_gone, send)
+            return
         answered = await self._answer(scope, receive, send, services, created_if_plain, body)
         if not answered:
             await self.app(scope, replaying(body, receive), send)
@@ -158,18 +160,8 @@ async def whole_body(receive: Receive) -> tuple[bytes, bool]:
             return b"".join(chunks), False
 
 
-def replaying(body: bytes, receive: Receive) -> Receive:
-    """`receive`, with the body already read given again first."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+async def client_gone() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def handler_for(handlers: dict[Any, Callable[..., Any]], error: Exception) -> Handler | None:

@@ -120,16 +120,7 @@ class BodyLimit:
         if len(body) > self.limit:
             await self._refuse(scope, receive, send)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body, only the disconnect is left to come
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
     async def _read(self, receive: Receive) -> tuple[bytes, bool]:
         chunks: list[bytes] = []
@@ -149,6 +140,20 @@ class BodyLimit:
         message = f"the request body is over {self.limit} bytes"
         error = StandardError.of("PAYLOAD_TOO_LARGE", message, {"limit": self.limit})
         await problem(error, status=413)(scope, receive, send)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """`receive`, with the whole body already read given again first."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body, only the disconnect is left to come
+
+    return replay
 
 
 class HttpMetrics:

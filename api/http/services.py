@@ -143,9 +143,15 @@ def caller_in_thread(
 ) -> Caller:
     """`_caller`, for a request already in a request thread (see `api.http.hot_routes`)."""
     caller = checked_caller(services, address, authorization, x_api_key)
+    request_taken(services, caller)
+    return caller
+
+
+def request_taken(services: Services, caller: Caller) -> None:
+    """Spend one of the key's requests this minute, in a request thread: a query only when
+    this process holds none of its tokens (see `RequestLimiter.take_held`)."""
     if not services.requests.take_held(caller):
         services.requests.take(caller)
-    return caller
 
 
 async def _caller(request: Request) -> Caller:

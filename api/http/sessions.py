@@ -33,13 +33,20 @@ from api.http.schemas import (
     SignalAccepted,
     StepView,
 )
-from api.http.services import AuthorizedDep, CallerDep, Services, ServicesDep, caller_in_thread
+from api.http.services import (
+    AuthorizedDep,
+    CallerDep,
+    Services,
+    ServicesDep,
+    caller_in_thread,
+    checked_caller,
+    request_taken,
+)
 from domain.errors import SessionNotFound
 from domain.session import SessionStatus, WorkflowSession
 from engine.loop.waits import SIGNAL_NAME, check_signal
 from engine.settings import Settings
 from engine.store.app import SessionRequest
-from engine.tenancy.quotas import Admission
 from engine.tracing import trace_id_of
 from engine.workflows.admission import admitted
 from engine.workflows.file import WebhookSpec
@@ -209,24 +216,28 @@ def created_if_plain(
     x_api_key: str | None,
 ) -> Response | None:
     """`create_session` for `body` as FastAPI would take it, in a request thread (see
-    `api.http.hot_routes`). None, having done nothing: a body that is not valid JSON for the
-    route, left to FastAPI to judge (it judges a body before the key, and so does this)."""
+    `api.http.hot_routes`), in FastAPI's order: the body decoded, the key checked, the body
+    validated, a request spent. None, having done nothing FastAPI will do again (a valid key
+    is checked with no trace): a body that is not JSON, or not valid, left to FastAPI to judge."""
     try:
-        body_model = CreateSession.model_validate(json.loads(body))
-    except (ValueError, RecursionError):  # JSON's errors, a ValidationError, too deep
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # JSON's errors, or too deep
         return None
-    caller = caller_in_thread(services, address, authorization, x_api_key)
+    caller = checked_caller(services, address, authorization, x_api_key)
+    try:
+        body_model = CreateSession.model_validate(data)
+    except (ValueError, RecursionError):  # a ValidationError, or too deep
+        return None
+    request_taken(services, caller)
     return new_session(services, body_model, caller)
 
 
 def created(
     services: Services, request: SessionRequest, tenant: str, actor: str, response: Response
 ) -> SessionCreated:
-    """Save the session if admitted (as `admit` decides), in the statement that decides it, and,
-    with a free slot, start driving it here: one round trip and one commit."""
-    session = services.limiter.created(
-        tenant, 1, lambda admission: saved(services, request, tenant, actor, admission)
-    )
+    """Save the session if admitted (room, and a token of its tenant's rate) and, with a free
+    slot, start driving it here."""
+    session = saved(services, request, tenant, actor)
     response.headers["Location"] = f"/v1/sessions/{session.id}"
     services.runtime.tracing.link_to_session(session.id)
     return SessionCreated(
@@ -239,18 +250,23 @@ def created(
     )
 
 
-def saved(
-    services: Services, request: SessionRequest, tenant: str, actor: str, admission: Admission
-) -> WorkflowSession:
-    """The session, saved only if `admission` lets it in: by this process's worker, which
-    drives it here with a free slot, or announced to the workers."""
+def saved(services: Services, request: SessionRequest, tenant: str, actor: str) -> WorkflowSession:
+    """The session, saved only if admitted. Announced to the workers, admitted in the
+    statement that saves it: one round trip and one commit. Or, where this process drives
+    sessions itself, admitted first: its worker takes the lease (a slot, maybe the claim lock)
+    before it saves, which a refused creation must not cost."""
     if services.worker is not None:
-        session, _ = services.worker.create(
-            request, tenant=tenant, actor=actor, admission=admission
-        )
+        admit(services, tenant, 1)
+        session, _ = services.worker.create(request, tenant=tenant, actor=actor)
         return session
     app = services.runtime.app
-    return app.create(request, tenant=tenant, actor=actor, announced=True, admission=admission)
+    return services.limiter.created(
+        tenant,
+        1,
+        lambda admission: app.create(
+            request, tenant=tenant, actor=actor, announced=True, admission=admission
+        ),
+    )
 
 
 @router.get(

@@ -225,18 +225,10 @@ UPDATE {{table}} SET {_SPEND}
 WHERE {{key}} = %(name)s
 RETURNING granted, tokens
 """  # noqa: S608 - the f-string only repeats a constant expression
-# The count and the take in one round trip: the bucket is updated only if `count` more
-# sessions fit; `granted` is NULL when it is not (or when there is no bucket yet).
-_TAKE_IF_ROOM = f"""
-WITH counted AS (SELECT {{active}} AS active),
-taken AS (
-    UPDATE {{table}} SET {_SPEND}
-    WHERE {{key}} = %(name)s AND (SELECT active FROM counted) + %(count)s <= %(limit)s
-    RETURNING granted, tokens
-)
-SELECT active, granted, tokens FROM counted LEFT JOIN taken ON true
-"""  # noqa: S608 - as _TAKE
-# As _TAKE_IF_ROOM, as the start of a statement that then appends only if `admitted`.
+# The count and the take, decided before anything else a statement does: the bucket is
+# updated only if `count` more sessions fit; `granted` is NULL when they do not (or when there
+# is no bucket yet). Alone (`_TAKE_IF_ROOM`), or as the start of a statement that then
+# appends only if `admitted` (`Admission`).
 _ADMISSION = f"""
 counted AS MATERIALIZED (SELECT {{active}} AS active),
 taken AS (
@@ -248,6 +240,7 @@ admission AS MATERIALIZED (
     SELECT active, granted, tokens, coalesce(granted, false) AS admitted
     FROM counted LEFT JOIN taken ON true
 )"""  # noqa: S608 - as _TAKE
+_TAKE_IF_ROOM = f"WITH {_ADMISSION}\nSELECT active, granted, tokens FROM admission"
 _NEW_BUCKET = """
 INSERT INTO {table} ({key}, tokens, refilled_at, granted)
 VALUES (%(name)s, %(cap)s, now(), true) ON CONFLICT ({key}) DO NOTHING

@@ -99,17 +99,23 @@ def test_a_body_fastapi_must_judge_is_refused_as_fastapi_refuses_it(
     assert without(hot.json(), *PER_PROBLEM) == without(by_fastapi.json(), *PER_PROBLEM)
 
 
-def test_each_refused_key_counts_once_whichever_layer_refuses_it(start_api: ApiFactory) -> None:
-    """A valid body with a wrong key is refused by the hot layer; an invalid one by FastAPI
-    (the body is judged first, and nothing done before). Each counts as one failure."""
+def test_each_refused_key_counts_once_and_a_body_that_is_not_json_before_the_key(
+    start_api: ApiFactory,
+) -> None:
+    """As FastAPI: a body that is not JSON is refused before the key is looked at (and counts
+    nothing); a wrong key with JSON, valid or not, is refused and counts once."""
     api: Api = start_api(workers=0, auth_failures_per_minute=3)
     wrong = {"Authorization": "Bearer sk_guess_0"}
     with api.client(None) as guesser, api.client("alice") as alice:
-        refused_by_hot = guesser.post("/v1/sessions", json=shell_workflow("true"), headers=wrong)
-        refused_by_fastapi = guesser.post("/v1/sessions", json={"steps": 5}, headers=wrong)
-        assert_problem(refused_by_hot, 401, "UNAUTHORIZED")
-        assert_problem(refused_by_fastapi, 401, "UNAUTHORIZED")
-        assert refused_by_hot.headers["www-authenticate"] == "Bearer"
+        not_json = guesser.post(
+            "/v1/sessions", content=b"{", headers={**wrong, "Content-Type": "application/json"}
+        )
+        valid = guesser.post("/v1/sessions", json=shell_workflow("true"), headers=wrong)
+        invalid = guesser.post("/v1/sessions", json={"steps": 5}, headers=wrong)
+        assert_problem(not_json, 422, "VALIDATION_FAILED")
+        assert_problem(valid, 401, "UNAUTHORIZED")
+        assert_problem(invalid, 401, "UNAUTHORIZED")
+        assert valid.headers["www-authenticate"] == "Bearer"
         assert alice.get(f"/v1/sessions/{uuid4()}").status_code == 404  # two failures: let in
         assert_problem(guesser.get(f"/v1/sessions/{uuid4()}", headers=wrong), 401, "UNAUTHORIZED")
         assert_problem(alice.get(f"/v1/sessions/{uuid4()}"), 429, "TOO_MANY_AUTH_FAILURES")
