@@ -10,8 +10,9 @@ a request thread, their errors rendered by the app's exception handlers, as Fast
 
 The FastAPI routes stay the API: their OpenAPI, and every request not plain enough for this
 layer goes on to them untouched — a query string, another method, another spelling of the
-id, a body that is not JSON or not valid (with the body it came with, and nothing done yet:
-such a body is judged before the key is checked or a token spent, as FastAPI judges it).
+id, a body that is not JSON or not valid (with the body it came with, and nothing done that
+FastAPI does not do again: as FastAPI does, the body is decoded before the key is checked
+and validated after, and a valid key's check leaves no trace; no request is spent).
 """
 
 from __future__ import annotations
