@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import yaml
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.e2e import test_dashboard as dashboard
 from tests.e2e.test_dashboard import Serve
@@ -335,3 +335,24 @@ def test_a_diff_of_documents_of_hundreds_of_thousands_of_lines_is_shown_whole(
         "added": 200_000,
         "hunk": "@@ -1,200001 +1,200001 @@",
     }
+
+
+def test_what_is_typed_before_the_editor_has_loaded_is_kept(serve: Serve, page: Page) -> None:
+    """A fast typist on a slow page: the name and base URL typed while the editor's script
+    was still on its way are the workflow's, not wiped by the empty document it starts with."""
+    api = serve(1)
+    held: list[Route] = []
+    page.route("**/ui/static/editor.js", lambda route: held.append(route))  # noqa: PLW0108 (Playwright tags its handler: a bound builtin cannot be)
+    page.goto(f"{api}/ui/workflows/new", wait_until="commit")
+    page.get_by_role("textbox", name="Workflow name").focus()
+    page.keyboard.type("typed early")
+    page.get_by_role("textbox", name="Base URL").focus()
+    page.keyboard.type("http://127.0.0.1:9")
+    expect(page.get_by_role("group", name="Step 1", exact=True)).to_have_count(0)
+    assert len(held) == 1  # the script had not run: the form had no step yet
+    held[0].continue_()
+
+    expect(step(page, 1).get_by_label("Text")).to_be_visible()
+    expect(page.get_by_role("textbox", name="Workflow name")).to_have_value("typed early")
+    expect(page.get_by_role("textbox", name="Base URL")).to_have_value("http://127.0.0.1:9")
+    expect(yaml_pane(page)).to_have_value(re.compile(r"^name: typed early\nbase_url: "))

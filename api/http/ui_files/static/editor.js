@@ -543,6 +543,10 @@ async function start() {
     } catch (error) {
       showProblem(error);
     }
+  } else {
+    // What was typed into the head before this module ran (a slow page, a fast typist) is
+    // the document's, not overwritten by the empty one.
+    for (const id of ["name", "executor", "base-url"]) headChanged(document.getElementById(id));
   }
   drawForm();
   writeYaml();
