@@ -233,13 +233,14 @@ export function isoFromInput(value) {
   return value ? new Date(value).toISOString() : undefined;
 }
 
-// Read a filter form from the address bar and keep the address bar up to date with it.
+// Read a filter form from the address bar and keep the address bar up to date with it. Only
+// what the address names is set: what was typed or ticked before the page's script ran stays.
 export function filtersFromAddress(form) {
   const query = new URLSearchParams(location.search);
   for (const input of form.elements) {
-    if (!input.name) continue;
-    if (input.type === "checkbox") input.checked = query.has(input.name);
-    else if (query.has(input.name)) input.value = query.get(input.name);
+    if (!input.name || !query.has(input.name)) continue;
+    if (input.type === "checkbox") input.checked = true;
+    else input.value = query.get(input.name);
   }
 }
 
