@@ -68,6 +68,8 @@ class HeldLease:
     """The version as of which the run left the session needing no driving, if it did."""
     handed_back: bool = False
     """The run's last write released the lease (settled): nothing is left to release."""
+    handing_back_now: bool = False
+    """The run's last write, which releases the lease, is under way."""
 
     @property
     def session_id(self) -> UUID:
@@ -80,6 +82,9 @@ class HeldLease:
     def lose(self) -> None:
         self.lost = True
         self.halt()
+
+    def handing_back(self) -> None:
+        self.handing_back_now = True
 
     def settle(self, version: int, *, handed_back: bool = False) -> None:
         self.settled_version = version
@@ -432,7 +437,9 @@ class SessionWorker:
         for held in candidates:
             with self._lock:
                 current = self._held.get(held.session_id) is held
-            if current and not held.lost and not held.handed_back:
+            # A run's last write releases its lease: a renewal between that commit and the
+            # run's word that it handed the lease back finds none, and that is no loss.
+            if current and not (held.lost or held.handed_back or held.handing_back_now):
                 log.warning(
                     "Lease lost; stopping at the next safe point",
                     extra=on_session(held.session_id),

@@ -94,6 +94,11 @@ class Ownership(Protocol):
 
     def lose(self) -> None: ...
 
+    def handing_back(self) -> None:
+        """The run's last write is about to release the lease (`HeldSession.commit`): a
+        renewal that finds no lease meanwhile is that release, not a loss."""
+        ...
+
     def settle(self, version: int, *, handed_back: bool = False) -> None:
         """The run ended with the session needing no driving (paused, waiting, ended) as of
         `version`: it is claimable again only after a later change (a resume, an approval).
@@ -329,11 +334,14 @@ class SessionRun:
         lease is handed back with that write (nothing can want it driven again); a paused or
         waiting one's once the run has closed (its executors may keep what a resumed run
         picks up)."""
-        ended = self.held.session.status in ENDED and self.ownership is not None
+        ownership = self.ownership
+        ended = ownership is not None and self.held.session.status in ENDED
+        if ownership is not None and ended:
+            ownership.handing_back()
         handed_back = self.held.commit(hand_back=ended)
         session = self.held.session
-        if self.ownership is not None:
-            self.ownership.settle(session.version, handed_back=handed_back)
+        if ownership is not None:
+            ownership.settle(session.version, handed_back=handed_back)
         return session.status
 
     def _woken(self, session: WorkflowSession) -> bool:
