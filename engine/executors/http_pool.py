@@ -7,6 +7,12 @@ is never shared by two tenants, nor by two policies: a kept connection passed th
 its pool when it was opened, so only a session under that same policy may send on it, and
 every new connection passes it as before (CheckedBackend: the addresses it decided on).
 
+A kept connection the server closes just as a session sends on it (its keep-alive ran out
+at that moment) gets the request and answers nothing. Such a request is sent again, at most
+twice, as browsers do, with the same Idempotency-Key: the server closed the connection
+without a word, most likely before it read the request. A request on a connection opened for
+it is never sent again, whatever happens: the server may have acted on it.
+
 Bounded: at most `most_pools` pools (the least recently leased one goes first), each keeping
 at most `keepalive_per_pool` idle connections for `keepalive_expiry_s`; a pool no session
 has used for that long is closed at the next lease; all are closed with the task loop. A
@@ -20,19 +26,41 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import httpcore
 import httpx
 
 from engine.executors.http import tls_context
-from engine.tenancy.egress import EgressPolicy, checked_transport
+from engine.tenancy.egress import CheckedBackend, EgressPolicy, checked_transport
+
+RESENDS_ON_KEPT = 2
+"""How many times a request is sent again after kept connections closed unanswered."""
 
 PoolKey = tuple[str, tuple[str, ...]]
 """A tenant and its egress allow-list, of which its egress policy is made (EgressPolicy.of)."""
 
 
+class OpeningsSeen(CheckedBackend):
+    """A CheckedBackend that counts the connections each thread opens through it: a request
+    that opened none went out on a kept connection."""
+
+    def __init__(self, policy: EgressPolicy) -> None:
+        super().__init__(policy)
+        self._here = threading.local()
+
+    def opened_here(self) -> int:
+        return getattr(self._here, "opened", 0)
+
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        self._here.opened = self.opened_here() + 1
+        return super().connect_tcp(*args, **kwargs)
+
+
 @dataclass
 class KeptPool:
     policy: EgressPolicy
+    backend: OpeningsSeen
     transport: httpx.HTTPTransport
     users: int = 0
     last_used: float = 0.0
@@ -51,9 +79,19 @@ class LeasedTransport(httpx.BaseTransport):
         """The egress policy every connection of the pool passed."""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if self._kept is None:
+        kept = self._kept
+        if kept is None:
             raise httpx.TransportError("this session's connections were given back")
-        return self._kept.transport.handle_request(request)
+        resends = RESENDS_ON_KEPT
+        while True:
+            opened = kept.backend.opened_here()
+            try:
+                return kept.transport.handle_request(request)
+            except (httpx.ReadError, httpx.RemoteProtocolError) as error:
+                on_kept = kept.backend.opened_here() == opened
+                if not (resends and on_kept and _unanswered(error)):
+                    raise
+                resends -= 1
 
     def close(self) -> None:
         kept, self._kept = self._kept, None
@@ -97,7 +135,9 @@ class ConnectionPools:
             kept = self._pools.pop(key, None)
             if kept is None:
                 policy = EgressPolicy.of(egress_allow)
-                kept = KeptPool(policy, checked_transport(policy, tls_context(), self.limits))
+                backend = OpeningsSeen(policy)
+                transport = checked_transport(policy, tls_context(), self.limits, backend=backend)
+                kept = KeptPool(policy, backend, transport)
             kept.users += 1
             if self._closed:  # the task loop has closed: a pool for this session alone
                 kept.retired = True
@@ -146,3 +186,8 @@ class ConnectionPools:
                 if kept.users == 0:
                     unused.append(kept)
         return unused
+
+
+def _unanswered(error: httpx.HTTPError) -> bool:
+    """The connection ended before any answer: reset, or closed before a response began."""
+    return isinstance(error, httpx.ReadError) or "without sending a response" in str(error)

@@ -284,17 +284,22 @@ HTTPX_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  
 
 
 def checked_transport(
-    policy: EgressPolicy, ssl_context: ssl.SSLContext, limits: httpx.Limits = HTTPX_LIMITS
+    policy: EgressPolicy,
+    ssl_context: ssl.SSLContext,
+    limits: httpx.Limits = HTTPX_LIMITS,
+    *,
+    backend: CheckedBackend | None = None,
 ) -> httpx.HTTPTransport:
-    """An httpx transport whose every connection (each redirect hop too) passes `policy`.
-    It never uses a proxy from the environment: one would connect on the tenant's behalf."""
+    """An httpx transport whose every connection (each redirect hop too) passes `policy`
+    (through `backend`, a CheckedBackend of it, if given). It never uses a proxy from the
+    environment: one would connect on the tenant's behalf."""
     transport = httpx.HTTPTransport(verify=ssl_context, trust_env=False)
     transport._pool = httpcore.ConnectionPool(  # the only way to give httpx a network backend
         ssl_context=ssl_context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
-        network_backend=CheckedBackend(policy),
+        network_backend=backend or CheckedBackend(policy),
     )
     return transport
 

@@ -40,6 +40,11 @@ class Target(ThreadingHTTPServer):
         self.connections: list[Any] = []
         self.closed: list[Any] = []
         self.cookies: list[str | None] = []
+        self.drop_kept = False
+        """Close a connection unanswered at its second request, as a server whose keep-alive
+        runs out just as the request comes in."""
+        self.dropped: list[str] = []
+        """The paths of the requests that got no answer."""
         super().__init__(("127.0.0.1", 0), TargetHandler)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
@@ -56,9 +61,17 @@ class TargetHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: Target
 
+    served = 0
+    """Requests read on this connection (a handler serves one connection)."""
+
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = parse_qs(url.query)
+        self.served += 1
+        if url.path == "/vanish" or (self.server.drop_kept and self.served > 1):
+            self.server.dropped.append(url.path)
+            self.close_connection = True  # no answer: the connection just ends
+            return
         self.server.cookies.append(self.headers.get("Cookie"))
         if "ms" in query:
             time.sleep(int(query["ms"][0]) / 1000)
@@ -345,6 +358,36 @@ def test_an_executor_that_cannot_be_built_gives_its_pool_back(
         assert wait_for(lambda: len(target.closed) == 1)  # and closed: nobody holds it
     finally:
         kind.close()
+
+
+def test_a_request_a_kept_connection_dropped_unanswered_is_sent_again_on_a_new_one(
+    kind: HttpKind, target: Target, tmp_path: Path
+) -> None:
+    allowed = f"127.0.0.1:{target.port}"
+    one_request(kind, tmp_path, target, "acme", allowed)  # a connection kept
+    target.drop_kept = True  # its keep-alive runs out as the next request comes in
+    one_request(kind, tmp_path, target, "acme", allowed)
+    assert target.dropped == ["/"]
+    assert len(target.connections) == 2  # sent again, on a new connection
+
+
+def test_a_request_is_never_sent_again_on_a_connection_opened_for_it(
+    kind: HttpKind, target: Target, tmp_path: Path
+) -> None:
+    """However the server ends it: it may have acted on the request."""
+    executor = session_of(kind, tmp_path, "acme", f"127.0.0.1:{target.port}")
+    try:
+        assert get(executor, target).ok  # a connection kept
+        outcome = get(executor, target, "/vanish")
+    finally:
+        executor.close()
+    assert not outcome.ok
+    assert outcome.error is not None
+    assert outcome.error.code == "HTTP_REQUEST_FAILED"
+    assert "without sending a response" in outcome.error.message
+    # Once on the kept connection, once more on a new one, and never again on that one.
+    assert target.dropped == ["/vanish", "/vanish"]
+    assert len(target.connections) == 2
 
 
 def wait_for(condition: Any, timeout_s: float = 5.0) -> bool:
