@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-from api.http.hot_routes import id_in, sends_json
+from api.http.hot_routes import HotRoutes, id_in, sends_json
 from tests.api.conftest import Api, ApiFactory, shell_workflow
 from tests.api.test_errors import assert_problem
 from tests.api.test_sessions import create, stream
@@ -140,3 +140,41 @@ def test_the_hot_layer_takes_ids_as_given_out_and_json_bodies_only() -> None:
     assert not sends_json(scope())
     assert not sends_json(scope(BY_FASTAPI))
     assert not sends_json(scope("text/plain", "application/json"))
+
+
+class Counted:
+    """The app the hot layer hands on to (FastAPI's router, real), counting what reaches it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.reached: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.reached.append(f"{scope['method']} {scope['path']}")
+        await self.app(scope, receive, send)
+
+
+def test_the_plain_forms_are_answered_by_the_layer_and_the_others_by_fastapi(api: Api) -> None:
+    """What the comparisons above cannot show: which layer answered. The running app's hot
+    layer hands on to FastAPI's inner layers and routes through a pass-through that counts
+    the requests reaching them."""
+    layer: Any = api.app.middleware_stack
+    while not isinstance(layer, HotRoutes):
+        layer = layer.app
+    fastapi = Counted(layer.app)
+    layer.app = fastapi
+    with api.client("alice") as alice:
+        created = alice.post("/v1/sessions", json=shell_workflow("true"))
+        session_id = created.json()["session_id"]
+        read = alice.get(f"/v1/sessions/{session_id}")
+        upper = alice.get(f"/v1/sessions/{session_id.upper()}")
+        queried = alice.get(f"/v1/sessions/{session_id}?fields=status")
+        invalid = alice.post("/v1/sessions", json={"steps": 5})
+    assert [r.status_code for r in (created, read, upper, queried)] == [201, 200, 200, 200]
+    assert_problem(invalid, 422, "VALIDATION_FAILED")
+    assert fastapi.reached == [
+        f"GET /v1/sessions/{session_id.upper()}",
+        f"GET /v1/sessions/{session_id}",  # with a query string
+        "POST /v1/sessions",  # a body FastAPI judges, replayed to it
+    ]
