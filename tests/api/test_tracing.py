@@ -45,15 +45,20 @@ def test_the_request_that_creates_a_session_links_to_the_sessions_trace(
 ) -> None:
     api = start_api(otel_endpoint=collector.url)
     session_id = run_session(api, target)
-    api.services.runtime.tracing.flush()
+    trace_id = session_id.replace("-", "")
 
+    def run_spans() -> list[ReceivedSpan]:
+        """The run's root span, once the worker thread has ended it (just after the session's
+        last write, which the test may see first) and it is exported."""
+        api.services.runtime.tracing.flush()
+        return [s for s in collector.received() if s.trace_id == trace_id and not s.parent_id]
+
+    run = eventually(run_spans, "the session's run span exported")
     created = creation_span(collector)
     assert created.attributes["http.route"] == "/v1/sessions"
     assert created.attributes["http.response.status_code"] == 201
-    trace_id = session_id.replace("-", "")
     assert [linked_trace for linked_trace, _ in created.links] == [trace_id]
     assert created.trace_id != trace_id  # the request is a trace of its own
-    run = [s for s in collector.received() if s.trace_id == trace_id and not s.parent_id]
     assert [s.name for s in run] == ["session echo"]
 
 

@@ -16,6 +16,7 @@ from uuid import UUID
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from domain.session import StepSpec, WorkflowSession
 from engine.store.app import Stepline
@@ -24,6 +25,11 @@ from tests import workloads
 from tests.conftest import allow_local_targets
 
 STEPLINE = str(Path(sys.executable).parent / "stepline")
+
+# The browser tests' assertions retry for as long as their actions wait (the pages' contexts
+# set 20 s), not Playwright's own 5 s for `expect`, which a context's default does not change:
+# a page's fetch, a debounced check or a worker's whole run can take longer on a loaded machine.
+expect.set_options(timeout=20_000)
 
 
 def free_port() -> int:

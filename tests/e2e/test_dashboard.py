@@ -146,8 +146,10 @@ def test_an_operator_sees_progress_live_and_pauses_and_resumes_a_session(
 ) -> None:
     keys = Keys()
     api = serve(2, STEPLINE_API_KEYS=keys.setting)
+    # Long enough steps that it still runs when the page pauses it: on an idle machine that
+    # is about 2 s in (3 steps of 600 ms); a loaded one takes several times as long.
     session_id = create_session(
-        api, keys.alice, target, "nightly import", steps=12, ms=600, labels={"team": "ops"}
+        api, keys.alice, target, "nightly import", steps=12, ms=1500, labels={"team": "ops"}
     )
 
     page.goto(f"{api}/ui")
@@ -293,7 +295,9 @@ def test_a_stream_dropped_by_the_server_resumes_with_every_event_once(
     # A subscriber more than one event behind is cut off by the server and told to resume
     # from the log: with a one-event buffer, every step's commit (several events) drops it.
     api = serve(1, STEPLINE_STREAMING_BUFFER_SIZE="1")  # no keys: dev mode on loopback needs none
-    session_id = create_session(api, None, target, "flaky network", steps=8, ms=400)
+    # Two drops need two commits while the page follows (it waits 0.5 s before its first
+    # resume): 8 s of steps leave room for a page that is slow to load on a loaded machine.
+    session_id = create_session(api, None, target, "flaky network", steps=8, ms=1000)
     streams: list[str] = []
     page.on("request", lambda r: streams.append(r.url) if r.url.endswith("/stream") else None)
     page.goto(f"{api}/ui/sessions/{session_id}")
@@ -524,7 +528,13 @@ def test_schedules_are_listed_and_paused_and_a_session_shows_each_webhook_attemp
             lambda: [r for r in receiver.got() if r.answered == 500], "a refused delivery"
         )
         session_id = retried[0].payload["data"]["session_id"]
-        eventually(lambda: len(receiver.got()) >= 2, "the delivery tried again")
+        # That delivery's own retry, before the receiver goes: on a slow machine a later
+        # firing's delivery may come first, and the retry would find nobody listening.
+        refused = retried[0].webhook_id
+        eventually(
+            lambda: [r for r in receiver.got() if r.webhook_id == refused and r.answered == 200],
+            "the delivery tried again",
+        )
     page.goto(f"{api}/ui/sessions/{session_id}")
     webhooks = page.get_by_role("list", name="Webhooks")
     expect(webhooks).to_contain_text("delivered", timeout=30_000)

@@ -6,6 +6,7 @@ pane, which reads back exactly what it writes. Screenshots under test-results/<t
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,9 @@ def write_by_keyboard(page: Page, target: str) -> None:
     page.keyboard.type("editor demo")
     tab_to(page, "Base URL")
     page.keyboard.type(target)
+    # The steps are the editor script's: on a loaded machine it may not have run yet, and
+    # Tab would go round the page looking for a field that is not there.
+    expect(step(page, 1).get_by_label("Text")).to_be_visible()
     tab_to(page, "Text")
     for n, (text, expectation) in enumerate(STEPS, start=1):
         page.keyboard.type(text)
@@ -349,6 +353,9 @@ def test_what_is_typed_before_the_editor_has_loaded_is_kept(serve: Serve, page: 
     page.get_by_role("textbox", name="Base URL").focus()
     page.keyboard.type("http://127.0.0.1:9")
     expect(page.get_by_role("group", name="Step 1", exact=True)).to_have_count(0)
+    deadline = time.monotonic() + 20  # the request reaches its handler while Playwright waits
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
     assert len(held) == 1  # the script had not run: the form had no step yet
     held[0].continue_()
 

@@ -51,7 +51,9 @@ def create_through(api: str, target: str, count: int) -> list[UUID]:
                 "name": f"leader chaos {n}",
                 "executor": "http",
                 "base_url": target,
-                "steps": side_effect_steps(f"s{n}", slow_ms=150),
+                # Slow enough that the views, which lag the log, catch the sessions running
+                # (two 150 ms steps could start and end between two catch-ups under load).
+                "steps": side_effect_steps(f"s{n}", slow_ms=600),
             }
             response = client.post("/v1/sessions", json=body)
             assert response.status_code == 201, response.text

@@ -390,7 +390,7 @@ def test_a_request_is_never_sent_again_on_a_connection_opened_for_it(
     assert len(target.connections) == 2
 
 
-def wait_for(condition: Any, timeout_s: float = 5.0) -> bool:
+def wait_for(condition: Any, timeout_s: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:

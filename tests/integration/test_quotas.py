@@ -84,7 +84,7 @@ def test_a_creation_refused_in_the_statement_that_would_save_it_saves_and_spends
 
         saved = room.admitted("acme", 1, save)  # the minute's one token was still there
         assert [e.originator_id for e in fresh_app.history(saved.id)] == [saved.id]
-        announced = [n.payload for n in listener.notifies(timeout=2, stop_after=1)]
+        announced = [n.payload for n in listener.notifies(timeout=30, stop_after=1)]
         assert announced == [f'["{saved.id}", "acme"]']
 
         with pytest.raises(Refused) as rate:

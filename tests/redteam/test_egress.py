@@ -262,9 +262,10 @@ def attacker_page(receiver: Receiver) -> Iterator[Receiver]:
 
 
 def browser_for(kind: BrowserKind, tmp_path: Path, *allow: str) -> Executor:
-    setup = ExecutorSetup(
-        uuid4(), {}, settings_for(tmp_path), Secrets({}), Policy(egress_allow=allow)
-    )
+    # The pages' scripts say what failed once it has: `expect page contains` waits for that up
+    # to 30 s, not the 2 s a step waits by default, which a loaded machine may need.
+    settings = Settings(database_url=None, data_dir=tmp_path, browser_expect_timeout_ms=30_000)
+    setup = ExecutorSetup(uuid4(), {}, settings, Secrets({}), Policy(egress_allow=allow))
     return kind(setup)
 
 
