@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import APIResponse, Browser, Page, Route, expect, sync_playwright
 
 from api.http.auth import new_key
 from engine.executors.browser_host import find_chromium, launch_arguments
@@ -311,6 +311,35 @@ def test_a_stream_dropped_by_the_server_resumes_with_every_event_once(
     assert len(streams) >= 3, f"the stream was dropped only {len(streams) - 1} times"
     assert int(state.get_attribute("data-reconnects") or 0) == len(streams) - 1
     page.screenshot(path=shots / "session-after-drops.png", full_page=True)
+
+
+def test_an_answer_that_comes_late_never_shows_an_ended_session_running_again(
+    serve: Serve, target: str, page: Page
+) -> None:
+    """The page refreshes on a timer, on events and on its buttons, so two reads of the
+    session can be under way at once. One asked while the session ran, answered only after a
+    newer one showed it ended (and the page stopped refreshing), is dropped."""
+    api = serve(1)  # dev mode: no key to enter
+    session_id = create_session(api, None, target, "late answer", steps=6, ms=1000)
+    held: list[tuple[Route, APIResponse]] = []
+
+    def hold_the_first_refresh(route: Route) -> None:
+        if held:
+            route.continue_()
+        else:  # read now (the session running), answered at the end
+            held.append((route, route.fetch()))
+
+    page.goto(f"{api}/ui/sessions/{session_id}")
+    expect(page.locator("#status")).to_have_text("running")  # the first read, let through
+    page.route(f"**/v1/sessions/{session_id}", hold_the_first_refresh)
+    expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
+    assert len(held) == 1
+    route, answered_running = held[0]
+    assert answered_running.json()["status"] == "running"
+    with page.expect_response(f"**/v1/sessions/{session_id}"):
+        route.fulfill(response=answered_running)
+    page.wait_for_timeout(1000)  # for the page to act on it (at once, were it to)
+    assert page.locator("#status").inner_text() == "completed"
 
 
 def test_a_failed_session_says_why_in_the_list_and_at_the_top_of_its_page(

@@ -119,11 +119,17 @@ function stepRow(step) {
   );
 }
 
+let refreshes = 0; // the number of the latest refresh asked for: an older answer is dropped
+
 async function refresh() {
+  const asked = ++refreshes;
   const [session, steps] = await Promise.all([
     api(`/v1/sessions/${sessionId}`),
     api(`/v1/sessions/${sessionId}/steps`),
   ]);
+  // A newer refresh (the timer, an event, a button) was asked meanwhile and reads a state at
+  // least as new: this answer, come late, would show an ended session running again.
+  if (asked !== refreshes) return;
   showSession(session);
   document.querySelector("#steps tbody").replaceChildren(...steps.map(stepRow));
   if (ENDED.includes(session.status)) clearInterval(ticking);  // nothing changes any more
