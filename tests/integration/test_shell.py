@@ -98,12 +98,15 @@ def test_a_command_past_its_timeout_is_killed_with_its_whole_sandbox(tmp_path: P
     spawn = (
         "import subprocess, time; "
         f"subprocess.Popen(['sleep', '{seconds}'], start_new_session=True, "
-        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); time.sleep(60)"
+        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "open('spawned', 'w').close(); time.sleep(60)"
     )
-    executor = shell(tmp_path, timeout_s=1, allowed_programs=(PYTHON,))
+    # Time enough for the child to start even on a loaded machine: it says so in a file.
+    executor = shell(tmp_path, timeout_s=5, allowed_programs=(PYTHON,))
     ok, message, code = run(executor, f'{PYTHON} -c "{spawn}"')
     assert (ok, code) == (False, "COMMAND_TIMEOUT")
     assert "was killed" in str(message)
+    assert (tmp_path / "spawned").exists()  # the child it left behind was running
     survivors = _wait_until_gone(["sleep", seconds])
     for pid in survivors:
         os.kill(pid, signal.SIGKILL)
