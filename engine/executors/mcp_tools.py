@@ -78,6 +78,7 @@ from engine.executors.sandbox import (
     SandboxUnavailable,
     find_bwrap,
     own_work_directory,
+    unlisted,
 )
 from engine.executors.sandbox_paths import path_candidates
 from engine.logs import LOGGER_NAME
@@ -113,6 +114,17 @@ class McpLimits:
     file_mb: int = 64
     """The largest file the server may write."""
     processes: int = 64
+
+
+SERVER_ENV_PREFIX = "STEPLINE_SERVER_ENV_"
+SERVER_ENV = """\
+import os, sys
+prefix = b"STEPLINE_SERVER_ENV_"
+given = {k[len(prefix):]: v for k, v in os.environb.items() if k.startswith(prefix)}
+os.execve(sys.argv[1], sys.argv[1:], given)
+"""
+"""Run in the jail once it has dropped to the sandbox uid: starts the server with exactly the
+environment handed to it under `SERVER_ENV_PREFIX`, under its own names."""
 
 
 def python_paths() -> tuple[Path, ...]:
@@ -215,15 +227,20 @@ class McpExecutor:
         program = self._program(argv[0])
         env = self.secrets.filled(with_variables(server.env, {}), SHELL)
         jail = self._jail()
-        # The workflow's env is set by `env`, once the jail has dropped to the sandbox uid:
-        # what runs before the drop (as root, when the worker is) never sees a tenant's
-        # variables. bwrap clears its own environment for the jail (--clearenv); the SDK adds
-        # a few of the worker's variables to bwrap's alone. The program is named by its path,
-        # found here, so that nothing in `env` chooses it.
-        assignments = [f"{name}={value}" for name, value in env.items()]
-        started = [*self._limits(), "/usr/bin/env", "--", *assignments, program, *argv[1:]]
-        jailed = jail.argv(started, self._environment(), status_fd=None)  # its stderr kept
-        params = StdioServerParameters(command=jailed[0], args=jailed[1:], env={})
+        # The server's environment (the workflow's env over PATH and HOME) is handed to the
+        # jail under names of Stepline's own, and given its own names by `SERVER_ENV` once the
+        # jail has dropped to the sandbox uid: what runs before the drop (as root, when the
+        # worker is) never sees a tenant's variable by its name. It is set by bwrap's options,
+        # which are on no command line (`unlisted`): a tenant's secret in `env` is not on
+        # the host's process list. bwrap clears its own environment for the jail (--clearenv);
+        # the SDK adds a few of the worker's variables to the launcher's alone. The program
+        # is named by its path, found here, so that nothing in `env` chooses it.
+        server_env = {**self._environment(), **env}
+        given = {f"{SERVER_ENV_PREFIX}{name}": value for name, value in server_env.items()}
+        started = [*self._limits(), sys.executable, "-I", "-c", SERVER_ENV, program, *argv[1:]]
+        options, command = jail.parts(started, {**self._environment(), **given}, status_fd=None)
+        launcher, launcher_env = unlisted(jail.bwrap, options, command)  # its stderr kept
+        params = StdioServerParameters(command=launcher[0], args=launcher[1:], env=launcher_env)
         errlog = self._errlog = Tail(MAX_ERRLOG_CHARS)
         return lambda: stdio_client(params, errlog=errlog.writer)
 
@@ -266,7 +283,8 @@ class McpExecutor:
                 find_bwrap(self.limits.bwrap_path),
                 self.workdir.resolve(),
                 processes=self.limits.processes,
-                read_only=self.limits.read_only,
+                # Stepline's Python, which gives the server its environment (`SERVER_ENV`).
+                read_only=tuple(dict.fromkeys([*python_paths(), *self.limits.read_only])),
             )
             jail.check()
         except SandboxUnavailable as error:

@@ -29,9 +29,26 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+_LAUNCHER = """\
+import os, sys
+count = int(os.environ["STEPLINE_JAIL_OPTIONS"])
+options = [os.environb[b"STEPLINE_JAIL_OPTION_%d" % n] for n in range(count)]
+held = os.memfd_create("bwrap-options", 0)
+data = b"".join(option + b"\\0" for option in options)
+while data:
+    data = data[os.write(held, data):]
+os.lseek(held, 0, os.SEEK_SET)
+bwrap = os.environb[b"STEPLINE_JAIL_BWRAP"]
+command = [os.fsencode(part) for part in sys.argv[1:]]
+os.execve(bwrap, [bwrap, b"--args", str(held).encode(), b"--", *command], {})
+"""
+"""Becomes bwrap, with the options it was given in its environment handed over through a
+file descriptor (`--args`, which bwrap reads and closes), and an empty environment."""
 
 SANDBOX_UID = 65534
 """`nobody`: owns nothing on the host but the work directories it is given."""
@@ -122,9 +139,16 @@ class Jail:
         `{"exit-code": N}` to `status_fd` only if the jail was built and the program started:
         see `started`. None: no status (the program keeps every descriptor it is given; bwrap
         closes its status descriptor in the jail)."""
+        options, command = self.parts(program_argv, env, status_fd)
+        return [self.bwrap, *options, "--", *command]
+
+    def parts(
+        self, program_argv: Sequence[str], env: Mapping[str, str], status_fd: int | None
+    ) -> tuple[list[str], list[str]]:
+        """`argv`'s two halves: bwrap's options (the environment among them) and the command
+        it runs (`unlisted` keeps the options off every command line)."""
         status = [] if status_fd is None else ["--json-status-fd", str(status_fd)]
-        return [
-            self.bwrap,
+        options = [
             *status,
             *self._namespaces(),
             "--die-with-parent",
@@ -134,10 +158,8 @@ class Jail:
             str(self.workdir),
             "--clearenv",
             *[arg for name, value in env.items() for arg in ("--setenv", name, value)],
-            "--",
-            *self._inside(),
-            *program_argv,
         ]
+        return options, [*self._inside(), *program_argv]
 
     def check(self) -> None:
         """Run `true` in the jail once: raises SandboxUnavailable saying why it cannot run.
@@ -237,3 +259,19 @@ def _parents(path: Path) -> list[str]:
     for parent in reversed(path.parents[:-1]):
         made += ["--perms", "0755", "--dir", str(parent)]
     return made
+
+
+def unlisted(
+    bwrap: str, options: Sequence[str], command: Sequence[str]
+) -> tuple[list[str], dict[str, str]]:
+    """A jail (`Jail.parts`) as a command whose command line shows its `command` alone, and
+    the environment to start that command with.
+
+    Any process of the host may read another's command line; only its own user may read its
+    environment. So a launcher (this Python, isolated) is given bwrap's options, the jail's
+    environment among them, in its own environment, hands them to bwrap through a file
+    descriptor and becomes bwrap, with an empty environment, running `command`."""
+    environment = {f"STEPLINE_JAIL_OPTION_{n}": option for n, option in enumerate(options)}
+    environment["STEPLINE_JAIL_OPTIONS"] = str(len(options))
+    environment["STEPLINE_JAIL_BWRAP"] = bwrap
+    return [sys.executable, "-I", "-c", _LAUNCHER, *command], environment

@@ -347,3 +347,40 @@ def test_a_server_writing_to_stderr_without_end_grows_nothing_on_the_host(
 
     assert len(kept) == MAX_ERRLOG_CHARS
     assert kept.endswith("x\nthe end\n")
+
+
+def test_a_secret_given_to_a_server_is_on_no_command_line_of_the_host(tmp_path: Path) -> None:
+    """Any process of the host may read another's command line (ps): a secret in a server's
+    env is in the server's environment alone, which only its own user may read."""
+    token, marker = f"tok-{uuid4().hex}", uuid4().hex
+    server = stored(
+        command=["python", SERVER], env={"TOKEN": "{{secrets.TOKEN}}", "MARKER": marker}
+    )
+    limits = McpLimits(
+        allowed_programs=("python",), read_only=(*python_paths(), EXAMPLES.resolve())
+    )
+    executor = McpExecutor(
+        server, Secrets({"TOKEN": token}), tmp_path, limits, EgressPolicy.of(["127.0.0.1"])
+    )
+    try:
+        assert executor.run(Command("mcp", "server_id", {})).ok
+        [running] = processes_marked(marker)
+        environ = Path(f"/proc/{running}/environ").read_bytes().split(b"\0")
+        on_command_lines = [
+            proc.name
+            for proc in Path("/proc").iterdir()
+            if proc.name.isdigit() and token.encode() in _read(proc / "cmdline")
+        ]
+        held = [os.readlink(fd) for fd in Path(f"/proc/{running}/fd").iterdir()]
+    finally:
+        executor.close()
+    assert f"TOKEN={token}".encode() in environ  # the server has it
+    assert on_command_lines == []
+    assert not [fd for fd in held if "bwrap" in fd]  # nor does it hold the jail's options
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # a process that ended meanwhile
+        return b""
