@@ -238,8 +238,9 @@ class McpExecutor:
         server_env = {**self._environment(), **env}
         given = {f"{SERVER_ENV_PREFIX}{name}": value for name, value in server_env.items()}
         started = [*self._limits(), sys.executable, "-I", "-c", SERVER_ENV, program, *argv[1:]]
-        options, command = jail.parts(started, {**self._environment(), **given}, status_fd=None)
-        launcher, launcher_env = unlisted(jail.bwrap, options, command)  # its stderr kept
+        jail_env = {**self._environment(), **given}
+        options, command = jail.parts(started, jail_env, status_fd=None)  # its stderr kept
+        launcher, launcher_env = unlisted(jail.bwrap, options, command)
         params = StdioServerParameters(command=launcher[0], args=launcher[1:], env=launcher_env)
         errlog = self._errlog = Tail(MAX_ERRLOG_CHARS)
         return lambda: stdio_client(params, errlog=errlog.writer)
