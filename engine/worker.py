@@ -15,8 +15,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -83,8 +84,13 @@ class HeldLease:
         self.lost = True
         self.halt()
 
-    def handing_back(self) -> None:
+    @contextmanager
+    def handing_back(self) -> Iterator[None]:
         self.handing_back_now = True
+        try:
+            yield
+        finally:
+            self.handing_back_now = False
 
     def settle(self, version: int, *, handed_back: bool = False) -> None:
         self.settled_version = version

@@ -8,10 +8,11 @@ its pool when it was opened, so only a session under that same policy may send o
 every new connection passes it as before (CheckedBackend: the addresses it decided on).
 
 A kept connection the server closes just as a session sends on it (its keep-alive ran out
-at that moment) gets the request and answers nothing. Such a request is sent again, at most
-twice, as browsers do, with the same Idempotency-Key: the server closed the connection
-without a word, most likely before it read the request. A request on a connection opened for
-it is never sent again, whatever happens: the server may have acted on it.
+at that moment) gets the request and answers nothing. Such a request is sent once more if its
+method is idempotent (RFC 9110: GET, HEAD, OPTIONS, TRACE, PUT, DELETE), as HTTP clients
+retry them: the server may also have acted on it before it closed, and only for those is a
+second time the same as once. A POST or PATCH is never sent again, nor is a request that
+failed on a connection opened for it.
 
 Bounded: at most `most_pools` pools (the least recently leased one goes first), each keeping
 at most `keepalive_per_pool` idle connections for `keepalive_expiry_s`; a pool no session
@@ -34,8 +35,8 @@ import httpx
 from engine.executors.http import tls_context
 from engine.tenancy.egress import CheckedBackend, EgressPolicy, checked_transport
 
-RESENDS_ON_KEPT = 2
-"""How many times a request is sent again after kept connections closed unanswered."""
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""The methods whose request is sent again after a kept connection closed unanswered."""
 
 PoolKey = tuple[str, tuple[str, ...]]
 """A tenant and its egress allow-list, of which its egress policy is made (EgressPolicy.of)."""
@@ -82,16 +83,14 @@ class LeasedTransport(httpx.BaseTransport):
         kept = self._kept
         if kept is None:
             raise httpx.TransportError("this session's connections were given back")
-        resends = RESENDS_ON_KEPT
-        while True:
-            opened = kept.backend.opened_here()
-            try:
-                return kept.transport.handle_request(request)
-            except (httpx.ReadError, httpx.RemoteProtocolError) as error:
-                on_kept = kept.backend.opened_here() == opened
-                if not (resends and on_kept and _unanswered(error)):
-                    raise
-                resends -= 1
+        opened = kept.backend.opened_here()
+        try:
+            return kept.transport.handle_request(request)
+        except (httpx.ReadError, httpx.RemoteProtocolError) as error:
+            on_kept = kept.backend.opened_here() == opened
+            if not (on_kept and request.method in IDEMPOTENT and _unanswered(error)):
+                raise
+        return kept.transport.handle_request(request)  # once more, whatever comes of it
 
     def close(self) -> None:
         kept, self._kept = self._kept, None

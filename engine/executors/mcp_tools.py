@@ -237,7 +237,8 @@ class McpExecutor:
         # is named by its path, found here, so that nothing in `env` chooses it.
         server_env = {**self._environment(), **env}
         given = {f"{SERVER_ENV_PREFIX}{name}": value for name, value in server_env.items()}
-        started = [*self._limits(), sys.executable, "-I", "-c", SERVER_ENV, program, *argv[1:]]
+        python = str(Path(sys.executable).resolve())  # in the jail at that path (python_paths)
+        started = [*self._limits(), python, "-I", "-c", SERVER_ENV, program, *argv[1:]]
         jail_env = {**self._environment(), **given}
         options, command = jail.parts(started, jail_env, status_fd=None)  # its stderr kept
         launcher, launcher_env = unlisted(jail.bwrap, options, command)

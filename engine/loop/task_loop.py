@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -94,9 +95,10 @@ class Ownership(Protocol):
 
     def lose(self) -> None: ...
 
-    def handing_back(self) -> None:
-        """The run's last write is about to release the lease (`HeldSession.commit`): a
-        renewal that finds no lease meanwhile is that release, not a loss."""
+    def handing_back(self) -> AbstractContextManager[None]:
+        """While the run's last write, which releases the lease (`HeldSession.commit`), is
+        made and said (`settle`): a renewal that finds no lease meanwhile is that release, not
+        a loss."""
         ...
 
     def settle(self, version: int, *, handed_back: bool = False) -> None:
@@ -336,13 +338,11 @@ class SessionRun:
         picks up)."""
         ownership = self.ownership
         ended = ownership is not None and self.held.session.status in ENDED
-        if ownership is not None and ended:
-            ownership.handing_back()
-        handed_back = self.held.commit(hand_back=ended)
-        session = self.held.session
-        if ownership is not None:
-            ownership.settle(session.version, handed_back=handed_back)
-        return session.status
+        with ownership.handing_back() if ownership is not None and ended else nullcontext():
+            handed_back = self.held.commit(hand_back=ended)
+            if ownership is not None:
+                ownership.settle(self.held.session.version, handed_back=handed_back)
+        return self.held.session.status
 
     def _woken(self, session: WorkflowSession) -> bool:
         """End the session's wait if it is due (a timer's time, an approval's or a signal's

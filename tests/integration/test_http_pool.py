@@ -44,7 +44,7 @@ class Target(ThreadingHTTPServer):
         """Close a connection unanswered at its second request, as a server whose keep-alive
         runs out just as the request comes in."""
         self.dropped: list[str] = []
-        """The paths of the requests that got no answer."""
+        """The requests that got no answer (method and path)."""
         super().__init__(("127.0.0.1", 0), TargetHandler)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
@@ -69,7 +69,7 @@ class TargetHandler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         self.served += 1
         if url.path == "/vanish" or (self.server.drop_kept and self.served > 1):
-            self.server.dropped.append(url.path)
+            self.server.dropped.append(f"{self.command} {url.path}")
             self.close_connection = True  # no answer: the connection just ends
             return
         self.server.cookies.append(self.headers.get("Cookie"))
@@ -82,6 +82,8 @@ class TargetHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    do_POST = do_GET  # a POST is only ever dropped here
 
     def finish(self) -> None:
         super().finish()
@@ -367,7 +369,7 @@ def test_a_request_a_kept_connection_dropped_unanswered_is_sent_again_on_a_new_o
     one_request(kind, tmp_path, target, "acme", allowed)  # a connection kept
     target.drop_kept = True  # its keep-alive runs out as the next request comes in
     one_request(kind, tmp_path, target, "acme", allowed)
-    assert target.dropped == ["/"]
+    assert target.dropped == ["GET /"]
     assert len(target.connections) == 2  # sent again, on a new connection
 
 
@@ -377,17 +379,34 @@ def test_a_request_is_never_sent_again_on_a_connection_opened_for_it(
     """However the server ends it: it may have acted on the request."""
     executor = session_of(kind, tmp_path, "acme", f"127.0.0.1:{target.port}")
     try:
-        assert get(executor, target).ok  # a connection kept
-        outcome = get(executor, target, "/vanish")
+        outcome = get(executor, target, "/vanish")  # nothing kept yet: a connection of its own
     finally:
         executor.close()
     assert not outcome.ok
     assert outcome.error is not None
     assert outcome.error.code == "HTTP_REQUEST_FAILED"
     assert "without sending a response" in outcome.error.message
-    # Once on the kept connection, once more on a new one, and never again on that one.
-    assert target.dropped == ["/vanish", "/vanish"]
-    assert len(target.connections) == 2
+    assert target.dropped == ["GET /vanish"]
+    assert len(target.connections) == 1
+
+
+def test_a_request_is_sent_again_once_at_most_and_only_if_its_method_is_idempotent(
+    kind: HttpKind, target: Target, tmp_path: Path
+) -> None:
+    """A server may have acted on a request before it closed the connection unanswered: a
+    GET is sent once more (twice is the same as once), a POST never."""
+    executor = session_of(kind, tmp_path, "acme", f"127.0.0.1:{target.port}")
+    url = f"http://127.0.0.1:{target.port}/vanish"
+    try:
+        assert get(executor, target).ok  # a connection kept
+        got = get(executor, target, "/vanish")  # on it, then on a new one: no third time
+        assert get(executor, target).ok  # a connection kept again
+        posted = executor.run(Command("http", "request", {"method": "POST", "url": url}))
+    finally:
+        executor.close()
+    assert not got.ok
+    assert not posted.ok
+    assert target.dropped == ["GET /vanish", "GET /vanish", "POST /vanish"]
 
 
 def wait_for(condition: Any, timeout_s: float = 30.0) -> bool:

@@ -119,7 +119,8 @@ function stepRow(step) {
   );
 }
 
-let refreshes = 0; // the number of the latest refresh asked for: an older answer is dropped
+let refreshes = 0; // refreshes asked for, numbered
+let shown = 0; // the number of the latest one shown
 
 async function refresh() {
   const asked = ++refreshes;
@@ -127,9 +128,10 @@ async function refresh() {
     api(`/v1/sessions/${sessionId}`),
     api(`/v1/sessions/${sessionId}/steps`),
   ]);
-  // A newer refresh (the timer, an event, a button) was asked meanwhile and reads a state at
-  // least as new: this answer, come late, would show an ended session running again.
-  if (asked !== refreshes) return;
+  // A newer refresh (the timer, an event, a button) has shown a state at least as new: this
+  // answer, come late, would show an ended session running again.
+  if (asked < shown) return;
+  shown = asked;
   showSession(session);
   document.querySelector("#steps tbody").replaceChildren(...steps.map(stepRow));
   if (ENDED.includes(session.status)) clearInterval(ticking);  // nothing changes any more
