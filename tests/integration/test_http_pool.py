@@ -83,7 +83,8 @@ class TargetHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_POST = do_GET  # a POST is only ever dropped here
+    def do_POST(self) -> None:
+        self.do_GET()  # a POST is only ever dropped here
 
     def finish(self) -> None:
         super().finish()
