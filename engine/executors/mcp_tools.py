@@ -117,12 +117,12 @@ class McpLimits:
 
 
 SERVER_ENV_PREFIX = "STEPLINE_SERVER_ENV_"
-SERVER_ENV = """\
-import os, sys
-prefix = b"STEPLINE_SERVER_ENV_"
-given = {k[len(prefix):]: v for k, v in os.environb.items() if k.startswith(prefix)}
-os.execve(sys.argv[1], sys.argv[1:], given)
-"""
+SERVER_ENV = (
+    "import os, sys\n"
+    f"prefix = {SERVER_ENV_PREFIX.encode()!r}\n"
+    "given = {k[len(prefix):]: v for k, v in os.environb.items() if k.startswith(prefix)}\n"
+    "os.execve(sys.argv[1], sys.argv[1:], given)\n"
+)
 """Run in the jail once it has dropped to the sandbox uid: starts the server with exactly the
 environment handed to it under `SERVER_ENV_PREFIX`, under its own names."""
 
@@ -226,25 +226,28 @@ class McpExecutor:
             raise McpRefused(Outcome.failed("SANDBOX_VIOLATION", refusal, command=argv))
         program = self._program(argv[0])
         env = self.secrets.filled(with_variables(server.env, {}), SHELL)
-        jail = self._jail()
-        # The server's environment (the workflow's env over PATH and HOME) is handed to the
-        # jail under names of Stepline's own, and given its own names by `SERVER_ENV` once the
-        # jail has dropped to the sandbox uid: what runs before the drop (as root, when the
-        # worker is) never sees a tenant's variable by its name. It is set by bwrap's options,
-        # which are on no command line (`unlisted`): a tenant's secret in `env` is not on
-        # the host's process list. bwrap clears its own environment for the jail (--clearenv);
-        # the SDK adds a few of the worker's variables to the launcher's alone. The program
-        # is named by its path, found here, so that nothing in `env` chooses it.
-        server_env = {**self._environment(), **env}
-        given = {f"{SERVER_ENV_PREFIX}{name}": value for name, value in server_env.items()}
-        python = str(Path(sys.executable).resolve())  # in the jail at that path (python_paths)
-        started = [*self._limits(), python, "-I", "-c", SERVER_ENV, program, *argv[1:]]
-        jail_env = {**self._environment(), **given}
-        options, command = jail.parts(started, jail_env, status_fd=None)  # its stderr kept
-        launcher, launcher_env = unlisted(jail.bwrap, options, command)
-        params = StdioServerParameters(command=launcher[0], args=launcher[1:], env=launcher_env)
+        params = self._launched(self._jail(), [program, *argv[1:]], env)
         errlog = self._errlog = Tail(MAX_ERRLOG_CHARS)
         return lambda: stdio_client(params, errlog=errlog.writer)
+
+    def _launched(self, jail: Jail, argv: list[str], env: dict[str, str]) -> StdioServerParameters:
+        """How the SDK starts `argv` in `jail`, with `env` over PATH and HOME.
+
+        The server's environment is handed to the jail under names of Stepline's own, and
+        given its own names by `SERVER_ENV` once the jail has dropped to the sandbox uid: what
+        runs before the drop (as root, when the worker is) never sees a tenant's variable by
+        its name. It is set by bwrap's options, which are on no command line (`unlisted`): a
+        tenant's secret in `env` is not on the host's process list. bwrap clears its own
+        environment for the jail (--clearenv); the SDK adds a few of the worker's variables to
+        the launcher's alone. The program is named by its path (`argv[0]`, found by
+        `_program`), so that nothing in `env` chooses it."""
+        base = self._environment()
+        given = {f"{SERVER_ENV_PREFIX}{name}": value for name, value in {**base, **env}.items()}
+        python = str(Path(sys.executable).resolve())  # in the jail at that path (python_paths)
+        started = [*self._limits(), python, "-I", "-c", SERVER_ENV, *argv]
+        options, command = jail.parts(started, {**base, **given}, status_fd=None)  # stderr kept
+        launcher, launcher_env = unlisted(jail.bwrap, options, command)
+        return StdioServerParameters(command=launcher[0], args=launcher[1:], env=launcher_env)
 
     def _program(self, name: str) -> str:
         """The absolute path of the server's program, as the jail's PATH finds it."""
